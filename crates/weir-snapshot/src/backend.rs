@@ -1,0 +1,111 @@
+//! Backends: weighted choices within a rule, each either a resolved upstream or a reason it
+//! could not be resolved (its share of traffic then gets 500).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::filter::Filter;
+
+/// One weighted backendRef of a rule.
+#[derive(Debug)]
+pub struct Backend {
+    pub weight: u32,
+    pub target: BackendTarget,
+    /// Filters that apply only when this backend is picked.
+    pub filters: Arc<[Filter]>,
+}
+
+#[derive(Debug)]
+pub enum BackendTarget {
+    Upstream(Arc<Upstream>),
+    /// The backendRef did not resolve (missing Service, wrong kind, not permitted…): requests
+    /// that pick it get 500. The string says why, for logs.
+    Invalid(Arc<str>),
+}
+
+/// How to speak to the backend, from the Service port's `appProtocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppProtocol {
+    #[default]
+    Http1,
+    /// `kubernetes.io/h2c`: HTTP/2 with prior knowledge.
+    H2c,
+    /// `kubernetes.io/ws` (or `wss`): HTTP/1.1, upgrades expected.
+    WebSocket,
+}
+
+/// A Service port resolved to ready endpoints.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `namespace/service:port`, precomputed as the metric label.
+    pub name: Arc<str>,
+    pub protocol: AppProtocol,
+    /// Ready endpoints (address and target port).
+    pub endpoints: Arc<[Endpoint]>,
+    /// Round-robin cursor. Shared by all requests on this snapshot.
+    next: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+}
+
+impl Upstream {
+    pub fn new(name: impl Into<Arc<str>>, protocol: AppProtocol, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            name: name.into(),
+            protocol,
+            endpoints: endpoints.into(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint in round-robin order, or `None` when there are no ready endpoints.
+    pub fn pick(&self) -> Option<Endpoint> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        self.endpoints.get(i).copied()
+    }
+
+    /// Endpoints starting from the next round-robin position: the first is the pick, the rest
+    /// are fallbacks to try when connecting to it fails.
+    pub fn pick_with_fallbacks(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        let n = self.endpoints.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        (0..n).filter_map(move |k| self.endpoints.get((start + k) % n).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_cycles_through_endpoints() {
+        let eps = vec![
+            Endpoint {
+                addr: "127.0.0.1:1".parse().unwrap(),
+            },
+            Endpoint {
+                addr: "127.0.0.1:2".parse().unwrap(),
+            },
+        ];
+        let u = Upstream::new("ns/svc:80", AppProtocol::Http1, eps);
+        let picks: Vec<u16> = (0..4).map(|_| u.pick().unwrap().addr.port()).collect();
+        assert_eq!(picks, [1, 2, 1, 2]);
+        let order: Vec<u16> = u.pick_with_fallbacks().map(|e| e.addr.port()).collect();
+        assert_eq!(order.len(), 2);
+        assert_ne!(order[0], order[1]);
+        assert!(Upstream::new("x", AppProtocol::Http1, vec![])
+            .pick()
+            .is_none());
+    }
+}

@@ -1,0 +1,223 @@
+//! Hostname index: exact names, then wildcard suffixes from longest to shortest, then the
+//! catch-all. Lookups hash the request host and its suffixes; they allocate nothing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// A hostname as Gateway API writes it: `example.com` or `*.example.com` (lowercase).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum HostPattern {
+    Exact(Arc<str>),
+    /// `*.example.com`, stored as the suffix `.example.com`.
+    Wildcard(Arc<str>),
+}
+
+impl HostPattern {
+    /// Parse `example.com` or `*.example.com`; lowercases. Returns `None` for an empty string.
+    pub fn parse(s: &str) -> Option<HostPattern> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.is_empty() {
+            return None;
+        }
+        Some(match s.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => HostPattern::Wildcard(suffix.into()),
+            _ => HostPattern::Exact(s.into()),
+        })
+    }
+
+    /// Whether a (lowercase) host matches: a wildcard matches one or more labels before its
+    /// suffix, never the bare suffix.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => **h == *host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(&**suffix),
+        }
+    }
+
+    /// Characters that are not part of a wildcard, and all characters, as the spec ranks
+    /// hostnames ("largest number of characters in a matching non-wildcard hostname", then
+    /// "characters in a matching hostname").
+    pub fn specificity(&self) -> (usize, usize) {
+        match self {
+            HostPattern::Exact(h) => (h.len(), h.len()),
+            HostPattern::Wildcard(s) => (0, s.len() + 1),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// Values indexed by hostname pattern. Each bucket keeps the order its values were inserted
+/// in (callers insert in precedence order).
+#[derive(Debug)]
+pub struct HostIndex<T> {
+    exact: HashMap<Box<str>, Box<[T]>>,
+    /// Keyed by suffix including the leading dot (`.example.com`).
+    wildcard: HashMap<Box<str>, Box<[T]>>,
+    any: Box<[T]>,
+    /// Longest wildcard suffix, in dots, to bound the suffix walk.
+    max_wildcard_labels: usize,
+}
+
+impl<T> Default for HostIndex<T> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any: Box::new([]),
+            max_wildcard_labels: 0,
+        }
+    }
+}
+
+impl<T> HostIndex<T> {
+    /// Build from `(pattern, value)` pairs; `None` means "any host". Values keep their
+    /// relative order within a bucket, so pass them sorted by precedence.
+    pub fn build(items: impl IntoIterator<Item = (Option<HostPattern>, T)>) -> Self {
+        let mut exact: HashMap<Box<str>, Vec<T>> = HashMap::new();
+        let mut wildcard: HashMap<Box<str>, Vec<T>> = HashMap::new();
+        let mut any = Vec::new();
+        for (pattern, value) in items {
+            match pattern {
+                Some(HostPattern::Exact(h)) => exact.entry((*h).into()).or_default().push(value),
+                Some(HostPattern::Wildcard(s)) => {
+                    wildcard.entry((*s).into()).or_default().push(value)
+                }
+                None => any.push(value),
+            }
+        }
+        let max_wildcard_labels = wildcard
+            .keys()
+            .map(|k| k.matches('.').count())
+            .max()
+            .unwrap_or(0);
+        Self {
+            exact: exact.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            wildcard: wildcard.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            any: any.into(),
+            max_wildcard_labels,
+        }
+    }
+
+    /// Values whose pattern matches `host` (lowercase, no port), most specific pattern first:
+    /// the exact bucket, then each matching wildcard suffix from longest to shortest, then the
+    /// catch-all bucket.
+    pub fn candidates<'a, 'h>(
+        &'a self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'a T> + use<'a, 'h, T> {
+        let exact = self.exact.get(host).map(|b| &b[..]).unwrap_or(&[]);
+        let wildcards = self.wildcard_buckets(host).flat_map(|b| b.iter());
+        exact.iter().chain(wildcards).chain(self.any.iter())
+    }
+
+    fn wildcard_buckets<'a, 'h>(
+        &'a self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'a [T]> + use<'a, 'h, T> {
+        // Suffixes starting at each '.', left to right = longest first. Skip suffixes with
+        // more labels than any wildcard key has.
+        let dots = host.matches('.').count();
+        let skip = dots.saturating_sub(self.max_wildcard_labels);
+        let empty = self.wildcard.is_empty();
+        host.match_indices('.')
+            .skip(skip)
+            .filter(move |_| !empty)
+            .filter_map(move |(i, _)| {
+                // A wildcard never matches the bare suffix: there must be a label before it.
+                if i == 0 {
+                    return None;
+                }
+                self.wildcard.get(&host[i..]).map(|b| &b[..])
+            })
+    }
+
+    /// Number of values held.
+    pub fn len(&self) -> usize {
+        self.exact.values().map(|b| b.len()).sum::<usize>()
+            + self.wildcard.values().map(|b| b.len()).sum::<usize>()
+            + self.any.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every value, in no particular order across buckets.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .flat_map(|b| b.iter())
+            .chain(self.any.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx() -> HostIndex<&'static str> {
+        HostIndex::build([
+            (HostPattern::parse("foo.example.com"), "exact"),
+            (HostPattern::parse("*.example.com"), "wild"),
+            (HostPattern::parse("*.foo.example.com"), "wild-foo"),
+            (None, "any"),
+        ])
+    }
+
+    #[test]
+    fn parse_patterns() {
+        assert_eq!(
+            HostPattern::parse("*.Example.com"),
+            Some(HostPattern::Wildcard(".example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("a.b"),
+            Some(HostPattern::Exact("a.b".into()))
+        );
+        assert_eq!(HostPattern::parse(""), None);
+    }
+
+    #[test]
+    fn exact_then_wildcards_longest_first_then_any() {
+        let i = idx();
+        let got: Vec<_> = i.candidates("foo.example.com").copied().collect();
+        assert_eq!(got, ["exact", "wild", "any"]);
+        let got: Vec<_> = i.candidates("a.foo.example.com").copied().collect();
+        assert_eq!(got, ["wild-foo", "wild", "any"]);
+        let got: Vec<_> = i.candidates("example.com").copied().collect();
+        assert_eq!(got, ["any"]);
+        let got: Vec<_> = i.candidates("other.org").copied().collect();
+        assert_eq!(got, ["any"]);
+    }
+
+    #[test]
+    fn wildcard_needs_a_label() {
+        let p = HostPattern::parse("*.example.com").unwrap();
+        assert!(p.matches("a.example.com"));
+        assert!(p.matches("a.b.example.com"));
+        assert!(!p.matches("example.com"));
+        assert!(!p.matches(".example.com"));
+        let i = idx();
+        assert_eq!(
+            i.candidates(".example.com").copied().collect::<Vec<_>>(),
+            ["any"]
+        );
+    }
+
+    #[test]
+    fn specificity_orders_exact_before_wildcard() {
+        let e = HostPattern::parse("a.example.com").unwrap().specificity();
+        let w = HostPattern::parse("*.example.com").unwrap().specificity();
+        assert!(e > w);
+    }
+}

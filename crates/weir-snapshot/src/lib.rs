@@ -1,0 +1,122 @@
+//! The routing snapshot: one immutable value that holds everything the data plane needs to
+//! route a request, compiled for lookup. The translator builds it off the hot path; the proxy
+//! loads it once per request (or connection) from an `ArcSwap` and never sees Kubernetes types.
+//!
+//! Shape, following a request: [`Snapshot`] → [`SocketConfig`] (one per bound address/port)
+//! → [`Listener`] chosen by Host via a [`HostIndex`] → [`RouteEntry`] candidates in precedence
+//! order via the listener's route [`HostIndex`] → first whose [`RequestMatch`] matches →
+//! its [`RouteAction`] (filters, weighted backends).
+
+pub mod backend;
+pub mod filter;
+pub mod host_index;
+pub mod route;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use backend::{AppProtocol, Backend, BackendTarget, Endpoint, Upstream};
+pub use filter::{Filter, HeaderModifier, PathModifier, Redirect, RedirectScheme, UrlRewrite};
+pub use host_index::{HostIndex, HostPattern};
+pub use route::{
+    HeaderMatch, MethodMatch, PathMatch, QueryMatch, RequestMatch, RequestView, RouteAction,
+    RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,
+};
+
+/// The swappable holder of the live snapshot: the control plane stores a new `Arc<Snapshot>`,
+/// the data plane loads one per request or connection and keeps it to the end.
+pub type SnapshotHandle = arc_swap::ArcSwap<Snapshot>;
+
+/// The whole routing state at one instant.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases by one with every snapshot that is swapped in.
+    pub generation: u64,
+    /// One entry per socket to serve, sorted by (address, port), unique.
+    pub sockets: Arc<[SocketConfig]>,
+}
+
+impl Snapshot {
+    /// The socket config for a configured port on a given address (`None` = the default bind
+    /// address).
+    pub fn socket(&self, address: Option<IpAddr>, port: u16) -> Option<&SocketConfig> {
+        self.sockets
+            .iter()
+            .find(|s| s.address == address && s.port == port)
+    }
+}
+
+/// What arrives on one socket: the Gateway listeners (possibly of several Gateways) that share
+/// this address and port.
+#[derive(Debug)]
+pub struct SocketConfig {
+    /// Address to bind; `None` means the process-wide bind address (`--bind`).
+    pub address: Option<IpAddr>,
+    /// The port as configured on the listeners (the proxy adds any port offset when binding).
+    pub port: u16,
+    /// Whether connections on this socket terminate TLS.
+    pub tls: bool,
+    /// The listeners sharing this socket.
+    pub listeners: Arc<[Listener]>,
+    /// Listener choice by request hostname: indexes into `listeners`. For a Host that no
+    /// listener hostname matches, lookup yields nothing and the request gets 404.
+    pub listener_index: HostIndex<usize>,
+    /// Certificates by SNI (TLS sockets only): the first candidate whose pattern matches the
+    /// server name serves the handshake. `default_cert` serves clients that send no SNI.
+    pub certificates: HostIndex<Arc<rustls::sign::CertifiedKey>>,
+    pub default_cert: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl SocketConfig {
+    /// The listener a request with this Host (lowercase, without port) belongs to.
+    pub fn listener_for_host(&self, host: &str) -> Option<&Listener> {
+        self.listener_index
+            .candidates(host)
+            .next()
+            .and_then(|&i| self.listeners.get(i))
+    }
+
+    /// The certificate for an SNI server name (or the default when none is given).
+    pub fn certificate_for(
+        &self,
+        server_name: Option<&str>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        match server_name {
+            Some(name) => self
+                .certificates
+                .candidates(name)
+                .next()
+                .cloned()
+                .or_else(|| self.default_cert.clone()),
+            None => self.default_cert.clone(),
+        }
+    }
+}
+
+/// One Gateway listener, compiled.
+#[derive(Debug)]
+pub struct Listener {
+    /// `namespace/gateway` for metrics and logs.
+    pub gateway: Arc<str>,
+    /// The listener's section name.
+    pub name: Arc<str>,
+    /// The listener's hostname, if any.
+    pub hostname: Option<HostPattern>,
+    /// Routes attached to this listener, indexed by the (listener ∩ route) hostnames.
+    pub routes: HostIndex<Arc<RouteEntry>>,
+}
+
+impl Listener {
+    /// Route candidates for a Host, best first (see [`HostIndex::candidates`]).
+    pub fn route_candidates<'a, 'h>(
+        &'a self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'a Arc<RouteEntry>> + use<'a, 'h> {
+        self.routes.candidates(host)
+    }
+
+    /// The first route entry that matches the request.
+    pub fn find_route(&self, host: &str, req: &RequestView<'_>) -> Option<&Arc<RouteEntry>> {
+        self.route_candidates(host).find(|e| e.matcher.matches(req))
+    }
+}

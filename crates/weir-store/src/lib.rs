@@ -1,0 +1,358 @@
+//! The object cache: every source (files today, the Kubernetes API tomorrow) writes the
+//! objects it sees into a [`Store`]; the translator reads a `Store` and nothing else.
+//!
+//! This is the one module that names upstream API types. Everything downstream of the
+//! translator sees only `weir-snapshot` types. The store does no validation beyond what
+//! deserialization already did: the translator decides what is valid.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
+pub use gateway_api::gateways::{Gateway, GatewayStatus};
+pub use gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
+pub use gateway_api::referencegrants::ReferenceGrant;
+pub use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+pub use k8s_openapi::api::discovery::v1::EndpointSlice;
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+
+/// Upstream Gateway API type modules, for code that needs the generated nested types.
+pub mod gw {
+    pub use gateway_api::gatewayclasses;
+    pub use gateway_api::gateways;
+    pub use gateway_api::httproutes;
+    pub use gateway_api::referencegrants;
+}
+
+/// The API group of Gateway API resources.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Identity of a namespaced (or, with an empty namespace, cluster-scoped) object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Key of a cluster-scoped object.
+    pub fn cluster(name: impl Into<String>) -> Self {
+        Self::new("", name)
+    }
+
+    /// Key of any object from its metadata (namespace empty when absent).
+    pub fn of(meta: &ObjectMeta) -> Self {
+        Self::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// The kinds Weir reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Kind {
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    ReferenceGrant,
+    Service,
+    EndpointSlice,
+    Secret,
+    Namespace,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::ReferenceGrant,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Secret,
+        Kind::Namespace,
+    ];
+
+    /// The Kubernetes `kind` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::Namespace => "Namespace",
+        }
+    }
+
+    /// The API group (empty for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
+                GATEWAY_GROUP
+            }
+            Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::Service | Kind::Secret | Kind::Namespace => "",
+        }
+    }
+
+    /// The apiVersion Weir reports for this kind (the storage version).
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
+                "gateway.networking.k8s.io/v1"
+            }
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::Service | Kind::Secret | Kind::Namespace => "v1",
+        }
+    }
+
+    pub fn is_cluster_scoped(self) -> bool {
+        matches!(self, Kind::GatewayClass | Kind::Namespace)
+    }
+
+    /// Recognise an object by its `apiVersion` and `kind`. Gateway API objects are accepted in
+    /// `v1` and `v1beta1` (`ReferenceGrant` also `v1alpha2`); core kinds only in their `v1`.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let k = Kind::ALL.into_iter().find(|k| k.as_str() == kind)?;
+        if k.group() != group {
+            return None;
+        }
+        let version_ok = match k {
+            Kind::ReferenceGrant => matches!(version, "v1" | "v1beta1" | "v1alpha2"),
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
+                matches!(version, "v1" | "v1beta1")
+            }
+            _ => version == "v1",
+        };
+        version_ok.then_some(k)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an object (or an error) came from, for messages a user can act on.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Location {
+    /// The file it was read from; empty for objects from the Kubernetes API.
+    pub file: PathBuf,
+    /// 1-based line of the document (or of the error) in `file`; 0 when unknown.
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// A newer version of an object that a source could not accept. The store keeps serving the
+/// last good version (if any) and remembers why the newer one was rejected, so status and
+/// `weir check` can say so.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    pub location: Location,
+    pub message: String,
+}
+
+/// Any object Weir reads, shared cheaply.
+#[derive(Clone, Debug)]
+pub enum Object {
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HttpRoute(Arc<HttpRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    Namespace(Arc<Namespace>),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+            Object::Namespace(_) => Kind::Namespace,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::of(self.meta())
+    }
+}
+
+/// Everything the translator needs, by kind, ordered by key (so iteration is deterministic).
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub gateway_classes: BTreeMap<ObjectKey, Arc<GatewayClass>>,
+    pub gateways: BTreeMap<ObjectKey, Arc<Gateway>>,
+    pub http_routes: BTreeMap<ObjectKey, Arc<HttpRoute>>,
+    pub reference_grants: BTreeMap<ObjectKey, Arc<ReferenceGrant>>,
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    pub namespaces: BTreeMap<ObjectKey, Arc<Namespace>>,
+    /// Newer versions a source rejected, by kind and key (see [`Rejection`]).
+    pub rejected: BTreeMap<(Kind, ObjectKey), Rejection>,
+    /// Where each object was read from (file mode), for messages.
+    pub locations: BTreeMap<(Kind, ObjectKey), Location>,
+}
+
+impl Store {
+    /// Insert or replace an object.
+    pub fn apply(&mut self, object: Object) {
+        let key = object.key();
+        match object {
+            Object::GatewayClass(o) => self.gateway_classes.insert(key, o).map(drop),
+            Object::Gateway(o) => self.gateways.insert(key, o).map(drop),
+            Object::HttpRoute(o) => self.http_routes.insert(key, o).map(drop),
+            Object::ReferenceGrant(o) => self.reference_grants.insert(key, o).map(drop),
+            Object::Service(o) => self.services.insert(key, o).map(drop),
+            Object::EndpointSlice(o) => self.endpoint_slices.insert(key, o).map(drop),
+            Object::Secret(o) => self.secrets.insert(key, o).map(drop),
+            Object::Namespace(o) => self.namespaces.insert(key, o).map(drop),
+        };
+    }
+
+    /// Remove an object; returns whether it was present.
+    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        self.locations.remove(&(kind, key.clone()));
+        self.rejected.remove(&(kind, key.clone()));
+        match kind {
+            Kind::GatewayClass => self.gateway_classes.remove(key).is_some(),
+            Kind::Gateway => self.gateways.remove(key).is_some(),
+            Kind::HttpRoute => self.http_routes.remove(key).is_some(),
+            Kind::ReferenceGrant => self.reference_grants.remove(key).is_some(),
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::Namespace => self.namespaces.remove(key).is_some(),
+        }
+    }
+
+    /// Look an object up by kind and key.
+    pub fn get(&self, kind: Kind, key: &ObjectKey) -> Option<Object> {
+        Some(match kind {
+            Kind::GatewayClass => Object::GatewayClass(self.gateway_classes.get(key)?.clone()),
+            Kind::Gateway => Object::Gateway(self.gateways.get(key)?.clone()),
+            Kind::HttpRoute => Object::HttpRoute(self.http_routes.get(key)?.clone()),
+            Kind::ReferenceGrant => {
+                Object::ReferenceGrant(self.reference_grants.get(key)?.clone())
+            }
+            Kind::Service => Object::Service(self.services.get(key)?.clone()),
+            Kind::EndpointSlice => Object::EndpointSlice(self.endpoint_slices.get(key)?.clone()),
+            Kind::Secret => Object::Secret(self.secrets.get(key)?.clone()),
+            Kind::Namespace => Object::Namespace(self.namespaces.get(key)?.clone()),
+        })
+    }
+
+    /// Labels of a namespace (empty when the namespace object is unknown).
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        self.namespaces
+            .get(&ObjectKey::cluster(namespace))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// Total number of objects held.
+    pub fn len(&self) -> usize {
+        self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.reference_grants.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+            + self.namespaces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_api_versions() {
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v1beta1", "HTTPRoute"),
+            Some(Kind::HttpRoute)
+        );
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v1", "Gateway"),
+            Some(Kind::Gateway)
+        );
+        assert_eq!(Kind::from_type("v1", "Service"), Some(Kind::Service));
+        assert_eq!(
+            Kind::from_type("discovery.k8s.io/v1", "EndpointSlice"),
+            Some(Kind::EndpointSlice)
+        );
+        assert_eq!(Kind::from_type("apps/v1", "Deployment"), None);
+        assert_eq!(Kind::from_type("v1", "HTTPRoute"), None);
+        assert_eq!(Kind::from_type("gateway.networking.k8s.io/v2", "Gateway"), None);
+    }
+
+    #[test]
+    fn apply_and_delete() {
+        let mut store = Store::default();
+        let mut svc = Service::default();
+        svc.metadata.namespace = Some("ns".into());
+        svc.metadata.name = Some("a".into());
+        store.apply(Object::Service(Arc::new(svc)));
+        let key = ObjectKey::new("ns", "a");
+        assert!(store.get(Kind::Service, &key).is_some());
+        assert_eq!(store.len(), 1);
+        assert!(store.delete(Kind::Service, &key));
+        assert!(!store.delete(Kind::Service, &key));
+        assert!(store.is_empty());
+    }
+}
