@@ -1,0 +1,178 @@
+//! `weir-echo`: the HTTP echo backend used by Weir's tests and quickstart.
+//!
+//! It answers like the Gateway API conformance echo server (see
+//! `gateway-api/v1.5.1/echo/README.md`): `/health`, `/status/NNN`, `/version`, and for any
+//! other path a JSON description of the request (path, host, method, proto, canonical
+//! headers, pod/namespace context and TLS details). It serves plain HTTP (`HTTP_PORT`,
+//! default 3000), cleartext HTTP/2 (`H2C_PORT`, default 3001) and, when `TLS_SERVER_CERT`
+//! and `TLS_SERVER_PRIVKEY` are set, HTTPS (`HTTPS_PORT`, default 8443).
+//!
+//! After binding, one line per listener is printed to stdout, e.g.
+//! `listening http 127.0.0.1:43567`, so that harnesses using port 0 learn the real ports.
+//! Every request is logged to stderr as
+//! `Echoing back request made to <path> to client (<remote addr>)`.
+
+mod duration;
+mod echo;
+mod http;
+mod server;
+mod tls;
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::echo::Context;
+use crate::http::ListenerKind;
+use crate::server::Listener;
+
+/// HTTP echo backend answering like the Gateway API conformance echo server.
+#[derive(Debug, Parser)]
+#[command(name = "weir-echo", version, about)]
+struct Args {
+    /// Plain HTTP port (0 picks a free one).
+    #[arg(long, env = "HTTP_PORT", default_value_t = 3000)]
+    http_port: u16,
+    /// Cleartext HTTP/2 (h2c) port (0 picks a free one).
+    #[arg(long, env = "H2C_PORT", default_value_t = 3001)]
+    h2c_port: u16,
+    /// Do not serve h2c.
+    #[arg(long)]
+    no_h2c: bool,
+    /// HTTPS port, served only when a server certificate and key are given.
+    #[arg(long, env = "HTTPS_PORT", default_value_t = 8443)]
+    https_port: u16,
+    /// Address to bind every listener to.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    bind: IpAddr,
+    /// Namespace reported in the echo JSON.
+    #[arg(long, env = "NAMESPACE", default_value = "")]
+    namespace: String,
+    /// Pod name reported in the echo JSON and by /version.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pod_name: String,
+    /// Service name reported in the echo JSON.
+    #[arg(long, env = "SERVICE_NAME", default_value = "")]
+    service_name: String,
+    /// Ingress name reported in the echo JSON.
+    #[arg(long, env = "INGRESS_NAME", default_value = "")]
+    ingress_name: String,
+    /// Server certificate chain, PEM text (not a path).
+    #[arg(long, env = "TLS_SERVER_CERT", hide_env_values = true)]
+    tls_server_cert: Option<String>,
+    /// Server private key, PEM text (not a path).
+    #[arg(long, env = "TLS_SERVER_PRIVKEY", hide_env_values = true)]
+    tls_server_privkey: Option<String>,
+    /// CA certificates, PEM text; when set, clients must present a certificate they issued.
+    #[arg(long, env = "TLS_CLIENT_CACERTS", hide_env_values = true)]
+    tls_client_cacerts: Option<String>,
+}
+
+/// A PEM option counts only when it is set and not blank.
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.trim().is_empty())
+}
+
+async fn bind(kind: ListenerKind, ip: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::new(ip, port);
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {} listener to {addr}", kind.name()))
+}
+
+/// Resolves when SIGTERM or SIGINT arrives. The handlers are installed before this returns
+/// its future, so signals sent right after the `listening` lines are not missed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let ctx = Arc::new(Context {
+        namespace: args.namespace.clone(),
+        ingress: args.ingress_name.clone(),
+        service: args.service_name.clone(),
+        pod: args.pod_name.clone(),
+    });
+
+    let mut listeners = vec![Listener {
+        kind: ListenerKind::Http,
+        listener: bind(ListenerKind::Http, args.bind, args.http_port).await?,
+        tls: None,
+    }];
+    if !args.no_h2c {
+        listeners.push(Listener {
+            kind: ListenerKind::H2c,
+            listener: bind(ListenerKind::H2c, args.bind, args.h2c_port).await?,
+            tls: None,
+        });
+    }
+    if let (Some(cert), Some(key)) = (
+        non_empty(&args.tls_server_cert),
+        non_empty(&args.tls_server_privkey),
+    ) {
+        let config = tls::server_config(cert, key, non_empty(&args.tls_client_cacerts))?;
+        listeners.push(Listener {
+            kind: ListenerKind::Https,
+            listener: bind(ListenerKind::Https, args.bind, args.https_port).await?,
+            tls: Some(tokio_rustls::TlsAcceptor::from(config)),
+        });
+    }
+
+    let signal = shutdown_signal()?;
+
+    {
+        let mut out = std::io::stdout().lock();
+        for l in &listeners {
+            let addr = l.listener.local_addr().context("reading a bound address")?;
+            writeln!(out, "listening {} {addr}", l.kind.name()).context("writing to stdout")?;
+        }
+        out.flush().context("flushing stdout")?;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(server::run(listener, ctx.clone(), stop_rx.clone()));
+    }
+
+    signal.await;
+    eprintln!("weir-echo: shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("weir-echo: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
