@@ -67,10 +67,12 @@ pub struct Timeouts {
 ///   * Method match.
 ///   * Largest number of header matches.
 ///   * Largest number of query param matches.
+///
 /// If ties still exist across multiple Routes, matching precedence MUST be determined in order
 /// of the following criteria, continuing on ties:
 ///   * The oldest Route based on creation timestamp.
 ///   * The Route appearing first in alphabetical order by "{namespace}/{name}".
+///
 /// If ties still exist within an HTTPRoute, matching precedence MUST be granted to the FIRST
 /// matching rule (in list order) with a match meeting the above criteria."
 ///

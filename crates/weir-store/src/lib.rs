@@ -242,6 +242,9 @@ pub struct Store {
     pub rejected: BTreeMap<(Kind, ObjectKey), Rejection>,
     /// Where each object was read from (file mode), for messages.
     pub locations: BTreeMap<(Kind, ObjectKey), Location>,
+    /// Problems of the latest read that no single object owns (a file that is not YAML at
+    /// all, say). The objects such a file held before keep serving.
+    pub errors: Vec<Rejection>,
 }
 
 impl Store {

@@ -1,0 +1,156 @@
+//! backendRefs → upstreams: Service port → ready endpoints from the Service's EndpointSlices.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::discovery::v1::EndpointPort;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use weir_snapshot::{AppProtocol, Endpoint, Upstream};
+use weir_store::{ObjectKey, Store, GATEWAY_GROUP};
+
+use crate::error::TranslateError;
+use crate::refgrant::{self, core_group};
+
+/// The label EndpointSlices carry naming their Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A backendRef's identity fields, from either a rule backendRef or a mirror.
+pub struct BackendRefSpec<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+}
+
+/// Upstreams built so far, one per (service, port), shared across routes.
+#[derive(Default)]
+pub struct Upstreams {
+    by_port: BTreeMap<(ObjectKey, i32), Arc<Upstream>>,
+}
+
+impl Upstreams {
+    /// Resolve a backendRef of an HTTPRoute in `route_ns`.
+    pub fn resolve(
+        &mut self,
+        store: &Store,
+        route_ns: &str,
+        r: &BackendRefSpec<'_>,
+    ) -> Result<Arc<Upstream>, TranslateError> {
+        let group = core_group(r.group.unwrap_or(""));
+        let kind = r.kind.unwrap_or("Service");
+        if !group.is_empty() || kind != "Service" {
+            return Err(TranslateError::BackendKind {
+                group: group.to_string(),
+                kind: kind.to_string(),
+                name: r.name.to_string(),
+            });
+        }
+        let ns = r.namespace.unwrap_or(route_ns);
+        let key = ObjectKey::new(ns, r.name);
+        let allowed = refgrant::permitted(
+            store,
+            &refgrant::From {
+                group: GATEWAY_GROUP,
+                kind: "HTTPRoute",
+                namespace: route_ns,
+            },
+            &refgrant::To {
+                group: "",
+                kind: "Service",
+                namespace: ns,
+                name: r.name,
+            },
+        );
+        if !allowed {
+            return Err(TranslateError::BackendNotPermitted(key.to_string()));
+        }
+        let service = store
+            .services
+            .get(&key)
+            .ok_or_else(|| TranslateError::BackendNotFound(key.to_string()))?;
+        let port = r
+            .port
+            .ok_or_else(|| TranslateError::BackendPortMissing(key.to_string()))?;
+        if let Some(u) = self.by_port.get(&(key.clone(), port)) {
+            return Ok(u.clone());
+        }
+        let service_port = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.port == port))
+            .ok_or_else(|| TranslateError::BackendPortNotFound {
+                service: key.to_string(),
+                port,
+            })?;
+        let upstream = Arc::new(Upstream::new(
+            format!("{key}:{port}"),
+            app_protocol(service_port.app_protocol.as_deref()),
+            endpoints(store, &key, service_port),
+        ));
+        self.by_port.insert((key, port), upstream.clone());
+        Ok(upstream)
+    }
+}
+
+fn app_protocol(p: Option<&str>) -> AppProtocol {
+    match p {
+        Some("kubernetes.io/h2c") => AppProtocol::H2c,
+        Some("kubernetes.io/ws") | Some("kubernetes.io/wss") => AppProtocol::WebSocket,
+        _ => AppProtocol::Http1,
+    }
+}
+
+/// Ready endpoints of a Service port, deduplicated and sorted.
+fn endpoints(store: &Store, key: &ObjectKey, service_port: &ServicePort) -> Vec<Endpoint> {
+    let mut out = BTreeSet::new();
+    let slices = store.endpoint_slices.iter().filter(|(k, slice)| {
+        k.namespace == key.namespace
+            && slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .is_some_and(|svc| *svc == key.name)
+    });
+    for (_, slice) in slices {
+        let ports = slice.ports.as_deref().unwrap_or(&[]);
+        let Some(port) = slice_port(ports, service_port) else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for addr in &ep.addresses {
+                if let Ok(ip) = addr.parse::<IpAddr>() {
+                    out.insert(SocketAddr::new(ip, port));
+                }
+            }
+        }
+    }
+    out.into_iter().map(|addr| Endpoint { addr }).collect()
+}
+
+/// The slice port serving a Service port: by name for named Service ports; otherwise by the
+/// targetPort (number, or name), falling back to the Service port number.
+fn slice_port(ports: &[EndpointPort], sp: &ServicePort) -> Option<u16> {
+    let name = |p: &EndpointPort| p.name.clone().unwrap_or_default();
+    let found = match (
+        sp.name.as_deref().filter(|n| !n.is_empty()),
+        &sp.target_port,
+    ) {
+        (Some(n), _) => ports.iter().find(|p| name(p) == n),
+        (None, Some(IntOrString::String(n))) => ports.iter().find(|p| name(p) == *n),
+        (None, Some(IntOrString::Int(n))) => ports.iter().find(|p| p.port == Some(*n)),
+        (None, None) => ports.iter().find(|p| p.port == Some(sp.port)),
+    };
+    let found = found.or_else(|| match ports {
+        [only] if name(only).is_empty() => Some(only),
+        _ => None,
+    })?;
+    found.port.and_then(|p| u16::try_from(p).ok())
+}

@@ -1,0 +1,95 @@
+//! Everything the translator can find wrong with a configuration. Each error knows the Gateway
+//! API condition reason it is reported with, and its message says what to fix.
+
+/// A problem found while translating one object. Reported in that object's status (never
+/// returned to the caller: translation always produces a snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    // ---- listeners ----
+    #[error("protocol {0:?} is not supported (supported: HTTP, HTTPS)")]
+    UnsupportedProtocol(String),
+    #[error("port {0} is outside 1-65535")]
+    InvalidPort(i32),
+    #[error("tls.mode {0} is not supported on an HTTPS listener; use Terminate")]
+    UnsupportedTlsMode(String),
+    #[error("route kind {group}/{kind} is not supported on this listener (supported: gateway.networking.k8s.io/HTTPRoute)")]
+    InvalidRouteKind { group: String, kind: String },
+    #[error("HTTPS listener has no tls.certificateRefs")]
+    NoCertificateRefs,
+    #[error("certificateRef {group}/{kind} {name} is not a core Secret")]
+    CertificateRefKind {
+        group: String,
+        kind: String,
+        name: String,
+    },
+    #[error("Secret {0} does not exist")]
+    CertificateNotFound(String),
+    #[error("Secret {0} is in another namespace and no ReferenceGrant there allows this Gateway to use it")]
+    CertificateNotPermitted(String),
+    #[error("Secret {secret} does not hold a usable certificate: {detail}")]
+    CertificateInvalid { secret: String, detail: String },
+    #[error("port {port} is already used with protocol {protocol} by listener {owner}")]
+    PortInUse {
+        port: u16,
+        protocol: String,
+        owner: String,
+    },
+    #[error("address type {0:?} is not supported (supported: IPAddress)")]
+    UnsupportedAddress(String),
+    #[error("address {0} cannot be used: it is not one of the addresses Weir serves on")]
+    AddressNotUsable(String),
+
+    // ---- routes ----
+    #[error("backendRef {group}/{kind} {name} is not a core Service")]
+    BackendKind {
+        group: String,
+        kind: String,
+        name: String,
+    },
+    #[error("Service {0} is in another namespace and no ReferenceGrant there allows this HTTPRoute to use it")]
+    BackendNotPermitted(String),
+    #[error("Service {0} does not exist")]
+    BackendNotFound(String),
+    #[error("backendRef to Service {0} needs a port")]
+    BackendPortMissing(String),
+    #[error("Service {service} has no port {port}")]
+    BackendPortNotFound { service: String, port: i32 },
+    #[error("invalid match in rule {rule}: {detail}")]
+    InvalidMatch { rule: usize, detail: String },
+    #[error("invalid filter in rule {rule}: {detail}")]
+    InvalidFilter { rule: usize, detail: String },
+    #[error(
+        "filter {filter} in rule {rule} is not supported yet; requests matching the rule get 500"
+    )]
+    UnsupportedFilter { rule: usize, filter: String },
+    #[error("invalid timeout in rule {rule}: {detail}")]
+    InvalidTimeout { rule: usize, detail: String },
+}
+
+impl TranslateError {
+    /// The condition reason this error is reported with.
+    pub fn reason(&self) -> &'static str {
+        use TranslateError as E;
+        match self {
+            E::UnsupportedProtocol(_) => "UnsupportedProtocol",
+            E::InvalidPort(_) | E::PortInUse { .. } => "PortUnavailable",
+            E::UnsupportedTlsMode(_) => "UnsupportedValue",
+            E::InvalidRouteKind { .. } => "InvalidRouteKinds",
+            E::NoCertificateRefs
+            | E::CertificateRefKind { .. }
+            | E::CertificateNotFound(_)
+            | E::CertificateInvalid { .. } => "InvalidCertificateRef",
+            E::CertificateNotPermitted(_) | E::BackendNotPermitted(_) => "RefNotPermitted",
+            E::UnsupportedAddress(_) => "UnsupportedAddress",
+            E::AddressNotUsable(_) => "AddressNotUsable",
+            E::BackendKind { .. } => "InvalidKind",
+            E::BackendNotFound(_) | E::BackendPortMissing(_) | E::BackendPortNotFound { .. } => {
+                "BackendNotFound"
+            }
+            E::InvalidMatch { .. }
+            | E::InvalidFilter { .. }
+            | E::UnsupportedFilter { .. }
+            | E::InvalidTimeout { .. } => "UnsupportedValue",
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! GatewayClasses and Gateways: which are ours, and each listener's validity (protocol, route
+//! kinds, certificates, conflicts) before routes attach.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+use weir_snapshot::{HostPattern, RouteEntry};
+use weir_store::gw::gateways::{
+    GatewayListeners, GatewayListenersAllowedRoutesNamespaces, GatewayListenersTlsMode,
+};
+use weir_store::{Gateway, ObjectKey, Store, GATEWAY_GROUP};
+
+use crate::compile::created;
+use crate::error::TranslateError;
+use crate::refgrant::{self, core_group};
+use crate::tls;
+
+/// A Gateway of ours, with its listeners evaluated.
+pub struct GatewayModel {
+    pub key: ObjectKey,
+    pub gateway: Arc<Gateway>,
+    pub created: (i64, u32),
+    /// spec.addresses problem: UnsupportedAddress (not accepted) or AddressNotUsable (not
+    /// programmed).
+    pub address_error: Option<TranslateError>,
+    pub listeners: Vec<ListenerModel>,
+}
+
+impl GatewayModel {
+    /// Accepted: addresses are supported and at least one listener is accepted.
+    pub fn accepted(&self) -> bool {
+        !matches!(
+            self.address_error,
+            Some(TranslateError::UnsupportedAddress(_))
+        ) && self.listeners.iter().any(ListenerModel::accepted)
+    }
+
+    /// Serving: accepted and every requested address usable.
+    pub fn serving(&self) -> bool {
+        self.accepted() && self.address_error.is_none()
+    }
+}
+
+/// One listener of a Gateway of ours.
+pub struct ListenerModel {
+    pub name: String,
+    pub port: u16,
+    pub https: bool,
+    pub hostname: Option<HostPattern>,
+    /// Route kinds (group gateway.networking.k8s.io) this listener accepts.
+    pub supported_kinds: Vec<String>,
+    pub namespaces: Option<GatewayListenersAllowedRoutesNamespaces>,
+    /// Why Accepted is False (unsupported protocol, port, TLS mode, port clash).
+    pub not_accepted: Option<TranslateError>,
+    /// `HostnameConflict` or `ProtocolConflict`.
+    pub conflict: Option<&'static str>,
+    /// Why ResolvedRefs is False (the first one is the reason).
+    pub ref_errors: Vec<TranslateError>,
+    /// The first usable certificate (HTTPS).
+    pub cert: Option<Arc<CertifiedKey>>,
+    pub attached_routes: i32,
+    /// Route entries attached, with their effective host pattern.
+    pub entries: Vec<(Option<HostPattern>, RouteEntry)>,
+}
+
+impl ListenerModel {
+    pub fn accepted(&self) -> bool {
+        self.not_accepted.is_none() && self.conflict.is_none()
+    }
+
+    /// Whether this listener gets a place on a socket (given its Gateway serves).
+    pub fn serving(&self) -> bool {
+        self.accepted() && (!self.https || self.cert.is_some())
+    }
+}
+
+/// Names of the GatewayClasses whose controllerName is ours.
+pub fn our_classes(store: &Store, controller: &str) -> BTreeSet<String> {
+    store
+        .gateway_classes
+        .iter()
+        .filter(|(_, c)| c.spec.controller_name == controller)
+        .map(|(k, _)| k.name.clone())
+        .collect()
+}
+
+/// Evaluate every Gateway of ours, then settle port clashes across Gateways.
+pub fn build(
+    store: &Store,
+    classes: &BTreeSet<String>,
+    addresses: &[(String, String)],
+) -> Vec<GatewayModel> {
+    let mut out: Vec<GatewayModel> = store
+        .gateways
+        .iter()
+        .filter(|(_, g)| classes.contains(&g.spec.gateway_class_name))
+        .map(|(key, g)| build_gateway(store, key, g, addresses))
+        .collect();
+    out.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+    settle_ports(&mut out);
+    out
+}
+
+fn build_gateway(
+    store: &Store,
+    key: &ObjectKey,
+    gateway: &Arc<Gateway>,
+    addresses: &[(String, String)],
+) -> GatewayModel {
+    let mut listeners: Vec<ListenerModel> = gateway
+        .spec
+        .listeners
+        .iter()
+        .map(|l| build_listener(store, key, l))
+        .collect();
+    mark_conflicts(&mut listeners);
+    GatewayModel {
+        key: key.clone(),
+        gateway: gateway.clone(),
+        created: created(&gateway.metadata),
+        address_error: address_error(gateway, addresses),
+        listeners,
+    }
+}
+
+fn address_error(gateway: &Gateway, addresses: &[(String, String)]) -> Option<TranslateError> {
+    for a in gateway.spec.addresses.iter().flatten() {
+        let kind = a.r#type.as_deref().unwrap_or("IPAddress");
+        if kind != "IPAddress" {
+            return Some(TranslateError::UnsupportedAddress(kind.to_string()));
+        }
+    }
+    for a in gateway.spec.addresses.iter().flatten() {
+        // An IPAddress without a value asks us to pick one: any of ours will do.
+        let Some(value) = a.value.as_deref() else {
+            continue;
+        };
+        if !addresses.iter().any(|(_, ours)| ours == value) {
+            return Some(TranslateError::AddressNotUsable(value.to_string()));
+        }
+    }
+    None
+}
+
+fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> ListenerModel {
+    let (supported, https) = match l.protocol.as_str() {
+        "HTTP" => (true, false),
+        "HTTPS" => (true, true),
+        _ => (false, false),
+    };
+    let mut m = ListenerModel {
+        name: l.name.clone(),
+        port: u16::try_from(l.port).unwrap_or(0),
+        https,
+        hostname: l.hostname.as_deref().and_then(HostPattern::parse),
+        supported_kinds: Vec::new(),
+        namespaces: l.allowed_routes.as_ref().and_then(|a| a.namespaces.clone()),
+        not_accepted: None,
+        conflict: None,
+        ref_errors: Vec::new(),
+        cert: None,
+        attached_routes: 0,
+        entries: Vec::new(),
+    };
+    if !supported {
+        m.not_accepted = Some(TranslateError::UnsupportedProtocol(l.protocol.clone()));
+    } else if m.port == 0 {
+        m.not_accepted = Some(TranslateError::InvalidPort(l.port));
+    }
+    // Route kinds.
+    match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
+        None if supported => m.supported_kinds.push("HTTPRoute".into()),
+        None => {}
+        Some(kinds) => {
+            for k in kinds {
+                let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+                if supported && group == GATEWAY_GROUP && k.kind == "HTTPRoute" {
+                    if !m.supported_kinds.contains(&k.kind) {
+                        m.supported_kinds.push(k.kind.clone());
+                    }
+                } else {
+                    m.ref_errors.push(TranslateError::InvalidRouteKind {
+                        group: group.to_string(),
+                        kind: k.kind.clone(),
+                    });
+                }
+            }
+        }
+    }
+    if https {
+        let tls = l.tls.as_ref();
+        if let Some(GatewayListenersTlsMode::Passthrough) = tls.and_then(|t| t.mode.as_ref()) {
+            m.not_accepted
+                .get_or_insert(TranslateError::UnsupportedTlsMode("Passthrough".into()));
+        }
+        let refs = tls
+            .and_then(|t| t.certificate_refs.as_deref())
+            .unwrap_or(&[]);
+        if refs.is_empty() {
+            m.ref_errors.push(TranslateError::NoCertificateRefs);
+        }
+        for r in refs {
+            let group = core_group(r.group.as_deref().unwrap_or(""));
+            let kind = r.kind.as_deref().unwrap_or("Secret");
+            let ns = r.namespace.as_deref().unwrap_or(&gw.namespace);
+            let secret_key = ObjectKey::new(ns, &r.name);
+            let result = if !group.is_empty() || kind != "Secret" {
+                Err(TranslateError::CertificateRefKind {
+                    group: group.to_string(),
+                    kind: kind.to_string(),
+                    name: r.name.clone(),
+                })
+            } else if !refgrant::permitted(
+                store,
+                &refgrant::From {
+                    group: GATEWAY_GROUP,
+                    kind: "Gateway",
+                    namespace: &gw.namespace,
+                },
+                &refgrant::To {
+                    group: "",
+                    kind: "Secret",
+                    namespace: ns,
+                    name: &r.name,
+                },
+            ) {
+                Err(TranslateError::CertificateNotPermitted(
+                    secret_key.to_string(),
+                ))
+            } else {
+                match store.secrets.get(&secret_key) {
+                    None => Err(TranslateError::CertificateNotFound(secret_key.to_string())),
+                    Some(secret) => tls::certified_key(secret).map_err(|detail| {
+                        TranslateError::CertificateInvalid {
+                            secret: secret_key.to_string(),
+                            detail,
+                        }
+                    }),
+                }
+            };
+            match result {
+                Ok(cert) => {
+                    m.cert.get_or_insert(cert);
+                }
+                Err(e) => m.ref_errors.push(e),
+            }
+        }
+    }
+    m
+}
+
+/// Within one Gateway: HTTP and HTTPS on one port conflict (ProtocolConflict, all listeners on
+/// the port); listeners on one port with one hostname conflict (HostnameConflict, all of them:
+/// the spec forbids picking a winner). Unsupported listeners take no part.
+fn mark_conflicts(listeners: &mut [ListenerModel]) {
+    let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.not_accepted.is_none() {
+            by_port.entry(l.port).or_default().push(i);
+        }
+    }
+    for indexes in by_port.values() {
+        let https = indexes.iter().filter(|&&i| listeners[i].https).count();
+        if https != 0 && https != indexes.len() {
+            for &i in indexes {
+                listeners[i].conflict = Some("ProtocolConflict");
+            }
+            continue;
+        }
+        let mut by_host: BTreeMap<Option<HostPattern>, Vec<usize>> = BTreeMap::new();
+        for &i in indexes {
+            by_host
+                .entry(listeners[i].hostname.clone())
+                .or_default()
+                .push(i);
+        }
+        for same in by_host.values().filter(|v| v.len() > 1) {
+            for &i in same {
+                listeners[i].conflict = Some("HostnameConflict");
+            }
+        }
+    }
+}
+
+/// Across Gateways sharing our address: the first Gateway (oldest, then by name) to use a port
+/// decides its protocol; listeners of the other protocol on that port are not accepted.
+fn settle_ports(gateways: &mut [GatewayModel]) {
+    let mut owners: BTreeMap<u16, (bool, String)> = BTreeMap::new();
+    for g in gateways.iter_mut() {
+        if !g.serving() {
+            continue;
+        }
+        let gw_label = g.key.to_string();
+        for l in g.listeners.iter_mut().filter(|l| l.accepted()) {
+            match owners.get(&l.port) {
+                None => {
+                    owners.insert(l.port, (l.https, format!("{gw_label}/{}", l.name)));
+                }
+                Some((https, owner)) if *https != l.https => {
+                    l.not_accepted = Some(TranslateError::PortInUse {
+                        port: l.port,
+                        protocol: if *https { "HTTPS" } else { "HTTP" }.into(),
+                        owner: owner.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}

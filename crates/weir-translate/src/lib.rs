@@ -1,0 +1,254 @@
+//! The translator: a [`weir_store::Store`] of Gateway API objects in, a routing
+//! [`weir_snapshot::Snapshot`] and the statuses of our objects out.
+//!
+//! It owns the Gateway API semantics: which GatewayClasses, Gateways and HTTPRoutes are ours,
+//! listener validation and conflicts, route attachment (sectionName/port, allowedRoutes,
+//! hostname intersection), ReferenceGrants, backend resolution, match precedence, filters, and
+//! every condition and reason reported in status.
+//!
+//! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
+//! no logging side effects that matter. The same `Store` always gives the same `Output`.
+//! Upstream generated types stop here: the snapshot it returns holds only `weir-snapshot`
+//! types.
+
+mod backend;
+mod compile;
+mod error;
+mod filter;
+mod gateway;
+mod hostname;
+mod refgrant;
+mod route;
+mod sockets;
+mod status;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{json, Value};
+use weir_store::{Kind, ObjectKey, ObjectMeta};
+
+pub use error::TranslateError;
+pub use status::INVALID_MANIFEST;
+
+/// Everything a translation needs.
+pub struct Input<'a> {
+    pub store: &'a weir_store::Store,
+    /// Our controller name, e.g. "weir.dev/gateway-controller".
+    pub controller_name: &'a str,
+    /// Now, for condition lastTransitionTime.
+    pub now: Time,
+    /// Addresses to report in Gateway status.addresses (file mode: the bind address), as
+    /// (type, value) e.g. ("IPAddress", "127.0.0.1").
+    pub gateway_addresses: &'a [(String, String)],
+}
+
+/// What a translation produces.
+pub struct Output {
+    /// Generation 0; the caller numbers it.
+    pub snapshot: weir_snapshot::Snapshot,
+    /// Sorted by (kind, key).
+    pub statuses: Vec<ObjectStatus>,
+}
+
+/// The status Weir computed for one of its objects.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ObjectStatus {
+    pub kind: Kind,
+    pub key: ObjectKey,
+    pub generation: Option<i64>,
+    pub creation_timestamp: Option<Time>,
+    /// The object's status in Kubernetes JSON shape.
+    pub status: Value,
+}
+
+impl ObjectStatus {
+    fn new(kind: Kind, meta: &ObjectMeta, status: Value) -> Self {
+        Self {
+            kind,
+            key: ObjectKey::of(meta),
+            generation: meta.generation,
+            creation_timestamp: meta.creation_timestamp.clone(),
+            status,
+        }
+    }
+
+    /// `{"apiVersion","kind","metadata":{"namespace","name","generation","creationTimestamp"},"status"}`
+    pub fn to_resource_json(&self) -> Value {
+        let mut meta = serde_json::Map::new();
+        if !self.key.namespace.is_empty() {
+            meta.insert("namespace".into(), json!(self.key.namespace));
+        }
+        meta.insert("name".into(), json!(self.key.name));
+        if let Some(g) = self.generation {
+            meta.insert("generation".into(), json!(g));
+        }
+        if let Some(t) = &self.creation_timestamp {
+            meta.insert(
+                "creationTimestamp".into(),
+                serde_json::to_value(t).unwrap_or(Value::Null),
+            );
+        }
+        json!({
+            "apiVersion": self.kind.api_version(),
+            "kind": self.kind.as_str(),
+            "metadata": meta,
+            "status": self.status,
+        })
+    }
+
+    /// Human-readable problems for `weir check`; empty when the object is healthy. Gateway
+    /// classes: Accepted. Gateways: Accepted and Programmed, and each listener Accepted,
+    /// ResolvedRefs and Programmed True and not Conflicted. Routes: every parent of ours
+    /// Accepted and ResolvedRefs True and not PartiallyInvalid. `weir.dev/InvalidManifest` is
+    /// not a problem here (it is printed by [`Self::condition_lines`]).
+    pub fn problems(&self) -> Vec<String> {
+        self.condition_lines()
+            .into_iter()
+            .filter(|(scope, type_, status, _, _)| {
+                let must_be_true = match (self.kind, scope.is_empty()) {
+                    (Kind::GatewayClass, true) => ["Accepted"].as_slice(),
+                    (Kind::Gateway, true) => &["Accepted", "Programmed"],
+                    (Kind::Gateway, false) => &["Accepted", "Programmed", "ResolvedRefs"],
+                    (Kind::HttpRoute, false) => &["Accepted", "ResolvedRefs"],
+                    _ => &[],
+                };
+                let must_be_false = ["Conflicted", "PartiallyInvalid"];
+                (must_be_true.contains(&type_.as_str()) && status != "True")
+                    || (must_be_false.contains(&type_.as_str()) && status == "True")
+            })
+            .map(|(scope, type_, status, reason, message)| {
+                let prefix = if scope.is_empty() {
+                    String::new()
+                } else {
+                    format!("{scope}: ")
+                };
+                format!("{prefix}{type_} is {status} ({reason}): {message}")
+            })
+            .collect()
+    }
+
+    /// Conditions flattened as (scope, type, status, reason, message); scope is "" for the
+    /// object, "listener <name>" or "parent <ns>/<name>[/<section>]".
+    pub fn condition_lines(&self) -> Vec<(String, String, String, String, String)> {
+        let mut out = Vec::new();
+        for (scope, list) in status::scoped_lists(&self.status) {
+            for c in list {
+                out.push((
+                    scope.clone(),
+                    status::str_at(c, "type").to_string(),
+                    status::str_at(c, "status").to_string(),
+                    status::str_at(c, "reason").to_string(),
+                    status::str_at(c, "message").to_string(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Translate the whole store.
+pub fn translate(input: &Input<'_>) -> Output {
+    let store = input.store;
+    let classes = gateway::our_classes(store, input.controller_name);
+    let mut gateways = gateway::build(store, &classes, input.gateway_addresses);
+    let index: BTreeMap<ObjectKey, usize> = gateways
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.key.clone(), i))
+        .collect();
+    let mut statuses = Vec::new();
+
+    for class in store.gateway_classes.values() {
+        if !classes.contains(class.metadata.name.as_deref().unwrap_or("")) {
+            continue;
+        }
+        let c = status::Conditions {
+            generation: class.metadata.generation,
+            now: &input.now,
+        };
+        let mut s = status::gateway_class_status();
+        s.conditions = Some(vec![c.make(
+            "Accepted",
+            true,
+            "Accepted",
+            "Handled by Weir",
+        )]);
+        statuses.push(ObjectStatus::new(
+            Kind::GatewayClass,
+            &class.metadata,
+            to_json(&s),
+        ));
+    }
+
+    let mut upstreams = backend::Upstreams::default();
+    for route in store.http_routes.values() {
+        let compiled = compile::compile_route(store, route, &mut upstreams);
+        let parents = route::attach(store, route, &compiled, &mut gateways, &index);
+        if parents.is_empty() {
+            continue;
+        }
+        let c = status::Conditions {
+            generation: route.metadata.generation,
+            now: &input.now,
+        };
+        let s = status::route_status(input.controller_name, &compiled, parents, &c);
+        statuses.push(ObjectStatus::new(
+            Kind::HttpRoute,
+            &route.metadata,
+            to_json(&s),
+        ));
+    }
+
+    for g in &gateways {
+        let c = status::Conditions {
+            generation: g.gateway.metadata.generation,
+            now: &input.now,
+        };
+        let s = status::gateway_status(g, &c, input.gateway_addresses);
+        statuses.push(ObjectStatus::new(
+            Kind::Gateway,
+            &g.gateway.metadata,
+            to_json(&s),
+        ));
+    }
+
+    let snapshot = sockets::build(&mut gateways);
+
+    for s in statuses.iter_mut() {
+        if let Some(rejection) = store.rejected.get(&(s.kind, s.key.clone())) {
+            let c = status::Conditions {
+                generation: s.generation,
+                now: &input.now,
+            };
+            let mut condition = c.make(
+                INVALID_MANIFEST,
+                true,
+                "ParseError",
+                format!(
+                    "{}: {}; serving the last good version",
+                    rejection.location, rejection.message
+                ),
+            );
+            condition.observed_generation = s.generation;
+            status::add_condition(s.kind, &mut s.status, &condition);
+        }
+    }
+    statuses.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+    Output { snapshot, statuses }
+}
+
+/// Keep lastTransitionTime of conditions whose (type, status) did not change since `previous`
+/// (objects matched by kind and key, conditions by scope and type), so rebuilding does not
+/// churn times.
+pub fn preserve_transition_times(previous: &[ObjectStatus], next: &mut [ObjectStatus]) {
+    status::preserve(previous, next);
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}

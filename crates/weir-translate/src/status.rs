@@ -1,0 +1,356 @@
+//! Statuses in Kubernetes shape: building conditions, reading them back for `weir check`, and
+//! keeping transition times stable across rebuilds.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use weir_store::gw::gatewayclasses::GatewayClassStatus;
+use weir_store::gw::gateways::{
+    GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
+    GatewayStatusListenersSupportedKinds,
+};
+use weir_store::gw::httproutes::{HttpRouteStatus, HttpRouteStatusParents};
+use weir_store::{Condition, Kind, Time, GATEWAY_GROUP};
+
+use crate::compile::CompiledRoute;
+use crate::gateway::{GatewayModel, ListenerModel};
+use crate::route::ParentResult;
+use crate::ObjectStatus;
+
+/// Condition type added to objects whose newest version failed to parse.
+pub const INVALID_MANIFEST: &str = "weir.dev/InvalidManifest";
+
+/// Builds conditions that share a generation and a time.
+pub struct Conditions<'a> {
+    pub generation: Option<i64>,
+    pub now: &'a Time,
+}
+
+impl Conditions<'_> {
+    pub fn make(
+        &self,
+        type_: &str,
+        ok: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: self.generation,
+            last_transition_time: self.now.clone(),
+        }
+    }
+}
+
+pub fn gateway_class_status() -> GatewayClassStatus {
+    GatewayClassStatus::default()
+}
+
+pub fn gateway_status(
+    g: &GatewayModel,
+    c: &Conditions<'_>,
+    addresses: &[(String, String)],
+) -> GatewayStatus {
+    let serving = g.serving();
+    let listeners = g
+        .listeners
+        .iter()
+        .map(|l| listener_status(l, serving, c))
+        .collect();
+    let invalid: Vec<&str> = g
+        .listeners
+        .iter()
+        .filter(|l| !l.accepted())
+        .map(|l| l.name.as_str())
+        .collect();
+    let accepted = match &g.address_error {
+        Some(e @ crate::TranslateError::UnsupportedAddress(_)) => {
+            c.make("Accepted", false, e.reason(), e.to_string())
+        }
+        _ if !g.accepted() => c.make(
+            "Accepted",
+            false,
+            "ListenersNotValid",
+            format!("no listener is valid: {}", invalid.join(", ")),
+        ),
+        _ if !invalid.is_empty() => c.make(
+            "Accepted",
+            true,
+            "ListenersNotValid",
+            format!(
+                "some listeners are not valid and are not served: {}",
+                invalid.join(", ")
+            ),
+        ),
+        _ => c.make("Accepted", true, "Accepted", "Gateway is accepted"),
+    };
+    let programmed = match &g.address_error {
+        _ if !g.accepted() => c.make("Programmed", false, "Invalid", "Gateway is not accepted"),
+        Some(e) => c.make("Programmed", false, e.reason(), e.to_string()),
+        None if !g.listeners.iter().any(ListenerModel::serving) => c.make(
+            "Programmed",
+            false,
+            "Invalid",
+            "no listener can be served (see the listener conditions)",
+        ),
+        None => c.make("Programmed", true, "Programmed", "Gateway is programmed"),
+    };
+    GatewayStatus {
+        addresses: Some(
+            addresses
+                .iter()
+                .map(|(t, v)| GatewayStatusAddresses {
+                    r#type: Some(t.clone()),
+                    value: v.clone(),
+                })
+                .collect(),
+        ),
+        attached_listener_sets: None,
+        conditions: Some(vec![accepted, programmed]),
+        listeners: Some(listeners),
+    }
+}
+
+fn listener_status(
+    l: &ListenerModel,
+    gateway_serving: bool,
+    c: &Conditions<'_>,
+) -> GatewayStatusListeners {
+    let accepted = match (l.conflict, &l.not_accepted) {
+        (Some(reason), _) => c.make("Accepted", false, reason, conflict_message(reason)),
+        (None, Some(e)) => c.make("Accepted", false, e.reason(), e.to_string()),
+        (None, None) => c.make("Accepted", true, "Accepted", "Listener is accepted"),
+    };
+    let resolved = match l.ref_errors.first() {
+        None => c.make(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "All references are resolved",
+        ),
+        Some(first) => {
+            let all: Vec<String> = l.ref_errors.iter().map(ToString::to_string).collect();
+            c.make("ResolvedRefs", false, first.reason(), all.join("; "))
+        }
+    };
+    let conflicted = match l.conflict {
+        Some(reason) => c.make("Conflicted", true, reason, conflict_message(reason)),
+        None => c.make("Conflicted", false, "NoConflicts", "No conflicts"),
+    };
+    let programmed = if let Some(reason) = l.conflict {
+        c.make("Programmed", false, reason, conflict_message(reason))
+    } else if !l.accepted() {
+        c.make("Programmed", false, "Invalid", "Listener is not accepted")
+    } else if !l.serving() {
+        c.make(
+            "Programmed",
+            false,
+            "Invalid",
+            "Listener has no usable certificate",
+        )
+    } else if !gateway_serving {
+        c.make("Programmed", false, "Invalid", "Gateway is not programmed")
+    } else {
+        c.make("Programmed", true, "Programmed", "Listener is programmed")
+    };
+    GatewayStatusListeners {
+        attached_routes: l.attached_routes,
+        conditions: vec![accepted, programmed, resolved, conflicted],
+        name: l.name.clone(),
+        supported_kinds: Some(
+            l.supported_kinds
+                .iter()
+                .map(|k| GatewayStatusListenersSupportedKinds {
+                    group: Some(GATEWAY_GROUP.into()),
+                    kind: k.clone(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn conflict_message(reason: &str) -> &'static str {
+    if reason == "ProtocolConflict" {
+        "another listener on this port uses a different protocol; none of them is served"
+    } else {
+        "another listener on this port has the same hostname; none of them is served"
+    }
+}
+
+pub fn route_status(
+    controller: &str,
+    compiled: &CompiledRoute,
+    parents: Vec<ParentResult>,
+    c: &Conditions<'_>,
+) -> HttpRouteStatus {
+    let parents = parents
+        .into_iter()
+        .map(|p| {
+            let mut conditions = vec![match p.accepted {
+                Ok(()) => c.make("Accepted", true, "Accepted", "Route is accepted"),
+                Err((reason, message)) => c.make("Accepted", false, reason, message),
+            }];
+            conditions.push(match &compiled.unresolved {
+                None => c.make(
+                    "ResolvedRefs",
+                    true,
+                    "ResolvedRefs",
+                    "All references are resolved",
+                ),
+                Some(e) => c.make("ResolvedRefs", false, e.reason(), e.to_string()),
+            });
+            if compiled.invalid.is_none() {
+                if let Some(e) = compiled.invalid_rules.first() {
+                    conditions.push(c.make("PartiallyInvalid", true, e.reason(), e.to_string()));
+                }
+            }
+            HttpRouteStatusParents {
+                conditions,
+                controller_name: controller.into(),
+                parent_ref: p.parent_ref,
+            }
+        })
+        .collect();
+    HttpRouteStatus { parents }
+}
+
+/// Add a condition to every condition list of a status (object-level for classes and
+/// Gateways, each parent for routes).
+pub fn add_condition(kind: Kind, status: &mut Value, condition: &Condition) {
+    let Ok(cond) = serde_json::to_value(condition) else {
+        return;
+    };
+    match kind {
+        Kind::HttpRoute => {
+            if let Some(parents) = status.get_mut("parents").and_then(Value::as_array_mut) {
+                for p in parents {
+                    push(p, cond.clone());
+                }
+            }
+        }
+        _ => push(status, cond),
+    }
+}
+
+fn push(holder: &mut Value, cond: Value) {
+    let Some(obj) = holder.as_object_mut() else {
+        return;
+    };
+    let list = obj
+        .entry("conditions")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(list) = list.as_array_mut() {
+        list.push(cond);
+    }
+}
+
+/// Every condition list of a status with its scope ("", "listener <name>", "parent <ref>").
+pub fn scoped_lists(status: &Value) -> Vec<(String, &Vec<Value>)> {
+    let mut out = Vec::new();
+    if let Some(list) = status.get("conditions").and_then(Value::as_array) {
+        out.push((String::new(), list));
+    }
+    for l in status
+        .get("listeners")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(list) = l.get("conditions").and_then(Value::as_array) {
+            out.push((format!("listener {}", str_at(l, "name")), list));
+        }
+    }
+    for p in status
+        .get("parents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(list) = p.get("conditions").and_then(Value::as_array) {
+            out.push((parent_scope(p), list));
+        }
+    }
+    out
+}
+
+/// Mutable variant of [`scoped_lists`].
+pub fn scoped_lists_mut(status: &mut Value) -> Vec<(String, &mut Vec<Value>)> {
+    let mut out = Vec::new();
+    let Some(obj) = status.as_object_mut() else {
+        return out;
+    };
+    for (field, value) in obj.iter_mut() {
+        match field.as_str() {
+            "conditions" => {
+                if let Some(list) = value.as_array_mut() {
+                    out.push((String::new(), list));
+                }
+            }
+            "listeners" | "parents" => {
+                for item in value.as_array_mut().into_iter().flatten() {
+                    let scope = if field == "listeners" {
+                        format!("listener {}", str_at(item, "name"))
+                    } else {
+                        parent_scope(item)
+                    };
+                    if let Some(list) = item.get_mut("conditions").and_then(Value::as_array_mut) {
+                        out.push((scope, list));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn parent_scope(p: &Value) -> String {
+    let r = p.get("parentRef").cloned().unwrap_or(Value::Null);
+    let mut s = format!("parent {}/{}", str_at(&r, "namespace"), str_at(&r, "name"));
+    if let Some(section) = r.get("sectionName").and_then(Value::as_str) {
+        s.push('/');
+        s.push_str(section);
+    }
+    s
+}
+
+pub fn str_at<'v>(v: &'v Value, field: &str) -> &'v str {
+    v.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+/// See [`crate::preserve_transition_times`].
+pub fn preserve(previous: &[ObjectStatus], next: &mut [ObjectStatus]) {
+    let prev: BTreeMap<_, _> = previous.iter().map(|s| ((s.kind, &s.key), s)).collect();
+    for n in next.iter_mut() {
+        let Some(p) = prev.get(&(n.kind, &n.key)) else {
+            continue;
+        };
+        let mut old: BTreeMap<(String, String), (String, Value)> = BTreeMap::new();
+        for (scope, list) in scoped_lists(&p.status) {
+            for c in list {
+                old.insert(
+                    (scope.clone(), str_at(c, "type").to_string()),
+                    (
+                        str_at(c, "status").to_string(),
+                        c.get("lastTransitionTime").cloned().unwrap_or(Value::Null),
+                    ),
+                );
+            }
+        }
+        for (scope, list) in scoped_lists_mut(&mut n.status) {
+            for c in list.iter_mut() {
+                let key = (scope.clone(), str_at(c, "type").to_string());
+                if let Some((status, time)) = old.get(&key) {
+                    if status == str_at(c, "status") && !time.is_null() {
+                        if let Some(obj) = c.as_object_mut() {
+                            obj.insert("lastTransitionTime".into(), time.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
