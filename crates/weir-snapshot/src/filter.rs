@@ -50,9 +50,9 @@ impl RedirectScheme {
 }
 
 /// `RequestRedirect`. Unset fields keep the request's value. Port rules (from the spec): when
-/// `port` is unset, the redirect uses the scheme's well-known port if the scheme changed,
-/// otherwise the listener's configured port; a well-known port for the resulting scheme is
-/// omitted from the Location.
+/// `port` is unset and `scheme` is set, the redirect uses that scheme's well-known port;
+/// when both are unset, the listener's configured port; a well-known port for the resulting
+/// scheme is omitted from the Location.
 #[derive(Debug, Clone)]
 pub struct Redirect {
     pub scheme: Option<RedirectScheme>,

@@ -1,0 +1,254 @@
+//! Errors. A request error says whose fault it was and [`ProxyError::classify`] picks its
+//! status code, metric label and response body in one place.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Why a request could not be served (or, for [`ProxyError::Metrics`], why the proxy could
+/// not be built).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    // ---- downstream: the client's request is at fault (4xx) ----
+    #[error("HTTP/1.1 request without a Host header")]
+    MissingHost,
+    #[error("the Host header is not valid text")]
+    InvalidHost,
+    #[error(
+        "request header section is {size} bytes, over the {limit}-byte limit (max_header_bytes)"
+    )]
+    HeadersTooLarge { size: usize, limit: usize },
+
+    // ---- not routed (404) ----
+    #[error("this socket is not in the current snapshot any more")]
+    SocketGone,
+    #[error("no listener on this socket accepts host {0:?}")]
+    NoListener(String),
+    #[error("no route matches the request")]
+    NoRoute,
+
+    // ---- internal: the configuration cannot serve the request (500) ----
+    #[error("the matched rule has no backend with a non-zero weight")]
+    NoBackend,
+    #[error("the picked backend is invalid: {0}")]
+    InvalidBackend(Arc<str>),
+    #[error("a filter produced an invalid {what}: {value:?}")]
+    InvalidFilterResult { what: &'static str, value: String },
+
+    // ---- upstream: the backend is at fault (502/503/504) ----
+    #[error("upstream {0} has no ready endpoints")]
+    NoHealthyUpstream(Arc<str>),
+    #[error("could not connect to any endpoint of upstream {upstream}: {source}")]
+    UpstreamConnect {
+        upstream: Arc<str>,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("request to upstream {upstream} failed: {source}")]
+    UpstreamRequest {
+        upstream: Arc<str>,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream} did not answer within the backend request timeout ({limit:?})")]
+    BackendTimeout { upstream: Arc<str>, limit: Duration },
+    #[error("the request did not complete within the route's request timeout ({0:?})")]
+    RequestTimeout(Duration),
+
+    // ---- setup ----
+    #[error("could not register proxy metrics (is a second Proxy using the same registry?): {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Whose fault an error is, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    Downstream,
+    NotRouted,
+    Internal,
+    Upstream,
+}
+
+/// Everything the response and the metrics need to know about an error.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Classified {
+    pub(crate) status: StatusCode,
+    /// `reason` label of `weir_request_errors_total`.
+    pub(crate) label: &'static str,
+    /// Short response body.
+    pub(crate) body: &'static str,
+    pub(crate) fault: Fault,
+}
+
+impl ProxyError {
+    /// Status code, metric label, response body and fault of this error: the one place that
+    /// decides them.
+    pub(crate) fn classify(&self) -> Classified {
+        use Fault::*;
+        let (status, label, body, fault) = match self {
+            ProxyError::MissingHost => (
+                StatusCode::BAD_REQUEST,
+                "missing_host",
+                "missing Host header\n",
+                Downstream,
+            ),
+            ProxyError::InvalidHost => (
+                StatusCode::BAD_REQUEST,
+                "invalid_host",
+                "invalid Host header\n",
+                Downstream,
+            ),
+            ProxyError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "request header fields too large\n",
+                Downstream,
+            ),
+            ProxyError::SocketGone => (
+                StatusCode::NOT_FOUND,
+                "no_socket",
+                "no listener\n",
+                NotRouted,
+            ),
+            ProxyError::NoListener(_) => (
+                StatusCode::NOT_FOUND,
+                "no_listener",
+                "no listener for host\n",
+                NotRouted,
+            ),
+            ProxyError::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "route not found\n",
+                NotRouted,
+            ),
+            ProxyError::NoBackend => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_backend",
+                "no backend\n",
+                Internal,
+            ),
+            ProxyError::InvalidBackend(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_backend",
+                "invalid backend\n",
+                Internal,
+            ),
+            ProxyError::InvalidFilterResult { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_filter_result",
+                "internal error\n",
+                Internal,
+            ),
+            ProxyError::Metrics(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error\n",
+                Internal,
+            ),
+            ProxyError::NoHealthyUpstream(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_upstream",
+                "no healthy upstream\n",
+                Upstream,
+            ),
+            ProxyError::UpstreamConnect { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_connect",
+                "upstream connect error\n",
+                Upstream,
+            ),
+            ProxyError::UpstreamRequest { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_request",
+                "upstream request error\n",
+                Upstream,
+            ),
+            ProxyError::BackendTimeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "backend_timeout",
+                "upstream request timeout\n",
+                Upstream,
+            ),
+            ProxyError::RequestTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "request_timeout",
+                "request timeout\n",
+                Upstream,
+            ),
+        };
+        Classified {
+            status,
+            label,
+            body,
+            fault,
+        }
+    }
+}
+
+/// A socket the snapshot asks for that could not be opened. The other sockets keep working.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(
+        "configured port {port} plus port offset {offset} is above 65535; lower the port offset"
+    )]
+    PortOverflow {
+        address: Option<IpAddr>,
+        port: u16,
+        offset: u16,
+    },
+    #[error(
+        "cannot listen on {addr} (configured port {port}): {source}; is another process using \
+         the port, or does a port below 1024 need privileges (see the port offset)?"
+    )]
+    Io {
+        address: Option<IpAddr>,
+        port: u16,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the TLS configuration for configured port {port}: {source}")]
+    Tls {
+        address: Option<IpAddr>,
+        port: u16,
+        source: rustls::Error,
+    },
+}
+
+impl BindError {
+    /// The socket as configured: (address, port).
+    pub fn socket(&self) -> (Option<IpAddr>, u16) {
+        match self {
+            BindError::PortOverflow { address, port, .. }
+            | BindError::Io { address, port, .. }
+            | BindError::Tls { address, port, .. } => (*address, *port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_fault() {
+        let cases = [
+            (ProxyError::MissingHost, 400),
+            (ProxyError::HeadersTooLarge { size: 10, limit: 5 }, 431),
+            (ProxyError::NoRoute, 404),
+            (ProxyError::NoBackend, 500),
+            (ProxyError::NoHealthyUpstream("a".into()), 503),
+            (
+                ProxyError::BackendTimeout {
+                    upstream: "a".into(),
+                    limit: Duration::from_secs(1),
+                },
+                504,
+            ),
+            (ProxyError::RequestTimeout(Duration::from_secs(1)), 504),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.classify().status.as_u16(), status, "{err}");
+        }
+    }
+}

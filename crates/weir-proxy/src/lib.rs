@@ -1,0 +1,137 @@
+//! The data plane: binds the sockets the live routing [`Snapshot`](weir_snapshot::Snapshot)
+//! asks for, accepts HTTP/1.1, HTTP/2 (h2c prior knowledge) and TLS connections, and routes
+//! every request from the snapshot it loaded when the request started.
+//!
+//! This crate owns sockets, connections, the request pipeline and the upstream clients. It
+//! must not build or change routing state: it only reads the [`SnapshotHandle`] the control
+//! plane swaps, and it never sees Kubernetes types.
+//!
+//! A request moves through named stages, each a plain function in [`request`]:
+//! route (socket → listener by Host → route entry) → filters (rule, then backend) → pick
+//! backend (weighted) → forward (pooled client, endpoint fallbacks on connect errors) → log
+//! (metrics and a debug line). Errors stop the pipeline and become a response in one place
+//! ([`ProxyError::classify`]).
+
+mod error;
+mod filter;
+mod listener;
+mod metrics;
+mod request;
+mod tls;
+mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use weir_snapshot::SnapshotHandle;
+
+pub use error::{BindError, ProxyError};
+
+use crate::listener::Sockets;
+use crate::metrics::Metrics;
+use crate::upstream::Clients;
+
+/// Process-wide proxy settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Default bind address, for sockets whose configured address is `None`.
+    pub bind: IpAddr,
+    /// Added to every configured port when binding (so an unprivileged process can serve
+    /// listeners configured on 80/443). The configured port stays what routing and redirects
+    /// see.
+    pub port_offset: u16,
+    /// Grace for in-flight requests on shutdown and on sockets a new snapshot dropped.
+    pub drain_timeout: Duration,
+    /// Requests whose header section is larger get 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port_offset: 0,
+            drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// State every connection and request shares. Immutable after [`Proxy::new`].
+pub(crate) struct Shared {
+    pub(crate) config: ProxyConfig,
+    pub(crate) handle: Arc<SnapshotHandle>,
+    pub(crate) metrics: Metrics,
+    pub(crate) clients: Clients,
+    pub(crate) server: auto::Builder<TokioExecutor>,
+    pub(crate) tls_provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
+/// and [`Proxy::shutdown`] at exit.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    sockets: Sockets,
+}
+
+impl Proxy {
+    /// Build the proxy and register its metrics on `registry`. Opens no socket yet.
+    pub fn new(
+        config: ProxyConfig,
+        snapshot: Arc<SnapshotHandle>,
+        registry: &prometheus::Registry,
+    ) -> Result<Proxy, ProxyError> {
+        let metrics = Metrics::register(registry)?;
+        let server = server_builder(&config);
+        let shared = Arc::new(Shared {
+            config,
+            handle: snapshot,
+            metrics,
+            clients: Clients::new(),
+            server,
+            tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
+        });
+        Ok(Proxy {
+            sockets: Sockets::new(shared.clone()),
+            shared,
+        })
+    }
+
+    /// Open sockets the current snapshot needs that are not open yet, and close (drain) those
+    /// it no longer has. Returns one error per socket that could not be bound (the rest keep
+    /// working). Idempotent; call it after every swap.
+    pub async fn sync_listeners(&self) -> Vec<BindError> {
+        let snapshot = self.shared.handle.load_full();
+        self.sockets.sync(&snapshot).await
+    }
+
+    /// Currently bound sockets: (address as configured: `None` = default bind, configured
+    /// port, actual local address).
+    pub fn bound(&self) -> Vec<(Option<IpAddr>, u16, SocketAddr)> {
+        self.sockets.bound()
+    }
+
+    /// Stop accepting, let in-flight requests finish within the drain timeout, then return.
+    pub async fn shutdown(&self) {
+        self.sockets.shutdown().await;
+    }
+}
+
+fn server_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper refuses a read buffer below 8 KiB; the request stage enforces smaller limits.
+    let header_bytes = config.max_header_bytes.max(8 * 1024);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}

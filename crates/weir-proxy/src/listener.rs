@@ -1,0 +1,305 @@
+//! Sockets and connections: which sockets are open (kept in step with the snapshot by
+//! [`Sockets::sync`]), one accept loop per socket, and one task per connection serving
+//! HTTP/1.1 and HTTP/2 (plain or over TLS) with graceful shutdown.
+//!
+//! A socket is identified by its configured (address, port); the port offset only changes
+//! where it is bound. Whether a connection terminates TLS is read from the snapshot when it
+//! is accepted.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use weir_snapshot::Snapshot;
+
+use crate::error::BindError;
+use crate::request::{self, ConnCtx};
+use crate::{tls, Shared};
+
+/// A socket as configured: (address, `None` = default bind; configured port).
+pub(crate) type SocketKey = (Option<IpAddr>, u16);
+
+/// Time a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The open sockets. The mutexes guard socket bookkeeping only; requests never take them.
+pub(crate) struct Sockets {
+    shared: Arc<Shared>,
+    open: Mutex<HashMap<SocketKey, OpenSocket>>,
+    /// Accept loops of closed sockets still draining their connections.
+    draining: Mutex<Vec<JoinHandle<()>>>,
+    /// Serialises `sync` and `shutdown`.
+    sync_lock: tokio::sync::Mutex<()>,
+    shut_down: AtomicBool,
+}
+
+struct OpenSocket {
+    local: SocketAddr,
+    /// Dropping or sending stops the accept loop.
+    stop: oneshot::Sender<()>,
+    /// Fires once the accept loop has closed its listening socket.
+    closed: oneshot::Receiver<()>,
+    task: JoinHandle<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Sockets {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            open: Mutex::new(HashMap::new()),
+            draining: Mutex::new(Vec::new()),
+            sync_lock: tokio::sync::Mutex::new(()),
+            shut_down: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn bound(&self) -> Vec<(Option<IpAddr>, u16, SocketAddr)> {
+        let mut v: Vec<_> = lock(&self.open)
+            .iter()
+            .map(|(&(address, port), s)| (address, port, s.local))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Close the sockets `snapshot` no longer has (they drain in the background), then open
+    /// the ones it has that are not open. Sockets in both are untouched.
+    pub(crate) async fn sync(&self, snapshot: &Snapshot) -> Vec<BindError> {
+        let _serial = self.sync_lock.lock().await;
+        if self.shut_down.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let wanted: HashSet<SocketKey> = snapshot
+            .sockets
+            .iter()
+            .map(|s| (s.address, s.port))
+            .collect();
+
+        let closing: Vec<(SocketKey, OpenSocket)> = {
+            let mut open = lock(&self.open);
+            let gone: Vec<SocketKey> = open
+                .keys()
+                .filter(|k| !wanted.contains(k))
+                .copied()
+                .collect();
+            gone.into_iter()
+                .filter_map(|k| open.remove(&k).map(|s| (k, s)))
+                .collect()
+        };
+        for (key, socket) in closing {
+            tracing::info!(address = ?key.0, port = key.1, local = %socket.local, "closing socket; draining its connections");
+            self.retire(socket).await;
+        }
+
+        let mut errors = Vec::new();
+        let mut missing: Vec<SocketKey> = {
+            let open = lock(&self.open);
+            wanted
+                .into_iter()
+                .filter(|k| !open.contains_key(k))
+                .collect()
+        };
+        missing.sort();
+        for key in missing {
+            match self.open_socket(key) {
+                Ok(socket) => {
+                    tracing::info!(address = ?key.0, port = key.1, local = %socket.local, "listening");
+                    lock(&self.open).insert(key, socket);
+                }
+                Err(err) => {
+                    self.shared.metrics.bind_errors.inc();
+                    tracing::warn!(error = %err, "socket not opened");
+                    errors.push(err);
+                }
+            }
+        }
+        errors
+    }
+
+    /// Stop every accept loop, then wait for every socket (including those closed earlier) to
+    /// drain, each bounded by the drain timeout.
+    pub(crate) async fn shutdown(&self) {
+        let _serial = self.sync_lock.lock().await;
+        self.shut_down.store(true, Ordering::Release);
+        let open: Vec<OpenSocket> = lock(&self.open).drain().map(|(_, s)| s).collect();
+        for socket in open {
+            self.retire(socket).await;
+        }
+        let draining = std::mem::take(&mut *lock(&self.draining));
+        for task in draining {
+            if let Err(err) = task.await {
+                tracing::warn!(error = %err, "accept loop ended abnormally");
+            }
+        }
+    }
+
+    /// Stop a socket's accept loop, wait until its listening socket is closed (so the port
+    /// can be bound again at once), and keep its task to await on shutdown.
+    async fn retire(&self, socket: OpenSocket) {
+        let OpenSocket {
+            stop, closed, task, ..
+        } = socket;
+        let _ = stop.send(());
+        let _ = closed.await;
+        let mut draining = lock(&self.draining);
+        draining.retain(|t| !t.is_finished());
+        draining.push(task);
+    }
+
+    fn open_socket(&self, key: SocketKey) -> Result<OpenSocket, BindError> {
+        let (address, port) = key;
+        let config = &self.shared.config;
+        let bind_port = port
+            .checked_add(config.port_offset)
+            .ok_or(BindError::PortOverflow {
+                address,
+                port,
+                offset: config.port_offset,
+            })?;
+        let addr = SocketAddr::new(address.unwrap_or(config.bind), bind_port);
+        let io_err = |source| BindError::Io {
+            address,
+            port,
+            addr,
+            source,
+        };
+        let tls = tls::server_config(
+            &self.shared.tls_provider,
+            self.shared.handle.clone(),
+            address,
+            port,
+        )
+        .map_err(|source| BindError::Tls {
+            address,
+            port,
+            source,
+        })?;
+        let std_listener = std::net::TcpListener::bind(addr).map_err(io_err)?;
+        std_listener.set_nonblocking(true).map_err(io_err)?;
+        let listener = TcpListener::from_std(std_listener).map_err(io_err)?;
+        let local = listener.local_addr().map_err(io_err)?;
+
+        let (stop, stop_rx) = oneshot::channel();
+        let (closed_tx, closed) = oneshot::channel();
+        let socket = Arc::new(SocketCtx {
+            shared: self.shared.clone(),
+            key,
+            tls: tokio_rustls::TlsAcceptor::from(tls),
+        });
+        let task = tokio::spawn(accept_loop(listener, socket, stop_rx, closed_tx));
+        Ok(OpenSocket {
+            local,
+            stop,
+            closed,
+            task,
+        })
+    }
+}
+
+/// What every connection accepted on one socket shares.
+struct SocketCtx {
+    shared: Arc<Shared>,
+    key: SocketKey,
+    tls: tokio_rustls::TlsAcceptor,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    socket: Arc<SocketCtx>,
+    mut stop: oneshot::Receiver<()>,
+    closed: oneshot::Sender<()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    connections.spawn(serve_connection(socket.clone(), tcp, peer, graceful.watcher()));
+                }
+                Err(err) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %err, port = socket.key.1, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = closed.send(());
+
+    let drain_timeout = socket.shared.config.drain_timeout;
+    let drain = async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(drain_timeout, drain).await.is_err() {
+        tracing::warn!(
+            port = socket.key.1,
+            remaining = connections.len(),
+            "drain timeout reached; closing remaining connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+async fn serve_connection(
+    socket: Arc<SocketCtx>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+) {
+    // TLS or not is the snapshot's decision at accept time; a socket that left the snapshot
+    // (but is still open until the next sync) takes no new connections.
+    let tls = {
+        let snapshot = socket.shared.handle.load();
+        match snapshot.socket(socket.key.0, socket.key.1) {
+            Some(config) => config.tls,
+            None => return,
+        }
+    };
+    let _guard = socket.shared.metrics.connection(tls);
+    let _ = tcp.set_nodelay(true);
+    let conn = Arc::new(ConnCtx {
+        shared: socket.shared.clone(),
+        key: socket.key,
+        peer,
+        tls,
+    });
+    if tls {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
+            Ok(Ok(stream)) => serve_http(conn, TokioIo::new(stream), watcher).await,
+            Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    } else {
+        serve_http(conn, TokioIo::new(tcp), watcher).await;
+    }
+}
+
+async fn serve_http<I>(conn: Arc<ConnCtx>, io: I, watcher: Watcher)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let shared = conn.shared.clone();
+    let peer = conn.peer;
+    let service = service_fn(move |req| request::serve(conn.clone(), req));
+    let connection = shared.server.serve_connection_with_upgrades(io, service);
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}

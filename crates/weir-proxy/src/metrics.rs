@@ -1,0 +1,133 @@
+//! The proxy's Prometheus metrics, registered on the registry given to `Proxy::new`. Label
+//! values come precomputed from the snapshot (`Listener::gateway`, `RouteRef::route`,
+//! `Upstream::name`); unrouted requests use "".
+
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus::{
+    histogram_opts, opts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
+
+pub(crate) struct Metrics {
+    /// `weir_requests_total{gateway,route,backend,code}`
+    requests: IntCounterVec,
+    /// `weir_request_duration_seconds{gateway,route}`
+    duration: HistogramVec,
+    /// `weir_request_errors_total{reason}`
+    errors: IntCounterVec,
+    /// `weir_upstream_connect_errors_total{backend}`
+    connect_errors: IntCounterVec,
+    /// `weir_active_connections{protocol}` (protocol: http or https)
+    active_connections: IntGaugeVec,
+    /// `weir_listener_bind_errors_total`
+    pub(crate) bind_errors: IntCounter,
+}
+
+/// Labels of one finished request.
+pub(crate) struct RequestLabels<'a> {
+    pub(crate) gateway: &'a str,
+    pub(crate) route: &'a str,
+    pub(crate) backend: &'a str,
+}
+
+impl Metrics {
+    pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            opts!("weir_requests_total", "HTTP requests served, by outcome."),
+            &["gateway", "route", "backend", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            histogram_opts!(
+                "weir_request_duration_seconds",
+                "Time from request start to response headers.",
+                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+            ),
+            &["gateway", "route"],
+        )?;
+        let errors = IntCounterVec::new(
+            opts!(
+                "weir_request_errors_total",
+                "Requests the proxy answered itself because of an error, by reason."
+            ),
+            &["reason"],
+        )?;
+        let connect_errors = IntCounterVec::new(
+            opts!(
+                "weir_upstream_connect_errors_total",
+                "Failed connection attempts to upstream endpoints."
+            ),
+            &["backend"],
+        )?;
+        let active_connections = IntGaugeVec::new(
+            opts!(
+                "weir_active_connections",
+                "Downstream connections currently open."
+            ),
+            &["protocol"],
+        )?;
+        let bind_errors = IntCounter::with_opts(opts!(
+            "weir_listener_bind_errors_total",
+            "Sockets the snapshot asked for that could not be bound."
+        ))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(connect_errors.clone()))?;
+        registry.register(Box::new(active_connections.clone()))?;
+        registry.register(Box::new(bind_errors.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            errors,
+            connect_errors,
+            active_connections,
+            bind_errors,
+        })
+    }
+
+    pub(crate) fn record_request(
+        &self,
+        labels: &RequestLabels<'_>,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .with_label_values(&[
+                labels.gateway,
+                labels.route,
+                labels.backend,
+                status.as_str(),
+            ])
+            .inc();
+        self.duration
+            .with_label_values(&[labels.gateway, labels.route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn record_error(&self, reason: &str) {
+        self.errors.with_label_values(&[reason]).inc();
+    }
+
+    pub(crate) fn record_connect_error(&self, backend: &str) {
+        self.connect_errors.with_label_values(&[backend]).inc();
+    }
+
+    /// The gauge for connections of one protocol; hold it in a [`ConnectionGuard`].
+    pub(crate) fn connection(&self, tls: bool) -> ConnectionGuard {
+        let gauge =
+            self.active_connections
+                .with_label_values(&[if tls { "https" } else { "http" }]);
+        gauge.inc();
+        ConnectionGuard(gauge)
+    }
+}
+
+/// Decrements `weir_active_connections` when the connection ends.
+pub(crate) struct ConnectionGuard(IntGauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,315 @@
+//! The request pipeline. Each request loads the snapshot once and moves through named
+//! stages, plain functions over one context:
+//!
+//! 1. **route**: header-size check, Host, socket config → listener by Host → first matching
+//!    route entry ([`route`]);
+//! 2. **filters**: the rule's filters on the request; a redirect answers here
+//!    ([`crate::filter::apply_request`]);
+//! 3. **pick backend**: weighted random choice ([`pick_backend`]), then that backend's
+//!    filters;
+//! 4. **forward**: hop-by-hop cleanup, X-Forwarded-*, pooled upstream client with endpoint
+//!    fallbacks ([`crate::upstream::forward`]); response header filters on the way back;
+//! 5. **log**: metrics and a debug line ([`finish`]).
+//!
+//! Any stage may fail with a [`ProxyError`], which becomes the response in [`error_response`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use weir_snapshot::{
+    Backend, BackendTarget, RedirectScheme, RequestView, RouteAction, RouteEntry, Snapshot,
+};
+
+use crate::error::{Fault, ProxyError};
+use crate::filter::{self, RedirectBase};
+use crate::listener::SocketKey;
+use crate::metrics::RequestLabels;
+use crate::{upstream, Shared};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of every response the proxy sends: streamed from upstream or generated here.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub(crate) fn text_body(text: &'static str) -> ProxyBody {
+    Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn empty_body() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// One downstream connection: which socket it came in on and from whom.
+pub(crate) struct ConnCtx {
+    pub(crate) shared: Arc<Shared>,
+    /// The socket as configured (the configured port, never the offset one).
+    pub(crate) key: SocketKey,
+    pub(crate) peer: std::net::SocketAddr,
+    pub(crate) tls: bool,
+}
+
+impl ConnCtx {
+    fn scheme(&self) -> RedirectScheme {
+        if self.tls {
+            RedirectScheme::Https
+        } else {
+            RedirectScheme::Http
+        }
+    }
+}
+
+/// What the log stage reports; filled in as the request moves through the stages.
+struct RequestLog {
+    method: Method,
+    uri: Uri,
+    /// Lowercase, without port; empty until the route stage has read it.
+    host: String,
+    gateway: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    backend: Option<Arc<str>>,
+}
+
+/// hyper's entry point for every request on a connection.
+pub(crate) async fn serve(
+    conn: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    // The one snapshot load of this request: every stage uses this value.
+    let snapshot = conn.shared.handle.load_full();
+    let mut log = RequestLog {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        host: String::new(),
+        gateway: None,
+        route: None,
+        backend: None,
+    };
+    let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
+        Ok(response) => response,
+        Err(err) => error_response(&conn, &log, &err),
+    };
+    finish(&conn, &log, response.status(), start.elapsed());
+    Ok(response)
+}
+
+async fn route_and_forward(
+    conn: &ConnCtx,
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let entry = route(conn, snapshot, &req, log)?;
+    let action = &entry.action;
+    log.route = Some(action.route.route.clone());
+    let stages = handle_action(conn, action, &log.host, req, &mut log.backend);
+    match action.timeouts.request {
+        Some(limit) => tokio::time::timeout(limit, stages)
+            .await
+            .map_err(|_| ProxyError::RequestTimeout(limit))?,
+        None => stages.await,
+    }
+}
+
+/// Stage 1: find the route entry for the request.
+fn route<'s>(
+    conn: &ConnCtx,
+    snapshot: &'s Snapshot,
+    req: &Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<&'s Arc<RouteEntry>, ProxyError> {
+    check_header_size(req, conn.shared.config.max_header_bytes)?;
+    log.host = request_host(req)?;
+    let socket = snapshot
+        .socket(conn.key.0, conn.key.1)
+        .ok_or(ProxyError::SocketGone)?;
+    let listener = socket
+        .listener_for_host(&log.host)
+        .ok_or_else(|| ProxyError::NoListener(log.host.clone()))?;
+    log.gateway = Some(listener.gateway.clone());
+    let view = RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    listener
+        .find_route(&log.host, &view)
+        .ok_or(ProxyError::NoRoute)
+}
+
+/// Stages 2–4 for a routed request: filters, backend pick, forward, response filters.
+async fn handle_action(
+    conn: &ConnCtx,
+    action: &RouteAction,
+    host: &str,
+    req: Request<Incoming>,
+    backend_label: &mut Option<Arc<str>>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    ensure_host_header(&mut parts);
+    let base = RedirectBase {
+        host,
+        scheme: conn.scheme(),
+        port: conn.key.1,
+    };
+    if let Some(mut answer) = filter::apply_request(&action.filters, &mut parts, &base)? {
+        filter::apply_response(&action.filters, answer.headers_mut());
+        return Ok(answer);
+    }
+
+    let backend = pick_backend(action, rand::random::<u64>())?;
+    let upstream = match &backend.target {
+        BackendTarget::Upstream(upstream) => upstream,
+        BackendTarget::Invalid(reason) => return Err(ProxyError::InvalidBackend(reason.clone())),
+    };
+    *backend_label = Some(upstream.name.clone());
+    if let Some(mut answer) = filter::apply_request(&backend.filters, &mut parts, &base)? {
+        filter::apply_response(&action.filters, answer.headers_mut());
+        filter::apply_response(&backend.filters, answer.headers_mut());
+        return Ok(answer);
+    }
+
+    let mut response = upstream::forward(
+        &conn.shared,
+        upstream,
+        parts,
+        body,
+        conn.peer.ip(),
+        conn.tls,
+        action.timeouts.backend_request,
+    )
+    .await?;
+    filter::apply_response(&action.filters, response.headers_mut());
+    filter::apply_response(&backend.filters, response.headers_mut());
+    Ok(response)
+}
+
+/// Stage 3: weighted random choice of a backend; `roll` is a uniform random number.
+pub(crate) fn pick_backend(action: &RouteAction, roll: u64) -> Result<&Backend, ProxyError> {
+    if action.total_weight == 0 {
+        return Err(ProxyError::NoBackend);
+    }
+    let mut n = roll % action.total_weight;
+    for backend in action.backends.iter() {
+        let weight = u64::from(backend.weight);
+        if n < weight {
+            return Ok(backend);
+        }
+        n -= weight;
+    }
+    // total_weight larger than the sum of the weights: a translator bug.
+    Err(ProxyError::NoBackend)
+}
+
+/// Reject header sections larger than the limit (hyper enforces a coarser limit for
+/// HTTP/1 before the request gets here; this one also covers HTTP/2 exactly).
+fn check_header_size<B>(req: &Request<B>, limit: usize) -> Result<(), ProxyError> {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let size = req.headers().iter().fold(target, |acc, (name, value)| {
+        acc + name.as_str().len() + value.len() + 4
+    });
+    if size > limit {
+        return Err(ProxyError::HeadersTooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// The request's host: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form), else
+/// the Host header; port stripped, lowercased. HTTP/1.0 may omit it (empty host).
+pub(crate) fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let raw = if let Some(authority) = req.uri().authority() {
+        authority.host()
+    } else if let Some(value) = req.headers().get(HOST) {
+        let value = value.to_str().map_err(|_| ProxyError::InvalidHost)?;
+        strip_port(value.trim())
+    } else if req.version() <= Version::HTTP_10 {
+        ""
+    } else {
+        return Err(ProxyError::MissingHost);
+    };
+    Ok(raw.to_ascii_lowercase())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop what follows ']'.
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// The Host header the upstream sees: as received, except that a URI authority (HTTP/2
+/// `:authority`, HTTP/1.1 absolute form) replaces it, as RFC 9112 §3.2.2 and RFC 9113 §8.3.1
+/// ask.
+fn ensure_host_header(parts: &mut http::request::Parts) {
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(HOST, value);
+        }
+    }
+}
+
+/// Turn an error into the response the client gets.
+fn error_response(conn: &ConnCtx, log: &RequestLog, err: &ProxyError) -> Response<ProxyBody> {
+    let class = err.classify();
+    conn.shared.metrics.record_error(class.label);
+    match class.fault {
+        Fault::Upstream | Fault::Internal => tracing::warn!(
+            error = %err,
+            method = %log.method,
+            host = %log.host,
+            path = log.uri.path(),
+            route = log.route.as_deref().unwrap_or(""),
+            backend = log.backend.as_deref().unwrap_or(""),
+            status = class.status.as_u16(),
+            "request failed"
+        ),
+        Fault::Downstream | Fault::NotRouted => {
+            tracing::debug!(error = %err, status = class.status.as_u16(), "request rejected")
+        }
+    }
+    let mut response = Response::new(text_body(class.body));
+    *response.status_mut() = class.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(class.body.len()));
+    response
+}
+
+/// Stage 5: metrics and the debug line.
+fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duration) {
+    let labels = RequestLabels {
+        gateway: log.gateway.as_deref().unwrap_or(""),
+        route: log.route.as_deref().unwrap_or(""),
+        backend: log.backend.as_deref().unwrap_or(""),
+    };
+    conn.shared.metrics.record_request(&labels, status, elapsed);
+    tracing::debug!(
+        method = %log.method,
+        host = %log.host,
+        path = log.uri.path(),
+        status = status.as_u16(),
+        route = labels.route,
+        backend = labels.backend,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+use super::*;
+
+use weir_snapshot::{AppProtocol, RouteRef, Timeouts, Upstream};
+
+fn req(version: Version, uri: &str, host: Option<&str>) -> Request<()> {
+    let mut b = Request::builder().version(version).uri(uri);
+    if let Some(h) = host {
+        b = b.header(HOST, h);
+    }
+    b.body(()).unwrap()
+}
+
+#[test]
+fn host_comes_from_authority_then_host_header_without_port_lowercased() {
+    let r = req(Version::HTTP_11, "/x", Some("Foo.Example.COM:8080"));
+    assert_eq!(request_host(&r).unwrap(), "foo.example.com");
+    let r = req(
+        Version::HTTP_2,
+        "https://H2.example.com:443/x",
+        Some("other"),
+    );
+    assert_eq!(request_host(&r).unwrap(), "h2.example.com");
+    let r = req(Version::HTTP_11, "/x", Some("[::1]:80"));
+    assert_eq!(request_host(&r).unwrap(), "[::1]");
+    let r = req(Version::HTTP_11, "/x", Some("plain"));
+    assert_eq!(request_host(&r).unwrap(), "plain");
+}
+
+#[test]
+fn missing_host_is_an_error_only_from_http_1_1() {
+    let r = req(Version::HTTP_11, "/x", None);
+    assert!(matches!(request_host(&r), Err(ProxyError::MissingHost)));
+    let r = req(Version::HTTP_10, "/x", None);
+    assert_eq!(request_host(&r).unwrap(), "");
+}
+
+#[test]
+fn header_size_counts_names_values_and_target() {
+    let mut r = req(Version::HTTP_11, "/abc", Some("h"));
+    r.headers_mut()
+        .insert("x-big", HeaderValue::from_str(&"a".repeat(100)).unwrap());
+    assert!(check_header_size(&r, 1000).is_ok());
+    assert!(matches!(
+        check_header_size(&r, 100),
+        Err(ProxyError::HeadersTooLarge { limit: 100, .. })
+    ));
+}
+
+fn backend(weight: u32, name: &str) -> Backend {
+    Backend {
+        weight,
+        target: BackendTarget::Upstream(Arc::new(Upstream::new(name, AppProtocol::Http1, vec![]))),
+        filters: Arc::new([]),
+    }
+}
+
+fn action(backends: Vec<Backend>) -> RouteAction {
+    let total_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
+    RouteAction {
+        route: RouteRef {
+            kind: "HTTPRoute",
+            route: "ns/r".into(),
+            rule: 0,
+            rule_name: None,
+        },
+        filters: Arc::new([]),
+        backends: backends.into(),
+        total_weight,
+        timeouts: Timeouts::default(),
+    }
+}
+
+fn picked(action: &RouteAction, roll: u64) -> String {
+    match &pick_backend(action, roll).unwrap().target {
+        BackendTarget::Upstream(u) => u.name.to_string(),
+        BackendTarget::Invalid(r) => r.to_string(),
+    }
+}
+
+#[test]
+fn pick_is_proportional_to_weight_and_skips_zero_weights() {
+    let a = action(vec![backend(1, "a"), backend(0, "zero"), backend(3, "b")]);
+    let picks: Vec<String> = (0..4).map(|roll| picked(&a, roll)).collect();
+    assert_eq!(picks, ["a", "b", "b", "b"]);
+    assert_eq!(picked(&a, 4), "a");
+}
+
+#[test]
+fn pick_without_weight_is_no_backend() {
+    assert!(matches!(
+        pick_backend(&action(vec![]), 7),
+        Err(ProxyError::NoBackend)
+    ));
+    assert!(matches!(
+        pick_backend(&action(vec![backend(0, "a")]), 7),
+        Err(ProxyError::NoBackend)
+    ));
+}

@@ -1,0 +1,10 @@
+//! The proxy on real sockets: hand-built snapshots, an in-process echo backend, real
+//! HTTP/1.1, h2c and TLS clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod errors;
+mod lifecycle;
+mod routing;
+mod tls;
