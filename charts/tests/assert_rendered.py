@@ -1,0 +1,491 @@
+#!/usr/bin/env python3
+"""Renders charts/weir with `helm template` in several configurations and asserts facts about
+the objects, then checks that bad values are refused.
+
+Usage: assert_rendered.py HELM OUT_DIR
+
+Each case below names its `--set` flags next to what it expects. The rendered YAML of each case
+is left in OUT_DIR/<case>.yaml for further checks (run.sh parses it with kubectl). Every
+failed assertion is printed with its case; the exit status is 1 if any failed.
+
+Needs PyYAML, jsonschema and kubernetes-validate (run.sh installs them when missing).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+CHART = Path(__file__).resolve().parent.parent / "weir"
+CRD_DIR = CHART / "files" / "crds" / "gateway-api-v1.5.1-standard"
+NAMESPACE = "weir-system"
+# Built-in kinds are validated against this Kubernetes version's OpenAPI schemas (the
+# workspace builds k8s-openapi with feature v1_33).
+KUBE_VERSION = "1.33"
+
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# The contract with the weir binary: every flag the chart passes, in order.
+ARG_FLAGS = [
+    "admin-addr",
+    "listener-port-offset",
+    "gateway-class-controller",
+    "gateway-service",
+    "leader-election-namespace",
+    "leader-election-id",
+    "lease-duration",
+    "drain-timeout",
+    "log-format",
+    "log-level",
+]
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+# (apiGroup, resource) -> verbs: the whole ClusterRole, nothing more, nothing less.
+CLUSTER_RULES = {
+    **{
+        (GATEWAY_GROUP, r): {"get", "list", "watch"}
+        for r in [
+            "gatewayclasses",
+            "gateways",
+            "httproutes",
+            "grpcroutes",
+            "referencegrants",
+            "tlsroutes",
+            "listenersets",
+            "backendtlspolicies",
+        ]
+    },
+    **{
+        (GATEWAY_GROUP, f"{r}/status"): {"patch", "update"}
+        for r in [
+            "gatewayclasses",
+            "gateways",
+            "httproutes",
+            "grpcroutes",
+            "tlsroutes",
+            "listenersets",
+            "backendtlspolicies",
+        ]
+    },
+    ("", "services"): {"get", "list", "watch"},
+    ("", "namespaces"): {"get", "list", "watch"},
+    ("", "secrets"): {"get", "list", "watch"},
+    ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
+}
+ROLE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
+
+STANDARD_KINDS = {
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+    "ReferenceGrant",
+    "TLSRoute",
+    "ListenerSet",
+    "BackendTLSPolicy",
+}
+EXPERIMENTAL_ONLY_KINDS = {"TCPRoute", "UDPRoute", "XBackendTrafficPolicy", "XMesh"}
+
+DEFAULTS = {
+    "release": "weir",
+    "fullname": "weir",
+    "workload": "Deployment",
+    "replicas": 2,
+    "offset": 8000,
+    "controller": "weir.dev/gateway-controller",
+    "class": "weir",
+    "lease_id": "weir-leader",
+    "log_format": "json",
+    "service_monitor": False,
+    "crds": False,
+    "class_hook": False,
+}
+
+# name -> (helm --set values or raw --flags, expectations that differ from DEFAULTS)
+CASES: dict[str, tuple[list[str], dict]] = {
+    "default": ([], {}),
+    "daemonset": (["kind=DaemonSet"], {"workload": "DaemonSet"}),
+    "servicemonitor": (["serviceMonitor.enabled=true"], {"service_monitor": True}),
+    "offset0": (["listenerPortOffset=0"], {"offset": 0}),
+    # No API server: helm template sees no GatewayClass API, as on a cluster without the CRDs.
+    "crds": (["crds.install=true"], {"crds": True, "class_hook": True}),
+    # The CRDs are already served (an upgrade): the GatewayClass is an ordinary object.
+    "crds-upgrade": (["crds.install=true", "--api-versions=gateway.networking.k8s.io/v1/GatewayClass"],
+                     {"crds": True}),
+    "custom": (
+        [
+            "controllerName=example.com/edge",
+            "gatewayClass.name=edge",
+            "leaderElection.id=edge-leader",
+            "log.format=text",
+            "replicaCount=3",
+        ],
+        {
+            "release": "edge",
+            "fullname": "edge-weir",
+            "replicas": 3,
+            "controller": "example.com/edge",
+            "class": "edge",
+            "lease_id": "edge-leader",
+            "log_format": "text",
+        },
+    ),
+}
+
+# Values the chart must refuse: (--set flags, a fragment of the expected error).
+BAD_VALUES = [
+    (["kind=StatefulSet"], "kind"),
+    (["log.format=xml"], "format"),
+    (["drainTimeout=5"], "drainTimeout"),
+    (["drainTimeout=1m"], "must be longer than drainTimeout"),
+    (["listenerPortOffset=65500"], "above 65535"),
+    (["service.ports[0].name=web", "service.ports[0].port=80",
+      "service.ports[1].name=web", "service.ports[1].port=81"], "used twice"),
+    (["service.ports[0].name=admin", "service.ports[0].port=80"], "taken by the admin port"),
+    (["admin.port=8080"], "already uses"),
+    (["serviceAccount.create=false"], "serviceAccount.name is required"),
+    (["controllerName=no-slash"], "controllerName"),
+    (["replicas=2"], "replicas"),
+]
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.passed = 0
+        self.case = ""
+
+    def check(self, ok: bool, what: str) -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(f"[{self.case}] {what}")
+            print(f"FAIL [{self.case}] {what}")
+        return ok
+
+    def equal(self, got, want, what: str) -> bool:
+        return self.check(got == want, f"{what}: got {got!r}, want {want!r}")
+
+
+def helm_template(helm: str, release: str, sets: list[str]) -> subprocess.CompletedProcess:
+    cmd = [helm, "template", release, str(CHART), "--namespace", NAMESPACE]
+    for s in sets:
+        cmd += [s] if s.startswith("--") else ["--set", s]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(c: Checker, docs: list[dict], kind: str) -> dict | None:
+    found = by_kind(docs, kind)
+    if c.equal(len(found), 1, f"number of {kind} objects"):
+        return found[0]
+    return None
+
+
+def duration_seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"([0-9.]+)(ms|s|m|h)", text)
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def rules_map(c: Checker, role: dict) -> dict[tuple[str, str], set[str]]:
+    """Flattens a Role's rules to (group, resource) -> verbs, failing on wildcards."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role.get("rules") or []:
+        c.check("nonResourceURLs" not in rule, f"{role['kind']} has nonResourceURLs: {rule}")
+        for field in ("apiGroups", "resources", "verbs"):
+            c.check("*" not in (rule.get(field) or []), f"{role['kind']} wildcard in {field}: {rule}")
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                out.setdefault((group, resource), set()).update(rule.get("verbs") or [])
+    return out
+
+
+def check_rbac(c: Checker, docs: list[dict], sa_name: str) -> None:
+    cluster_role = one(c, docs, "ClusterRole")
+    if cluster_role:
+        got = rules_map(c, cluster_role)
+        for key in sorted(set(got) | set(CLUSTER_RULES)):
+            c.equal(got.get(key, set()), CLUSTER_RULES.get(key, set()), f"ClusterRole verbs on {key}")
+        for (group, resource), verbs in got.items():
+            if resource.endswith("/status"):
+                c.check(verbs <= {"patch", "update"}, f"ClusterRole {resource}: {verbs} beyond patch/update")
+            else:
+                c.check(verbs <= {"get", "list", "watch"}, f"ClusterRole {resource}: {verbs} beyond read")
+    role = one(c, docs, "Role")
+    if role:
+        c.equal(role["metadata"].get("namespace"), NAMESPACE, "Role namespace")
+        c.equal(rules_map(c, role), ROLE_RULES, "Role rules")
+    for r in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        for (group, resource), verbs in rules_map(c, r).items():
+            writes = verbs & {"create", "delete", "deletecollection", "escalate", "bind", "impersonate"}
+            if writes:
+                c.check(
+                    (group, resource) == ("coordination.k8s.io", "leases") and writes == {"create"},
+                    f"{r['kind']} {r['metadata']['name']} may {sorted(writes)} {group}/{resource}",
+                )
+    for kind, ref_kind, ref in (
+        ("ClusterRoleBinding", "ClusterRole", cluster_role),
+        ("RoleBinding", "Role", role),
+    ):
+        binding = one(c, docs, kind)
+        if binding and ref:
+            c.equal(binding["roleRef"], {
+                "apiGroup": "rbac.authorization.k8s.io", "kind": ref_kind, "name": ref["metadata"]["name"]
+            }, f"{kind} roleRef")
+            c.equal(binding["subjects"], [{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}],
+                    f"{kind} subjects")
+
+
+def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict | None) -> None:
+    template = workload["spec"]["template"]
+    pod = template["spec"]
+    labels = template["metadata"].get("labels", {})
+    selector = workload["spec"]["selector"]["matchLabels"]
+    c.check(selector.items() <= labels.items(), f"selector {selector} does not match pod labels {labels}")
+    if service:
+        sel = service["spec"]["selector"]
+        c.check(sel.items() <= labels.items(), f"Service selector {sel} does not match pod labels {labels}")
+
+    ann = template["metadata"].get("annotations", {})
+    c.equal(
+        {k: ann.get(k) for k in ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")},
+        {"prometheus.io/scrape": "true", "prometheus.io/port": "9901", "prometheus.io/path": "/metrics"},
+        "pod Prometheus annotations",
+    )
+    c.equal(pod.get("serviceAccountName"), sa_name, "pod serviceAccountName")
+
+    psc = pod.get("securityContext", {})
+    c.equal(psc.get("runAsNonRoot"), True, "pod runAsNonRoot")
+    c.equal((psc.get("runAsUser"), psc.get("runAsGroup")), (65532, 65532), "pod runAsUser/runAsGroup")
+    c.equal(psc.get("seccompProfile"), {"type": "RuntimeDefault"}, "pod seccompProfile")
+
+    containers = pod.get("containers", [])
+    if not c.equal(len(containers), 1, "number of containers"):
+        return
+    ctr = containers[0]
+    app_version = yaml.load((CHART / "Chart.yaml").read_text(), Loader=Loader)["appVersion"]
+    c.equal(ctr.get("image"), f"ghcr.io/weir-dev/weir:{app_version}", "image")
+
+    sc = ctr.get("securityContext", {})
+    c.equal(sc.get("runAsNonRoot"), True, "container runAsNonRoot")
+    c.equal(sc.get("readOnlyRootFilesystem"), True, "container readOnlyRootFilesystem")
+    c.equal(sc.get("allowPrivilegeEscalation"), False, "container allowPrivilegeEscalation")
+    caps = sc.get("capabilities", {})
+    c.equal(caps.get("drop"), ["ALL"], "capabilities.drop")
+    low = exp["offset"] + 80 < 1024
+    sysctls = {s["name"]: s["value"] for s in psc.get("sysctls", [])}
+    if low:
+        c.equal(caps.get("add"), ["NET_BIND_SERVICE"], "capabilities.add with a port below 1024")
+        c.equal(sysctls.get("net.ipv4.ip_unprivileged_port_start"), str(exp["offset"] + 80),
+                "sysctl ip_unprivileged_port_start with a port below 1024")
+    else:
+        c.check("add" not in caps, f"capabilities.add {caps.get('add')} with no port below 1024")
+        c.equal(sysctls, {}, "pod sysctls with no port below 1024")
+
+    ports = {p["name"]: p["containerPort"] for p in ctr.get("ports", [])}
+    c.equal(ports, {"http": 80 + exp["offset"], "https": 443 + exp["offset"], "admin": 9901}, "containerPorts")
+
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = (ctr.get(probe) or {}).get("httpGet", {})
+        c.equal(get.get("path"), path, f"{probe} path")
+        port = get.get("port")
+        c.equal(ports.get(port, port), 9901, f"{probe} port ({port!r}) resolves to the admin port")
+
+    fullname = exp["fullname"]
+    want_args = ["run"] + [f"--{f}={v}" for f, v in zip(ARG_FLAGS, [
+        "0.0.0.0:9901",
+        exp["offset"],
+        exp["controller"],
+        f"{NAMESPACE}/{fullname}",
+        NAMESPACE,
+        exp["lease_id"],
+        "15s",
+        "5s",
+        exp["log_format"],
+        "info",
+    ])]
+    c.equal(ctr.get("args"), want_args, "container args")
+    c.check(not ctr.get("command"), f"container command overrides the image entrypoint: {ctr.get('command')}")
+
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in ctr.get("env", [])}
+    c.equal(env, {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"},
+            "env from the downward API")
+
+    res = ctr.get("resources", {})
+    c.check(bool(res.get("requests", {}).get("cpu")) and bool(res.get("requests", {}).get("memory")),
+            f"resources.requests cpu and memory: {res}")
+    c.check(bool(res.get("limits", {}).get("memory")), f"resources.limits.memory: {res}")
+
+    grace = pod.get("terminationGracePeriodSeconds")
+    drain = next((a.split("=", 1)[1] for a in ctr.get("args", []) if a.startswith("--drain-timeout=")), "0s")
+    c.check(isinstance(grace, int) and grace > duration_seconds(drain),
+            f"terminationGracePeriodSeconds {grace!r} must exceed --drain-timeout {drain}")
+
+
+def check_crds(c: Checker, docs: list[dict], want: bool) -> None:
+    crds = by_kind(docs, "CustomResourceDefinition")
+    if not want:
+        c.equal(crds, [], "CRDs without crds.install")
+        return
+    kinds = {d["spec"]["names"]["kind"] for d in crds}
+    c.equal(kinds, STANDARD_KINDS, "CRD kinds (Gateway API standard channel)")
+    c.equal(kinds & EXPERIMENTAL_ONLY_KINDS, set(), "experimental-only CRD kinds")
+    upstream = {}
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        doc = yaml.load(path.read_text(), Loader=Loader)
+        upstream[doc["metadata"]["name"]] = doc
+    for d in crds:
+        name = d["metadata"]["name"]
+        ann = dict(d["metadata"].get("annotations", {}))
+        c.equal(ann.pop("helm.sh/resource-policy", None), "keep", f"CRD {name} keep policy")
+        c.equal(ann.get("gateway.networking.k8s.io/channel"), "standard", f"CRD {name} channel")
+        c.equal(ann.get("gateway.networking.k8s.io/bundle-version"), "v1.5.1", f"CRD {name} bundle-version")
+        d = {**d, "metadata": {**d["metadata"], "annotations": ann}}
+        c.check(d == upstream.get(name), f"CRD {name} differs from the vendored upstream file")
+
+
+def check_gatewayclass(c: Checker, exp: dict, docs: list[dict]) -> None:
+    gc = one(c, docs, "GatewayClass")
+    if not gc:
+        return
+    c.equal(gc["metadata"]["name"], exp["class"], "GatewayClass name")
+    c.equal(gc["spec"].get("controllerName"), exp["controller"], "GatewayClass controllerName")
+    ann = gc["metadata"].get("annotations", {})
+    if exp["class_hook"]:
+        c.equal(ann.get("helm.sh/hook"), "post-install,post-upgrade", "GatewayClass hook (CRDs in this release)")
+        c.equal((ann.get("meta.helm.sh/release-name"), ann.get("meta.helm.sh/release-namespace")),
+                (exp["release"], NAMESPACE), "GatewayClass hook ownership metadata (for adoption on upgrade)")
+        c.equal(gc["metadata"]["labels"].get("app.kubernetes.io/managed-by"), "Helm", "GatewayClass managed-by")
+    else:
+        c.equal(ann.get("helm.sh/hook"), None, "GatewayClass hook when the API is served or the CRDs are not ours")
+    # Validate against the vendored CRD's v1 schema (API servers check the same one).
+    crd = yaml.load((CRD_DIR / "gateway.networking.k8s.io_gatewayclasses.yaml").read_text(), Loader=Loader)
+    schema = next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == "v1")
+    errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(gc)]
+    c.equal(errors, [], "GatewayClass against its CRD schema")
+
+
+def check_service_monitor(c: Checker, exp: dict, docs: list[dict], lb: dict | None) -> None:
+    monitors = by_kind(docs, "ServiceMonitor")
+    if not exp["service_monitor"]:
+        c.equal(monitors, [], "ServiceMonitor without serviceMonitor.enabled")
+        c.equal(len(by_kind(docs, "Service")), 1, "Services without serviceMonitor.enabled")
+        return
+    sm = one(c, docs, "ServiceMonitor")
+    if not sm:
+        return
+    c.equal(sm["apiVersion"], "monitoring.coreos.com/v1", "ServiceMonitor apiVersion")
+    c.equal(sm["spec"]["namespaceSelector"], {"matchNames": [NAMESPACE]}, "ServiceMonitor namespaceSelector")
+    endpoints = sm["spec"].get("endpoints", [])
+    c.equal([(e.get("port"), e.get("path")) for e in endpoints], [("admin", "/metrics")], "ServiceMonitor endpoints")
+    sel = sm["spec"]["selector"]["matchLabels"]
+    matched = [s for s in by_kind(docs, "Service") if sel.items() <= s["metadata"].get("labels", {}).items()]
+    c.equal([s["metadata"]["name"] for s in matched], [f"{exp['fullname']}-admin"], "Services the ServiceMonitor selects")
+    if matched:
+        svc = matched[0]
+        c.equal(svc["spec"]["type"], "ClusterIP", "admin Service type")
+        c.equal([(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]], [("admin", 9901, "admin")],
+                "admin Service ports")
+    if lb:
+        c.check(lb not in matched, "the LoadBalancer Service must not be scraped")
+
+
+def schema_validate(c: Checker, docs: list[dict]) -> None:
+    for d in docs:
+        what = f"{d.get('kind')} {d.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            c.check(d.get("kind") in {"GatewayClass", "ServiceMonitor"}, f"no Kubernetes schema for {what}")
+        except kubernetes_validate.ValidationError as e:
+            c.check(False, f"{what} against the Kubernetes {KUBE_VERSION} schema: {e.message}")
+
+
+def run_case(c: Checker, helm: str, out_dir: Path, name: str, sets: list[str], overrides: dict) -> None:
+    c.case = name
+    exp = {**DEFAULTS, **overrides}
+    result = helm_template(helm, exp["release"], sets)
+    if not c.check(result.returncode == 0, f"helm template {' '.join(sets)} failed:\n{result.stderr}"):
+        return
+    (out_dir / f"{name}.yaml").write_text(result.stdout)
+    docs = [d for d in yaml.load_all(result.stdout, Loader=Loader) if d]
+
+    keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    c.equal(sorted(k for k in set(keys) if keys.count(k) > 1), [], "duplicate objects")
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "GatewayClass", "CustomResourceDefinition"}
+    for kind, ns, obj in keys:
+        c.equal(ns, None if kind in cluster_scoped else NAMESPACE, f"namespace of {kind} {obj}")
+
+    schema_validate(c, docs)
+
+    sa = one(c, docs, "ServiceAccount")
+    sa_name = sa["metadata"]["name"] if sa else exp["fullname"]
+    check_rbac(c, docs, sa_name)
+
+    deployments, daemonsets = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet")
+    if exp["workload"] == "Deployment":
+        c.equal(len(daemonsets), 0, "DaemonSets when kind=Deployment")
+        if c.equal(len(deployments), 1, "Deployments"):
+            c.equal(deployments[0]["spec"].get("replicas"), exp["replicas"], "Deployment replicas")
+    else:
+        c.equal(len(deployments), 0, "Deployments when kind=DaemonSet")
+        c.equal(len(daemonsets), 1, "DaemonSets")
+    workloads = deployments + daemonsets
+
+    lbs = [s for s in by_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"]
+    lb = lbs[0] if c.equal(len(lbs), 1, "LoadBalancer Services") else None
+    if lb:
+        c.equal(lb["metadata"]["name"], exp["fullname"], "LoadBalancer Service name (--gateway-service)")
+        c.equal(
+            [(p["name"], p["port"], p["targetPort"], p.get("protocol")) for p in lb["spec"]["ports"]],
+            [("http", 80, 80 + exp["offset"], "TCP"), ("https", 443, 443 + exp["offset"], "TCP")],
+            "LoadBalancer Service ports (port -> port + listenerPortOffset)",
+        )
+    if workloads:
+        check_pod(c, exp, workloads[0], sa_name, lb)
+
+    pdb = one(c, docs, "PodDisruptionBudget")
+    if pdb and workloads:
+        c.equal(pdb["spec"].get("minAvailable"), 1, "PDB minAvailable")
+        c.equal(pdb["spec"]["selector"]["matchLabels"], workloads[0]["spec"]["selector"]["matchLabels"],
+                "PDB selector")
+
+    check_gatewayclass(c, exp, docs)
+    check_service_monitor(c, exp, docs, lb)
+    check_crds(c, docs, exp["crds"])
+
+
+def main() -> int:
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    helm, out_dir = sys.argv[1], Path(sys.argv[2])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c = Checker()
+    for name, (sets, overrides) in CASES.items():
+        before = len(c.failures)
+        run_case(c, helm, out_dir, name, sets, overrides)
+        print(f"{'ok  ' if len(c.failures) == before else 'FAIL'} render {name} {' '.join(sets)}")
+    c.case = "bad values"
+    for sets, fragment in BAD_VALUES:
+        result = helm_template(helm, "weir", sets)
+        refused = result.returncode != 0 and fragment in result.stderr
+        c.check(refused, f"helm template --set {' '.join(sets)} should fail mentioning {fragment!r}; "
+                         f"exit {result.returncode}, stderr: {result.stderr.strip()[:300]}")
+        print(f"{'ok  ' if refused else 'FAIL'} refuse {' '.join(sets)}")
+    print(f"assertions: {c.passed} passed, {len(c.failures)} failed")
+    return 1 if c.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

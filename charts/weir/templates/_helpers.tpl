@@ -1,0 +1,241 @@
+{{/*
+Names, labels and the pod template shared by the Deployment and the DaemonSet.
+*/}}
+
+{{- define "weir.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: "<release>-weir", or the release name alone when it already contains the chart
+name. Truncated to 63 characters (the DNS label limit of some name fields).
+*/}}
+{{- define "weir.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "weir.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "weir.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "weir.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "weir.labels" -}}
+helm.sh/chart: {{ include "weir.chart" . }}
+{{ include "weir.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: weir
+{{- end }}
+
+{{- define "weir.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "weir.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create=false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "weir.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The pod's port for a Gateway listener port: port + listenerPortOffset.
+Call with (dict "port" .port "root" $).
+*/}}
+{{- define "weir.targetPort" -}}
+{{- add (int .port) (int .root.Values.listenerPortOffset) }}
+{{- end }}
+
+{{/*
+The lowest pod port below 1024 (listener ports after the offset, and the admin port), or ""
+when every port is unprivileged. Decides NET_BIND_SERVICE and the sysctl.
+*/}}
+{{- define "weir.lowestPrivilegedPort" -}}
+{{- $lowest := 1024 }}
+{{- range .Values.service.ports }}
+{{- $p := int (include "weir.targetPort" (dict "port" .port "root" $)) }}
+{{- if lt $p $lowest }}{{ $lowest = $p }}{{ end }}
+{{- end }}
+{{- if lt (int .Values.admin.port) $lowest }}{{ $lowest = int .Values.admin.port }}{{ end }}
+{{- if lt $lowest 1024 }}{{ $lowest }}{{ end }}
+{{- end }}
+
+{{/*
+Values the schema cannot check: duplicate port names or pod ports, and a grace period that
+does not outlast the drain.
+*/}}
+{{- define "weir.validate" -}}
+{{- $names := dict }}
+{{- $ports := dict (toString (int .Values.admin.port)) "admin" }}
+{{- range .Values.service.ports }}
+{{- if hasKey $names .name }}
+{{- fail (printf "service.ports: name %q is used twice" .name) }}
+{{- end }}
+{{- if eq .name "admin" }}
+{{- fail "service.ports: the name \"admin\" is taken by the admin port" }}
+{{- end }}
+{{- $_ := set $names .name true }}
+{{- $tp := include "weir.targetPort" (dict "port" .port "root" $) }}
+{{- if hasKey $ports $tp }}
+{{- fail (printf "service.ports: %s maps to pod port %s (port + listenerPortOffset), which %s already uses" .name $tp (get $ports $tp)) }}
+{{- end }}
+{{- if gt (int $tp) 65535 }}
+{{- fail (printf "service.ports: %s maps to pod port %s (port + listenerPortOffset), above 65535" .name $tp) }}
+{{- end }}
+{{- $_ := set $ports $tp .name }}
+{{- end }}
+{{- $drain := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ms|h|m|s)" .Values.drainTimeout -1 }}
+{{- $n := regexFind "^[0-9.]+" . }}
+{{- $unit := get (dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0) (trimPrefix $n .) }}
+{{- $drain = addf $drain (mulf (float64 $n) $unit) }}
+{{- end }}
+{{- if ge $drain (float64 .Values.terminationGracePeriodSeconds) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than drainTimeout (%s), or draining requests are killed" .Values.terminationGracePeriodSeconds .Values.drainTimeout) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod template of the Deployment or DaemonSet.
+*/}}
+{{- define "weir.podTemplate" -}}
+{{- $lowPort := include "weir.lowestPrivilegedPort" . -}}
+metadata:
+  labels:
+    {{- include "weir.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ .Values.admin.port | quote }}
+    prometheus.io/path: /metrics
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "weir.serviceAccountName" . }}
+  # Weir talks to the API server with this account's token (in-cluster config).
+  automountServiceAccountToken: true
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  # Longer than --drain-timeout, so in-flight requests finish before SIGKILL.
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile:
+      type: RuntimeDefault
+    {{- if $lowPort }}
+    # A pod port below 1024 (see listenerPortOffset): let the non-root process bind it.
+    sysctls:
+      - name: net.ipv4.ip_unprivileged_port_start
+        value: {{ $lowPort | quote }}
+    {{- end }}
+  containers:
+    - name: weir
+      image: {{ include "weir.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - run
+        - {{ printf "--admin-addr=0.0.0.0:%d" (int .Values.admin.port) | quote }}
+        - {{ printf "--listener-port-offset=%d" (int .Values.listenerPortOffset) | quote }}
+        - {{ printf "--gateway-class-controller=%s" .Values.controllerName | quote }}
+        - {{ printf "--gateway-service=%s/%s" .Release.Namespace (include "weir.fullname" .) | quote }}
+        - {{ printf "--leader-election-namespace=%s" .Release.Namespace | quote }}
+        - {{ printf "--leader-election-id=%s" .Values.leaderElection.id | quote }}
+        - {{ printf "--lease-duration=%s" .Values.leaderElection.leaseDuration | quote }}
+        - {{ printf "--drain-timeout=%s" .Values.drainTimeout | quote }}
+        - {{ printf "--log-format=%s" .Values.log.format | quote }}
+        - {{ printf "--log-level=%s" .Values.log.level | quote }}
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+      ports:
+        {{- range .Values.service.ports }}
+        - name: {{ .name }}
+          containerPort: {{ include "weir.targetPort" (dict "port" .port "root" $) }}
+          protocol: TCP
+        {{- end }}
+        - name: admin
+          containerPort: {{ .Values.admin.port }}
+          protocol: TCP
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: admin
+        periodSeconds: 10
+        timeoutSeconds: 2
+        failureThreshold: 3
+      readinessProbe:
+        # Ready once every watch has synced and the first routing snapshot is live.
+        httpGet:
+          path: /readyz
+          port: admin
+        periodSeconds: 5
+        timeoutSeconds: 2
+        failureThreshold: 3
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        capabilities:
+          drop:
+            - ALL
+          {{- if $lowPort }}
+          add:
+            - NET_BIND_SERVICE
+          {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
