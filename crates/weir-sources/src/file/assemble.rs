@@ -1,0 +1,148 @@
+//! From the cached documents of every file to one [`Store`]: first definition by path order
+//! wins, rejected documents fall back to the last served version, identities are stamped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use weir_store::{Kind, Location, ObjectKey, Rejection, Store};
+
+use super::identity::Identities;
+use super::parse::Doc;
+use super::{CachedFile, SourceError};
+
+/// Build the store and the list of problems from the files, in path order, after the
+/// problems of listing them (`listing_errors`).
+///
+/// Problems that concern one object are in `store.rejected`; the others (files that do not
+/// parse or cannot be read, documents that are not objects, duplicates) in `store.errors`.
+pub(super) fn assemble(
+    files: &BTreeMap<PathBuf, CachedFile>,
+    identities: &mut Identities,
+    now: &dyn Fn() -> Time,
+    listing_errors: &[SourceError],
+) -> (Store, Vec<SourceError>) {
+    let mut store = Store::default();
+    let mut errors = Vec::new();
+    for error in listing_errors {
+        unowned(&mut store, &mut errors, error.clone());
+    }
+    // Where each object was first defined.
+    let mut defined: HashMap<(Kind, ObjectKey), Location> = HashMap::new();
+    for file in files.values() {
+        if let Some(error) = &file.error {
+            unowned(&mut store, &mut errors, error.clone());
+        }
+        for doc in &file.docs {
+            let (kind, key, location) = match doc {
+                Doc::Object(object) => (object.kind, &object.key, &object.location),
+                Doc::Rejected {
+                    kind,
+                    key,
+                    location,
+                    ..
+                } => (*kind, key, location),
+                Doc::Invalid(error) => {
+                    // Problems of a version that has since been replaced by one that does
+                    // not parse are no longer worth reporting.
+                    if file.error.is_none() {
+                        unowned(&mut store, &mut errors, error.clone());
+                    }
+                    continue;
+                }
+            };
+            let id = (kind, key.clone());
+            if let Some(first) = defined.get(&id) {
+                let error = SourceError {
+                    location: location.clone(),
+                    message: format!(
+                        "{kind} {key} is already defined at {first}; the first definition (by \
+                         path order) is used and this one ignored: remove or rename one of them"
+                    ),
+                    object: Some(id),
+                };
+                unowned(&mut store, &mut errors, error);
+                continue;
+            }
+            defined.insert(id.clone(), location.clone());
+            match doc {
+                Doc::Object(object) => {
+                    store.apply(identities.stamp(object, now));
+                    store.locations.insert(id.clone(), object.location.clone());
+                    if let Some(error) = &file.error {
+                        // The file's current version does not parse: this object is from
+                        // its last good version.
+                        store.rejected.insert(
+                            id,
+                            Rejection {
+                                location: error.location.clone(),
+                                message: error.message.clone(),
+                            },
+                        );
+                    }
+                }
+                Doc::Rejected {
+                    location, message, ..
+                } => {
+                    let message = match identities.last_served(kind, key) {
+                        Some(last) => {
+                            store.apply(last);
+                            store.locations.insert(id.clone(), location.clone());
+                            format!("{message}; fix it (its last good version keeps serving)")
+                        }
+                        None => format!("{message}; fix it (it is not served until then)"),
+                    };
+                    store.rejected.insert(
+                        id.clone(),
+                        Rejection {
+                            location: location.clone(),
+                            message: message.clone(),
+                        },
+                    );
+                    errors.push(SourceError {
+                        location: location.clone(),
+                        message,
+                        object: Some(id),
+                    });
+                }
+                Doc::Invalid(_) => {}
+            }
+        }
+    }
+    identities.retain(|kind, key| defined.contains_key(&(kind, key.clone())));
+    (store, errors)
+}
+
+/// Record a problem no single object owns.
+fn unowned(store: &mut Store, errors: &mut Vec<SourceError>, error: SourceError) {
+    store.errors.push(Rejection {
+        location: error.location.clone(),
+        message: error.message.clone(),
+    });
+    errors.push(error);
+}
+
+/// Whether two stores hold the same objects, rejections, locations and errors.
+pub(super) fn store_eq(a: &Store, b: &Store) -> bool {
+    fn same<T: PartialEq>(
+        a: &BTreeMap<ObjectKey, Arc<T>>,
+        b: &BTreeMap<ObjectKey, Arc<T>>,
+    ) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|((ka, va), (kb, vb))| ka == kb && (Arc::ptr_eq(va, vb) || va == vb))
+    }
+    same(&a.gateway_classes, &b.gateway_classes)
+        && same(&a.gateways, &b.gateways)
+        && same(&a.http_routes, &b.http_routes)
+        && same(&a.reference_grants, &b.reference_grants)
+        && same(&a.services, &b.services)
+        && same(&a.endpoint_slices, &b.endpoint_slices)
+        && same(&a.secrets, &b.secrets)
+        && same(&a.namespaces, &b.namespaces)
+        && a.rejected == b.rejected
+        && a.locations == b.locations
+        && a.errors == b.errors
+}
