@@ -1,1 +1,97 @@
+//! Shared set-up for the end-to-end tests (test-only code): the quickstart example in a
+//! temporary directory, wired to local echo backends on ephemeral ports, with a certificate
+//! generated for this run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weir_testkit::certs::{tls_secret_yaml, Ca};
+use weir_testkit::client::{http1, Req};
+use weir_testkit::process::{echo, weir, Echo, Weir};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub struct Quickstart {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+    pub backends: Vec<Echo>,
+    pub weir: Weir,
+}
+
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart")
+}
+
+/// Copy the quickstart manifests, point their EndpointSlices at fresh echo backends, add a
+/// TLS Secret signed by a test CA, and start Weir on it.
+pub async fn start() -> Quickstart {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = vec![
+        echo("go-httpbin-7d8f9c6b5-x2kqp", "default"),
+        echo("old-nginx-5c7b8d9f4-k8zlm", "default"),
+        echo("new-nginx-6f9d7c8b5-p4wqr", "default"),
+    ];
+    for name in ["gateway.yaml", "routes.yaml", "backends.yaml"] {
+        let mut text = std::fs::read_to_string(example_dir().join(name)).unwrap();
+        for (port, backend) in [9101, 9102, 9103].iter().zip(&backends) {
+            text = text.replace(&port.to_string(), &backend.addr.port().to_string());
+        }
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let ca = Ca::new("weir-e2e-ca");
+    let leaf = ca.leaf(&["ingress.top", "*.ingress.top"]);
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    std::fs::write(
+        dir.path().join("tls/secret.yaml"),
+        tls_secret_yaml("default", "ingress-top-tls", &leaf),
+    )
+    .unwrap();
+    let weir = weir(dir.path(), &[80, 443], &[]);
+    wait_ready(&weir).await;
+    Quickstart {
+        dir,
+        ca,
+        backends,
+        weir,
+    }
+}
+
+pub async fn wait_ready(weir: &Weir) {
+    let admin = weir.admin;
+    let stderr = weir.proc.stderr.clone();
+    weir_testkit::assert_eventually("weir /readyz", WAIT, || {
+        let stderr = stderr.clone();
+        async move {
+            match http1(admin, &Req::get("admin", "/readyz")).await {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status)),
+                Err(e) => Err(format!(
+                    "{e}; stderr: {}",
+                    stderr.lock().unwrap().join("\n")
+                )),
+            }
+        }
+    })
+    .await
+}
+
+/// GET the admin server's `/status` and find one object by kind and name.
+pub async fn status_of(weir: &Weir, kind: &str, name: &str) -> Option<serde_json::Value> {
+    let reply = http1(weir.admin, &Req::get("admin", "/status"))
+        .await
+        .ok()?;
+    reply.json()["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["kind"] == kind && i["metadata"]["name"] == name)
+        .cloned()
+}
+
+/// The `status` of condition `type` in a conditions array.
+pub fn condition<'a>(
+    conditions: &'a serde_json::Value,
+    kind: &str,
+) -> Option<&'a serde_json::Value> {
+    conditions.as_array()?.iter().find(|c| c["type"] == kind)
+}

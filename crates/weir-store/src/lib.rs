@@ -285,9 +285,7 @@ impl Store {
             Kind::GatewayClass => Object::GatewayClass(self.gateway_classes.get(key)?.clone()),
             Kind::Gateway => Object::Gateway(self.gateways.get(key)?.clone()),
             Kind::HttpRoute => Object::HttpRoute(self.http_routes.get(key)?.clone()),
-            Kind::ReferenceGrant => {
-                Object::ReferenceGrant(self.reference_grants.get(key)?.clone())
-            }
+            Kind::ReferenceGrant => Object::ReferenceGrant(self.reference_grants.get(key)?.clone()),
             Kind::Service => Object::Service(self.services.get(key)?.clone()),
             Kind::EndpointSlice => Object::EndpointSlice(self.endpoint_slices.get(key)?.clone()),
             Kind::Secret => Object::Secret(self.secrets.get(key)?.clone()),
@@ -341,7 +339,10 @@ mod tests {
         );
         assert_eq!(Kind::from_type("apps/v1", "Deployment"), None);
         assert_eq!(Kind::from_type("v1", "HTTPRoute"), None);
-        assert_eq!(Kind::from_type("gateway.networking.k8s.io/v2", "Gateway"), None);
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v2", "Gateway"),
+            None
+        );
     }
 
     #[test]

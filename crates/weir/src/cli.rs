@@ -1,0 +1,141 @@
+//! The command line. Flag names are a contract with users' scripts: extend, never rename.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The controller name Weir answers to unless told otherwise.
+pub const DEFAULT_CONTROLLER: &str = "weir.dev/gateway-controller";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Kubernetes Gateway API gateway: control plane and proxy in one process"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic for the Gateways of our GatewayClass.
+    Run(RunArgs),
+    /// Read a directory of manifests once, print every object's status conditions, and exit
+    /// non-zero if one of our Gateways or routes is not accepted or has unresolved references.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// File mode: read Gateway API and Kubernetes objects from every *.yaml / *.yml under DIR
+    /// (recursive, multi-document) and watch it for changes.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    /// Only GatewayClasses whose spec.controllerName equals NAME are ours.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTROLLER)]
+    pub gateway_class_controller: String,
+
+    /// Serve a listener configured on port P on port P+N (the configured port stays P for
+    /// route attachment, redirects and listener selection).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub listener_port_offset: u16,
+
+    /// Address the listeners bind to.
+    #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub bind: IpAddr,
+
+    /// Address of the admin server (/metrics, /healthz, /readyz, /status).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    pub admin_addr: SocketAddr,
+
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Quiet period after a file change before the directory is re-read.
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Largest request header section accepted; larger gets 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Log format: json (structured, one object per line) or text.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing-subscriber's EnvFilter syntax (RUST_LOG overrides it).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Directory of manifests to check.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Only GatewayClasses whose spec.controllerName equals NAME are ours.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTROLLER)]
+    pub gateway_class_controller: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Parse `250ms`, `5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 5s or 1m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let cli = Cli::try_parse_from(["weir", "run", "--config-dir", "d"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.gateway_class_controller, "weir.dev/gateway-controller");
+        assert_eq!(args.listener_port_offset, 0);
+        assert_eq!(args.bind.to_string(), "0.0.0.0");
+        assert_eq!(args.admin_addr.to_string(), "127.0.0.1:9901");
+    }
+}

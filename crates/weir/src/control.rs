@@ -1,0 +1,158 @@
+//! The control loop: each new store from a source is translated into a snapshot and
+//! statuses, the snapshot is swapped into the proxy in one store, and the proxy's sockets are
+//! brought in line with it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::watch;
+use weir_proxy::Proxy;
+use weir_snapshot::{Snapshot, SnapshotHandle};
+use weir_store::Store;
+use weir_translate::{preserve_transition_times, translate, Input, ObjectStatus};
+
+use crate::metrics::ControlMetrics;
+
+/// The computed statuses, as served by `/status`.
+#[derive(Debug, Default)]
+pub struct StatusView {
+    pub statuses: Vec<ObjectStatus>,
+    /// `{"items": [...]}`, serialized once per change.
+    pub json: Bytes,
+}
+
+impl StatusView {
+    fn new(statuses: Vec<ObjectStatus>) -> Self {
+        let items: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(ObjectStatus::to_resource_json)
+            .collect();
+        let json = serde_json::to_vec_pretty(&serde_json::json!({ "items": items }))
+            .map(Bytes::from)
+            .unwrap_or_default();
+        Self { statuses, json }
+    }
+}
+
+/// State shared between the control loop, the proxy and the admin server.
+pub struct Shared {
+    pub snapshot: Arc<SnapshotHandle>,
+    pub status: ArcSwap<StatusView>,
+    /// True once the first snapshot is live and its sockets are bound; false again while
+    /// shutting down.
+    pub ready: AtomicBool,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            status: ArcSwap::from_pointee(StatusView::default()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Translation settings that do not change while running.
+#[derive(Clone)]
+pub struct Translator {
+    pub controller_name: String,
+    pub gateway_addresses: Vec<(String, String)>,
+}
+
+/// One translation step's result, built off the async runtime.
+struct Built {
+    snapshot: Snapshot,
+    statuses: Vec<ObjectStatus>,
+}
+
+impl Translator {
+    fn build(&self, store: &Store, previous: &[ObjectStatus]) -> Built {
+        let output = translate(&Input {
+            store,
+            controller_name: &self.controller_name,
+            now: Time(k8s_openapi::jiff::Timestamp::now()),
+            gateway_addresses: &self.gateway_addresses,
+        });
+        let mut statuses = output.statuses;
+        preserve_transition_times(previous, &mut statuses);
+        Built {
+            snapshot: output.snapshot,
+            statuses,
+        }
+    }
+}
+
+/// Apply stores from `stores` until the sender is dropped.
+pub async fn run(
+    mut stores: watch::Receiver<Arc<Store>>,
+    translator: Translator,
+    shared: Arc<Shared>,
+    proxy: Arc<Proxy>,
+    metrics: ControlMetrics,
+) {
+    let mut generation = 0u64;
+    // The channel's initial value is an empty placeholder: wait for the source's first
+    // complete read before building anything, so readiness means "serving the config".
+    loop {
+        if stores.changed().await.is_err() {
+            return;
+        }
+        let store = stores.borrow_and_update().clone();
+        let previous = shared.status.load_full();
+        let started = Instant::now();
+        let translator_ = translator.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let built = translator_.build(&store, &previous.statuses);
+            (built, store)
+        })
+        .await;
+        let (built, store) = match built {
+            Ok(b) => b,
+            Err(err) => {
+                // A panic in translation must not take the proxy down: keep serving the last
+                // good snapshot.
+                tracing::error!(error = %err, "translation failed; serving the previous snapshot");
+                metrics.reloads.with_label_values(&["failed"]).inc();
+                continue;
+            }
+        };
+        metrics
+            .translation_seconds
+            .observe(started.elapsed().as_secs_f64());
+        generation += 1;
+        let mut snapshot = built.snapshot;
+        snapshot.generation = generation;
+        let sockets = snapshot.sockets.len();
+        shared.snapshot.store(Arc::new(snapshot));
+        shared
+            .status
+            .store(Arc::new(StatusView::new(built.statuses)));
+        metrics.snapshot_generation.set(generation as i64);
+        metrics.objects.set(store.len() as i64);
+        let source_ok = store.errors.is_empty() && store.rejected.is_empty();
+        metrics
+            .reloads
+            .with_label_values(&[if source_ok { "ok" } else { "failed" }])
+            .inc();
+        for err in proxy.sync_listeners().await {
+            tracing::error!(error = %err, "could not open listener socket");
+        }
+        tracing::info!(
+            generation,
+            sockets,
+            objects = store.len(),
+            translate_us = started.elapsed().as_micros() as u64,
+            "snapshot live"
+        );
+        shared.ready.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,148 @@
+//! Editing manifests while Weir runs: changes apply without restart, broken input keeps the
+//! last good routing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::time::Duration;
+
+use weir_e2e::{start, status_of, WAIT};
+use weir_testkit::assert_eventually;
+use weir_testkit::client::{http1, Req};
+
+const EXTRA_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: extra
+  namespace: default
+spec:
+  parentRefs: [{name: weir}]
+  hostnames: [extra.ingress.top]
+  rules:
+    - backendRefs: [{name: new-nginx, port: 80}]
+"#;
+
+async fn status_code(addr: std::net::SocketAddr, host: &str) -> Result<u16, String> {
+    http1(addr, &Req::get(host, "/"))
+        .await
+        .map(|r| r.status.as_u16())
+}
+
+#[tokio::test]
+async fn route_added_then_removed() {
+    let q = start().await;
+    let addr = q.weir.listener(80);
+    assert_eq!(status_code(addr, "extra.ingress.top").await, Ok(404));
+
+    // Written as editors do: a hidden temporary file renamed into place.
+    let tmp = q.dir.path().join(".extra.yaml.swp");
+    std::fs::write(&tmp, EXTRA_ROUTE).unwrap();
+    std::fs::rename(&tmp, q.dir.path().join("extra.yaml")).unwrap();
+    assert_eventually("new route served", WAIT, || async {
+        match status_code(addr, "extra.ingress.top").await? {
+            200 => Ok(()),
+            s => Err(format!("status {s}")),
+        }
+    })
+    .await;
+    let r = http1(addr, &Req::get("extra.ingress.top", "/"))
+        .await
+        .unwrap();
+    assert!(r.json()["pod"].as_str().unwrap().starts_with("new-nginx"));
+
+    std::fs::remove_file(q.dir.path().join("extra.yaml")).unwrap();
+    assert_eventually("removed route gone", WAIT, || async {
+        match status_code(addr, "extra.ingress.top").await? {
+            404 => Ok(()),
+            s => Err(format!("status {s}")),
+        }
+    })
+    .await;
+    assert!(
+        status_of(&q.weir, "HTTPRoute", "extra").await.is_none(),
+        "removed route must leave /status"
+    );
+    // Routes that did not change kept working throughout.
+    assert_eq!(status_code(addr, "demo.ingress.top").await, Ok(200));
+}
+
+#[tokio::test]
+async fn broken_yaml_keeps_the_last_good_routing() {
+    let q = start().await;
+    let addr = q.weir.listener(80);
+    let routes = q.dir.path().join("routes.yaml");
+    let good = std::fs::read_to_string(&routes).unwrap();
+
+    // Rewrite in place with a YAML syntax error.
+    std::fs::write(&routes, format!("{good}\n---\nkind: [unclosed\n")).unwrap();
+    let admin = q.weir.admin;
+    assert_eventually("failed reload counted", WAIT, || async move {
+        let m = http1(admin, &Req::get("admin", "/metrics")).await?.text();
+        if m.lines()
+            .any(|l| l.starts_with("weir_config_reloads_total{result=\"failed\"}"))
+        {
+            Ok(())
+        } else {
+            Err("no failed reload yet".to_string())
+        }
+    })
+    .await;
+    for host in [
+        "demo.ingress.top",
+        "filter.ingress.top",
+        "weight.ingress.top",
+    ] {
+        assert_eq!(
+            status_code(addr, host).await,
+            Ok(200),
+            "{host} must keep serving"
+        );
+    }
+    let stderr = q.weir.proc.stderr_text();
+    assert!(
+        stderr.contains("routes.yaml"),
+        "the error names the file:\n{stderr}"
+    );
+
+    // An edit that removes demo-route from the (fixed) file applies again.
+    let without_demo: Vec<&str> = good
+        .split("\n---\n")
+        .filter(|d| !d.contains("name: demo-route"))
+        .collect();
+    std::fs::write(&routes, without_demo.join("\n---\n")).unwrap();
+    assert_eventually("fixed file applies", WAIT, || async {
+        match status_code(addr, "demo.ingress.top").await? {
+            404 => Ok(()),
+            s => Err(format!("status {s}")),
+        }
+    })
+    .await;
+    assert_eq!(status_code(addr, "filter.ingress.top").await, Ok(200));
+}
+
+#[tokio::test]
+async fn spec_change_bumps_generation_and_observed_generation() {
+    let q = start().await;
+    let routes = q.dir.path().join("routes.yaml");
+    let text = std::fs::read_to_string(&routes).unwrap();
+    std::fs::write(&routes, text.replace("value: foo", "value: bar")).unwrap();
+    let weir = &q.weir;
+    let route = assert_eventually("generation 2", WAIT, || async {
+        let s = status_of(weir, "HTTPRoute", "demo-filter")
+            .await
+            .ok_or("no status")?;
+        if s["metadata"]["generation"] == 2 {
+            Ok(s)
+        } else {
+            Err(format!("generation {}", s["metadata"]["generation"]))
+        }
+    })
+    .await;
+    let accepted =
+        weir_e2e::condition(&route["status"]["parents"][0]["conditions"], "Accepted").unwrap();
+    assert_eq!(accepted["observedGeneration"], 2);
+    let r = http1(q.weir.listener(80), &Req::get("filter.ingress.top", "/"))
+        .await
+        .unwrap();
+    assert_eq!(r.json()["headers"]["My-Header"][0], "bar");
+    tokio::time::sleep(Duration::from_millis(0)).await;
+}
