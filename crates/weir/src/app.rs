@@ -97,12 +97,18 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
     }));
     tracing::info!(dir = %dir.display(), "file mode: watching manifests");
 
+    let (_addresses_tx, addresses) = watch::channel(vec![(
+        "IPAddress".to_string(),
+        args.bind.to_string(),
+    )]);
     let translator = Translator {
         controller_name: args.gateway_class_controller.clone(),
-        gateway_addresses: vec![("IPAddress".to_string(), args.bind.to_string())],
     };
     tasks.push(tokio::spawn(control::run(
-        store_rx,
+        control::Inputs {
+            stores: store_rx,
+            addresses,
+        },
         translator,
         shared.clone(),
         proxy.clone(),

@@ -45,6 +45,8 @@ pub struct Shared {
     /// True once the first snapshot is live and its sockets are bound; false again while
     /// shutting down.
     pub ready: AtomicBool,
+    /// Bumped (to the snapshot generation) whenever `status` is replaced, for status writers.
+    pub status_changed: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             status: ArcSwap::from_pointee(StatusView::default()),
             ready: AtomicBool::new(false),
+            status_changed: watch::channel(0).0,
         })
     }
 
@@ -65,7 +68,13 @@ impl Shared {
 #[derive(Clone)]
 pub struct Translator {
     pub controller_name: String,
-    pub gateway_addresses: Vec<(String, String)>,
+}
+
+/// What the control loop rebuilds from: the latest store from the source, and the addresses
+/// to report on Gateways (static in file mode; from a Service or the pod IP in a cluster).
+pub struct Inputs {
+    pub stores: watch::Receiver<Arc<Store>>,
+    pub addresses: watch::Receiver<Vec<(String, String)>>,
 }
 
 /// One translation step's result, built off the async runtime.
@@ -75,12 +84,17 @@ struct Built {
 }
 
 impl Translator {
-    fn build(&self, store: &Store, previous: &[ObjectStatus]) -> Built {
+    fn build(
+        &self,
+        store: &Store,
+        addresses: &[(String, String)],
+        previous: &[ObjectStatus],
+    ) -> Built {
         let output = translate(&Input {
             store,
             controller_name: &self.controller_name,
             now: Time(k8s_openapi::jiff::Timestamp::now()),
-            gateway_addresses: &self.gateway_addresses,
+            gateway_addresses: addresses,
         });
         let mut statuses = output.statuses;
         preserve_transition_times(previous, &mut statuses);
@@ -91,27 +105,44 @@ impl Translator {
     }
 }
 
-/// Apply stores from `stores` until the sender is dropped.
+/// Rebuild whenever the store or the addresses change, until the store's sender is dropped.
 pub async fn run(
-    mut stores: watch::Receiver<Arc<Store>>,
+    mut inputs: Inputs,
     translator: Translator,
     shared: Arc<Shared>,
     proxy: Arc<Proxy>,
     metrics: ControlMetrics,
 ) {
     let mut generation = 0u64;
-    // The channel's initial value is an empty placeholder: wait for the source's first
-    // complete read before building anything, so readiness means "serving the config".
+    let mut have_store = false;
+    let mut addresses_open = true;
     loop {
-        if stores.changed().await.is_err() {
-            return;
+        // The store channel's initial value is an empty placeholder: build nothing before the
+        // source's first complete read, so readiness means "serving the configuration".
+        tokio::select! {
+            changed = inputs.stores.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                have_store = true;
+            }
+            changed = inputs.addresses.changed(), if addresses_open => {
+                if changed.is_err() {
+                    addresses_open = false;
+                    continue;
+                }
+                if !have_store {
+                    continue;
+                }
+            }
         }
-        let store = stores.borrow_and_update().clone();
+        let store = inputs.stores.borrow_and_update().clone();
+        let addresses = inputs.addresses.borrow_and_update().clone();
         let previous = shared.status.load_full();
         let started = Instant::now();
         let translator_ = translator.clone();
         let built = tokio::task::spawn_blocking(move || {
-            let built = translator_.build(&store, &previous.statuses);
+            let built = translator_.build(&store, &addresses, &previous.statuses);
             (built, store)
         })
         .await;
@@ -133,9 +164,8 @@ pub async fn run(
         snapshot.generation = generation;
         let sockets = snapshot.sockets.len();
         shared.snapshot.store(Arc::new(snapshot));
-        shared
-            .status
-            .store(Arc::new(StatusView::new(built.statuses)));
+        shared.status.store(Arc::new(StatusView::new(built.statuses)));
+        shared.status_changed.send_replace(generation);
         metrics.snapshot_generation.set(generation as i64);
         metrics.objects.set(store.len() as i64);
         let source_ok = store.errors.is_empty() && store.rejected.is_empty();
