@@ -1,7 +1,7 @@
 # The two set-up commands: `make run` (the quickstart) and `make test` (everything CI runs).
 CARGO ?= cargo
 
-.PHONY: all build run test fmt-check clippy unit e2e conformance bench clean
+.PHONY: all build run test fmt-check clippy e2e conformance chart-test bench clean
 
 all: build
 
@@ -16,6 +16,8 @@ run: build
 test: fmt-check clippy
 	$(CARGO) build --bins
 	$(CARGO) test --workspace --all-targets
+	$(MAKE) conformance
+	$(MAKE) chart-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -27,6 +29,16 @@ clippy:
 e2e:
 	$(CARGO) build --bins
 	$(CARGO) test -p weir-e2e
+
+## Gateway API v1.5.1 conformance, replayed in file mode (reads ../shared/gateway-api/v1.5.1);
+## writes the table to docs/CONFORMANCE.md.
+conformance:
+	$(CARGO) build --bins
+	./target/debug/weir-conformance --markdown docs/CONFORMANCE.md
+
+## Helm chart and Dockerfile checks (no cluster, no Docker): lint, render + assert, schemas, hadolint.
+chart-test:
+	charts/tests/run.sh
 
 clean:
 	$(CARGO) clean

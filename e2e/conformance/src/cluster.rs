@@ -1,0 +1,391 @@
+//! A stand-in for the suite's cluster: the base manifests with the suite's rewrites, the
+//! Secrets the suite creates in code, one `weir-echo` process per Deployment replica, and the
+//! EndpointSlices the EndpointSlice controller would write for them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize as _;
+use serde_json::{json, Value};
+use weir_testkit::certs::{tls_secret_yaml, Ca};
+use weir_testkit::process::{bin, Proc};
+
+/// Our GatewayClass; every `{GATEWAY_CLASS_NAME}` becomes this.
+pub const CLASS_NAME: &str = "weir";
+/// Our controller; `{GATEWAY_CONTROLLER_NAME}` becomes this.
+pub const CONTROLLER_NAME: &str = "weir.dev/gateway-controller";
+/// What `PLACEHOLDER_USABLE_ADDRS` becomes: an address of this host.
+pub const USABLE_ADDR: &str = "127.0.0.1";
+/// What `PLACEHOLDER_UNUSABLE_ADDRS` becomes: TEST-NET-3, never an address of this host.
+pub const UNUSABLE_ADDR: &str = "203.0.113.77";
+
+/// Where the v1.5.1 suite lives relative to this crate.
+pub fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/gateway-api/v1.5.1/conformance")
+}
+
+/// Read a manifest file the way the suite's Applier does: fill the template fields, then
+/// split into objects.
+pub fn read_manifests(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = text
+        .replace("{GATEWAY_CLASS_NAME}", CLASS_NAME)
+        .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER_NAME)
+        .replace("PLACEHOLDER_USABLE_ADDRS", USABLE_ADDR)
+        .replace("PLACEHOLDER_UNUSABLE_ADDRS", UNUSABLE_ADDR);
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let value =
+            Value::deserialize(doc).with_context(|| format!("parsing {}", path.display()))?;
+        if value.is_object() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+/// What an API server adds: the `kubernetes.io/metadata.name` label on Namespaces.
+fn api_server_defaults(obj: &mut Value) {
+    if obj["kind"] == "Namespace" {
+        let name = obj["metadata"]["name"].clone();
+        let meta = &mut obj["metadata"];
+        if !meta["labels"].is_object() {
+            meta["labels"] = json!({});
+        }
+        meta["labels"]["kubernetes.io/metadata.name"] = name;
+    }
+}
+
+pub fn kind(obj: &Value) -> &str {
+    obj["kind"].as_str().unwrap_or_default()
+}
+
+pub fn ns_name(obj: &Value) -> (String, String) {
+    (
+        obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string(),
+        obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// One echo "pod".
+struct Pod {
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    name: String,
+    /// Container port (3000 http, 3001 h2c) → the port the process really listens on.
+    ports: BTreeMap<u16, u16>,
+    _proc: Proc,
+}
+
+/// The running backends and the base objects, shared by every test.
+pub struct Cluster {
+    base: Vec<Value>,
+    pods: Vec<Pod>,
+    secrets: String,
+    /// Trust anchor for every certificate in the generated Secrets.
+    pub ca_pem: String,
+}
+
+impl Cluster {
+    /// Load the base manifests and start one `weir-echo` per replica of each echo Deployment.
+    pub fn start() -> anyhow::Result<Cluster> {
+        let base = read_manifests(&suite_dir().join("base/manifests.yaml"))?;
+        let mut pods = Vec::new();
+        for d in base.iter().filter(|o| kind(o) == "Deployment") {
+            pods.extend(start_deployment(d)?);
+        }
+        let ca = Ca::new("weir-conformance-ca");
+        let mut secrets = String::new();
+        // conformance/utils/suite/suite.go Setup: MustCreateSelfSignedCertSecret(...). The
+        // harness signs them with one CA (clients trust it) instead of self-signing each.
+        // tls-validity-checks-certificate is `*` and `*.org` in the suite; Go's crypto/x509
+        // accepts `*.org` for example.org but rustls (webpki) does not, so the names the
+        // tests use as SNI are listed too. Weir picks certificates by listener hostname, not
+        // by SAN, so this changes nothing on the server side.
+        for (ns, name, hosts) in [
+            ("gateway-conformance-web-backend", "certificate", vec!["*"]),
+            (
+                "gateway-conformance-infra",
+                "tls-validity-checks-certificate",
+                vec![
+                    "*",
+                    "*.org",
+                    "example.org",
+                    "second-example.org",
+                    "unknown-example.org",
+                    "third-example.org",
+                    "*.wildcard.org",
+                ],
+            ),
+            (
+                "gateway-conformance-infra",
+                "tls-passthrough-checks-certificate",
+                vec!["abc.example.com"],
+            ),
+            (
+                "gateway-conformance-app-backend",
+                "tls-passthrough-checks-certificate",
+                vec!["abc.example.com"],
+            ),
+            (
+                "gateway-conformance-infra",
+                "tls-checks-certificate",
+                vec!["abc.example.com", "other.example.com"],
+            ),
+        ] {
+            let leaf = ca.leaf(&hosts);
+            secrets.push_str("---\n");
+            secrets.push_str(&tls_secret_yaml(ns, name, &leaf));
+        }
+        Ok(Cluster {
+            base: base
+                .into_iter()
+                .filter(|o| kind(o) != "Deployment")
+                .collect(),
+            pods,
+            secrets,
+            ca_pem: ca.cert_pem.clone(),
+        })
+    }
+
+    /// Write the config directory for one test: our GatewayClass, the base objects minus the
+    /// base Gateways the test does not use, the Secrets, the test's manifests and the
+    /// EndpointSlices for every Service. Returns the Gateways kept (`ns/name` → listener
+    /// ports with protocols).
+    pub fn write_test_dir(
+        &self,
+        dir: &Path,
+        test_objects: &[Value],
+        extra_gateways: &[String],
+    ) -> anyhow::Result<BTreeMap<String, Vec<(u16, String)>>> {
+        let mut used: BTreeSet<String> = extra_gateways.iter().cloned().collect();
+        for o in test_objects {
+            let (ns, _) = ns_name(o);
+            for p in o["spec"]["parentRefs"].as_array().into_iter().flatten() {
+                let kind = p["kind"].as_str().unwrap_or("Gateway");
+                if kind != "Gateway" {
+                    continue;
+                }
+                let pns = p["namespace"].as_str().unwrap_or(&ns);
+                let name = p["name"].as_str().unwrap_or_default();
+                used.insert(format!("{pns}/{name}"));
+            }
+        }
+        let keep = |o: &Value| {
+            if kind(o) != "Gateway" {
+                return true;
+            }
+            let (ns, name) = ns_name(o);
+            used.contains(&format!("{ns}/{name}"))
+        };
+        let mut base_objs: Vec<Value> = self.base.iter().filter(|o| keep(o)).cloned().collect();
+        let mut test_objs: Vec<Value> = test_objects
+            .iter()
+            .filter(|o| kind(o) != "Deployment")
+            .cloned()
+            .collect();
+        for o in base_objs.iter_mut().chain(test_objs.iter_mut()) {
+            api_server_defaults(o);
+        }
+
+        let mut gateways = BTreeMap::new();
+        for g in base_objs
+            .iter()
+            .chain(&test_objs)
+            .filter(|o| kind(o) == "Gateway")
+        {
+            let (ns, name) = ns_name(g);
+            let listeners = g["spec"]["listeners"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| {
+                    Some((
+                        u16::try_from(l["port"].as_u64()?).ok()?,
+                        l["protocol"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            gateways.insert(format!("{ns}/{name}"), listeners);
+        }
+
+        let class = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": CLASS_NAME},
+            "spec": {"controllerName": CONTROLLER_NAME},
+        });
+        write_yaml(&dir.join("00-gatewayclass.yaml"), &[class])?;
+        write_yaml(&dir.join("10-base.yaml"), &base_objs)?;
+        std::fs::write(dir.join("20-secrets.yaml"), &self.secrets)?;
+        let services: Vec<&Value> = base_objs
+            .iter()
+            .chain(&test_objs)
+            .filter(|o| kind(o) == "Service")
+            .collect();
+        write_yaml(
+            &dir.join("30-endpointslices.yaml"),
+            &self.endpoint_slices(&services),
+        )?;
+        write_yaml(&dir.join("40-test.yaml"), &test_objs)?;
+        Ok(gateways)
+    }
+
+    /// What the EndpointSlice controller writes: for each Service with a selector, one slice
+    /// per ready pod it selects (each pod listens on its own loopback port, so each needs its
+    /// own `ports`).
+    fn endpoint_slices(&self, services: &[&Value]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for svc in services {
+            let (ns, name) = ns_name(svc);
+            let Some(selector) = svc["spec"]["selector"].as_object() else {
+                continue;
+            };
+            let selector: BTreeMap<&str, &str> = selector
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                .collect();
+            for pod in self.pods.iter().filter(|p| {
+                p.namespace == ns
+                    && selector
+                        .iter()
+                        .all(|(k, v)| p.labels.get(*k).map(String::as_str) == Some(*v))
+            }) {
+                let mut ports = Vec::new();
+                for sp in svc["spec"]["ports"].as_array().into_iter().flatten() {
+                    if sp["protocol"].as_str().unwrap_or("TCP") != "TCP" {
+                        continue;
+                    }
+                    let target = sp["targetPort"]
+                        .as_u64()
+                        .or_else(|| sp["port"].as_u64())
+                        .and_then(|p| u16::try_from(p).ok());
+                    let Some(real) = target.and_then(|t| pod.ports.get(&t)) else {
+                        continue;
+                    };
+                    let mut port = json!({
+                        "name": sp["name"].as_str().unwrap_or(""),
+                        "port": real,
+                        "protocol": "TCP",
+                    });
+                    if let Some(app) = sp["appProtocol"].as_str() {
+                        port["appProtocol"] = json!(app);
+                    }
+                    ports.push(port);
+                }
+                if ports.is_empty() {
+                    continue;
+                }
+                let suffix = pod.name.rsplit('-').next().unwrap_or("x");
+                out.push(json!({
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": format!("{name}-{suffix}"),
+                        "namespace": ns,
+                        "labels": {"kubernetes.io/service-name": name},
+                    },
+                    "addressType": "IPv4",
+                    "ports": ports,
+                    "endpoints": [{
+                        "addresses": ["127.0.0.1"],
+                        "conditions": {"ready": true},
+                        "targetRef": {"kind": "Pod", "name": pod.name, "namespace": ns},
+                    }],
+                }));
+            }
+        }
+        out
+    }
+}
+
+fn write_yaml(path: &Path, objects: &[Value]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for o in objects {
+        text.push_str("---\n");
+        text.push_str(&serde_norway::to_string(o)?);
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Deterministic pod-template-hash-like strings (the alphabet Kubernetes uses).
+fn hash_str(seed: &str, len: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..len)
+        .map(|i| {
+            let idx = ((h >> ((i * 5) % 60)) % ALPHABET.len() as u64) as usize;
+            char::from(ALPHABET[idx])
+        })
+        .collect()
+}
+
+/// Start the replicas of one Deployment whose container is the conformance echo server.
+fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
+    let (ns, name) = ns_name(d);
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let is_echo = containers.iter().any(|c| {
+        c["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("echo-basic"))
+    });
+    if !is_echo {
+        // coredns (UDPRoute): not an echo server; nothing to start.
+        return Ok(Vec::new());
+    }
+    let labels: BTreeMap<String, String> = d["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
+    let hash = hash_str(&format!("{ns}/{name}"), 10);
+    let mut pods = Vec::new();
+    for i in 0..replicas {
+        let pod_name = format!("{name}-{hash}-{}", hash_str(&format!("{ns}/{name}/{i}"), 5));
+        let mut cmd = Command::new(bin("weir-echo"));
+        cmd.args(["--bind", "127.0.0.1", "--http-port", "0", "--h2c-port", "0"])
+            .env("POD_NAME", &pod_name)
+            .env("NAMESPACE", &ns)
+            .env_remove("TLS_SERVER_CERT")
+            .env_remove("TLS_SERVER_PRIVKEY")
+            .env_remove("HTTP_PORT")
+            .env_remove("H2C_PORT");
+        let proc = Proc::spawn(cmd);
+        let http = proc.wait_stdout("listening http ", Duration::from_secs(10));
+        let h2c = proc.wait_stdout("listening h2c ", Duration::from_secs(10));
+        let port_of = |addr: &str| -> anyhow::Result<u16> {
+            match addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+                Some(p) => Ok(p),
+                None => bail!("weir-echo printed an address without a port: {addr}"),
+            }
+        };
+        let ports = BTreeMap::from([(3000, port_of(&http)?), (3001, port_of(&h2c)?)]);
+        pods.push(Pod {
+            namespace: ns.clone(),
+            labels: labels.clone(),
+            name: pod_name,
+            ports,
+            _proc: proc,
+        });
+    }
+    Ok(pods)
+}
