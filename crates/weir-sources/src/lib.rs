@@ -6,12 +6,17 @@
 //!   small API server: it applies the CRD defaults, assigns `metadata.uid`,
 //!   `metadata.creationTimestamp` and `metadata.generation`, and keeps serving the last good
 //!   version of an object when a newer one is broken.
-//! - `kube` (later): the Kubernetes API through kube-runtime watchers.
+//! - [`kube`]: the Kubernetes API through kube-runtime watchers, plus the status writer and
+//!   the leader-election Lease that decides which replica writes status.
 //!
 //! This crate must not interpret objects beyond what an API server would do (defaults,
 //! identity, schema-level validation by deserialization): deciding what is valid routing is
 //! the translator's job.
 
 pub mod file;
+pub mod kube;
 
+pub use crate::kube::{
+    watch_service_addresses, KubeError, KubeSource, LeaderElection, StatusUpdate, StatusWriter,
+};
 pub use file::{load_dir, FileError, FileSource, LoadReport, SourceError};

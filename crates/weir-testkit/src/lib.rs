@@ -4,6 +4,7 @@
 //! sleeping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod apiserver;
 pub mod certs;
 pub mod client;
 pub mod process;

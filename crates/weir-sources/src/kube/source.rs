@@ -1,0 +1,336 @@
+//! [`KubeSource`]: kube-runtime watchers for every kind Weir reads, feeding one object cache
+//! that is sent on as whole [`Store`]s.
+//!
+//! The watchers are untyped (`DynamicObject`) and each object is converted to its typed form
+//! here, so one object that does not deserialize costs only itself: a typed watcher would
+//! fail the whole list and retry it forever.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::StreamExt;
+use kube::api::DynamicObject;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weir_store::{Kind, Location, Object, ObjectKey, Rejection, Store};
+
+use super::{api_resource, KubeError};
+
+/// Only Secrets of this type are watched (TLS certificates for listeners).
+pub const TLS_SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// Watches the cluster and sends a [`Store`] of everything Weir reads.
+pub struct KubeSource {
+    client: Client,
+}
+
+type KindEvent = (Kind, Result<Event<DynamicObject>, watcher::Error>);
+
+impl KubeSource {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Run one watcher per kind (with kube-runtime's default backoff). After the first
+    /// complete list of every kind, send a full [`Store`]; after that, one per batch of
+    /// changes, a batch ending `debounce` after its first change. Runs until every receiver
+    /// of `tx` is dropped.
+    pub async fn run(
+        self,
+        debounce: Duration,
+        tx: watch::Sender<Arc<Store>>,
+    ) -> Result<(), KubeError> {
+        let mut events: SelectAll<BoxStream<'static, KindEvent>> = futures::stream::select_all(
+            Kind::ALL
+                .into_iter()
+                .map(|kind| watch_kind(self.client.clone(), kind)),
+        );
+        let mut cache = Cache::default();
+        let mut flush_at: Option<Instant> = None;
+        loop {
+            let deadline = flush_at.filter(|_| cache.all_synced());
+            tokio::select! {
+                _ = tx.closed() => return Ok(()),
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    flush_at = None;
+                    if tx.send(Arc::new(cache.store.clone())).is_err() {
+                        return Ok(());
+                    }
+                }
+                event = events.next() => match event {
+                    None => return Err(KubeError::WatchesEnded),
+                    Some((kind, Ok(event))) => {
+                        let first_sync = !cache.all_synced();
+                        if cache.apply(kind, event) {
+                            flush_at.get_or_insert_with(|| Instant::now() + debounce);
+                        }
+                        if first_sync && cache.all_synced() {
+                            tracing::info!(objects = cache.store.len(), "every watched kind has synced");
+                        }
+                    }
+                    Some((kind, Err(err))) => {
+                        tracing::warn!(
+                            %kind,
+                            error = %err,
+                            "watch failed; retrying with backoff (check RBAC and that the Gateway API CRDs are installed)"
+                        );
+                    }
+                },
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The watcher of one kind, cluster-wide, with default backoff, managedFields stripped.
+fn watch_kind(client: Client, kind: Kind) -> BoxStream<'static, KindEvent> {
+    let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
+    let mut config = watcher::Config::default();
+    if kind == Kind::Secret {
+        config = config.fields(TLS_SECRET_FIELD_SELECTOR);
+    }
+    watcher::watcher(api, config)
+        .default_backoff()
+        .map(move |event| {
+            let event = event.map(|e| e.modify(|o| o.metadata.managed_fields = None));
+            (kind, event)
+        })
+        .boxed()
+}
+
+/// The objects the watchers have delivered, kind by kind.
+#[derive(Default)]
+pub(crate) struct Cache {
+    pub(crate) store: Store,
+    /// Kinds whose first list is complete.
+    synced: BTreeSet<Kind>,
+    /// Objects of a relist in progress, by kind; they replace the kind's objects when the
+    /// list is complete.
+    relists: BTreeMap<Kind, Relist>,
+}
+
+#[derive(Default)]
+struct Relist {
+    objects: Vec<Object>,
+    rejected: Vec<(ObjectKey, Rejection)>,
+}
+
+impl Cache {
+    pub(crate) fn all_synced(&self) -> bool {
+        self.synced.len() == Kind::ALL.len()
+    }
+
+    /// Apply one watcher event; returns whether the store changed.
+    pub(crate) fn apply(&mut self, kind: Kind, event: Event<DynamicObject>) -> bool {
+        match event {
+            Event::Init => {
+                self.relists.insert(kind, Relist::default());
+                false
+            }
+            Event::InitApply(object) => {
+                let key = key_of(&object);
+                let converted = convert(kind, object);
+                let relist = self.relists.entry(kind).or_default();
+                match converted {
+                    Ok(object) => relist.objects.push(object),
+                    Err(rejection) => {
+                        // Keep serving the last good version, as the file source does.
+                        if let Some(old) = self.store.get(kind, &key) {
+                            relist.objects.push(old);
+                        }
+                        relist.rejected.push((key, rejection));
+                    }
+                }
+                false
+            }
+            Event::InitDone => {
+                let relist = self.relists.remove(&kind).unwrap_or_default();
+                clear_kind(&mut self.store, kind);
+                for object in relist.objects {
+                    self.store.apply(object);
+                }
+                for (key, rejection) in relist.rejected {
+                    self.store.rejected.insert((kind, key), rejection);
+                }
+                if self.synced.insert(kind) {
+                    tracing::debug!(%kind, "first list complete");
+                }
+                true
+            }
+            Event::Apply(object) => {
+                let key = key_of(&object);
+                match convert(kind, object) {
+                    Ok(object) => {
+                        self.store.rejected.remove(&(kind, key));
+                        self.store.apply(object);
+                    }
+                    Err(rejection) => {
+                        self.store.rejected.insert((kind, key), rejection);
+                    }
+                }
+                true
+            }
+            Event::Delete(object) => {
+                let key = key_of(&object);
+                self.store.delete(kind, &key);
+                true
+            }
+        }
+    }
+}
+
+fn key_of(object: &DynamicObject) -> ObjectKey {
+    ObjectKey::of(&object.metadata)
+}
+
+/// Remove every object of `kind` (and what the store remembers about them).
+fn clear_kind(store: &mut Store, kind: Kind) {
+    match kind {
+        Kind::GatewayClass => store.gateway_classes.clear(),
+        Kind::Gateway => store.gateways.clear(),
+        Kind::HttpRoute => store.http_routes.clear(),
+        Kind::ReferenceGrant => store.reference_grants.clear(),
+        Kind::Service => store.services.clear(),
+        Kind::EndpointSlice => store.endpoint_slices.clear(),
+        Kind::Secret => store.secrets.clear(),
+        Kind::Namespace => store.namespaces.clear(),
+    }
+    store.rejected.retain(|(k, _), _| *k != kind);
+    store.locations.retain(|(k, _), _| *k != kind);
+}
+
+/// The typed object, or why it is not one (logged here, once per delivery).
+fn convert(kind: Kind, object: DynamicObject) -> Result<Object, Rejection> {
+    let key = key_of(&object);
+    let result = serde_json::to_value(&object).and_then(|value| match kind {
+        Kind::GatewayClass => typed(value).map(Object::GatewayClass),
+        Kind::Gateway => typed(value).map(Object::Gateway),
+        Kind::HttpRoute => typed(value).map(Object::HttpRoute),
+        Kind::ReferenceGrant => typed(value).map(Object::ReferenceGrant),
+        Kind::Service => typed(value).map(Object::Service),
+        Kind::EndpointSlice => typed(value).map(Object::EndpointSlice),
+        Kind::Secret => typed(value).map(Object::Secret),
+        Kind::Namespace => typed(value).map(Object::Namespace),
+    });
+    result.map_err(|err| {
+        tracing::warn!(
+            %kind,
+            object = %key,
+            error = %err,
+            "skipping an object that does not deserialize; its last good version (if any) keeps serving"
+        );
+        Rejection {
+            location: Location {
+                file: PathBuf::from(format!("{kind} {key}")),
+                line: 0,
+            },
+            message: format!("does not deserialize: {err}"),
+        }
+    })
+}
+
+fn typed<K: DeserializeOwned>(value: serde_json::Value) -> Result<Arc<K>, serde_json::Error> {
+    serde_json::from_value(value).map(Arc::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn gateway(name: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1",
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn good(name: &str) -> DynamicObject {
+        gateway(
+            name,
+            json!({"gatewayClassName": "weir", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}),
+        )
+    }
+
+    fn bad(name: &str) -> DynamicObject {
+        gateway(name, json!({"gatewayClassName": 7}))
+    }
+
+    #[test]
+    fn syncs_only_after_every_kind_listed() {
+        let mut cache = Cache::default();
+        for kind in Kind::ALL {
+            assert!(!cache.all_synced());
+            cache.apply(kind, Event::Init);
+            cache.apply(kind, Event::InitDone);
+        }
+        assert!(cache.all_synced());
+    }
+
+    #[test]
+    fn a_malformed_update_keeps_the_last_good_version() {
+        let mut cache = Cache::default();
+        cache.apply(Kind::Gateway, Event::Init);
+        cache.apply(Kind::Gateway, Event::InitApply(good("a")));
+        cache.apply(Kind::Gateway, Event::InitApply(bad("b")));
+        cache.apply(Kind::Gateway, Event::InitDone);
+        let a = ObjectKey::new("ns", "a");
+        let b = ObjectKey::new("ns", "b");
+        assert!(cache.store.gateways.contains_key(&a));
+        assert!(!cache.store.gateways.contains_key(&b));
+        assert!(cache.store.rejected.contains_key(&(Kind::Gateway, b)));
+
+        cache.apply(Kind::Gateway, Event::Apply(bad("a")));
+        assert!(
+            cache.store.gateways.contains_key(&a),
+            "last good version kept"
+        );
+        assert!(cache
+            .store
+            .rejected
+            .contains_key(&(Kind::Gateway, a.clone())));
+        // A relist that still sees it broken keeps the good version too.
+        cache.apply(Kind::Gateway, Event::Init);
+        cache.apply(Kind::Gateway, Event::InitApply(bad("a")));
+        cache.apply(Kind::Gateway, Event::InitDone);
+        assert!(cache.store.gateways.contains_key(&a));
+        cache.apply(Kind::Gateway, Event::Apply(good("a")));
+        assert!(!cache.store.rejected.contains_key(&(Kind::Gateway, a)));
+    }
+
+    #[test]
+    fn a_relist_replaces_the_kind() {
+        let mut cache = Cache::default();
+        cache.apply(Kind::Gateway, Event::Init);
+        cache.apply(Kind::Gateway, Event::InitApply(good("a")));
+        cache.apply(Kind::Gateway, Event::InitDone);
+        cache.apply(Kind::Gateway, Event::Init);
+        cache.apply(Kind::Gateway, Event::InitApply(good("b")));
+        // Until the relist is complete, the old objects keep serving.
+        assert!(cache
+            .store
+            .gateways
+            .contains_key(&ObjectKey::new("ns", "a")));
+        cache.apply(Kind::Gateway, Event::InitDone);
+        let keys: Vec<_> = cache.store.gateways.keys().cloned().collect();
+        assert_eq!(keys, [ObjectKey::new("ns", "b")]);
+        cache.apply(Kind::Gateway, Event::Delete(good("b")));
+        assert!(cache.store.gateways.is_empty());
+    }
+}

@@ -1,0 +1,553 @@
+//! The Kubernetes source, status writer and leader election against the test API server
+//! (weir-testkit), through the real kube-rs client over HTTP.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use weir_sources::kube::{
+    watch_service_addresses, KubeSource, LeaderElection, StatusUpdate, StatusWriter,
+};
+use weir_store::{Kind, ObjectKey, Store};
+use weir_testkit::apiserver::TestApiServer;
+use weir_testkit::assert_eventually;
+
+const GW: &str = "gateway.networking.k8s.io";
+const OURS: &str = "weir.dev/gateway-controller";
+const WAIT: Duration = Duration::from_secs(15);
+const T0: &str = "2024-01-01T00:00:00Z";
+const T1: &str = "2025-06-01T12:00:00Z";
+
+fn gateway_class(name: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": name}, "spec": {"controllerName": OURS}})
+}
+
+fn gateway(name: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": name, "namespace": "infra",
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+        "spec": {"gatewayClassName": "weir",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}})
+}
+
+fn route(name: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"parentRefs": [{"name": "gw", "namespace": "infra"}],
+            "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}})
+}
+
+fn secret(name: &str, ty: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": ty,
+        "metadata": {"name": name, "namespace": "infra"}, "data": {}})
+}
+
+fn every_kind() -> Vec<Value> {
+    vec![
+        gateway_class("weir"),
+        gateway("gw"),
+        route("web"),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
+            "metadata": {"name": "rg", "namespace": "apps"},
+            "spec": {"from": [{"group": GW, "kind": "HTTPRoute", "namespace": "other"}],
+                "to": [{"group": "", "kind": "Service"}]}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {"ports": [{"port": 80}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "namespace": "apps",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.5"], "conditions": {"ready": true}}],
+            "ports": [{"port": 8080}]}),
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "apps", "labels": {"team": "a"}}}),
+        secret("cert", "kubernetes.io/tls"),
+        secret("password", "Opaque"),
+    ]
+}
+
+fn start_source(server: &TestApiServer) -> watch::Receiver<Arc<Store>> {
+    let (tx, rx) = watch::channel(Arc::new(Store::default()));
+    let source = KubeSource::new(server.client());
+    tokio::spawn(async move {
+        if let Err(err) = source.run(Duration::from_millis(20), tx).await {
+            panic!("kube source failed: {err}");
+        }
+    });
+    rx
+}
+
+/// Wait until the latest store satisfies `check`.
+async fn store_where(
+    rx: &watch::Receiver<Arc<Store>>,
+    what: &str,
+    check: impl Fn(&Store) -> bool,
+) -> Arc<Store> {
+    assert_eventually(what, WAIT, || {
+        let store = rx.borrow().clone();
+        let ok = check(&store);
+        async move {
+            if ok {
+                Ok(store)
+            } else {
+                Err(format!("store has {} objects", store.len()))
+            }
+        }
+    })
+    .await
+}
+
+fn has(store: &Store, kind: Kind, ns: &str, name: &str) -> bool {
+    store.get(kind, &ObjectKey::new(ns, name)).is_some()
+}
+
+fn list_requests(server: &TestApiServer, plural: &str) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && !r.is_watch() && r.path.ends_with(plural))
+        .count()
+}
+
+#[tokio::test]
+async fn every_kind_flows_into_the_store_and_deletions_follow() {
+    let server = TestApiServer::start().await;
+    for object in every_kind() {
+        server.apply(object);
+    }
+    let rx = start_source(&server);
+    let store = store_where(&rx, "the first full store", |s| !s.is_empty()).await;
+    // The first store is only sent once every kind has been listed, so it is complete.
+    assert!(has(&store, Kind::GatewayClass, "", "weir"));
+    assert!(has(&store, Kind::Gateway, "infra", "gw"));
+    assert!(has(&store, Kind::HttpRoute, "apps", "web"));
+    assert!(has(&store, Kind::ReferenceGrant, "apps", "rg"));
+    assert!(has(&store, Kind::Service, "apps", "web"));
+    assert!(has(&store, Kind::EndpointSlice, "apps", "web-1"));
+    assert!(has(&store, Kind::Namespace, "", "apps"));
+    assert!(has(&store, Kind::Secret, "infra", "cert"));
+    assert!(
+        !has(&store, Kind::Secret, "infra", "password"),
+        "only TLS secrets"
+    );
+    let gw = &store.gateways[&ObjectKey::new("infra", "gw")];
+    assert!(
+        gw.metadata.managed_fields.is_none(),
+        "managedFields stripped"
+    );
+    assert!(gw.metadata.uid.is_some());
+    let secret_watches: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/secrets"))
+        .collect();
+    assert!(secret_watches
+        .iter()
+        .all(|r| r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")));
+
+    server.delete(GW, "gateways", "infra", "gw");
+    server.apply(route("second"));
+    store_where(&rx, "the deletion and the new route", |s| {
+        !has(s, Kind::Gateway, "infra", "gw") && has(s, Kind::HttpRoute, "apps", "second")
+    })
+    .await;
+    // A Secret that becomes a TLS Secret appears; one that stops being one disappears.
+    server.apply(secret("password", "kubernetes.io/tls"));
+    server.apply(secret("cert", "Opaque"));
+    store_where(&rx, "the secrets' type changes", |s| {
+        has(s, Kind::Secret, "infra", "password") && !has(s, Kind::Secret, "infra", "cert")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cut_watch_resumes_without_relisting_or_losing_changes() {
+    let server = TestApiServer::start().await;
+    server.apply(route("kept"));
+    server.apply(route("doomed"));
+    let rx = start_source(&server);
+    store_where(&rx, "the first store", |s| {
+        has(s, Kind::HttpRoute, "apps", "doomed")
+    })
+    .await;
+    let lists = list_requests(&server, "/httproutes");
+
+    // Changes made while no watch is open arrive once the watches come back.
+    server.refuse_watches(true);
+    server.cut_watches();
+    server.apply(route("added-while-cut"));
+    server.delete(GW, "httproutes", "apps", "doomed");
+    server.refuse_watches(false);
+    store_where(&rx, "the changes made while cut", |s| {
+        has(s, Kind::HttpRoute, "apps", "added-while-cut")
+            && !has(s, Kind::HttpRoute, "apps", "doomed")
+            && has(s, Kind::HttpRoute, "apps", "kept")
+    })
+    .await;
+    assert_eq!(
+        list_requests(&server, "/httproutes"),
+        lists,
+        "resumed from the last resourceVersion, no relist"
+    );
+}
+
+#[tokio::test]
+async fn gone_410_relists_and_loses_nothing() {
+    let server = TestApiServer::start().await;
+    server.apply(route("kept"));
+    server.apply(route("doomed"));
+    let rx = start_source(&server);
+    store_where(&rx, "the first store", |s| {
+        has(s, Kind::HttpRoute, "apps", "doomed")
+    })
+    .await;
+    let lists = list_requests(&server, "/httproutes");
+
+    server.refuse_watches(true);
+    server.cut_watches();
+    server.apply(route("added-while-cut"));
+    server.delete(GW, "httproutes", "apps", "doomed");
+    server.compact();
+    server.refuse_watches(false);
+    store_where(&rx, "the relisted routes", |s| {
+        has(s, Kind::HttpRoute, "apps", "added-while-cut")
+            && !has(s, Kind::HttpRoute, "apps", "doomed")
+            && has(s, Kind::HttpRoute, "apps", "kept")
+    })
+    .await;
+    assert!(
+        list_requests(&server, "/httproutes") > lists,
+        "the 410 made the watcher relist"
+    );
+    // And it keeps watching after the relist.
+    server.apply(route("after"));
+    store_where(&rx, "a change after the relist", |s| {
+        has(s, Kind::HttpRoute, "apps", "after")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_malformed_object_is_skipped_and_its_last_good_version_kept() {
+    let server = TestApiServer::start().await;
+    server.apply(gateway("gw"));
+    let mut broken = gateway("broken");
+    broken["spec"]["listeners"] = json!("not a list");
+    server.apply(broken.clone());
+    let rx = start_source(&server);
+    let store = store_where(&rx, "the first store", |s| {
+        has(s, Kind::Gateway, "infra", "gw")
+    })
+    .await;
+    assert!(!has(&store, Kind::Gateway, "infra", "broken"));
+    assert!(store
+        .rejected
+        .contains_key(&(Kind::Gateway, ObjectKey::new("infra", "broken"))));
+
+    // Breaking a good object keeps its last good version; the stream goes on.
+    let mut gw = gateway("gw");
+    gw["spec"]["listeners"] = json!(7);
+    server.apply(gw);
+    server.apply(route("later"));
+    let store = store_where(&rx, "the route after the broken update", |s| {
+        has(s, Kind::HttpRoute, "apps", "later")
+    })
+    .await;
+    assert!(has(&store, Kind::Gateway, "infra", "gw"));
+    assert!(store
+        .rejected
+        .contains_key(&(Kind::Gateway, ObjectKey::new("infra", "gw"))));
+}
+
+fn condition(ty: &str, status: &str, generation: i64, time: &str) -> Value {
+    json!({"type": ty, "status": status, "reason": ty, "message": "",
+        "observedGeneration": generation, "lastTransitionTime": time})
+}
+
+fn route_parent(controller: &str, gateway: &str, time: &str) -> Value {
+    json!({"parentRef": {"group": GW, "kind": "Gateway", "namespace": "infra", "name": gateway},
+        "controllerName": controller,
+        "conditions": [condition("Accepted", "True", 1, time)]})
+}
+
+fn updates(generation: i64, time: &str) -> Vec<StatusUpdate> {
+    vec![
+        StatusUpdate {
+            kind: Kind::GatewayClass,
+            key: ObjectKey::cluster("weir"),
+            status: json!({"conditions": [condition("Accepted", "True", generation, time)]}),
+        },
+        StatusUpdate {
+            kind: Kind::Gateway,
+            key: ObjectKey::new("infra", "gw"),
+            status: json!({
+                "conditions": [condition("Programmed", "True", generation, time)],
+                "listeners": [{"name": "http", "attachedRoutes": 1, "supportedKinds": [],
+                    "conditions": [condition("Accepted", "True", generation, time)]}],
+            }),
+        },
+        StatusUpdate {
+            kind: Kind::HttpRoute,
+            key: ObjectKey::new("apps", "web"),
+            status: json!({"parents": [route_parent(OURS, "gw", time)]}),
+        },
+    ]
+}
+
+fn patches(server: &TestApiServer) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| format!("{}?{}", r.path, r.query))
+        .collect()
+}
+
+#[tokio::test]
+async fn status_is_written_only_when_it_changed() {
+    let server = TestApiServer::start().await;
+    server.apply(gateway_class("weir"));
+    server.apply(gateway("gw"));
+    let mut web = route("web");
+    web["status"] = json!({"parents": [route_parent("example.com/other", "theirs", T0)]});
+    server.apply(web);
+
+    let mut writer = StatusWriter::new(server.client(), OURS.to_string());
+    assert_eq!(writer.write(&updates(1, T0)).await, 3);
+    let class = server.get(GW, "gatewayclasses", "", "weir").unwrap();
+    assert_eq!(class["status"]["conditions"][0]["type"], "Accepted");
+    assert_eq!(
+        class["metadata"]["generation"], 1,
+        "status writes keep generation"
+    );
+    let gw = server.get(GW, "gateways", "infra", "gw").unwrap();
+    assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 1);
+    let web = server.get(GW, "httproutes", "apps", "web").unwrap();
+    let parents = web["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{parents:?}");
+    assert_eq!(
+        parents[0]["controllerName"], "example.com/other",
+        "theirs kept"
+    );
+    assert_eq!(parents[1]["controllerName"], OURS);
+
+    // The same statuses computed later (new times) are no change: no PATCH at all, from this
+    // writer (which remembers) or a fresh one (which reads).
+    server.clear_requests();
+    assert_eq!(writer.write(&updates(1, T1)).await, 0);
+    let mut fresh = StatusWriter::new(server.client(), OURS.to_string());
+    assert_eq!(fresh.write(&updates(1, T1)).await, 0);
+    assert_eq!(patches(&server), Vec::<String>::new());
+
+    // A new generation is a change; the unchanged conditions keep their time.
+    assert_eq!(writer.write(&updates(2, T1)).await, 2);
+    let class = server.get(GW, "gatewayclasses", "", "weir").unwrap();
+    assert_eq!(class["status"]["conditions"][0]["observedGeneration"], 2);
+    assert_eq!(class["status"]["conditions"][0]["lastTransitionTime"], T0);
+    let gw = server.get(GW, "gateways", "infra", "gw").unwrap();
+    assert_eq!(
+        gw["status"]["listeners"][0]["conditions"][0]["lastTransitionTime"],
+        T0
+    );
+
+    // A route we no longer have a parent for loses our entry, keeps theirs.
+    let none = vec![StatusUpdate {
+        kind: Kind::HttpRoute,
+        key: ObjectKey::new("apps", "web"),
+        status: json!({"parents": []}),
+    }];
+    assert_eq!(writer.write(&none).await, 1);
+    let web = server.get(GW, "httproutes", "apps", "web").unwrap();
+    let parents = web["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 1);
+    assert_eq!(parents[0]["controllerName"], "example.com/other");
+
+    // A missing object is skipped without failing the rest.
+    let mut missing = updates(3, T1);
+    missing[1].key = ObjectKey::new("infra", "missing");
+    assert_eq!(writer.write(&missing).await, 2);
+}
+
+async fn wait_leader(rx: &watch::Receiver<bool>, want: bool, within: Duration) -> Duration {
+    let started = Instant::now();
+    let mut rx = rx.clone();
+    tokio::time::timeout(within, rx.wait_for(|l| *l == want))
+        .await
+        .unwrap_or_else(|_| panic!("leader={want} not reached within {within:?}"))
+        .unwrap_or_else(|_| panic!("leader election stopped"));
+    started.elapsed()
+}
+
+fn holder(server: &TestApiServer) -> Option<String> {
+    server
+        .get("coordination.k8s.io", "leases", "weir", "weir-leader")
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+}
+
+fn elect(
+    server: &TestApiServer,
+    identity: &str,
+    lease: Duration,
+) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let election = LeaderElection::new(
+        server.client(),
+        "weir".into(),
+        "weir-leader".into(),
+        identity.into(),
+        lease,
+    );
+    (rx, tokio::spawn(election.run(tx)))
+}
+
+#[tokio::test]
+async fn exactly_one_replica_leads_and_the_next_takes_over() {
+    let server = TestApiServer::start().await;
+    let lease = Duration::from_secs(2);
+    let (a, a_task) = elect(&server, "a", lease);
+    wait_leader(&a, true, WAIT).await;
+    let (b, b_task) = elect(&server, "b", lease);
+    // b keeps checking for several lease periods and never leads while a renews.
+    for _ in 0..8 {
+        tokio::time::sleep(lease / 3).await;
+        assert!(*a.borrow() && !*b.borrow());
+        assert_eq!(holder(&server).as_deref(), Some("a"));
+    }
+
+    // a stops cleanly (its receivers are gone): it releases, and b takes over at its next
+    // check, well within the lease duration.
+    drop(a);
+    a_task.await.unwrap();
+    let took = wait_leader(&b, true, WAIT).await;
+    assert!(took < lease, "took over after {took:?}");
+    assert_eq!(holder(&server).as_deref(), Some("b"));
+
+    // b dies without releasing: c takes over once b's lease expired.
+    let (c, _c_task) = elect(&server, "c", lease);
+    tokio::time::sleep(lease / 2).await;
+    assert!(!*c.borrow());
+    b_task.abort();
+    let took = wait_leader(&c, true, WAIT).await;
+    assert!(took <= lease * 2, "took over after {took:?}");
+    assert_eq!(holder(&server).as_deref(), Some("c"));
+    drop(b);
+}
+
+/// A replica as the binary wires it: status is written only while leading.
+fn replica(
+    server: &TestApiServer,
+    identity: &'static str,
+    statuses: watch::Receiver<Vec<StatusUpdate>>,
+) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+    let (leading, election) = elect(server, identity, Duration::from_secs(2));
+    let mut writer =
+        StatusWriter::new(server.client(), OURS.to_string()).with_field_manager(identity);
+    let mut is_leader = leading.clone();
+    let mut statuses = statuses;
+    let writing = tokio::spawn(async move {
+        loop {
+            if is_leader.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            writer.forget();
+            let current = statuses.borrow_and_update().clone();
+            writer.write(&current).await;
+            tokio::select! {
+                r = statuses.changed() => if r.is_err() { return },
+                r = is_leader.changed() => if r.is_err() { return },
+            }
+        }
+    });
+    drop(election);
+    (leading, writing)
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_status() {
+    let server = TestApiServer::start().await;
+    server.apply(gateway_class("weir"));
+    server.apply(gateway("gw"));
+    server.apply(route("web"));
+    let (statuses_tx, statuses) = watch::channel(updates(1, T0));
+    let (a, a_writer) = replica(&server, "replica-a", statuses.clone());
+    wait_leader(&a, true, WAIT).await;
+    let (b, b_writer) = replica(&server, "replica-b", statuses);
+    assert_eventually("the leader's patches", WAIT, || {
+        let n = patches(&server).len();
+        async move { (n == 3).then_some(()).ok_or(format!("{n} patches")) }
+    })
+    .await;
+    statuses_tx.send_replace(updates(2, T1));
+    assert_eventually("the leader's second patches", WAIT, || {
+        let n = patches(&server).len();
+        async move { (n == 5).then_some(()).ok_or(format!("{n} patches")) }
+    })
+    .await;
+    assert!(!*b.borrow());
+    assert!(patches(&server)
+        .iter()
+        .all(|p| p.contains("fieldManager=replica-a")));
+
+    // The leader goes away (its election stops with it); b takes over and writes.
+    a_writer.abort();
+    drop(a);
+    wait_leader(&b, true, WAIT).await;
+    statuses_tx.send_replace(updates(3, T1));
+    assert_eventually("the new leader's patches", WAIT, || {
+        let n = patches(&server)
+            .iter()
+            .filter(|p| p.contains("fieldManager=replica-b"))
+            .count();
+        async move { (n == 2).then_some(()).ok_or(format!("{n} patches from b")) }
+    })
+    .await;
+    b_writer.abort();
+}
+
+#[tokio::test]
+async fn gateway_addresses_follow_the_load_balancer_service() {
+    let server = TestApiServer::start().await;
+    let (tx, rx) = watch::channel(Vec::new());
+    tokio::spawn(watch_service_addresses(
+        server.client(),
+        "weir".into(),
+        "weir-lb".into(),
+        tx,
+    ));
+    let service = |ingress: Value| {
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "weir-lb", "namespace": "weir"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": ingress}}})
+    };
+    let wait = |want: Vec<(&'static str, &'static str)>| {
+        let rx = rx.clone();
+        async move {
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(t, v)| (t.to_string(), v.to_string()))
+                .collect();
+            assert_eventually("the addresses", WAIT, || {
+                let have = rx.borrow().clone();
+                let want = want.clone();
+                async move { (have == want).then_some(()).ok_or(format!("have {have:?}")) }
+            })
+            .await
+        }
+    };
+    server.apply(service(json!([{"ip": "203.0.113.7"}])));
+    wait(vec![("IPAddress", "203.0.113.7")]).await;
+    server.apply(service(
+        json!([{"hostname": "lb.example.com"}, {"ip": "203.0.113.8"}]),
+    ));
+    wait(vec![
+        ("Hostname", "lb.example.com"),
+        ("IPAddress", "203.0.113.8"),
+    ])
+    .await;
+    server.delete("", "services", "weir", "weir-lb");
+    wait(vec![]).await;
+}
