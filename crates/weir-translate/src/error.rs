@@ -34,10 +34,12 @@ pub enum TranslateError {
         protocol: String,
         owner: String,
     },
-    #[error("address type {0:?} is not supported (supported: IPAddress)")]
+    #[error("address type {0:?} is not supported (supported: IPAddress; file mode binds sockets, so a name has nothing to map to)")]
     UnsupportedAddress(String),
-    #[error("address {0} cannot be used: it is not one of the addresses Weir serves on")]
+    #[error("address {0} is not an address of this host; use one Weir can bind, or leave the value empty to use the --bind address")]
     AddressNotUsable(String),
+    #[error("address {0:?} is not an IP address; IPAddress values look like 10.0.0.1 or fd00::1")]
+    InvalidIpAddress(String),
 
     // ---- routes ----
     #[error("backendRef {group}/{kind} {name} is not a core Service")]
@@ -81,7 +83,7 @@ impl TranslateError {
             | E::CertificateInvalid { .. } => "InvalidCertificateRef",
             E::CertificateNotPermitted(_) | E::BackendNotPermitted(_) => "RefNotPermitted",
             E::UnsupportedAddress(_) => "UnsupportedAddress",
-            E::AddressNotUsable(_) => "AddressNotUsable",
+            E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
             E::BackendKind { .. } => "InvalidKind",
             E::BackendNotFound(_) | E::BackendPortMissing(_) | E::BackendPortNotFound { .. } => {
                 "BackendNotFound"

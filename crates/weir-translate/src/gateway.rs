@@ -2,6 +2,7 @@
 //! kinds, certificates, conflicts) before routes attach.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -24,6 +25,12 @@ pub struct GatewayModel {
     /// spec.addresses problem: UnsupportedAddress (not accepted) or AddressNotUsable (not
     /// programmed).
     pub address_error: Option<TranslateError>,
+    /// Where its listeners are served, sorted and unique: `None` is the process-wide bind
+    /// address (no spec.addresses, an IPAddress without value, or one of
+    /// [`crate::Input::gateway_addresses`]), `Some(ip)` a requested address of this host.
+    pub binds: Vec<Option<IpAddr>>,
+    /// status.addresses: the addresses of `binds`, as (type, value).
+    pub status_addresses: Vec<(String, String)>,
     pub listeners: Vec<ListenerModel>,
 }
 
@@ -89,7 +96,7 @@ pub fn our_classes(store: &Store, controller: &str) -> BTreeSet<String> {
 pub fn build(
     store: &Store,
     classes: &BTreeSet<String>,
-    addresses: &[(String, String)],
+    addresses: &Addresses<'_>,
 ) -> Vec<GatewayModel> {
     let mut out: Vec<GatewayModel> = store
         .gateways
@@ -106,7 +113,7 @@ fn build_gateway(
     store: &Store,
     key: &ObjectKey,
     gateway: &Arc<Gateway>,
-    addresses: &[(String, String)],
+    addresses: &Addresses<'_>,
 ) -> GatewayModel {
     let mut listeners: Vec<ListenerModel> = gateway
         .spec
@@ -115,32 +122,99 @@ fn build_gateway(
         .map(|l| build_listener(store, key, l))
         .collect();
     mark_conflicts(&mut listeners);
+    let assigned = assign_addresses(gateway, addresses);
     GatewayModel {
         key: key.clone(),
         gateway: gateway.clone(),
         created: created(&gateway.metadata),
-        address_error: address_error(gateway, addresses),
+        address_error: assigned.error,
+        binds: assigned.binds,
+        status_addresses: assigned.status,
         listeners,
     }
 }
 
-fn address_error(gateway: &Gateway, addresses: &[(String, String)]) -> Option<TranslateError> {
-    for a in gateway.spec.addresses.iter().flatten() {
-        let kind = a.r#type.as_deref().unwrap_or("IPAddress");
-        if kind != "IPAddress" {
-            return Some(TranslateError::UnsupportedAddress(kind.to_string()));
+/// What the translator knows about this host's addresses.
+pub struct Addresses<'a> {
+    /// Addresses of the process-wide bind, as (type, value).
+    pub served: &'a [(String, String)],
+    /// Whether an IP is an address of this host (one Weir can bind).
+    pub usable: &'a dyn Fn(IpAddr) -> bool,
+}
+
+/// A Gateway's spec.addresses, resolved.
+struct Assigned {
+    binds: Vec<Option<IpAddr>>,
+    status: Vec<(String, String)>,
+    error: Option<TranslateError>,
+}
+
+/// Resolve spec.addresses. No addresses: the bind address. An address type other than
+/// IPAddress (Hostname, NamedAddress, implementation-specific types): UnsupportedAddress, as
+/// file mode binds sockets and has nothing to map a name to. An IPAddress without value: the
+/// bind address (the spec asks us to pick one). An IPAddress that is one of the bind
+/// addresses: that socket. Any other IP: its own sockets when it is an address of this host,
+/// else AddressNotUsable (the usable ones are still reported in status).
+fn assign_addresses(gateway: &Gateway, addresses: &Addresses<'_>) -> Assigned {
+    let requested = gateway.spec.addresses.as_deref().unwrap_or(&[]);
+    if requested.is_empty() {
+        return Assigned {
+            binds: vec![None],
+            status: addresses.served.to_vec(),
+            error: None,
+        };
+    }
+    let mut out = Assigned {
+        binds: Vec::new(),
+        status: Vec::new(),
+        error: None,
+    };
+    if let Some(kind) = requested
+        .iter()
+        .map(|a| a.r#type.as_deref().unwrap_or("IPAddress"))
+        .find(|&kind| kind != "IPAddress")
+    {
+        out.error = Some(TranslateError::UnsupportedAddress(kind.to_string()));
+        return out;
+    }
+    fn report(out: &mut Assigned, entry: (String, String)) {
+        if !out.status.contains(&entry) {
+            out.status.push(entry);
         }
     }
-    for a in gateway.spec.addresses.iter().flatten() {
-        // An IPAddress without a value asks us to pick one: any of ours will do.
-        let Some(value) = a.value.as_deref() else {
+    for a in requested {
+        let value = a.value.as_deref().unwrap_or("");
+        if value.is_empty() {
+            out.binds.push(None);
+            for entry in addresses.served {
+                report(&mut out, entry.clone());
+            }
+            continue;
+        }
+        let entry = ("IPAddress".to_string(), value.to_string());
+        let Ok(ip) = value.parse::<IpAddr>() else {
+            out.error
+                .get_or_insert(TranslateError::InvalidIpAddress(value.to_string()));
             continue;
         };
-        if !addresses.iter().any(|(_, ours)| ours == value) {
-            return Some(TranslateError::AddressNotUsable(value.to_string()));
+        let served = addresses
+            .served
+            .iter()
+            .any(|(_, v)| v.parse::<IpAddr>().is_ok_and(|s| s == ip));
+        if served {
+            out.binds.push(None);
+            report(&mut out, entry);
+        } else if (addresses.usable)(ip) {
+            out.binds.push(Some(ip));
+            report(&mut out, entry);
+        } else {
+            out.error
+                .get_or_insert(TranslateError::AddressNotUsable(value.to_string()));
         }
     }
-    None
+    out.binds.sort();
+    out.binds.dedup();
+    out
 }
 
 fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> ListenerModel {
@@ -283,28 +357,32 @@ fn mark_conflicts(listeners: &mut [ListenerModel]) {
     }
 }
 
-/// Across Gateways sharing our address: the first Gateway (oldest, then by name) to use a port
-/// decides its protocol; listeners of the other protocol on that port are not accepted.
+/// Across Gateways sharing a socket (address and port): the first Gateway (oldest, then by
+/// name) to use it decides its protocol; listeners of the other protocol there are not
+/// accepted.
 fn settle_ports(gateways: &mut [GatewayModel]) {
-    let mut owners: BTreeMap<u16, (bool, String)> = BTreeMap::new();
+    let mut owners: BTreeMap<(Option<IpAddr>, u16), (bool, String)> = BTreeMap::new();
     for g in gateways.iter_mut() {
         if !g.serving() {
             continue;
         }
         let gw_label = g.key.to_string();
         for l in g.listeners.iter_mut().filter(|l| l.accepted()) {
-            match owners.get(&l.port) {
-                None => {
-                    owners.insert(l.port, (l.https, format!("{gw_label}/{}", l.name)));
+            for &bind in &g.binds {
+                match owners.get(&(bind, l.port)) {
+                    None => {
+                        owners.insert((bind, l.port), (l.https, format!("{gw_label}/{}", l.name)));
+                    }
+                    Some((https, owner)) if *https != l.https => {
+                        l.not_accepted = Some(TranslateError::PortInUse {
+                            port: l.port,
+                            protocol: if *https { "HTTPS" } else { "HTTP" }.into(),
+                            owner: owner.clone(),
+                        });
+                        break;
+                    }
+                    Some(_) => {}
                 }
-                Some((https, owner)) if *https != l.https => {
-                    l.not_accepted = Some(TranslateError::PortInUse {
-                        port: l.port,
-                        protocol: if *https { "HTTPS" } else { "HTTP" }.into(),
-                        owner: owner.clone(),
-                    });
-                }
-                Some(_) => {}
             }
         }
     }

@@ -45,6 +45,10 @@ pub struct Input<'a> {
     /// Addresses to report in Gateway status.addresses (file mode: the bind address), as
     /// (type, value) e.g. ("IPAddress", "127.0.0.1").
     pub gateway_addresses: &'a [(String, String)],
+    /// Whether an IP is an address of this host, so that a Gateway's `spec.addresses` can be
+    /// bound (the binary tries to bind it; tests answer from a list). Only asked about
+    /// addresses Gateways request that are not in `gateway_addresses`.
+    pub address_usable: &'a dyn Fn(std::net::IpAddr) -> bool,
 }
 
 /// What a translation produces.
@@ -155,7 +159,11 @@ impl ObjectStatus {
 pub fn translate(input: &Input<'_>) -> Output {
     let store = input.store;
     let classes = gateway::our_classes(store, input.controller_name);
-    let mut gateways = gateway::build(store, &classes, input.gateway_addresses);
+    let addresses = gateway::Addresses {
+        served: input.gateway_addresses,
+        usable: input.address_usable,
+    };
+    let mut gateways = gateway::build(store, &classes, &addresses);
     let index: BTreeMap<ObjectKey, usize> = gateways
         .iter()
         .enumerate()
@@ -209,7 +217,7 @@ pub fn translate(input: &Input<'_>) -> Output {
             generation: g.gateway.metadata.generation,
             now: &input.now,
         };
-        let s = status::gateway_status(g, &c, input.gateway_addresses);
+        let s = status::gateway_status(g, &c);
         statuses.push(ObjectStatus::new(
             Kind::Gateway,
             &g.gateway.metadata,

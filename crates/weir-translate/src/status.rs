@@ -49,11 +49,7 @@ pub fn gateway_class_status() -> GatewayClassStatus {
     GatewayClassStatus::default()
 }
 
-pub fn gateway_status(
-    g: &GatewayModel,
-    c: &Conditions<'_>,
-    addresses: &[(String, String)],
-) -> GatewayStatus {
+pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
     let serving = g.serving();
     let listeners = g
         .listeners
@@ -100,7 +96,7 @@ pub fn gateway_status(
     };
     GatewayStatus {
         addresses: Some(
-            addresses
+            g.status_addresses
                 .iter()
                 .map(|(t, v)| GatewayStatusAddresses {
                     r#type: Some(t.clone()),

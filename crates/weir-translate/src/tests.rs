@@ -69,6 +69,11 @@ pub fn now() -> Time {
 
 pub const ADDRESSES: &[(&str, &str)] = &[("IPAddress", "127.0.0.1")];
 
+/// The addresses of the test "host" besides [`ADDRESSES`]: 127.0.0.2 and ::1.
+pub fn host_address(ip: std::net::IpAddr) -> bool {
+    ["127.0.0.2", "::1"].iter().any(|a| a.parse() == Ok(ip))
+}
+
 pub fn run(store: &Store) -> Output {
     let addresses: Vec<(String, String)> = ADDRESSES
         .iter()
@@ -79,6 +84,7 @@ pub fn run(store: &Store) -> Output {
         controller_name: CONTROLLER,
         now: now(),
         gateway_addresses: &addresses,
+        address_usable: &host_address,
     })
 }
 

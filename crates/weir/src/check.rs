@@ -37,6 +37,7 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> std::io::Result<bool> {
         controller_name: &args.gateway_class_controller,
         now,
         gateway_addresses: &[],
+        address_usable: &crate::control::address_of_this_host,
     });
     let mut problems = 0usize;
     for status in &output.statuses {

@@ -95,6 +95,7 @@ impl Translator {
             controller_name: &self.controller_name,
             now: Time(k8s_openapi::jiff::Timestamp::now()),
             gateway_addresses: addresses,
+            address_usable: &address_of_this_host,
         });
         let mut statuses = output.statuses;
         preserve_transition_times(previous, &mut statuses);
@@ -103,6 +104,12 @@ impl Translator {
             statuses,
         }
     }
+}
+
+/// Whether `ip` is an address of this host, i.e. one a Gateway's `spec.addresses` can bind:
+/// binding a port-0 socket on it succeeds.
+pub fn address_of_this_host(ip: std::net::IpAddr) -> bool {
+    std::net::TcpListener::bind((ip, 0)).is_ok()
 }
 
 /// Rebuild whenever the store or the addresses change, until the store's sender is dropped.

@@ -3,15 +3,16 @@
 //! asynchronously), compared the way conformance/utils/http/http.go and
 //! conformance/utils/kubernetes/helpers.go compare.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weir_testkit::client::{h2c, http1, https, Reply, Req};
 use weir_testkit::process::Weir;
 
-use crate::cluster::CONTROLLER_NAME;
+use crate::cluster::{TestDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
 /// How long a status or traffic expectation may take to hold.
@@ -23,8 +24,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Env<'a> {
     pub weir: &'a Weir,
-    /// `ns/name` → (configured port, protocol) per listener.
-    pub gateways: &'a BTreeMap<String, Vec<(u16, String)>>,
+    pub cluster: &'a crate::cluster::Cluster,
+    /// The objects Weir serves; patch steps change them.
+    pub dir: RefCell<TestDir>,
     pub ca_pem: &'a str,
 }
 
@@ -82,6 +84,84 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
         }
         Step::GatewayCondition { gateway, condition } => {
             eventually(STEP_TIMEOUT, || gateway_condition(env, gateway, condition)).await
+        }
+        Step::Patch { kind, name, merge } => {
+            // The API server bumps the generation as it takes the patch; in file mode the
+            // generation becomes visible with the status computed from the new file, so
+            // wait for it before the next step reads any status (else a step could pass on
+            // the status of the old spec).
+            let before = status_of(env, kind, name)
+                .await
+                .ok()
+                .map(|o| o["metadata"]["generation"].clone());
+            let (ns, short) = split_name(name);
+            env.dir
+                .borrow_mut()
+                .patch(kind, &ns, &short, merge)
+                .map_err(|e| format!("{e:#}"))?;
+            let Some(before) = before else {
+                return Ok(());
+            };
+            eventually(STEP_TIMEOUT, || async {
+                let now = status_of(env, kind, name).await?;
+                if now["metadata"]["generation"] == before {
+                    return Err(format!(
+                        "{kind} {name}: the patch did not change the generation ({before}); does it change the spec?"
+                    ));
+                }
+                Ok(())
+            })
+            .await
+        }
+        Step::FillEndpointSlices { deployment, slices } => {
+            let (ns, deployment) = split_name(deployment);
+            let pods = env.cluster.pods_of(&ns, &deployment, 3000);
+            if pods.is_empty() {
+                return Err(format!("Deployment {ns}/{deployment} has no pods"));
+            }
+            for slice in slices {
+                let (sns, sname) = split_name(slice);
+                env.dir
+                    .borrow_mut()
+                    .fill_endpoint_slice(&sns, &sname, &pods)
+                    .map_err(|e| format!("{e:#}"))?;
+            }
+            Ok(())
+        }
+        Step::LatestConditions { kind, name } => {
+            eventually(STEP_TIMEOUT, || latest_conditions(env, kind, name)).await
+        }
+        Step::Generation { kind, name, value } => {
+            eventually(STEP_TIMEOUT, || async {
+                let obj = status_of(env, kind, name).await?;
+                if obj["metadata"]["generation"] != *value {
+                    return Err(format!(
+                        "{kind} {name}: generation {}, want {value}",
+                        obj["metadata"]["generation"]
+                    ));
+                }
+                Ok(())
+            })
+            .await
+        }
+        Step::ClassCondition { class, condition } => {
+            eventually(STEP_TIMEOUT, || async {
+                let gwc = status_of(env, "GatewayClass", class).await?;
+                let what = format!("GatewayClass {class}");
+                let conds = &gwc["status"]["conditions"];
+                conditions_match(std::slice::from_ref(condition), conds, &what)?;
+                latest_generation(conds, &gwc["metadata"]["generation"], &what)
+            })
+            .await
+        }
+        Step::GatewayAddress { gateway } => {
+            eventually(STEP_TIMEOUT, || async {
+                gateway_address(env, gateway).await.map(|_| ())
+            })
+            .await
+        }
+        Step::StatusAddresses { gateway, addresses } => {
+            eventually(STEP_TIMEOUT, || status_addresses(env, gateway, addresses)).await
         }
         Step::Http(case) => consistent(env, case).await,
         Step::Weights {
@@ -374,20 +454,86 @@ async fn gateway_condition(env: &Env<'_>, gateway: &str, cond: &Cond) -> Result<
     )
 }
 
+async fn latest_conditions(env: &Env<'_>, kind: &str, name: &str) -> Result<(), String> {
+    let obj = status_of(env, kind, name).await?;
+    let generation = &obj["metadata"]["generation"];
+    let what = format!("{kind} {name}");
+    if obj["status"]["conditions"].as_array().is_some() {
+        latest_generation(&obj["status"]["conditions"], generation, &what)?;
+    }
+    for p in our_parents(&obj) {
+        latest_generation(&p["conditions"], generation, &what)?;
+    }
+    if kind != "HTTPRoute"
+        && obj["status"]["conditions"]
+            .as_array()
+            .is_none_or(|c| c.is_empty())
+    {
+        return Err(format!("{what} has no conditions"));
+    }
+    Ok(())
+}
+
+/// `WaitForGatewayAddress`: the Gateway's conditions are at its latest generation and
+/// status.addresses holds an IPAddress; that address.
+async fn gateway_address(env: &Env<'_>, gateway: &str) -> Result<IpAddr, String> {
+    let gw = status_of(env, "Gateway", gateway).await?;
+    latest_generation(
+        &gw["status"]["conditions"],
+        &gw["metadata"]["generation"],
+        &format!("Gateway {gateway}"),
+    )?;
+    gw["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "IPAddress")
+        .and_then(|a| a["value"].as_str())
+        .ok_or_else(|| format!("Gateway {gateway} has no IPAddress in status.addresses"))?
+        .parse()
+        .map_err(|e| format!("Gateway {gateway}: status address: {e}"))
+}
+
+async fn status_addresses(
+    env: &Env<'_>,
+    gateway: &str,
+    want: &[(String, String)],
+) -> Result<(), String> {
+    let gw = status_of(env, "Gateway", gateway).await?;
+    let got: Vec<(String, String)> = gw["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap_or_default().to_string(),
+                a["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    if got != want {
+        return Err(format!(
+            "Gateway {gateway}: status.addresses {got:?}, want {want:?}"
+        ));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Traffic
 
-/// The configured port a case targets and the socket serving it.
-fn target(
+/// The configured port a case targets, the Gateway's address (from its status, as the suite
+/// takes it) and the socket serving that port there.
+async fn target(
     env: &Env<'_>,
     gateway: &str,
     port: Option<u16>,
     https: bool,
-) -> Result<(u16, SocketAddr), String> {
+) -> Result<(u16, IpAddr, SocketAddr), String> {
     let (ns, name) = split_name(gateway);
     let key = format!("{ns}/{name}");
-    let listeners = env
-        .gateways
+    let gateways = env.dir.borrow().gateways();
+    let listeners = gateways
         .get(&key)
         .ok_or_else(|| format!("Gateway {key} is not part of this test's manifests"))?;
     let want = if https { "HTTPS" } else { "HTTP" };
@@ -399,15 +545,20 @@ fn target(
             .map(|(p, _)| *p)
             .ok_or_else(|| format!("Gateway {key} has no {want} listener"))?,
     };
-    Ok((port, env.weir.listener(port)))
+    let ip = gateway_address(env, gateway).await?;
+    Ok((
+        port,
+        ip,
+        SocketAddr::new(ip, env.weir.listener(port).port()),
+    ))
 }
 
 /// `CalculateHost`: the Gateway address, without the port when it is the scheme's default.
-fn default_host(port: u16, https: bool) -> String {
+fn default_host(ip: IpAddr, port: u16, https: bool) -> String {
     if (!https && port == 80) || (https && port == 443) {
-        "127.0.0.1".to_string()
+        ip.to_string()
     } else {
-        format!("127.0.0.1:{port}")
+        SocketAddr::new(ip, port).to_string()
     }
 }
 
@@ -421,13 +572,13 @@ struct Prepared {
     headers: Vec<(String, String)>,
 }
 
-fn prepare(env: &Env<'_>, case: &HttpCase) -> Result<Prepared, String> {
+async fn prepare(env: &Env<'_>, case: &HttpCase) -> Result<Prepared, String> {
     let https = case.scheme.as_deref() == Some("https");
-    let (port, addr) = target(env, &case.gateway, case.port, https)?;
+    let (port, ip, addr) = target(env, &case.gateway, case.port, https).await?;
     let host = case
         .host
         .clone()
-        .unwrap_or_else(|| default_host(port, https));
+        .unwrap_or_else(|| default_host(ip, port, https));
     let mut headers: Vec<(String, String)> = case
         .headers
         .iter()
@@ -482,7 +633,7 @@ async fn send(env: &Env<'_>, p: &Prepared, path: &str, timeout: Duration) -> Res
 /// `MakeRequestAndExpectEventuallyConsistentResponse`: the expectation must hold for
 /// `CONSECUTIVE` requests in a row within the step timeout.
 async fn consistent(env: &Env<'_>, case: &HttpCase) -> Result<(), String> {
-    let p = prepare(env, case)?;
+    let p = prepare(env, case).await?;
     let timeout = case
         .timeout_ms
         .map(Duration::from_millis)
@@ -731,7 +882,7 @@ async fn distribution(
     };
     // The suite first waits for the route to answer consistently.
     consistent(env, &case).await?;
-    let p = prepare(env, &case)?;
+    let p = prepare(env, &case).await?;
     let mut last = String::new();
     for _attempt in 0..10 {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -836,9 +987,10 @@ mod tests {
 
     #[test]
     fn default_host_drops_the_scheme_port() {
-        assert_eq!(default_host(80, false), "127.0.0.1");
-        assert_eq!(default_host(443, true), "127.0.0.1");
-        assert_eq!(default_host(8080, false), "127.0.0.1:8080");
+        let ip: IpAddr = "127.0.0.10".parse().unwrap();
+        assert_eq!(default_host(ip, 80, false), "127.0.0.10");
+        assert_eq!(default_host(ip, 443, true), "127.0.0.10");
+        assert_eq!(default_host(ip, 8080, false), "127.0.0.10:8080");
     }
 
     #[test]

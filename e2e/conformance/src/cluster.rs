@@ -2,7 +2,7 @@
 //! Secrets the suite creates in code, one `weir-echo` process per Deployment replica, and the
 //! EndpointSlices the EndpointSlice controller would write for them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -17,8 +17,9 @@ use weir_testkit::process::{bin, Proc};
 pub const CLASS_NAME: &str = "weir";
 /// Our controller; `{GATEWAY_CONTROLLER_NAME}` becomes this.
 pub const CONTROLLER_NAME: &str = "weir.dev/gateway-controller";
-/// What `PLACEHOLDER_USABLE_ADDRS` becomes: an address of this host.
-pub const USABLE_ADDR: &str = "127.0.0.1";
+/// What `PLACEHOLDER_USABLE_ADDRS` becomes: an address of this host that no other Gateway
+/// of the replay uses (Linux routes all of 127.0.0.0/8 to loopback).
+pub const USABLE_ADDR: &str = "127.0.0.2";
 /// What `PLACEHOLDER_UNUSABLE_ADDRS` becomes: TEST-NET-3, never an address of this host.
 pub const UNUSABLE_ADDR: &str = "203.0.113.77";
 
@@ -27,16 +28,24 @@ pub fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/gateway-api/v1.5.1/conformance")
 }
 
+/// Where the harness puts Gateways that request no address: 127.0.0.(FIRST_GATEWAY_IP + i).
+const FIRST_GATEWAY_IP: u8 = 10;
+
+/// The suite's template fields, filled: in manifests and in the steps of `tests.yaml`
+/// (patches and expected addresses name the same placeholders).
+pub fn fill_templates(text: &str) -> String {
+    text.replace("{GATEWAY_CLASS_NAME}", CLASS_NAME)
+        .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER_NAME)
+        .replace("PLACEHOLDER_USABLE_ADDRS", USABLE_ADDR)
+        .replace("PLACEHOLDER_UNUSABLE_ADDRS", UNUSABLE_ADDR)
+}
+
 /// Read a manifest file the way the suite's Applier does: fill the template fields, then
 /// split into objects.
 pub fn read_manifests(path: &Path) -> anyhow::Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = text
-        .replace("{GATEWAY_CLASS_NAME}", CLASS_NAME)
-        .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER_NAME)
-        .replace("PLACEHOLDER_USABLE_ADDRS", USABLE_ADDR)
-        .replace("PLACEHOLDER_UNUSABLE_ADDRS", UNUSABLE_ADDR);
+    let text = fill_templates(&text);
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(&text) {
         let value =
@@ -79,6 +88,7 @@ pub fn ns_name(obj: &Value) -> (String, String) {
 
 /// One echo "pod".
 struct Pod {
+    deployment: String,
     namespace: String,
     labels: BTreeMap<String, String>,
     name: String,
@@ -158,65 +168,30 @@ impl Cluster {
         })
     }
 
-    /// Write the config directory for one test: our GatewayClass, the base objects minus the
-    /// base Gateways the test does not use, the Secrets, the test's manifests and the
-    /// EndpointSlices for every Service. Returns the Gateways kept (`ns/name` → listener
-    /// ports with protocols).
-    pub fn write_test_dir(
-        &self,
-        dir: &Path,
-        test_objects: &[Value],
-        extra_gateways: &[String],
-    ) -> anyhow::Result<BTreeMap<String, Vec<(u16, String)>>> {
-        let mut used: BTreeSet<String> = extra_gateways.iter().cloned().collect();
-        for o in test_objects {
-            let (ns, _) = ns_name(o);
-            for p in o["spec"]["parentRefs"].as_array().into_iter().flatten() {
-                let kind = p["kind"].as_str().unwrap_or("Gateway");
-                if kind != "Gateway" {
-                    continue;
-                }
-                let pns = p["namespace"].as_str().unwrap_or(&ns);
-                let name = p["name"].as_str().unwrap_or_default();
-                used.insert(format!("{pns}/{name}"));
-            }
-        }
-        let keep = |o: &Value| {
-            if kind(o) != "Gateway" {
-                return true;
-            }
-            let (ns, name) = ns_name(o);
-            used.contains(&format!("{ns}/{name}"))
-        };
-        let mut base_objs: Vec<Value> = self.base.iter().filter(|o| keep(o)).cloned().collect();
+    /// Write the config directory for one test: our GatewayClass, the base objects, the
+    /// Secrets, the test's manifests and the EndpointSlices for every Service.
+    ///
+    /// Every Gateway that requests no address gets one of its own, 127.0.0.N, in
+    /// `spec.addresses` (see the crate README: in a cluster each Gateway has its own
+    /// address, and file mode binds Gateways without addresses on one shared socket per
+    /// port, where they would shadow each other).
+    pub fn write_test_dir(&self, dir: &Path, test_objects: &[Value]) -> anyhow::Result<TestDir> {
+        let mut base_objs: Vec<Value> = self.base.clone();
         let mut test_objs: Vec<Value> = test_objects
             .iter()
             .filter(|o| kind(o) != "Deployment")
             .cloned()
             .collect();
+        let mut next_ip = FIRST_GATEWAY_IP;
         for o in base_objs.iter_mut().chain(test_objs.iter_mut()) {
             api_server_defaults(o);
-        }
-
-        let mut gateways = BTreeMap::new();
-        for g in base_objs
-            .iter()
-            .chain(&test_objs)
-            .filter(|o| kind(o) == "Gateway")
-        {
-            let (ns, name) = ns_name(g);
-            let listeners = g["spec"]["listeners"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| {
-                    Some((
-                        u16::try_from(l["port"].as_u64()?).ok()?,
-                        l["protocol"].as_str()?.to_string(),
-                    ))
-                })
-                .collect();
-            gateways.insert(format!("{ns}/{name}"), listeners);
+            if kind(o) == "Gateway" && !o["spec"]["addresses"].is_array() {
+                o["spec"]["addresses"] =
+                    json!([{"type": "IPAddress", "value": format!("127.0.0.{next_ip}")}]);
+                next_ip = next_ip
+                    .checked_add(1)
+                    .context("more Gateways than loopback addresses")?;
+            }
         }
 
         let class = json!({
@@ -225,20 +200,36 @@ impl Cluster {
             "metadata": {"name": CLASS_NAME},
             "spec": {"controllerName": CONTROLLER_NAME},
         });
-        write_yaml(&dir.join("00-gatewayclass.yaml"), &[class])?;
-        write_yaml(&dir.join("10-base.yaml"), &base_objs)?;
-        std::fs::write(dir.join("20-secrets.yaml"), &self.secrets)?;
         let services: Vec<&Value> = base_objs
             .iter()
             .chain(&test_objs)
             .filter(|o| kind(o) == "Service")
             .collect();
-        write_yaml(
-            &dir.join("30-endpointslices.yaml"),
-            &self.endpoint_slices(&services),
-        )?;
-        write_yaml(&dir.join("40-test.yaml"), &test_objs)?;
-        Ok(gateways)
+        let slices = self.endpoint_slices(&services);
+        std::fs::write(dir.join("20-secrets.yaml"), &self.secrets)?;
+        let test_dir = TestDir {
+            dir: dir.to_path_buf(),
+            files: BTreeMap::from([
+                ("00-gatewayclass.yaml".to_string(), vec![class]),
+                ("10-base.yaml".to_string(), base_objs),
+                ("30-endpointslices.yaml".to_string(), slices),
+                ("40-test.yaml".to_string(), test_objs),
+            ]),
+        };
+        for name in test_dir.files.keys() {
+            test_dir.write(name)?;
+        }
+        Ok(test_dir)
+    }
+
+    /// The pods of a Deployment: (pod name, the port its container port `container_port`
+    /// really listens on at 127.0.0.1).
+    pub fn pods_of(&self, ns: &str, deployment: &str, container_port: u16) -> Vec<(String, u16)> {
+        self.pods
+            .iter()
+            .filter(|p| p.namespace == ns && p.deployment == deployment)
+            .filter_map(|p| Some((p.name.clone(), *p.ports.get(&container_port)?)))
+            .collect()
     }
 
     /// What the EndpointSlice controller writes: for each Service with a selector, one slice
@@ -309,13 +300,152 @@ impl Cluster {
     }
 }
 
+/// A test's config directory: the objects of each file the harness wrote (Secrets aside), so
+/// that steps can change objects the way the suite patches them through the API server.
+pub struct TestDir {
+    dir: PathBuf,
+    files: BTreeMap<String, Vec<Value>>,
+}
+
+impl TestDir {
+    fn write(&self, file: &str) -> anyhow::Result<()> {
+        write_yaml(&self.dir.join(file), &self.files[file])
+    }
+
+    /// Every object written, in file order.
+    pub fn objects(&self) -> impl Iterator<Item = &Value> {
+        self.files.values().flatten()
+    }
+
+    /// `ns/name` of every Gateway → its listeners' (configured port, protocol).
+    pub fn gateways(&self) -> BTreeMap<String, Vec<(u16, String)>> {
+        self.objects()
+            .filter(|o| kind(o) == "Gateway")
+            .map(|g| {
+                let (ns, name) = ns_name(g);
+                let listeners = g["spec"]["listeners"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| {
+                        Some((
+                            u16::try_from(l["port"].as_u64()?).ok()?,
+                            l["protocol"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect();
+                (format!("{ns}/{name}"), listeners)
+            })
+            .collect()
+    }
+
+    /// What `client.Patch(ctx, obj, client.MergeFrom(orig))` does: apply a JSON merge patch
+    /// (RFC 7386: objects merge, `null` deletes, lists are replaced whole) to the object,
+    /// then rewrite the file that holds it, as the API server would store it.
+    pub fn patch(
+        &mut self,
+        kind_: &str,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> anyhow::Result<()> {
+        let cluster_scoped = matches!(kind_, "GatewayClass" | "Namespace");
+        let mut found = None;
+        for (file, objects) in &mut self.files {
+            for o in objects.iter_mut() {
+                let (ons, oname) = ns_name(o);
+                if kind(o) == kind_ && oname == name && (cluster_scoped || ons == ns) {
+                    merge_patch(o, patch);
+                    found = Some(file.clone());
+                }
+            }
+        }
+        let Some(file) = found else {
+            bail!("no {kind_} {ns}/{name} to patch");
+        };
+        self.write(&file)
+    }
+}
+
+impl TestDir {
+    /// What httproute-service-types.go `setupEndpointSlices` does to a hand-written
+    /// EndpointSlice: its endpoints become the given pods (ready, serving, not terminating,
+    /// with a Pod targetRef). The suite's pods share the slice's port; ours each listen on
+    /// their own 127.0.0.1 port, so the slice takes the first pod and its port, and each
+    /// further pod gets a copy of the slice named `<slice>-<i>` with its own port.
+    pub fn fill_endpoint_slice(
+        &mut self,
+        ns: &str,
+        slice: &str,
+        pods: &[(String, u16)],
+    ) -> anyhow::Result<()> {
+        let mut found = None;
+        for (file, objects) in &mut self.files {
+            let Some(at) = objects.iter().position(|o| {
+                kind(o) == "EndpointSlice" && ns_name(o) == (ns.to_string(), slice.to_string())
+            }) else {
+                continue;
+            };
+            let template = objects[at].clone();
+            let mut filled = Vec::new();
+            for (i, (pod, port)) in pods.iter().enumerate() {
+                let mut o = template.clone();
+                if i > 0 {
+                    o["metadata"]["name"] = json!(format!("{slice}-{i}"));
+                }
+                for p in o["ports"].as_array_mut().into_iter().flatten() {
+                    p["port"] = json!(port);
+                }
+                o["endpoints"] = json!([{
+                    "addresses": ["127.0.0.1"],
+                    "conditions": {"ready": true, "serving": true, "terminating": false},
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": ns},
+                }]);
+                filled.push(o);
+            }
+            objects.splice(at..=at, filled);
+            found = Some(file.clone());
+            break;
+        }
+        let Some(file) = found else {
+            bail!("no EndpointSlice {ns}/{slice}");
+        };
+        self.write(&file)
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (k, v) in fields {
+        if v.is_null() {
+            if let Some(obj) = target.as_object_mut() {
+                obj.remove(k);
+            }
+        } else {
+            merge_patch(&mut target[k.as_str()], v);
+        }
+    }
+}
+
 fn write_yaml(path: &Path, objects: &[Value]) -> anyhow::Result<()> {
     let mut text = String::new();
     for o in objects {
         text.push_str("---\n");
         text.push_str(&serde_norway::to_string(o)?);
     }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    // Whole files only: the source must never read a half-written one. Hidden files are
+    // ignored by the file source, so the temporary name is invisible to it.
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 /// Deterministic pod-template-hash-like strings (the alphabet Kubernetes uses).
@@ -380,6 +510,7 @@ fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
         };
         let ports = BTreeMap::from([(3000, port_of(&http)?), (3001, port_of(&h2c)?)]);
         pods.push(Pod {
+            deployment: name.clone(),
             namespace: ns.clone(),
             labels: labels.clone(),
             name: pod_name,

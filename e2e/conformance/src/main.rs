@@ -7,13 +7,15 @@
 //! for the run) are written to a fresh directory; one `weir run --config-dir` serves it; the
 //! steps transcribed into `tests.yaml` from the Go tests run against it.
 //!
-//! Why one Weir per test with only the Gateways it uses: in file mode every Gateway without
-//! `spec.addresses` shares the `--bind` address, so two base Gateways listening on port 80
-//! share one socket and a Host reaches only the oldest Gateway's catch-all listener. In a
-//! cluster each Gateway has its own address. Dropping the base Gateways a test does not
-//! reference (its routes' parentRefs, plus `gateways:` in tests.yaml) gives each test the
-//! Gateway it targets on its own socket, and a fresh Weir per test gives each the clean API
-//! server state the suite's cleanup gives it.
+//! Why each Gateway gets its own loopback address: in file mode every Gateway without
+//! `spec.addresses` shares the `--bind` address, so two Gateways listening on port 80 would
+//! share one socket and a Host would reach only the oldest Gateway's catch-all listener. In a
+//! cluster each Gateway has its own address, and the suite sends each request to the address
+//! in the Gateway's status. So the harness writes `spec.addresses: [127.0.0.N]` into every
+//! Gateway that requests none (Weir binds its listeners there) and sends traffic to the
+//! address Weir reports in status. Gateways that request addresses themselves (the static
+//! address tests) keep theirs. A fresh Weir per test gives each test the clean API server
+//! state the suite's cleanup gives it.
 //!
 //! Usage: `weir-conformance [--only NAME[,NAME]] [--markdown PATH] [--tests FILE]`; the
 //! markdown path may also come from `WEIR_CONFORMANCE_MARKDOWN`. Exits 1 when a test whose
@@ -101,17 +103,23 @@ async fn run_test(cluster: &cluster::Cluster, spec: &TestSpec, keep: bool) -> Re
                 .map_err(|e| format!("{e:#}"))?,
         );
     }
-    let gateways = cluster
-        .write_test_dir(dir.path(), &objects, &spec.gateways)
+    let test_dir = cluster
+        .write_test_dir(dir.path(), &objects)
         .map_err(|e| format!("{e:#}"))?;
-    let mut ports: Vec<u16> = gateways.values().flatten().map(|(p, _)| *p).collect();
+    let mut ports: Vec<u16> = test_dir
+        .gateways()
+        .values()
+        .flatten()
+        .map(|(p, _)| *p)
+        .collect();
     ports.sort_unstable();
     ports.dedup();
     let weir = weir_testkit::process::weir(dir.path(), &ports, &[]);
     wait_ready(&weir).await?;
     let env = check::Env {
         weir: &weir,
-        gateways: &gateways,
+        cluster,
+        dir: std::cell::RefCell::new(test_dir),
         ca_pem: &cluster.ca_pem,
     };
     let mut result = Ok(());

@@ -41,9 +41,6 @@ pub struct TestSpec {
     /// feature that is not Gateway / HTTPRoute / ReferenceGrant).
     #[serde(default)]
     pub feature: Option<String>,
-    /// Base Gateways to keep besides those the test's routes reference (`ns/name`).
-    #[serde(default)]
-    pub gateways: Vec<String>,
     /// Not replayed yet, and why.
     #[serde(default)]
     pub skip: Option<String>,
@@ -144,6 +141,42 @@ pub enum Step {
     GatewayCondition { gateway: String, condition: Cond },
     /// `MakeRequestAndExpectEventuallyConsistentResponse`.
     Http(Box<HttpCase>),
+    /// `client.Patch(ctx, obj, client.MergeFrom(orig))`: a JSON merge patch of one object
+    /// (lists replaced whole), written back to its file; the file source bumps the
+    /// generation when the spec changes.
+    Patch {
+        kind: String,
+        /// `ns/name`, `name` in the infra namespace; the name alone for cluster-scoped kinds.
+        name: String,
+        merge: serde_json::Value,
+    },
+    /// `GatewayMustHaveLatestConditions` / `HTTPRouteMustHaveLatestConditions` /
+    /// `GatewayClassConditionsHaveLatestObservedGeneration`: every condition of the object
+    /// (each parent's, for routes) has observedGeneration equal to metadata.generation.
+    LatestConditions { kind: String, name: String },
+    /// metadata.generation is this value (the suite's `NotEqual(original.Generation,
+    /// updated.Generation)` after one patch of a freshly created object: 1 → 2).
+    Generation {
+        kind: String,
+        name: String,
+        value: i64,
+    },
+    /// A GatewayClass condition at the latest generation (`GWCMustHaveAcceptedConditionTrue`).
+    ClassCondition { class: String, condition: Cond },
+    /// httproute-service-types.go `setupEndpointSlices`: fill hand-written IPv4
+    /// EndpointSlices with the pods of a Deployment (container port 3000).
+    FillEndpointSlices {
+        deployment: String,
+        slices: Vec<String>,
+    },
+    /// `WaitForGatewayAddress`: conditions at the latest generation and an IPAddress in
+    /// status.addresses.
+    GatewayAddress { gateway: String },
+    /// status.addresses exactly these (type, value) pairs, in order.
+    StatusAddresses {
+        gateway: String,
+        addresses: Vec<(String, String)>,
+    },
     /// `testDistribution` of httproute-weight.go: 500 requests, each backend within ±5 points.
     Weights {
         gateway: String,
@@ -240,6 +273,7 @@ pub fn split_name(s: &str) -> (String, String) {
 pub fn load(path: &std::path::Path) -> anyhow::Result<Vec<TestSpec>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let text = crate::cluster::fill_templates(&text);
     // Through JSON values so that steps can be written as `- kind: {...}` maps.
     let value: serde_json::Value = serde_norway::from_str(&text)
         .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;

@@ -434,29 +434,195 @@ fn http_then_https_across_gateways_on_one_port_rejects_the_newer() {
     assert!(out.snapshot.socket(None, 80).is_some_and(|s| !s.tls));
 }
 
-#[test]
-fn spec_addresses_unsupported_type_and_unusable_ip() {
-    let base = gateway("gw", "  - {name: http, port: 80, protocol: HTTP}");
-    let with = |addr: &str| {
-        base.replace(
-            "  gatewayClassName: weir",
-            &format!("  gatewayClassName: weir\n  addresses: [{addr}]"),
-        )
-    };
-    let out = run_yaml(&with("{type: Hostname, value: gw.example}"));
-    let s = status(&out, Kind::Gateway, "default", "gw");
-    assert_eq!(cond(s, "", "Accepted"), is("False", "UnsupportedAddress"));
-    assert!(out.snapshot.sockets.is_empty());
+/// A Gateway with `spec.addresses` set to `addrs` (a YAML flow list body) and `listeners`.
+fn gateway_with_addresses(name: &str, addrs: &str, listeners: &str) -> String {
+    gateway(name, listeners).replace(
+        "  gatewayClassName: weir",
+        &format!("  gatewayClassName: weir\n  addresses: [{addrs}]"),
+    )
+}
 
-    let out = run_yaml(&with("{type: IPAddress, value: 10.9.9.9}"));
+fn status_addresses(s: &ObjectStatus) -> Vec<(String, String)> {
+    s.status["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap_or_default().to_string(),
+                a["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn ip(s: &str) -> Option<std::net::IpAddr> {
+    Some(s.parse().expect("ip"))
+}
+
+const HTTP_80: &str = "  - {name: http, port: 80, protocol: HTTP}";
+
+/// gateway-static-addresses.go, first step: an address type we do not support makes the
+/// Gateway not accepted, whatever the other addresses are; nothing is served.
+#[test]
+fn spec_address_of_unsupported_type_is_not_accepted() {
+    for kind in ["test/fake-invalid-type", "Hostname", "NamedAddress"] {
+        let yaml = gateway_with_addresses(
+            "gw",
+            &format!("{{type: {kind}, value: x.example}}, {{value: 127.0.0.2}}"),
+            HTTP_80,
+        );
+        let out = run_yaml(&yaml);
+        let s = status(&out, Kind::Gateway, "default", "gw");
+        assert_eq!(
+            cond(s, "", "Accepted"),
+            is("False", "UnsupportedAddress"),
+            "{kind}"
+        );
+        assert_eq!(cond(s, "", "Programmed"), is("False", "Invalid"), "{kind}");
+        assert!(out.snapshot.sockets.is_empty(), "{kind}");
+    }
+}
+
+/// gateway-static-addresses.go, second step: accepted, but an address that is not one of
+/// this host's is AddressNotUsable and the Gateway is not programmed; status lists only the
+/// usable address.
+#[test]
+fn spec_address_not_of_this_host_is_not_usable() {
+    for bad in ["203.0.113.77", "not-an-ip"] {
+        let yaml = gateway_with_addresses(
+            "gw",
+            &format!("{{type: IPAddress, value: {bad}}}, {{value: 127.0.0.2}}"),
+            HTTP_80,
+        );
+        let out = run_yaml(&yaml);
+        let s = status(&out, Kind::Gateway, "default", "gw");
+        assert_eq!(cond(s, "", "Accepted"), is("True", "Accepted"), "{bad}");
+        assert_eq!(
+            cond(s, "", "Programmed"),
+            is("False", "AddressNotUsable"),
+            "{bad}"
+        );
+        assert_eq!(
+            status_addresses(s),
+            [("IPAddress".to_string(), "127.0.0.2".to_string())],
+            "{bad}"
+        );
+        assert!(out.snapshot.sockets.is_empty(), "{bad}");
+        assert!(!s.problems().is_empty());
+    }
+}
+
+/// gateway-static-addresses.go, last step: a usable static address is where the listeners
+/// are bound, and the only address in status.
+#[test]
+fn spec_address_of_this_host_gets_its_own_sockets() {
+    let yaml = gateway_with_addresses("gw", "{type: IPAddress, value: 127.0.0.2}", HTTP_80);
+    let out = run_yaml(&yaml);
     let s = status(&out, Kind::Gateway, "default", "gw");
     assert_eq!(cond(s, "", "Accepted"), is("True", "Accepted"));
-    assert_eq!(cond(s, "", "Programmed"), is("False", "AddressNotUsable"));
-    assert!(out.snapshot.sockets.is_empty());
-
-    let out = run_yaml(&with("{value: 127.0.0.1}"));
-    let s = status(&out, Kind::Gateway, "default", "gw");
     assert_eq!(cond(s, "", "Programmed"), is("True", "Programmed"));
+    assert_eq!(
+        status_addresses(s),
+        [("IPAddress".to_string(), "127.0.0.2".to_string())]
+    );
+    let addresses: Vec<_> = out
+        .snapshot
+        .sockets
+        .iter()
+        .map(|s| (s.address, s.port))
+        .collect();
+    assert_eq!(addresses, [(ip("127.0.0.2"), 80)]);
+}
+
+/// An IPAddress equal to the bind address shares the default socket; one without value
+/// (gateway-optional-address-value.go) is given the bind address.
+#[test]
+fn spec_address_served_already_or_empty_uses_the_bind_address() {
+    for (addrs, reported) in [
+        ("{value: 127.0.0.1}", "127.0.0.1"),
+        ("{type: IPAddress}", "127.0.0.1"),
+    ] {
+        let out = run_yaml(&gateway_with_addresses("gw", addrs, HTTP_80));
+        let s = status(&out, Kind::Gateway, "default", "gw");
+        assert_eq!(
+            cond(s, "", "Programmed"),
+            is("True", "Programmed"),
+            "{addrs}"
+        );
+        assert_eq!(
+            status_addresses(s),
+            [("IPAddress".to_string(), reported.to_string())],
+            "{addrs}"
+        );
+        let addresses: Vec<_> = out
+            .snapshot
+            .sockets
+            .iter()
+            .map(|s| (s.address, s.port))
+            .collect();
+        assert_eq!(addresses, [(None, 80)], "{addrs}");
+    }
+    // Both: the listeners are bound on each.
+    let out = run_yaml(&gateway_with_addresses(
+        "gw",
+        "{type: IPAddress}, {value: '::1'}",
+        HTTP_80,
+    ));
+    let addresses: Vec<_> = out
+        .snapshot
+        .sockets
+        .iter()
+        .map(|s| (s.address, s.port))
+        .collect();
+    assert_eq!(addresses, [(None, 80), (ip("::1"), 80)]);
+    let s = status(&out, Kind::Gateway, "default", "gw");
+    assert_eq!(status_addresses(s).len(), 2);
+}
+
+/// Gateways on different addresses do not share sockets: the same port may be HTTP on one
+/// and HTTPS on the other, and each Gateway's listeners see only their own hosts.
+#[test]
+fn gateways_on_different_addresses_do_not_clash() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        gateway("gw1", HTTP_80),
+        gateway_with_addresses(
+            "gw2",
+            "{value: 127.0.0.2}",
+            "  - {name: https, port: 80, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}",
+        ),
+    );
+    let mut store = store_with_class(&yaml);
+    add_tls_secret(&mut store, "default", "cert", &["x.example"]);
+    let out = run(&store);
+    let s = status(&out, Kind::Gateway, "default", "gw2");
+    assert_eq!(
+        cond(s, "listener https", "Accepted"),
+        is("True", "Accepted")
+    );
+    assert!(out.snapshot.socket(None, 80).is_some_and(|s| !s.tls));
+    let own = out
+        .snapshot
+        .socket(ip("127.0.0.2"), 80)
+        .expect("own socket");
+    assert!(own.tls);
+    assert_eq!(own.listeners.len(), 1);
+    assert_eq!(&*own.listeners[0].gateway, "default/gw2");
+}
+
+#[test]
+fn address_errors_know_their_reasons() {
+    use crate::TranslateError as E;
+    assert_eq!(
+        E::UnsupportedAddress("Hostname".into()).reason(),
+        "UnsupportedAddress"
+    );
+    assert_eq!(
+        E::AddressNotUsable("10.0.0.1".into()).reason(),
+        "AddressNotUsable"
+    );
+    assert_eq!(E::InvalidIpAddress("x".into()).reason(), "AddressNotUsable");
 }
 
 #[test]
@@ -502,6 +668,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
         controller_name: CONTROLLER,
         now: later.clone(),
         gateway_addresses: &addresses,
+        address_usable: &crate::tests::host_address,
     });
     crate::preserve_transition_times(&old.statuses, &mut next.statuses);
     assert_eq!(old.statuses, next.statuses);
@@ -513,6 +680,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
         controller_name: CONTROLLER,
         now: later,
         gateway_addresses: &addresses,
+        address_usable: &crate::tests::host_address,
     });
     crate::preserve_transition_times(&old.statuses, &mut next.statuses);
     let s = status(&next, Kind::Gateway, "default", "gw");
