@@ -114,6 +114,27 @@ for f in "$OUT"/*.yaml; do
   echo "ok   $(basename "$f"): $n objects"
 done
 
+step "the weir binary accepts the container args the chart renders"
+WEIR=${WEIR_BIN:-target/debug/weir}
+if [ -x "$WEIR" ]; then
+  for f in "$OUT"/*.yaml; do
+    python3 - "$f" <<'PY' | while IFS= read -r -d '' line; do
+import json, sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") in ("Deployment", "DaemonSet"):
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            sys.stdout.write(json.dumps(c.get("args", [])) + "\0")
+PY
+      mapfile -t args < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$line")
+      # clap validates every flag and value before --help prints and exits 0.
+      "$WEIR" "${args[@]}" --help >/dev/null || die "weir rejects the args rendered in $(basename "$f"): ${args[*]}"
+      echo "ok   $(basename "$f"): weir ${args[*]}"
+    done
+  done
+else
+  die "$WEIR not built: run cargo build --bins first (make test does)"
+fi
+
 step "hadolint docker/Dockerfile"
 "$HADOLINT" docker/Dockerfile
 echo "ok   docker/Dockerfile"

@@ -3,6 +3,7 @@
 //! whole app in-process.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -25,6 +26,9 @@ pub struct App {
     proxy: Arc<Proxy>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Kubernetes mode: the leader-election task, awaited on shutdown so the Lease is
+    /// released and the next replica takes over at once.
+    election: Option<JoinHandle<()>>,
 }
 
 impl App {
@@ -39,6 +43,14 @@ impl App {
         self.shared.ready.store(false, Ordering::Release);
         self.proxy.shutdown().await;
         let _ = self.stop.send(true);
+        if let Some(election) = self.election {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), election)
+                .await
+                .is_err()
+            {
+                tracing::warn!("could not release the leader Lease within 5s; it will expire");
+            }
+        }
         for task in self.tasks {
             task.abort();
         }
@@ -48,11 +60,6 @@ impl App {
 /// Start Weir; returns once the admin server is bound and the source is running (the first
 /// snapshot follows shortly: watch `/readyz`).
 pub async fn start(args: RunArgs) -> anyhow::Result<App> {
-    let Some(dir) = args.config_dir.clone() else {
-        anyhow::bail!(
-            "no --config-dir given: Kubernetes mode is not available in this build yet; run `weir run --config-dir DIR` to serve the manifests in DIR"
-        );
-    };
     let registry = Registry::new();
     let metrics = ControlMetrics::register(&registry).context("registering metrics")?;
     let shared = Shared::new();
@@ -77,38 +84,38 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
         admin,
         shared.clone(),
         registry.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ))];
     tracing::info!(addr = %admin_addr, "admin server listening");
 
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "--config-dir {}: not a directory (create it, or point at the folder holding your manifests)",
-            dir.display()
-        );
-    }
-    let (store_tx, store_rx) = watch::channel(Arc::new(Store::default()));
-    let source = FileSource::new(dir.clone(), Box::new(now));
-    let debounce = args.debounce;
-    tasks.push(tokio::spawn(async move {
-        if let Err(err) = source.watch(debounce, store_tx).await {
-            tracing::error!(error = %err, "file source stopped; serving the last good snapshot");
+    let (inputs, translator, election) = match &args.config_dir {
+        Some(dir) => {
+            let (inputs, source_task) = file_mode(dir, &args)?;
+            tasks.push(source_task);
+            let translator = Translator {
+                controller_name: args.gateway_class_controller.clone(),
+                address_usable: control::address_of_this_host,
+            };
+            (inputs, translator, None)
         }
-    }));
-    tracing::info!(dir = %dir.display(), "file mode: watching manifests");
-
-    let (_addresses_tx, addresses) = watch::channel(vec![(
-        "IPAddress".to_string(),
-        args.bind.to_string(),
-    )]);
-    let translator = Translator {
-        controller_name: args.gateway_class_controller.clone(),
+        None => {
+            let kube = crate::kube_mode::start(&args, shared.clone(), stop_rx, &registry).await?;
+            tasks.extend(kube.tasks);
+            let translator = Translator {
+                controller_name: args.gateway_class_controller.clone(),
+                // Addresses belong to the LoadBalancer, not to this pod: a static address is
+                // usable only when it is one the Service got (see Input.gateway_addresses).
+                address_usable: |_| false,
+            };
+            let inputs = control::Inputs {
+                stores: kube.stores,
+                addresses: kube.addresses,
+            };
+            (inputs, translator, Some(kube.election))
+        }
     };
     tasks.push(tokio::spawn(control::run(
-        control::Inputs {
-            stores: store_rx,
-            addresses,
-        },
+        inputs,
         translator,
         shared.clone(),
         proxy.clone(),
@@ -121,7 +128,30 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
         proxy,
         stop,
         tasks,
+        election,
     })
+}
+
+/// File mode: watch `dir`; Gateways report the bind address.
+fn file_mode(dir: &Path, args: &RunArgs) -> anyhow::Result<(control::Inputs, JoinHandle<()>)> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--config-dir {}: not a directory (create it, or point at the folder holding your manifests)",
+            dir.display()
+        );
+    }
+    let (store_tx, stores) = watch::channel(Arc::new(Store::default()));
+    let source = FileSource::new(dir.to_path_buf(), Box::new(now));
+    let debounce = args.debounce;
+    let task = tokio::spawn(async move {
+        if let Err(err) = source.watch(debounce, store_tx).await {
+            tracing::error!(error = %err, "file source stopped; serving the last good snapshot");
+        }
+    });
+    tracing::info!(dir = %dir.display(), "file mode: watching manifests");
+    // Static: the sender may go, the control loop keeps the value.
+    let (_, addresses) = watch::channel(vec![("IPAddress".to_string(), args.bind.to_string())]);
+    Ok((control::Inputs { stores, addresses }, task))
 }
 
 fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
@@ -130,11 +160,7 @@ fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 
 /// Run until SIGTERM or SIGINT, then shut down gracefully.
 pub fn run_until_signal(args: RunArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("weir")
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime(args.worker_threads).context("starting the async runtime")?;
     runtime.block_on(async move {
         let app = start(args).await?;
         wait_for_signal().await?;
@@ -143,6 +169,23 @@ pub fn run_until_signal(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The async runtime: `--worker-threads 1` gets a current-thread runtime (every task on the
+/// main thread: no work stealing or cross-thread wake-ups, the cheapest per request on one
+/// core); otherwise a multi-threaded one with N workers (default: one per core).
+/// Translation runs on the blocking pool either way, off the threads serving requests.
+fn runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(n));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().thread_name("weir").build()
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

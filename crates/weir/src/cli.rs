@@ -21,6 +21,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve traffic for the Gateways of our GatewayClass.
     Run(RunArgs),
@@ -65,6 +67,38 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
 
+    /// Async worker threads serving connections and the control loop. Default: one per CPU
+    /// core the process may run on. `1` runs everything on one thread (a current-thread
+    /// runtime: no work stealing, no cross-thread wake-ups), the cheapest per request when
+    /// the process is pinned to one core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
+    /// Kubernetes mode: kubeconfig file to use outside a cluster (default: in-cluster
+    /// config, else $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubernetes mode: the LoadBalancer Service (NAMESPACE/NAME) whose
+    /// status.loadBalancer.ingress is reported as the Gateways' addresses. Without it, the
+    /// pod IP ($POD_IP) is reported.
+    #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
+    pub gateway_service: Option<(String, String)>,
+
+    /// Kubernetes mode: namespace of the leader-election Lease (default: $POD_NAMESPACE, else
+    /// "default").
+    #[arg(long, value_name = "NS")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Kubernetes mode: name of the leader-election Lease. Only the holder writes status.
+    #[arg(long, value_name = "NAME", default_value = "weir-leader")]
+    pub leader_election_id: String,
+
+    /// Kubernetes mode: how long a Lease holds without renewal before another replica may
+    /// take over.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
     /// Log format: json (structured, one object per line) or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -89,6 +123,16 @@ pub struct CheckArgs {
 pub enum LogFormat {
     Json,
     Text,
+}
+
+/// Parse `namespace/name`.
+pub fn parse_namespaced(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
 }
 
 /// Parse `250ms`, `5s`, `2m`, or a bare number of seconds.
@@ -125,6 +169,17 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn namespaced_names() {
+        assert_eq!(
+            parse_namespaced("weir-system/weir"),
+            Ok(("weir-system".to_string(), "weir".to_string()))
+        );
+        assert!(parse_namespaced("weir").is_err());
+        assert!(parse_namespaced("/weir").is_err());
+        assert!(parse_namespaced("a/b/c").is_err());
     }
 
     #[test]

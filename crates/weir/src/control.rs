@@ -68,6 +68,9 @@ impl Shared {
 #[derive(Clone)]
 pub struct Translator {
     pub controller_name: String,
+    /// Whether a Gateway's static IPAddress can be served here (see
+    /// `weir_translate::Input::address_usable`).
+    pub address_usable: fn(std::net::IpAddr) -> bool,
 }
 
 /// What the control loop rebuilds from: the latest store from the source, and the addresses
@@ -95,7 +98,7 @@ impl Translator {
             controller_name: &self.controller_name,
             now: Time(k8s_openapi::jiff::Timestamp::now()),
             gateway_addresses: addresses,
-            address_usable: &address_of_this_host,
+            address_usable: &self.address_usable,
         });
         let mut statuses = output.statuses;
         preserve_transition_times(previous, &mut statuses);
@@ -171,7 +174,9 @@ pub async fn run(
         snapshot.generation = generation;
         let sockets = snapshot.sockets.len();
         shared.snapshot.store(Arc::new(snapshot));
-        shared.status.store(Arc::new(StatusView::new(built.statuses)));
+        shared
+            .status
+            .store(Arc::new(StatusView::new(built.statuses)));
         shared.status_changed.send_replace(generation);
         metrics.snapshot_generation.set(generation as i64);
         metrics.objects.set(store.len() as i64);

@@ -11,5 +11,6 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod control;
+pub mod kube_mode;
 pub mod logging;
 pub mod metrics;

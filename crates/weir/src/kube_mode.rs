@@ -1,0 +1,176 @@
+//! Kubernetes mode wiring: the kube source feeding the store, Gateway addresses from a
+//! Service or the pod IP, leader election, and the status writer that only the leader runs.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use weir_sources::kube::{
+    connect, watch_service_addresses, KubeSource, LeaderElection, StatusUpdate, StatusWriter,
+};
+use weir_store::Store;
+
+use crate::cli::RunArgs;
+use crate::control::Shared;
+
+/// The channels the control loop reads in Kubernetes mode, and the tasks behind them.
+pub struct KubeInputs {
+    pub stores: watch::Receiver<Arc<Store>>,
+    pub addresses: watch::Receiver<Vec<(String, String)>>,
+    /// Background tasks; aborted on shutdown.
+    pub tasks: Vec<JoinHandle<()>>,
+    /// The leader-election task: on shutdown it releases the Lease, so it is awaited.
+    pub election: JoinHandle<()>,
+}
+
+/// Connect to the cluster and start the source, the address watch, leader election and the
+/// status writer. `stop` turning true releases the Lease.
+pub async fn start(
+    args: &RunArgs,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<KubeInputs> {
+    let metrics = StatusMetrics::register(registry).context("registering metrics")?;
+    let client = connect(args.kubeconfig.as_deref())
+        .await
+        .context("connecting to the Kubernetes API (use --config-dir for file mode)")?;
+    let mut tasks = Vec::new();
+
+    let (store_tx, stores) = watch::channel(Arc::new(Store::default()));
+    let source = KubeSource::new(client.clone());
+    let debounce = args.debounce;
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = source.run(debounce, store_tx).await {
+            tracing::error!(error = %err, "Kubernetes source stopped; serving the last good snapshot");
+        }
+    }));
+
+    let (addresses_tx, addresses) = watch::channel(pod_addresses());
+    match args.gateway_service.clone() {
+        Some((namespace, name)) => tasks.push(tokio::spawn(watch_service_addresses(
+            client.clone(),
+            namespace,
+            name,
+            addresses_tx,
+        ))),
+        // No Service to follow: the pod IP stays the address (the sender may go).
+        None => drop(addresses_tx),
+    }
+
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| env("POD_NAMESPACE"))
+        .unwrap_or_else(|| "default".to_string());
+    let identity = identity();
+    tracing::info!(%namespace, lease = %args.leader_election_id, %identity, "leader election");
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let election = LeaderElection::new(
+        client.clone(),
+        namespace,
+        args.leader_election_id.clone(),
+        identity,
+        args.lease_duration,
+    );
+    let mut stop_election = stop;
+    let election = tokio::spawn(election.run_until(leader_tx, async move {
+        let _ = stop_election.wait_for(|s| *s).await;
+    }));
+    tasks.push(tokio::spawn(write_status(
+        StatusWriter::new(client, args.gateway_class_controller.clone()),
+        shared,
+        leader_rx,
+        metrics,
+    )));
+    Ok(KubeInputs {
+        stores,
+        addresses,
+        tasks,
+        election,
+    })
+}
+
+/// While we lead, write every new set of statuses (the writer patches only what changed).
+async fn write_status(
+    mut writer: StatusWriter,
+    shared: Arc<Shared>,
+    mut leader: watch::Receiver<bool>,
+    metrics: StatusMetrics,
+) {
+    let mut changed = shared.status_changed.subscribe();
+    let mut was_leading = false;
+    loop {
+        let leading = *leader.borrow_and_update();
+        let generation = *changed.borrow_and_update();
+        if leading && !was_leading {
+            // Another replica may have written since we last looked: read before writing.
+            writer.forget();
+            tracing::info!("became leader: writing status");
+        }
+        was_leading = leading;
+        metrics.leader.set(i64::from(leading));
+        if leading && generation > 0 {
+            let view = shared.status.load_full();
+            let updates: Vec<StatusUpdate> = view
+                .statuses
+                .iter()
+                .map(|s| StatusUpdate {
+                    kind: s.kind,
+                    key: s.key.clone(),
+                    status: s.status.clone(),
+                })
+                .collect();
+            let patched = writer.write(&updates).await;
+            metrics.patches.inc_by(patched as u64);
+            tracing::debug!(patched, generation, "status written");
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Leadership and status writes, so operators (and tests) see which replica writes.
+#[derive(Clone)]
+struct StatusMetrics {
+    leader: prometheus::IntGauge,
+    patches: prometheus::IntCounter,
+}
+
+impl StatusMetrics {
+    fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let leader = prometheus::IntGauge::new(
+            "weir_leader",
+            "1 while this replica holds the leader Lease and writes status, else 0.",
+        )?;
+        let patches = prometheus::IntCounter::new(
+            "weir_status_patches_total",
+            "Status subresource patches this replica sent (only the leader sends any).",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(patches.clone()))?;
+        Ok(Self { leader, patches })
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}
+
+/// This replica's address, from the downward API's $POD_IP.
+fn pod_addresses() -> Vec<(String, String)> {
+    env("POD_IP")
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .map(|ip| vec![("IPAddress".to_string(), ip)])
+        .unwrap_or_default()
+}
+
+/// Lease holder identity: $POD_NAME, else $HOSTNAME, else weir-<pid>.
+fn identity() -> String {
+    env("POD_NAME")
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| format!("weir-{}", std::process::id()))
+}
