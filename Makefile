@@ -40,5 +40,10 @@ conformance:
 chart-test:
 	charts/tests/run.sh
 
+## Side-by-side benchmark: Weir vs nginx vs HAProxy on loopback (installs wrk, h2load, nginx,
+## haproxy from Debian if missing). BENCH_QUICK=1 for a smoke run; see bench/README.md.
+bench:
+	CARGO=$(CARGO) ./bench/run.sh
+
 clean:
 	$(CARGO) clean

@@ -21,6 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use weir_snapshot::Snapshot;
 
 use crate::error::BindError;
+use crate::metrics::MetricsCache;
 use crate::request::{self, ConnCtx};
 use crate::{tls, Shared};
 
@@ -279,6 +280,8 @@ async fn serve_connection(
         key: socket.key,
         peer,
         tls,
+        client_ip: crate::upstream::client_ip_value(peer.ip()),
+        metrics_cache: MetricsCache::default(),
     });
     if tls {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {

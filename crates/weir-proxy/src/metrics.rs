@@ -2,11 +2,13 @@
 //! values come precomputed from the snapshot (`Listener::gateway`, `RouteRef::route`,
 //! `Upstream::name`); unrouted requests use "".
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::StatusCode;
 use prometheus::{
-    histogram_opts, opts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    histogram_opts, opts, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Registry,
 };
 
 pub(crate) struct Metrics {
@@ -88,21 +90,46 @@ impl Metrics {
 
     pub(crate) fn record_request(
         &self,
+        cache: &MetricsCache,
         labels: &RequestLabels<'_>,
         status: StatusCode,
         elapsed: Duration,
     ) {
-        self.requests
-            .with_label_values(&[
+        let seconds = elapsed.as_secs_f64();
+        // Uncontended on HTTP/1.1; concurrent HTTP/2 streams that find it busy go the slow
+        // way rather than wait.
+        let Ok(mut slot) = cache.0.try_lock() else {
+            self.series(labels, status).record(seconds);
+            return;
+        };
+        match slot.as_ref() {
+            Some(cached) if cached.is_for(labels, status) => cached.series.record(seconds),
+            _ => {
+                let series = self.series(labels, status);
+                series.record(seconds);
+                *slot = Some(CachedSeries {
+                    gateway: labels.gateway.into(),
+                    route: labels.route.into(),
+                    backend: labels.backend.into(),
+                    status,
+                    series,
+                });
+            }
+        }
+    }
+
+    fn series(&self, labels: &RequestLabels<'_>, status: StatusCode) -> Series {
+        Series {
+            requests: self.requests.with_label_values(&[
                 labels.gateway,
                 labels.route,
                 labels.backend,
                 status.as_str(),
-            ])
-            .inc();
-        self.duration
-            .with_label_values(&[labels.gateway, labels.route])
-            .observe(elapsed.as_secs_f64());
+            ]),
+            duration: self
+                .duration
+                .with_label_values(&[labels.gateway, labels.route]),
+        }
     }
 
     pub(crate) fn record_error(&self, reason: &str) {
@@ -120,6 +147,40 @@ impl Metrics {
                 .with_label_values(&[if tls { "https" } else { "http" }]);
         gauge.inc();
         ConnectionGuard(gauge)
+    }
+}
+
+/// One connection's last-used request series (see [`Metrics::record_request`]).
+#[derive(Default)]
+pub(crate) struct MetricsCache(Mutex<Option<CachedSeries>>);
+
+struct CachedSeries {
+    gateway: Box<str>,
+    route: Box<str>,
+    backend: Box<str>,
+    status: StatusCode,
+    series: Series,
+}
+
+impl CachedSeries {
+    fn is_for(&self, labels: &RequestLabels<'_>, status: StatusCode) -> bool {
+        self.status == status
+            && *self.route == *labels.route
+            && *self.backend == *labels.backend
+            && *self.gateway == *labels.gateway
+    }
+}
+
+/// The counter and histogram of one label set.
+struct Series {
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+impl Series {
+    fn record(&self, seconds: f64) {
+        self.requests.inc();
+        self.duration.observe(seconds);
     }
 }
 

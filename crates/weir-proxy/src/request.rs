@@ -30,7 +30,7 @@ use weir_snapshot::{
 use crate::error::{Fault, ProxyError};
 use crate::filter::{self, RedirectBase};
 use crate::listener::SocketKey;
-use crate::metrics::RequestLabels;
+use crate::metrics::{MetricsCache, RequestLabels};
 use crate::{upstream, Shared};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +54,12 @@ pub(crate) struct ConnCtx {
     pub(crate) key: SocketKey,
     pub(crate) peer: std::net::SocketAddr,
     pub(crate) tls: bool,
+    /// The peer's IP as the X-Forwarded-For value, formatted once per connection.
+    pub(crate) client_ip: HeaderValue,
+    /// The metric series this connection's last request was counted in: consecutive
+    /// requests on one connection mostly hit the same route, and reusing the series skips
+    /// the label hashing and the registry lock.
+    pub(crate) metrics_cache: MetricsCache,
 }
 
 impl ConnCtx {
@@ -166,7 +172,13 @@ async fn handle_action(
         return Ok(answer);
     }
 
-    let backend = pick_backend(action, rand::random::<u64>())?;
+    // One backend (the common case) needs no random number.
+    let roll = if action.backends.len() > 1 {
+        rand::random::<u64>()
+    } else {
+        0
+    };
+    let backend = pick_backend(action, roll)?;
     let upstream = match &backend.target {
         BackendTarget::Upstream(upstream) => upstream,
         BackendTarget::Invalid(reason) => return Err(ProxyError::InvalidBackend(reason.clone())),
@@ -183,7 +195,7 @@ async fn handle_action(
         upstream,
         parts,
         body,
-        conn.peer.ip(),
+        &conn.client_ip,
         conn.tls,
         action.timeouts.backend_request,
     )
@@ -298,7 +310,9 @@ fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duratio
         route: log.route.as_deref().unwrap_or(""),
         backend: log.backend.as_deref().unwrap_or(""),
     };
-    conn.shared.metrics.record_request(&labels, status, elapsed);
+    conn.shared
+        .metrics
+        .record_request(&conn.metrics_cache, &labels, status, elapsed);
     tracing::debug!(
         method = %log.method,
         host = %log.host,

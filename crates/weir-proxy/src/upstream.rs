@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -65,7 +66,7 @@ pub(crate) async fn forward(
     upstream: &Upstream,
     mut parts: http::request::Parts,
     body: Incoming,
-    client_ip: IpAddr,
+    client_ip: &HeaderValue,
     tls: bool,
     attempt_timeout: Option<Duration>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -85,16 +86,23 @@ pub(crate) async fn forward(
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, client_ip, tls);
 
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let body = UpstreamBody::new(body);
     let mut headers = Some(parts.headers);
     let mut last_connect_error = None;
-    for (attempt, endpoint) in upstream.pick_with_fallbacks().enumerate() {
-        let uri = Uri::try_from(format!("http://{}{}", endpoint.addr, path)).map_err(|err| {
-            ProxyError::InvalidFilterResult {
-                what: "upstream URI",
-                value: err.to_string(),
-            }
+    for (attempt, (endpoint, authority)) in upstream.attempts().enumerate() {
+        // Built from parts: the authority was formatted when the snapshot was built.
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(Scheme::HTTP);
+        uri_parts.authority = Some(authority.clone());
+        uri_parts.path_and_query = Some(path.clone());
+        let uri = Uri::from_parts(uri_parts).map_err(|err| ProxyError::InvalidFilterResult {
+            what: "upstream URI",
+            value: err.to_string(),
         })?;
         let attempt_headers = if attempt + 1 >= attempts {
             headers.take().unwrap_or_default()
@@ -213,13 +221,29 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Proxy-Connection, Transfer-Encoding, Upgrade and TE (but `TE: trailers` is kept). With
 /// `upgrade`, `Connection: upgrade` and that `Upgrade` are kept for the next hop.
 pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    // Fast path, the common case: one pass over the (few) names finds no hop-by-hop header,
+    // instead of a hash lookup per hop-by-hop name.
+    if upgrade.is_none() && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let te_trailers = headers
         .get_all(TE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    if headers.contains_key(CONNECTION) {
+    // `Connection: keep-alive` / `close` (what most peers send) names no header to strip
+    // beyond the fixed list below: skip collecting the names it lists.
+    let names_other_headers = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            !(t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"))
+        });
+    if names_other_headers {
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
@@ -232,9 +256,9 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: Option<&HeaderVa
         for name in listed {
             headers.remove(name);
         }
-        headers.remove(CONNECTION);
     }
     for name in [
+        &CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &TRANSFER_ENCODING,
@@ -252,29 +276,47 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: Option<&HeaderVa
     }
 }
 
+/// The X-Forwarded-For value for a client address (IPv4-mapped IPv6 shown as IPv4). Computed
+/// once per connection, not per request.
+pub(crate) fn client_ip_value(client_ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(client_ip.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Append the client IP to X-Forwarded-For and set X-Forwarded-Proto.
-pub(crate) fn forwarded_headers(headers: &mut HeaderMap, client_ip: IpAddr, tls: bool) {
-    let ip = client_ip.to_canonical().to_string();
-    let mut combined = String::new();
+pub(crate) fn forwarded_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, tls: bool) {
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    // Fast path, the common case: no X-Forwarded-For from the client yet.
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+        return;
+    }
+    let mut combined = Vec::new();
     for value in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(value) = value.to_str() {
-            combined.push_str(value);
-            combined.push_str(", ");
+        if value.to_str().is_ok() {
+            combined.extend_from_slice(value.as_bytes());
+            combined.extend_from_slice(b", ");
         }
     }
-    combined.push_str(&ip);
-    match HeaderValue::try_from(combined) {
+    combined.extend_from_slice(client_ip.as_bytes());
+    match HeaderValue::from_maybe_shared(Bytes::from(combined)) {
         Ok(value) => {
             headers.insert(X_FORWARDED_FOR.clone(), value);
         }
         Err(_) => {
-            if let Ok(value) = HeaderValue::try_from(ip) {
-                headers.append(X_FORWARDED_FOR.clone(), value);
-            }
+            headers.append(X_FORWARDED_FOR.clone(), client_ip.clone());
         }
     }
-    let proto = if tls { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 }
 
 /// The downstream request body, handed to successive attempts: an attempt that fails to

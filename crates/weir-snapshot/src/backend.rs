@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use http::uri::Authority;
+
 use crate::filter::Filter;
 
 /// One weighted backendRef of a rule.
@@ -43,6 +45,9 @@ pub struct Upstream {
     pub protocol: AppProtocol,
     /// Ready endpoints (address and target port).
     pub endpoints: Arc<[Endpoint]>,
+    /// `endpoints[i]` as a URI authority (`ip:port`), formatted once here instead of per
+    /// request.
+    authorities: Arc<[Authority]>,
     /// Round-robin cursor. Shared by all requests on this snapshot.
     next: AtomicUsize,
 }
@@ -54,10 +59,19 @@ pub struct Endpoint {
 
 impl Upstream {
     pub fn new(name: impl Into<Arc<str>>, protocol: AppProtocol, endpoints: Vec<Endpoint>) -> Self {
+        let authorities = endpoints
+            .iter()
+            .map(|e| {
+                // An `ip:port` is always a valid authority; the fallback is never taken.
+                Authority::try_from(e.addr.to_string())
+                    .unwrap_or_else(|_| Authority::from_static("invalid"))
+            })
+            .collect();
         Self {
             name: name.into(),
             protocol,
             endpoints: endpoints.into(),
+            authorities,
             next: AtomicUsize::new(0),
         }
     }
@@ -82,6 +96,21 @@ impl Upstream {
         };
         (0..n).filter_map(move |k| self.endpoints.get((start + k) % n).copied())
     }
+
+    /// Like [`Upstream::pick_with_fallbacks`], with each endpoint's precomputed URI
+    /// authority.
+    pub fn attempts(&self) -> impl Iterator<Item = (Endpoint, &Authority)> + '_ {
+        let n = self.endpoints.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        (0..n).filter_map(move |k| {
+            let i = (start + k) % n;
+            Some((*self.endpoints.get(i)?, self.authorities.get(i)?))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +133,10 @@ mod tests {
         let order: Vec<u16> = u.pick_with_fallbacks().map(|e| e.addr.port()).collect();
         assert_eq!(order.len(), 2);
         assert_ne!(order[0], order[1]);
+        let attempts: Vec<String> = u.attempts().map(|(_, a)| a.to_string()).collect();
+        assert_eq!(attempts.len(), 2);
+        assert_ne!(attempts[0], attempts[1]);
+        assert!(attempts.iter().all(|a| a.starts_with("127.0.0.1:")));
         assert!(Upstream::new("x", AppProtocol::Http1, vec![])
             .pick()
             .is_none());

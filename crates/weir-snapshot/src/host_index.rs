@@ -125,12 +125,15 @@ impl<T> HostIndex<T> {
     ) -> impl Iterator<Item = &'a [T]> + use<'a, 'h, T> {
         // Suffixes starting at each '.', left to right = longest first. Skip suffixes with
         // more labels than any wildcard key has.
-        let dots = host.matches('.').count();
-        let skip = dots.saturating_sub(self.max_wildcard_labels);
-        let empty = self.wildcard.is_empty();
-        host.match_indices('.')
+        // No wildcard keys (the common case for route indexes): scan nothing.
+        let scanned = if self.wildcard.is_empty() { "" } else { host };
+        let skip = scanned
+            .matches('.')
+            .count()
+            .saturating_sub(self.max_wildcard_labels);
+        scanned
+            .match_indices('.')
             .skip(skip)
-            .filter(move |_| !empty)
             .filter_map(move |(i, _)| {
                 // A wildcard never matches the bare suffix: there must be a label before it.
                 if i == 0 {

@@ -47,14 +47,18 @@ fn forwarded_for_appends_client_ip() {
         ("x-forwarded-for", "1.1.1.1"),
         ("x-forwarded-for", "2.2.2.2"),
     ]);
-    forwarded_headers(&mut h, "10.0.0.1".parse().unwrap(), true);
+    forwarded_headers(&mut h, &client_ip_value("10.0.0.1".parse().unwrap()), true);
     assert_eq!(
         h.get(&X_FORWARDED_FOR).unwrap(),
         "1.1.1.1, 2.2.2.2, 10.0.0.1"
     );
     assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "https");
     let mut h = HeaderMap::new();
-    forwarded_headers(&mut h, "::ffff:10.0.0.2".parse().unwrap(), false);
+    forwarded_headers(
+        &mut h,
+        &client_ip_value("::ffff:10.0.0.2".parse().unwrap()),
+        false,
+    );
     assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.2");
     assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "http");
 }

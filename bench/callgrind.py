@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request, from callgrind: stable on a noisy machine, so use it to
+compare builds (`make bench` numbers move with whatever else the machine does).
+
+Runs target/release/weir under `valgrind --tool=callgrind` with one worker thread and 10
+routes, sends WARM requests, zeroes the counters, sends N requests over C keep-alive
+connections (HTTP/1.1 by default; --h2 for h2c), dumps, and prints Ir per request plus the
+top functions (inclusive). Usage:
+
+    python3 bench/callgrind.py [-n 20000] [-c 4] [--h2] [--tls]
+
+Needs valgrind and h2load (nghttp2-client). Output files stay in bench/results/tmp/.
+"""
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("-c", type=int, default=4)
+    ap.add_argument("--h2", action="store_true")
+    ap.add_argument("--tls", action="store_true")
+    ap.add_argument("--warm", type=int, default=2000)
+    args = ap.parse_args()
+
+    run.TMP.mkdir(parents=True, exist_ok=True)
+    run.ensure_cert()
+    out = run.TMP / "callgrind.out"
+    for f in glob.glob(str(out) + "*"):
+        os.remove(f)
+    backend = run.start_backend()
+    d = run.weir_config(10)
+    p = run.Proc(
+        "weir-callgrind",
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+         str(run.WEIR), "run", "--config-dir", str(d), "--bind", "127.0.0.1",
+         "--listener-port-offset", str(run.PORTS["weir_offset"]),
+         "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
+         "--worker-threads", "1"],
+        cpu=run.PROXY_CPU,
+    )
+    try:
+        deadline = time.time() + 120
+        while run.http_get(run.PORTS["weir_admin"], "localhost", "/readyz", timeout=5) != 200:
+            if time.time() > deadline or not p.alive():
+                raise RuntimeError(f"weir under valgrind not ready; see {p.log_path}")
+            time.sleep(0.2)
+        port = run.WEIR_HTTPS if args.tls else run.WEIR_HTTP
+        scheme = "https" if args.tls else "http"
+        url = f"{scheme}://127.0.0.1:{port}{run.prefix(9)}/x"
+        proto = [] if args.h2 else ["--h1"]
+        hdr = ["-H", f":authority: {run.host(9)}"]
+
+        def load(n):
+            r = subprocess.run(["h2load", "-n", str(n), "-c", str(args.c), "-m", "1"] + proto
+                               + hdr + [url], capture_output=True, text=True, timeout=600)
+            if f"{n} succeeded" not in r.stdout:
+                raise RuntimeError(r.stdout + r.stderr)
+
+        load(args.warm)
+        subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
+        load(args.n)
+        subprocess.run(["callgrind_control", "-d", "measured", str(p.pid)], check=True,
+                       capture_output=True)
+    finally:
+        p.stop()
+        backend.stop()
+    dumps = sorted(glob.glob(str(out) + "*"), key=os.path.getmtime)
+    measured = [f for f in dumps if f.endswith(".1")] or dumps[:1]
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", measured[0]],
+                         capture_output=True, text=True).stdout
+    total = None
+    for line in ann.splitlines():
+        if "PROGRAM TOTALS" in line:
+            total = int(line.split()[0].replace(",", ""))
+    print(f"file: {measured[0]}")
+    if total:
+        print(f"Ir per request: {total / args.n:,.0f} ({total:,} over {args.n} requests)")
+    print("\n".join(ann.splitlines()[:80]))
+
+
+if __name__ == "__main__":
+    main()
