@@ -1,12 +1,12 @@
 //! The Kubernetes API as a source, and everything Weir writes back to it.
 //!
 //! - [`KubeSource`]: one kube-runtime watcher per kind (GatewayClass, Gateway, HTTPRoute,
-//!   ReferenceGrant, Service, EndpointSlice, Namespace, and Secrets of type
+//!   GRPCRoute, ReferenceGrant, Service, EndpointSlice, Namespace, and Secrets of type
 //!   `kubernetes.io/tls` only, by field selector) feeding one cache; after every kind's first
 //!   complete list it sends a whole [`weir_store::Store`], then one per debounced batch of
-//!   changes. GRPCRoute is not watched: the store has no slot for it yet.
-//! - [`StatusWriter`]: patches the status subresource of GatewayClasses, Gateways and
-//!   HTTPRoutes when (and only when) what Weir computed differs from the cluster, keeping
+//!   changes.
+//! - [`StatusWriter`]: patches the status subresource of GatewayClasses, Gateways,
+//!   HTTPRoutes and GRPCRoutes when (and only when) what Weir computed differs from the cluster, keeping
 //!   condition times and other controllers' route parent entries.
 //! - [`LeaderElection`]: a `coordination.k8s.io/v1` Lease decides which replica writes status.
 //! - [`watch_service_addresses`]: Gateway addresses from a LoadBalancer Service.
@@ -97,12 +97,14 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<::kube::Client, KubeEr
 fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
     use ::kube::api::ApiResource;
     use weir_store::{
-        EndpointSlice, Gateway, GatewayClass, HttpRoute, Namespace, ReferenceGrant, Secret, Service,
+        EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute, Namespace, ReferenceGrant,
+        Secret, Service,
     };
     match kind {
         Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
         Kind::Gateway => ApiResource::erase::<Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<HttpRoute>(&()),
+        Kind::GrpcRoute => ApiResource::erase::<GrpcRoute>(&()),
         Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),

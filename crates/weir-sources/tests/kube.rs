@@ -39,6 +39,14 @@ fn route(name: &str) -> Value {
             "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}})
 }
 
+fn grpc_route(name: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"parentRefs": [{"name": "gw", "namespace": "infra"}],
+            "rules": [{"matches": [{"method": {"service": "echo.Echo"}}],
+                "backendRefs": [{"name": "web", "port": 80}]}]}})
+}
+
 fn secret(name: &str, ty: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "type": ty,
         "metadata": {"name": name, "namespace": "infra"}, "data": {}})
@@ -49,6 +57,7 @@ fn every_kind() -> Vec<Value> {
         gateway_class("weir"),
         gateway("gw"),
         route("web"),
+        grpc_route("rpc"),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
             "metadata": {"name": "rg", "namespace": "apps"},
             "spec": {"from": [{"group": GW, "kind": "HTTPRoute", "namespace": "other"}],
@@ -124,6 +133,9 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
     assert!(has(&store, Kind::GatewayClass, "", "weir"));
     assert!(has(&store, Kind::Gateway, "infra", "gw"));
     assert!(has(&store, Kind::HttpRoute, "apps", "web"));
+    assert!(has(&store, Kind::GrpcRoute, "apps", "rpc"));
+    let rpc = &store.grpc_routes[&ObjectKey::new("apps", "rpc")];
+    assert_eq!(rpc.spec.parent_refs.as_ref().map(Vec::len), Some(1));
     assert!(has(&store, Kind::ReferenceGrant, "apps", "rg"));
     assert!(has(&store, Kind::Service, "apps", "web"));
     assert!(has(&store, Kind::EndpointSlice, "apps", "web-1"));
@@ -149,9 +161,14 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
         .all(|r| r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")));
 
     server.delete(GW, "gateways", "infra", "gw");
+    server.delete(GW, "grpcroutes", "apps", "rpc");
     server.apply(route("second"));
-    store_where(&rx, "the deletion and the new route", |s| {
-        !has(s, Kind::Gateway, "infra", "gw") && has(s, Kind::HttpRoute, "apps", "second")
+    server.apply(grpc_route("rpc-2"));
+    store_where(&rx, "the deletions and the new routes", |s| {
+        !has(s, Kind::Gateway, "infra", "gw")
+            && has(s, Kind::HttpRoute, "apps", "second")
+            && !has(s, Kind::GrpcRoute, "apps", "rpc")
+            && has(s, Kind::GrpcRoute, "apps", "rpc-2")
     })
     .await;
     // A Secret that becomes a TLS Secret appears; one that stops being one disappears.
@@ -369,6 +386,58 @@ async fn status_is_written_only_when_it_changed() {
     let mut missing = updates(3, T1);
     missing[1].key = ObjectKey::new("infra", "missing");
     assert_eq!(writer.write(&missing).await, 2);
+}
+
+#[tokio::test]
+async fn grpc_route_status_keeps_other_controllers_parents() {
+    let server = TestApiServer::start().await;
+    let mut rpc = grpc_route("rpc");
+    rpc["status"] = json!({"parents": [route_parent("example.com/other", "theirs", T0)]});
+    server.apply(rpc);
+    let mut ours = route_parent(OURS, "gw", T0);
+    ours["conditions"] = json!([
+        {"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners",
+            "message": "", "observedGeneration": 1, "lastTransitionTime": T0},
+        condition("ResolvedRefs", "True", 1, T0),
+    ]);
+    let update = |parents: Value| {
+        vec![StatusUpdate {
+            kind: Kind::GrpcRoute,
+            key: ObjectKey::new("apps", "rpc"),
+            status: json!({ "parents": parents }),
+        }]
+    };
+    let mut writer = StatusWriter::new(server.client(), OURS.to_string());
+    assert_eq!(writer.write(&update(json!([ours.clone()]))).await, 1);
+    let written = patches(&server);
+    assert!(
+        written.iter().all(|p| p.starts_with(
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/grpcroutes/rpc/status"
+        )),
+        "{written:?}"
+    );
+    let rpc = server.get(GW, "grpcroutes", "apps", "rpc").unwrap();
+    let parents = rpc["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{parents:?}");
+    assert_eq!(
+        parents[0]["controllerName"], "example.com/other",
+        "theirs kept first"
+    );
+    assert_eq!(parents[1]["controllerName"], OURS);
+    assert_eq!(
+        parents[1]["conditions"][0]["reason"],
+        "NotAllowedByListeners"
+    );
+
+    // Unchanged: no patch. No longer ours: our entry goes, theirs stays.
+    server.clear_requests();
+    assert_eq!(writer.write(&update(json!([ours]))).await, 0);
+    assert_eq!(patches(&server), Vec::<String>::new());
+    assert_eq!(writer.write(&update(json!([]))).await, 1);
+    let rpc = server.get(GW, "grpcroutes", "apps", "rpc").unwrap();
+    let parents = rpc["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 1);
+    assert_eq!(parents[0]["controllerName"], "example.com/other");
 }
 
 async fn wait_leader(rx: &watch::Receiver<bool>, want: bool, within: Duration) -> Duration {

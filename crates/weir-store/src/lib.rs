@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 pub use gateway_api::gateways::{Gateway, GatewayStatus};
+pub use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
 pub use gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
 pub use gateway_api::referencegrants::ReferenceGrant;
 pub use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -22,6 +23,7 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, 
 pub mod gw {
     pub use gateway_api::gatewayclasses;
     pub use gateway_api::gateways;
+    pub use gateway_api::grpcroutes;
     pub use gateway_api::httproutes;
     pub use gateway_api::referencegrants;
 }
@@ -74,6 +76,7 @@ pub enum Kind {
     GatewayClass,
     Gateway,
     HttpRoute,
+    GrpcRoute,
     ReferenceGrant,
     Service,
     EndpointSlice,
@@ -82,10 +85,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::GrpcRoute,
         Kind::ReferenceGrant,
         Kind::Service,
         Kind::EndpointSlice,
@@ -99,6 +103,7 @@ impl Kind {
             Kind::GatewayClass => "GatewayClass",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -110,9 +115,11 @@ impl Kind {
     /// The API group (empty for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
-                GATEWAY_GROUP
-            }
+            Kind::GatewayClass
+            | Kind::Gateway
+            | Kind::HttpRoute
+            | Kind::GrpcRoute
+            | Kind::ReferenceGrant => GATEWAY_GROUP,
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Service | Kind::Secret | Kind::Namespace => "",
         }
@@ -121,9 +128,11 @@ impl Kind {
     /// The apiVersion Weir reports for this kind (the storage version).
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
-                "gateway.networking.k8s.io/v1"
-            }
+            Kind::GatewayClass
+            | Kind::Gateway
+            | Kind::HttpRoute
+            | Kind::GrpcRoute
+            | Kind::ReferenceGrant => "gateway.networking.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Service | Kind::Secret | Kind::Namespace => "v1",
         }
@@ -133,8 +142,10 @@ impl Kind {
         matches!(self, Kind::GatewayClass | Kind::Namespace)
     }
 
-    /// Recognise an object by its `apiVersion` and `kind`. Gateway API objects are accepted in
-    /// `v1` and `v1beta1` (`ReferenceGrant` also `v1alpha2`); core kinds only in their `v1`.
+    /// Recognise an object by its `apiVersion` and `kind`: the versions the Gateway API v1.5.1
+    /// CRDs serve. GatewayClass, Gateway and HTTPRoute in `v1` and `v1beta1`; `ReferenceGrant`
+    /// also `v1alpha2`; GRPCRoute only `v1` (its CRD serves no other version); core kinds only
+    /// in their `v1`.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let k = Kind::ALL.into_iter().find(|k| k.as_str() == kind)?;
@@ -146,6 +157,7 @@ impl Kind {
             Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
                 matches!(version, "v1" | "v1beta1")
             }
+            // GRPCRoute and the core kinds.
             _ => version == "v1",
         };
         version_ok.then_some(k)
@@ -188,6 +200,7 @@ pub enum Object {
     GatewayClass(Arc<GatewayClass>),
     Gateway(Arc<Gateway>),
     HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
@@ -201,6 +214,7 @@ impl Object {
             Object::GatewayClass(_) => Kind::GatewayClass,
             Object::Gateway(_) => Kind::Gateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
@@ -214,6 +228,7 @@ impl Object {
             Object::GatewayClass(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
@@ -233,6 +248,7 @@ pub struct Store {
     pub gateway_classes: BTreeMap<ObjectKey, Arc<GatewayClass>>,
     pub gateways: BTreeMap<ObjectKey, Arc<Gateway>>,
     pub http_routes: BTreeMap<ObjectKey, Arc<HttpRoute>>,
+    pub grpc_routes: BTreeMap<ObjectKey, Arc<GrpcRoute>>,
     pub reference_grants: BTreeMap<ObjectKey, Arc<ReferenceGrant>>,
     pub services: BTreeMap<ObjectKey, Arc<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
@@ -255,6 +271,7 @@ impl Store {
             Object::GatewayClass(o) => self.gateway_classes.insert(key, o).map(drop),
             Object::Gateway(o) => self.gateways.insert(key, o).map(drop),
             Object::HttpRoute(o) => self.http_routes.insert(key, o).map(drop),
+            Object::GrpcRoute(o) => self.grpc_routes.insert(key, o).map(drop),
             Object::ReferenceGrant(o) => self.reference_grants.insert(key, o).map(drop),
             Object::Service(o) => self.services.insert(key, o).map(drop),
             Object::EndpointSlice(o) => self.endpoint_slices.insert(key, o).map(drop),
@@ -271,6 +288,7 @@ impl Store {
             Kind::GatewayClass => self.gateway_classes.remove(key).is_some(),
             Kind::Gateway => self.gateways.remove(key).is_some(),
             Kind::HttpRoute => self.http_routes.remove(key).is_some(),
+            Kind::GrpcRoute => self.grpc_routes.remove(key).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
@@ -285,6 +303,7 @@ impl Store {
             Kind::GatewayClass => Object::GatewayClass(self.gateway_classes.get(key)?.clone()),
             Kind::Gateway => Object::Gateway(self.gateways.get(key)?.clone()),
             Kind::HttpRoute => Object::HttpRoute(self.http_routes.get(key)?.clone()),
+            Kind::GrpcRoute => Object::GrpcRoute(self.grpc_routes.get(key)?.clone()),
             Kind::ReferenceGrant => Object::ReferenceGrant(self.reference_grants.get(key)?.clone()),
             Kind::Service => Object::Service(self.services.get(key)?.clone()),
             Kind::EndpointSlice => Object::EndpointSlice(self.endpoint_slices.get(key)?.clone()),
@@ -306,6 +325,7 @@ impl Store {
         self.gateway_classes.len()
             + self.gateways.len()
             + self.http_routes.len()
+            + self.grpc_routes.len()
             + self.reference_grants.len()
             + self.services.len()
             + self.endpoint_slices.len()
@@ -337,6 +357,17 @@ mod tests {
             Kind::from_type("discovery.k8s.io/v1", "EndpointSlice"),
             Some(Kind::EndpointSlice)
         );
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v1", "GRPCRoute"),
+            Some(Kind::GrpcRoute)
+        );
+        // The v1.5.1 GRPCRoute CRD serves only v1.
+        for version in ["v1beta1", "v1alpha2"] {
+            assert_eq!(
+                Kind::from_type(&format!("gateway.networking.k8s.io/{version}"), "GRPCRoute"),
+                None
+            );
+        }
         assert_eq!(Kind::from_type("apps/v1", "Deployment"), None);
         assert_eq!(Kind::from_type("v1", "HTTPRoute"), None);
         assert_eq!(

@@ -32,10 +32,12 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Resolve a backendRef of an HTTPRoute in `route_ns`.
+    /// Resolve a backendRef of a route of `route_kind` (`HTTPRoute`, `GRPCRoute`: what a
+    /// ReferenceGrant's `from` must name) in `route_ns`.
     pub fn resolve(
         &mut self,
         store: &Store,
+        route_kind: &'static str,
         route_ns: &str,
         r: &BackendRefSpec<'_>,
     ) -> Result<Arc<Upstream>, TranslateError> {
@@ -54,7 +56,7 @@ impl Upstreams {
             store,
             &refgrant::From {
                 group: GATEWAY_GROUP,
-                kind: "HTTPRoute",
+                kind: route_kind,
                 namespace: route_ns,
             },
             &refgrant::To {
@@ -65,7 +67,10 @@ impl Upstreams {
             },
         );
         if !allowed {
-            return Err(TranslateError::BackendNotPermitted(key.to_string()));
+            return Err(TranslateError::BackendNotPermitted {
+                service: key.to_string(),
+                route_kind,
+            });
         }
         let service = store
             .services

@@ -225,7 +225,7 @@ fn compile_action(
             namespace: b.namespace.as_deref(),
             port: b.port,
         };
-        let target = match upstreams.resolve(store, &key.namespace, &spec) {
+        let target = match upstreams.resolve(store, "HTTPRoute", &key.namespace, &spec) {
             Ok(u) => BackendTarget::Upstream(u),
             Err(e) => {
                 let why: Arc<str> = e.to_string().into();

@@ -48,8 +48,11 @@ pub enum TranslateError {
         kind: String,
         name: String,
     },
-    #[error("Service {0} is in another namespace and no ReferenceGrant there allows this HTTPRoute to use it")]
-    BackendNotPermitted(String),
+    #[error("Service {service} is in another namespace and no ReferenceGrant there allows this {route_kind} to use it")]
+    BackendNotPermitted {
+        service: String,
+        route_kind: &'static str,
+    },
     #[error("Service {0} does not exist")]
     BackendNotFound(String),
     #[error("backendRef to Service {0} needs a port")]
@@ -81,7 +84,7 @@ impl TranslateError {
             | E::CertificateRefKind { .. }
             | E::CertificateNotFound(_)
             | E::CertificateInvalid { .. } => "InvalidCertificateRef",
-            E::CertificateNotPermitted(_) | E::BackendNotPermitted(_) => "RefNotPermitted",
+            E::CertificateNotPermitted(_) | E::BackendNotPermitted { .. } => "RefNotPermitted",
             E::UnsupportedAddress(_) => "UnsupportedAddress",
             E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
             E::BackendKind { .. } => "InvalidKind",

@@ -1,10 +1,12 @@
 //! The translator: a [`weir_store::Store`] of Gateway API objects in, a routing
 //! [`weir_snapshot::Snapshot`] and the statuses of our objects out.
 //!
-//! It owns the Gateway API semantics: which GatewayClasses, Gateways and HTTPRoutes are ours,
+//! It owns the Gateway API semantics: which GatewayClasses, Gateways and routes are ours,
 //! listener validation and conflicts, route attachment (sectionName/port, allowedRoutes,
 //! hostname intersection), ReferenceGrants, backend resolution, match precedence, filters, and
-//! every condition and reason reported in status.
+//! every condition and reason reported in status, and which Gateway API features Weir claims
+//! ([`SUPPORTED_FEATURES`]). GRPCRoutes are reported (not accepted: no listener admits them)
+//! but not served yet.
 //!
 //! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
 //! no logging side effects that matter. The same `Store` always gives the same `Output`.
@@ -16,6 +18,7 @@ mod compile;
 mod error;
 mod filter;
 mod gateway;
+mod grpcroute;
 mod hostname;
 mod refgrant;
 mod route;
@@ -34,6 +37,36 @@ use weir_store::{Kind, ObjectKey, ObjectMeta};
 
 pub use error::TranslateError;
 pub use status::INVALID_MANIFEST;
+
+/// The Gateway API features Weir supports, by the conformance suite's names (v1.5.1
+/// `pkg/features`), sorted ascending as GatewayClass `status.supportedFeatures` must be. Our
+/// GatewayClasses report exactly this list, and the conformance replay (e2e/conformance)
+/// fails unless it is exactly the set of features all of whose replayed tests pass: add a
+/// feature here only with its passing conformance tests.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayAddressEmpty",
+    "GatewayPort8080",
+    "GatewayStaticAddresses",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
 
 /// Everything a translation needs.
 pub struct Input<'a> {
@@ -107,9 +140,11 @@ impl ObjectStatus {
 
     /// Human-readable problems for `weir check`; empty when the object is healthy. Gateway
     /// classes: Accepted. Gateways: Accepted and Programmed, and each listener Accepted,
-    /// ResolvedRefs and Programmed True and not Conflicted. Routes: every parent of ours
-    /// Accepted and ResolvedRefs True and not PartiallyInvalid. `weir.dev/InvalidManifest` is
-    /// not a problem here (it is printed by [`Self::condition_lines`]).
+    /// ResolvedRefs and Programmed True and not Conflicted. Routes (HTTPRoute, GRPCRoute):
+    /// every parent of ours Accepted and ResolvedRefs True and not PartiallyInvalid (so a
+    /// GRPCRoute on one of our Gateways is a problem: it is not served).
+    /// `weir.dev/InvalidManifest` is not a problem here (it is printed by
+    /// [`Self::condition_lines`]).
     pub fn problems(&self) -> Vec<String> {
         self.condition_lines()
             .into_iter()
@@ -118,7 +153,7 @@ impl ObjectStatus {
                     (Kind::GatewayClass, true) => ["Accepted"].as_slice(),
                     (Kind::Gateway, true) => &["Accepted", "Programmed"],
                     (Kind::Gateway, false) => &["Accepted", "Programmed", "ResolvedRefs"],
-                    (Kind::HttpRoute, false) => &["Accepted", "ResolvedRefs"],
+                    (Kind::HttpRoute | Kind::GrpcRoute, false) => &["Accepted", "ResolvedRefs"],
                     _ => &[],
                 };
                 let must_be_false = ["Conflicted", "PartiallyInvalid"];
@@ -179,13 +214,7 @@ pub fn translate(input: &Input<'_>) -> Output {
             generation: class.metadata.generation,
             now: &input.now,
         };
-        let mut s = status::gateway_class_status();
-        s.conditions = Some(vec![c.make(
-            "Accepted",
-            true,
-            "Accepted",
-            "Handled by Weir",
-        )]);
+        let s = status::gateway_class_status(&c);
         statuses.push(ObjectStatus::new(
             Kind::GatewayClass,
             &class.metadata,
@@ -207,6 +236,24 @@ pub fn translate(input: &Input<'_>) -> Output {
         let s = status::route_status(input.controller_name, &compiled, parents, &c);
         statuses.push(ObjectStatus::new(
             Kind::HttpRoute,
+            &route.metadata,
+            to_json(&s),
+        ));
+    }
+
+    for route in store.grpc_routes.values() {
+        let parents = grpcroute::parents(store, route, &gateways, &index);
+        if parents.is_empty() {
+            continue;
+        }
+        let c = status::Conditions {
+            generation: route.metadata.generation,
+            now: &input.now,
+        };
+        let unresolved = grpcroute::unresolved(store, route);
+        let s = status::grpc_route_status(input.controller_name, unresolved.as_ref(), parents, &c);
+        statuses.push(ObjectStatus::new(
+            Kind::GrpcRoute,
             &route.metadata,
             to_json(&s),
         ));

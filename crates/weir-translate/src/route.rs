@@ -1,11 +1,15 @@
-//! HTTPRoute attachment: for each parentRef naming one of our Gateways, which listeners take
-//! the route (sectionName/port, allowedRoutes, hostnames) and the resulting conditions.
+//! Route attachment: for each parentRef naming one of our Gateways, which listeners take the
+//! route (sectionName/port, allowedRoutes, hostnames) and the resulting conditions. The
+//! parentRef and listener selection is shared by every route kind; attaching entries is
+//! HTTPRoute's (GRPCRoute is reported, not served: see [`crate::grpcroute`]).
 
 use std::collections::BTreeMap;
 
 use weir_store::gw::gateways::{
-    GatewayListenersAllowedRoutesNamespaces, GatewayListenersAllowedRoutesNamespacesFrom as From,
+    GatewayListenersAllowedRoutesNamespaces,
+    GatewayListenersAllowedRoutesNamespacesFrom as NamespacesFrom,
 };
+use weir_store::gw::grpcroutes::GrpcRouteParentRefs;
 use weir_store::gw::httproutes::{HttpRouteParentRefs, HttpRouteStatusParentsParentRef};
 use weir_store::{HttpRoute, ObjectKey, Store, GATEWAY_GROUP};
 
@@ -13,11 +17,68 @@ use crate::compile::CompiledRoute;
 use crate::gateway::{GatewayModel, ListenerModel};
 use crate::hostname::effective_hosts;
 
+/// A route's parentRef, whichever route kind it comes from.
+pub struct ParentRefSpec<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+    pub section_name: Option<&'a str>,
+}
+
+impl<'a> From<&'a HttpRouteParentRefs> for ParentRefSpec<'a> {
+    fn from(p: &'a HttpRouteParentRefs) -> Self {
+        Self {
+            group: p.group.as_deref(),
+            kind: p.kind.as_deref(),
+            name: &p.name,
+            namespace: p.namespace.as_deref(),
+            port: p.port,
+            section_name: p.section_name.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a GrpcRouteParentRefs> for ParentRefSpec<'a> {
+    fn from(p: &'a GrpcRouteParentRefs) -> Self {
+        Self {
+            group: p.group.as_deref(),
+            kind: p.kind.as_deref(),
+            name: &p.name,
+            namespace: p.namespace.as_deref(),
+            port: p.port,
+            section_name: p.section_name.as_deref(),
+        }
+    }
+}
+
+/// Accepted=False, as (reason, message).
+pub type NotAccepted = (&'static str, String);
+
 /// The outcome for one parentRef of ours.
 pub struct ParentResult {
+    /// The parentRef as reported in status (every route kind's status has this shape).
     pub parent_ref: HttpRouteStatusParentsParentRef,
     /// `Ok(())` accepted, or Accepted=False (reason, message).
-    pub accepted: Result<(), (&'static str, String)>,
+    pub accepted: Result<(), NotAccepted>,
+}
+
+/// Which Gateway of ours a parentRef names (its index in `index`) and in which namespace;
+/// `None` when it names no Gateway of ours (another controller may own it).
+pub fn our_gateway(
+    p: &ParentRefSpec<'_>,
+    route_ns: &str,
+    index: &BTreeMap<ObjectKey, usize>,
+) -> Option<(usize, String)> {
+    let group = p.group.unwrap_or(GATEWAY_GROUP);
+    let kind = p.kind.unwrap_or("Gateway");
+    if group != GATEWAY_GROUP || kind != "Gateway" {
+        return None;
+    }
+    let ns = p.namespace.unwrap_or(route_ns);
+    let gi = *index.get(&ObjectKey::new(ns, p.name))?;
+    Some((gi, ns.to_string()))
 }
 
 /// Attach a compiled route to the listeners its parentRefs select. Returns one result per
@@ -34,22 +95,17 @@ pub fn attach(
     // Listeners already holding this route (a route counts once per listener).
     let mut attached: Vec<(usize, usize)> = Vec::new();
     for p in route.spec.parent_refs.iter().flatten() {
-        let group = p.group.as_deref().unwrap_or(GATEWAY_GROUP);
-        let kind = p.kind.as_deref().unwrap_or("Gateway");
-        if group != GATEWAY_GROUP || kind != "Gateway" {
+        let p = ParentRefSpec::from(p);
+        let Some((gi, ns)) = our_gateway(&p, route_ns, index) else {
             continue;
-        }
-        let ns = p.namespace.as_deref().unwrap_or(route_ns);
-        let Some(&gi) = index.get(&ObjectKey::new(ns, &p.name)) else {
-            continue; // Not ours, or unknown: another controller may own it.
         };
-        let parent_ref = status_ref(p, ns);
+        let parent_ref = status_ref(&p, &ns);
         let accepted = match &compiled.invalid {
             Some(e) => Err((e.reason(), e.to_string())),
             None => select(
                 store,
                 route_ns,
-                p,
+                &p,
                 compiled,
                 &mut gateways[gi],
                 gi,
@@ -64,39 +120,42 @@ pub fn attach(
     results
 }
 
-fn status_ref(p: &HttpRouteParentRefs, ns: &str) -> HttpRouteStatusParentsParentRef {
+/// The parentRef as status reports it: group, kind and namespace filled in.
+pub fn status_ref(p: &ParentRefSpec<'_>, ns: &str) -> HttpRouteStatusParentsParentRef {
     HttpRouteStatusParentsParentRef {
-        group: Some(p.group.clone().unwrap_or_else(|| GATEWAY_GROUP.into())),
-        kind: Some(p.kind.clone().unwrap_or_else(|| "Gateway".into())),
-        name: p.name.clone(),
+        group: Some(p.group.unwrap_or(GATEWAY_GROUP).to_string()),
+        kind: Some(p.kind.unwrap_or("Gateway").to_string()),
+        name: p.name.to_string(),
         namespace: Some(ns.to_string()),
         port: p.port,
-        section_name: p.section_name.clone(),
+        section_name: p.section_name.map(str::to_string),
     }
 }
 
-fn select(
+/// The listeners of `gateway` a route of `route_kind` in `route_ns` may attach to through
+/// parentRef `p`, before hostnames are considered: those its sectionName / port select
+/// (none: NoMatchingParent), then those accepted whose allowedRoutes admit the kind and the
+/// namespace (none: NotAllowedByListeners).
+pub fn allowed_listeners(
     store: &Store,
+    route_kind: &str,
     route_ns: &str,
-    p: &HttpRouteParentRefs,
-    compiled: &CompiledRoute,
-    gateway: &mut GatewayModel,
-    gi: usize,
-    attached: &mut Vec<(usize, usize)>,
-) -> Result<(), (&'static str, String)> {
-    let gw_ns = gateway.key.namespace.clone();
+    p: &ParentRefSpec<'_>,
+    gateway: &GatewayModel,
+) -> Result<Vec<usize>, NotAccepted> {
+    let gw_ns = gateway.key.namespace.as_str();
     let gw_label = gateway.key.to_string();
     // 1. sectionName / port.
     let by_ref: Vec<usize> = gateway
         .listeners
         .iter()
         .enumerate()
-        .filter(|(_, l)| p.section_name.as_deref().is_none_or(|s| s == l.name))
+        .filter(|(_, l)| p.section_name.is_none_or(|s| s == l.name))
         .filter(|(_, l)| p.port.is_none_or(|port| port == i32::from(l.port)))
         .map(|(i, _)| i)
         .collect();
     if by_ref.is_empty() {
-        let what = match (&p.section_name, p.port) {
+        let what = match (p.section_name, p.port) {
             (Some(s), Some(port)) => format!("no listener named {s:?} on port {port}"),
             (Some(s), None) => format!("no listener named {s:?}"),
             (None, Some(port)) => format!("no listener on port {port}"),
@@ -105,23 +164,66 @@ fn select(
         return Err(("NoMatchingParent", format!("Gateway {gw_label}: {what}")));
     }
     // 2. allowedRoutes (accepted listeners only: rejected ones take no routes).
-    let allowed: Vec<usize> = by_ref
+    let accepted: Vec<usize> = by_ref
         .into_iter()
+        .filter(|&i| gateway.listeners[i].accepted())
+        .collect();
+    let of_kind: Vec<usize> = accepted
+        .iter()
+        .copied()
         .filter(|&i| {
-            let l = &gateway.listeners[i];
-            l.accepted()
-                && l.supported_kinds.iter().any(|k| k == "HTTPRoute")
-                && namespace_allowed(store, l, &gw_ns, route_ns)
+            gateway.listeners[i]
+                .supported_kinds
+                .iter()
+                .any(|k| k == route_kind)
         })
+        .collect();
+    if !accepted.is_empty() && of_kind.is_empty() {
+        let mut kinds: Vec<&str> = accepted
+            .iter()
+            .flat_map(|&i| gateway.listeners[i].supported_kinds.iter())
+            .map(String::as_str)
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let kinds = if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        };
+        return Err((
+            "NotAllowedByListeners",
+            format!(
+                "no selected listener of Gateway {gw_label} allows {route_kind}s (their supportedKinds: {kinds})"
+            ),
+        ));
+    }
+    let allowed: Vec<usize> = of_kind
+        .into_iter()
+        .filter(|&i| namespace_allowed(store, &gateway.listeners[i], gw_ns, route_ns))
         .collect();
     if allowed.is_empty() {
         return Err((
             "NotAllowedByListeners",
             format!(
-                "no selected listener of Gateway {gw_label} allows HTTPRoutes from namespace {route_ns:?}"
+                "no selected listener of Gateway {gw_label} allows {route_kind}s from namespace {route_ns:?}"
             ),
         ));
     }
+    Ok(allowed)
+}
+
+fn select(
+    store: &Store,
+    route_ns: &str,
+    p: &ParentRefSpec<'_>,
+    compiled: &CompiledRoute,
+    gateway: &mut GatewayModel,
+    gi: usize,
+    attached: &mut Vec<(usize, usize)>,
+) -> Result<(), NotAccepted> {
+    let gw_label = gateway.key.to_string();
+    let allowed = allowed_listeners(store, "HTTPRoute", route_ns, p, gateway)?;
     // 3. hostnames.
     let mut any = false;
     for i in allowed {
@@ -155,10 +257,13 @@ fn select(
 /// always include `kubernetes.io/metadata.name`).
 fn namespace_allowed(store: &Store, l: &ListenerModel, gw_ns: &str, route_ns: &str) -> bool {
     let ns: Option<&GatewayListenersAllowedRoutesNamespaces> = l.namespaces.as_ref();
-    match ns.and_then(|n| n.from.as_ref()).unwrap_or(&From::Same) {
-        From::Same => gw_ns == route_ns,
-        From::All => true,
-        From::Selector => {
+    match ns
+        .and_then(|n| n.from.as_ref())
+        .unwrap_or(&NamespacesFrom::Same)
+    {
+        NamespacesFrom::Same => gw_ns == route_ns,
+        NamespacesFrom::All => true,
+        NamespacesFrom::Selector => {
             let Some(sel) = ns.and_then(|n| n.selector.as_ref()) else {
                 return false;
             };

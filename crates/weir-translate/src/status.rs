@@ -4,15 +4,19 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use weir_store::gw::gatewayclasses::GatewayClassStatus;
+use weir_store::gw::gatewayclasses::{GatewayClassStatus, GatewayClassStatusSupportedFeatures};
 use weir_store::gw::gateways::{
     GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
+};
+use weir_store::gw::grpcroutes::{
+    GrpcRouteStatus, GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef,
 };
 use weir_store::gw::httproutes::{HttpRouteStatus, HttpRouteStatusParents};
 use weir_store::{Condition, Kind, Time, GATEWAY_GROUP};
 
 use crate::compile::CompiledRoute;
+use crate::error::TranslateError;
 use crate::gateway::{GatewayModel, ListenerModel};
 use crate::route::ParentResult;
 use crate::ObjectStatus;
@@ -45,8 +49,25 @@ impl Conditions<'_> {
     }
 }
 
-pub fn gateway_class_status() -> GatewayClassStatus {
-    GatewayClassStatus::default()
+/// An accepted GatewayClass of ours: Accepted, and the features it supports
+/// ([`crate::SUPPORTED_FEATURES`], already in the ascending order the spec requires).
+pub fn gateway_class_status(c: &Conditions<'_>) -> GatewayClassStatus {
+    GatewayClassStatus {
+        conditions: Some(vec![c.make(
+            "Accepted",
+            true,
+            "Accepted",
+            "Handled by Weir",
+        )]),
+        supported_features: Some(
+            crate::SUPPORTED_FEATURES
+                .iter()
+                .map(|name| GatewayClassStatusSupportedFeatures {
+                    name: (*name).to_string(),
+                })
+                .collect(),
+        ),
+    }
 }
 
 pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
@@ -182,35 +203,73 @@ pub fn route_status(
     parents: Vec<ParentResult>,
     c: &Conditions<'_>,
 ) -> HttpRouteStatus {
+    let partially_invalid = compiled
+        .invalid
+        .is_none()
+        .then(|| compiled.invalid_rules.first())
+        .flatten();
     let parents = parents
         .into_iter()
-        .map(|p| {
-            let mut conditions = vec![match p.accepted {
-                Ok(()) => c.make("Accepted", true, "Accepted", "Route is accepted"),
-                Err((reason, message)) => c.make("Accepted", false, reason, message),
-            }];
-            conditions.push(match &compiled.unresolved {
-                None => c.make(
-                    "ResolvedRefs",
-                    true,
-                    "ResolvedRefs",
-                    "All references are resolved",
-                ),
-                Some(e) => c.make("ResolvedRefs", false, e.reason(), e.to_string()),
-            });
-            if compiled.invalid.is_none() {
-                if let Some(e) = compiled.invalid_rules.first() {
-                    conditions.push(c.make("PartiallyInvalid", true, e.reason(), e.to_string()));
-                }
-            }
-            HttpRouteStatusParents {
-                conditions,
-                controller_name: controller.into(),
-                parent_ref: p.parent_ref,
-            }
+        .map(|p| HttpRouteStatusParents {
+            conditions: parent_conditions(&p, compiled.unresolved.as_ref(), partially_invalid, c),
+            controller_name: controller.into(),
+            parent_ref: p.parent_ref,
         })
         .collect();
     HttpRouteStatus { parents }
+}
+
+/// A GRPCRoute's status (see [`crate::grpcroute`]): the same conditions per parent as an
+/// HTTPRoute's.
+pub fn grpc_route_status(
+    controller: &str,
+    unresolved: Option<&TranslateError>,
+    parents: Vec<ParentResult>,
+    c: &Conditions<'_>,
+) -> GrpcRouteStatus {
+    let parents = parents
+        .into_iter()
+        .map(|p| GrpcRouteStatusParents {
+            conditions: parent_conditions(&p, unresolved, None, c),
+            controller_name: controller.into(),
+            parent_ref: GrpcRouteStatusParentsParentRef {
+                group: p.parent_ref.group,
+                kind: p.parent_ref.kind,
+                name: p.parent_ref.name,
+                namespace: p.parent_ref.namespace,
+                port: p.parent_ref.port,
+                section_name: p.parent_ref.section_name,
+            },
+        })
+        .collect();
+    GrpcRouteStatus { parents }
+}
+
+/// A route parent's conditions: Accepted, ResolvedRefs (the first backendRef that did not
+/// resolve), and PartiallyInvalid when some rules are dropped.
+fn parent_conditions(
+    p: &ParentResult,
+    unresolved: Option<&TranslateError>,
+    partially_invalid: Option<&TranslateError>,
+    c: &Conditions<'_>,
+) -> Vec<Condition> {
+    let mut conditions = vec![match &p.accepted {
+        Ok(()) => c.make("Accepted", true, "Accepted", "Route is accepted"),
+        Err((reason, message)) => c.make("Accepted", false, reason, message.as_str()),
+    }];
+    conditions.push(match unresolved {
+        None => c.make(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "All references are resolved",
+        ),
+        Some(e) => c.make("ResolvedRefs", false, e.reason(), e.to_string()),
+    });
+    if let Some(e) = partially_invalid {
+        conditions.push(c.make("PartiallyInvalid", true, e.reason(), e.to_string()));
+    }
+    conditions
 }
 
 /// Add a condition to every condition list of a status (object-level for classes and
@@ -220,7 +279,7 @@ pub fn add_condition(kind: Kind, status: &mut Value, condition: &Condition) {
         return;
     };
     match kind {
-        Kind::HttpRoute => {
+        Kind::HttpRoute | Kind::GrpcRoute => {
             if let Some(parents) = status.get_mut("parents").and_then(Value::as_array_mut) {
                 for p in parents {
                     push(p, cond.clone());

@@ -2,6 +2,7 @@
 
 mod conformance;
 mod gateways;
+mod grpc_routes;
 mod routes;
 mod routing;
 
@@ -43,6 +44,7 @@ pub fn load(yaml: &str) -> Store {
             Kind::GatewayClass => Object::GatewayClass(Arc::new(typed(value))),
             Kind::Gateway => Object::Gateway(Arc::new(typed(value))),
             Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value))),
+            Kind::GrpcRoute => Object::GrpcRoute(Arc::new(typed(value))),
             Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(typed(value))),
             Kind::Service => Object::Service(Arc::new(typed(value))),
             Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value))),

@@ -176,6 +176,44 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // Status
 
+/// What the suite reads before any test: every GatewayClass of ours (the only ones with a
+/// status) reports `status.supportedFeatures` = [`weir_translate::SUPPORTED_FEATURES`], in
+/// that (ascending) order.
+pub async fn classes_list_supported_features(weir: &Weir) -> Result<(), String> {
+    eventually(STEP_TIMEOUT, || async {
+        let reply = http1(weir.admin, &Req::get("admin", "/status")).await?;
+        let doc: Value =
+            serde_json::from_slice(&reply.body).map_err(|e| format!("/status: {e}"))?;
+        let classes: Vec<&Value> = doc["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["kind"] == "GatewayClass")
+            .collect();
+        if classes.is_empty() {
+            return Err("no GatewayClass in /status".into());
+        }
+        for class in classes {
+            let names: Vec<&str> = class["status"]["supportedFeatures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["name"].as_str())
+                .collect();
+            if names != weir_translate::SUPPORTED_FEATURES {
+                return Err(format!(
+                    "GatewayClass {} status.supportedFeatures is {names:?}, want \
+                     weir_translate::SUPPORTED_FEATURES {:?}",
+                    class["metadata"]["name"],
+                    weir_translate::SUPPORTED_FEATURES
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
 async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<Value, String> {
     let (ns, name) = split_name(name);
     let reply = http1(env.weir.admin, &Req::get("admin", "/status")).await?;

@@ -17,12 +17,19 @@
 //! address tests) keep theirs. A fresh Weir per test gives each test the clean API server
 //! state the suite's cleanup gives it.
 //!
+//! Before its steps, each test checks that our GatewayClasses report
+//! `status.supportedFeatures` = `weir_translate::SUPPORTED_FEATURES` (what the suite reads to
+//! choose its tests); after the run, that this list is exactly the set of features whose
+//! replayed tests all pass ([`features`]).
+//!
 //! Usage: `weir-conformance [--only NAME[,NAME]] [--markdown PATH] [--tests FILE]`; the
 //! markdown path may also come from `WEIR_CONFORMANCE_MARKDOWN`. Exits 1 when a test whose
-//! features Weir claims fails. Needs `cargo build --bins` first.
+//! features Weir claims fails, or when `SUPPORTED_FEATURES` differs from what passes. Needs
+//! `cargo build --bins` first.
 
 mod check;
 mod cluster;
+mod features;
 mod report;
 mod spec;
 
@@ -116,6 +123,9 @@ async fn run_test(cluster: &cluster::Cluster, spec: &TestSpec, keep: bool) -> Re
     ports.dedup();
     let weir = weir_testkit::process::weir(dir.path(), &ports, &[]);
     wait_ready(&weir).await?;
+    check::classes_list_supported_features(&weir)
+        .await
+        .map_err(|e| format!("GatewayClass supportedFeatures: {e}"))?;
     let env = check::Env {
         weir: &weir,
         cluster,
@@ -178,13 +188,15 @@ fn run() -> anyhow::Result<bool> {
             seconds: t0.elapsed().as_secs_f64(),
         });
     }
+    let features = features::FeatureCheck::new(&rows, args.only.is_empty());
     print!("{}", report::text(&rows));
+    print!("{}", features.text());
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.markdown {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(path, report::markdown(&rows))
+        std::fs::write(path, report::markdown(&rows, &features))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("markdown written to {}", path.display());
     }
@@ -192,7 +204,13 @@ fn run() -> anyhow::Result<bool> {
         .iter()
         .filter(|r| r.spec.claimed && matches!(r.outcome, Outcome::Fail(_)))
         .count();
-    Ok(claimed_failures == 0)
+    if claimed_failures > 0 {
+        eprintln!("weir-conformance: {claimed_failures} test(s) whose features Weir claims failed");
+    }
+    if let Some(why) = features.failure() {
+        eprintln!("weir-conformance: {why}");
+    }
+    Ok(claimed_failures == 0 && features.ok())
 }
 
 fn main() -> ExitCode {

@@ -137,6 +137,7 @@ pub(super) fn store_eq(a: &Store, b: &Store) -> bool {
     same(&a.gateway_classes, &b.gateway_classes)
         && same(&a.gateways, &b.gateways)
         && same(&a.http_routes, &b.http_routes)
+        && same(&a.grpc_routes, &b.grpc_routes)
         && same(&a.reference_grants, &b.reference_grants)
         && same(&a.services, &b.services)
         && same(&a.endpoint_slices, &b.endpoint_slices)

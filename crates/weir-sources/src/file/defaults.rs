@@ -33,7 +33,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
     object.insert("apiVersion".into(), json!(kind.api_version()));
     metadata(kind, object);
     match kind {
-        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::Service => {
+        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::Service => {
             // Status is a subresource: only controllers write it.
             object.remove("status");
         }
@@ -42,6 +42,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
     match kind {
         Kind::Gateway => gateway(object),
         Kind::HttpRoute => http_route(object),
+        Kind::GrpcRoute => grpc_route(object),
         Kind::Service => service(object),
         Kind::EndpointSlice => endpoint_slice(object),
         Kind::Secret => {
@@ -138,10 +139,7 @@ fn http_route(object: &mut Map<String, Value>) {
     let Some(spec) = field(object, "spec") else {
         return;
     };
-    for parent in items(spec, "parentRefs") {
-        or_default(parent, "group", json!(GATEWAY_GROUP));
-        or_default(parent, "kind", json!("Gateway"));
-    }
+    parent_refs(spec);
     let match_all = json!({"path": {"type": "PathPrefix", "value": "/"}});
     or_default(spec, "rules", json!([{"matches": [match_all.clone()]}]));
     for rule in items(spec, "rules") {
@@ -163,9 +161,7 @@ fn http_route(object: &mut Map<String, Value>) {
             route_filter(filter);
         }
         for backend in items(rule, "backendRefs") {
-            or_default(backend, "group", json!(""));
-            or_default(backend, "kind", json!("Service"));
-            or_default(backend, "weight", json!(1));
+            backend_ref(backend);
             for filter in items(backend, "filters") {
                 route_filter(filter);
             }
@@ -173,11 +169,63 @@ fn http_route(object: &mut Map<String, Value>) {
     }
 }
 
+/// A GRPCRoute has no default rules or matches (an absent match list matches every
+/// request), so only the fields inside what the manifest gives are defaulted.
+fn grpc_route(object: &mut Map<String, Value>) {
+    let Some(spec) = field(object, "spec") else {
+        return;
+    };
+    parent_refs(spec);
+    for rule in items(spec, "rules") {
+        for matcher in items(rule, "matches") {
+            if let Some(method) = field(matcher, "method") {
+                or_default(method, "type", json!("Exact"));
+            }
+            for header in items(matcher, "headers") {
+                or_default(header, "type", json!("Exact"));
+            }
+        }
+        for filter in items(rule, "filters") {
+            mirror_filter(filter);
+        }
+        for backend in items(rule, "backendRefs") {
+            backend_ref(backend);
+            for filter in items(backend, "filters") {
+                mirror_filter(filter);
+            }
+        }
+    }
+}
+
+/// `spec.parentRefs` of a route: Gateways of the Gateway API group.
+fn parent_refs(spec: &mut Map<String, Value>) {
+    for parent in items(spec, "parentRefs") {
+        or_default(parent, "group", json!(GATEWAY_GROUP));
+        or_default(parent, "kind", json!("Gateway"));
+    }
+}
+
+/// A rule's backendRef: a core Service of weight 1.
+fn backend_ref(backend: &mut Map<String, Value>) {
+    or_default(backend, "group", json!(""));
+    or_default(backend, "kind", json!("Service"));
+    or_default(backend, "weight", json!(1));
+}
+
 /// Defaults of an HTTPRoute filter (the same for rule and backendRef filters).
 fn route_filter(filter: &mut Map<String, Value>) {
     if let Some(cors) = field(filter, "cors") {
         or_default(cors, "maxAge", json!(5));
     }
+    mirror_filter(filter);
+    if let Some(redirect) = field(filter, "requestRedirect") {
+        or_default(redirect, "statusCode", json!(302));
+    }
+}
+
+/// The RequestMirror defaults, which HTTPRoute and GRPCRoute filters share (the only filter
+/// fields of a GRPCRoute with a default).
+fn mirror_filter(filter: &mut Map<String, Value>) {
     if let Some(mirror) = field(filter, "requestMirror") {
         if let Some(backend) = field(mirror, "backendRef") {
             or_default(backend, "group", json!(""));
@@ -186,9 +234,6 @@ fn route_filter(filter: &mut Map<String, Value>) {
         if let Some(fraction) = field(mirror, "fraction") {
             or_default(fraction, "denominator", json!(100));
         }
-    }
-    if let Some(redirect) = field(filter, "requestRedirect") {
-        or_default(redirect, "statusCode", json!(302));
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - GatewayClass and Gateway status is ours alone: it is replaced wholesale (a merge patch
 //!   that also nulls top-level fields we no longer report).
-//! - HTTPRoute `status.parents` is shared with other controllers: entries whose
+//! - Route (HTTPRoute, GRPCRoute) `status.parents` is shared with other controllers: entries whose
 //!   `controllerName` is ours are replaced by what we computed (matched by `parentRef`),
 //!   ours that we no longer compute are removed, everyone else's are kept where they are.
 //!   The patch carries the route's `resourceVersion`, so a concurrent writer makes it fail
@@ -109,7 +109,7 @@ impl StatusWriter {
     async fn write_one(&mut self, update: &StatusUpdate) -> Result<bool, KubeError> {
         if !matches!(
             update.kind,
-            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute
         ) {
             tracing::debug!(kind = %update.kind, "no status subresource is written for this kind");
             return Ok(false);
@@ -204,7 +204,7 @@ impl StatusWriter {
 
 /// The status to write for an object whose status in the cluster is `live`: `computed`, with
 /// `lastTransitionTime` kept from `live` for conditions whose type and status did not change;
-/// for HTTPRoutes, only our `status.parents` entries are replaced.
+/// for routes (HTTPRoute, GRPCRoute), only our `status.parents` entries are replaced.
 pub(crate) fn desired_status(
     kind: Kind,
     live: &Value,
@@ -213,7 +213,7 @@ pub(crate) fn desired_status(
 ) -> Value {
     let mut desired = without_nulls(computed);
     match kind {
-        Kind::HttpRoute => {
+        Kind::HttpRoute | Kind::GrpcRoute => {
             let merged = merge_route_parents(live, &desired, controller);
             let mut status = match without_nulls(live) {
                 Value::Object(map) => map,
@@ -328,7 +328,8 @@ fn without_nulls(v: &Value) -> Value {
 }
 
 /// The merge patch that turns `live` into `desired` (top-level status fields we no longer
-/// report are nulled). HTTPRoute patches carry `resourceVersion` as a precondition.
+/// report are nulled). Route patches carry `resourceVersion` as a precondition (other
+/// controllers write their own parents into the same list).
 pub(crate) fn status_patch(
     kind: Kind,
     live: &Value,
@@ -345,7 +346,7 @@ pub(crate) fn status_patch(
         }
     }
     let mut patch = json!({ "status": status });
-    if let (Kind::HttpRoute, Some(rv)) = (kind, resource_version) {
+    if let (Kind::HttpRoute | Kind::GrpcRoute, Some(rv)) = (kind, resource_version) {
         patch["metadata"] = json!({ "resourceVersion": rv });
     }
     patch

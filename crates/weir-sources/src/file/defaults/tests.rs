@@ -6,11 +6,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_store::gw::gateways::{
     GatewayListenersAllowedRoutesNamespacesFrom as NamespacesFrom, GatewayListenersTlsMode,
 };
+use weir_store::gw::grpcroutes::{
+    GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType,
+};
 use weir_store::gw::httproutes::{
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType as PathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
-use weir_store::{Gateway, HttpRoute, Object};
+use weir_store::{Gateway, GrpcRoute, HttpRoute, Object, GATEWAY_GROUP};
 
 use crate::file::parse::{parse_file, Doc};
 
@@ -298,4 +301,101 @@ fn endpoint_slice_ports_and_secret_type() {
         panic!("not a secret");
     };
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+}
+
+fn grpc_route(spec: &str) -> GrpcRoute {
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: r}}\nspec:\n{spec}"
+    );
+    match parse(&text) {
+        Object::GrpcRoute(route) => (*route).clone(),
+        other => panic!("not a GRPCRoute: {other:?}"),
+    }
+}
+
+#[test]
+fn grpc_routes_get_the_defaults_of_their_crd() {
+    let route = grpc_route(
+        "  parentRefs: [{name: g}, {name: l, kind: ListenerSet, sectionName: s}]
+  rules:
+  - matches:
+    - method: {service: echo.Echo, method: Ping}
+      headers: [{name: a, value: b}, {name: c, value: d, type: RegularExpression}]
+    - {}
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: m, port: 80}
+        fraction: {numerator: 5}
+    backendRefs:
+    - name: a
+      port: 80
+      filters:
+      - type: RequestMirror
+        requestMirror: {backendRef: {name: m, port: 80}}
+    - {name: b, port: 80, weight: 0}
+  - {}
+",
+    );
+    let parents = route.spec.parent_refs.unwrap();
+    assert_eq!(parents[0].group.as_deref(), Some(GATEWAY_GROUP));
+    assert_eq!(parents[0].kind.as_deref(), Some("Gateway"));
+    assert_eq!(parents[1].kind.as_deref(), Some("ListenerSet"), "kept");
+    let rules = route.spec.rules.unwrap();
+    let matches = rules[0].matches.as_ref().unwrap();
+    let method = matches[0].method.as_ref().unwrap();
+    assert_eq!(method.r#type, Some(GrpcRouteRulesMatchesMethodType::Exact));
+    let headers = matches[0].headers.as_ref().unwrap();
+    assert_eq!(
+        headers[0].r#type,
+        Some(GrpcRouteRulesMatchesHeadersType::Exact)
+    );
+    assert_eq!(
+        headers[1].r#type,
+        Some(GrpcRouteRulesMatchesHeadersType::RegularExpression)
+    );
+    // Unlike HTTPRoute, the CRD gives an empty match no method or path default.
+    assert!(matches[1].method.is_none() && matches[1].headers.is_none());
+    let mirror = rules[0].filters.as_ref().unwrap()[0]
+        .request_mirror
+        .as_ref()
+        .unwrap();
+    assert_eq!(mirror.backend_ref.group.as_deref(), Some(""));
+    assert_eq!(mirror.backend_ref.kind.as_deref(), Some("Service"));
+    assert_eq!(mirror.fraction.as_ref().unwrap().denominator, Some(100));
+    let backends = rules[0].backend_refs.as_ref().unwrap();
+    assert_eq!(backends[0].group.as_deref(), Some(""));
+    assert_eq!(backends[0].kind.as_deref(), Some("Service"));
+    assert_eq!(backends[0].weight, Some(1));
+    assert_eq!(backends[1].weight, Some(0));
+    let backend_mirror = backends[0].filters.as_ref().unwrap()[0]
+        .request_mirror
+        .as_ref()
+        .unwrap();
+    assert_eq!(backend_mirror.backend_ref.kind.as_deref(), Some("Service"));
+    // A rule without matches or backends gets none: GRPCRoute has no rule-level defaults.
+    assert!(rules[1].matches.is_none() && rules[1].backend_refs.is_none());
+}
+
+#[test]
+fn grpc_routes_without_rules_stay_without_rules_and_lose_their_status() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: r}\n\
+                spec: {parentRefs: [{name: g}]}\n\
+                status: {parents: [{controllerName: x, parentRef: {name: g}, conditions: []}]}\n";
+    let Object::GrpcRoute(route) = parse(text) else {
+        panic!("not a GRPCRoute");
+    };
+    assert!(route.spec.rules.is_none());
+    assert!(route.status.is_none(), "status is a subresource");
+    assert_eq!(route.metadata.namespace.as_deref(), Some("default"));
+}
+
+#[test]
+fn grpc_routes_are_read_only_in_v1() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: GRPCRoute\nmetadata: {name: r}\nspec: {}\n";
+    let docs = parse_file(Path::new("test.yaml"), text).unwrap();
+    assert!(
+        docs.is_empty(),
+        "the v1.5.1 CRD serves GRPCRoute only in v1"
+    );
 }

@@ -73,6 +73,9 @@ fn a_new_observed_generation_is_a_change_that_keeps_the_time() {
     assert_eq!(desired["conditions"][0]["observedGeneration"], 2);
 }
 
+/// Both route kinds share `status.parents` with other controllers.
+const ROUTE_KINDS: [Kind; 2] = [Kind::HttpRoute, Kind::GrpcRoute];
+
 #[test]
 fn route_parents_of_other_controllers_are_kept_in_place() {
     let live = json!({"parents": [
@@ -84,27 +87,47 @@ fn route_parents_of_other_controllers_are_kept_in_place() {
         parent(OURS, "a", vec![condition("Accepted", "True", T1), condition("ResolvedRefs", "False", T1)]),
         parent(OURS, "new", vec![condition("Accepted", "True", T1)]),
     ]});
-    let desired = desired_status(Kind::HttpRoute, &live, &computed, OURS);
-    let parents = desired["parents"].as_array().unwrap();
-    let names: Vec<_> = parents
-        .iter()
-        .map(|p| p["parentRef"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["theirs", "a", "new"]);
-    assert_eq!(parents[0], live["parents"][0], "theirs untouched");
-    assert_eq!(parents[1]["conditions"][0]["lastTransitionTime"], T0);
-    assert_eq!(parents[1]["conditions"][1]["lastTransitionTime"], T1);
+    for kind in ROUTE_KINDS {
+        let desired = desired_status(kind, &live, &computed, OURS);
+        let parents = desired["parents"].as_array().unwrap();
+        let names: Vec<_> = parents
+            .iter()
+            .map(|p| p["parentRef"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["theirs", "a", "new"], "{kind}");
+        assert_eq!(parents[0], live["parents"][0], "{kind}: theirs untouched");
+        assert_eq!(parents[1]["conditions"][0]["lastTransitionTime"], T0);
+        assert_eq!(parents[1]["conditions"][1]["lastTransitionTime"], T1);
 
-    // Writing that and computing the same again is no change.
-    let again = desired_status(Kind::HttpRoute, &desired, &computed, OURS);
-    assert!(same(&again, &desired));
+        // Writing that and computing the same again is no change.
+        let again = desired_status(kind, &desired, &computed, OURS);
+        assert!(same(&again, &desired), "{kind}");
+    }
+}
+
+#[test]
+fn grpc_route_parents_are_not_replaced_wholesale() {
+    // Were GRPCRoute status treated like a Gateway's (ours alone), the other controller's
+    // entry would be dropped.
+    let live =
+        json!({"parents": [parent(THEIRS, "theirs", vec![condition("Accepted", "True", T0)])]});
+    let computed = json!({"parents": [
+        parent(OURS, "gw", vec![condition("Accepted", "False", T1)]),
+    ]});
+    let desired = desired_status(Kind::GrpcRoute, &live, &computed, OURS);
+    assert_eq!(
+        desired["parents"],
+        json!([live["parents"][0], computed["parents"][0]])
+    );
 }
 
 #[test]
 fn routes_with_only_other_controllers_parents_and_nothing_computed_are_unchanged() {
     let live = json!({"parents": [parent(THEIRS, "theirs", vec![])]});
-    let desired = desired_status(Kind::HttpRoute, &live, &json!({"parents": []}), OURS);
-    assert!(same(&desired, &live));
+    for kind in ROUTE_KINDS {
+        let desired = desired_status(kind, &live, &json!({"parents": []}), OURS);
+        assert!(same(&desired, &live), "{kind}");
+    }
 }
 
 #[test]
@@ -121,11 +144,8 @@ fn patches_replace_gateway_status_wholesale_and_guard_routes_with_the_version() 
     let patch = status_patch(Kind::Gateway, &live, &desired, Some("7"));
     assert_eq!(patch["status"]["addresses"], Value::Null);
     assert!(patch.get("metadata").is_none());
-    let patch = status_patch(
-        Kind::HttpRoute,
-        &json!({}),
-        &json!({"parents": []}),
-        Some("7"),
-    );
-    assert_eq!(patch["metadata"]["resourceVersion"], "7");
+    for kind in ROUTE_KINDS {
+        let patch = status_patch(kind, &json!({}), &json!({"parents": []}), Some("7"));
+        assert_eq!(patch["metadata"]["resourceVersion"], "7", "{kind}");
+    }
 }
