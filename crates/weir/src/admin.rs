@@ -83,7 +83,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared, registry: &Registry) -> Resp
         "/status" => respond(
             StatusCode::OK,
             "application/json",
-            shared.status.load().json.clone(),
+            shared.status.load().to_json(),
         ),
         "/debug/snapshot" => {
             let dump = format!("{:#?}\n", shared.snapshot.load());

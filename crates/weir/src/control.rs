@@ -17,24 +17,24 @@ use weir_translate::{preserve_transition_times, translate, Input, ObjectStatus};
 
 use crate::metrics::ControlMetrics;
 
-/// The computed statuses, as served by `/status`.
+/// The computed statuses, as served by `/status`. Serialized when `/status` is asked for,
+/// not on every rebuild: rebuilds are on the propagation path, `/status` reads are rare.
 #[derive(Debug, Default)]
 pub struct StatusView {
     pub statuses: Vec<ObjectStatus>,
-    /// `{"items": [...]}`, serialized once per change.
-    pub json: Bytes,
 }
 
 impl StatusView {
-    fn new(statuses: Vec<ObjectStatus>) -> Self {
-        let items: Vec<serde_json::Value> = statuses
+    /// `{"items": [...]}` in Kubernetes shape.
+    pub fn to_json(&self) -> Bytes {
+        let items: Vec<serde_json::Value> = self
+            .statuses
             .iter()
             .map(ObjectStatus::to_resource_json)
             .collect();
-        let json = serde_json::to_vec_pretty(&serde_json::json!({ "items": items }))
+        serde_json::to_vec_pretty(&serde_json::json!({ "items": items }))
             .map(Bytes::from)
-            .unwrap_or_default();
-        Self { statuses, json }
+            .unwrap_or_default()
     }
 }
 
@@ -152,11 +152,14 @@ pub async fn run(
         let started = Instant::now();
         let translator_ = translator.clone();
         let built = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let built = translator_.build(&store, &addresses, &previous.statuses);
-            (built, store)
+            // Dropping the previous statuses is work too: do it here, off the runtime.
+            drop(previous);
+            (built, store, started.elapsed())
         })
         .await;
-        let (built, store) = match built {
+        let (built, store, translate_time) = match built {
             Ok(b) => b,
             Err(err) => {
                 // A panic in translation must not take the proxy down: keep serving the last
@@ -173,10 +176,10 @@ pub async fn run(
         let mut snapshot = built.snapshot;
         snapshot.generation = generation;
         let sockets = snapshot.sockets.len();
-        shared.snapshot.store(Arc::new(snapshot));
-        shared
-            .status
-            .store(Arc::new(StatusView::new(built.statuses)));
+        let old_snapshot = shared.snapshot.swap(Arc::new(snapshot));
+        let old_status = shared.status.swap(Arc::new(StatusView {
+            statuses: built.statuses,
+        }));
         shared.status_changed.send_replace(generation);
         metrics.snapshot_generation.set(generation as i64);
         metrics.objects.set(store.len() as i64);
@@ -192,9 +195,13 @@ pub async fn run(
             generation,
             sockets,
             objects = store.len(),
-            translate_us = started.elapsed().as_micros() as u64,
+            translate_us = translate_time.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
             "snapshot live"
         );
+        // The old snapshot, statuses and store may be large: free them off the runtime
+        // threads (requests still holding the old snapshot keep it alive until they end).
+        tokio::task::spawn_blocking(move || drop((old_snapshot, old_status, store)));
         shared.ready.store(true, Ordering::Release);
     }
 }
