@@ -26,6 +26,24 @@ pub fn from_backend_filter(
         })
 }
 
+/// Compile a request or response header modifier: the generated types differ per filter
+/// kind but share the `set` / `add` / `remove` shape.
+macro_rules! modifier {
+    ($m:expr) => {
+        header_modifier(
+            $m.set
+                .iter()
+                .flatten()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+            $m.add
+                .iter()
+                .flatten()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+            $m.remove.as_deref(),
+        )
+    };
+}
+
 /// Compile a list of filters. `matched_prefix` is the path prefix of the match the entry is
 /// compiled for (`None` when the match is a regular expression, where ReplacePrefixMatch has
 /// no meaning).
@@ -46,37 +64,13 @@ pub fn compile(
                 let m = f.request_header_modifier.as_ref().ok_or_else(|| {
                     invalid("RequestHeaderModifier without requestHeaderModifier".into())
                 })?;
-                let set = m
-                    .set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str()));
-                let add = m
-                    .add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str()));
-                Filter::RequestHeader(
-                    header_modifier(set, add, m.remove.as_deref()).map_err(invalid)?,
-                )
+                Filter::RequestHeader(modifier!(m).map_err(invalid)?)
             }
             Type::ResponseHeaderModifier => {
                 let m = f.response_header_modifier.as_ref().ok_or_else(|| {
                     invalid("ResponseHeaderModifier without responseHeaderModifier".into())
                 })?;
-                let set = m
-                    .set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str()));
-                let add = m
-                    .add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.as_str(), h.value.as_str()));
-                Filter::ResponseHeader(
-                    header_modifier(set, add, m.remove.as_deref()).map_err(invalid)?,
-                )
+                Filter::ResponseHeader(modifier!(m).map_err(invalid)?)
             }
             Type::RequestRedirect => {
                 let r = f
