@@ -261,3 +261,76 @@ async fn kube_mode_serves_writes_status_and_hands_over_leadership() {
         .unwrap();
     assert_eq!(r.json()["headers"]["X-Version"][0], "two");
 }
+
+/// With `--gateway-service`, Gateways report the Service's load balancer address, and until
+/// it has one, the ready endpoints behind it (the replicas' pod IPs). The addresses here are
+/// documentation ranges written into status only; no traffic goes to them.
+#[tokio::test]
+async fn gateway_addresses_follow_the_gateway_service() {
+    let api = TestApiServer::start().await;
+    let backend = echo("echo-7c9d8-abcde", "default");
+    fixtures(&api, backend.addr.port());
+    api.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "weir", "namespace": "weir-system"},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
+    api.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "weir-1", "namespace": "weir-system", "labels": {"kubernetes.io/service-name": "weir"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [
+            {"addresses": ["192.0.2.11"], "conditions": {"ready": true}},
+            {"addresses": ["192.0.2.10"], "conditions": {"ready": true}},
+            {"addresses": ["192.0.2.12"], "conditions": {"ready": false}}]}));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &api);
+    let offset = weir_testkit::free_offset(&[80]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], weir_testkit::free_port()));
+    let mut cmd = Command::new(bin("weir"));
+    cmd.arg("run")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--listener-port-offset",
+            &offset.to_string(),
+        ])
+        .args([
+            "--admin-addr",
+            &admin.to_string(),
+            "--gateway-service",
+            "weir-system/weir",
+        ])
+        .args([
+            "--leader-election-namespace",
+            "weir-system",
+            "--lease-duration",
+            "2s",
+        ])
+        .env("POD_NAME", "weir-a")
+        .env("POD_IP", "127.0.0.1");
+    let _weir = Proc::spawn(cmd);
+
+    let addresses = |api: &TestApiServer| {
+        api.get(GW, "gateways", "default", "gw")
+            .map(|gw| gw["status"]["addresses"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eventually("ready replicas' IPs as addresses", WAIT, || async {
+        let got = addresses(&api);
+        let want = json!([{"type": "IPAddress", "value": "192.0.2.10"}, {"type": "IPAddress", "value": "192.0.2.11"}]);
+        if got == want { Ok(()) } else { Err(format!("addresses {got}")) }
+    })
+    .await;
+
+    let mut service = api.get("", "services", "weir-system", "weir").unwrap();
+    service["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}});
+    api.apply(service);
+    assert_eventually("load balancer address", WAIT, || async {
+        let got = addresses(&api);
+        if got == json!([{"type": "IPAddress", "value": "203.0.113.10"}]) {
+            Ok(())
+        } else {
+            Err(format!("addresses {got}"))
+        }
+    })
+    .await;
+}

@@ -80,8 +80,8 @@ pub struct RunArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// Kubernetes mode: the LoadBalancer Service (NAMESPACE/NAME) whose
-    /// status.loadBalancer.ingress is reported as the Gateways' addresses. Without it, the
-    /// pod IP ($POD_IP) is reported.
+    /// status.loadBalancer.ingress is reported as the Gateways' addresses; until it has one,
+    /// the ready pod IPs behind it. Without the flag, the pod IP ($POD_IP) is reported.
     #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
     pub gateway_service: Option<(String, String)>,
 

@@ -49,12 +49,22 @@ pub async fn start(
 
     let (addresses_tx, addresses) = watch::channel(pod_addresses());
     match args.gateway_service.clone() {
-        Some((namespace, name)) => tasks.push(tokio::spawn(watch_service_addresses(
-            client.clone(),
-            namespace,
-            name,
-            addresses_tx,
-        ))),
+        Some((namespace, name)) => {
+            let (ingress_tx, ingress) = watch::channel(Vec::new());
+            tasks.push(tokio::spawn(watch_service_addresses(
+                client.clone(),
+                namespace.clone(),
+                name.clone(),
+                ingress_tx,
+            )));
+            tasks.push(tokio::spawn(choose_addresses(
+                ingress,
+                stores.clone(),
+                namespace,
+                name,
+                addresses_tx,
+            )));
+        }
         // No Service to follow: the pod IP stays the address (the sender may go).
         None => drop(addresses_tx),
     }
@@ -90,6 +100,70 @@ pub async fn start(
         tasks,
         election,
     })
+}
+
+/// Gateway addresses with `--gateway-service`: its load balancer ingress when it has one,
+/// else the ready endpoints of that Service (the pod IPs of the Weir replicas behind it),
+/// else this pod's IP.
+async fn choose_addresses(
+    mut ingress: watch::Receiver<Vec<(String, String)>>,
+    mut stores: watch::Receiver<Arc<Store>>,
+    namespace: String,
+    name: String,
+    tx: watch::Sender<Vec<(String, String)>>,
+) {
+    let mut ingress_open = true;
+    loop {
+        let from_ingress = ingress.borrow_and_update().clone();
+        let store = stores.borrow_and_update().clone();
+        let chosen = if !from_ingress.is_empty() {
+            from_ingress
+        } else {
+            let replicas = replica_addresses(&store, &namespace, &name);
+            if replicas.is_empty() {
+                pod_addresses()
+            } else {
+                replicas
+            }
+        };
+        tx.send_if_modified(|current| {
+            let changed = *current != chosen;
+            if changed {
+                tracing::info!(addresses = ?chosen, "gateway addresses");
+                *current = chosen;
+            }
+            changed
+        });
+        tokio::select! {
+            r = ingress.changed(), if ingress_open => if r.is_err() { ingress_open = false },
+            r = stores.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Ready endpoint IPs of Service `namespace/name`, sorted and unique.
+fn replica_addresses(store: &Store, namespace: &str, name: &str) -> Vec<(String, String)> {
+    let mut ips: Vec<String> = store
+        .endpoint_slices
+        .iter()
+        .filter(|(key, slice)| {
+            key.namespace == namespace
+                && slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .is_some_and(|s| s == name)
+        })
+        .flat_map(|(_, slice)| slice.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips.into_iter()
+        .map(|ip| ("IPAddress".to_string(), ip))
+        .collect()
 }
 
 /// While we lead, write every new set of statuses (the writer patches only what changed).
