@@ -237,7 +237,12 @@ async fn gone_410_relists_and_loses_nothing() {
     .await;
     assert!(
         list_requests(&server, "/httproutes") > lists,
-        "the 410 made the watcher relist"
+        "the 410 made the watcher relist; requests: {:#?}",
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/httproutes"))
+            .collect::<Vec<_>>()
     );
     // And it keeps watching after the relist.
     server.apply(route("after"));

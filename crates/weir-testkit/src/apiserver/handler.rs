@@ -418,6 +418,9 @@ fn delete(shared: &Shared, target: &Target, name: &str) -> Handled {
 /// A watch stream: replayed history (or current state), then live changes, BOOKMARKs every
 /// bookmark interval, until `timeoutSeconds`, a cut, or the client leaves.
 fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Response<ResponseBody> {
+    // Subscribe to cuts before checking for refusal: a watch that slips past the check just
+    // before `refuse_watches(true)` must still be ended by the `cut_watches()` that follows.
+    let cut = shared.cut_signal();
     if shared.watches_refused() {
         return error(&ApiError::WatchRefused);
     }
@@ -459,7 +462,6 @@ fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Response<Respo
             });
         }
         Ok((replay, changes, seen)) => {
-            let cut = shared.cut_signal();
             tokio::spawn(stream.run(replay, changes, seen, initial_events, cut));
         }
     }
@@ -554,6 +556,12 @@ impl WatchStream {
         ticks.tick().await;
         loop {
             let event = tokio::select! {
+                // A cut wins over pending changes, as a dropped connection would: without
+                // `biased`, a stream polled after a cut could still deliver the changes made
+                // after it, and tests of resume/relist would race.
+                biased;
+                _ = cut.changed() => return,
+                _ = self.tx.closed() => return,
                 change = changes.recv() => match change {
                     Ok(change) if change.rv <= seen => continue,
                     Ok(change) => {
@@ -568,8 +576,6 @@ impl WatchStream {
                 },
                 _ = ticks.tick(), if self.bookmarks => self.bookmark(seen, false),
                 _ = tokio::time::sleep_until(deadline) => return,
-                _ = cut.changed() => return,
-                _ = self.tx.closed() => return,
             };
             if self.send(&event).await.is_err() {
                 return;
