@@ -151,12 +151,25 @@ async fn kube_mode_serves_writes_status_and_hands_over_leadership() {
     .await;
     assert_eq!(gw["status"]["addresses"][0]["value"], "127.0.0.1");
     assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 1);
-    let class = api.get(GW, "gatewayclasses", "", "weir").unwrap();
+    // The writer patches one object at a time: wait for the class and the route too.
+    let (class, r) = assert_eventually("class and route status written", WAIT, || async {
+        let class = api
+            .get(GW, "gatewayclasses", "", "weir")
+            .ok_or("no class")?;
+        let r = api
+            .get(GW, "httproutes", "default", "app")
+            .ok_or("no route")?;
+        if class["status"]["conditions"].is_array() && r["status"]["parents"].is_array() {
+            Ok((class, r))
+        } else {
+            Err(format!("class {} route {}", class["status"], r["status"]))
+        }
+    })
+    .await;
     assert_eq!(
         condition(&class["status"]["conditions"], "Accepted").unwrap()["status"],
         "True"
     );
-    let r = api.get(GW, "httproutes", "default", "app").unwrap();
     let parent = &r["status"]["parents"][0];
     assert_eq!(parent["controllerName"], "weir.dev/gateway-controller");
     assert_eq!(
