@@ -43,12 +43,12 @@ pub enum ProxyError {
     #[error("could not connect to any endpoint of upstream {upstream}: {source}")]
     UpstreamConnect {
         upstream: Arc<str>,
-        source: hyper_util::client::legacy::Error,
+        source: ConnectError,
     },
     #[error("request to upstream {upstream} failed: {source}")]
     UpstreamRequest {
         upstream: Arc<str>,
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     #[error("upstream {upstream} did not answer within the backend request timeout ({limit:?})")]
     BackendTimeout { upstream: Arc<str>, limit: Duration },
@@ -58,6 +58,17 @@ pub enum ProxyError {
     // ---- setup ----
     #[error("could not register proxy metrics (is a second Proxy using the same registry?): {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+/// Why a connection to one upstream endpoint could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("TCP connect failed: {0}")]
+    Tcp(#[source] std::io::Error),
+    #[error("TCP connect did not complete within {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
 }
 
 /// Whose fault an error is, for logs.

@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use weir_snapshot::SnapshotHandle;
 
-pub use error::{BindError, ProxyError};
+pub use error::{BindError, ConnectError, ProxyError};
 
 use crate::listener::Sockets;
 use crate::metrics::Metrics;

@@ -3,64 +3,287 @@
 //! hop-by-hop header cleanup, X-Forwarded-For/Proto, and HTTP/1.1 upgrades (WebSocket)
 //! tunnelled after a 101.
 
-use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use weir_snapshot::{AppProtocol, Upstream};
 
-use crate::error::ProxyError;
+use crate::error::{ConnectError, ProxyError};
+use crate::metrics::Metrics;
 use crate::request::{BoxError, ProxyBody};
 use crate::Shared;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+mod body;
+mod pool;
+
+pub(crate) use body::{PooledBody, UpstreamBody};
+use pool::Pools;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The upstream clients, one per wire protocol; each pools connections per endpoint.
+/// The upstream clients: pooled connections per endpoint (HTTP/1.1, and HTTP/2 prior
+/// knowledge for `kubernetes.io/h2c`).
 pub(crate) struct Clients {
-    http1: Client<HttpConnector, UpstreamBody>,
-    h2c: Client<HttpConnector, UpstreamBody>,
+    pools: Pools,
 }
 
 impl Clients {
     pub(crate) fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .http2_only(true)
-            .build(connector);
-        Self { http1, h2c }
+        Self {
+            pools: Pools::new(),
+        }
+    }
+
+    #[cfg(test)]
+    fn with_pools(pools: Pools) -> Self {
+        Self { pools }
+    }
+
+    /// Send `req` to one endpoint of `upstream`: the round-robin pick, then the others while
+    /// connecting fails. The one way anything reaches an upstream (forwarding, and copies
+    /// such as mirrors); `req` comes with its headers final and any URI form (it is rewritten
+    /// for the wire protocol). `attempt_timeout` bounds connecting and sending up to the
+    /// response headers.
+    ///
+    /// A pooled HTTP/1.1 connection that turns out closed is replaced transparently when
+    /// hyper hands the request back unsent; after it was sent, the request is repeated on
+    /// a new connection only when that is safe (idempotent method, no body, and the pooled
+    /// connection had been idle long enough for the peer to be closing it).
+    pub(crate) async fn send(
+        &self,
+        metrics: &Metrics,
+        upstream: &Upstream,
+        req: Request<UpstreamBody>,
+        attempt_timeout: Option<Duration>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        if upstream.endpoints.is_empty() {
+            return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
+        }
+        let sent = async {
+            match upstream.protocol {
+                AppProtocol::H2c => self.send_http2(metrics, upstream, req).await,
+                AppProtocol::Http1 | AppProtocol::WebSocket => {
+                    self.send_http1(metrics, upstream, req).await
+                }
+            }
+        };
+        match attempt_timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, sent)
+                    .await
+                    .map_err(|_| ProxyError::BackendTimeout {
+                        upstream: upstream.name.clone(),
+                        limit,
+                    })?
+            }
+            None => sent.await,
+        }
+    }
+
+    async fn send_http1(
+        &self,
+        metrics: &Metrics,
+        upstream: &Upstream,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        *req.version_mut() = Version::HTTP_11;
+        if req.uri().authority().is_some() {
+            // HTTP/1.1 to an origin server: origin form (RFC 9112 §3.2.1).
+            *req.uri_mut() = origin_form(req.uri());
+        }
+        let safe_to_repeat = is_idempotent(req.method()) && req.body().is_end_stream();
+        // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one: the endpoint's.
+        let host_from_endpoint = !req.headers().contains_key(HOST);
+        let mut last_connect_error = None;
+        for (endpoint, authority) in upstream.attempts() {
+            let addr = endpoint.addr;
+            if host_from_endpoint {
+                if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                    req.headers_mut().insert(HOST, value);
+                }
+            }
+            // Idle connections first, most recently used first.
+            while let Some(reused) = self.pools.checkout_http1(addr) {
+                let mut tx = reused.tx;
+                if tx.ready().await.is_err() {
+                    continue;
+                }
+                let copy = (reused.stale && safe_to_repeat).then(|| head_copy(&req));
+                match tx.try_send_request(req).await {
+                    Ok(response) => return Ok(self.pooled(response, addr, tx)),
+                    Err(mut err) => match (err.take_message(), copy) {
+                        (Some(unsent), _) => req = unsent,
+                        (None, Some(copy)) => {
+                            tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
+                            req = copy;
+                        }
+                        (None, None) => return Err(request_error(upstream, err.into_error())),
+                    },
+                }
+            }
+            let mut tx = match self.pools.connect_http1(addr).await {
+                Ok(tx) => tx,
+                Err(err) => {
+                    last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                    continue;
+                }
+            };
+            match tx.try_send_request(req).await {
+                Ok(response) => return Ok(self.pooled(response, addr, tx)),
+                Err(mut err) => match err.take_message() {
+                    // Closed before the request was written: like a failed connect.
+                    Some(unsent) => {
+                        req = unsent;
+                        let err = ConnectError::Handshake(err.into_error());
+                        last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                    }
+                    None => return Err(request_error(upstream, err.into_error())),
+                },
+            }
+        }
+        Err(all_failed(upstream, last_connect_error))
+    }
+
+    fn pooled(
+        &self,
+        response: Response<Incoming>,
+        addr: SocketAddr,
+        tx: pool::Http1Sender,
+    ) -> Response<PooledBody> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now belongs to the tunnel.
+            return response.map(PooledBody::unpooled);
+        }
+        response.map(|body| PooledBody::pooled(body, &self.pools, addr, tx))
+    }
+
+    async fn send_http2(
+        &self,
+        metrics: &Metrics,
+        upstream: &Upstream,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        *req.version_mut() = Version::HTTP_2;
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut last_connect_error = None;
+        for (endpoint, authority) in upstream.attempts() {
+            let addr = endpoint.addr;
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority.clone());
+            uri.path_and_query = Some(path.clone());
+            *req.uri_mut() =
+                Uri::from_parts(uri).map_err(|err| ProxyError::InvalidFilterResult {
+                    what: "upstream URI",
+                    value: err.to_string(),
+                })?;
+            // The shared connection, then (if it had closed) one fresh one.
+            for _ in 0..2 {
+                let mut tx = match self.pools.http2(addr).await {
+                    Ok(tx) => tx,
+                    Err(err) => {
+                        last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                        break;
+                    }
+                };
+                if tx.ready().await.is_err() {
+                    self.pools.drop_http2(addr);
+                    continue;
+                }
+                match tx.try_send_request(req).await {
+                    Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                    Err(mut err) => match err.take_message() {
+                        Some(unsent) => {
+                            req = unsent;
+                            self.pools.drop_http2(addr);
+                        }
+                        None => return Err(request_error(upstream, err.into_error())),
+                    },
+                }
+            }
+        }
+        Err(all_failed(upstream, last_connect_error))
     }
 }
 
-/// Stage 4: send the request to one endpoint of `upstream` (the round-robin pick, then the
-/// others while connecting fails) and return its response, cleaned of hop-by-hop headers.
-/// `attempt_timeout` bounds each attempt up to the response headers.
+fn connect_failed(
+    metrics: &Metrics,
+    upstream: &Upstream,
+    addr: SocketAddr,
+    err: ConnectError,
+) -> ConnectError {
+    metrics.record_connect_error(&upstream.name);
+    tracing::warn!(
+        upstream = %upstream.name,
+        endpoint = %addr,
+        error = %err,
+        "upstream connect failed"
+    );
+    err
+}
+
+fn request_error(upstream: &Upstream, source: hyper::Error) -> ProxyError {
+    ProxyError::UpstreamRequest {
+        upstream: upstream.name.clone(),
+        source,
+    }
+}
+
+fn all_failed(upstream: &Upstream, last_connect_error: Option<ConnectError>) -> ProxyError {
+    match last_connect_error {
+        Some(source) => ProxyError::UpstreamConnect {
+            upstream: upstream.name.clone(),
+            source,
+        },
+        None => ProxyError::NoHealthyUpstream(upstream.name.clone()),
+    }
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The request without its (empty) body, to repeat it.
+fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(UpstreamBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Stage 4: send the request to one endpoint of `upstream` ([`Clients::send`]) and return
+/// its response, cleaned of hop-by-hop headers. `attempt_timeout` bounds the wait for the
+/// response headers.
 pub(crate) async fn forward(
     shared: &Shared,
     upstream: &Upstream,
@@ -70,94 +293,26 @@ pub(crate) async fn forward(
     tls: bool,
     attempt_timeout: Option<Duration>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let attempts = upstream.endpoints.len();
-    if attempts == 0 {
+    if upstream.endpoints.is_empty() {
         return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
     }
-    let (client, version) = match upstream.protocol {
-        AppProtocol::H2c => (&shared.clients.h2c, Version::HTTP_2),
-        AppProtocol::Http1 | AppProtocol::WebSocket => (&shared.clients.http1, Version::HTTP_11),
-    };
-    let upgrade = if version == Version::HTTP_11 {
-        take_upgrade(&mut parts)
-    } else {
-        None
+    let upgrade = match upstream.protocol {
+        AppProtocol::H2c => None,
+        AppProtocol::Http1 | AppProtocol::WebSocket => take_upgrade(&mut parts),
     };
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, client_ip, tls);
-
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let body = UpstreamBody::new(body);
-    let mut headers = Some(parts.headers);
-    let mut last_connect_error = None;
-    for (attempt, (endpoint, authority)) in upstream.attempts().enumerate() {
-        // Built from parts: the authority was formatted when the snapshot was built.
-        let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(Scheme::HTTP);
-        uri_parts.authority = Some(authority.clone());
-        uri_parts.path_and_query = Some(path.clone());
-        let uri = Uri::from_parts(uri_parts).map_err(|err| ProxyError::InvalidFilterResult {
-            what: "upstream URI",
-            value: err.to_string(),
-        })?;
-        let attempt_headers = if attempt + 1 >= attempts {
-            headers.take().unwrap_or_default()
-        } else {
-            headers.clone().unwrap_or_default()
-        };
-        let mut req = Request::new(body.share());
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = version;
-        *req.headers_mut() = attempt_headers;
-
-        let sent = client.request(req);
-        let result =
-            match attempt_timeout {
-                Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
-                    ProxyError::BackendTimeout {
-                        upstream: upstream.name.clone(),
-                        limit,
-                    }
-                })?,
-                None => sent.await,
-            };
-        match result {
-            Ok(response) => return Ok(into_downstream(response, upgrade)),
-            Err(err) if err.is_connect() => {
-                shared.metrics.record_connect_error(&upstream.name);
-                tracing::warn!(
-                    upstream = %upstream.name,
-                    endpoint = %endpoint.addr,
-                    error = %err,
-                    "upstream connect failed"
-                );
-                last_connect_error = Some(err);
-            }
-            Err(source) => {
-                return Err(ProxyError::UpstreamRequest {
-                    upstream: upstream.name.clone(),
-                    source,
-                })
-            }
-        }
-    }
-    match last_connect_error {
-        Some(source) => Err(ProxyError::UpstreamConnect {
-            upstream: upstream.name.clone(),
-            source,
-        }),
-        None => Err(ProxyError::NoHealthyUpstream(upstream.name.clone())),
-    }
+    let req = Request::from_parts(parts, UpstreamBody::from(body));
+    let response = shared
+        .clients
+        .send(&shared.metrics, upstream, req, attempt_timeout)
+        .await?;
+    Ok(into_downstream(response, upgrade))
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, body streamed.
 fn into_downstream(
-    mut response: Response<Incoming>,
+    mut response: Response<PooledBody>,
     upgrade: Option<PendingUpgrade>,
 ) -> Response<ProxyBody> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -221,10 +376,19 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Proxy-Connection, Transfer-Encoding, Upgrade and TE (but `TE: trailers` is kept). With
 /// `upgrade`, `Connection: upgrade` and that `Upgrade` are kept for the next hop.
 pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    // Fast path, the common case: one pass over the (few) names finds no hop-by-hop header,
-    // instead of a hash lookup per hop-by-hop name.
-    if upgrade.is_none() && !headers.keys().any(is_hop_by_hop) {
-        return;
+    // Fast paths, the common cases: one pass over the (few) names instead of a hash lookup
+    // per hop-by-hop name. Most requests carry none; most responses carry only
+    // `Connection: keep-alive` (or `close`), which names nothing else to remove.
+    if upgrade.is_none() {
+        let mut hop_by_hop = headers.keys().filter(|name| is_hop_by_hop(name));
+        match (hop_by_hop.next(), hop_by_hop.next()) {
+            (None, _) => return,
+            (Some(name), None) if name == CONNECTION && !connection_names_headers(headers) => {
+                headers.remove(CONNECTION);
+                return;
+            }
+            _ => {}
+        }
     }
     let te_trailers = headers
         .get_all(TE)
@@ -234,16 +398,7 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: Option<&HeaderVa
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     // `Connection: keep-alive` / `close` (what most peers send) names no header to strip
     // beyond the fixed list below: skip collecting the names it lists.
-    let names_other_headers = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            !(t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"))
-        });
-    if names_other_headers {
+    if connection_names_headers(headers) {
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
@@ -274,6 +429,19 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: Option<&HeaderVa
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
     }
+}
+
+/// Whether `Connection` lists anything but `keep-alive` and `close`.
+fn connection_names_headers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            !(t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"))
+        })
 }
 
 /// The X-Forwarded-For value for a client address (IPv4-mapped IPv6 shown as IPv4). Computed
@@ -315,77 +483,6 @@ pub(crate) fn forwarded_headers(headers: &mut HeaderMap, client_ip: &HeaderValue
         }
         Err(_) => {
             headers.append(X_FORWARDED_FOR.clone(), client_ip.clone());
-        }
-    }
-}
-
-/// The downstream request body, handed to successive attempts: an attempt that fails to
-/// connect never polled it, so the next attempt can still send it. The slot is touched once
-/// per attempt, by that request only.
-pub(crate) struct UpstreamBody {
-    slot: Arc<Mutex<Option<Incoming>>>,
-    body: Option<Incoming>,
-    size_hint: SizeHint,
-    end_stream: bool,
-}
-
-impl UpstreamBody {
-    fn new(body: Incoming) -> Self {
-        Self {
-            size_hint: body.size_hint(),
-            end_stream: body.is_end_stream(),
-            slot: Arc::new(Mutex::new(Some(body))),
-            body: None,
-        }
-    }
-
-    /// A handle for one attempt; the body moves to whichever handle polls it first.
-    fn share(&self) -> Self {
-        Self {
-            slot: self.slot.clone(),
-            body: None,
-            size_hint: self.size_hint,
-            end_stream: self.end_stream,
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        if this.body.is_none() {
-            if this.end_stream {
-                return Poll::Ready(None);
-            }
-            this.body = this
-                .slot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-        }
-        match this.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.body {
-            Some(body) => body.is_end_stream(),
-            None => self.end_stream,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.body {
-            Some(body) => body.size_hint(),
-            None => self.size_hint,
         }
     }
 }

@@ -62,3 +62,26 @@ fn forwarded_for_appends_client_ip() {
     assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.2");
     assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "http");
 }
+
+#[test]
+fn connection_keep_alive_alone_is_removed() {
+    let mut h = headers(&[
+        ("connection", "keep-alive"),
+        ("content-length", "2"),
+        ("server", "nginx"),
+    ]);
+    prepare_headers(&mut h, None);
+    let mut names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["content-length", "server"]);
+
+    // A Connection header naming another header still removes that one.
+    let mut h = headers(&[
+        ("connection", "x-private"),
+        ("x-private", "1"),
+        ("x-kept", "1"),
+    ]);
+    prepare_headers(&mut h, None);
+    let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-kept"]);
+}

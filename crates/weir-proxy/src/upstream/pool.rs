@@ -1,0 +1,291 @@
+//! Upstream connections, pooled per endpoint on hyper's client connections (no hyper-util
+//! legacy client: its generic pool, URI-keyed lookups and connect races cost more per request
+//! than the whole routing stage).
+//!
+//! - HTTP/1.1: an idle list per endpoint address, most recently used first. A connection goes
+//!   back to the list when its response body has been read to the end
+//!   ([`super::body::PooledBody`]); a connection that closed while idle is dropped at
+//!   check-out; one idle longer than the idle timeout is dropped by the reaper.
+//! - h2c: one HTTP/2 connection per endpoint, shared by every request (streams multiplex),
+//!   replaced when it closes.
+//!
+//! Both maps sit behind one uncontended mutex each (a current-thread runtime never
+//! contends; a multi-threaded one holds it for a pop or a push). Idle times use a coarse clock
+//! (ticks counted by the reaper task) so a check-in reads no clock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::body::UpstreamBody;
+use crate::error::ConnectError;
+
+/// How long a TCP connect to an endpoint may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an upstream connection may stay idle in the pool.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Resolution of idle times.
+const TICK: Duration = Duration::from_secs(1);
+
+pub(crate) type Http1Sender = http1::SendRequest<UpstreamBody>;
+pub(crate) type Http2Sender = http2::SendRequest<UpstreamBody>;
+
+/// The upstream connection pools. Cheap to share: clones point at the same pools.
+#[derive(Clone)]
+pub(crate) struct Pools {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    http1: Mutex<AddrMap<Vec<Idle>>>,
+    http2: Mutex<AddrMap<Http2Sender>>,
+    /// Ticks since the reaper started.
+    clock: AtomicU64,
+    tick: Duration,
+    /// Idle timeout in ticks (at least 1).
+    idle_ticks: u64,
+    connect_timeout: Duration,
+    reaper_started: AtomicBool,
+}
+
+struct Idle {
+    tx: Http1Sender,
+    /// Clock tick of the check-in.
+    since: u64,
+}
+
+/// A connection taken from the idle list.
+pub(crate) struct Reused {
+    pub(crate) tx: Http1Sender,
+    /// It sat idle for at least a tick: the peer may be closing it right now (its own idle
+    /// timeout), so a request that is safe to repeat should be kept for a retry.
+    pub(crate) stale: bool,
+}
+
+impl Pools {
+    pub(crate) fn new() -> Self {
+        Self::with_timeouts(TICK, IDLE_TIMEOUT, CONNECT_TIMEOUT)
+    }
+
+    /// Pools with other timings (tests use short ones). `idle_timeout` is rounded up to
+    /// whole ticks.
+    pub(crate) fn with_timeouts(tick: Duration, idle_timeout: Duration, connect: Duration) -> Self {
+        let tick = tick.max(Duration::from_millis(1));
+        let idle_ticks = idle_timeout.as_nanos().div_ceil(tick.as_nanos()).max(1);
+        Self {
+            inner: Arc::new(Inner {
+                http1: Mutex::new(AddrMap::default()),
+                http2: Mutex::new(AddrMap::default()),
+                clock: AtomicU64::new(0),
+                tick,
+                idle_ticks: u64::try_from(idle_ticks).unwrap_or(u64::MAX),
+                connect_timeout: connect,
+                reaper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// The most recently used idle HTTP/1.1 connection to `addr` that has not closed.
+    pub(crate) fn checkout_http1(&self, addr: SocketAddr) -> Option<Reused> {
+        let now = self.inner.clock.load(Ordering::Relaxed);
+        let mut map = lock(&self.inner.http1);
+        let idle = map.get_mut(&addr)?;
+        while let Some(entry) = idle.pop() {
+            let age = now.saturating_sub(entry.since);
+            if entry.tx.is_closed() || age >= self.inner.idle_ticks {
+                continue;
+            }
+            return Some(Reused {
+                tx: entry.tx,
+                stale: age >= 1,
+            });
+        }
+        None
+    }
+
+    /// A new HTTP/1.1 connection to `addr` (upgrades enabled); its connection task runs
+    /// until the connection closes or every sender is dropped.
+    pub(crate) async fn connect_http1(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<Http1Sender, ConnectError> {
+        let io = self.connect_tcp(addr).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Put a connection whose exchange finished back on `addr`'s idle list.
+    pub(crate) fn checkin_http1(inner: &Arc<Inner>, addr: SocketAddr, tx: Http1Sender) {
+        if tx.is_closed() {
+            return;
+        }
+        let since = inner.clock.load(Ordering::Relaxed);
+        lock(&inner.http1)
+            .entry(addr)
+            .or_default()
+            .push(Idle { tx, since });
+        if !inner.reaper_started.load(Ordering::Relaxed) {
+            start_reaper(inner);
+        }
+    }
+
+    /// The shared HTTP/2 connection to `addr`, connected first if there is none (or it
+    /// closed).
+    pub(crate) async fn http2(&self, addr: SocketAddr) -> Result<Http2Sender, ConnectError> {
+        if let Some(tx) = lock(&self.inner.http2).get(&addr) {
+            if !tx.is_closed() {
+                return Ok(tx.clone());
+            }
+        }
+        let io = self.connect_tcp(addr).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%addr, error = %err, "upstream h2 connection ended with an error");
+            }
+        });
+        lock(&self.inner.http2).insert(addr, tx.clone());
+        Ok(tx)
+    }
+
+    /// Forget a shared HTTP/2 connection that failed (if it is still the one in the map).
+    pub(crate) fn drop_http2(&self, addr: SocketAddr) {
+        let mut map = lock(&self.inner.http2);
+        if map.get(&addr).is_some_and(|tx| tx.is_closed()) {
+            map.remove(&addr);
+        }
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, ConnectError> {
+        let limit = self.inner.connect_timeout;
+        let tcp = tokio::time::timeout(limit, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(limit))?
+            .map_err(ConnectError::Tcp)?;
+        // Requests are small writes that must not wait for an ACK.
+        let _ = tcp.set_nodelay(true);
+        Ok(TokioIo::new(tcp))
+    }
+
+    /// Idle HTTP/1.1 connections to `addr` (for tests and debugging).
+    #[cfg(test)]
+    pub(crate) fn idle_http1(&self, addr: SocketAddr) -> usize {
+        lock(&self.inner.http1).get(&addr).map_or(0, Vec::len)
+    }
+}
+
+/// Once per pool: a task that advances the clock every tick and drops connections idle past
+/// the timeout (and endpoints with none left, so endpoints that left the snapshot do not
+/// linger). It ends when the pools are dropped.
+fn start_reaper(inner: &Arc<Inner>) {
+    if inner.reaper_started.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let tick = inner.tick;
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let Some(inner) = weak.upgrade() else { return };
+            let now = inner.clock.fetch_add(1, Ordering::Relaxed) + 1;
+            let expired: Vec<Idle> = {
+                let mut map = lock(&inner.http1);
+                let mut expired = Vec::new();
+                map.retain(|_, idle| {
+                    let (keep, gone): (Vec<Idle>, Vec<Idle>) =
+                        std::mem::take(idle).into_iter().partition(|e| {
+                            !e.tx.is_closed() && now.saturating_sub(e.since) < inner.idle_ticks
+                        });
+                    *idle = keep;
+                    expired.extend(gone);
+                    !idle.is_empty()
+                });
+                lock(&inner.http2).retain(|_, tx| !tx.is_closed());
+                expired
+            };
+            // Closing happens outside the lock.
+            drop(expired);
+        }
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Maps keyed by endpoint address. The keys come from our own snapshot, not from clients, so
+/// a fast non-keyed hash is fine (no flooding risk) and cheaper than SipHash per request.
+type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+
+/// FxHash-style multiply-rotate hasher.
+#[derive(Default)]
+pub(crate) struct AddrHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl AddrHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

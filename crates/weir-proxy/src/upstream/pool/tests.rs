@@ -1,0 +1,302 @@
+//! The pool against scripted TCP backends: reuse, idle expiry, dead connections, safe
+//! repeats, connect fallbacks and the shared h2c connection.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weir_snapshot::{AppProtocol, Endpoint, Upstream};
+
+use super::Pools;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::upstream::{Clients, UpstreamBody};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Script {
+    /// Answer every request, keep the connection open.
+    KeepAlive,
+    /// Answer, then close the connection (without saying `Connection: close`).
+    CloseAfterResponse,
+    /// On the first connection, read the second request and hang up without answering.
+    HangUpOnSecondRequest,
+}
+
+struct Backend {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    async fn start(script: Script) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (a, r, c) = (accepted.clone(), requests.clone(), closed.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let index = a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(tcp, script, index, r.clone(), c.clone()));
+            }
+        });
+        Backend {
+            addr,
+            accepted,
+            requests,
+            closed,
+        }
+    }
+}
+
+async fn serve(
+    mut tcp: TcpStream,
+    script: Script,
+    index: usize,
+    requests: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+) {
+    let mut buf = Vec::new();
+    let mut on_conn = 0;
+    while read_request(&mut tcp, &mut buf).await {
+        requests.fetch_add(1, Ordering::SeqCst);
+        on_conn += 1;
+        if script == Script::HangUpOnSecondRequest && index == 0 && on_conn == 2 {
+            break;
+        }
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if tcp.write_all(answer).await.is_err() || script == Script::CloseAfterResponse {
+            break;
+        }
+    }
+    drop(tcp);
+    closed.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Read one request (head and a Content-Length body) from `tcp`; false at EOF.
+async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                buf.drain(..end + 4 + length);
+                return true;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn upstream(protocol: AppProtocol, addrs: &[SocketAddr]) -> Upstream {
+    let endpoints = addrs.iter().map(|&addr| Endpoint { addr }).collect();
+    Upstream::new("ns/svc:80", protocol, endpoints)
+}
+
+fn metrics() -> Metrics {
+    Metrics::register(&prometheus::Registry::new()).unwrap()
+}
+
+fn get() -> Request<UpstreamBody> {
+    Request::builder()
+        .uri("/x")
+        .header("host", "app.test")
+        .body(UpstreamBody::empty())
+        .unwrap()
+}
+
+fn post() -> Request<UpstreamBody> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/x")
+        .header("host", "app.test")
+        .header("content-length", "5")
+        .body(UpstreamBody::from(Bytes::from_static(b"hello")))
+        .unwrap()
+}
+
+async fn send(
+    clients: &Clients,
+    up: &Upstream,
+    req: Request<UpstreamBody>,
+) -> Result<String, ProxyError> {
+    let response = clients.send(&metrics(), up, req, None).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Ok(String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn quick_pools(idle: Duration) -> Pools {
+    Pools::with_timeouts(Duration::from_millis(20), idle, Duration::from_secs(2))
+}
+
+#[tokio::test]
+async fn one_connection_serves_consecutive_requests() {
+    let backend = Backend::start(Script::KeepAlive).await;
+    let pools = Pools::new();
+    let clients = Clients::with_pools(pools.clone());
+    let up = upstream(AppProtocol::Http1, &[backend.addr]);
+    for _ in 0..5 {
+        assert_eq!(send(&clients, &up, get()).await.unwrap(), "ok");
+    }
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 5);
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(pools.idle_http1(backend.addr), 1);
+}
+
+#[tokio::test]
+async fn idle_connections_expire() {
+    let backend = Backend::start(Script::KeepAlive).await;
+    let pools = quick_pools(Duration::from_millis(60));
+    let clients = Clients::with_pools(pools.clone());
+    let up = upstream(AppProtocol::Http1, &[backend.addr]);
+    send(&clients, &up, get()).await.unwrap();
+    assert_eq!(pools.idle_http1(backend.addr), 1);
+    wait_for("the reaper to close the idle connection", || {
+        backend.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(pools.idle_http1(backend.addr), 0);
+    send(&clients, &up, get()).await.unwrap();
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_closed_pooled_connection_is_not_handed_out() {
+    let backend = Backend::start(Script::CloseAfterResponse).await;
+    let pools = Pools::new();
+    let clients = Clients::with_pools(pools.clone());
+    let up = upstream(AppProtocol::Http1, &[backend.addr]);
+    send(&clients, &up, get()).await.unwrap();
+    wait_for("the backend to close", || {
+        backend.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Give the connection task a moment to read the FIN. A POST is not safe to repeat, so
+    // it only succeeds if the closed connection is not used.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    send(&clients, &up, post()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&clients, &up, get()).await.unwrap();
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_request_lost_on_a_stale_connection_is_repeated_only_when_safe() {
+    // GET, no body: repeated on a new connection.
+    let backend = Backend::start(Script::HangUpOnSecondRequest).await;
+    let clients = Clients::with_pools(quick_pools(Duration::from_secs(30)));
+    let up = upstream(AppProtocol::Http1, &[backend.addr]);
+    send(&clients, &up, get()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await; // idle for more than a tick
+    assert_eq!(send(&clients, &up, get()).await.unwrap(), "ok");
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+
+    // POST with a body: not repeated, the client gets the error.
+    let backend = Backend::start(Script::HangUpOnSecondRequest).await;
+    let clients = Clients::with_pools(quick_pools(Duration::from_secs(30)));
+    let up = upstream(AppProtocol::Http1, &[backend.addr]);
+    send(&clients, &up, get()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let err = send(&clients, &up, post()).await.unwrap_err();
+    assert!(
+        matches!(err, ProxyError::UpstreamRequest { .. }),
+        "got {err:?}"
+    );
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn connect_failure_falls_over_to_the_next_endpoint() {
+    let backend = Backend::start(Script::KeepAlive).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let clients = Clients::new();
+    let up = upstream(AppProtocol::Http1, &[closed, backend.addr]);
+    for _ in 0..4 {
+        assert_eq!(send(&clients, &up, get()).await.unwrap(), "ok");
+    }
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 4);
+    // Only closed endpoints: a connect error.
+    let up = upstream(AppProtocol::Http1, &[closed]);
+    let err = send(&clients, &up, get()).await.unwrap_err();
+    assert!(
+        matches!(err, ProxyError::UpstreamConnect { .. }),
+        "got {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn h2c_requests_share_one_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.version(), http::Version::HTTP_2);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+            });
+        }
+    });
+    let clients = Clients::new();
+    let up = upstream(AppProtocol::H2c, &[addr]);
+    let (a, b) = tokio::join!(send(&clients, &up, get()), send(&clients, &up, get()));
+    assert_eq!(
+        (a.unwrap(), b.unwrap()),
+        ("ok".to_string(), "ok".to_string())
+    );
+    send(&clients, &up, post()).await.unwrap();
+    assert!(
+        accepted.load(Ordering::SeqCst) <= 2,
+        "two racing first requests may each connect"
+    );
+    let before = accepted.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        send(&clients, &up, get()).await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), before);
+}
