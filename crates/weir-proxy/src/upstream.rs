@@ -64,8 +64,31 @@ impl Clients {
 pub(crate) async fn forward(
     shared: &Shared,
     upstream: &Upstream,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
     body: Incoming,
+    client_ip: &HeaderValue,
+    tls: bool,
+    attempt_timeout: Option<Duration>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let body = UpstreamBody::new(body);
+    forward_body(
+        shared,
+        upstream,
+        parts,
+        body,
+        client_ip,
+        tls,
+        attempt_timeout,
+    )
+    .await
+}
+
+/// [`forward`] with the body already wrapped (mirrors send [`UpstreamBody::empty`]).
+pub(crate) async fn forward_body(
+    shared: &Shared,
+    upstream: &Upstream,
+    mut parts: http::request::Parts,
+    body: UpstreamBody,
     client_ip: &HeaderValue,
     tls: bool,
     attempt_timeout: Option<Duration>,
@@ -91,7 +114,6 @@ pub(crate) async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let body = UpstreamBody::new(body);
     let mut headers = Some(parts.headers);
     let mut last_connect_error = None;
     for (attempt, (endpoint, authority)) in upstream.attempts().enumerate() {
@@ -336,6 +358,16 @@ impl UpstreamBody {
             end_stream: body.is_end_stream(),
             slot: Arc::new(Mutex::new(Some(body))),
             body: None,
+        }
+    }
+
+    /// No body at all.
+    pub(crate) fn empty() -> Self {
+        Self {
+            slot: Arc::new(Mutex::new(None)),
+            body: None,
+            size_hint: SizeHint::with_exact(0),
+            end_stream: true,
         }
     }
 
