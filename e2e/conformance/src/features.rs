@@ -313,7 +313,10 @@ mod tests {
     fn a_passing_unclaimed_feature_and_an_untested_claim_are_mismatches() {
         let mut specs = all_claimed();
         specs.retain(|s| s.features != ["GatewayPort8080"]);
-        specs.push(spec("Iso", &["Gateway", "HTTPRouteDestinationPortMatching"]));
+        specs.push(spec(
+            "Iso",
+            &["Gateway", "HTTPRouteDestinationPortMatching"],
+        ));
         let rows = rows(&specs, |_| Outcome::Pass);
         let (claimed_not_passing, passing_not_claimed) =
             FeatureCheck::new(&rows, true).mismatches();

@@ -195,3 +195,81 @@ async fn tls_request_for_another_listeners_host_is_misdirected() {
         .unwrap();
     assert_eq!((r.status, r.backend()), (StatusCode::OK, "a".to_string()));
 }
+
+#[tokio::test]
+async fn cors_preflight_is_answered_here_and_actual_answers_name_the_origin() {
+    use http::HeaderValue;
+    use weir_snapshot::{Cors, CorsList, OriginPattern};
+    let a = Echo::start("a").await;
+    let cors = Cors {
+        allow_origins: vec![OriginPattern::parse("https://*.bar.com").unwrap()].into(),
+        allow_methods: CorsList::Any,
+        allow_headers: CorsList::List(HeaderValue::from_static("x-one")),
+        expose_headers: CorsList::List(HeaderValue::from_static("x-two")),
+        max_age: Some(HeaderValue::from_static("60")),
+        allow_credentials: true,
+    };
+    let port = free_port();
+    let act = action(
+        "ns/r",
+        vec![Filter::Cors(cors)],
+        vec![backend(1, &upstream("ns/a:80", &[a.addr]))],
+        Timeouts::default(),
+    );
+    let l = listener("ns/gw", None, vec![(None, prefix("/", act))]);
+    let p = TestProxy::start(config(), snapshot(1, vec![socket(port, vec![l])])).await;
+    let addr = p.addr(port);
+    let preflight = |origin: &str| {
+        request("h", "/")
+            .method("OPTIONS")
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .body(Full::default())
+            .unwrap()
+    };
+    let r = send(addr, preflight("https://www.bar.com")).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        a.received.load(Ordering::SeqCst),
+        0,
+        "answered by the gateway"
+    );
+    let h = |name: &str| {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        h("access-control-allow-origin").as_deref(),
+        Some("https://www.bar.com")
+    );
+    assert_eq!(h("access-control-allow-methods").as_deref(), Some("PUT"));
+    assert_eq!(h("access-control-allow-headers").as_deref(), Some("x-one"));
+    assert_eq!(h("access-control-expose-headers").as_deref(), Some("x-two"));
+    assert_eq!(h("access-control-max-age").as_deref(), Some("60"));
+    assert_eq!(
+        h("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+
+    let r = send(addr, preflight("https://evil.example")).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+
+    let actual = request("h", "/")
+        .header("origin", "https://www.bar.com")
+        .body(Full::default())
+        .unwrap();
+    let r = send(addr, actual).await.unwrap();
+    assert_eq!((r.status, r.backend()), (StatusCode::OK, "a".to_string()));
+    assert_eq!(
+        r.headers.get("access-control-allow-origin").unwrap(),
+        "https://www.bar.com"
+    );
+    let r = get(addr, "h", "/").await.unwrap();
+    assert!(
+        r.headers.get("access-control-allow-origin").is_none(),
+        "no Origin, no CORS"
+    );
+}

@@ -139,3 +139,56 @@ spec:
         matches!(&b.filters[..], [Filter::Mirror(m)] if &*m.upstream.name == "default/svc-a:80")
     );
 }
+
+fn cors_route(cors: &str) -> String {
+    format!(
+        "
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default, generation: 1}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - filters: [{{type: CORS, cors: {cors}}}]
+    backendRefs: [{{name: svc-a, port: 80}}]
+"
+    )
+}
+
+#[test]
+fn cors_filter_compiles_origins_and_lists() {
+    let out = out_for(&cors_route(
+        "{allowOrigins: ['https://*.bar.com'], allowMethods: [GET, OPTIONS], allowHeaders: ['*'], maxAge: 60, allowCredentials: true}",
+    ));
+    assert_eq!(parent_cond(&out, R, GW, "Accepted"), is("True", "Accepted"));
+    let e = super::route(&out, 80, &get("h", "/")).expect("entry");
+    let [Filter::Cors(c)] = &e.action.filters[..] else {
+        panic!("one CORS filter: {:?}", e.action.filters)
+    };
+    assert!(c.allows("https://a.b.bar.com") && !c.allows("https://bar.com"));
+    assert_eq!(
+        c.allow_methods,
+        weir_snapshot::CorsList::List(http::HeaderValue::from_static("GET, OPTIONS"))
+    );
+    assert_eq!(c.allow_headers, weir_snapshot::CorsList::Any);
+    assert_eq!(c.max_age.as_ref().map(|v| v.as_bytes()), Some(&b"60"[..]));
+    assert!(c.allow_credentials);
+}
+
+/// An origin that is not `*` or http(s)://host[:port] (what the CRD's validation rejects)
+/// makes the route unusable: UnsupportedValue.
+#[test]
+fn cors_filter_with_an_unusable_origin_is_unsupported_value() {
+    let out = out_for(&cors_route("{allowOrigins: ['ftp://files.example']}"));
+    assert_eq!(
+        parent_cond(&out, R, GW, "Accepted"),
+        is("False", "UnsupportedValue")
+    );
+    let out = out_for(&cors_route(
+        "{allowOrigins: ['*'], allowMethods: ['*', GET]}",
+    ));
+    assert_eq!(
+        parent_cond(&out, R, GW, "Accepted"),
+        is("False", "UnsupportedValue")
+    );
+}
