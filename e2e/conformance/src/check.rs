@@ -16,6 +16,7 @@ use crate::cluster::{TestDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
 mod extended;
+mod websocket;
 
 /// How long a status or traffic expectation may take to hold.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -185,6 +186,7 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             percent,
         } => extended::mirror_share(env, request, to, *percent).await,
         Step::Cors(case) => extended::cors(env, case).await,
+        Step::WebSocket { gateway, path } => websocket::websocket(env, gateway, path).await,
     }
 }
 

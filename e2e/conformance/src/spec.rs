@@ -213,6 +213,10 @@ pub enum Step {
     /// with `StatusCodes`, `ValidHeaderValues` compared ignoring whitespace, `Headers`,
     /// `AbsentHeaders`); preflight answers come from the gateway, so their body is not read.
     Cors(Box<CorsCase>),
+    /// httproute-backend-protocol-websocket.go: dial `ws://<gateway><path>`, send a text and
+    /// a binary message, each comes back; three times in a row.
+    #[serde(rename = "websocket")]
+    WebSocket { gateway: String, path: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
