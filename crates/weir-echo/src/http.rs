@@ -127,7 +127,7 @@ fn is_h2c_request<B>(req: &Request<B>) -> bool {
 }
 
 /// Serves one request. Never fails: errors become HTTP answers.
-pub async fn handle<B>(
+pub async fn handle<B: Send + 'static>(
     req: Request<B>,
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
@@ -141,6 +141,9 @@ pub async fn handle<B>(
         return Ok(text(StatusCode::BAD_REQUEST, "Expected h2c request"));
     }
     let path = collapse_slashes(req.uri().path());
+    if path == "/ws" && crate::ws::is_upgrade(&req) {
+        return Ok(crate::ws::handshake(req));
+    }
     let resp = match path.as_str() {
         "/health" => text(StatusCode::OK, "OK"),
         "/version" => text(

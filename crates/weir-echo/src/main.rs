@@ -17,6 +17,7 @@ mod echo;
 mod http;
 mod server;
 mod tls;
+mod ws;
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

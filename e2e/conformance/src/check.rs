@@ -15,6 +15,9 @@ use weir_testkit::process::Weir;
 use crate::cluster::{TestDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
+mod extended;
+mod websocket;
+
 /// How long a status or traffic expectation may take to hold.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The suite's RequiredConsecutiveSuccesses default.
@@ -170,6 +173,20 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             path,
             weights,
         } => distribution(env, gateway, host.as_deref(), path, weights).await,
+        Step::BackendHeaderNamesPod {
+            gateway,
+            path,
+            header,
+            requests,
+        } => extended::backend_header_names_pod(env, gateway, path, header, *requests).await,
+        Step::Mirrored { request, to } => extended::mirrored(env, request, to).await,
+        Step::MirrorShare {
+            request,
+            to,
+            percent,
+        } => extended::mirror_share(env, request, to, *percent).await,
+        Step::Cors(case) => extended::cors(env, case).await,
+        Step::WebSocket { gateway, path } => websocket::websocket(env, gateway, path).await,
     }
 }
 

@@ -86,6 +86,26 @@ pub fn ns_name(obj: &Value) -> (String, String) {
     )
 }
 
+/// One echo pod's log, as it grows.
+pub struct PodLog {
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PodLog {
+    /// Lines logged so far (a mark to count from).
+    pub fn len(&self) -> usize {
+        self.lines.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// Lines after `mark` containing `needle`.
+    pub fn count_since(&self, mark: usize, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .map(|l| l.iter().skip(mark).filter(|x| x.contains(needle)).count())
+            .unwrap_or(0)
+    }
+}
+
 /// One echo "pod".
 struct Pod {
     deployment: String,
@@ -229,6 +249,18 @@ impl Cluster {
             .iter()
             .filter(|p| p.namespace == ns && p.deployment == deployment)
             .filter_map(|p| Some((p.name.clone(), *p.ports.get(&container_port)?)))
+            .collect()
+    }
+
+    /// The request log (stderr lines: `Echoing back request made to <uri> to client (<peer>)`,
+    /// what the suite's `DumpEchoLogs` reads) of each pod of a Deployment.
+    pub fn pod_logs(&self, ns: &str, deployment: &str) -> Vec<PodLog> {
+        self.pods
+            .iter()
+            .filter(|p| p.namespace == ns && p.deployment == deployment)
+            .map(|p| PodLog {
+                lines: p._proc.stderr.clone(),
+            })
             .collect()
     }
 

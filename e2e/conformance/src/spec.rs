@@ -185,6 +185,62 @@ pub enum Step {
         path: String,
         weights: BTreeMap<String, f64>,
     },
+    /// httproute-request-header-modifier-backend-weights.go: `requests` round trips, each
+    /// backend request carrying exactly one `header` whose value the answering pod's name
+    /// starts with (each backendRef's filter named its own backend).
+    BackendHeaderNamesPod {
+        gateway: String,
+        path: String,
+        header: String,
+        requests: usize,
+    },
+    /// `MakeRequestAndExpectEventuallyConsistentResponse`, then `ExpectMirroredRequest`
+    /// (conformance/utils/http/mirror.go): every Deployment in `to` logs
+    /// `Echoing back request made to <path> to client` within the request timeout.
+    Mirrored {
+        request: Box<HttpCase>,
+        to: Vec<String>,
+    },
+    /// httproute-request-percentage-mirror.go: after a consistent answer, 500 requests (10
+    /// at a time); the mirror Deployment `to` logs the path `percent`% of 500 times ±5%
+    /// (relative); up to 5 tries.
+    MirrorShare {
+        request: Box<HttpCase>,
+        to: String,
+        percent: f64,
+    },
+    /// A CORS case of httproute-cors.go (`MakeRequestAndExpectEventuallyConsistentResponse`
+    /// with `StatusCodes`, `ValidHeaderValues` compared ignoring whitespace, `Headers`,
+    /// `AbsentHeaders`); preflight answers come from the gateway, so their body is not read.
+    Cors(Box<CorsCase>),
+    /// httproute-backend-protocol-websocket.go: dial `ws://<gateway><path>`, send a text and
+    /// a binary message, each comes back; three times in a row.
+    #[serde(rename = "websocket")]
+    WebSocket { gateway: String, path: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsCase {
+    pub gateway: String,
+    pub path: String,
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Acceptable status codes (default 200).
+    #[serde(default)]
+    pub statuses: Vec<u16>,
+    /// Each header must be present with one of these values.
+    #[serde(default)]
+    pub valid_headers: BTreeMap<String, Vec<String>>,
+    /// Each header must be present with exactly this value.
+    #[serde(default)]
+    pub response_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub absent_response_headers: Vec<String>,
+    /// When set, a 200 must be the echo JSON of a pod in this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// A request and what must come back (`http.ExpectedResponse`).
