@@ -43,6 +43,8 @@ pub use status::INVALID_MANIFEST;
 /// fails unless it is exactly the set of features all of whose replayed tests pass: add a
 /// feature here only with its passing conformance tests.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayAddressEmpty",
     "GatewayPort8080",
