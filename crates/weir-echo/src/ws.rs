@@ -42,7 +42,7 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// not a valid handshake gets 400.
 pub fn handshake<B: Send + 'static>(mut req: Request<B>) -> Response<Body> {
     let bad = |why: &'static str| {
-        let mut r = Response::new(Body::from(why));
+        let mut r = Response::new(Body::new(why));
         *r.status_mut() = StatusCode::BAD_REQUEST;
         r
     };

@@ -518,6 +518,13 @@ fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
         .flatten()
         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
         .collect();
+    // The echo image serves the GrpcEcho service when its container sets GRPC_ECHO_SERVER
+    // (the grpc-infra-backend Deployments); weir-echo does the same.
+    let grpc = containers.iter().any(|c| {
+        c["env"].as_array().into_iter().flatten().any(|e| {
+            e["name"] == "GRPC_ECHO_SERVER" && e["value"].as_str().is_some_and(|v| !v.is_empty())
+        })
+    });
     let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
     let hash = hash_str(&format!("{ns}/{name}"), 10);
     let mut pods = Vec::new();
@@ -530,7 +537,11 @@ fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
             .env_remove("TLS_SERVER_CERT")
             .env_remove("TLS_SERVER_PRIVKEY")
             .env_remove("HTTP_PORT")
-            .env_remove("H2C_PORT");
+            .env_remove("H2C_PORT")
+            .env_remove("GRPC_ECHO_SERVER");
+        if grpc {
+            cmd.env("GRPC_ECHO_SERVER", "1");
+        }
         let proc = Proc::spawn(cmd);
         let http = proc.wait_stdout("listening http ", Duration::from_secs(10));
         let h2c = proc.wait_stdout("listening h2c ", Duration::from_secs(10));

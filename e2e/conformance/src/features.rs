@@ -231,6 +231,7 @@ mod tests {
             go: String::new(),
             manifests: Vec::new(),
             profile: Profile::Extended,
+            conformance_profile: None,
             features: features.iter().map(|f| f.to_string()).collect(),
             feature: None,
             skip: None,

@@ -35,6 +35,10 @@ pub struct TestSpec {
     /// Files under conformance/tests/ the suite applies for this test.
     pub manifests: Vec<String>,
     pub profile: Profile,
+    /// The conformance profile (GATEWAY-HTTP, GATEWAY-GRPC, …); by default GATEWAY-GRPC for
+    /// tests of GRPCRoute and GATEWAY-HTTP otherwise.
+    #[serde(default)]
+    pub conformance_profile: Option<String>,
     /// The features the Go test declares (its `Features` list).
     pub features: Vec<String>,
     /// The extended feature this test proves, shown in the table (defaults to the last
@@ -55,6 +59,14 @@ fn yes() -> bool {
 }
 
 impl TestSpec {
+    pub fn conformance_profile(&self) -> &str {
+        match &self.conformance_profile {
+            Some(p) => p,
+            None if self.features.iter().any(|f| f == "GRPCRoute") => "GATEWAY-GRPC",
+            None => "GATEWAY-HTTP",
+        }
+    }
+
     /// The feature column of the table.
     pub fn feature_label(&self) -> String {
         if let Some(f) = &self.feature {
@@ -64,7 +76,7 @@ impl TestSpec {
             .features
             .iter()
             .map(String::as_str)
-            .filter(|f| !matches!(*f, "Gateway" | "HTTPRoute" | "ReferenceGrant"))
+            .filter(|f| !matches!(*f, "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant"))
             .collect();
         if extra.is_empty() {
             self.features.join(", ")
@@ -102,6 +114,9 @@ pub struct ListenerExpect {
 #[serde(deny_unknown_fields)]
 pub struct Accepted {
     pub gateway: String,
+    /// The routes' kind: `HTTPRoute` (default) or `GRPCRoute`.
+    #[serde(default)]
+    pub kind: Option<String>,
     #[serde(default)]
     pub routes: Vec<String>,
     /// Listener names of the parentRefs (one parent each); none means one parent without
@@ -178,6 +193,13 @@ pub enum Step {
         addresses: Vec<(String, String)>,
     },
     /// `testDistribution` of httproute-weight.go: 500 requests, each backend within ±5 points.
+    /// A unary gRPC call (see `check/grpc.rs`).
+    Grpc(Box<GrpcCase>),
+    /// The weighted distribution of gRPC calls over backends (grpcroute-weight.go).
+    GrpcWeights {
+        call: Box<GrpcCase>,
+        weights: BTreeMap<String, f64>,
+    },
     Weights {
         gateway: String,
         #[serde(default)]
@@ -287,6 +309,35 @@ pub struct HttpCase {
     /// Time allowed for an answer (timeouts tests).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// One gRPC call and its expected answer (`grpc.ExpectedResponse`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcCase {
+    pub gateway: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `https`: h2 over TLS; otherwise h2c.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `Echo`, `EchoTwo` or `EchoThree`.
+    pub method: String,
+    /// `RequestMetadata.Authority`; default the Gateway address.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// `RequestMetadata.Metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Expected status code by name (`OK` when not given).
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
