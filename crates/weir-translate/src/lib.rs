@@ -6,7 +6,8 @@
 //! hostname intersection), ReferenceGrants, backend resolution, match precedence, filters, and
 //! every condition and reason reported in status, and which Gateway API features Weir claims
 //! ([`SUPPORTED_FEATURES`]). GRPCRoutes are reported (not accepted: no listener admits them)
-//! but not served yet.
+//! but not served yet. TLSRoutes attach to TLS listeners in mode Passthrough and become the
+//! snapshot's passthrough section (routed by SNI, not terminated).
 //!
 //! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
 //! no logging side effects that matter. The same `Store` always gives the same `Output`.
@@ -25,6 +26,7 @@ mod route;
 mod sockets;
 mod status;
 mod tls;
+mod tlsroute;
 
 #[cfg(test)]
 mod tests;
@@ -66,6 +68,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
+    "TLSRoute",
 ];
 
 /// Everything a translation needs.
@@ -153,7 +156,9 @@ impl ObjectStatus {
                     (Kind::GatewayClass, true) => ["Accepted"].as_slice(),
                     (Kind::Gateway, true) => &["Accepted", "Programmed"],
                     (Kind::Gateway, false) => &["Accepted", "Programmed", "ResolvedRefs"],
-                    (Kind::HttpRoute | Kind::GrpcRoute, false) => &["Accepted", "ResolvedRefs"],
+                    (Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute, false) => {
+                        &["Accepted", "ResolvedRefs"]
+                    }
                     _ => &[],
                 };
                 let must_be_false = ["Conflicted", "PartiallyInvalid"];
@@ -254,6 +259,29 @@ pub fn translate(input: &Input<'_>) -> Output {
         let s = status::grpc_route_status(input.controller_name, unresolved.as_ref(), parents, &c);
         statuses.push(ObjectStatus::new(
             Kind::GrpcRoute,
+            &route.metadata,
+            to_json(&s),
+        ));
+    }
+
+    for route in store.tls_routes.values() {
+        let compiled = tlsroute::compile(store, route, &mut upstreams);
+        let parents = tlsroute::attach(store, route, &compiled, &mut gateways, &index);
+        if parents.is_empty() {
+            continue;
+        }
+        let c = status::Conditions {
+            generation: route.metadata.generation,
+            now: &input.now,
+        };
+        let s = tlsroute::route_status(
+            input.controller_name,
+            compiled.unresolved.as_ref(),
+            parents,
+            &c,
+        );
+        statuses.push(ObjectStatus::new(
+            Kind::TlsRoute,
             &route.metadata,
             to_json(&s),
         ));

@@ -12,6 +12,8 @@ use serde_json::Value;
 use weir_testkit::client::{h2c, http1, https, Reply, Req};
 use weir_testkit::process::Weir;
 
+mod tls;
+
 use crate::cluster::{TestDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
@@ -164,6 +166,12 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             eventually(STEP_TIMEOUT, || status_addresses(env, gateway, addresses)).await
         }
         Step::Http(case) => consistent(env, case).await,
+        Step::TlsAccepted(_)
+        | Step::TlsResolvedRefs { .. }
+        | Step::TlsRouteCondition { .. }
+        | Step::TlsNoAcceptedParents { .. }
+        | Step::Tcp(_)
+        | Step::TlsReset { .. } => tls::run_step(env, step).await,
         Step::Weights {
             gateway,
             host,
