@@ -9,6 +9,10 @@
 //! `GRPC_ECHO_SERVER` set, gRPC calls on any listener are answered by the conformance
 //! `GrpcEcho` service (see `grpc.rs`).
 //!
+//! With `TCP_ECHO_SERVER` set it speaks the suite's TCP line protocol instead (see
+//! [`tcp`]): plain on `TCP_PORT` (default 3000) and, with `TLS_SERVER_CERT` and
+//! `TLS_SERVER_PRIV_KEY` (or `TLS_SERVER_PRIVKEY`), over TLS on `TLS_PORT` (default 8443).
+//!
 //! After binding, one line per listener is printed to stdout, e.g.
 //! `listening http 127.0.0.1:43567`, so that harnesses using port 0 learn the real ports.
 //! Every request is logged to stderr as
@@ -20,6 +24,7 @@ mod echo;
 mod grpc;
 mod http;
 mod server;
+mod tcp;
 mod tls;
 mod ws;
 
@@ -79,6 +84,20 @@ struct Args {
     /// listener) as the conformance GrpcEcho service.
     #[arg(long, env = "GRPC_ECHO_SERVER")]
     grpc_echo_server: Option<String>,
+    /// Serve the suite's TCP line protocol (echo-basic `tcpserver`) instead of HTTP: set
+    /// and not `0`/`false`.
+    #[arg(long, env = "TCP_ECHO_SERVER")]
+    tcp_echo_server: Option<String>,
+    /// TCP mode: plain TCP port (0 picks a free one).
+    #[arg(long, env = "TCP_PORT", default_value_t = 3000)]
+    tcp_port: u16,
+    /// TCP mode: TLS port, served only when a server certificate and key are given.
+    #[arg(long, env = "TLS_PORT", default_value_t = 8443)]
+    tls_port: u16,
+    /// TCP mode: server private key, PEM text (echo-basic's tcpserver spelling; falls back
+    /// to TLS_SERVER_PRIVKEY).
+    #[arg(long, env = "TLS_SERVER_PRIV_KEY", hide_env_values = true)]
+    tls_server_priv_key: Option<String>,
     /// CA certificates, PEM text; when set, clients must present a certificate they issued.
     #[arg(long, env = "TLS_CLIENT_CACERTS", hide_env_values = true)]
     tls_client_cacerts: Option<String>,
@@ -127,6 +146,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pod: args.pod_name.clone(),
         grpc: non_empty(&args.grpc_echo_server).is_some(),
     });
+    let tcp_mode = non_empty(&args.tcp_echo_server).is_some_and(|v| v != "0" && v != "false");
+    if tcp_mode {
+        return run_tcp(args, ctx).await;
+    }
 
     let mut listeners = vec![Listener {
         kind: ListenerKind::Http,
@@ -169,6 +192,62 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tasks.spawn(server::run(listener, ctx.clone(), stop_rx.clone()));
     }
 
+    signal.await;
+    eprintln!("weir-echo: shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// TCP mode: the line protocol on a plain and (with a certificate) a TLS port.
+async fn run_tcp(args: Args, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let plain = TcpListener::bind(SocketAddr::new(args.bind, args.tcp_port))
+        .await
+        .with_context(|| format!("binding the tcp listener to port {}", args.tcp_port))?;
+    let key = non_empty(&args.tls_server_priv_key).or(non_empty(&args.tls_server_privkey));
+    let secure = match (non_empty(&args.tls_server_cert), key) {
+        (Some(cert), Some(key)) => {
+            let mut config = (*tls::server_config(cert, key, None)?).clone();
+            // echo-basic's tcpserver offers no ALPN.
+            config.alpn_protocols.clear();
+            let listener = TcpListener::bind(SocketAddr::new(args.bind, args.tls_port))
+                .await
+                .with_context(|| format!("binding the tls listener to port {}", args.tls_port))?;
+            Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        }
+        _ => None,
+    };
+    let ports = tcp::Ports {
+        tcp: args.tcp_port.to_string(),
+        tls: if secure.is_some() {
+            args.tls_port.to_string()
+        } else {
+            String::new()
+        },
+    };
+    let signal = shutdown_signal()?;
+    {
+        let mut out = std::io::stdout().lock();
+        let addr = plain.local_addr().context("reading a bound address")?;
+        writeln!(out, "listening tcp {addr}").context("writing to stdout")?;
+        if let Some((l, _)) = &secure {
+            let addr = l.local_addr().context("reading a bound address")?;
+            writeln!(out, "listening tls {addr}").context("writing to stdout")?;
+        }
+        out.flush().context("flushing stdout")?;
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(tcp::run(
+        plain,
+        None,
+        ctx.clone(),
+        ports.clone(),
+        stop_rx.clone(),
+    ));
+    if let Some((listener, acceptor)) = secure {
+        tasks.spawn(tcp::run(listener, Some(acceptor), ctx, ports, stop_rx));
+    }
     signal.await;
     eprintln!("weir-echo: shutting down");
     let _ = stop_tx.send(true);

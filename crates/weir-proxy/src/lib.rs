@@ -17,6 +17,7 @@ mod filter;
 mod listener;
 mod metrics;
 mod mirror;
+mod passthrough;
 mod request;
 mod tls;
 mod upstream;

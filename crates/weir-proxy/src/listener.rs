@@ -266,13 +266,20 @@ async fn serve_connection(
 ) {
     // TLS or not is the snapshot's decision at accept time; a socket that left the snapshot
     // (but is still open until the next sync) takes no new connections.
-    let tls = {
+    let (tls, passthrough) = {
         let snapshot = socket.shared.handle.load();
         match snapshot.socket(socket.key.0, socket.key.1) {
-            Some(config) => config.tls,
+            Some(config) => (config.tls, config.passthrough.is_some()),
             None => return,
         }
     };
+    if passthrough {
+        // TLS passthrough: routed by SNI and spliced, never terminated here.
+        let _guard = socket.shared.metrics.connection(true);
+        let _ = tcp.set_nodelay(true);
+        crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer).await;
+        return;
+    }
     let _guard = socket.shared.metrics.connection(tls);
     let _ = tcp.set_nodelay(true);
     let conn = |sni: Option<Arc<str>>| {

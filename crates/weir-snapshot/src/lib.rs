@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod filter;
 pub mod host_index;
+pub mod passthrough;
 pub mod route;
 
 use std::net::IpAddr;
@@ -21,6 +22,7 @@ pub use filter::{
     Redirect, RedirectScheme, UrlRewrite,
 };
 pub use host_index::{HostIndex, HostPattern};
+pub use passthrough::{Passthrough, TlsRouteEntry};
 pub use route::{
     HeaderMatch, MethodMatch, PathMatch, QueryMatch, RequestMatch, RequestView, RouteAction,
     RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,
@@ -68,6 +70,10 @@ pub struct SocketConfig {
     /// server name serves the handshake. `default_cert` serves clients that send no SNI.
     pub certificates: HostIndex<Arc<rustls::sign::CertifiedKey>>,
     pub default_cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// TLS passthrough sockets (listeners of protocol TLS, mode Passthrough): connections
+    /// are routed by the ClientHello's SNI and spliced as raw TCP. `None` on HTTP and HTTPS
+    /// sockets (then `tls` says whether they terminate TLS).
+    pub passthrough: Option<Passthrough>,
 }
 
 impl SocketConfig {

@@ -98,13 +98,14 @@ fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
     use ::kube::api::ApiResource;
     use weir_store::{
         EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute, Namespace, ReferenceGrant,
-        Secret, Service,
+        Secret, Service, TlsRoute,
     };
     match kind {
         Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
         Kind::Gateway => ApiResource::erase::<Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<HttpRoute>(&()),
         Kind::GrpcRoute => ApiResource::erase::<GrpcRoute>(&()),
+        Kind::TlsRoute => ApiResource::erase::<TlsRoute>(&()),
         Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),

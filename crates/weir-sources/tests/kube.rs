@@ -47,6 +47,14 @@ fn grpc_route(name: &str) -> Value {
                 "backendRefs": [{"name": "web", "port": 80}]}]}})
 }
 
+fn tls_route(name: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "TLSRoute",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"parentRefs": [{"name": "gw", "namespace": "infra"}],
+            "hostnames": ["abc.example.com"],
+            "rules": [{"backendRefs": [{"name": "web", "port": 443}]}]}})
+}
+
 fn secret(name: &str, ty: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "type": ty,
         "metadata": {"name": name, "namespace": "infra"}, "data": {}})
@@ -58,6 +66,7 @@ fn every_kind() -> Vec<Value> {
         gateway("gw"),
         route("web"),
         grpc_route("rpc"),
+        tls_route("passthrough"),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
             "metadata": {"name": "rg", "namespace": "apps"},
             "spec": {"from": [{"group": GW, "kind": "HTTPRoute", "namespace": "other"}],
@@ -136,6 +145,9 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
     assert!(has(&store, Kind::GrpcRoute, "apps", "rpc"));
     let rpc = &store.grpc_routes[&ObjectKey::new("apps", "rpc")];
     assert_eq!(rpc.spec.parent_refs.as_ref().map(Vec::len), Some(1));
+    assert!(has(&store, Kind::TlsRoute, "apps", "passthrough"));
+    let tls = &store.tls_routes[&ObjectKey::new("apps", "passthrough")];
+    assert_eq!(tls.spec.hostnames, ["abc.example.com"]);
     assert!(has(&store, Kind::ReferenceGrant, "apps", "rg"));
     assert!(has(&store, Kind::Service, "apps", "web"));
     assert!(has(&store, Kind::EndpointSlice, "apps", "web-1"));
@@ -162,6 +174,7 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
 
     server.delete(GW, "gateways", "infra", "gw");
     server.delete(GW, "grpcroutes", "apps", "rpc");
+    server.delete(GW, "tlsroutes", "apps", "passthrough");
     server.apply(route("second"));
     server.apply(grpc_route("rpc-2"));
     store_where(&rx, "the deletions and the new routes", |s| {
@@ -169,6 +182,7 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
             && has(s, Kind::HttpRoute, "apps", "second")
             && !has(s, Kind::GrpcRoute, "apps", "rpc")
             && has(s, Kind::GrpcRoute, "apps", "rpc-2")
+            && !has(s, Kind::TlsRoute, "apps", "passthrough")
     })
     .await;
     // A Secret that becomes a TLS Secret appears; one that stops being one disappears.
@@ -443,6 +457,39 @@ async fn grpc_route_status_keeps_other_controllers_parents() {
     let parents = rpc["status"]["parents"].as_array().unwrap();
     assert_eq!(parents.len(), 1);
     assert_eq!(parents[0]["controllerName"], "example.com/other");
+}
+
+#[tokio::test]
+async fn tls_route_status_is_written_and_keeps_other_controllers_parents() {
+    let server = TestApiServer::start().await;
+    let mut passthrough = tls_route("passthrough");
+    passthrough["status"] = json!({"parents": [route_parent("example.com/other", "theirs", T0)]});
+    server.apply(passthrough);
+    let mut ours = route_parent(OURS, "gw", T0);
+    ours["conditions"] = json!([
+        condition("Accepted", "True", 1, T0),
+        condition("ResolvedRefs", "True", 1, T0),
+    ]);
+    let update = vec![StatusUpdate {
+        kind: Kind::TlsRoute,
+        key: ObjectKey::new("apps", "passthrough"),
+        status: json!({ "parents": [ours] }),
+    }];
+    let mut writer = StatusWriter::new(server.client(), OURS.to_string());
+    assert_eq!(writer.write(&update).await, 1);
+    let written = patches(&server);
+    assert!(
+        written.iter().all(|p| p.starts_with(
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/tlsroutes/passthrough/status"
+        )),
+        "{written:?}"
+    );
+    let route = server.get(GW, "tlsroutes", "apps", "passthrough").unwrap();
+    let parents = route["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{parents:?}");
+    assert_eq!(parents[0]["controllerName"], "example.com/other");
+    assert_eq!(parents[1]["controllerName"], OURS);
+    assert_eq!(parents[1]["conditions"][0]["type"], "Accepted");
 }
 
 async fn wait_leader(rx: &watch::Receiver<bool>, want: bool, within: Duration) -> Duration {

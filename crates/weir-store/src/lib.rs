@@ -15,6 +15,7 @@ pub use gateway_api::gateways::{Gateway, GatewayStatus};
 pub use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
 pub use gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
 pub use gateway_api::referencegrants::ReferenceGrant;
+pub use gateway_api::tlsroutes::{TlsRoute, TlsRouteStatus};
 pub use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -26,6 +27,7 @@ pub mod gw {
     pub use gateway_api::grpcroutes;
     pub use gateway_api::httproutes;
     pub use gateway_api::referencegrants;
+    pub use gateway_api::tlsroutes;
 }
 
 /// The API group of Gateway API resources.
@@ -77,6 +79,7 @@ pub enum Kind {
     Gateway,
     HttpRoute,
     GrpcRoute,
+    TlsRoute,
     ReferenceGrant,
     Service,
     EndpointSlice,
@@ -85,11 +88,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::GrpcRoute,
+        Kind::TlsRoute,
         Kind::ReferenceGrant,
         Kind::Service,
         Kind::EndpointSlice,
@@ -104,6 +108,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::TlsRoute => "TLSRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -119,6 +124,7 @@ impl Kind {
             | Kind::Gateway
             | Kind::HttpRoute
             | Kind::GrpcRoute
+            | Kind::TlsRoute
             | Kind::ReferenceGrant => GATEWAY_GROUP,
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Service | Kind::Secret | Kind::Namespace => "",
@@ -132,6 +138,7 @@ impl Kind {
             | Kind::Gateway
             | Kind::HttpRoute
             | Kind::GrpcRoute
+            | Kind::TlsRoute
             | Kind::ReferenceGrant => "gateway.networking.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Service | Kind::Secret | Kind::Namespace => "v1",
@@ -154,6 +161,9 @@ impl Kind {
         }
         let version_ok = match k {
             Kind::ReferenceGrant => matches!(version, "v1" | "v1beta1" | "v1alpha2"),
+            // The v1.5.1 TLSRoute CRD serves v1, v1alpha2 and v1alpha3 (one schema for what
+            // Weir reads: parentRefs, hostnames, rules[].backendRefs).
+            Kind::TlsRoute => matches!(version, "v1" | "v1alpha2" | "v1alpha3"),
             Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
                 matches!(version, "v1" | "v1beta1")
             }
@@ -201,6 +211,7 @@ pub enum Object {
     Gateway(Arc<Gateway>),
     HttpRoute(Arc<HttpRoute>),
     GrpcRoute(Arc<GrpcRoute>),
+    TlsRoute(Arc<TlsRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
@@ -215,6 +226,7 @@ impl Object {
             Object::Gateway(_) => Kind::Gateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::TlsRoute(_) => Kind::TlsRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
@@ -229,6 +241,7 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
@@ -249,6 +262,7 @@ pub struct Store {
     pub gateways: BTreeMap<ObjectKey, Arc<Gateway>>,
     pub http_routes: BTreeMap<ObjectKey, Arc<HttpRoute>>,
     pub grpc_routes: BTreeMap<ObjectKey, Arc<GrpcRoute>>,
+    pub tls_routes: BTreeMap<ObjectKey, Arc<TlsRoute>>,
     pub reference_grants: BTreeMap<ObjectKey, Arc<ReferenceGrant>>,
     pub services: BTreeMap<ObjectKey, Arc<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
@@ -272,6 +286,7 @@ impl Store {
             Object::Gateway(o) => self.gateways.insert(key, o).map(drop),
             Object::HttpRoute(o) => self.http_routes.insert(key, o).map(drop),
             Object::GrpcRoute(o) => self.grpc_routes.insert(key, o).map(drop),
+            Object::TlsRoute(o) => self.tls_routes.insert(key, o).map(drop),
             Object::ReferenceGrant(o) => self.reference_grants.insert(key, o).map(drop),
             Object::Service(o) => self.services.insert(key, o).map(drop),
             Object::EndpointSlice(o) => self.endpoint_slices.insert(key, o).map(drop),
@@ -289,6 +304,7 @@ impl Store {
             Kind::Gateway => self.gateways.remove(key).is_some(),
             Kind::HttpRoute => self.http_routes.remove(key).is_some(),
             Kind::GrpcRoute => self.grpc_routes.remove(key).is_some(),
+            Kind::TlsRoute => self.tls_routes.remove(key).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
@@ -304,6 +320,7 @@ impl Store {
             Kind::Gateway => Object::Gateway(self.gateways.get(key)?.clone()),
             Kind::HttpRoute => Object::HttpRoute(self.http_routes.get(key)?.clone()),
             Kind::GrpcRoute => Object::GrpcRoute(self.grpc_routes.get(key)?.clone()),
+            Kind::TlsRoute => Object::TlsRoute(self.tls_routes.get(key)?.clone()),
             Kind::ReferenceGrant => Object::ReferenceGrant(self.reference_grants.get(key)?.clone()),
             Kind::Service => Object::Service(self.services.get(key)?.clone()),
             Kind::EndpointSlice => Object::EndpointSlice(self.endpoint_slices.get(key)?.clone()),
@@ -326,6 +343,7 @@ impl Store {
             + self.gateways.len()
             + self.http_routes.len()
             + self.grpc_routes.len()
+            + self.tls_routes.len()
             + self.reference_grants.len()
             + self.services.len()
             + self.endpoint_slices.len()
@@ -366,6 +384,12 @@ mod tests {
             assert_eq!(
                 Kind::from_type(&format!("gateway.networking.k8s.io/{version}"), "GRPCRoute"),
                 None
+            );
+        }
+        for version in ["v1", "v1alpha2", "v1alpha3"] {
+            assert_eq!(
+                Kind::from_type(&format!("gateway.networking.k8s.io/{version}"), "TLSRoute"),
+                Some(Kind::TlsRoute)
             );
         }
         assert_eq!(Kind::from_type("apps/v1", "Deployment"), None);

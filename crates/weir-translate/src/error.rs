@@ -6,14 +6,20 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {
     // ---- listeners ----
-    #[error("protocol {0:?} is not supported (supported: HTTP, HTTPS)")]
+    #[error("protocol {0:?} is not supported (supported: HTTP, HTTPS, TLS)")]
     UnsupportedProtocol(String),
     #[error("port {0} is outside 1-65535")]
     InvalidPort(i32),
     #[error("tls.mode {0} is not supported on an HTTPS listener; use Terminate")]
     UnsupportedTlsMode(String),
-    #[error("route kind {group}/{kind} is not supported on this listener (supported: gateway.networking.k8s.io/HTTPRoute)")]
-    InvalidRouteKind { group: String, kind: String },
+    #[error("route kind {group}/{kind} is not supported on this listener (supported: gateway.networking.k8s.io/{supported})")]
+    InvalidRouteKind {
+        group: String,
+        kind: String,
+        supported: &'static str,
+    },
+    #[error("tls.mode Terminate is not supported on a TLS listener yet; use mode Passthrough, or protocol HTTPS to terminate TLS for HTTPRoutes")]
+    TlsTerminateUnsupported,
     #[error("HTTPS listener has no tls.certificateRefs")]
     NoCertificateRefs,
     #[error("certificateRef {group}/{kind} {name} is not a core Secret")]
@@ -78,7 +84,7 @@ impl TranslateError {
         match self {
             E::UnsupportedProtocol(_) => "UnsupportedProtocol",
             E::InvalidPort(_) | E::PortInUse { .. } => "PortUnavailable",
-            E::UnsupportedTlsMode(_) => "UnsupportedValue",
+            E::UnsupportedTlsMode(_) | E::TlsTerminateUnsupported => "UnsupportedValue",
             E::InvalidRouteKind { .. } => "InvalidRouteKinds",
             E::NoCertificateRefs
             | E::CertificateRefKind { .. }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
-use weir_snapshot::{HostPattern, RouteEntry};
+use weir_snapshot::{HostPattern, RouteEntry, TlsRouteEntry};
 use weir_store::gw::gateways::{
     GatewayListeners, GatewayListenersAllowedRoutesNamespaces, GatewayListenersTlsMode,
 };
@@ -54,11 +54,21 @@ impl GatewayModel {
     }
 }
 
+/// A TLSRoute on a passthrough listener: its effective host pattern, the route's
+/// (creation, key) for the oldest-first order, and its entry.
+pub type TlsPlacement = (
+    Option<HostPattern>,
+    ((i64, u32), ObjectKey),
+    Arc<TlsRouteEntry>,
+);
+
 /// One listener of a Gateway of ours.
 pub struct ListenerModel {
     pub name: String,
     pub port: u16,
     pub https: bool,
+    /// Protocol TLS, mode Passthrough: TLSRoutes, routed by SNI without terminating TLS.
+    pub passthrough: bool,
     pub hostname: Option<HostPattern>,
     /// Route kinds (group gateway.networking.k8s.io) this listener accepts.
     pub supported_kinds: Vec<String>,
@@ -74,6 +84,9 @@ pub struct ListenerModel {
     pub attached_routes: i32,
     /// Route entries attached, with their effective host pattern.
     pub entries: Vec<(Option<HostPattern>, RouteEntry)>,
+    /// TLSRoutes attached (passthrough listeners), with their effective host pattern and
+    /// the route's (creation, key) for the oldest-first order.
+    pub tls_entries: Vec<TlsPlacement>,
 }
 
 impl ListenerModel {
@@ -84,6 +97,15 @@ impl ListenerModel {
     /// Whether this listener gets a place on a socket (given its Gateway serves).
     pub fn serving(&self) -> bool {
         self.accepted() && (!self.https || self.cert.is_some())
+    }
+
+    /// The protocol as configured, for port-sharing decisions (HTTP, HTTPS, TLS).
+    pub fn protocol(&self) -> &'static str {
+        match (self.https, self.passthrough) {
+            (true, _) => "HTTPS",
+            (false, true) => "TLS",
+            (false, false) => "HTTP",
+        }
     }
 }
 
@@ -223,15 +245,32 @@ fn assign_addresses(gateway: &Gateway, addresses: &Addresses<'_>) -> Assigned {
 }
 
 fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> ListenerModel {
-    let (supported, https) = match l.protocol.as_str() {
-        "HTTP" => (true, false),
-        "HTTPS" => (true, true),
-        _ => (false, false),
+    let (supported, https, tls_protocol) = match l.protocol.as_str() {
+        "HTTP" => (true, false, false),
+        "HTTPS" => (true, true, false),
+        "TLS" => (true, false, true),
+        _ => (false, false, false),
     };
+    // The route kinds a listener of this protocol serves, and how errors name them.
+    let (route_kinds, kinds_label): (&[&str], &'static str) = if tls_protocol {
+        (&["TLSRoute"], "TLSRoute")
+    } else {
+        (ROUTE_KINDS, "HTTPRoute, GRPCRoute")
+    };
+    // TLS listeners: Passthrough is served; Terminate (the API default) is not yet
+    // (TLSRouteListenerTerminateNotSupported: Accepted=False, UnsupportedValue, and like any
+    // listener that is not served, no supportedKinds).
+    let tls_terminate = tls_protocol
+        && !matches!(
+            l.tls.as_ref().and_then(|t| t.mode.as_ref()),
+            Some(GatewayListenersTlsMode::Passthrough)
+        );
+    let supported = supported && !tls_terminate;
     let mut m = ListenerModel {
         name: l.name.clone(),
         port: u16::try_from(l.port).unwrap_or(0),
         https,
+        passthrough: tls_protocol,
         hostname: l.hostname.as_deref().and_then(HostPattern::parse),
         supported_kinds: Vec::new(),
         namespaces: l.allowed_routes.as_ref().and_then(|a| a.namespaces.clone()),
@@ -241,23 +280,25 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
         cert: None,
         attached_routes: 0,
         entries: Vec::new(),
+        tls_entries: Vec::new(),
     };
-    if !supported {
+    if tls_terminate {
+        m.not_accepted = Some(TranslateError::TlsTerminateUnsupported);
+    } else if !supported {
         m.not_accepted = Some(TranslateError::UnsupportedProtocol(l.protocol.clone()));
     } else if m.port == 0 {
         m.not_accepted = Some(TranslateError::InvalidPort(l.port));
     }
     // Route kinds.
     match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
-        None if supported => {
-            m.supported_kinds
-                .extend(ROUTE_KINDS.iter().map(|k| k.to_string()));
-        }
+        None if supported => m
+            .supported_kinds
+            .extend(route_kinds.iter().map(|k| k.to_string())),
         None => {}
         Some(kinds) => {
             for k in kinds {
                 let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-                if supported && group == GATEWAY_GROUP && ROUTE_KINDS.contains(&k.kind.as_str()) {
+                if supported && group == GATEWAY_GROUP && route_kinds.contains(&k.kind.as_str()) {
                     if !m.supported_kinds.contains(&k.kind) {
                         m.supported_kinds.push(k.kind.clone());
                     }
@@ -265,6 +306,7 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
                     m.ref_errors.push(TranslateError::InvalidRouteKind {
                         group: group.to_string(),
                         kind: k.kind.clone(),
+                        supported: kinds_label,
                     });
                 }
             }
@@ -332,7 +374,7 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
     m
 }
 
-/// Within one Gateway: HTTP and HTTPS on one port conflict (ProtocolConflict, all listeners on
+/// Within one Gateway: listeners of different protocols (HTTP, HTTPS, TLS) on one port conflict (ProtocolConflict, all listeners on
 /// the port); listeners on one port with one hostname conflict (HostnameConflict, all of them:
 /// the spec forbids picking a winner). Unsupported listeners take no part.
 fn mark_conflicts(listeners: &mut [ListenerModel]) {
@@ -343,8 +385,11 @@ fn mark_conflicts(listeners: &mut [ListenerModel]) {
         }
     }
     for indexes in by_port.values() {
-        let https = indexes.iter().filter(|&&i| listeners[i].https).count();
-        if https != 0 && https != indexes.len() {
+        let first = indexes.first().map(|&i| listeners[i].protocol());
+        if indexes
+            .iter()
+            .any(|&i| Some(listeners[i].protocol()) != first)
+        {
             for &i in indexes {
                 listeners[i].conflict = Some("ProtocolConflict");
             }
@@ -369,7 +414,7 @@ fn mark_conflicts(listeners: &mut [ListenerModel]) {
 /// name) to use it decides its protocol; listeners of the other protocol there are not
 /// accepted.
 fn settle_ports(gateways: &mut [GatewayModel]) {
-    let mut owners: BTreeMap<(Option<IpAddr>, u16), (bool, String)> = BTreeMap::new();
+    let mut owners: BTreeMap<(Option<IpAddr>, u16), (&'static str, String)> = BTreeMap::new();
     for g in gateways.iter_mut() {
         if !g.serving() {
             continue;
@@ -379,12 +424,15 @@ fn settle_ports(gateways: &mut [GatewayModel]) {
             for &bind in &g.binds {
                 match owners.get(&(bind, l.port)) {
                     None => {
-                        owners.insert((bind, l.port), (l.https, format!("{gw_label}/{}", l.name)));
+                        owners.insert(
+                            (bind, l.port),
+                            (l.protocol(), format!("{gw_label}/{}", l.name)),
+                        );
                     }
-                    Some((https, owner)) if *https != l.https => {
+                    Some((protocol, owner)) if *protocol != l.protocol() => {
                         l.not_accepted = Some(TranslateError::PortInUse {
                             port: l.port,
-                            protocol: if *https { "HTTPS" } else { "HTTP" }.into(),
+                            protocol: (*protocol).into(),
                             owner: owner.clone(),
                         });
                         break;

@@ -6,6 +6,8 @@
 //! hostname intersection), ReferenceGrants, backend resolution, match precedence, filters, and
 //! every condition and reason reported in status, and which Gateway API features Weir claims
 //! ([`SUPPORTED_FEATURES`]). HTTPRoutes and GRPCRoutes compile into the same route entries.
+//! TLSRoutes attach to TLS listeners in mode Passthrough and become the snapshot's
+//! passthrough section (routed by SNI, not terminated).
 //!
 //! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
 //! no logging side effects that matter. The same `Store` always gives the same `Output`.
@@ -24,6 +26,7 @@ mod route;
 mod sockets;
 mod status;
 mod tls;
+mod tlsroute;
 
 #[cfg(test)]
 mod tests;
@@ -75,6 +78,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
+    "TLSRoute",
 ];
 
 /// Everything a translation needs.
@@ -161,7 +165,9 @@ impl ObjectStatus {
                     (Kind::GatewayClass, true) => ["Accepted"].as_slice(),
                     (Kind::Gateway, true) => &["Accepted", "Programmed"],
                     (Kind::Gateway, false) => &["Accepted", "Programmed", "ResolvedRefs"],
-                    (Kind::HttpRoute | Kind::GrpcRoute, false) => &["Accepted", "ResolvedRefs"],
+                    (Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute, false) => {
+                        &["Accepted", "ResolvedRefs"]
+                    }
                     _ => &[],
                 };
                 let must_be_false = ["Conflicted", "PartiallyInvalid"];
@@ -295,6 +301,29 @@ pub fn translate(input: &Input<'_>) -> Output {
             )),
         };
         statuses.push(ObjectStatus::new(status, meta, s));
+    }
+
+    for route in store.tls_routes.values() {
+        let compiled = tlsroute::compile(store, route, &mut upstreams);
+        let parents = tlsroute::attach(store, route, &compiled, &mut gateways, &index);
+        if parents.is_empty() {
+            continue;
+        }
+        let c = status::Conditions {
+            generation: route.metadata.generation,
+            now: &input.now,
+        };
+        let s = tlsroute::route_status(
+            input.controller_name,
+            compiled.unresolved.as_ref(),
+            parents,
+            &c,
+        );
+        statuses.push(ObjectStatus::new(
+            Kind::TlsRoute,
+            &route.metadata,
+            to_json(&s),
+        ));
     }
 
     for g in &gateways {

@@ -4,12 +4,21 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use weir_snapshot::{HostIndex, Listener, RouteEntry, Snapshot, SocketConfig};
+use weir_snapshot::{
+    HostIndex, HostPattern, Listener, Passthrough, RouteEntry, Snapshot, SocketConfig,
+    TlsRouteEntry,
+};
 
 use crate::gateway::GatewayModel;
 
-/// A serving listener, whether it is HTTPS, and its certificate.
-type Placed = (Listener, bool, Option<Arc<rustls::sign::CertifiedKey>>);
+/// A serving listener, whether it is HTTPS, its certificate, and (TLS passthrough
+/// listeners) its TLSRoutes.
+type Placed = (
+    Listener,
+    bool,
+    Option<Arc<rustls::sign::CertifiedKey>>,
+    Option<HostIndex<Arc<TlsRouteEntry>>>,
+);
 
 /// Build the snapshot (generation 0). Gateways come sorted oldest first, so on a shared port
 /// an older Gateway's listener wins a hostname tie.
@@ -28,6 +37,13 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 .map(|(host, entry)| (host, Arc::new(entry)))
                 .collect();
             let name: Arc<str> = l.name.as_str().into();
+            // Oldest TLSRoute first within a hostname (the spec's conflict resolution).
+            let mut tls_entries = std::mem::take(&mut l.tls_entries);
+            tls_entries.sort_by(|a, b| a.1.cmp(&b.1));
+            let tls_entries: Vec<(Option<HostPattern>, Arc<TlsRouteEntry>)> = tls_entries
+                .into_iter()
+                .map(|(host, _, entry)| (host, entry))
+                .collect();
             for &bind in &g.binds {
                 let listener = Listener {
                     gateway: gateway.clone(),
@@ -35,38 +51,52 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     hostname: l.hostname.clone(),
                     routes: HostIndex::build(entries.iter().cloned()),
                 };
-                ports
-                    .entry((bind, l.port))
-                    .or_default()
-                    .push((listener, l.https, l.cert.clone()));
+                ports.entry((bind, l.port)).or_default().push((
+                    listener,
+                    l.https,
+                    l.cert.clone(),
+                    l.passthrough
+                        .then(|| HostIndex::build(tls_entries.iter().cloned())),
+                ));
             }
         }
     }
     let sockets: Vec<SocketConfig> = ports
         .into_iter()
         .map(|((address, port), items)| {
-            let tls = items.first().is_some_and(|(_, https, _)| *https);
+            let tls = items.first().is_some_and(|(_, https, _, _)| *https);
+            // A socket's listeners share one protocol (settled in `gateway`).
+            let passthrough = items.first().is_some_and(|(_, _, _, p)| p.is_some());
             let listener_index = HostIndex::build(
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, (l, _, _))| (l.hostname.clone(), i)),
+                    .map(|(i, (l, _, _, _))| (l.hostname.clone(), i)),
             );
             let with_cert = || {
                 items
                     .iter()
-                    .filter_map(|(l, _, c)| c.as_ref().map(|c| (l.hostname.clone(), c.clone())))
+                    .filter_map(|(l, _, c, _)| c.as_ref().map(|c| (l.hostname.clone(), c.clone())))
             };
             let certificates = HostIndex::build(with_cert());
             let default_cert = with_cert()
                 .find(|(h, _)| h.is_none())
                 .or_else(|| with_cert().next())
                 .map(|(_, c)| c);
+            let mut listeners = Vec::with_capacity(items.len());
+            let mut tls_routes = Vec::with_capacity(items.len());
+            for (l, _, _, routes) in items {
+                listeners.push(l);
+                tls_routes.push(routes.unwrap_or_default());
+            }
             SocketConfig {
                 address,
                 port,
                 tls,
-                listeners: items.into_iter().map(|(l, _, _)| l).collect(),
+                passthrough: passthrough.then(|| Passthrough {
+                    routes: tls_routes.into(),
+                }),
+                listeners: listeners.into(),
                 listener_index,
                 certificates,
                 default_cert: if tls { default_cert } else { None },

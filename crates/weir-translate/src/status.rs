@@ -249,7 +249,7 @@ pub fn grpc_route_status(
 
 /// A route parent's conditions: Accepted, ResolvedRefs (the first backendRef that did not
 /// resolve), and PartiallyInvalid when some rules are dropped.
-fn parent_conditions(
+pub(crate) fn parent_conditions(
     p: &ParentResult,
     unresolved: Option<&TranslateError>,
     partially_invalid: Option<&TranslateError>,
@@ -281,7 +281,7 @@ pub fn add_condition(kind: Kind, status: &mut Value, condition: &Condition) {
         return;
     };
     match kind {
-        Kind::HttpRoute | Kind::GrpcRoute => {
+        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute => {
             if let Some(parents) = status.get_mut("parents").and_then(Value::as_array_mut) {
                 for p in parents {
                     push(p, cond.clone());

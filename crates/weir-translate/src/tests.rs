@@ -6,6 +6,7 @@ mod gateways;
 mod grpc_routes;
 mod routes;
 mod routing;
+mod tls_routes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub fn load(yaml: &str) -> Store {
             Kind::Gateway => Object::Gateway(Arc::new(typed(value))),
             Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value))),
             Kind::GrpcRoute => Object::GrpcRoute(Arc::new(typed(value))),
+            Kind::TlsRoute => Object::TlsRoute(Arc::new(typed(value))),
             Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(typed(value))),
             Kind::Service => Object::Service(Arc::new(typed(value))),
             Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value))),

@@ -12,12 +12,14 @@ use serde_json::Value;
 use weir_testkit::client::{h2c, http1, https, Reply, Req};
 use weir_testkit::process::Weir;
 
+mod tls;
+
 use crate::cluster::{TestDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
 mod extended;
-mod websocket;
 mod grpc;
+mod websocket;
 
 /// How long a status or traffic expectation may take to hold.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -170,6 +172,12 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
         Step::Http(case) => consistent(env, case).await,
         Step::Grpc(case) => grpc::consistent(env, case).await,
         Step::GrpcWeights { call, weights } => grpc::distribution(env, call, weights).await,
+        Step::TlsAccepted(_)
+        | Step::TlsResolvedRefs { .. }
+        | Step::TlsRouteCondition { .. }
+        | Step::TlsNoAcceptedParents { .. }
+        | Step::Tcp(_)
+        | Step::TlsReset { .. } => tls::run_step(env, step).await,
         Step::Weights {
             gateway,
             host,

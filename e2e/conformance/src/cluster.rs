@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::Deserialize as _;
 use serde_json::{json, Value};
-use weir_testkit::certs::{tls_secret_yaml, Ca};
+use weir_testkit::certs::{tls_secret_yaml, Ca, Leaf};
 use weir_testkit::process::{bin, Proc};
 
 /// Our GatewayClass; every `{GATEWAY_CLASS_NAME}` becomes this.
@@ -112,7 +112,8 @@ struct Pod {
     namespace: String,
     labels: BTreeMap<String, String>,
     name: String,
-    /// Container port (3000 http, 3001 h2c) → the port the process really listens on.
+    /// Container port (3000 http or tcp, 3001 h2c, 8443 https or tls) → the port the process
+    /// really listens on.
     ports: BTreeMap<u16, u16>,
     _proc: Proc,
 }
@@ -130,12 +131,9 @@ impl Cluster {
     /// Load the base manifests and start one `weir-echo` per replica of each echo Deployment.
     pub fn start() -> anyhow::Result<Cluster> {
         let base = read_manifests(&suite_dir().join("base/manifests.yaml"))?;
-        let mut pods = Vec::new();
-        for d in base.iter().filter(|o| kind(o) == "Deployment") {
-            pods.extend(start_deployment(d)?);
-        }
         let ca = Ca::new("weir-conformance-ca");
         let mut secrets = String::new();
+        let mut leaves: BTreeMap<(String, String), Leaf> = BTreeMap::new();
         // conformance/utils/suite/suite.go Setup: MustCreateSelfSignedCertSecret(...). The
         // harness signs them with one CA (clients trust it) instead of self-signing each.
         // tls-validity-checks-certificate is `*` and `*.org` in the suite; Go's crypto/x509
@@ -176,6 +174,11 @@ impl Cluster {
             let leaf = ca.leaf(&hosts);
             secrets.push_str("---\n");
             secrets.push_str(&tls_secret_yaml(ns, name, &leaf));
+            leaves.insert((ns.to_string(), name.to_string()), leaf);
+        }
+        let mut pods = Vec::new();
+        for d in base.iter().filter(|o| kind(o) == "Deployment") {
+            pods.extend(start_deployment(d, &leaves)?);
         }
         Ok(Cluster {
             base: base
@@ -496,8 +499,39 @@ fn hash_str(seed: &str, len: usize) -> String {
         .collect()
 }
 
-/// Start the replicas of one Deployment whose container is the conformance echo server.
-fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
+/// The generated certificate a Deployment mounts from a Secret volume (the echo containers
+/// read `TLS_SERVER_CERT` and the key from it), if any.
+fn mounted_leaf<'a>(
+    d: &Value,
+    ns: &str,
+    leaves: &'a BTreeMap<(String, String), Leaf>,
+) -> Option<&'a Leaf> {
+    d["spec"]["template"]["spec"]["volumes"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .find_map(|name| leaves.get(&(ns.to_string(), name.to_string())))
+}
+
+/// Whether a container sets env `name`.
+fn has_env(containers: &[Value], name: &str) -> bool {
+    containers.iter().any(|c| {
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"].as_str() == Some(name))
+    })
+}
+
+/// Start the replicas of one Deployment whose container is the conformance echo server: in
+/// HTTP mode (container ports 3000 http, 3001 h2c, and 8443 https when it mounts a
+/// certificate), or with `TCP_ECHO_SERVER` in the TCP line protocol mode (3000 plain, 8443
+/// TLS).
+fn start_deployment(
+    d: &Value,
+    leaves: &BTreeMap<(String, String), Leaf>,
+) -> anyhow::Result<Vec<Pod>> {
     let (ns, name) = ns_name(d);
     let containers = d["spec"]["template"]["spec"]["containers"]
         .as_array()
@@ -525,33 +559,75 @@ fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
             e["name"] == "GRPC_ECHO_SERVER" && e["value"].as_str().is_some_and(|v| !v.is_empty())
         })
     });
+    let tcp_mode = has_env(&containers, "TCP_ECHO_SERVER");
+    let leaf = has_env(&containers, "TLS_SERVER_CERT")
+        .then(|| mounted_leaf(d, &ns, leaves))
+        .flatten();
     let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
     let hash = hash_str(&format!("{ns}/{name}"), 10);
     let mut pods = Vec::new();
     for i in 0..replicas {
         let pod_name = format!("{name}-{hash}-{}", hash_str(&format!("{ns}/{name}/{i}"), 5));
         let mut cmd = Command::new(bin("weir-echo"));
-        cmd.args(["--bind", "127.0.0.1", "--http-port", "0", "--h2c-port", "0"])
+        cmd.args(["--bind", "127.0.0.1"])
             .env("POD_NAME", &pod_name)
-            .env("NAMESPACE", &ns)
-            .env_remove("TLS_SERVER_CERT")
-            .env_remove("TLS_SERVER_PRIVKEY")
-            .env_remove("HTTP_PORT")
-            .env_remove("H2C_PORT")
-            .env_remove("GRPC_ECHO_SERVER");
+            .env("NAMESPACE", &ns);
+        for var in [
+            "TLS_SERVER_CERT",
+            "TLS_SERVER_PRIVKEY",
+            "TLS_SERVER_PRIV_KEY",
+            "HTTP_PORT",
+            "H2C_PORT",
+            "HTTPS_PORT",
+            "TCP_ECHO_SERVER",
+            "TCP_PORT",
+            "TLS_PORT",
+            "GRPC_ECHO_SERVER",
+        ] {
+            cmd.env_remove(var);
+        }
         if grpc {
             cmd.env("GRPC_ECHO_SERVER", "1");
         }
+        if tcp_mode {
+            cmd.args([
+                "--tcp-echo-server",
+                "1",
+                "--tcp-port",
+                "0",
+                "--tls-port",
+                "0",
+            ]);
+        } else {
+            cmd.args(["--http-port", "0", "--h2c-port", "0", "--https-port", "0"]);
+        }
+        if let Some(leaf) = leaf {
+            // PEM text, not paths: weir-echo reads the certificate from the variable.
+            cmd.env("TLS_SERVER_CERT", &leaf.cert_pem)
+                .env("TLS_SERVER_PRIVKEY", &leaf.key_pem);
+        }
         let proc = Proc::spawn(cmd);
-        let http = proc.wait_stdout("listening http ", Duration::from_secs(10));
-        let h2c = proc.wait_stdout("listening h2c ", Duration::from_secs(10));
         let port_of = |addr: &str| -> anyhow::Result<u16> {
             match addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
                 Some(p) => Ok(p),
                 None => bail!("weir-echo printed an address without a port: {addr}"),
             }
         };
-        let ports = BTreeMap::from([(3000, port_of(&http)?), (3001, port_of(&h2c)?)]);
+        let wait =
+            |what: &str| proc.wait_stdout(&format!("listening {what} "), Duration::from_secs(10));
+        let mut ports = BTreeMap::new();
+        if tcp_mode {
+            ports.insert(3000, port_of(&wait("tcp"))?);
+            if leaf.is_some() {
+                ports.insert(8443, port_of(&wait("tls"))?);
+            }
+        } else {
+            ports.insert(3000, port_of(&wait("http"))?);
+            ports.insert(3001, port_of(&wait("h2c"))?);
+            if leaf.is_some() {
+                ports.insert(8443, port_of(&wait("https"))?);
+            }
+        }
         pods.push(Pod {
             deployment: name.clone(),
             namespace: ns.clone(),

@@ -192,6 +192,30 @@ pub enum Step {
         gateway: String,
         addresses: Vec<(String, String)>,
     },
+    /// `GatewayAndTLSRoutesMustBeAccepted` (as `accepted`, for TLSRoutes).
+    TlsAccepted(Accepted),
+    /// `TLSRouteMustHaveResolvedRefsConditionsTrue`.
+    TlsResolvedRefs {
+        gateway: String,
+        routes: Vec<String>,
+    },
+    /// `TLSRouteMustHaveCondition`: a TLSRoute parent condition.
+    TlsRouteCondition {
+        route: String,
+        gateway: String,
+        condition: Cond,
+    },
+    /// `TLSRouteMustHaveNoAcceptedParents`.
+    TlsNoAcceptedParents { route: String },
+    /// `tcp.MakeTCPRequestAndExpectEventuallyValidResponse` (see `check::tls`).
+    Tcp(Box<TcpCase>),
+    /// `tls.MakeTLSRequestAndExpectEventuallyConnectionReset`: a TLS handshake with this SNI
+    /// is closed by the Gateway.
+    TlsReset {
+        gateway: String,
+        port: u16,
+        server_name: String,
+    },
     /// `testDistribution` of httproute-weight.go: 500 requests, each backend within ±5 points.
     /// A unary gRPC call (see `check/grpc.rs`).
     Grpc(Box<GrpcCase>),
@@ -338,6 +362,26 @@ pub struct GrpcCase {
     pub backend: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
+}
+
+/// A TCP line-protocol exchange and what must come back (`tcp.ExpectedResponse`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCase {
+    pub gateway: String,
+    /// Configured listener port.
+    pub port: u16,
+    /// Connect over TLS with this SNI (trusting the harness CA); plain TCP when absent.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The backend's answer to `IS_TLS`.
+    pub backend_is_tls: bool,
+    /// Pod name prefix (`<backend>-`).
+    pub backend: String,
+    pub namespace: String,
+    /// The SNI the backend saw (its TLS assertions); not checked when absent.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

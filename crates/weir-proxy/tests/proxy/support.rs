@@ -187,6 +187,7 @@ pub fn tls_socket(
         listener_index,
         certificates: HostIndex::build(certs.into_iter().map(|(h, c)| (HostPattern::parse(h), c))),
         default_cert,
+        passthrough: None,
     }
 }
 

@@ -33,7 +33,12 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
     object.insert("apiVersion".into(), json!(kind.api_version()));
     metadata(kind, object);
     match kind {
-        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::Service => {
+        Kind::GatewayClass
+        | Kind::Gateway
+        | Kind::HttpRoute
+        | Kind::GrpcRoute
+        | Kind::TlsRoute
+        | Kind::Service => {
             // Status is a subresource: only controllers write it.
             object.remove("status");
         }
@@ -48,7 +53,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         Kind::Secret => {
             or_default(object, "type", json!("Opaque"));
         }
-        Kind::GatewayClass | Kind::ReferenceGrant | Kind::Namespace => {}
+        Kind::GatewayClass | Kind::TlsRoute | Kind::ReferenceGrant | Kind::Namespace => {}
     }
 }
 

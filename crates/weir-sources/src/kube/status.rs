@@ -109,7 +109,7 @@ impl StatusWriter {
     async fn write_one(&mut self, update: &StatusUpdate) -> Result<bool, KubeError> {
         if !matches!(
             update.kind,
-            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute
         ) {
             tracing::debug!(kind = %update.kind, "no status subresource is written for this kind");
             return Ok(false);
@@ -213,7 +213,7 @@ pub(crate) fn desired_status(
 ) -> Value {
     let mut desired = without_nulls(computed);
     match kind {
-        Kind::HttpRoute | Kind::GrpcRoute => {
+        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute => {
             let merged = merge_route_parents(live, &desired, controller);
             let mut status = match without_nulls(live) {
                 Value::Object(map) => map,
@@ -346,7 +346,8 @@ pub(crate) fn status_patch(
         }
     }
     let mut patch = json!({ "status": status });
-    if let (Kind::HttpRoute | Kind::GrpcRoute, Some(rv)) = (kind, resource_version) {
+    if let (Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute, Some(rv)) = (kind, resource_version)
+    {
         patch["metadata"] = json!({ "resourceVersion": rv });
     }
     patch

@@ -1,0 +1,153 @@
+//! TLS passthrough: connections on a socket of TLS listeners in mode Passthrough are routed
+//! by the SNI of their ClientHello (read, never terminated: [`client_hello`]) to a TLSRoute's
+//! backend, and spliced as raw TCP, the ClientHello replayed first.
+//!
+//! Per connection: read until the ClientHello is complete (bounded in size and time) →
+//! listener by SNI (the socket's listener index, as Hosts choose HTTP listeners) → the
+//! listener's TLSRoute for the SNI → weighted backend → connect (falling over to the next
+//! endpoint on connect errors) → copy both ways until either side closes. A connection
+//! without SNI, for a name no route serves, or whose backend is invalid or has no ready
+//! endpoint is closed (there is no way to answer an error inside someone else's TLS).
+
+pub(crate) mod client_hello;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weir_snapshot::{BackendTarget, Upstream};
+
+use crate::listener::SocketKey;
+use crate::Shared;
+use client_hello::Hello;
+
+/// Time a client gets to send its whole ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to connect to one backend endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a passthrough connection was closed before it reached a backend (logged at debug).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PassthroughError {
+    #[error("client sent no complete ClientHello in time")]
+    HelloTimeout,
+    #[error("reading the ClientHello: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not a TLS ClientHello: {0}")]
+    NotTls(&'static str),
+    #[error("the ClientHello has no SNI server name; passthrough routes by SNI")]
+    NoServerName,
+    #[error("no TLSRoute serves server name {0:?} on this socket")]
+    NoRoute(String),
+    #[error("TLSRoute {route}: backend not usable: {why}")]
+    BackendInvalid { route: Arc<str>, why: Arc<str> },
+    #[error("TLSRoute {0}: every backend has weight 0")]
+    NoBackend(Arc<str>),
+    #[error("upstream {0}: no ready endpoint accepted the connection")]
+    Unreachable(Arc<str>),
+}
+
+/// Serve one accepted connection on a passthrough socket.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    key: SocketKey,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    if let Err(err) = splice(&shared, key, client).await {
+        tracing::debug!(%peer, error = %err, "TLS passthrough connection closed");
+    }
+}
+
+async fn splice(
+    shared: &Shared,
+    key: SocketKey,
+    mut client: TcpStream,
+) -> Result<(), PassthroughError> {
+    let (hello, server_name) = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut client))
+        .await
+        .map_err(|_| PassthroughError::HelloTimeout)??;
+    let upstream = choose(shared, key, &server_name)?;
+    let mut backend = connect(&upstream).await?;
+    let _ = backend.set_nodelay(true);
+    backend.write_all(&hello).await?;
+    // Either side closing (or failing) ends the splice; errors after this point are normal
+    // connection ends, not ours to report.
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    Ok(())
+}
+
+/// Read until the ClientHello is complete; returns the bytes read and the server name.
+async fn read_hello(client: &mut TcpStream) -> Result<(Vec<u8>, String), PassthroughError> {
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        if buf.len() >= client_hello::MAX_HELLO {
+            return Err(PassthroughError::NotTls("ClientHello too large"));
+        }
+        let n = client.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(PassthroughError::Read(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        match client_hello::parse(&buf) {
+            Hello::Incomplete => continue,
+            Hello::Invalid(why) => return Err(PassthroughError::NotTls(why)),
+            Hello::Complete(None) => return Err(PassthroughError::NoServerName),
+            Hello::Complete(Some(name)) => return Ok((buf, name)),
+        }
+    }
+}
+
+/// Listener by SNI, then the listener's route for it, then a backend: all from the snapshot
+/// loaded now (the guard is not held across awaits).
+fn choose(
+    shared: &Shared,
+    key: SocketKey,
+    server_name: &str,
+) -> Result<Arc<Upstream>, PassthroughError> {
+    let snapshot = shared.handle.load();
+    let no_route = || PassthroughError::NoRoute(server_name.to_string());
+    let socket = snapshot.socket(key.0, key.1).ok_or_else(no_route)?;
+    let passthrough = socket.passthrough.as_ref().ok_or_else(no_route)?;
+    let listener = *socket
+        .listener_index
+        .candidates(server_name)
+        .next()
+        .ok_or_else(no_route)?;
+    let route = passthrough
+        .route_for(listener, server_name)
+        .ok_or_else(no_route)?;
+    let roll = if route.backends.len() > 1 {
+        rand::random::<u64>()
+    } else {
+        0
+    };
+    let backend = route
+        .pick(roll)
+        .ok_or_else(|| PassthroughError::NoBackend(route.route.clone()))?;
+    match &backend.target {
+        BackendTarget::Upstream(u) => Ok(u.clone()),
+        BackendTarget::Invalid(why) => Err(PassthroughError::BackendInvalid {
+            route: route.route.clone(),
+            why: why.clone(),
+        }),
+    }
+}
+
+async fn connect(upstream: &Upstream) -> Result<TcpStream, PassthroughError> {
+    for endpoint in upstream.pick_with_fallbacks() {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint.addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(err)) => {
+                tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr, error = %err, "connect failed; trying the next endpoint");
+            }
+            Err(_) => {
+                tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr, "connect timed out; trying the next endpoint");
+            }
+        }
+    }
+    Err(PassthroughError::Unreachable(upstream.name.clone()))
+}

@@ -1,0 +1,89 @@
+//! TLS passthrough (layer 4): on a socket of TLS listeners in mode Passthrough, the proxy
+//! reads the server name (SNI) from the ClientHello without terminating TLS, picks the
+//! listener by it (as for HTTP Hosts), then the TLSRoute serving that name on the listener,
+//! and splices the connection, ClientHello included, to one of the route's backends.
+
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::host_index::HostIndex;
+
+/// The TLSRoutes of one passthrough socket.
+#[derive(Debug, Default)]
+pub struct Passthrough {
+    /// Per listener of the socket (same indexes as `SocketConfig::listeners`): its routes by
+    /// the (listener ∩ route) hostnames, oldest route first within a hostname.
+    pub routes: Arc<[HostIndex<Arc<TlsRouteEntry>>]>,
+}
+
+impl Passthrough {
+    /// The route for an SNI server name on the listener at `listener`.
+    pub fn route_for(&self, listener: usize, server_name: &str) -> Option<&Arc<TlsRouteEntry>> {
+        self.routes.get(listener)?.candidates(server_name).next()
+    }
+}
+
+/// One TLSRoute on one listener.
+#[derive(Debug)]
+pub struct TlsRouteEntry {
+    /// `namespace/name` of the TLSRoute, for logs.
+    pub route: Arc<str>,
+    /// Weighted backends (their `filters` are always empty). A connection that picks an
+    /// invalid one, or finds no ready endpoint, is closed.
+    pub backends: Arc<[Backend]>,
+}
+
+impl TlsRouteEntry {
+    /// Pick a backend by weight, from a value in `0..total_weight` (`None`: all weights zero).
+    pub fn pick(&self, roll: u64) -> Option<&Backend> {
+        let total: u64 = self.backends.iter().map(|b| u64::from(b.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut roll = roll % total;
+        for b in self.backends.iter() {
+            let w = u64::from(b.weight);
+            if roll < w {
+                return Some(b);
+            }
+            roll -= w;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendTarget;
+
+    fn backend(weight: u32, name: &str) -> Backend {
+        Backend {
+            weight,
+            target: BackendTarget::Invalid(name.into()),
+            filters: Arc::from([]),
+        }
+    }
+
+    fn name(b: &Backend) -> &str {
+        match &b.target {
+            BackendTarget::Invalid(n) => n,
+            BackendTarget::Upstream(u) => &u.name,
+        }
+    }
+
+    #[test]
+    fn picks_by_weight_and_none_when_all_are_zero() {
+        let e = TlsRouteEntry {
+            route: "ns/r".into(),
+            backends: vec![backend(1, "a"), backend(0, "z"), backend(3, "b")].into(),
+        };
+        let picks: Vec<&str> = (0..4).filter_map(|r| e.pick(r)).map(name).collect();
+        assert_eq!(picks, ["a", "b", "b", "b"]);
+        let zero = TlsRouteEntry {
+            route: "ns/r".into(),
+            backends: vec![backend(0, "z")].into(),
+        };
+        assert!(zero.pick(0).is_none());
+    }
+}

@@ -1,0 +1,191 @@
+//! TLSRoute: routes TLS connections by SNI on TLS listeners in mode Passthrough, without
+//! terminating TLS (GATEWAY-TLS profile, feature `TLSRoute`).
+//!
+//! Attachment is the shared parentRef / listener selection ([`crate::route`]: sectionName,
+//! port, allowedRoutes kinds and namespaces), then hostnames: a TLSRoute's `hostnames`
+//! intersect the listener's hostname like HTTPRoute hostnames (none:
+//! NoMatchingListenerHostname). Its backendRefs resolve like HTTPRoute backendRefs
+//! (ResolvedRefs=False with InvalidKind, BackendNotFound or RefNotPermitted for the first that
+//! does not; a ReferenceGrant must name `from: TLSRoute`); a route with an unresolved backend
+//! still attaches, and connections that pick that backend are closed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use weir_snapshot::{Backend, BackendTarget, HostPattern, TlsRouteEntry};
+use weir_store::gw::tlsroutes::{
+    TlsRouteParentRefs, TlsRouteStatus, TlsRouteStatusParents, TlsRouteStatusParentsParentRef,
+};
+use weir_store::{ObjectKey, Store, TlsRoute};
+
+use crate::backend::{BackendRefSpec, Upstreams};
+use crate::compile::created;
+use crate::error::TranslateError;
+use crate::gateway::GatewayModel;
+use crate::hostname::effective_hosts;
+use crate::route::{self, NotAccepted, ParentRefSpec, ParentResult};
+use crate::status::{self, Conditions};
+
+const KIND: &str = "TLSRoute";
+
+impl<'a> From<&'a TlsRouteParentRefs> for ParentRefSpec<'a> {
+    fn from(p: &'a TlsRouteParentRefs) -> Self {
+        Self {
+            group: p.group.as_deref(),
+            kind: p.kind.as_deref(),
+            name: &p.name,
+            namespace: p.namespace.as_deref(),
+            port: p.port,
+            section_name: p.section_name.as_deref(),
+        }
+    }
+}
+
+/// A TLSRoute compiled: its entry for the snapshot and the first backendRef that did not
+/// resolve.
+pub struct CompiledTlsRoute {
+    pub key: ObjectKey,
+    pub created: (i64, u32),
+    pub hostnames: Vec<HostPattern>,
+    pub entry: Arc<TlsRouteEntry>,
+    pub unresolved: Option<TranslateError>,
+}
+
+/// Resolve a TLSRoute's backends (every rule's backendRefs form one weighted set).
+pub fn compile(store: &Store, route: &TlsRoute, upstreams: &mut Upstreams) -> CompiledTlsRoute {
+    let key = ObjectKey::of(&route.metadata);
+    let mut unresolved = None;
+    let mut backends = Vec::new();
+    for b in route.spec.rules.iter().flat_map(|r| r.backend_refs.iter()) {
+        let spec = BackendRefSpec {
+            group: b.group.as_deref(),
+            kind: b.kind.as_deref(),
+            name: &b.name,
+            namespace: b.namespace.as_deref(),
+            port: b.port,
+        };
+        let target = match upstreams.resolve(store, KIND, &key.namespace, &spec) {
+            Ok(u) => BackendTarget::Upstream(u),
+            Err(e) => {
+                let why: Arc<str> = e.to_string().into();
+                unresolved.get_or_insert(e);
+                BackendTarget::Invalid(why)
+            }
+        };
+        backends.push(Backend {
+            weight: u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0),
+            target,
+            filters: Arc::from([]),
+        });
+    }
+    CompiledTlsRoute {
+        hostnames: route
+            .spec
+            .hostnames
+            .iter()
+            .filter_map(|h| HostPattern::parse(h))
+            .collect(),
+        entry: Arc::new(TlsRouteEntry {
+            route: key.to_string().into(),
+            backends: backends.into(),
+        }),
+        created: created(&route.metadata),
+        key,
+        unresolved,
+    }
+}
+
+/// Attach a compiled TLSRoute to the passthrough listeners its parentRefs select. One result
+/// per parentRef that names a Gateway of ours (none: the route is not ours).
+pub fn attach(
+    store: &Store,
+    route: &TlsRoute,
+    compiled: &CompiledTlsRoute,
+    gateways: &mut [GatewayModel],
+    index: &BTreeMap<ObjectKey, usize>,
+) -> Vec<ParentResult> {
+    let route_ns = compiled.key.namespace.as_str();
+    let mut results = Vec::new();
+    let mut attached: Vec<(usize, usize)> = Vec::new();
+    for p in route.spec.parent_refs.iter().flatten() {
+        let p = ParentRefSpec::from(p);
+        let Some((gi, ns)) = route::our_gateway(&p, route_ns, index) else {
+            continue;
+        };
+        let accepted = select(store, route_ns, &p, compiled, gateways, gi, &mut attached);
+        results.push(ParentResult {
+            parent_ref: route::status_ref(&p, &ns),
+            accepted,
+        });
+    }
+    results
+}
+
+fn select(
+    store: &Store,
+    route_ns: &str,
+    p: &ParentRefSpec<'_>,
+    compiled: &CompiledTlsRoute,
+    gateways: &mut [GatewayModel],
+    gi: usize,
+    attached: &mut Vec<(usize, usize)>,
+) -> Result<(), NotAccepted> {
+    let gateway = &mut gateways[gi];
+    let allowed = route::allowed_listeners(store, KIND, route_ns, p, gateway)?;
+    let mut any = false;
+    for i in allowed {
+        let l = &mut gateway.listeners[i];
+        let hosts = effective_hosts(l.hostname.as_ref(), &compiled.hostnames);
+        if hosts.is_empty() {
+            continue;
+        }
+        any = true;
+        if attached.contains(&(gi, i)) {
+            continue;
+        }
+        attached.push((gi, i));
+        l.attached_routes += 1;
+        for host in hosts {
+            l.tls_entries.push((
+                host,
+                (compiled.created, compiled.key.clone()),
+                compiled.entry.clone(),
+            ));
+        }
+    }
+    if !any {
+        return Err((
+            "NoMatchingListenerHostname",
+            format!(
+                "no TLSRoute hostname intersects a listener hostname of Gateway {}",
+                gateway.key
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A TLSRoute's status: per parent of ours, Accepted and ResolvedRefs as for HTTPRoutes.
+pub fn route_status(
+    controller: &str,
+    unresolved: Option<&TranslateError>,
+    parents: Vec<ParentResult>,
+    c: &Conditions<'_>,
+) -> TlsRouteStatus {
+    let parents = parents
+        .into_iter()
+        .map(|p| TlsRouteStatusParents {
+            conditions: status::parent_conditions(&p, unresolved, None, c),
+            controller_name: controller.into(),
+            parent_ref: TlsRouteStatusParentsParentRef {
+                group: p.parent_ref.group,
+                kind: p.parent_ref.kind,
+                name: p.parent_ref.name,
+                namespace: p.parent_ref.namespace,
+                port: p.parent_ref.port,
+                section_name: p.parent_ref.section_name,
+            },
+        })
+        .collect();
+    TlsRouteStatus { parents }
+}
