@@ -14,6 +14,8 @@ pub struct Context {
     pub ingress: String,
     pub service: String,
     pub pod: String,
+    /// Answer gRPC calls (`GRPC_ECHO_SERVER`) with the GrpcEcho service.
+    pub grpc: bool,
 }
 
 /// The JSON answer, field names as the Gateway API conformance echo server spells them.

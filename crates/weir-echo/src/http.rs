@@ -7,14 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::Full;
 
 use crate::duration::parse_go_duration;
 use crate::echo::{apply_echo_set_headers, request_uri, Context, EchoResponse};
 use crate::tls::TlsInfo;
 
-/// The body type of every response.
-pub type Body = Full<Bytes>;
+pub use crate::body::Body;
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +83,7 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(Body::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         CONTENT_TYPE,
@@ -95,7 +93,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Body::new(Bytes::new()));
     *resp.status_mut() = status;
     resp
 }
@@ -127,7 +125,7 @@ fn is_h2c_request<B>(req: &Request<B>) -> bool {
 }
 
 /// Serves one request. Never fails: errors become HTTP answers.
-pub async fn handle<B>(
+pub async fn handle<B: Send + 'static>(
     req: Request<B>,
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
@@ -137,10 +135,16 @@ pub async fn handle<B>(
         request_uri(&req),
         conn.remote
     );
+    if ctx.grpc && crate::grpc::is_grpc(&req) {
+        return Ok(crate::grpc::handle(&req, &ctx, &conn));
+    }
     if conn.kind == ListenerKind::H2c && !is_h2c_request(&req) {
         return Ok(text(StatusCode::BAD_REQUEST, "Expected h2c request"));
     }
     let path = collapse_slashes(req.uri().path());
+    if path == "/ws" && crate::ws::is_upgrade(&req) {
+        return Ok(crate::ws::handshake(req));
+    }
     let resp = match path.as_str() {
         "/health" => text(StatusCode::OK, "OK"),
         "/version" => text(
@@ -166,7 +170,7 @@ async fn echo<B>(req: &Request<B>, ctx: &Context, conn: &ConnInfo) -> Response<B
         Ok(json) => json,
         Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(json)));
+    let mut resp = Response::new(Body::new(Bytes::from(json)));
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(

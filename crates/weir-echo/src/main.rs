@@ -5,18 +5,23 @@
 //! other path a JSON description of the request (path, host, method, proto, canonical
 //! headers, pod/namespace context and TLS details). It serves plain HTTP (`HTTP_PORT`,
 //! default 3000), cleartext HTTP/2 (`H2C_PORT`, default 3001) and, when `TLS_SERVER_CERT`
-//! and `TLS_SERVER_PRIVKEY` are set, HTTPS (`HTTPS_PORT`, default 8443).
+//! and `TLS_SERVER_PRIVKEY` are set, HTTPS (`HTTPS_PORT`, default 8443). With
+//! `GRPC_ECHO_SERVER` set, gRPC calls on any listener are answered by the conformance
+//! `GrpcEcho` service (see `grpc.rs`).
 //!
 //! After binding, one line per listener is printed to stdout, e.g.
 //! `listening http 127.0.0.1:43567`, so that harnesses using port 0 learn the real ports.
 //! Every request is logged to stderr as
 //! `Echoing back request made to <path> to client (<remote addr>)`.
 
+mod body;
 mod duration;
 mod echo;
+mod grpc;
 mod http;
 mod server;
 mod tls;
+mod ws;
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -70,6 +75,10 @@ struct Args {
     /// Server private key, PEM text (not a path).
     #[arg(long, env = "TLS_SERVER_PRIVKEY", hide_env_values = true)]
     tls_server_privkey: Option<String>,
+    /// Any non-empty value: also answer gRPC calls (`content-type: application/grpc`, on every
+    /// listener) as the conformance GrpcEcho service.
+    #[arg(long, env = "GRPC_ECHO_SERVER")]
+    grpc_echo_server: Option<String>,
     /// CA certificates, PEM text; when set, clients must present a certificate they issued.
     #[arg(long, env = "TLS_CLIENT_CACERTS", hide_env_values = true)]
     tls_client_cacerts: Option<String>,
@@ -116,6 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ingress: args.ingress_name.clone(),
         service: args.service_name.clone(),
         pod: args.pod_name.clone(),
+        grpc: non_empty(&args.grpc_echo_server).is_some(),
     });
 
     let mut listeners = vec![Listener {

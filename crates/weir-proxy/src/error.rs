@@ -28,6 +28,8 @@ pub enum ProxyError {
     NoListener(String),
     #[error("no route matches the request")]
     NoRoute,
+    #[error("host {host:?} belongs to another listener than the TLS server name {sni:?} chose")]
+    Misdirected { host: String, sni: Arc<str> },
 
     // ---- internal: the configuration cannot serve the request (500) ----
     #[error("the matched rule has no backend with a non-zero weight")]
@@ -132,6 +134,12 @@ impl ProxyError {
                 "no_route",
                 "route not found\n",
                 NotRouted,
+            ),
+            ProxyError::Misdirected { .. } => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                "misdirected request\n",
+                Downstream,
             ),
             ProxyError::NoBackend => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,6 +9,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Response, Uri};
 use weir_snapshot::{Filter, HeaderModifier, Redirect, RedirectScheme, UrlRewrite};
 
+pub(crate) mod cors;
+
 use crate::error::ProxyError;
 use crate::request::{empty_body, ProxyBody};
 
@@ -38,6 +40,13 @@ pub(crate) fn apply_request(
                 return Ok(Some(redirect_response(redirect, location)));
             }
             Filter::UrlRewrite(rewrite) => url_rewrite(rewrite, parts)?,
+            // Sent by the forward stage, once every request filter has run.
+            Filter::Mirror(_) => {}
+            Filter::Cors(c) => {
+                if let Some(answer) = cors::preflight(c, parts) {
+                    return Ok(Some(answer));
+                }
+            }
         }
     }
     Ok(None)

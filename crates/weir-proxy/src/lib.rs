@@ -16,6 +16,7 @@ mod error;
 mod filter;
 mod listener;
 mod metrics;
+mod mirror;
 mod request;
 mod tls;
 mod upstream;

@@ -275,22 +275,29 @@ async fn serve_connection(
     };
     let _guard = socket.shared.metrics.connection(tls);
     let _ = tcp.set_nodelay(true);
-    let conn = Arc::new(ConnCtx {
-        shared: socket.shared.clone(),
-        key: socket.key,
-        peer,
-        tls,
-        client_ip: crate::upstream::client_ip_value(peer.ip()),
-        metrics_cache: MetricsCache::default(),
-    });
+    let conn = |sni: Option<Arc<str>>| {
+        Arc::new(ConnCtx {
+            shared: socket.shared.clone(),
+            key: socket.key,
+            peer,
+            tls,
+            sni,
+            client_ip: crate::upstream::client_ip_value(peer.ip()),
+            metrics_cache: MetricsCache::default(),
+        })
+    };
     if tls {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
-            Ok(Ok(stream)) => serve_http(conn, TokioIo::new(stream), watcher).await,
+            Ok(Ok(stream)) => {
+                // rustls hands over SNI names lowercased.
+                let sni = stream.get_ref().1.server_name().map(Arc::from);
+                serve_http(conn(sni), TokioIo::new(stream), watcher).await
+            }
             Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         }
     } else {
-        serve_http(conn, TokioIo::new(tcp), watcher).await;
+        serve_http(conn(None), TokioIo::new(tcp), watcher).await;
     }
 }
 

@@ -22,15 +22,17 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use weir_snapshot::{
     Backend, BackendTarget, RedirectScheme, RequestView, RouteAction, RouteEntry, Snapshot,
+    SocketConfig,
 };
 
 use crate::error::{Fault, ProxyError};
 use crate::filter::{self, RedirectBase};
 use crate::listener::SocketKey;
 use crate::metrics::{MetricsCache, RequestLabels};
+use crate::mirror::{self, MirrorRequest};
 use crate::{upstream, Shared};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +56,9 @@ pub(crate) struct ConnCtx {
     pub(crate) key: SocketKey,
     pub(crate) peer: std::net::SocketAddr,
     pub(crate) tls: bool,
+    /// The TLS server name (SNI) the client sent, lowercase; `None` on plain sockets and for
+    /// clients that send none.
+    pub(crate) sni: Option<Arc<str>>,
     /// The peer's IP as the X-Forwarded-For value, formatted once per connection.
     pub(crate) client_ip: HeaderValue,
     /// The metric series this connection's last request was counted in: consecutive
@@ -137,8 +142,10 @@ fn route<'s>(
     let socket = snapshot
         .socket(conn.key.0, conn.key.1)
         .ok_or(ProxyError::SocketGone)?;
-    let listener = socket
-        .listener_for_host(&log.host)
+    let position = socket.listener_position(&log.host);
+    check_misdirected(conn, socket, position, &log.host)?;
+    let listener = position
+        .and_then(|i| socket.listeners.get(i))
         .ok_or_else(|| ProxyError::NoListener(log.host.clone()))?;
     log.gateway = Some(listener.gateway.clone());
     let view = RequestView {
@@ -152,6 +159,32 @@ fn route<'s>(
         .ok_or(ProxyError::NoRoute)
 }
 
+/// A TLS request whose Host belongs to another listener than the one its SNI chose is
+/// misdirected (421, RFC 9110 §15.5.20): with HTTP/2 connection reuse a client may send a
+/// request for another name over a connection whose certificate and listener were chosen
+/// for the SNI (Gateway API `GatewayHTTPSListenerDetectMisdirectedRequests`). Clients that
+/// send no SNI, and SNI names no listener claims, are not checked.
+fn check_misdirected(
+    conn: &ConnCtx,
+    socket: &SocketConfig,
+    host_listener: Option<usize>,
+    host: &str,
+) -> Result<(), ProxyError> {
+    let Some(sni) = &conn.sni else {
+        return Ok(());
+    };
+    if sni.as_ref() == host {
+        return Ok(());
+    }
+    match socket.listener_position(sni) {
+        Some(sni_listener) if Some(sni_listener) != host_listener => Err(ProxyError::Misdirected {
+            host: host.to_string(),
+            sni: sni.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Stages 2–4 for a routed request: filters, backend pick, forward, response filters.
 async fn handle_action(
     conn: &ConnCtx,
@@ -162,6 +195,12 @@ async fn handle_action(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     ensure_host_header(&mut parts);
+    // CORS answers name the request's Origin; kept only for routes with a CORS filter.
+    let origin = if filter::cors::any(&action.filters) {
+        parts.headers.get(http::header::ORIGIN).cloned()
+    } else {
+        None
+    };
     let base = RedirectBase {
         host,
         scheme: conn.scheme(),
@@ -189,6 +228,15 @@ async fn handle_action(
         filter::apply_response(&backend.filters, answer.headers_mut());
         return Ok(answer);
     }
+    // Mirrors copy the request as every request filter left it, just before it is forwarded.
+    let mirror = MirrorRequest {
+        parts: &parts,
+        has_body: !body.is_end_stream(),
+        client_ip: &conn.client_ip,
+        tls: conn.tls,
+    };
+    mirror::spawn_all(&conn.shared, &action.filters, &mirror);
+    mirror::spawn_all(&conn.shared, &backend.filters, &mirror);
 
     let mut response = upstream::forward(
         &conn.shared,
@@ -202,6 +250,7 @@ async fn handle_action(
     .await?;
     filter::apply_response(&action.filters, response.headers_mut());
     filter::apply_response(&backend.filters, response.headers_mut());
+    filter::cors::apply_response(&action.filters, origin.as_ref(), response.headers_mut());
     Ok(response)
 }
 

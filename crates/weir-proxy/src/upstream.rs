@@ -287,8 +287,30 @@ fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
 pub(crate) async fn forward(
     shared: &Shared,
     upstream: &Upstream,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
     body: Incoming,
+    client_ip: &HeaderValue,
+    tls: bool,
+    attempt_timeout: Option<Duration>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    forward_body(
+        shared,
+        upstream,
+        parts,
+        UpstreamBody::from(body),
+        client_ip,
+        tls,
+        attempt_timeout,
+    )
+    .await
+}
+
+/// [`forward`] with the body already wrapped (mirrors send [`UpstreamBody::empty`]).
+pub(crate) async fn forward_body(
+    shared: &Shared,
+    upstream: &Upstream,
+    mut parts: http::request::Parts,
+    body: UpstreamBody,
     client_ip: &HeaderValue,
     tls: bool,
     attempt_timeout: Option<Duration>,
@@ -302,7 +324,7 @@ pub(crate) async fn forward(
     };
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, client_ip, tls);
-    let req = Request::from_parts(parts, UpstreamBody::from(body));
+    let req = Request::from_parts(parts, body);
     let response = shared
         .clients
         .send(&shared.metrics, upstream, req, attempt_timeout)

@@ -1,9 +1,16 @@
 //! Filters, in one shape whether they came from a rule or from a backendRef. Header names and
 //! values are parsed when the snapshot is built, never per request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::backend::Upstream;
+
+mod cors;
+
+pub use cors::{Cors, CorsList, OriginPattern};
 
 #[derive(Debug, Clone)]
 pub enum Filter {
@@ -15,6 +22,67 @@ pub enum Filter {
     Redirect(Redirect),
     /// Rewrite host and/or path before forwarding.
     UrlRewrite(UrlRewrite),
+    /// Send a copy of the request (as all request filters left it, just before it is
+    /// forwarded) to another backend; its answer is discarded.
+    Mirror(Mirror),
+    /// Answer CORS preflight requests here; add CORS headers to actual responses.
+    Cors(Cors),
+}
+
+/// `RequestMirror`. Only mirrors whose backendRef resolved are compiled (an unresolved one
+/// is reported in the route's ResolvedRefs condition and mirrors nothing).
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub upstream: Arc<Upstream>,
+    pub sample: MirrorSample,
+}
+
+/// Which share of requests a mirror copies: `numerator / denominator` (`percent: P` is
+/// P/100; neither given is 1/1). Sampling is deterministic, not random: request n (counted
+/// per mirror filter and snapshot) is mirrored when ⌊(n+1)·num/den⌋ > ⌊n·num/den⌋, so any
+/// run of consecutive requests is mirrored within one request of the exact share.
+#[derive(Debug, Clone)]
+pub struct MirrorSample {
+    numerator: u64,
+    denominator: u64,
+    seen: Arc<AtomicU64>,
+}
+
+impl MirrorSample {
+    /// `None` unless `0 < denominator` and `numerator <= denominator`.
+    pub fn new(numerator: u64, denominator: u64) -> Option<Self> {
+        (denominator > 0 && numerator <= denominator).then(|| Self {
+            numerator,
+            denominator,
+            seen: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Every request.
+    pub fn all() -> Self {
+        Self {
+            numerator: 1,
+            denominator: 1,
+            seen: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn fraction(&self) -> (u64, u64) {
+        (self.numerator, self.denominator)
+    }
+
+    /// Count one request; whether it is mirrored.
+    pub fn take(&self) -> bool {
+        if self.numerator == self.denominator {
+            return true;
+        }
+        if self.numerator == 0 {
+            return false;
+        }
+        let n = u128::from(self.seen.fetch_add(1, Ordering::Relaxed));
+        let (num, den) = (u128::from(self.numerator), u128::from(self.denominator));
+        (n + 1) * num / den > n * num / den
+    }
 }
 
 /// Set replaces (or adds), add appends, remove deletes; applied in that order: set, add,
@@ -129,6 +197,24 @@ mod tests {
         assert_eq!(prefix("/foo", "/").apply("/foo/bar"), "/bar");
         assert_eq!(prefix("/foo", "/").apply("/foo"), "/");
         assert_eq!(prefix("/", "/one").apply("/two"), "/one/two");
+    }
+
+    #[test]
+    fn mirror_sample_is_exact_over_any_window() {
+        let s = MirrorSample::new(20, 100).unwrap();
+        let picks: Vec<bool> = (0..1000).map(|_| s.take()).collect();
+        assert_eq!(picks.iter().filter(|p| **p).count(), 200);
+        for window in picks.windows(500) {
+            let n = window.iter().filter(|p| **p).count();
+            assert!((99..=101).contains(&n), "{n} of 500");
+        }
+        let half = MirrorSample::new(25, 50).unwrap();
+        assert_eq!((0..10).filter(|_| half.take()).count(), 5);
+        assert!((0..10).all(|_| MirrorSample::all().take()));
+        let none = MirrorSample::new(0, 100).unwrap();
+        assert!((0..10).all(|_| !none.take()));
+        assert!(MirrorSample::new(3, 2).is_none());
+        assert!(MirrorSample::new(1, 0).is_none());
     }
 
     #[test]

@@ -16,7 +16,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use backend::{AppProtocol, Backend, BackendTarget, Endpoint, Upstream};
-pub use filter::{Filter, HeaderModifier, PathModifier, Redirect, RedirectScheme, UrlRewrite};
+pub use filter::{
+    Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
+    Redirect, RedirectScheme, UrlRewrite,
+};
 pub use host_index::{HostIndex, HostPattern};
 pub use route::{
     HeaderMatch, MethodMatch, PathMatch, QueryMatch, RequestMatch, RequestView, RouteAction,
@@ -70,10 +73,13 @@ pub struct SocketConfig {
 impl SocketConfig {
     /// The listener a request with this Host (lowercase, without port) belongs to.
     pub fn listener_for_host(&self, host: &str) -> Option<&Listener> {
-        self.listener_index
-            .candidates(host)
-            .next()
-            .and_then(|&i| self.listeners.get(i))
+        self.listener_position(host)
+            .and_then(|i| self.listeners.get(i))
+    }
+
+    /// The index in `listeners` of the listener a Host (or an SNI server name) belongs to.
+    pub fn listener_position(&self, host: &str) -> Option<usize> {
+        self.listener_index.candidates(host).next().copied()
     }
 
     /// The certificate for an SNI server name (or the default when none is given).

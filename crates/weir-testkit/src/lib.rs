@@ -7,6 +7,7 @@
 pub mod apiserver;
 pub mod certs;
 pub mod client;
+pub mod grpc;
 pub mod process;
 
 use std::time::{Duration, Instant};

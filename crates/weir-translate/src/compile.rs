@@ -204,12 +204,27 @@ fn compile_action(
     upstreams: &mut Upstreams,
     out: &mut CompiledRoute,
 ) -> Result<Action, TranslateError> {
+    // RequestMirror backendRefs resolve like the rule's: an unresolved one is the route's
+    // ResolvedRefs=False (first error wins) and mirrors nothing.
+    let mut mirror = |spec: &BackendRefSpec<'_>| match upstreams.resolve(
+        store,
+        "HTTPRoute",
+        &key.namespace,
+        spec,
+    ) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            out.unresolved.get_or_insert(e);
+            None
+        }
+    };
     let filters = filter::compile(
         rule.filters.as_deref().unwrap_or(&[]),
         rule_index,
         matched_prefix,
+        Some(&mut mirror),
     )?;
-    let mut backends = Vec::new();
+    let mut backend_filter_lists = Vec::new();
     for b in rule.backend_refs.iter().flatten() {
         let bf = b
             .filters
@@ -217,7 +232,15 @@ fn compile_action(
             .flatten()
             .map(|f| filter::from_backend_filter(f, rule_index))
             .collect::<Result<Vec<_>, _>>()?;
-        let backend_filters = filter::compile(&bf, rule_index, matched_prefix)?;
+        backend_filter_lists.push(filter::compile(
+            &bf,
+            rule_index,
+            matched_prefix,
+            Some(&mut mirror),
+        )?);
+    }
+    let mut backends = Vec::new();
+    for (b, backend_filters) in rule.backend_refs.iter().flatten().zip(backend_filter_lists) {
         let spec = BackendRefSpec {
             group: b.group.as_deref(),
             kind: b.kind.as_deref(),

@@ -3,15 +3,26 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use weir_snapshot::{Filter, HeaderModifier, PathModifier, Redirect, RedirectScheme, UrlRewrite};
+use weir_snapshot::{
+    Filter, HeaderModifier, Mirror, MirrorSample, PathModifier, Redirect, RedirectScheme, Upstream,
+    UrlRewrite,
+};
 use weir_store::gw::httproutes::{
-    HttpRouteRulesBackendRefsFilters, HttpRouteRulesFilters,
+    HttpRouteRulesBackendRefsFilters, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestMirror,
     HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
     HttpRouteRulesFiltersRequestRedirectScheme as Scheme, HttpRouteRulesFiltersType as Type,
     HttpRouteRulesFiltersUrlRewritePathType as RewritePathType,
 };
 
+mod cors;
+
+use crate::backend::BackendRefSpec;
 use crate::error::TranslateError;
+
+/// Resolves a RequestMirror's backendRef. `None` when it does not resolve: the resolver has
+/// recorded why (the route's ResolvedRefs condition) and the mirror is left out, as
+/// `HTTPRequestMirrorFilter.backendRef` asks.
+pub type MirrorResolver<'a> = dyn FnMut(&BackendRefSpec<'_>) -> Option<Arc<Upstream>> + 'a;
 
 /// Backend filters have the same shape as rule filters; convert so one function compiles both.
 pub fn from_backend_filter(
@@ -47,10 +58,13 @@ macro_rules! modifier {
 /// Compile a list of filters. `matched_prefix` is the path prefix of the match the entry is
 /// compiled for (`None` when the match is a regular expression, where ReplacePrefixMatch has
 /// no meaning).
+/// RequestMirror backendRefs resolve with `mirrors`; without one, RequestMirror is
+/// unsupported.
 pub fn compile(
     filters: &[HttpRouteRulesFilters],
     rule: usize,
     matched_prefix: Option<&str>,
+    mut mirrors: Option<&mut MirrorResolver<'_>>,
 ) -> Result<Vec<Filter>, TranslateError> {
     let invalid = |detail: String| TranslateError::InvalidFilter { rule, detail };
     let unsupported = |filter: &str| TranslateError::UnsupportedFilter {
@@ -146,8 +160,35 @@ pub fn compile(
                 };
                 Filter::UrlRewrite(UrlRewrite { hostname, path })
             }
-            Type::RequestMirror => return Err(unsupported("RequestMirror")),
-            Type::Cors => return Err(unsupported("CORS")),
+            Type::RequestMirror => {
+                let m = f
+                    .request_mirror
+                    .as_ref()
+                    .ok_or_else(|| invalid("RequestMirror without requestMirror".into()))?;
+                let Some(resolve) = mirrors.as_deref_mut() else {
+                    return Err(unsupported("RequestMirror"));
+                };
+                let sample = mirror_sample(m).map_err(invalid)?;
+                let r = &m.backend_ref;
+                let spec = BackendRefSpec {
+                    group: r.group.as_deref(),
+                    kind: r.kind.as_deref(),
+                    name: &r.name,
+                    namespace: r.namespace.as_deref(),
+                    port: r.port,
+                };
+                match resolve(&spec) {
+                    Some(upstream) => Filter::Mirror(Mirror { upstream, sample }),
+                    None => continue,
+                }
+            }
+            Type::Cors => {
+                let c = f
+                    .cors
+                    .as_ref()
+                    .ok_or_else(|| invalid("CORS without cors".into()))?;
+                Filter::Cors(cors::compile(c).map_err(invalid)?)
+            }
             Type::ExtensionRef => return Err(unsupported("ExtensionRef")),
         };
         out.push(compiled);
@@ -160,6 +201,26 @@ pub fn compile(
         ));
     }
     Ok(out)
+}
+
+/// `percent` or `fraction` (denominator 100 by default); neither is every request.
+fn mirror_sample(m: &HttpRouteRulesFiltersRequestMirror) -> Result<MirrorSample, String> {
+    let (num, den) = match (m.percent, &m.fraction) {
+        (Some(_), Some(_)) => return Err("RequestMirror sets both percent and fraction".into()),
+        (Some(p), None) => (i64::from(p), 100),
+        (None, Some(f)) => (
+            i64::from(f.numerator),
+            i64::from(f.denominator.unwrap_or(100)),
+        ),
+        (None, None) => return Ok(MirrorSample::all()),
+    };
+    u64::try_from(num)
+        .ok()
+        .zip(u64::try_from(den).ok())
+        .and_then(|(n, d)| MirrorSample::new(n, d))
+        .ok_or_else(|| {
+            format!("RequestMirror fraction {num}/{den} is not between 0 and 1 (denominator > 0)")
+        })
 }
 
 fn header_modifier<'a>(

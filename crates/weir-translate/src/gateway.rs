@@ -17,6 +17,11 @@ use crate::error::TranslateError;
 use crate::refgrant::{self, core_group};
 use crate::tls;
 
+/// The route kinds HTTP and HTTPS listeners take (their default `supportedKinds`, in this
+/// order). GRPCRoute needs HTTP/2: h2c with prior knowledge on HTTP listeners and ALPN h2 on
+/// HTTPS ones, both of which the proxy serves.
+const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+
 /// A Gateway of ours, with its listeners evaluated.
 pub struct GatewayModel {
     pub key: ObjectKey,
@@ -244,12 +249,15 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
     }
     // Route kinds.
     match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
-        None if supported => m.supported_kinds.push("HTTPRoute".into()),
+        None if supported => {
+            m.supported_kinds
+                .extend(ROUTE_KINDS.iter().map(|k| k.to_string()));
+        }
         None => {}
         Some(kinds) => {
             for k in kinds {
                 let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-                if supported && group == GATEWAY_GROUP && k.kind == "HTTPRoute" {
+                if supported && group == GATEWAY_GROUP && ROUTE_KINDS.contains(&k.kind.as_str()) {
                     if !m.supported_kinds.contains(&k.kind) {
                         m.supported_kinds.push(k.kind.clone());
                     }

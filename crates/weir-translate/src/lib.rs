@@ -5,8 +5,7 @@
 //! listener validation and conflicts, route attachment (sectionName/port, allowedRoutes,
 //! hostname intersection), ReferenceGrants, backend resolution, match precedence, filters, and
 //! every condition and reason reported in status, and which Gateway API features Weir claims
-//! ([`SUPPORTED_FEATURES`]). GRPCRoutes are reported (not accepted: no listener admits them)
-//! but not served yet.
+//! ([`SUPPORTED_FEATURES`]). HTTPRoutes and GRPCRoutes compile into the same route entries.
 //!
 //! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
 //! no logging side effects that matter. The same `Store` always gives the same `Output`.
@@ -44,8 +43,12 @@ pub use status::INVALID_MANIFEST;
 /// fails unless it is exactly the set of features all of whose replayed tests pass: add a
 /// feature here only with its passing conformance tests.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayAddressEmpty",
+    "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
     "GatewayStaticAddresses",
     "HTTPRoute",
@@ -53,7 +56,10 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
     "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
     "HTTPRouteNamedRouteRule",
@@ -62,6 +68,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
@@ -141,8 +150,7 @@ impl ObjectStatus {
     /// Human-readable problems for `weir check`; empty when the object is healthy. Gateway
     /// classes: Accepted. Gateways: Accepted and Programmed, and each listener Accepted,
     /// ResolvedRefs and Programmed True and not Conflicted. Routes (HTTPRoute, GRPCRoute):
-    /// every parent of ours Accepted and ResolvedRefs True and not PartiallyInvalid (so a
-    /// GRPCRoute on one of our Gateways is a problem: it is not served).
+    /// every parent of ours Accepted and ResolvedRefs True and not PartiallyInvalid.
     /// `weir.dev/InvalidManifest` is not a problem here (it is printed by
     /// [`Self::condition_lines`]).
     pub fn problems(&self) -> Vec<String> {
@@ -223,40 +231,70 @@ pub fn translate(input: &Input<'_>) -> Output {
     }
 
     let mut upstreams = backend::Upstreams::default();
-    for route in store.http_routes.values() {
-        let compiled = compile::compile_route(store, route, &mut upstreams);
-        let parents = route::attach(store, route, &compiled, &mut gateways, &index);
+    // Routes attach oldest first (then by namespace/name), whichever their kind: on a
+    // listener, of an HTTPRoute and a GRPCRoute with intersecting hostnames the older one
+    // is accepted (see `route::attach_parents`).
+    let mut order: Vec<((i64, u32), &ObjectKey, Kind)> = store
+        .http_routes
+        .iter()
+        .map(|(k, r)| (compile::created(&r.metadata), k, Kind::HttpRoute))
+        .chain(
+            store
+                .grpc_routes
+                .iter()
+                .map(|(k, r)| (compile::created(&r.metadata), k, Kind::GrpcRoute)),
+        )
+        .collect();
+    order.sort();
+    for (_, key, kind) in order {
+        let (meta, compiled, parents, status) = match kind {
+            Kind::GrpcRoute => {
+                let Some(route) = store.grpc_routes.get(key) else {
+                    continue;
+                };
+                let compiled = grpcroute::compile_route(store, route, &mut upstreams);
+                let refs = grpcroute::parent_refs(route);
+                let parents = route::attach_parents(
+                    store,
+                    grpcroute::KIND,
+                    &refs,
+                    &compiled,
+                    &mut gateways,
+                    &index,
+                );
+                (&route.metadata, compiled, parents, Kind::GrpcRoute)
+            }
+            _ => {
+                let Some(route) = store.http_routes.get(key) else {
+                    continue;
+                };
+                let compiled = compile::compile_route(store, route, &mut upstreams);
+                let parents = route::attach(store, route, &compiled, &mut gateways, &index);
+                (&route.metadata, compiled, parents, Kind::HttpRoute)
+            }
+        };
         if parents.is_empty() {
             continue;
         }
         let c = status::Conditions {
-            generation: route.metadata.generation,
+            generation: meta.generation,
             now: &input.now,
         };
-        let s = status::route_status(input.controller_name, &compiled, parents, &c);
-        statuses.push(ObjectStatus::new(
-            Kind::HttpRoute,
-            &route.metadata,
-            to_json(&s),
-        ));
-    }
-
-    for route in store.grpc_routes.values() {
-        let parents = grpcroute::parents(store, route, &gateways, &index);
-        if parents.is_empty() {
-            continue;
-        }
-        let c = status::Conditions {
-            generation: route.metadata.generation,
-            now: &input.now,
+        let s = match status {
+            Kind::GrpcRoute => to_json(&status::grpc_route_status(
+                input.controller_name,
+                &compiled,
+                parents,
+                &c,
+            )),
+            _ => to_json(&status::route_status(
+                input.controller_name,
+                &compiled,
+                parents,
+                &c,
+            )),
         };
-        let unresolved = grpcroute::unresolved(store, route);
-        let s = status::grpc_route_status(input.controller_name, unresolved.as_ref(), parents, &c);
-        statuses.push(ObjectStatus::new(
-            Kind::GrpcRoute,
-            &route.metadata,
-            to_json(&s),
-        ));
+        statuses.push(ObjectStatus::new(status, meta, s));
     }
 
     for g in &gateways {

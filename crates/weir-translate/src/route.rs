@@ -1,9 +1,10 @@
 //! Route attachment: for each parentRef naming one of our Gateways, which listeners take the
 //! route (sectionName/port, allowedRoutes, hostnames) and the resulting conditions. The
-//! parentRef and listener selection is shared by every route kind; attaching entries is
-//! HTTPRoute's (GRPCRoute is reported, not served: see [`crate::grpcroute`]).
+//! parentRef and listener selection and attaching entries are shared by HTTPRoute and
+//! GRPCRoute.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use weir_store::gw::gateways::{
     GatewayListenersAllowedRoutesNamespaces,
@@ -15,7 +16,8 @@ use weir_store::{HttpRoute, ObjectKey, Store, GATEWAY_GROUP};
 
 use crate::compile::CompiledRoute;
 use crate::gateway::{GatewayModel, ListenerModel};
-use crate::hostname::effective_hosts;
+use crate::hostname::{effective_hosts, intersect};
+use weir_snapshot::HostPattern;
 
 /// A route's parentRef, whichever route kind it comes from.
 pub struct ParentRefSpec<'a> {
@@ -81,7 +83,7 @@ pub fn our_gateway(
     Some((gi, ns.to_string()))
 }
 
-/// Attach a compiled route to the listeners its parentRefs select. Returns one result per
+/// Attach a compiled HTTPRoute to the listeners its parentRefs select. Returns one result per
 /// parentRef that names a Gateway of ours (none: the route is not ours).
 pub fn attach(
     store: &Store,
@@ -90,22 +92,42 @@ pub fn attach(
     gateways: &mut [GatewayModel],
     index: &BTreeMap<ObjectKey, usize>,
 ) -> Vec<ParentResult> {
+    let refs: Vec<ParentRefSpec<'_>> = route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .map(ParentRefSpec::from)
+        .collect();
+    attach_parents(store, "HTTPRoute", &refs, compiled, gateways, index)
+}
+
+/// Attach a compiled route of `kind` (`HTTPRoute`, `GRPCRoute`) through `parent_refs`.
+/// Returns one result per parentRef that names a Gateway of ours (none: the route is not
+/// ours).
+pub fn attach_parents(
+    store: &Store,
+    kind: &'static str,
+    parent_refs: &[ParentRefSpec<'_>],
+    compiled: &CompiledRoute,
+    gateways: &mut [GatewayModel],
+    index: &BTreeMap<ObjectKey, usize>,
+) -> Vec<ParentResult> {
     let route_ns = compiled.key.namespace.as_str();
     let mut results = Vec::new();
     // Listeners already holding this route (a route counts once per listener).
     let mut attached: Vec<(usize, usize)> = Vec::new();
-    for p in route.spec.parent_refs.iter().flatten() {
-        let p = ParentRefSpec::from(p);
-        let Some((gi, ns)) = our_gateway(&p, route_ns, index) else {
+    for p in parent_refs {
+        let Some((gi, ns)) = our_gateway(p, route_ns, index) else {
             continue;
         };
-        let parent_ref = status_ref(&p, &ns);
+        let parent_ref = status_ref(p, &ns);
         let accepted = match &compiled.invalid {
             Some(e) => Err((e.reason(), e.to_string())),
             None => select(
                 store,
-                route_ns,
-                &p,
+                kind,
+                p,
                 compiled,
                 &mut gateways[gi],
                 gi,
@@ -215,7 +237,7 @@ pub fn allowed_listeners(
 
 fn select(
     store: &Store,
-    route_ns: &str,
+    kind: &'static str,
     p: &ParentRefSpec<'_>,
     compiled: &CompiledRoute,
     gateway: &mut GatewayModel,
@@ -223,13 +245,19 @@ fn select(
     attached: &mut Vec<(usize, usize)>,
 ) -> Result<(), NotAccepted> {
     let gw_label = gateway.key.to_string();
-    let allowed = allowed_listeners(store, "HTTPRoute", route_ns, p, gateway)?;
+    let route_ns = compiled.key.namespace.as_str();
+    let allowed = allowed_listeners(store, kind, route_ns, p, gateway)?;
     // 3. hostnames.
     let mut any = false;
+    let mut conflict: Option<Arc<str>> = None;
     for i in allowed {
         let l: &mut ListenerModel = &mut gateway.listeners[i];
         let hosts = effective_hosts(l.hostname.as_ref(), &compiled.hostnames);
         if hosts.is_empty() {
+            continue;
+        }
+        if let Some(other) = other_kind_on_hosts(l, kind, &hosts) {
+            conflict.get_or_insert(other);
             continue;
         }
         any = true;
@@ -244,6 +272,14 @@ fn select(
             }
         }
     }
+    if let (false, Some(other)) = (any, conflict) {
+        return Err((
+            "NotAllowedByListeners",
+            format!(
+                "the selected listeners of Gateway {gw_label} already serve {other} on an intersecting hostname; a listener accepts only the older of an HTTPRoute and a GRPCRoute whose hostnames intersect"
+            ),
+        ));
+    }
     if !any {
         return Err((
             "NoMatchingListenerHostname",
@@ -251,6 +287,30 @@ fn select(
         ));
     }
     Ok(())
+}
+
+/// A route of the other kind (HTTPRoute vs GRPCRoute) already attached to `l` on a host
+/// intersecting `hosts`, as "Kind ns/name". GRPCRoute.hostnames: "If a Route (A) of type
+/// HTTPRoute or GRPCRoute is attached to a Listener and that listener already has another
+/// Route (B) of the other type attached and the intersection of the hostnames of A and B is
+/// non-empty, then the implementation MUST accept exactly one of these two routes,
+/// determined by the following criteria, in order: the oldest Route based on creation
+/// timestamp; the Route appearing first in alphabetical order by "{namespace}/{name}"."
+/// Routes attach in that order (see `crate::translate`), so the one already attached wins.
+fn other_kind_on_hosts(
+    l: &ListenerModel,
+    kind: &str,
+    hosts: &[Option<HostPattern>],
+) -> Option<Arc<str>> {
+    let overlaps = |a: &Option<HostPattern>, b: &Option<HostPattern>| match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(a), Some(b)) => intersect(a, b).is_some(),
+    };
+    l.entries
+        .iter()
+        .filter(|(_, e)| e.action.route.kind != kind)
+        .find(|(h, _)| hosts.iter().any(|mine| overlaps(mine, h)))
+        .map(|(_, e)| format!("{} {}", e.action.route.kind, e.action.route.route).into())
 }
 
 /// allowedRoutes.namespaces: Same (default), All, or Selector on the namespace's labels (which

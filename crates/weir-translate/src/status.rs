@@ -223,15 +223,17 @@ pub fn route_status(
 /// HTTPRoute's.
 pub fn grpc_route_status(
     controller: &str,
-    unresolved: Option<&TranslateError>,
+    compiled: &CompiledRoute,
     parents: Vec<ParentResult>,
     c: &Conditions<'_>,
 ) -> GrpcRouteStatus {
-    let parents = parents
+    let http = route_status(controller, compiled, parents, c);
+    let parents = http
+        .parents
         .into_iter()
         .map(|p| GrpcRouteStatusParents {
-            conditions: parent_conditions(&p, unresolved, None, c),
-            controller_name: controller.into(),
+            conditions: p.conditions,
+            controller_name: p.controller_name,
             parent_ref: GrpcRouteStatusParentsParentRef {
                 group: p.parent_ref.group,
                 kind: p.parent_ref.kind,

@@ -1,6 +1,7 @@
 //! Test helpers: YAML → Store, translate, and look at conditions and routing.
 
 mod conformance;
+mod filters;
 mod gateways;
 mod grpc_routes;
 mod routes;

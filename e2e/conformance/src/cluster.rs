@@ -86,6 +86,26 @@ pub fn ns_name(obj: &Value) -> (String, String) {
     )
 }
 
+/// One echo pod's log, as it grows.
+pub struct PodLog {
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PodLog {
+    /// Lines logged so far (a mark to count from).
+    pub fn len(&self) -> usize {
+        self.lines.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// Lines after `mark` containing `needle`.
+    pub fn count_since(&self, mark: usize, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .map(|l| l.iter().skip(mark).filter(|x| x.contains(needle)).count())
+            .unwrap_or(0)
+    }
+}
+
 /// One echo "pod".
 struct Pod {
     deployment: String,
@@ -229,6 +249,18 @@ impl Cluster {
             .iter()
             .filter(|p| p.namespace == ns && p.deployment == deployment)
             .filter_map(|p| Some((p.name.clone(), *p.ports.get(&container_port)?)))
+            .collect()
+    }
+
+    /// The request log (stderr lines: `Echoing back request made to <uri> to client (<peer>)`,
+    /// what the suite's `DumpEchoLogs` reads) of each pod of a Deployment.
+    pub fn pod_logs(&self, ns: &str, deployment: &str) -> Vec<PodLog> {
+        self.pods
+            .iter()
+            .filter(|p| p.namespace == ns && p.deployment == deployment)
+            .map(|p| PodLog {
+                lines: p._proc.stderr.clone(),
+            })
             .collect()
     }
 
@@ -486,6 +518,13 @@ fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
         .flatten()
         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
         .collect();
+    // The echo image serves the GrpcEcho service when its container sets GRPC_ECHO_SERVER
+    // (the grpc-infra-backend Deployments); weir-echo does the same.
+    let grpc = containers.iter().any(|c| {
+        c["env"].as_array().into_iter().flatten().any(|e| {
+            e["name"] == "GRPC_ECHO_SERVER" && e["value"].as_str().is_some_and(|v| !v.is_empty())
+        })
+    });
     let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
     let hash = hash_str(&format!("{ns}/{name}"), 10);
     let mut pods = Vec::new();
@@ -498,7 +537,11 @@ fn start_deployment(d: &Value) -> anyhow::Result<Vec<Pod>> {
             .env_remove("TLS_SERVER_CERT")
             .env_remove("TLS_SERVER_PRIVKEY")
             .env_remove("HTTP_PORT")
-            .env_remove("H2C_PORT");
+            .env_remove("H2C_PORT")
+            .env_remove("GRPC_ECHO_SERVER");
+        if grpc {
+            cmd.env("GRPC_ECHO_SERVER", "1");
+        }
         let proc = Proc::spawn(cmd);
         let http = proc.wait_stdout("listening http ", Duration::from_secs(10));
         let h2c = proc.wait_stdout("listening h2c ", Duration::from_secs(10));

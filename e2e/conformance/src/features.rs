@@ -231,6 +231,7 @@ mod tests {
             go: String::new(),
             manifests: Vec::new(),
             profile: Profile::Extended,
+            conformance_profile: None,
             features: features.iter().map(|f| f.to_string()).collect(),
             feature: None,
             skip: None,
@@ -263,7 +264,7 @@ mod tests {
         let mut specs = all_claimed();
         specs.push(spec(
             "Mirror",
-            &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"],
+            &["Gateway", "HTTPRoute", "HTTPRouteDestinationPortMatching"],
         ));
         let rows = rows(&specs, |s| {
             if s.name == "Mirror" {
@@ -274,7 +275,7 @@ mod tests {
         });
         let check = FeatureCheck::new(&rows, true);
         assert!(check.ok(), "{:?}", check.failure());
-        // Mirror is not claimed, so the suite would not run that test: no warning.
+        // The feature is not claimed, so the suite would not run that test: no warning.
         assert!(check.unreplayed_but_selected.is_empty());
     }
 
@@ -313,7 +314,10 @@ mod tests {
     fn a_passing_unclaimed_feature_and_an_untested_claim_are_mismatches() {
         let mut specs = all_claimed();
         specs.retain(|s| s.features != ["GatewayPort8080"]);
-        specs.push(spec("Iso", &["Gateway", "GatewayHTTPListenerIsolation"]));
+        specs.push(spec(
+            "Iso",
+            &["Gateway", "HTTPRouteDestinationPortMatching"],
+        ));
         let rows = rows(&specs, |_| Outcome::Pass);
         let (claimed_not_passing, passing_not_claimed) =
             FeatureCheck::new(&rows, true).mismatches();
@@ -321,7 +325,7 @@ mod tests {
             claimed_not_passing,
             ["GatewayPort8080 (no replayed test; 0 not replayed yet)"]
         );
-        assert_eq!(passing_not_claimed, ["GatewayHTTPListenerIsolation"]);
+        assert_eq!(passing_not_claimed, ["HTTPRouteDestinationPortMatching"]);
         // A partial run cannot tell either.
         assert!(FeatureCheck::new(&rows, false).ok());
     }

@@ -35,6 +35,10 @@ pub struct TestSpec {
     /// Files under conformance/tests/ the suite applies for this test.
     pub manifests: Vec<String>,
     pub profile: Profile,
+    /// The conformance profile (GATEWAY-HTTP, GATEWAY-GRPC, …); by default GATEWAY-GRPC for
+    /// tests of GRPCRoute and GATEWAY-HTTP otherwise.
+    #[serde(default)]
+    pub conformance_profile: Option<String>,
     /// The features the Go test declares (its `Features` list).
     pub features: Vec<String>,
     /// The extended feature this test proves, shown in the table (defaults to the last
@@ -55,6 +59,14 @@ fn yes() -> bool {
 }
 
 impl TestSpec {
+    pub fn conformance_profile(&self) -> &str {
+        match &self.conformance_profile {
+            Some(p) => p,
+            None if self.features.iter().any(|f| f == "GRPCRoute") => "GATEWAY-GRPC",
+            None => "GATEWAY-HTTP",
+        }
+    }
+
     /// The feature column of the table.
     pub fn feature_label(&self) -> String {
         if let Some(f) = &self.feature {
@@ -64,7 +76,7 @@ impl TestSpec {
             .features
             .iter()
             .map(String::as_str)
-            .filter(|f| !matches!(*f, "Gateway" | "HTTPRoute" | "ReferenceGrant"))
+            .filter(|f| !matches!(*f, "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant"))
             .collect();
         if extra.is_empty() {
             self.features.join(", ")
@@ -102,6 +114,9 @@ pub struct ListenerExpect {
 #[serde(deny_unknown_fields)]
 pub struct Accepted {
     pub gateway: String,
+    /// The routes' kind: `HTTPRoute` (default) or `GRPCRoute`.
+    #[serde(default)]
+    pub kind: Option<String>,
     #[serde(default)]
     pub routes: Vec<String>,
     /// Listener names of the parentRefs (one parent each); none means one parent without
@@ -178,6 +193,13 @@ pub enum Step {
         addresses: Vec<(String, String)>,
     },
     /// `testDistribution` of httproute-weight.go: 500 requests, each backend within ±5 points.
+    /// A unary gRPC call (see `check/grpc.rs`).
+    Grpc(Box<GrpcCase>),
+    /// The weighted distribution of gRPC calls over backends (grpcroute-weight.go).
+    GrpcWeights {
+        call: Box<GrpcCase>,
+        weights: BTreeMap<String, f64>,
+    },
     Weights {
         gateway: String,
         #[serde(default)]
@@ -185,6 +207,62 @@ pub enum Step {
         path: String,
         weights: BTreeMap<String, f64>,
     },
+    /// httproute-request-header-modifier-backend-weights.go: `requests` round trips, each
+    /// backend request carrying exactly one `header` whose value the answering pod's name
+    /// starts with (each backendRef's filter named its own backend).
+    BackendHeaderNamesPod {
+        gateway: String,
+        path: String,
+        header: String,
+        requests: usize,
+    },
+    /// `MakeRequestAndExpectEventuallyConsistentResponse`, then `ExpectMirroredRequest`
+    /// (conformance/utils/http/mirror.go): every Deployment in `to` logs
+    /// `Echoing back request made to <path> to client` within the request timeout.
+    Mirrored {
+        request: Box<HttpCase>,
+        to: Vec<String>,
+    },
+    /// httproute-request-percentage-mirror.go: after a consistent answer, 500 requests (10
+    /// at a time); the mirror Deployment `to` logs the path `percent`% of 500 times ±5%
+    /// (relative); up to 5 tries.
+    MirrorShare {
+        request: Box<HttpCase>,
+        to: String,
+        percent: f64,
+    },
+    /// A CORS case of httproute-cors.go (`MakeRequestAndExpectEventuallyConsistentResponse`
+    /// with `StatusCodes`, `ValidHeaderValues` compared ignoring whitespace, `Headers`,
+    /// `AbsentHeaders`); preflight answers come from the gateway, so their body is not read.
+    Cors(Box<CorsCase>),
+    /// httproute-backend-protocol-websocket.go: dial `ws://<gateway><path>`, send a text and
+    /// a binary message, each comes back; three times in a row.
+    #[serde(rename = "websocket")]
+    WebSocket { gateway: String, path: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsCase {
+    pub gateway: String,
+    pub path: String,
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Acceptable status codes (default 200).
+    #[serde(default)]
+    pub statuses: Vec<u16>,
+    /// Each header must be present with one of these values.
+    #[serde(default)]
+    pub valid_headers: BTreeMap<String, Vec<String>>,
+    /// Each header must be present with exactly this value.
+    #[serde(default)]
+    pub response_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub absent_response_headers: Vec<String>,
+    /// When set, a 200 must be the echo JSON of a pod in this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// A request and what must come back (`http.ExpectedResponse`).
@@ -231,6 +309,35 @@ pub struct HttpCase {
     /// Time allowed for an answer (timeouts tests).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// One gRPC call and its expected answer (`grpc.ExpectedResponse`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcCase {
+    pub gateway: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `https`: h2 over TLS; otherwise h2c.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `Echo`, `EchoTwo` or `EchoThree`.
+    pub method: String,
+    /// `RequestMetadata.Authority`; default the Gateway address.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// `RequestMetadata.Metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Expected status code by name (`OK` when not given).
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

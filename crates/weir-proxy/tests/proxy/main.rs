@@ -5,6 +5,7 @@
 mod support;
 
 mod errors;
+mod extended;
 mod lifecycle;
 mod routing;
 mod tls;

@@ -518,10 +518,17 @@ async fn request_body_is_streamed_to_the_backend() {
 
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled() {
+    // appProtocol kubernetes.io/ws and plain HTTP/1.1 backends both tunnel upgrades.
+    for protocol in [AppProtocol::WebSocket, AppProtocol::Http1] {
+        websocket_upgrade_through(protocol).await;
+    }
+}
+
+async fn websocket_upgrade_through(protocol: AppProtocol) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Echo::start("a").await;
     let port = free_port();
-    let up = upstream_with("ns/ws:80", AppProtocol::WebSocket, &[a.addr]);
+    let up = upstream_with("ns/ws:80", protocol, &[a.addr]);
     let l = listener(
         "ns/gw",
         None,

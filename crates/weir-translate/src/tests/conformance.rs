@@ -333,7 +333,10 @@ fn gateway_invalid_tls_configuration() {
         assert_eq!(listener_json(s, "https")["attachedRoutes"], 0, "{gw}");
         assert_eq!(
             listener_json(s, "https")["supportedKinds"],
-            serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+            serde_json::json!([
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+            ])
         );
         assert_eq!(
             cond(s, "listener https", "Programmed"),

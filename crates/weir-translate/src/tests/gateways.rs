@@ -73,7 +73,10 @@ fn healthy_gateway_reports_all_listener_conditions_and_addresses() {
     assert_eq!(s.status["addresses"][0]["type"], "IPAddress");
     assert_eq!(
         listener_json(s, "http")["supportedKinds"],
-        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+        serde_json::json!([
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+        ])
     );
     assert_eq!(s.generation, Some(3));
     assert!(s.problems().is_empty(), "{:?}", s.problems());

@@ -391,7 +391,7 @@ spec:
   parentRefs: [{name: gw}]
   rules:
   - matches: [{path: {value: /mirror}}]
-    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: svc-b, port: 80}}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Foo, name: x}}]
     backendRefs: [{name: svc-a, port: 80}]
   - backendRefs: [{name: svc-a, port: 80}]
 ";
