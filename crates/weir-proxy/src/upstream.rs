@@ -484,11 +484,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Append the client IP to X-Forwarded-For and set X-Forwarded-Proto.
 pub(crate) fn forwarded_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, tls: bool) {
-    let proto = if tls { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    // Fast path, the common case: no X-Forwarded-For from the client yet.
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+    static HTTP: HeaderValue = HeaderValue::from_static("http");
+    static HTTPS: HeaderValue = HeaderValue::from_static("https");
+    let proto = if tls { &HTTPS } else { &HTTP };
+    headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
+    // Fast path, the common case: no X-Forwarded-For from the client yet (one hash of the
+    // name for the lookup and the insert).
+    if let http::header::Entry::Vacant(slot) = headers.entry(X_FORWARDED_FOR.clone()) {
+        slot.insert(client_ip.clone());
         return;
     }
     let mut combined = Vec::new();

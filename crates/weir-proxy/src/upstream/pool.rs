@@ -201,12 +201,16 @@ impl Pools {
 /// the timeout (and endpoints with none left, so endpoints that left the snapshot do not
 /// linger). It ends when the pools are dropped.
 fn start_reaper(inner: &Arc<Inner>) {
+    // A body dropped outside the runtime (at shutdown) must not panic in `spawn`.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     if inner.reaper_started.swap(true, Ordering::Relaxed) {
         return;
     }
     let weak: Weak<Inner> = Arc::downgrade(inner);
     let tick = inner.tick;
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
