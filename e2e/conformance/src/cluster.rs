@@ -28,6 +28,15 @@ pub fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/gateway-api/v1.5.1/conformance")
 }
 
+/// Where a manifest named in tests.yaml lives: `weir/<file>` is one of Weir's own (this
+/// crate's `weir/`, not official), anything else is under the suite's `tests/`.
+pub fn manifest_path(name: &str) -> PathBuf {
+    match name.strip_prefix("weir/") {
+        Some(own) => Path::new(env!("CARGO_MANIFEST_DIR")).join("weir").join(own),
+        None => suite_dir().join("tests").join(name),
+    }
+}
+
 /// Where the harness puts Gateways that request no address: 127.0.0.(FIRST_GATEWAY_IP + i).
 const FIRST_GATEWAY_IP: u8 = 10;
 

@@ -106,8 +106,7 @@ async fn run_test(cluster: &cluster::Cluster, spec: &TestSpec, keep: bool) -> Re
     let mut objects = Vec::new();
     for m in &spec.manifests {
         objects.extend(
-            cluster::read_manifests(&cluster::suite_dir().join("tests").join(m))
-                .map_err(|e| format!("{e:#}"))?,
+            cluster::read_manifests(&cluster::manifest_path(m)).map_err(|e| format!("{e:#}"))?,
         );
     }
     let test_dir = cluster

@@ -451,7 +451,7 @@ mod tests {
                 s.name
             );
             for m in &s.manifests {
-                let path = crate::cluster::suite_dir().join("tests").join(m);
+                let path = crate::cluster::manifest_path(m);
                 assert!(path.exists(), "{}: {} missing", s.name, path.display());
             }
         }
