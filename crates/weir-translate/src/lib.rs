@@ -69,6 +69,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
     "TLSRoute",
+    "TLSRouteModeTerminate",
 ];
 
 /// Everything a translation needs.
