@@ -274,10 +274,29 @@ async fn serve_connection(
         }
     };
     if passthrough {
-        // TLS passthrough: routed by SNI and spliced, never terminated here.
+        // TLSRoutes: routed by SNI and spliced as a byte stream; TLS is terminated first
+        // only in mode Terminate (`tls`).
         let _guard = socket.shared.metrics.connection(true);
         let _ = tcp.set_nodelay(true);
-        crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer).await;
+        if !tls {
+            crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer).await;
+            return;
+        }
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let server_name = stream.get_ref().1.server_name().map(str::to_owned);
+                crate::passthrough::serve_terminated(
+                    socket.shared.clone(),
+                    socket.key,
+                    stream,
+                    server_name,
+                    peer,
+                )
+                .await;
+            }
+            Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
         return;
     }
     let _guard = socket.shared.metrics.connection(tls);

@@ -1,6 +1,8 @@
-//! TLS passthrough: connections on a socket of TLS listeners in mode Passthrough are routed
-//! by the SNI of their ClientHello (read, never terminated: [`client_hello`]) to a TLSRoute's
-//! backend, and spliced as raw TCP, the ClientHello replayed first.
+//! TLSRoutes: connections on a socket of TLS listeners are routed by SNI to a TLSRoute's
+//! backend and spliced as a byte stream. Mode Passthrough reads the SNI from the ClientHello
+//! (never terminated: [`client_hello`]) and replays it to the backend first; mode Terminate
+//! ([`serve_terminated`]) gets the connection after the TLS handshake (the listener module
+//! terminates it with the socket's certificates) and splices the plain bytes.
 //!
 //! Per connection: read until the ClientHello is complete (bounded in size and time) →
 //! listener by SNI (the socket's listener index, as Hosts choose HTTP listeners) → the
@@ -15,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_snapshot::{BackendTarget, Upstream};
 
@@ -58,6 +60,31 @@ pub(crate) async fn serve(
 ) {
     if let Err(err) = splice(&shared, key, client).await {
         tracing::debug!(%peer, error = %err, "TLS passthrough connection closed");
+    }
+}
+
+/// Serve one connection of a TLS Terminate socket, after its handshake: route by the SNI
+/// the client sent, then splice the decrypted bytes.
+pub(crate) async fn serve_terminated<S>(
+    shared: Arc<Shared>,
+    key: SocketKey,
+    mut client: S,
+    server_name: Option<String>,
+    peer: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let result = async {
+        let server_name = server_name.ok_or(PassthroughError::NoServerName)?;
+        let upstream = choose(&shared, key, &server_name)?;
+        let mut backend = connect(&upstream).await?;
+        let _ = backend.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+        Ok::<(), PassthroughError>(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "TLS terminated TLSRoute connection closed");
     }
 }
 

@@ -70,9 +70,11 @@ pub struct SocketConfig {
     /// server name serves the handshake. `default_cert` serves clients that send no SNI.
     pub certificates: HostIndex<Arc<rustls::sign::CertifiedKey>>,
     pub default_cert: Option<Arc<rustls::sign::CertifiedKey>>,
-    /// TLS passthrough sockets (listeners of protocol TLS, mode Passthrough): connections
-    /// are routed by the ClientHello's SNI and spliced as raw TCP. `None` on HTTP and HTTPS
-    /// sockets (then `tls` says whether they terminate TLS).
+    /// Sockets of TLS listeners (TLSRoutes): connections are routed by SNI and spliced as a
+    /// byte stream to the route's backend. With `tls` false (mode Passthrough) the SNI is read
+    /// from the ClientHello and the connection is spliced as it is; with `tls` true (mode
+    /// Terminate) TLS is terminated first with `certificates`. `None` on HTTP and HTTPS
+    /// sockets.
     pub passthrough: Option<Passthrough>,
 }
 

@@ -18,8 +18,6 @@ pub enum TranslateError {
         kind: String,
         supported: &'static str,
     },
-    #[error("tls.mode Terminate is not supported on a TLS listener yet; use mode Passthrough, or protocol HTTPS to terminate TLS for HTTPRoutes")]
-    TlsTerminateUnsupported,
     #[error("HTTPS listener has no tls.certificateRefs")]
     NoCertificateRefs,
     #[error("certificateRef {group}/{kind} {name} is not a core Secret")]
@@ -84,7 +82,7 @@ impl TranslateError {
         match self {
             E::UnsupportedProtocol(_) => "UnsupportedProtocol",
             E::InvalidPort(_) | E::PortInUse { .. } => "PortUnavailable",
-            E::UnsupportedTlsMode(_) | E::TlsTerminateUnsupported => "UnsupportedValue",
+            E::UnsupportedTlsMode(_) => "UnsupportedValue",
             E::InvalidRouteKind { .. } => "InvalidRouteKinds",
             E::NoCertificateRefs
             | E::CertificateRefKind { .. }

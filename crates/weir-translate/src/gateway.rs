@@ -67,8 +67,11 @@ pub struct ListenerModel {
     pub name: String,
     pub port: u16,
     pub https: bool,
-    /// Protocol TLS, mode Passthrough: TLSRoutes, routed by SNI without terminating TLS.
+    /// Protocol TLS: TLSRoutes, routed by SNI (the snapshot's passthrough section).
     pub passthrough: bool,
+    /// Protocol TLS, mode Terminate: TLS is terminated here (with `cert`) before the SNI
+    /// routing; otherwise (Passthrough) the connection is spliced as it is.
+    pub tls_terminate: bool,
     pub hostname: Option<HostPattern>,
     /// Route kinds (group gateway.networking.k8s.io) this listener accepts.
     pub supported_kinds: Vec<String>,
@@ -96,15 +99,23 @@ impl ListenerModel {
 
     /// Whether this listener gets a place on a socket (given its Gateway serves).
     pub fn serving(&self) -> bool {
-        self.accepted() && (!self.https || self.cert.is_some())
+        self.accepted() && (!self.terminates_tls() || self.cert.is_some())
+    }
+
+    /// Whether connections to this listener terminate TLS here (HTTPS, TLS Terminate).
+    pub fn terminates_tls(&self) -> bool {
+        self.https || self.tls_terminate
     }
 
     /// The protocol as configured, for port-sharing decisions (HTTP, HTTPS, TLS).
     pub fn protocol(&self) -> &'static str {
-        match (self.https, self.passthrough) {
-            (true, _) => "HTTPS",
-            (false, true) => "TLS",
-            (false, false) => "HTTP",
+        // Passthrough and Terminate on one port would need mixed termination
+        // (TLSRouteModeMixed, not supported): they count as different protocols.
+        match (self.https, self.passthrough, self.tls_terminate) {
+            (true, _, _) => "HTTPS",
+            (false, true, true) => "TLS (Terminate)",
+            (false, true, false) => "TLS (Passthrough)",
+            (false, false, _) => "HTTP",
         }
     }
 }
@@ -257,20 +268,19 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
     } else {
         (ROUTE_KINDS, "HTTPRoute, GRPCRoute")
     };
-    // TLS listeners: Passthrough is served; Terminate (the API default) is not yet
-    // (TLSRouteListenerTerminateNotSupported: Accepted=False, UnsupportedValue, and like any
-    // listener that is not served, no supportedKinds).
+    // TLS listeners: Passthrough (routed by SNI, spliced) or Terminate (the API default:
+    // TLS terminated here with the listener's certificate, the plain bytes spliced).
     let tls_terminate = tls_protocol
         && !matches!(
             l.tls.as_ref().and_then(|t| t.mode.as_ref()),
             Some(GatewayListenersTlsMode::Passthrough)
         );
-    let supported = supported && !tls_terminate;
     let mut m = ListenerModel {
         name: l.name.clone(),
         port: u16::try_from(l.port).unwrap_or(0),
         https,
         passthrough: tls_protocol,
+        tls_terminate,
         hostname: l.hostname.as_deref().and_then(HostPattern::parse),
         supported_kinds: Vec::new(),
         namespaces: l.allowed_routes.as_ref().and_then(|a| a.namespaces.clone()),
@@ -282,9 +292,7 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
         entries: Vec::new(),
         tls_entries: Vec::new(),
     };
-    if tls_terminate {
-        m.not_accepted = Some(TranslateError::TlsTerminateUnsupported);
-    } else if !supported {
+    if !supported {
         m.not_accepted = Some(TranslateError::UnsupportedProtocol(l.protocol.clone()));
     } else if m.port == 0 {
         m.not_accepted = Some(TranslateError::InvalidPort(l.port));
@@ -312,9 +320,13 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
             }
         }
     }
-    if https {
+    if https || tls_terminate {
         let tls = l.tls.as_ref();
-        if let Some(GatewayListenersTlsMode::Passthrough) = tls.and_then(|t| t.mode.as_ref()) {
+        let passthrough = matches!(
+            tls.and_then(|t| t.mode.as_ref()),
+            Some(GatewayListenersTlsMode::Passthrough)
+        );
+        if https && passthrough {
             m.not_accepted
                 .get_or_insert(TranslateError::UnsupportedTlsMode("Passthrough".into()));
         }
@@ -392,6 +404,9 @@ fn mark_conflicts(listeners: &mut [ListenerModel]) {
         {
             for &i in indexes {
                 listeners[i].conflict = Some("ProtocolConflict");
+                // A conflicted listener takes no routes, so it lists no kinds
+                // (TLSRouteListenerMixedTerminationNotSupported expects none).
+                listeners[i].supported_kinds.clear();
             }
             continue;
         }
@@ -405,6 +420,7 @@ fn mark_conflicts(listeners: &mut [ListenerModel]) {
         for same in by_host.values().filter(|v| v.len() > 1) {
             for &i in same {
                 listeners[i].conflict = Some("HostnameConflict");
+                listeners[i].supported_kinds.clear();
             }
         }
     }

@@ -11,8 +11,8 @@ use weir_snapshot::{
 
 use crate::gateway::GatewayModel;
 
-/// A serving listener, whether it is HTTPS, its certificate, and (TLS passthrough
-/// listeners) its TLSRoutes.
+/// A serving listener, whether it terminates TLS (HTTPS, TLS Terminate), its certificate,
+/// and (TLS listeners) its TLSRoutes.
 type Placed = (
     Listener,
     bool,
@@ -53,7 +53,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 };
                 ports.entry((bind, l.port)).or_default().push((
                     listener,
-                    l.https,
+                    l.terminates_tls(),
                     l.cert.clone(),
                     l.passthrough
                         .then(|| HostIndex::build(tls_entries.iter().cloned())),

@@ -1,5 +1,6 @@
-//! TLSRoute: routes TLS connections by SNI on TLS listeners in mode Passthrough, without
-//! terminating TLS (GATEWAY-TLS profile, feature `TLSRoute`).
+//! TLSRoute: routes TLS connections by SNI on TLS listeners: in mode Passthrough without
+//! terminating TLS (GATEWAY-TLS profile, feature `TLSRoute`), in mode Terminate after
+//! terminating it with the listener's certificate (`TLSRouteModeTerminate`).
 //!
 //! Attachment is the shared parentRef / listener selection ([`crate::route`]: sectionName,
 //! port, allowedRoutes kinds and namespaces), then hostnames: a TLSRoute's `hostnames`

@@ -179,6 +179,13 @@ impl Cluster {
                 "tls-checks-certificate",
                 vec!["abc.example.com", "other.example.com"],
             ),
+            // The Terminate-mode TLSRoute listeners' certificate: their manifests call
+            // tls.example.com "the valid cert SAN".
+            (
+                "gateway-conformance-infra",
+                "tls-terminate-checks-certificate",
+                vec!["tls.example.com"],
+            ),
         ] {
             let leaf = ca.leaf(&hosts);
             secrets.push_str("---\n");

@@ -23,7 +23,7 @@ fn manifest(rel: &str) -> String {
 }
 
 /// Base manifests + the given test files, our class, and the certificate the suite creates.
-fn conformance_store(tests: &[&str]) -> Store {
+pub(super) fn conformance_store(tests: &[&str]) -> Store {
     let mut yaml = manifest("base/manifests.yaml");
     for t in tests {
         yaml.push_str("\n---\n");

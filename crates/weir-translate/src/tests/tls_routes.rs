@@ -5,7 +5,7 @@
 use weir_snapshot::BackendTarget;
 use weir_store::Kind;
 
-use super::conformance::{conformance, INFRA};
+use super::conformance::{conformance, conformance_store, INFRA};
 use super::*;
 
 /// Condition of a TLSRoute parent ("parent ns/gw").
@@ -322,16 +322,77 @@ fn passthrough_listeners_support_tlsroute_only() {
 }
 
 #[test]
-fn terminate_mode_on_a_tls_listener_is_unsupported_value() {
-    let out = conformance(&["tlsroute-listener-terminate-not-supported.yaml"]);
-    let gw = "gateway-tlsroute-terminate-unsupported";
+fn terminate_mode_terminates_with_the_listener_certificate_then_routes_by_sni() {
+    let mut store = conformance_store(&["tlsroute-terminate-simple-same-namespace.yaml"]);
+    add_tls_secret(
+        &mut store,
+        INFRA,
+        "tls-terminate-checks-certificate",
+        &["tls.example.com"],
+    );
+    let out = run(&store);
+    let gw = "gateway-tlsroute-terminate";
     let s = status(&out, Kind::Gateway, INFRA, gw);
     assert_eq!(
-        cond(s, "listener tls-terminate", "Accepted"),
-        is("False", "UnsupportedValue")
+        cond(s, "listener tlsterminate", "Accepted"),
+        is("True", "Accepted")
     );
-    assert!(kinds(&out, gw, "tls-terminate").is_empty());
-    assert_eq!(attached(&out, INFRA, gw, "tls-terminate"), 0);
+    assert_eq!(
+        cond(s, "listener tlsterminate", "Programmed"),
+        is("True", "Programmed")
+    );
+    assert_eq!(kinds(&out, gw, "tlsterminate"), ["TLSRoute"]);
+    assert_eq!(
+        tls_parent_cond(&out, "tlsroute-terminated-test", gw, "Accepted"),
+        is("True", "Accepted")
+    );
+    let socket = out.snapshot.socket(None, 8443).expect("socket 8443");
+    assert!(socket.tls, "Terminate mode terminates TLS");
+    assert!(socket.certificate_for(Some("tls.example.com")).is_some());
+    assert_eq!(
+        passthrough_hit(&out, 8443, "tls.example.com").as_deref(),
+        Some("gateway-conformance-infra/tcp-backend:3000")
+    );
+}
+
+#[test]
+fn terminate_mode_without_a_certificate_is_not_programmed() {
+    let out = conformance(&["tlsroute-listener-terminate-supported-kinds.yaml"]);
+    let gw = "gateway-tlsroute-terminate-supported";
+    let s = status(&out, Kind::Gateway, INFRA, gw);
+    // The suite creates the Secret; without it the listener is accepted but its
+    // certificate does not resolve.
+    assert_eq!(
+        cond(s, "listener tls-terminate", "Accepted"),
+        is("True", "Accepted")
+    );
+    assert_eq!(
+        cond(s, "listener tls-terminate", "ResolvedRefs"),
+        is("False", "InvalidCertificateRef")
+    );
+    assert_eq!(kinds(&out, gw, "tls-terminate"), ["TLSRoute"]);
+}
+
+#[test]
+fn passthrough_and_terminate_on_one_port_conflict_without_mixed_termination() {
+    let mut store = conformance_store(&["tlsroute-listener-mixed-termination-not-supported.yaml"]);
+    add_tls_secret(
+        &mut store,
+        INFRA,
+        "tls-terminate-checks-certificate",
+        &["tls.example.com"],
+    );
+    let out = run(&store);
+    let gw = "gateway-tlsroute-mixed-termination-not-supported";
+    let s = status(&out, Kind::Gateway, INFRA, gw);
+    for l in ["tls-terminate", "tls-passthrough"] {
+        assert_eq!(
+            cond(s, &format!("listener {l}"), "Accepted"),
+            is("False", "ProtocolConflict"),
+            "{l}"
+        );
+        assert!(kinds(&out, gw, l).is_empty(), "{l}");
+    }
 }
 
 #[test]
