@@ -97,14 +97,15 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<::kube::Client, KubeEr
 fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
     use ::kube::api::ApiResource;
     use weir_store::{
-        EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute, Namespace, ReferenceGrant,
-        Secret, Service,
+        EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, Namespace,
+        ReferenceGrant, Secret, Service,
     };
     match kind {
         Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
         Kind::Gateway => ApiResource::erase::<Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<HttpRoute>(&()),
         Kind::GrpcRoute => ApiResource::erase::<GrpcRoute>(&()),
+        Kind::ListenerSet => ApiResource::erase::<ListenerSet>(&()),
         Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),

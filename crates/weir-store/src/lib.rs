@@ -14,6 +14,7 @@ pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 pub use gateway_api::gateways::{Gateway, GatewayStatus};
 pub use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
 pub use gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
+pub use gateway_api::listenersets::{ListenerSet, ListenerSetStatus};
 pub use gateway_api::referencegrants::ReferenceGrant;
 pub use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,6 +26,7 @@ pub mod gw {
     pub use gateway_api::gateways;
     pub use gateway_api::grpcroutes;
     pub use gateway_api::httproutes;
+    pub use gateway_api::listenersets;
     pub use gateway_api::referencegrants;
 }
 
@@ -77,6 +79,7 @@ pub enum Kind {
     Gateway,
     HttpRoute,
     GrpcRoute,
+    ListenerSet,
     ReferenceGrant,
     Service,
     EndpointSlice,
@@ -85,11 +88,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::GrpcRoute,
+        Kind::ListenerSet,
         Kind::ReferenceGrant,
         Kind::Service,
         Kind::EndpointSlice,
@@ -104,6 +108,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::ListenerSet => "ListenerSet",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -119,6 +124,7 @@ impl Kind {
             | Kind::Gateway
             | Kind::HttpRoute
             | Kind::GrpcRoute
+            | Kind::ListenerSet
             | Kind::ReferenceGrant => GATEWAY_GROUP,
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Service | Kind::Secret | Kind::Namespace => "",
@@ -132,6 +138,7 @@ impl Kind {
             | Kind::Gateway
             | Kind::HttpRoute
             | Kind::GrpcRoute
+            | Kind::ListenerSet
             | Kind::ReferenceGrant => "gateway.networking.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Service | Kind::Secret | Kind::Namespace => "v1",
@@ -144,7 +151,7 @@ impl Kind {
 
     /// Recognise an object by its `apiVersion` and `kind`: the versions the Gateway API v1.5.1
     /// CRDs serve. GatewayClass, Gateway and HTTPRoute in `v1` and `v1beta1`; `ReferenceGrant`
-    /// also `v1alpha2`; GRPCRoute only `v1` (its CRD serves no other version); core kinds only
+    /// also `v1alpha2`; GRPCRoute and ListenerSet only `v1` (their CRDs serve no other version); core kinds only
     /// in their `v1`.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -157,7 +164,7 @@ impl Kind {
             Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
                 matches!(version, "v1" | "v1beta1")
             }
-            // GRPCRoute and the core kinds.
+            // GRPCRoute, ListenerSet and the core kinds.
             _ => version == "v1",
         };
         version_ok.then_some(k)
@@ -201,6 +208,7 @@ pub enum Object {
     Gateway(Arc<Gateway>),
     HttpRoute(Arc<HttpRoute>),
     GrpcRoute(Arc<GrpcRoute>),
+    ListenerSet(Arc<ListenerSet>),
     ReferenceGrant(Arc<ReferenceGrant>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
@@ -215,6 +223,7 @@ impl Object {
             Object::Gateway(_) => Kind::Gateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::ListenerSet(_) => Kind::ListenerSet,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
@@ -229,6 +238,7 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
+            Object::ListenerSet(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
@@ -249,6 +259,7 @@ pub struct Store {
     pub gateways: BTreeMap<ObjectKey, Arc<Gateway>>,
     pub http_routes: BTreeMap<ObjectKey, Arc<HttpRoute>>,
     pub grpc_routes: BTreeMap<ObjectKey, Arc<GrpcRoute>>,
+    pub listener_sets: BTreeMap<ObjectKey, Arc<ListenerSet>>,
     pub reference_grants: BTreeMap<ObjectKey, Arc<ReferenceGrant>>,
     pub services: BTreeMap<ObjectKey, Arc<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
@@ -272,6 +283,7 @@ impl Store {
             Object::Gateway(o) => self.gateways.insert(key, o).map(drop),
             Object::HttpRoute(o) => self.http_routes.insert(key, o).map(drop),
             Object::GrpcRoute(o) => self.grpc_routes.insert(key, o).map(drop),
+            Object::ListenerSet(o) => self.listener_sets.insert(key, o).map(drop),
             Object::ReferenceGrant(o) => self.reference_grants.insert(key, o).map(drop),
             Object::Service(o) => self.services.insert(key, o).map(drop),
             Object::EndpointSlice(o) => self.endpoint_slices.insert(key, o).map(drop),
@@ -289,6 +301,7 @@ impl Store {
             Kind::Gateway => self.gateways.remove(key).is_some(),
             Kind::HttpRoute => self.http_routes.remove(key).is_some(),
             Kind::GrpcRoute => self.grpc_routes.remove(key).is_some(),
+            Kind::ListenerSet => self.listener_sets.remove(key).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
@@ -304,6 +317,7 @@ impl Store {
             Kind::Gateway => Object::Gateway(self.gateways.get(key)?.clone()),
             Kind::HttpRoute => Object::HttpRoute(self.http_routes.get(key)?.clone()),
             Kind::GrpcRoute => Object::GrpcRoute(self.grpc_routes.get(key)?.clone()),
+            Kind::ListenerSet => Object::ListenerSet(self.listener_sets.get(key)?.clone()),
             Kind::ReferenceGrant => Object::ReferenceGrant(self.reference_grants.get(key)?.clone()),
             Kind::Service => Object::Service(self.services.get(key)?.clone()),
             Kind::EndpointSlice => Object::EndpointSlice(self.endpoint_slices.get(key)?.clone()),
@@ -326,6 +340,7 @@ impl Store {
             + self.gateways.len()
             + self.http_routes.len()
             + self.grpc_routes.len()
+            + self.listener_sets.len()
             + self.reference_grants.len()
             + self.services.len()
             + self.endpoint_slices.len()
@@ -368,6 +383,10 @@ mod tests {
                 None
             );
         }
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v1", "ListenerSet"),
+            Some(Kind::ListenerSet)
+        );
         assert_eq!(Kind::from_type("apps/v1", "Deployment"), None);
         assert_eq!(Kind::from_type("v1", "HTTPRoute"), None);
         assert_eq!(

@@ -20,6 +20,7 @@ mod filter;
 mod gateway;
 mod grpcroute;
 mod hostname;
+mod listenerset;
 mod refgrant;
 mod route;
 mod sockets;
@@ -154,6 +155,8 @@ impl ObjectStatus {
                     (Kind::Gateway, true) => &["Accepted", "Programmed"],
                     (Kind::Gateway, false) => &["Accepted", "Programmed", "ResolvedRefs"],
                     (Kind::HttpRoute | Kind::GrpcRoute, false) => &["Accepted", "ResolvedRefs"],
+                    (Kind::ListenerSet, true) => &["Accepted", "Programmed"],
+                    (Kind::ListenerSet, false) => &["Accepted", "Programmed", "ResolvedRefs"],
                     _ => &[],
                 };
                 let must_be_false = ["Conflicted", "PartiallyInvalid"];
@@ -255,6 +258,19 @@ pub fn translate(input: &Input<'_>) -> Output {
         statuses.push(ObjectStatus::new(
             Kind::GrpcRoute,
             &route.metadata,
+            to_json(&s),
+        ));
+    }
+
+    for (_, (g, set)) in listenerset::all(&gateways) {
+        let c = status::Conditions {
+            generation: set.set.metadata.generation,
+            now: &input.now,
+        };
+        let s = listenerset::status(g, set, &c);
+        statuses.push(ObjectStatus::new(
+            Kind::ListenerSet,
+            &set.set.metadata,
             to_json(&s),
         ));
     }

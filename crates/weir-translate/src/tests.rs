@@ -3,6 +3,7 @@
 mod conformance;
 mod gateways;
 mod grpc_routes;
+mod listenersets;
 mod routes;
 mod routing;
 
@@ -45,6 +46,7 @@ pub fn load(yaml: &str) -> Store {
             Kind::Gateway => Object::Gateway(Arc::new(typed(value))),
             Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value))),
             Kind::GrpcRoute => Object::GrpcRoute(Arc::new(typed(value))),
+            Kind::ListenerSet => Object::ListenerSet(Arc::new(typed(value))),
             Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(typed(value))),
             Kind::Service => Object::Service(Arc::new(typed(value))),
             Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value))),

@@ -109,7 +109,11 @@ impl StatusWriter {
     async fn write_one(&mut self, update: &StatusUpdate) -> Result<bool, KubeError> {
         if !matches!(
             update.kind,
-            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute
+            Kind::GatewayClass
+                | Kind::Gateway
+                | Kind::HttpRoute
+                | Kind::GrpcRoute
+                | Kind::ListenerSet
         ) {
             tracing::debug!(kind = %update.kind, "no status subresource is written for this kind");
             return Ok(false);
