@@ -15,6 +15,8 @@ use weir_testkit::process::Weir;
 use crate::cluster::{TestDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
+pub mod listenerset;
+
 /// How long a status or traffic expectation may take to hold.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The suite's RequiredConsecutiveSuccesses default.
@@ -31,7 +33,7 @@ pub struct Env<'a> {
 }
 
 /// Poll `check` until it succeeds or `timeout` passes; the last error explains the failure.
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -170,6 +172,7 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             path,
             weights,
         } => distribution(env, gateway, host.as_deref(), path, weights).await,
+        Step::ListenerSet(s) => listenerset::run(env, s).await,
     }
 }
 
@@ -214,7 +217,7 @@ pub async fn classes_list_supported_features(weir: &Weir) -> Result<(), String> 
     .await
 }
 
-async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<Value, String> {
+pub(crate) async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<Value, String> {
     let (ns, name) = split_name(name);
     let reply = http1(env.weir.admin, &Req::get("admin", "/status")).await?;
     let doc: Value = serde_json::from_slice(&reply.body).map_err(|e| format!("/status: {e}"))?;
@@ -233,7 +236,11 @@ async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<Value, Strin
 
 /// `conditionsMatch`: each expected condition is present with that status (and reason when
 /// one is given).
-fn conditions_match(expected: &[Cond], actual: &Value, what: &str) -> Result<(), String> {
+pub(crate) fn conditions_match(
+    expected: &[Cond],
+    actual: &Value,
+    what: &str,
+) -> Result<(), String> {
     for e in expected {
         let found = actual
             .as_array()
@@ -263,7 +270,11 @@ fn conditions_match(expected: &[Cond], actual: &Value, what: &str) -> Result<(),
 }
 
 /// Every condition reflects the object's latest generation.
-fn latest_generation(conditions: &Value, generation: &Value, what: &str) -> Result<(), String> {
+pub(crate) fn latest_generation(
+    conditions: &Value,
+    generation: &Value,
+    what: &str,
+) -> Result<(), String> {
     for c in conditions.as_array().into_iter().flatten() {
         if c["observedGeneration"] != *generation {
             return Err(format!(
@@ -275,7 +286,7 @@ fn latest_generation(conditions: &Value, generation: &Value, what: &str) -> Resu
     Ok(())
 }
 
-async fn gateway_ready(env: &Env<'_>, gateway: &str) -> Result<(), String> {
+pub(crate) async fn gateway_ready(env: &Env<'_>, gateway: &str) -> Result<(), String> {
     let gw = status_of(env, "Gateway", gateway).await?;
     let conds = &gw["status"]["conditions"];
     conditions_match(
@@ -309,7 +320,7 @@ async fn gateway_ready(env: &Env<'_>, gateway: &str) -> Result<(), String> {
 }
 
 /// The parents of `route` set by our controller.
-fn our_parents(route: &Value) -> Vec<&Value> {
+pub(crate) fn our_parents(route: &Value) -> Vec<&Value> {
     route["status"]["parents"]
         .as_array()
         .into_iter()

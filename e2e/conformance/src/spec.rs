@@ -185,6 +185,10 @@ pub enum Step {
         path: String,
         weights: BTreeMap<String, f64>,
     },
+    /// The ListenerSet steps (`listener_set_condition`, `attached_listener_sets`, ...): see
+    /// [`crate::check::listenerset::LsStep`].
+    #[serde(untagged)]
+    ListenerSet(crate::check::listenerset::LsStep),
 }
 
 /// A request and what must come back (`http.ExpectedResponse`).

@@ -415,3 +415,27 @@ fn a_set_naming_another_controllers_gateway_has_no_status() {
     ));
     assert!(!has_status(&out, Kind::ListenerSet, "default", "set"));
 }
+
+#[test]
+fn weir_check_reports_a_listener_set_that_is_not_accepted() {
+    let out = run_yaml(&format!(
+        "{}\n---\n{}",
+        gw(""),
+        ls("default", "set", "2024-01-02T00:00:00Z", ONE)
+    ));
+    let problems = status(&out, Kind::ListenerSet, "default", "set").problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("Accepted is False (NotAllowed)")),
+        "{problems:?}"
+    );
+    let out = run_yaml(&format!(
+        "{}\n---\n{}",
+        gw(ALL),
+        ls("default", "set", "2024-01-02T00:00:00Z", ONE)
+    ));
+    assert!(status(&out, Kind::ListenerSet, "default", "set")
+        .problems()
+        .is_empty());
+}
