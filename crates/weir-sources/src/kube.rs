@@ -97,8 +97,8 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<::kube::Client, KubeEr
 fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
     use ::kube::api::ApiResource;
     use weir_store::{
-        EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute, Namespace, ReferenceGrant,
-        Secret, Service, TlsRoute,
+        EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, Namespace,
+        ReferenceGrant, Secret, Service, TlsRoute,
     };
     match kind {
         Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
@@ -106,6 +106,7 @@ fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
         Kind::HttpRoute => ApiResource::erase::<HttpRoute>(&()),
         Kind::GrpcRoute => ApiResource::erase::<GrpcRoute>(&()),
         Kind::TlsRoute => ApiResource::erase::<TlsRoute>(&()),
+        Kind::ListenerSet => ApiResource::erase::<ListenerSet>(&()),
         Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),

@@ -14,6 +14,7 @@ pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 pub use gateway_api::gateways::{Gateway, GatewayStatus};
 pub use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
 pub use gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
+pub use gateway_api::listenersets::{ListenerSet, ListenerSetStatus};
 pub use gateway_api::referencegrants::ReferenceGrant;
 pub use gateway_api::tlsroutes::{TlsRoute, TlsRouteStatus};
 pub use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -26,6 +27,7 @@ pub mod gw {
     pub use gateway_api::gateways;
     pub use gateway_api::grpcroutes;
     pub use gateway_api::httproutes;
+    pub use gateway_api::listenersets;
     pub use gateway_api::referencegrants;
     pub use gateway_api::tlsroutes;
 }
@@ -80,6 +82,7 @@ pub enum Kind {
     HttpRoute,
     GrpcRoute,
     TlsRoute,
+    ListenerSet,
     ReferenceGrant,
     Service,
     EndpointSlice,
@@ -88,12 +91,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::TlsRoute,
+        Kind::ListenerSet,
         Kind::ReferenceGrant,
         Kind::Service,
         Kind::EndpointSlice,
@@ -109,6 +113,7 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::TlsRoute => "TLSRoute",
+            Kind::ListenerSet => "ListenerSet",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -125,6 +130,7 @@ impl Kind {
             | Kind::HttpRoute
             | Kind::GrpcRoute
             | Kind::TlsRoute
+            | Kind::ListenerSet
             | Kind::ReferenceGrant => GATEWAY_GROUP,
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Service | Kind::Secret | Kind::Namespace => "",
@@ -139,6 +145,7 @@ impl Kind {
             | Kind::HttpRoute
             | Kind::GrpcRoute
             | Kind::TlsRoute
+            | Kind::ListenerSet
             | Kind::ReferenceGrant => "gateway.networking.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Service | Kind::Secret | Kind::Namespace => "v1",
@@ -151,7 +158,7 @@ impl Kind {
 
     /// Recognise an object by its `apiVersion` and `kind`: the versions the Gateway API v1.5.1
     /// CRDs serve. GatewayClass, Gateway and HTTPRoute in `v1` and `v1beta1`; `ReferenceGrant`
-    /// also `v1alpha2`; GRPCRoute only `v1` (its CRD serves no other version); core kinds only
+    /// also `v1alpha2`; GRPCRoute and ListenerSet only `v1` (their CRDs serve no other version); core kinds only
     /// in their `v1`.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -167,7 +174,7 @@ impl Kind {
             Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
                 matches!(version, "v1" | "v1beta1")
             }
-            // GRPCRoute and the core kinds.
+            // GRPCRoute, ListenerSet and the core kinds.
             _ => version == "v1",
         };
         version_ok.then_some(k)
@@ -212,6 +219,7 @@ pub enum Object {
     HttpRoute(Arc<HttpRoute>),
     GrpcRoute(Arc<GrpcRoute>),
     TlsRoute(Arc<TlsRoute>),
+    ListenerSet(Arc<ListenerSet>),
     ReferenceGrant(Arc<ReferenceGrant>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
@@ -227,6 +235,7 @@ impl Object {
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::TlsRoute(_) => Kind::TlsRoute,
+            Object::ListenerSet(_) => Kind::ListenerSet,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
@@ -242,6 +251,7 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
             Object::TlsRoute(o) => &o.metadata,
+            Object::ListenerSet(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
@@ -263,6 +273,7 @@ pub struct Store {
     pub http_routes: BTreeMap<ObjectKey, Arc<HttpRoute>>,
     pub grpc_routes: BTreeMap<ObjectKey, Arc<GrpcRoute>>,
     pub tls_routes: BTreeMap<ObjectKey, Arc<TlsRoute>>,
+    pub listener_sets: BTreeMap<ObjectKey, Arc<ListenerSet>>,
     pub reference_grants: BTreeMap<ObjectKey, Arc<ReferenceGrant>>,
     pub services: BTreeMap<ObjectKey, Arc<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
@@ -287,6 +298,7 @@ impl Store {
             Object::HttpRoute(o) => self.http_routes.insert(key, o).map(drop),
             Object::GrpcRoute(o) => self.grpc_routes.insert(key, o).map(drop),
             Object::TlsRoute(o) => self.tls_routes.insert(key, o).map(drop),
+            Object::ListenerSet(o) => self.listener_sets.insert(key, o).map(drop),
             Object::ReferenceGrant(o) => self.reference_grants.insert(key, o).map(drop),
             Object::Service(o) => self.services.insert(key, o).map(drop),
             Object::EndpointSlice(o) => self.endpoint_slices.insert(key, o).map(drop),
@@ -305,6 +317,7 @@ impl Store {
             Kind::HttpRoute => self.http_routes.remove(key).is_some(),
             Kind::GrpcRoute => self.grpc_routes.remove(key).is_some(),
             Kind::TlsRoute => self.tls_routes.remove(key).is_some(),
+            Kind::ListenerSet => self.listener_sets.remove(key).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
@@ -321,6 +334,7 @@ impl Store {
             Kind::HttpRoute => Object::HttpRoute(self.http_routes.get(key)?.clone()),
             Kind::GrpcRoute => Object::GrpcRoute(self.grpc_routes.get(key)?.clone()),
             Kind::TlsRoute => Object::TlsRoute(self.tls_routes.get(key)?.clone()),
+            Kind::ListenerSet => Object::ListenerSet(self.listener_sets.get(key)?.clone()),
             Kind::ReferenceGrant => Object::ReferenceGrant(self.reference_grants.get(key)?.clone()),
             Kind::Service => Object::Service(self.services.get(key)?.clone()),
             Kind::EndpointSlice => Object::EndpointSlice(self.endpoint_slices.get(key)?.clone()),
@@ -344,6 +358,7 @@ impl Store {
             + self.http_routes.len()
             + self.grpc_routes.len()
             + self.tls_routes.len()
+            + self.listener_sets.len()
             + self.reference_grants.len()
             + self.services.len()
             + self.endpoint_slices.len()
@@ -392,6 +407,10 @@ mod tests {
                 Some(Kind::TlsRoute)
             );
         }
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v1", "ListenerSet"),
+            Some(Kind::ListenerSet)
+        );
         assert_eq!(Kind::from_type("apps/v1", "Deployment"), None);
         assert_eq!(Kind::from_type("v1", "HTTPRoute"), None);
         assert_eq!(

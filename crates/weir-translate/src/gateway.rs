@@ -36,7 +36,11 @@ pub struct GatewayModel {
     pub binds: Vec<Option<IpAddr>>,
     /// status.addresses: the addresses of `binds`, as (type, value).
     pub status_addresses: Vec<(String, String)>,
+    /// Its own listeners first, then those of the ListenerSets it admits, in precedence
+    /// order (see [`crate::listenerset`]).
     pub listeners: Vec<ListenerModel>,
+    /// The ListenerSets whose parentRef names this Gateway, allowed or not.
+    pub listener_sets: Vec<crate::listenerset::ListenerSetModel>,
 }
 
 impl GatewayModel {
@@ -45,7 +49,12 @@ impl GatewayModel {
         !matches!(
             self.address_error,
             Some(TranslateError::UnsupportedAddress(_))
-        ) && self.listeners.iter().any(ListenerModel::accepted)
+        ) && self.own_listeners().any(ListenerModel::accepted)
+    }
+
+    /// The listeners of the Gateway's own spec (not those of its ListenerSets).
+    pub fn own_listeners(&self) -> impl Iterator<Item = &ListenerModel> {
+        self.listeners.iter().filter(|l| l.owner.is_none())
     }
 
     /// Serving: accepted and every requested address usable.
@@ -64,6 +73,8 @@ pub type TlsPlacement = (
 
 /// One listener of a Gateway of ours.
 pub struct ListenerModel {
+    /// The ListenerSet this listener comes from; `None` for the Gateway's own.
+    pub owner: Option<ObjectKey>,
     pub name: String,
     pub port: u16,
     pub https: bool,
@@ -157,9 +168,10 @@ fn build_gateway(
         .spec
         .listeners
         .iter()
-        .map(|l| build_listener(store, key, l))
+        .map(|l| build_listener(store, &ListenerOwner::gateway(key), l))
         .collect();
     mark_conflicts(&mut listeners);
+    let listener_sets = crate::listenerset::merge(store, key, gateway, &mut listeners);
     let assigned = assign_addresses(gateway, addresses);
     GatewayModel {
         key: key.clone(),
@@ -169,6 +181,7 @@ fn build_gateway(
         binds: assigned.binds,
         status_addresses: assigned.status,
         listeners,
+        listener_sets,
     }
 }
 
@@ -255,7 +268,29 @@ fn assign_addresses(gateway: &Gateway, addresses: &Addresses<'_>) -> Assigned {
     out
 }
 
-fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> ListenerModel {
+/// Who a listener belongs to: a Gateway, or a ListenerSet (its certificateRefs resolve in
+/// the owner's namespace and need a ReferenceGrant from the owner's kind).
+pub struct ListenerOwner<'a> {
+    pub key: &'a ObjectKey,
+    /// "Gateway" or "ListenerSet".
+    pub kind: &'static str,
+}
+
+impl<'a> ListenerOwner<'a> {
+    pub fn gateway(key: &'a ObjectKey) -> Self {
+        Self {
+            key,
+            kind: "Gateway",
+        }
+    }
+}
+
+pub fn build_listener(
+    store: &Store,
+    owner: &ListenerOwner<'_>,
+    l: &GatewayListeners,
+) -> ListenerModel {
+    let gw = owner.key;
     let (supported, https, tls_protocol) = match l.protocol.as_str() {
         "HTTP" => (true, false, false),
         "HTTPS" => (true, true, false),
@@ -276,6 +311,7 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
             Some(GatewayListenersTlsMode::Passthrough)
         );
     let mut m = ListenerModel {
+        owner: (owner.kind != "Gateway").then(|| owner.key.clone()),
         name: l.name.clone(),
         port: u16::try_from(l.port).unwrap_or(0),
         https,
@@ -351,7 +387,7 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
                 store,
                 &refgrant::From {
                     group: GATEWAY_GROUP,
-                    kind: "Gateway",
+                    kind: owner.kind,
                     namespace: &gw.namespace,
                 },
                 &refgrant::To {
@@ -389,7 +425,7 @@ fn build_listener(store: &Store, gw: &ObjectKey, l: &GatewayListeners) -> Listen
 /// Within one Gateway: listeners of different protocols (HTTP, HTTPS, TLS) on one port conflict (ProtocolConflict, all listeners on
 /// the port); listeners on one port with one hostname conflict (HostnameConflict, all of them:
 /// the spec forbids picking a winner). Unsupported listeners take no part.
-fn mark_conflicts(listeners: &mut [ListenerModel]) {
+pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
     let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
     for (i, l) in listeners.iter().enumerate() {
         if l.not_accepted.is_none() {

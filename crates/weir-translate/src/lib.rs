@@ -21,6 +21,7 @@ mod filter;
 mod gateway;
 mod grpcroute;
 mod hostname;
+mod listenerset;
 mod refgrant;
 mod route;
 mod sockets;
@@ -79,6 +80,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
+    "ListenerSet",
     "ReferenceGrant",
     "TLSRoute",
     "TLSRouteModeTerminate",
@@ -171,6 +173,8 @@ impl ObjectStatus {
                     (Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute, false) => {
                         &["Accepted", "ResolvedRefs"]
                     }
+                    (Kind::ListenerSet, true) => &["Accepted", "Programmed"],
+                    (Kind::ListenerSet, false) => &["Accepted", "Programmed", "ResolvedRefs"],
                     _ => &[],
                 };
                 let must_be_false = ["Conflicted", "PartiallyInvalid"];
@@ -325,6 +329,19 @@ pub fn translate(input: &Input<'_>) -> Output {
         statuses.push(ObjectStatus::new(
             Kind::TlsRoute,
             &route.metadata,
+            to_json(&s),
+        ));
+    }
+
+    for (_, (g, set)) in listenerset::all(&gateways) {
+        let c = status::Conditions {
+            generation: set.set.metadata.generation,
+            now: &input.now,
+        };
+        let s = listenerset::status(g, set, &c);
+        statuses.push(ObjectStatus::new(
+            Kind::ListenerSet,
+            &set.set.metadata,
             to_json(&s),
         ));
     }

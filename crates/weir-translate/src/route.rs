@@ -118,7 +118,9 @@ pub fn attach_parents(
     // Listeners already holding this route (a route counts once per listener).
     let mut attached: Vec<(usize, usize)> = Vec::new();
     for p in parent_refs {
-        let Some((gi, ns)) = our_gateway(p, route_ns, index) else {
+        let Some((gi, ns)) = our_gateway(p, route_ns, index)
+            .or_else(|| crate::listenerset::parent_gateway(p, route_ns, gateways))
+        else {
             continue;
         };
         let parent_ref = status_ref(p, &ns);
@@ -167,11 +169,14 @@ pub fn allowed_listeners(
 ) -> Result<Vec<usize>, NotAccepted> {
     let gw_ns = gateway.key.namespace.as_str();
     let gw_label = gateway.key.to_string();
-    // 1. sectionName / port.
+    // 1. sectionName / port, among the listeners of the Gateway itself or of the ListenerSet
+    // the parentRef names.
+    let owner = crate::listenerset::target_owner(p, route_ns);
     let by_ref: Vec<usize> = gateway
         .listeners
         .iter()
         .enumerate()
+        .filter(|(_, l)| l.owner == owner)
         .filter(|(_, l)| p.section_name.is_none_or(|s| s == l.name))
         .filter(|(_, l)| p.port.is_none_or(|port| port == i32::from(l.port)))
         .map(|(i, _)| i)
@@ -315,13 +320,25 @@ fn other_kind_on_hosts(
 
 /// allowedRoutes.namespaces: Same (default), All, or Selector on the namespace's labels (which
 /// always include `kubernetes.io/metadata.name`).
+/// For a ListenerSet's listener, Same is the ListenerSet's namespace.
 fn namespace_allowed(store: &Store, l: &ListenerModel, gw_ns: &str, route_ns: &str) -> bool {
-    let ns: Option<&GatewayListenersAllowedRoutesNamespaces> = l.namespaces.as_ref();
+    let owner_ns = l.owner.as_ref().map_or(gw_ns, |o| o.namespace.as_str());
+    namespaces_allow(store, l.namespaces.as_ref(), owner_ns, route_ns)
+}
+
+/// Whether `namespaces` (From Same, the default, meaning `owner_ns`; All; Selector) admits
+/// `route_ns`.
+pub fn namespaces_allow(
+    store: &Store,
+    ns: Option<&GatewayListenersAllowedRoutesNamespaces>,
+    owner_ns: &str,
+    route_ns: &str,
+) -> bool {
     match ns
         .and_then(|n| n.from.as_ref())
         .unwrap_or(&NamespacesFrom::Same)
     {
-        NamespacesFrom::Same => gw_ns == route_ns,
+        NamespacesFrom::Same => owner_ns == route_ns,
         NamespacesFrom::All => true,
         NamespacesFrom::Selector => {
             let Some(sel) = ns.and_then(|n| n.selector.as_ref()) else {

@@ -73,13 +73,11 @@ pub fn gateway_class_status(c: &Conditions<'_>) -> GatewayClassStatus {
 pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
     let serving = g.serving();
     let listeners = g
-        .listeners
-        .iter()
+        .own_listeners()
         .map(|l| listener_status(l, serving, c))
         .collect();
     let invalid: Vec<&str> = g
-        .listeners
-        .iter()
+        .own_listeners()
         .filter(|l| !l.accepted())
         .map(|l| l.name.as_str())
         .collect();
@@ -107,7 +105,7 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
     let programmed = match &g.address_error {
         _ if !g.accepted() => c.make("Programmed", false, "Invalid", "Gateway is not accepted"),
         Some(e) => c.make("Programmed", false, e.reason(), e.to_string()),
-        None if !g.listeners.iter().any(ListenerModel::serving) => c.make(
+        None if !g.own_listeners().any(ListenerModel::serving) => c.make(
             "Programmed",
             false,
             "Invalid",
@@ -125,13 +123,13 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
                 })
                 .collect(),
         ),
-        attached_listener_sets: None,
+        attached_listener_sets: crate::listenerset::attached_count(g),
         conditions: Some(vec![accepted, programmed]),
         listeners: Some(listeners),
     }
 }
 
-fn listener_status(
+pub fn listener_status(
     l: &ListenerModel,
     gateway_serving: bool,
     c: &Conditions<'_>,

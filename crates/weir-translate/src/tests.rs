@@ -4,6 +4,7 @@ mod conformance;
 mod filters;
 mod gateways;
 mod grpc_routes;
+mod listenersets;
 mod routes;
 mod routing;
 mod tls_routes;
@@ -48,6 +49,7 @@ pub fn load(yaml: &str) -> Store {
             Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value))),
             Kind::GrpcRoute => Object::GrpcRoute(Arc::new(typed(value))),
             Kind::TlsRoute => Object::TlsRoute(Arc::new(typed(value))),
+            Kind::ListenerSet => Object::ListenerSet(Arc::new(typed(value))),
             Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(typed(value))),
             Kind::Service => Object::Service(Arc::new(typed(value))),
             Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value))),

@@ -19,6 +19,7 @@ use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
 mod extended;
 mod grpc;
+pub mod listenerset;
 mod websocket;
 
 /// How long a status or traffic expectation may take to hold.
@@ -37,7 +38,7 @@ pub struct Env<'a> {
 }
 
 /// Poll `check` until it succeeds or `timeout` passes; the last error explains the failure.
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -198,6 +199,7 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
         } => extended::mirror_share(env, request, to, *percent).await,
         Step::Cors(case) => extended::cors(env, case).await,
         Step::WebSocket { gateway, path } => websocket::websocket(env, gateway, path).await,
+        Step::ListenerSet(s) => listenerset::run(env, s).await,
     }
 }
 
@@ -242,7 +244,7 @@ pub async fn classes_list_supported_features(weir: &Weir) -> Result<(), String> 
     .await
 }
 
-async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<Value, String> {
+pub(crate) async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<Value, String> {
     let (ns, name) = split_name(name);
     let reply = http1(env.weir.admin, &Req::get("admin", "/status")).await?;
     let doc: Value = serde_json::from_slice(&reply.body).map_err(|e| format!("/status: {e}"))?;
@@ -261,7 +263,11 @@ async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<Value, Strin
 
 /// `conditionsMatch`: each expected condition is present with that status (and reason when
 /// one is given).
-fn conditions_match(expected: &[Cond], actual: &Value, what: &str) -> Result<(), String> {
+pub(crate) fn conditions_match(
+    expected: &[Cond],
+    actual: &Value,
+    what: &str,
+) -> Result<(), String> {
     for e in expected {
         let found = actual
             .as_array()
@@ -291,7 +297,11 @@ fn conditions_match(expected: &[Cond], actual: &Value, what: &str) -> Result<(),
 }
 
 /// Every condition reflects the object's latest generation.
-fn latest_generation(conditions: &Value, generation: &Value, what: &str) -> Result<(), String> {
+pub(crate) fn latest_generation(
+    conditions: &Value,
+    generation: &Value,
+    what: &str,
+) -> Result<(), String> {
     for c in conditions.as_array().into_iter().flatten() {
         if c["observedGeneration"] != *generation {
             return Err(format!(
@@ -303,7 +313,7 @@ fn latest_generation(conditions: &Value, generation: &Value, what: &str) -> Resu
     Ok(())
 }
 
-async fn gateway_ready(env: &Env<'_>, gateway: &str) -> Result<(), String> {
+pub(crate) async fn gateway_ready(env: &Env<'_>, gateway: &str) -> Result<(), String> {
     let gw = status_of(env, "Gateway", gateway).await?;
     let conds = &gw["status"]["conditions"];
     conditions_match(
@@ -337,7 +347,7 @@ async fn gateway_ready(env: &Env<'_>, gateway: &str) -> Result<(), String> {
 }
 
 /// The parents of `route` set by our controller.
-fn our_parents(route: &Value) -> Vec<&Value> {
+pub(crate) fn our_parents(route: &Value) -> Vec<&Value> {
     route["status"]["parents"]
         .as_array()
         .into_iter()

@@ -263,6 +263,10 @@ pub enum Step {
     /// a binary message, each comes back; three times in a row.
     #[serde(rename = "websocket")]
     WebSocket { gateway: String, path: String },
+    /// The ListenerSet steps (`listener_set_condition`, `attached_listener_sets`, ...): see
+    /// [`crate::check::listenerset::LsStep`].
+    #[serde(untagged)]
+    ListenerSet(crate::check::listenerset::LsStep),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

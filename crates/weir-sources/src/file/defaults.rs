@@ -38,6 +38,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         | Kind::HttpRoute
         | Kind::GrpcRoute
         | Kind::TlsRoute
+        | Kind::ListenerSet
         | Kind::Service => {
             // Status is a subresource: only controllers write it.
             object.remove("status");
@@ -48,6 +49,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         Kind::Gateway => gateway(object),
         Kind::HttpRoute => http_route(object),
         Kind::GrpcRoute => grpc_route(object),
+        Kind::ListenerSet => listener_set(object),
         Kind::Service => service(object),
         Kind::EndpointSlice => endpoint_slice(object),
         Kind::Secret => {
@@ -89,28 +91,8 @@ fn gateway(object: &mut Map<String, Value>) {
             or_default(namespaces, "from", json!("None"));
         }
     }
-    for listener in items(spec, "listeners") {
-        let allowed = or_default(
-            listener,
-            "allowedRoutes",
-            json!({"namespaces": {"from": "Same"}}),
-        );
-        if let Some(allowed) = allowed.as_object_mut() {
-            if let Some(namespaces) =
-                or_default(allowed, "namespaces", json!({"from": "Same"})).as_object_mut()
-            {
-                or_default(namespaces, "from", json!("Same"));
-            }
-            for kind in items(allowed, "kinds") {
-                or_default(kind, "group", json!(GATEWAY_GROUP));
-            }
-        }
-        if let Some(tls) = field(listener, "tls") {
-            or_default(tls, "mode", json!("Terminate"));
-            for reference in items(tls, "certificateRefs") {
-                secret_ref(reference);
-            }
-        }
+    for l in items(spec, "listeners") {
+        listener(l);
     }
     if let Some(tls) = field(spec, "tls") {
         if let Some(reference) =
@@ -138,6 +120,47 @@ fn gateway(object: &mut Map<String, Value>) {
 fn secret_ref(reference: &mut Map<String, Value>) {
     or_default(reference, "group", json!(""));
     or_default(reference, "kind", json!("Secret"));
+}
+
+/// One listener entry: a Gateway's `spec.listeners[]` and a ListenerSet's share the schema
+/// and the defaults.
+fn listener(listener: &mut Map<String, Value>) {
+    let allowed = or_default(
+        listener,
+        "allowedRoutes",
+        json!({"namespaces": {"from": "Same"}}),
+    );
+    if let Some(allowed) = allowed.as_object_mut() {
+        if let Some(namespaces) =
+            or_default(allowed, "namespaces", json!({"from": "Same"})).as_object_mut()
+        {
+            or_default(namespaces, "from", json!("Same"));
+        }
+        for kind in items(allowed, "kinds") {
+            or_default(kind, "group", json!(GATEWAY_GROUP));
+        }
+    }
+    if let Some(tls) = field(listener, "tls") {
+        or_default(tls, "mode", json!("Terminate"));
+        for reference in items(tls, "certificateRefs") {
+            secret_ref(reference);
+        }
+    }
+}
+
+/// A ListenerSet: the listener defaults of a Gateway, and `spec.parentRef` a Gateway of the
+/// Gateway API group.
+fn listener_set(object: &mut Map<String, Value>) {
+    let Some(spec) = field(object, "spec") else {
+        return;
+    };
+    if let Some(parent) = field(spec, "parentRef") {
+        or_default(parent, "group", json!(GATEWAY_GROUP));
+        or_default(parent, "kind", json!("Gateway"));
+    }
+    for l in items(spec, "listeners") {
+        listener(l);
+    }
 }
 
 fn http_route(object: &mut Map<String, Value>) {

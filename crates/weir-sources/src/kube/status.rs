@@ -109,7 +109,12 @@ impl StatusWriter {
     async fn write_one(&mut self, update: &StatusUpdate) -> Result<bool, KubeError> {
         if !matches!(
             update.kind,
-            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute
+            Kind::GatewayClass
+                | Kind::Gateway
+                | Kind::HttpRoute
+                | Kind::GrpcRoute
+                | Kind::TlsRoute
+                | Kind::ListenerSet
         ) {
             tracing::debug!(kind = %update.kind, "no status subresource is written for this kind");
             return Ok(false);

@@ -51,6 +51,7 @@ impl Resource {
             "gateways" => "Gateway",
             "httproutes" => "HTTPRoute",
             "grpcroutes" => "GRPCRoute",
+            "listenersets" => "ListenerSet",
             "tlsroutes" => "TLSRoute",
             "referencegrants" => "ReferenceGrant",
             "services" => "Service",

@@ -399,3 +399,35 @@ fn grpc_routes_are_read_only_in_v1() {
         "the v1.5.1 CRD serves GRPCRoute only in v1"
     );
 }
+
+#[test]
+fn listener_set_defaults_parent_ref_and_listeners_like_a_gateway() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {name: s}\n\
+                spec:\n  parentRef: {name: g}\n  listeners:\n  \
+                - {name: a, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}\n\
+                status: {conditions: []}\n";
+    let Object::ListenerSet(set) = parse(text) else {
+        panic!("not a ListenerSet");
+    };
+    assert_eq!(set.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(set.spec.parent_ref.group.as_deref(), Some(GATEWAY_GROUP));
+    assert_eq!(set.spec.parent_ref.kind.as_deref(), Some("Gateway"));
+    let l = &set.spec.listeners[0];
+    let from = l
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.as_ref());
+    assert_eq!(
+        serde_json::to_value(from).unwrap(),
+        serde_json::json!("Same")
+    );
+    let tls = l.tls.as_ref().unwrap();
+    assert_eq!(
+        serde_json::to_value(&tls.mode).unwrap(),
+        serde_json::json!("Terminate")
+    );
+    let cert = &tls.certificate_refs.as_ref().unwrap()[0];
+    assert_eq!(cert.kind.as_deref(), Some("Secret"));
+    assert!(set.status.is_none());
+}
