@@ -279,7 +279,8 @@ async fn serve_connection(
         let _guard = socket.shared.metrics.connection(true);
         let _ = tcp.set_nodelay(true);
         if !tls {
-            crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer).await;
+            crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer, &socket.tls)
+                .await;
             return;
         }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {

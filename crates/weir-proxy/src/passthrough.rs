@@ -2,7 +2,10 @@
 //! backend and spliced as a byte stream. Mode Passthrough reads the SNI from the ClientHello
 //! (never terminated: [`client_hello`]) and replays it to the backend first; mode Terminate
 //! ([`serve_terminated`]) gets the connection after the TLS handshake (the listener module
-//! terminates it with the socket's certificates) and splices the plain bytes.
+//! terminates it with the socket's certificates) and splices the plain bytes. On a socket
+//! mixing both modes (TLSRouteModeMixed) the ClientHello is read first, the listener picked
+//! by its SNI, and a Terminate listener's connection is handed to the TLS acceptor with the
+//! ClientHello replayed ([`rewind`]).
 //!
 //! Per connection: read until the ClientHello is complete (bounded in size and time) →
 //! listener by SNI (the socket's listener index, as Hosts choose HTTP listeners) → the
@@ -12,6 +15,7 @@
 //! endpoint is closed (there is no way to answer an error inside someone else's TLS).
 
 pub(crate) mod client_hello;
+mod rewind;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +28,12 @@ use weir_snapshot::{BackendTarget, Upstream};
 use crate::listener::SocketKey;
 use crate::Shared;
 use client_hello::Hello;
+use rewind::Rewind;
 
 /// Time a client gets to send its whole ClientHello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client of a mixed socket gets to finish the TLS handshake after its ClientHello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to connect to one backend endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,18 +54,24 @@ pub(crate) enum PassthroughError {
     BackendInvalid { route: Arc<str>, why: Arc<str> },
     #[error("TLSRoute {0}: every backend has weight 0")]
     NoBackend(Arc<str>),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
     #[error("upstream {0}: no ready endpoint accepted the connection")]
     Unreachable(Arc<str>),
 }
 
-/// Serve one accepted connection on a passthrough socket.
+/// Serve one accepted connection on a passthrough socket (Passthrough listeners only, or
+/// mixed with Terminate ones, which `tls` terminates).
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     key: SocketKey,
     client: TcpStream,
     peer: SocketAddr,
+    tls: &tokio_rustls::TlsAcceptor,
 ) {
-    if let Err(err) = splice(&shared, key, client).await {
+    if let Err(err) = splice(&shared, key, client, tls).await {
         tracing::debug!(%peer, error = %err, "TLS passthrough connection closed");
     }
 }
@@ -76,7 +89,7 @@ pub(crate) async fn serve_terminated<S>(
 {
     let result = async {
         let server_name = server_name.ok_or(PassthroughError::NoServerName)?;
-        let upstream = choose(&shared, key, &server_name)?;
+        let (_, upstream) = choose(&shared, key, &server_name)?;
         let mut backend = connect(&upstream).await?;
         let _ = backend.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
@@ -92,11 +105,25 @@ async fn splice(
     shared: &Shared,
     key: SocketKey,
     mut client: TcpStream,
+    tls: &tokio_rustls::TlsAcceptor,
 ) -> Result<(), PassthroughError> {
     let (hello, server_name) = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut client))
         .await
         .map_err(|_| PassthroughError::HelloTimeout)??;
-    let upstream = choose(shared, key, &server_name)?;
+    let (terminate, upstream) = choose(shared, key, &server_name)?;
+    if terminate {
+        // Mixed socket, Terminate listener: the handshake sees the ClientHello again, and
+        // the certificate resolver picks the listener's certificate by the same SNI.
+        let mut client =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(Rewind::new(hello, client)))
+                .await
+                .map_err(|_| PassthroughError::HandshakeTimeout)?
+                .map_err(PassthroughError::Handshake)?;
+        let mut backend = connect(&upstream).await?;
+        let _ = backend.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+        return Ok(());
+    }
     let mut backend = connect(&upstream).await?;
     let _ = backend.set_nodelay(true);
     backend.write_all(&hello).await?;
@@ -129,12 +156,13 @@ async fn read_hello(client: &mut TcpStream) -> Result<(Vec<u8>, String), Passthr
 }
 
 /// Listener by SNI, then the listener's route for it, then a backend: all from the snapshot
-/// loaded now (the guard is not held across awaits).
+/// loaded now (the guard is not held across awaits). Also whether the listener terminates
+/// TLS (mode Terminate).
 fn choose(
     shared: &Shared,
     key: SocketKey,
     server_name: &str,
-) -> Result<Arc<Upstream>, PassthroughError> {
+) -> Result<(bool, Arc<Upstream>), PassthroughError> {
     let snapshot = shared.handle.load();
     let no_route = || PassthroughError::NoRoute(server_name.to_string());
     let socket = snapshot.socket(key.0, key.1).ok_or_else(no_route)?;
@@ -156,7 +184,7 @@ fn choose(
         .pick(roll)
         .ok_or_else(|| PassthroughError::NoBackend(route.route.clone()))?;
     match &backend.target {
-        BackendTarget::Upstream(u) => Ok(u.clone()),
+        BackendTarget::Upstream(u) => Ok((passthrough.terminates(listener), u.clone())),
         BackendTarget::Invalid(why) => Err(PassthroughError::BackendInvalid {
             route: route.route.clone(),
             why: why.clone(),

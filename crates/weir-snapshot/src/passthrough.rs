@@ -14,12 +14,22 @@ pub struct Passthrough {
     /// Per listener of the socket (same indexes as `SocketConfig::listeners`): its routes by
     /// the (listener ∩ route) hostnames, oldest route first within a hostname.
     pub routes: Arc<[HostIndex<Arc<TlsRouteEntry>>]>,
+    /// Per listener (same indexes): whether it terminates TLS (mode Terminate). On a socket
+    /// mixing modes (TLSRouteModeMixed) the socket's `tls` is false and the proxy, having read
+    /// the ClientHello and picked the listener by SNI, terminates only for these listeners.
+    /// Missing entries mean Passthrough.
+    pub terminate: Arc<[bool]>,
 }
 
 impl Passthrough {
     /// The route for an SNI server name on the listener at `listener`.
     pub fn route_for(&self, listener: usize, server_name: &str) -> Option<&Arc<TlsRouteEntry>> {
         self.routes.get(listener)?.candidates(server_name).next()
+    }
+
+    /// Whether the listener at `listener` terminates TLS (mode Terminate).
+    pub fn terminates(&self, listener: usize) -> bool {
+        self.terminate.get(listener).copied().unwrap_or(false)
     }
 }
 

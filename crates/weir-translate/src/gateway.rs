@@ -120,13 +120,13 @@ impl ListenerModel {
 
     /// The protocol as configured, for port-sharing decisions (HTTP, HTTPS, TLS).
     pub fn protocol(&self) -> &'static str {
-        // Passthrough and Terminate on one port would need mixed termination
-        // (TLSRouteModeMixed, not supported): they count as different protocols.
-        match (self.https, self.passthrough, self.tls_terminate) {
-            (true, _, _) => "HTTPS",
-            (false, true, true) => "TLS (Terminate)",
-            (false, true, false) => "TLS (Passthrough)",
-            (false, false, _) => "HTTP",
+        // TLS listeners in modes Passthrough and Terminate may share a port (mixed
+        // termination, TLSRouteModeMixed): the proxy picks the listener by the ClientHello's
+        // SNI before it decides whether to terminate.
+        match (self.https, self.passthrough) {
+            (true, _) => "HTTPS",
+            (false, true) => "TLS",
+            (false, false) => "HTTP",
         }
     }
 }
@@ -440,8 +440,7 @@ pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
         {
             for &i in indexes {
                 listeners[i].conflict = Some("ProtocolConflict");
-                // A conflicted listener takes no routes, so it lists no kinds
-                // (TLSRouteListenerMixedTerminationNotSupported expects none).
+                // A conflicted listener takes no routes, so it lists no kinds.
                 listeners[i].supported_kinds.clear();
             }
             continue;

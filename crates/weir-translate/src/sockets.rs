@@ -64,8 +64,10 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
     let sockets: Vec<SocketConfig> = ports
         .into_iter()
         .map(|((address, port), items)| {
-            let tls = items.first().is_some_and(|(_, https, _, _)| *https);
-            // A socket's listeners share one protocol (settled in `gateway`).
+            // A socket's listeners share one protocol (settled in `gateway`); TLS listeners
+            // may mix Passthrough and Terminate (TLSRouteModeMixed): then the socket does not
+            // terminate at accept, and the proxy decides per listener after reading the SNI.
+            let tls = !items.is_empty() && items.iter().all(|(_, terminates, _, _)| *terminates);
             let passthrough = items.first().is_some_and(|(_, _, _, p)| p.is_some());
             let listener_index = HostIndex::build(
                 items
@@ -85,9 +87,11 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 .map(|(_, c)| c);
             let mut listeners = Vec::with_capacity(items.len());
             let mut tls_routes = Vec::with_capacity(items.len());
-            for (l, _, _, routes) in items {
+            let mut terminate = Vec::with_capacity(items.len());
+            for (l, terminates, _, routes) in items {
                 listeners.push(l);
                 tls_routes.push(routes.unwrap_or_default());
+                terminate.push(terminates);
             }
             SocketConfig {
                 address,
@@ -95,11 +99,17 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 tls,
                 passthrough: passthrough.then(|| Passthrough {
                     routes: tls_routes.into(),
+                    terminate: terminate.into(),
                 }),
                 listeners: listeners.into(),
                 listener_index,
                 certificates,
-                default_cert: if tls { default_cert } else { None },
+                // Mixed sockets terminate too, for their Terminate listeners.
+                default_cert: if tls || passthrough {
+                    default_cert
+                } else {
+                    None
+                },
             }
         })
         .collect();

@@ -142,6 +142,18 @@ pub fn markdown(rows: &[Row<'_>], features: &FeatureCheck) -> String {
         );
     }
     out.push('\n');
+    out.push_str(NOT_APPLICABLE);
+    out.push('\n');
     out.push_str(&features.markdown());
     out
 }
+
+/// Features that do not fit Weir's deployment model, said plainly rather than faked.
+const NOT_APPLICABLE: &str = "\
+## Not applicable
+
+- **GatewayInfrastructurePropagation** (`spec.infrastructure` labels and annotations): the \
+suite expects them on the resources generated per Gateway (Deployment, Service, ...). Weir \
+runs as one process serving every Gateway of its class and generates no per-Gateway \
+workloads, so there is nothing to propagate to; the feature is not claimed.
+";

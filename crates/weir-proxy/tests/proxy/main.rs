@@ -9,3 +9,4 @@ mod extended;
 mod lifecycle;
 mod routing;
 mod tls;
+mod tls_mixed;

@@ -374,7 +374,62 @@ fn terminate_mode_without_a_certificate_is_not_programmed() {
 }
 
 #[test]
-fn passthrough_and_terminate_on_one_port_conflict_without_mixed_termination() {
+fn passthrough_and_terminate_share_a_port_with_mixed_termination() {
+    // TLSRouteMixedTerminationSameNamespace: both listeners Accepted with 1 route each, and
+    // the socket picks the mode per listener (by SNI).
+    let mut store = conformance_store(&["tlsroute-mixed-termination-same-namespace.yaml"]);
+    add_tls_secret(
+        &mut store,
+        INFRA,
+        "tls-terminate-checks-certificate",
+        &["tls.example.com"],
+    );
+    let out = run(&store);
+    let gw = "gateway-tlsroute-mixed-termination";
+    let s = status(&out, Kind::Gateway, INFRA, gw);
+    for l in ["tls-terminate", "tls-passthrough"] {
+        assert_eq!(
+            cond(s, &format!("listener {l}"), "Accepted"),
+            is("True", "Accepted"),
+            "{l}"
+        );
+        assert_eq!(kinds(&out, gw, l), ["TLSRoute"], "{l}");
+        assert_eq!(listener_json(s, l)["attachedRoutes"], 1, "{l}");
+    }
+    for r in [
+        "gateway-conformance-mixed-terminateroute",
+        "gateway-conformance-mixed-passthroughroute",
+    ] {
+        assert_eq!(
+            tls_parent_cond(&out, r, gw, "Accepted"),
+            is("True", "Accepted"),
+            "{r}"
+        );
+    }
+    let socket = out.snapshot.socket(None, 8883).expect("socket 8883");
+    assert!(!socket.tls, "a mixed socket does not terminate at accept");
+    let passthrough = socket.passthrough.as_ref().expect("TLSRoutes on 8883");
+    let terminates = |sni: &str| {
+        let listener = socket.listener_position(sni).expect("listener by SNI");
+        passthrough.terminates(listener)
+    };
+    assert!(terminates("tls.example.com"));
+    assert!(!terminates("abc.example.com"));
+    assert!(socket.certificate_for(Some("tls.example.com")).is_some());
+    assert_eq!(
+        passthrough_hit(&out, 8883, "tls.example.com").as_deref(),
+        Some("gateway-conformance-infra/tcp-backend:3000")
+    );
+    assert_eq!(
+        passthrough_hit(&out, 8883, "abc.example.com").as_deref(),
+        Some("gateway-conformance-infra/tcp-backend:8443")
+    );
+}
+
+#[test]
+fn mixed_termination_not_supported_manifest_is_accepted_when_mixed_is_supported() {
+    // The Go test for the unsupported case is skipped once TLSRouteModeMixed is claimed;
+    // its Gateway is then a valid mixed Gateway.
     let mut store = conformance_store(&["tlsroute-listener-mixed-termination-not-supported.yaml"]);
     add_tls_secret(
         &mut store,
@@ -388,10 +443,26 @@ fn passthrough_and_terminate_on_one_port_conflict_without_mixed_termination() {
     for l in ["tls-terminate", "tls-passthrough"] {
         assert_eq!(
             cond(s, &format!("listener {l}"), "Accepted"),
+            is("True", "Accepted"),
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn tls_and_https_listeners_on_one_port_still_conflict() {
+    let out = run_yaml(&gateway(
+        "gw",
+        "  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
+  - {name: https, port: 443, protocol: HTTPS}",
+    ));
+    let s = status(&out, Kind::Gateway, "default", "gw");
+    for l in ["listener tls", "listener https"] {
+        assert_eq!(
+            cond(s, l, "Accepted"),
             is("False", "ProtocolConflict"),
             "{l}"
         );
-        assert!(kinds(&out, gw, l).is_empty(), "{l}");
     }
 }
 
