@@ -183,7 +183,7 @@ impl FileSource {
 
         let changed = if dirty {
             let (store, errors) = assemble::assemble(
-                &self.files,
+                &mut self.files,
                 &mut self.identities,
                 &self.now,
                 &listing.errors,

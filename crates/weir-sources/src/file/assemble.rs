@@ -18,7 +18,7 @@ use super::{CachedFile, SourceError};
 /// Problems that concern one object are in `store.rejected`; the others (files that do not
 /// parse or cannot be read, documents that are not objects, duplicates) in `store.errors`.
 pub(super) fn assemble(
-    files: &BTreeMap<PathBuf, CachedFile>,
+    files: &mut BTreeMap<PathBuf, CachedFile>,
     identities: &mut Identities,
     now: &dyn Fn() -> Time,
     listing_errors: &[SourceError],
@@ -30,12 +30,12 @@ pub(super) fn assemble(
     }
     // Where each object was first defined.
     let mut defined: HashMap<(Kind, ObjectKey), Location> = HashMap::new();
-    for file in files.values() {
+    for file in files.values_mut() {
         if let Some(error) = &file.error {
             unowned(&mut store, &mut errors, error.clone());
         }
-        for doc in &file.docs {
-            let (kind, key, location) = match doc {
+        for doc in &mut file.docs {
+            let (kind, key, location) = match &*doc {
                 Doc::Object(object) => (object.kind, &object.key, &object.location),
                 Doc::Rejected {
                     kind,
@@ -85,7 +85,7 @@ pub(super) fn assemble(
                 Doc::Rejected {
                     location, message, ..
                 } => {
-                    let message = match identities.last_served(kind, key) {
+                    let message = match identities.last_served(kind, &id.1) {
                         Some(last) => {
                             store.apply(last);
                             store.locations.insert(id.clone(), location.clone());

@@ -28,14 +28,17 @@ struct Identity {
     created: Time,
     generation: i64,
     basis: Option<u64>,
-    /// The parsed object `served` was made from: the same `Arc` means nothing to redo.
-    source: Object,
+    /// The object as served. Its document holds the same `Arc` (see [`Identities::stamp`]),
+    /// so an unchanged document costs nothing to stamp again and is kept in memory once.
     served: Object,
 }
 
 impl Identities {
-    /// The document's object as served: with its uid, creation time and generation.
-    pub(super) fn stamp(&mut self, doc: &ObjectDoc, now: &dyn Fn() -> Time) -> Object {
+    /// The document's object as served: with its uid, creation time and generation. The
+    /// document's object is replaced by the served one, so that the parsed and the served
+    /// version are one allocation (the identity fields are all that differ, and the served
+    /// ones are what every later stamp sets again).
+    pub(super) fn stamp(&mut self, doc: &mut ObjectDoc, now: &dyn Fn() -> Time) -> Object {
         let id = (doc.kind, doc.key.clone());
         let Some(identity) = self.objects.get_mut(&id) else {
             let uid = self.mint_uid(&id);
@@ -46,13 +49,12 @@ impl Identities {
                 created,
                 generation: 1,
                 basis: doc.generation_basis,
-                source: doc.object.clone(),
                 served: served.clone(),
             };
             self.objects.insert(id, identity);
             return served;
         };
-        if same(&identity.source, &doc.object) {
+        if same(&identity.served, &doc.object) {
             return identity.served.clone();
         }
         if identity.basis != doc.generation_basis {
@@ -60,7 +62,6 @@ impl Identities {
             identity.basis = doc.generation_basis;
         }
         let served = stamped(doc, &identity.uid, &identity.created, identity.generation);
-        identity.source = doc.object.clone();
         identity.served = served.clone();
         served
     }
@@ -114,30 +115,33 @@ fn same(a: &Object, b: &Object) -> bool {
     }
 }
 
-/// The document's object with the identity metadata set (the generation only for kinds that
-/// track one).
-fn stamped(doc: &ObjectDoc, uid: &str, created: &Time, generation: i64) -> Object {
-    with_meta(&doc.object, |meta| {
+/// Replace the document's object by a copy with the identity metadata set (the generation
+/// only for kinds that track one); returns the object as served.
+fn stamped(doc: &mut ObjectDoc, uid: &str, created: &Time, generation: i64) -> Object {
+    let generation = doc.generation_basis.map(|_| generation);
+    with_meta(&mut doc.object, |meta| {
         meta.uid = Some(uid.to_owned());
         meta.creation_timestamp = Some(created.clone());
-        meta.generation = doc.generation_basis.map(|_| generation);
-    })
+        meta.generation = generation;
+    });
+    doc.object.clone()
 }
 
-/// A copy of `object` with its metadata changed by `change`.
-fn with_meta(object: &Object, change: impl FnOnce(&mut ObjectMeta)) -> Object {
-    macro_rules! rebuild {
+/// Replace `object` by a copy with its metadata changed by `change` (a new allocation, so
+/// the previous version, which the store may still serve, is never changed under it).
+fn with_meta(object: &mut Object, change: impl FnOnce(&mut ObjectMeta)) {
+    macro_rules! change {
         ($($variant:ident),*) => {
             match object {
                 $(Object::$variant(o) => {
-                    let mut o = (**o).clone();
-                    change(&mut o.metadata);
-                    Object::$variant(Arc::new(o))
+                    let mut copy = (**o).clone();
+                    change(&mut copy.metadata);
+                    *o = Arc::new(copy);
                 })*
             }
         };
     }
-    rebuild!(
+    change!(
         GatewayClass,
         Gateway,
         HttpRoute,

@@ -622,3 +622,50 @@ fn a_vanished_directory_keeps_serving_until_it_returns() {
     assert!(report.errors.is_empty());
     assert!(report.store.errors.is_empty());
 }
+
+#[test]
+fn a_served_object_is_held_once_and_kept_across_rescans() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", ROUTE);
+    let mut source = source(&dir);
+    let first = source.scan();
+    let served = first.store.http_routes[&key("default", "echo")].clone();
+    assert!(served.metadata.uid.is_some());
+    // The file's cached document is the served object itself, not a second copy of it.
+    let cached: Vec<_> = source
+        .files
+        .values()
+        .flat_map(|f| &f.docs)
+        .filter_map(|d| match d {
+            super::parse::Doc::Object(o) => Some(o.object.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(cached.as_slice(), [weir_store::Object::HttpRoute(o)] if Arc::ptr_eq(o, &served)),
+        "{cached:?}"
+    );
+    // Another file changes: the unchanged route stays the same allocation, same identity.
+    write(&dir, "b.yaml", SERVICE);
+    let second = source.scan();
+    assert!(second.changed);
+    assert!(Arc::ptr_eq(
+        &second.store.http_routes[&key("default", "echo")],
+        &served
+    ));
+    // Its spec changes: a new object, same uid and creation time, next generation.
+    write(
+        &dir,
+        "a.yaml",
+        &ROUTE.replace("namespace: infra", "namespace: other"),
+    );
+    let third = source.scan();
+    let changed = &third.store.http_routes[&key("default", "echo")];
+    assert!(!Arc::ptr_eq(changed, &served));
+    assert_eq!(changed.metadata.uid, served.metadata.uid);
+    assert_eq!(
+        changed.metadata.creation_timestamp,
+        served.metadata.creation_timestamp
+    );
+    assert_eq!(changed.metadata.generation, Some(2));
+}
