@@ -98,6 +98,9 @@ pub struct ListenerModel {
     pub attached_routes: i32,
     /// Route entries attached, with their effective host pattern.
     pub entries: Vec<(Option<HostPattern>, RouteEntry)>,
+    /// The route kinds among `entries`, so that the HTTPRoute/GRPCRoute hostname rule scans
+    /// the entries only when both kinds are attached (else translation is quadratic).
+    pub entry_kinds: Vec<&'static str>,
     /// TLSRoutes attached (passthrough listeners), with their effective host pattern and
     /// the route's (creation, key) for the oldest-first order.
     pub tls_entries: Vec<TlsPlacement>,
@@ -326,6 +329,7 @@ pub fn build_listener(
         cert: None,
         attached_routes: 0,
         entries: Vec::new(),
+        entry_kinds: Vec::new(),
         tls_entries: Vec::new(),
     };
     if !supported {

@@ -271,6 +271,9 @@ fn select(
         }
         attached.push((gi, i));
         l.attached_routes += 1;
+        if !l.entry_kinds.contains(&kind) {
+            l.entry_kinds.push(kind);
+        }
         for host in &hosts {
             for t in &compiled.entries {
                 l.entries.push((host.clone(), t.place(host.as_ref())));
@@ -311,6 +314,9 @@ fn other_kind_on_hosts(
         (None, _) | (_, None) => true,
         (Some(a), Some(b)) => intersect(a, b).is_some(),
     };
+    if l.entry_kinds.iter().all(|k| *k == kind) {
+        return None;
+    }
     l.entries
         .iter()
         .filter(|(_, e)| e.action.route.kind != kind)
