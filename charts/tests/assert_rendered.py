@@ -57,6 +57,7 @@ CLUSTER_RULES = {
             "grpcroutes",
             "referencegrants",
             "tlsroutes",
+            "tcproutes",
             "listenersets",
             "backendtlspolicies",
         ]
@@ -69,6 +70,7 @@ CLUSTER_RULES = {
             "httproutes",
             "grpcroutes",
             "tlsroutes",
+            "tcproutes",
             "listenersets",
             "backendtlspolicies",
         ]
@@ -76,6 +78,7 @@ CLUSTER_RULES = {
     ("", "services"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("", "secrets"): {"get", "list", "watch"},
+    ("", "configmaps"): {"get", "list", "watch"},
     ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
 }
 ROLE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}

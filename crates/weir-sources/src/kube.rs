@@ -97,8 +97,8 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<::kube::Client, KubeEr
 fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
     use ::kube::api::ApiResource;
     use weir_store::{
-        EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, Namespace,
-        ReferenceGrant, Secret, Service, TlsRoute,
+        BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute,
+        ListenerSet, Namespace, ReferenceGrant, Secret, Service, TcpRoute, TlsRoute,
     };
     match kind {
         Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
@@ -106,6 +106,9 @@ fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
         Kind::HttpRoute => ApiResource::erase::<HttpRoute>(&()),
         Kind::GrpcRoute => ApiResource::erase::<GrpcRoute>(&()),
         Kind::TlsRoute => ApiResource::erase::<TlsRoute>(&()),
+        Kind::TcpRoute => ApiResource::erase::<TcpRoute>(&()),
+        Kind::BackendTlsPolicy => ApiResource::erase::<BackendTlsPolicy>(&()),
+        Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
         Kind::ListenerSet => ApiResource::erase::<ListenerSet>(&()),
         Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
         Kind::Service => ApiResource::erase::<Service>(&()),

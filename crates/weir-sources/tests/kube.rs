@@ -55,6 +55,13 @@ fn tls_route(name: &str) -> Value {
             "rules": [{"backendRefs": [{"name": "web", "port": 443}]}]}})
 }
 
+fn tcp_route(name: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"parentRefs": [{"name": "gw", "namespace": "infra"}],
+            "rules": [{"backendRefs": [{"name": "web", "port": 9000}]}]}})
+}
+
 fn secret(name: &str, ty: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "type": ty,
         "metadata": {"name": name, "namespace": "infra"}, "data": {}})
@@ -67,6 +74,15 @@ fn every_kind() -> Vec<Value> {
         route("web"),
         grpc_route("rpc"),
         tls_route("passthrough"),
+        tcp_route("raw"),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+            "metadata": {"name": "web-tls", "namespace": "apps"},
+            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                "validation": {"hostname": "web.example.com",
+                    "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}]}}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "ca", "namespace": "apps"},
+            "data": {"ca.crt": "-----BEGIN CERTIFICATE-----"}}),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
             "metadata": {"name": "rg", "namespace": "apps"},
             "spec": {"from": [{"group": GW, "kind": "HTTPRoute", "namespace": "other"}],
@@ -148,6 +164,11 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
     assert!(has(&store, Kind::TlsRoute, "apps", "passthrough"));
     let tls = &store.tls_routes[&ObjectKey::new("apps", "passthrough")];
     assert_eq!(tls.spec.hostnames, ["abc.example.com"]);
+    assert!(has(&store, Kind::TcpRoute, "apps", "raw"));
+    assert!(has(&store, Kind::BackendTlsPolicy, "apps", "web-tls"));
+    let policy = &store.backend_tls_policies[&ObjectKey::new("apps", "web-tls")];
+    assert_eq!(policy.spec.validation.hostname, "web.example.com");
+    assert!(has(&store, Kind::ConfigMap, "apps", "ca"));
     assert!(has(&store, Kind::ReferenceGrant, "apps", "rg"));
     assert!(has(&store, Kind::Service, "apps", "web"));
     assert!(has(&store, Kind::EndpointSlice, "apps", "web-1"));
@@ -192,6 +213,39 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
         has(s, Kind::Secret, "infra", "password") && !has(s, Kind::Secret, "infra", "cert")
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_kind_whose_crd_is_not_installed_counts_as_empty() {
+    // A cluster with only the standard channel has no TCPRoute CRD: everything else must
+    // still be served, not wait forever for a kind that cannot sync.
+    let server = TestApiServer::start_with(weir_testkit::apiserver::TestApiServerOptions {
+        unserved: vec!["tcproutes".into()],
+        ..Default::default()
+    })
+    .await;
+    for object in every_kind() {
+        if object["kind"] != "TCPRoute" {
+            server.apply(object);
+        }
+    }
+    let rx = start_source(&server);
+    let store = store_where(&rx, "the first store without TCPRoutes", |s| !s.is_empty()).await;
+    assert!(has(&store, Kind::HttpRoute, "apps", "web"));
+    assert!(store.tcp_routes.is_empty());
+    // A required kind that is not served is an error, not an empty kind: the source waits.
+    let server = TestApiServer::start_with(weir_testkit::apiserver::TestApiServerOptions {
+        unserved: vec!["httproutes".into()],
+        ..Default::default()
+    })
+    .await;
+    server.apply(gateway_class("weir"));
+    let rx = start_source(&server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        rx.borrow().is_empty(),
+        "no store is sent while a required kind cannot be listed"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use gateway_api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicyStatus};
+pub use gateway_api::experimental::tcproutes::{TcpRoute, TcpRouteStatus};
 pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 pub use gateway_api::gateways::{Gateway, GatewayStatus};
 pub use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
@@ -17,12 +19,15 @@ pub use gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
 pub use gateway_api::listenersets::{ListenerSet, ListenerSetStatus};
 pub use gateway_api::referencegrants::ReferenceGrant;
 pub use gateway_api::tlsroutes::{TlsRoute, TlsRouteStatus};
-pub use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
 /// Upstream Gateway API type modules, for code that needs the generated nested types.
 pub mod gw {
+    pub use gateway_api::backendtlspolicies;
+    /// TCPRoute is served only by the experimental channel's CRD (`v1alpha2`).
+    pub use gateway_api::experimental::tcproutes;
     pub use gateway_api::gatewayclasses;
     pub use gateway_api::gateways;
     pub use gateway_api::grpcroutes;
@@ -82,26 +87,32 @@ pub enum Kind {
     HttpRoute,
     GrpcRoute,
     TlsRoute,
+    TcpRoute,
     ListenerSet,
     ReferenceGrant,
+    BackendTlsPolicy,
     Service,
     EndpointSlice,
     Secret,
+    ConfigMap,
     Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 14] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::TlsRoute,
+        Kind::TcpRoute,
         Kind::ListenerSet,
         Kind::ReferenceGrant,
+        Kind::BackendTlsPolicy,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
+        Kind::ConfigMap,
         Kind::Namespace,
     ];
 
@@ -113,11 +124,14 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::TlsRoute => "TLSRoute",
+            Kind::TcpRoute => "TCPRoute",
             Kind::ListenerSet => "ListenerSet",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::BackendTlsPolicy => "BackendTLSPolicy",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
             Kind::Namespace => "Namespace",
         }
     }
@@ -130,10 +144,12 @@ impl Kind {
             | Kind::HttpRoute
             | Kind::GrpcRoute
             | Kind::TlsRoute
+            | Kind::TcpRoute
             | Kind::ListenerSet
-            | Kind::ReferenceGrant => GATEWAY_GROUP,
+            | Kind::ReferenceGrant
+            | Kind::BackendTlsPolicy => GATEWAY_GROUP,
             Kind::EndpointSlice => "discovery.k8s.io",
-            Kind::Service | Kind::Secret | Kind::Namespace => "",
+            Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "",
         }
     }
 
@@ -146,14 +162,22 @@ impl Kind {
             | Kind::GrpcRoute
             | Kind::TlsRoute
             | Kind::ListenerSet
-            | Kind::ReferenceGrant => "gateway.networking.k8s.io/v1",
+            | Kind::ReferenceGrant
+            | Kind::BackendTlsPolicy => "gateway.networking.k8s.io/v1",
+            Kind::TcpRoute => "gateway.networking.k8s.io/v1alpha2",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
-            Kind::Service | Kind::Secret | Kind::Namespace => "v1",
+            Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "v1",
         }
     }
 
     pub fn is_cluster_scoped(self) -> bool {
         matches!(self, Kind::GatewayClass | Kind::Namespace)
+    }
+
+    /// Whether a cluster may lack this kind's CRD (TCPRoute is only in the experimental
+    /// channel): Kubernetes mode then treats the kind as empty instead of waiting for it.
+    pub fn is_optional(self) -> bool {
+        matches!(self, Kind::TcpRoute)
     }
 
     /// Recognise an object by its `apiVersion` and `kind`: the versions the Gateway API v1.5.1
@@ -171,6 +195,10 @@ impl Kind {
             // The v1.5.1 TLSRoute CRD serves v1, v1alpha2 and v1alpha3 (one schema for what
             // Weir reads: parentRefs, hostnames, rules[].backendRefs).
             Kind::TlsRoute => matches!(version, "v1" | "v1alpha2" | "v1alpha3"),
+            // TCPRoute: only the experimental channel's v1alpha2.
+            Kind::TcpRoute => version == "v1alpha2",
+            // BackendTLSPolicy: v1 (standard), and v1alpha3 in the experimental channel.
+            Kind::BackendTlsPolicy => matches!(version, "v1" | "v1alpha3"),
             Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
                 matches!(version, "v1" | "v1beta1")
             }
@@ -219,11 +247,14 @@ pub enum Object {
     HttpRoute(Arc<HttpRoute>),
     GrpcRoute(Arc<GrpcRoute>),
     TlsRoute(Arc<TlsRoute>),
+    TcpRoute(Arc<TcpRoute>),
     ListenerSet(Arc<ListenerSet>),
     ReferenceGrant(Arc<ReferenceGrant>),
+    BackendTlsPolicy(Arc<BackendTlsPolicy>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     Secret(Arc<Secret>),
+    ConfigMap(Arc<ConfigMap>),
     Namespace(Arc<Namespace>),
 }
 
@@ -235,6 +266,9 @@ impl Object {
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::TlsRoute(_) => Kind::TlsRoute,
+            Object::TcpRoute(_) => Kind::TcpRoute,
+            Object::BackendTlsPolicy(_) => Kind::BackendTlsPolicy,
+            Object::ConfigMap(_) => Kind::ConfigMap,
             Object::ListenerSet(_) => Kind::ListenerSet,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Service(_) => Kind::Service,
@@ -251,6 +285,9 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
             Object::TlsRoute(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
+            Object::BackendTlsPolicy(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::ListenerSet(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
@@ -273,6 +310,9 @@ pub struct Store {
     pub http_routes: BTreeMap<ObjectKey, Arc<HttpRoute>>,
     pub grpc_routes: BTreeMap<ObjectKey, Arc<GrpcRoute>>,
     pub tls_routes: BTreeMap<ObjectKey, Arc<TlsRoute>>,
+    pub tcp_routes: BTreeMap<ObjectKey, Arc<TcpRoute>>,
+    pub backend_tls_policies: BTreeMap<ObjectKey, Arc<BackendTlsPolicy>>,
+    pub config_maps: BTreeMap<ObjectKey, Arc<ConfigMap>>,
     pub listener_sets: BTreeMap<ObjectKey, Arc<ListenerSet>>,
     pub reference_grants: BTreeMap<ObjectKey, Arc<ReferenceGrant>>,
     pub services: BTreeMap<ObjectKey, Arc<Service>>,
@@ -298,6 +338,9 @@ impl Store {
             Object::HttpRoute(o) => self.http_routes.insert(key, o).map(drop),
             Object::GrpcRoute(o) => self.grpc_routes.insert(key, o).map(drop),
             Object::TlsRoute(o) => self.tls_routes.insert(key, o).map(drop),
+            Object::TcpRoute(o) => self.tcp_routes.insert(key, o).map(drop),
+            Object::BackendTlsPolicy(o) => self.backend_tls_policies.insert(key, o).map(drop),
+            Object::ConfigMap(o) => self.config_maps.insert(key, o).map(drop),
             Object::ListenerSet(o) => self.listener_sets.insert(key, o).map(drop),
             Object::ReferenceGrant(o) => self.reference_grants.insert(key, o).map(drop),
             Object::Service(o) => self.services.insert(key, o).map(drop),
@@ -317,6 +360,9 @@ impl Store {
             Kind::HttpRoute => self.http_routes.remove(key).is_some(),
             Kind::GrpcRoute => self.grpc_routes.remove(key).is_some(),
             Kind::TlsRoute => self.tls_routes.remove(key).is_some(),
+            Kind::TcpRoute => self.tcp_routes.remove(key).is_some(),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.remove(key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(key).is_some(),
             Kind::ListenerSet => self.listener_sets.remove(key).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
@@ -334,6 +380,11 @@ impl Store {
             Kind::HttpRoute => Object::HttpRoute(self.http_routes.get(key)?.clone()),
             Kind::GrpcRoute => Object::GrpcRoute(self.grpc_routes.get(key)?.clone()),
             Kind::TlsRoute => Object::TlsRoute(self.tls_routes.get(key)?.clone()),
+            Kind::TcpRoute => Object::TcpRoute(self.tcp_routes.get(key)?.clone()),
+            Kind::BackendTlsPolicy => {
+                Object::BackendTlsPolicy(self.backend_tls_policies.get(key)?.clone())
+            }
+            Kind::ConfigMap => Object::ConfigMap(self.config_maps.get(key)?.clone()),
             Kind::ListenerSet => Object::ListenerSet(self.listener_sets.get(key)?.clone()),
             Kind::ReferenceGrant => Object::ReferenceGrant(self.reference_grants.get(key)?.clone()),
             Kind::Service => Object::Service(self.services.get(key)?.clone()),
@@ -358,6 +409,9 @@ impl Store {
             + self.http_routes.len()
             + self.grpc_routes.len()
             + self.tls_routes.len()
+            + self.tcp_routes.len()
+            + self.backend_tls_policies.len()
+            + self.config_maps.len()
             + self.listener_sets.len()
             + self.reference_grants.len()
             + self.services.len()
@@ -411,6 +465,24 @@ mod tests {
             Kind::from_type("gateway.networking.k8s.io/v1", "ListenerSet"),
             Some(Kind::ListenerSet)
         );
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
+            Some(Kind::TcpRoute)
+        );
+        assert_eq!(
+            Kind::from_type("gateway.networking.k8s.io/v1", "TCPRoute"),
+            None
+        );
+        for version in ["v1", "v1alpha3"] {
+            assert_eq!(
+                Kind::from_type(
+                    &format!("gateway.networking.k8s.io/{version}"),
+                    "BackendTLSPolicy"
+                ),
+                Some(Kind::BackendTlsPolicy)
+            );
+        }
+        assert_eq!(Kind::from_type("v1", "ConfigMap"), Some(Kind::ConfigMap));
         assert_eq!(Kind::from_type("apps/v1", "Deployment"), None);
         assert_eq!(Kind::from_type("v1", "HTTPRoute"), None);
         assert_eq!(

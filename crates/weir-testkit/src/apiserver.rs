@@ -71,6 +71,9 @@ pub struct TestApiServerOptions {
     pub bookmark_interval: Duration,
     /// How many events the history keeps; a watch from before the oldest gets 410 Gone.
     pub history_limit: usize,
+    /// Plurals this server does not serve (404 for every request), as for a CRD that is not
+    /// installed: e.g. `tcproutes` in a cluster with only the standard channel.
+    pub unserved: Vec<String>,
 }
 
 impl Default for TestApiServerOptions {
@@ -78,6 +81,7 @@ impl Default for TestApiServerOptions {
         Self {
             bookmark_interval: Duration::from_secs(1),
             history_limit: 1000,
+            unserved: Vec::new(),
         }
     }
 }
@@ -89,6 +93,7 @@ pub(crate) struct Shared {
     cut: tokio::sync::watch::Sender<u64>,
     refuse_watches: AtomicBool,
     bookmark_interval: Duration,
+    pub(crate) unserved: Vec<String>,
 }
 
 impl Shared {
@@ -142,6 +147,7 @@ impl TestApiServer {
             cut: tokio::sync::watch::channel(0).0,
             refuse_watches: AtomicBool::new(false),
             bookmark_interval: options.bookmark_interval,
+            unserved: options.unserved,
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         TestApiServer {

@@ -38,12 +38,18 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         | Kind::HttpRoute
         | Kind::GrpcRoute
         | Kind::TlsRoute
+        | Kind::TcpRoute
         | Kind::ListenerSet
+        | Kind::BackendTlsPolicy
         | Kind::Service => {
             // Status is a subresource: only controllers write it.
             object.remove("status");
         }
-        Kind::ReferenceGrant | Kind::EndpointSlice | Kind::Secret | Kind::Namespace => {}
+        Kind::ReferenceGrant
+        | Kind::EndpointSlice
+        | Kind::Secret
+        | Kind::ConfigMap
+        | Kind::Namespace => {}
     }
     match kind {
         Kind::Gateway => gateway(object),
@@ -55,7 +61,13 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         Kind::Secret => {
             or_default(object, "type", json!("Opaque"));
         }
-        Kind::GatewayClass | Kind::TlsRoute | Kind::ReferenceGrant | Kind::Namespace => {}
+        Kind::GatewayClass
+        | Kind::TlsRoute
+        | Kind::TcpRoute
+        | Kind::ReferenceGrant
+        | Kind::BackendTlsPolicy
+        | Kind::ConfigMap
+        | Kind::Namespace => {}
     }
 }
 

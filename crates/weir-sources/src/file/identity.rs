@@ -105,6 +105,9 @@ fn same(a: &Object, b: &Object) -> bool {
         (Object::HttpRoute(a), Object::HttpRoute(b)) => Arc::ptr_eq(a, b),
         (Object::GrpcRoute(a), Object::GrpcRoute(b)) => Arc::ptr_eq(a, b),
         (Object::TlsRoute(a), Object::TlsRoute(b)) => Arc::ptr_eq(a, b),
+        (Object::TcpRoute(a), Object::TcpRoute(b)) => Arc::ptr_eq(a, b),
+        (Object::BackendTlsPolicy(a), Object::BackendTlsPolicy(b)) => Arc::ptr_eq(a, b),
+        (Object::ConfigMap(a), Object::ConfigMap(b)) => Arc::ptr_eq(a, b),
         (Object::ListenerSet(a), Object::ListenerSet(b)) => Arc::ptr_eq(a, b),
         (Object::ReferenceGrant(a), Object::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
         (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
@@ -147,11 +150,14 @@ fn with_meta(object: &mut Object, change: impl FnOnce(&mut ObjectMeta)) {
         HttpRoute,
         GrpcRoute,
         TlsRoute,
+        TcpRoute,
         ListenerSet,
         ReferenceGrant,
+        BackendTlsPolicy,
         Service,
         EndpointSlice,
         Secret,
+        ConfigMap,
         Namespace
     )
 }

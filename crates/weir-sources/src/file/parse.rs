@@ -270,6 +270,9 @@ fn typed(kind: Kind, value: Value) -> Result<Object, serde_json::Error> {
         Kind::HttpRoute => from(value, Object::HttpRoute),
         Kind::GrpcRoute => from(value, Object::GrpcRoute),
         Kind::TlsRoute => from(value, Object::TlsRoute),
+        Kind::TcpRoute => from(value, Object::TcpRoute),
+        Kind::BackendTlsPolicy => from(value, Object::BackendTlsPolicy),
+        Kind::ConfigMap => from(value, Object::ConfigMap),
         Kind::ListenerSet => from(value, Object::ListenerSet),
         Kind::ReferenceGrant => from(value, Object::ReferenceGrant),
         Kind::Service => from(value, Object::Service),
@@ -290,6 +293,9 @@ fn typed_yaml_error(kind: Kind, text: &str) -> Option<serde_norway::Error> {
         Kind::HttpRoute => check::<weir_store::HttpRoute>(text),
         Kind::GrpcRoute => check::<weir_store::GrpcRoute>(text),
         Kind::TlsRoute => check::<weir_store::TlsRoute>(text),
+        Kind::TcpRoute => check::<weir_store::TcpRoute>(text),
+        Kind::BackendTlsPolicy => check::<weir_store::BackendTlsPolicy>(text),
+        Kind::ConfigMap => check::<weir_store::ConfigMap>(text),
         Kind::ListenerSet => check::<weir_store::ListenerSet>(text),
         Kind::ReferenceGrant => check::<weir_store::ReferenceGrant>(text),
         Kind::Service => check::<weir_store::Service>(text),
@@ -301,7 +307,7 @@ fn typed_yaml_error(kind: Kind, text: &str) -> Option<serde_norway::Error> {
 
 /// What `metadata.generation` tracks, hashed: the spec of Gateway API objects, the endpoints,
 /// ports and address type of an EndpointSlice (as the API server does). Kinds without a
-/// generation (Service, Secret, Namespace) have none.
+/// generation (Service, Secret, ConfigMap, Namespace) have none.
 fn generation_basis(object: &Object) -> Option<u64> {
     let basis = match object {
         Object::GatewayClass(o) => serde_json::to_vec(&o.spec),
@@ -309,10 +315,14 @@ fn generation_basis(object: &Object) -> Option<u64> {
         Object::HttpRoute(o) => serde_json::to_vec(&o.spec),
         Object::GrpcRoute(o) => serde_json::to_vec(&o.spec),
         Object::TlsRoute(o) => serde_json::to_vec(&o.spec),
+        Object::TcpRoute(o) => serde_json::to_vec(&o.spec),
+        Object::BackendTlsPolicy(o) => serde_json::to_vec(&o.spec),
         Object::ListenerSet(o) => serde_json::to_vec(&o.spec),
         Object::ReferenceGrant(o) => serde_json::to_vec(&o.spec),
         Object::EndpointSlice(o) => serde_json::to_vec(&(&o.address_type, &o.endpoints, &o.ports)),
-        Object::Service(_) | Object::Secret(_) | Object::Namespace(_) => return None,
+        Object::Service(_) | Object::Secret(_) | Object::ConfigMap(_) | Object::Namespace(_) => {
+            return None
+        }
     };
     // Serializing a typed value cannot fail; an empty basis would only mean no bumps.
     let mut hasher = DefaultHasher::new();

@@ -133,7 +133,7 @@ fn ignores_unknown_kinds_and_accepts_v1beta1() {
     let dir = TempDir::new().unwrap();
     let text = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n---\n\
-         apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: c}}\n---\n\
          apiVersion: v1\nkind: HTTPRoute\nmetadata: {{name: wrong-group}}\n---\n\
          {}",
         ROUTE.replace(
@@ -668,4 +668,42 @@ fn a_served_object_is_held_once_and_kept_across_rescans() {
         served.metadata.creation_timestamp
     );
     assert_eq!(changed.metadata.generation, Some(2));
+}
+
+#[test]
+fn reads_config_maps_backend_tls_policies_and_tcp_routes() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "tls.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: apps}\n\
+         data: {ca.crt: pem}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\n\
+         metadata: {name: web-tls, namespace: apps}\n\
+         spec:\n  targetRefs: [{group: '', kind: Service, name: web}]\n\
+         \x20 validation: {hostname: web.example.com, caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}\n\
+         status: {ancestors: []}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n\
+         metadata: {name: raw, namespace: apps}\n\
+         spec:\n  parentRefs: [{name: gw}]\n  rules: [{backendRefs: [{name: web, port: 9000}]}]\n",
+    );
+    let report = source(&dir).scan();
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
+    let store = &report.store;
+    let ca = &store.config_maps[&key("apps", "ca")];
+    assert_eq!(ca.data.as_ref().unwrap()["ca.crt"], "pem");
+    assert_eq!(
+        ca.metadata.generation, None,
+        "ConfigMaps have no generation"
+    );
+    let policy = &store.backend_tls_policies[&key("apps", "web-tls")];
+    assert_eq!(policy.spec.validation.hostname, "web.example.com");
+    assert_eq!(policy.metadata.generation, Some(1));
+    assert!(
+        policy.status.is_none(),
+        "status is the controller's to write"
+    );
+    let route = &store.tcp_routes[&key("apps", "raw")];
+    assert_eq!(route.spec.rules.len(), 1);
+    assert_eq!(route.metadata.generation, Some(1));
 }

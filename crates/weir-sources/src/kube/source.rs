@@ -75,6 +75,20 @@ impl KubeSource {
                             tracing::info!(objects = cache.store.len(), "every watched kind has synced");
                         }
                     }
+                    Some((kind, Err(err))) if kind.is_optional() && is_not_served(&err) => {
+                        // The cluster lacks this kind's CRD (TCPRoute is experimental-only):
+                        // count it as an empty kind so the rest is served; the watcher keeps
+                        // retrying, so installing the CRD later brings its objects in.
+                        if cache.mark_absent(kind) {
+                            tracing::info!(
+                                %kind,
+                                "this kind is not served by the API server (its CRD is not installed); treating it as empty until it is"
+                            );
+                            if cache.all_synced() {
+                                flush_at.get_or_insert_with(Instant::now);
+                            }
+                        }
+                    }
                     Some((kind, Err(err))) => {
                         tracing::warn!(
                             %kind,
@@ -92,6 +106,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Whether a watch failed because the API server does not serve the resource at all.
+fn is_not_served(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::InitialListFailed(::kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(::kube::Error::Api(status)) => status.code == 404,
+        _ => false,
     }
 }
 
@@ -131,6 +154,13 @@ struct Relist {
 impl Cache {
     pub(crate) fn all_synced(&self) -> bool {
         self.synced.len() == Kind::ALL.len()
+    }
+
+    /// Count `kind` as synced and empty because the API server does not serve it; returns
+    /// whether that is news (it was not synced before).
+    pub(crate) fn mark_absent(&mut self, kind: Kind) -> bool {
+        self.relists.remove(&kind);
+        self.synced.insert(kind)
     }
 
     /// Apply one watcher event; returns whether the store changed.
@@ -204,6 +234,9 @@ fn clear_kind(store: &mut Store, kind: Kind) {
         Kind::HttpRoute => store.http_routes.clear(),
         Kind::GrpcRoute => store.grpc_routes.clear(),
         Kind::TlsRoute => store.tls_routes.clear(),
+        Kind::TcpRoute => store.tcp_routes.clear(),
+        Kind::BackendTlsPolicy => store.backend_tls_policies.clear(),
+        Kind::ConfigMap => store.config_maps.clear(),
         Kind::ListenerSet => store.listener_sets.clear(),
         Kind::ReferenceGrant => store.reference_grants.clear(),
         Kind::Service => store.services.clear(),
@@ -224,6 +257,9 @@ fn convert(kind: Kind, object: DynamicObject) -> Result<Object, Rejection> {
         Kind::HttpRoute => typed(value).map(Object::HttpRoute),
         Kind::GrpcRoute => typed(value).map(Object::GrpcRoute),
         Kind::TlsRoute => typed(value).map(Object::TlsRoute),
+        Kind::TcpRoute => typed(value).map(Object::TcpRoute),
+        Kind::BackendTlsPolicy => typed(value).map(Object::BackendTlsPolicy),
+        Kind::ConfigMap => typed(value).map(Object::ConfigMap),
         Kind::ListenerSet => typed(value).map(Object::ListenerSet),
         Kind::ReferenceGrant => typed(value).map(Object::ReferenceGrant),
         Kind::Service => typed(value).map(Object::Service),

@@ -114,7 +114,9 @@ impl StatusWriter {
                 | Kind::HttpRoute
                 | Kind::GrpcRoute
                 | Kind::TlsRoute
+                | Kind::TcpRoute
                 | Kind::ListenerSet
+                | Kind::BackendTlsPolicy
         ) {
             tracing::debug!(kind = %update.kind, "no status subresource is written for this kind");
             return Ok(false);
@@ -218,8 +220,19 @@ pub(crate) fn desired_status(
 ) -> Value {
     let mut desired = without_nulls(computed);
     match kind {
-        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute => {
-            let merged = merge_route_parents(live, &desired, controller);
+        Kind::HttpRoute
+        | Kind::GrpcRoute
+        | Kind::TlsRoute
+        | Kind::TcpRoute
+        | Kind::BackendTlsPolicy => {
+            // Routes list their parents, policies their ancestors; both are shared with
+            // other controllers, each entry naming its controllerName.
+            let (list, reference) = if kind == Kind::BackendTlsPolicy {
+                ("ancestors", "ancestorRef")
+            } else {
+                ("parents", "parentRef")
+            };
+            let merged = merge_route_parents(live, &desired, controller, list, reference);
             let mut status = match without_nulls(live) {
                 Value::Object(map) => map,
                 _ => Map::new(),
@@ -227,7 +240,7 @@ pub(crate) fn desired_status(
             if let Value::Object(computed) = desired {
                 status.extend(computed);
             }
-            status.insert("parents".into(), Value::Array(merged));
+            status.insert(list.into(), Value::Array(merged));
             Value::Object(status)
         }
         Kind::Gateway => {
@@ -254,28 +267,35 @@ pub(crate) fn desired_status(
     }
 }
 
-/// `live`'s parents with ours replaced by `computed`'s (matched by parentRef, times kept),
-/// ours that are no longer computed dropped, and new ones of ours appended.
-fn merge_route_parents(live: &Value, computed: &Value, controller: &str) -> Vec<Value> {
+/// `live`'s parents (or a policy's ancestors: `list` names the array, `reference` the field
+/// identifying an entry) with ours replaced by `computed`'s (matched by reference, times
+/// kept), ours that are no longer computed dropped, and new ones of ours appended.
+fn merge_route_parents(
+    live: &Value,
+    computed: &Value,
+    controller: &str,
+    list: &str,
+    reference: &str,
+) -> Vec<Value> {
     let is_ours = |p: &Value| p.get("controllerName").and_then(Value::as_str) == Some(controller);
     let ours: Vec<&Value> = computed
-        .get("parents")
+        .get(list)
         .and_then(Value::as_array)
         .map(|p| p.iter().filter(|p| is_ours(p)).collect())
         .unwrap_or_default();
     let mut used = vec![false; ours.len()];
     let mut merged = Vec::new();
-    let live_parents = live.get("parents").and_then(Value::as_array);
+    let live_parents = live.get(list).and_then(Value::as_array);
     for old in live_parents.into_iter().flatten() {
         if !is_ours(old) {
             merged.push(without_nulls(old));
             continue;
         }
-        let old_ref = old.get("parentRef").map(without_nulls);
+        let old_ref = old.get(reference).map(without_nulls);
         let found = ours
             .iter()
             .enumerate()
-            .position(|(i, new)| !used[i] && new.get("parentRef").map(without_nulls) == old_ref);
+            .position(|(i, new)| !used[i] && new.get(reference).map(without_nulls) == old_ref);
         if let Some(i) = found {
             used[i] = true;
             let mut new = ours[i].clone();
@@ -351,7 +371,14 @@ pub(crate) fn status_patch(
         }
     }
     let mut patch = json!({ "status": status });
-    if let (Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute, Some(rv)) = (kind, resource_version)
+    if let (
+        Kind::HttpRoute
+        | Kind::GrpcRoute
+        | Kind::TlsRoute
+        | Kind::TcpRoute
+        | Kind::BackendTlsPolicy,
+        Some(rv),
+    ) = (kind, resource_version)
     {
         patch["metadata"] = json!({ "resourceVersion": rv });
     }

@@ -231,6 +231,12 @@ pub async fn handle(
     let Some(target) = parse_path(&path) else {
         return Ok(error(&ApiError::NotFound(format!("path {path}"))));
     };
+    if shared.unserved.contains(&target.resource.plural) {
+        return Ok(error(&ApiError::NotFound(format!(
+            "the server could not find the requested resource ({})",
+            target.resource.plural
+        ))));
+    }
     let query = Query::parse(&query);
     let result = match (&method, target.name.as_deref()) {
         (&Method::GET, None) if query.flag("watch") => return Ok(watch(&shared, &target, &query)),

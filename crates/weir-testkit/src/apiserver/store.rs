@@ -53,6 +53,8 @@ impl Resource {
             "grpcroutes" => "GRPCRoute",
             "listenersets" => "ListenerSet",
             "tlsroutes" => "TLSRoute",
+            "tcproutes" => "TCPRoute",
+            "backendtlspolicies" => "BackendTLSPolicy",
             "referencegrants" => "ReferenceGrant",
             "services" => "Service",
             "endpointslices" => "EndpointSlice",

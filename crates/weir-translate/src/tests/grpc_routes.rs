@@ -429,7 +429,7 @@ fn listener_route_kinds_decide_which_routes_attach() {
   - name: bad
     port: 8081
     protocol: HTTP
-    allowedRoutes: {kinds: [{kind: GRPCRoute}, {kind: TCPRoute}]}";
+    allowedRoutes: {kinds: [{kind: GRPCRoute}, {kind: TcpRoute}]}";
     let http = "
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
