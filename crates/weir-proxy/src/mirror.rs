@@ -4,8 +4,10 @@
 //! flight per process; past that, copies are dropped (and counted in the log) rather than
 //! queued, so a slow mirror backend cannot build up memory.
 //!
-//! Copies carry the method, URI and headers; requests with a body are not mirrored yet
-//! (the body would have to be teed while it streams to the main backend).
+//! Copies carry the method, URI, headers and body. A body is teed while it streams to the
+//! main backend ([`crate::upstream::tee`]): each data frame is also handed to the copies, up to
+//! a few frames ahead of them; a copy that falls further behind is given up (its request
+//! fails, the main request never waits).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 use weir_snapshot::{Filter, Mirror};
 
-use crate::upstream::{self, UpstreamBody};
+use crate::upstream::{self, CopySender, UpstreamBody};
 use crate::Shared;
 
 /// Mirror copies in flight at once, across all routes.
@@ -30,27 +32,35 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// The request as a mirror sees it: what the filters left, without the body.
 pub(crate) struct MirrorRequest<'a> {
     pub(crate) parts: &'a http::request::Parts,
-    /// Whether the downstream request has a body (then nothing is mirrored).
+    /// Whether the downstream request has a body (then the copies get it teed).
     pub(crate) has_body: bool,
     pub(crate) client_ip: &'a HeaderValue,
     pub(crate) tls: bool,
 }
 
-/// Start a copy for each mirror filter of `filters` whose sample takes this request.
-pub(crate) fn spawn_all(shared: &Arc<Shared>, filters: &[Filter], req: &MirrorRequest<'_>) {
+/// Start a copy for each mirror filter of `filters` whose sample takes this request. For a
+/// request with a body, each copy's body sender is pushed to `bodies`, for the caller to tee
+/// the client's body into.
+pub(crate) fn spawn_all(
+    shared: &Arc<Shared>,
+    filters: &[Filter],
+    req: &MirrorRequest<'_>,
+    bodies: &mut Vec<CopySender>,
+) {
     for filter in filters {
         if let Filter::Mirror(mirror) = filter {
-            spawn_one(shared, mirror, req);
+            spawn_one(shared, mirror, req, bodies);
         }
     }
 }
 
-fn spawn_one(shared: &Arc<Shared>, mirror: &Mirror, req: &MirrorRequest<'_>) {
+fn spawn_one(
+    shared: &Arc<Shared>,
+    mirror: &Mirror,
+    req: &MirrorRequest<'_>,
+    bodies: &mut Vec<CopySender>,
+) {
     if !mirror.sample.take() {
-        return;
-    }
-    if req.has_body {
-        tracing::debug!(upstream = %mirror.upstream.name, "request with a body not mirrored");
         return;
     }
     let Ok(permit) = IN_FLIGHT.try_acquire() else {
@@ -64,6 +74,13 @@ fn spawn_one(shared: &Arc<Shared>, mirror: &Mirror, req: &MirrorRequest<'_>) {
     *copy.version_mut() = req.parts.version;
     *copy.headers_mut() = req.parts.headers.clone();
     let (parts, ()) = copy.into_parts();
+    let body = if req.has_body {
+        let (sender, body) = upstream::copy_channel();
+        bodies.push(sender);
+        body
+    } else {
+        UpstreamBody::empty()
+    };
     let shared = shared.clone();
     let upstream = mirror.upstream.clone();
     let client_ip = req.client_ip.clone();
@@ -71,16 +88,9 @@ fn spawn_one(shared: &Arc<Shared>, mirror: &Mirror, req: &MirrorRequest<'_>) {
     tokio::spawn(async move {
         let _permit = permit;
         let send = async {
-            let response = upstream::forward_body(
-                &shared,
-                &upstream,
-                parts,
-                UpstreamBody::empty(),
-                &client_ip,
-                tls,
-                None,
-            )
-            .await?;
+            let response =
+                upstream::forward_body(&shared, &upstream, parts, body, &client_ip, tls, None)
+                    .await?;
             // Read the answer to its end so the connection can be reused.
             let _ = response.into_body().collect().await;
             Ok::<(), crate::error::ProxyError>(())

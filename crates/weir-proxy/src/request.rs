@@ -235,14 +235,15 @@ async fn handle_action(
         client_ip: &conn.client_ip,
         tls: conn.tls,
     };
-    mirror::spawn_all(&conn.shared, &action.filters, &mirror);
-    mirror::spawn_all(&conn.shared, &backend.filters, &mirror);
+    let mut copies = Vec::new();
+    mirror::spawn_all(&conn.shared, &action.filters, &mirror, &mut copies);
+    mirror::spawn_all(&conn.shared, &backend.filters, &mirror, &mut copies);
 
-    let mut response = upstream::forward(
+    let mut response = upstream::forward_body(
         &conn.shared,
         upstream,
         parts,
-        body,
+        upstream::tee(body, copies),
         &conn.client_ip,
         conn.tls,
         action.timeouts.backend_request,

@@ -26,7 +26,7 @@ use crate::Shared;
 mod body;
 mod pool;
 
-pub(crate) use body::{PooledBody, UpstreamBody};
+pub(crate) use body::{copy_channel, tee, CopySender, PooledBody, UpstreamBody};
 use pool::Pools;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -283,29 +283,7 @@ fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
 
 /// Stage 4: send the request to one endpoint of `upstream` ([`Clients::send`]) and return
 /// its response, cleaned of hop-by-hop headers. `attempt_timeout` bounds the wait for the
-/// response headers.
-pub(crate) async fn forward(
-    shared: &Shared,
-    upstream: &Upstream,
-    parts: http::request::Parts,
-    body: Incoming,
-    client_ip: &HeaderValue,
-    tls: bool,
-    attempt_timeout: Option<Duration>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    forward_body(
-        shared,
-        upstream,
-        parts,
-        UpstreamBody::from(body),
-        client_ip,
-        tls,
-        attempt_timeout,
-    )
-    .await
-}
-
-/// [`forward`] with the body already wrapped (mirrors send [`UpstreamBody::empty`]).
+/// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
 pub(crate) async fn forward_body(
     shared: &Shared,
     upstream: &Upstream,

@@ -8,16 +8,107 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::mpsc;
 
 use super::pool::{Http1Sender, Inner, Pools};
+use crate::request::BoxError;
 
 /// The body of a request sent upstream: the client's body streamed through, or bytes the
 /// proxy holds (e.g. a copy of a buffered request). An enum, not a box: no allocation per
-/// request.
+/// request (only a mirrored request's body, the rare case, is boxed).
 pub(crate) enum UpstreamBody {
     Incoming(Incoming),
     /// `None` once sent (or for no body at all).
     Bytes(Option<Bytes>),
+    /// The client's body, each data frame also handed to mirror copies.
+    Teed(Box<Tee>),
+    /// A mirror copy's body: the frames the main request's [`Tee`] handed over.
+    Copy(CopyBody),
+}
+
+/// How many data frames a mirror copy may lag behind the main request before it is given up
+/// (the main request never waits for a mirror).
+const COPY_FRAMES: usize = 16;
+
+/// The main request's body, teed to mirror copies.
+pub(crate) struct Tee {
+    body: Incoming,
+    copies: Vec<mpsc::Sender<Bytes>>,
+    /// Each copy's completion flag, set when the body has ended cleanly.
+    complete: Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Tee {
+    fn hand_over(&mut self, frame: &Frame<Bytes>) {
+        let Some(data) = frame.data_ref() else {
+            return;
+        };
+        let mut i = 0;
+        while i < self.copies.len() {
+            // A copy that cannot keep up (or whose request is gone) is dropped; its body then
+            // ends without its completion flag, which fails that copy only.
+            if self.copies[i].try_send(data.clone()).is_err() {
+                self.copies.swap_remove(i);
+                self.complete.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for flag in self.complete.drain(..) {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.copies.clear();
+    }
+}
+
+/// The receiving end of a tee. When the tee gives up on it (the copy fell behind, or the
+/// client's body failed), the copy's body ends in an error, so a truncated copy is never
+/// sent as if it were complete.
+pub(crate) struct CopyBody {
+    rx: mpsc::Receiver<Bytes>,
+    /// Set by the tee once the whole body has been handed over.
+    complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A channel for one mirror copy of a request body: the sender goes to [`tee`], the body to
+/// the copy's request.
+pub(crate) fn copy_channel() -> (CopySender, UpstreamBody) {
+    let (tx, rx) = mpsc::channel(COPY_FRAMES);
+    let complete = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (
+        CopySender {
+            tx,
+            complete: complete.clone(),
+        },
+        UpstreamBody::Copy(CopyBody { rx, complete }),
+    )
+}
+
+/// The tee's end of a mirror copy's body.
+pub(crate) struct CopySender {
+    tx: mpsc::Sender<Bytes>,
+    complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The client's `body`, with every data frame also handed to each of `copies`.
+pub(crate) fn tee(body: Incoming, copies: Vec<CopySender>) -> UpstreamBody {
+    if copies.is_empty() {
+        return UpstreamBody::Incoming(body);
+    }
+    let mut senders = Vec::with_capacity(copies.len());
+    let mut flags = Vec::with_capacity(copies.len());
+    for copy in copies {
+        senders.push(copy.tx);
+        flags.push(copy.complete);
+    }
+    UpstreamBody::Teed(Box::new(Tee {
+        body,
+        copies: senders,
+        complete: flags,
+    }))
 }
 
 impl UpstreamBody {
@@ -40,15 +131,47 @@ impl From<Bytes> for UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
             UpstreamBody::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            UpstreamBody::Teed(tee) => {
+                let polled = Pin::new(&mut tee.body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        tee.hand_over(frame);
+                        if tee.body.is_end_stream() {
+                            tee.finish();
+                        }
+                    }
+                    Poll::Ready(None) => tee.finish(),
+                    // The copies are dropped unfinished: they fail too.
+                    Poll::Ready(Some(Err(_))) => {
+                        tee.copies.clear();
+                        tee.complete.clear();
+                    }
+                    Poll::Pending => {}
+                }
+                polled.map_err(BoxError::from)
+            }
+            UpstreamBody::Copy(copy) => match copy.rx.poll_recv(cx) {
+                Poll::Ready(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Poll::Ready(None) => {
+                    if copy.complete.load(std::sync::atomic::Ordering::Acquire) {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Err(BoxError::from(
+                            "the mirrored request body was cut short (the copy fell behind)",
+                        ))))
+                    }
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -56,6 +179,8 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Incoming(body) => body.is_end_stream(),
             UpstreamBody::Bytes(bytes) => bytes.is_none(),
+            UpstreamBody::Teed(tee) => tee.body.is_end_stream(),
+            UpstreamBody::Copy(_) => false,
         }
     }
 
@@ -64,6 +189,8 @@ impl Body for UpstreamBody {
             UpstreamBody::Incoming(body) => body.size_hint(),
             UpstreamBody::Bytes(None) => SizeHint::with_exact(0),
             UpstreamBody::Bytes(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            UpstreamBody::Teed(tee) => tee.body.size_hint(),
+            UpstreamBody::Copy(_) => SizeHint::default(),
         }
     }
 }

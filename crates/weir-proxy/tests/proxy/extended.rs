@@ -68,6 +68,50 @@ async fn mirrors_copy_requests_without_touching_the_answer() {
 }
 
 #[tokio::test]
+async fn mirrors_copy_request_bodies() {
+    let main = Echo::start("main").await;
+    let copy = Echo::start("copy").await;
+    let port = free_port();
+    let act = action(
+        "ns/r",
+        vec![mirror_to(
+            &upstream("ns/copy:80", &[copy.addr]),
+            MirrorSample::all(),
+        )],
+        vec![backend(1, &upstream("ns/main:80", &[main.addr]))],
+        Timeouts::default(),
+    );
+    let l = listener("ns/gw", None, vec![(None, prefix("/", act))]);
+    let p = TestProxy::start(config(), snapshot(1, vec![socket(port, vec![l])])).await;
+    let addr = p.addr(port);
+
+    // A body of several frames, small enough that even a copy whose connection is not up
+    // yet stays within the tee's lag allowance (16 frames) on a loaded machine.
+    let big = "x".repeat(32 * 1024);
+    for body in ["hello", big.as_str()] {
+        let req = request("h", "/upload")
+            .method("POST")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let r = send(addr, req).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.json()["body"],
+            body,
+            "the main backend gets the whole body"
+        );
+    }
+    assert_eventually("both bodies mirrored", Duration::from_secs(5), || async {
+        let seen = copy.bodies.lock().unwrap().clone();
+        let want = vec![format!("POST /upload hello"), format!("POST /upload {big}")];
+        (seen == want)
+            .then_some(())
+            .ok_or_else(|| anyhow::anyhow!("mirror saw {} bodies", seen.len()))
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_mirror_that_never_answers_does_not_delay_the_request() {
     let main = Echo::start("main").await;
     // Accepts connections, reads nothing, answers nothing.

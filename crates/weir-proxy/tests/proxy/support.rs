@@ -277,6 +277,8 @@ pub struct Echo {
     pub addr: SocketAddr,
     /// Requests received so far (counted before any delay).
     pub received: Arc<AtomicUsize>,
+    /// `METHOD path body` of each request whose body was read to its end, in arrival order.
+    pub bodies: Arc<std::sync::Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -293,6 +295,8 @@ impl Echo {
         let name: Arc<str> = name.into();
         let received = Arc::new(AtomicUsize::new(0));
         let counter = received.clone();
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = bodies.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -300,10 +304,11 @@ impl Echo {
                 };
                 let name = name.clone();
                 let counter = counter.clone();
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        echo(name.clone(), req)
+                        echo(name.clone(), seen.clone(), req)
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(tcp), service)
@@ -314,6 +319,7 @@ impl Echo {
         Echo {
             addr,
             received,
+            bodies,
             task,
         }
     }
@@ -321,6 +327,7 @@ impl Echo {
 
 async fn echo(
     name: Arc<str>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(ms) = req
@@ -371,12 +378,17 @@ async fn echo(
         .headers()
         .get("host")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = match req.into_body().collect().await {
+        Ok(b) => {
+            let body = b.to_bytes();
+            seen.lock().unwrap().push(format!(
+                "{method} {path} {}",
+                String::from_utf8_lossy(&body)
+            ));
+            body
+        }
+        Err(_) => Bytes::new(),
+    };
     let json = serde_json::json!({
         "backend": &*name,
         "method": method,
