@@ -18,6 +18,7 @@ mod backend;
 mod compile;
 mod error;
 mod filter;
+mod frontend;
 mod gateway;
 mod grpcroute;
 mod hostname;
