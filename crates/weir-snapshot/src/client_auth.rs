@@ -94,7 +94,9 @@ impl ClientCertVerifier for InsecureFallback {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         // Accepted whether or not it verifies: that is what the mode means.
-        let _ = self.inner.verify_client_cert(end_entity, intermediates, now);
+        let _ = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
         Ok(ClientCertVerified::assertion())
     }
 

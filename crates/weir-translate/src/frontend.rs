@@ -146,12 +146,7 @@ fn resolve(store: &Store, gw: &ObjectKey, v: &Validation<'_>) -> Resolved {
             Ok(auth) => Some(Arc::new(auth)),
             Err(detail) => {
                 errors.push(TranslateError::CaCertificateInvalid {
-                    config_map: v
-                        .refs
-                        .iter()
-                        .map(|r| r.name)
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    config_map: v.refs.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
                     detail,
                 });
                 None
@@ -221,9 +216,11 @@ fn ca_certs(
     // certificate is reported against its ConfigMap.
     for cert in &certs {
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(cert.clone())
-            .map_err(|e| invalid(&format!("ca.crt holds a certificate webpki cannot use: {e}")))?;
+        roots.add(cert.clone()).map_err(|e| {
+            invalid(&format!(
+                "ca.crt holds a certificate webpki cannot use: {e}"
+            ))
+        })?;
     }
     Ok(certs)
 }

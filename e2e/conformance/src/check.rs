@@ -691,9 +691,10 @@ async fn prepare(env: &Env<'_>, case: &HttpCase) -> Result<Prepared, String> {
         client_cert: match &case.client_cert {
             None => None,
             Some(name) => {
-                let leaf = env.cluster.client_certs.get(name).ok_or_else(|| {
-                    format!("no generated client certificate Secret {name:?}")
-                })?;
+                let leaf =
+                    env.cluster.client_certs.get(name).ok_or_else(|| {
+                        format!("no generated client certificate Secret {name:?}")
+                    })?;
                 Some(ClientCert::new(&leaf.cert_pem, &leaf.key_pem))
             }
         },
@@ -1106,6 +1107,7 @@ mod tests {
             host: "127.0.0.1".into(),
             method: "GET".into(),
             headers: Vec::new(),
+            client_cert: None,
         }
     }
 

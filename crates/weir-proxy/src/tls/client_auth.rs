@@ -66,7 +66,10 @@ impl SocketTls {
             let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
             let auth = {
                 let snapshot = handle.load();
-                let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
+                let sni = start
+                    .client_hello()
+                    .server_name()
+                    .map(str::to_ascii_lowercase);
                 snapshot
                     .socket(key.0, key.1)
                     .and_then(|s| s.client_auth_for(sni.as_deref()).cloned())

@@ -14,7 +14,9 @@ use crate::support::*;
 
 fn client_auth(mode: ClientAuthMode, ca: &Ca) -> Option<Arc<ClientAuth>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Some(Arc::new(ClientAuth::new(mode, vec![ca.der()], provider).unwrap()))
+    Some(Arc::new(
+        ClientAuth::new(mode, vec![ca.der()], provider).unwrap(),
+    ))
 }
 
 /// One GET over a fresh TLS connection with SNI `sni` and Host `host`.
@@ -39,12 +41,8 @@ async fn listeners_validate_client_certificates_by_sni() {
     let other_ca = Ca::new();
     let good = client_ca.leaf(&["client.example"]);
     let foreign = other_ca.leaf(&["client.example"]);
-    let server_cert = server_ca.leaf(&[
-        "strict.example",
-        "lax.example",
-        "open.example",
-        "127.0.0.1",
-    ]);
+    let server_cert =
+        server_ca.leaf(&["strict.example", "lax.example", "open.example", "127.0.0.1"]);
     let port = free_port();
     let up = upstream("ns/a:80", &[echo.addr]);
     let route = || vec![(None, prefix("/", forward_to("ns/r", &up)))];
@@ -78,9 +76,11 @@ async fn listeners_validate_client_certificates_by_sni() {
         .unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert!(get("strict.example", "strict.example", None).await.is_err());
-    assert!(get("strict.example", "strict.example", Some(foreign.clone()))
-        .await
-        .is_err());
+    assert!(
+        get("strict.example", "strict.example", Some(foreign.clone()))
+            .await
+            .is_err()
+    );
 
     // AllowInsecureFallback: all three get through.
     for client in [Some(good.clone()), Some(foreign.clone()), None] {

@@ -604,8 +604,7 @@ pub async fn tls_connect_as(
     ca: &Ca,
     client: Option<&CertifiedKey>,
 ) -> anyhow::Result<TlsStream> {
-    let connector =
-        tokio_rustls::TlsConnector::from(ca.client_config_as(&[b"http/1.1"], client));
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config_as(&[b"http/1.1"], client));
     let tcp = TcpStream::connect(addr).await?;
     let name = rustls::pki_types::ServerName::try_from(sni.to_string())?;
     connector.connect(name, tcp).await.context("TLS handshake")

@@ -95,12 +95,21 @@ fn per_port_validation_overrides_the_default_and_listeners_of_a_port_share_it() 
             mode: AllowInsecureFallback
             caCertificateRefs: [{group: '', kind: ConfigMap, name: port-ca}]",
     );
-    add_config_map(&mut store, "default", "default-ca", &[("ca.crt", &default_ca)]);
+    add_config_map(
+        &mut store,
+        "default",
+        "default-ca",
+        &[("ca.crt", &default_ca)],
+    );
     add_config_map(&mut store, "default", "port-ca", &[("ca.crt", &port_ca)]);
     let out = run(&store);
     let s = status(&out, Kind::Gateway, "default", "gw");
     for l in ["listener a", "listener b", "listener c", "listener http"] {
-        assert_eq!(cond(s, l, "ResolvedRefs"), is("True", "ResolvedRefs"), "{l}");
+        assert_eq!(
+            cond(s, l, "ResolvedRefs"),
+            is("True", "ResolvedRefs"),
+            "{l}"
+        );
         assert_eq!(cond(s, l, "Accepted"), is("True", "Accepted"), "{l}");
     }
     // The default (mode defaults to AllowValidOnly) on 443, the per-port entry on 8443.
@@ -201,10 +210,7 @@ fn bad_ca_config_maps_are_invalid_ca_certificate_refs() {
             );
         }
         // The HTTP listener is not affected, and no HTTPS listener serves unvalidated.
-        assert_eq!(
-            cond(s, "listener http", "Accepted"),
-            is("True", "Accepted")
-        );
+        assert_eq!(cond(s, "listener http", "Accepted"), is("True", "Accepted"));
         assert!(out.snapshot.socket(None, 443).is_none(), "{what}");
     }
 }
@@ -261,7 +267,10 @@ fn conformance_invalid_client_certificate_validation() {
         cond(s, "listener https", "ResolvedRefs"),
         is("True", "ResolvedRefs")
     );
-    assert_eq!(cond(s, "listener https", "Accepted"), is("True", "Accepted"));
+    assert_eq!(
+        cond(s, "listener https", "Accepted"),
+        is("True", "Accepted")
+    );
     for (listener, reason) in [
         ("listener https-unresolved", "InvalidCACertificateRef"),
         ("listener https-invalid-kind", "InvalidCACertificateKind"),
