@@ -176,7 +176,7 @@ impl Sockets {
             addr,
             source,
         };
-        let tls = tls::server_config(
+        let tls = tls::SocketTls::new(
             &self.shared.tls_provider,
             self.shared.handle.clone(),
             address,
@@ -197,7 +197,8 @@ impl Sockets {
         let socket = Arc::new(SocketCtx {
             shared: self.shared.clone(),
             key,
-            tls: tokio_rustls::TlsAcceptor::from(tls),
+            tls: tokio_rustls::TlsAcceptor::from(tls.plain.clone()),
+            socket_tls: tls,
         });
         let task = tokio::spawn(accept_loop(listener, socket, stop_rx, closed_tx));
         Ok(OpenSocket {
@@ -213,7 +214,10 @@ impl Sockets {
 struct SocketCtx {
     shared: Arc<Shared>,
     key: SocketKey,
+    /// Terminates without asking for a client certificate.
     tls: tokio_rustls::TlsAcceptor,
+    /// For sockets where some listener validates client certificates.
+    socket_tls: tls::SocketTls,
 }
 
 async fn accept_loop(
@@ -266,10 +270,14 @@ async fn serve_connection(
 ) {
     // TLS or not is the snapshot's decision at accept time; a socket that left the snapshot
     // (but is still open until the next sync) takes no new connections.
-    let (tls, passthrough) = {
+    let (tls, passthrough, validating) = {
         let snapshot = socket.shared.handle.load();
         match snapshot.socket(socket.key.0, socket.key.1) {
-            Some(config) => (config.tls, config.passthrough.is_some()),
+            Some(config) => (
+                config.tls,
+                config.passthrough.is_some(),
+                config.has_client_auth(),
+            ),
             None => return,
         }
     };
@@ -302,29 +310,42 @@ async fn serve_connection(
     }
     let _guard = socket.shared.metrics.connection(tls);
     let _ = tcp.set_nodelay(true);
-    let conn = |sni: Option<Arc<str>>| {
+    let conn = |sni: Option<Arc<str>>, client_auth| {
         Arc::new(ConnCtx {
             shared: socket.shared.clone(),
             key: socket.key,
             peer,
             tls,
             sni,
+            client_auth,
             client_ip: crate::upstream::client_ip_value(peer.ip()),
             metrics_cache: MetricsCache::default(),
         })
     };
-    if tls {
+    if tls && validating {
+        let accepted = socket
+            .socket_tls
+            .accept_validating(&socket.shared.handle, socket.key, tcp, HANDSHAKE_TIMEOUT)
+            .await;
+        match accepted {
+            Ok((stream, client_auth)) => {
+                let sni = stream.get_ref().1.server_name().map(Arc::from);
+                serve_http(conn(sni, client_auth), TokioIo::new(stream), watcher).await
+            }
+            Err(err) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+        }
+    } else if tls {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 // rustls hands over SNI names lowercased.
                 let sni = stream.get_ref().1.server_name().map(Arc::from);
-                serve_http(conn(sni), TokioIo::new(stream), watcher).await
+                serve_http(conn(sni, None), TokioIo::new(stream), watcher).await
             }
             Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         }
     } else {
-        serve_http(conn(None), TokioIo::new(tcp), watcher).await;
+        serve_http(conn(None, None), TokioIo::new(tcp), watcher).await;
     }
 }
 

@@ -59,6 +59,9 @@ pub(crate) struct ConnCtx {
     /// The TLS server name (SNI) the client sent, lowercase; `None` on plain sockets and for
     /// clients that send none.
     pub(crate) sni: Option<Arc<str>>,
+    /// The client-certificate validation the handshake passed (see `tls/client_auth.rs`);
+    /// `None` when none was asked for.
+    pub(crate) client_auth: Option<Arc<weir_snapshot::ClientAuth>>,
     /// The peer's IP as the X-Forwarded-For value, formatted once per connection.
     pub(crate) client_ip: HeaderValue,
     /// The metric series this connection's last request was counted in: consecutive
@@ -163,13 +166,31 @@ fn route<'s>(
 /// misdirected (421, RFC 9110 §15.5.20): with HTTP/2 connection reuse a client may send a
 /// request for another name over a connection whose certificate and listener were chosen
 /// for the SNI (Gateway API `GatewayHTTPSListenerDetectMisdirectedRequests`). Clients that
-/// send no SNI, and SNI names no listener claims, are not checked.
+/// send no SNI, and SNI names no listener claims, are not checked for that. A Host whose
+/// listener validates client certificates differently from the validation this connection
+/// passed is misdirected too, whatever the SNI (else a connection could skip it).
 fn check_misdirected(
     conn: &ConnCtx,
     socket: &SocketConfig,
     host_listener: Option<usize>,
     host: &str,
 ) -> Result<(), ProxyError> {
+    if conn.tls && host_listener.is_some() {
+        let wanted = host_listener
+            .and_then(|i| socket.listeners.get(i))
+            .and_then(|l| l.client_auth.as_ref());
+        let same = match (wanted, &conn.client_auth) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.same_as(b),
+            _ => false,
+        };
+        if !same {
+            return Err(ProxyError::Misdirected {
+                host: host.to_string(),
+                sni: conn.sni.clone().unwrap_or_else(|| Arc::from("")),
+            });
+        }
+    }
     let Some(sni) = &conn.sni else {
         return Ok(());
     };

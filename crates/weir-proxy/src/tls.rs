@@ -9,6 +9,8 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use weir_snapshot::SnapshotHandle;
 
+pub(crate) mod client_auth;
+
 /// Picks the certificate for a handshake from the current snapshot's socket config.
 struct SnapshotCertResolver {
     handle: Arc<SnapshotHandle>,
@@ -42,22 +44,40 @@ impl ResolvesServerCert for SnapshotCertResolver {
     }
 }
 
-/// The TLS configuration of one socket: certificates from the snapshot, ALPN h2 and
-/// http/1.1.
-pub(crate) fn server_config(
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-    handle: Arc<SnapshotHandle>,
-    address: Option<IpAddr>,
-    port: u16,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SnapshotCertResolver {
+/// The TLS configurations of one socket: certificates from the snapshot, ALPN h2 and
+/// http/1.1; `plain` asks for no client certificate, [`SocketTls::with_client_auth`] builds
+/// one that does (see `tls/client_auth.rs`).
+pub(crate) struct SocketTls {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    resolver: Arc<dyn ResolvesServerCert>,
+    pub(crate) plain: Arc<ServerConfig>,
+}
+
+impl SocketTls {
+    pub(crate) fn new(
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+        handle: Arc<SnapshotHandle>,
+        address: Option<IpAddr>,
+        port: u16,
+    ) -> Result<Self, rustls::Error> {
+        let resolver: Arc<dyn ResolvesServerCert> = Arc::new(SnapshotCertResolver {
             handle,
             address,
             port,
-        }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        });
+        let mut plain = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        plain.alpn_protocols = alpn();
+        Ok(Self {
+            provider: provider.clone(),
+            resolver,
+            plain: Arc::new(plain),
+        })
+    }
+}
+
+fn alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
 }

@@ -8,6 +8,7 @@
 //! its [`RouteAction`] (filters, weighted backends).
 
 pub mod backend;
+pub mod client_auth;
 pub mod filter;
 pub mod host_index;
 pub mod passthrough;
@@ -17,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use backend::{AppProtocol, Backend, BackendTarget, Endpoint, Upstream};
+pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,
@@ -90,6 +92,25 @@ impl SocketConfig {
         self.listener_index.candidates(host).next().copied()
     }
 
+    /// Whether any listener here validates client certificates (the proxy then picks the
+    /// TLS config from the ClientHello's SNI).
+    pub fn has_client_auth(&self) -> bool {
+        self.listeners.iter().any(|l| l.client_auth.is_some())
+    }
+
+    /// The client validation a handshake with this SNI gets: its listener's. Without SNI, or
+    /// for a name no listener takes, the strictest on the socket (a valid-only one before a
+    /// fallback one), so leaving out the SNI never weakens validation.
+    pub fn client_auth_for(&self, server_name: Option<&str>) -> Option<&Arc<ClientAuth>> {
+        if let Some(l) = server_name.and_then(|n| self.listener_position(n)) {
+            return self.listeners.get(l).and_then(|l| l.client_auth.as_ref());
+        }
+        let mut all = self.listeners.iter().filter_map(|l| l.client_auth.as_ref());
+        let first = all.clone().next();
+        all.find(|a| a.mode == ClientAuthMode::AllowValidOnly)
+            .or(first)
+    }
+
     /// The certificate for an SNI server name (or the default when none is given).
     pub fn certificate_for(
         &self,
@@ -118,6 +139,9 @@ pub struct Listener {
     pub hostname: Option<HostPattern>,
     /// Routes attached to this listener, indexed by the (listener ∩ route) hostnames.
     pub routes: HostIndex<Arc<RouteEntry>>,
+    /// HTTPS listeners with frontend validation (Gateway `spec.tls.frontend`): the client
+    /// certificate the handshake asks for. Shared by the listeners of one Gateway port.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 impl Listener {

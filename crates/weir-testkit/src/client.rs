@@ -122,7 +122,65 @@ pub async fn https(
     ca_pem: &str,
     req: &Req<'_>,
 ) -> Result<Reply, String> {
-    let (tls, alpn) = tls_connect(addr, server_name, ca_pem, &[b"h2", b"http/1.1"]).await?;
+    https_with(addr, server_name, ca_pem, None, req).await
+}
+
+/// A client certificate to present when the server asks for one (mutual TLS); `asked`
+/// records whether the server did.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub asked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ClientCert {
+    pub fn new(cert_pem: &str, key_pem: &str) -> Self {
+        Self {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            asked: Arc::default(),
+        }
+    }
+
+    /// Whether a server asked for this certificate since it was made.
+    pub fn was_asked(&self) -> bool {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Presents the certificate whenever asked (whatever CAs the server hints), and notes it.
+#[derive(Debug)]
+struct PresentCert {
+    key: Arc<rustls::sign::CertifiedKey>,
+    asked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl rustls::client::ResolvesClientCert for PresentCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        Some(self.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// [`https`], presenting `client` when the server asks for a certificate.
+pub async fn https_with(
+    addr: SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    client: Option<&ClientCert>,
+    req: &Req<'_>,
+) -> Result<Reply, String> {
+    let (tls, alpn) =
+        tls_connect_with(addr, server_name, ca_pem, &[b"h2", b"http/1.1"], client).await?;
     let io = TokioIo::new(tls);
     let resp = if alpn.as_deref() == Some(b"h2") {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -154,6 +212,19 @@ pub async fn tls_connect(
     ca_pem: &str,
     alpn: &[&[u8]],
 ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Option<Vec<u8>>), String> {
+    tls_connect_with(addr, server_name, ca_pem, alpn, None).await
+}
+
+/// [`tls_connect`], presenting `client` when the server asks for a certificate. With TLS 1.3
+/// the server checks the certificate after the client has finished its handshake, so a
+/// rejected certificate shows on the first read, not here.
+pub async fn tls_connect_with(
+    addr: SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    client: Option<&ClientCert>,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Option<Vec<u8>>), String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots
@@ -161,11 +232,27 @@ pub async fn tls_connect(
             .map_err(|e| e.to_string())?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(c) => {
+            let certs = rustls_pemfile::certs(&mut c.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("client certificate PEM: {e}"))?;
+            let key = rustls_pemfile::private_key(&mut c.key_pem.as_bytes())
+                .map_err(|e| format!("client key PEM: {e}"))?
+                .ok_or("client key PEM holds no key")?;
+            let key = rustls::crypto::ring::sign::any_supported_type(&key)
+                .map_err(|e| format!("client key: {e}"))?;
+            builder.with_client_cert_resolver(Arc::new(PresentCert {
+                key: Arc::new(rustls::sign::CertifiedKey::new(certs, key)),
+                asked: c.asked.clone(),
+            }))
+        }
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string())

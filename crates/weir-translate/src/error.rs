@@ -32,6 +32,20 @@ pub enum TranslateError {
     CertificateNotPermitted(String),
     #[error("Secret {secret} does not hold a usable certificate: {detail}")]
     CertificateInvalid { secret: String, detail: String },
+    #[error("caCertificateRef {group}/{kind} {name} is not a core ConfigMap")]
+    CaCertificateRefKind {
+        group: String,
+        kind: String,
+        name: String,
+    },
+    #[error("CA ConfigMap {0} does not exist")]
+    CaCertificateNotFound(String),
+    #[error("CA ConfigMap {0} is in another namespace and no ReferenceGrant there allows this Gateway to use it")]
+    CaCertificateNotPermitted(String),
+    #[error("CA ConfigMap {config_map} does not hold a usable CA certificate: {detail}")]
+    CaCertificateInvalid { config_map: String, detail: String },
+    #[error("no caCertificateRef of this port's frontend validation is usable, so client certificates cannot be validated; fix the references (see ResolvedRefs)")]
+    NoValidCaCertificate,
     #[error("port {port} is already used with protocol {protocol} by listener {owner}")]
     PortInUse {
         port: u16,
@@ -88,7 +102,14 @@ impl TranslateError {
             | E::CertificateRefKind { .. }
             | E::CertificateNotFound(_)
             | E::CertificateInvalid { .. } => "InvalidCertificateRef",
-            E::CertificateNotPermitted(_) | E::BackendNotPermitted { .. } => "RefNotPermitted",
+            E::CertificateNotPermitted(_)
+            | E::BackendNotPermitted { .. }
+            | E::CaCertificateNotPermitted(_) => "RefNotPermitted",
+            E::CaCertificateRefKind { .. } => "InvalidCACertificateKind",
+            E::CaCertificateNotFound(_) | E::CaCertificateInvalid { .. } => {
+                "InvalidCACertificateRef"
+            }
+            E::NoValidCaCertificate => "NoValidCACertificate",
             E::UnsupportedAddress(_) => "UnsupportedAddress",
             E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
             E::BackendKind { .. } => "InvalidKind",

@@ -41,6 +41,9 @@ pub struct GatewayModel {
     pub listeners: Vec<ListenerModel>,
     /// The ListenerSets whose parentRef names this Gateway, allowed or not.
     pub listener_sets: Vec<crate::listenerset::ListenerSetModel>,
+    /// Some HTTPS listener's frontend validation is in mode AllowInsecureFallback (the
+    /// InsecureFrontendValidationMode condition).
+    pub insecure_frontend: bool,
 }
 
 impl GatewayModel {
@@ -95,6 +98,9 @@ pub struct ListenerModel {
     pub ref_errors: Vec<TranslateError>,
     /// The first usable certificate (HTTPS).
     pub cert: Option<Arc<CertifiedKey>>,
+    /// Client-certificate validation (HTTPS listeners of a port with frontend validation;
+    /// see [`crate::frontend`]).
+    pub client_auth: Option<Arc<weir_snapshot::ClientAuth>>,
     pub attached_routes: i32,
     /// Route entries attached, with their effective host pattern.
     pub entries: Vec<(Option<HostPattern>, RouteEntry)>,
@@ -175,6 +181,7 @@ fn build_gateway(
         .collect();
     mark_conflicts(&mut listeners);
     let listener_sets = crate::listenerset::merge(store, key, gateway, &mut listeners);
+    let insecure_frontend = crate::frontend::apply(store, key, gateway, &mut listeners);
     let assigned = assign_addresses(gateway, addresses);
     GatewayModel {
         key: key.clone(),
@@ -185,6 +192,7 @@ fn build_gateway(
         status_addresses: assigned.status,
         listeners,
         listener_sets,
+        insecure_frontend,
     }
 }
 
@@ -327,6 +335,7 @@ pub fn build_listener(
         conflict: None,
         ref_errors: Vec::new(),
         cert: None,
+        client_auth: None,
         attached_routes: 0,
         entries: Vec::new(),
         entry_kinds: Vec::new(),

@@ -18,6 +18,7 @@ mod backend;
 mod compile;
 mod error;
 mod filter;
+mod frontend;
 mod gateway;
 mod grpcroute;
 mod hostname;
@@ -51,6 +52,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayAddressEmpty",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",

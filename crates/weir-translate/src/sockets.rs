@@ -50,6 +50,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     name: name.clone(),
                     hostname: l.hostname.clone(),
                     routes: HostIndex::build(entries.iter().cloned()),
+                    client_auth: l.client_auth.clone(),
                 };
                 ports.entry((bind, l.port)).or_default().push((
                     listener,

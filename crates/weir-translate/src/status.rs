@@ -124,7 +124,18 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
                 .collect(),
         ),
         attached_listener_sets: crate::listenerset::attached_count(g),
-        conditions: Some(vec![accepted, programmed]),
+        conditions: Some({
+            let mut conditions = vec![accepted, programmed];
+            if g.insecure_frontend {
+                conditions.push(c.make(
+                    "InsecureFrontendValidationMode",
+                    true,
+                    "ConfigurationChanged",
+                    "a frontend validation is in mode AllowInsecureFallback: clients without a valid certificate are let through",
+                ));
+            }
+            conditions
+        }),
         listeners: Some(listeners),
     }
 }

@@ -2,6 +2,7 @@
 
 mod conformance;
 mod filters;
+mod frontend;
 mod gateways;
 mod grpc_routes;
 mod listenersets;

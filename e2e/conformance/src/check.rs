@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weir_testkit::client::{h2c, http1, https, Reply, Req};
+use weir_testkit::client::{h2c, http1, https_with, ClientCert, Reply, Req};
 use weir_testkit::process::Weir;
 
 mod tls;
@@ -171,6 +171,7 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             eventually(STEP_TIMEOUT, || status_addresses(env, gateway, addresses)).await
         }
         Step::Http(case) => consistent(env, case).await,
+        Step::TlsFailure(case) => tls_failure(env, case).await,
         Step::Grpc(case) => grpc::consistent(env, case).await,
         Step::GrpcWeights { call, weights } => grpc::distribution(env, call, weights).await,
         Step::TlsAccepted(_)
@@ -655,6 +656,7 @@ struct Prepared {
     host: String,
     method: String,
     headers: Vec<(String, String)>,
+    client_cert: Option<ClientCert>,
 }
 
 async fn prepare(env: &Env<'_>, case: &HttpCase) -> Result<Prepared, String> {
@@ -686,7 +688,38 @@ async fn prepare(env: &Env<'_>, case: &HttpCase) -> Result<Prepared, String> {
         host,
         method: case.method.clone().unwrap_or_else(|| "GET".into()),
         headers,
+        client_cert: match &case.client_cert {
+            None => None,
+            Some(name) => {
+                let leaf =
+                    env.cluster.client_certs.get(name).ok_or_else(|| {
+                        format!("no generated client certificate Secret {name:?}")
+                    })?;
+                Some(ClientCert::new(&leaf.cert_pem, &leaf.key_pem))
+            }
+        },
     })
+}
+
+/// `tls.MakeTLSRequestAndExpectFailureResponse`: one request, which must not be answered.
+async fn tls_failure(env: &Env<'_>, case: &HttpCase) -> Result<(), String> {
+    let p = prepare(env, case).await?;
+    if !p.https {
+        return Err("tls_failure needs scheme https".into());
+    }
+    match send(env, &p, &case.path, REQUEST_TIMEOUT).await {
+        Ok(reply) => Err(format!(
+            "https {} (host {}, SNI {}): answered {} but the request should fail",
+            case.path, p.host, p.server_name, reply.status
+        )),
+        Err(_) => match &p.client_cert {
+            Some(c) if !c.was_asked() => Err(format!(
+                "https {} (SNI {}): failed, but the Gateway never asked for the client certificate",
+                case.path, p.server_name
+            )),
+            _ => Ok(()),
+        },
+    }
 }
 
 async fn send(env: &Env<'_>, p: &Prepared, path: &str, timeout: Duration) -> Result<Reply, String> {
@@ -702,7 +735,14 @@ async fn send(env: &Env<'_>, p: &Prepared, path: &str, timeout: Duration) -> Res
     };
     let fut = async {
         if p.https {
-            https(p.addr, &p.server_name, env.ca_pem, &req).await
+            https_with(
+                p.addr,
+                &p.server_name,
+                env.ca_pem,
+                p.client_cert.as_ref(),
+                &req,
+            )
+            .await
         } else if p.h2c {
             h2c(p.addr, &req).await
         } else {
@@ -1067,6 +1107,7 @@ mod tests {
             host: "127.0.0.1".into(),
             method: "GET".into(),
             headers: Vec::new(),
+            client_cert: None,
         }
     }
 

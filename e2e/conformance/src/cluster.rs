@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use weir_testkit::certs::{tls_secret_yaml, Ca, Leaf};
 use weir_testkit::process::{bin, Proc};
 
+mod client_certs;
+
 /// Our GatewayClass; every `{GATEWAY_CLASS_NAME}` becomes this.
 pub const CLASS_NAME: &str = "weir";
 /// Our controller; `{GATEWAY_CONTROLLER_NAME}` becomes this.
@@ -134,6 +136,8 @@ pub struct Cluster {
     secrets: String,
     /// Trust anchor for every certificate in the generated Secrets.
     pub ca_pem: String,
+    /// The client certificates of the frontend validation tests, by Secret name.
+    pub client_certs: BTreeMap<String, Leaf>,
 }
 
 impl Cluster {
@@ -192,6 +196,7 @@ impl Cluster {
             secrets.push_str(&tls_secret_yaml(ns, name, &leaf));
             leaves.insert((ns.to_string(), name.to_string()), leaf);
         }
+        let client_certs = client_certs::generate(&mut secrets);
         let mut pods = Vec::new();
         for d in base.iter().filter(|o| kind(o) == "Deployment") {
             pods.extend(start_deployment(d, &leaves)?);
@@ -204,6 +209,7 @@ impl Cluster {
             pods,
             secrets,
             ca_pem: ca.cert_pem.clone(),
+            client_certs,
         })
     }
 

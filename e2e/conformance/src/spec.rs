@@ -216,6 +216,11 @@ pub enum Step {
         port: u16,
         server_name: String,
     },
+    /// `tls.MakeTLSRequestAndExpectFailureResponse`: one HTTPS request (presenting
+    /// `client_cert`, if given) that must fail in the transport (handshake or first read),
+    /// not with any HTTP answer; when a certificate is given, the Gateway must have asked
+    /// for it.
+    TlsFailure(Box<HttpCase>),
     /// `testDistribution` of httproute-weight.go: 500 requests, each backend within ±5 points.
     /// A unary gRPC call (see `check/grpc.rs`).
     Grpc(Box<GrpcCase>),
@@ -337,6 +342,10 @@ pub struct HttpCase {
     /// Time allowed for an answer (timeouts tests).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// HTTPS: present the client certificate of this Secret (in the infra namespace) when
+    /// the Gateway asks for one (frontend validation tests).
+    #[serde(default)]
+    pub client_cert: Option<String>,
 }
 
 /// One gRPC call and its expected answer (`grpc.ExpectedResponse`).

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod client_auth;
 mod errors;
 mod extended;
 mod lifecycle;

@@ -157,6 +157,7 @@ pub fn listener(
                 .into_iter()
                 .map(|(h, e)| (h.and_then(HostPattern::parse), e)),
         ),
+        client_auth: None,
     }
 }
 
@@ -551,21 +552,43 @@ impl Ca {
             .unwrap()
             .signed_by(&key, &self.issuer)
             .unwrap();
+        KEYS.lock()
+            .unwrap()
+            .insert(cert.der().to_vec(), key.serialize_der());
         let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
         let signer = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
         Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer))
     }
 
+    /// The CA certificate (a trust anchor for client validation).
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        self.client_config_as(alpn, None)
+    }
+
+    /// Trusting this CA, presenting `client` (when given) if the server asks.
+    pub fn client_config_as(
+        &self,
+        alpn: &[&[u8]],
+        client: Option<&CertifiedKey>,
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = match client {
+            None => builder.with_no_client_auth(),
+            Some(c) => builder
+                .with_client_auth_cert(c.cert.clone(), client_key(c))
+                .unwrap(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
@@ -585,6 +608,33 @@ pub async fn tls_connect(
     let name = rustls::pki_types::ServerName::try_from(sni.to_string())?;
     connector.connect(name, tcp).await.context("TLS handshake")
 }
+
+/// Connect with TLS as [`tls_connect`], presenting `client` if the server asks.
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    sni: &str,
+    ca: &Ca,
+    client: Option<&CertifiedKey>,
+) -> anyhow::Result<TlsStream> {
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config_as(&[b"http/1.1"], client));
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string())?;
+    connector.connect(name, tcp).await.context("TLS handshake")
+}
+
+/// The private key of a test leaf, kept beside it (see [`Ca::leaf`]).
+fn client_key(c: &CertifiedKey) -> PrivateKeyDer<'static> {
+    KEYS.lock()
+        .unwrap()
+        .get(c.cert[0].as_ref())
+        .cloned()
+        .map(|k| PrivateKeyDer::Pkcs8(k.into()))
+        .expect("a leaf made by Ca::leaf")
+}
+
+/// Leaf certificate DER → its PKCS#8 key, for presenting leaves as client certificates.
+static KEYS: std::sync::LazyLock<std::sync::Mutex<BTreeMap<Vec<u8>, Vec<u8>>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// The leaf certificate the server presented.
 pub fn peer_cert(stream: &TlsStream) -> CertificateDer<'static> {
