@@ -112,4 +112,33 @@ mod tests {
         };
         assert!(zero.pick(0).is_none());
     }
+
+    #[test]
+    fn a_tcp_socket_takes_its_first_listeners_oldest_route() {
+        let entry = |name: &str| {
+            Arc::new(TlsRouteEntry {
+                route: name.into(),
+                backends: vec![backend(1, name)].into(),
+            })
+        };
+        let mut p = Passthrough {
+            routes: vec![
+                HostIndex::build([(None, entry("ns/older")), (None, entry("ns/newer"))]),
+                HostIndex::build([(None, entry("ns/other-listener"))]),
+            ]
+            .into(),
+            terminate: vec![false, false].into(),
+            tcp: true,
+        };
+        assert_eq!(p.tcp_route().map(|e| &*e.route), Some("ns/older"));
+        // Not a TCP socket: TLS passthrough routes by SNI only.
+        p.tcp = false;
+        assert!(p.tcp_route().is_none());
+        let empty = Passthrough {
+            routes: vec![HostIndex::default()].into(),
+            terminate: vec![false].into(),
+            tcp: true,
+        };
+        assert!(empty.tcp_route().is_none());
+    }
 }
