@@ -270,17 +270,25 @@ async fn serve_connection(
 ) {
     // TLS or not is the snapshot's decision at accept time; a socket that left the snapshot
     // (but is still open until the next sync) takes no new connections.
-    let (tls, passthrough, validating) = {
+    let (tls, passthrough, validating, tcp_route) = {
         let snapshot = socket.shared.handle.load();
         match snapshot.socket(socket.key.0, socket.key.1) {
             Some(config) => (
                 config.tls,
                 config.passthrough.is_some(),
                 config.has_client_auth(),
+                config.passthrough.as_ref().is_some_and(|p| p.tcp),
             ),
             None => return,
         }
     };
+    if tcp_route {
+        // TCPRoutes: spliced as they come.
+        let _guard = socket.shared.metrics.connection(false);
+        let _ = tcp.set_nodelay(true);
+        crate::passthrough::serve_tcp(socket.shared.clone(), socket.key, tcp, peer).await;
+        return;
+    }
     if passthrough {
         // TLSRoutes: routed by SNI and spliced as a byte stream; TLS is terminated first
         // only in mode Terminate (`tls`).

@@ -13,6 +13,10 @@
 //! endpoint on connect errors) → copy both ways until either side closes. A connection
 //! without SNI, for a name no route serves, or whose backend is invalid or has no ready
 //! endpoint is closed (there is no way to answer an error inside someone else's TLS).
+//!
+//! TCPRoutes ([`serve_tcp`]) share the path from the route on: a connection on a socket of
+//! TCP listeners takes the route of the socket's listener at once (nothing is read first),
+//! then a weighted backend, connect with fall-over, and the same splice.
 
 pub(crate) mod client_hello;
 mod rewind;
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weir_snapshot::{BackendTarget, Upstream};
+use weir_snapshot::{BackendTarget, TlsRouteEntry, Upstream};
 
 use crate::listener::SocketKey;
 use crate::Shared;
@@ -50,9 +54,11 @@ pub(crate) enum PassthroughError {
     NoServerName,
     #[error("no TLSRoute serves server name {0:?} on this socket")]
     NoRoute(String),
-    #[error("TLSRoute {route}: backend not usable: {why}")]
+    #[error("no TCPRoute is attached to the TCP listener of this socket")]
+    NoTcpRoute,
+    #[error("route {route}: backend not usable: {why}")]
     BackendInvalid { route: Arc<str>, why: Arc<str> },
-    #[error("TLSRoute {0}: every backend has weight 0")]
+    #[error("route {0}: every backend has weight 0")]
     NoBackend(Arc<str>),
     #[error("TLS handshake failed: {0}")]
     Handshake(std::io::Error),
@@ -76,6 +82,24 @@ pub(crate) async fn serve(
     }
 }
 
+/// Serve one accepted connection on a socket of TCP listeners (TCPRoutes): splice it to a
+/// backend of the listener's route.
+pub(crate) async fn serve_tcp(
+    shared: Arc<Shared>,
+    key: SocketKey,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let result = async {
+        let upstream = choose_tcp(&shared, key)?;
+        splice_to(client, &upstream, &[]).await
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "TCPRoute connection closed");
+    }
+}
+
 /// Serve one connection of a TLS Terminate socket, after its handshake: route by the SNI
 /// the client sent, then splice the decrypted bytes.
 pub(crate) async fn serve_terminated<S>(
@@ -90,10 +114,7 @@ pub(crate) async fn serve_terminated<S>(
     let result = async {
         let server_name = server_name.ok_or(PassthroughError::NoServerName)?;
         let (_, upstream) = choose(&shared, key, &server_name)?;
-        let mut backend = connect(&upstream).await?;
-        let _ = backend.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
-        Ok::<(), PassthroughError>(())
+        splice_to(&mut client, &upstream, &[]).await
     }
     .await;
     if let Err(err) = result {
@@ -114,19 +135,31 @@ async fn splice(
     if terminate {
         // Mixed socket, Terminate listener: the handshake sees the ClientHello again, and
         // the certificate resolver picks the listener's certificate by the same SNI.
-        let mut client =
+        let client =
             tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(Rewind::new(hello, client)))
                 .await
                 .map_err(|_| PassthroughError::HandshakeTimeout)?
                 .map_err(PassthroughError::Handshake)?;
-        let mut backend = connect(&upstream).await?;
-        let _ = backend.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
-        return Ok(());
+        return splice_to(client, &upstream, &[]).await;
     }
-    let mut backend = connect(&upstream).await?;
+    splice_to(&mut client, &upstream, &hello).await
+}
+
+/// Connect to the upstream (falling over on connect errors), send `first` (the replayed
+/// ClientHello, or nothing), then copy both ways until either side closes.
+async fn splice_to<S>(
+    mut client: S,
+    upstream: &Upstream,
+    first: &[u8],
+) -> Result<(), PassthroughError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut backend = connect(upstream).await?;
     let _ = backend.set_nodelay(true);
-    backend.write_all(&hello).await?;
+    if !first.is_empty() {
+        backend.write_all(first).await?;
+    }
     // Either side closing (or failing) ends the splice; errors after this point are normal
     // connection ends, not ours to report.
     let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
@@ -175,6 +208,22 @@ fn choose(
     let route = passthrough
         .route_for(listener, server_name)
         .ok_or_else(no_route)?;
+    Ok((passthrough.terminates(listener), pick(route)?))
+}
+
+/// The route of a TCP socket, then a backend, from the snapshot loaded now.
+fn choose_tcp(shared: &Shared, key: SocketKey) -> Result<Arc<Upstream>, PassthroughError> {
+    let snapshot = shared.handle.load();
+    let route = snapshot
+        .socket(key.0, key.1)
+        .and_then(|s| s.passthrough.as_ref())
+        .and_then(|p| p.tcp_route())
+        .ok_or(PassthroughError::NoTcpRoute)?;
+    pick(route)
+}
+
+/// A route's backend by weight; it must be a usable upstream.
+fn pick(route: &TlsRouteEntry) -> Result<Arc<Upstream>, PassthroughError> {
     let roll = if route.backends.len() > 1 {
         rand::random::<u64>()
     } else {
@@ -184,7 +233,7 @@ fn choose(
         .pick(roll)
         .ok_or_else(|| PassthroughError::NoBackend(route.route.clone()))?;
     match &backend.target {
-        BackendTarget::Upstream(u) => Ok((passthrough.terminates(listener), u.clone())),
+        BackendTarget::Upstream(u) => Ok(u.clone()),
         BackendTarget::Invalid(why) => Err(PassthroughError::BackendInvalid {
             route: route.route.clone(),
             why: why.clone(),

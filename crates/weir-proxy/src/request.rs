@@ -89,6 +89,8 @@ struct RequestLog {
     gateway: Option<Arc<str>>,
     route: Option<Arc<str>>,
     backend: Option<Arc<str>>,
+    /// A gRPC request (content-type `application/grpc…`): errors answer as gRPC statuses.
+    grpc: bool,
 }
 
 /// hyper's entry point for every request on a connection.
@@ -106,6 +108,7 @@ pub(crate) async fn serve(
         gateway: None,
         route: None,
         backend: None,
+        grpc: is_grpc(req.headers()),
     };
     let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
         Ok(response) => response,
@@ -366,11 +369,40 @@ fn error_response(conn: &ConnCtx, log: &RequestLog, err: &ProxyError) -> Respons
             tracing::debug!(error = %err, status = class.status.as_u16(), "request rejected")
         }
     }
+    if log.grpc && class.fault == Fault::NotRouted && class.status == StatusCode::NOT_FOUND {
+        return grpc_unimplemented(class.body);
+    }
     let mut response = Response::new(text_body(class.body));
     *response.status_mut() = class.status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(class.body.len()));
+    response
+}
+
+/// Whether a request is gRPC (content-type `application/grpc`, with or without a `+codec`
+/// or parameters).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.strip_prefix("application/grpc")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+        })
+}
+
+/// A gRPC request no route matches: a trailers-only answer, HTTP 200 with `grpc-status` 12
+/// (UNIMPLEMENTED), as gRPC servers answer an unknown method (the gRPC HTTP/2 protocol maps a
+/// plain 404 to UNIMPLEMENTED too, but a status of its own says why).
+fn grpc_unimplemented(why: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(empty_body());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static("12"));
+    if let Ok(message) = HeaderValue::from_str(why.trim_end()) {
+        headers.insert("grpc-message", message);
+    }
     response
 }
 

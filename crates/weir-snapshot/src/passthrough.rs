@@ -2,6 +2,9 @@
 //! reads the server name (SNI) from the ClientHello without terminating TLS, picks the
 //! listener by it (as for HTTP Hosts), then the TLSRoute serving that name on the listener,
 //! and splices the connection, ClientHello included, to one of the route's backends.
+//!
+//! TCP listeners (TCPRoutes) take the same path without the ClientHello: every connection
+//! of the socket goes to the route of its first listener ([`Passthrough::tcp_route`]).
 
 use std::sync::Arc;
 
@@ -19,6 +22,10 @@ pub struct Passthrough {
     /// the ClientHello and picked the listener by SNI, terminates only for these listeners.
     /// Missing entries mean Passthrough.
     pub terminate: Arc<[bool]>,
+    /// Listeners of protocol TCP (TCPRoutes): nothing is read before the backend is chosen;
+    /// each listener's routes sit under the catch-all pattern, oldest first, and the
+    /// socket's first listener (the oldest Gateway's) serves every connection.
+    pub tcp: bool,
 }
 
 impl Passthrough {
@@ -27,16 +34,25 @@ impl Passthrough {
         self.routes.get(listener)?.candidates(server_name).next()
     }
 
+    /// The route every connection of a TCP socket takes: the oldest TCPRoute of its first
+    /// listener (`None`: not a TCP socket, or no route attached).
+    pub fn tcp_route(&self) -> Option<&Arc<TlsRouteEntry>> {
+        if !self.tcp {
+            return None;
+        }
+        self.routes.first()?.candidates("").next()
+    }
+
     /// Whether the listener at `listener` terminates TLS (mode Terminate).
     pub fn terminates(&self, listener: usize) -> bool {
         self.terminate.get(listener).copied().unwrap_or(false)
     }
 }
 
-/// One TLSRoute on one listener.
+/// One TLSRoute (or TCPRoute) on one listener.
 #[derive(Debug)]
 pub struct TlsRouteEntry {
-    /// `namespace/name` of the TLSRoute, for logs.
+    /// `namespace/name` of the TLSRoute or TCPRoute, for logs.
     pub route: Arc<str>,
     /// Weighted backends (their `filters` are always empty). A connection that picks an
     /// invalid one, or finds no ready endpoint, is closed.
@@ -95,5 +111,34 @@ mod tests {
             backends: vec![backend(0, "z")].into(),
         };
         assert!(zero.pick(0).is_none());
+    }
+
+    #[test]
+    fn a_tcp_socket_takes_its_first_listeners_oldest_route() {
+        let entry = |name: &str| {
+            Arc::new(TlsRouteEntry {
+                route: name.into(),
+                backends: vec![backend(1, name)].into(),
+            })
+        };
+        let mut p = Passthrough {
+            routes: vec![
+                HostIndex::build([(None, entry("ns/older")), (None, entry("ns/newer"))]),
+                HostIndex::build([(None, entry("ns/other-listener"))]),
+            ]
+            .into(),
+            terminate: vec![false, false].into(),
+            tcp: true,
+        };
+        assert_eq!(p.tcp_route().map(|e| &*e.route), Some("ns/older"));
+        // Not a TCP socket: TLS passthrough routes by SNI only.
+        p.tcp = false;
+        assert!(p.tcp_route().is_none());
+        let empty = Passthrough {
+            routes: vec![HostIndex::default()].into(),
+            terminate: vec![false].into(),
+            tcp: true,
+        };
+        assert!(empty.tcp_route().is_none());
     }
 }

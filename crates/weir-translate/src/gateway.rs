@@ -81,8 +81,11 @@ pub struct ListenerModel {
     pub name: String,
     pub port: u16,
     pub https: bool,
-    /// Protocol TLS: TLSRoutes, routed by SNI (the snapshot's passthrough section).
+    /// Protocol TLS or TCP: TLSRoutes routed by SNI, or TCPRoutes (the snapshot's
+    /// passthrough section).
     pub passthrough: bool,
+    /// Protocol TCP: TCPRoutes; every connection is spliced to the oldest route's backend.
+    pub tcp: bool,
     /// Protocol TLS, mode Terminate: TLS is terminated here (with `cert`) before the SNI
     /// routing; otherwise (Passthrough) the connection is spliced as it is.
     pub tls_terminate: bool,
@@ -108,7 +111,8 @@ pub struct ListenerModel {
     /// the entries only when both kinds are attached (else translation is quadratic).
     pub entry_kinds: Vec<&'static str>,
     /// TLSRoutes attached (passthrough listeners), with their effective host pattern and
-    /// the route's (creation, key) for the oldest-first order.
+    /// the route's (creation, key) for the oldest-first order. TCP listeners hold their
+    /// TCPRoutes here, under the catch-all pattern (`None`).
     pub tls_entries: Vec<TlsPlacement>,
 }
 
@@ -127,15 +131,16 @@ impl ListenerModel {
         self.https || self.tls_terminate
     }
 
-    /// The protocol as configured, for port-sharing decisions (HTTP, HTTPS, TLS).
+    /// The protocol as configured, for port-sharing decisions (HTTP, HTTPS, TLS, TCP).
     pub fn protocol(&self) -> &'static str {
         // TLS listeners in modes Passthrough and Terminate may share a port (mixed
         // termination, TLSRouteModeMixed): the proxy picks the listener by the ClientHello's
         // SNI before it decides whether to terminate.
-        match (self.https, self.passthrough) {
-            (true, _) => "HTTPS",
-            (false, true) => "TLS",
-            (false, false) => "HTTP",
+        match (self.https, self.passthrough, self.tcp) {
+            (true, _, _) => "HTTPS",
+            (false, true, true) => "TCP",
+            (false, true, false) => "TLS",
+            (false, false, _) => "HTTP",
         }
     }
 }
@@ -302,15 +307,18 @@ pub fn build_listener(
     l: &GatewayListeners,
 ) -> ListenerModel {
     let gw = owner.key;
-    let (supported, https, tls_protocol) = match l.protocol.as_str() {
-        "HTTP" => (true, false, false),
-        "HTTPS" => (true, true, false),
-        "TLS" => (true, false, true),
-        _ => (false, false, false),
+    let (supported, https, tls_protocol, tcp) = match l.protocol.as_str() {
+        "HTTP" => (true, false, false, false),
+        "HTTPS" => (true, true, false, false),
+        "TLS" => (true, false, true, false),
+        "TCP" => (true, false, false, true),
+        _ => (false, false, false, false),
     };
     // The route kinds a listener of this protocol serves, and how errors name them.
     let (route_kinds, kinds_label): (&[&str], &'static str) = if tls_protocol {
         (&["TLSRoute"], "TLSRoute")
+    } else if tcp {
+        (&["TCPRoute"], "TCPRoute")
     } else {
         (ROUTE_KINDS, "HTTPRoute, GRPCRoute")
     };
@@ -326,9 +334,15 @@ pub fn build_listener(
         name: l.name.clone(),
         port: u16::try_from(l.port).unwrap_or(0),
         https,
-        passthrough: tls_protocol,
+        passthrough: tls_protocol || tcp,
+        tcp,
         tls_terminate,
-        hostname: l.hostname.as_deref().and_then(HostPattern::parse),
+        // The spec ignores the hostname of TCP listeners (no Host, no SNI to match).
+        hostname: l
+            .hostname
+            .as_deref()
+            .filter(|_| !tcp)
+            .and_then(HostPattern::parse),
         supported_kinds: Vec::new(),
         namespaces: l.allowed_routes.as_ref().and_then(|a| a.namespaces.clone()),
         not_accepted: None,
@@ -435,13 +449,15 @@ pub fn build_listener(
     m
 }
 
-/// Within one Gateway: listeners of different protocols (HTTP, HTTPS, TLS) on one port conflict (ProtocolConflict, all listeners on
-/// the port); listeners on one port with one hostname conflict (HostnameConflict, all of them:
-/// the spec forbids picking a winner). Unsupported listeners take no part.
+/// Within one Gateway: listeners of different protocols (HTTP, HTTPS, TLS, TCP) on one port
+/// conflict (ProtocolConflict, all listeners on the port); listeners on one port with one
+/// hostname conflict (HostnameConflict, all of them: the spec forbids picking a winner; TCP
+/// listeners have no hostname, so two on one port conflict). Unsupported listeners, and
+/// those already conflicted with a listener of higher precedence, take no part.
 pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
     let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
     for (i, l) in listeners.iter().enumerate() {
-        if l.not_accepted.is_none() {
+        if l.accepted() {
             by_port.entry(l.port).or_default().push(i);
         }
     }
@@ -476,7 +492,7 @@ pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
 
 /// Across Gateways sharing a socket (address and port): the first Gateway (oldest, then by
 /// name) to use it decides its protocol; listeners of the other protocol there are not
-/// accepted.
+/// accepted, nor are TCP listeners of later Gateways (a TCP socket serves one listener).
 fn settle_ports(gateways: &mut [GatewayModel]) {
     let mut owners: BTreeMap<(Option<IpAddr>, u16), (&'static str, String)> = BTreeMap::new();
     for g in gateways.iter_mut() {
@@ -493,7 +509,9 @@ fn settle_ports(gateways: &mut [GatewayModel]) {
                             (l.protocol(), format!("{gw_label}/{}", l.name)),
                         );
                     }
-                    Some((protocol, owner)) if *protocol != l.protocol() => {
+                    // TCP listeners cannot share a socket: nothing in a connection says
+                    // which one it is for.
+                    Some((protocol, owner)) if *protocol != l.protocol() || l.tcp => {
                         l.not_accepted = Some(TranslateError::PortInUse {
                             port: l.port,
                             protocol: (*protocol).into(),

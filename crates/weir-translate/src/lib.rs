@@ -6,8 +6,8 @@
 //! hostname intersection), ReferenceGrants, backend resolution, match precedence, filters, and
 //! every condition and reason reported in status, and which Gateway API features Weir claims
 //! ([`SUPPORTED_FEATURES`]). HTTPRoutes and GRPCRoutes compile into the same route entries.
-//! TLSRoutes attach to TLS listeners in mode Passthrough and become the snapshot's
-//! passthrough section (routed by SNI, not terminated).
+//! TLSRoutes attach to TLS listeners and TCPRoutes to TCP listeners; both become the
+//! snapshot's passthrough section (spliced byte streams: TLS by SNI, TCP as they come).
 //!
 //! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
 //! no logging side effects that matter. The same `Store` always gives the same `Output`.
@@ -27,6 +27,7 @@ mod refgrant;
 mod route;
 mod sockets;
 mod status;
+mod tcproute;
 mod tls;
 mod tlsroute;
 
@@ -85,6 +86,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteSchemeRedirect",
     "ListenerSet",
     "ReferenceGrant",
+    "TCPRoute",
     "TLSRoute",
     "TLSRouteModeMixed",
     "TLSRouteModeTerminate",
@@ -174,9 +176,10 @@ impl ObjectStatus {
                     (Kind::GatewayClass, true) => ["Accepted"].as_slice(),
                     (Kind::Gateway, true) => &["Accepted", "Programmed"],
                     (Kind::Gateway, false) => &["Accepted", "Programmed", "ResolvedRefs"],
-                    (Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute, false) => {
-                        &["Accepted", "ResolvedRefs"]
-                    }
+                    (
+                        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute | Kind::TcpRoute,
+                        false,
+                    ) => &["Accepted", "ResolvedRefs"],
                     (Kind::ListenerSet, true) => &["Accepted", "Programmed"],
                     (Kind::ListenerSet, false) => &["Accepted", "Programmed", "ResolvedRefs"],
                     _ => &[],
@@ -332,6 +335,24 @@ pub fn translate(input: &Input<'_>) -> Output {
         );
         statuses.push(ObjectStatus::new(
             Kind::TlsRoute,
+            &route.metadata,
+            to_json(&s),
+        ));
+    }
+
+    for route in store.tcp_routes.values() {
+        let compiled = tcproute::compile(store, route, &mut upstreams);
+        let parents = tcproute::attach(store, route, &compiled, &mut gateways, &index);
+        if parents.is_empty() {
+            continue;
+        }
+        let c = status::Conditions {
+            generation: route.metadata.generation,
+            now: &input.now,
+        };
+        let s = tcproute::route_status(input.controller_name, &compiled, parents, &c);
+        statuses.push(ObjectStatus::new(
+            Kind::TcpRoute,
             &route.metadata,
             to_json(&s),
         ));

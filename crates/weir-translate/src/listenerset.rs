@@ -68,10 +68,12 @@ pub fn merge(
                 .filter_map(|l| as_gateway_listener(l).ok())
                 .map(|l| gateway::build_listener(store, &owner, &l))
                 .collect();
-            gateway::mark_conflicts(&mut own);
+            // Conflicts with listeners of higher precedence first (only the later listener
+            // is rejected), then the Gateway rules among the rest of this ListenerSet.
             for l in own.iter_mut() {
                 mark_against_earlier(l, listeners);
             }
+            gateway::mark_conflicts(&mut own);
             listeners.extend(own);
         }
         out.push(ListenerSetModel {
@@ -133,7 +135,7 @@ fn mark_against_earlier(l: &mut ListenerModel, earlier: &[ListenerModel]) {
         return;
     }
     for e in earlier.iter().filter(|e| e.accepted() && e.port == l.port) {
-        if e.https != l.https {
+        if e.protocol() != l.protocol() {
             l.conflict = Some("ProtocolConflict");
             return;
         }

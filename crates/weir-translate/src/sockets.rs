@@ -12,12 +12,13 @@ use weir_snapshot::{
 use crate::gateway::GatewayModel;
 
 /// A serving listener, whether it terminates TLS (HTTPS, TLS Terminate), its certificate,
-/// and (TLS listeners) its TLSRoutes.
+/// (TLS and TCP listeners) its TLSRoutes or TCPRoutes, and whether it is a TCP listener.
 type Placed = (
     Listener,
     bool,
     Option<Arc<rustls::sign::CertifiedKey>>,
     Option<HostIndex<Arc<TlsRouteEntry>>>,
+    bool,
 );
 
 /// Build the snapshot (generation 0). Gateways come sorted oldest first, so on a shared port
@@ -37,7 +38,8 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 .map(|(host, entry)| (host, Arc::new(entry)))
                 .collect();
             let name: Arc<str> = l.name.as_str().into();
-            // Oldest TLSRoute first within a hostname (the spec's conflict resolution).
+            // Oldest TLSRoute (TCPRoute) first within a hostname (the spec's conflict
+            // resolution; TCPRoutes all sit under the catch-all).
             let mut tls_entries = std::mem::take(&mut l.tls_entries);
             tls_entries.sort_by(|a, b| a.1.cmp(&b.1));
             let tls_entries: Vec<(Option<HostPattern>, Arc<TlsRouteEntry>)> = tls_entries
@@ -58,6 +60,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     l.cert.clone(),
                     l.passthrough
                         .then(|| HostIndex::build(tls_entries.iter().cloned())),
+                    l.tcp,
                 ));
             }
         }
@@ -68,18 +71,20 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
             // A socket's listeners share one protocol (settled in `gateway`); TLS listeners
             // may mix Passthrough and Terminate (TLSRouteModeMixed): then the socket does not
             // terminate at accept, and the proxy decides per listener after reading the SNI.
-            let tls = !items.is_empty() && items.iter().all(|(_, terminates, _, _)| *terminates);
-            let passthrough = items.first().is_some_and(|(_, _, _, p)| p.is_some());
+            // TCP listeners share a socket with nothing else (settled in `gateway`).
+            let tls = !items.is_empty() && items.iter().all(|(_, terminates, ..)| *terminates);
+            let passthrough = items.first().is_some_and(|(_, _, _, p, _)| p.is_some());
+            let tcp = items.first().is_some_and(|(.., tcp)| *tcp);
             let listener_index = HostIndex::build(
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, (l, _, _, _))| (l.hostname.clone(), i)),
+                    .map(|(i, (l, ..))| (l.hostname.clone(), i)),
             );
             let with_cert = || {
                 items
                     .iter()
-                    .filter_map(|(l, _, c, _)| c.as_ref().map(|c| (l.hostname.clone(), c.clone())))
+                    .filter_map(|(l, _, c, ..)| c.as_ref().map(|c| (l.hostname.clone(), c.clone())))
             };
             let certificates = HostIndex::build(with_cert());
             let default_cert = with_cert()
@@ -89,7 +94,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
             let mut listeners = Vec::with_capacity(items.len());
             let mut tls_routes = Vec::with_capacity(items.len());
             let mut terminate = Vec::with_capacity(items.len());
-            for (l, terminates, _, routes) in items {
+            for (l, terminates, _, routes, _) in items {
                 listeners.push(l);
                 tls_routes.push(routes.unwrap_or_default());
                 terminate.push(terminates);
@@ -101,6 +106,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 passthrough: passthrough.then(|| Passthrough {
                     routes: tls_routes.into(),
                     terminate: terminate.into(),
+                    tcp,
                 }),
                 listeners: listeners.into(),
                 listener_index,

@@ -290,7 +290,7 @@ pub fn add_condition(kind: Kind, status: &mut Value, condition: &Condition) {
         return;
     };
     match kind {
-        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute => {
+        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute | Kind::TcpRoute => {
             if let Some(parents) = status.get_mut("parents").and_then(Value::as_array_mut) {
                 for p in parents {
                     push(p, cond.clone());

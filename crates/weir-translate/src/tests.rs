@@ -8,6 +8,7 @@ mod grpc_routes;
 mod listenersets;
 mod routes;
 mod routing;
+mod tcp_routes;
 mod tls_routes;
 
 use std::collections::BTreeMap;

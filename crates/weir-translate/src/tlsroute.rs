@@ -17,7 +17,7 @@ use weir_snapshot::{Backend, BackendTarget, HostPattern, TlsRouteEntry};
 use weir_store::gw::tlsroutes::{
     TlsRouteParentRefs, TlsRouteStatus, TlsRouteStatusParents, TlsRouteStatusParentsParentRef,
 };
-use weir_store::{ObjectKey, Store, TlsRoute};
+use weir_store::{ObjectKey, ObjectMeta, Store, TlsRoute};
 
 use crate::backend::{BackendRefSpec, Upstreams};
 use crate::compile::created;
@@ -42,8 +42,8 @@ impl<'a> From<&'a TlsRouteParentRefs> for ParentRefSpec<'a> {
     }
 }
 
-/// A TLSRoute compiled: its entry for the snapshot and the first backendRef that did not
-/// resolve.
+/// A TLSRoute (or TCPRoute, without hostnames) compiled: its entry for the snapshot and the
+/// first backendRef that did not resolve.
 pub struct CompiledTlsRoute {
     pub key: ObjectKey,
     pub created: (i64, u32),
@@ -54,18 +54,60 @@ pub struct CompiledTlsRoute {
 
 /// Resolve a TLSRoute's backends (every rule's backendRefs form one weighted set).
 pub fn compile(store: &Store, route: &TlsRoute, upstreams: &mut Upstreams) -> CompiledTlsRoute {
-    let key = ObjectKey::of(&route.metadata);
-    let mut unresolved = None;
-    let mut backends = Vec::new();
-    for b in route.spec.rules.iter().flat_map(|r| r.backend_refs.iter()) {
-        let spec = BackendRefSpec {
+    let hostnames = route
+        .spec
+        .hostnames
+        .iter()
+        .filter_map(|h| HostPattern::parse(h))
+        .collect();
+    let refs = route
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| r.backend_refs.iter())
+        .map(|b| StreamBackendRef {
             group: b.group.as_deref(),
             kind: b.kind.as_deref(),
             name: &b.name,
             namespace: b.namespace.as_deref(),
             port: b.port,
+            weight: b.weight,
+        });
+    compile_stream(store, KIND, &route.metadata, hostnames, refs, upstreams)
+}
+
+/// A backendRef of a layer-4 route (TLSRoute, TCPRoute), whichever kind it comes from.
+pub struct StreamBackendRef<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+    pub weight: Option<i32>,
+}
+
+/// Compile a layer-4 route of `kind` (TLSRoute, TCPRoute): resolve its backendRefs into one
+/// weighted set, noting the first that does not resolve.
+pub fn compile_stream<'a>(
+    store: &Store,
+    kind: &'static str,
+    meta: &ObjectMeta,
+    hostnames: Vec<HostPattern>,
+    refs: impl IntoIterator<Item = StreamBackendRef<'a>>,
+    upstreams: &mut Upstreams,
+) -> CompiledTlsRoute {
+    let key = ObjectKey::of(meta);
+    let mut unresolved = None;
+    let mut backends = Vec::new();
+    for b in refs {
+        let spec = BackendRefSpec {
+            group: b.group,
+            kind: b.kind,
+            name: b.name,
+            namespace: b.namespace,
+            port: b.port,
         };
-        let target = match upstreams.resolve(store, KIND, &key.namespace, &spec) {
+        let target = match upstreams.resolve(store, kind, &key.namespace, &spec) {
             Ok(u) => BackendTarget::Upstream(u),
             Err(e) => {
                 let why: Arc<str> = e.to_string().into();
@@ -80,17 +122,12 @@ pub fn compile(store: &Store, route: &TlsRoute, upstreams: &mut Upstreams) -> Co
         });
     }
     CompiledTlsRoute {
-        hostnames: route
-            .spec
-            .hostnames
-            .iter()
-            .filter_map(|h| HostPattern::parse(h))
-            .collect(),
+        hostnames,
         entry: Arc::new(TlsRouteEntry {
             route: key.to_string().into(),
             backends: backends.into(),
         }),
-        created: created(&route.metadata),
+        created: created(meta),
         key,
         unresolved,
     }

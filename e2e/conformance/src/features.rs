@@ -61,6 +61,8 @@ impl FeatureCheck {
                     Outcome::Pass => entry.passed.push(name),
                     Outcome::Fail(_) => entry.failed.push(name),
                     Outcome::Skip(_) => entry.not_run.push(name),
+                    // Skipped by the suite's own logic under this claim: decides nothing.
+                    Outcome::SuiteSkip(_) => {}
                 }
             }
         }
@@ -231,10 +233,10 @@ mod tests {
             go: String::new(),
             manifests: Vec::new(),
             profile: Profile::Extended,
-            conformance_profile: None,
             features: features.iter().map(|f| f.to_string()).collect(),
             feature: None,
             skip: None,
+            suite_skips_when_claimed: None,
             claimed: true,
             steps: Vec::new(),
         }

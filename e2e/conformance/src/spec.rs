@@ -35,10 +35,6 @@ pub struct TestSpec {
     /// Files under conformance/tests/ the suite applies for this test.
     pub manifests: Vec<String>,
     pub profile: Profile,
-    /// The conformance profile (GATEWAY-HTTP, GATEWAY-GRPC, …); by default GATEWAY-GRPC for
-    /// tests of GRPCRoute and GATEWAY-HTTP otherwise.
-    #[serde(default)]
-    pub conformance_profile: Option<String>,
     /// The features the Go test declares (its `Features` list).
     pub features: Vec<String>,
     /// The extended feature this test proves, shown in the table (defaults to the last
@@ -48,6 +44,11 @@ pub struct TestSpec {
     /// Not replayed yet, and why.
     #[serde(default)]
     pub skip: Option<String>,
+    /// The Go test returns at once, asserting nothing, when this feature is claimed (a
+    /// "not supported" test): while Weir claims it, the test is shown as skipped the way the
+    /// suite's own logic skips it; without the claim it would need steps.
+    #[serde(default)]
+    pub suite_skips_when_claimed: Option<String>,
     /// Whether Weir claims this test's features: a failure of a claimed test fails the run.
     #[serde(default = "yes")]
     pub claimed: bool,
@@ -59,12 +60,14 @@ fn yes() -> bool {
 }
 
 impl TestSpec {
-    pub fn conformance_profile(&self) -> &str {
-        match &self.conformance_profile {
-            Some(p) => p,
-            None if self.features.iter().any(|f| f == "GRPCRoute") => "GATEWAY-GRPC",
-            None => "GATEWAY-HTTP",
-        }
+    /// Why the suite's own logic skips this test under Weir's claim, if it does.
+    pub fn suite_skip(&self) -> Option<String> {
+        let feature = self.suite_skips_when_claimed.as_deref()?;
+        weir_translate::SUPPORTED_FEATURES
+            .contains(&feature)
+            .then(|| {
+                format!("the Go test returns at once when {feature} is claimed, and Weir claims it")
+            })
     }
 
     /// The feature column of the table.
@@ -192,21 +195,33 @@ pub enum Step {
         gateway: String,
         addresses: Vec<(String, String)>,
     },
-    /// `GatewayAndTLSRoutesMustBeAccepted` (as `accepted`, for TLSRoutes).
+    /// `GatewayAndTLSRoutesMustBeAccepted` (as `accepted`, for TLSRoutes; `kind: TCPRoute`
+    /// checks TCPRoutes the same way).
     TlsAccepted(Accepted),
     /// `TLSRouteMustHaveResolvedRefsConditionsTrue`.
     TlsResolvedRefs {
         gateway: String,
         routes: Vec<String>,
+        /// TLSRoute (default) or TCPRoute.
+        #[serde(default)]
+        kind: Option<String>,
     },
     /// `TLSRouteMustHaveCondition`: a TLSRoute parent condition.
     TlsRouteCondition {
         route: String,
         gateway: String,
         condition: Cond,
+        /// TLSRoute (default) or TCPRoute.
+        #[serde(default)]
+        kind: Option<String>,
     },
     /// `TLSRouteMustHaveNoAcceptedParents`.
-    TlsNoAcceptedParents { route: String },
+    TlsNoAcceptedParents {
+        route: String,
+        /// TLSRoute (default) or TCPRoute.
+        #[serde(default)]
+        kind: Option<String>,
+    },
     /// `tcp.MakeTCPRequestAndExpectEventuallyValidResponse` (see `check::tls`).
     Tcp(Box<TcpCase>),
     /// `tls.MakeTLSRequestAndExpectEventuallyConnectionReset`: a TLS handshake with this SNI
@@ -459,7 +474,7 @@ mod tests {
         for s in &specs {
             assert!(names.insert(s.name.clone()), "{} listed twice", s.name);
             assert!(
-                s.skip.is_some() || !s.steps.is_empty(),
+                s.skip.is_some() || s.suite_skip().is_some() || !s.steps.is_empty(),
                 "{} has no steps",
                 s.name
             );

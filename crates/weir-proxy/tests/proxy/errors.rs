@@ -257,3 +257,60 @@ async fn malformed_requests_get_400() {
     // The proxy still serves afterwards.
     assert_eq!(get(addr, "h", "/").await.unwrap().status, StatusCode::OK);
 }
+
+/// A gRPC request (content-type application/grpc…) that no route matches gets the answer a
+/// gRPC server gives an unknown method: HTTP 200, trailers-only, grpc-status 12
+/// UNIMPLEMENTED. Other requests keep the plain 404.
+#[tokio::test]
+async fn unmatched_grpc_requests_get_grpc_status_unimplemented() {
+    let echo = Echo::start("v1").await;
+    let up = upstream("ns/echo", &[echo.addr]);
+    let port = free_port();
+    let p = TestProxy::start(
+        config(),
+        snapshot(
+            1,
+            vec![socket(
+                port,
+                vec![listener(
+                    "ns/gw",
+                    Some("grpc.example.com"),
+                    vec![(None, prefix("/known.Service/", forward_to("ns/r", &up)))],
+                )],
+            )],
+        ),
+    )
+    .await;
+    let addr = p.addr(port);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut h2 = H2::over(tcp).await.unwrap();
+    let call = |host: &str, content_type: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{host}:{port}/unknown.Service/Method"))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(Full::default())
+            .unwrap()
+    };
+    for (host, content_type) in [
+        ("grpc.example.com", "application/grpc"),
+        ("grpc.example.com", "application/grpc+proto"),
+        // No listener for the host either: not routed, answered the same way.
+        ("other.example.com", "application/grpc"),
+    ] {
+        let r = h2.send(call(host, content_type)).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{host} {content_type}");
+        assert_eq!(r.headers["grpc-status"], "12", "{host} {content_type}");
+        assert_eq!(r.headers["content-type"], "application/grpc");
+        assert!(r.body.is_empty());
+    }
+    for content_type in ["application/grpcx", "application/json"] {
+        let r = h2
+            .send(call("grpc.example.com", content_type))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{content_type}");
+        assert!(!r.headers.contains_key("grpc-status"));
+    }
+}

@@ -9,5 +9,6 @@ mod errors;
 mod extended;
 mod lifecycle;
 mod routing;
+mod tcp;
 mod tls;
 mod tls_mixed;

@@ -90,21 +90,21 @@ fn healthy_gateway_reports_all_listener_conditions_and_addresses() {
 fn unsupported_protocol_listener_is_rejected_while_others_serve() {
     let mut yaml = gateway(
         "gw",
-        "  - {name: http, port: 80, protocol: HTTP}\n  - {name: tcp, port: 9000, protocol: TCP}",
+        "  - {name: http, port: 80, protocol: HTTP}\n  - {name: udp, port: 9000, protocol: UDP}",
     );
     yaml.push_str(&format!("---\n{SERVICES}---\n{HTTP_ROUTE_ANY}"));
     let out = run_yaml(&yaml);
     let s = status(&out, Kind::Gateway, "default", "gw");
     assert_eq!(
-        cond(s, "listener tcp", "Accepted"),
+        cond(s, "listener udp", "Accepted"),
         is("False", "UnsupportedProtocol")
     );
     assert_eq!(
-        cond(s, "listener tcp", "Programmed"),
+        cond(s, "listener udp", "Programmed"),
         is("False", "Invalid")
     );
     assert_eq!(
-        listener_json(s, "tcp")["supportedKinds"],
+        listener_json(s, "udp")["supportedKinds"],
         serde_json::json!([])
     );
     assert_eq!(cond(s, "listener http", "Accepted"), is("True", "Accepted"));
@@ -113,7 +113,7 @@ fn unsupported_protocol_listener_is_rejected_while_others_serve() {
     assert!(out.snapshot.socket(None, 9000).is_none());
     assert_eq!(hit(&out, 80, &get("x.com", "/")), "default/r#0");
     assert_eq!(attached(&out, "default", "gw", "http"), 1);
-    assert_eq!(attached(&out, "default", "gw", "tcp"), 0);
+    assert_eq!(attached(&out, "default", "gw", "udp"), 0);
     assert!(!s.problems().is_empty());
 }
 
@@ -677,7 +677,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
     assert_eq!(old.statuses, next.statuses);
 
     // A listener that changes state gets the new time; the others keep theirs.
-    let changed = store_with_class(&gateway("gw", "  - {name: http, port: 80, protocol: TCP}"));
+    let changed = store_with_class(&gateway("gw", "  - {name: http, port: 80, protocol: UDP}"));
     let mut next = translate(&Input {
         store: &changed,
         controller_name: CONTROLLER,

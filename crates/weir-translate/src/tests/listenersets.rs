@@ -439,3 +439,52 @@ fn weir_check_reports_a_listener_set_that_is_not_accepted() {
         .problems()
         .is_empty());
 }
+
+/// GRPCRoutes attach through a ListenerSet parentRef like HTTPRoutes (the parentRef
+/// resolution is shared): to the set's listeners only, sectionName among them.
+#[test]
+fn grpc_routes_attach_through_a_listener_set_parent_ref() {
+    let set = ls(
+        "default",
+        "set",
+        "2024-01-02T00:00:00Z",
+        "  - {name: rpc, port: 80, protocol: HTTP, hostname: rpc.example.com}",
+    );
+    let grpc = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc-to-set, namespace: default, generation: 1}
+spec:
+  parentRefs:
+  - {group: gateway.networking.k8s.io, kind: ListenerSet, name: set, sectionName: rpc}
+  rules:
+  - backendRefs: [{name: svc-b, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc-bad-section, namespace: default, generation: 1}
+spec:
+  parentRefs:
+  - {group: gateway.networking.k8s.io, kind: ListenerSet, name: set, sectionName: main}
+  rules:
+  - backendRefs: [{name: svc-b, port: 80}]
+";
+    let out = run_yaml(&format!(
+        "{}\n---\n{set}\n---\n{SERVICES}\n---\n{grpc}",
+        gw(ALL)
+    ));
+    let s = status(&out, Kind::ListenerSet, "default", "set");
+    assert_eq!(listener_json(s, "rpc")["attachedRoutes"], 1);
+    assert_eq!(attached(&out, "default", "gw", "main"), 0);
+    let r = status(&out, Kind::GrpcRoute, "default", "rpc-to-set");
+    assert_eq!(
+        cond(r, "parent default/set/rpc", "Accepted"),
+        is("True", "Accepted")
+    );
+    assert_eq!(r.status["parents"][0]["parentRef"]["kind"], "ListenerSet");
+    let r = status(&out, Kind::GrpcRoute, "default", "rpc-bad-section");
+    assert_eq!(
+        cond(r, "parent default/set/main", "Accepted"),
+        is("False", "NoMatchingParent")
+    );
+}

@@ -2,7 +2,8 @@
 //! `TLSRouteMustHaveResolvedRefsConditionsTrue` and `TLSRouteMustHaveCondition` check it
 //! (conformance/utils/kubernetes/helpers.go), the TCP line protocol exchange of
 //! `tcp.MakeTCPRequestAndExpectEventuallyValidResponse` (conformance/utils/tcp/tcp.go), and
-//! the connection reset of `tls.MakeTLSRequestAndExpectEventuallyConnectionReset`.
+//! the connection reset of `tls.MakeTLSRequestAndExpectEventuallyConnectionReset`. The
+//! status steps take `kind: TCPRoute` for Weir's own TCPRoute tests (same shape of status).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +19,11 @@ use super::{
 };
 use crate::spec::{split_name, Accepted, Cond, Step, TcpCase};
 
-const KIND: &str = "TLSRoute";
+const TLS_ROUTE: &str = "TLSRoute";
+
+fn kind_or_tls(kind: &Option<String>) -> &str {
+    kind.as_deref().unwrap_or(TLS_ROUTE)
+}
 /// echo-basic tcpserver's `WelcomeMessage`.
 const WELCOME: &str = "Gateway API Test TCP Server\n";
 /// Time for one line-protocol exchange.
@@ -27,14 +32,21 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
     match step {
         Step::TlsAccepted(a) => eventually(STEP_TIMEOUT, || accepted(env, a)).await,
-        Step::TlsResolvedRefs { gateway, routes } => {
+        Step::TlsResolvedRefs {
+            gateway,
+            routes,
+            kind,
+        } => {
             for r in routes {
                 let cond = Cond {
                     type_: "ResolvedRefs".into(),
                     status: "True".into(),
                     reason: None,
                 };
-                eventually(STEP_TIMEOUT, || route_condition(env, r, gateway, &cond)).await?;
+                eventually(STEP_TIMEOUT, || {
+                    route_condition(env, kind_or_tls(kind), r, gateway, &cond)
+                })
+                .await?;
             }
             Ok(())
         }
@@ -42,14 +54,18 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             route,
             gateway,
             condition,
+            kind,
         } => {
             eventually(STEP_TIMEOUT, || {
-                route_condition(env, route, gateway, condition)
+                route_condition(env, kind_or_tls(kind), route, gateway, condition)
             })
             .await
         }
-        Step::TlsNoAcceptedParents { route } => {
-            eventually(STEP_TIMEOUT, || no_accepted_parents(env, route)).await
+        Step::TlsNoAcceptedParents { route, kind } => {
+            eventually(STEP_TIMEOUT, || {
+                no_accepted_parents(env, kind_or_tls(kind), route)
+            })
+            .await
         }
         Step::Tcp(case) => eventually(STEP_TIMEOUT, || tcp_exchange(env, case)).await,
         Step::TlsReset {
@@ -65,13 +81,14 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
 /// the expected parents, all this Gateway, Accepted=True at the latest generation.
 async fn accepted(env: &Env<'_>, a: &Accepted) -> Result<(), String> {
     gateway_ready(env, &a.gateway).await?;
+    let kind = kind_or_tls(&a.kind);
     let expected = a.sections.len().max(1);
     for r in &a.routes {
-        let route = status_of(env, KIND, r).await?;
+        let route = status_of(env, kind, r).await?;
         let parents = our_parents(&route);
         if parents.len() != expected {
             return Err(format!(
-                "{KIND} {r}: want {expected} parent(s), got {}",
+                "{kind} {r}: want {expected} parent(s), got {}",
                 serde_json::to_string(&route["status"]["parents"]).unwrap_or_default()
             ));
         }
@@ -79,11 +96,11 @@ async fn accepted(env: &Env<'_>, a: &Accepted) -> Result<(), String> {
         for p in &parents {
             if !parent_is(p, &a.gateway, &route_ns) {
                 return Err(format!(
-                    "{KIND} {r}: parent {} is not Gateway {}",
+                    "{kind} {r}: parent {} is not Gateway {}",
                     p["parentRef"], a.gateway
                 ));
             }
-            let what = format!("{KIND} {r} parent {}", a.gateway);
+            let what = format!("{kind} {r} parent {}", a.gateway);
             conditions_match(
                 &[Cond {
                     type_: "Accepted".into(),
@@ -101,24 +118,25 @@ async fn accepted(env: &Env<'_>, a: &Accepted) -> Result<(), String> {
 
 async fn route_condition(
     env: &Env<'_>,
+    kind: &str,
     route: &str,
     gateway: &str,
     cond: &Cond,
 ) -> Result<(), String> {
-    let r = status_of(env, KIND, route).await?;
+    let r = status_of(env, kind, route).await?;
     let (route_ns, _) = split_name(route);
     let parents = our_parents(&r);
     let Some(p) = parents.iter().find(|p| parent_is(p, gateway, &route_ns)) else {
-        return Err(format!("{KIND} {route}: no parent {gateway} in status"));
+        return Err(format!("{kind} {route}: no parent {gateway} in status"));
     };
-    let what = format!("{KIND} {route} parent {gateway}");
+    let what = format!("{kind} {route} parent {gateway}");
     conditions_match(std::slice::from_ref(cond), &p["conditions"], &what)?;
     latest_generation(&p["conditions"], &r["metadata"]["generation"], &what)
 }
 
 /// `TLSRouteMustHaveNoAcceptedParents`: no parents, or only parents with Accepted=False.
-async fn no_accepted_parents(env: &Env<'_>, route: &str) -> Result<(), String> {
-    let r = status_of(env, KIND, route).await.unwrap_or_default();
+async fn no_accepted_parents(env: &Env<'_>, kind: &str, route: &str) -> Result<(), String> {
+    let r = status_of(env, kind, route).await.unwrap_or_default();
     for p in our_parents(&r) {
         let accepted = p["conditions"]
             .as_array()
@@ -126,7 +144,7 @@ async fn no_accepted_parents(env: &Env<'_>, route: &str) -> Result<(), String> {
             .flatten()
             .any(|c| c["type"] == "Accepted" && c["status"] == "True");
         if accepted {
-            return Err(format!("{KIND} {route}: accepted by {}", p["parentRef"]));
+            return Err(format!("{kind} {route}: accepted by {}", p["parentRef"]));
         }
     }
     Ok(())
