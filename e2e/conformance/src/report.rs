@@ -73,6 +73,8 @@ fn summary_lines(rows: &[Row<'_>]) -> Vec<String> {
             } else {
                 String::new()
             };
+            // Suite-skipped tests assert nothing: they are not in the ratio either way.
+            let total = total - suite_skipped;
             out.push(format!(
                 "{} {}: {passed}/{total} passed ({not_run} not run yet{skipped})",
                 suite.name,
