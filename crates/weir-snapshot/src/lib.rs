@@ -16,7 +16,10 @@ pub mod route;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use backend::{AppProtocol, Backend, BackendTarget, Endpoint, Upstream};
+pub use backend::{
+    AppProtocol, Backend, BackendTarget, BackendTls, ClientCert, Endpoint, SubjectAltName, Upstream,
+    UpstreamTls,
+};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,
@@ -118,6 +121,8 @@ pub struct Listener {
     pub hostname: Option<HostPattern>,
     /// Routes attached to this listener, indexed by the (listener ∩ route) hostnames.
     pub routes: HostIndex<Arc<RouteEntry>>,
+    /// The certificate the listener's Gateway presents to TLS backends, if it has one.
+    pub backend_client_cert: Option<Arc<ClientCert>>,
 }
 
 impl Listener {

@@ -73,6 +73,26 @@ pub enum TranslateError {
     UnsupportedFilter { rule: usize, filter: String },
     #[error("invalid timeout in rule {rule}: {detail}")]
     InvalidTimeout { rule: usize, detail: String },
+
+    // ---- backend TLS ----
+    #[error("caCertificateRef {group}/{kind} {name} is not a core ConfigMap")]
+    CaCertificateRefKind {
+        group: String,
+        kind: String,
+        name: String,
+    },
+    #[error("caCertificateRef ConfigMap {config_map} is not usable: {detail}")]
+    CaCertificateRefInvalid { config_map: String, detail: String },
+    #[error("clientCertificateRef {group}/{kind} {name} is not a core Secret")]
+    ClientCertificateRefKind {
+        group: String,
+        kind: String,
+        name: String,
+    },
+    #[error("clientCertificateRef Secret {0} is in another namespace and no ReferenceGrant there allows this Gateway to use it")]
+    ClientCertificateNotPermitted(String),
+    #[error("clientCertificateRef Secret {secret} is not usable: {detail}")]
+    ClientCertificateInvalid { secret: String, detail: String },
 }
 
 impl TranslateError {
@@ -88,7 +108,14 @@ impl TranslateError {
             | E::CertificateRefKind { .. }
             | E::CertificateNotFound(_)
             | E::CertificateInvalid { .. } => "InvalidCertificateRef",
-            E::CertificateNotPermitted(_) | E::BackendNotPermitted { .. } => "RefNotPermitted",
+            E::CertificateNotPermitted(_)
+            | E::BackendNotPermitted { .. }
+            | E::ClientCertificateNotPermitted(_) => "RefNotPermitted",
+            E::CaCertificateRefKind { .. } => "InvalidKind",
+            E::CaCertificateRefInvalid { .. } => "InvalidCACertificateRef",
+            E::ClientCertificateRefKind { .. } | E::ClientCertificateInvalid { .. } => {
+                "InvalidClientCertificateRef"
+            }
             E::UnsupportedAddress(_) => "UnsupportedAddress",
             E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
             E::BackendKind { .. } => "InvalidKind",

@@ -41,6 +41,10 @@ pub struct GatewayModel {
     pub listeners: Vec<ListenerModel>,
     /// The ListenerSets whose parentRef names this Gateway, allowed or not.
     pub listener_sets: Vec<crate::listenerset::ListenerSetModel>,
+    /// The certificate presented to TLS backends (`spec.tls.backend.clientCertificateRef`).
+    pub backend_client_cert: Option<Arc<weir_snapshot::ClientCert>>,
+    /// Why that reference is not usable (the Gateway's ResolvedRefs=False).
+    pub backend_client_cert_error: Option<TranslateError>,
 }
 
 impl GatewayModel {
@@ -176,7 +180,11 @@ fn build_gateway(
     mark_conflicts(&mut listeners);
     let listener_sets = crate::listenerset::merge(store, key, gateway, &mut listeners);
     let assigned = assign_addresses(gateway, addresses);
+    let (backend_client_cert, backend_client_cert_error) =
+        crate::backendtls::gateway_client_cert(store, key, gateway);
     GatewayModel {
+        backend_client_cert,
+        backend_client_cert_error,
         key: key.clone(),
         gateway: gateway.clone(),
         created: created(&gateway.metadata),

@@ -15,6 +15,7 @@
 //! types.
 
 mod backend;
+mod backendtls;
 mod compile;
 mod error;
 mod filter;
@@ -33,6 +34,7 @@ mod tlsroute;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
@@ -244,7 +246,8 @@ pub fn translate(input: &Input<'_>) -> Output {
         ));
     }
 
-    let mut upstreams = backend::Upstreams::default();
+    let mut policies = backendtls::Policies::build(store);
+    let mut upstreams = backend::Upstreams::with_tls(policies.index());
     // Routes attach oldest first (then by namespace/name), whichever their kind: on a
     // listener, of an HTTPRoute and a GRPCRoute with intersecting hostnames the older one
     // is accepted (see `route::attach_parents`).
@@ -310,6 +313,25 @@ pub fn translate(input: &Input<'_>) -> Output {
         };
         statuses.push(ObjectStatus::new(status, meta, s));
     }
+
+    // BackendTLSPolicy ancestors: the Gateways whose HTTP and gRPC routes use a Service.
+    {
+        let services = upstreams.services();
+        for g in &gateways {
+            for l in &g.listeners {
+                for (_, entry) in &l.entries {
+                    for b in entry.action.backends.iter() {
+                        if let weir_snapshot::BackendTarget::Upstream(u) = &b.target {
+                            if let Some(svc) = services.get(&Arc::as_ptr(u)) {
+                                policies.used_by(svc, &g.key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    statuses.extend(policies.statuses(input.controller_name, &input.now));
 
     for route in store.tls_routes.values() {
         let compiled = tlsroute::compile(store, route, &mut upstreams);

@@ -157,6 +157,7 @@ pub fn listener(
                 .into_iter()
                 .map(|(h, e)| (h.and_then(HostPattern::parse), e)),
         ),
+        backend_client_cert: None,
     }
 }
 
