@@ -34,6 +34,8 @@ pub(crate) struct MirrorRequest<'a> {
     pub(crate) has_body: bool,
     pub(crate) client_ip: &'a HeaderValue,
     pub(crate) tls: bool,
+    /// The certificate the Gateway presents to TLS backends.
+    pub(crate) client_cert: Option<&'a Arc<weir_snapshot::ClientCert>>,
 }
 
 /// Start a copy for each mirror filter of `filters` whose sample takes this request.
@@ -68,16 +70,21 @@ fn spawn_one(shared: &Arc<Shared>, mirror: &Mirror, req: &MirrorRequest<'_>) {
     let upstream = mirror.upstream.clone();
     let client_ip = req.client_ip.clone();
     let tls = req.tls;
+    let client_cert = req.client_cert.cloned();
     tokio::spawn(async move {
         let _permit = permit;
         let send = async {
+            let downstream = upstream::Downstream {
+                client_ip: &client_ip,
+                tls,
+                client_cert: client_cert.as_deref(),
+            };
             let response = upstream::forward_body(
                 &shared,
                 &upstream,
                 parts,
                 UpstreamBody::empty(),
-                &client_ip,
-                tls,
+                &downstream,
                 None,
             )
             .await?;

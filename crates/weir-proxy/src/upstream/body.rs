@@ -1,7 +1,6 @@
 //! Bodies on the upstream side: what a request to an upstream carries, and the response body
 //! that returns its HTTP/1.1 connection to the pool once it has been read to the end.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::pool::{Http1Sender, Inner, Pools};
+use super::pool::{Http1Sender, Inner, PoolKey, Pools};
 
 /// The body of a request sent upstream: the client's body streamed through, or bytes the
 /// proxy holds (e.g. a copy of a buffered request). An enum, not a box: no allocation per
@@ -79,7 +78,7 @@ pub(crate) struct PooledBody {
 
 struct Checkin {
     pool: Arc<Inner>,
-    addr: SocketAddr,
+    key: PoolKey,
     tx: Http1Sender,
 }
 
@@ -92,20 +91,20 @@ impl PooledBody {
         }
     }
 
-    pub(crate) fn pooled(body: Incoming, pools: &Pools, addr: SocketAddr, tx: Http1Sender) -> Self {
+    pub(crate) fn pooled(body: Incoming, pools: &Pools, key: PoolKey, tx: Http1Sender) -> Self {
         Self {
             body,
             checkin: Some(Checkin {
                 pool: pools.inner().clone(),
-                addr,
+                key,
                 tx,
             }),
         }
     }
 
     fn release(&mut self) {
-        if let Some(Checkin { pool, addr, tx }) = self.checkin.take() {
-            Pools::checkin_http1(&pool, addr, tx);
+        if let Some(Checkin { pool, key, tx }) = self.checkin.take() {
+            Pools::checkin_http1(&pool, key, tx);
         }
     }
 }
