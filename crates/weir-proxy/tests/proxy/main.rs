@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backend_tls;
 mod errors;
 mod extended;
 mod lifecycle;
