@@ -17,8 +17,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use backend::{
-    AppProtocol, Backend, BackendTarget, BackendTls, ClientCert, Endpoint, SubjectAltName, Upstream,
-    UpstreamTls,
+    AppProtocol, Backend, BackendTarget, BackendTls, ClientCert, Endpoint, SubjectAltName,
+    Upstream, UpstreamTls,
 };
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,

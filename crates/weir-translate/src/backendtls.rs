@@ -201,7 +201,11 @@ fn evaluate(store: &Store, key: &ObjectKey, p: &Arc<BackendTlsPolicy>) -> Option
             Err(e) => ref_errors.push(e),
         }
     }
-    if let Some(well_known) = v.well_known_ca_certificates.as_deref().filter(|w| !w.is_empty()) {
+    if let Some(well_known) = v
+        .well_known_ca_certificates
+        .as_deref()
+        .filter(|w| !w.is_empty())
+    {
         not_accepted.get_or_insert((
             "Invalid",
             format!(

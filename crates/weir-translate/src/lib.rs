@@ -7,7 +7,9 @@
 //! every condition and reason reported in status, and which Gateway API features Weir claims
 //! ([`SUPPORTED_FEATURES`]). HTTPRoutes and GRPCRoutes compile into the same route entries.
 //! TLSRoutes attach to TLS listeners in mode Passthrough and become the snapshot's
-//! passthrough section (routed by SNI, not terminated).
+//! passthrough section (routed by SNI, not terminated). BackendTLSPolicies decide which
+//! Service ports are reached over TLS and how their certificates are verified (see
+//! `backendtls`); their statuses come out with the others.
 //!
 //! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
 //! no logging side effects that matter. The same `Store` always gives the same `Output`.

@@ -181,7 +181,6 @@ impl Cluster {
                 "tls-passthrough-checks-certificate",
                 vec!["abc.example.com"],
             ),
-
             // The Terminate-mode TLSRoute listeners' certificate: their manifests call
             // tls.example.com "the valid cert SAN".
             (

@@ -191,12 +191,19 @@ impl ServerCertVerifier for SanVerifier {
 }
 
 /// Whether the certificate carries one of `sans`.
-fn san_matches(cert: &ParsedCertificate<'_>, der: &CertificateDer<'_>, sans: &[SubjectAltName]) -> bool {
+fn san_matches(
+    cert: &ParsedCertificate<'_>,
+    der: &CertificateDer<'_>,
+    sans: &[SubjectAltName],
+) -> bool {
     let mut uris: Option<Vec<String>> = None;
     sans.iter().any(|san| match san {
         SubjectAltName::Hostname(h) => ServerName::try_from(h.as_str())
             .is_ok_and(|name| verify_server_name(cert, &name).is_ok()),
-        SubjectAltName::Uri(u) => uris.get_or_insert_with(|| uri_sans(der)).iter().any(|c| c == u),
+        SubjectAltName::Uri(u) => uris
+            .get_or_insert_with(|| uri_sans(der))
+            .iter()
+            .any(|c| c == u),
     })
 }
 
@@ -252,15 +259,27 @@ mod tests {
         assert!(matches(&der, &[host("x.wild.example.com")]));
         assert!(!matches(&der, &[host("a.b.wild.example.com")]));
         assert!(!matches(&der, &[host("dce.example.com")]));
-        assert!(matches(&der, &[uri("spiffe://abc.example.com/test-identity")]));
-        assert!(!matches(&der, &[uri("spiffe://def.example.com/test-identity")]));
         assert!(matches(
             &der,
-            &[uri("spiffe://def.example.com/test-identity"), host("abc.example.com")]
+            &[uri("spiffe://abc.example.com/test-identity")]
         ));
         assert!(!matches(
             &der,
-            &[uri("spiffe://def.example.com/test-identity"), host("def.example.com")]
+            &[uri("spiffe://def.example.com/test-identity")]
+        ));
+        assert!(matches(
+            &der,
+            &[
+                uri("spiffe://def.example.com/test-identity"),
+                host("abc.example.com")
+            ]
+        ));
+        assert!(!matches(
+            &der,
+            &[
+                uri("spiffe://def.example.com/test-identity"),
+                host("def.example.com")
+            ]
         ));
     }
 
@@ -289,6 +308,9 @@ mod tests {
         assert_ne!(a, 0);
         assert_ne!(a, identity(&tls, None, true));
         assert_ne!(a, identity(&tls, Some(&client), false));
-        assert_ne!(identity(&tls, None, true), identity(&tls, Some(&client), true));
+        assert_ne!(
+            identity(&tls, None, true),
+            identity(&tls, Some(&client), true)
+        );
     }
 }

@@ -122,9 +122,7 @@ fn tls_upstream(
         roots: roots.roots(),
         subject_alt_names: sans.into(),
     }));
-    Arc::new(
-        Upstream::new(name, AppProtocol::Http1, vec![Endpoint { addr }]).with_tls(Some(tls)),
-    )
+    Arc::new(Upstream::new(name, AppProtocol::Http1, vec![Endpoint { addr }]).with_tls(Some(tls)))
 }
 
 /// One HTTP listener on `port` with a prefix route per (path, upstream), presenting
@@ -250,7 +248,9 @@ async fn verifies_the_backend_with_the_policy_ca_and_hostname() {
         .filter(|l| l.contains("upstream TLS handshake failed"))
         .collect();
     assert!(
-        failed.iter().any(|l| l.contains("ERROR") && l.contains("ns/wrong-ca:443")),
+        failed
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains("ns/wrong-ca:443")),
         "no error log for the wrong CA: {text}"
     );
     assert!(
@@ -332,7 +332,16 @@ async fn presents_the_gateway_client_certificate_when_configured() {
     let ca = Ca::new();
     let client_ca = Ca::new();
     let backend = TlsBackend::start(ca.leaf(&["abc.example.com"]), Some(&client_ca)).await;
-    let upstream = || tls_upstream("ns/mtls:443", backend.addr, 1, "abc.example.com", &ca, vec![]);
+    let upstream = || {
+        tls_upstream(
+            "ns/mtls:443",
+            backend.addr,
+            1,
+            "abc.example.com",
+            &ca,
+            vec![],
+        )
+    };
 
     let port = free_port();
     let cert = client_cert(&client_ca);
@@ -345,7 +354,10 @@ async fn presents_the_gateway_client_certificate_when_configured() {
     // The same backend from a Gateway without a client certificate: refused.
     let port2 = free_port();
     let without = proxy(port2, vec![("/", upstream())], None).await;
-    assert_eq!(get(without.addr(port2), "x", "/").await.unwrap().status, 502);
+    assert_eq!(
+        get(without.addr(port2), "x", "/").await.unwrap().status,
+        502
+    );
 }
 
 #[tokio::test]
@@ -370,8 +382,14 @@ async fn settings_that_differ_never_share_a_pooled_connection() {
     .await;
     let addr = p.addr(port);
     for _ in 0..2 {
-        assert_eq!(get(addr, "x", "/a").await.unwrap().json()["sni"], "a.example.com");
-        assert_eq!(get(addr, "x", "/b").await.unwrap().json()["sni"], "b.example.com");
+        assert_eq!(
+            get(addr, "x", "/a").await.unwrap().json()["sni"],
+            "a.example.com"
+        );
+        assert_eq!(
+            get(addr, "x", "/b").await.unwrap().json()["sni"],
+            "b.example.com"
+        );
     }
     // One connection per identity, each reused.
     assert_eq!(backend.handshakes.load(Ordering::SeqCst), 2);

@@ -294,7 +294,9 @@ fn server_name(out: &Output, path: &str) -> String {
 #[test]
 fn conflicts_go_to_the_oldest_policy_then_by_name() {
     let with_host = |h: &str| {
-        format!("    caCertificateRefs: [{{group: '', kind: ConfigMap, name: ca}}]\n    hostname: {h}")
+        format!(
+            "    caCertificateRefs: [{{group: '', kind: ConfigMap, name: ca}}]\n    hostname: {h}"
+        )
     };
     let out = run(&store(&[
         // Same creation time: first by namespace/name wins.
@@ -344,12 +346,18 @@ fn conflicts_go_to_the_oldest_policy_then_by_name() {
         policy_cond(&out, "b-second", "Accepted"),
         is("False", "Conflicted")
     );
-    assert_eq!(policy_cond(&out, "z-old", "Accepted"), is("True", "Accepted"));
+    assert_eq!(
+        policy_cond(&out, "z-old", "Accepted"),
+        is("True", "Accepted")
+    );
     assert_eq!(
         policy_cond(&out, "y-new", "Accepted"),
         is("False", "Conflicted")
     );
-    assert_eq!(policy_cond(&out, "whole", "Accepted"), is("True", "Accepted"));
+    assert_eq!(
+        policy_cond(&out, "whole", "Accepted"),
+        is("True", "Accepted")
+    );
     assert_eq!(server_name(&out, "/a"), "first.example.com");
     assert_eq!(server_name(&out, "/b1"), "old.example.com");
     assert_eq!(server_name(&out, "/b2"), "whole.example.com");
