@@ -71,6 +71,8 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
+    #[error("TLS handshake with the backend failed: {0}")]
+    Tls(#[source] std::io::Error),
 }
 
 /// Whose fault an error is, for logs.

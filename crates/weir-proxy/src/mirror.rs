@@ -36,6 +36,8 @@ pub(crate) struct MirrorRequest<'a> {
     pub(crate) has_body: bool,
     pub(crate) client_ip: &'a HeaderValue,
     pub(crate) tls: bool,
+    /// The certificate the Gateway presents to TLS backends.
+    pub(crate) client_cert: Option<&'a Arc<weir_snapshot::ClientCert>>,
 }
 
 /// Start a copy for each mirror filter of `filters` whose sample takes this request. For a
@@ -85,12 +87,17 @@ fn spawn_one(
     let upstream = mirror.upstream.clone();
     let client_ip = req.client_ip.clone();
     let tls = req.tls;
+    let client_cert = req.client_cert.cloned();
     tokio::spawn(async move {
         let _permit = permit;
         let send = async {
+            let downstream = upstream::Downstream {
+                client_ip: &client_ip,
+                tls,
+                client_cert: client_cert.as_deref(),
+            };
             let response =
-                upstream::forward_body(&shared, &upstream, parts, body, &client_ip, tls, None)
-                    .await?;
+                upstream::forward_body(&shared, &upstream, parts, body, &downstream, None).await?;
             // Read the answer to its end so the connection can be reused.
             let _ = response.into_body().collect().await;
             Ok::<(), crate::error::ProxyError>(())

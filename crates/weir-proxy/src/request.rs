@@ -24,8 +24,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 use weir_snapshot::{
-    Backend, BackendTarget, RedirectScheme, RequestView, RouteAction, RouteEntry, Snapshot,
-    SocketConfig,
+    Backend, BackendTarget, ClientCert, Listener, RedirectScheme, RequestView, RouteAction,
+    RouteEntry, Snapshot, SocketConfig,
 };
 
 use crate::error::{Fault, ProxyError};
@@ -124,10 +124,11 @@ async fn route_and_forward(
     req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let entry = route(conn, snapshot, &req, log)?;
+    let (listener, entry) = route(conn, snapshot, &req, log)?;
     let action = &entry.action;
     log.route = Some(action.route.route.clone());
-    let stages = handle_action(conn, action, &log.host, req, &mut log.backend);
+    let client_cert = listener.backend_client_cert.as_ref();
+    let stages = handle_action(conn, action, client_cert, &log.host, req, &mut log.backend);
     match action.timeouts.request {
         Some(limit) => tokio::time::timeout(limit, stages)
             .await
@@ -142,7 +143,7 @@ fn route<'s>(
     snapshot: &'s Snapshot,
     req: &Request<Incoming>,
     log: &mut RequestLog,
-) -> Result<&'s Arc<RouteEntry>, ProxyError> {
+) -> Result<(&'s Listener, &'s Arc<RouteEntry>), ProxyError> {
     check_header_size(req, conn.shared.config.max_header_bytes)?;
     log.host = request_host(req)?;
     let socket = snapshot
@@ -162,6 +163,7 @@ fn route<'s>(
     };
     listener
         .find_route(&log.host, &view)
+        .map(|entry| (listener, entry))
         .ok_or(ProxyError::NoRoute)
 }
 
@@ -213,6 +215,7 @@ fn check_misdirected(
 async fn handle_action(
     conn: &ConnCtx,
     action: &RouteAction,
+    client_cert: Option<&Arc<ClientCert>>,
     host: &str,
     req: Request<Incoming>,
     backend_label: &mut Option<Arc<str>>,
@@ -258,18 +261,23 @@ async fn handle_action(
         has_body: !body.is_end_stream(),
         client_ip: &conn.client_ip,
         tls: conn.tls,
+        client_cert,
     };
     let mut copies = Vec::new();
     mirror::spawn_all(&conn.shared, &action.filters, &mirror, &mut copies);
     mirror::spawn_all(&conn.shared, &backend.filters, &mirror, &mut copies);
 
+    let downstream = upstream::Downstream {
+        client_ip: &conn.client_ip,
+        tls: conn.tls,
+        client_cert: client_cert.map(|c| &**c),
+    };
     let mut response = upstream::forward_body(
         &conn.shared,
         upstream,
         parts,
         upstream::tee(body, copies),
-        &conn.client_ip,
-        conn.tls,
+        &downstream,
         action.timeouts.backend_request,
     )
     .await?;

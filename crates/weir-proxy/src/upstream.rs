@@ -1,7 +1,7 @@
 //! Forwarding to upstreams: pooled keep-alive clients (HTTP/1.1, and HTTP/2 prior knowledge
 //! for `kubernetes.io/h2c`), endpoint fallbacks on connect errors, per-attempt timeouts,
-//! hop-by-hop header cleanup, X-Forwarded-For/Proto, and HTTP/1.1 upgrades (WebSocket)
-//! tunnelled after a 101.
+//! hop-by-hop header cleanup, X-Forwarded-For/Proto, HTTP/1.1 upgrades (WebSocket)
+//! tunnelled after a 101, and TLS to backends a BackendTLSPolicy targets ([`tls`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use weir_snapshot::{AppProtocol, Upstream};
+use weir_snapshot::{AppProtocol, BackendTls, ClientCert, Upstream};
 
 use crate::error::{ConnectError, ProxyError};
 use crate::metrics::Metrics;
@@ -25,9 +25,10 @@ use crate::Shared;
 
 mod body;
 mod pool;
+mod tls;
 
 pub(crate) use body::{copy_channel, tee, CopySender, PooledBody, UpstreamBody};
-use pool::Pools;
+use pool::{PoolKey, Pools, TlsConnect};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -38,18 +39,50 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// knowledge for `kubernetes.io/h2c`).
 pub(crate) struct Clients {
     pools: Pools,
+    tls: tls::TlsConfigs,
+}
+
+/// The TLS side of one request's connections: the pool identity and how to connect.
+struct UpstreamTlsConnect {
+    identity: u64,
+    connect: TlsConnect,
 }
 
 impl Clients {
     pub(crate) fn new() -> Self {
+        Self::with_pools(Pools::new())
+    }
+
+    fn with_pools(pools: Pools) -> Self {
         Self {
-            pools: Pools::new(),
+            pools,
+            tls: tls::TlsConfigs::default(),
         }
     }
 
-    #[cfg(test)]
-    fn with_pools(pools: Pools) -> Self {
-        Self { pools }
+    /// How to reach `upstream`: cleartext (`None`), TLS with its policy's settings (and the
+    /// Gateway's client certificate), or not at all (an invalid policy: never cleartext).
+    fn tls_for(
+        &self,
+        upstream: &Upstream,
+        client_cert: Option<&ClientCert>,
+    ) -> Result<Option<UpstreamTlsConnect>, ProxyError> {
+        let settings = match &upstream.tls {
+            None => return Ok(None),
+            Some(BackendTls::Invalid(why)) => return Err(ProxyError::InvalidBackend(why.clone())),
+            Some(BackendTls::Verify(settings)) => settings,
+        };
+        let h2 = upstream.protocol == AppProtocol::H2c;
+        let config = self.tls.get(settings, client_cert, h2).map_err(|err| {
+            ProxyError::InvalidBackend(format!("TLS settings of {}: {err}", upstream.name).into())
+        })?;
+        Ok(Some(UpstreamTlsConnect {
+            identity: tls::identity(settings, client_cert, h2),
+            connect: TlsConnect {
+                config,
+                server_name: settings.server_name.clone(),
+            },
+        }))
     }
 
     /// Send `req` to one endpoint of `upstream`: the round-robin pick, then the others while
@@ -62,21 +95,27 @@ impl Clients {
     /// hyper hands the request back unsent; after it was sent, the request is repeated on
     /// a new connection only when that is safe (idempotent method, no body, and the pooled
     /// connection had been idle long enough for the peer to be closing it).
+    ///
+    /// Backends with TLS (`upstream.tls`) are reached over TLS, presenting `client_cert`
+    /// (the Gateway's backend client certificate) when they ask for one.
     pub(crate) async fn send(
         &self,
         metrics: &Metrics,
         upstream: &Upstream,
         req: Request<UpstreamBody>,
         attempt_timeout: Option<Duration>,
+        client_cert: Option<&ClientCert>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         if upstream.endpoints.is_empty() {
             return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
         }
+        let tls = self.tls_for(upstream, client_cert)?;
+        let tls = tls.as_ref();
         let sent = async {
             match upstream.protocol {
-                AppProtocol::H2c => self.send_http2(metrics, upstream, req).await,
+                AppProtocol::H2c => self.send_http2(metrics, upstream, req, tls).await,
                 AppProtocol::Http1 | AppProtocol::WebSocket => {
-                    self.send_http1(metrics, upstream, req).await
+                    self.send_http1(metrics, upstream, req, tls).await
                 }
             }
         };
@@ -98,6 +137,7 @@ impl Clients {
         metrics: &Metrics,
         upstream: &Upstream,
         mut req: Request<UpstreamBody>,
+        tls: Option<&UpstreamTlsConnect>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         *req.version_mut() = Version::HTTP_11;
         if req.uri().authority().is_some() {
@@ -110,20 +150,24 @@ impl Clients {
         let mut last_connect_error = None;
         for (endpoint, authority) in upstream.attempts() {
             let addr = endpoint.addr;
+            let key = PoolKey {
+                addr,
+                tls: tls.map_or(0, |t| t.identity),
+            };
             if host_from_endpoint {
                 if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
                     req.headers_mut().insert(HOST, value);
                 }
             }
             // Idle connections first, most recently used first.
-            while let Some(reused) = self.pools.checkout_http1(addr) {
+            while let Some(reused) = self.pools.checkout_http1(key) {
                 let mut tx = reused.tx;
                 if tx.ready().await.is_err() {
                     continue;
                 }
                 let copy = (reused.stale && safe_to_repeat).then(|| head_copy(&req));
                 match tx.try_send_request(req).await {
-                    Ok(response) => return Ok(self.pooled(response, addr, tx)),
+                    Ok(response) => return Ok(self.pooled(response, key, tx)),
                     Err(mut err) => match (err.take_message(), copy) {
                         (Some(unsent), _) => req = unsent,
                         (None, Some(copy)) => {
@@ -134,7 +178,7 @@ impl Clients {
                     },
                 }
             }
-            let mut tx = match self.pools.connect_http1(addr).await {
+            let mut tx = match self.pools.connect_http1(key, tls.map(|t| &t.connect)).await {
                 Ok(tx) => tx,
                 Err(err) => {
                     last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
@@ -142,7 +186,7 @@ impl Clients {
                 }
             };
             match tx.try_send_request(req).await {
-                Ok(response) => return Ok(self.pooled(response, addr, tx)),
+                Ok(response) => return Ok(self.pooled(response, key, tx)),
                 Err(mut err) => match err.take_message() {
                     // Closed before the request was written: like a failed connect.
                     Some(unsent) => {
@@ -160,14 +204,14 @@ impl Clients {
     fn pooled(
         &self,
         response: Response<Incoming>,
-        addr: SocketAddr,
+        key: PoolKey,
         tx: pool::Http1Sender,
     ) -> Response<PooledBody> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the tunnel.
             return response.map(PooledBody::unpooled);
         }
-        response.map(|body| PooledBody::pooled(body, &self.pools, addr, tx))
+        response.map(|body| PooledBody::pooled(body, &self.pools, key, tx))
     }
 
     async fn send_http2(
@@ -175,6 +219,7 @@ impl Clients {
         metrics: &Metrics,
         upstream: &Upstream,
         mut req: Request<UpstreamBody>,
+        tls: Option<&UpstreamTlsConnect>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         *req.version_mut() = Version::HTTP_2;
         let path = req
@@ -185,8 +230,16 @@ impl Clients {
         let mut last_connect_error = None;
         for (endpoint, authority) in upstream.attempts() {
             let addr = endpoint.addr;
+            let key = PoolKey {
+                addr,
+                tls: tls.map_or(0, |t| t.identity),
+            };
             let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(Scheme::HTTP);
+            uri.scheme = Some(if tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
             uri.authority = Some(authority.clone());
             uri.path_and_query = Some(path.clone());
             *req.uri_mut() =
@@ -196,7 +249,7 @@ impl Clients {
                 })?;
             // The shared connection, then (if it had closed) one fresh one.
             for _ in 0..2 {
-                let mut tx = match self.pools.http2(addr).await {
+                let mut tx = match self.pools.http2(key, tls.map(|t| &t.connect)).await {
                     Ok(tx) => tx,
                     Err(err) => {
                         last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
@@ -204,7 +257,7 @@ impl Clients {
                     }
                 };
                 if tx.ready().await.is_err() {
-                    self.pools.drop_http2(addr);
+                    self.pools.drop_http2(key);
                     continue;
                 }
                 match tx.try_send_request(req).await {
@@ -212,7 +265,7 @@ impl Clients {
                     Err(mut err) => match err.take_message() {
                         Some(unsent) => {
                             req = unsent;
-                            self.pools.drop_http2(addr);
+                            self.pools.drop_http2(key);
                         }
                         None => return Err(request_error(upstream, err.into_error())),
                     },
@@ -230,12 +283,23 @@ fn connect_failed(
     err: ConnectError,
 ) -> ConnectError {
     metrics.record_connect_error(&upstream.name);
-    tracing::warn!(
-        upstream = %upstream.name,
-        endpoint = %addr,
-        error = %err,
-        "upstream connect failed"
-    );
+    if matches!(err, ConnectError::Tls(_)) {
+        // The backend's certificate failed verification (or it does not speak TLS): a
+        // configuration problem an operator must see, not a transient one.
+        tracing::error!(
+            upstream = %upstream.name,
+            endpoint = %addr,
+            error = %err,
+            "upstream TLS handshake failed"
+        );
+    } else {
+        tracing::warn!(
+            upstream = %upstream.name,
+            endpoint = %addr,
+            error = %err,
+            "upstream connect failed"
+        );
+    }
     err
 }
 
@@ -281,6 +345,16 @@ fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     copy
 }
 
+/// What forwarding needs to know about the request's side of the Gateway.
+pub(crate) struct Downstream<'a> {
+    /// The client address as the X-Forwarded-For value.
+    pub(crate) client_ip: &'a HeaderValue,
+    /// Whether the client connection is TLS (X-Forwarded-Proto).
+    pub(crate) tls: bool,
+    /// The certificate the Gateway presents to TLS backends.
+    pub(crate) client_cert: Option<&'a ClientCert>,
+}
+
 /// Stage 4: send the request to one endpoint of `upstream` ([`Clients::send`]) and return
 /// its response, cleaned of hop-by-hop headers. `attempt_timeout` bounds the wait for the
 /// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
@@ -289,8 +363,7 @@ pub(crate) async fn forward_body(
     upstream: &Upstream,
     mut parts: http::request::Parts,
     body: UpstreamBody,
-    client_ip: &HeaderValue,
-    tls: bool,
+    downstream: &Downstream<'_>,
     attempt_timeout: Option<Duration>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if upstream.endpoints.is_empty() {
@@ -301,11 +374,17 @@ pub(crate) async fn forward_body(
         AppProtocol::Http1 | AppProtocol::WebSocket => take_upgrade(&mut parts),
     };
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
-    forwarded_headers(&mut parts.headers, client_ip, tls);
+    forwarded_headers(&mut parts.headers, downstream.client_ip, downstream.tls);
     let req = Request::from_parts(parts, body);
     let response = shared
         .clients
-        .send(&shared.metrics, upstream, req, attempt_timeout)
+        .send(
+            &shared.metrics,
+            upstream,
+            req,
+            attempt_timeout,
+            downstream.client_cert,
+        )
         .await?;
     Ok(into_downstream(response, upgrade))
 }

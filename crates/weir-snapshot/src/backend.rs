@@ -50,6 +50,53 @@ pub struct Upstream {
     authorities: Arc<[Authority]>,
     /// Round-robin cursor. Shared by all requests on this snapshot.
     next: AtomicUsize,
+    /// TLS to the backend (a BackendTLSPolicy targets this Service port); `None` is
+    /// cleartext.
+    pub tls: Option<BackendTls>,
+}
+
+/// How connections to a backend are secured, from the BackendTLSPolicy that targets it.
+#[derive(Debug, Clone)]
+pub enum BackendTls {
+    /// Connect with TLS and verify the backend's certificate.
+    Verify(Arc<UpstreamTls>),
+    /// A policy targets the backend but cannot be applied (no valid CA certificate,
+    /// unsupported settings): connections must fail rather than fall back to cleartext, so
+    /// requests get 500. The string says why, for logs.
+    Invalid(Arc<str>),
+}
+
+/// What a TLS connection to a backend must check (BackendTLSPolicy `validation`).
+#[derive(Debug)]
+pub struct UpstreamTls {
+    /// Identifies these settings across snapshots (a hash of CA certificates, hostname
+    /// and SANs), so pooled connections survive snapshot swaps and never mix settings.
+    pub id: u64,
+    /// The SNI (validation.hostname); also the name verified when `subject_alt_names` is
+    /// empty.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    /// Trust anchors for the backend's certificate chain.
+    pub roots: Arc<rustls::RootCertStore>,
+    /// When not empty, the certificate must carry one of these SANs (and the hostname is
+    /// not verified).
+    pub subject_alt_names: Arc<[SubjectAltName]>,
+}
+
+/// One `validation.subjectAltNames` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SubjectAltName {
+    /// A DNS name (matched like a server name: wildcard certificates cover one label).
+    Hostname(String),
+    /// A URI, matched exactly (e.g. a SPIFFE ID).
+    Uri(String),
+}
+
+/// The certificate a Gateway presents to TLS backends (`spec.tls.backend.clientCertificateRef`).
+#[derive(Debug)]
+pub struct ClientCert {
+    /// Identifies the certificate across snapshots (a hash of its PEM), for pool keys.
+    pub id: u64,
+    pub key: Arc<rustls::sign::CertifiedKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,7 +120,14 @@ impl Upstream {
             endpoints: endpoints.into(),
             authorities,
             next: AtomicUsize::new(0),
+            tls: None,
         }
+    }
+
+    /// The same upstream, reached over TLS (or failing, for an invalid policy).
+    pub fn with_tls(mut self, tls: Option<BackendTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The next endpoint in round-robin order, or `None` when there are no ready endpoints.

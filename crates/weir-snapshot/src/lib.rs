@@ -17,7 +17,10 @@ pub mod route;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use backend::{AppProtocol, Backend, BackendTarget, Endpoint, Upstream};
+pub use backend::{
+    AppProtocol, Backend, BackendTarget, BackendTls, ClientCert, Endpoint, SubjectAltName,
+    Upstream, UpstreamTls,
+};
 pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
@@ -142,6 +145,8 @@ pub struct Listener {
     /// HTTPS listeners with frontend validation (Gateway `spec.tls.frontend`): the client
     /// certificate the handshake asks for. Shared by the listeners of one Gateway port.
     pub client_auth: Option<Arc<ClientAuth>>,
+    /// The certificate the listener's Gateway presents to TLS backends, if it has one.
+    pub backend_client_cert: Option<Arc<ClientCert>>,
 }
 
 impl Listener {

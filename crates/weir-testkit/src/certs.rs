@@ -27,10 +27,21 @@ impl Ca {
 
     /// A server certificate for `names` (first is the common name).
     pub fn leaf(&self, names: &[&str]) -> Leaf {
+        self.leaf_with_uris(names, &[])
+    }
+
+    /// A certificate for DNS `names` (first is the common name) that also carries `uris` as
+    /// URI subjectAltNames (e.g. SPIFFE IDs).
+    pub fn leaf_with_uris(&self, names: &[&str], uris: &[&str]) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI((*uri).try_into().unwrap()));
+        }
         params.distinguished_name.push(
             DnType::CommonName,
             names.first().copied().unwrap_or("localhost"),
@@ -51,5 +62,14 @@ pub fn tls_secret_yaml(namespace: &str, name: &str, leaf: &Leaf) -> String {
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
         encode(leaf.cert_pem.as_bytes()),
         encode(leaf.key_pem.as_bytes())
+    )
+}
+
+/// A ConfigMap manifest holding `ca_pem` under `ca.crt` (what BackendTLSPolicy
+/// `caCertificateRefs` and frontend client validation read).
+pub fn ca_config_map_yaml(namespace: &str, name: &str, ca_pem: &str) -> String {
+    let indented: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n  ca.crt: |\n{indented}"
     )
 }

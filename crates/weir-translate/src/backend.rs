@@ -29,9 +29,28 @@ pub struct BackendRefSpec<'a> {
 #[derive(Default)]
 pub struct Upstreams {
     by_port: BTreeMap<(ObjectKey, i32), Arc<Upstream>>,
+    /// TLS settings from BackendTLSPolicies, by target.
+    tls: crate::backendtls::TlsIndex,
 }
 
 impl Upstreams {
+    /// Upstreams whose Service ports get TLS as the policies in `tls` say.
+    pub fn with_tls(tls: crate::backendtls::TlsIndex) -> Self {
+        Self {
+            by_port: BTreeMap::new(),
+            tls,
+        }
+    }
+
+    /// The Service behind each upstream built (by address of the upstream), to find which
+    /// Services a Gateway's routes use.
+    pub fn services(&self) -> BTreeMap<*const Upstream, &ObjectKey> {
+        self.by_port
+            .iter()
+            .map(|((key, _), u)| (Arc::as_ptr(u), key))
+            .collect()
+    }
+
     /// Resolve a backendRef of a route of `route_kind` (`HTTPRoute`, `GRPCRoute`: what a
     /// ReferenceGrant's `from` must name) in `route_ns`.
     pub fn resolve(
@@ -91,11 +110,15 @@ impl Upstreams {
                 service: key.to_string(),
                 port,
             })?;
-        let upstream = Arc::new(Upstream::new(
-            format!("{key}:{port}"),
-            app_protocol(service_port.app_protocol.as_deref()),
-            endpoints(store, &key, service_port),
-        ));
+        let tls = crate::backendtls::lookup(&self.tls, &key, service_port.name.as_deref());
+        let upstream = Arc::new(
+            Upstream::new(
+                format!("{key}:{port}"),
+                app_protocol(service_port.app_protocol.as_deref()),
+                endpoints(store, &key, service_port),
+            )
+            .with_tls(tls.cloned()),
+        );
         self.by_port.insert((key, port), upstream.clone());
         Ok(upstream)
     }

@@ -87,6 +87,26 @@ pub enum TranslateError {
     UnsupportedFilter { rule: usize, filter: String },
     #[error("invalid timeout in rule {rule}: {detail}")]
     InvalidTimeout { rule: usize, detail: String },
+
+    // ---- backend TLS ----
+    #[error("caCertificateRef {group}/{kind} {name} is not a core ConfigMap")]
+    PolicyCaCertificateRefKind {
+        group: String,
+        kind: String,
+        name: String,
+    },
+    #[error("caCertificateRef ConfigMap {config_map} is not usable: {detail}")]
+    CaCertificateRefInvalid { config_map: String, detail: String },
+    #[error("clientCertificateRef {group}/{kind} {name} is not a core Secret")]
+    ClientCertificateRefKind {
+        group: String,
+        kind: String,
+        name: String,
+    },
+    #[error("clientCertificateRef Secret {0} is in another namespace and no ReferenceGrant there allows this Gateway to use it")]
+    ClientCertificateNotPermitted(String),
+    #[error("clientCertificateRef Secret {secret} is not usable: {detail}")]
+    ClientCertificateInvalid { secret: String, detail: String },
 }
 
 impl TranslateError {
@@ -104,12 +124,18 @@ impl TranslateError {
             | E::CertificateInvalid { .. } => "InvalidCertificateRef",
             E::CertificateNotPermitted(_)
             | E::BackendNotPermitted { .. }
-            | E::CaCertificateNotPermitted(_) => "RefNotPermitted",
+            | E::CaCertificateNotPermitted(_)
+            | E::ClientCertificateNotPermitted(_) => "RefNotPermitted",
             E::CaCertificateRefKind { .. } => "InvalidCACertificateKind",
             E::CaCertificateNotFound(_) | E::CaCertificateInvalid { .. } => {
                 "InvalidCACertificateRef"
             }
             E::NoValidCaCertificate => "NoValidCACertificate",
+            E::PolicyCaCertificateRefKind { .. } => "InvalidKind",
+            E::CaCertificateRefInvalid { .. } => "InvalidCACertificateRef",
+            E::ClientCertificateRefKind { .. } | E::ClientCertificateInvalid { .. } => {
+                "InvalidClientCertificateRef"
+            }
             E::UnsupportedAddress(_) => "UnsupportedAddress",
             E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
             E::BackendKind { .. } => "InvalidKind",

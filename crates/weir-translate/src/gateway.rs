@@ -44,6 +44,10 @@ pub struct GatewayModel {
     /// Some HTTPS listener's frontend validation is in mode AllowInsecureFallback (the
     /// InsecureFrontendValidationMode condition).
     pub insecure_frontend: bool,
+    /// The certificate presented to TLS backends (`spec.tls.backend.clientCertificateRef`).
+    pub backend_client_cert: Option<Arc<weir_snapshot::ClientCert>>,
+    /// Why that reference is not usable (the Gateway's ResolvedRefs=False).
+    pub backend_client_cert_error: Option<TranslateError>,
 }
 
 impl GatewayModel {
@@ -188,7 +192,11 @@ fn build_gateway(
     let listener_sets = crate::listenerset::merge(store, key, gateway, &mut listeners);
     let insecure_frontend = crate::frontend::apply(store, key, gateway, &mut listeners);
     let assigned = assign_addresses(gateway, addresses);
+    let (backend_client_cert, backend_client_cert_error) =
+        crate::backendtls::gateway_client_cert(store, key, gateway);
     GatewayModel {
+        backend_client_cert,
+        backend_client_cert_error,
         key: key.clone(),
         gateway: gateway.clone(),
         created: created(&gateway.metadata),

@@ -8,6 +8,8 @@
 //! ([`SUPPORTED_FEATURES`]). HTTPRoutes and GRPCRoutes compile into the same route entries.
 //! TLSRoutes attach to TLS listeners and TCPRoutes to TCP listeners; both become the
 //! snapshot's passthrough section (spliced byte streams: TLS by SNI, TCP as they come).
+//! BackendTLSPolicies decide which Service ports are reached over TLS and how their
+//! certificates are verified (see `backendtls`); their statuses come out with the others.
 //!
 //! It must stay pure: no IO, no async runtime, no clock (time comes in through [`Input`]),
 //! no logging side effects that matter. The same `Store` always gives the same `Output`.
@@ -15,6 +17,7 @@
 //! types.
 
 mod backend;
+mod backendtls;
 mod compile;
 mod error;
 mod filter;
@@ -35,6 +38,7 @@ mod tlsroute;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
@@ -49,10 +53,13 @@ pub use status::INVALID_MANIFEST;
 /// fails unless it is exactly the set of features all of whose replayed tests pass: add a
 /// feature here only with its passing conformance tests.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayAddressEmpty",
+    "GatewayBackendClientCertificate",
     "GatewayFrontendClientCertificateValidation",
     "GatewayFrontendClientCertificateValidationInsecureFallback",
     "GatewayHTTPListenerIsolation",
@@ -250,7 +257,8 @@ pub fn translate(input: &Input<'_>) -> Output {
         ));
     }
 
-    let mut upstreams = backend::Upstreams::default();
+    let mut policies = backendtls::Policies::build(store);
+    let mut upstreams = backend::Upstreams::with_tls(policies.index());
     // Routes attach oldest first (then by namespace/name), whichever their kind: on a
     // listener, of an HTTPRoute and a GRPCRoute with intersecting hostnames the older one
     // is accepted (see `route::attach_parents`).
@@ -316,6 +324,25 @@ pub fn translate(input: &Input<'_>) -> Output {
         };
         statuses.push(ObjectStatus::new(status, meta, s));
     }
+
+    // BackendTLSPolicy ancestors: the Gateways whose HTTP and gRPC routes use a Service.
+    {
+        let services = upstreams.services();
+        for g in &gateways {
+            for l in &g.listeners {
+                for (_, entry) in &l.entries {
+                    for b in entry.action.backends.iter() {
+                        if let weir_snapshot::BackendTarget::Upstream(u) = &b.target {
+                            if let Some(svc) = services.get(&Arc::as_ptr(u)) {
+                                policies.used_by(svc, &g.key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    statuses.extend(policies.statuses(input.controller_name, &input.now));
 
     for route in store.tls_routes.values() {
         let compiled = tlsroute::compile(store, route, &mut upstreams);

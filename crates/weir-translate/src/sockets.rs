@@ -30,6 +30,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
             continue;
         }
         let gateway: Arc<str> = g.key.to_string().into();
+        let backend_client_cert = g.backend_client_cert.clone();
         for l in g.listeners.iter_mut().filter(|l| l.serving()) {
             let mut entries = std::mem::take(&mut l.entries);
             entries.sort_by(|a, b| a.1.rank.cmp(&b.1.rank));
@@ -53,6 +54,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     hostname: l.hostname.clone(),
                     routes: HostIndex::build(entries.iter().cloned()),
                     client_auth: l.client_auth.clone(),
+                    backend_client_cert: backend_client_cert.clone(),
                 };
                 ports.entry((bind, l.port)).or_default().push((
                     listener,

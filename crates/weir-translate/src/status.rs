@@ -113,6 +113,34 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
         ),
         None => c.make("Programmed", true, "Programmed", "Gateway is programmed"),
     };
+    let mut conditions = vec![accepted, programmed];
+    if g.insecure_frontend {
+        conditions.push(c.make(
+            "InsecureFrontendValidationMode",
+            true,
+            "ConfigurationChanged",
+            "a frontend validation is in mode AllowInsecureFallback: clients without a valid certificate are let through",
+        ));
+    }
+    // ResolvedRefs is reported for the Gateway-level references (spec.tls.backend).
+    let backend_ref = g
+        .gateway
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.backend.as_ref())
+        .and_then(|b| b.client_certificate_ref.as_ref());
+    if backend_ref.is_some() {
+        conditions.push(match &g.backend_client_cert_error {
+            Some(e) => c.make("ResolvedRefs", false, e.reason(), e.to_string()),
+            None => c.make(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "All references are resolved",
+            ),
+        });
+    }
     GatewayStatus {
         addresses: Some(
             g.status_addresses
@@ -124,18 +152,7 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
                 .collect(),
         ),
         attached_listener_sets: crate::listenerset::attached_count(g),
-        conditions: Some({
-            let mut conditions = vec![accepted, programmed];
-            if g.insecure_frontend {
-                conditions.push(c.make(
-                    "InsecureFrontendValidationMode",
-                    true,
-                    "ConfigurationChanged",
-                    "a frontend validation is in mode AllowInsecureFallback: clients without a valid certificate are let through",
-                ));
-            }
-            conditions
-        }),
+        conditions: Some(conditions),
         listeners: Some(listeners),
     }
 }
@@ -329,10 +346,10 @@ pub fn scoped_lists(status: &Value) -> Vec<(String, &Vec<Value>)> {
             out.push((format!("listener {}", str_at(l, "name")), list));
         }
     }
-    for p in status
-        .get("parents")
-        .and_then(Value::as_array)
+    // Routes list parents; policies (BackendTLSPolicy) list ancestors of the same shape.
+    for p in ["parents", "ancestors"]
         .into_iter()
+        .filter_map(|field| status.get(field).and_then(Value::as_array))
         .flatten()
     {
         if let Some(list) = p.get("conditions").and_then(Value::as_array) {
@@ -355,7 +372,7 @@ pub fn scoped_lists_mut(status: &mut Value) -> Vec<(String, &mut Vec<Value>)> {
                     out.push((String::new(), list));
                 }
             }
-            "listeners" | "parents" => {
+            "listeners" | "parents" | "ancestors" => {
                 for item in value.as_array_mut().into_iter().flatten() {
                     let scope = if field == "listeners" {
                         format!("listener {}", str_at(item, "name"))
@@ -374,7 +391,11 @@ pub fn scoped_lists_mut(status: &mut Value) -> Vec<(String, &mut Vec<Value>)> {
 }
 
 fn parent_scope(p: &Value) -> String {
-    let r = p.get("parentRef").cloned().unwrap_or(Value::Null);
+    let r = p
+        .get("parentRef")
+        .or_else(|| p.get("ancestorRef"))
+        .cloned()
+        .unwrap_or(Value::Null);
     let mut s = format!("parent {}/{}", str_at(&r, "namespace"), str_at(&r, "name"));
     if let Some(section) = r.get("sectionName").and_then(Value::as_str) {
         s.push('/');

@@ -17,6 +17,7 @@ mod tls;
 use crate::cluster::{TestDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
+mod backendtls;
 mod extended;
 mod grpc;
 pub mod listenerset;
@@ -135,8 +136,21 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             }
             Ok(())
         }
+        Step::LatestConditions { kind, name } if kind == "BackendTLSPolicy" => {
+            eventually(STEP_TIMEOUT, || backendtls::latest_conditions(env, name)).await
+        }
         Step::LatestConditions { kind, name } => {
             eventually(STEP_TIMEOUT, || latest_conditions(env, kind, name)).await
+        }
+        Step::PolicyCondition {
+            policy,
+            gateway,
+            condition,
+        } => {
+            eventually(STEP_TIMEOUT, || {
+                backendtls::policy_condition(env, policy, gateway, condition)
+            })
+            .await
         }
         Step::Generation { kind, name, value } => {
             eventually(STEP_TIMEOUT, || async {
@@ -767,7 +781,15 @@ async fn consistent(env: &Env<'_>, case: &HttpCase) -> Result<(), String> {
     let mut successes = 0;
     loop {
         let outcome = match send(env, &p, &case.path, timeout).await {
-            Ok(reply) => compare(case, &p, &reply),
+            Ok(reply) if case.fails => match reply.status.as_u16() {
+                200..=299 => Err(format!(
+                    "expected the request to fail, got {}",
+                    reply.status.as_u16()
+                )),
+                _ => Ok(()),
+            },
+            Err(_) if case.fails => Ok(()),
+            Ok(reply) => compare(case, &p, &reply).and_then(|()| backend_tls(env, case, &reply)),
             Err(e) if case.status == Some(504) && e.starts_with("no answer") => Ok(()),
             Err(e) => Err(e),
         };
@@ -820,9 +842,58 @@ fn response_header(reply: &Reply, name: &str) -> Option<String> {
     (!values.is_empty()).then(|| values.join(","))
 }
 
+/// What the backend saw of its TLS connection from the Gateway (`tls` of the echo JSON):
+/// the server name, and the Gateway's client certificate.
+fn backend_tls(env: &Env<'_>, case: &HttpCase, reply: &Reply) -> Result<(), String> {
+    if case.backend_sni.is_none() && case.backend_client_cert.is_none() {
+        return Ok(());
+    }
+    let echo: Value = serde_json::from_slice(&reply.body)
+        .map_err(|e| format!("backend answer is not echo JSON ({e}): {}", reply.text()))?;
+    let tls = &echo["tls"];
+    if tls.is_null() {
+        return Err("the backend was not reached over TLS".into());
+    }
+    if let Some(want) = &case.backend_sni {
+        if tls["serverName"] != want.as_str() {
+            return Err(format!(
+                "expected the backend to see SNI {want}, got {}",
+                tls["serverName"]
+            ));
+        }
+    }
+    if let Some(secret) = &case.backend_client_cert {
+        let (ns, name) = crate::spec::split_name(secret);
+        let want = env
+            .cluster
+            .certificate_pem(&ns, &name)
+            .ok_or_else(|| format!("no generated certificate {ns}/{name}"))?;
+        let got = tls["peerCertificates"][0].as_str().unwrap_or_default();
+        // PEM line wrapping may differ; the certificate is the same when the text without
+        // whitespace is.
+        let squash = |pem: &str| pem.split_whitespace().collect::<String>();
+        if squash(got) != squash(want) {
+            return Err(format!(
+                "expected the backend to see client certificate {ns}/{name}, got {:?}",
+                tls["peerCertificates"]
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `CompareRequest` of conformance/utils/http/http.go.
 fn compare(case: &HttpCase, p: &Prepared, reply: &Reply) -> Result<(), String> {
-    let want_status = case.status.unwrap_or(200);
+    let got_status = reply.status.as_u16();
+    let want_status = match case.statuses.as_slice() {
+        [] => case.status.unwrap_or(200),
+        allowed if allowed.contains(&got_status) => got_status,
+        allowed => {
+            return Err(format!(
+                "expected status code to be one of {allowed:?}, got {got_status}"
+            ))
+        }
+    };
     if reply.status.as_u16() != want_status {
         return Err(format!(
             "expected status code to be {want_status}, got {}",

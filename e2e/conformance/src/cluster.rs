@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::Deserialize as _;
 use serde_json::{json, Value};
-use weir_testkit::certs::{tls_secret_yaml, Ca, Leaf};
+use weir_testkit::certs::{ca_config_map_yaml, tls_secret_yaml, Ca, Leaf};
 use weir_testkit::process::{bin, Proc};
 
 mod client_certs;
@@ -138,11 +138,16 @@ pub struct Cluster {
     pub ca_pem: String,
     /// The client certificates of the frontend validation tests, by Secret name.
     pub client_certs: BTreeMap<String, Leaf>,
+    /// The generated certificates by (namespace, Secret name).
+    leaves: BTreeMap<(String, String), Leaf>,
 }
 
 impl Cluster {
-    /// Load the base manifests and start one `weir-echo` per replica of each echo Deployment.
-    pub fn start() -> anyhow::Result<Cluster> {
+    /// Load the base manifests and start one `weir-echo` per replica of each echo Deployment
+    /// there and in `test_deployments` (the Deployments of the tests' own manifests: they
+    /// run for the whole replay, as a Deployment of an earlier test would until the suite's
+    /// cleanup).
+    pub fn start(test_deployments: &[Value]) -> anyhow::Result<Cluster> {
         let base = read_manifests(&suite_dir().join("base/manifests.yaml"))?;
         let ca = Ca::new("weir-conformance-ca");
         let mut secrets = String::new();
@@ -166,6 +171,8 @@ impl Cluster {
                     "unknown-example.org",
                     "third-example.org",
                     "*.wildcard.org",
+                    // backendtlspolicy.yaml's re-encrypt route
+                    "https-listener.org",
                 ],
             ),
             (
@@ -177,11 +184,6 @@ impl Cluster {
                 "gateway-conformance-app-backend",
                 "tls-passthrough-checks-certificate",
                 vec!["abc.example.com"],
-            ),
-            (
-                "gateway-conformance-infra",
-                "tls-checks-certificate",
-                vec!["abc.example.com", "other.example.com"],
             ),
             // The Terminate-mode TLSRoute listeners' certificate: their manifests call
             // tls.example.com "the valid cert SAN".
@@ -197,9 +199,50 @@ impl Cluster {
             leaves.insert((ns.to_string(), name.to_string()), leaf);
         }
         let client_certs = client_certs::generate(&mut secrets);
+        // The BackendTLSPolicy tests' backend certificate (the tls-backend Deployments serve
+        // it): the names the policies' hostnames and subjectAltNames use, and the SPIFFE ID
+        // of BackendTLSPolicySANValidation. `tls-checks-ca-certificate` (the CA that signed
+        // it) is what the policies trust; `mismatch-ca-certificate` is an unrelated CA;
+        // `tls-checks-client-certificate` is what gateway-tls-backend-client-certificate's
+        // Gateway presents to its backend, which trusts tls-checks-ca-certificate.
+        let infra = "gateway-conformance-infra";
+        for (name, leaf) in [
+            (
+                "tls-checks-certificate",
+                ca.leaf_with_uris(
+                    &["abc.example.com", "other.example.com"],
+                    &["spiffe://abc.example.com/test-identity"],
+                ),
+            ),
+            (
+                "tls-checks-client-certificate",
+                ca.leaf(&["gateway-client.example.com"]),
+            ),
+        ] {
+            secrets.push_str("---\n");
+            secrets.push_str(&tls_secret_yaml(infra, name, &leaf));
+            leaves.insert((infra.to_string(), name.to_string()), leaf);
+        }
+        let mismatch = Ca::new("weir-conformance-unrelated-ca");
+        let mut ca_config_maps = BTreeMap::new();
+        for (name, pem) in [
+            ("tls-checks-ca-certificate", &ca.cert_pem),
+            ("mismatch-ca-certificate", &mismatch.cert_pem),
+        ] {
+            secrets.push_str("---\n");
+            secrets.push_str(&ca_config_map_yaml(infra, name, pem));
+            ca_config_maps.insert((infra.to_string(), name.to_string()), pem.clone());
+        }
         let mut pods = Vec::new();
-        for d in base.iter().filter(|o| kind(o) == "Deployment") {
-            pods.extend(start_deployment(d, &leaves)?);
+        let mut started = std::collections::BTreeSet::new();
+        for d in base
+            .iter()
+            .chain(test_deployments)
+            .filter(|o| kind(o) == "Deployment")
+        {
+            if started.insert(ns_name(d)) {
+                pods.extend(start_deployment(d, &leaves, &ca_config_maps)?);
+            }
         }
         Ok(Cluster {
             base: base
@@ -210,7 +253,15 @@ impl Cluster {
             secrets,
             ca_pem: ca.cert_pem.clone(),
             client_certs,
+            leaves,
         })
+    }
+
+    /// The PEM certificate (tls.crt) of a generated TLS Secret.
+    pub fn certificate_pem(&self, ns: &str, name: &str) -> Option<&str> {
+        self.leaves
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|l| l.cert_pem.as_str())
     }
 
     /// Write the config directory for one test: our GatewayClass, the base objects, the
@@ -535,6 +586,20 @@ fn mounted_leaf<'a>(
         .find_map(|name| leaves.get(&(ns.to_string(), name.to_string())))
 }
 
+/// The CA certificates a Deployment mounts from a ConfigMap volume (the echo containers read
+/// `TLS_CLIENT_CACERTS` from it), if any.
+fn mounted_ca<'a>(
+    d: &Value,
+    ns: &str,
+    config_maps: &'a BTreeMap<(String, String), String>,
+) -> Option<&'a String> {
+    d["spec"]["template"]["spec"]["volumes"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v["configMap"]["name"].as_str())
+        .find_map(|name| config_maps.get(&(ns.to_string(), name.to_string())))
+}
+
 /// Whether a container sets env `name`.
 fn has_env(containers: &[Value], name: &str) -> bool {
     containers.iter().any(|c| {
@@ -553,6 +618,7 @@ fn has_env(containers: &[Value], name: &str) -> bool {
 fn start_deployment(
     d: &Value,
     leaves: &BTreeMap<(String, String), Leaf>,
+    ca_config_maps: &BTreeMap<(String, String), String>,
 ) -> anyhow::Result<Vec<Pod>> {
     let (ns, name) = ns_name(d);
     let containers = d["spec"]["template"]["spec"]["containers"]
@@ -585,6 +651,9 @@ fn start_deployment(
     let leaf = has_env(&containers, "TLS_SERVER_CERT")
         .then(|| mounted_leaf(d, &ns, leaves))
         .flatten();
+    let client_cas = has_env(&containers, "TLS_CLIENT_CACERTS")
+        .then(|| mounted_ca(d, &ns, ca_config_maps))
+        .flatten();
     let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
     let hash = hash_str(&format!("{ns}/{name}"), 10);
     let mut pods = Vec::new();
@@ -605,6 +674,7 @@ fn start_deployment(
             "TCP_PORT",
             "TLS_PORT",
             "GRPC_ECHO_SERVER",
+            "TLS_CLIENT_CACERTS",
         ] {
             cmd.env_remove(var);
         }
@@ -627,6 +697,10 @@ fn start_deployment(
             // PEM text, not paths: weir-echo reads the certificate from the variable.
             cmd.env("TLS_SERVER_CERT", &leaf.cert_pem)
                 .env("TLS_SERVER_PRIVKEY", &leaf.key_pem);
+        }
+        if let Some(cas) = client_cas {
+            // PEM text as well: clients must present a certificate these CAs issued.
+            cmd.env("TLS_CLIENT_CACERTS", cas);
         }
         let proc = Proc::spawn(cmd);
         let port_of = |addr: &str| -> anyhow::Result<u16> {

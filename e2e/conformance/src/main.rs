@@ -161,7 +161,19 @@ fn run() -> anyhow::Result<bool> {
         .filter(|s| args.only.is_empty() || args.only.contains(&s.name))
         .collect();
     let started = Instant::now();
-    let cluster = cluster::Cluster::start()?;
+    // The Deployments of the selected tests' own manifests (e.g. a backend that checks
+    // client certificates) run next to the base ones.
+    let mut test_deployments = Vec::new();
+    for spec in selected.iter().filter(|s| s.skip.is_none()) {
+        for m in &spec.manifests {
+            test_deployments.extend(
+                cluster::read_manifests(&cluster::manifest_path(m))?
+                    .into_iter()
+                    .filter(|o| cluster::kind(o) == "Deployment"),
+            );
+        }
+    }
+    let cluster = cluster::Cluster::start(&test_deployments)?;
     eprintln!("backends up in {:.1}s", started.elapsed().as_secs_f64());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

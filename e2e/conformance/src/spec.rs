@@ -179,6 +179,13 @@ pub enum Step {
         name: String,
         value: i64,
     },
+    /// `BackendTLSPolicyMustHaveCondition`: a condition under the policy's ancestor entry
+    /// (ours) for the Gateway, at the latest generation.
+    PolicyCondition {
+        policy: String,
+        gateway: String,
+        condition: Cond,
+    },
     /// A GatewayClass condition at the latest generation (`GWCMustHaveAcceptedConditionTrue`).
     ClassCondition { class: String, condition: Cond },
     /// httproute-service-types.go `setupEndpointSlices`: fill hand-written IPv4
@@ -361,6 +368,21 @@ pub struct HttpCase {
     /// the Gateway asks for one (frontend validation tests).
     #[serde(default)]
     pub client_cert: Option<String>,
+    /// `Response.StatusCodes`: any of these (instead of `status`).
+    #[serde(default)]
+    pub statuses: Vec<u16>,
+    /// `MakeRequestAndExpectFailure`: every try must fail (no answer, or not a 2xx), as many
+    /// times in a row as a consistent answer needs.
+    #[serde(default)]
+    pub fails: bool,
+    /// The TLS server name the backend saw (`ExpectedRequest.SNI`, else `Request.SNI` of a
+    /// request to a backend reached over TLS).
+    #[serde(default)]
+    pub backend_sni: Option<String>,
+    /// `Request.ClientCert`: the backend saw this generated Secret's (`ns/name` or `name`)
+    /// certificate as the client's (the Gateway's backend client certificate).
+    #[serde(default)]
+    pub backend_client_cert: Option<String>,
 }
 
 /// One gRPC call and its expected answer (`grpc.ExpectedResponse`).

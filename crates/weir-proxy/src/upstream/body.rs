@@ -1,7 +1,6 @@
 //! Bodies on the upstream side: what a request to an upstream carries, and the response body
 //! that returns its HTTP/1.1 connection to the pool once it has been read to the end.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
-use super::pool::{Http1Sender, Inner, Pools};
+use super::pool::{Http1Sender, Inner, PoolKey, Pools};
 use crate::request::BoxError;
 
 /// The body of a request sent upstream: the client's body streamed through, or bytes the
@@ -206,7 +205,7 @@ pub(crate) struct PooledBody {
 
 struct Checkin {
     pool: Arc<Inner>,
-    addr: SocketAddr,
+    key: PoolKey,
     tx: Http1Sender,
 }
 
@@ -219,20 +218,20 @@ impl PooledBody {
         }
     }
 
-    pub(crate) fn pooled(body: Incoming, pools: &Pools, addr: SocketAddr, tx: Http1Sender) -> Self {
+    pub(crate) fn pooled(body: Incoming, pools: &Pools, key: PoolKey, tx: Http1Sender) -> Self {
         Self {
             body,
             checkin: Some(Checkin {
                 pool: pools.inner().clone(),
-                addr,
+                key,
                 tx,
             }),
         }
     }
 
     fn release(&mut self) {
-        if let Some(Checkin { pool, addr, tx }) = self.checkin.take() {
-            Pools::checkin_http1(&pool, addr, tx);
+        if let Some(Checkin { pool, key, tx }) = self.checkin.take() {
+            Pools::checkin_http1(&pool, key, tx);
         }
     }
 }

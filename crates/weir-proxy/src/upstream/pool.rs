@@ -2,7 +2,11 @@
 //! legacy client: its generic pool, URI-keyed lookups and connect races cost more per request
 //! than the whole routing stage).
 //!
-//! - HTTP/1.1: an idle list per endpoint address, most recently used first. A connection goes
+//! Connections are keyed by [`PoolKey`]: the endpoint address and, for TLS backends, the
+//! identity of the TLS settings (CA certificates, names checked, client certificate, ALPN),
+//! so a connection is only reused by requests that would have opened it the same way.
+//!
+//! - HTTP/1.1: an idle list per key, most recently used first. A connection goes
 //!   back to the list when its response body has been read to the end
 //!   ([`super::body::PooledBody`]); a connection that closed while idle is dropped at
 //!   check-out; one idle longer than the idle timeout is dropped by the reaper.
@@ -22,6 +26,8 @@ use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
@@ -36,6 +42,27 @@ const TICK: Duration = Duration::from_secs(1);
 
 pub(crate) type Http1Sender = http1::SendRequest<UpstreamBody>;
 pub(crate) type Http2Sender = http2::SendRequest<UpstreamBody>;
+
+/// What a pooled connection is for: an endpoint, reached in cleartext (`tls` 0) or with the
+/// TLS settings whose identity `tls` is (see [`super::tls::identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: u64,
+}
+
+impl From<SocketAddr> for PoolKey {
+    /// A cleartext connection to `addr`.
+    fn from(addr: SocketAddr) -> Self {
+        Self { addr, tls: 0 }
+    }
+}
+
+/// How to open a TLS connection: the client config and the SNI.
+pub(crate) struct TlsConnect {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    pub(crate) server_name: ServerName<'static>,
+}
 
 /// The upstream connection pools. Cheap to share: clones point at the same pools.
 #[derive(Clone)]
@@ -96,11 +123,11 @@ impl Pools {
         &self.inner
     }
 
-    /// The most recently used idle HTTP/1.1 connection to `addr` that has not closed.
-    pub(crate) fn checkout_http1(&self, addr: SocketAddr) -> Option<Reused> {
+    /// The most recently used idle HTTP/1.1 connection for `key` that has not closed.
+    pub(crate) fn checkout_http1(&self, key: PoolKey) -> Option<Reused> {
         let now = self.inner.clock.load(Ordering::Relaxed);
         let mut map = lock(&self.inner.http1);
-        let idle = map.get_mut(&addr)?;
+        let idle = map.get_mut(&key)?;
         while let Some(entry) = idle.pop() {
             let age = now.saturating_sub(entry.since);
             if entry.tx.is_closed() || age >= self.inner.idle_ticks {
@@ -114,15 +141,29 @@ impl Pools {
         None
     }
 
-    /// A new HTTP/1.1 connection to `addr` (upgrades enabled); its connection task runs
-    /// until the connection closes or every sender is dropped.
+    /// A new HTTP/1.1 connection to `key.addr`, over TLS with `tls` (upgrades enabled); its
+    /// connection task runs until the connection closes or every sender is dropped.
     pub(crate) async fn connect_http1(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
+        tls: Option<&TlsConnect>,
     ) -> Result<Http1Sender, ConnectError> {
-        let io = self.connect_tcp(addr).await?;
+        let tcp = self.connect_tcp(key.addr).await?;
+        match tls {
+            None => self.handshake_http1(key.addr, tcp).await,
+            Some(tls) => {
+                let stream = self.connect_tls(tcp, tls).await?;
+                self.handshake_http1(key.addr, stream).await
+            }
+        }
+    }
+
+    async fn handshake_http1<S>(&self, addr: SocketAddr, io: S) -> Result<Http1Sender, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (tx, conn) = http1::Builder::new()
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;
         tokio::spawn(async move {
@@ -133,14 +174,28 @@ impl Pools {
         Ok(tx)
     }
 
-    /// Put a connection whose exchange finished back on `addr`'s idle list.
-    pub(crate) fn checkin_http1(inner: &Arc<Inner>, addr: SocketAddr, tx: Http1Sender) {
+    /// The TLS handshake with a backend, bounded by the connect timeout.
+    async fn connect_tls(
+        &self,
+        tcp: TcpStream,
+        tls: &TlsConnect,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+        let limit = self.inner.connect_timeout;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        tokio::time::timeout(limit, connector.connect(tls.server_name.clone(), tcp))
+            .await
+            .map_err(|_| ConnectError::Timeout(limit))?
+            .map_err(ConnectError::Tls)
+    }
+
+    /// Put a connection whose exchange finished back on `key`'s idle list.
+    pub(crate) fn checkin_http1(inner: &Arc<Inner>, key: PoolKey, tx: Http1Sender) {
         if tx.is_closed() {
             return;
         }
         let since = inner.clock.load(Ordering::Relaxed);
         lock(&inner.http1)
-            .entry(addr)
+            .entry(key)
             .or_default()
             .push(Idle { tx, since });
         if !inner.reaper_started.load(Ordering::Relaxed) {
@@ -148,38 +203,36 @@ impl Pools {
         }
     }
 
-    /// The shared HTTP/2 connection to `addr`, connected first if there is none (or it
-    /// closed).
-    pub(crate) async fn http2(&self, addr: SocketAddr) -> Result<Http2Sender, ConnectError> {
-        if let Some(tx) = lock(&self.inner.http2).get(&addr) {
+    /// The shared HTTP/2 connection for `key`, connected first (over TLS with `tls`) if there
+    /// is none (or it closed).
+    pub(crate) async fn http2(
+        &self,
+        key: PoolKey,
+        tls: Option<&TlsConnect>,
+    ) -> Result<Http2Sender, ConnectError> {
+        if let Some(tx) = lock(&self.inner.http2).get(&key) {
             if !tx.is_closed() {
                 return Ok(tx.clone());
             }
         }
-        let io = self.connect_tcp(addr).await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(%addr, error = %err, "upstream h2 connection ended with an error");
-            }
-        });
-        lock(&self.inner.http2).insert(addr, tx.clone());
+        let tcp = self.connect_tcp(key.addr).await?;
+        let tx = match tls {
+            None => handshake_http2(key.addr, tcp).await?,
+            Some(tls) => handshake_http2(key.addr, self.connect_tls(tcp, tls).await?).await?,
+        };
+        lock(&self.inner.http2).insert(key, tx.clone());
         Ok(tx)
     }
 
     /// Forget a shared HTTP/2 connection that failed (if it is still the one in the map).
-    pub(crate) fn drop_http2(&self, addr: SocketAddr) {
+    pub(crate) fn drop_http2(&self, key: PoolKey) {
         let mut map = lock(&self.inner.http2);
-        if map.get(&addr).is_some_and(|tx| tx.is_closed()) {
-            map.remove(&addr);
+        if map.get(&key).is_some_and(|tx| tx.is_closed()) {
+            map.remove(&key);
         }
     }
 
-    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, ConnectError> {
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
         let limit = self.inner.connect_timeout;
         let tcp = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
@@ -187,14 +240,31 @@ impl Pools {
             .map_err(ConnectError::Tcp)?;
         // Requests are small writes that must not wait for an ACK.
         let _ = tcp.set_nodelay(true);
-        Ok(TokioIo::new(tcp))
+        Ok(tcp)
     }
 
-    /// Idle HTTP/1.1 connections to `addr` (for tests and debugging).
+    /// Idle HTTP/1.1 connections for `key` (for tests and debugging).
     #[cfg(test)]
-    pub(crate) fn idle_http1(&self, addr: SocketAddr) -> usize {
-        lock(&self.inner.http1).get(&addr).map_or(0, Vec::len)
+    pub(crate) fn idle_http1(&self, key: impl Into<PoolKey>) -> usize {
+        lock(&self.inner.http1).get(&key.into()).map_or(0, Vec::len)
     }
+}
+
+async fn handshake_http2<S>(addr: SocketAddr, io: S) -> Result<Http2Sender, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(err) = conn.await {
+            tracing::debug!(%addr, error = %err, "upstream h2 connection ended with an error");
+        }
+    });
+    Ok(tx)
 }
 
 /// Once per pool: a task that advances the clock every tick and drops connections idle past
@@ -243,9 +313,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Maps keyed by endpoint address. The keys come from our own snapshot, not from clients, so
-/// a fast non-keyed hash is fine (no flooding risk) and cheaper than SipHash per request.
-type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+/// Maps keyed by endpoint (and TLS identity). The keys come from our own snapshot, not from
+/// clients, so a fast non-keyed hash is fine (no flooding risk) and cheaper than SipHash per
+/// request.
+type AddrMap<V> = HashMap<PoolKey, V, BuildHasherDefault<AddrHasher>>;
 
 /// FxHash-style multiply-rotate hasher.
 #[derive(Default)]

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backend_tls;
 mod client_auth;
 mod errors;
 mod extended;

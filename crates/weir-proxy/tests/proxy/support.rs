@@ -158,6 +158,7 @@ pub fn listener(
                 .map(|(h, e)| (h.and_then(HostPattern::parse), e)),
         ),
         client_auth: None,
+        backend_client_cert: None,
     }
 }
 
@@ -546,12 +547,20 @@ impl Ca {
 
     /// A certificate for `names`, signed by this CA, as rustls serves it.
     pub fn leaf(&self, names: &[&str]) -> Arc<CertifiedKey> {
+        self.leaf_with_uris(names, &[])
+    }
+
+    /// A certificate for DNS `names` that also carries `uris` as URI subjectAltNames.
+    pub fn leaf_with_uris(&self, names: &[&str], uris: &[&str]) -> Arc<CertifiedKey> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI((*uri).try_into().unwrap()));
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         KEYS.lock()
             .unwrap()
             .insert(cert.der().to_vec(), key.serialize_der());
@@ -563,6 +572,13 @@ impl Ca {
     /// The CA certificate (a trust anchor for client validation).
     pub fn der(&self) -> CertificateDer<'static> {
         self.issuer.der().clone()
+    }
+
+    /// This CA as the only trust anchor.
+    pub fn roots(&self) -> Arc<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        Arc::new(roots)
     }
 
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {

@@ -140,6 +140,8 @@ pub(super) fn store_eq(a: &Store, b: &Store) -> bool {
         && same(&a.grpc_routes, &b.grpc_routes)
         && same(&a.tls_routes, &b.tls_routes)
         && same(&a.tcp_routes, &b.tcp_routes)
+        && same(&a.backend_tls_policies, &b.backend_tls_policies)
+        && same(&a.config_maps, &b.config_maps)
         && same(&a.listener_sets, &b.listener_sets)
         && same(&a.reference_grants, &b.reference_grants)
         && same(&a.services, &b.services)

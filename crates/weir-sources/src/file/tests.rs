@@ -707,3 +707,41 @@ fn reads_config_maps_backend_tls_policies_and_tcp_routes() {
     assert_eq!(route.spec.rules.len(), 1);
     assert_eq!(route.metadata.generation, Some(1));
 }
+
+/// A change to only a BackendTLSPolicy or a ConfigMap is a change of the store (the control
+/// loop rebuilds only then): the policy's generation bumps, the ConfigMap's data is new.
+#[test]
+fn changes_to_policies_and_config_maps_alone_change_the_store() {
+    let dir = TempDir::new().unwrap();
+    let text = |host: &str, pem: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ca, namespace: apps}}\n\
+             data: {{ca.crt: {pem}}}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\n\
+             metadata: {{name: web-tls, namespace: apps}}\n\
+             spec:\n  targetRefs: [{{group: '', kind: Service, name: web}}]\n\
+             \x20 validation: {{hostname: {host}, caCertificateRefs: [{{group: '', kind: ConfigMap, name: ca}}]}}\n"
+        )
+    };
+    write(&dir, "tls.yaml", &text("abc.example.com", "one"));
+    let mut source = source(&dir);
+    let first = source.scan();
+    assert!(first.changed);
+    // Same length, so only the content tells the versions apart.
+    write(&dir, "tls.yaml", &text("foo.example.com", "one"));
+    let second = source.scan();
+    assert!(second.changed, "a policy change must change the store");
+    let policy = &second.store.backend_tls_policies[&key("apps", "web-tls")];
+    assert_eq!(policy.spec.validation.hostname, "foo.example.com");
+    assert_eq!(policy.metadata.generation, Some(2));
+    write(&dir, "tls.yaml", &text("foo.example.com", "two"));
+    let third = source.scan();
+    assert!(third.changed, "a ConfigMap change must change the store");
+    assert_eq!(
+        third.store.config_maps[&key("apps", "ca")]
+            .data
+            .as_ref()
+            .unwrap()["ca.crt"],
+        "two"
+    );
+}

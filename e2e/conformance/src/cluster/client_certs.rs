@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use weir_testkit::certs::{tls_secret_yaml, Ca, Leaf};
+use weir_testkit::certs::{ca_config_map_yaml, tls_secret_yaml, Ca, Leaf};
 
 const NAMESPACE: &str = "gateway-conformance-infra";
 
@@ -35,17 +35,4 @@ pub fn generate(manifests: &mut String) -> BTreeMap<String, Leaf> {
         out.insert((*secret).to_string(), leaf);
     }
     out
-}
-
-/// A ConfigMap holding a PEM CA certificate as `ca.crt`.
-fn ca_config_map_yaml(namespace: &str, name: &str, ca_pem: &str) -> String {
-    let mut yaml = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n  ca.crt: |\n"
-    );
-    for line in ca_pem.lines() {
-        yaml.push_str("    ");
-        yaml.push_str(line);
-        yaml.push('\n');
-    }
-    yaml
 }

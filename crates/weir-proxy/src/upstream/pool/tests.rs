@@ -139,7 +139,7 @@ async fn send(
     up: &Upstream,
     req: Request<UpstreamBody>,
 ) -> Result<String, ProxyError> {
-    let response = clients.send(&metrics(), up, req, None).await?;
+    let response = clients.send(&metrics(), up, req, None, None).await?;
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Ok(String::from_utf8(body.to_vec()).unwrap())
