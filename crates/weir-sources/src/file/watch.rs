@@ -66,6 +66,7 @@ pub(super) async fn run(
                 true
             }
         };
+        let scan_started = Instant::now();
         let (scanned, mut report) = rescan(source).await?;
         source = scanned;
         // Re-watch a directory that was replaced or has come back, then rescan once more for
@@ -93,6 +94,7 @@ pub(super) async fn run(
             tracing::info!(
                 objects = report.store.len(),
                 rejected = report.store.rejected.len(),
+                scan_us = scan_started.elapsed().as_micros() as u64,
                 "config directory changed"
             );
             if tx.send(report.store).is_err() {
@@ -405,7 +407,10 @@ mod tests {
             event(EventKind::Create(CreateKind::File), &[tmp]),
             modify(tmp),
             close_write(tmp),
-            event(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &[tmp]),
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                &[tmp],
+            ),
             event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &[to]),
             event(
                 EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
@@ -450,7 +455,10 @@ mod tests {
     async fn a_file_renamed_into_place_after_a_quiet_period_is_read_at_once() {
         let mut events = feed(at_once(write_and_rename(".live.yaml.tmp", "live.yaml")));
         let mut debouncer = Debouncer::new(DEBOUNCE);
-        assert_eq!(next_batch(&mut debouncer, &mut events).await, Duration::ZERO);
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            Duration::ZERO
+        );
         // The rename's To and Both events were part of the batch, not the start of another.
         assert!(events.try_recv().is_err());
     }
@@ -471,7 +479,10 @@ mod tests {
     async fn a_hidden_temporary_file_closed_is_not_yet_a_change() {
         let ms = Duration::from_millis;
         let mut events = feed(vec![
-            (ms(0), event(EventKind::Create(CreateKind::File), &[".x.tmp"])),
+            (
+                ms(0),
+                event(EventKind::Create(CreateKind::File), &[".x.tmp"]),
+            ),
             (ms(1), close_write(".x.tmp")),
             (
                 ms(4),
@@ -510,7 +521,10 @@ mod tests {
         let ms = Duration::from_millis;
         let mut events = feed(vec![
             (ms(0), close_write("a.yaml")),
-            (DEBOUNCE + ms(1), event(EventKind::Remove(RemoveKind::File), &["a.yaml"])),
+            (
+                DEBOUNCE + ms(1),
+                event(EventKind::Remove(RemoveKind::File), &["a.yaml"]),
+            ),
         ]);
         let mut debouncer = Debouncer::new(DEBOUNCE);
         assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(0));
