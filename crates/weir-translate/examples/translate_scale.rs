@@ -7,6 +7,9 @@
 //!
 //!     cargo run --release -p weir-translate --example translate_scale -- [routes] [iterations]
 
+// A developer harness on generated input: failing loudly is what it should do.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Instant;
 

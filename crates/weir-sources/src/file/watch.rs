@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use weir_store::Store;
@@ -233,16 +232,11 @@ impl Debouncer {
         loop {
             // What has already happened belongs to this batch (a rename's From, To and
             // Both events come together): take it without waiting.
-            loop {
-                match events.try_recv() {
-                    Ok(event) => {
-                        if let Some(relevant) = relevant(&event, root) {
-                            batch.add(relevant);
-                            self.last_event = Some(Instant::now());
-                        }
-                    }
-                    // Empty, or the watcher is gone (noticed by the next wait).
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            // (Empty, or the watcher is gone: noticed by the next wait.)
+            while let Ok(event) = events.try_recv() {
+                if let Some(relevant) = relevant(&event, root) {
+                    batch.add(relevant);
+                    self.last_event = Some(Instant::now());
                 }
             }
             if leading && batch.complete() {
