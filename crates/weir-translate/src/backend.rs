@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ServicePort;
-use k8s_openapi::api::discovery::v1::EndpointPort;
+use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_snapshot::{AppProtocol, Endpoint, Upstream};
 use weir_store::{ObjectKey, Store, GATEWAY_GROUP};
@@ -31,6 +31,30 @@ pub struct Upstreams {
     by_port: BTreeMap<(ObjectKey, i32), Arc<Upstream>>,
     /// TLS settings from BackendTLSPolicies, by target.
     tls: crate::backendtls::TlsIndex,
+    /// EndpointSlices by the Service they name, built on first need: one pass over the
+    /// slices per translation instead of one per Service.
+    slices: Option<SlicesByService>,
+}
+
+/// EndpointSlices by their Service's (namespace, name), in key order within a Service.
+type SlicesByService = BTreeMap<(String, String), Vec<Arc<EndpointSlice>>>;
+
+fn index_slices(store: &Store) -> SlicesByService {
+    let mut index = SlicesByService::new();
+    for (key, slice) in &store.endpoint_slices {
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL));
+        if let Some(service) = service {
+            index
+                .entry((key.namespace.clone(), service.clone()))
+                .or_default()
+                .push(slice.clone());
+        }
+    }
+    index
 }
 
 impl Upstreams {
@@ -39,6 +63,7 @@ impl Upstreams {
         Self {
             by_port: BTreeMap::new(),
             tls,
+            slices: None,
         }
     }
 
@@ -111,11 +136,15 @@ impl Upstreams {
                 port,
             })?;
         let tls = crate::backendtls::lookup(&self.tls, &key, service_port.name.as_deref());
+        let slices = self.slices.get_or_insert_with(|| index_slices(store));
+        let slices = slices
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .map_or(&[][..], Vec::as_slice);
         let upstream = Arc::new(
             Upstream::new(
                 format!("{key}:{port}"),
                 app_protocol(service_port.app_protocol.as_deref()),
-                endpoints(store, &key, service_port),
+                endpoints(slices, service_port),
             )
             .with_tls(tls.cloned()),
         );
@@ -132,19 +161,10 @@ fn app_protocol(p: Option<&str>) -> AppProtocol {
     }
 }
 
-/// Ready endpoints of a Service port, deduplicated and sorted.
-fn endpoints(store: &Store, key: &ObjectKey, service_port: &ServicePort) -> Vec<Endpoint> {
+/// Ready endpoints of a Service port from the Service's slices, deduplicated and sorted.
+fn endpoints(slices: &[Arc<EndpointSlice>], service_port: &ServicePort) -> Vec<Endpoint> {
     let mut out = BTreeSet::new();
-    let slices = store.endpoint_slices.iter().filter(|(k, slice)| {
-        k.namespace == key.namespace
-            && slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .is_some_and(|svc| *svc == key.name)
-    });
-    for (_, slice) in slices {
+    for slice in slices {
         let ports = slice.ports.as_deref().unwrap_or(&[]);
         let Some(port) = slice_port(ports, service_port) else {
             continue;

@@ -359,37 +359,6 @@ pub fn scoped_lists(status: &Value) -> Vec<(String, &Vec<Value>)> {
     out
 }
 
-/// Mutable variant of [`scoped_lists`].
-pub fn scoped_lists_mut(status: &mut Value) -> Vec<(String, &mut Vec<Value>)> {
-    let mut out = Vec::new();
-    let Some(obj) = status.as_object_mut() else {
-        return out;
-    };
-    for (field, value) in obj.iter_mut() {
-        match field.as_str() {
-            "conditions" => {
-                if let Some(list) = value.as_array_mut() {
-                    out.push((String::new(), list));
-                }
-            }
-            "listeners" | "parents" | "ancestors" => {
-                for item in value.as_array_mut().into_iter().flatten() {
-                    let scope = if field == "listeners" {
-                        format!("listener {}", str_at(item, "name"))
-                    } else {
-                        parent_scope(item)
-                    };
-                    if let Some(list) = item.get_mut("conditions").and_then(Value::as_array_mut) {
-                        out.push((scope, list));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 fn parent_scope(p: &Value) -> String {
     let r = p
         .get("parentRef")
@@ -408,36 +377,89 @@ pub fn str_at<'v>(v: &'v Value, field: &str) -> &'v str {
     v.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
-/// See [`crate::preserve_transition_times`].
+/// See [`crate::preserve_transition_times`]. Objects are matched by (kind, key) with a merge
+/// when both lists are sorted (translation output is), condition lists by scope (object,
+/// listener name, parentRef) and conditions by type, comparing in place: nothing is
+/// allocated but the kept times.
 pub fn preserve(previous: &[ObjectStatus], next: &mut [ObjectStatus]) {
-    let prev: BTreeMap<_, _> = previous.iter().map(|s| ((s.kind, &s.key), s)).collect();
-    for n in next.iter_mut() {
-        let Some(p) = prev.get(&(n.kind, &n.key)) else {
-            continue;
-        };
-        let mut old: BTreeMap<(String, String), (String, Value)> = BTreeMap::new();
-        for (scope, list) in scoped_lists(&p.status) {
-            for c in list {
-                old.insert(
-                    (scope.clone(), str_at(c, "type").to_string()),
-                    (
-                        str_at(c, "status").to_string(),
-                        c.get("lastTransitionTime").cloned().unwrap_or(Value::Null),
-                    ),
-                );
+    fn id(s: &ObjectStatus) -> (Kind, &weir_store::ObjectKey) {
+        (s.kind, &s.key)
+    }
+    let sorted = |list: &[ObjectStatus]| list.windows(2).all(|w| id(&w[0]) <= id(&w[1]));
+    if sorted(previous) && sorted(next) {
+        let mut old = previous.iter().peekable();
+        for n in next.iter_mut() {
+            while old.next_if(|p| id(p) < id(n)).is_some() {}
+            if let Some(p) = old.next_if(|p| id(p) == id(n)) {
+                preserve_object(&p.status, &mut n.status);
             }
         }
-        for (scope, list) in scoped_lists_mut(&mut n.status) {
-            for c in list.iter_mut() {
-                let key = (scope.clone(), str_at(c, "type").to_string());
-                if let Some((status, time)) = old.get(&key) {
-                    if status == str_at(c, "status") && !time.is_null() {
-                        if let Some(obj) = c.as_object_mut() {
-                            obj.insert("lastTransitionTime".into(), time.clone());
-                        }
-                    }
-                }
+    } else {
+        let prev: BTreeMap<_, _> = previous.iter().map(|s| (id(s), s)).collect();
+        for n in next.iter_mut() {
+            if let Some(p) = prev.get(&id(n)) {
+                preserve_object(&p.status, &mut n.status);
             }
+        }
+    }
+}
+
+/// Keep the times of one object's unchanged conditions.
+fn preserve_object(old: &Value, new: &mut Value) {
+    if let (Some(o), Some(n)) = (old.get("conditions"), new.get_mut("conditions")) {
+        preserve_list(o, n);
+    }
+    for (field, same) in [
+        ("listeners", "name"),
+        // The parentRef as a whole identifies a route's parent status.
+        ("parents", "parentRef"),
+        // A policy's (BackendTLSPolicy) ancestor statuses, likewise.
+        ("ancestors", "ancestorRef"),
+    ] {
+        let (Some(olds), Some(news)) = (
+            old.get(field).and_then(Value::as_array),
+            new.get_mut(field).and_then(Value::as_array_mut),
+        ) else {
+            continue;
+        };
+        for (i, n) in news.iter_mut().enumerate() {
+            let key = n.get(same);
+            // Usually at the same position; else look for it.
+            let o = olds
+                .get(i)
+                .filter(|o| o.get(same) == key)
+                .or_else(|| olds.iter().find(|o| o.get(same) == key));
+            if let (Some(o), Some(list)) =
+                (o.and_then(|o| o.get("conditions")), n.get_mut("conditions"))
+            {
+                preserve_list(o, list);
+            }
+        }
+    }
+}
+
+/// Conditions of `new` whose type had the same status in `old` keep `old`'s time.
+fn preserve_list(old: &Value, new: &mut Value) {
+    let (Some(old), Some(new)) = (old.as_array(), new.as_array_mut()) else {
+        return;
+    };
+    for c in new.iter_mut() {
+        let type_ = str_at(c, "type");
+        let Some(o) = old.iter().find(|o| str_at(o, "type") == type_) else {
+            continue;
+        };
+        if str_at(o, "status") != str_at(c, "status") {
+            continue;
+        }
+        let Some(time) = o.get("lastTransitionTime").filter(|t| !t.is_null()) else {
+            continue;
+        };
+        if let Some(slot) = c.get_mut("lastTransitionTime") {
+            if slot != time {
+                slot.clone_from(time);
+            }
+        } else if let Some(obj) = c.as_object_mut() {
+            obj.insert("lastTransitionTime".into(), time.clone());
         }
     }
 }

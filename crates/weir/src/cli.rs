@@ -59,7 +59,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// Quiet period after a file change before the directory is re-read.
+    /// Change batching: the first change after a quiet period is applied at once; changes
+    /// that follow within this period are coalesced until they have been quiet for it (at
+    /// most ten times it). Kubernetes mode: the same for watch events.
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
     pub debounce: Duration,
 

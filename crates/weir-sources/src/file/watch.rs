@@ -1,15 +1,22 @@
 //! Watching the config directory: notify events, debounced into batches, each batch followed
 //! by a rescan (off the async threads) and, if the store changed, a send.
 //!
+//! Debouncing has a leading and a trailing edge ([`Debouncer`]): the first change after a
+//! quiet period is applied at once, as soon as the events show it is complete (a file closed
+//! after writing, renamed into place, or removed), so a single edit costs no waiting; events
+//! that follow within `--debounce` are a burst and are coalesced into one rescan when the
+//! burst has been quiet for `--debounce` (or after `MAX_DELAY_FACTOR` times that at most).
+//!
 //! The directory itself may be replaced (removed and created again, or renamed over): after
 //! each scan the watch is re-established when the directory's identity changed, and while
 //! the directory is missing it is polled for.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -42,13 +49,14 @@ pub(super) async fn run(
     if tx.send(report.store).is_err() {
         return Ok(());
     }
+    let mut debouncer = Debouncer::new(debounce);
     loop {
         // Wait for a reason to rescan.
         let root_touched = tokio::select! {
             () = tx.closed() => return Ok(()),
             received = next_relevant(&mut events, &absolute) => {
-                let touched = received.ok_or_else(|| FileError::WatcherGone { dir: dir.clone() })?;
-                debounced(&mut events, &absolute, debounce).await || touched
+                let first = received.ok_or_else(|| FileError::WatcherGone { dir: dir.clone() })?;
+                debouncer.batch(first, &mut events, &absolute).await
             }
             () = tokio::time::sleep(MISSING_DIR_POLL), if watcher.is_none() => {
                 if DirId::of(&dir).is_none() {
@@ -57,6 +65,7 @@ pub(super) async fn run(
                 true
             }
         };
+        let scan_started = Instant::now();
         let (scanned, mut report) = rescan(source).await?;
         source = scanned;
         // Re-watch a directory that was replaced or has come back, then rescan once more for
@@ -84,6 +93,7 @@ pub(super) async fn run(
             tracing::info!(
                 objects = report.store.len(),
                 rejected = report.store.rejected.len(),
+                scan_us = scan_started.elapsed().as_micros() as u64,
                 "config directory changed"
             );
             if tx.send(report.store).is_err() {
@@ -112,55 +122,202 @@ fn start_watcher(
     Ok(watcher)
 }
 
-/// Waits for the next event that may mean a change: whether it concerns the watched
-/// directory itself (removed or renamed: the watch must be renewed); `None` when the
-/// watcher is gone.
-async fn next_relevant(events: &mut Events, root: &Path) -> Option<bool> {
+/// What one relevant event says about the change it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Relevant {
+    /// The event concerns the watched directory itself (removed or renamed: the watch must
+    /// be renewed).
+    root: bool,
+    progress: Progress,
+}
+
+/// Whether an event shows a change still being made or one that is complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Progress {
+    /// A file is being written (created, data modified): more is to come, until it is
+    /// closed or renamed.
+    Writing(PathBuf),
+    /// The write of this file is over, without that making anything visible by itself (a
+    /// hidden temporary file closed before it is renamed into place).
+    Closed(PathBuf),
+    /// A change is complete: a visible file closed after writing, anything renamed or
+    /// removed, metadata changed. For a rename, the path it came from.
+    Done(Option<PathBuf>),
+    /// A change has begun that later events complete (a directory was created: its files
+    /// follow).
+    Started,
+    /// Nothing is known about the change (a watcher error, an unclassified event): only a
+    /// quiet period shows that it is over.
+    Unknown,
+}
+
+/// Waits for the next relevant event; `None` when the watcher is gone.
+async fn next_relevant(events: &mut Events, root: &Path) -> Option<Relevant> {
     loop {
-        if let Some(touched) = relevant(&events.recv().await?, root) {
-            return Some(touched);
+        if let Some(relevant) = relevant(&events.recv().await?, root) {
+            return Some(relevant);
         }
     }
 }
 
-/// Wait until no relevant event has arrived for `debounce`, or for at most
-/// `MAX_DELAY_FACTOR × debounce` in all; whether any event concerned the directory itself.
-async fn debounced(events: &mut Events, root: &Path, debounce: Duration) -> bool {
-    let deadline = Instant::now() + debounce * MAX_DELAY_FACTOR;
-    let mut touched = false;
-    loop {
-        let quiet = (Instant::now() + debounce).min(deadline);
-        match tokio::time::timeout_at(quiet, next_relevant(events, root)).await {
-            Ok(Some(root_event)) => {
-                touched |= root_event;
-                if Instant::now() >= deadline {
-                    return touched;
+/// Turns events into batches, each followed by one rescan: a leading edge (the first change
+/// after a quiet period is rescanned as soon as it is complete) and a trailing edge (the
+/// events of a burst are coalesced until the burst has been quiet for `debounce`, or for
+/// `MAX_DELAY_FACTOR × debounce` in all).
+struct Debouncer {
+    debounce: Duration,
+    /// When the last relevant event was seen (none yet: the start was quiet).
+    last_event: Option<Instant>,
+}
+
+/// What a batch has seen so far.
+#[derive(Default)]
+struct Batch {
+    /// Files written and not yet closed, renamed or removed.
+    writing: HashSet<PathBuf>,
+    /// Some change of the batch is complete.
+    done: bool,
+    /// Some event told nothing about its change's progress.
+    unknown: bool,
+    root_touched: bool,
+}
+
+impl Batch {
+    fn add(&mut self, event: Relevant) {
+        self.root_touched |= event.root;
+        match event.progress {
+            Progress::Writing(path) => {
+                self.writing.insert(path);
+            }
+            Progress::Closed(path) => {
+                self.writing.remove(&path);
+            }
+            Progress::Done(path) => {
+                if let Some(path) = path {
+                    self.writing.remove(&path);
+                }
+                self.done = true;
+            }
+            Progress::Started => {}
+            Progress::Unknown => self.unknown = true,
+        }
+    }
+
+    /// Whether every change the batch has seen is complete, so a rescan now sees whole files.
+    fn complete(&self) -> bool {
+        self.done && self.writing.is_empty() && !self.unknown
+    }
+}
+
+impl Debouncer {
+    fn new(debounce: Duration) -> Self {
+        Self {
+            debounce,
+            last_event: None,
+        }
+    }
+
+    /// Collect the batch that begins with `first` (just received) and return when it should
+    /// be rescanned; whether any of its events concerned the directory itself.
+    async fn batch(&mut self, first: Relevant, events: &mut Events, root: &Path) -> bool {
+        let started = Instant::now();
+        // Leading edge: nothing happened for a debounce period before this event.
+        let leading = self
+            .last_event
+            .is_none_or(|last| started.duration_since(last) >= self.debounce);
+        let deadline = started + self.debounce * MAX_DELAY_FACTOR;
+        let mut batch = Batch::default();
+        batch.add(first);
+        self.last_event = Some(started);
+        loop {
+            // What has already happened belongs to this batch (a rename's From, To and
+            // Both events come together): take it without waiting.
+            // (Empty, or the watcher is gone: noticed by the next wait.)
+            while let Ok(event) = events.try_recv() {
+                if let Some(relevant) = relevant(&event, root) {
+                    batch.add(relevant);
+                    self.last_event = Some(Instant::now());
                 }
             }
-            // Quiet, capped, or the watcher is gone (noticed by the next wait).
-            _ => return touched,
+            if leading && batch.complete() {
+                return batch.root_touched;
+            }
+            let quiet = (Instant::now() + self.debounce).min(deadline);
+            match tokio::time::timeout_at(quiet, next_relevant(events, root)).await {
+                Ok(Some(event)) => {
+                    batch.add(event);
+                    let now = Instant::now();
+                    self.last_event = Some(now);
+                    if now >= deadline {
+                        return batch.root_touched;
+                    }
+                }
+                // Quiet, capped, or the watcher is gone (noticed by the next wait).
+                _ => return batch.root_touched,
+            }
         }
     }
 }
 
 /// `None` for events that change nothing: opening and reading files (ours included).
-/// Otherwise whether the event is about `root` itself. A watcher error may mean lost events,
-/// so it counts as a change.
-fn relevant(event: &notify::Result<Event>, root: &Path) -> Option<bool> {
-    match event {
-        Ok(event) => match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(false),
-            EventKind::Access(_) => None,
-            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => {
-                Some(event.paths.iter().any(|path| path == root))
-            }
-            _ => Some(event.need_rescan()),
-        },
+/// Otherwise what the event says about its change (see [`Progress`]). A watcher error may
+/// mean lost events, so it counts as a change.
+fn relevant(event: &notify::Result<Event>, root: &Path) -> Option<Relevant> {
+    let event = match event {
+        Ok(event) => event,
         Err(err) => {
             tracing::warn!(error = %err, "file watcher error; rescanning the config directory");
-            Some(false)
+            return Some(Relevant {
+                root: false,
+                progress: Progress::Unknown,
+            });
         }
-    }
+    };
+    let first = || event.paths.first().cloned();
+    let (root_event, progress) = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            let Some(path) = first() else {
+                return Some(Relevant {
+                    root: false,
+                    progress: Progress::Unknown,
+                });
+            };
+            // A hidden file is never read: closing one (a temporary file about to be renamed
+            // into place) completes nothing yet.
+            let progress = if hidden_below(&path, root) {
+                Progress::Closed(path)
+            } else {
+                Progress::Done(Some(path))
+            };
+            (false, progress)
+        }
+        EventKind::Access(_) => return None,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => (
+            event.paths.iter().any(|path| path == root),
+            Progress::Done(first()),
+        ),
+        EventKind::Modify(ModifyKind::Metadata(_)) => (event.need_rescan(), Progress::Done(None)),
+        // A new directory: its files follow (and a ConfigMap mount's hidden directory is
+        // made visible by a rename).
+        EventKind::Create(CreateKind::Folder) => (false, Progress::Started),
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_)) => match first() {
+            Some(path) => (event.need_rescan(), Progress::Writing(path)),
+            None => (event.need_rescan(), Progress::Unknown),
+        },
+        _ => (event.need_rescan(), Progress::Unknown),
+    };
+    Some(Relevant {
+        root: root_event,
+        progress,
+    })
+}
+
+/// Whether `path` lies under `root` with a hidden component (name starting with `.`), as
+/// the scan ignores such files.
+fn hidden_below(path: &Path, root: &Path) -> bool {
+    path.strip_prefix(root).unwrap_or(path).components().any(|c| {
+        matches!(c, std::path::Component::Normal(name) if name.as_encoded_bytes().starts_with(b"."))
+    })
 }
 
 async fn rescan(mut source: FileSource) -> Result<(FileSource, LoadReport), FileError> {
@@ -201,5 +358,235 @@ impl DirId {
             let _ = meta;
             Some(Self(0, 0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+
+    use super::*;
+
+    const DEBOUNCE: Duration = Duration::from_millis(50);
+
+    fn root() -> PathBuf {
+        PathBuf::from("/config")
+    }
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Result<Event> {
+        let mut event = Event::new(kind);
+        for path in paths {
+            event = event.add_path(root().join(path));
+        }
+        Ok(event)
+    }
+
+    fn close_write(path: &str) -> notify::Result<Event> {
+        event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            &[path],
+        )
+    }
+
+    fn modify(path: &str) -> notify::Result<Event> {
+        event(
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            &[path],
+        )
+    }
+
+    /// The events of `tmp` written and renamed to `to`, as inotify reports them.
+    fn write_and_rename(tmp: &str, to: &str) -> Vec<notify::Result<Event>> {
+        vec![
+            event(EventKind::Create(CreateKind::File), &[tmp]),
+            modify(tmp),
+            close_write(tmp),
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                &[tmp],
+            ),
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &[to]),
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &[tmp, to],
+            ),
+        ]
+    }
+
+    /// Feed `events` (each after its delay from the previous one) to a channel, as the
+    /// watcher thread would.
+    fn feed(events: Vec<(Duration, notify::Result<Event>)>) -> Events {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for (delay, event) in events {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+            // Keep the channel open, as a live watcher does.
+            std::future::pending::<()>().await;
+        });
+        rx
+    }
+
+    fn at_once(events: Vec<notify::Result<Event>>) -> Vec<(Duration, notify::Result<Event>)> {
+        events.into_iter().map(|e| (Duration::ZERO, e)).collect()
+    }
+
+    /// Wait for the next batch as the watch loop does: first event, then the debouncer.
+    /// Returns when the batch is due, relative to when waiting began.
+    async fn next_batch(debouncer: &mut Debouncer, events: &mut Events) -> Duration {
+        let began = Instant::now();
+        let first = next_relevant(events, &root()).await.expect("an event");
+        debouncer.batch(first, events, &root()).await;
+        began.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_renamed_into_place_after_a_quiet_period_is_read_at_once() {
+        let mut events = feed(at_once(write_and_rename(".live.yaml.tmp", "live.yaml")));
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            Duration::ZERO
+        );
+        // The rename's To and Both events were part of the batch, not the start of another.
+        assert!(events.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_written_in_place_is_read_when_it_is_closed() {
+        let ms = Duration::from_millis;
+        let mut events = feed(vec![
+            (ms(0), modify("live.yaml")),
+            (ms(3), modify("live.yaml")),
+            (ms(2), close_write("live.yaml")),
+        ]);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hidden_temporary_file_closed_is_not_yet_a_change() {
+        let ms = Duration::from_millis;
+        let mut events = feed(vec![
+            (
+                ms(0),
+                event(EventKind::Create(CreateKind::File), &[".x.tmp"]),
+            ),
+            (ms(1), close_write(".x.tmp")),
+            (
+                ms(4),
+                event(
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                    &[".x.tmp", "x.yaml"],
+                ),
+            ),
+        ]);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_after_the_leading_edge_is_coalesced_until_quiet() {
+        let ms = Duration::from_millis;
+        let mut feed_events = vec![(ms(0), close_write("a.yaml"))];
+        // Nine more changes, 10 ms apart: one burst.
+        for _ in 0..9 {
+            feed_events.push((ms(10), close_write("b.yaml")));
+        }
+        let mut events = feed(feed_events);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        // The first change is read at once.
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(0));
+        // The other nine become one batch, due one debounce after the last of them.
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            ms(90) + DEBOUNCE
+        );
+        assert!(events.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_quiet_period_is_a_leading_edge_again() {
+        let ms = Duration::from_millis;
+        let mut events = feed(vec![
+            (ms(0), close_write("a.yaml")),
+            (
+                DEBOUNCE + ms(1),
+                event(EventKind::Remove(RemoveKind::File), &["a.yaml"]),
+            ),
+        ]);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(0));
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            DEBOUNCE + ms(1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_is_never_closed_waits_for_a_quiet_period() {
+        let mut events = feed(at_once(vec![modify("a.yaml")]));
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_stream_of_events_is_applied_after_the_cap() {
+        let ms = Duration::from_millis;
+        // A write in progress every 20 ms, for longer than the cap.
+        let stream: Vec<_> = (0..100).map(|_| (ms(20), modify("a.yaml"))).collect();
+        let mut events = feed(stream);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        let due = next_batch(&mut debouncer, &mut events).await;
+        // The first event comes 20 ms in; the batch ends at the first event at or after
+        // the cap (10 × debounce after the batch began).
+        let cap = DEBOUNCE * MAX_DELAY_FACTOR;
+        assert!(
+            due >= ms(20) + cap && due <= ms(40) + cap,
+            "due after {due:?}"
+        );
+    }
+
+    #[test]
+    fn events_are_classified_by_what_they_complete() {
+        let r = root();
+        let progress = |e: notify::Result<Event>| relevant(&e, &r).map(|r| r.progress);
+        assert_eq!(
+            progress(close_write("a.yaml")),
+            Some(Progress::Done(Some(r.join("a.yaml"))))
+        );
+        assert_eq!(
+            progress(close_write("sub/.a.yaml.swp")),
+            Some(Progress::Closed(r.join("sub/.a.yaml.swp")))
+        );
+        assert_eq!(
+            progress(modify("a.yaml")),
+            Some(Progress::Writing(r.join("a.yaml")))
+        );
+        assert_eq!(
+            progress(event(
+                EventKind::Access(AccessKind::Open(notify::event::AccessMode::Any)),
+                &["a.yaml"]
+            )),
+            None
+        );
+        assert_eq!(
+            progress(Err(notify::Error::generic("lost events"))),
+            Some(Progress::Unknown)
+        );
+        // The directory itself renamed away: the watch must be renewed.
+        let gone = Event::new(EventKind::Remove(RemoveKind::Folder)).add_path(r.clone());
+        assert_eq!(
+            relevant(&Ok(gone), &r),
+            Some(Relevant {
+                root: true,
+                progress: Progress::Done(Some(r.clone()))
+            })
+        );
     }
 }

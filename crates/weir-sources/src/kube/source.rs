@@ -40,8 +40,9 @@ impl KubeSource {
 
     /// Run one watcher per kind (with kube-runtime's default backoff). After the first
     /// complete list of every kind, send a full [`Store`]; after that, one per batch of
-    /// changes, a batch ending `debounce` after its first change. Runs until every receiver
-    /// of `tx` is dropped.
+    /// changes: a change after a quiet period (no send for `debounce`) is sent at once,
+    /// later ones are batched, a batch ending `debounce` after its first change (see
+    /// [`flush_due`]). Runs until every receiver of `tx` is dropped.
     pub async fn run(
         self,
         debounce: Duration,
@@ -54,12 +55,14 @@ impl KubeSource {
         );
         let mut cache = Cache::default();
         let mut flush_at: Option<Instant> = None;
+        let mut last_flush: Option<Instant> = None;
         loop {
             let deadline = flush_at.filter(|_| cache.all_synced());
             tokio::select! {
                 _ = tx.closed() => return Ok(()),
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     flush_at = None;
+                    last_flush = Some(Instant::now());
                     if tx.send(Arc::new(cache.store.clone())).is_err() {
                         return Ok(());
                     }
@@ -69,7 +72,9 @@ impl KubeSource {
                     Some((kind, Ok(event))) => {
                         let first_sync = !cache.all_synced();
                         if cache.apply(kind, event) {
-                            flush_at.get_or_insert_with(|| Instant::now() + debounce);
+                            flush_at.get_or_insert_with(|| {
+                                flush_due(Instant::now(), last_flush, debounce)
+                            });
                         }
                         if first_sync && cache.all_synced() {
                             tracing::info!(objects = cache.store.len(), "every watched kind has synced");
@@ -99,6 +104,16 @@ impl KubeSource {
                 },
             }
         }
+    }
+}
+
+/// When a batch whose first change came at `now` is sent: at once when nothing was sent for
+/// `debounce` (the leading edge: a single change waits for nothing), else `debounce` later,
+/// so that a burst of changes becomes one store (the trailing edge).
+fn flush_due(now: Instant, last_flush: Option<Instant>, debounce: Duration) -> Instant {
+    match last_flush {
+        Some(last) if now.duration_since(last) < debounce => now + debounce,
+        _ => now,
     }
 }
 
@@ -312,6 +327,19 @@ mod tests {
 
     fn bad(name: &str) -> DynamicObject {
         gateway(name, json!({"gatewayClassName": 7}))
+    }
+
+    #[test]
+    fn a_change_after_a_quiet_period_is_sent_at_once_and_a_burst_is_batched() {
+        let debounce = Duration::from_millis(50);
+        let t0 = Instant::now();
+        // Nothing sent yet (the first sync), or the last send a debounce ago: at once.
+        assert_eq!(flush_due(t0, None, debounce), t0);
+        let later = t0 + debounce;
+        assert_eq!(flush_due(later, Some(t0), debounce), later);
+        // Within a debounce of the last send: part of a burst, sent a debounce later.
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(flush_due(soon, Some(t0), debounce), soon + debounce);
     }
 
     #[test]

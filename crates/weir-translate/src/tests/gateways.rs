@@ -729,3 +729,66 @@ fn output_is_deterministic_and_sorted() {
     assert_eq!(order, sorted);
     assert_eq!(order[0].0, Kind::GatewayClass);
 }
+
+#[test]
+fn preserve_transition_times_matches_route_parents_by_parent_ref() {
+    // A route with two parents; the second Gateway's listener then stops admitting it.
+    let route = |allowed: &str| {
+        [
+            gateway("gw-a", "  - {name: http, port: 80, protocol: HTTP}"),
+            gateway(
+                "gw-b",
+                &format!("  - {{name: http, port: 81, protocol: HTTP, allowedRoutes: {allowed}}}"),
+            ),
+            crate::tests::SERVICES.to_string(),
+            "
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default, generation: 1}
+spec:
+  parentRefs: [{name: gw-a}, {name: gw-b}]
+  rules:
+  - backendRefs: [{name: svc-a, port: 80}]
+"
+            .to_string(),
+        ]
+        .join("---\n")
+    };
+    let old = run(&store_with_class(&route("{namespaces: {from: Same}}")));
+    let addresses = vec![("IPAddress".to_string(), "127.0.0.1".to_string())];
+    let later = Time("2025-02-02T00:00:00Z".parse().expect("time"));
+    let changed = store_with_class(&route("{kinds: [{kind: GRPCRoute}]}"));
+    let mut next = translate(&Input {
+        store: &changed,
+        controller_name: CONTROLLER,
+        now: later,
+        gateway_addresses: &addresses,
+        address_usable: &crate::tests::host_address,
+    });
+    // Reversed: the lookup must not depend on the order of the previous statuses.
+    let mut previous = old.statuses.clone();
+    previous.reverse();
+    crate::preserve_transition_times(&previous, &mut next.statuses);
+    let s = status(&next, Kind::HttpRoute, "default", "r");
+    let time_of = |gw: &str, t: &str| {
+        s.status["parents"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["parentRef"]["name"] == gw))
+            .and_then(|p| p["conditions"].as_array())
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .map(|c| (c["status"].clone(), c["lastTransitionTime"].clone()))
+            .expect("condition")
+    };
+    assert_eq!(
+        time_of("gw-a", "Accepted"),
+        ("True".into(), "2025-01-01T00:00:00Z".into())
+    );
+    assert_eq!(
+        time_of("gw-b", "Accepted"),
+        ("False".into(), "2025-02-02T00:00:00Z".into())
+    );
+    assert_eq!(
+        time_of("gw-b", "ResolvedRefs"),
+        ("True".into(), "2025-01-01T00:00:00Z".into())
+    );
+}

@@ -1,0 +1,163 @@
+//! Translate a store shaped like the benchmark's (bench/run.py `weir_config`): one Gateway
+//! with an HTTP and an HTTPS listener, one Service with one EndpointSlice, and N HTTPRoutes
+//! with distinct hostnames and path prefixes. Prints the time per translation (first one
+//! with no previous statuses, as at start-up, then rebuilds preserving transition times, as
+//! after a change), so translator changes can be compared; under
+//! `valgrind --tool=callgrind` use `--iterations 1` for instruction counts.
+//!
+//!     cargo run --release -p weir-translate --example translate_scale -- [routes] [iterations]
+
+// A developer harness on generated input: failing loudly is what it should do.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use weir_store::{Kind, Object, Store, Time};
+use weir_translate::{preserve_transition_times, translate, Input};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let routes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let iterations: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let store = bench_store(routes);
+    let addresses = vec![("IPAddress".to_string(), "127.0.0.1".to_string())];
+    let usable = |_: std::net::IpAddr| true;
+    let mut previous = Vec::new();
+    for i in 0..iterations {
+        let started = Instant::now();
+        let out = translate(&Input {
+            store: &store,
+            controller_name: "weir.dev/gateway-controller",
+            now: Time(k8s_openapi::jiff::Timestamp::now()),
+            gateway_addresses: &addresses,
+            address_usable: &usable,
+        });
+        let mut statuses = out.statuses;
+        preserve_transition_times(&previous, &mut statuses);
+        let elapsed = started.elapsed();
+        println!(
+            "{routes} routes, translation {i}: {:.1} ms ({} statuses, {} sockets)",
+            elapsed.as_secs_f64() * 1000.0,
+            statuses.len(),
+            out.snapshot.sockets.len()
+        );
+        previous = statuses;
+    }
+}
+
+fn bench_store(routes: usize) -> Store {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["*.bench.test".to_string()]).expect("certificate");
+    let b64 = |bytes: &[u8]| {
+        use std::fmt::Write;
+        // Secrets hold base64 in YAML; encode by hand to need no extra crate.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, b| acc << 8 | u32::from(*b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    let _ = out.write_char(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    let mut yaml = format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weir, generation: 1}}
+spec: {{controllerName: weir.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: bench, namespace: default, generation: 1, creationTimestamp: "2026-01-01T00:00:00Z"}}
+spec:
+  gatewayClassName: weir
+  listeners:
+    - name: http
+      protocol: HTTP
+      port: 80
+      allowedRoutes: {{namespaces: {{from: All}}}}
+    - name: https
+      protocol: HTTPS
+      port: 443
+      tls:
+        mode: Terminate
+        certificateRefs: [{{kind: Secret, name: bench-tls}}]
+      allowedRoutes: {{namespaces: {{from: All}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bench-tls, namespace: default}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {}
+  tls.key: {}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: backend, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 19000}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: backend-local
+  namespace: default
+  labels: {{kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{{name: http, port: 19000, protocol: TCP}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+"#,
+        b64(cert.cert.pem().as_bytes()),
+        b64(cert.signing_key.serialize_pem().as_bytes()),
+    );
+    for i in 0..routes {
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: r-{i}
+  namespace: default
+  generation: 1
+  creationTimestamp: "2026-01-01T00:00:{:02}Z"
+spec:
+  parentRefs: [{{name: bench}}]
+  hostnames: ["app-{i}.bench.test"]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /svc-{i}}}}}]
+      backendRefs: [{{name: backend, port: 80}}]
+"#,
+            i % 60
+        ));
+    }
+    let mut store = Store::default();
+    for doc in serde_norway::Deserializer::from_str(&yaml) {
+        let value = serde_norway::Value::deserialize(doc).expect("yaml document");
+        let api_version = value["apiVersion"].as_str().unwrap_or_default().to_string();
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let object = match Kind::from_type(&api_version, &kind).expect("known kind") {
+            Kind::GatewayClass => Object::GatewayClass(Arc::new(typed(value))),
+            Kind::Gateway => Object::Gateway(Arc::new(typed(value))),
+            Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value))),
+            Kind::Service => Object::Service(Arc::new(typed(value))),
+            Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value))),
+            Kind::Secret => Object::Secret(Arc::new(typed(value))),
+            other => panic!("unexpected kind {other}"),
+        };
+        store.apply(object);
+    }
+    store
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: serde_norway::Value) -> T {
+    serde_norway::from_value(value).expect("typed object")
+}
