@@ -412,6 +412,13 @@ pub struct GrpcCase {
     pub backend: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Headers the backend must have seen with exactly these values (names lowercase), as
+    /// `ExpectedRequest.Headers` does for HTTP.
+    #[serde(default)]
+    pub seen_headers: BTreeMap<String, String>,
+    /// Headers the backend must not have seen (`ExpectedRequest.AbsentHeaders`).
+    #[serde(default)]
+    pub absent_headers: Vec<String>,
 }
 
 /// A TCP line-protocol exchange and what must come back (`tcp.ExpectedResponse`).

@@ -114,6 +114,22 @@ fn compare(case: &GrpcCase, p: &Prepared, reply: &Reply) -> Result<(), String> {
             r.pod
         ));
     }
+    for (name, want) in &case.seen_headers {
+        let seen = r.header(name);
+        if seen != [want.as_str()] {
+            return Err(format!(
+                "expected the backend to see header {name}: {want}, it saw {seen:?}"
+            ));
+        }
+    }
+    for name in &case.absent_headers {
+        let seen = r.header(name);
+        if !seen.is_empty() {
+            return Err(format!(
+                "expected the backend not to see header {name}, it saw {seen:?}"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -262,5 +278,31 @@ mod tests {
             &ok("Echo", "grpc-infra-backend-v1", "ns")
         )
         .is_err());
+    }
+
+    #[test]
+    fn seen_and_absent_headers_are_compared() {
+        let case = GrpcCase {
+            method: "Echo".into(),
+            seen_headers: [("x-set".to_string(), "route".to_string())].into(),
+            absent_headers: vec!["x-remove".into()],
+            ..GrpcCase::default()
+        };
+        let with = |headers: &[(&str, &str)]| {
+            let mut reply = ok("Echo", "pod", "ns");
+            if let Some(r) = reply.response.as_mut() {
+                r.headers = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            }
+            reply
+        };
+        let p = prepared(0);
+        assert!(compare(&case, &p, &with(&[("x-set", "route")])).is_ok());
+        assert!(compare(&case, &p, &with(&[("x-set", "client")])).is_err());
+        assert!(compare(&case, &p, &with(&[("x-set", "route"), ("x-set", "client")])).is_err());
+        assert!(compare(&case, &p, &with(&[])).is_err());
+        assert!(compare(&case, &p, &with(&[("x-set", "route"), ("x-remove", "1")])).is_err());
     }
 }
