@@ -268,7 +268,15 @@ async fn kube_mode_serves_writes_status_and_hands_over_leadership() {
         }
     })
     .await;
-    assert!(metric(b.admin, "weir_status_patches_total").await.unwrap() >= 1.0);
+    // The counter moves once the writer's whole batch is done, which can be just after the
+    // API server has the patch the wait above saw.
+    assert_eventually("weir-b counts its status patches", WAIT, || async {
+        let n = metric(b.admin, "weir_status_patches_total").await?;
+        (n >= 1.0)
+            .then_some(())
+            .ok_or_else(|| format!("{n} patches"))
+    })
+    .await;
     let r = http1(b_listener, &Req::get("app.example.com", "/"))
         .await
         .unwrap();
