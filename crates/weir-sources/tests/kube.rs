@@ -342,14 +342,18 @@ async fn a_malformed_object_is_skipped_and_its_last_good_version_kept() {
     gw["spec"]["listeners"] = json!(7);
     server.apply(gw);
     server.apply(route("later"));
-    let store = store_where(&rx, "the route after the broken update", |s| {
+    // Each kind has its own watch, so the route may arrive before the broken Gateway (and,
+    // with the leading-edge debounce, in a store of its own): wait for both.
+    let store = store_where(&rx, "the route and the rejected update", |s| {
         has(s, Kind::HttpRoute, "apps", "later")
+            && s.rejected
+                .contains_key(&(Kind::Gateway, ObjectKey::new("infra", "gw")))
     })
     .await;
-    assert!(has(&store, Kind::Gateway, "infra", "gw"));
-    assert!(store
-        .rejected
-        .contains_key(&(Kind::Gateway, ObjectKey::new("infra", "gw"))));
+    assert!(
+        has(&store, Kind::Gateway, "infra", "gw"),
+        "last good version kept"
+    );
 }
 
 fn condition(ty: &str, status: &str, generation: i64, time: &str) -> Value {
