@@ -372,7 +372,7 @@ fn updates(generation: i64, time: &str) -> Vec<StatusUpdate> {
         StatusUpdate {
             kind: Kind::GatewayClass,
             key: ObjectKey::cluster("weir"),
-            status: json!({"conditions": [condition("Accepted", "True", generation, time)]}),
+            status: json!({"conditions": [condition("Accepted", "True", generation, time)]}).into(),
         },
         StatusUpdate {
             kind: Kind::Gateway,
@@ -381,12 +381,13 @@ fn updates(generation: i64, time: &str) -> Vec<StatusUpdate> {
                 "conditions": [condition("Programmed", "True", generation, time)],
                 "listeners": [{"name": "http", "attachedRoutes": 1, "supportedKinds": [],
                     "conditions": [condition("Accepted", "True", generation, time)]}],
-            }),
+            })
+            .into(),
         },
         StatusUpdate {
             kind: Kind::HttpRoute,
             key: ObjectKey::new("apps", "web"),
-            status: json!({"parents": [route_parent(OURS, "gw", time)]}),
+            status: json!({"parents": [route_parent(OURS, "gw", time)]}).into(),
         },
     ]
 }
@@ -451,7 +452,7 @@ async fn status_is_written_only_when_it_changed() {
     let none = vec![StatusUpdate {
         kind: Kind::HttpRoute,
         key: ObjectKey::new("apps", "web"),
-        status: json!({"parents": []}),
+        status: json!({"parents": []}).into(),
     }];
     assert_eq!(writer.write(&none).await, 1);
     let web = server.get(GW, "httproutes", "apps", "web").unwrap();
@@ -481,7 +482,7 @@ async fn grpc_route_status_keeps_other_controllers_parents() {
         vec![StatusUpdate {
             kind: Kind::GrpcRoute,
             key: ObjectKey::new("apps", "rpc"),
-            status: json!({ "parents": parents }),
+            status: json!({ "parents": parents }).into(),
         }]
     };
     let mut writer = StatusWriter::new(server.client(), OURS.to_string());
@@ -531,7 +532,7 @@ async fn tls_route_status_is_written_and_keeps_other_controllers_parents() {
     let update = vec![StatusUpdate {
         kind: Kind::TlsRoute,
         key: ObjectKey::new("apps", "passthrough"),
-        status: json!({ "parents": [ours] }),
+        status: json!({ "parents": [ours] }).into(),
     }];
     let mut writer = StatusWriter::new(server.client(), OURS.to_string());
     assert_eq!(writer.write(&update).await, 1);

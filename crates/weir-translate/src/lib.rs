@@ -131,18 +131,20 @@ pub struct ObjectStatus {
     pub key: ObjectKey,
     pub generation: Option<i64>,
     pub creation_timestamp: Option<Time>,
-    /// The object's status in Kubernetes JSON shape.
-    pub status: Value,
+    /// The object's status in Kubernetes JSON shape. Shared: objects whose statuses are
+    /// equal (routes of one Gateway, alike) and statuses unchanged since the previous
+    /// translation hold one value (see `status::JsonBuilder`, [`preserve_transition_times`]).
+    pub status: Arc<Value>,
 }
 
 impl ObjectStatus {
-    fn new(kind: Kind, meta: &ObjectMeta, status: Value) -> Self {
+    fn new(kind: Kind, meta: &ObjectMeta, status: impl Into<Arc<Value>>) -> Self {
         Self {
             kind,
             key: ObjectKey::of(meta),
             generation: meta.generation,
             creation_timestamp: meta.creation_timestamp.clone(),
-            status,
+            status: status.into(),
         }
     }
 
@@ -166,7 +168,7 @@ impl ObjectStatus {
             "apiVersion": self.kind.api_version(),
             "kind": self.kind.as_str(),
             "metadata": meta,
-            "status": self.status,
+            "status": *self.status,
         })
     }
 
@@ -258,6 +260,7 @@ pub fn translate(input: &Input<'_>) -> Output {
         ));
     }
 
+    let json = status::JsonBuilder::new(&input.now);
     let mut policies = backendtls::Policies::build(store);
     let mut upstreams = backend::Upstreams::with_tls(policies.index());
     // Routes attach oldest first (then by namespace/name), whichever their kind: on a
@@ -309,20 +312,13 @@ pub fn translate(input: &Input<'_>) -> Output {
             generation: meta.generation,
             now: &input.now,
         };
-        let s = match status {
-            Kind::GrpcRoute => to_json(&status::grpc_route_status(
-                input.controller_name,
-                &compiled,
-                parents,
-                &c,
-            )),
-            _ => to_json(&status::route_status(
-                input.controller_name,
-                &compiled,
-                parents,
-                &c,
-            )),
-        };
+        // GRPCRoute statuses have the HTTPRoute shape (see `status::JsonBuilder`).
+        let s = json.shared_route_status(status::route_status(
+            input.controller_name,
+            &compiled,
+            parents,
+            &c,
+        ));
         statuses.push(ObjectStatus::new(status, meta, s));
     }
 
@@ -430,7 +426,7 @@ pub fn translate(input: &Input<'_>) -> Output {
                 ),
             );
             condition.observed_generation = s.generation;
-            status::add_condition(s.kind, &mut s.status, &condition);
+            status::add_condition(s.kind, Arc::make_mut(&mut s.status), &condition);
         }
     }
     statuses.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));

@@ -2,15 +2,13 @@
 //! keeping transition times stable across rebuilds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use weir_store::gw::gatewayclasses::{GatewayClassStatus, GatewayClassStatusSupportedFeatures};
 use weir_store::gw::gateways::{
     GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
-};
-use weir_store::gw::grpcroutes::{
-    GrpcRouteStatus, GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef,
 };
 use weir_store::gw::httproutes::{HttpRouteStatus, HttpRouteStatusParents};
 use weir_store::{Condition, Kind, Time, GATEWAY_GROUP};
@@ -245,32 +243,109 @@ pub fn route_status(
     HttpRouteStatus { parents }
 }
 
-/// A GRPCRoute's status (see [`crate::grpcroute`]): the same conditions per parent as an
-/// HTTPRoute's.
-pub fn grpc_route_status(
-    controller: &str,
-    compiled: &CompiledRoute,
-    parents: Vec<ParentResult>,
-    c: &Conditions<'_>,
-) -> GrpcRouteStatus {
-    let http = route_status(controller, compiled, parents, c);
-    let parents = http
-        .parents
-        .into_iter()
-        .map(|p| GrpcRouteStatusParents {
-            conditions: p.conditions,
-            controller_name: p.controller_name,
-            parent_ref: GrpcRouteStatusParentsParentRef {
-                group: p.parent_ref.group,
-                kind: p.parent_ref.kind,
-                name: p.parent_ref.name,
-                namespace: p.parent_ref.namespace,
-                port: p.parent_ref.port,
-                section_name: p.parent_ref.section_name,
-            },
-        })
-        .collect();
-    GrpcRouteStatus { parents }
+/// Status JSON built by hand for the kinds there are many of (routes). Going through serde
+/// (`serde_json::to_value` of the generated types) was a third of a 10,000-route translation,
+/// a quarter of that formatting the same timestamp again for every condition. The output is
+/// exactly what serde gives (tests compare the two).
+///
+/// Routes of one Gateway mostly have equal statuses (same parent, conditions and
+/// generation): the last few distinct ones are kept and an equal status shares their value.
+pub struct JsonBuilder {
+    now: Time,
+    /// `now` as Kubernetes writes it, formatted once.
+    now_json: Value,
+    recent: std::cell::RefCell<std::collections::VecDeque<(HttpRouteStatus, Arc<Value>)>>,
+}
+
+/// How many distinct route statuses [`JsonBuilder`] remembers.
+const RECENT_STATUSES: usize = 8;
+
+impl JsonBuilder {
+    pub fn new(now: &Time) -> Self {
+        Self {
+            now: now.clone(),
+            now_json: serde_json::to_value(now).unwrap_or(Value::Null),
+            recent: Default::default(),
+        }
+    }
+
+    /// [`Self::route_status`], shared with an equal status built shortly before.
+    pub fn shared_route_status(&self, status: HttpRouteStatus) -> Arc<Value> {
+        let mut recent = self.recent.borrow_mut();
+        if let Some((_, json)) = recent.iter().find(|(s, _)| *s == status) {
+            return json.clone();
+        }
+        let json = Arc::new(self.route_status(&status));
+        if recent.len() == RECENT_STATUSES {
+            recent.pop_back();
+        }
+        recent.push_front((status, json.clone()));
+        json
+    }
+
+    fn time(&self, t: &Time) -> Value {
+        if *t == self.now {
+            self.now_json.clone()
+        } else {
+            serde_json::to_value(t).unwrap_or(Value::Null)
+        }
+    }
+
+    pub fn condition(&self, c: &Condition) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "lastTransitionTime".into(),
+            self.time(&c.last_transition_time),
+        );
+        m.insert("message".into(), Value::String(c.message.clone()));
+        if let Some(g) = c.observed_generation {
+            m.insert("observedGeneration".into(), Value::from(g));
+        }
+        m.insert("reason".into(), Value::String(c.reason.clone()));
+        m.insert("status".into(), Value::String(c.status.clone()));
+        m.insert("type".into(), Value::String(c.type_.clone()));
+        Value::Object(m)
+    }
+
+    /// An HTTPRoute's status. A GRPCRoute's status has the same shape, field for field, so
+    /// GRPCRoutes' statuses are built as HTTPRoutes' are and written with this too.
+    pub fn route_status(&self, status: &HttpRouteStatus) -> Value {
+        let parents = status
+            .parents
+            .iter()
+            .map(|p| {
+                let r = &p.parent_ref;
+                let mut parent_ref = serde_json::Map::new();
+                let mut opt = |key: &str, v: &Option<String>| {
+                    if let Some(v) = v {
+                        parent_ref.insert(key.into(), Value::String(v.clone()));
+                    }
+                };
+                opt("group", &r.group);
+                opt("kind", &r.kind);
+                opt("namespace", &r.namespace);
+                opt("sectionName", &r.section_name);
+                parent_ref.insert("name".into(), Value::String(r.name.clone()));
+                if let Some(port) = r.port {
+                    parent_ref.insert("port".into(), Value::from(port));
+                }
+                let mut m = serde_json::Map::new();
+                m.insert(
+                    "conditions".into(),
+                    Value::Array(p.conditions.iter().map(|c| self.condition(c)).collect()),
+                );
+                m.insert(
+                    "controllerName".into(),
+                    Value::String(p.controller_name.clone()),
+                );
+                m.insert("parentRef".into(), Value::Object(parent_ref));
+                Value::Object(m)
+            })
+            .collect();
+        let mut m = serde_json::Map::new();
+        m.insert("parents".into(), Value::Array(parents));
+        Value::Object(m)
+    }
 }
 
 /// A route parent's conditions: Accepted, ResolvedRefs (the first backendRef that did not
@@ -391,20 +466,56 @@ pub fn preserve(previous: &[ObjectStatus], next: &mut [ObjectStatus]) {
         for n in next.iter_mut() {
             while old.next_if(|p| id(p) < id(n)).is_some() {}
             if let Some(p) = old.next_if(|p| id(p) == id(n)) {
-                preserve_object(&p.status, &mut n.status);
+                preserve_shared(p, n);
             }
         }
     } else {
         let prev: BTreeMap<_, _> = previous.iter().map(|s| (id(s), s)).collect();
         for n in next.iter_mut() {
             if let Some(p) = prev.get(&id(n)) {
-                preserve_object(&p.status, &mut n.status);
+                preserve_shared(p, n);
             }
         }
     }
 }
 
-/// Keep the times of one object's unchanged conditions.
+/// Keep the times of one object's unchanged conditions. The common case, a status that
+/// differs from the previous one in its times at most, takes the previous value itself: no
+/// copy, and an unchanged status stays one allocation across translations.
+fn preserve_shared(previous: &ObjectStatus, next: &mut ObjectStatus) {
+    if Arc::ptr_eq(&previous.status, &next.status) {
+        return;
+    }
+    if same_but_times(&previous.status, &next.status) {
+        next.status = previous.status.clone();
+        return;
+    }
+    preserve_object(&previous.status, Arc::make_mut(&mut next.status));
+}
+
+/// Whether two statuses are equal apart from the values of `lastTransitionTime`, and `old`
+/// has a time wherever `new` has one (so keeping `old` is what [`preserve_object`] would
+/// give: every condition keeps its old time).
+fn same_but_times(old: &Value, new: &Value) -> bool {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            o.len() == n.len()
+                && o.iter().zip(n.iter()).all(|((ok, ov), (nk, nv))| {
+                    ok == nk
+                        && if ok == "lastTransitionTime" {
+                            ov.is_string() && nv.is_string()
+                        } else {
+                            same_but_times(ov, nv)
+                        }
+                })
+        }
+        (Value::Array(o), Value::Array(n)) => {
+            o.len() == n.len() && o.iter().zip(n).all(|(o, n)| same_but_times(o, n))
+        }
+        _ => old == new,
+    }
+}
+
 fn preserve_object(old: &Value, new: &mut Value) {
     if let (Some(o), Some(n)) = (old.get("conditions"), new.get_mut("conditions")) {
         preserve_list(o, n);
@@ -461,5 +572,132 @@ fn preserve_list(old: &Value, new: &mut Value) {
         } else if let Some(obj) = c.as_object_mut() {
             obj.insert("lastTransitionTime".into(), time.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use weir_store::gw::grpcroutes::GrpcRouteStatus;
+    use weir_store::gw::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
+
+    use super::*;
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn condition(type_: &str, generation: Option<i64>, at: &Time) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: "False".into(),
+            reason: "Because".into(),
+            message: format!("{type_} \"quoted\" message"),
+            observed_generation: generation,
+            last_transition_time: at.clone(),
+        }
+    }
+
+    #[test]
+    fn route_status_json_is_what_serde_writes() {
+        let now = time("2026-12-02T06:00:00Z");
+        let earlier = time("2026-01-01T00:00:00.5Z");
+        let status = HttpRouteStatus {
+            parents: vec![
+                HttpRouteStatusParents {
+                    conditions: vec![
+                        condition("Accepted", Some(3), &now),
+                        condition("ResolvedRefs", None, &earlier),
+                    ],
+                    controller_name: "weir.dev/gateway-controller".into(),
+                    parent_ref: HttpRouteStatusParentsParentRef {
+                        group: Some("gateway.networking.k8s.io".into()),
+                        kind: Some("Gateway".into()),
+                        name: "gw".into(),
+                        namespace: Some("infra".into()),
+                        port: Some(8080),
+                        section_name: Some("http".into()),
+                    },
+                },
+                HttpRouteStatusParents {
+                    conditions: vec![],
+                    controller_name: "weir.dev/gateway-controller".into(),
+                    parent_ref: HttpRouteStatusParentsParentRef {
+                        name: "other".into(),
+                        ..Default::default()
+                    },
+                },
+            ],
+        };
+        let built = JsonBuilder::new(&now).route_status(&status);
+        let serde = serde_json::to_value(&status).unwrap();
+        assert_eq!(built, serde);
+        // Times are written the same whether or not they are the translation's own.
+        assert_eq!(
+            built["parents"][0]["conditions"][1]["lastTransitionTime"],
+            serde_json::to_value(&earlier).unwrap()
+        );
+        // A GRPCRoute's status has the same shape: the same JSON reads as one and writes
+        // back unchanged.
+        let grpc: GrpcRouteStatus = serde_json::from_value(built.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&grpc).unwrap(), built);
+    }
+
+    #[test]
+    fn equal_route_statuses_share_one_value_and_others_do_not() {
+        let now = time("2026-12-02T06:00:00Z");
+        let status = |generation| HttpRouteStatus {
+            parents: vec![HttpRouteStatusParents {
+                conditions: vec![condition("Accepted", Some(generation), &now)],
+                controller_name: "weir.dev/gateway-controller".into(),
+                parent_ref: HttpRouteStatusParentsParentRef {
+                    name: "gw".into(),
+                    ..Default::default()
+                },
+            }],
+        };
+        let json = JsonBuilder::new(&now);
+        let a = json.shared_route_status(status(1));
+        let b = json.shared_route_status(status(2));
+        let a2 = json.shared_route_status(status(1));
+        assert!(Arc::ptr_eq(&a, &a2));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b["parents"][0]["conditions"][0]["observedGeneration"], 2);
+        // Past the remembered few, an equal status is built again, still equal.
+        for g in 3..20 {
+            json.shared_route_status(status(g));
+        }
+        let a3 = json.shared_route_status(status(1));
+        assert!(!Arc::ptr_eq(&a, &a3));
+        assert_eq!(a, a3);
+    }
+
+    #[test]
+    fn preserving_times_takes_the_previous_value_when_only_times_differ() {
+        let key = weir_store::ObjectKey {
+            namespace: "default".into(),
+            name: "r".into(),
+        };
+        let object = |status: Value| ObjectStatus {
+            kind: Kind::HttpRoute,
+            key: key.clone(),
+            generation: Some(1),
+            creation_timestamp: None,
+            status: Arc::new(status),
+        };
+        let cond = |status: &str, t: &str| serde_json::json!({"type": "Accepted", "status": status, "lastTransitionTime": t});
+        let parents = |c: Value| serde_json::json!({"parents": [{"parentRef": {"name": "gw"}, "conditions": [c]}]});
+        let old = vec![object(parents(cond("True", "2026-01-01T00:00:00Z")))];
+        // Only the time differs: the previous value itself.
+        let mut next = vec![object(parents(cond("True", "2026-12-02T00:00:00Z")))];
+        preserve(&old, &mut next);
+        assert!(Arc::ptr_eq(&old[0].status, &next[0].status));
+        // The status changed: a new value, with the new time for the changed condition.
+        let mut next = vec![object(parents(cond("False", "2026-12-02T00:00:00Z")))];
+        preserve(&old, &mut next);
+        assert!(!Arc::ptr_eq(&old[0].status, &next[0].status));
+        assert_eq!(
+            next[0].status["parents"][0]["conditions"][0]["lastTransitionTime"],
+            "2026-12-02T00:00:00Z"
+        );
     }
 }

@@ -40,8 +40,8 @@ const CONFLICT_RETRIES: usize = 3;
 pub struct StatusUpdate {
     pub kind: Kind,
     pub key: ObjectKey,
-    /// The whole `status`, in Kubernetes JSON shape.
-    pub status: Value,
+    /// The whole `status`, in Kubernetes JSON shape (shared with the translation's output).
+    pub status: std::sync::Arc<Value>,
 }
 
 /// Writes statuses to the status subresource (see the module docs).

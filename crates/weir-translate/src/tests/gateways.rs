@@ -710,7 +710,7 @@ fn to_resource_json_has_identity_and_status() {
     assert_eq!(j["metadata"]["name"], "gw");
     assert_eq!(j["metadata"]["generation"], 3);
     assert_eq!(j["metadata"]["creationTimestamp"], "2024-01-01T00:00:00Z");
-    assert_eq!(j["status"], s.status);
+    assert_eq!(j["status"], *s.status);
     let class = status(&out, Kind::GatewayClass, "", "weir").to_resource_json();
     assert!(class["metadata"].get("namespace").is_none());
 }
