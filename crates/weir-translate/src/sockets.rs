@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use weir_snapshot::{
     HostIndex, HostPattern, Listener, Passthrough, RouteEntry, Snapshot, SocketConfig,
     TlsRouteEntry,
@@ -21,23 +23,25 @@ type Placed = (
     bool,
 );
 
-/// A listener's route entries, each host's in precedence order. Only the order within one
-/// host pattern matters (the host index keeps it per bucket), so each host's entries are
-/// sorted on their own: with many routes of distinct hostnames that is nearly free, where
-/// one sort of them all is not.
-fn by_precedence(
-    entries: Vec<(Option<HostPattern>, RouteEntry)>,
-) -> Vec<(Option<HostPattern>, Arc<RouteEntry>)> {
-    let mut buckets: HashMap<Option<HostPattern>, Vec<RouteEntry>> = HashMap::new();
+/// A listener's route entries grouped by host pattern, each group in precedence order.
+/// Only the order within one host pattern matters (the host index keeps it per bucket), so
+/// each host's entries are sorted on their own: with many routes of distinct hostnames that
+/// is nearly free, where one sort of them all is not.
+type Buckets = Vec<(Option<HostPattern>, Vec<Arc<RouteEntry>>)>;
+
+fn by_precedence(entries: Vec<(Option<HostPattern>, RouteEntry)>) -> Buckets {
+    let mut buckets: HashMap<Option<HostPattern>, Vec<RouteEntry>, RandomState> =
+        HashMap::with_capacity_and_hasher(entries.len(), RandomState::default());
     for (host, entry) in entries {
         buckets.entry(host).or_default().push(entry);
     }
-    let mut out = Vec::new();
-    for (host, mut bucket) in buckets {
-        bucket.sort_by(|a, b| a.rank.cmp(&b.rank));
-        out.extend(bucket.into_iter().map(|e| (host.clone(), Arc::new(e))));
-    }
-    out
+    buckets
+        .into_iter()
+        .map(|(host, mut bucket)| {
+            bucket.sort_by(|a, b| a.rank.cmp(&b.rank));
+            (host, bucket.into_iter().map(Arc::new).collect())
+        })
+        .collect()
 }
 
 /// Build the snapshot (generation 0). Gateways come sorted oldest first, so on a shared port
@@ -66,7 +70,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     gateway: gateway.clone(),
                     name: name.clone(),
                     hostname: l.hostname.clone(),
-                    routes: HostIndex::build(entries.iter().cloned()),
+                    routes: HostIndex::from_buckets(entries.iter().cloned()),
                     client_auth: l.client_auth.clone(),
                     backend_client_cert: backend_client_cert.clone(),
                 };

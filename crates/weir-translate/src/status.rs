@@ -461,19 +461,20 @@ pub fn preserve(previous: &[ObjectStatus], next: &mut [ObjectStatus]) {
         (s.kind, &s.key)
     }
     let sorted = |list: &[ObjectStatus]| list.windows(2).all(|w| id(&w[0]) <= id(&w[1]));
+    let mut same = SameMemo::default();
     if sorted(previous) && sorted(next) {
         let mut old = previous.iter().peekable();
         for n in next.iter_mut() {
             while old.next_if(|p| id(p) < id(n)).is_some() {}
             if let Some(p) = old.next_if(|p| id(p) == id(n)) {
-                preserve_shared(p, n);
+                preserve_shared(p, n, &mut same);
             }
         }
     } else {
         let prev: BTreeMap<_, _> = previous.iter().map(|s| (id(s), s)).collect();
         for n in next.iter_mut() {
             if let Some(p) = prev.get(&id(n)) {
-                preserve_shared(p, n);
+                preserve_shared(p, n, &mut same);
             }
         }
     }
@@ -482,16 +483,29 @@ pub fn preserve(previous: &[ObjectStatus], next: &mut [ObjectStatus]) {
 /// Keep the times of one object's unchanged conditions. The common case, a status that
 /// differs from the previous one in its times at most, takes the previous value itself: no
 /// copy, and an unchanged status stays one allocation across translations.
-fn preserve_shared(previous: &ObjectStatus, next: &mut ObjectStatus) {
+fn preserve_shared(previous: &ObjectStatus, next: &mut ObjectStatus, same: &mut SameMemo) {
     if Arc::ptr_eq(&previous.status, &next.status) {
         return;
     }
-    if same_but_times(&previous.status, &next.status) {
+    // Shared values (see `JsonBuilder`) come in runs: compare each pair of them once.
+    let known = same
+        .0
+        .as_ref()
+        .is_some_and(|(p, n)| Arc::ptr_eq(p, &previous.status) && Arc::ptr_eq(n, &next.status));
+    if known || same_but_times(&previous.status, &next.status) {
+        if !known {
+            same.0 = Some((previous.status.clone(), next.status.clone()));
+        }
         next.status = previous.status.clone();
         return;
     }
     preserve_object(&previous.status, Arc::make_mut(&mut next.status));
 }
+
+/// The last (previous, next) pair of status values found equal but for their times (held,
+/// so that their addresses identify them).
+#[derive(Default)]
+struct SameMemo(Option<(Arc<Value>, Arc<Value>)>);
 
 /// Whether two statuses are equal apart from the values of `lastTransitionTime`, and `old`
 /// has a time wherever `new` has one (so keeping `old` is what [`preserve_object`] would
