@@ -28,8 +28,9 @@ pub(super) fn assemble(
     for error in listing_errors {
         unowned(&mut store, &mut errors, error.clone());
     }
-    // Where each object was first defined.
-    let mut defined: HashMap<(Kind, ObjectKey), Location> = HashMap::new();
+    // Where each object was first defined: `store.locations` for those served, and here the
+    // rejected ones without a last good version (not served, so not located in the store).
+    let mut unserved: HashMap<(Kind, ObjectKey), Location> = HashMap::new();
     for file in files.values_mut() {
         if let Some(error) = &file.error {
             unowned(&mut store, &mut errors, error.clone());
@@ -53,7 +54,7 @@ pub(super) fn assemble(
                 }
             };
             let id = (kind, key.clone());
-            if let Some(first) = defined.get(&id) {
+            if let Some(first) = store.locations.get(&id).or_else(|| unserved.get(&id)) {
                 let error = SourceError {
                     location: location.clone(),
                     message: format!(
@@ -65,7 +66,6 @@ pub(super) fn assemble(
                 unowned(&mut store, &mut errors, error);
                 continue;
             }
-            defined.insert(id.clone(), location.clone());
             match doc {
                 Doc::Object(object) => {
                     store.apply(identities.stamp(object, now));
@@ -91,7 +91,10 @@ pub(super) fn assemble(
                             store.locations.insert(id.clone(), location.clone());
                             format!("{message}; fix it (its last good version keeps serving)")
                         }
-                        None => format!("{message}; fix it (it is not served until then)"),
+                        None => {
+                            unserved.insert(id.clone(), location.clone());
+                            format!("{message}; fix it (it is not served until then)")
+                        }
                     };
                     store.rejected.insert(
                         id.clone(),
@@ -110,7 +113,11 @@ pub(super) fn assemble(
             }
         }
     }
-    identities.retain(|kind, key| defined.contains_key(&(kind, key.clone())));
+    // Every served object has an identity, so when there are as many identities as served
+    // objects none is left over (the common case, checked without a lookup per object).
+    if identities.len() != store.locations.len() {
+        identities.retain(|kind, key| store.locations.contains_key(&(kind, key.clone())));
+    }
     (store, errors)
 }
 

@@ -73,6 +73,11 @@ impl Identities {
             .map(|identity| identity.served.clone())
     }
 
+    /// How many objects have an identity.
+    pub(super) fn len(&self) -> usize {
+        self.objects.len()
+    }
+
     /// Forget every object for which `keep` is false (it is in no file any more).
     pub(super) fn retain(&mut self, mut keep: impl FnMut(Kind, &ObjectKey) -> bool) {
         self.objects.retain(|(kind, key), _| keep(*kind, key));
