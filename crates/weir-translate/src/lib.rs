@@ -351,17 +351,14 @@ pub fn translate(input: &Input<'_>) -> Output {
             generation: route.metadata.generation,
             now: &input.now,
         };
-        let s = tlsroute::route_status(
+        let s = json.shared_route_status(status::parents_status(
             input.controller_name,
             compiled.unresolved.as_ref(),
+            None,
             parents,
             &c,
-        );
-        statuses.push(ObjectStatus::new(
-            Kind::TlsRoute,
-            &route.metadata,
-            to_json(&s),
         ));
+        statuses.push(ObjectStatus::new(Kind::TlsRoute, &route.metadata, s));
     }
 
     for route in store.tcp_routes.values() {
@@ -374,12 +371,14 @@ pub fn translate(input: &Input<'_>) -> Output {
             generation: route.metadata.generation,
             now: &input.now,
         };
-        let s = tcproute::route_status(input.controller_name, &compiled, parents, &c);
-        statuses.push(ObjectStatus::new(
-            Kind::TcpRoute,
-            &route.metadata,
-            to_json(&s),
+        let s = json.shared_route_status(status::parents_status(
+            input.controller_name,
+            compiled.unresolved.as_ref(),
+            None,
+            parents,
+            &c,
         ));
+        statuses.push(ObjectStatus::new(Kind::TcpRoute, &route.metadata, s));
     }
 
     for (_, (g, set)) in listenerset::all(&gateways) {

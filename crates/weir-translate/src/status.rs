@@ -232,10 +232,30 @@ pub fn route_status(
         .is_none()
         .then(|| compiled.invalid_rules.first())
         .flatten();
+    parents_status(
+        controller,
+        compiled.unresolved.as_ref(),
+        partially_invalid,
+        parents,
+        c,
+    )
+}
+
+/// A route's status from its parents' results: per parent, Accepted, ResolvedRefs and
+/// PartiallyInvalid (see [`parent_conditions`]). Every route kind's status has this shape,
+/// field for field (GRPCRoute, TLSRoute, TCPRoute as HTTPRoute): all are built as
+/// `HttpRouteStatus` and written with [`JsonBuilder::route_status`].
+pub fn parents_status(
+    controller: &str,
+    unresolved: Option<&TranslateError>,
+    partially_invalid: Option<&TranslateError>,
+    parents: Vec<ParentResult>,
+    c: &Conditions<'_>,
+) -> HttpRouteStatus {
     let parents = parents
         .into_iter()
         .map(|p| HttpRouteStatusParents {
-            conditions: parent_conditions(&p, compiled.unresolved.as_ref(), partially_invalid, c),
+            conditions: parent_conditions(&p, unresolved, partially_invalid, c),
             controller_name: controller.into(),
             parent_ref: p.parent_ref,
         })
@@ -593,6 +613,8 @@ fn preserve_list(old: &Value, new: &mut Value) {
 mod json_tests {
     use weir_store::gw::grpcroutes::GrpcRouteStatus;
     use weir_store::gw::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
+    use weir_store::gw::tcproutes::TcpRouteStatus;
+    use weir_store::gw::tlsroutes::TlsRouteStatus;
 
     use super::*;
 
@@ -654,6 +676,11 @@ mod json_tests {
         // back unchanged.
         let grpc: GrpcRouteStatus = serde_json::from_value(built.clone()).unwrap();
         assert_eq!(serde_json::to_value(&grpc).unwrap(), built);
+        // TLSRoute and TCPRoute statuses too.
+        let tls: TlsRouteStatus = serde_json::from_value(built.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&tls).unwrap(), built);
+        let tcp: TcpRouteStatus = serde_json::from_value(built.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&tcp).unwrap(), built);
     }
 
     #[test]

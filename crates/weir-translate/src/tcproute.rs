@@ -15,16 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use weir_store::gw::tcproutes::{
-    TcpRouteParentRefs, TcpRouteStatus, TcpRouteStatusParents, TcpRouteStatusParentsParentRef,
-};
+use weir_store::gw::tcproutes::TcpRouteParentRefs;
 use weir_store::{ObjectKey, Store, TcpRoute};
 
 use crate::backend::Upstreams;
 use crate::gateway::GatewayModel;
-use crate::route::{self, NotAccepted, ParentRefSpec, ParentResult};
-use crate::status::{self, Conditions};
-use crate::tlsroute::{self, CompiledTlsRoute};
+use crate::route::{ParentRefSpec, ParentResult};
+use crate::tlsroute::{self, CompiledTlsRoute, StreamAttach};
 
 pub const KIND: &str = "TCPRoute";
 
@@ -70,73 +67,16 @@ pub fn attach(
     gateways: &mut [GatewayModel],
     index: &BTreeMap<ObjectKey, usize>,
 ) -> Vec<ParentResult> {
-    let route_ns = compiled.key.namespace.as_str();
-    let mut results = Vec::new();
-    let mut attached: Vec<(usize, usize)> = Vec::new();
-    for p in route.spec.parent_refs.iter().flatten() {
-        let p = ParentRefSpec::from(p);
-        let Some((gi, ns)) = route::our_gateway(&p, route_ns, index)
-            .or_else(|| crate::listenerset::parent_gateway(&p, route_ns, gateways))
-        else {
-            continue;
-        };
-        let accepted = select(store, route_ns, &p, compiled, gateways, gi, &mut attached);
-        results.push(ParentResult {
-            parent_ref: route::status_ref(&p, &ns),
-            accepted,
-        });
-    }
-    results
-}
-
-fn select(
-    store: &Store,
-    route_ns: &str,
-    p: &ParentRefSpec<'_>,
-    compiled: &CompiledTlsRoute,
-    gateways: &mut [GatewayModel],
-    gi: usize,
-    attached: &mut Vec<(usize, usize)>,
-) -> Result<(), NotAccepted> {
-    let gateway = &mut gateways[gi];
-    let allowed = route::allowed_listeners(store, KIND, route_ns, p, gateway)?;
-    for i in allowed {
-        if attached.contains(&(gi, i)) {
-            continue;
-        }
-        attached.push((gi, i));
-        let l = &mut gateway.listeners[i];
-        l.attached_routes += 1;
-        l.tls_entries.push((
-            None,
-            (compiled.created, compiled.key.clone()),
-            compiled.entry.clone(),
-        ));
-    }
-    Ok(())
-}
-
-/// A TCPRoute's status: per parent of ours, Accepted and ResolvedRefs as for HTTPRoutes.
-pub fn route_status(
-    controller: &str,
-    compiled: &CompiledTlsRoute,
-    parents: Vec<ParentResult>,
-    c: &Conditions<'_>,
-) -> TcpRouteStatus {
-    let parents = parents
-        .into_iter()
-        .map(|p| TcpRouteStatusParents {
-            conditions: status::parent_conditions(&p, compiled.unresolved.as_ref(), None, c),
-            controller_name: controller.into(),
-            parent_ref: TcpRouteStatusParentsParentRef {
-                group: p.parent_ref.group,
-                kind: p.parent_ref.kind,
-                name: p.parent_ref.name,
-                namespace: p.parent_ref.namespace,
-                port: p.parent_ref.port,
-                section_name: p.parent_ref.section_name,
-            },
-        })
-        .collect();
-    TcpRouteStatus { parents }
+    let how = StreamAttach {
+        kind: KIND,
+        listener_sets: true,
+        by_hostname: false,
+    };
+    let refs = route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .map(ParentRefSpec::from);
+    tlsroute::attach_stream(store, &how, refs, compiled, gateways, index)
 }

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_snapshot::{Backend, BackendTarget, HostPattern, TlsRouteEntry};
-use weir_store::gw::tlsroutes::{
-    TlsRouteParentRefs, TlsRouteStatus, TlsRouteStatusParents, TlsRouteStatusParentsParentRef,
-};
+use weir_store::gw::tlsroutes::TlsRouteParentRefs;
 use weir_store::{ObjectKey, ObjectMeta, Store, TlsRoute};
 
 use crate::backend::{BackendRefSpec, Upstreams};
@@ -25,7 +23,6 @@ use crate::error::TranslateError;
 use crate::gateway::GatewayModel;
 use crate::hostname::effective_hosts;
 use crate::route::{self, NotAccepted, ParentRefSpec, ParentResult};
-use crate::status::{self, Conditions};
 
 const KIND: &str = "TLSRoute";
 
@@ -142,15 +139,63 @@ pub fn attach(
     gateways: &mut [GatewayModel],
     index: &BTreeMap<ObjectKey, usize>,
 ) -> Vec<ParentResult> {
+    let how = StreamAttach {
+        kind: KIND,
+        listener_sets: false,
+        by_hostname: true,
+    };
+    let refs = route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .map(ParentRefSpec::from);
+    attach_stream(store, &how, refs, compiled, gateways, index)
+}
+
+/// What differs between the stream routes (TLSRoute, TCPRoute) when they attach.
+pub(crate) struct StreamAttach {
+    pub kind: &'static str,
+    /// Whether a parentRef may name a ListenerSet (of a Gateway of ours).
+    pub listener_sets: bool,
+    /// Whether the route's hostnames must intersect the listener's (TLSRoute); without, the
+    /// route sits under the catch-all of every listener it is allowed on (TCPRoute).
+    pub by_hostname: bool,
+}
+
+/// Attach a compiled stream route to the listeners its parentRefs select. One result per
+/// parentRef that names a Gateway of ours, or with `listener_sets` a ListenerSet of one
+/// (none: the route is not ours).
+pub(crate) fn attach_stream<'a>(
+    store: &Store,
+    how: &StreamAttach,
+    parent_refs: impl Iterator<Item = ParentRefSpec<'a>>,
+    compiled: &CompiledTlsRoute,
+    gateways: &mut [GatewayModel],
+    index: &BTreeMap<ObjectKey, usize>,
+) -> Vec<ParentResult> {
     let route_ns = compiled.key.namespace.as_str();
     let mut results = Vec::new();
     let mut attached: Vec<(usize, usize)> = Vec::new();
-    for p in route.spec.parent_refs.iter().flatten() {
-        let p = ParentRefSpec::from(p);
-        let Some((gi, ns)) = route::our_gateway(&p, route_ns, index) else {
+    for p in parent_refs {
+        let parent = route::our_gateway(&p, route_ns, index).or_else(|| {
+            how.listener_sets
+                .then(|| crate::listenerset::parent_gateway(&p, route_ns, gateways))
+                .flatten()
+        });
+        let Some((gi, ns)) = parent else {
             continue;
         };
-        let accepted = select(store, route_ns, &p, compiled, gateways, gi, &mut attached);
+        let accepted = select(
+            store,
+            how,
+            route_ns,
+            &p,
+            compiled,
+            &mut gateways[gi],
+            gi,
+            &mut attached,
+        );
         results.push(ParentResult {
             parent_ref: route::status_ref(&p, &ns),
             accepted,
@@ -159,21 +204,26 @@ pub fn attach(
     results
 }
 
+#[allow(clippy::too_many_arguments)]
 fn select(
     store: &Store,
+    how: &StreamAttach,
     route_ns: &str,
     p: &ParentRefSpec<'_>,
     compiled: &CompiledTlsRoute,
-    gateways: &mut [GatewayModel],
+    gateway: &mut GatewayModel,
     gi: usize,
     attached: &mut Vec<(usize, usize)>,
 ) -> Result<(), NotAccepted> {
-    let gateway = &mut gateways[gi];
-    let allowed = route::allowed_listeners(store, KIND, route_ns, p, gateway)?;
+    let allowed = route::allowed_listeners(store, how.kind, route_ns, p, gateway)?;
     let mut any = false;
     for i in allowed {
         let l = &mut gateway.listeners[i];
-        let hosts = effective_hosts(l.hostname.as_ref(), &compiled.hostnames);
+        let hosts = if how.by_hostname {
+            effective_hosts(l.hostname.as_ref(), &compiled.hostnames)
+        } else {
+            vec![None]
+        };
         if hosts.is_empty() {
             continue;
         }
@@ -191,39 +241,15 @@ fn select(
             ));
         }
     }
-    if !any {
+    // (Without hostnames there is nothing to intersect: an allowed listener takes the route.)
+    if !any && how.by_hostname {
         return Err((
             "NoMatchingListenerHostname",
             format!(
-                "no TLSRoute hostname intersects a listener hostname of Gateway {}",
-                gateway.key
+                "no {} hostname intersects a listener hostname of Gateway {}",
+                how.kind, gateway.key
             ),
         ));
     }
     Ok(())
-}
-
-/// A TLSRoute's status: per parent of ours, Accepted and ResolvedRefs as for HTTPRoutes.
-pub fn route_status(
-    controller: &str,
-    unresolved: Option<&TranslateError>,
-    parents: Vec<ParentResult>,
-    c: &Conditions<'_>,
-) -> TlsRouteStatus {
-    let parents = parents
-        .into_iter()
-        .map(|p| TlsRouteStatusParents {
-            conditions: status::parent_conditions(&p, unresolved, None, c),
-            controller_name: controller.into(),
-            parent_ref: TlsRouteStatusParentsParentRef {
-                group: p.parent_ref.group,
-                kind: p.parent_ref.kind,
-                name: p.parent_ref.name,
-                namespace: p.parent_ref.namespace,
-                port: p.parent_ref.port,
-                section_name: p.parent_ref.section_name,
-            },
-        })
-        .collect();
-    TlsRouteStatus { parents }
 }
