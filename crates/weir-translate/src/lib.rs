@@ -341,44 +341,35 @@ pub fn translate(input: &Input<'_>) -> Output {
     }
     statuses.extend(policies.statuses(input.controller_name, &input.now));
 
+    // Stream routes: TLSRoutes, then TCPRoutes (they never share a listener).
+    let stream_status = |meta: &ObjectMeta, compiled: &tlsroute::CompiledTlsRoute, parents| {
+        let c = status::Conditions {
+            generation: meta.generation,
+            now: &input.now,
+        };
+        json.shared_route_status(status::parents_status(
+            input.controller_name,
+            compiled.unresolved.as_ref(),
+            None,
+            parents,
+            &c,
+        ))
+    };
     for route in store.tls_routes.values() {
         let compiled = tlsroute::compile(store, route, &mut upstreams);
         let parents = tlsroute::attach(store, route, &compiled, &mut gateways, &index);
-        if parents.is_empty() {
-            continue;
+        if !parents.is_empty() {
+            let s = stream_status(&route.metadata, &compiled, parents);
+            statuses.push(ObjectStatus::new(Kind::TlsRoute, &route.metadata, s));
         }
-        let c = status::Conditions {
-            generation: route.metadata.generation,
-            now: &input.now,
-        };
-        let s = json.shared_route_status(status::parents_status(
-            input.controller_name,
-            compiled.unresolved.as_ref(),
-            None,
-            parents,
-            &c,
-        ));
-        statuses.push(ObjectStatus::new(Kind::TlsRoute, &route.metadata, s));
     }
-
     for route in store.tcp_routes.values() {
         let compiled = tcproute::compile(store, route, &mut upstreams);
         let parents = tcproute::attach(store, route, &compiled, &mut gateways, &index);
-        if parents.is_empty() {
-            continue;
+        if !parents.is_empty() {
+            let s = stream_status(&route.metadata, &compiled, parents);
+            statuses.push(ObjectStatus::new(Kind::TcpRoute, &route.metadata, s));
         }
-        let c = status::Conditions {
-            generation: route.metadata.generation,
-            now: &input.now,
-        };
-        let s = json.shared_route_status(status::parents_status(
-            input.controller_name,
-            compiled.unresolved.as_ref(),
-            None,
-            parents,
-            &c,
-        ));
-        statuses.push(ObjectStatus::new(Kind::TcpRoute, &route.metadata, s));
     }
 
     for (_, (g, set)) in listenerset::all(&gateways) {
