@@ -168,20 +168,25 @@ pub fn allowed_listeners(
     gateway: &GatewayModel,
 ) -> Result<Vec<usize>, NotAccepted> {
     let gw_ns = gateway.key.namespace.as_str();
-    let gw_label = gateway.key.to_string();
+    // (Formatted only in the error paths: this runs for every route and parent.)
+    let gw_label = &gateway.key;
     // 1. sectionName / port, among the listeners of the Gateway itself or of the ListenerSet
     // the parentRef names.
     let owner = crate::listenerset::target_owner(p, route_ns);
-    let by_ref: Vec<usize> = gateway
+    // One list, narrowed step by step (this runs for every route and parent).
+    let selected = |l: &crate::gateway::ListenerModel| {
+        l.owner == owner
+            && p.section_name.is_none_or(|s| s == l.name)
+            && p.port.is_none_or(|port| port == i32::from(l.port))
+    };
+    let mut allowed: Vec<usize> = gateway
         .listeners
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.owner == owner)
-        .filter(|(_, l)| p.section_name.is_none_or(|s| s == l.name))
-        .filter(|(_, l)| p.port.is_none_or(|port| port == i32::from(l.port)))
+        .filter(|(_, l)| selected(l))
         .map(|(i, _)| i)
         .collect();
-    if by_ref.is_empty() {
+    if allowed.is_empty() {
         let what = match (p.section_name, p.port) {
             (Some(s), Some(port)) => format!("no listener named {s:?} on port {port}"),
             (Some(s), None) => format!("no listener named {s:?}"),
@@ -191,24 +196,20 @@ pub fn allowed_listeners(
         return Err(("NoMatchingParent", format!("Gateway {gw_label}: {what}")));
     }
     // 2. allowedRoutes (accepted listeners only: rejected ones take no routes).
-    let accepted: Vec<usize> = by_ref
-        .into_iter()
-        .filter(|&i| gateway.listeners[i].accepted())
-        .collect();
-    let of_kind: Vec<usize> = accepted
-        .iter()
-        .copied()
-        .filter(|&i| {
-            gateway.listeners[i]
-                .supported_kinds
-                .iter()
-                .any(|k| k == route_kind)
-        })
-        .collect();
-    if !accepted.is_empty() && of_kind.is_empty() {
-        let mut kinds: Vec<&str> = accepted
+    allowed.retain(|&i| gateway.listeners[i].accepted());
+    let any_accepted = !allowed.is_empty();
+    allowed.retain(|&i| {
+        gateway.listeners[i]
+            .supported_kinds
             .iter()
-            .flat_map(|&i| gateway.listeners[i].supported_kinds.iter())
+            .any(|k| k == route_kind)
+    });
+    if any_accepted && allowed.is_empty() {
+        let mut kinds: Vec<&str> = gateway
+            .listeners
+            .iter()
+            .filter(|l| selected(l) && l.accepted())
+            .flat_map(|l| l.supported_kinds.iter())
             .map(String::as_str)
             .collect();
         kinds.sort_unstable();
@@ -225,10 +226,7 @@ pub fn allowed_listeners(
             ),
         ));
     }
-    let allowed: Vec<usize> = of_kind
-        .into_iter()
-        .filter(|&i| namespace_allowed(store, &gateway.listeners[i], gw_ns, route_ns))
-        .collect();
+    allowed.retain(|&i| namespace_allowed(store, &gateway.listeners[i], gw_ns, route_ns));
     if allowed.is_empty() {
         return Err((
             "NotAllowedByListeners",
