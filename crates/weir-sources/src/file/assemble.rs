@@ -69,18 +69,19 @@ pub(super) fn assemble(
             match doc {
                 Doc::Object(object) => {
                     store.apply(identities.stamp(object, now));
-                    store.locations.insert(id.clone(), object.location.clone());
                     if let Some(error) = &file.error {
                         // The file's current version does not parse: this object is from
                         // its last good version.
                         store.rejected.insert(
-                            id,
+                            id.clone(),
                             Rejection {
                                 location: error.location.clone(),
                                 message: error.message.clone(),
                             },
                         );
                     }
+                    // (The key moves in: this runs for every object on every rescan.)
+                    store.locations.insert(id, object.location.clone());
                 }
                 Doc::Rejected {
                     location, message, ..
