@@ -300,6 +300,28 @@ impl Object {
     pub fn key(&self) -> ObjectKey {
         ObjectKey::of(self.meta())
     }
+
+    /// Whether both are the same allocation (the same version of the same object, as long as
+    /// one of them is held).
+    pub fn same_allocation(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::GatewayClass(a), Object::GatewayClass(b)) => Arc::ptr_eq(a, b),
+            (Object::Gateway(a), Object::Gateway(b)) => Arc::ptr_eq(a, b),
+            (Object::HttpRoute(a), Object::HttpRoute(b)) => Arc::ptr_eq(a, b),
+            (Object::GrpcRoute(a), Object::GrpcRoute(b)) => Arc::ptr_eq(a, b),
+            (Object::TlsRoute(a), Object::TlsRoute(b)) => Arc::ptr_eq(a, b),
+            (Object::TcpRoute(a), Object::TcpRoute(b)) => Arc::ptr_eq(a, b),
+            (Object::BackendTlsPolicy(a), Object::BackendTlsPolicy(b)) => Arc::ptr_eq(a, b),
+            (Object::ConfigMap(a), Object::ConfigMap(b)) => Arc::ptr_eq(a, b),
+            (Object::ListenerSet(a), Object::ListenerSet(b)) => Arc::ptr_eq(a, b),
+            (Object::ReferenceGrant(a), Object::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
+            (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
+            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b),
+            (Object::Secret(a), Object::Secret(b)) => Arc::ptr_eq(a, b),
+            (Object::Namespace(a), Object::Namespace(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Everything the translator needs, by kind, ordered by key (so iteration is deterministic).

@@ -1,11 +1,13 @@
 //! Translate a store shaped like the benchmark's (bench/run.py `weir_config`): one Gateway
 //! with an HTTP and an HTTPS listener, one Service with one EndpointSlice, and N HTTPRoutes
-//! with distinct hostnames and path prefixes. Prints the time per translation (first one
-//! with no previous statuses, as at start-up, then rebuilds preserving transition times, as
-//! after a change), so translator changes can be compared; under
-//! `valgrind --tool=callgrind` use `--iterations 1` for instruction counts.
+//! with distinct hostnames and path prefixes. Prints the time per translation: the first one
+//! from scratch, as at start-up; then, as after a route file changed, each with one route
+//! replaced by a new version, handing on the previous translation's memo and preserving
+//! transition times, as `weir run` does. With `--no-memo` every translation starts from
+//! scratch. Under `valgrind --tool=callgrind` use `--iterations 1` (or 2, and subtract) for
+//! instruction counts.
 //!
-//!     cargo run --release -p weir-translate --example translate_scale -- [routes] [iterations]
+//!     cargo run --release -p weir-translate --example translate_scale -- [routes] [iterations] [--no-memo]
 
 // A developer harness on generated input: failing loudly is what it should do.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -15,25 +17,43 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use weir_store::{Kind, Object, Store, Time};
-use weir_translate::{preserve_transition_times, translate, Input};
+use weir_translate::{preserve_transition_times, translate_with, Input, Memo};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let routes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let iterations: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let store = bench_store(routes);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let no_memo = args.iter().any(|a| a == "--no-memo");
+    let mut numbers = args.iter().filter_map(|a| a.parse::<usize>().ok());
+    let routes = numbers.next().unwrap_or(10_000);
+    let iterations = numbers.next().unwrap_or(5);
+    let mut store = bench_store(routes);
     let addresses = vec![("IPAddress".to_string(), "127.0.0.1".to_string())];
     let usable = |_: std::net::IpAddr| true;
     let mut previous = Vec::new();
+    let mut memo = Memo::default();
     for i in 0..iterations {
+        if i > 0 {
+            // A new version of one route, as a file source makes when its file changes.
+            let key = store.http_routes.keys().nth(i % routes.max(1)).cloned();
+            if let Some(key) = key {
+                let route = store.http_routes[&key].as_ref().clone();
+                store.http_routes.insert(key, Arc::new(route));
+            }
+        }
         let started = Instant::now();
-        let out = translate(&Input {
-            store: &store,
-            controller_name: "weir.dev/gateway-controller",
-            now: Time(k8s_openapi::jiff::Timestamp::now()),
-            gateway_addresses: &addresses,
-            address_usable: &usable,
-        });
+        let out = translate_with(
+            &Input {
+                store: &store,
+                controller_name: "weir.dev/gateway-controller",
+                now: Time(k8s_openapi::jiff::Timestamp::now()),
+                gateway_addresses: &addresses,
+                address_usable: &usable,
+            },
+            if no_memo {
+                Memo::default()
+            } else {
+                std::mem::take(&mut memo)
+            },
+        );
         let mut statuses = out.statuses;
         preserve_transition_times(&previous, &mut statuses);
         let elapsed = started.elapsed();
@@ -43,6 +63,7 @@ fn main() {
             statuses.len(),
             out.snapshot.sockets.len()
         );
+        memo = out.memo;
         previous = statuses;
     }
 }

@@ -67,6 +67,17 @@ impl Upstreams {
         }
     }
 
+    /// Start from the upstreams of a previous translation of the same Services,
+    /// EndpointSlices, ReferenceGrants and BackendTLSPolicies (see `crate::memo`).
+    pub fn seed(&mut self, table: BTreeMap<(ObjectKey, i32), Arc<Upstream>>) {
+        self.by_port = table;
+    }
+
+    /// The upstreams built, by (Service, port), for [`Self::seed`].
+    pub fn into_table(self) -> BTreeMap<(ObjectKey, i32), Arc<Upstream>> {
+        self.by_port
+    }
+
     /// The Service behind each upstream built (by address of the upstream), to find which
     /// Services a Gateway's routes use.
     pub fn services(&self) -> BTreeMap<*const Upstream, &ObjectKey> {

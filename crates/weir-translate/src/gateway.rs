@@ -110,7 +110,7 @@ pub struct ListenerModel {
     pub client_auth: Option<Arc<weir_snapshot::ClientAuth>>,
     pub attached_routes: i32,
     /// Route entries attached, with their effective host pattern.
-    pub entries: Vec<(Option<HostPattern>, RouteEntry)>,
+    pub entries: Vec<(Option<HostPattern>, Arc<RouteEntry>)>,
     /// The route kinds among `entries`, so that the HTTPRoute/GRPCRoute hostname rule scans
     /// the entries only when both kinds are attached (else translation is quadratic).
     pub entry_kinds: Vec<&'static str>,

@@ -26,6 +26,7 @@ mod gateway;
 mod grpcroute;
 mod hostname;
 mod listenerset;
+mod memo;
 mod refgrant;
 mod route;
 mod sockets;
@@ -45,6 +46,7 @@ use serde_json::{json, Value};
 use weir_store::{Kind, ObjectKey, ObjectMeta};
 
 pub use error::TranslateError;
+pub use memo::Memo;
 pub use status::INVALID_MANIFEST;
 
 /// The Gateway API features Weir supports, by the conformance suite's names (v1.5.1
@@ -122,6 +124,8 @@ pub struct Output {
     pub snapshot: weir_snapshot::Snapshot,
     /// Sorted by (kind, key).
     pub statuses: Vec<ObjectStatus>,
+    /// For the next translation ([`translate_with`]).
+    pub memo: Memo,
 }
 
 /// The status Weir computed for one of its objects.
@@ -230,6 +234,13 @@ impl ObjectStatus {
 
 /// Translate the whole store.
 pub fn translate(input: &Input<'_>) -> Output {
+    translate_with(input, Memo::default())
+}
+
+/// Translate the whole store, reusing what `memo` (the previous translation's
+/// [`Output::memo`]) still holds: the same output as [`translate`], with work in proportion
+/// to what changed when only HTTPRoutes did (see `memo`).
+pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let store = input.store;
     let classes = gateway::our_classes(store, input.controller_name);
     let addresses = gateway::Addresses {
@@ -242,7 +253,7 @@ pub fn translate(input: &Input<'_>) -> Output {
         .enumerate()
         .map(|(i, g)| (g.key.clone(), i))
         .collect();
-    let mut statuses = Vec::new();
+    let mut statuses = Vec::with_capacity(store.len());
 
     for class in store.gateway_classes.values() {
         if !classes.contains(class.metadata.name.as_deref().unwrap_or("")) {
@@ -263,27 +274,24 @@ pub fn translate(input: &Input<'_>) -> Output {
     let json = status::JsonBuilder::new(&input.now);
     let mut policies = backendtls::Policies::build(store);
     let mut upstreams = backend::Upstreams::with_tls(policies.index());
-    // Routes attach oldest first (then by namespace/name), whichever their kind: on a
-    // listener, of an HTTPRoute and a GRPCRoute with intersecting hostnames the older one
-    // is accepted (see `route::attach_parents`).
-    let mut order: Vec<((i64, u32), &ObjectKey, Kind)> = store
-        .http_routes
-        .iter()
-        .map(|(k, r)| (compile::created(&r.metadata), k, Kind::HttpRoute))
-        .chain(
-            store
-                .grpc_routes
-                .iter()
-                .map(|(k, r)| (compile::created(&r.metadata), k, Kind::GrpcRoute)),
-        )
-        .collect();
-    order.sort();
-    for (_, key, kind) in order {
-        let (meta, compiled, parents, status) = match kind {
-            Kind::GrpcRoute => {
-                let Some(route) = store.grpc_routes.get(key) else {
-                    continue;
-                };
+    let world = memo::World::of(
+        store,
+        input.controller_name,
+        input.gateway_addresses,
+        &gateways,
+    );
+    let (mut routes, table) = memo::Routes::start(memo, &world, store, &mut gateways);
+    upstreams.seed(table);
+    let mut placed = Vec::new();
+    let order = route_order(store);
+    // Route statuses by the route's position in key order (`route_order`'s slot), so that
+    // they come out sorted without a sort by key.
+    let mut http_statuses: Vec<Option<ObjectStatus>> = vec![None; store.http_routes.len()];
+    let mut grpc_statuses: Vec<Option<ObjectStatus>> = vec![None; store.grpc_routes.len()];
+    for (_, route, slot) in order {
+        // `http_route`: the HTTPRoute, to record for the next translation.
+        let (meta, compiled, parents, http_route) = match route {
+            AnyRoute::Grpc(route) => {
                 let compiled = grpcroute::compile_route(store, route, &mut upstreams);
                 let refs = grpcroute::parent_refs(route);
                 let parents = route::attach_parents(
@@ -293,19 +301,25 @@ pub fn translate(input: &Input<'_>) -> Output {
                     &compiled,
                     &mut gateways,
                     &index,
+                    &mut placed,
                 );
-                (&route.metadata, compiled, parents, Kind::GrpcRoute)
+                (&route.metadata, compiled, parents, None)
             }
-            _ => {
-                let Some(route) = store.http_routes.get(key) else {
+            AnyRoute::Http(route) => {
+                if let Some(status) = routes.replay(route, &mut gateways) {
+                    http_statuses[slot] = status;
                     continue;
-                };
+                }
                 let compiled = compile::compile_route(store, route, &mut upstreams);
-                let parents = route::attach(store, route, &compiled, &mut gateways, &index);
-                (&route.metadata, compiled, parents, Kind::HttpRoute)
+                let parents =
+                    route::attach(store, route, &compiled, &mut gateways, &index, &mut placed);
+                (&route.metadata, compiled, parents, Some(route))
             }
         };
         if parents.is_empty() {
+            if let Some(route) = http_route {
+                routes.record(route, &placed, &gateways, None);
+            }
             continue;
         }
         let c = status::Conditions {
@@ -319,8 +333,20 @@ pub fn translate(input: &Input<'_>) -> Output {
             parents,
             &c,
         ));
-        statuses.push(ObjectStatus::new(status, meta, s));
+        let kind = match route {
+            AnyRoute::Http(_) => Kind::HttpRoute,
+            AnyRoute::Grpc(_) => Kind::GrpcRoute,
+        };
+        let status = ObjectStatus::new(kind, meta, s);
+        if let Some(route) = http_route {
+            routes.record(route, &placed, &gateways, Some(&status));
+            http_statuses[slot] = Some(status);
+        } else {
+            grpc_statuses[slot] = Some(status);
+        }
     }
+    statuses.extend(http_statuses.into_iter().flatten());
+    statuses.extend(grpc_statuses.into_iter().flatten());
 
     // BackendTLSPolicy ancestors: the Gateways whose HTTP and gRPC routes use a Service.
     {
@@ -398,9 +424,10 @@ pub fn translate(input: &Input<'_>) -> Output {
         ));
     }
 
+    let memo = routes.finish(world, upstreams.into_table(), &gateways);
     let snapshot = sockets::build(&mut gateways);
 
-    for s in statuses.iter_mut() {
+    for s in statuses.iter_mut().filter(|_| !store.rejected.is_empty()) {
         if let Some(rejection) = store.rejected.get(&(s.kind, s.key.clone())) {
             let c = status::Conditions {
                 generation: s.generation,
@@ -419,8 +446,51 @@ pub fn translate(input: &Input<'_>) -> Output {
             status::add_condition(s.kind, Arc::make_mut(&mut s.status), &condition);
         }
     }
+    // Each kind's statuses come in key order: this sort merges a few sorted runs.
     statuses.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
-    Output { snapshot, statuses }
+    Output {
+        snapshot,
+        statuses,
+        memo,
+    }
+}
+
+/// An HTTPRoute or a GRPCRoute, as stored.
+#[derive(Clone, Copy)]
+enum AnyRoute<'a> {
+    Http(&'a Arc<weir_store::HttpRoute>),
+    Grpc(&'a Arc<weir_store::GrpcRoute>),
+}
+
+/// HTTPRoutes and GRPCRoutes in the order they attach: oldest first, then by
+/// namespace/name, then kind (HTTPRoute first), whichever their kind: on a listener, of an
+/// HTTPRoute and a GRPCRoute with intersecting hostnames the older one is accepted (see
+/// `route::attach_parents`). With each one's position in its kind's key order.
+///
+/// Both maps iterate in key order, so merging them by key and then sorting stably by
+/// creation time alone gives that order with integer compares only (and routes read in one
+/// scan, which share their creation time, in one pass).
+fn route_order(store: &weir_store::Store) -> Vec<((i64, u32), AnyRoute<'_>, usize)> {
+    let mut order = Vec::with_capacity(store.http_routes.len() + store.grpc_routes.len());
+    let mut http = store.http_routes.iter().enumerate().peekable();
+    let mut grpc = store.grpc_routes.iter().enumerate().peekable();
+    loop {
+        let take_http = match (http.peek(), grpc.peek()) {
+            (Some((_, (a, _))), Some((_, (b, _)))) => a <= b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_http {
+            if let Some((slot, (_, r))) = http.next() {
+                order.push((compile::created(&r.metadata), AnyRoute::Http(r), slot));
+            }
+        } else if let Some((slot, (_, r))) = grpc.next() {
+            order.push((compile::created(&r.metadata), AnyRoute::Grpc(r), slot));
+        }
+    }
+    order.sort_by_key(|o| o.0);
+    order
 }
 
 /// Keep lastTransitionTime of conditions whose (type, status) did not change since `previous`

@@ -83,14 +83,25 @@ pub fn our_gateway(
     Some((gi, ns.to_string()))
 }
 
+/// Where a route's entries went: listener `listener` of Gateway `gateway` (indices into the
+/// translation's Gateway models) took the entries from `start` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub gateway: usize,
+    pub listener: usize,
+    pub start: usize,
+}
+
 /// Attach a compiled HTTPRoute to the listeners its parentRefs select. Returns one result per
-/// parentRef that names a Gateway of ours (none: the route is not ours).
+/// parentRef that names a Gateway of ours (none: the route is not ours); `placed` gets the
+/// listeners that took it.
 pub fn attach(
     store: &Store,
     route: &HttpRoute,
     compiled: &CompiledRoute,
     gateways: &mut [GatewayModel],
     index: &BTreeMap<ObjectKey, usize>,
+    placed: &mut Vec<Placement>,
 ) -> Vec<ParentResult> {
     let refs: Vec<ParentRefSpec<'_>> = route
         .spec
@@ -99,12 +110,13 @@ pub fn attach(
         .flatten()
         .map(ParentRefSpec::from)
         .collect();
-    attach_parents(store, "HTTPRoute", &refs, compiled, gateways, index)
+    attach_parents(store, "HTTPRoute", &refs, compiled, gateways, index, placed)
 }
 
 /// Attach a compiled route of `kind` (`HTTPRoute`, `GRPCRoute`) through `parent_refs`.
 /// Returns one result per parentRef that names a Gateway of ours (none: the route is not
-/// ours).
+/// ours). `placed` (cleared first) gets the listeners holding the route, each once (a route
+/// counts once per listener).
 pub fn attach_parents(
     store: &Store,
     kind: &'static str,
@@ -112,11 +124,11 @@ pub fn attach_parents(
     compiled: &CompiledRoute,
     gateways: &mut [GatewayModel],
     index: &BTreeMap<ObjectKey, usize>,
+    placed: &mut Vec<Placement>,
 ) -> Vec<ParentResult> {
     let route_ns = compiled.key.namespace.as_str();
     let mut results = Vec::new();
-    // Listeners already holding this route (a route counts once per listener).
-    let mut attached: Vec<(usize, usize)> = Vec::new();
+    placed.clear();
     for p in parent_refs {
         let Some((gi, ns)) = our_gateway(p, route_ns, index)
             .or_else(|| crate::listenerset::parent_gateway(p, route_ns, gateways))
@@ -126,15 +138,7 @@ pub fn attach_parents(
         let parent_ref = status_ref(p, &ns);
         let accepted = match &compiled.invalid {
             Some(e) => Err((e.reason(), e.to_string())),
-            None => select(
-                store,
-                kind,
-                p,
-                compiled,
-                &mut gateways[gi],
-                gi,
-                &mut attached,
-            ),
+            None => select(store, kind, p, compiled, &mut gateways[gi], gi, placed),
         };
         results.push(ParentResult {
             parent_ref,
@@ -245,7 +249,7 @@ fn select(
     compiled: &CompiledRoute,
     gateway: &mut GatewayModel,
     gi: usize,
-    attached: &mut Vec<(usize, usize)>,
+    placed: &mut Vec<Placement>,
 ) -> Result<(), NotAccepted> {
     let gw_label = gateway.key.to_string();
     let route_ns = compiled.key.namespace.as_str();
@@ -264,17 +268,22 @@ fn select(
             continue;
         }
         any = true;
-        if attached.contains(&(gi, i)) {
+        if placed.iter().any(|p| (p.gateway, p.listener) == (gi, i)) {
             continue;
         }
-        attached.push((gi, i));
+        placed.push(Placement {
+            gateway: gi,
+            listener: i,
+            start: l.entries.len(),
+        });
         l.attached_routes += 1;
         if !l.entry_kinds.contains(&kind) {
             l.entry_kinds.push(kind);
         }
         for host in &hosts {
             for t in &compiled.entries {
-                l.entries.push((host.clone(), t.place(host.as_ref())));
+                l.entries
+                    .push((host.clone(), Arc::new(t.place(host.as_ref()))));
             }
         }
     }

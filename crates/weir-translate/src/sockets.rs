@@ -29,8 +29,8 @@ type Placed = (
 /// is nearly free, where one sort of them all is not.
 type Buckets = Vec<(Option<HostPattern>, Vec<Arc<RouteEntry>>)>;
 
-fn by_precedence(entries: Vec<(Option<HostPattern>, RouteEntry)>) -> Buckets {
-    let mut buckets: HashMap<Option<HostPattern>, Vec<RouteEntry>, RandomState> =
+fn by_precedence(entries: Vec<(Option<HostPattern>, Arc<RouteEntry>)>) -> Buckets {
+    let mut buckets: HashMap<Option<HostPattern>, Vec<Arc<RouteEntry>>, RandomState> =
         HashMap::with_capacity_and_hasher(entries.len(), RandomState::default());
     for (host, entry) in entries {
         buckets.entry(host).or_default().push(entry);
@@ -39,7 +39,7 @@ fn by_precedence(entries: Vec<(Option<HostPattern>, RouteEntry)>) -> Buckets {
         .into_iter()
         .map(|(host, mut bucket)| {
             bucket.sort_by(|a, b| a.rank.cmp(&b.rank));
-            (host, bucket.into_iter().map(Arc::new).collect())
+            (host, bucket)
         })
         .collect()
 }

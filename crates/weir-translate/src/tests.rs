@@ -6,6 +6,7 @@ mod frontend;
 mod gateways;
 mod grpc_routes;
 mod listenersets;
+mod memo;
 mod routes;
 mod routing;
 mod tcp_routes;
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use weir_snapshot::{BackendTarget, RequestView, RouteEntry};
 use weir_store::{Kind, Object, ObjectKey, Secret, Store, Time};
 
-use crate::{translate, Input, ObjectStatus, Output};
+use crate::{translate, translate_with, Input, Memo, ObjectStatus, Output};
 
 pub const CONTROLLER: &str = "weir.dev/gateway-controller";
 
@@ -87,17 +88,25 @@ pub fn host_address(ip: std::net::IpAddr) -> bool {
 }
 
 pub fn run(store: &Store) -> Output {
+    run_with(store, Memo::default())
+}
+
+/// [`run`], handing on a previous translation's memo.
+pub fn run_with(store: &Store, memo: Memo) -> Output {
     let addresses: Vec<(String, String)> = ADDRESSES
         .iter()
         .map(|(t, v)| (t.to_string(), v.to_string()))
         .collect();
-    translate(&Input {
-        store,
-        controller_name: CONTROLLER,
-        now: now(),
-        gateway_addresses: &addresses,
-        address_usable: &host_address,
-    })
+    translate_with(
+        &Input {
+            store,
+            controller_name: CONTROLLER,
+            now: now(),
+            gateway_addresses: &addresses,
+            address_usable: &host_address,
+        },
+        memo,
+    )
 }
 
 pub fn run_yaml(yaml: &str) -> Output {

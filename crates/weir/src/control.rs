@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use weir_proxy::Proxy;
 use weir_snapshot::{Snapshot, SnapshotHandle};
 use weir_store::Store;
-use weir_translate::{preserve_transition_times, translate, Input, ObjectStatus};
+use weir_translate::{preserve_transition_times, translate_with, Input, Memo, ObjectStatus};
 
 use crate::metrics::ControlMetrics;
 
@@ -84,6 +84,8 @@ pub struct Inputs {
 struct Built {
     snapshot: Snapshot,
     statuses: Vec<ObjectStatus>,
+    /// For the next translation: unchanged HTTPRoutes are replayed from it.
+    memo: Memo,
 }
 
 impl Translator {
@@ -92,19 +94,24 @@ impl Translator {
         store: &Store,
         addresses: &[(String, String)],
         previous: &[ObjectStatus],
+        memo: Memo,
     ) -> Built {
-        let output = translate(&Input {
-            store,
-            controller_name: &self.controller_name,
-            now: Time(k8s_openapi::jiff::Timestamp::now()),
-            gateway_addresses: addresses,
-            address_usable: &self.address_usable,
-        });
+        let output = translate_with(
+            &Input {
+                store,
+                controller_name: &self.controller_name,
+                now: Time(k8s_openapi::jiff::Timestamp::now()),
+                gateway_addresses: addresses,
+                address_usable: &self.address_usable,
+            },
+            memo,
+        );
         let mut statuses = output.statuses;
         preserve_transition_times(previous, &mut statuses);
         Built {
             snapshot: output.snapshot,
             statuses,
+            memo: output.memo,
         }
     }
 }
@@ -124,6 +131,7 @@ pub async fn run(
     metrics: ControlMetrics,
 ) {
     let mut generation = 0u64;
+    let mut memo = Memo::default();
     let mut have_store = false;
     let mut addresses_open = true;
     loop {
@@ -151,9 +159,10 @@ pub async fn run(
         let previous = shared.status.load_full();
         let started = Instant::now();
         let translator_ = translator.clone();
+        let memo_ = std::mem::take(&mut memo);
         let built = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let built = translator_.build(&store, &addresses, &previous.statuses);
+            let built = translator_.build(&store, &addresses, &previous.statuses, memo_);
             // Dropping the previous statuses is work too: do it here, off the runtime.
             drop(previous);
             (built, store, started.elapsed())
@@ -173,6 +182,8 @@ pub async fn run(
             .translation_seconds
             .observe(started.elapsed().as_secs_f64());
         generation += 1;
+        memo = built.memo;
+        let replayed = memo.replayed();
         let mut snapshot = built.snapshot;
         snapshot.generation = generation;
         let sockets = snapshot.sockets.len();
@@ -196,6 +207,7 @@ pub async fn run(
             sockets,
             objects = store.len(),
             translate_us = translate_time.as_micros() as u64,
+            replayed_routes = replayed,
             total_us = started.elapsed().as_micros() as u64,
             "snapshot live"
         );

@@ -54,7 +54,7 @@ impl Identities {
             self.objects.insert(id, identity);
             return served;
         };
-        if same(&identity.served, &doc.object) {
+        if identity.served.same_allocation(&doc.object) {
             return identity.served.clone();
         }
         if identity.basis != doc.generation_basis {
@@ -99,27 +99,6 @@ impl Identities {
             (bits >> 48) & 0xffff,
             bits & 0xffff_ffff_ffff
         )
-    }
-}
-
-/// Whether two objects are the same allocation.
-fn same(a: &Object, b: &Object) -> bool {
-    match (a, b) {
-        (Object::GatewayClass(a), Object::GatewayClass(b)) => Arc::ptr_eq(a, b),
-        (Object::Gateway(a), Object::Gateway(b)) => Arc::ptr_eq(a, b),
-        (Object::HttpRoute(a), Object::HttpRoute(b)) => Arc::ptr_eq(a, b),
-        (Object::GrpcRoute(a), Object::GrpcRoute(b)) => Arc::ptr_eq(a, b),
-        (Object::TlsRoute(a), Object::TlsRoute(b)) => Arc::ptr_eq(a, b),
-        (Object::TcpRoute(a), Object::TcpRoute(b)) => Arc::ptr_eq(a, b),
-        (Object::BackendTlsPolicy(a), Object::BackendTlsPolicy(b)) => Arc::ptr_eq(a, b),
-        (Object::ConfigMap(a), Object::ConfigMap(b)) => Arc::ptr_eq(a, b),
-        (Object::ListenerSet(a), Object::ListenerSet(b)) => Arc::ptr_eq(a, b),
-        (Object::ReferenceGrant(a), Object::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
-        (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
-        (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b),
-        (Object::Secret(a), Object::Secret(b)) => Arc::ptr_eq(a, b),
-        (Object::Namespace(a), Object::Namespace(b)) => Arc::ptr_eq(a, b),
-        _ => false,
     }
 }
 

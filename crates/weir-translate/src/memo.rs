@@ -1,0 +1,259 @@
+//! What one translation hands the next, so that changing a few HTTPRoutes among thousands
+//! costs in proportion to the change: each unchanged HTTPRoute's placed entries and status
+//! are replayed instead of compiled, attached and built again.
+//!
+//! This is sound because, while nothing but HTTPRoutes changed, an HTTPRoute's outcome
+//! depends only on itself and that unchanged rest (its [`World`]):
+//! - compiling reads the route and the backend objects (Services, EndpointSlices,
+//!   ReferenceGrants, BackendTLSPolicies); upstreams are interned by (Service, port), and the
+//!   table is carried over, so replayed and newly compiled entries share one upstream each;
+//! - attaching reads the Gateway models (built from everything but routes) and, for the
+//!   HTTPRoute/GRPCRoute hostname rule only, the other kind's entries: so nothing is
+//!   replayed while any GRPCRoute exists;
+//! - the status reads the compiled route, the attachment, the generation, and `now` only for
+//!   lastTransitionTime, which [`crate::preserve_transition_times`] settles as it would for a
+//!   rebuilt status.
+//!
+//! Objects are compared by allocation: the memo holds them, so an address stays theirs.
+//! The outcome is the same as without a memo (the tests check it on the conformance
+//! manifests); only the work differs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+use weir_snapshot::{HostPattern, RouteEntry, Upstream};
+use weir_store::{HttpRoute, Object, ObjectKey, Store};
+
+use crate::gateway::GatewayModel;
+use crate::route::Placement;
+use crate::ObjectStatus;
+
+/// Handed from one translation to the next (see the module docs). Opaque; the default is
+/// an empty memo, with which a translation does all the work.
+#[derive(Default)]
+pub struct Memo {
+    world: World,
+    pub(crate) upstreams: BTreeMap<(ObjectKey, i32), Arc<Upstream>>,
+    /// By the address of the route as stored.
+    routes: HashMap<usize, CachedRoute, RandomState>,
+    /// Route entries per listener of each Gateway model, to reserve room for them.
+    entries: Vec<Vec<usize>>,
+    /// How many HTTPRoutes the translation that made this memo replayed.
+    replayed: usize,
+}
+
+impl Memo {
+    /// How many HTTPRoutes the translation that made this memo replayed from the previous
+    /// one (the rest were compiled and attached).
+    pub fn replayed(&self) -> usize {
+        self.replayed
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("objects", &self.world.objects.len())
+            .field("routes", &self.routes.len())
+            .field("replayed", &self.replayed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything besides HTTPRoutes that an HTTPRoute's outcome may depend on.
+#[derive(Default)]
+pub(crate) struct World {
+    controller_name: String,
+    addresses: Vec<(String, String)>,
+    /// Every object but HTTPRoutes, kind by kind in store order.
+    objects: Vec<Object>,
+    /// Per Gateway model: (accepted, serving), which also depend on the host's addresses.
+    gateways: Vec<(bool, bool)>,
+}
+
+impl PartialEq for World {
+    fn eq(&self, other: &Self) -> bool {
+        self.controller_name == other.controller_name
+            && self.addresses == other.addresses
+            && self.gateways == other.gateways
+            && self.objects.len() == other.objects.len()
+            && self
+                .objects
+                .iter()
+                .zip(&other.objects)
+                .all(|(a, b)| a.same_allocation(b))
+    }
+}
+
+impl World {
+    pub(crate) fn of(
+        store: &Store,
+        controller_name: &str,
+        addresses: &[(String, String)],
+        gateways: &[GatewayModel],
+    ) -> Self {
+        fn all<T>(
+            map: &BTreeMap<ObjectKey, Arc<T>>,
+            wrap: fn(Arc<T>) -> Object,
+        ) -> impl Iterator<Item = Object> + '_ {
+            map.values().map(move |o| wrap(o.clone()))
+        }
+        let objects = all(&store.gateway_classes, Object::GatewayClass)
+            .chain(all(&store.gateways, Object::Gateway))
+            .chain(all(&store.grpc_routes, Object::GrpcRoute))
+            .chain(all(&store.tls_routes, Object::TlsRoute))
+            .chain(all(&store.tcp_routes, Object::TcpRoute))
+            .chain(all(&store.backend_tls_policies, Object::BackendTlsPolicy))
+            .chain(all(&store.config_maps, Object::ConfigMap))
+            .chain(all(&store.listener_sets, Object::ListenerSet))
+            .chain(all(&store.reference_grants, Object::ReferenceGrant))
+            .chain(all(&store.services, Object::Service))
+            .chain(all(&store.endpoint_slices, Object::EndpointSlice))
+            .chain(all(&store.secrets, Object::Secret))
+            .chain(all(&store.namespaces, Object::Namespace))
+            .collect();
+        Self {
+            controller_name: controller_name.to_owned(),
+            addresses: addresses.to_vec(),
+            objects,
+            gateways: gateways
+                .iter()
+                .map(|g| (g.accepted(), g.serving()))
+                .collect(),
+        }
+    }
+}
+
+/// One HTTPRoute's outcome: where its entries went and its status (none: not ours).
+pub(crate) struct CachedRoute {
+    /// Held so that its address is not reused while it is a key.
+    _held: Arc<HttpRoute>,
+    placed: Vec<PlacedEntries>,
+    status: Option<ObjectStatus>,
+}
+
+struct PlacedEntries {
+    gateway: usize,
+    listener: usize,
+    entries: Vec<(Option<HostPattern>, Arc<RouteEntry>)>,
+}
+
+/// The routes of one translation: taken from the previous memo where they can be replayed,
+/// recorded for the next.
+pub(crate) struct Routes {
+    previous: HashMap<usize, CachedRoute, RandomState>,
+    next: HashMap<usize, CachedRoute, RandomState>,
+    /// False while GRPCRoutes exist (see the module docs): nothing is replayed or recorded.
+    enabled: bool,
+    replayed: usize,
+}
+
+impl Routes {
+    /// Start a translation of `store` in `world` from the previous memo. Returns the
+    /// upstream table to start from too (the previous one when the world is unchanged).
+    pub(crate) fn start(
+        memo: Memo,
+        world: &World,
+        store: &Store,
+        gateways: &mut [GatewayModel],
+    ) -> (Self, BTreeMap<(ObjectKey, i32), Arc<Upstream>>) {
+        let enabled = store.grpc_routes.is_empty();
+        let same = enabled && memo.world == *world;
+        let (previous, upstreams) = if same {
+            (memo.routes, memo.upstreams)
+        } else {
+            (HashMap::default(), BTreeMap::new())
+        };
+        if same {
+            // As many entries as last time, give or take the change: grow each list once.
+            for (g, counts) in gateways.iter_mut().zip(&memo.entries) {
+                for (l, &n) in g.listeners.iter_mut().zip(counts) {
+                    l.entries.reserve(n);
+                }
+            }
+        }
+        let capacity = if enabled { store.http_routes.len() } else { 0 };
+        let routes = Self {
+            previous,
+            next: HashMap::with_capacity_and_hasher(capacity, RandomState::default()),
+            enabled,
+            replayed: 0,
+        };
+        (routes, upstreams)
+    }
+
+    /// Replay `route` if the previous translation saw this very version: its entries go
+    /// back onto the same listeners and its status (if any) is returned. `None`: translate
+    /// it.
+    pub(crate) fn replay(
+        &mut self,
+        route: &Arc<HttpRoute>,
+        gateways: &mut [GatewayModel],
+    ) -> Option<Option<ObjectStatus>> {
+        let address = Arc::as_ptr(route) as usize;
+        let cached = self.previous.remove(&address)?;
+        for p in &cached.placed {
+            let l = &mut gateways[p.gateway].listeners[p.listener];
+            // As `route::attach` does.
+            l.attached_routes += 1;
+            if !l.entry_kinds.contains(&"HTTPRoute") {
+                l.entry_kinds.push("HTTPRoute");
+            }
+            l.entries.extend(p.entries.iter().cloned());
+        }
+        let status = cached.status.clone();
+        self.next.insert(address, cached);
+        self.replayed += 1;
+        Some(status)
+    }
+
+    /// Record a translated route: where `route::attach` placed it and its status.
+    pub(crate) fn record(
+        &mut self,
+        route: &Arc<HttpRoute>,
+        placed: &[Placement],
+        gateways: &[GatewayModel],
+        status: Option<&ObjectStatus>,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let placed = placed
+            .iter()
+            .map(|p| PlacedEntries {
+                gateway: p.gateway,
+                listener: p.listener,
+                entries: gateways[p.gateway].listeners[p.listener].entries[p.start..].to_vec(),
+            })
+            .collect();
+        self.next.insert(
+            Arc::as_ptr(route) as usize,
+            CachedRoute {
+                _held: route.clone(),
+                placed,
+                status: status.cloned(),
+            },
+        );
+    }
+
+    /// The memo for the next translation, given the Gateway models with all routes
+    /// attached.
+    pub(crate) fn finish(
+        self,
+        world: World,
+        upstreams: BTreeMap<(ObjectKey, i32), Arc<Upstream>>,
+        gateways: &[GatewayModel],
+    ) -> Memo {
+        Memo {
+            world,
+            upstreams,
+            routes: self.next,
+            entries: gateways
+                .iter()
+                .map(|g| g.listeners.iter().map(|l| l.entries.len()).collect())
+                .collect(),
+            replayed: self.replayed,
+        }
+    }
+}
