@@ -97,6 +97,9 @@ pub struct LoadReport {
     pub errors: Vec<SourceError>,
     /// Whether `store` differs from the previous scan's (always true for the first scan).
     pub changed: bool,
+    /// Whether the store was patched (files rewritten, defining the same objects) rather
+    /// than assembled again from every file.
+    pub patched: bool,
 }
 
 /// Reads a directory of manifests into a [`Store`], remembering enough between scans to act
@@ -154,6 +157,9 @@ impl FileSource {
     pub fn scan(&mut self) -> LoadReport {
         let listing = walk::list(&self.dir);
         let mut dirty = !self.scanned || listing.errors != self.listing_errors;
+        // Files whose content changed, with what they held before, while the set of files
+        // stays the same: the store may then be patched (see `assemble::patch`).
+        let mut rewritten: Option<Vec<(PathBuf, Vec<Doc>)>> = (!dirty).then(Vec::new);
         let mut previous = std::mem::take(&mut self.files);
         let mut next = BTreeMap::new();
         for path in listing.files {
@@ -163,11 +169,18 @@ impl FileSource {
                 Refresh::Unchanged(file) => {
                     next.insert(path, file);
                 }
-                Refresh::Changed(file) => {
+                Refresh::Changed(file, before) => {
                     dirty = true;
+                    match (before, rewritten.as_mut()) {
+                        (Some(docs), Some(list)) => list.push((path.clone(), docs)),
+                        _ => rewritten = None,
+                    }
                     next.insert(path, file);
                 }
-                Refresh::Gone => dirty |= had,
+                Refresh::Gone => {
+                    dirty |= had;
+                    rewritten = None;
+                }
             }
         }
         // Files that were not listed are gone, unless they sit in a directory that could not
@@ -177,11 +190,31 @@ impl FileSource {
                 next.insert(path, file);
             } else {
                 dirty = true;
+                rewritten = None;
             }
         }
         self.files = next;
 
-        let changed = if dirty {
+        let patched = match rewritten {
+            Some(list) if dirty => assemble::patch(
+                &self.store,
+                &self.errors,
+                &mut self.files,
+                list,
+                &mut self.identities,
+                &self.now,
+            ),
+            _ => None,
+        };
+        let was_patched = patched.is_some();
+        let changed = if let Some((store, changed)) = patched {
+            #[cfg(test)]
+            self.check_patch(&store, &listing.errors);
+            if changed {
+                self.store = Arc::new(store);
+            }
+            changed
+        } else if dirty {
             let (store, errors) = assemble::assemble(
                 &mut self.files,
                 &mut self.identities,
@@ -203,7 +236,24 @@ impl FileSource {
             store: self.store.clone(),
             errors: self.errors.clone(),
             changed,
+            patched: was_patched,
         }
+    }
+
+    /// A patched store must be what assembling every file gives.
+    #[cfg(test)]
+    fn check_patch(&mut self, patched: &Store, listing_errors: &[SourceError]) {
+        let (full, errors) = assemble::assemble(
+            &mut self.files,
+            &mut self.identities,
+            &self.now,
+            listing_errors,
+        );
+        assert!(
+            assemble::store_eq(patched, &full),
+            "patched store differs from the assembled one:\n{patched:#?}\n{full:#?}"
+        );
+        assert_eq!(errors, self.errors, "patched scan's errors differ");
     }
 
     /// Watch the directory and send a new store after each debounced batch of filesystem
@@ -300,7 +350,9 @@ impl CachedFile {
 
 enum Refresh {
     Unchanged(CachedFile),
-    Changed(CachedFile),
+    /// With the documents the file held before, when it held only good ones and still
+    /// parses.
+    Changed(CachedFile, Option<Vec<Doc>>),
     Gone,
 }
 
@@ -322,13 +374,16 @@ fn refresh(path: &Path, cached: Option<CachedFile>) -> Refresh {
                 file.stamp = None;
                 Refresh::Unchanged(file)
             }
-            cached => Refresh::Changed(CachedFile {
-                stamp: None,
-                read_at: SystemTime::now(),
-                hash: 0,
-                docs: cached.map(|c| c.docs).unwrap_or_default(),
-                error: Some(error),
-            }),
+            cached => Refresh::Changed(
+                CachedFile {
+                    stamp: None,
+                    read_at: SystemTime::now(),
+                    hash: 0,
+                    docs: cached.map(|c| c.docs).unwrap_or_default(),
+                    error: Some(error),
+                },
+                None,
+            ),
         }
     };
     let stamp = match fs::metadata(path) {
@@ -349,18 +404,22 @@ fn refresh(path: &Path, cached: Option<CachedFile>) -> Refresh {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
     let hash = hasher.finish();
-    let previous_docs = match cached {
+    let (previous_docs, previous_ok) = match cached {
         Some(mut file) if file.stamp.is_some() && file.hash == hash => {
             file.stamp = Some(stamp);
             file.read_at = read_at;
             return Refresh::Unchanged(file);
         }
-        Some(file) => file.docs,
-        None => Vec::new(),
+        Some(file) => (file.docs, file.error.is_none()),
+        None => (Vec::new(), false),
     };
+    let mut before = None;
     let (docs, error) = match String::from_utf8(bytes) {
         Ok(text) => match parse::parse_file(path, &text) {
-            Ok(docs) => (docs, None),
+            Ok(docs) => {
+                before = previous_ok.then_some(previous_docs);
+                (docs, None)
+            }
             Err(err) => (previous_docs, Some(err)),
         },
         Err(err) => (
@@ -377,11 +436,14 @@ fn refresh(path: &Path, cached: Option<CachedFile>) -> Refresh {
             }),
         ),
     };
-    Refresh::Changed(CachedFile {
-        stamp: Some(stamp),
-        read_at,
-        hash,
-        docs,
-        error,
-    })
+    Refresh::Changed(
+        CachedFile {
+            stamp: Some(stamp),
+            read_at,
+            hash,
+            docs,
+            error,
+        },
+        before,
+    )
 }

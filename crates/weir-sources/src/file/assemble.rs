@@ -122,6 +122,75 @@ pub(super) fn assemble(
     (store, errors)
 }
 
+/// The store after files were rewritten without changing which objects they define:
+/// `previous` with those files' objects replaced, and whether that differs from it. `None`
+/// when [`assemble`] must rebuild instead, because some rewritten file (before or now) has
+/// a problem, or defines other objects, or in another order, or one that is a duplicate,
+/// rejected, or served from elsewhere. When `Some`, the result and `errors` are what
+/// [`assemble`] would give, at the cost of a copy of the store's maps instead of stamping
+/// and inserting every object again.
+pub(super) fn patch(
+    previous: &Store,
+    errors: &[SourceError],
+    files: &mut BTreeMap<PathBuf, CachedFile>,
+    rewritten: Vec<(PathBuf, Vec<Doc>)>,
+    identities: &mut Identities,
+    now: &dyn Fn() -> Time,
+) -> Option<(Store, bool)> {
+    let same_objects = |path: &PathBuf, before: &[Doc]| {
+        let file = files.get(path)?;
+        fn ids(doc: &Doc) -> Option<(Kind, &ObjectKey)> {
+            match doc {
+                Doc::Object(o) => Some((o.kind, &o.key)),
+                _ => None,
+            }
+        }
+        let ok = file.error.is_none()
+            && file.docs.len() == before.len()
+            && file.docs.iter().zip(before).all(|(now, was)| {
+                let Some(id) = ids(now) else {
+                    return false;
+                };
+                ids(was) == Some(id) && {
+                    let id = (id.0, id.1.clone());
+                    previous.locations.get(&id).is_some_and(|l| l.file == *path)
+                        && !previous.rejected.contains_key(&id)
+                        && !errors.iter().any(|e| e.object.as_ref() == Some(&id))
+                }
+            });
+        ok.then_some(())
+    };
+    for (path, before) in &rewritten {
+        same_objects(path, before)?;
+    }
+    let mut store = previous.clone();
+    let mut changed = false;
+    for (path, _) in &rewritten {
+        let Some(file) = files.get_mut(path) else {
+            continue;
+        };
+        for doc in &mut file.docs {
+            let Doc::Object(object) = doc else {
+                continue;
+            };
+            let served = identities.stamp(object, now);
+            let id = (object.kind, object.key.clone());
+            let same = store
+                .get(object.kind, &object.key)
+                .is_some_and(|old| old.same_allocation(&served));
+            if !same {
+                changed = true;
+                store.apply(served);
+            }
+            if store.locations.get(&id) != Some(&object.location) {
+                changed = true;
+                store.locations.insert(id, object.location.clone());
+            }
+        }
+    }
+    Some((store, changed))
+}
+
 /// Record a problem no single object owns.
 fn unowned(store: &mut Store, errors: &mut Vec<SourceError>, error: SourceError) {
     store.errors.push(Rejection {

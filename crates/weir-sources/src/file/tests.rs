@@ -567,7 +567,7 @@ fn unchanged_stamps_skip_reading_unless_the_file_is_recent() {
     assert!(matches!(refreshed, Refresh::Unchanged(file) if file.docs.is_empty()));
     // Read right when it was modified (a coarse clock could hide a later write): re-read.
     let refreshed = refresh(&path, Some(stale(mtime)));
-    assert!(matches!(refreshed, Refresh::Changed(file) if file.docs.len() == 1));
+    assert!(matches!(refreshed, Refresh::Changed(file, _) if file.docs.len() == 1));
 }
 
 #[test]
@@ -744,4 +744,84 @@ fn changes_to_policies_and_config_maps_alone_change_the_store() {
             .unwrap()["ca.crt"],
         "two"
     );
+}
+
+#[test]
+fn rewriting_files_that_define_the_same_objects_patches_the_store() {
+    // Every patched scan is also checked against a full assembly (`check_patch`).
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", &format!("{GATEWAY}---\n{SERVICE}"));
+    write(&dir, "b.yaml", ROUTE);
+    let mut source = source(&dir);
+    let first = source.scan();
+    assert!(!first.patched);
+    let route_key = key("default", "echo");
+    let uid = first.store.http_routes[&route_key].metadata.uid.clone();
+
+    // A spec change: patched, the route's identity kept, the other objects untouched.
+    let with_host = format!("{ROUTE}  hostnames: [echo.example]\n");
+    write(&dir, "b.yaml", &with_host);
+    let edited = source.scan();
+    assert!(edited.patched && edited.changed);
+    let route = &edited.store.http_routes[&route_key];
+    assert_eq!(
+        route.spec.hostnames.as_deref(),
+        Some(&["echo.example".to_string()][..])
+    );
+    assert_eq!(route.metadata.uid, uid);
+    assert_eq!(route.metadata.generation, Some(2));
+    assert!(Arc::ptr_eq(
+        &first.store.gateways[&key("infra", "web")],
+        &edited.store.gateways[&key("infra", "web")]
+    ));
+
+    // Lines shift: the new location is recorded.
+    write(&dir, "b.yaml", &format!("# a comment\n{with_host}"));
+    let shifted = source.scan();
+    assert!(shifted.patched && shifted.changed);
+    assert_eq!(location(&shifted, Kind::HttpRoute, &route_key).line, 2);
+
+    // Another object in the file: assembled again.
+    write(
+        &dir,
+        "b.yaml",
+        &format!(
+            "{with_host}---\n{}",
+            ROUTE.replace("name: echo\nspec", "name: two\nspec")
+        ),
+    );
+    let grown = source.scan();
+    assert!(!grown.patched && grown.changed);
+    assert_eq!(grown.store.http_routes.len(), 2);
+
+    // A broken file, and the fix: assembled again both times.
+    write(&dir, "b.yaml", "kind: [unclosed\n");
+    let broken = source.scan();
+    assert!(!broken.patched);
+    assert_eq!(
+        broken.store.http_routes.len(),
+        2,
+        "the last good version keeps serving"
+    );
+    write(&dir, "b.yaml", &with_host);
+    let fixed = source.scan();
+    assert!(!fixed.patched);
+    assert_eq!(fixed.store.http_routes.len(), 1);
+    assert!(fixed.errors.is_empty(), "{:?}", messages(&fixed));
+
+    // A duplicate in a later file: rewriting either file assembles again (the duplicate's
+    // error names the first definition's line).
+    write(&dir, "c.yaml", ROUTE);
+    let duplicated = source.scan();
+    assert_eq!(duplicated.errors.len(), 1, "{:?}", messages(&duplicated));
+    write(&dir, "b.yaml", &format!("# moved down\n{with_host}"));
+    let rewritten_first = source.scan();
+    assert!(!rewritten_first.patched);
+    assert!(
+        messages(&rewritten_first)[0].contains("b.yaml:2"),
+        "{:?}",
+        messages(&rewritten_first)
+    );
+    write(&dir, "c.yaml", &format!("# dup\n{ROUTE}"));
+    assert!(!source.scan().patched);
 }

@@ -94,6 +94,7 @@ pub(super) async fn run(
                 objects = report.store.len(),
                 rejected = report.store.rejected.len(),
                 scan_us = scan_started.elapsed().as_micros() as u64,
+                patched = report.patched,
                 "config directory changed"
             );
             if tx.send(report.store).is_err() {
