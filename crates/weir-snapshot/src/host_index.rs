@@ -66,10 +66,12 @@ impl fmt::Display for HostPattern {
 /// keeps request-chosen hosts from forcing collisions.)
 #[derive(Debug)]
 pub struct HostIndex<T> {
-    exact: HashMap<Arc<str>, Box<[T]>, RandomState>,
+    /// Buckets are `Vec`s, not boxed slices: built one value at a time without a second
+    /// pass, and most hold one value, allocated at its size.
+    exact: HashMap<Arc<str>, Vec<T>, RandomState>,
     /// Keyed by suffix including the leading dot (`.example.com`).
-    wildcard: HashMap<Arc<str>, Box<[T]>, RandomState>,
-    any: Box<[T]>,
+    wildcard: HashMap<Arc<str>, Vec<T>, RandomState>,
+    any: Vec<T>,
     /// Longest wildcard suffix, in dots, to bound the suffix walk.
     max_wildcard_labels: usize,
 }
@@ -79,7 +81,7 @@ impl<T> Default for HostIndex<T> {
         Self {
             exact: HashMap::default(),
             wildcard: HashMap::default(),
-            any: Box::new([]),
+            any: Vec::new(),
             max_wildcard_labels: 0,
         }
     }
@@ -89,12 +91,35 @@ impl<T> HostIndex<T> {
     /// Build from `(pattern, value)` pairs; `None` means "any host". Values keep their
     /// relative order within a bucket, so pass them sorted by precedence.
     pub fn build(items: impl IntoIterator<Item = (Option<HostPattern>, T)>) -> Self {
-        let mut buckets: HashMap<Option<HostPattern>, Vec<T>, RandomState> = HashMap::default();
-        // First appearance order of the patterns does not matter: buckets are separate.
+        let items = items.into_iter();
+        let mut index = Self {
+            exact: HashMap::with_capacity_and_hasher(items.size_hint().0, RandomState::default()),
+            ..Self::default()
+        };
         for (pattern, value) in items {
-            buckets.entry(pattern).or_default().push(value);
+            index.bucket(pattern).push(value);
         }
-        Self::from_buckets(buckets)
+        index
+    }
+
+    /// [`Self::build`], then each bucket sorted (stably) by `precedence`: pairs can come in
+    /// any order. With 10,000 hostnames this is one hash and one allocation per host, where
+    /// grouping first through another map, or sorting all pairs by pattern, cost several.
+    pub fn build_sorted_by(
+        items: impl IntoIterator<Item = (Option<HostPattern>, T)>,
+        precedence: impl Fn(&T, &T) -> std::cmp::Ordering,
+    ) -> Self {
+        let mut index = Self::build(items);
+        let buckets = index
+            .exact
+            .values_mut()
+            .chain(index.wildcard.values_mut())
+            .chain(std::iter::once(&mut index.any));
+        for bucket in buckets.filter(|b| b.len() > 1) {
+            bucket.sort_by(&precedence);
+            bucket.shrink_to_fit();
+        }
+        index
     }
 
     /// Build from buckets that are already grouped by pattern, each in precedence order.
@@ -102,44 +127,32 @@ impl<T> HostIndex<T> {
     pub fn from_buckets(
         buckets: impl IntoIterator<Item = (Option<HostPattern>, impl Into<Vec<T>>)>,
     ) -> Self {
-        let buckets = buckets.into_iter();
-        let mut exact: HashMap<Arc<str>, Box<[T]>, RandomState> =
-            HashMap::with_capacity_and_hasher(buckets.size_hint().0, RandomState::default());
-        let mut wildcard: HashMap<Arc<str>, Box<[T]>, RandomState> = HashMap::default();
-        let mut any: Vec<T> = Vec::new();
-        let mut max_wildcard_labels = 0;
-        fn add<T>(
-            map: &mut HashMap<Arc<str>, Box<[T]>, RandomState>,
-            key: Arc<str>,
-            values: Vec<T>,
-        ) {
-            match map.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    let mut joined = std::mem::take(o.get_mut()).into_vec();
-                    joined.extend(values);
-                    *o.get_mut() = joined.into();
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(values.into());
-                }
-            }
-        }
+        let mut index = Self::default();
         for (pattern, values) in buckets {
             let values = values.into();
-            match pattern {
-                Some(HostPattern::Exact(h)) => add(&mut exact, h, values),
-                Some(HostPattern::Wildcard(s)) => {
-                    max_wildcard_labels = max_wildcard_labels.max(s.matches('.').count());
-                    add(&mut wildcard, s, values);
-                }
-                None => any.extend(values),
+            let bucket = index.bucket(pattern);
+            if bucket.is_empty() {
+                *bucket = values;
+            } else {
+                bucket.extend(values);
             }
         }
-        Self {
-            exact,
-            wildcard,
-            any: any.into(),
-            max_wildcard_labels,
+        index
+    }
+
+    /// The bucket of `pattern`, created empty (with room for one value) if new.
+    fn bucket(&mut self, pattern: Option<HostPattern>) -> &mut Vec<T> {
+        match pattern {
+            Some(HostPattern::Exact(h)) => {
+                self.exact.entry(h).or_insert_with(|| Vec::with_capacity(1))
+            }
+            Some(HostPattern::Wildcard(s)) => {
+                self.max_wildcard_labels = self.max_wildcard_labels.max(s.matches('.').count());
+                self.wildcard
+                    .entry(s)
+                    .or_insert_with(|| Vec::with_capacity(1))
+            }
+            None => &mut self.any,
         }
     }
 
@@ -229,6 +242,24 @@ mod tests {
         let got: Vec<_> = i.candidates("a.example.com").copied().collect();
         assert_eq!(got, ["wild", "any"]);
         assert_eq!(i.len(), 5);
+    }
+
+    #[test]
+    fn sorted_build_orders_each_bucket_by_precedence() {
+        let i = HostIndex::build_sorted_by(
+            [
+                (HostPattern::parse("foo.example.com"), 3),
+                (None, 9),
+                (HostPattern::parse("*.example.com"), 5),
+                (HostPattern::parse("foo.example.com"), 1),
+                (None, 7),
+                (HostPattern::parse("foo.example.com"), 2),
+            ],
+            |a: &i32, b: &i32| a.cmp(b),
+        );
+        let got: Vec<_> = i.candidates("foo.example.com").copied().collect();
+        assert_eq!(got, [1, 2, 3, 5, 7, 9]);
+        assert_eq!(i.len(), 6);
     }
 
     #[test]

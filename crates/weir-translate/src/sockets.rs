@@ -1,14 +1,11 @@
 //! Serving listeners of all our Gateways → one [`SocketConfig`] per port.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use foldhash::fast::RandomState;
-
 use weir_snapshot::{
-    HostIndex, HostPattern, Listener, Passthrough, RouteEntry, Snapshot, SocketConfig,
-    TlsRouteEntry,
+    HostIndex, HostPattern, Listener, Passthrough, Snapshot, SocketConfig, TlsRouteEntry,
 };
 
 use crate::gateway::GatewayModel;
@@ -23,27 +20,6 @@ type Placed = (
     bool,
 );
 
-/// A listener's route entries grouped by host pattern, each group in precedence order.
-/// Only the order within one host pattern matters (the host index keeps it per bucket), so
-/// each host's entries are sorted on their own: with many routes of distinct hostnames that
-/// is nearly free, where one sort of them all is not.
-type Buckets = Vec<(Option<HostPattern>, Vec<Arc<RouteEntry>>)>;
-
-fn by_precedence(entries: Vec<(Option<HostPattern>, Arc<RouteEntry>)>) -> Buckets {
-    let mut buckets: HashMap<Option<HostPattern>, Vec<Arc<RouteEntry>>, RandomState> =
-        HashMap::with_capacity_and_hasher(entries.len(), RandomState::default());
-    for (host, entry) in entries {
-        buckets.entry(host).or_default().push(entry);
-    }
-    buckets
-        .into_iter()
-        .map(|(host, mut bucket)| {
-            bucket.sort_by(|a, b| a.rank.cmp(&b.rank));
-            (host, bucket)
-        })
-        .collect()
-}
-
 /// Build the snapshot (generation 0). Gateways come sorted oldest first, so on a shared port
 /// an older Gateway's listener wins a hostname tie.
 pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
@@ -55,7 +31,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
         let gateway: Arc<str> = g.key.to_string().into();
         let backend_client_cert = g.backend_client_cert.clone();
         for l in g.listeners.iter_mut().filter(|l| l.serving()) {
-            let entries = by_precedence(std::mem::take(&mut l.entries));
+            let entries = std::mem::take(&mut l.entries);
             let name: Arc<str> = l.name.as_str().into();
             // Oldest TLSRoute (TCPRoute) first within a hostname (the spec's conflict
             // resolution; TCPRoutes all sit under the catch-all).
@@ -70,7 +46,11 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     gateway: gateway.clone(),
                     name: name.clone(),
                     hostname: l.hostname.clone(),
-                    routes: HostIndex::from_buckets(entries.iter().cloned()),
+                    // Only the order within one host pattern matters (the index keeps
+                    // it per bucket): each bucket is sorted on its own.
+                    routes: HostIndex::build_sorted_by(entries.iter().cloned(), |a, b| {
+                        a.rank.cmp(&b.rank)
+                    }),
                     client_auth: l.client_auth.clone(),
                     backend_client_cert: backend_client_cert.clone(),
                 };
