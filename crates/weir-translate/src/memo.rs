@@ -37,6 +37,8 @@ pub struct Memo {
     pub(crate) upstreams: BTreeMap<(ObjectKey, i32), Arc<Upstream>>,
     /// By the address of the route as stored.
     routes: HashMap<usize, CachedRoute, RandomState>,
+    /// Which translation this is (see `CachedRoute::seen`).
+    stamp: u64,
     /// Route entries per listener of each Gateway model, to reserve room for them.
     entries: Vec<Vec<usize>>,
     /// How many HTTPRoutes the translation that made this memo replayed.
@@ -129,6 +131,9 @@ impl World {
 pub(crate) struct CachedRoute {
     /// Held so that its address is not reused while it is a key.
     _held: Arc<HttpRoute>,
+    /// The stamp of the last translation that had this route (older ones are dropped when
+    /// it finishes). Entries stay in place: a rebuild after one change moves nothing.
+    seen: u64,
     placed: Vec<PlacedEntries>,
     status: Option<ObjectStatus>,
 }
@@ -142,8 +147,8 @@ struct PlacedEntries {
 /// The routes of one translation: taken from the previous memo where they can be replayed,
 /// recorded for the next.
 pub(crate) struct Routes {
-    previous: HashMap<usize, CachedRoute, RandomState>,
-    next: HashMap<usize, CachedRoute, RandomState>,
+    routes: HashMap<usize, CachedRoute, RandomState>,
+    stamp: u64,
     /// False while GRPCRoutes exist (see the module docs): nothing is replayed or recorded.
     enabled: bool,
     replayed: usize,
@@ -160,10 +165,15 @@ impl Routes {
     ) -> (Self, BTreeMap<(ObjectKey, i32), Arc<Upstream>>) {
         let enabled = store.grpc_routes.is_empty();
         let same = enabled && memo.world == *world;
-        let (previous, upstreams) = if same {
-            (memo.routes, memo.upstreams)
+        let capacity = if enabled { store.http_routes.len() } else { 0 };
+        let (routes, upstreams, stamp) = if same {
+            (memo.routes, memo.upstreams, memo.stamp + 1)
         } else {
-            (HashMap::default(), BTreeMap::new())
+            (
+                HashMap::with_capacity_and_hasher(capacity, RandomState::default()),
+                BTreeMap::new(),
+                1,
+            )
         };
         if same {
             // As many entries as last time, give or take the change: grow each list once.
@@ -173,10 +183,9 @@ impl Routes {
                 }
             }
         }
-        let capacity = if enabled { store.http_routes.len() } else { 0 };
         let routes = Self {
-            previous,
-            next: HashMap::with_capacity_and_hasher(capacity, RandomState::default()),
+            routes,
+            stamp,
             enabled,
             replayed: 0,
         };
@@ -191,8 +200,8 @@ impl Routes {
         route: &Arc<HttpRoute>,
         gateways: &mut [GatewayModel],
     ) -> Option<Option<ObjectStatus>> {
-        let address = Arc::as_ptr(route) as usize;
-        let cached = self.previous.remove(&address)?;
+        let cached = self.routes.get_mut(&(Arc::as_ptr(route) as usize))?;
+        cached.seen = self.stamp;
         for p in &cached.placed {
             let l = &mut gateways[p.gateway].listeners[p.listener];
             // As `route::attach` does.
@@ -202,10 +211,8 @@ impl Routes {
             }
             l.entries.extend(p.entries.iter().cloned());
         }
-        let status = cached.status.clone();
-        self.next.insert(address, cached);
         self.replayed += 1;
-        Some(status)
+        Some(cached.status.clone())
     }
 
     /// Record a translated route: where `route::attach` placed it and its status.
@@ -227,10 +234,11 @@ impl Routes {
                 entries: gateways[p.gateway].listeners[p.listener].entries[p.start..].to_vec(),
             })
             .collect();
-        self.next.insert(
+        self.routes.insert(
             Arc::as_ptr(route) as usize,
             CachedRoute {
                 _held: route.clone(),
+                seen: self.stamp,
                 placed,
                 status: status.cloned(),
             },
@@ -240,15 +248,19 @@ impl Routes {
     /// The memo for the next translation, given the Gateway models with all routes
     /// attached.
     pub(crate) fn finish(
-        self,
+        mut self,
         world: World,
         upstreams: BTreeMap<(ObjectKey, i32), Arc<Upstream>>,
         gateways: &[GatewayModel],
     ) -> Memo {
+        // Routes changed or gone since the previous translation.
+        let stamp = self.stamp;
+        self.routes.retain(|_, c| c.seen == stamp);
         Memo {
             world,
             upstreams,
-            routes: self.next,
+            routes: self.routes,
+            stamp,
             entries: gateways
                 .iter()
                 .map(|g| g.listeners.iter().map(|l| l.entries.len()).collect())
