@@ -343,8 +343,9 @@ pub struct Store {
     pub namespaces: BTreeMap<ObjectKey, Arc<Namespace>>,
     /// Newer versions a source rejected, by kind and key (see [`Rejection`]).
     pub rejected: BTreeMap<(Kind, ObjectKey), Rejection>,
-    /// Where each object was read from (file mode), for messages.
-    pub locations: BTreeMap<(Kind, ObjectKey), Location>,
+    /// Where each object was read from (file mode), for messages. Shared between versions
+    /// of the store while no object moves (copied on write with `Arc::make_mut`).
+    pub locations: Arc<BTreeMap<(Kind, ObjectKey), Location>>,
     /// Problems of the latest read that no single object owns (a file that is not YAML at
     /// all, say). The objects such a file held before keep serving.
     pub errors: Vec<Rejection>,
@@ -374,7 +375,9 @@ impl Store {
 
     /// Remove an object; returns whether it was present.
     pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
-        self.locations.remove(&(kind, key.clone()));
+        if self.locations.contains_key(&(kind, key.clone())) {
+            Arc::make_mut(&mut self.locations).remove(&(kind, key.clone()));
+        }
         self.rejected.remove(&(kind, key.clone()));
         match kind {
             Kind::GatewayClass => self.gateway_classes.remove(key).is_some(),

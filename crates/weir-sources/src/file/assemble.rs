@@ -81,7 +81,7 @@ pub(super) fn assemble(
                         );
                     }
                     // (The key moves in: this runs for every object on every rescan.)
-                    store.locations.insert(id, object.location.clone());
+                    Arc::make_mut(&mut store.locations).insert(id, object.location.clone());
                 }
                 Doc::Rejected {
                     location, message, ..
@@ -89,7 +89,8 @@ pub(super) fn assemble(
                     let message = match identities.last_served(kind, &id.1) {
                         Some(last) => {
                             store.apply(last);
-                            store.locations.insert(id.clone(), location.clone());
+                            Arc::make_mut(&mut store.locations)
+                                .insert(id.clone(), location.clone());
                             format!("{message}; fix it (its last good version keeps serving)")
                         }
                         None => {
@@ -184,7 +185,7 @@ pub(super) fn patch(
             }
             if store.locations.get(&id) != Some(&object.location) {
                 changed = true;
-                store.locations.insert(id, object.location.clone());
+                Arc::make_mut(&mut store.locations).insert(id, object.location.clone());
             }
         }
     }

@@ -260,7 +260,9 @@ fn clear_kind(store: &mut Store, kind: Kind) {
         Kind::Namespace => store.namespaces.clear(),
     }
     store.rejected.retain(|(k, _), _| *k != kind);
-    store.locations.retain(|(k, _), _| *k != kind);
+    if store.locations.keys().any(|(k, _)| *k == kind) {
+        std::sync::Arc::make_mut(&mut store.locations).retain(|(k, _), _| *k != kind);
+    }
 }
 
 /// The typed object, or why it is not one (logged here, once per delivery).
