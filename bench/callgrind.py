@@ -5,9 +5,11 @@ compare builds (`make bench` numbers move with whatever else the machine does).
 Runs target/release/weir under `valgrind --tool=callgrind` with one worker thread and 10
 routes, sends WARM requests, zeroes the counters, sends N requests over C keep-alive
 connections (HTTP/1.1 by default; --h2 for h2c), dumps, and prints Ir per request plus the
-top functions (inclusive). Usage:
+top functions (inclusive). `--proxy nginx` measures the reference nginx instead (the same
+config `make bench` runs, one process: `master_process off`), so the two compare on the same
+counter. Usage:
 
-    python3 bench/callgrind.py [-n 20000] [-c 4] [--h2] [--tls]
+    python3 bench/callgrind.py [-n 20000] [-c 4] [--h2] [--tls] [--cache] [--proxy nginx]
 
 Needs valgrind and h2load (nghttp2-client). Output files stay in bench/results/tmp/.
 """
@@ -30,6 +32,9 @@ def main():
     ap.add_argument("--h2", action="store_true")
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--warm", type=int, default=2000)
+    ap.add_argument("--cache", action="store_true",
+                    help="simulate the caches too (D1/LL misses per request; slower)")
+    ap.add_argument("--proxy", choices=["weir", "nginx"], default="weir")
     args = ap.parse_args()
 
     run.TMP.mkdir(parents=True, exist_ok=True)
@@ -38,23 +43,35 @@ def main():
     for f in glob.glob(str(out) + "*"):
         os.remove(f)
     backend = run.start_backend()
-    d = run.weir_config(10)
-    p = run.Proc(
-        "weir-callgrind",
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-         str(run.WEIR), "run", "--config-dir", str(d), "--bind", "127.0.0.1",
-         "--listener-port-offset", str(run.PORTS["weir_offset"]),
-         "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
-         "--worker-threads", "1"],
-        cpu=run.PROXY_CPU,
-    )
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    if args.cache:
+        valgrind.append("--cache-sim=yes")
+    if args.proxy == "weir":
+        d = run.weir_config(10)
+        argv = [str(run.WEIR), "run", "--config-dir", str(d), "--bind", "127.0.0.1",
+                "--listener-port-offset", str(run.PORTS["weir_offset"]),
+                "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
+                "--worker-threads", "1"]
+        ports = {"http": run.WEIR_HTTP, "https": run.WEIR_HTTPS}
+    else:
+        (run.TMP / "nginx-tmp").mkdir(exist_ok=True)
+        conf = run.nginx_config(10)
+        argv = ["nginx", "-p", str(run.TMP), "-c", str(conf), "-g", "master_process off;"]
+        ports = {"http": run.PORTS["nginx_http"], "https": run.PORTS["nginx_https"]}
+    if args.h2 and not args.tls and args.proxy == "nginx":
+        ports["http"] = run.PORTS["nginx_h2c"]
+    p = run.Proc(f"{args.proxy}-callgrind", valgrind + argv, cpu=run.PROXY_CPU)
     try:
-        deadline = time.time() + 120
-        while run.http_get(run.PORTS["weir_admin"], "localhost", "/readyz", timeout=5) != 200:
-            if time.time() > deadline or not p.alive():
-                raise RuntimeError(f"weir under valgrind not ready; see {p.log_path}")
-            time.sleep(0.2)
-        port = run.WEIR_HTTPS if args.tls else run.WEIR_HTTP
+        if args.proxy == "weir":
+            deadline = time.time() + 120
+            while run.http_get(run.PORTS["weir_admin"], "localhost", "/readyz",
+                               timeout=5) != 200:
+                if time.time() > deadline or not p.alive():
+                    raise RuntimeError(f"weir under valgrind not ready; see {p.log_path}")
+                time.sleep(0.2)
+        else:
+            run.wait_port(ports["http"], timeout=120, proc=p)
+        port = ports["https"] if args.tls else ports["http"]
         scheme = "https" if args.tls else "http"
         url = f"{scheme}://127.0.0.1:{port}{run.prefix(9)}/x"
         proto = [] if args.h2 else ["--h1"]
@@ -78,13 +95,15 @@ def main():
     measured = [f for f in dumps if f.endswith(".1")] or dumps[:1]
     ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", measured[0]],
                          capture_output=True, text=True).stdout
-    total = None
+    events, totals = [], []
     for line in ann.splitlines():
+        if line.startswith("Events recorded:"):
+            events = line.split(":", 1)[1].split()
         if "PROGRAM TOTALS" in line:
-            total = int(line.split()[0].replace(",", ""))
+            totals = [int(v.replace(",", "")) for v in line.split() if v[0].isdigit()]
     print(f"file: {measured[0]}")
-    if total:
-        print(f"Ir per request: {total / args.n:,.0f} ({total:,} over {args.n} requests)")
+    for name, total in zip(events, totals):
+        print(f"{name} per request: {total / args.n:,.0f} ({total:,} over {args.n} requests)")
     print("\n".join(ann.splitlines()[:80]))
 
 
