@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use weir_snapshot::Snapshot;
 
 use crate::error::BindError;
-use crate::metrics::MetricsCache;
+use crate::metrics::{ConnProtocol, MetricsCache};
 use crate::request::{self, ConnCtx};
 use crate::{tls, Shared};
 
@@ -284,7 +284,7 @@ async fn serve_connection(
     };
     if tcp_route {
         // TCPRoutes: spliced as they come.
-        let _guard = socket.shared.metrics.connection(false);
+        let _guard = socket.shared.metrics.connection(ConnProtocol::Tcp);
         let _ = tcp.set_nodelay(true);
         crate::passthrough::serve_tcp(socket.shared.clone(), socket.key, tcp, peer).await;
         return;
@@ -292,7 +292,7 @@ async fn serve_connection(
     if passthrough {
         // TLSRoutes: routed by SNI and spliced as a byte stream; TLS is terminated first
         // only in mode Terminate (`tls`).
-        let _guard = socket.shared.metrics.connection(true);
+        let _guard = socket.shared.metrics.connection(ConnProtocol::Tls);
         let _ = tcp.set_nodelay(true);
         if !tls {
             crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer, &socket.tls)
@@ -316,7 +316,11 @@ async fn serve_connection(
         }
         return;
     }
-    let _guard = socket.shared.metrics.connection(tls);
+    let _guard = socket.shared.metrics.connection(if tls {
+        ConnProtocol::Https
+    } else {
+        ConnProtocol::Http
+    });
     let _ = tcp.set_nodelay(true);
     let conn = |sni: Option<Arc<str>>, client_auth| {
         Arc::new(ConnCtx {

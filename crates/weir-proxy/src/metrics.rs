@@ -20,7 +20,7 @@ pub(crate) struct Metrics {
     errors: IntCounterVec,
     /// `weir_upstream_connect_errors_total{backend}`
     connect_errors: IntCounterVec,
-    /// `weir_active_connections{protocol}` (protocol: http or https)
+    /// `weir_active_connections{protocol}` (see [`ConnProtocol`])
     active_connections: IntGaugeVec,
     /// `weir_listener_bind_errors_total`
     pub(crate) bind_errors: IntCounter,
@@ -141,12 +141,36 @@ impl Metrics {
     }
 
     /// The gauge for connections of one protocol; hold it in a [`ConnectionGuard`].
-    pub(crate) fn connection(&self, tls: bool) -> ConnectionGuard {
-        let gauge =
-            self.active_connections
-                .with_label_values(&[if tls { "https" } else { "http" }]);
+    pub(crate) fn connection(&self, protocol: ConnProtocol) -> ConnectionGuard {
+        let gauge = self
+            .active_connections
+            .with_label_values(&[protocol.label()]);
         gauge.inc();
         ConnectionGuard(gauge)
+    }
+}
+
+/// What a downstream connection carries: the `protocol` label of `weir_active_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnProtocol {
+    /// HTTP in cleartext (HTTP/1.1 or h2c).
+    Http,
+    /// HTTP over TLS that Weir terminates (HTTPS listeners).
+    Https,
+    /// TLSRoute connections, passed through by SNI or terminated and spliced.
+    Tls,
+    /// TCPRoute connections.
+    Tcp,
+}
+
+impl ConnProtocol {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ConnProtocol::Http => "http",
+            ConnProtocol::Https => "https",
+            ConnProtocol::Tls => "tls",
+            ConnProtocol::Tcp => "tcp",
+        }
     }
 }
 

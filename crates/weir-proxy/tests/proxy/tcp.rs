@@ -134,6 +134,16 @@ async fn connections_are_spliced_to_the_routes_backend() {
     assert_eq!(c.ask("PING").await.unwrap(), "PONG");
     let mut c2 = Client::connect(p.addr(port)).await.unwrap();
     assert_eq!(c2.ask("WHO").await.unwrap(), "a");
+    // Both count as open TCP connections, not as HTTP ones.
+    let active = |protocol| p.metric("weir_active_connections", &[("protocol", protocol)]);
+    assert_eq!(active("tcp"), 2.0);
+    assert_eq!(active("http"), 0.0);
+    drop(c2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while active("tcp") != 1.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(active("tcp"), 1.0, "a closed connection leaves the gauge");
 }
 
 #[tokio::test]

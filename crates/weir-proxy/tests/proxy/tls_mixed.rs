@@ -124,6 +124,15 @@ async fn sni_picks_passthrough_or_terminate_on_one_socket() {
         .await
         .unwrap();
     assert_eq!(peer_cert(&tls), cert_der(&backend_cert));
+    // While open, it counts as a TLS connection, not as HTTPS (Weir serves no HTTP on it).
+    // (The terminated one above may still be closing on the proxy's side.)
+    let active = |protocol| p.metric("weir_active_connections", &[("protocol", protocol)]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while active("tls") != 1.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(active("tls"), 1.0);
+    assert_eq!(active("https"), 0.0);
     assert_eq!(ping(tls).await, "tls:ping");
 
     // A name no listener serves: closed before any handshake.
