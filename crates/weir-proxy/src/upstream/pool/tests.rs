@@ -26,6 +26,8 @@ enum Script {
     CloseAfterResponse,
     /// On the first connection, read the second request and hang up without answering.
     HangUpOnSecondRequest,
+    /// Answer, then close the connection once it has been idle for a while.
+    CloseWhenIdle,
 }
 
 struct Backend {
@@ -78,6 +80,10 @@ async fn serve(
         }
         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
         if tcp.write_all(answer).await.is_err() || script == Script::CloseAfterResponse {
+            break;
+        }
+        if script == Script::CloseWhenIdle {
+            tokio::time::sleep(Duration::from_millis(200)).await;
             break;
         }
     }
@@ -207,6 +213,22 @@ async fn a_closed_pooled_connection_is_not_handed_out() {
     send(&clients, &up, get()).await.unwrap();
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 3);
     assert_eq!(backend.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_backend_closed_leaves_the_pool_without_a_request() {
+    // The close is noticed (and our end closed, not left in CLOSE_WAIT) long before the idle
+    // timeout, without a request having to trip over it.
+    let backend = Backend::start(Script::CloseWhenIdle).await;
+    let pools = quick_pools(Duration::from_secs(60));
+    let clients = Clients::with_pools(pools.clone());
+    let up = upstream(AppProtocol::Http1, &[backend.addr]);
+    send(&clients, &up, get()).await.unwrap();
+    assert_eq!(pools.idle_http1(backend.addr), 1);
+    wait_for("the reaper to drop the closed connection", || {
+        pools.idle_http1(backend.addr) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
