@@ -9,7 +9,7 @@ top functions (inclusive). `--proxy nginx` measures the reference nginx instead 
 config `make bench` runs, one process: `master_process off`), so the two compare on the same
 counter. Usage:
 
-    python3 bench/callgrind.py [-n 20000] [-c 4] [--h2] [--tls] [--cache] [--proxy nginx]
+    python3 bench/callgrind.py [-n 20000] [-c 4] [-m 1] [--h2] [--tls] [--cache] [--proxy nginx]
 
 Needs valgrind and h2load (nghttp2-client). Output files stay in bench/results/tmp/.
 """
@@ -30,6 +30,7 @@ def main():
     ap.add_argument("-n", type=int, default=20000)
     ap.add_argument("-c", type=int, default=4)
     ap.add_argument("--h2", action="store_true")
+    ap.add_argument("-m", type=int, default=1, help="streams per connection (h2load -m)")
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--warm", type=int, default=2000)
     ap.add_argument("--cache", action="store_true",
@@ -78,7 +79,7 @@ def main():
         hdr = ["-H", f":authority: {run.host(9)}"]
 
         def load(n):
-            r = subprocess.run(["h2load", "-n", str(n), "-c", str(args.c), "-m", "1"] + proto
+            r = subprocess.run(["h2load", "-n", str(n), "-c", str(args.c), "-m", str(args.m)] + proto
                                + hdr + [url], capture_output=True, text=True, timeout=600)
             if f"{n} succeeded" not in r.stdout:
                 raise RuntimeError(r.stdout + r.stderr)
