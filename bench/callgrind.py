@@ -35,6 +35,9 @@ def main():
     ap.add_argument("--warm", type=int, default=2000)
     ap.add_argument("--cache", action="store_true",
                     help="simulate the caches too (D1/LL misses per request; slower)")
+    ap.add_argument("--ll", metavar="BYTES,ASSOC,LINE",
+                    help="with --cache: the last-level cache to simulate (valgrind's --LL; "
+                         "e.g. 524288,8,64 for a 512 KB L2 of one core instead of the host's L3)")
     ap.add_argument("--proxy", choices=["weir", "nginx"], default="weir")
     args = ap.parse_args()
 
@@ -47,6 +50,8 @@ def main():
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     if args.cache:
         valgrind.append("--cache-sim=yes")
+        if args.ll:
+            valgrind.append(f"--LL={args.ll}")
     if args.proxy == "weir":
         d = run.weir_config(10)
         argv = [str(run.WEIR), "run", "--config-dir", str(d), "--bind", "127.0.0.1",

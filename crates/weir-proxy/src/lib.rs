@@ -19,6 +19,7 @@ mod metrics;
 mod mirror;
 mod passthrough;
 mod request;
+mod stage;
 mod tls;
 mod upstream;
 

@@ -14,6 +14,7 @@
 //! Any stage may fail with a [`ProxyError`], which becomes the response in [`error_response`].
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use crate::filter::{self, RedirectBase};
 use crate::listener::SocketKey;
 use crate::metrics::{MetricsCache, RequestLabels};
 use crate::mirror::{self, MirrorRequest};
+use crate::stage::{Bounded, MapOk, Staged};
 use crate::{upstream, Shared};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -94,47 +96,55 @@ struct RequestLog {
 }
 
 /// hyper's entry point for every request on a connection.
-pub(crate) async fn serve(
+///
+/// The request stages are plain functions, run in one go; what the future waits for is the
+/// exchange with the upstream and the response stages (see [`crate::stage`]).
+pub(crate) fn serve(
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let start = Instant::now();
-    // The one snapshot load of this request: every stage uses this value.
-    let snapshot = conn.shared.handle.load_full();
-    let mut log = RequestLog {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        host: String::new(),
-        gateway: None,
-        route: None,
-        backend: None,
-        grpc: is_grpc(req.headers()),
-    };
-    let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
-        Ok(response) => response,
-        Err(err) => error_response(&conn, &log, &err),
-    };
-    finish(&conn, &log, response.status(), start.elapsed());
-    Ok(response)
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
+    async move {
+        let start = Instant::now();
+        // The one snapshot load of this request: every stage uses this value.
+        let snapshot = conn.shared.handle.load_full();
+        let mut log = RequestLog {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            host: String::new(),
+            gateway: None,
+            route: None,
+            backend: None,
+            grpc: is_grpc(req.headers()),
+        };
+        let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
+            Ok(response) => response,
+            Err(err) => error_response(&conn, &log, &err),
+        };
+        finish(&conn, &log, response.status(), start.elapsed());
+        Ok(response)
+    }
 }
 
-async fn route_and_forward(
-    conn: &ConnCtx,
-    snapshot: &Snapshot,
+/// Stages 1–4, bounded by the route's request timeout.
+fn route_and_forward<'s>(
+    conn: &'s ConnCtx,
+    snapshot: &'s Snapshot,
     req: Request<Incoming>,
     log: &mut RequestLog,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let (listener, entry) = route(conn, snapshot, &req, log)?;
+) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's {
+    let (listener, entry) = match route(conn, snapshot, &req, log) {
+        Ok(found) => found,
+        Err(err) => return Staged::done(Err(err)),
+    };
     let action = &entry.action;
     log.route = Some(action.route.route.clone());
     let client_cert = listener.backend_client_cert.as_ref();
     let stages = handle_action(conn, action, client_cert, &log.host, req, &mut log.backend);
-    match action.timeouts.request {
-        Some(limit) => tokio::time::timeout(limit, stages)
-            .await
-            .map_err(|_| ProxyError::RequestTimeout(limit))?,
-        None => stages.await,
-    }
+    let limit = action.timeouts.request;
+    Staged::waiting(Bounded::new(stages, limit, move || {
+        // Only called when there is a limit.
+        ProxyError::RequestTimeout(limit.unwrap_or_default())
+    }))
 }
 
 /// Stage 1: find the route entry for the request.
@@ -212,14 +222,37 @@ fn check_misdirected(
 }
 
 /// Stages 2–4 for a routed request: filters, backend pick, forward, response filters.
-async fn handle_action(
-    conn: &ConnCtx,
-    action: &RouteAction,
+fn handle_action<'s>(
+    conn: &'s ConnCtx,
+    action: &'s RouteAction,
     client_cert: Option<&Arc<ClientCert>>,
     host: &str,
     req: Request<Incoming>,
     backend_label: &mut Option<Arc<str>>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's {
+    match forward_action(conn, action, client_cert, host, req, backend_label) {
+        Ok(Forward::Answer(answer)) => Staged::done(Ok(answer)),
+        Ok(Forward::Upstream(forwarded)) => Staged::waiting(forwarded),
+        Err(err) => Staged::done(Err(err)),
+    }
+}
+
+/// What the request stages made of a request: an answer of their own (a redirect, a CORS
+/// preflight…) or the exchange with the upstream, with the response filters after it.
+enum Forward<F> {
+    Answer(Response<ProxyBody>),
+    Upstream(F),
+}
+
+fn forward_action<'s>(
+    conn: &'s ConnCtx,
+    action: &'s RouteAction,
+    client_cert: Option<&Arc<ClientCert>>,
+    host: &str,
+    req: Request<Incoming>,
+    backend_label: &mut Option<Arc<str>>,
+) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
+{
     let (mut parts, body) = req.into_parts();
     ensure_host_header(&mut parts);
     // CORS answers name the request's Origin; kept only for routes with a CORS filter.
@@ -235,7 +268,7 @@ async fn handle_action(
     };
     if let Some(mut answer) = filter::apply_request(&action.filters, &mut parts, &base)? {
         filter::apply_response(&action.filters, answer.headers_mut());
-        return Ok(answer);
+        return Ok(Forward::Answer(answer));
     }
 
     // One backend (the common case) needs no random number.
@@ -253,7 +286,7 @@ async fn handle_action(
     if let Some(mut answer) = filter::apply_request(&backend.filters, &mut parts, &base)? {
         filter::apply_response(&action.filters, answer.headers_mut());
         filter::apply_response(&backend.filters, answer.headers_mut());
-        return Ok(answer);
+        return Ok(Forward::Answer(answer));
     }
     // Mirrors copy the request as every request filter left it, just before it is forwarded.
     let mirror = MirrorRequest {
@@ -272,19 +305,23 @@ async fn handle_action(
         tls: conn.tls,
         client_cert: client_cert.map(|c| &**c),
     };
-    let mut response = upstream::forward_body(
+    let forwarded = upstream::forward_body(
         &conn.shared,
         upstream,
         parts,
         upstream::tee(body, copies),
         &downstream,
         action.timeouts.backend_request,
-    )
-    .await?;
-    filter::apply_response(&action.filters, response.headers_mut());
-    filter::apply_response(&backend.filters, response.headers_mut());
-    filter::cors::apply_response(&action.filters, origin.as_ref(), response.headers_mut());
-    Ok(response)
+    );
+    Ok(Forward::Upstream(MapOk::new(
+        forwarded,
+        move |mut response: Response<ProxyBody>| {
+            filter::apply_response(&action.filters, response.headers_mut());
+            filter::apply_response(&backend.filters, response.headers_mut());
+            filter::cors::apply_response(&action.filters, origin.as_ref(), response.headers_mut());
+            response
+        },
+    )))
 }
 
 /// Stage 3: weighted random choice of a backend; `roll` is a uniform random number.

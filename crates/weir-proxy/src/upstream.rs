@@ -3,6 +3,7 @@
 //! hop-by-hop header cleanup, X-Forwarded-For/Proto, HTTP/1.1 upgrades (WebSocket)
 //! tunnelled after a 101, and TLS to backends a BackendTLSPolicy targets ([`tls`]).
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use weir_snapshot::{AppProtocol, BackendTls, ClientCert, Upstream};
 use crate::error::{ConnectError, ProxyError};
 use crate::metrics::Metrics;
 use crate::request::{BoxError, ProxyBody};
+use crate::stage::{Bounded, Either, MapOk, Staged};
 use crate::Shared;
 
 mod body;
@@ -98,107 +100,112 @@ impl Clients {
     ///
     /// Backends with TLS (`upstream.tls`) are reached over TLS, presenting `client_cert`
     /// (the Gateway's backend client certificate) when they ask for one.
-    pub(crate) async fn send(
-        &self,
-        metrics: &Metrics,
-        upstream: &Upstream,
+    pub(crate) fn send<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
         req: Request<UpstreamBody>,
         attempt_timeout: Option<Duration>,
         client_cert: Option<&ClientCert>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        if upstream.endpoints.is_empty() {
-            return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
-        }
-        let tls = self.tls_for(upstream, client_cert)?;
-        let tls = tls.as_ref();
-        let sent = async {
-            match upstream.protocol {
-                AppProtocol::H2c => self.send_http2(metrics, upstream, req, tls).await,
-                AppProtocol::Http1 | AppProtocol::WebSocket => {
-                    self.send_http1(metrics, upstream, req, tls).await
-                }
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+        // Built here rather than at the first poll, so the request is held once, by the
+        // exchange (see `crate::stage`).
+        let exchange = if upstream.endpoints.is_empty() {
+            Staged::done(Err(ProxyError::NoHealthyUpstream(upstream.name.clone())))
+        } else {
+            match self.tls_for(upstream, client_cert) {
+                Err(err) => Staged::done(Err(err)),
+                Ok(tls) => Staged::waiting(match upstream.protocol {
+                    AppProtocol::H2c => Either::Left {
+                        fut: self.send_http2(metrics, upstream, req, tls),
+                    },
+                    AppProtocol::Http1 | AppProtocol::WebSocket => Either::Right {
+                        fut: self.send_http1(metrics, upstream, req, tls),
+                    },
+                }),
             }
         };
-        match attempt_timeout {
-            Some(limit) => {
-                tokio::time::timeout(limit, sent)
-                    .await
-                    .map_err(|_| ProxyError::BackendTimeout {
-                        upstream: upstream.name.clone(),
-                        limit,
-                    })?
+        Bounded::new(exchange, attempt_timeout, move || {
+            ProxyError::BackendTimeout {
+                upstream: upstream.name.clone(),
+                // Only called when there is a limit.
+                limit: attempt_timeout.unwrap_or_default(),
             }
-            None => sent.await,
-        }
+        })
     }
 
-    async fn send_http1(
-        &self,
-        metrics: &Metrics,
-        upstream: &Upstream,
+    /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
+    fn send_http1<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
         mut req: Request<UpstreamBody>,
-        tls: Option<&UpstreamTlsConnect>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        *req.version_mut() = Version::HTTP_11;
-        if req.uri().authority().is_some() {
-            // HTTP/1.1 to an origin server: origin form (RFC 9112 §3.2.1).
-            *req.uri_mut() = origin_form(req.uri());
-        }
-        let safe_to_repeat = is_idempotent(req.method()) && req.body().is_end_stream();
-        // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one: the endpoint's.
-        let host_from_endpoint = !req.headers().contains_key(HOST);
-        let mut last_connect_error = None;
-        for (endpoint, authority) in upstream.attempts() {
-            let addr = endpoint.addr;
-            let key = PoolKey {
-                addr,
-                tls: tls.map_or(0, |t| t.identity),
-            };
-            if host_from_endpoint {
-                if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                    req.headers_mut().insert(HOST, value);
-                }
+        tls: Option<UpstreamTlsConnect>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+        async move {
+            let tls = tls.as_ref();
+            *req.version_mut() = Version::HTTP_11;
+            if req.uri().authority().is_some() {
+                // HTTP/1.1 to an origin server: origin form (RFC 9112 §3.2.1).
+                *req.uri_mut() = origin_form(req.uri());
             }
-            // Idle connections first, most recently used first.
-            while let Some(reused) = self.pools.checkout_http1(key) {
-                let mut tx = reused.tx;
-                if tx.ready().await.is_err() {
-                    continue;
+            let safe_to_repeat = is_idempotent(req.method()) && req.body().is_end_stream();
+            // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one: the endpoint's.
+            let host_from_endpoint = !req.headers().contains_key(HOST);
+            let mut last_connect_error = None;
+            for (endpoint, authority) in upstream.attempts() {
+                let addr = endpoint.addr;
+                let key = PoolKey {
+                    addr,
+                    tls: tls.map_or(0, |t| t.identity),
+                };
+                if host_from_endpoint {
+                    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                        req.headers_mut().insert(HOST, value);
+                    }
                 }
-                let copy = (reused.stale && safe_to_repeat).then(|| head_copy(&req));
+                // Idle connections first, most recently used first.
+                while let Some(reused) = self.pools.checkout_http1(key) {
+                    let mut tx = reused.tx;
+                    if tx.ready().await.is_err() {
+                        continue;
+                    }
+                    // Boxed: rarely made, and the future would otherwise carry its space.
+                    let copy = (reused.stale && safe_to_repeat).then(|| Box::new(head_copy(&req)));
+                    match tx.try_send_request(req).await {
+                        Ok(response) => return Ok(self.pooled(response, key, tx)),
+                        Err(mut err) => match (err.take_message(), copy) {
+                            (Some(unsent), _) => req = unsent,
+                            (None, Some(copy)) => {
+                                tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
+                                req = *copy;
+                            }
+                            (None, None) => return Err(request_error(upstream, err.into_error())),
+                        },
+                    }
+                }
+                let mut tx = match self.pools.connect_http1(key, tls.map(|t| &t.connect)).await {
+                    Ok(tx) => tx,
+                    Err(err) => {
+                        last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                        continue;
+                    }
+                };
                 match tx.try_send_request(req).await {
                     Ok(response) => return Ok(self.pooled(response, key, tx)),
-                    Err(mut err) => match (err.take_message(), copy) {
-                        (Some(unsent), _) => req = unsent,
-                        (None, Some(copy)) => {
-                            tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
-                            req = copy;
+                    Err(mut err) => match err.take_message() {
+                        // Closed before the request was written: like a failed connect.
+                        Some(unsent) => {
+                            req = unsent;
+                            let err = ConnectError::Handshake(err.into_error());
+                            last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
                         }
-                        (None, None) => return Err(request_error(upstream, err.into_error())),
+                        None => return Err(request_error(upstream, err.into_error())),
                     },
                 }
             }
-            let mut tx = match self.pools.connect_http1(key, tls.map(|t| &t.connect)).await {
-                Ok(tx) => tx,
-                Err(err) => {
-                    last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
-                    continue;
-                }
-            };
-            match tx.try_send_request(req).await {
-                Ok(response) => return Ok(self.pooled(response, key, tx)),
-                Err(mut err) => match err.take_message() {
-                    // Closed before the request was written: like a failed connect.
-                    Some(unsent) => {
-                        req = unsent;
-                        let err = ConnectError::Handshake(err.into_error());
-                        last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
-                    }
-                    None => return Err(request_error(upstream, err.into_error())),
-                },
-            }
+            Err(all_failed(upstream, last_connect_error))
         }
-        Err(all_failed(upstream, last_connect_error))
     }
 
     fn pooled(
@@ -214,65 +221,69 @@ impl Clients {
         response.map(|body| PooledBody::pooled(body, &self.pools, key, tx))
     }
 
-    async fn send_http2(
-        &self,
-        metrics: &Metrics,
-        upstream: &Upstream,
+    /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
+    fn send_http2<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
         mut req: Request<UpstreamBody>,
-        tls: Option<&UpstreamTlsConnect>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        *req.version_mut() = Version::HTTP_2;
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut last_connect_error = None;
-        for (endpoint, authority) in upstream.attempts() {
-            let addr = endpoint.addr;
-            let key = PoolKey {
-                addr,
-                tls: tls.map_or(0, |t| t.identity),
-            };
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(if tls.is_some() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            });
-            uri.authority = Some(authority.clone());
-            uri.path_and_query = Some(path.clone());
-            *req.uri_mut() =
-                Uri::from_parts(uri).map_err(|err| ProxyError::InvalidFilterResult {
-                    what: "upstream URI",
-                    value: err.to_string(),
-                })?;
-            // The shared connection, then (if it had closed) one fresh one.
-            for _ in 0..2 {
-                let mut tx = match self.pools.http2(key, tls.map(|t| &t.connect)).await {
-                    Ok(tx) => tx,
-                    Err(err) => {
-                        last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
-                        break;
-                    }
+        tls: Option<UpstreamTlsConnect>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+        async move {
+            let tls = tls.as_ref();
+            *req.version_mut() = Version::HTTP_2;
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let mut last_connect_error = None;
+            for (endpoint, authority) in upstream.attempts() {
+                let addr = endpoint.addr;
+                let key = PoolKey {
+                    addr,
+                    tls: tls.map_or(0, |t| t.identity),
                 };
-                if tx.ready().await.is_err() {
-                    self.pools.drop_http2(key);
-                    continue;
-                }
-                match tx.try_send_request(req).await {
-                    Ok(response) => return Ok(response.map(PooledBody::unpooled)),
-                    Err(mut err) => match err.take_message() {
-                        Some(unsent) => {
-                            req = unsent;
-                            self.pools.drop_http2(key);
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(if tls.is_some() {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                });
+                uri.authority = Some(authority.clone());
+                uri.path_and_query = Some(path.clone());
+                *req.uri_mut() =
+                    Uri::from_parts(uri).map_err(|err| ProxyError::InvalidFilterResult {
+                        what: "upstream URI",
+                        value: err.to_string(),
+                    })?;
+                // The shared connection, then (if it had closed) one fresh one.
+                for _ in 0..2 {
+                    let mut tx = match self.pools.http2(key, tls.map(|t| &t.connect)).await {
+                        Ok(tx) => tx,
+                        Err(err) => {
+                            last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                            break;
                         }
-                        None => return Err(request_error(upstream, err.into_error())),
-                    },
+                    };
+                    if tx.ready().await.is_err() {
+                        self.pools.drop_http2(key);
+                        continue;
+                    }
+                    match tx.try_send_request(req).await {
+                        Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                        Err(mut err) => match err.take_message() {
+                            Some(unsent) => {
+                                req = unsent;
+                                self.pools.drop_http2(key);
+                            }
+                            None => return Err(request_error(upstream, err.into_error())),
+                        },
+                    }
                 }
             }
+            Err(all_failed(upstream, last_connect_error))
         }
-        Err(all_failed(upstream, last_connect_error))
     }
 }
 
@@ -358,35 +369,28 @@ pub(crate) struct Downstream<'a> {
 /// Stage 4: send the request to one endpoint of `upstream` ([`Clients::send`]) and return
 /// its response, cleaned of hop-by-hop headers. `attempt_timeout` bounds the wait for the
 /// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
-pub(crate) async fn forward_body(
-    shared: &Shared,
-    upstream: &Upstream,
+pub(crate) fn forward_body<'a>(
+    shared: &'a Shared,
+    upstream: &'a Upstream,
     mut parts: http::request::Parts,
     body: UpstreamBody,
     downstream: &Downstream<'_>,
     attempt_timeout: Option<Duration>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    if upstream.endpoints.is_empty() {
-        return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
-    }
+) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
     let upgrade = match upstream.protocol {
         AppProtocol::H2c => None,
         AppProtocol::Http1 | AppProtocol::WebSocket => take_upgrade(&mut parts),
     };
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, downstream.client_ip, downstream.tls);
-    let req = Request::from_parts(parts, body);
-    let response = shared
-        .clients
-        .send(
-            &shared.metrics,
-            upstream,
-            req,
-            attempt_timeout,
-            downstream.client_cert,
-        )
-        .await?;
-    Ok(into_downstream(response, upgrade))
+    let sent = shared.clients.send(
+        &shared.metrics,
+        upstream,
+        Request::from_parts(parts, body),
+        attempt_timeout,
+        downstream.client_cert,
+    );
+    MapOk::new(sent, move |response| into_downstream(response, upgrade))
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, body streamed.
