@@ -8,8 +8,11 @@
 //! 3. **pick backend**: weighted random choice ([`pick_backend`]), then that backend's
 //!    filters;
 //! 4. **forward**: hop-by-hop cleanup, X-Forwarded-*, pooled upstream client with endpoint
-//!    fallbacks ([`crate::upstream::forward`]); response header filters on the way back;
+//!    fallbacks ([`crate::upstream::forward_body`]); response header filters on the way back;
 //! 5. **log**: metrics and a debug line ([`finish`]).
+//!
+//! Stages 1–4 run up to the upstream exchange when the request arrives; the future returned
+//! waits only for the exchange and the response stages ([`crate::stage`]).
 //!
 //! Any stage may fail with a [`ProxyError`], which becomes the response in [`error_response`].
 
