@@ -45,6 +45,10 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "10"))
 WARMUP = 1 if QUICK else 2
 SECTIONS = {int(s) for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5").split(",") if s}
+# Section 1 runs every system this many times, interleaved (weir, nginx, haproxy, direct,
+# then again), and reports each case's median: on a shared or noisy machine a slow spell
+# then hits every system alike instead of one system's whole run.
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3")))
 
 # CPU layout on a 2-core machine: the proxy under test and the backend share core 0; the load
 # generator has core 1 to itself (wrk costs less per request than any proxy, so core 0 is the
@@ -548,33 +552,47 @@ def section_proxies(report, memory):
         ("haproxy", lambda: start_haproxy(n),
          (PORTS["haproxy_http"], PORTS["haproxy_http"], PORTS["haproxy_https"])),
     ]
+    runs = {}
+    for round_no in range(ROUNDS):
+        if ROUNDS > 1:
+            print(f"  round {round_no + 1} of {ROUNDS}", flush=True)
+        for name, start, ports in systems:
+            proc = start() if start else None
+            try:
+                if proc:
+                    time.sleep(0.5)
+                    idle = rss_mb(proc.pid)
+                    memory.setdefault(name, {"idle": idle})
+                    memory[name]["idle"] = min(memory[name]["idle"], idle)
+                    # Route check: the target route answers 200, an unrouted path 404.
+                    ok = http_get(ports[0], hostname, path)
+                    miss = http_get(ports[0], hostname, "/nope")
+                    if ok != 200 or miss != 404:
+                        raise RuntimeError(f"{name}: routing check failed ({ok}, {miss})")
+                for mode, _ in MODES:
+                    warm(mode, ports, hostname, path)
+                    sampler = RssSampler(proc.pid) if proc else None
+                    r = run_mode(mode, ports, hostname, path, DURATION)
+                    if sampler:
+                        peak = sampler.stop()
+                        memory[name]["load"] = max(memory[name].get("load", 0), peak)
+                    runs.setdefault((name, mode), []).append(r)
+                    print(f"  {name:8} {mode:7} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms",
+                          flush=True)
+            finally:
+                if proc:
+                    proc.stop()
     results = {}
-    for name, start, ports in systems:
-        proc = start() if start else None
-        try:
-            if proc:
-                time.sleep(0.5)
-                memory[name] = {"idle": rss_mb(proc.pid)}
-                # Route check: the target route answers 200, an unrouted path 404.
-                ok = http_get(ports[0], hostname, path)
-                miss = http_get(ports[0], hostname, "/nope")
-                if ok != 200 or miss != 404:
-                    raise RuntimeError(f"{name}: routing check failed ({ok}, {miss})")
-            for mode, _ in MODES:
-                warm(mode, ports, hostname, path)
-                sampler = RssSampler(proc.pid) if proc else None
-                r = run_mode(mode, ports, hostname, path, DURATION)
-                if sampler:
-                    peak = sampler.stop()
-                    memory[name]["load"] = max(memory[name].get("load", 0), peak)
-                results[(name, mode)] = r
-                print(f"  {name:8} {mode:7} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms",
-                      flush=True)
-        finally:
-            if proc:
-                proc.stop()
+    for key, rs in runs.items():
+        # The median run by throughput, whole (its latencies belong to it); errors summed.
+        median = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+        results[key] = dict(median, non2xx=sum(r["non2xx"] for r in rs),
+                            socket_errors=sum(r["socket_errors"] for r in rs),
+                            spread=(min(r["rps"] for r in rs), max(r["rps"] for r in rs)))
 
-    lines = ["## 1. Proxy throughput and latency (10 routes; route 9 of 10)", "",
+    rounds = (f"; median of {ROUNDS} interleaved rounds, req/s range in brackets"
+              if ROUNDS > 1 else "")
+    lines = [f"## 1. Proxy throughput and latency (10 routes; route 9 of 10{rounds})", "",
              "| protocol | target | req/s | p50 ms | p99 ms | p99.9 ms | × nginx | × direct | errors |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for mode, label in MODES:
@@ -587,7 +605,11 @@ def section_proxies(report, memory):
             xn = f"{r['rps'] / ng:.2f}" if ng else "—"
             xd = f"{r['rps'] / di:.2f}" if di else "—"
             err = r["non2xx"] + r["socket_errors"]
-            lines.append(f"| {label} | {name} | {r['rps']:.0f} | {fmt_ms(r['p50'])} | "
+            rps = f"{r['rps']:.0f}"
+            if ROUNDS > 1:
+                lo, hi = r["spread"]
+                rps += f" [{lo:.0f}–{hi:.0f}]"
+            lines.append(f"| {label} | {name} | {rps} | {fmt_ms(r['p50'])} | "
                          f"{fmt_ms(r['p99'])} | {fmt_ms(r['p999'])} | {xn} | {xd} | {err} |")
     report.extend(lines + [""])
     return results
