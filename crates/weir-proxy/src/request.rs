@@ -102,6 +102,8 @@ struct RequestLog {
 ///
 /// The request stages are plain functions, run in one go; what the future waits for is the
 /// exchange with the upstream and the response stages (see [`crate::stage`]).
+// An `async fn` would keep the request twice (argument and local); the block keeps it once.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn serve(
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,

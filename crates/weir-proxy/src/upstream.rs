@@ -135,6 +135,7 @@ impl Clients {
     }
 
     /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
+    #[allow(clippy::manual_async_fn)]
     fn send_http1<'a>(
         &'a self,
         metrics: &'a Metrics,
@@ -222,6 +223,7 @@ impl Clients {
     }
 
     /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
+    #[allow(clippy::manual_async_fn)]
     fn send_http2<'a>(
         &'a self,
         metrics: &'a Metrics,
