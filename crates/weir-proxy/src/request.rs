@@ -144,9 +144,14 @@ fn route_and_forward<'s>(
     let action = &entry.action;
     log.route = Some(action.route.route.clone());
     let client_cert = listener.backend_client_cert.as_ref();
-    let stages = handle_action(conn, action, client_cert, &log.host, req, &mut log.backend);
+    let forwarded = match handle_action(conn, action, client_cert, &log.host, req, &mut log.backend)
+    {
+        Ok(Forward::Upstream(forwarded)) => forwarded,
+        Ok(Forward::Answer(answer)) => return Staged::done(Ok(answer)),
+        Err(err) => return Staged::done(Err(err)),
+    };
     let limit = action.timeouts.request;
-    Staged::waiting(Bounded::new(stages, limit, move || {
+    Staged::waiting(Bounded::new(forwarded, limit, move || {
         // Only called when there is a limit.
         ProxyError::RequestTimeout(limit.unwrap_or_default())
     }))
@@ -226,22 +231,6 @@ fn check_misdirected(
     }
 }
 
-/// Stages 2–4 for a routed request: filters, backend pick, forward, response filters.
-fn handle_action<'s>(
-    conn: &'s ConnCtx,
-    action: &'s RouteAction,
-    client_cert: Option<&Arc<ClientCert>>,
-    host: &str,
-    req: Request<Incoming>,
-    backend_label: &mut Option<Arc<str>>,
-) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's {
-    match forward_action(conn, action, client_cert, host, req, backend_label) {
-        Ok(Forward::Answer(answer)) => Staged::done(Ok(answer)),
-        Ok(Forward::Upstream(forwarded)) => Staged::waiting(forwarded),
-        Err(err) => Staged::done(Err(err)),
-    }
-}
-
 /// What the request stages made of a request: an answer of their own (a redirect, a CORS
 /// preflight…) or the exchange with the upstream, with the response filters after it.
 enum Forward<F> {
@@ -249,7 +238,8 @@ enum Forward<F> {
     Upstream(F),
 }
 
-fn forward_action<'s>(
+/// Stages 2–4 for a routed request: filters, backend pick, forward, response filters.
+fn handle_action<'s>(
     conn: &'s ConnCtx,
     action: &'s RouteAction,
     client_cert: Option<&Arc<ClientCert>>,

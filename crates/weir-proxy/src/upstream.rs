@@ -50,6 +50,16 @@ struct UpstreamTlsConnect {
     connect: TlsConnect,
 }
 
+impl UpstreamTlsConnect {
+    /// The pool a connection to `addr` reached this way (`None`: cleartext) belongs to.
+    fn pool_key(addr: SocketAddr, tls: Option<&UpstreamTlsConnect>) -> PoolKey {
+        PoolKey {
+            addr,
+            tls: tls.map_or(0, |t| t.identity),
+        }
+    }
+}
+
 impl Clients {
     pub(crate) fn new() -> Self {
         Self::with_pools(Pools::new())
@@ -156,10 +166,7 @@ impl Clients {
             let mut last_connect_error = None;
             for (endpoint, authority) in upstream.attempts() {
                 let addr = endpoint.addr;
-                let key = PoolKey {
-                    addr,
-                    tls: tls.map_or(0, |t| t.identity),
-                };
+                let key = UpstreamTlsConnect::pool_key(addr, tls);
                 if host_from_endpoint {
                     if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
                         req.headers_mut().insert(HOST, value);
@@ -242,10 +249,7 @@ impl Clients {
             let mut last_connect_error = None;
             for (endpoint, authority) in upstream.attempts() {
                 let addr = endpoint.addr;
-                let key = PoolKey {
-                    addr,
-                    tls: tls.map_or(0, |t| t.identity),
-                };
+                let key = UpstreamTlsConnect::pool_key(addr, tls);
                 let mut uri = http::uri::Parts::default();
                 uri.scheme = Some(if tls.is_some() {
                     Scheme::HTTPS
