@@ -41,14 +41,24 @@ pub mod gw {
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Identity of a namespaced (or, with an empty namespace, cluster-scoped) object.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize)]
+///
+/// The parts are shared strings: keys are copied into every map and status that names the
+/// object (the store, its clones on each rescan, each translation's statuses), and a copy is
+/// then two reference counts, not two allocations.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+impl Default for ObjectKey {
+    fn default() -> Self {
+        Self::new("", "")
+    }
 }
 
 impl ObjectKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -56,15 +66,15 @@ impl ObjectKey {
     }
 
     /// Key of a cluster-scoped object.
-    pub fn cluster(name: impl Into<String>) -> Self {
+    pub fn cluster(name: impl Into<Arc<str>>) -> Self {
         Self::new("", name)
     }
 
     /// Key of any object from its metadata (namespace empty when absent).
     pub fn of(meta: &ObjectMeta) -> Self {
         Self::new(
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
         )
     }
 }

@@ -37,7 +37,8 @@ pub struct Upstreams {
 }
 
 /// EndpointSlices by their Service's (namespace, name), in key order within a Service.
-type SlicesByService = BTreeMap<(String, String), Vec<Arc<EndpointSlice>>>;
+/// By the Service's key (the slice's namespace, the service-name label).
+type SlicesByService = BTreeMap<ObjectKey, Vec<Arc<EndpointSlice>>>;
 
 fn index_slices(store: &Store) -> SlicesByService {
     let mut index = SlicesByService::new();
@@ -49,7 +50,7 @@ fn index_slices(store: &Store) -> SlicesByService {
             .and_then(|l| l.get(SERVICE_NAME_LABEL));
         if let Some(service) = service {
             index
-                .entry((key.namespace.clone(), service.clone()))
+                .entry(ObjectKey::new(key.namespace.clone(), service.as_str()))
                 .or_default()
                 .push(slice.clone());
         }
@@ -148,9 +149,7 @@ impl Upstreams {
             })?;
         let tls = crate::backendtls::lookup(&self.tls, &key, service_port.name.as_deref());
         let slices = self.slices.get_or_insert_with(|| index_slices(store));
-        let slices = slices
-            .get(&(key.namespace.clone(), key.name.clone()))
-            .map_or(&[][..], Vec::as_slice);
+        let slices = slices.get(&key).map_or(&[][..], Vec::as_slice);
         let upstream = Arc::new(
             Upstream::new(
                 format!("{key}:{port}"),

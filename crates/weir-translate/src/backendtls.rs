@@ -149,7 +149,7 @@ fn evaluate(store: &Store, key: &ObjectKey, p: &Arc<BackendTlsPolicy>) -> Option
         .filter(|t| core_group(&t.group).is_empty() && t.kind == "Service")
         .map(|t| {
             (
-                ObjectKey::new(&key.namespace, &t.name),
+                ObjectKey::new(key.namespace.clone(), t.name.as_str()),
                 t.section_name.clone().filter(|s| !s.is_empty()),
             )
         })
@@ -298,7 +298,7 @@ fn ca_certificates(
             name: r.name.clone(),
         });
     }
-    let key = ObjectKey::new(namespace, &r.name);
+    let key = ObjectKey::new(namespace, r.name.as_str());
     let invalid = |detail: &str| TranslateError::CaCertificateRefInvalid {
         config_map: key.to_string(),
         detail: detail.to_string(),
@@ -361,8 +361,8 @@ fn policy_status(m: &PolicyModel, controller: &str, c: &Conditions<'_>) -> Backe
                 ancestor_ref: BackendTlsPolicyStatusAncestorsAncestorRef {
                     group: Some(GATEWAY_GROUP.into()),
                     kind: Some("Gateway".into()),
-                    name: g.name.clone(),
-                    namespace: Some(g.namespace.clone()),
+                    name: g.name.to_string(),
+                    namespace: Some(g.namespace.to_string()),
                     port: None,
                     section_name: None,
                 },
@@ -402,7 +402,7 @@ pub fn gateway_client_cert(
         );
     }
     let ns = r.namespace.as_deref().unwrap_or(&key.namespace);
-    let secret_key = ObjectKey::new(ns, &r.name);
+    let secret_key = ObjectKey::new(ns, r.name.as_str());
     let permitted = refgrant::permitted(
         store,
         &refgrant::From {

@@ -155,7 +155,7 @@ pub fn our_classes(store: &Store, controller: &str) -> BTreeSet<String> {
         .gateway_classes
         .iter()
         .filter(|(_, c)| c.spec.controller_name == controller)
-        .map(|(k, _)| k.name.clone())
+        .map(|(k, _)| k.name.to_string())
         .collect()
 }
 
@@ -411,7 +411,7 @@ pub fn build_listener(
             let group = core_group(r.group.as_deref().unwrap_or(""));
             let kind = r.kind.as_deref().unwrap_or("Secret");
             let ns = r.namespace.as_deref().unwrap_or(&gw.namespace);
-            let secret_key = ObjectKey::new(ns, &r.name);
+            let secret_key = ObjectKey::new(ns, r.name.as_str());
             let result = if !group.is_empty() || kind != "Secret" {
                 Err(TranslateError::CertificateRefKind {
                     group: group.to_string(),

@@ -91,8 +91,8 @@ fn names_gateway(key: &ObjectKey, set: &ListenerSet, gw_key: &ObjectKey) -> bool
     let p = &set.spec.parent_ref;
     p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
         && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-        && p.name == gw_key.name
-        && p.namespace.as_deref().unwrap_or(&key.namespace) == gw_key.namespace
+        && *p.name == *gw_key.name
+        && p.namespace.as_deref().unwrap_or(&key.namespace) == &*gw_key.namespace
 }
 
 /// `spec.allowedListeners.namespaces.from`: None (the default: no ListenerSets), Same (the

@@ -27,7 +27,7 @@ pub fn permitted(store: &Store, from: &From<'_>, to: &To<'_>) -> bool {
     store
         .reference_grants
         .iter()
-        .filter(|(key, _)| key.namespace == to.namespace)
+        .filter(|(key, _)| *key.namespace == *to.namespace)
         .any(|(_, grant)| {
             let from_ok = grant.spec.from.iter().any(|f| {
                 f.group == from.group && f.kind == from.kind && f.namespace == from.namespace

@@ -126,7 +126,7 @@ pub fn attach_parents(
     index: &BTreeMap<ObjectKey, usize>,
     placed: &mut Vec<Placement>,
 ) -> Vec<ParentResult> {
-    let route_ns = compiled.key.namespace.as_str();
+    let route_ns = &*compiled.key.namespace;
     let mut results = Vec::new();
     placed.clear();
     for p in parent_refs {
@@ -171,7 +171,7 @@ pub fn allowed_listeners(
     p: &ParentRefSpec<'_>,
     gateway: &GatewayModel,
 ) -> Result<Vec<usize>, NotAccepted> {
-    let gw_ns = gateway.key.namespace.as_str();
+    let gw_ns = &*gateway.key.namespace;
     // (Formatted only in the error paths: this runs for every route and parent.)
     let gw_label = &gateway.key;
     // 1. sectionName / port, among the listeners of the Gateway itself or of the ListenerSet
@@ -252,7 +252,7 @@ fn select(
     placed: &mut Vec<Placement>,
 ) -> Result<(), NotAccepted> {
     let gw_label = gateway.key.to_string();
-    let route_ns = compiled.key.namespace.as_str();
+    let route_ns = &*compiled.key.namespace;
     let allowed = allowed_listeners(store, kind, route_ns, p, gateway)?;
     // 3. hostnames.
     let mut any = false;
@@ -335,7 +335,7 @@ fn other_kind_on_hosts(
 /// always include `kubernetes.io/metadata.name`).
 /// For a ListenerSet's listener, Same is the ListenerSet's namespace.
 fn namespace_allowed(store: &Store, l: &ListenerModel, gw_ns: &str, route_ns: &str) -> bool {
-    let owner_ns = l.owner.as_ref().map_or(gw_ns, |o| o.namespace.as_str());
+    let owner_ns = l.owner.as_ref().map_or(gw_ns, |o| &*o.namespace);
     namespaces_allow(store, l.namespaces.as_ref(), owner_ns, route_ns)
 }
 

@@ -174,7 +174,7 @@ pub(crate) fn attach_stream<'a>(
     gateways: &mut [GatewayModel],
     index: &BTreeMap<ObjectKey, usize>,
 ) -> Vec<ParentResult> {
-    let route_ns = compiled.key.namespace.as_str();
+    let route_ns = &*compiled.key.namespace;
     let mut results = Vec::new();
     let mut attached: Vec<(usize, usize)> = Vec::new();
     for p in parent_refs {

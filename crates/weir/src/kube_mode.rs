@@ -147,7 +147,7 @@ fn replica_addresses(store: &Store, namespace: &str, name: &str) -> Vec<(String,
         .endpoint_slices
         .iter()
         .filter(|(key, slice)| {
-            key.namespace == namespace
+            *key.namespace == *namespace
                 && slice
                     .metadata
                     .labels
