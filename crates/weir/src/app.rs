@@ -154,8 +154,16 @@ fn file_mode(dir: &Path, args: &RunArgs) -> anyhow::Result<(control::Inputs, Joi
     Ok((control::Inputs { stores, addresses }, task))
 }
 
+/// A new object's `metadata.creationTimestamp` in file mode: whole seconds, as the API
+/// server stores it. Objects read in the same second tie, and ties go by namespace/name, as
+/// in a cluster where one `kubectl apply` creates them; it also keeps the attach order, which
+/// translation sorts by creation time, almost sorted already.
 fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+    use k8s_openapi::jiff::Timestamp;
+    let now = Timestamp::now();
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::from_second(now.as_second()).unwrap_or(now),
+    )
 }
 
 /// Run until SIGTERM or SIGINT, then shut down gracefully.
