@@ -47,6 +47,7 @@ fn main() {
                 now: Time(k8s_openapi::jiff::Timestamp::now()),
                 gateway_addresses: &addresses,
                 address_usable: &usable,
+                addressing: &weir_translate::Addressing::Shared,
             },
             if no_memo {
                 Memo::default()

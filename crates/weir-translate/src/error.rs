@@ -58,6 +58,8 @@ pub enum TranslateError {
     AddressNotUsable(String),
     #[error("address {0:?} is not an IP address; IPAddress values look like 10.0.0.1 or fd00::1")]
     InvalidIpAddress(String),
+    #[error("every address of the pool {0} (--gateway-address-pool) is taken by another Gateway; use a larger pool")]
+    PoolExhausted(String),
 
     // ---- routes ----
     #[error("backendRef {group}/{kind} {name} is not a core Service")]
@@ -138,6 +140,7 @@ impl TranslateError {
             }
             E::UnsupportedAddress(_) => "UnsupportedAddress",
             E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
+            E::PoolExhausted(_) => "AddressNotAssigned",
             E::BackendKind { .. } => "InvalidKind",
             E::BackendNotFound(_) | E::BackendPortMissing(_) | E::BackendPortNotFound { .. } => {
                 "BackendNotFound"

@@ -12,6 +12,7 @@ use weir_store::gw::gateways::{
 };
 use weir_store::{Gateway, ObjectKey, Store, GATEWAY_GROUP};
 
+use crate::addressing::AddressPool;
 use crate::compile::created;
 use crate::error::TranslateError;
 use crate::refgrant::{self, core_group};
@@ -36,6 +37,9 @@ pub struct GatewayModel {
     pub binds: Vec<Option<IpAddr>>,
     /// status.addresses: the addresses of `binds`, as (type, value).
     pub status_addresses: Vec<(String, String)>,
+    /// With an address pool: the Gateway asked for no particular address (no
+    /// spec.addresses, or an IPAddress without value), so it gets one from the pool.
+    pub wants_pool_address: bool,
     /// Its own listeners first, then those of the ListenerSets it admits, in precedence
     /// order (see [`crate::listenerset`]).
     pub listeners: Vec<ListenerModel>,
@@ -101,6 +105,9 @@ pub struct ListenerModel {
     pub not_accepted: Option<TranslateError>,
     /// `HostnameConflict` or `ProtocolConflict`.
     pub conflict: Option<&'static str>,
+    /// The listener of another Gateway this one conflicts with on a shared socket
+    /// (`namespace/gateway/listener`); `None` for a conflict within the Gateway.
+    pub conflict_with: Option<String>,
     /// Why ResolvedRefs is False (the first one is the reason).
     pub ref_errors: Vec<TranslateError>,
     /// The first usable certificate (HTTPS).
@@ -172,8 +179,48 @@ pub fn build(
         .map(|(key, g)| build_gateway(store, key, g, addresses))
         .collect();
     out.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+    if let Some(pool) = addresses.pool {
+        assign_pool(&mut out, pool, addresses.usable);
+    }
     settle_ports(&mut out);
     out
+}
+
+/// Give each Gateway that asked for no particular address its own address from the pool,
+/// oldest first (see [`crate::addressing`]): the probe starts where the Gateway's
+/// namespace/name hashes to and takes the first address no Gateway holds or requested.
+fn assign_pool(gateways: &mut [GatewayModel], pool: &AddressPool, usable: &dyn Fn(IpAddr) -> bool) {
+    let mut taken: BTreeSet<IpAddr> = gateways
+        .iter()
+        .flat_map(|g| g.binds.iter().flatten().copied())
+        .collect();
+    for g in gateways
+        .iter_mut()
+        .filter(|g| g.wants_pool_address && g.accepted())
+    {
+        let start = pool.start_for(&g.key.namespace, &g.key.name);
+        // Bounded: a pool larger than the Gateways can hold is never probed to its end.
+        let limit = pool.len().min(taken.len() as u128 + 1);
+        let Some(ip) = (0..limit)
+            .map(|i| pool.nth(start + i))
+            .find(|ip| !taken.contains(ip))
+        else {
+            g.address_error
+                .get_or_insert(TranslateError::PoolExhausted(pool.to_string()));
+            continue;
+        };
+        if !usable(ip) {
+            g.address_error
+                .get_or_insert(TranslateError::AddressNotUsable(ip.to_string()));
+            continue;
+        }
+        taken.insert(ip);
+        g.binds.push(Some(ip));
+        g.binds.sort();
+        g.binds.dedup();
+        g.status_addresses
+            .push(("IPAddress".to_string(), ip.to_string()));
+    }
 }
 
 fn build_gateway(
@@ -203,6 +250,7 @@ fn build_gateway(
         address_error: assigned.error,
         binds: assigned.binds,
         status_addresses: assigned.status,
+        wants_pool_address: assigned.pool,
         listeners,
         listener_sets,
         insecure_frontend,
@@ -215,6 +263,9 @@ pub struct Addresses<'a> {
     pub served: &'a [(String, String)],
     /// Whether an IP is an address of this host (one Weir can bind).
     pub usable: &'a dyn Fn(IpAddr) -> bool,
+    /// Where Gateways that ask for no particular address get one ([`crate::Addressing::Pool`]);
+    /// `None`: they share the process-wide bind.
+    pub pool: Option<&'a AddressPool>,
 }
 
 /// A Gateway's spec.addresses, resolved.
@@ -222,6 +273,8 @@ struct Assigned {
     binds: Vec<Option<IpAddr>>,
     status: Vec<(String, String)>,
     error: Option<TranslateError>,
+    /// Asked for no particular address and a pool is configured: the pool assigns it.
+    pool: bool,
 }
 
 /// Resolve spec.addresses. No addresses: the bind address. An address type other than
@@ -233,16 +286,26 @@ struct Assigned {
 fn assign_addresses(gateway: &Gateway, addresses: &Addresses<'_>) -> Assigned {
     let requested = gateway.spec.addresses.as_deref().unwrap_or(&[]);
     if requested.is_empty() {
-        return Assigned {
-            binds: vec![None],
-            status: addresses.served.to_vec(),
-            error: None,
+        return match addresses.pool {
+            Some(_) => Assigned {
+                binds: Vec::new(),
+                status: Vec::new(),
+                error: None,
+                pool: true,
+            },
+            None => Assigned {
+                binds: vec![None],
+                status: addresses.served.to_vec(),
+                error: None,
+                pool: false,
+            },
         };
     }
     let mut out = Assigned {
         binds: Vec::new(),
         status: Vec::new(),
         error: None,
+        pool: false,
     };
     if let Some(kind) = requested
         .iter()
@@ -259,6 +322,10 @@ fn assign_addresses(gateway: &Gateway, addresses: &Addresses<'_>) -> Assigned {
     }
     for a in requested {
         let value = a.value.as_deref().unwrap_or("");
+        if value.is_empty() && addresses.pool.is_some() {
+            out.pool = true;
+            continue;
+        }
         if value.is_empty() {
             out.binds.push(None);
             for entry in addresses.served {
@@ -355,6 +422,7 @@ pub fn build_listener(
         namespaces: l.allowed_routes.as_ref().and_then(|a| a.namespaces.clone()),
         not_accepted: None,
         conflict: None,
+        conflict_with: None,
         ref_errors: Vec::new(),
         cert: None,
         client_auth: None,
@@ -501,35 +569,63 @@ pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
 /// Across Gateways sharing a socket (address and port): the first Gateway (oldest, then by
 /// name) to use it decides its protocol; listeners of the other protocol there are not
 /// accepted, nor are TCP listeners of later Gateways (a TCP socket serves one listener).
+/// Listeners of the same protocol share the socket only where their hostnames are disjoint:
+/// a listener whose hostname overlaps one of an older Gateway's there (equal, one a
+/// catch-all, or a wildcard covering the other) would get none of that older listener's
+/// requests, so it is Conflicted (HostnameConflict) instead of a silent 404. Listeners of
+/// one Gateway never conflict here: listener isolation picks among them by hostname.
 fn settle_ports(gateways: &mut [GatewayModel]) {
-    let mut owners: BTreeMap<(Option<IpAddr>, u16), (&'static str, String)> = BTreeMap::new();
-    for g in gateways.iter_mut() {
+    struct Owner {
+        protocol: &'static str,
+        label: String,
+        /// Accepted listeners on the socket so far: (gateway index, hostname, label).
+        listeners: Vec<(usize, Option<HostPattern>, String)>,
+    }
+    let mut owners: BTreeMap<(Option<IpAddr>, u16), Owner> = BTreeMap::new();
+    for (gi, g) in gateways.iter_mut().enumerate() {
         if !g.serving() {
             continue;
         }
         let gw_label = g.key.to_string();
         for l in g.listeners.iter_mut().filter(|l| l.accepted()) {
+            let label = format!("{gw_label}/{}", l.name);
             for &bind in &g.binds {
-                match owners.get(&(bind, l.port)) {
-                    None => {
-                        owners.insert(
-                            (bind, l.port),
-                            (l.protocol(), format!("{gw_label}/{}", l.name)),
-                        );
-                    }
-                    // TCP listeners cannot share a socket: nothing in a connection says
-                    // which one it is for.
-                    Some((protocol, owner)) if *protocol != l.protocol() || l.tcp => {
-                        l.not_accepted = Some(TranslateError::PortInUse {
-                            port: l.port,
-                            protocol: (*protocol).into(),
-                            owner: owner.clone(),
-                        });
-                        break;
-                    }
-                    Some(_) => {}
+                let owner = owners.entry((bind, l.port)).or_insert_with(|| Owner {
+                    protocol: l.protocol(),
+                    label: label.clone(),
+                    listeners: Vec::new(),
+                });
+                // TCP listeners cannot share a socket: nothing in a connection says which
+                // one it is for.
+                if owner.protocol != l.protocol() || (l.tcp && owner.label != label) {
+                    l.not_accepted = Some(TranslateError::PortInUse {
+                        port: l.port,
+                        protocol: owner.protocol.into(),
+                        owner: owner.label.clone(),
+                    });
+                    break;
                 }
+                let overlapping = owner.listeners.iter().find(|(other_gi, host, _)| {
+                    *other_gi != gi && hostnames_overlap(host.as_ref(), l.hostname.as_ref())
+                });
+                if let Some((_, _, other)) = overlapping {
+                    l.conflict = Some("HostnameConflict");
+                    l.conflict_with = Some(other.clone());
+                    l.supported_kinds.clear();
+                    break;
+                }
+                owner
+                    .listeners
+                    .push((gi, l.hostname.clone(), label.clone()));
             }
         }
+    }
+}
+
+/// Whether some host name would match both listener hostnames (`None`: any host).
+fn hostnames_overlap(a: Option<&HostPattern>, b: Option<&HostPattern>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => crate::hostname::intersect(a, b).is_some(),
+        _ => true,
     }
 }

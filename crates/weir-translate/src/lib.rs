@@ -16,6 +16,7 @@
 //! Upstream generated types stop here: the snapshot it returns holds only `weir-snapshot`
 //! types.
 
+pub mod addressing;
 mod backend;
 mod backendtls;
 mod compile;
@@ -45,6 +46,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 use weir_store::{Kind, ObjectKey, ObjectMeta};
 
+pub use addressing::{AddressPool, Addressing};
 pub use error::TranslateError;
 pub use memo::Memo;
 pub use status::INVALID_MANIFEST;
@@ -116,6 +118,9 @@ pub struct Input<'a> {
     /// bound (the binary tries to bind it; tests answer from a list). Only asked about
     /// addresses Gateways request that are not in `gateway_addresses`.
     pub address_usable: &'a dyn Fn(std::net::IpAddr) -> bool,
+    /// How Gateways that request no address get one: the shared bind address
+    /// (`gateway_addresses`), or each its own from a pool (see [`addressing`]).
+    pub addressing: &'a Addressing,
 }
 
 /// What a translation produces.
@@ -246,6 +251,10 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let addresses = gateway::Addresses {
         served: input.gateway_addresses,
         usable: input.address_usable,
+        pool: match input.addressing {
+            Addressing::Shared => None,
+            Addressing::Pool(pool) => Some(pool),
+        },
     };
     let mut gateways = gateway::build(store, &classes, &addresses);
     let index: BTreeMap<ObjectKey, usize> = gateways

@@ -200,8 +200,25 @@ pub fn allowed_listeners(
         return Err(("NoMatchingParent", format!("Gateway {gw_label}: {what}")));
     }
     // 2. allowedRoutes (accepted listeners only: rejected ones take no routes).
+    let conflicted = allowed
+        .iter()
+        .map(|&i| &gateway.listeners[i])
+        .find(|l| l.conflict.is_some());
     allowed.retain(|&i| gateway.listeners[i].accepted());
     let any_accepted = !allowed.is_empty();
+    // Say why when the only listeners selected lost a conflict (e.g. to another Gateway on
+    // the same address): the listener's Conflicted condition has the details.
+    if let (false, Some(l)) = (any_accepted, conflicted) {
+        return Err((
+            "NotAllowedByListeners",
+            format!(
+                "listener {:?} of Gateway {gw_label} is Conflicted ({}): {}",
+                l.name,
+                l.conflict.unwrap_or_default(),
+                crate::status::conflict_message(l)
+            ),
+        ));
+    }
     allowed.retain(|&i| {
         gateway.listeners[i]
             .supported_kinds

@@ -161,7 +161,7 @@ pub fn listener_status(
     c: &Conditions<'_>,
 ) -> GatewayStatusListeners {
     let accepted = match (l.conflict, &l.not_accepted) {
-        (Some(reason), _) => c.make("Accepted", false, reason, conflict_message(reason)),
+        (Some(reason), _) => c.make("Accepted", false, reason, conflict_message(l)),
         (None, Some(e)) => c.make("Accepted", false, e.reason(), e.to_string()),
         (None, None) => c.make("Accepted", true, "Accepted", "Listener is accepted"),
     };
@@ -178,11 +178,11 @@ pub fn listener_status(
         }
     };
     let conflicted = match l.conflict {
-        Some(reason) => c.make("Conflicted", true, reason, conflict_message(reason)),
+        Some(reason) => c.make("Conflicted", true, reason, conflict_message(l)),
         None => c.make("Conflicted", false, "NoConflicts", "No conflicts"),
     };
     let programmed = if let Some(reason) = l.conflict {
-        c.make("Programmed", false, reason, conflict_message(reason))
+        c.make("Programmed", false, reason, conflict_message(l))
     } else if !l.accepted() {
         c.make("Programmed", false, "Invalid", "Listener is not accepted")
     } else if !l.serving() {
@@ -213,11 +213,20 @@ pub fn listener_status(
     }
 }
 
-fn conflict_message(reason: &str) -> &'static str {
-    if reason == "ProtocolConflict" {
-        "another listener on this port uses a different protocol; none of them is served"
-    } else {
-        "another listener on this port has the same hostname; none of them is served"
+pub(crate) fn conflict_message(l: &ListenerModel) -> String {
+    match (&l.conflict_with, l.conflict) {
+        (Some(other), _) => format!(
+            "listener {other} of an older Gateway is served on the same address and port with \
+             an overlapping hostname, so requests for it would never reach this listener; \
+             give this Gateway its own address (spec.addresses, or --gateway-address-pool in \
+             file mode) or a hostname disjoint from the other's"
+        ),
+        (None, Some("ProtocolConflict")) => {
+            "another listener on this port uses a different protocol; none of them is served".into()
+        }
+        (None, _) => {
+            "another listener on this port has the same hostname; none of them is served".into()
+        }
     }
 }
 

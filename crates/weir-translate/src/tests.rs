@@ -1,5 +1,6 @@
 //! Test helpers: YAML → Store, translate, and look at conditions and routing.
 
+mod addressing;
 mod conformance;
 mod filters;
 mod frontend;
@@ -82,9 +83,11 @@ pub fn now() -> Time {
 
 pub const ADDRESSES: &[(&str, &str)] = &[("IPAddress", "127.0.0.1")];
 
-/// The addresses of the test "host" besides [`ADDRESSES`]: 127.0.0.2 and ::1.
+/// The addresses of the test "host" besides [`ADDRESSES`]: 127.0.0.2, ::1 and the block
+/// 127.0.1.0/24 that the address-pool tests hand out.
 pub fn host_address(ip: std::net::IpAddr) -> bool {
     ["127.0.0.2", "::1"].iter().any(|a| a.parse() == Ok(ip))
+        || matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[..3] == [127, 0, 1])
 }
 
 pub fn run(store: &Store) -> Output {
@@ -93,6 +96,11 @@ pub fn run(store: &Store) -> Output {
 
 /// [`run`], handing on a previous translation's memo.
 pub fn run_with(store: &Store, memo: Memo) -> Output {
+    run_addressing(store, memo, &crate::Addressing::Shared)
+}
+
+/// [`run_with`], with Gateways addressed as `addressing` says.
+pub fn run_addressing(store: &Store, memo: Memo, addressing: &crate::Addressing) -> Output {
     let addresses: Vec<(String, String)> = ADDRESSES
         .iter()
         .map(|(t, v)| (t.to_string(), v.to_string()))
@@ -104,6 +112,7 @@ pub fn run_with(store: &Store, memo: Memo) -> Output {
             now: now(),
             gateway_addresses: &addresses,
             address_usable: &host_address,
+            addressing,
         },
         memo,
     )

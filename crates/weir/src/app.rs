@@ -95,10 +95,19 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
             let translator = Translator {
                 controller_name: args.gateway_class_controller.clone(),
                 address_usable: control::address_of_this_host,
+                addressing: match &args.gateway_address_pool {
+                    Some(pool) => weir_translate::Addressing::Pool(pool.clone()),
+                    None => weir_translate::Addressing::Shared,
+                },
             };
             (inputs, translator, None)
         }
         None => {
+            anyhow::ensure!(
+                args.gateway_address_pool.is_none(),
+                "--gateway-address-pool is for file mode (--config-dir); in Kubernetes mode \
+                 each Gateway's address comes from its Service"
+            );
             let kube = crate::kube_mode::start(&args, shared.clone(), stop_rx, &registry).await?;
             tasks.extend(kube.tasks);
             let translator = Translator {
@@ -106,6 +115,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                 // Addresses belong to the LoadBalancer, not to this pod: a static address is
                 // usable only when it is one the Service got (see Input.gateway_addresses).
                 address_usable: |_| false,
+                addressing: weir_translate::Addressing::Shared,
             };
             let inputs = control::Inputs {
                 stores: kube.stores,

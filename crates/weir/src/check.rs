@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use weir_translate::{translate, Input};
+use weir_translate::{translate, Addressing, Input};
 
 use crate::cli::CheckArgs;
 
@@ -32,12 +32,17 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> std::io::Result<bool> {
     for err in &report.errors {
         writeln!(out, "error: {err}")?;
     }
+    let addressing = match &args.gateway_address_pool {
+        Some(pool) => Addressing::Pool(pool.clone()),
+        None => Addressing::Shared,
+    };
     let output = translate(&Input {
         store: &report.store,
         controller_name: &args.gateway_class_controller,
         now,
         gateway_addresses: &[],
         address_usable: &crate::control::address_of_this_host,
+        addressing: &addressing,
     });
     let mut problems = 0usize;
     for status in &output.statuses {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use weir_translate::AddressPool;
 
 /// The controller name Weir answers to unless told otherwise.
 pub const DEFAULT_CONTROLLER: &str = "weir.dev/gateway-controller";
@@ -50,6 +51,14 @@ pub struct RunArgs {
     /// Address the listeners bind to.
     #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub bind: IpAddr,
+
+    /// File mode: give each Gateway that requests no address (no spec.addresses, or an
+    /// IPAddress without value) its own address from this CIDR block, e.g. 127.0.1.0/24,
+    /// chosen from its namespace/name so it stays the same across restarts, and reported in
+    /// its status.addresses. Without it such Gateways share --bind, and listeners of
+    /// different Gateways whose hostnames overlap on one port are Conflicted.
+    #[arg(long, value_name = "CIDR")]
+    pub gateway_address_pool: Option<AddressPool>,
 
     /// Address of the admin server (/metrics, /healthz, /readyz, /status).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
@@ -119,6 +128,14 @@ pub struct CheckArgs {
     /// Only GatewayClasses whose spec.controllerName equals NAME are ours.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTROLLER)]
     pub gateway_class_controller: String,
+
+    /// As `weir run --gateway-address-pool`: give each Gateway that requests no address (no spec.addresses, or an
+    /// IPAddress without value) its own address from this CIDR block, e.g. 127.0.1.0/24,
+    /// chosen from its namespace/name so it stays the same across restarts, and reported in
+    /// its status.addresses. Without it such Gateways share --bind, and listeners of
+    /// different Gateways whose hostnames overlap on one port are Conflicted.
+    #[arg(long, value_name = "CIDR")]
+    pub gateway_address_pool: Option<AddressPool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

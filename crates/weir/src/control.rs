@@ -71,6 +71,8 @@ pub struct Translator {
     /// Whether a Gateway's static IPAddress can be served here (see
     /// `weir_translate::Input::address_usable`).
     pub address_usable: fn(std::net::IpAddr) -> bool,
+    /// How Gateways that request no address get one (`--gateway-address-pool`).
+    pub addressing: weir_translate::Addressing,
 }
 
 /// What the control loop rebuilds from: the latest store from the source, and the addresses
@@ -103,6 +105,7 @@ impl Translator {
                 now: Time(k8s_openapi::jiff::Timestamp::now()),
                 gateway_addresses: addresses,
                 address_usable: &self.address_usable,
+                addressing: &self.addressing,
             },
             memo,
         );

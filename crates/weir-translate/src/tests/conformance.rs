@@ -5,7 +5,7 @@
 //! API server would fill in (parentRef group/kind, path match, weights, allowedRoutes), which
 //! the translator must apply itself.
 
-use weir_snapshot::{BackendTarget, HostIndex};
+use weir_snapshot::BackendTarget;
 use weir_store::Kind;
 
 use super::*;
@@ -39,29 +39,39 @@ pub(super) fn conformance_store(tests: &[&str]) -> Store {
     store
 }
 
-pub(super) fn conformance(tests: &[&str]) -> Output {
-    run(&conformance_store(tests))
+/// Translate as a cluster runs the suite: each Gateway has an address of its own (here from
+/// an address pool, as `weir run --gateway-address-pool` gives them).
+pub(super) fn run_cluster(store: &Store) -> Output {
+    let pool = crate::Addressing::Pool("127.0.1.0/24".parse().expect("pool"));
+    run_addressing(store, Memo::default(), &pool)
 }
 
-/// Route a request as if the Gateway had its own address (as in a cluster): only that Gateway's
-/// listeners on the port take part in choosing the listener.
+pub(super) fn conformance(tests: &[&str]) -> Output {
+    run_cluster(&conformance_store(tests))
+}
+
+/// The socket serving `port` at Gateway `gw`'s own address.
+pub(super) fn gw_socket<'o>(
+    out: &'o Output,
+    gw: &str,
+    port: u16,
+) -> Option<&'o weir_snapshot::SocketConfig> {
+    let gw = format!("{INFRA}/{gw}");
+    out.snapshot
+        .sockets
+        .iter()
+        .find(|s| s.port == port && s.listeners.iter().any(|l| *l.gateway == *gw))
+}
+
+/// Route a request sent to the Gateway's own address.
 fn gw_route<'o>(
     out: &'o Output,
     gw: &str,
     port: u16,
     req: &Req<'_>,
 ) -> Option<&'o Arc<RouteEntry>> {
-    let socket = out.snapshot.socket(None, port)?;
-    let gw = format!("{INFRA}/{gw}");
-    let mine = HostIndex::build(
-        socket
-            .listeners
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| *l.gateway == *gw)
-            .map(|(i, l)| (l.hostname.clone(), i)),
-    );
-    let listener = socket.listeners.get(*mine.candidates(req.host).next()?)?;
+    let socket = gw_socket(out, gw, port)?;
+    let listener = socket.listener_for_host(req.host)?;
     let mut headers = HeaderMap::new();
     for (n, v) in &req.headers {
         headers.append(
@@ -109,7 +119,7 @@ fn base_gateways_are_accepted_and_programmed() {
         assert_eq!(cond(s, "", "Programmed"), is("True", "Programmed"), "{gw}");
         assert!(s.problems().is_empty(), "{gw}: {:?}", s.problems());
     }
-    let tls = out.snapshot.socket(None, 443).expect("443");
+    let tls = gw_socket(&out, "same-namespace-with-https-listener", 443).expect("443");
     assert!(tls.tls);
     assert_eq!(tls.listeners.len(), 4);
     assert!(tls.certificate_for(Some("second-example.org")).is_some());
@@ -383,7 +393,7 @@ fn gateway_secret_reference_grants() {
             "certificate",
             &["*.example.com"],
         );
-        let out = run(&store);
+        let out = run_cluster(&store);
         let s = status(&out, Kind::Gateway, INFRA, t);
         assert_eq!(
             cond(s, "listener https", "ResolvedRefs"),
@@ -457,13 +467,9 @@ fn httproute_invalid_parent_refs() {
         is("False", "NotAllowedByListeners")
     );
     // The TLS Passthrough listener itself is a supported protocol (it serves TLSRoutes
-    // only); here it shares the default address's port 443 with HTTPS listeners of older
-    // Gateways, so it is PortUnavailable (in a cluster each Gateway has its own address).
+    // only); its Gateway has its own address, so nothing else is on its port 443.
     let s = status(&out, Kind::Gateway, INFRA, "tlsroutes-only");
-    assert_eq!(
-        cond(s, "listener tls", "Accepted"),
-        is("False", "PortUnavailable")
-    );
+    assert_eq!(cond(s, "listener tls", "Accepted"), is("True", "Accepted"));
     assert_eq!(attached(&out, INFRA, "same-namespace", "http"), 0);
 }
 

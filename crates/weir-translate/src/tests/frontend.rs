@@ -7,7 +7,7 @@
 use weir_snapshot::ClientAuthMode;
 use weir_store::{ConfigMap, Kind, Object};
 
-use super::conformance::{conformance_store, INFRA};
+use super::conformance::{conformance_store, run_cluster, INFRA};
 use super::*;
 
 /// A fresh CA certificate, PEM.
@@ -256,7 +256,7 @@ fn conformance_invalid_client_certificate_validation() {
         "web-backend-cm",
         &[("ca.crt", &ca_pem("web"))],
     );
-    let out = run(&store);
+    let out = run_cluster(&store);
     let s = status(
         &out,
         Kind::Gateway,
@@ -330,7 +330,7 @@ fn conformance_invalid_default_validation_affects_only_https() {
         "tls-validity-checks-per-port-ca-certificate",
         &[("ca.crt", &ca_pem("per-port"))],
     );
-    let out = run(&store);
+    let out = run_cluster(&store);
     let s = status(
         &out,
         Kind::Gateway,

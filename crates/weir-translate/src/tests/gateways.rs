@@ -393,12 +393,18 @@ fn http_and_https_on_one_port_are_a_protocol_conflict() {
     assert!(out.snapshot.socket(None, 80).is_some());
 }
 
+/// Gateways sharing a socket: listeners with disjoint hostnames share it; the younger
+/// Gateway's catch-all overlaps the older one's, so it is Conflicted (it would never get a
+/// request) while its other listener keeps serving.
 #[test]
-fn gateways_sharing_a_port_share_a_socket_older_wins_hostname_ties() {
-    let mut yaml = gateway("gw", "  - {name: http, port: 80, protocol: HTTP}");
+fn gateways_sharing_a_port_share_a_socket_only_with_disjoint_hostnames() {
+    let mut yaml = gateway(
+        "gw",
+        "  - {name: http, port: 80, protocol: HTTP, hostname: '*.example'}",
+    );
     yaml.push_str("---\n");
     yaml.push_str(
-        &gateway("gw2", "  - {name: http, port: 80, protocol: HTTP}\n  - {name: s, port: 80, protocol: HTTP, hostname: only2.example}")
+        &gateway("gw2", "  - {name: http, port: 80, protocol: HTTP}\n  - {name: s, port: 80, protocol: HTTP, hostname: only2.other}")
             .replace("2024-01-01", "2024-06-01"),
     );
     yaml.push_str(&format!(
@@ -409,10 +415,20 @@ fn gateways_sharing_a_port_share_a_socket_older_wins_hostname_ties() {
     ));
     let out = run_yaml(&yaml);
     let socket = out.snapshot.socket(None, 80).expect("socket");
-    assert_eq!(socket.listeners.len(), 3);
+    assert_eq!(socket.listeners.len(), 2);
     assert_eq!(hit(&out, 80, &get("any.example", "/")), "default/r#0");
-    assert_eq!(hit(&out, 80, &get("only2.example", "/")), "default/r2#0");
+    assert_eq!(hit(&out, 80, &get("only2.other", "/")), "default/r2#0");
+    assert_eq!(hit(&out, 80, &get("else.other", "/")), "404");
     assert_eq!(out.snapshot.sockets.len(), 1);
+    let s = status(&out, Kind::Gateway, "default", "gw2");
+    assert_eq!(
+        cond(s, "listener http", "Conflicted"),
+        is("True", "HostnameConflict")
+    );
+    assert_eq!(
+        cond(s, "listener s", "Conflicted"),
+        is("False", "NoConflicts")
+    );
 }
 
 #[test]
@@ -672,6 +688,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
         now: later.clone(),
         gateway_addresses: &addresses,
         address_usable: &crate::tests::host_address,
+        addressing: &crate::Addressing::Shared,
     });
     crate::preserve_transition_times(&old.statuses, &mut next.statuses);
     assert_eq!(old.statuses, next.statuses);
@@ -684,6 +701,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
         now: later,
         gateway_addresses: &addresses,
         address_usable: &crate::tests::host_address,
+        addressing: &crate::Addressing::Shared,
     });
     crate::preserve_transition_times(&old.statuses, &mut next.statuses);
     let s = status(&next, Kind::Gateway, "default", "gw");
@@ -764,6 +782,7 @@ spec:
         now: later,
         gateway_addresses: &addresses,
         address_usable: &crate::tests::host_address,
+        addressing: &crate::Addressing::Shared,
     });
     // Reversed: the lookup must not depend on the order of the previous statuses.
     let mut previous = old.statuses.clone();

@@ -846,7 +846,7 @@ fn grpc_routes_from_the_conformance_suite_are_accepted_on_their_gateways() {
             read("base/manifests.yaml"),
             read(&format!("tests/{file}"))
         );
-        let out = run_yaml(&yaml);
+        let out = super::conformance::run_cluster(&store_with_class(&yaml));
         for name in routes {
             let s = status(&out, Kind::GrpcRoute, ns, name);
             for (scope, type_, status, reason, message) in s.condition_lines() {

@@ -5,7 +5,7 @@
 use weir_snapshot::BackendTarget;
 use weir_store::Kind;
 
-use super::conformance::{conformance, conformance_store, INFRA};
+use super::conformance::{conformance, conformance_store, gw_socket, run_cluster, INFRA};
 use super::*;
 
 /// Condition of a TLSRoute parent ("parent ns/gw").
@@ -31,18 +31,22 @@ fn kinds(out: &Output, gw: &str, listener: &str) -> Vec<String> {
         .collect()
 }
 
-/// The upstream name a passthrough connection with this SNI reaches on `port` (sockets are
-/// per Gateway address in a cluster; here the test Gateways use distinct ports or one
-/// Gateway per port).
+/// The upstream name a passthrough connection with this SNI reaches on `port`, at the
+/// first address (each Gateway its own, as in a cluster) that has a route for it.
 fn passthrough_hit(out: &Output, port: u16, sni: &str) -> Option<String> {
-    let socket = out.snapshot.socket(None, port)?;
-    let passthrough = socket.passthrough.as_ref()?;
-    let listener = *socket.listener_index.candidates(sni).next()?;
-    let route = passthrough.route_for(listener, sni)?;
-    Some(match &route.backends.first()?.target {
-        BackendTarget::Upstream(u) => u.name.to_string(),
-        BackendTarget::Invalid(why) => format!("invalid: {why}"),
-    })
+    out.snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.port == port)
+        .find_map(|socket| {
+            let passthrough = socket.passthrough.as_ref()?;
+            let listener = *socket.listener_index.candidates(sni).next()?;
+            let route = passthrough.route_for(listener, sni)?;
+            Some(match &route.backends.first()?.target {
+                BackendTarget::Upstream(u) => u.name.to_string(),
+                BackendTarget::Invalid(why) => format!("invalid: {why}"),
+            })
+        })
 }
 
 #[test]
@@ -68,7 +72,7 @@ fn simple_same_namespace_is_accepted_and_routed_by_sni() {
         tls_parent_cond(&out, route, "gateway-tlsroute", "ResolvedRefs"),
         is("True", "ResolvedRefs")
     );
-    let socket = out.snapshot.socket(None, 443).expect("socket 443");
+    let socket = gw_socket(&out, "gateway-tlsroute", 443).expect("socket 443");
     assert!(!socket.tls, "passthrough sockets do not terminate TLS");
     assert_eq!(
         passthrough_hit(&out, 443, "abc.example.com").as_deref(),
@@ -119,8 +123,7 @@ fn hostnames_intersect_like_httproute_hostnames() {
             "{route}"
         );
     }
-    // All four Gateways share port 443 on the default address here; each Gateway's listener
-    // hostnames differ, so the socket's listener index isolates them.
+    // Each Gateway has its own address, as in a cluster.
     assert_eq!(
         passthrough_hit(&out, 443, "abc.example.com").as_deref(),
         Some("gateway-conformance-infra/tls-backend:443")
@@ -330,7 +333,7 @@ fn terminate_mode_terminates_with_the_listener_certificate_then_routes_by_sni() 
         "tls-terminate-checks-certificate",
         &["tls.example.com"],
     );
-    let out = run(&store);
+    let out = run_cluster(&store);
     let gw = "gateway-tlsroute-terminate";
     let s = status(&out, Kind::Gateway, INFRA, gw);
     assert_eq!(
@@ -346,7 +349,7 @@ fn terminate_mode_terminates_with_the_listener_certificate_then_routes_by_sni() 
         tls_parent_cond(&out, "tlsroute-terminated-test", gw, "Accepted"),
         is("True", "Accepted")
     );
-    let socket = out.snapshot.socket(None, 8443).expect("socket 8443");
+    let socket = gw_socket(&out, gw, 8443).expect("socket 8443");
     assert!(socket.tls, "Terminate mode terminates TLS");
     assert!(socket.certificate_for(Some("tls.example.com")).is_some());
     assert_eq!(
@@ -384,7 +387,7 @@ fn passthrough_and_terminate_share_a_port_with_mixed_termination() {
         "tls-terminate-checks-certificate",
         &["tls.example.com"],
     );
-    let out = run(&store);
+    let out = run_cluster(&store);
     let gw = "gateway-tlsroute-mixed-termination";
     let s = status(&out, Kind::Gateway, INFRA, gw);
     for l in ["tls-terminate", "tls-passthrough"] {
@@ -406,7 +409,7 @@ fn passthrough_and_terminate_share_a_port_with_mixed_termination() {
             "{r}"
         );
     }
-    let socket = out.snapshot.socket(None, 8883).expect("socket 8883");
+    let socket = gw_socket(&out, gw, 8883).expect("socket 8883");
     assert!(!socket.tls, "a mixed socket does not terminate at accept");
     let passthrough = socket.passthrough.as_ref().expect("TLSRoutes on 8883");
     let terminates = |sni: &str| {
@@ -437,7 +440,7 @@ fn mixed_termination_not_supported_manifest_is_accepted_when_mixed_is_supported(
         "tls-terminate-checks-certificate",
         &["tls.example.com"],
     );
-    let out = run(&store);
+    let out = run_cluster(&store);
     let gw = "gateway-tlsroute-mixed-termination-not-supported";
     let s = status(&out, Kind::Gateway, INFRA, gw);
     for l in ["tls-terminate", "tls-passthrough"] {
