@@ -103,3 +103,61 @@ async fn malformed_and_oversized_requests_get_4xx_and_sigterm_exits_0() {
         .expect("weir did not exit within 10s of SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// The admin server on an address other pods reach serves health and metrics only;
+/// /status and /debug/* (every route and endpoint) stay on the loopback --status-addr.
+#[tokio::test]
+async fn status_and_debug_are_served_on_loopback_only() {
+    use weir_testkit::client::{http1, Req};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        example_dir().join("backends.yaml"),
+        dir.path().join("backends.yaml"),
+    )
+    .unwrap();
+    let (admin_port, status_port) = (weir_testkit::free_port(), weir_testkit::free_port());
+    let mut cmd = Command::new(bin("weir"));
+    cmd.arg("run")
+        .arg("--config-dir")
+        .arg(dir.path())
+        .args(["--bind", "127.0.0.1", "--listener-port-offset", "0"])
+        .args(["--admin-addr", &format!("0.0.0.0:{admin_port}")])
+        .args(["--status-addr", &format!("127.0.0.1:{status_port}")]);
+    let mut weir = weir_testkit::process::Proc::spawn(cmd);
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let status: std::net::SocketAddr = ([127, 0, 0, 1], status_port).into();
+    let get = |addr, path: &'static str| async move {
+        http1(addr, &Req::get("admin", path))
+            .await
+            .map(|r| r.status.as_u16())
+    };
+    weir_testkit::assert_eventually("admin /readyz", weir_e2e::WAIT, || async {
+        match get(admin, "/readyz").await {
+            Ok(200) => Ok(()),
+            other => Err(format!("{other:?}; stderr: {}", weir.stderr_text())),
+        }
+    })
+    .await;
+    assert_eq!(get(admin, "/metrics").await, Ok(200));
+    assert_eq!(get(admin, "/status").await, Ok(404));
+    assert_eq!(get(admin, "/debug/snapshot").await, Ok(404));
+    assert_eq!(get(status, "/status").await, Ok(200));
+    assert_eq!(get(status, "/debug/snapshot").await, Ok(200));
+    assert_eq!(get(status, "/metrics").await, Ok(404));
+    weir.terminate(Duration::from_secs(10)).expect("weir exits");
+
+    // A --status-addr other hosts could reach is refused at start.
+    let out = Command::new(bin("weir"))
+        .arg("run")
+        .arg("--config-dir")
+        .arg(dir.path())
+        .args(["--admin-addr", "127.0.0.1:0", "--status-addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a loopback address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -80,13 +80,31 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
     let admin = crate::admin::bind(args.admin_addr).await?;
     let admin_addr = admin.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
+    let endpoints = crate::admin::Endpoints::admin(admin_addr);
     let mut tasks = vec![tokio::spawn(crate::admin::serve(
         admin,
         shared.clone(),
         registry.clone(),
+        endpoints,
         stop_rx.clone(),
     ))];
-    tracing::info!(addr = %admin_addr, "admin server listening");
+    tracing::info!(addr = %admin_addr, status = endpoints.status, "admin server listening");
+    if let Some(addr) = args.status_addr {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "--status-addr {addr} is not a loopback address: /status and /debug/* list every \
+             route and endpoint, so they are never served to other hosts"
+        );
+        let listener = crate::admin::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "status server listening (/status, /debug/snapshot)");
+        tasks.push(tokio::spawn(crate::admin::serve(
+            listener,
+            shared.clone(),
+            registry.clone(),
+            crate::admin::Endpoints::STATUS,
+            stop_rx.clone(),
+        )));
+    }
 
     let (inputs, translator, election) = match &args.config_dir {
         Some(dir) => {

@@ -60,9 +60,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     pub gateway_address_pool: Option<AddressPool>,
 
-    /// Address of the admin server (/metrics, /healthz, /readyz, /status).
+    /// Address of the admin server (/metrics, /healthz, /readyz; also /status and /debug/*
+    /// when it is a loopback address).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
     pub admin_addr: SocketAddr,
+
+    /// A loopback address serving /status and /debug/* (for an --admin-addr that other
+    /// hosts reach, where they are not served), e.g. 127.0.0.1:9902.
+    #[arg(long, value_name = "ADDR")]
+    pub status_addr: Option<SocketAddr>,
 
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
