@@ -12,6 +12,7 @@
 //! (metrics and a debug line). Errors stop the pipeline and become a response in one place
 //! ([`ProxyError::classify`]).
 
+mod conn_guard;
 mod error;
 mod filter;
 mod listener;
@@ -31,6 +32,7 @@ use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use weir_snapshot::SnapshotHandle;
 
+pub use conn_guard::default_max_connections;
 pub use error::{BindError, ConnectError, ProxyError};
 
 use crate::listener::Sockets;
@@ -50,6 +52,14 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Requests whose header section is larger get 431.
     pub max_header_bytes: usize,
+    /// A client connection with no request in flight that moves no byte for this long is
+    /// closed (see `conn_guard`).
+    pub idle_timeout: Duration,
+    /// Client connections open at once across all sockets; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a backend may take to start its response when the route sets no timeout
+    /// (504 after it); `None`: no limit.
+    pub upstream_timeout: Option<Duration>,
 }
 
 impl Default for ProxyConfig {
@@ -59,6 +69,9 @@ impl Default for ProxyConfig {
             port_offset: 0,
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: conn_guard::default_max_connections(),
+            upstream_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -71,6 +84,7 @@ pub(crate) struct Shared {
     pub(crate) clients: Clients,
     pub(crate) server: auto::Builder<StreamExecutor>,
     pub(crate) tls_provider: Arc<rustls::crypto::CryptoProvider>,
+    pub(crate) connections: conn_guard::ConnectionCap,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -89,7 +103,9 @@ impl Proxy {
     ) -> Result<Proxy, ProxyError> {
         let metrics = Metrics::register(registry)?;
         let server = server_builder(&config);
+        let connections = conn_guard::ConnectionCap::new(config.max_connections);
         let shared = Arc::new(Shared {
+            connections,
             config,
             handle: snapshot,
             metrics,

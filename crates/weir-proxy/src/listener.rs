@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use weir_snapshot::Snapshot;
 
+use crate::conn_guard::{Activity, Counted};
 use crate::error::BindError;
 use crate::metrics::{ConnProtocol, MetricsCache};
 use crate::request::{self, ConnCtx};
@@ -228,12 +229,21 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let mut rejected = RejectLog::default();
     loop {
         tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    connections.spawn(serve_connection(socket.clone(), tcp, peer, graceful.watcher()));
+                    let Some(permit) = socket.shared.connections.admit() else {
+                        // At --max-connections: close at once rather than run out of
+                        // descriptors (the admin server and upstreams keep theirs).
+                        socket.shared.metrics.connections_rejected.inc();
+                        rejected.log(&socket, peer);
+                        drop(tcp);
+                        continue;
+                    };
+                    connections.spawn(serve_connection(socket.clone(), tcp, peer, graceful.watcher(), permit));
                 }
                 Err(err) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -262,11 +272,41 @@ async fn accept_loop(
     }
 }
 
+/// A warning when connections are refused at the cap: the first of a burst, then at most one
+/// every ten seconds with the count since.
+#[derive(Default)]
+struct RejectLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RejectLog {
+    fn log(&mut self, socket: &SocketCtx, peer: SocketAddr) {
+        self.since += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                %peer,
+                port = socket.key.1,
+                max = socket.shared.config.max_connections,
+                refused = self.since,
+                "connection refused: --max-connections are open"
+            );
+            self.last = Some(now);
+            self.since = 0;
+        }
+    }
+}
+
 async fn serve_connection(
     socket: Arc<SocketCtx>,
     tcp: TcpStream,
     peer: SocketAddr,
     watcher: Watcher,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     // TLS or not is the snapshot's decision at accept time; a socket that left the snapshot
     // (but is still open until the next sync) takes no new connections.
@@ -342,7 +382,7 @@ async fn serve_connection(
         match accepted {
             Ok((stream, client_auth)) => {
                 let sni = stream.get_ref().1.server_name().map(Arc::from);
-                serve_http(conn(sni, client_auth), TokioIo::new(stream), watcher).await
+                serve_http(conn(sni, client_auth), stream, watcher).await
             }
             Err(err) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
         }
@@ -351,25 +391,46 @@ async fn serve_connection(
             Ok(Ok(stream)) => {
                 // rustls hands over SNI names lowercased.
                 let sni = stream.get_ref().1.server_name().map(Arc::from);
-                serve_http(conn(sni, None), TokioIo::new(stream), watcher).await
+                serve_http(conn(sni, None), stream, watcher).await
             }
             Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         }
     } else {
-        serve_http(conn(None, None), TokioIo::new(tcp), watcher).await;
+        serve_http(conn(None, None), tcp, watcher).await;
     }
 }
 
-async fn serve_http<I>(conn: Arc<ConnCtx>, io: I, watcher: Watcher)
+/// Serve HTTP/1.1 and HTTP/2 on a client stream (plain or TLS) until it ends, the socket
+/// drains, or it has been idle for `--idle-timeout` (see `conn_guard`).
+async fn serve_http<S>(conn: Arc<ConnCtx>, stream: S, watcher: Watcher)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let shared = conn.shared.clone();
     let peer = conn.peer;
-    let service = service_fn(move |req| request::serve(conn.clone(), req));
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Counted::new(stream, activity.clone()));
+    let requests = activity.clone();
+    let service = service_fn(move |req| {
+        let busy = requests.request();
+        let served = request::serve(conn.clone(), req);
+        async move {
+            let response = served.await;
+            drop(busy);
+            response
+        }
+    });
     let connection = shared.server.serve_connection_with_upgrades(io, service);
-    if let Err(err) = watcher.watch(connection).await {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    tokio::select! {
+        ended = watcher.watch(connection) => {
+            if let Err(err) = ended {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        }
+        () = activity.idle_for(shared.config.idle_timeout) => {
+            shared.metrics.idle_closed.inc();
+            tracing::debug!(%peer, "idle timeout: closing the connection");
+        }
     }
 }

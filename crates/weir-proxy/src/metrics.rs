@@ -24,6 +24,11 @@ pub(crate) struct Metrics {
     active_connections: IntGaugeVec,
     /// `weir_listener_bind_errors_total`
     pub(crate) bind_errors: IntCounter,
+    /// `weir_connections_rejected_total`: client connections closed at once because
+    /// `--max-connections` were open.
+    pub(crate) connections_rejected: IntCounter,
+    /// `weir_idle_connections_closed_total`: client connections closed by `--idle-timeout`.
+    pub(crate) idle_closed: IntCounter,
 }
 
 /// Labels of one finished request.
@@ -77,7 +82,17 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(connect_errors.clone()))?;
         registry.register(Box::new(active_connections.clone()))?;
+        let connections_rejected = IntCounter::with_opts(opts!(
+            "weir_connections_rejected_total",
+            "Client connections closed on accept because --max-connections were open."
+        ))?;
+        let idle_closed = IntCounter::with_opts(opts!(
+            "weir_idle_connections_closed_total",
+            "Client connections closed after --idle-timeout without a request or a byte."
+        ))?;
         registry.register(Box::new(bind_errors.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(idle_closed.clone()))?;
         Ok(Self {
             requests,
             duration,
@@ -85,6 +100,8 @@ impl Metrics {
             connect_errors,
             active_connections,
             bind_errors,
+            connections_rejected,
+            idle_closed,
         })
     }
 

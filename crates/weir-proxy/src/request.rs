@@ -306,7 +306,7 @@ fn handle_action<'s>(
         parts,
         upstream::tee(body, copies),
         &downstream,
-        action.timeouts.backend_request,
+        attempt_timeout(&action.timeouts, &conn.shared.config),
     );
     Ok(Forward::Upstream(MapOk::new(
         forwarded,
@@ -470,3 +470,19 @@ fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duratio
 
 #[cfg(test)]
 mod tests;
+
+/// How long one attempt may wait for the backend's response head: the route's
+/// `timeouts.backendRequest`; with no timeout on the route at all, `--upstream-timeout`
+/// (nginx's proxy_read_timeout is 60 s, Envoy's route timeout 15 s), so a backend that never
+/// answers gets a 504 instead of holding the request and its connection forever. A route
+/// with only `timeouts.request` is bounded by that alone.
+fn attempt_timeout(
+    timeouts: &weir_snapshot::Timeouts,
+    config: &crate::ProxyConfig,
+) -> Option<std::time::Duration> {
+    match (timeouts.backend_request, timeouts.request) {
+        (Some(limit), _) => Some(limit),
+        (None, Some(_)) => None,
+        (None, None) => config.upstream_timeout,
+    }
+}

@@ -70,6 +70,12 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                 port_offset: args.listener_port_offset,
                 drain_timeout: args.drain_timeout,
                 max_header_bytes: args.max_header_bytes,
+                idle_timeout: args.idle_timeout,
+                max_connections: args
+                    .max_connections
+                    .unwrap_or_else(weir_proxy::default_max_connections),
+                upstream_timeout: (!args.upstream_timeout.is_zero())
+                    .then_some(args.upstream_timeout),
             },
             shared.snapshot.clone(),
             &registry,

@@ -80,6 +80,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
     pub debounce: Duration,
 
+    /// A client connection with no request in flight that sends or receives nothing for this
+    /// long is closed (never a byte, a TLS connection that only handshakes, keep-alive
+    /// between requests, HTTP/2 without streams). nginx closes idle keep-alive connections
+    /// after 75 s and waits 60 s for a request's header.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Client connections open at once across all listeners; more are closed at once and
+    /// counted in weir_connections_rejected_total. Default: half of what the open-files
+    /// limit leaves after 64 for the rest of the process (upstream connections need the
+    /// other half).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// How long a backend may take to start its response (status and headers) when the
+    /// route sets no timeout of its own (HTTPRoute `timeouts`); then 504. `0` disables it.
+    /// nginx's proxy_read_timeout is 60 s; Envoy's route timeout 15 s.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,

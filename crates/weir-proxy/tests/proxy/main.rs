@@ -9,6 +9,7 @@ mod client_auth;
 mod errors;
 mod extended;
 mod lifecycle;
+mod limits;
 mod routing;
 mod tcp;
 mod tls;

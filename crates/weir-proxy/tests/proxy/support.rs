@@ -216,6 +216,9 @@ pub fn config() -> ProxyConfig {
         port_offset: 0,
         drain_timeout: Duration::from_secs(5),
         max_header_bytes: 16 * 1024,
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 10_000,
+        upstream_timeout: Some(Duration::from_secs(60)),
     }
 }
 

@@ -1,0 +1,174 @@
+//! Client connection limits over real sockets: the idle timeout and the connection cap.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weir_proxy::ProxyConfig;
+use weir_snapshot::Upstream;
+
+use crate::support::*;
+
+fn routed(port: u16, up: &Arc<Upstream>) -> weir_snapshot::SocketConfig {
+    socket(
+        port,
+        vec![listener(
+            "ns/gw",
+            None,
+            vec![(None, prefix("/", forward_to("ns/r", up)))],
+        )],
+    )
+}
+
+/// Read until the server closes the connection (EOF or reset); how long that took.
+async fn closed_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_busy_ones_are_not() {
+    let echo = Echo::start("a").await;
+    let up = upstream("ns/a:80", &[echo.addr]);
+    let port = free_port();
+    let cfg = ProxyConfig {
+        idle_timeout: Duration::from_millis(400),
+        ..config()
+    };
+    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
+    let addr = p.addr(port);
+
+    // A connection that never sends a byte.
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let took = closed_after(silent, Duration::from_secs(5)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(400)),
+        "silent connection closed after {took:?}"
+    );
+
+    // Keep-alive after a request: served, then closed once idle.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_after(s, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "idle keep-alive connection stays open");
+
+    // A request slower than the idle timeout (the backend waits 1.2 s) is answered.
+    let mut h1 = H1::connect(addr).await.unwrap();
+    let slow = request("h", "/")
+        .header("x-delay-ms", "1200")
+        .body(Default::default())
+        .unwrap();
+    let resp = h1.send(slow).await.unwrap();
+    assert_eq!(resp.status, http::StatusCode::OK);
+    assert!(p.metric("weir_idle_connections_closed_total", &[]) >= 2.0);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused_and_counted() {
+    let echo = Echo::start("a").await;
+    let up = upstream("ns/a:80", &[echo.addr]);
+    let port = free_port();
+    let cfg = ProxyConfig {
+        max_connections: 2,
+        ..config()
+    };
+    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
+    let addr = p.addr(port);
+    let mut first = H1::connect(addr).await.unwrap();
+    let mut second = H1::connect(addr).await.unwrap();
+    for h in [&mut first, &mut second] {
+        assert_eq!(
+            h.send(request("h", "/").body(Default::default()).unwrap())
+                .await
+                .unwrap()
+                .status,
+            http::StatusCode::OK
+        );
+    }
+    let third = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_after(third, Duration::from_secs(5)).await.is_some(),
+        "the third connection is closed at once"
+    );
+    assert_eq!(p.metric("weir_connections_rejected_total", &[]), 1.0);
+    // One closes: a new one is admitted.
+    drop(first);
+    assert_eventually(
+        "a connection slot frees up",
+        Duration::from_secs(5),
+        || async {
+            let mut h = H1::connect(addr).await?;
+            let resp = h.send(request("h", "/").body(Default::default())?).await?;
+            anyhow::ensure!(
+                resp.status == http::StatusCode::OK,
+                "status {}",
+                resp.status
+            );
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// A backend that does not answer gets 504 after `upstream_timeout` when the route sets no
+/// timeout; a route's own `timeouts.request` replaces the default.
+#[tokio::test]
+async fn silent_backends_get_the_default_upstream_timeout() {
+    use weir_snapshot::Timeouts;
+    let echo = Echo::start("a").await;
+    let up = upstream("ns/a:80", &[echo.addr]);
+    let port = free_port();
+    let own = action(
+        "ns/own",
+        vec![],
+        vec![backend(1, &up)],
+        Timeouts {
+            request: Some(Duration::from_secs(10)),
+            backend_request: None,
+        },
+    );
+    let l = listener(
+        "ns/gw",
+        None,
+        vec![
+            (None, prefix("/own", own)),
+            (None, prefix("/", forward_to("ns/r", &up))),
+        ],
+    );
+    let cfg = ProxyConfig {
+        upstream_timeout: Some(Duration::from_millis(300)),
+        ..config()
+    };
+    let p = TestProxy::start(cfg, snapshot(1, vec![socket(port, vec![l])])).await;
+    let addr = p.addr(port);
+    let slow = |path: &str| {
+        request("h", path)
+            .header("x-delay-ms", "1000")
+            .body(Default::default())
+            .unwrap()
+    };
+    let started = Instant::now();
+    let resp = send(addr, slow("/")).await.unwrap();
+    assert_eq!(resp.status, http::StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let resp = send(addr, slow("/own")).await.unwrap();
+    assert_eq!(
+        resp.status,
+        http::StatusCode::OK,
+        "the route's own timeout applies"
+    );
+}
