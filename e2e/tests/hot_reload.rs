@@ -146,3 +146,128 @@ async fn spec_change_bumps_generation_and_observed_generation() {
     assert_eq!(r.json()["headers"]["My-Header"][0], "bar");
     tokio::time::sleep(Duration::from_millis(0)).await;
 }
+
+/// Requests to `hosts` in a loop until `stop`, on a few connections; returns how many were
+/// made and every answer that was not 200.
+fn load(
+    addr: std::net::SocketAddr,
+    hosts: &'static [&'static str],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut count, mut failures) = (0, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for host in hosts {
+                count += 1;
+                match status_code(addr, host).await {
+                    Ok(200) => {}
+                    other => failures.push(format!("{host}: {other:?}")),
+                }
+            }
+        }
+        (count, failures)
+    })
+}
+
+const HOSTS: &[&str] = &[
+    "demo.ingress.top",
+    "filter.ingress.top",
+    "weight.ingress.top",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_rewrite_in_place_drops_no_request() {
+    use std::io::Write;
+
+    let q = start().await;
+    let addr = q.weir.listener(80);
+    let routes = q.dir.path().join("routes.yaml");
+    let good = std::fs::read_to_string(&routes).unwrap();
+    // The new version changes demo-filter; its first part (demo-route alone) is valid YAML,
+    // so a scan in the middle of the write would serve demo-route only.
+    let new = good.replace("value: foo", "value: bar");
+    let cut = new.find("\n---\n").unwrap() + 5;
+
+    let phase = load_phase(addr);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In place, as `cat new > routes.yaml` does: truncate, write half, pause far longer than
+    // the debounce (50 ms) and its burst cap (500 ms), write the rest, close.
+    let path = routes.clone();
+    let first = new[..cut].to_string();
+    let rest = new[cut..].to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(first.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(1_200));
+        file.write_all(rest.as_bytes()).unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eventually("the new version applied", WAIT, || async {
+        let r = http1(addr, &Req::get("filter.ingress.top", "/")).await?;
+        if r.status != 200 {
+            return Err(format!("status {}", r.status));
+        }
+        match r.json()["headers"]["My-Header"][0].as_str() {
+            Some("bar") => Ok(()),
+            other => Err(format!("my-header {other:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    phase.finish("the slow rewrite").await;
+
+    // Emptied (truncated and left so): the routes it held keep serving, the error is reported.
+    let phase = load_phase(addr);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::File::create(&routes).unwrap();
+    let weir = &q.weir;
+    assert_eventually("the empty file reported", WAIT, || async {
+        let stderr = weir.proc.stderr_text();
+        if stderr.contains("routes.yaml") && stderr.contains("the file is empty") {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phase.finish("the emptied file").await;
+    // The served routes carry the problem in their status.
+    let route = status_of(&q.weir, "HTTPRoute", "demo-filter")
+        .await
+        .unwrap();
+    assert!(route.to_string().contains("the file is empty"), "{route:#}");
+}
+
+/// Three clients requesting every quickstart host until finished.
+struct LoadPhase {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    loads: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+fn load_phase(addr: std::net::SocketAddr) -> LoadPhase {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads = (0..3).map(|_| load(addr, HOSTS, stop.clone())).collect();
+    LoadPhase { stop, loads }
+}
+
+impl LoadPhase {
+    /// Stop, and assert that every request got 200.
+    async fn finish(self, what: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut count, mut failures) = (0, Vec::new());
+        for l in self.loads {
+            let (c, f) = l.await.unwrap();
+            count += c;
+            failures.extend(f);
+        }
+        assert!(count > 30, "{what}: only {count} requests");
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {count} requests failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(10)]
+        );
+    }
+}

@@ -71,6 +71,13 @@ pub(super) fn parse_file(path: &Path, text: &str) -> Result<Vec<Doc>, SourceErro
     Ok(docs)
 }
 
+/// Whether a file has no document with content: empty, blank, or only comments and markers.
+pub(super) fn is_blank(text: &str) -> bool {
+    split_documents(text)
+        .iter()
+        .all(|chunk| chunk.start_line.is_none())
+}
+
 /// The text of one document and where it sits in its file.
 #[derive(Debug)]
 pub(super) struct Chunk<'a> {

@@ -455,6 +455,72 @@ fn deleting_a_file_deletes_its_objects() {
 }
 
 #[test]
+fn an_emptied_file_keeps_its_objects_and_is_reported() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "app.yaml", &format!("{SERVICE}---\n{GATEWAY}"));
+    // A file that was empty from the start is no problem.
+    write(&dir, "empty.yaml", "");
+    let mut source = source(&dir);
+    let good = source.scan();
+    assert_eq!(good.store.len(), 2);
+    assert!(good.errors.is_empty(), "{:?}", messages(&good));
+
+    // Truncated, as `> app.yaml` does before writing (or blank, or only comments).
+    for text in ["", "\n  \n", "# soon\n---\n"] {
+        write(&dir, "app.yaml", text);
+        let report = source.scan();
+        assert_eq!(report.store.len(), 2, "{text:?}");
+        assert!(Arc::ptr_eq(
+            &report.store.services[&key("default", "echo")],
+            &good.store.services[&key("default", "echo")]
+        ));
+        assert_eq!(report.errors.len(), 1, "{:?}", messages(&report));
+        assert!(
+            report.errors[0].message.contains("the file is empty"),
+            "{}",
+            report.errors[0]
+        );
+        // Each object served from the last good version is marked, as for a syntax error.
+        assert!(report
+            .store
+            .rejected
+            .contains_key(&(Kind::Gateway, key("infra", "web"))));
+    }
+
+    // Written again: served from the new content, the problem gone.
+    write(&dir, "app.yaml", SERVICE);
+    let report = source.scan();
+    assert_eq!(report.store.len(), 1);
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
+    assert!(report.store.rejected.is_empty());
+
+    // Emptied, then deleted: deleting is how objects go.
+    write(&dir, "app.yaml", "");
+    assert_eq!(source.scan().store.len(), 1);
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let report = source.scan();
+    assert!(report.store.is_empty());
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
+}
+
+#[test]
+fn a_file_rewritten_to_other_kinds_drops_its_objects() {
+    // Not empty: the objects are gone on purpose.
+    let dir = TempDir::new().unwrap();
+    write(&dir, "app.yaml", SERVICE);
+    let mut source = source(&dir);
+    assert_eq!(source.scan().store.len(), 1);
+    write(
+        &dir,
+        "app.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
+    );
+    let report = source.scan();
+    assert!(report.store.is_empty());
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
+}
+
+#[test]
 fn ignores_hidden_and_non_yaml_files_and_reads_subdirectories() {
     let dir = TempDir::new().unwrap();
     write(&dir, ".hidden.yaml", GATEWAY);
