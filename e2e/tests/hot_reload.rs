@@ -240,6 +240,43 @@ async fn a_slow_rewrite_in_place_drops_no_request() {
     assert!(route.to_string().contains("the file is empty"), "{route:#}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_config_directory_keeps_the_last_good_set() {
+    let q = start().await;
+    let addr = q.weir.listener(80);
+    let root = q.dir.path().to_path_buf();
+    let phase = load_phase(addr);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `rm -r` of a larger tree, or on a slower disk: one file after another, then the
+    // directories. Each step alone would drop a part of the routing.
+    tokio::task::spawn_blocking(move || {
+        for file in [
+            "routes.yaml",
+            "backends.yaml",
+            "tls/secret.yaml",
+            "gateway.yaml",
+        ] {
+            std::fs::remove_file(root.join(file)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::remove_dir(root.join("tls")).unwrap();
+        std::fs::remove_dir(&root).unwrap();
+    })
+    .await
+    .unwrap();
+    let weir = &q.weir;
+    assert_eventually("the missing directory reported", WAIT, || async {
+        if weir.proc.stderr_text().contains("does not exist") {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phase.finish("deleting the directory").await;
+}
+
 /// Three clients requesting every quickstart host until finished.
 struct LoadPhase {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

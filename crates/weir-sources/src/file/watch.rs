@@ -12,6 +12,12 @@
 //! and a warning logged). Should a file still be read empty, the scan keeps its objects
 //! (see `refresh` in the parent module).
 //!
+//! A deletion is not a leading edge: it is applied once deletions have been quiet for
+//! `--debounce` (however long they go on, up to `OPEN_WRITE_CAP`), so deleting the whole
+//! directory (`rm -r`) is seen as one change: the directory is missing, and a missing
+//! directory keeps the last good set serving (logged) until it is back. No scan sees the
+//! directory half deleted, which would serve a part of the set.
+//!
 //! The directory itself may be replaced (removed and created again, or renamed over): after
 //! each scan the watch is re-established when the directory's identity changed, and while
 //! the directory is missing it is polled for.
@@ -157,6 +163,9 @@ enum Progress {
     /// A change is complete: a visible file closed after writing, anything renamed or
     /// removed, metadata changed. For a rename, the path it came from.
     Done(Option<PathBuf>),
+    /// A visible file or directory was deleted: complete, but maybe one of many that
+    /// belong together (the whole directory deleted), so only a quiet period ends it.
+    Removed(PathBuf),
     /// A change has begun that later events complete (a directory was created: its files
     /// follow).
     Started,
@@ -196,6 +205,8 @@ struct Batch {
     open: HashSet<PathBuf>,
     /// Some change of the batch is complete.
     done: bool,
+    /// A visible file or directory was deleted.
+    removed: bool,
     /// Some event told nothing about its change's progress.
     unknown: bool,
     root_touched: bool,
@@ -222,6 +233,12 @@ impl Batch {
                 }
                 self.done = true;
             }
+            Progress::Removed(path) => {
+                self.open.remove(&path);
+                self.writing.remove(&path);
+                self.done = true;
+                self.removed = true;
+            }
             Progress::Started => {}
             Progress::Unknown => self.unknown = true,
         }
@@ -229,7 +246,7 @@ impl Batch {
 
     /// Whether every change the batch has seen is complete, so a rescan now sees whole files.
     fn complete(&self) -> bool {
-        self.done && self.writing.is_empty() && !self.unknown
+        self.done && self.writing.is_empty() && !self.unknown && !self.removed
     }
 }
 
@@ -249,8 +266,8 @@ impl Debouncer {
         let leading = self
             .last_event
             .is_none_or(|last| started.duration_since(last) >= self.debounce);
-        let deadline = started + self.debounce * MAX_DELAY_FACTOR;
-        // Files open for writing are waited for longer, but not forever.
+        let burst_deadline = started + self.debounce * MAX_DELAY_FACTOR;
+        // Files open for writing, and deletions, are waited for longer, but not forever.
         let open_deadline = started + OPEN_WRITE_CAP.max(self.debounce * MAX_DELAY_FACTOR);
         let mut batch = Batch::default();
         batch.add(first);
@@ -268,6 +285,14 @@ impl Debouncer {
             if leading && batch.complete() {
                 return batch.root_touched;
             }
+            // A deletion may be one of many (`rm -r` of the whole directory): it is applied
+            // once deleting has stopped, up to the longer cap, so a scan never sees half of
+            // it (see the module docs).
+            let deadline = if batch.removed {
+                open_deadline
+            } else {
+                burst_deadline
+            };
             let now = Instant::now();
             // While a manifest is open for writing, only its close (or the cap) ends the
             // batch; otherwise a quiet period or the cap does.
@@ -346,7 +371,15 @@ fn relevant(event: &notify::Result<Event>, root: &Path) -> Option<Relevant> {
             (false, progress)
         }
         EventKind::Access(_) => return None,
-        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => (
+        EventKind::Remove(_) => {
+            let progress = match first() {
+                Some(path) if !hidden_below(&path, root) => Progress::Removed(path),
+                // (A ConfigMap mount's old hidden directory, removed after the swap.)
+                path => Progress::Done(path),
+            };
+            (event.paths.iter().any(|path| path == root), progress)
+        }
+        EventKind::Modify(ModifyKind::Name(_)) => (
             event.paths.iter().any(|path| path == root),
             Progress::Done(first()),
         ),
@@ -575,10 +608,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut events = feed(vec![
             (ms(0), close_write("a.yaml")),
-            (
-                DEBOUNCE + ms(1),
-                event(EventKind::Remove(RemoveKind::File), &["a.yaml"]),
-            ),
+            (DEBOUNCE + ms(1), close_write("b.yaml")),
         ]);
         let mut debouncer = Debouncer::new(DEBOUNCE);
         assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(0));
@@ -628,6 +658,61 @@ mod tests {
         assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(0));
         // Held past the cap of a burst (10 × debounce) until the close, then read at once.
         assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(1_015));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deletion_is_applied_once_deleting_has_stopped() {
+        let ms = Duration::from_millis;
+        let remove = |path| event(EventKind::Remove(RemoveKind::File), &[path]);
+        let mut events = feed(vec![(ms(0), remove("a.yaml")), (ms(5), remove("b.yaml"))]);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            ms(5) + DEBOUNCE
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_deletion_of_the_directory_is_one_batch() {
+        let ms = Duration::from_millis;
+        // `rm -r` on a slow disk: a file every 20 ms for 2 s (four times the burst cap),
+        // then the directory itself.
+        let mut stream: Vec<_> = (0..100)
+            .map(|i| {
+                let path = format!("f{i}.yaml");
+                (ms(20), event(EventKind::Remove(RemoveKind::File), &[&path]))
+            })
+            .collect();
+        stream.push((
+            ms(20),
+            Ok(Event::new(EventKind::Remove(RemoveKind::Folder)).add_path(root())),
+        ));
+        let mut events = feed(stream);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        let began = Instant::now();
+        let first = next_relevant(&mut events, &root()).await.expect("an event");
+        assert!(debouncer.batch(first, &mut events, &root()).await);
+        assert_eq!(began.elapsed(), ms(20 * 101) + DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removing_hidden_files_is_complete_at_once() {
+        // A ConfigMap mount swapped: `..data` renamed, the old hidden directory removed.
+        let mut events = feed(at_once(vec![
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &["..data"],
+            ),
+            event(
+                EventKind::Remove(RemoveKind::File),
+                &["..2026_12_06/a.yaml"],
+            ),
+        ]));
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -714,7 +799,7 @@ mod tests {
             relevant(&Ok(gone), &r),
             Some(Relevant {
                 root: true,
-                progress: Progress::Done(Some(r.clone()))
+                progress: Progress::Removed(r.clone())
             })
         );
     }
