@@ -277,6 +277,73 @@ async fn deleting_the_config_directory_keeps_the_last_good_set() {
     phase.finish("deleting the directory").await;
 }
 
+/// A "billion laughs" document of about 40 KB: a list of 5,000 strings, then three levels
+/// of 200 aliases each to the level below (4 × 10^10 strings expanded). Few enough alias
+/// jumps for the YAML parser's own repetition limit to let it through.
+fn alias_bomb() -> String {
+    let mut text = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: lol\ndata:\n");
+    text.push_str(&format!("  l0: &l0 [{}]\n", vec!["lol"; 5_000].join(",")));
+    for level in 1..=3 {
+        let refs = vec![format!("*l{}", level - 1); 200].join(",");
+        text.push_str(&format!("  l{level}: &l{level} [{refs}]\n"));
+    }
+    text
+}
+
+/// Peak resident memory of a process, in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_bomb_is_refused_with_bounded_memory() {
+    // Should the bound not hold, weir fails an allocation at 3 GiB of address space rather
+    // than take the machine's memory.
+    let mut q = weir_e2e::start_with_limit(Some(3 * 1024 * 1024)).await;
+    let addr = q.weir.listener(80);
+    let pid = q.weir.proc.child.id();
+    let before = peak_rss_kib(pid);
+    let routes = q.dir.path().join("routes.yaml");
+    let good = std::fs::read_to_string(&routes).unwrap();
+    let bomb = alias_bomb();
+    assert!(bomb.len() < 50_000, "{} bytes", bomb.len());
+
+    let phase = load_phase(addr);
+    let written = std::time::Instant::now();
+    std::fs::write(&routes, format!("{good}\n---\n{bomb}")).unwrap();
+    let weir = &q.weir;
+    assert_eventually("the bomb refused", WAIT, || async {
+        let stderr = weir.proc.stderr_text();
+        assert!(
+            !stderr.contains("memory allocation of"),
+            "weir ran out of memory"
+        );
+        if stderr.contains("refused: YAML aliases expand") {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    let took = written.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    phase.finish("the alias bomb").await;
+    assert!(
+        q.weir.proc.child.try_wait().unwrap().is_none(),
+        "weir exited:\n{}",
+        q.weir.proc.stderr_text()
+    );
+    let grew = peak_rss_kib(pid).saturating_sub(before);
+    eprintln!("alias bomb: refused after {took:?}; peak RSS grew by {grew} KiB");
+    assert!(took < Duration::from_secs(3), "refused only after {took:?}");
+    assert!(grew < 64 * 1024, "peak RSS grew by {grew} KiB");
+}
+
 /// Three clients requesting every quickstart host until finished.
 struct LoadPhase {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

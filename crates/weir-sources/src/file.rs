@@ -31,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_store::{Kind, Location, ObjectKey, Store};
 
 mod assemble;
+mod bounded;
 mod defaults;
 mod identity;
 mod parse;
