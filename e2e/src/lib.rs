@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use weir_testkit::certs::{tls_secret_yaml, Ca};
 use weir_testkit::client::{http1, Req};
-use weir_testkit::process::{echo, weir, Echo, Weir};
+use weir_testkit::process::{echo, weir_with_limit, Echo, Weir};
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -26,6 +26,11 @@ pub fn example_dir() -> PathBuf {
 /// Copy the quickstart manifests, point their EndpointSlices at fresh echo backends, add a
 /// TLS Secret signed by a test CA, and start Weir on it.
 pub async fn start() -> Quickstart {
+    start_with_limit(None).await
+}
+
+/// [`start`], with weir's address space limited (see [`weir_with_limit`]).
+pub async fn start_with_limit(limit_kib: Option<u64>) -> Quickstart {
     let dir = tempfile::tempdir().unwrap();
     let backends = vec![
         echo("go-httpbin-7d8f9c6b5-x2kqp", "default"),
@@ -47,7 +52,7 @@ pub async fn start() -> Quickstart {
         tls_secret_yaml("default", "ingress-top-tls", &leaf),
     )
     .unwrap();
-    let weir = weir(dir.path(), &[80, 443], &[]);
+    let weir = weir_with_limit(dir.path(), &[80, 443], &[], limit_kib);
     wait_ready(&weir).await;
     Quickstart {
         dir,

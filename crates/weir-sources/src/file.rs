@@ -31,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_store::{Kind, Location, ObjectKey, Store};
 
 mod assemble;
+mod bounded;
 mod defaults;
 mod identity;
 mod parse;
@@ -356,6 +357,11 @@ enum Refresh {
     Gone,
 }
 
+/// Whether documents define objects (served, or rejected with a last good version).
+fn holds_objects(docs: &[Doc]) -> bool {
+    docs.iter().any(|doc| !matches!(doc, Doc::Invalid(_)))
+}
+
 /// Bring one file's cache entry up to date, reading it only when it may have changed.
 fn refresh(path: &Path, cached: Option<CachedFile>) -> Refresh {
     let failed = |cached: Option<CachedFile>, err: io::Error| {
@@ -416,6 +422,22 @@ fn refresh(path: &Path, cached: Option<CachedFile>) -> Refresh {
     let mut before = None;
     let (docs, error) = match String::from_utf8(bytes) {
         Ok(text) => match parse::parse_file(path, &text) {
+            // A file that held objects and now holds no document at all is far more likely
+            // caught in the middle of a rewrite (truncated, not yet written), or emptied by
+            // mistake, than meant to delete them: that is what deleting the file is for.
+            Ok(docs) if docs.is_empty() && parse::is_blank(&text) && holds_objects(&previous_docs) => {
+                let error = SourceError {
+                    location: Location {
+                        file: path.to_owned(),
+                        line: 0,
+                    },
+                    message: "the file is empty; the objects last read from it keep serving \
+                              (to delete them, delete the file)"
+                        .to_string(),
+                    object: None,
+                };
+                (previous_docs, Some(error))
+            }
             Ok(docs) => {
                 before = previous_ok.then_some(previous_docs);
                 (docs, None)

@@ -158,9 +158,26 @@ impl Weir {
 
 /// Start weir in file mode on `dir`, with listeners offset so that `ports` land on free ports.
 pub fn weir(dir: &Path, ports: &[u16], extra: &[&str]) -> Weir {
+    weir_with_limit(dir, ports, extra, None)
+}
+
+/// [`weir`], with its address space limited to `limit_kib` (`ulimit -v`) when given: a test
+/// that provokes memory growth fails by an allocation error in weir instead of taking the
+/// machine's memory.
+pub fn weir_with_limit(dir: &Path, ports: &[u16], extra: &[&str], limit_kib: Option<u64>) -> Weir {
     let offset = crate::free_offset(ports);
     let admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
-    let mut cmd = Command::new(bin("weir"));
+    let mut cmd = match limit_kib {
+        None => Command::new(bin("weir")),
+        Some(kib) => {
+            // (exec: the pid is weir's.)
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+                .arg(bin("weir"));
+            sh
+        }
+    };
     cmd.arg("run")
         .arg("--config-dir")
         .arg(dir)

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
-use regex::Regex;
 use weir_snapshot::{
     Backend, BackendTarget, HeaderMatch, HostPattern, MethodMatch, PathMatch, QueryMatch,
     RequestMatch, RouteAction, RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,
@@ -20,6 +19,7 @@ use weir_store::{HttpRoute, ObjectKey, Store};
 use crate::backend::{BackendRefSpec, Upstreams};
 use crate::error::TranslateError;
 use crate::filter;
+use crate::pattern;
 
 /// A route compiled independently of the listeners it attaches to.
 pub struct CompiledRoute {
@@ -69,7 +69,36 @@ pub fn created(meta: &weir_store::ObjectMeta) -> (i64, u32) {
         .unwrap_or((i64::MAX, u32::MAX))
 }
 
-pub fn compile_route(store: &Store, route: &HttpRoute, upstreams: &mut Upstreams) -> CompiledRoute {
+/// Whether compiling `route` compiles regular expressions (charged to the translation's
+/// [`pattern::Budget`], so its outcome depends on the routes before it: never replayed).
+pub fn uses_regex(route: &HttpRoute) -> bool {
+    let matches = || {
+        route
+            .spec
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.matches.iter().flatten())
+    };
+    matches().any(|m| {
+        m.path.as_ref().and_then(|p| p.r#type.as_ref()) == Some(&PathType::RegularExpression)
+            || m.headers
+                .iter()
+                .flatten()
+                .any(|h| h.r#type.as_ref() == Some(&HeaderType::RegularExpression))
+            || m.query_params
+                .iter()
+                .flatten()
+                .any(|q| q.r#type.as_ref() == Some(&QueryType::RegularExpression))
+    })
+}
+
+pub fn compile_route(
+    store: &Store,
+    route: &HttpRoute,
+    upstreams: &mut Upstreams,
+    regexes: &mut pattern::Budget,
+) -> CompiledRoute {
     let key = ObjectKey::of(&route.metadata);
     let label: Arc<str> = key.to_string().into();
     let created = created(&route.metadata);
@@ -95,12 +124,15 @@ pub fn compile_route(store: &Store, route: &HttpRoute, upstreams: &mut Upstreams
         _ => &default_rules[..],
     };
     out.rule_count = rules.len();
+    // A route not served gives back what its regular expressions were charged.
+    let mark = regexes.mark();
     for (rule_index, rule) in rules.iter().enumerate() {
         if let Err(e) = compile_rule(
-            store, &key, &label, created, rule_index, rule, upstreams, &mut out,
+            store, &key, &label, created, rule_index, rule, upstreams, regexes, &mut out,
         ) {
             out.invalid = Some(e);
             out.entries.clear();
+            regexes.reset(mark);
             return out;
         }
     }
@@ -108,6 +140,7 @@ pub fn compile_route(store: &Store, route: &HttpRoute, upstreams: &mut Upstreams
     if out.invalid_rules.len() == out.rule_count {
         out.invalid = out.invalid_rules.first().cloned();
         out.entries.clear();
+        regexes.reset(mark);
     }
     out
 }
@@ -121,6 +154,7 @@ fn compile_rule(
     rule_index: usize,
     rule: &HttpRouteRules,
     upstreams: &mut Upstreams,
+    regexes: &mut pattern::Budget,
     out: &mut CompiledRoute,
 ) -> Result<(), TranslateError> {
     let route_ref = RouteRef {
@@ -137,7 +171,7 @@ fn compile_rule(
     };
     let mut rule_unsupported = None;
     for (match_index, m) in matches.iter().enumerate() {
-        let (matcher, matched_prefix) = compile_match(m, rule_index)?;
+        let (matcher, matched_prefix) = compile_match(m, rule_index, regexes)?;
         let rank = RouteRank {
             hostname: (0, 0),
             path_kind: matcher.path.rank_kind(),
@@ -269,6 +303,7 @@ fn compile_action(
 fn compile_match(
     m: &HttpRouteRulesMatches,
     rule: usize,
+    regexes: &mut pattern::Budget,
 ) -> Result<(RequestMatch, Option<String>), TranslateError> {
     let invalid = |detail: String| TranslateError::InvalidMatch { rule, detail };
     let kind = m
@@ -287,7 +322,10 @@ fn compile_match(
         }
         PathType::Exact => (PathMatch::Exact(value.as_str().into()), Some(value)),
         PathType::PathPrefix => (PathMatch::prefix(&value), Some(value)),
-        PathType::RegularExpression => (PathMatch::Regex(anchored(&value).map_err(invalid)?), None),
+        PathType::RegularExpression => (
+            PathMatch::Regex(regexes.anchored(&value).map_err(invalid)?),
+            None,
+        ),
     };
     let mut headers: Vec<HeaderMatch> = Vec::new();
     for h in m.headers.iter().flatten() {
@@ -299,7 +337,7 @@ fn compile_match(
         let value = match h.r#type.as_ref().unwrap_or(&HeaderType::Exact) {
             HeaderType::Exact => StringMatch::Exact(h.value.as_str().into()),
             HeaderType::RegularExpression => {
-                StringMatch::Regex(anchored(&h.value).map_err(invalid)?)
+                StringMatch::Regex(regexes.anchored(&h.value).map_err(invalid)?)
             }
         };
         headers.push(HeaderMatch { name, value });
@@ -315,7 +353,7 @@ fn compile_match(
         let value = match q.r#type.as_ref().unwrap_or(&QueryType::Exact) {
             QueryType::Exact => StringMatch::Exact(q.value.as_str().into()),
             QueryType::RegularExpression => {
-                StringMatch::Regex(anchored(&q.value).map_err(invalid)?)
+                StringMatch::Regex(regexes.anchored(&q.value).map_err(invalid)?)
             }
         };
         query_params.push(QueryMatch {
@@ -345,11 +383,6 @@ fn compile_match(
         },
         prefix,
     ))
-}
-
-fn anchored(re: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{re})$"))
-        .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
 }
 
 fn timeouts(rule: &HttpRouteRules, rule_index: usize) -> Result<Timeouts, TranslateError> {

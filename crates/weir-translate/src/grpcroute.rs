@@ -24,7 +24,6 @@
 use std::sync::Arc;
 
 use http::HeaderName;
-use regex::Regex;
 use weir_snapshot::{
     AppProtocol, Backend, BackendTarget, HeaderMatch, PathMatch, RequestMatch, RouteAction,
     RouteRank, RouteRef, StringMatch, Timeouts, Upstream,
@@ -40,6 +39,7 @@ use crate::backend::{BackendRefSpec, Upstreams};
 use crate::compile::{created, CompiledRoute, EntryTemplate};
 use crate::error::TranslateError;
 use crate::filter;
+use crate::pattern;
 use crate::route::ParentRefSpec;
 
 pub const KIND: &str = "GRPCRoute";
@@ -60,7 +60,12 @@ pub fn parent_refs(route: &GrpcRoute) -> Vec<ParentRefSpec<'_>> {
 }
 
 /// Compile one GRPCRoute independently of the listeners it attaches to.
-pub fn compile_route(store: &Store, route: &GrpcRoute, upstreams: &mut Upstreams) -> CompiledRoute {
+pub fn compile_route(
+    store: &Store,
+    route: &GrpcRoute,
+    upstreams: &mut Upstreams,
+    regexes: &mut pattern::Budget,
+) -> CompiledRoute {
     let key = ObjectKey::of(&route.metadata);
     let label: Arc<str> = key.to_string().into();
     let created = created(&route.metadata);
@@ -86,6 +91,8 @@ pub fn compile_route(store: &Store, route: &GrpcRoute, upstreams: &mut Upstreams
         _ => &default_rules[..],
     };
     out.rule_count = rules.len();
+    // A route not served gives back what its regular expressions were charged.
+    let mark = regexes.mark();
     for (rule_index, rule) in rules.iter().enumerate() {
         let ctx = RuleCtx {
             store,
@@ -94,15 +101,17 @@ pub fn compile_route(store: &Store, route: &GrpcRoute, upstreams: &mut Upstreams
             created,
             rule_index,
         };
-        if let Err(e) = compile_rule(&ctx, rule, upstreams, &mut out) {
+        if let Err(e) = compile_rule(&ctx, rule, upstreams, regexes, &mut out) {
             out.invalid = Some(e);
             out.entries.clear();
+            regexes.reset(mark);
             return out;
         }
     }
     if out.invalid_rules.len() == out.rule_count {
         out.invalid = out.invalid_rules.first().cloned();
         out.entries.clear();
+        regexes.reset(mark);
     }
     out
 }
@@ -119,6 +128,7 @@ fn compile_rule(
     ctx: &RuleCtx<'_>,
     rule: &GrpcRouteRules,
     upstreams: &mut Upstreams,
+    regexes: &mut pattern::Budget,
     out: &mut CompiledRoute,
 ) -> Result<(), TranslateError> {
     let route_ref = RouteRef {
@@ -155,7 +165,7 @@ fn compile_rule(
     };
     let action = Arc::new(action);
     for (match_index, m) in matches.iter().enumerate() {
-        let (matcher, service_len, method_len) = compile_match(m, ctx.rule_index)?;
+        let (matcher, service_len, method_len) = compile_match(m, ctx.rule_index, regexes)?;
         let rank = RouteRank {
             hostname: (0, 0),
             path_kind: 0,
@@ -262,11 +272,12 @@ fn over_h2c(u: Arc<Upstream>) -> Arc<Upstream> {
 fn compile_match(
     m: &GrpcRouteRulesMatches,
     rule: usize,
+    regexes: &mut pattern::Budget,
 ) -> Result<(RequestMatch, usize, usize), TranslateError> {
     let invalid = |detail: String| TranslateError::InvalidMatch { rule, detail };
     let (path, service_len, method_len) = match &m.method {
         None => (PathMatch::Prefix("/".into()), 0, 0),
-        Some(method) => method_path(method).map_err(invalid)?,
+        Some(method) => method_path(method, regexes).map_err(invalid)?,
     };
     let mut headers: Vec<HeaderMatch> = Vec::new();
     for h in m.headers.iter().flatten() {
@@ -278,7 +289,7 @@ fn compile_match(
         let value = match h.r#type.as_ref().unwrap_or(&HeaderType::Exact) {
             HeaderType::Exact => StringMatch::Exact(h.value.as_str().into()),
             HeaderType::RegularExpression => {
-                StringMatch::Regex(anchored(&h.value).map_err(invalid)?)
+                StringMatch::Regex(regexes.anchored(&h.value).map_err(invalid)?)
             }
         };
         headers.push(HeaderMatch { name, value });
@@ -299,7 +310,10 @@ fn compile_match(
 /// method matches any ("If left empty or omitted, will match all services" / "any method").
 /// Exact values must be valid gRPC names (the CRD's validation rules); regular expressions
 /// must compile. At least one of service and method must be given.
-fn method_path(m: &GrpcRouteRulesMatchesMethod) -> Result<(PathMatch, usize, usize), String> {
+fn method_path(
+    m: &GrpcRouteRulesMatchesMethod,
+    regexes: &mut pattern::Budget,
+) -> Result<(PathMatch, usize, usize), String> {
     let service = m.service.as_deref().filter(|s| !s.is_empty());
     let method = m.method.as_deref().filter(|s| !s.is_empty());
     if service.is_none() && method.is_none() {
@@ -323,10 +337,10 @@ fn method_path(m: &GrpcRouteRulesMatchesMethod) -> Result<(PathMatch, usize, usi
             match (service, method) {
                 (Some(s), Some(x)) => PathMatch::Exact(format!("/{s}/{x}").into()),
                 (Some(s), None) => {
-                    PathMatch::Regex(anchored(&format!("/{}/{any}", regex::escape(s)))?)
+                    PathMatch::Regex(regexes.anchored(&format!("/{}/{any}", regex::escape(s)))?)
                 }
                 (None, Some(x)) => {
-                    PathMatch::Regex(anchored(&format!("/{any}/{}", regex::escape(x)))?)
+                    PathMatch::Regex(regexes.anchored(&format!("/{any}/{}", regex::escape(x)))?)
                 }
                 (None, None) => PathMatch::Prefix("/".into()),
             }
@@ -337,13 +351,13 @@ fn method_path(m: &GrpcRouteRulesMatchesMethod) -> Result<(PathMatch, usize, usi
                     None => Ok(any.to_string()),
                     Some(re) => {
                         // Each part must be a valid expression on its own.
-                        Regex::new(re)
-                            .map_err(|e| format!("invalid regular expression {re:?}: {e}"))?;
+                        pattern::check(re)?;
                         Ok(format!("(?:{re})"))
                     }
                 }
             };
-            PathMatch::Regex(anchored(&format!("/{}/{}", part(service)?, part(method)?))?)
+            let path = format!("/{}/{}", part(service)?, part(method)?);
+            PathMatch::Regex(regexes.anchored(&path)?)
         }
     };
     Ok((path, service_len, method_len))
@@ -364,9 +378,4 @@ fn valid_ident(s: &str) -> bool {
     let mut bytes = s.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn anchored(re: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{re})$"))
-        .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
 }

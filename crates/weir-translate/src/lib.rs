@@ -28,6 +28,7 @@ mod grpcroute;
 mod hostname;
 mod listenerset;
 mod memo;
+mod pattern;
 mod refgrant;
 mod route;
 mod sockets;
@@ -292,6 +293,8 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let (mut routes, table) = memo::Routes::start(memo, &world, store, &mut gateways);
     upstreams.seed(table);
     let mut placed = Vec::new();
+    // What the routes' regular expressions cost together, charged in attach order.
+    let mut regexes = pattern::Budget::default();
     let order = route_order(store);
     // Route statuses by the route's position in key order (`route_order`'s slot), so that
     // they come out sorted without a sort by key.
@@ -301,7 +304,7 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
         // `http_route`: the HTTPRoute, to record for the next translation.
         let (meta, compiled, parents, http_route) = match route {
             AnyRoute::Grpc(route) => {
-                let compiled = grpcroute::compile_route(store, route, &mut upstreams);
+                let compiled = grpcroute::compile_route(store, route, &mut upstreams, &mut regexes);
                 let refs = grpcroute::parent_refs(route);
                 let parents = route::attach_parents(
                     store,
@@ -315,11 +318,15 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
                 (&route.metadata, compiled, parents, None)
             }
             AnyRoute::Http(route) => {
-                if let Some(status) = routes.replay(route, &mut gateways) {
-                    http_statuses[slot] = status;
-                    continue;
+                // (A route with regular expressions depends on the routes before it through
+                // their budget: always compiled.)
+                if !compile::uses_regex(route) {
+                    if let Some(status) = routes.replay(route, &mut gateways) {
+                        http_statuses[slot] = status;
+                        continue;
+                    }
                 }
-                let compiled = compile::compile_route(store, route, &mut upstreams);
+                let compiled = compile::compile_route(store, route, &mut upstreams, &mut regexes);
                 let parents =
                     route::attach(store, route, &compiled, &mut gateways, &index, &mut placed);
                 (&route.metadata, compiled, parents, Some(route))

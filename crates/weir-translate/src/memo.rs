@@ -14,6 +14,10 @@
 //!   lastTransitionTime, which [`crate::preserve_transition_times`] settles as it would for a
 //!   rebuilt status.
 //!
+//! Except for an HTTPRoute with a RegularExpression match: what its patterns may use depends
+//! on the routes before it (the translation's [`crate::pattern::Budget`]), so it is compiled
+//! every time and never replayed.
+//!
 //! Objects are compared by allocation: the memo holds them, so an address stays theirs.
 //! The outcome is the same as without a memo (the tests check it on the conformance
 //! manifests); only the work differs.

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use weir_store::{Kind, Location, Object, ObjectKey};
 
+use super::bounded::{self, Budget};
 use super::{defaults, SourceError};
 
 /// One document of a file, as far as it could be read.
@@ -48,14 +49,17 @@ pub(super) struct ObjectDoc {
 /// The documents of a file, or (when any document is not YAML) the first syntax error.
 pub(super) fn parse_file(path: &Path, text: &str) -> Result<Vec<Doc>, SourceError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Shared by the file's documents: many small alias bombs are one big one.
+    let budget = Budget::for_len(text.len());
     let mut docs = Vec::new();
     for chunk in split_documents(text) {
         let Some(start) = chunk.start_line else {
             continue;
         };
-        let value: Value = match serde_norway::from_str(chunk.text) {
+        let value: Value = match bounded::from_str(chunk.text, &budget) {
             Ok(value) => value,
-            Err(err) => return Err(syntax_error(path, &chunk, &err)),
+            Err(_) if budget.exceeded() => return Err(expansion_error(path, &chunk, &budget)),
+            Err(err) => return Err(syntax_error(path, &chunk, &err, text.len())),
         };
         if value.is_null() {
             continue;
@@ -69,6 +73,13 @@ pub(super) fn parse_file(path: &Path, text: &str) -> Result<Vec<Doc>, SourceErro
         }
     }
     Ok(docs)
+}
+
+/// Whether a file has no document with content: empty, blank, or only comments and markers.
+pub(super) fn is_blank(text: &str) -> bool {
+    split_documents(text)
+        .iter()
+        .all(|chunk| chunk.start_line.is_none())
 }
 
 /// The text of one document and where it sits in its file.
@@ -137,8 +148,32 @@ fn is_content(line: &str) -> bool {
     !line.is_empty() && !line.starts_with('#') && !line.starts_with('%') && line != "..."
 }
 
-fn syntax_error(path: &Path, chunk: &Chunk<'_>, err: &serde_norway::Error) -> SourceError {
-    let located = serde_norway::from_str::<Value>(&chunk.in_place()).err();
+fn expansion_error(path: &Path, chunk: &Chunk<'_>, budget: &Budget) -> SourceError {
+    SourceError {
+        location: Location {
+            file: path.to_owned(),
+            line: chunk.start_line.unwrap_or(chunk.first_line),
+        },
+        message: format!(
+            "refused: YAML aliases expand the file to more than {} nodes and bytes ({} times \
+             its size, at least {}; from the document starting here); expand them, or split \
+             the file (until then every object last read from it keeps serving)",
+            budget.limit(),
+            bounded::EXPANSION_FACTOR,
+            bounded::EXPANSION_FLOOR,
+        ),
+        object: None,
+    }
+}
+
+fn syntax_error(
+    path: &Path,
+    chunk: &Chunk<'_>,
+    err: &serde_norway::Error,
+    file_len: usize,
+) -> SourceError {
+    // (Bounded too: the document may hold aliases before its syntax error.)
+    let located = bounded::from_str(&chunk.in_place(), &Budget::for_len(file_len)).err();
     let (line, message) = match located {
         Some(located) => (located.location().map(|l| l.line()), located.to_string()),
         None => (

@@ -341,6 +341,54 @@ fn broken_yaml_keeps_the_last_good_version_of_the_file() {
 }
 
 #[test]
+fn an_alias_bomb_is_refused_and_the_last_good_version_kept() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "app.yaml", SERVICE);
+    let mut source = source(&dir);
+    assert_eq!(source.scan().store.len(), 1);
+
+    // 10 strings, then 8 levels of 10 aliases each: 10^9 strings in about 500 bytes.
+    let mut bomb = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: lol\ndata:\n");
+    bomb.push_str("  l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n");
+    for level in 1..=8 {
+        let refs = vec![format!("*l{}", level - 1); 10].join(", ");
+        bomb.push_str(&format!("  l{level}: &l{level} [{refs}]\n"));
+    }
+    write(&dir, "app.yaml", &format!("{SERVICE}---\n{bomb}"));
+    let started = std::time::Instant::now();
+    let report = source.scan();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(report.errors.len(), 1, "{:?}", messages(&report));
+    let error = &report.errors[0];
+    assert!(
+        error.message.starts_with("refused: YAML aliases expand"),
+        "{error}"
+    );
+    // Located at the document that expands.
+    assert_eq!(error.location.line, 9, "{error}");
+    assert_eq!(report.store.len(), 1);
+    assert!(report
+        .store
+        .rejected
+        .contains_key(&(Kind::Service, key("default", "echo"))));
+
+    // A few aliases are fine.
+    write(
+        &dir,
+        "app.yaml",
+        &format!(
+            "{SERVICE}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  \
+             labels: &labels {{app: web, tier: edge}}\n  annotations: *labels\n"
+        ),
+    );
+    let report = source.scan();
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
+    let cm = &report.store.config_maps[&key("default", "cm")];
+    assert_eq!(cm.metadata.labels, cm.metadata.annotations);
+    assert_eq!(cm.metadata.labels.as_ref().unwrap()["tier"], "edge");
+}
+
+#[test]
 fn a_file_that_never_parsed_is_reported() {
     let dir = TempDir::new().unwrap();
     write(&dir, "bad.yaml", "a: [1,\n");
@@ -452,6 +500,72 @@ fn deleting_a_file_deletes_its_objects() {
         .store
         .locations
         .contains_key(&(Kind::Service, key("default", "echo"))));
+}
+
+#[test]
+fn an_emptied_file_keeps_its_objects_and_is_reported() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "app.yaml", &format!("{SERVICE}---\n{GATEWAY}"));
+    // A file that was empty from the start is no problem.
+    write(&dir, "empty.yaml", "");
+    let mut source = source(&dir);
+    let good = source.scan();
+    assert_eq!(good.store.len(), 2);
+    assert!(good.errors.is_empty(), "{:?}", messages(&good));
+
+    // Truncated, as `> app.yaml` does before writing (or blank, or only comments).
+    for text in ["", "\n  \n", "# soon\n---\n"] {
+        write(&dir, "app.yaml", text);
+        let report = source.scan();
+        assert_eq!(report.store.len(), 2, "{text:?}");
+        assert!(Arc::ptr_eq(
+            &report.store.services[&key("default", "echo")],
+            &good.store.services[&key("default", "echo")]
+        ));
+        assert_eq!(report.errors.len(), 1, "{:?}", messages(&report));
+        assert!(
+            report.errors[0].message.contains("the file is empty"),
+            "{}",
+            report.errors[0]
+        );
+        // Each object served from the last good version is marked, as for a syntax error.
+        assert!(report
+            .store
+            .rejected
+            .contains_key(&(Kind::Gateway, key("infra", "web"))));
+    }
+
+    // Written again: served from the new content, the problem gone.
+    write(&dir, "app.yaml", SERVICE);
+    let report = source.scan();
+    assert_eq!(report.store.len(), 1);
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
+    assert!(report.store.rejected.is_empty());
+
+    // Emptied, then deleted: deleting is how objects go.
+    write(&dir, "app.yaml", "");
+    assert_eq!(source.scan().store.len(), 1);
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let report = source.scan();
+    assert!(report.store.is_empty());
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
+}
+
+#[test]
+fn a_file_rewritten_to_other_kinds_drops_its_objects() {
+    // Not empty: the objects are gone on purpose.
+    let dir = TempDir::new().unwrap();
+    write(&dir, "app.yaml", SERVICE);
+    let mut source = source(&dir);
+    assert_eq!(source.scan().store.len(), 1);
+    write(
+        &dir,
+        "app.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
+    );
+    let report = source.scan();
+    assert!(report.store.is_empty());
+    assert!(report.errors.is_empty(), "{:?}", messages(&report));
 }
 
 #[test]

@@ -109,6 +109,11 @@ fn is_hidden(name: &OsStr) -> bool {
     name.as_encoded_bytes().starts_with(b".")
 }
 
+/// Whether the file at `path` has a name the scan reads (its directories aside).
+pub(super) fn is_yaml_path(path: &Path) -> bool {
+    path.file_name().is_some_and(is_yaml)
+}
+
 fn is_yaml(name: &OsStr) -> bool {
     Path::new(name)
         .extension()

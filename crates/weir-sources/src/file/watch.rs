@@ -6,6 +6,17 @@
 //! after writing, renamed into place, or removed), so a single edit costs no waiting; events
 //! that follow within `--debounce` are a burst and are coalesced into one rescan when the
 //! burst has been quiet for `--debounce` (or after `MAX_DELAY_FACTOR` times that at most).
+//! Neither edge reads a manifest whose content is being written in place (`> file`, `cp`,
+//! an editor saving in place) before the writer closes it: the batch waits for the close,
+//! however long the writer pauses, up to `OPEN_WRITE_CAP` (then the file is read as it is
+//! and a warning logged). Should a file still be read empty, the scan keeps its objects
+//! (see `refresh` in the parent module).
+//!
+//! A deletion is not a leading edge: it is applied once deletions have been quiet for
+//! `--debounce` (however long they go on, up to `OPEN_WRITE_CAP`), so deleting the whole
+//! directory (`rm -r`) is seen as one change: the directory is missing, and a missing
+//! directory keeps the last good set serving (logged) until it is back. No scan sees the
+//! directory half deleted, which would serve a part of the set.
 //!
 //! The directory itself may be replaced (removed and created again, or renamed over): after
 //! each scan the watch is re-established when the directory's identity changed, and while
@@ -26,6 +37,13 @@ use super::{check_dir, FileError, FileSource, LoadReport, SourceError};
 
 /// A constant stream of events still gets applied after this many debounce periods.
 const MAX_DELAY_FACTOR: u32 = 10;
+/// How long a batch waits, at most, for manifest files still open for writing to be closed
+/// (see [`Batch::open`]): a slow in-place rewrite (`helm template > file`) is read whole,
+/// and a writer that never closes its file delays changes by this much at worst.
+const OPEN_WRITE_CAP: Duration = Duration::from_secs(10);
+/// Whether the watcher reports files closed after writing (inotify does); elsewhere a quiet
+/// period is the only sign that a write is over.
+const CLOSE_EVENTS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 /// How often a missing config directory is looked for.
 const MISSING_DIR_POLL: Duration = Duration::from_millis(500);
 
@@ -136,14 +154,18 @@ struct Relevant {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Progress {
     /// A file is being written (created, data modified): more is to come, until it is
-    /// closed or renamed.
-    Writing(PathBuf),
+    /// closed or renamed. `data`: its content was written (not only created), and it is a
+    /// file the scan reads (visible, `*.yaml` / `*.yml`).
+    Writing { path: PathBuf, data: bool },
     /// The write of this file is over, without that making anything visible by itself (a
     /// hidden temporary file closed before it is renamed into place).
     Closed(PathBuf),
     /// A change is complete: a visible file closed after writing, anything renamed or
     /// removed, metadata changed. For a rename, the path it came from.
     Done(Option<PathBuf>),
+    /// A visible file or directory was deleted: complete, but maybe one of many that
+    /// belong together (the whole directory deleted), so only a quiet period ends it.
+    Removed(PathBuf),
     /// A change has begun that later events complete (a directory was created: its files
     /// follow).
     Started,
@@ -176,8 +198,15 @@ struct Debouncer {
 struct Batch {
     /// Files written and not yet closed, renamed or removed.
     writing: HashSet<PathBuf>,
+    /// Of those, manifest files whose content was written: a scan now would read them
+    /// half-written (an in-place rewrite truncates first), so the trailing edge waits for
+    /// them to be closed, up to [`OPEN_WRITE_CAP`]. (Created-only files are not held: a
+    /// symbolic link or hard link is created without ever being closed.)
+    open: HashSet<PathBuf>,
     /// Some change of the batch is complete.
     done: bool,
+    /// A visible file or directory was deleted.
+    removed: bool,
     /// Some event told nothing about its change's progress.
     unknown: bool,
     root_touched: bool,
@@ -187,17 +216,28 @@ impl Batch {
     fn add(&mut self, event: Relevant) {
         self.root_touched |= event.root;
         match event.progress {
-            Progress::Writing(path) => {
+            Progress::Writing { path, data } => {
+                if data && CLOSE_EVENTS {
+                    self.open.insert(path.clone());
+                }
                 self.writing.insert(path);
             }
             Progress::Closed(path) => {
+                self.open.remove(&path);
                 self.writing.remove(&path);
             }
             Progress::Done(path) => {
                 if let Some(path) = path {
+                    self.open.remove(&path);
                     self.writing.remove(&path);
                 }
                 self.done = true;
+            }
+            Progress::Removed(path) => {
+                self.open.remove(&path);
+                self.writing.remove(&path);
+                self.done = true;
+                self.removed = true;
             }
             Progress::Started => {}
             Progress::Unknown => self.unknown = true,
@@ -206,7 +246,7 @@ impl Batch {
 
     /// Whether every change the batch has seen is complete, so a rescan now sees whole files.
     fn complete(&self) -> bool {
-        self.done && self.writing.is_empty() && !self.unknown
+        self.done && self.writing.is_empty() && !self.unknown && !self.removed
     }
 }
 
@@ -226,7 +266,9 @@ impl Debouncer {
         let leading = self
             .last_event
             .is_none_or(|last| started.duration_since(last) >= self.debounce);
-        let deadline = started + self.debounce * MAX_DELAY_FACTOR;
+        let burst_deadline = started + self.debounce * MAX_DELAY_FACTOR;
+        // Files open for writing, and deletions, are waited for longer, but not forever.
+        let open_deadline = started + OPEN_WRITE_CAP.max(self.debounce * MAX_DELAY_FACTOR);
         let mut batch = Batch::default();
         batch.add(first);
         self.last_event = Some(started);
@@ -243,19 +285,55 @@ impl Debouncer {
             if leading && batch.complete() {
                 return batch.root_touched;
             }
-            let quiet = (Instant::now() + self.debounce).min(deadline);
-            match tokio::time::timeout_at(quiet, next_relevant(events, root)).await {
+            // A deletion may be one of many (`rm -r` of the whole directory): it is applied
+            // once deleting has stopped, up to the longer cap, so a scan never sees half of
+            // it (see the module docs).
+            let deadline = if batch.removed {
+                open_deadline
+            } else {
+                burst_deadline
+            };
+            let now = Instant::now();
+            // While a manifest is open for writing, only its close (or the cap) ends the
+            // batch; otherwise a quiet period or the cap does.
+            let holding = !batch.open.is_empty() && now < open_deadline;
+            let wake = if holding {
+                open_deadline
+            } else {
+                (now + self.debounce).min(deadline)
+            };
+            match tokio::time::timeout_at(wake, next_relevant(events, root)).await {
                 Ok(Some(event)) => {
                     batch.add(event);
                     let now = Instant::now();
                     self.last_event = Some(now);
-                    if now >= deadline {
+                    if now >= open_deadline || (now >= deadline && batch.open.is_empty()) {
+                        batch.warn_open();
                         return batch.root_touched;
                     }
                 }
                 // Quiet, capped, or the watcher is gone (noticed by the next wait).
-                _ => return batch.root_touched,
+                _ => {
+                    if holding && Instant::now() < open_deadline {
+                        continue;
+                    }
+                    batch.warn_open();
+                    return batch.root_touched;
+                }
             }
+        }
+    }
+}
+
+impl Batch {
+    /// Say so when files are read while still open for writing (the cap was reached).
+    fn warn_open(&self) {
+        for path in &self.open {
+            tracing::warn!(
+                file = %path.display(),
+                waited_s = OPEN_WRITE_CAP.as_secs(),
+                "a manifest is still open for writing; reading it as it is now"
+            );
         }
     }
 }
@@ -293,7 +371,15 @@ fn relevant(event: &notify::Result<Event>, root: &Path) -> Option<Relevant> {
             (false, progress)
         }
         EventKind::Access(_) => return None,
-        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => (
+        EventKind::Remove(_) => {
+            let progress = match first() {
+                Some(path) if !hidden_below(&path, root) => Progress::Removed(path),
+                // (A ConfigMap mount's old hidden directory, removed after the swap.)
+                path => Progress::Done(path),
+            };
+            (event.paths.iter().any(|path| path == root), progress)
+        }
+        EventKind::Modify(ModifyKind::Name(_)) => (
             event.paths.iter().any(|path| path == root),
             Progress::Done(first()),
         ),
@@ -302,7 +388,13 @@ fn relevant(event: &notify::Result<Event>, root: &Path) -> Option<Relevant> {
         // made visible by a rename).
         EventKind::Create(CreateKind::Folder) => (false, Progress::Started),
         EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_)) => match first() {
-            Some(path) => (event.need_rescan(), Progress::Writing(path)),
+            Some(path) => {
+                // Only the content of a file the scan reads can be seen half-written.
+                let data = matches!(event.kind, EventKind::Modify(ModifyKind::Data(_)))
+                    && !hidden_below(&path, root)
+                    && super::walk::is_yaml_path(&path);
+                (event.need_rescan(), Progress::Writing { path, data })
+            }
             None => (event.need_rescan(), Progress::Unknown),
         },
         _ => (event.need_rescan(), Progress::Unknown),
@@ -516,10 +608,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut events = feed(vec![
             (ms(0), close_write("a.yaml")),
-            (
-                DEBOUNCE + ms(1),
-                event(EventKind::Remove(RemoveKind::File), &["a.yaml"]),
-            ),
+            (DEBOUNCE + ms(1), close_write("b.yaml")),
         ]);
         let mut debouncer = Debouncer::new(DEBOUNCE);
         assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(0));
@@ -530,8 +619,116 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_write_that_is_never_closed_waits_for_a_quiet_period() {
+    async fn a_file_only_created_waits_for_a_quiet_period() {
+        // (A symbolic link is created and never closed.)
+        let mut events = feed(at_once(vec![event(
+            EventKind::Create(CreateKind::File),
+            &["a.yaml"],
+        )]));
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_rewrite_in_place_is_read_when_it_is_closed() {
+        let ms = Duration::from_millis;
+        // `> routes.yaml`: truncated, half written, a pause far longer than the debounce
+        // (and than the cap of a burst), the rest, closed.
+        let mut events = feed(vec![
+            (ms(0), modify("routes.yaml")),
+            (ms(1), modify("routes.yaml")),
+            (ms(2_000), modify("routes.yaml")),
+            (ms(3), close_write("routes.yaml")),
+        ]);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(2_004));
+        assert!(events.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_rewrite_within_a_burst_is_read_when_it_is_closed() {
+        let ms = Duration::from_millis;
+        let mut events = feed(vec![
+            (ms(0), close_write("a.yaml")),
+            (ms(10), modify("routes.yaml")),
+            (ms(1_000), modify("routes.yaml")),
+            (ms(5), close_write("routes.yaml")),
+        ]);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(0));
+        // Held past the cap of a burst (10 × debounce) until the close, then read at once.
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(1_015));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deletion_is_applied_once_deleting_has_stopped() {
+        let ms = Duration::from_millis;
+        let remove = |path| event(EventKind::Remove(RemoveKind::File), &[path]);
+        let mut events = feed(vec![(ms(0), remove("a.yaml")), (ms(5), remove("b.yaml"))]);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            ms(5) + DEBOUNCE
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_deletion_of_the_directory_is_one_batch() {
+        let ms = Duration::from_millis;
+        // `rm -r` on a slow disk: a file every 20 ms for 2 s (four times the burst cap),
+        // then the directory itself.
+        let mut stream: Vec<_> = (0..100)
+            .map(|i| {
+                let path = format!("f{i}.yaml");
+                (ms(20), event(EventKind::Remove(RemoveKind::File), &[&path]))
+            })
+            .collect();
+        stream.push((
+            ms(20),
+            Ok(Event::new(EventKind::Remove(RemoveKind::Folder)).add_path(root())),
+        ));
+        let mut events = feed(stream);
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        let began = Instant::now();
+        let first = next_relevant(&mut events, &root()).await.expect("an event");
+        assert!(debouncer.batch(first, &mut events, &root()).await);
+        assert_eq!(began.elapsed(), ms(20 * 101) + DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removing_hidden_files_is_complete_at_once() {
+        // A ConfigMap mount swapped: `..data` renamed, the old hidden directory removed.
+        let mut events = feed(at_once(vec![
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &["..data"],
+            ),
+            event(
+                EventKind::Remove(RemoveKind::File),
+                &["..2026_12_06/a.yaml"],
+            ),
+        ]));
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            Duration::ZERO
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_manifest_never_closed_is_read_after_the_open_write_cap() {
         let mut events = feed(at_once(vec![modify("a.yaml")]));
+        let mut debouncer = Debouncer::new(DEBOUNCE);
+        assert_eq!(
+            next_batch(&mut debouncer, &mut events).await,
+            OPEN_WRITE_CAP
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn files_the_scan_does_not_read_are_not_waited_for() {
+        // An editor's swap file, open for the whole session, and a log file.
+        let mut events = feed(at_once(vec![modify(".a.yaml.swp"), modify("notes.txt")]));
         let mut debouncer = Debouncer::new(DEBOUNCE);
         assert_eq!(next_batch(&mut debouncer, &mut events).await, DEBOUNCE);
     }
@@ -539,18 +736,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_endless_stream_of_events_is_applied_after_the_cap() {
         let ms = Duration::from_millis;
-        // A write in progress every 20 ms, for longer than the cap.
-        let stream: Vec<_> = (0..100).map(|_| (ms(20), modify("a.yaml"))).collect();
+        // A change every 20 ms, for longer than the cap.
+        let stream: Vec<_> = (0..100).map(|_| (ms(20), close_write("a.yaml"))).collect();
         let mut events = feed(stream);
         let mut debouncer = Debouncer::new(DEBOUNCE);
+        // The first one is a leading edge.
+        assert_eq!(next_batch(&mut debouncer, &mut events).await, ms(20));
         let due = next_batch(&mut debouncer, &mut events).await;
-        // The first event comes 20 ms in; the batch ends at the first event at or after
-        // the cap (10 × debounce after the batch began).
+        // The burst ends at the first event at or after the cap (10 × debounce after the
+        // batch began).
         let cap = DEBOUNCE * MAX_DELAY_FACTOR;
-        assert!(
-            due >= ms(20) + cap && due <= ms(40) + cap,
-            "due after {due:?}"
-        );
+        assert!(due >= cap && due <= ms(40) + cap, "due after {due:?}");
     }
 
     #[test]
@@ -567,7 +763,24 @@ mod tests {
         );
         assert_eq!(
             progress(modify("a.yaml")),
-            Some(Progress::Writing(r.join("a.yaml")))
+            Some(Progress::Writing {
+                path: r.join("a.yaml"),
+                data: true
+            })
+        );
+        assert_eq!(
+            progress(modify("sub/.a.yaml.swp")),
+            Some(Progress::Writing {
+                path: r.join("sub/.a.yaml.swp"),
+                data: false
+            })
+        );
+        assert_eq!(
+            progress(event(EventKind::Create(CreateKind::File), &["a.yml"])),
+            Some(Progress::Writing {
+                path: r.join("a.yml"),
+                data: false
+            })
         );
         assert_eq!(
             progress(event(
@@ -586,7 +799,7 @@ mod tests {
             relevant(&Ok(gone), &r),
             Some(Relevant {
                 root: true,
-                progress: Progress::Done(Some(r.clone()))
+                progress: Progress::Removed(r.clone())
             })
         );
     }

@@ -444,3 +444,103 @@ fn attached_routes_count_routes_once_per_listener() {
     assert_eq!(attached(&out, "default", "gw", "web"), 3);
     assert_eq!(attached(&out, "default", "gw", "alt"), 2);
 }
+
+fn regex_route(name: &str, created_s: u32, regex: &str) -> String {
+    format!(
+        "
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default, creationTimestamp: '2025-01-01T00:{:02}:{:02}Z'}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: RegularExpression, value: '{regex}'}}}}]
+    backendRefs: [{{name: svc-a, port: 80}}]
+",
+        created_s / 60,
+        created_s % 60
+    )
+}
+
+#[test]
+fn a_regex_over_the_per_pattern_bound_rejects_the_route() {
+    let gw = gateway("gw", "  - {name: http, port: 80, protocol: HTTP}");
+    // 2.4 MiB compiled: accepted under the regex crate's default 10 MiB bound.
+    let yaml = [
+        gw,
+        SERVICES.into(),
+        regex_route("big", 1, r"/big/\w{50}"),
+        regex_route("small", 2, r"/small/\w+"),
+    ]
+    .join("---\n");
+    let out = run_yaml(&yaml);
+    assert_eq!(
+        parent_cond(&out, ("default", "big"), ("default", "gw"), "Accepted"),
+        is("False", "UnsupportedValue")
+    );
+    let s = status(&out, Kind::HttpRoute, "default", "big");
+    assert!(
+        s.problems().iter().any(|p| p.contains("too large")),
+        "{:?}",
+        s.problems()
+    );
+    assert_eq!(hit(&out, 80, &get("h", "/big/abcdefghij")), "404");
+    assert_eq!(hit(&out, 80, &get("h", "/small/abc")), "default/small#0");
+}
+
+#[test]
+fn regexes_are_bounded_in_total_and_the_newest_over_the_budget_is_refused() {
+    let gw = gateway("gw", "  - {name: http, port: 80, protocol: HTTP}");
+    let mut docs = vec![gw, SERVICES.into()];
+    // Each about 0.5 MiB charged: 80 of them are more than the 32 MiB budget.
+    const ROUTES: u32 = 80;
+    for i in 0..ROUTES {
+        docs.push(regex_route(
+            &format!("r{i:02}"),
+            i,
+            &format!(r"/r{i:02}/\w{{4}}"),
+        ));
+    }
+    // The newest route of all has no regex: the budget is no concern of it.
+    docs.push(route(
+        "plain",
+        "default",
+        "[{name: gw}]",
+        "  hostnames: [plain.example]",
+    ));
+    let store = store_with_class(&docs.join("---\n"));
+    let out = run(&store);
+    let accepted: Vec<bool> = (0..ROUTES)
+        .map(|i| {
+            let name = format!("r{i:02}");
+            parent_cond(&out, ("default", &name), ("default", "gw"), "Accepted").0 == "True"
+        })
+        .collect();
+    let served = accepted.iter().take_while(|a| **a).count();
+    // The oldest are served, then every one after is refused.
+    assert!(served > 20 && served < ROUTES as usize, "{served} served");
+    assert!(accepted[served..].iter().all(|a| !a), "{accepted:?}");
+    let last = format!("r{:02}", ROUTES - 1);
+    assert_eq!(
+        parent_cond(&out, ("default", &last), ("default", "gw"), "Accepted"),
+        is("False", "UnsupportedValue")
+    );
+    let s = status(&out, Kind::HttpRoute, "default", &last);
+    assert!(
+        s.problems().iter().any(|p| p.contains("does not fit")),
+        "{:?}",
+        s.problems()
+    );
+    assert_eq!(hit(&out, 80, &get("h", "/r00/abcd")), "default/r00#0");
+    assert_eq!(hit(&out, 80, &get("h", &format!("/{last}/abcd"))), "404");
+    assert_eq!(
+        parent_cond(&out, ("default", "plain"), ("default", "gw"), "Accepted"),
+        is("True", "Accepted")
+    );
+    assert_eq!(hit(&out, 80, &get("plain.example", "/")), "default/plain#0");
+
+    // With the memo of the translation before: the same outcome (a route with a regex
+    // is never replayed, since what it may use depends on the routes before it).
+    let again = run_with(&store, out.memo);
+    assert_eq!(again.statuses, run(&store).statuses);
+}
