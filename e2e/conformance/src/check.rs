@@ -14,7 +14,7 @@ use weir_testkit::process::Weir;
 
 mod tls;
 
-use crate::cluster::{TestDir, CONTROLLER_NAME};
+use crate::cluster::{ConfigDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
 mod backendtls;
@@ -34,7 +34,7 @@ pub struct Env<'a> {
     pub weir: &'a Weir,
     pub cluster: &'a crate::cluster::Cluster,
     /// The objects Weir serves; patch steps change them.
-    pub dir: RefCell<TestDir>,
+    pub dir: &'a RefCell<ConfigDir>,
     pub ca_pem: &'a str,
 }
 

@@ -34,12 +34,19 @@ mod profiles;
 mod report;
 mod spec;
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use serde_json::Value;
 use weir_testkit::client::{http1, Req};
+use weir_testkit::process::Weir;
+
+use crate::cluster::ObjectId;
 
 use crate::report::{Outcome, Row};
 use crate::spec::TestSpec;
@@ -82,7 +89,23 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
-async fn wait_ready(weir: &weir_testkit::process::Weir) -> Result<(), String> {
+/// What the whole replay shares: the backends, the one Weir and the config directory it
+/// serves, and the state `/status` showed with only the base manifests applied.
+struct Suite<'a> {
+    cluster: &'a cluster::Cluster,
+    weir: &'a Weir,
+    config: &'a RefCell<cluster::ConfigDir>,
+    /// `/status` with the base manifests alone (see [`normalized_status`]), the state every
+    /// test's cleanup must return to.
+    baseline: RefCell<Vec<Value>>,
+    keep: bool,
+}
+
+/// How long Weir may take to show a test's objects after their file is written, and to drop
+/// them after it is removed.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn wait_ready(weir: &Weir) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match http1(weir.admin, &Req::get("admin", "/readyz")).await {
@@ -99,51 +122,273 @@ async fn wait_ready(weir: &weir_testkit::process::Weir) -> Result<(), String> {
     }
 }
 
-async fn run_test(cluster: &cluster::Cluster, spec: &TestSpec, keep: bool) -> Result<(), String> {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("weir-conformance-{}-", spec.name))
-        .tempdir()
-        .map_err(|e| e.to_string())?;
+/// Weir's `weir_store_objects` gauge: the objects of the store its current status and
+/// snapshot were computed from (set right after the status is swapped in).
+async fn store_objects(weir: &Weir) -> Result<usize, String> {
+    let reply = http1(weir.admin, &Req::get("admin", "/metrics")).await?;
+    let text = String::from_utf8_lossy(&reply.body);
+    text.lines()
+        .find_map(|l| l.strip_prefix("weir_store_objects "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as usize)
+        .ok_or_else(|| "no weir_store_objects in /metrics".to_string())
+}
+
+/// Until Weir's store holds exactly `want` objects (every file written or removed has been
+/// read, and the status served is computed from that store).
+async fn store_holds(weir: &Weir, want: usize, what: &str) -> Result<(), String> {
+    check::eventually(APPLY_TIMEOUT, || async {
+        let have = store_objects(weir).await?;
+        if have != want {
+            return Err(format!(
+                "{what}: Weir's store holds {have} objects, the config directory {want}"
+            ));
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `/status` items without the fields that legitimately move while nothing changes
+/// (`lastTransitionTime`), sorted: what "the same state" means between tests.
+async fn normalized_status(weir: &Weir) -> Result<Vec<Value>, String> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("lastTransitionTime");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let reply = http1(weir.admin, &Req::get("admin", "/status")).await?;
+    let mut doc: Value =
+        serde_json::from_slice(&reply.body).map_err(|e| format!("/status: {e}"))?;
+    let mut items = match doc["items"].take() {
+        Value::Array(items) => items,
+        other => return Err(format!("/status: items is {other}")),
+    };
+    items.iter_mut().for_each(strip);
+    items.sort_by_key(|i| {
+        (
+            i["kind"].as_str().map(str::to_string),
+            i["metadata"]["namespace"].as_str().map(str::to_string),
+            i["metadata"]["name"].as_str().map(str::to_string),
+        )
+    });
+    Ok(items)
+}
+
+/// `/status` once two reads 200 ms apart agree (the base state to come back to).
+async fn settled_status(weir: &Weir) -> Result<Vec<Value>, String> {
+    let mut last = normalized_status(weir).await?;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = normalized_status(weir).await?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err("/status keeps changing with only the base manifests applied".into())
+}
+
+fn status_id(item: &Value) -> ObjectId {
+    (
+        item["kind"].as_str().unwrap_or_default().to_string(),
+        item["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        item["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// What differs between two normalized `/status` lists, in a few lines.
+fn status_diff(want: &[Value], got: &[Value]) -> String {
+    let mut out = Vec::new();
+    for w in want {
+        match got.iter().find(|g| status_id(g) == status_id(w)) {
+            None => out.push(format!("{:?} is missing", status_id(w))),
+            Some(g) if g != w => out.push(format!(
+                "{:?} differs: want {}, got {}",
+                status_id(w),
+                w["status"],
+                g["status"]
+            )),
+            Some(_) => {}
+        }
+    }
+    for g in got {
+        if !want.iter().any(|w| status_id(w) == status_id(g)) {
+            out.push(format!("{:?} is still there", status_id(g)));
+        }
+    }
+    out.join("; ")
+}
+
+/// The suite's cleanup: delete the test's objects, put back base objects it patched, and
+/// wait (bounded) until Weir has dropped every object of the test from `/status` and shows
+/// the base state again.
+async fn clean_up(suite: &Suite<'_>) -> Result<(), String> {
+    let gone = suite.config.borrow().test_objects();
+    let restored = suite
+        .config
+        .borrow_mut()
+        .remove_test()
+        .map_err(|e| format!("{e:#}"))?;
+    let want = suite.config.borrow().store_objects();
+    check::eventually(APPLY_TIMEOUT, || async {
+        let items = normalized_status(suite.weir).await?;
+        let left: Vec<ObjectId> = items
+            .iter()
+            .map(status_id)
+            .filter(|id| gone.contains(id))
+            .collect();
+        if !left.is_empty() {
+            return Err(format!(
+                "objects of this test still in /status after their manifests were deleted: \
+                 {left:?}"
+            ));
+        }
+        let have = store_objects(suite.weir).await?;
+        if have != want {
+            return Err(format!(
+                "after deleting the test's manifests Weir's store holds {have} objects, the \
+                 config directory {want} (kinds /status does not list, e.g. Services, are left)"
+            ));
+        }
+        if !restored.is_empty() {
+            // Checked below, once the restored version is served.
+            return Ok(());
+        }
+        let baseline = suite.baseline.borrow();
+        if items != *baseline {
+            return Err(format!(
+                "/status does not return to the base state after the test: {}",
+                status_diff(&baseline, &items)
+            ));
+        }
+        Ok(())
+    })
+    .await?;
+    if !restored.is_empty() {
+        // A base object was patched and put back (no replayed test does this today): its
+        // generation moved on, so the state to come back to from now on is the settled one.
+        eprintln!("  restored base objects the test patched: {restored:?}");
+        *suite.baseline.borrow_mut() = settled_status(suite.weir).await?;
+    }
+    Ok(())
+}
+
+async fn run_test(suite: &Suite<'_>, spec: &TestSpec) -> Result<(), String> {
     let mut objects = Vec::new();
     for m in &spec.manifests {
         objects.extend(
             cluster::read_manifests(&cluster::manifest_path(m)).map_err(|e| format!("{e:#}"))?,
         );
     }
-    let test_dir = cluster
-        .write_test_dir(dir.path(), &objects)
+    suite
+        .cluster
+        .apply_test(&mut suite.config.borrow_mut(), &objects)
         .map_err(|e| format!("{e:#}"))?;
-    let mut ports: Vec<u16> = test_dir
-        .gateways()
-        .values()
-        .flatten()
-        .map(|(p, _)| *p)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    let weir = weir_testkit::process::weir(dir.path(), &ports, &[]);
-    wait_ready(&weir).await?;
-    check::classes_list_supported_features(&weir)
+    let mut result = run_steps(suite, spec).await;
+    if suite.keep {
+        if let Err(e) = suite.config.borrow().keep_test(&spec.name) {
+            eprintln!("{}: could not keep its manifests: {e:#}", spec.name);
+        }
+    }
+    if let Err(e) = clean_up(suite).await {
+        let e = format!("cleanup: {e}");
+        result = match result {
+            Ok(()) => Err(e),
+            Err(first) => Err(format!("{first}; {e}")),
+        };
+    }
+    result
+}
+
+async fn run_steps(suite: &Suite<'_>, spec: &TestSpec) -> Result<(), String> {
+    let want = suite.config.borrow().store_objects();
+    store_holds(suite.weir, want, "applying the test's manifests").await?;
+    check::classes_list_supported_features(suite.weir)
         .await
         .map_err(|e| format!("GatewayClass supportedFeatures: {e}"))?;
     let env = check::Env {
-        weir: &weir,
-        cluster,
-        dir: std::cell::RefCell::new(test_dir),
-        ca_pem: &cluster.ca_pem,
+        weir: suite.weir,
+        cluster: suite.cluster,
+        dir: suite.config,
+        ca_pem: &suite.cluster.ca_pem,
     };
-    let mut result = Ok(());
     for (i, step) in spec.steps.iter().enumerate() {
-        if let Err(e) = check::run_step(&env, step).await {
-            result = Err(format!("step {}: {e}", i + 1));
-            break;
+        check::run_step(&env, step)
+            .await
+            .map_err(|e| format!("step {}: {e}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// Every listener port of a Gateway or ListenerSet in `v` (objects or patches).
+fn listener_ports(v: &Value, out: &mut BTreeSet<u16>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(listeners)) = map.get("listeners") {
+                out.extend(
+                    listeners
+                        .iter()
+                        .filter_map(|l| u16::try_from(l["port"].as_u64()?).ok()),
+                );
+            }
+            map.values().for_each(|x| listener_ports(x, out));
+        }
+        Value::Array(items) => items.iter().for_each(|x| listener_ports(x, out)),
+        _ => {}
+    }
+}
+
+/// An offset that puts every listener port of the replay on a port no socket of this host
+/// listens on, at any address (a wildcard bind conflicts with a listening socket on any
+/// address, so Gateways' own addresses are covered too).
+fn free_offset(ports: &BTreeSet<u16>) -> anyhow::Result<u16> {
+    let max = ports.iter().copied().max().unwrap_or(0);
+    let seed = u32::from(weir_testkit::free_port()) ^ std::process::id();
+    for i in 0..400u32 {
+        let candidate = 20000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % 9000) as u16;
+        if max.checked_add(candidate).is_none() {
+            continue;
+        }
+        if ports
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("0.0.0.0", p + candidate)).is_ok())
+        {
+            return Ok(candidate);
         }
     }
-    if keep {
-        let kept = dir.keep();
-        eprintln!("{}: config kept in {}", spec.name, kept.display());
-    }
-    result
+    anyhow::bail!("no listener port offset leaves all of {ports:?} free")
+}
+
+/// The one `weir run --config-dir` of the replay.
+fn start_weir(dir: &Path, ports: &BTreeSet<u16>) -> anyhow::Result<Weir> {
+    let offset = free_offset(ports)?;
+    let admin = SocketAddr::from(([127, 0, 0, 1], weir_testkit::free_port()));
+    let mut cmd = Command::new(weir_testkit::process::bin("weir"));
+    cmd.arg("run")
+        .arg("--config-dir")
+        .arg(dir)
+        .args(["--bind", "127.0.0.1"])
+        .args(["--listener-port-offset", &offset.to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .args(["--log-level", "info"]);
+    Ok(Weir {
+        proc: weir_testkit::process::Proc::spawn(cmd),
+        admin,
+        offset,
+        dir: dir.to_path_buf(),
+    })
 }
 
 fn run() -> anyhow::Result<bool> {
@@ -178,6 +423,51 @@ fn run() -> anyhow::Result<bool> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let dir = tempfile::Builder::new()
+        .prefix("weir-conformance-")
+        .tempdir()?;
+    let config = RefCell::new(cluster.write_base(dir.path())?);
+    // One offset for the whole replay: every listener port of the base, of each test and of
+    // each patch step.
+    let mut ports = BTreeSet::new();
+    listener_ports(&Value::Array(cluster.base_objects().to_vec()), &mut ports);
+    for spec in selected.iter().filter(|s| s.skip.is_none()) {
+        for m in &spec.manifests {
+            listener_ports(
+                &Value::Array(cluster::read_manifests(&cluster::manifest_path(m))?),
+                &mut ports,
+            );
+        }
+        for step in &spec.steps {
+            if let spec::Step::Patch { merge, .. } = step {
+                listener_ports(merge, &mut ports);
+            }
+        }
+    }
+    let weir = start_weir(dir.path(), &ports)?;
+    let baseline = rt
+        .block_on(async {
+            wait_ready(&weir).await?;
+            let want = config.borrow().store_objects();
+            store_holds(&weir, want, "applying the base manifests").await?;
+            check::classes_list_supported_features(&weir)
+                .await
+                .map_err(|e| format!("GatewayClass supportedFeatures: {e}"))?;
+            settled_status(&weir).await
+        })
+        .map_err(|e| anyhow::anyhow!("the base manifests: {e}"))?;
+    eprintln!(
+        "weir up with the base manifests in {:.1}s (listener port offset {})",
+        started.elapsed().as_secs_f64(),
+        weir.offset
+    );
+    let suite = Suite {
+        cluster: &cluster,
+        weir: &weir,
+        config: &config,
+        baseline: RefCell::new(baseline),
+        keep: args.keep,
+    };
     let mut rows = Vec::new();
     for spec in selected {
         let t0 = Instant::now();
@@ -189,7 +479,7 @@ fn run() -> anyhow::Result<bool> {
                  transcribed",
                 spec.suite_skips_when_claimed.as_deref().unwrap_or("?")
             )),
-            (None, None) => match rt.block_on(run_test(&cluster, spec, args.keep)) {
+            (None, None) => match rt.block_on(run_test(&suite, spec)) {
                 Ok(()) => Outcome::Pass,
                 Err(e) => Outcome::Fail(e),
             },
@@ -205,6 +495,13 @@ fn run() -> anyhow::Result<bool> {
             outcome,
             seconds: t0.elapsed().as_secs_f64(),
         });
+    }
+    if args.keep {
+        let kept = dir.keep();
+        eprintln!(
+            "config kept in {} (each test's manifests in .kept/)",
+            kept.display()
+        );
     }
     let features = features::FeatureCheck::new(&rows, args.only.is_empty());
     print!("{}", report::text(&rows));
