@@ -39,8 +39,9 @@ pub fn manifest_path(name: &str) -> PathBuf {
     }
 }
 
-/// Where the harness puts Gateways that request no address: 127.0.0.(FIRST_GATEWAY_IP + i).
-const FIRST_GATEWAY_IP: u8 = 10;
+/// The block Weir gives each Gateway without `spec.addresses` an address of its own from
+/// (`--gateway-address-pool`), as a cluster gives each Gateway its own Service address.
+pub const GATEWAY_ADDRESS_POOL: &str = "127.0.1.0/24";
 
 /// The suite's template fields, filled: in manifests and in the steps of `tests.yaml`
 /// (patches and expected addresses name the same placeholders).
@@ -286,12 +287,8 @@ impl Cluster {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
             pristine: BTreeMap::new(),
-            next_ip: FIRST_GATEWAY_IP,
         };
-        for o in base_objs.iter_mut() {
-            api_server_defaults(o);
-            config.inject_address(o)?;
-        }
+        base_objs.iter_mut().for_each(api_server_defaults);
         let class = json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "GatewayClass",
@@ -329,10 +326,7 @@ impl Cluster {
             .filter(|o| kind(o) != "Deployment")
             .cloned()
             .collect();
-        for o in objs.iter_mut() {
-            api_server_defaults(o);
-            config.inject_address(o)?;
-        }
+        objs.iter_mut().for_each(api_server_defaults);
         let ours = |p: &Pod| deployments.contains(&(p.namespace.clone(), p.deployment.clone()));
         let test_services: Vec<&Value> = objs.iter().filter(|o| kind(o) == "Service").collect();
         let mut slices = self.endpoint_slices(&test_services, |p| p.base || ours(p));
@@ -446,7 +440,6 @@ pub struct ConfigDir {
     /// The base files as first written, to restore a base object a test patched (as the
     /// suite's cleanup would have to).
     pristine: BTreeMap<String, Vec<Value>>,
-    next_ip: u8,
 }
 
 /// `(kind, namespace, name)`; the namespace is empty for cluster-scoped kinds.
@@ -466,20 +459,6 @@ pub fn object_id(obj: &Value) -> ObjectId {
 impl ConfigDir {
     fn write(&self, file: &str) -> anyhow::Result<()> {
         write_yaml(&self.dir.join(file), &self.files[file])
-    }
-
-    /// Every Gateway that requests no address gets one of its own, 127.0.0.N, in
-    /// `spec.addresses`.
-    fn inject_address(&mut self, o: &mut Value) -> anyhow::Result<()> {
-        if kind(o) == "Gateway" && !o["spec"]["addresses"].is_array() {
-            o["spec"]["addresses"] =
-                json!([{"type": "IPAddress", "value": format!("127.0.0.{}", self.next_ip)}]);
-            self.next_ip = self
-                .next_ip
-                .checked_add(1)
-                .context("more Gateways than loopback addresses")?;
-        }
-        Ok(())
     }
 
     /// The distinct objects Weir's store should hold now (what its `weir_store_objects`
@@ -857,4 +836,94 @@ fn start_deployment(
         });
     }
     Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(name: &str, hostname: &str) -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "gateway-conformance-infra"},
+            "spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "hostname": hostname}]},
+        })
+    }
+
+    fn config(dir: &Path) -> ConfigDir {
+        let files = BTreeMap::from([("10-base.yaml".to_string(), vec![gateway("base", "a")])]);
+        let config = ConfigDir {
+            dir: dir.to_path_buf(),
+            pristine: files.clone(),
+            files,
+        };
+        config.write("10-base.yaml").unwrap();
+        config
+    }
+
+    /// A test's file goes with its cleanup; a base object a step patched comes back as it
+    /// was, in its file; the test's objects are counted while it is applied only.
+    #[test]
+    fn cleanup_removes_the_test_file_and_restores_patched_base_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config
+            .files
+            .insert(TEST_FILE.to_string(), vec![gateway("own", "b")]);
+        config.write(TEST_FILE).unwrap();
+        assert_eq!(config.store_objects(), 2);
+        config
+            .patch(
+                "Gateway",
+                "gateway-conformance-infra",
+                "base",
+                &json!({"spec": {"listeners": [{"name": "http", "port": 81, "protocol": "HTTP"}]}}),
+            )
+            .unwrap();
+        let patched = std::fs::read_to_string(dir.path().join("10-base.yaml")).unwrap();
+        assert!(patched.contains("81"), "{patched}");
+
+        let gone = config.test_objects();
+        assert_eq!(
+            gone,
+            vec![(
+                "Gateway".to_string(),
+                "gateway-conformance-infra".to_string(),
+                "own".to_string()
+            )]
+        );
+        let restored = config.remove_test().unwrap();
+        assert_eq!(
+            restored,
+            vec![(
+                "Gateway".to_string(),
+                "gateway-conformance-infra".to_string(),
+                "base".to_string()
+            )]
+        );
+        assert!(!dir.path().join(TEST_FILE).exists());
+        let base = std::fs::read_to_string(dir.path().join("10-base.yaml")).unwrap();
+        assert!(
+            !base.contains("81") && base.contains("hostname: a"),
+            "{base}"
+        );
+        assert_eq!(config.store_objects(), 1);
+        assert!(config.test_objects().is_empty());
+        // Nothing patched: nothing to restore.
+        assert!(config.remove_test().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cluster_scoped_objects_have_no_namespace_in_their_id() {
+        let class = json!({"kind": "GatewayClass", "metadata": {"name": "weir"}});
+        assert_eq!(
+            object_id(&class),
+            (
+                "GatewayClass".to_string(),
+                String::new(),
+                "weir".to_string()
+            )
+        );
+    }
 }

@@ -1,28 +1,33 @@
 //! `weir-conformance`: replays the Gateway API v1.5.1 conformance suite's manifests against
 //! Weir in file mode and checks what each official test asserts.
 //!
-//! Per test: the base manifests (minus base Gateways the test does not use, see below) and
-//! the test's manifests with the suite's rewrites, the Secrets the suite creates in code, and
-//! EndpointSlices pointing at `weir-echo` processes (one per Deployment replica, started once
-//! for the run) are written to a fresh directory; one `weir run --config-dir` serves it; the
-//! steps transcribed into `tests.yaml` from the Go tests run against it.
+//! As the Go suite runs against one installation: ONE `weir run --config-dir DIR
+//! --gateway-address-pool 127.0.1.0/24` serves the whole replay. At start DIR receives our
+//! GatewayClass, every base object (all four base Gateways), the Secrets and ConfigMaps the
+//! suite creates in code, and EndpointSlices pointing at `weir-echo` processes (one per
+//! Deployment replica, started once for the run). Then per test: its manifests (with the
+//! suite's rewrites, Deployments aside, plus the EndpointSlices of its Services) are written
+//! into one file; the harness waits until Weir's store holds what DIR holds; the steps
+//! transcribed into `tests.yaml` run; the file is removed (and any base object a step
+//! patched restored), and the harness waits, at most 15 s, until no object of the test is in
+//! `/status` and `/status` is back to the state it had with the base alone — else the test
+//! fails, saying which objects stayed or what differs.
 //!
-//! Why each Gateway gets its own loopback address: in file mode every Gateway without
-//! `spec.addresses` shares the `--bind` address, so two Gateways listening on port 80 would
-//! share one socket and a Host would reach only the oldest Gateway's catch-all listener. In a
-//! cluster each Gateway has its own address, and the suite sends each request to the address
-//! in the Gateway's status. So the harness writes `spec.addresses: [127.0.0.N]` into every
-//! Gateway that requests none (Weir binds its listeners there) and sends traffic to the
-//! address Weir reports in status. Gateways that request addresses themselves (the static
-//! address tests) keep theirs. A fresh Weir per test gives each test the clean API server
-//! state the suite's cleanup gives it.
+//! Addresses: Weir gives each Gateway without `spec.addresses` its own address from the pool
+//! (as a cluster gives each Gateway its own Service) and reports it in `status.addresses`;
+//! every request goes to that reported address, as the suite sends it. The harness never
+//! writes addresses into Gateways. The one liberty: listeners are served on their port plus
+//! the `--listener-port-offset` the harness started Weir with (one offset for the whole run,
+//! on ports no socket of the host listens on), so the replay needs no privileged ports and
+//! can run beside other copies of itself; requests still carry the configured port where
+//! the suite puts one (Host header, redirects).
 //!
 //! Before its steps, each test checks that our GatewayClasses report
 //! `status.supportedFeatures` = `weir_translate::SUPPORTED_FEATURES` (what the suite reads to
 //! choose its tests); after the run, that this list is exactly the set of features whose
 //! replayed tests all pass ([`features`]).
 //!
-//! Usage: `weir-conformance [--only NAME[,NAME]] [--markdown PATH] [--tests FILE]`; the
+//! Usage: `weir-conformance [--only NAME[,NAME]] [--markdown PATH] [--tests FILE] [--keep]`; the
 //! markdown path may also come from `WEIR_CONFORMANCE_MARKDOWN`. Exits 1 when a test whose
 //! features Weir claims fails, or when `SUPPORTED_FEATURES` differs from what passes. Needs
 //! `cargo build --bins` first.
@@ -99,11 +104,15 @@ struct Suite<'a> {
     /// test's cleanup must return to.
     baseline: RefCell<Vec<Value>>,
     keep: bool,
+    /// Time spent waiting for Weir to take each test's manifests and to drop them.
+    waited: std::cell::Cell<Duration>,
 }
 
 /// How long Weir may take to show a test's objects after their file is written, and to drop
 /// them after it is removed.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often to look meanwhile: this wait happens twice per test, so it is short.
+const POLL: Duration = Duration::from_millis(5);
 
 async fn wait_ready(weir: &Weir) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -137,7 +146,7 @@ async fn store_objects(weir: &Weir) -> Result<usize, String> {
 /// Until Weir's store holds exactly `want` objects (every file written or removed has been
 /// read, and the status served is computed from that store).
 async fn store_holds(weir: &Weir, want: usize, what: &str) -> Result<(), String> {
-    check::eventually(APPLY_TIMEOUT, || async {
+    check::eventually_every(APPLY_TIMEOUT, POLL, || async {
         let have = store_objects(weir).await?;
         if have != want {
             return Err(format!(
@@ -242,7 +251,7 @@ async fn clean_up(suite: &Suite<'_>) -> Result<(), String> {
         .remove_test()
         .map_err(|e| format!("{e:#}"))?;
     let want = suite.config.borrow().store_objects();
-    check::eventually(APPLY_TIMEOUT, || async {
+    check::eventually_every(APPLY_TIMEOUT, POLL, || async {
         let items = normalized_status(suite.weir).await?;
         let left: Vec<ObjectId> = items
             .iter()
@@ -302,7 +311,10 @@ async fn run_test(suite: &Suite<'_>, spec: &TestSpec) -> Result<(), String> {
             eprintln!("{}: could not keep its manifests: {e:#}", spec.name);
         }
     }
-    if let Err(e) = clean_up(suite).await {
+    let t0 = Instant::now();
+    let cleaned = clean_up(suite).await;
+    suite.waited.set(suite.waited.get() + t0.elapsed());
+    if let Err(e) = cleaned {
         let e = format!("cleanup: {e}");
         result = match result {
             Ok(()) => Err(e),
@@ -314,7 +326,10 @@ async fn run_test(suite: &Suite<'_>, spec: &TestSpec) -> Result<(), String> {
 
 async fn run_steps(suite: &Suite<'_>, spec: &TestSpec) -> Result<(), String> {
     let want = suite.config.borrow().store_objects();
-    store_holds(suite.weir, want, "applying the test's manifests").await?;
+    let t0 = Instant::now();
+    let applied = store_holds(suite.weir, want, "applying the test's manifests").await;
+    suite.waited.set(suite.waited.get() + t0.elapsed());
+    applied?;
     check::classes_list_supported_features(suite.weir)
         .await
         .map_err(|e| format!("GatewayClass supportedFeatures: {e}"))?;
@@ -381,6 +396,7 @@ fn start_weir(dir: &Path, ports: &BTreeSet<u16>) -> anyhow::Result<Weir> {
         .arg(dir)
         .args(["--bind", "127.0.0.1"])
         .args(["--listener-port-offset", &offset.to_string()])
+        .args(["--gateway-address-pool", cluster::GATEWAY_ADDRESS_POOL])
         .args(["--admin-addr", &admin.to_string()])
         .args(["--log-level", "info"]);
     Ok(Weir {
@@ -467,6 +483,7 @@ fn run() -> anyhow::Result<bool> {
         config: &config,
         baseline: RefCell::new(baseline),
         keep: args.keep,
+        waited: std::cell::Cell::new(Duration::ZERO),
     };
     let mut rows = Vec::new();
     for spec in selected {
@@ -506,7 +523,11 @@ fn run() -> anyhow::Result<bool> {
     let features = features::FeatureCheck::new(&rows, args.only.is_empty());
     print!("{}", report::text(&rows));
     print!("{}", features.text());
-    println!("total {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "total {:.1}s (of which {:.1}s waiting for Weir to take and drop the tests' manifests)",
+        started.elapsed().as_secs_f64(),
+        suite.waited.get().as_secs_f64()
+    );
     if let Some(path) = &args.markdown {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
@@ -536,5 +557,43 @@ fn main() -> ExitCode {
             eprintln!("weir-conformance: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports come from Gateways and ListenerSets at any depth, and from patches.
+    #[test]
+    fn listener_ports_of_objects_and_patches() {
+        let mut ports = BTreeSet::new();
+        listener_ports(
+            &serde_json::json!([
+                {"kind": "Gateway", "spec": {"listeners": [{"port": 80}, {"port": 443}]}},
+                {"kind": "Service", "spec": {"ports": [{"port": 8080}]}},
+            ]),
+            &mut ports,
+        );
+        listener_ports(
+            &serde_json::json!({"spec": {"listeners": [{"port": 8443}]}}),
+            &mut ports,
+        );
+        assert_eq!(ports, BTreeSet::from([80, 443, 8443]));
+    }
+
+    #[test]
+    fn status_diff_names_what_stays_differs_or_is_missing() {
+        let item = |name: &str, attached: i64| {
+            serde_json::json!({
+                "kind": "Gateway",
+                "metadata": {"namespace": "ns", "name": name},
+                "status": {"listeners": [{"attachedRoutes": attached}]},
+            })
+        };
+        let diff = status_diff(&[item("a", 0), item("b", 0)], &[item("a", 1), item("c", 0)]);
+        assert!(diff.contains("\"a\") differs"), "{diff}");
+        assert!(diff.contains("\"b\") is missing"), "{diff}");
+        assert!(diff.contains("\"c\") is still there"), "{diff}");
     }
 }
