@@ -10,8 +10,9 @@
 //! into one file; the harness waits until Weir's store holds what DIR holds; the steps
 //! transcribed into `tests.yaml` run; the file is removed (and any base object a step
 //! patched restored), and the harness waits, at most 15 s, until no object of the test is in
-//! `/status` and `/status` is back to the state it had with the base alone — else the test
-//! fails, saying which objects stayed or what differs.
+//! `/status`, `/status` is back to the state it had with the base alone, and the test's
+//! Gateways' sockets are closed — else the test fails, saying which objects stayed, what
+//! differs or which socket still answers.
 //!
 //! Addresses: Weir gives each Gateway without `spec.addresses` its own address from the pool
 //! (as a cluster gives each Gateway its own Service) and reports it in `status.addresses`;
@@ -243,8 +244,65 @@ fn status_diff(want: &[Value], got: &[Value]) -> String {
 /// The suite's cleanup: delete the test's objects, put back base objects it patched, and
 /// wait (bounded) until Weir has dropped every object of the test from `/status` and shows
 /// the base state again.
+/// The sockets of the test's own Gateways: each IPAddress of this host in their
+/// `status.addresses` that no base Gateway reports, with each listener port (plus the
+/// offset). Once the Gateways are deleted nothing may answer there.
+async fn test_gateway_sockets(suite: &Suite<'_>) -> Result<Vec<(String, SocketAddr)>, String> {
+    let addresses = |item: &Value| -> Vec<std::net::IpAddr> {
+        item["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["type"] == "IPAddress")
+            .filter_map(|a| a["value"].as_str()?.parse().ok())
+            .collect()
+    };
+    let base: BTreeSet<std::net::IpAddr> = suite
+        .baseline
+        .borrow()
+        .iter()
+        .filter(|i| i["kind"] == "Gateway")
+        .flat_map(addresses)
+        .collect();
+    let ours: BTreeSet<ObjectId> = suite
+        .config
+        .borrow()
+        .test_objects()
+        .into_iter()
+        .filter(|(kind, _, _)| kind == "Gateway")
+        .collect();
+    let listeners = suite.config.borrow().gateways();
+    let mut out = Vec::new();
+    for item in normalized_status(suite.weir).await? {
+        let id = status_id(&item);
+        if !ours.contains(&id) {
+            continue;
+        }
+        let name = format!("{}/{}", id.1, id.2);
+        let ports: BTreeSet<u16> = listeners
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .map(|(p, _)| *p)
+            .collect();
+        for ip in addresses(&item) {
+            if !ip.is_loopback() || base.contains(&ip) {
+                continue;
+            }
+            for port in &ports {
+                out.push((
+                    name.clone(),
+                    SocketAddr::new(ip, suite.weir.listener(*port).port()),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn clean_up(suite: &Suite<'_>) -> Result<(), String> {
     let gone = suite.config.borrow().test_objects();
+    let sockets = test_gateway_sockets(suite).await?;
     let restored = suite
         .config
         .borrow_mut()
@@ -281,6 +339,19 @@ async fn clean_up(suite: &Suite<'_>) -> Result<(), String> {
                 "/status does not return to the base state after the test: {}",
                 status_diff(&baseline, &items)
             ));
+        }
+        Ok(())
+    })
+    .await?;
+    check::eventually_every(APPLY_TIMEOUT, POLL, || async {
+        for (gateway, addr) in &sockets {
+            let connect = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+                return Err(format!(
+                    "{addr} (a listener of the deleted Gateway {gateway}) still accepts \
+                     connections"
+                ));
+            }
         }
         Ok(())
     })
