@@ -132,6 +132,30 @@ async fn wait_ready(weir: &Weir) -> Result<(), String> {
     }
 }
 
+/// Whether the one Weir still answers on its admin address; if not, why (with the end of
+/// its log).
+async fn alive(weir: &Weir) -> Result<(), String> {
+    let req = Req::get("admin", "/healthz");
+    let probe = http1(weir.admin, &req);
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(Ok(r)) if r.status == 200 => Ok(()),
+        other => {
+            let why = match other {
+                Ok(Ok(r)) => format!("status {}", r.status),
+                Ok(Err(e)) => e,
+                Err(_) => "no answer within 5 s".to_string(),
+            };
+            let log = weir.proc.stderr_text();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(format!(
+                "not run: Weir no longer answers /healthz ({why}); its log ends:\n{}",
+                tail.join("\n")
+            ))
+        }
+    }
+}
+
 /// Weir's `weir_store_objects` gauge: the objects of the store its current status and
 /// snapshot were computed from (set right after the status is swapped in).
 async fn store_objects(weir: &Weir) -> Result<usize, String> {
@@ -557,8 +581,14 @@ fn run() -> anyhow::Result<bool> {
         waited: std::cell::Cell::new(Duration::ZERO),
     };
     let mut rows = Vec::new();
+    // Set once Weir stops answering: the remaining tests fail at once with why, instead of
+    // each waiting out its timeouts.
+    let mut gone: Option<String> = None;
     for spec in selected {
         let t0 = Instant::now();
+        if gone.is_none() && spec.skip.is_none() && spec.suite_skip().is_none() {
+            gone = rt.block_on(alive(&weir)).err();
+        }
         let outcome = match (&spec.skip, spec.suite_skip()) {
             (Some(why), _) => Outcome::Skip(why.clone()),
             (None, Some(why)) => Outcome::SuiteSkip(why),
@@ -567,6 +597,7 @@ fn run() -> anyhow::Result<bool> {
                  transcribed",
                 spec.suite_skips_when_claimed.as_deref().unwrap_or("?")
             )),
+            (None, None) if gone.is_some() => Outcome::Fail(gone.clone().unwrap_or_default()),
             (None, None) => match rt.block_on(run_test(&suite, spec)) {
                 Ok(()) => Outcome::Pass,
                 Err(e) => Outcome::Fail(e),
