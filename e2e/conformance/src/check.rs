@@ -14,7 +14,7 @@ use weir_testkit::process::Weir;
 
 mod tls;
 
-use crate::cluster::{TestDir, CONTROLLER_NAME};
+use crate::cluster::{ConfigDir, CONTROLLER_NAME};
 use crate::spec::{split_name, Accepted, Cond, HttpCase, ListenerExpect, Step};
 
 mod backendtls;
@@ -34,12 +34,25 @@ pub struct Env<'a> {
     pub weir: &'a Weir,
     pub cluster: &'a crate::cluster::Cluster,
     /// The objects Weir serves; patch steps change them.
-    pub dir: RefCell<TestDir>,
+    pub dir: &'a RefCell<ConfigDir>,
     pub ca_pem: &'a str,
 }
 
 /// Poll `check` until it succeeds or `timeout` passes; the last error explains the failure.
-pub(crate) async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    eventually_every(timeout, Duration::from_millis(50), check).await
+}
+
+/// [`eventually`], polling every `interval`.
+pub(crate) async fn eventually_every<F, Fut>(
+    timeout: Duration,
+    interval: Duration,
+    mut check: F,
+) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -53,7 +66,7 @@ where
         if Instant::now() >= deadline {
             return Err(format!("after {timeout:?}: {last}"));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -635,7 +648,7 @@ async fn target(
     let gateways = env.dir.borrow().gateways();
     let listeners = gateways
         .get(&key)
-        .ok_or_else(|| format!("Gateway {key} is not part of this test's manifests"))?;
+        .ok_or_else(|| format!("Gateway {key} is neither a base Gateway nor one of this test's"))?;
     let want = if https { "HTTPS" } else { "HTTP" };
     let port = match port {
         Some(p) => p,

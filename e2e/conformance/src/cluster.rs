@@ -39,8 +39,9 @@ pub fn manifest_path(name: &str) -> PathBuf {
     }
 }
 
-/// Where the harness puts Gateways that request no address: 127.0.0.(FIRST_GATEWAY_IP + i).
-const FIRST_GATEWAY_IP: u8 = 10;
+/// The block Weir gives each Gateway without `spec.addresses` an address of its own from
+/// (`--gateway-address-pool`), as a cluster gives each Gateway its own Service address.
+pub const GATEWAY_ADDRESS_POOL: &str = "127.0.1.0/24";
 
 /// The suite's template fields, filled: in manifests and in the steps of `tests.yaml`
 /// (patches and expected addresses name the same placeholders).
@@ -56,11 +57,14 @@ pub fn fill_templates(text: &str) -> String {
 pub fn read_manifests(path: &Path) -> anyhow::Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = fill_templates(&text);
+    parse_manifests(&fill_templates(&text)).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Split multi-document YAML into objects.
+fn parse_manifests(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let value =
-            Value::deserialize(doc).with_context(|| format!("parsing {}", path.display()))?;
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let value = Value::deserialize(doc)?;
         if value.is_object() {
             out.push(value);
         }
@@ -126,6 +130,9 @@ struct Pod {
     /// Container port (3000 http or tcp, 3001 h2c, 8443 https or tls) → the port the process
     /// really listens on.
     ports: BTreeMap<u16, u16>,
+    /// A pod of a base Deployment (else of a test's own: its EndpointSlices exist only while
+    /// that test's manifests are applied).
+    base: bool,
     _proc: Proc,
 }
 
@@ -133,7 +140,8 @@ struct Pod {
 pub struct Cluster {
     base: Vec<Value>,
     pods: Vec<Pod>,
-    secrets: String,
+    /// The Secrets and ConfigMaps the suite creates in code (its `Setup`).
+    secrets: Vec<Value>,
     /// Trust anchor for every certificate in the generated Secrets.
     pub ca_pem: String,
     /// The client certificates of the frontend validation tests, by Secret name.
@@ -235,13 +243,13 @@ impl Cluster {
         }
         let mut pods = Vec::new();
         let mut started = std::collections::BTreeSet::new();
-        for d in base
-            .iter()
-            .chain(test_deployments)
-            .filter(|o| kind(o) == "Deployment")
+        let base_deployments = base.iter().filter(|o| kind(o) == "Deployment");
+        for (d, is_base) in base_deployments
+            .map(|d| (d, true))
+            .chain(test_deployments.iter().map(|d| (d, false)))
         {
             if started.insert(ns_name(d)) {
-                pods.extend(start_deployment(d, &leaves, &ca_config_maps)?);
+                pods.extend(start_deployment(d, is_base, &leaves, &ca_config_maps)?);
             }
         }
         Ok(Cluster {
@@ -250,11 +258,16 @@ impl Cluster {
                 .filter(|o| kind(o) != "Deployment")
                 .collect(),
             pods,
-            secrets,
+            secrets: parse_manifests(&secrets).context("parsing the generated Secrets")?,
             ca_pem: ca.cert_pem.clone(),
             client_certs,
             leaves,
         })
+    }
+
+    /// The base manifests' objects (Deployments aside).
+    pub fn base_objects(&self) -> &[Value] {
+        &self.base
     }
 
     /// The PEM certificate (tls.crt) of a generated TLS Secret.
@@ -264,58 +277,65 @@ impl Cluster {
             .map(|l| l.cert_pem.as_str())
     }
 
-    /// Write the config directory for one test: our GatewayClass, the base objects, the
-    /// Secrets, the test's manifests and the EndpointSlices for every Service.
-    ///
-    /// Every Gateway that requests no address gets one of its own, 127.0.0.N, in
-    /// `spec.addresses` (see the crate README: in a cluster each Gateway has its own
-    /// address, and file mode binds Gateways without addresses on one shared socket per
-    /// port, where they would shadow each other).
-    pub fn write_test_dir(&self, dir: &Path, test_objects: &[Value]) -> anyhow::Result<TestDir> {
+    /// Write what is applied once, before any test, into `dir`: our GatewayClass, every
+    /// base object (all four base Gateways, as the suite installs them), the Secrets and
+    /// ConfigMaps the suite creates in code, and the EndpointSlices of the base Services for
+    /// the base pods.
+    pub fn write_base(&self, dir: &Path) -> anyhow::Result<ConfigDir> {
         let mut base_objs: Vec<Value> = self.base.clone();
-        let mut test_objs: Vec<Value> = test_objects
-            .iter()
-            .filter(|o| kind(o) != "Deployment")
-            .cloned()
-            .collect();
-        let mut next_ip = FIRST_GATEWAY_IP;
-        for o in base_objs.iter_mut().chain(test_objs.iter_mut()) {
-            api_server_defaults(o);
-            if kind(o) == "Gateway" && !o["spec"]["addresses"].is_array() {
-                o["spec"]["addresses"] =
-                    json!([{"type": "IPAddress", "value": format!("127.0.0.{next_ip}")}]);
-                next_ip = next_ip
-                    .checked_add(1)
-                    .context("more Gateways than loopback addresses")?;
-            }
-        }
-
+        let mut config = ConfigDir {
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+            pristine: BTreeMap::new(),
+        };
+        base_objs.iter_mut().for_each(api_server_defaults);
         let class = json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "GatewayClass",
             "metadata": {"name": CLASS_NAME},
             "spec": {"controllerName": CONTROLLER_NAME},
         });
-        let services: Vec<&Value> = base_objs
-            .iter()
-            .chain(&test_objs)
-            .filter(|o| kind(o) == "Service")
-            .collect();
-        let slices = self.endpoint_slices(&services);
-        std::fs::write(dir.join("20-secrets.yaml"), &self.secrets)?;
-        let test_dir = TestDir {
-            dir: dir.to_path_buf(),
-            files: BTreeMap::from([
-                ("00-gatewayclass.yaml".to_string(), vec![class]),
-                ("10-base.yaml".to_string(), base_objs),
-                ("30-endpointslices.yaml".to_string(), slices),
-                ("40-test.yaml".to_string(), test_objs),
-            ]),
-        };
-        for name in test_dir.files.keys() {
-            test_dir.write(name)?;
+        let services: Vec<&Value> = base_objs.iter().filter(|o| kind(o) == "Service").collect();
+        let slices = self.endpoint_slices(&services, |p| p.base);
+        config.files = BTreeMap::from([
+            ("00-gatewayclass.yaml".to_string(), vec![class]),
+            ("10-base.yaml".to_string(), base_objs),
+            ("20-secrets.yaml".to_string(), self.secrets.clone()),
+            ("30-endpointslices.yaml".to_string(), slices),
+        ]);
+        config.pristine = config.files.clone();
+        for name in config.files.keys() {
+            config.write(name)?;
         }
-        Ok(test_dir)
+        Ok(config)
+    }
+
+    /// Apply one test's manifests (what `MustApplyWithCleanup` creates): its objects, minus
+    /// Deployments (their pods run for the whole replay), plus the EndpointSlices the
+    /// controller would write for its Services (base and this test's pods) and for the base
+    /// Services that select this test's pods. One file, written whole, so Weir sees them
+    /// together.
+    pub fn apply_test(&self, config: &mut ConfigDir, test_objects: &[Value]) -> anyhow::Result<()> {
+        let deployments: std::collections::BTreeSet<(String, String)> = test_objects
+            .iter()
+            .filter(|o| kind(o) == "Deployment")
+            .map(ns_name)
+            .collect();
+        let mut objs: Vec<Value> = test_objects
+            .iter()
+            .filter(|o| kind(o) != "Deployment")
+            .cloned()
+            .collect();
+        objs.iter_mut().for_each(api_server_defaults);
+        let ours = |p: &Pod| deployments.contains(&(p.namespace.clone(), p.deployment.clone()));
+        let test_services: Vec<&Value> = objs.iter().filter(|o| kind(o) == "Service").collect();
+        let mut slices = self.endpoint_slices(&test_services, |p| p.base || ours(p));
+        let base_services: Vec<&Value> =
+            self.base.iter().filter(|o| kind(o) == "Service").collect();
+        slices.extend(self.endpoint_slices(&base_services, |p| !p.base && ours(p)));
+        objs.extend(slices);
+        config.files.insert(TEST_FILE.to_string(), objs);
+        config.write(TEST_FILE)
     }
 
     /// The pods of a Deployment: (pod name, the port its container port `container_port`
@@ -343,7 +363,7 @@ impl Cluster {
     /// What the EndpointSlice controller writes: for each Service with a selector, one slice
     /// per ready pod it selects (each pod listens on its own loopback port, so each needs its
     /// own `ports`).
-    fn endpoint_slices(&self, services: &[&Value]) -> Vec<Value> {
+    fn endpoint_slices(&self, services: &[&Value], pods: impl Fn(&Pod) -> bool) -> Vec<Value> {
         let mut out = Vec::new();
         for svc in services {
             let (ns, name) = ns_name(svc);
@@ -354,7 +374,7 @@ impl Cluster {
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
                 .collect();
-            for pod in self.pods.iter().filter(|p| {
+            for pod in self.pods.iter().filter(|p| pods(p)).filter(|p| {
                 p.namespace == ns
                     && selector
                         .iter()
@@ -408,16 +428,96 @@ impl Cluster {
     }
 }
 
-/// A test's config directory: the objects of each file the harness wrote (Secrets aside), so
-/// that steps can change objects the way the suite patches them through the API server.
-pub struct TestDir {
+/// The file holding the current test's objects.
+const TEST_FILE: &str = "40-test.yaml";
+
+/// The one config directory Weir serves for the whole replay (the stand-in for the API
+/// server's contents): the base files, written once, and the current test's file. Steps
+/// change objects here the way the suite patches them through the API server.
+pub struct ConfigDir {
     dir: PathBuf,
     files: BTreeMap<String, Vec<Value>>,
+    /// The base files as first written, to restore a base object a test patched (as the
+    /// suite's cleanup would have to).
+    pristine: BTreeMap<String, Vec<Value>>,
 }
 
-impl TestDir {
+/// `(kind, namespace, name)`; the namespace is empty for cluster-scoped kinds.
+pub type ObjectId = (String, String, String);
+
+/// The identity of an object as `/status` names it.
+pub fn object_id(obj: &Value) -> ObjectId {
+    let (ns, name) = ns_name(obj);
+    let ns = if matches!(kind(obj), "GatewayClass" | "Namespace") {
+        String::new()
+    } else {
+        ns
+    };
+    (kind(obj).to_string(), ns, name)
+}
+
+impl ConfigDir {
     fn write(&self, file: &str) -> anyhow::Result<()> {
         write_yaml(&self.dir.join(file), &self.files[file])
+    }
+
+    /// The distinct objects Weir's store should hold now (what its `weir_store_objects`
+    /// gauge counts): every object written, the first of each identity (as the file source
+    /// keeps the first definition).
+    pub fn store_objects(&self) -> usize {
+        self.objects()
+            .map(object_id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    /// Copy the current test's file (as patched) to `.kept/<test>.yaml` (hidden: the file
+    /// source ignores it).
+    pub fn keep_test(&self, test: &str) -> anyhow::Result<()> {
+        let kept = self.dir.join(".kept");
+        std::fs::create_dir_all(&kept)?;
+        write_yaml(
+            &kept.join(format!("{test}.yaml")),
+            self.files
+                .get(TEST_FILE)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The current test's objects (empty between tests).
+    pub fn test_objects(&self) -> Vec<ObjectId> {
+        self.files
+            .get(TEST_FILE)
+            .into_iter()
+            .flatten()
+            .map(object_id)
+            .collect()
+    }
+
+    /// Delete the current test's objects (its file goes, as the suite's cleanup deletes
+    /// what it applied), and put back any base object a step patched. Returns the base
+    /// objects restored.
+    pub fn remove_test(&mut self) -> anyhow::Result<Vec<ObjectId>> {
+        if self.files.remove(TEST_FILE).is_some() {
+            let path = self.dir.join(TEST_FILE);
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        let mut restored = Vec::new();
+        let changed: Vec<String> = self
+            .pristine
+            .iter()
+            .filter(|(file, objects)| self.files.get(*file) != Some(objects))
+            .map(|(file, _)| file.clone())
+            .collect();
+        for file in changed {
+            let now = self.files.get(&file).cloned().unwrap_or_default();
+            let before = self.pristine[&file].clone();
+            restored.extend(before.iter().filter(|o| !now.contains(o)).map(object_id));
+            self.files.insert(file.clone(), before);
+            self.write(&file)?;
+        }
+        Ok(restored)
     }
 
     /// Every object written, in file order.
@@ -475,7 +575,7 @@ impl TestDir {
     }
 }
 
-impl TestDir {
+impl ConfigDir {
     /// What httproute-service-types.go `setupEndpointSlices` does to a hand-written
     /// EndpointSlice: its endpoints become the given pods (ready, serving, not terminating,
     /// with a Pod targetRef). The suite's pods share the slice's port; ours each listen on
@@ -617,6 +717,7 @@ fn has_env(containers: &[Value], name: &str) -> bool {
 /// TLS).
 fn start_deployment(
     d: &Value,
+    base: bool,
     leaves: &BTreeMap<(String, String), Leaf>,
     ca_config_maps: &BTreeMap<(String, String), String>,
 ) -> anyhow::Result<Vec<Pod>> {
@@ -730,8 +831,99 @@ fn start_deployment(
             labels: labels.clone(),
             name: pod_name,
             ports,
+            base,
             _proc: proc,
         });
     }
     Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(name: &str, hostname: &str) -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "gateway-conformance-infra"},
+            "spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "hostname": hostname}]},
+        })
+    }
+
+    fn config(dir: &Path) -> ConfigDir {
+        let files = BTreeMap::from([("10-base.yaml".to_string(), vec![gateway("base", "a")])]);
+        let config = ConfigDir {
+            dir: dir.to_path_buf(),
+            pristine: files.clone(),
+            files,
+        };
+        config.write("10-base.yaml").unwrap();
+        config
+    }
+
+    /// A test's file goes with its cleanup; a base object a step patched comes back as it
+    /// was, in its file; the test's objects are counted while it is applied only.
+    #[test]
+    fn cleanup_removes_the_test_file_and_restores_patched_base_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config
+            .files
+            .insert(TEST_FILE.to_string(), vec![gateway("own", "b")]);
+        config.write(TEST_FILE).unwrap();
+        assert_eq!(config.store_objects(), 2);
+        config
+            .patch(
+                "Gateway",
+                "gateway-conformance-infra",
+                "base",
+                &json!({"spec": {"listeners": [{"name": "http", "port": 81, "protocol": "HTTP"}]}}),
+            )
+            .unwrap();
+        let patched = std::fs::read_to_string(dir.path().join("10-base.yaml")).unwrap();
+        assert!(patched.contains("81"), "{patched}");
+
+        let gone = config.test_objects();
+        assert_eq!(
+            gone,
+            vec![(
+                "Gateway".to_string(),
+                "gateway-conformance-infra".to_string(),
+                "own".to_string()
+            )]
+        );
+        let restored = config.remove_test().unwrap();
+        assert_eq!(
+            restored,
+            vec![(
+                "Gateway".to_string(),
+                "gateway-conformance-infra".to_string(),
+                "base".to_string()
+            )]
+        );
+        assert!(!dir.path().join(TEST_FILE).exists());
+        let base = std::fs::read_to_string(dir.path().join("10-base.yaml")).unwrap();
+        assert!(
+            !base.contains("81") && base.contains("hostname: a"),
+            "{base}"
+        );
+        assert_eq!(config.store_objects(), 1);
+        assert!(config.test_objects().is_empty());
+        // Nothing patched: nothing to restore.
+        assert!(config.remove_test().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cluster_scoped_objects_have_no_namespace_in_their_id() {
+        let class = json!({"kind": "GatewayClass", "metadata": {"name": "weir"}});
+        assert_eq!(
+            object_id(&class),
+            (
+                "GatewayClass".to_string(),
+                String::new(),
+                "weir".to_string()
+            )
+        );
+    }
 }
