@@ -102,6 +102,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
             SocketConfig {
                 address,
                 port,
+                bind_port: None,
                 tls,
                 passthrough: passthrough.then(|| Passthrough {
                     routes: tls_routes.into(),
