@@ -31,6 +31,7 @@ mod memo;
 mod pattern;
 mod refgrant;
 mod route;
+pub mod services;
 mod sockets;
 mod status;
 mod tcproute;
