@@ -566,6 +566,40 @@ pub fn service_patch(existing: &Service, desired: &Service) -> Option<Value> {
     Some(Value::Object(patch))
 }
 
+/// The writes that make the cluster match a plan, given the Services in `store`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceChanges {
+    pub create: Vec<Service>,
+    /// Merge patches (see [`service_patch`]) by Service key.
+    pub patch: Vec<(ObjectKey, Value)>,
+    pub delete: Vec<ObjectKey>,
+}
+
+impl ServiceChanges {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.patch.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// What to create, patch and delete so that the cluster's Services match `plan`.
+pub fn service_changes(store: &Store, plan: &ServicePlan) -> ServiceChanges {
+    let mut out = ServiceChanges {
+        delete: plan.stale.clone(),
+        ..ServiceChanges::default()
+    };
+    for d in &plan.desired {
+        match store.services.get(&ObjectKey::of(&d.service.metadata)) {
+            None => out.create.push(d.service.clone()),
+            Some(existing) => {
+                if let Some(patch) = service_patch(existing, &d.service) {
+                    out.patch.push((ObjectKey::of(&d.service.metadata), patch));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Where a Gateway's listeners are bound in Services mode, and what its status says.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Binding {

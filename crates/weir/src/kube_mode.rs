@@ -1,5 +1,7 @@
 //! Kubernetes mode wiring: the kube source feeding the store, Gateway addresses from a
-//! Service or the pod IP, leader election, and the status writer that only the leader runs.
+//! Service or the pod IP (shared mode, `--gateway-service`), leader election, and what only
+//! the leader runs: the status writer and (without `--gateway-service`) the writer of one
+//! Service per Gateway.
 
 use std::sync::Arc;
 
@@ -7,9 +9,11 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_sources::kube::{
-    connect, watch_service_addresses, KubeSource, LeaderElection, StatusUpdate, StatusWriter,
+    connect, watch_service_addresses, write_services, KubeSource, LeaderElection, StatusUpdate,
+    StatusWriter,
 };
 use weir_store::Store;
+use weir_translate::services::{self, ServiceAddressing};
 
 use crate::cli::RunArgs;
 use crate::control::Shared;
@@ -88,6 +92,15 @@ pub async fn start(
     let election = tokio::spawn(election.run_until(leader_tx, async move {
         let _ = stop_election.wait_for(|s| *s).await;
     }));
+    if let Some(settings) = service_addressing(args) {
+        tasks.push(tokio::spawn(write_gateway_services(
+            client.clone(),
+            args.gateway_class_controller.clone(),
+            settings,
+            stores.clone(),
+            leader_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(write_status(
         StatusWriter::new(client, args.gateway_class_controller.clone()),
         shared,
@@ -164,6 +177,69 @@ fn replica_addresses(store: &Store, namespace: &str, name: &str) -> Vec<(String,
     ips.into_iter()
         .map(|ip| ("IPAddress".to_string(), ip))
         .collect()
+}
+
+/// Kubernetes mode without `--gateway-service`: one Service per Gateway, with these pod
+/// ports and this selector. `None` in shared mode.
+pub fn service_addressing(args: &RunArgs) -> Option<ServiceAddressing> {
+    if args.gateway_service.is_some() {
+        return None;
+    }
+    Some(ServiceAddressing {
+        port_range: args.gateway_port_range.clone(),
+        pod_selector: args.gateway_pod_selector.clone(),
+    })
+}
+
+/// While we lead, keep one Service per Gateway of ours: after every store change (and on
+/// becoming leader), plan the Services from the store and write what differs. Failed writes
+/// are retried after a few seconds even when nothing changes.
+async fn write_gateway_services(
+    client: weir_sources::kube::Client,
+    controller: String,
+    settings: ServiceAddressing,
+    mut stores: watch::Receiver<Arc<Store>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut synced = false;
+    let mut retry = false;
+    loop {
+        let leading = *leader.borrow_and_update();
+        let store = stores.borrow_and_update().clone();
+        // The channel's first value is an empty placeholder: plan nothing (and delete
+        // nothing) before the source's first complete store.
+        if leading && synced {
+            let plan = services::plan_gateway_services(&store, &controller, &settings);
+            for (gateway, problem) in &plan.problems {
+                tracing::warn!(%gateway, problem, "gateway Service");
+            }
+            let changes = services::service_changes(&store, &plan);
+            retry = false;
+            if !changes.is_empty() {
+                let writes = write_services(
+                    &client,
+                    "weir",
+                    &changes.create,
+                    &changes.patch,
+                    &changes.delete,
+                )
+                .await;
+                for err in &writes.errors {
+                    tracing::warn!(error = %err, "gateway Service not written; retrying");
+                }
+                retry = !writes.errors.is_empty();
+            }
+        }
+        tokio::select! {
+            r = stores.changed() => {
+                if r.is_err() { return }
+                synced = true;
+            }
+            r = leader.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(RETRY), if retry => {}
+        }
+    }
 }
 
 /// While we lead, write every new set of statuses (the writer patches only what changed).

@@ -446,3 +446,19 @@ fn patch_touches_only_what_weir_owns() {
     assert_eq!(patch["spec"]["ports"][0]["targetPort"], 20005);
     assert!(patch.get("metadata").is_none());
 }
+
+#[test]
+fn changes_create_then_nothing_then_delete() {
+    let mut store = store_with_class(&gateway("a", "uid-a", "2025-01-01T00:00:00Z", &[80]));
+    let s = settings(20000..=20010);
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    let c = service_changes(&store, &plan);
+    assert_eq!((c.create.len(), c.patch.len(), c.delete.len()), (1, 0, 0));
+    apply(&mut store, &plan);
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    assert!(service_changes(&store, &plan).is_empty());
+    store.delete(weir_store::Kind::Gateway, &ObjectKey::new("ns", "a"));
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    let c = service_changes(&store, &plan);
+    assert_eq!(c.delete, vec![ObjectKey::new("ns", "weir-a")]);
+}
