@@ -662,7 +662,7 @@ pub fn gateway_binding(
     for (port, pod) in recorded(svc) {
         let mapped = spec_ports.get(&i32::from(port)).copied().flatten()
             == Some(&IntOrString::Int(i32::from(pod)));
-        if mapped && !claimed.contains(&pod) {
+        if mapped && !claimed.contains(&pod) && !out.pod_ports.values().any(|p| *p == pod) {
             out.pod_ports.insert(port, pod);
         }
     }

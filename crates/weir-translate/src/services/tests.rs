@@ -462,3 +462,130 @@ fn changes_create_then_nothing_then_delete() {
     let c = service_changes(&store, &plan);
     assert_eq!(c.delete, vec![ObjectKey::new("ns", "weir-a")]);
 }
+
+/// The issue's case in Services mode: two Gateways with a catch-all listener on port 80, a
+/// route each; once the leader's Services exist, each Gateway has its own socket (its pod
+/// port) and its own route, and its addresses are its Service's.
+#[test]
+fn translation_binds_each_gateway_at_its_own_pod_ports() {
+    let route = |name: &str, gw: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: ns}}
+spec:
+  parentRefs: [{{name: {gw}}}]
+  rules:
+  - backendRefs: [{{name: echo, port: 80}}]
+---
+"
+        )
+    };
+    let mut yaml = gateway("a", "uid-a", "2025-01-01T00:00:00Z", &[80]);
+    yaml += &gateway("b", "uid-b", "2025-01-01T00:00:01Z", &[80]);
+    yaml += &route("ra", "a");
+    yaml += &route("rb", "b");
+    yaml += "apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: ns}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+";
+    let mut store = store_with_class(&yaml);
+    let s = settings(20000..=20010);
+    let addressing = crate::Addressing::Services(s.clone());
+    let run =
+        |store: &Store| crate::tests::run_addressing(store, crate::Memo::default(), &addressing);
+
+    // Before the leader wrote the Services: nothing bound, Programmed=False Pending.
+    let out = run(&store);
+    assert!(out.snapshot.sockets.is_empty());
+    let a = crate::tests::status(&out, weir_store::Kind::Gateway, "ns", "a");
+    assert_eq!(
+        crate::tests::cond(a, "", "Programmed"),
+        crate::tests::is("False", "Pending")
+    );
+
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    apply(&mut store, &plan);
+    let out = run(&store);
+    let keys: Vec<_> = out.snapshot.sockets.iter().map(|s| s.key()).collect();
+    assert_eq!(keys, vec![(None, 20000), (None, 20001)]);
+    for (pod, gw, route) in [(20000, "ns/a", "ns/ra"), (20001, "ns/b", "ns/rb")] {
+        let socket = out.snapshot.socket(None, pod).unwrap();
+        assert_eq!((socket.port, socket.bind_port), (80, Some(pod)));
+        assert_eq!(socket.listeners.len(), 1);
+        assert_eq!(&*socket.listeners[0].gateway, gw);
+        let headers = http::HeaderMap::new();
+        let view = weir_snapshot::RequestView {
+            method: &http::Method::GET,
+            path: "/",
+            query: None,
+            headers: &headers,
+        };
+        let hit = socket
+            .listener_for_host("any.example")
+            .and_then(|l| l.find_route("any.example", &view))
+            .map(|e| e.action.route.route.to_string());
+        assert_eq!(hit.as_deref(), Some(route));
+    }
+    // No load balancer address yet: AddressNotAssigned, listeners programmed, no conflict.
+    let b = crate::tests::status(&out, weir_store::Kind::Gateway, "ns", "b");
+    assert_eq!(
+        crate::tests::cond(b, "", "Programmed"),
+        crate::tests::is("False", "AddressNotAssigned")
+    );
+    assert_eq!(
+        crate::tests::cond(b, "listener l80", "Conflicted"),
+        crate::tests::is("False", "NoConflicts")
+    );
+
+    // The load balancer answers: b's address is its own.
+    let skey = ObjectKey::new("ns", "weir-b");
+    let mut svc: Service = (*store.services[&skey]).clone();
+    svc.status = Some(
+        serde_json::from_value(
+            serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.2"}]}}),
+        )
+        .unwrap(),
+    );
+    store.apply(Object::Service(Arc::new(svc)));
+    let out = run(&store);
+    let b = crate::tests::status(&out, weir_store::Kind::Gateway, "ns", "b");
+    assert_eq!(
+        crate::tests::cond(b, "", "Programmed"),
+        crate::tests::is("True", "Programmed")
+    );
+    assert_eq!(
+        b.status["addresses"],
+        serde_json::json!([{"type": "IPAddress", "value": "203.0.113.2"}])
+    );
+}
+
+#[test]
+fn invalid_class_parameters_are_reported_on_the_class_in_services_mode() {
+    let mut store = store_with_class("");
+    let key = ObjectKey::cluster("weir");
+    let mut class = (*store.gateway_classes[&key]).clone();
+    class.spec.parameters_ref = Some(weir_store::gw::gatewayclasses::GatewayClassParametersRef {
+        group: String::new(),
+        kind: "ConfigMap".into(),
+        name: "missing".into(),
+        namespace: Some("weir".into()),
+    });
+    store.apply(Object::GatewayClass(Arc::new(class)));
+    let addressing = crate::Addressing::Services(settings(20000..=20010));
+    let out = crate::tests::run_addressing(&store, crate::Memo::default(), &addressing);
+    let c = crate::tests::status(&out, weir_store::Kind::GatewayClass, "", "weir");
+    assert_eq!(
+        crate::tests::cond(c, "", "Accepted"),
+        crate::tests::is("False", "InvalidParameters")
+    );
+    // Other modes do not read the parameters.
+    let out = crate::tests::run(&store);
+    let c = crate::tests::status(&out, weir_store::Kind::GatewayClass, "", "weir");
+    assert_eq!(
+        crate::tests::cond(c, "", "Accepted"),
+        crate::tests::is("True", "Accepted")
+    );
+}
