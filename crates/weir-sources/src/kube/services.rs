@@ -9,10 +9,15 @@ use weir_store::{Kind, ObjectKey, Service};
 
 use super::KubeError;
 
-/// How many writes succeeded, and the ones that failed.
+/// How many writes succeeded, what the API server stored, and the writes that failed.
 #[derive(Debug, Default)]
 pub struct ServiceWrites {
     pub written: usize,
+    /// The Services as stored after a create or patch (with their resourceVersion), so the
+    /// caller can plan from them before its watch delivers them.
+    pub stored: Vec<Service>,
+    /// Services deleted (or found already gone).
+    pub deleted: Vec<ObjectKey>,
     pub errors: Vec<KubeError>,
 }
 
@@ -41,9 +46,10 @@ pub async fn write_services(
             ..PostParams::default()
         };
         match api.create(&params, svc).await {
-            Ok(_) => {
+            Ok(stored) => {
                 tracing::info!(service = %key, "gateway Service created");
                 out.written += 1;
+                out.stored.push(stored);
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 tracing::debug!(service = %key, "gateway Service already exists");
@@ -58,9 +64,10 @@ pub async fn write_services(
             ..PatchParams::default()
         };
         match api.patch(&key.name, &params, &Patch::Merge(body)).await {
-            Ok(_) => {
+            Ok(stored) => {
                 tracing::info!(service = %key, "gateway Service updated");
                 out.written += 1;
+                out.stored.push(stored);
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => out.errors.push(api_error("patch", key, err)),
@@ -72,8 +79,9 @@ pub async fn write_services(
             Ok(_) => {
                 tracing::info!(service = %key, "gateway Service deleted (its Gateway is gone or no longer ours)");
                 out.written += 1;
+                out.deleted.push(key.clone());
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => out.deleted.push(key.clone()),
             Err(err) => out.errors.push(api_error("delete", key, err)),
         }
     }

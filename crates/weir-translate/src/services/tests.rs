@@ -589,3 +589,39 @@ fn invalid_class_parameters_are_reported_on_the_class_in_services_mode() {
         crate::tests::is("True", "Accepted")
     );
 }
+
+/// Two Services recording one pod port (written from a lagging store): the older Gateway
+/// keeps it, the younger is moved, and translation never puts both on one socket.
+#[test]
+fn a_pod_port_recorded_twice_goes_to_the_older_gateway() {
+    let mut yaml = gateway("a", "uid-a", "2025-01-01T00:00:00Z", &[80]);
+    yaml += &gateway("b", "uid-b", "2025-01-01T00:00:01Z", &[80]);
+    let mut store = store_with_class(&yaml);
+    let s = settings(20000..=20010);
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    apply(&mut store, &plan);
+    let skey = ObjectKey::new("ns", "weir-b");
+    let mut b: Service = (*store.services[&skey]).clone();
+    b.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(LISTENER_PORTS_ANNOTATION.into(), "80:20000".into());
+    b.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].target_port = Some(IntOrString::Int(20000));
+    store.apply(Object::Service(Arc::new(b)));
+
+    let addressing = crate::Addressing::Services(s.clone());
+    let out = crate::tests::run_addressing(&store, crate::Memo::default(), &addressing);
+    let socket = out.snapshot.socket(None, 20000).unwrap();
+    assert_eq!(socket.listeners.len(), 1);
+    assert_eq!(&*socket.listeners[0].gateway, "ns/a");
+    let gb = crate::tests::status(&out, weir_store::Kind::Gateway, "ns", "b");
+    assert_eq!(
+        crate::tests::cond(gb, "", "Programmed"),
+        crate::tests::is("False", "Pending")
+    );
+
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    assert_eq!(ports_of(&plan, "a"), BTreeMap::from([(80, 20000)]));
+    assert_eq!(ports_of(&plan, "b"), BTreeMap::from([(80, 20001)]));
+}
