@@ -395,7 +395,11 @@ fn desired_service(
     let infra = gateway.spec.infrastructure.as_ref();
     let mut labels = params.labels.clone();
     labels.extend(infra.and_then(|i| i.labels.clone()).unwrap_or_default());
-    labels.insert(GATEWAY_NAME_LABEL.into(), key.name.to_string());
+    // A label value holds at most 63 characters; a longer Gateway name (up to 253) is left
+    // out rather than cut into something that could name another Gateway.
+    if key.name.len() <= 63 {
+        labels.insert(GATEWAY_NAME_LABEL.into(), key.name.to_string());
+    }
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     let mut annotations = params.annotations.clone();
     annotations.extend(

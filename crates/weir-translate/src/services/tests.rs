@@ -64,6 +64,16 @@ fn names_are_dns_labels_and_long_ones_get_a_hash() {
     assert_ne!(dotted, service_name("a-b"));
     let long = "x".repeat(80);
     let n = service_name(&long);
+    // The gateway-name label is left out (label values hold 63 characters at most).
+    let store = store_with_class(&gateway(&long, "uid-l", "2025-01-01T00:00:00Z", &[80]));
+    let plan = plan_gateway_services(&store, CONTROLLER, &settings(20000..=20001));
+    let meta = &plan.desired[0].service.metadata;
+    assert_eq!(meta.name.as_deref(), Some(n.as_str()));
+    assert!(!meta
+        .labels
+        .as_ref()
+        .unwrap()
+        .contains_key(GATEWAY_NAME_LABEL));
     assert!(n.len() <= 63, "{n}");
     assert_ne!(n, service_name(&"x".repeat(81)));
     assert_eq!(n, service_name(&long));
@@ -624,4 +634,44 @@ fn a_pod_port_recorded_twice_goes_to_the_older_gateway() {
     let plan = plan_gateway_services(&store, CONTROLLER, &s);
     assert_eq!(ports_of(&plan, "a"), BTreeMap::from([(80, 20000)]));
     assert_eq!(ports_of(&plan, "b"), BTreeMap::from([(80, 20001)]));
+}
+
+/// A ListenerSet's listeners are served on its Gateway's address: their ports get pod ports
+/// on the Gateway's Service too (only for ListenerSets the Gateway admits).
+#[test]
+fn admitted_listener_sets_add_their_ports() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns, uid: uid-gw, creationTimestamp: '2025-01-01T00:00:00Z'}
+spec:
+  gatewayClassName: weir
+  allowedListeners: {namespaces: {from: Same}}
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: extra, namespace: ns, creationTimestamp: '2025-01-01T00:00:00Z'}
+spec:
+  parentRef: {name: gw}
+  listeners: [{name: alt, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: foreign, namespace: other, creationTimestamp: '2025-01-01T00:00:00Z'}
+spec:
+  parentRef: {name: gw, namespace: ns}
+  listeners: [{name: alt, port: 9090, protocol: HTTP}]
+";
+    let mut store = store_with_class(yaml);
+    let s = settings(20000..=20010);
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    assert_eq!(
+        ports_of(&plan, "gw"),
+        BTreeMap::from([(80, 20000), (8080, 20001)])
+    );
+    apply(&mut store, &plan);
+    let addressing = crate::Addressing::Services(s);
+    let out = crate::tests::run_addressing(&store, crate::Memo::default(), &addressing);
+    let socket = out.snapshot.socket(None, 20001).unwrap();
+    assert_eq!((socket.port, &*socket.listeners[0].name), (8080, "alt"));
 }
