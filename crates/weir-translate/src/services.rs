@@ -320,6 +320,11 @@ pub fn plan_gateway_services(
                 continue;
             }
         };
+        // A Gateway asking for an address type a Service cannot get is not accepted
+        // (UnsupportedAddress): it gets no Service (an old one is deleted as stale).
+        if unsupported_address(gateway).is_some() {
+            continue;
+        }
         let existing = match owned_service(store, key, gateway) {
             Some(Err(svc)) => {
                 plan.problems.push((
@@ -628,14 +633,7 @@ pub fn gateway_binding(
     claimed: &mut BTreeSet<u16>,
 ) -> Binding {
     let mut out = Binding::default();
-    if let Some(kind) = gateway
-        .spec
-        .addresses
-        .iter()
-        .flatten()
-        .map(|a| a.r#type.as_deref().unwrap_or("IPAddress"))
-        .find(|&kind| kind != "IPAddress")
-    {
+    if let Some(kind) = unsupported_address(gateway) {
         out.error = Some(TranslateError::UnsupportedServiceAddress(kind.to_string()));
         return out;
     }
@@ -707,6 +705,18 @@ pub fn gateway_binding(
         }
     }
     out
+}
+
+/// The first requested address type other than IPAddress (the only one a Service's
+/// loadBalancerIP can ask for).
+fn unsupported_address(gateway: &Gateway) -> Option<&str> {
+    gateway
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .map(|a| a.r#type.as_deref().unwrap_or("IPAddress"))
+        .find(|&kind| kind != "IPAddress")
 }
 
 /// A Service's addresses: its load balancer ingress (IP → IPAddress, hostname → Hostname)
