@@ -407,6 +407,12 @@ fn binding_reads_ports_and_addresses_from_the_owned_service() {
         &mut BTreeSet::new(),
     );
     assert_eq!(b.error.map(|e| e.reason()), Some("UnsupportedAddress"));
+    // Not accepted, so no Service: its old one is stale.
+    let mut s2 = store.clone();
+    s2.apply(Object::Gateway(Arc::new(g2.clone())));
+    let plan = plan_gateway_services(&s2, CONTROLLER, &settings(20000..=20010));
+    assert!(plan.desired.is_empty());
+    assert_eq!(plan.stale, vec![ObjectKey::new("ns", "weir-a")]);
 
     // ClusterIP Services report their cluster IPs.
     svc.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
