@@ -35,6 +35,11 @@ pub const LISTENER_PORTS_ANNOTATION: &str = "weir.dev/listener-ports";
 /// Annotation naming the controller that manages the Service, so that two Weir installations
 /// with different controller names never delete each other's Services.
 pub const CONTROLLER_ANNOTATION: &str = "weir.dev/controller";
+/// Annotation listing the label keys Weir set from the class parameters and the Gateway's
+/// spec.infrastructure (comma-separated), so that one dropped there is removed.
+pub const MANAGED_LABELS_ANNOTATION: &str = "weir.dev/managed-labels";
+/// The same for annotation keys.
+pub const MANAGED_ANNOTATIONS_ANNOTATION: &str = "weir.dev/managed-annotations";
 /// Label every Gateway Service carries: the Gateway's name (the label the spec suggests).
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Label every Gateway Service carries, with value [`MANAGED_BY_VALUE`].
@@ -412,6 +417,11 @@ fn desired_service(
             .and_then(|i| i.annotations.clone())
             .unwrap_or_default(),
     );
+    let keys = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>().join(",");
+    let managed_labels = keys(&labels);
+    let managed_annotations = keys(&annotations);
+    annotations.insert(MANAGED_LABELS_ANNOTATION.into(), managed_labels);
+    annotations.insert(MANAGED_ANNOTATIONS_ANNOTATION.into(), managed_annotations);
     annotations.insert(
         LISTENER_PORTS_ANNOTATION.into(),
         format_listener_ports(ports),
@@ -484,11 +494,41 @@ pub fn service_patch(existing: &Service, desired: &Service) -> Option<Value> {
         (!missing.is_empty()).then_some(Value::Object(missing))
     };
     let (d, e) = (&desired.metadata, &existing.metadata);
-    if let Some(v) = subset(&d.labels, &e.labels) {
-        meta.insert("labels".into(), v);
-    }
-    if let Some(v) = subset(&d.annotations, &e.annotations) {
-        meta.insert("annotations".into(), v);
+    // Keys Weir set before (recorded on the Service) that it no longer sets: removed.
+    let dropped = |list: &str,
+                   want: &Option<BTreeMap<String, String>>,
+                   have: &Option<BTreeMap<String, String>>|
+     -> Map<String, Value> {
+        let recorded = e
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(list))
+            .map(String::as_str)
+            .unwrap_or("");
+        recorded
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .filter(|k| want.as_ref().is_none_or(|w| !w.contains_key(*k)))
+            .filter(|k| have.as_ref().is_some_and(|h| h.contains_key(*k)))
+            .map(|k| (k.to_string(), Value::Null))
+            .collect()
+    };
+    for (field, list, want, have) in [
+        ("labels", MANAGED_LABELS_ANNOTATION, &d.labels, &e.labels),
+        (
+            "annotations",
+            MANAGED_ANNOTATIONS_ANNOTATION,
+            &d.annotations,
+            &e.annotations,
+        ),
+    ] {
+        let mut changes = dropped(list, want, have);
+        if let Some(Value::Object(set)) = subset(want, have) {
+            changes.extend(set);
+        }
+        if !changes.is_empty() {
+            meta.insert(field.into(), Value::Object(changes));
+        }
     }
     let ours = d.owner_references.iter().flatten().next();
     if let Some(ours) = ours {

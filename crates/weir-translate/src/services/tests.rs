@@ -681,3 +681,45 @@ spec:
     let socket = out.snapshot.socket(None, 20001).unwrap();
     assert_eq!((socket.port, &*socket.listeners[0].name), (8080, "alt"));
 }
+
+/// A label or annotation dropped from spec.infrastructure is removed from the Service;
+/// other controllers' keys stay.
+#[test]
+fn dropped_infrastructure_metadata_is_removed() {
+    let yaml = gateway("a", "uid-a", "2025-01-01T00:00:00Z", &[80]);
+    let mut store = store_with_class(&yaml);
+    let key = ObjectKey::new("ns", "a");
+    let mut gw = (*store.gateways[&key]).clone();
+    gw.spec.infrastructure = Some(weir_store::gw::gateways::GatewayInfrastructure {
+        labels: Some(BTreeMap::from([("team".into(), "a".into())])),
+        annotations: Some(BTreeMap::from([("note".into(), "x".into())])),
+        parameters_ref: None,
+    });
+    store.apply(Object::Gateway(Arc::new(gw.clone())));
+    let s = settings(20000..=20010);
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    apply(&mut store, &plan);
+    let skey = ObjectKey::new("ns", "weir-a");
+    let mut svc: Service = (*store.services[&skey]).clone();
+    svc.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("theirs".into(), "y".into());
+    store.apply(Object::Service(Arc::new(svc)));
+
+    gw.spec.infrastructure = None;
+    store.apply(Object::Gateway(Arc::new(gw)));
+    let plan = plan_gateway_services(&store, CONTROLLER, &s);
+    let patch = service_patch(&store.services[&skey], &plan.desired[0].service).unwrap();
+    assert_eq!(patch["metadata"]["labels"]["team"], serde_json::Value::Null);
+    assert_eq!(
+        patch["metadata"]["annotations"]["note"],
+        serde_json::Value::Null
+    );
+    assert!(patch["metadata"]["labels"].get("theirs").is_none());
+    assert!(patch["metadata"]["labels"]
+        .get(GATEWAY_NAME_LABEL)
+        .is_none());
+    assert!(patch.get("spec").is_none());
+}
