@@ -31,12 +31,14 @@ KUBE_VERSION = "1.33"
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-# The contract with the weir binary: every flag the chart passes, in order.
+# The contract with the weir binary: every flag the chart passes, in order. "ADDRESSING"
+# stands for the addressMode's flags: --gateway-service (shared), or --gateway-port-range and
+# --gateway-pod-selector (perGateway).
 ARG_FLAGS = [
     "admin-addr",
     "listener-port-offset",
     "gateway-class-controller",
-    "gateway-service",
+    "ADDRESSING",
     "leader-election-namespace",
     "leader-election-id",
     "lease-duration",
@@ -75,12 +77,14 @@ CLUSTER_RULES = {
             "backendtlspolicies",
         ]
     },
-    ("", "services"): {"get", "list", "watch"},
+    ("", "services"): {"get", "list", "watch"},  # + writes with perGateway (SERVICE_WRITES)
     ("", "namespaces"): {"get", "list", "watch"},
     ("", "secrets"): {"get", "list", "watch"},
     ("", "configmaps"): {"get", "list", "watch"},
     ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
 }
+# perGateway: the leader creates, updates and deletes one Service per Gateway.
+SERVICE_WRITES = {"create", "update", "patch", "delete"}
 ROLE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
 
 STANDARD_KINDS = {
@@ -108,6 +112,9 @@ DEFAULTS = {
     "service_monitor": False,
     "crds": False,
     "class_hook": False,
+    "mode": "perGateway",
+    "port_range": "20000-29999",
+    "params": None,
 }
 
 # name -> (helm --set values or raw --flags, expectations that differ from DEFAULTS)
@@ -115,7 +122,22 @@ CASES: dict[str, tuple[list[str], dict]] = {
     "default": ([], {}),
     "daemonset": (["kind=DaemonSet"], {"workload": "DaemonSet"}),
     "servicemonitor": (["serviceMonitor.enabled=true"], {"service_monitor": True}),
-    "offset0": (["listenerPortOffset=0"], {"offset": 0}),
+    "offset0": (["addressMode=shared", "listenerPortOffset=0"], {"offset": 0, "mode": "shared"}),
+    "shared": (["addressMode=shared"], {"mode": "shared"}),
+    "shared-daemonset": (["addressMode=shared", "kind=DaemonSet"], {"mode": "shared", "workload": "DaemonSet"}),
+    "low-range": (["gatewayPortRange=500-600"], {"port_range": "500-600"}),
+    "params": (
+        [
+            "gatewayClass.parameters.create=true",
+            "gatewayClass.parameters.serviceType=NodePort",
+            "gatewayClass.parameters.serviceAnnotations.cloud\\.example/lb=internal",
+            "gatewayClass.parameters.serviceLabels.tier=edge",
+        ],
+        {"params": {"serviceType": "NodePort", "serviceAnnotations": {"cloud.example/lb": "internal"},
+                    "serviceLabels": {"tier": "edge"}}},
+    ),
+    # Parameters are for perGateway Services: shared mode renders none.
+    "params-shared": (["addressMode=shared", "gatewayClass.parameters.create=true"], {"mode": "shared"}),
     # No API server: helm template sees no GatewayClass API, as on a cluster without the CRDs.
     "crds": (["crds.install=true"], {"crds": True, "class_hook": True}),
     # The CRDs are already served (an upgrade): the GatewayClass is an ordinary object.
@@ -147,11 +169,17 @@ BAD_VALUES = [
     (["log.format=xml"], "format"),
     (["drainTimeout=5"], "drainTimeout"),
     (["drainTimeout=1m"], "must be longer than drainTimeout"),
-    (["listenerPortOffset=65500"], "above 65535"),
-    (["service.ports[0].name=web", "service.ports[0].port=80",
+    (["addressMode=shared", "listenerPortOffset=65500"], "above 65535"),
+    (["addressMode=shared", "service.ports[0].name=web", "service.ports[0].port=80",
       "service.ports[1].name=web", "service.ports[1].port=81"], "used twice"),
-    (["service.ports[0].name=admin", "service.ports[0].port=80"], "taken by the admin port"),
-    (["admin.port=8080"], "already uses"),
+    (["addressMode=shared", "service.ports[0].name=admin", "service.ports[0].port=80"], "taken by the admin port"),
+    (["addressMode=shared", "admin.port=8080"], "already uses"),
+    (["addressMode=both"], "addressMode"),
+    (["gatewayPortRange=20000"], "gatewayPortRange"),
+    (["gatewayPortRange=30000-20000"], "need 1 <= LOW <= HIGH"),
+    (["gatewayPortRange=0-10"], "need 1 <= LOW <= HIGH"),
+    (["admin.port=20001"], "inside gatewayPortRange"),
+    (["gatewayClass.parameters.serviceType=Headless"], "serviceType"),
     (["serviceAccount.create=false"], "serviceAccount.name is required"),
     (["controllerName=no-slash"], "controllerName"),
     (["replicas=2"], "replicas"),
@@ -213,15 +241,22 @@ def rules_map(c: Checker, role: dict) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def check_rbac(c: Checker, docs: list[dict], sa_name: str) -> None:
+def check_rbac(c: Checker, docs: list[dict], sa_name: str, exp: dict) -> None:
+    per_gateway = exp["mode"] == "perGateway"
+    want_rules = dict(CLUSTER_RULES)
+    if per_gateway:
+        want_rules[("", "services")] = CLUSTER_RULES[("", "services")] | SERVICE_WRITES
     cluster_role = one(c, docs, "ClusterRole")
     if cluster_role:
         got = rules_map(c, cluster_role)
-        for key in sorted(set(got) | set(CLUSTER_RULES)):
-            c.equal(got.get(key, set()), CLUSTER_RULES.get(key, set()), f"ClusterRole verbs on {key}")
+        for key in sorted(set(got) | set(want_rules)):
+            c.equal(got.get(key, set()), want_rules.get(key, set()), f"ClusterRole verbs on {key}")
         for (group, resource), verbs in got.items():
             if resource.endswith("/status"):
                 c.check(verbs <= {"patch", "update"}, f"ClusterRole {resource}: {verbs} beyond patch/update")
+            elif per_gateway and (group, resource) == ("", "services"):
+                c.check(verbs <= {"get", "list", "watch"} | SERVICE_WRITES,
+                        f"ClusterRole services: {verbs} beyond read and Service writes")
             else:
                 c.check(verbs <= {"get", "list", "watch"}, f"ClusterRole {resource}: {verbs} beyond read")
     role = one(c, docs, "Role")
@@ -233,7 +268,9 @@ def check_rbac(c: Checker, docs: list[dict], sa_name: str) -> None:
             writes = verbs & {"create", "delete", "deletecollection", "escalate", "bind", "impersonate"}
             if writes:
                 c.check(
-                    (group, resource) == ("coordination.k8s.io", "leases") and writes == {"create"},
+                    ((group, resource) == ("coordination.k8s.io", "leases") and writes == {"create"})
+                    or (per_gateway and r["kind"] == "ClusterRole" and (group, resource) == ("", "services")
+                        and writes == {"create", "delete"}),
                     f"{r['kind']} {r['metadata']['name']} may {sorted(writes)} {group}/{resource}",
                 )
     for kind, ref_kind, ref in (
@@ -285,18 +322,23 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     c.equal(sc.get("allowPrivilegeEscalation"), False, "container allowPrivilegeEscalation")
     caps = sc.get("capabilities", {})
     c.equal(caps.get("drop"), ["ALL"], "capabilities.drop")
-    low = exp["offset"] + 80 < 1024
+    shared = exp["mode"] == "shared"
+    lowest = exp["offset"] + 80 if shared else int(exp["port_range"].split("-")[0])
+    low = lowest < 1024
     sysctls = {s["name"]: s["value"] for s in psc.get("sysctls", [])}
     if low:
         c.equal(caps.get("add"), ["NET_BIND_SERVICE"], "capabilities.add with a port below 1024")
-        c.equal(sysctls.get("net.ipv4.ip_unprivileged_port_start"), str(exp["offset"] + 80),
+        c.equal(sysctls.get("net.ipv4.ip_unprivileged_port_start"), str(lowest),
                 "sysctl ip_unprivileged_port_start with a port below 1024")
     else:
         c.check("add" not in caps, f"capabilities.add {caps.get('add')} with no port below 1024")
         c.equal(sysctls, {}, "pod sysctls with no port below 1024")
 
     ports = {p["name"]: p["containerPort"] for p in ctr.get("ports", [])}
-    c.equal(ports, {"http": 80 + exp["offset"], "https": 443 + exp["offset"], "admin": 9901}, "containerPorts")
+    want_ports = {"admin": 9901}
+    if shared:
+        want_ports.update({"http": 80 + exp["offset"], "https": 443 + exp["offset"]})
+    c.equal(ports, want_ports, "containerPorts")
 
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = (ctr.get(probe) or {}).get("httpGet", {})
@@ -305,11 +347,15 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         c.equal(ports.get(port, port), 9901, f"{probe} port ({port!r}) resolves to the admin port")
 
     fullname = exp["fullname"]
+    addressing = [f"--gateway-service={NAMESPACE}/{fullname}"] if shared else [
+        f"--gateway-port-range={exp['port_range']}",
+        f"--gateway-pod-selector=app.kubernetes.io/name=weir,app.kubernetes.io/instance={exp['release']}",
+    ]
     want_args = ["run"] + [f"--{f}={v}" for f, v in zip(ARG_FLAGS, [
         "0.0.0.0:9901",
         exp["offset"],
         exp["controller"],
-        f"{NAMESPACE}/{fullname}",
+        "ADDRESSING",
         NAMESPACE,
         exp["lease_id"],
         "15s",
@@ -317,7 +363,14 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         exp["log_format"],
         "info",
     ])]
+    i = want_args.index("--ADDRESSING=ADDRESSING")
+    want_args[i:i + 1] = addressing
     c.equal(ctr.get("args"), want_args, "container args")
+    # The --gateway-pod-selector must select these pods.
+    for a in ctr.get("args", []):
+        if a.startswith("--gateway-pod-selector="):
+            pairs = dict(kv.split("=", 1) for kv in a.split("=", 1)[1].split(","))
+            c.check(pairs.items() <= labels.items(), f"--gateway-pod-selector {pairs} does not match pod labels {labels}")
     c.check(not ctr.get("command"), f"container command overrides the image entrypoint: {ctr.get('command')}")
 
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in ctr.get("env", [])}
@@ -363,6 +416,21 @@ def check_gatewayclass(c: Checker, exp: dict, docs: list[dict]) -> None:
         return
     c.equal(gc["metadata"]["name"], exp["class"], "GatewayClass name")
     c.equal(gc["spec"].get("controllerName"), exp["controller"], "GatewayClass controllerName")
+    configmaps = by_kind(docs, "ConfigMap")
+    if exp["params"] is None:
+        c.equal(gc["spec"].get("parametersRef"), None, "GatewayClass parametersRef without parameters.create")
+        c.equal(configmaps, [], "ConfigMaps without gatewayClass.parameters.create")
+    else:
+        name = f"{exp['fullname']}-gatewayclass"
+        c.equal(gc["spec"].get("parametersRef"),
+                {"group": "", "kind": "ConfigMap", "name": name, "namespace": NAMESPACE},
+                "GatewayClass parametersRef")
+        if c.equal([m["metadata"]["name"] for m in configmaps], [name], "the parameters ConfigMap"):
+            data = configmaps[0]["data"]
+            c.equal(set(data), {"serviceType", "serviceAnnotations", "serviceLabels"}, "parameters keys (what Weir reads)")
+            c.equal(data.get("serviceType"), exp["params"]["serviceType"], "parameters serviceType")
+            for key in ("serviceAnnotations", "serviceLabels"):
+                c.equal(yaml.safe_load(data.get(key, "")), exp["params"][key], f"parameters {key} (a YAML map)")
     ann = gc["metadata"].get("annotations", {})
     if exp["class_hook"]:
         c.equal(ann.get("helm.sh/hook"), "post-install,post-upgrade", "GatewayClass hook (CRDs in this release)")
@@ -382,7 +450,8 @@ def check_service_monitor(c: Checker, exp: dict, docs: list[dict], lb: dict | No
     monitors = by_kind(docs, "ServiceMonitor")
     if not exp["service_monitor"]:
         c.equal(monitors, [], "ServiceMonitor without serviceMonitor.enabled")
-        c.equal(len(by_kind(docs, "Service")), 1, "Services without serviceMonitor.enabled")
+        c.equal(len(by_kind(docs, "Service")), 1 if exp["mode"] == "shared" else 0,
+                "Services without serviceMonitor.enabled (perGateway: Weir makes them)")
         return
     sm = one(c, docs, "ServiceMonitor")
     if not sm:
@@ -433,7 +502,7 @@ def run_case(c: Checker, helm: str, out_dir: Path, name: str, sets: list[str], o
 
     sa = one(c, docs, "ServiceAccount")
     sa_name = sa["metadata"]["name"] if sa else exp["fullname"]
-    check_rbac(c, docs, sa_name)
+    check_rbac(c, docs, sa_name, exp)
 
     deployments, daemonsets = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet")
     if exp["workload"] == "Deployment":
@@ -446,7 +515,8 @@ def run_case(c: Checker, helm: str, out_dir: Path, name: str, sets: list[str], o
     workloads = deployments + daemonsets
 
     lbs = [s for s in by_kind(docs, "Service") if s["spec"].get("type") == "LoadBalancer"]
-    lb = lbs[0] if c.equal(len(lbs), 1, "LoadBalancer Services") else None
+    want_lbs = 1 if exp["mode"] == "shared" else 0
+    lb = lbs[0] if c.equal(len(lbs), want_lbs, "LoadBalancer Services") and lbs else None
     if lb:
         c.equal(lb["metadata"]["name"], exp["fullname"], "LoadBalancer Service name (--gateway-service)")
         c.equal(

@@ -91,7 +91,8 @@ python3 -c 'import yaml, jsonschema, kubernetes_validate' || die "python package
 echo "helm $("$HELM" version --short), kubectl $("$KUBECTL" version --client | sed -n 's/^Client Version: //p'), $("$HADOLINT" --version)"
 
 step "helm lint"
-for sets in "" "kind=DaemonSet" "crds.install=true" "serviceMonitor.enabled=true,listenerPortOffset=0"; do
+for sets in "" "kind=DaemonSet" "crds.install=true" "serviceMonitor.enabled=true,listenerPortOffset=0" \
+  "addressMode=shared" "gatewayClass.parameters.create=true"; do
   echo "-- helm lint --strict ${sets:+--set $sets}"
   "$HELM" lint --strict --quiet charts/weir ${sets:+--set "$sets"}
 done
@@ -103,8 +104,13 @@ python3 charts/tests/assert_rendered.py "$HELM" "$OUT"
 step "NOTES.txt renders (helm install --dry-run=client, no API server)"
 notes=$(KUBECONFIG=/dev/null "$HELM" install weir charts/weir -n weir-system --dry-run=client \
   | sed -n '/^NOTES:/,$p')
-for want in "gatewayClassName: weir" "kubectl describe gateway demo" "served inside the pods on P+8000"; do
+for want in "gatewayClassName: weir" "kubectl describe gateway demo" "get service weir-demo" "20000-29999"; do
   grep -qF "$want" <<<"$notes" || die "NOTES.txt lacks: $want"
+done
+notes=$(KUBECONFIG=/dev/null "$HELM" install weir charts/weir -n weir-system --dry-run=client \
+  --set addressMode=shared | sed -n '/^NOTES:/,$p')
+for want in "gatewayClassName: weir" "served inside the pods on P+8000"; do
+  grep -qF "$want" <<<"$notes" || die "NOTES.txt (addressMode=shared) lacks: $want"
 done
 echo "ok   NOTES.txt"
 

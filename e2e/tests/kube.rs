@@ -1,6 +1,7 @@
 //! Kubernetes mode against the test API server (crates/weir-testkit/src/apiserver.rs: an
 //! in-memory stand-in that serves list/watch/get/patch as kube-rs expects; no real
 //! kube-apiserver can run on these machines). Two real `weir` processes, real sockets.
+//! Shared mode (`--gateway-service`) first, then one Service per Gateway (the default).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ fn replica(kubeconfig: &Path, name: &str, offset: u16) -> Replica {
             "2s",
         ])
         .args(["--drain-timeout", "1s", "--log-level", "info,weir=debug"])
+        // Shared mode: every Gateway on this (absent) Service's address, so the pod IP.
+        .args(["--gateway-service", "weir-system/weir"])
         .env("POD_NAME", name)
         .env("POD_IP", "127.0.0.1");
     Replica {
@@ -354,4 +357,282 @@ async fn gateway_addresses_follow_the_gateway_service() {
         }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// One Service per Gateway (no --gateway-service): the leader writes a Service per Gateway,
+// every replica binds each Gateway's pod ports. Traffic goes to 127.0.0.X:<pod port>, as
+// kube-proxy sends it to the Service's targetPort on a pod.
+
+const SELECTOR: &str = "app.kubernetes.io/name=weir,app.kubernetes.io/instance=test";
+
+/// A replica in Services mode, binding `bind` (each replica its own loopback address, as
+/// each pod has its own IP), with pod ports from `range`.
+fn services_replica(kubeconfig: &Path, name: &str, bind: &str, range: &str) -> Replica {
+    let admin = SocketAddr::from(([127, 0, 0, 1], weir_testkit::free_port()));
+    let mut cmd = Command::new(bin("weir"));
+    cmd.arg("run")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--bind", bind, "--admin-addr", &admin.to_string()])
+        .args([
+            "--gateway-port-range",
+            range,
+            "--gateway-pod-selector",
+            SELECTOR,
+        ])
+        .args([
+            "--leader-election-namespace",
+            "weir-system",
+            "--lease-duration",
+            "2s",
+        ])
+        .args(["--drain-timeout", "1s", "--log-level", "info,weir=debug"])
+        .env("POD_NAME", name)
+        .env("POD_IP", bind);
+    Replica {
+        proc: Proc::spawn(cmd),
+        admin,
+    }
+}
+
+fn team_gateway(name: &str, infrastructure: Value) -> Value {
+    json!({"apiVersion": format!("{GW}/v1"), "kind": "Gateway",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"gatewayClassName": "weir", "infrastructure": infrastructure, "listeners": [
+            {"name": "http", "protocol": "HTTP", "port": 80}]}})
+}
+
+/// An HTTPRoute without hostname to echo, attached to `gateway`, tagging requests with
+/// `x-gateway: <gateway>` so the answer says which route served it.
+fn team_route(gateway: &str) -> Value {
+    json!({"apiVersion": format!("{GW}/v1"), "kind": "HTTPRoute",
+        "metadata": {"name": format!("r-{gateway}"), "namespace": "default"},
+        "spec": {"parentRefs": [{"name": gateway}], "rules": [{
+            "backendRefs": [{"name": "echo", "port": 80}],
+            "filters": [{"type": "RequestHeaderModifier",
+                "requestHeaderModifier": {"set": [{"name": "x-gateway", "value": gateway}]}}]}]}})
+}
+
+/// The Service of Gateway `gateway` once it records a pod port for listener port 80.
+async fn gateway_service(api: &TestApiServer, gateway: &str) -> Value {
+    let name = format!("weir-{gateway}");
+    assert_eventually(&format!("Service {name} written"), WAIT, || async {
+        let svc = api
+            .get("", "services", "default", &name)
+            .ok_or("no service")?;
+        let recorded = svc["metadata"]["annotations"]["weir.dev/listener-ports"]
+            .as_str()
+            .unwrap_or_default();
+        if recorded.starts_with("80:") {
+            Ok(svc)
+        } else {
+            Err(format!("service {svc}"))
+        }
+    })
+    .await
+}
+
+fn pod_port(svc: &Value) -> u16 {
+    let recorded = svc["metadata"]["annotations"]["weir.dev/listener-ports"]
+        .as_str()
+        .unwrap();
+    recorded.strip_prefix("80:").unwrap().parse().unwrap()
+}
+
+/// Which Gateway's route answered at `addr` (the echoed x-gateway header).
+async fn served_by(addr: SocketAddr) -> Result<String, String> {
+    let r = http1(addr, &Req::get("any.example", "/")).await?;
+    if r.status.as_u16() != 200 {
+        return Err(format!("status {}", r.status));
+    }
+    Ok(r.json()["headers"]["X-Gateway"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+async fn wait_served(addr: SocketAddr, gateway: &str, stderr: &Proc) {
+    assert_eventually(&format!("{gateway} served at {addr}"), WAIT, || async {
+        match served_by(addr).await {
+            Ok(g) if g == gateway => Ok(()),
+            other => Err(format!("{other:?}; stderr: {}", stderr.stderr_text())),
+        }
+    })
+    .await;
+}
+
+fn at(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+#[tokio::test]
+async fn each_gateway_gets_its_own_service_and_pod_ports() {
+    let api = TestApiServer::start().await;
+    let backend = echo("echo-7c9d8-abcde", "default");
+    let port = backend.addr.port();
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "weir-params", "namespace": "weir-system"},
+        "data": {"serviceType": "LoadBalancer", "serviceAnnotations": "cloud.example/lb: internal\n"}}));
+    api.apply(json!({"apiVersion": format!("{GW}/v1"), "kind": "GatewayClass", "metadata": {"name": "weir"},
+        "spec": {"controllerName": "weir.dev/gateway-controller",
+            "parametersRef": {"group": "", "kind": "ConfigMap", "name": "weir-params", "namespace": "weir-system"}}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}}));
+    api.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "echo-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "echo"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": port}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]}));
+    api.apply(team_gateway("team-a", json!(null)));
+    api.apply(team_gateway(
+        "team-b",
+        json!({"labels": {"team": "b"}, "annotations": {"owner": "team-b@example.com"}}),
+    ));
+    api.apply(team_route("team-a"));
+    api.apply(team_route("team-b"));
+
+    // Pod ports for the whole test: 3 Gateways fit in 4 ports; the range must be free on
+    // both replicas' addresses.
+    let low = weir_testkit::free_offset(&[0, 1, 2, 3]);
+    let range = format!("{low}-{}", low + 3);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &api);
+    let mut a = services_replica(&kubeconfig, "weir-a", "127.0.0.1", &range);
+
+    // The leader writes one Service per Gateway.
+    let svc_a = gateway_service(&api, "team-a").await;
+    let svc_b = gateway_service(&api, "team-b").await;
+    let (port_a, port_b) = (pod_port(&svc_a), pod_port(&svc_b));
+    assert_ne!(port_a, port_b);
+    for p in [port_a, port_b] {
+        assert!((low..=low + 3).contains(&p), "{p} outside {range}");
+    }
+    let gw_b = api.get(GW, "gateways", "default", "team-b").unwrap();
+    assert_eq!(svc_b["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        svc_b["spec"]["ports"],
+        json!([{"name": "port-80", "port": 80, "protocol": "TCP", "targetPort": port_b}])
+    );
+    assert_eq!(
+        svc_b["spec"]["selector"],
+        json!({"app.kubernetes.io/name": "weir", "app.kubernetes.io/instance": "test"})
+    );
+    let owner = &svc_b["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Gateway");
+    assert_eq!(owner["apiVersion"], format!("{GW}/v1"));
+    assert_eq!(owner["name"], "team-b");
+    assert_eq!(owner["uid"], gw_b["metadata"]["uid"]);
+    assert_eq!(owner["controller"], true);
+    let labels = &svc_b["metadata"]["labels"];
+    assert_eq!(labels["gateway.networking.k8s.io/gateway-name"], "team-b");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "weir");
+    assert_eq!(labels["team"], "b");
+    let annotations = &svc_b["metadata"]["annotations"];
+    assert_eq!(annotations["owner"], "team-b@example.com");
+    assert_eq!(annotations["cloud.example/lb"], "internal");
+    assert!(svc_a["metadata"]["labels"].get("team").is_none());
+
+    // Both Gateways answer on port 80 of their own Service: each pod port reaches only its
+    // Gateway's route.
+    wait_served(at([127, 0, 0, 1], port_a), "team-a", &a.proc).await;
+    wait_served(at([127, 0, 0, 1], port_b), "team-b", &a.proc).await;
+
+    // No load balancer address yet: Programmed=False AddressNotAssigned; once the load
+    // balancer (the test, here) writes the ingress, it is the Gateway's own address.
+    assert_eventually("team-a waits for its address", WAIT, || async {
+        let gw = api
+            .get(GW, "gateways", "default", "team-a")
+            .ok_or("no gw")?;
+        match condition(&gw["status"]["conditions"], "Programmed") {
+            Some(c) if c["reason"] == "AddressNotAssigned" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    for (name, ip) in [
+        ("weir-team-a", "203.0.113.1"),
+        ("weir-team-b", "203.0.113.2"),
+    ] {
+        let mut svc = api.get("", "services", "default", name).unwrap();
+        svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        api.apply(svc);
+    }
+    for (gateway, ip) in [("team-a", "203.0.113.1"), ("team-b", "203.0.113.2")] {
+        assert_eventually(&format!("{gateway} programmed at {ip}"), WAIT, || async {
+            let gw = api.get(GW, "gateways", "default", gateway).ok_or("no gw")?;
+            let programmed = condition(&gw["status"]["conditions"], "Programmed").cloned();
+            if gw["status"]["addresses"] == json!([{"type": "IPAddress", "value": ip}])
+                && programmed.as_ref().is_some_and(|c| c["status"] == "True")
+            {
+                Ok(())
+            } else {
+                Err(format!("status {}", gw["status"]))
+            }
+        })
+        .await;
+    }
+
+    // A second replica binds the same pod ports on its own address, and writes nothing.
+    let mut b = services_replica(&kubeconfig, "weir-b", "127.0.0.2", &range);
+    wait_served(at([127, 0, 0, 2], port_a), "team-a", &b.proc).await;
+    wait_served(at([127, 0, 0, 2], port_b), "team-b", &b.proc).await;
+
+    // The leader goes: weir-b takes over; the Services keep their ports, and a new
+    // Gateway gets a free one.
+    let exit = a
+        .proc
+        .terminate(Duration::from_secs(10))
+        .expect("weir-a exits");
+    assert!(exit.success(), "{exit:?}");
+    assert_eventually("weir-b leads", Duration::from_secs(8), || async {
+        let n = metric(b.admin, "weir_leader").await?;
+        (n == 1.0).then_some(()).ok_or(format!("weir_leader {n}"))
+    })
+    .await;
+    api.apply(team_gateway("team-c", json!(null)));
+    api.apply(team_route("team-c"));
+    let svc_c = gateway_service(&api, "team-c").await;
+    let port_c = pod_port(&svc_c);
+    assert!(![port_a, port_b].contains(&port_c), "{port_c}");
+    wait_served(at([127, 0, 0, 2], port_c), "team-c", &b.proc).await;
+    assert_eq!(pod_port(&gateway_service(&api, "team-a").await), port_a);
+    assert_eq!(pod_port(&gateway_service(&api, "team-b").await), port_b);
+
+    // A deleted Gateway's Service goes (the test API server has no garbage collector; the
+    // leader deletes it) and its pod port closes.
+    api.delete(GW, "gateways", "default", "team-a");
+    assert_eventually("team-a's Service deleted", WAIT, || async {
+        match api.get("", "services", "default", "weir-team-a") {
+            None => Ok(()),
+            Some(svc) => Err(format!("still there: {}", svc["metadata"])),
+        }
+    })
+    .await;
+    assert_eventually("team-a's pod port closed", WAIT, || async {
+        match tokio::net::TcpStream::connect(at([127, 0, 0, 2], port_a)).await {
+            Err(_) => Ok(()),
+            Ok(_) => Err("still accepting".to_string()),
+        }
+    })
+    .await;
+    wait_served(at([127, 0, 0, 2], port_b), "team-b", &b.proc).await;
+
+    // A restart: a fresh Weir reads the same Services and binds the same ports.
+    let exit = b
+        .proc
+        .terminate(Duration::from_secs(10))
+        .expect("weir-b exits");
+    assert!(exit.success(), "{exit:?}");
+    let a2 = services_replica(&kubeconfig, "weir-a2", "127.0.0.1", &range);
+    wait_served(at([127, 0, 0, 1], port_b), "team-b", &a2.proc).await;
+    wait_served(at([127, 0, 0, 1], port_c), "team-c", &a2.proc).await;
+    assert_eventually("weir-a2 leads", Duration::from_secs(8), || async {
+        let n = metric(a2.admin, "weir_leader").await?;
+        (n == 1.0).then_some(()).ok_or(format!("weir_leader {n}"))
+    })
+    .await;
+    // As leader it changes nothing: the same ports stay recorded.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pod_port(&gateway_service(&api, "team-b").await), port_b);
+    assert_eq!(pod_port(&gateway_service(&api, "team-c").await), port_c);
 }

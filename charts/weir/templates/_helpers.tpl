@@ -61,13 +61,35 @@ Call with (dict "port" .port "root" $).
 {{- end }}
 
 {{/*
+gatewayPortRange's bounds (addressMode perGateway).
+*/}}
+{{- define "weir.portRangeLow" -}}
+{{- index (splitList "-" .Values.gatewayPortRange) 0 | int }}
+{{- end }}
+{{- define "weir.portRangeHigh" -}}
+{{- index (splitList "-" .Values.gatewayPortRange) 1 | int }}
+{{- end }}
+
+{{/*
+The Weir pods' selector labels as KEY=VALUE,... (--gateway-pod-selector).
+*/}}
+{{- define "weir.podSelectorArg" -}}
+{{- printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s" (include "weir.name" .) .Release.Name }}
+{{- end }}
+
+{{/*
 The lowest pod port below 1024 (listener ports after the offset, and the admin port), or ""
 when every port is unprivileged. Decides NET_BIND_SERVICE and the sysctl.
 */}}
 {{- define "weir.lowestPrivilegedPort" -}}
 {{- $lowest := 1024 }}
+{{- if eq .Values.addressMode "shared" }}
 {{- range .Values.service.ports }}
 {{- $p := int (include "weir.targetPort" (dict "port" .port "root" $)) }}
+{{- if lt $p $lowest }}{{ $lowest = $p }}{{ end }}
+{{- end }}
+{{- else }}
+{{- $p := int (include "weir.portRangeLow" .) }}
 {{- if lt $p $lowest }}{{ $lowest = $p }}{{ end }}
 {{- end }}
 {{- if lt (int .Values.admin.port) $lowest }}{{ $lowest = int .Values.admin.port }}{{ end }}
@@ -79,6 +101,17 @@ Values the schema cannot check: duplicate port names or pod ports, and a grace p
 does not outlast the drain.
 */}}
 {{- define "weir.validate" -}}
+{{- if eq .Values.addressMode "perGateway" }}
+{{- $low := int (include "weir.portRangeLow" .) }}
+{{- $high := int (include "weir.portRangeHigh" .) }}
+{{- if or (lt $low 1) (gt $high 65535) (gt $low $high) }}
+{{- fail (printf "gatewayPortRange %s: need 1 <= LOW <= HIGH <= 65535" .Values.gatewayPortRange) }}
+{{- end }}
+{{- $admin := int .Values.admin.port }}
+{{- if and (ge $admin $low) (le $admin $high) }}
+{{- fail (printf "admin.port %d is inside gatewayPortRange %s; move one of them" $admin .Values.gatewayPortRange) }}
+{{- end }}
+{{- end }}
 {{- $names := dict }}
 {{- $ports := dict (toString (int .Values.admin.port)) "admin" }}
 {{- range .Values.service.ports }}
@@ -161,7 +194,12 @@ spec:
         - {{ printf "--admin-addr=0.0.0.0:%d" (int .Values.admin.port) | quote }}
         - {{ printf "--listener-port-offset=%d" (int .Values.listenerPortOffset) | quote }}
         - {{ printf "--gateway-class-controller=%s" .Values.controllerName | quote }}
+        {{- if eq .Values.addressMode "shared" }}
         - {{ printf "--gateway-service=%s/%s" .Release.Namespace (include "weir.fullname" .) | quote }}
+        {{- else }}
+        - {{ printf "--gateway-port-range=%s" .Values.gatewayPortRange | quote }}
+        - {{ printf "--gateway-pod-selector=%s" (include "weir.podSelectorArg" .) | quote }}
+        {{- end }}
         - {{ printf "--leader-election-namespace=%s" .Release.Namespace | quote }}
         - {{ printf "--leader-election-id=%s" .Values.leaderElection.id | quote }}
         - {{ printf "--lease-duration=%s" .Values.leaderElection.leaseDuration | quote }}
@@ -181,11 +219,15 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: status.podIP
+      # perGateway: each Gateway's Service targets the pod ports Weir assigned it (numeric
+      # targetPorts need no containerPort).
       ports:
+        {{- if eq .Values.addressMode "shared" }}
         {{- range .Values.service.ports }}
         - name: {{ .name }}
           containerPort: {{ include "weir.targetPort" (dict "port" .port "root" $) }}
           protocol: TCP
+        {{- end }}
         {{- end }}
         - name: admin
           containerPort: {{ .Values.admin.port }}

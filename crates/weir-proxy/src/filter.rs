@@ -20,7 +20,8 @@ pub(crate) struct RedirectBase<'a> {
     pub(crate) host: &'a str,
     /// The listener's scheme: https on TLS sockets.
     pub(crate) scheme: RedirectScheme,
-    /// The socket's configured port (never the offset port the proxy bound).
+    /// The socket's configured listener port (never the port the proxy bound: not the
+    /// offset one, not a Service's pod port).
     pub(crate) port: u16,
 }
 

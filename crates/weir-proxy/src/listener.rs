@@ -2,11 +2,12 @@
 //! [`Sockets::sync`]), one accept loop per socket, and one task per connection serving
 //! HTTP/1.1 and HTTP/2 (plain or over TLS) with graceful shutdown.
 //!
-//! A socket is identified by its configured (address, port); the port offset only changes
-//! where it is bound. Whether a connection terminates TLS is read from the snapshot when it
-//! is accepted.
+//! A socket is identified by its snapshot key: (address, configured port), or (address,
+//! exact port) for sockets with a `bind_port`; the port offset only changes where a socket
+//! without `bind_port` is bound. Whether a connection terminates TLS is read from the
+//! snapshot when it is accepted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -26,7 +27,8 @@ use crate::metrics::{ConnProtocol, MetricsCache};
 use crate::request::{self, ConnCtx};
 use crate::{tls, Shared};
 
-/// A socket as configured: (address, `None` = default bind; configured port).
+/// A socket as the snapshot identifies it ([`weir_snapshot::SocketConfig::key`]): (address,
+/// `None` = default bind; configured port, or the exact bind port when one is set).
 pub(crate) type SocketKey = (Option<IpAddr>, u16);
 
 /// Time a client gets to finish the TLS handshake.
@@ -45,6 +47,8 @@ pub(crate) struct Sockets {
 
 struct OpenSocket {
     local: SocketAddr,
+    /// The exact port it was opened at (`bind_port`), if any: a change reopens it.
+    exact: Option<u16>,
     /// Dropping or sending stops the accept loop.
     stop: oneshot::Sender<()>,
     /// Fires once the accept loop has closed its listening socket.
@@ -83,18 +87,18 @@ impl Sockets {
         if self.shut_down.load(Ordering::Acquire) {
             return Vec::new();
         }
-        let wanted: HashSet<SocketKey> = snapshot
+        let wanted: HashMap<SocketKey, Option<u16>> = snapshot
             .sockets
             .iter()
-            .map(|s| (s.address, s.port))
+            .map(|s| (s.key(), s.bind_port))
             .collect();
 
         let closing: Vec<(SocketKey, OpenSocket)> = {
             let mut open = lock(&self.open);
             let gone: Vec<SocketKey> = open
-                .keys()
-                .filter(|k| !wanted.contains(k))
-                .copied()
+                .iter()
+                .filter(|(k, s)| wanted.get(*k) != Some(&s.exact))
+                .map(|(k, _)| *k)
                 .collect();
             gone.into_iter()
                 .filter_map(|k| open.remove(&k).map(|s| (k, s)))
@@ -106,16 +110,16 @@ impl Sockets {
         }
 
         let mut errors = Vec::new();
-        let mut missing: Vec<SocketKey> = {
+        let mut missing: Vec<(SocketKey, Option<u16>)> = {
             let open = lock(&self.open);
             wanted
                 .into_iter()
-                .filter(|k| !open.contains_key(k))
+                .filter(|(k, _)| !open.contains_key(k))
                 .collect()
         };
         missing.sort();
-        for key in missing {
-            match self.open_socket(key) {
+        for (key, exact) in missing {
+            match self.open_socket(key, exact) {
                 Ok(socket) => {
                     tracing::info!(address = ?key.0, port = key.1, local = %socket.local, "listening");
                     lock(&self.open).insert(key, socket);
@@ -160,16 +164,21 @@ impl Sockets {
         draining.push(task);
     }
 
-    fn open_socket(&self, key: SocketKey) -> Result<OpenSocket, BindError> {
+    /// Open the socket `key`: at `exact` when given (the key's port is that port), else at
+    /// the key's configured port plus the port offset.
+    fn open_socket(&self, key: SocketKey, exact: Option<u16>) -> Result<OpenSocket, BindError> {
         let (address, port) = key;
         let config = &self.shared.config;
-        let bind_port = port
-            .checked_add(config.port_offset)
-            .ok_or(BindError::PortOverflow {
-                address,
-                port,
-                offset: config.port_offset,
-            })?;
+        let bind_port = match exact {
+            Some(exact) => exact,
+            None => port
+                .checked_add(config.port_offset)
+                .ok_or(BindError::PortOverflow {
+                    address,
+                    port,
+                    offset: config.port_offset,
+                })?,
+        };
         let addr = SocketAddr::new(address.unwrap_or(config.bind), bind_port);
         let io_err = |source| BindError::Io {
             address,
@@ -204,6 +213,7 @@ impl Sockets {
         let task = tokio::spawn(accept_loop(listener, socket, stop_rx, closed_tx));
         Ok(OpenSocket {
             local,
+            exact,
             stop,
             closed,
             task,

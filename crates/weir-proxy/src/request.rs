@@ -137,15 +137,19 @@ fn route_and_forward<'s>(
     req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's {
-    let (listener, entry) = match route(conn, snapshot, &req, log) {
+    let (port, listener, entry) = match route(conn, snapshot, &req, log) {
         Ok(found) => found,
         Err(err) => return Staged::done(Err(err)),
     };
     let action = &entry.action;
     log.route = Some(action.route.route.clone());
     let client_cert = listener.backend_client_cert.as_ref();
-    let forwarded = match handle_action(conn, action, client_cert, &log.host, req, &mut log.backend)
-    {
+    let base = RedirectBase {
+        host: &log.host,
+        scheme: conn.scheme(),
+        port,
+    };
+    let forwarded = match handle_action(conn, action, client_cert, &base, req, &mut log.backend) {
         Ok(Forward::Upstream(forwarded)) => forwarded,
         Ok(Forward::Answer(answer)) => return Staged::done(Ok(answer)),
         Err(err) => return Staged::done(Err(err)),
@@ -163,7 +167,7 @@ fn route<'s>(
     snapshot: &'s Snapshot,
     req: &Request<Incoming>,
     log: &mut RequestLog,
-) -> Result<(&'s Listener, &'s Arc<RouteEntry>), ProxyError> {
+) -> Result<(u16, &'s Listener, &'s Arc<RouteEntry>), ProxyError> {
     check_header_size(req, conn.shared.config.max_header_bytes)?;
     log.host = request_host(req)?;
     let socket = snapshot
@@ -183,7 +187,7 @@ fn route<'s>(
     };
     listener
         .find_route(&log.host, &view)
-        .map(|entry| (listener, entry))
+        .map(|entry| (socket.port, listener, entry))
         .ok_or(ProxyError::NoRoute)
 }
 
@@ -243,7 +247,7 @@ fn handle_action<'s>(
     conn: &'s ConnCtx,
     action: &'s RouteAction,
     client_cert: Option<&Arc<ClientCert>>,
-    host: &str,
+    base: &RedirectBase<'_>,
     req: Request<Incoming>,
     backend_label: &mut Option<Arc<str>>,
 ) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
@@ -256,12 +260,7 @@ fn handle_action<'s>(
     } else {
         None
     };
-    let base = RedirectBase {
-        host,
-        scheme: conn.scheme(),
-        port: conn.key.1,
-    };
-    if let Some(mut answer) = filter::apply_request(&action.filters, &mut parts, &base)? {
+    if let Some(mut answer) = filter::apply_request(&action.filters, &mut parts, base)? {
         filter::apply_response(&action.filters, answer.headers_mut());
         return Ok(Forward::Answer(answer));
     }
@@ -278,7 +277,7 @@ fn handle_action<'s>(
         BackendTarget::Invalid(reason) => return Err(ProxyError::InvalidBackend(reason.clone())),
     };
     *backend_label = Some(upstream.name.clone());
-    if let Some(mut answer) = filter::apply_request(&backend.filters, &mut parts, &base)? {
+    if let Some(mut answer) = filter::apply_request(&backend.filters, &mut parts, base)? {
         filter::apply_response(&action.filters, answer.headers_mut());
         filter::apply_response(&backend.filters, answer.headers_mut());
         return Ok(Forward::Answer(answer));

@@ -42,17 +42,15 @@ pub type SnapshotHandle = arc_swap::ArcSwap<Snapshot>;
 pub struct Snapshot {
     /// Increases by one with every snapshot that is swapped in.
     pub generation: u64,
-    /// One entry per socket to serve, sorted by (address, port), unique.
+    /// One entry per socket to serve, sorted by [`SocketConfig::key`], unique by it.
     pub sockets: Arc<[SocketConfig]>,
 }
 
 impl Snapshot {
-    /// The socket config for a configured port on a given address (`None` = the default bind
-    /// address).
+    /// The socket config by its [`SocketConfig::key`]: an address (`None` = the default bind
+    /// address) and the configured port, or the exact port for sockets with a `bind_port`.
     pub fn socket(&self, address: Option<IpAddr>, port: u16) -> Option<&SocketConfig> {
-        self.sockets
-            .iter()
-            .find(|s| s.address == address && s.port == port)
+        self.sockets.iter().find(|s| s.key() == (address, port))
     }
 }
 
@@ -62,8 +60,12 @@ impl Snapshot {
 pub struct SocketConfig {
     /// Address to bind; `None` means the process-wide bind address (`--bind`).
     pub address: Option<IpAddr>,
-    /// The port as configured on the listeners (the proxy adds any port offset when binding).
+    /// The port as configured on the listeners: what redirects and listener semantics use.
+    /// Without `bind_port` the proxy binds it plus any port offset.
     pub port: u16,
+    /// An exact port to bind instead of `port` + offset (Kubernetes mode with one Service
+    /// per Gateway: the pod port the Gateway's Service targets for this listener port).
+    pub bind_port: Option<u16>,
     /// Whether connections on this socket terminate TLS.
     pub tls: bool,
     /// The listeners sharing this socket.
@@ -84,6 +86,12 @@ pub struct SocketConfig {
 }
 
 impl SocketConfig {
+    /// What identifies the socket: (address, `bind_port` if set, else `port`). The
+    /// translator keeps keys unique within a snapshot.
+    pub fn key(&self) -> (Option<IpAddr>, u16) {
+        (self.address, self.bind_port.unwrap_or(self.port))
+    }
+
     /// The listener a request with this Host (lowercase, without port) belongs to.
     pub fn listener_for_host(&self, host: &str) -> Option<&Listener> {
         self.listener_position(host)

@@ -10,6 +10,8 @@
 //!   condition times and other controllers' route parent entries.
 //! - [`LeaderElection`]: a `coordination.k8s.io/v1` Lease decides which replica writes status.
 //! - [`watch_service_addresses`]: Gateway addresses from a LoadBalancer Service.
+//! - [`write_services`]: the leader's writes of per-Gateway Services (one Service per
+//!   Gateway, planned by the translator).
 //!
 //! Watch errors are retried with kube-runtime's default backoff; a `410 Gone` makes the
 //! watcher relist, and the relisted kind replaces its cached objects at once, so nothing is
@@ -18,14 +20,17 @@
 
 mod address;
 mod lease;
+mod services;
 mod source;
 mod status;
 
 use std::path::Path;
 
+pub use ::kube::Client;
 pub use address::watch_service_addresses;
 pub use k8s_openapi::api::coordination::v1::Lease;
 pub use lease::LeaderElection;
+pub use services::{write_services, ServiceWrites};
 pub use source::KubeSource;
 pub use status::{StatusUpdate, StatusWriter};
 

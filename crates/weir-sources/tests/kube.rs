@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use weir_sources::kube::{
-    watch_service_addresses, KubeSource, LeaderElection, StatusUpdate, StatusWriter,
+    watch_service_addresses, write_services, KubeSource, LeaderElection, StatusUpdate, StatusWriter,
 };
 use weir_store::{Kind, ObjectKey, Store};
 use weir_testkit::apiserver::TestApiServer;
@@ -730,4 +730,50 @@ async fn gateway_addresses_follow_the_load_balancer_service() {
     .await;
     server.delete("", "services", "weir", "weir-lb");
     wait(vec![]).await;
+}
+
+/// The leader's Service writes: create, merge-patch (other fields kept), delete; a create
+/// of a Service that exists (our watch had not seen it) and a delete of one already gone
+/// are not errors.
+#[tokio::test]
+async fn gateway_services_are_created_patched_and_deleted() {
+    let api = TestApiServer::start().await;
+    let client = api.client();
+    let svc: weir_store::Service = serde_json::from_value(json!({
+        "metadata": {"name": "weir-gw", "namespace": "infra",
+            "labels": {"app.kubernetes.io/managed-by": "weir"}},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "weir"},
+            "ports": [{"name": "port-80", "port": 80, "targetPort": 20000}]}}))
+    .unwrap();
+    let key = ObjectKey::new("infra", "weir-gw");
+    let w = write_services(&client, "weir", std::slice::from_ref(&svc), &[], &[]).await;
+    assert_eq!((w.written, w.errors.len()), (1, 0));
+    let stored = api.get("", "services", "infra", "weir-gw").unwrap();
+    assert_eq!(stored["spec"]["ports"][0]["targetPort"], 20000);
+    assert_eq!(
+        stored["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "weir"
+    );
+
+    // Again: 409, not an error, nothing written.
+    let w = write_services(&client, "weir", std::slice::from_ref(&svc), &[], &[]).await;
+    assert_eq!((w.written, w.errors.len()), (0, 0));
+
+    let patch = json!({"metadata": {"annotations": {"weir.dev/listener-ports": "80:20001"}},
+        "spec": {"ports": [{"name": "port-80", "port": 80, "targetPort": 20001}]}});
+    let w = write_services(&client, "weir", &[], &[(key.clone(), patch)], &[]).await;
+    assert_eq!((w.written, w.errors.len()), (1, 0));
+    let stored = api.get("", "services", "infra", "weir-gw").unwrap();
+    assert_eq!(stored["spec"]["ports"][0]["targetPort"], 20001);
+    assert_eq!(stored["spec"]["selector"]["app"], "weir");
+    assert_eq!(
+        stored["metadata"]["annotations"]["weir.dev/listener-ports"],
+        "80:20001"
+    );
+
+    let w = write_services(&client, "weir", &[], &[], std::slice::from_ref(&key)).await;
+    assert_eq!((w.written, w.errors.len()), (1, 0));
+    assert!(api.get("", "services", "infra", "weir-gw").is_none());
+    let w = write_services(&client, "weir", &[], &[], std::slice::from_ref(&key)).await;
+    assert_eq!((w.written, w.errors.len()), (0, 0));
 }

@@ -9,6 +9,8 @@
 //!   `--gateway-service`). Listeners of different Gateways on one socket whose hostnames
 //!   overlap are a conflict (see `gateway::settle_ports`), never a silent black hole.
 //! - [`Addressing::Pool`]: each such Gateway gets an IP of its own from the pool.
+//! - [`Addressing::Services`] (Kubernetes mode without `--gateway-service`): each Gateway
+//!   gets a Service of its own, and its listeners their own pod ports behind it.
 //!
 //! A pool address is chosen from the Gateway's namespace/name (FNV-1a, so the same on every
 //! build and platform), probing linearly past addresses already taken, oldest Gateway first:
@@ -26,6 +28,10 @@ pub enum Addressing {
     Shared,
     /// Each gets its own address from the pool.
     Pool(AddressPool),
+    /// Kubernetes mode: each Gateway its own Service in front of the shared Weir pods; its
+    /// listeners are bound at the pod ports recorded on that Service (see
+    /// [`crate::services`]), and its addresses are the Service's.
+    Services(crate::services::ServiceAddressing),
 }
 
 /// A CIDR block of addresses to hand out, e.g. `127.0.1.0/24`. IPv4 blocks of /30 and wider

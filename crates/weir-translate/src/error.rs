@@ -109,9 +109,30 @@ pub enum TranslateError {
     ClientCertificateNotPermitted(String),
     #[error("clientCertificateRef Secret {secret} is not usable: {detail}")]
     ClientCertificateInvalid { secret: String, detail: String },
+
+    // ---- Kubernetes mode, one Service per Gateway (see `services`) ----
+    #[error("{0}")]
+    InvalidParameters(String),
+    #[error("address type {0:?} is not supported (supported: IPAddress, asked of the Gateway's Service as its loadBalancerIP)")]
+    UnsupportedServiceAddress(String),
+    #[error("{0}")]
+    ServicePending(String),
+    #[error("{0}")]
+    AddressNotAssigned(String),
+    #[error("requested address {address} is not among the addresses of Service {service}; check that its load balancer can assign it")]
+    AddressNotInService { address: String, service: String },
 }
 
 impl TranslateError {
+    /// Address problems under which a Gateway's listeners are still bound (Services mode:
+    /// its Service routes to the pod ports whatever address the load balancer gives it).
+    pub fn still_serves(&self) -> bool {
+        matches!(
+            self,
+            TranslateError::AddressNotAssigned(_) | TranslateError::AddressNotInService { .. }
+        )
+    }
+
     /// The condition reason this error is reported with.
     pub fn reason(&self) -> &'static str {
         use TranslateError as E;
@@ -138,7 +159,11 @@ impl TranslateError {
             E::ClientCertificateRefKind { .. } | E::ClientCertificateInvalid { .. } => {
                 "InvalidClientCertificateRef"
             }
-            E::UnsupportedAddress(_) => "UnsupportedAddress",
+            E::UnsupportedAddress(_) | E::UnsupportedServiceAddress(_) => "UnsupportedAddress",
+            E::InvalidParameters(_) => "InvalidParameters",
+            E::ServicePending(_) => "Pending",
+            E::AddressNotAssigned(_) => "AddressNotAssigned",
+            E::AddressNotInService { .. } => "AddressNotUsable",
             E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
             E::PoolExhausted(_) => "AddressNotAssigned",
             E::BackendKind { .. } => "InvalidKind",

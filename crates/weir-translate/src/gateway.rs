@@ -40,6 +40,9 @@ pub struct GatewayModel {
     /// With an address pool: the Gateway asked for no particular address (no
     /// spec.addresses, or an IPAddress without value), so it gets one from the pool.
     pub wants_pool_address: bool,
+    /// Services mode: listener port → the pod port it is bound at (from the Gateway's
+    /// Service, see [`crate::services::gateway_binding`]). `None` in the other modes.
+    pub pod_ports: Option<BTreeMap<u16, u16>>,
     /// Its own listeners first, then those of the ListenerSets it admits, in precedence
     /// order (see [`crate::listenerset`]).
     pub listeners: Vec<ListenerModel>,
@@ -59,7 +62,10 @@ impl GatewayModel {
     pub fn accepted(&self) -> bool {
         !matches!(
             self.address_error,
-            Some(TranslateError::UnsupportedAddress(_))
+            Some(
+                TranslateError::UnsupportedAddress(_)
+                    | TranslateError::UnsupportedServiceAddress(_)
+            )
         ) && self.own_listeners().any(ListenerModel::accepted)
     }
 
@@ -68,9 +74,32 @@ impl GatewayModel {
         self.listeners.iter().filter(|l| l.owner.is_none())
     }
 
-    /// Serving: accepted and every requested address usable.
+    /// Serving: accepted and every requested address usable (in Services mode: its
+    /// Service maps its listener ports, whatever address the load balancer gave it).
     pub fn serving(&self) -> bool {
-        self.accepted() && self.address_error.is_none()
+        self.accepted()
+            && self
+                .address_error
+                .as_ref()
+                .is_none_or(TranslateError::still_serves)
+    }
+}
+
+/// A socket as the snapshot keys it: (address, configured port or exact bind port).
+pub type SocketKey = (Option<IpAddr>, u16);
+
+/// The socket a listener port of a Gateway is served on at `bind`: (address, port) as the
+/// snapshot keys it, and the exact port to bind. Services mode (`pod_ports`): the pod port
+/// the Gateway's Service records, `None` when it records none yet (the listener is then not
+/// placed). Otherwise the configured port, bound with the offset.
+pub fn socket_for(
+    pod_ports: Option<&BTreeMap<u16, u16>>,
+    bind: Option<IpAddr>,
+    port: u16,
+) -> Option<(SocketKey, Option<u16>)> {
+    match pod_ports {
+        Some(pods) => pods.get(&port).map(|&pod| ((bind, pod), Some(pod))),
+        None => Some(((bind, port), None)),
     }
 }
 
@@ -182,6 +211,9 @@ pub fn build(
     if let Some(pool) = addresses.pool {
         assign_pool(&mut out, pool, addresses.usable);
     }
+    if addresses.services {
+        assign_services(store, &mut out);
+    }
     settle_ports(&mut out);
     out
 }
@@ -223,6 +255,27 @@ fn assign_pool(gateways: &mut [GatewayModel], pool: &AddressPool, usable: &dyn F
     }
 }
 
+/// Services mode: each Gateway's pod ports and addresses from its own Service, oldest
+/// Gateway first (a pod port recorded for two Gateways serves the older).
+fn assign_services(store: &Store, gateways: &mut [GatewayModel]) {
+    let mut claimed = BTreeSet::new();
+    for g in gateways.iter_mut() {
+        let own_ports: BTreeSet<u16> = g
+            .own_listeners()
+            .filter(|l| l.accepted())
+            .map(|l| l.port)
+            .collect();
+        let binding =
+            crate::services::gateway_binding(store, &g.key, &g.gateway, &own_ports, &mut claimed);
+        g.binds = vec![None];
+        g.status_addresses = binding.status;
+        g.pod_ports = Some(binding.pod_ports);
+        if let Some(e) = binding.error {
+            g.address_error.get_or_insert(e);
+        }
+    }
+}
+
 fn build_gateway(
     store: &Store,
     key: &ObjectKey,
@@ -238,7 +291,17 @@ fn build_gateway(
     mark_conflicts(&mut listeners);
     let listener_sets = crate::listenerset::merge(store, key, gateway, &mut listeners);
     let insecure_frontend = crate::frontend::apply(store, key, gateway, &mut listeners);
-    let assigned = assign_addresses(gateway, addresses);
+    // Services mode: the Gateway's Service decides (see `assign_services`).
+    let assigned = if addresses.services {
+        Assigned {
+            binds: vec![None],
+            status: Vec::new(),
+            error: None,
+            pool: false,
+        }
+    } else {
+        assign_addresses(gateway, addresses)
+    };
     let (backend_client_cert, backend_client_cert_error) =
         crate::backendtls::gateway_client_cert(store, key, gateway);
     GatewayModel {
@@ -251,6 +314,7 @@ fn build_gateway(
         binds: assigned.binds,
         status_addresses: assigned.status,
         wants_pool_address: assigned.pool,
+        pod_ports: None,
         listeners,
         listener_sets,
         insecure_frontend,
@@ -266,6 +330,9 @@ pub struct Addresses<'a> {
     /// Where Gateways that ask for no particular address get one ([`crate::Addressing::Pool`]);
     /// `None`: they share the process-wide bind.
     pub pool: Option<&'a AddressPool>,
+    /// Services mode ([`crate::Addressing::Services`]): each Gateway's Service decides its
+    /// pod ports and addresses.
+    pub services: bool,
 }
 
 /// A Gateway's spec.addresses, resolved.
@@ -590,7 +657,10 @@ fn settle_ports(gateways: &mut [GatewayModel]) {
         for l in g.listeners.iter_mut().filter(|l| l.accepted()) {
             let label = format!("{gw_label}/{}", l.name);
             for &bind in &g.binds {
-                let owner = owners.entry((bind, l.port)).or_insert_with(|| Owner {
+                let Some((socket, _)) = socket_for(g.pod_ports.as_ref(), bind, l.port) else {
+                    continue;
+                };
+                let owner = owners.entry(socket).or_insert_with(|| Owner {
                     protocol: l.protocol(),
                     label: label.clone(),
                     listeners: Vec::new(),

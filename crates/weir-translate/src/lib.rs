@@ -31,6 +31,7 @@ mod memo;
 mod pattern;
 mod refgrant;
 mod route;
+pub mod services;
 mod sockets;
 mod status;
 mod tcproute;
@@ -253,9 +254,10 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
         served: input.gateway_addresses,
         usable: input.address_usable,
         pool: match input.addressing {
-            Addressing::Shared => None,
             Addressing::Pool(pool) => Some(pool),
+            Addressing::Shared | Addressing::Services(_) => None,
         },
+        services: matches!(input.addressing, Addressing::Services(_)),
     };
     let mut gateways = gateway::build(store, &classes, &addresses);
     let index: BTreeMap<ObjectKey, usize> = gateways
@@ -273,7 +275,12 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
             generation: class.metadata.generation,
             now: &input.now,
         };
-        let s = status::gateway_class_status(&c);
+        // Services mode reads the class's parameters (the Service type and metadata).
+        let params = match input.addressing {
+            Addressing::Services(_) => services::class_params(store, class).err(),
+            _ => None,
+        };
+        let s = status::gateway_class_status(&c, params.as_ref());
         statuses.push(ObjectStatus::new(
             Kind::GatewayClass,
             &class.metadata,

@@ -87,7 +87,7 @@ pub fn merge(
 
 /// Whether `spec.parentRef` of a ListenerSet names this Gateway (group and kind default to the
 /// Gateway API's Gateway, the namespace to the ListenerSet's).
-fn names_gateway(key: &ObjectKey, set: &ListenerSet, gw_key: &ObjectKey) -> bool {
+pub(crate) fn names_gateway(key: &ObjectKey, set: &ListenerSet, gw_key: &ObjectKey) -> bool {
     let p = &set.spec.parent_ref;
     p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
         && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
@@ -97,7 +97,7 @@ fn names_gateway(key: &ObjectKey, set: &ListenerSet, gw_key: &ObjectKey) -> bool
 
 /// `spec.allowedListeners.namespaces.from`: None (the default: no ListenerSets), Same (the
 /// Gateway's namespace), All, or Selector (the namespace's labels).
-fn admits(store: &Store, gateway: &Gateway, gw_ns: &str, set_ns: &str) -> bool {
+pub(crate) fn admits(store: &Store, gateway: &Gateway, gw_ns: &str, set_ns: &str) -> bool {
     let namespaces = gateway
         .spec
         .allowed_listeners
@@ -121,7 +121,7 @@ fn admits(store: &Store, gateway: &Gateway, gw_ns: &str, set_ns: &str) -> bool {
 }
 
 /// A ListenerSet listener has the schema of a Gateway listener (ListenerEntry).
-fn as_gateway_listener(
+pub(crate) fn as_gateway_listener(
     l: &weir_store::gw::listenersets::ListenerSetListeners,
 ) -> Result<GatewayListeners, serde_json::Error> {
     serde_json::to_value(l).and_then(serde_json::from_value)

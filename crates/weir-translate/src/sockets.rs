@@ -23,7 +23,10 @@ type Placed = (
 /// Build the snapshot (generation 0). Gateways come sorted oldest first, so on a shared port
 /// an older Gateway's listener wins a hostname tie.
 pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
-    let mut ports: BTreeMap<(Option<IpAddr>, u16), Vec<Placed>> = BTreeMap::new();
+    // By socket key (address, configured port or exact bind port): the configured port, the
+    // exact bind port (Services mode) and the listeners.
+    type Socket = (u16, Option<u16>, Vec<Placed>);
+    let mut ports: BTreeMap<(Option<IpAddr>, u16), Socket> = BTreeMap::new();
     for g in gateways.iter_mut() {
         if !g.serving() {
             continue;
@@ -42,6 +45,12 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 .map(|(host, _, entry)| (host, entry))
                 .collect();
             for &bind in &g.binds {
+                // Services mode: a port the Gateway's Service does not map yet is not served.
+                let Some((key, bind_port)) =
+                    crate::gateway::socket_for(g.pod_ports.as_ref(), bind, l.port)
+                else {
+                    continue;
+                };
                 let listener = Listener {
                     gateway: gateway.clone(),
                     name: name.clone(),
@@ -54,20 +63,24 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     client_auth: l.client_auth.clone(),
                     backend_client_cert: backend_client_cert.clone(),
                 };
-                ports.entry((bind, l.port)).or_default().push((
-                    listener,
-                    l.terminates_tls(),
-                    l.cert.clone(),
-                    l.passthrough
-                        .then(|| HostIndex::build(tls_entries.iter().cloned())),
-                    l.tcp,
-                ));
+                ports
+                    .entry(key)
+                    .or_insert_with(|| (l.port, bind_port, Vec::new()))
+                    .2
+                    .push((
+                        listener,
+                        l.terminates_tls(),
+                        l.cert.clone(),
+                        l.passthrough
+                            .then(|| HostIndex::build(tls_entries.iter().cloned())),
+                        l.tcp,
+                    ));
             }
         }
     }
     let sockets: Vec<SocketConfig> = ports
         .into_iter()
-        .map(|((address, port), items)| {
+        .map(|((address, _), (port, bind_port, items))| {
             // A socket's listeners share one protocol (settled in `gateway`); TLS listeners
             // may mix Passthrough and Terminate (TLSRouteModeMixed): then the socket does not
             // terminate at accept, and the proxy decides per listener after reading the SNI.
@@ -102,6 +115,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
             SocketConfig {
                 address,
                 port,
+                bind_port,
                 tls,
                 passthrough: passthrough.then(|| Passthrough {
                     routes: tls_routes.into(),

@@ -49,14 +49,17 @@ impl Conditions<'_> {
 
 /// An accepted GatewayClass of ours: Accepted, and the features it supports
 /// ([`crate::SUPPORTED_FEATURES`], already in the ascending order the spec requires).
-pub fn gateway_class_status(c: &Conditions<'_>) -> GatewayClassStatus {
+/// With `invalid` (its parametersRef is unusable): Accepted=False with that reason.
+pub fn gateway_class_status(
+    c: &Conditions<'_>,
+    invalid: Option<&TranslateError>,
+) -> GatewayClassStatus {
+    let accepted = match invalid {
+        Some(e) => c.make("Accepted", false, e.reason(), e.to_string()),
+        None => c.make("Accepted", true, "Accepted", "Handled by Weir"),
+    };
     GatewayClassStatus {
-        conditions: Some(vec![c.make(
-            "Accepted",
-            true,
-            "Accepted",
-            "Handled by Weir",
-        )]),
+        conditions: Some(vec![accepted]),
         supported_features: Some(
             crate::SUPPORTED_FEATURES
                 .iter()
@@ -80,9 +83,10 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
         .map(|l| l.name.as_str())
         .collect();
     let accepted = match &g.address_error {
-        Some(e @ crate::TranslateError::UnsupportedAddress(_)) => {
-            c.make("Accepted", false, e.reason(), e.to_string())
-        }
+        Some(
+            e @ (crate::TranslateError::UnsupportedAddress(_)
+            | crate::TranslateError::UnsupportedServiceAddress(_)),
+        ) => c.make("Accepted", false, e.reason(), e.to_string()),
         _ if !g.accepted() => c.make(
             "Accepted",
             false,

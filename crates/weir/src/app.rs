@@ -139,7 +139,12 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                 // Addresses belong to the LoadBalancer, not to this pod: a static address is
                 // usable only when it is one the Service got (see Input.gateway_addresses).
                 address_usable: |_| false,
-                addressing: weir_translate::Addressing::Shared,
+                // Without --gateway-service each Gateway gets its own Service (the leader
+                // writes them); with it, every Gateway shares that Service's address.
+                addressing: match crate::kube_mode::service_addressing(&args) {
+                    Some(settings) => weir_translate::Addressing::Services(settings),
+                    None => weir_translate::Addressing::Shared,
+                },
             };
             let inputs = control::Inputs {
                 stores: kube.stores,

@@ -122,6 +122,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
     pub gateway_service: Option<(String, String)>,
 
+    /// Kubernetes mode without --gateway-service (one Service per Gateway): the pod ports
+    /// Weir assigns to Gateway listener ports (each Gateway's Service targets its own). Must
+    /// not overlap ports the pod uses otherwise (the admin port).
+    #[arg(long, value_name = "LOW-HIGH", default_value = "20000-29999", value_parser = parse_port_range)]
+    pub gateway_port_range: std::ops::RangeInclusive<u16>,
+
+    /// Kubernetes mode without --gateway-service: the labels of the Weir pods (KEY=VALUE,
+    /// comma-separated), used as every Gateway Service's selector.
+    #[arg(long, value_name = "KEY=VALUE,...", default_value = "app.kubernetes.io/name=weir", value_parser = parse_selector)]
+    pub gateway_pod_selector: std::collections::BTreeMap<String, String>,
+
     /// Kubernetes mode: namespace of the leader-election Lease (default: $POD_NAMESPACE, else
     /// "default").
     #[arg(long, value_name = "NS")]
@@ -180,6 +191,35 @@ pub fn parse_namespaced(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parse `LOW-HIGH` (inclusive, 1 <= LOW <= HIGH <= 65535).
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {s:?}");
+    let (low, high) = s.split_once('-').ok_or_else(bad)?;
+    let low: u16 = low.trim().parse().map_err(|_| bad())?;
+    let high: u16 = high.trim().parse().map_err(|_| bad())?;
+    if low == 0 || low > high {
+        return Err(bad());
+    }
+    Ok(low..=high)
+}
+
+/// Parse `key=value,key=value` (at least one pair, no empty keys).
+pub fn parse_selector(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => return Err(format!("expected KEY=VALUE[,KEY=VALUE...], got {s:?}")),
+        }
+    }
+    if out.is_empty() {
+        return Err("the pod selector needs at least one KEY=VALUE".to_string());
+    }
+    Ok(out)
+}
+
 /// Parse `250ms`, `5s`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -214,6 +254,27 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn port_ranges_and_selectors() {
+        assert_eq!(parse_port_range("20000-29999"), Ok(20000..=29999));
+        assert_eq!(parse_port_range("5-5"), Ok(5..=5));
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("10-5").is_err());
+        assert!(parse_port_range("10").is_err());
+        assert!(parse_port_range("1-70000").is_err());
+        assert_eq!(
+            parse_selector("a=b, c=d"),
+            Ok([
+                ("a".to_string(), "b".to_string()),
+                ("c".to_string(), "d".to_string())
+            ]
+            .into())
+        );
+        assert!(parse_selector("").is_err());
+        assert!(parse_selector("a").is_err());
+        assert!(parse_selector("=b").is_err());
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! Kubernetes mode wiring: the kube source feeding the store, Gateway addresses from a
-//! Service or the pod IP, leader election, and the status writer that only the leader runs.
+//! Service or the pod IP (shared mode, `--gateway-service`), leader election, and what only
+//! the leader runs: the status writer and (without `--gateway-service`) the writer of one
+//! Service per Gateway.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_sources::kube::{
-    connect, watch_service_addresses, KubeSource, LeaderElection, StatusUpdate, StatusWriter,
+    connect, watch_service_addresses, write_services, KubeSource, LeaderElection, StatusUpdate,
+    StatusWriter,
 };
-use weir_store::Store;
+
+use weir_store::{Service, Store};
+use weir_translate::services::{self, ServiceAddressing};
 
 use crate::cli::RunArgs;
 use crate::control::Shared;
@@ -88,6 +94,15 @@ pub async fn start(
     let election = tokio::spawn(election.run_until(leader_tx, async move {
         let _ = stop_election.wait_for(|s| *s).await;
     }));
+    if let Some(settings) = service_addressing(args) {
+        tasks.push(tokio::spawn(write_gateway_services(
+            client.clone(),
+            args.gateway_class_controller.clone(),
+            settings,
+            stores.clone(),
+            leader_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(write_status(
         StatusWriter::new(client, args.gateway_class_controller.clone()),
         shared,
@@ -164,6 +179,126 @@ fn replica_addresses(store: &Store, namespace: &str, name: &str) -> Vec<(String,
     ips.into_iter()
         .map(|ip| ("IPAddress".to_string(), ip))
         .collect()
+}
+
+/// Kubernetes mode without `--gateway-service`: one Service per Gateway, with these pod
+/// ports and this selector. `None` in shared mode.
+pub fn service_addressing(args: &RunArgs) -> Option<ServiceAddressing> {
+    if args.gateway_service.is_some() {
+        return None;
+    }
+    Some(ServiceAddressing {
+        port_range: args.gateway_port_range.clone(),
+        pod_selector: args.gateway_pod_selector.clone(),
+    })
+}
+
+/// Services this leader wrote (or deleted) that its store may not show yet. Planning from a
+/// store that lags our own writes could hand a pod port we just recorded for one Gateway to
+/// another (an older Gateway appearing in the same batch), so plans see these instead until
+/// the store shows the same resourceVersion (or the deletion), or for [`Self::TRUST`] at most.
+#[derive(Default)]
+struct RecentWrites {
+    /// `None`: deleted.
+    services: std::collections::HashMap<weir_store::ObjectKey, (Option<Arc<Service>>, Instant)>,
+}
+
+impl RecentWrites {
+    const TRUST: Duration = Duration::from_secs(30);
+
+    fn record(&mut self, writes: &weir_sources::kube::ServiceWrites) {
+        let now = Instant::now();
+        for svc in &writes.stored {
+            let key = weir_store::ObjectKey::of(&svc.metadata);
+            self.services
+                .insert(key, (Some(Arc::new(svc.clone())), now));
+        }
+        for key in &writes.deleted {
+            self.services.insert(key.clone(), (None, now));
+        }
+    }
+
+    /// `store` with our recent writes it does not show yet.
+    fn overlay(&mut self, store: &Arc<Store>) -> Arc<Store> {
+        self.services.retain(|key, (svc, at)| {
+            let caught_up = match svc {
+                Some(svc) => store
+                    .services
+                    .get(key)
+                    .is_some_and(|s| s.metadata.resource_version == svc.metadata.resource_version),
+                None => !store.services.contains_key(key),
+            };
+            !caught_up && at.elapsed() < Self::TRUST
+        });
+        if self.services.is_empty() {
+            return store.clone();
+        }
+        let mut view = (**store).clone();
+        for (key, (svc, _)) in &self.services {
+            match svc {
+                Some(svc) => view.apply(weir_store::Object::Service(svc.clone())),
+                None => {
+                    view.delete(weir_store::Kind::Service, key);
+                }
+            }
+        }
+        Arc::new(view)
+    }
+}
+
+/// While we lead, keep one Service per Gateway of ours: after every store change (and on
+/// becoming leader), plan the Services from the store (with our writes it does not show
+/// yet) and write what differs. Failed writes are retried after a few seconds even when
+/// nothing changes.
+async fn write_gateway_services(
+    client: weir_sources::kube::Client,
+    controller: String,
+    settings: ServiceAddressing,
+    mut stores: watch::Receiver<Arc<Store>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    const RETRY: Duration = Duration::from_secs(5);
+    let mut synced = false;
+    let mut retry = false;
+    let mut recent = RecentWrites::default();
+    loop {
+        let leading = *leader.borrow_and_update();
+        let store = stores.borrow_and_update().clone();
+        let store = recent.overlay(&store);
+        // The channel's first value is an empty placeholder: plan nothing (and delete
+        // nothing) before the source's first complete store.
+        if leading && synced {
+            let plan = services::plan_gateway_services(&store, &controller, &settings);
+            for (gateway, problem) in &plan.problems {
+                tracing::warn!(%gateway, problem, "gateway Service");
+            }
+            let changes = services::service_changes(&store, &plan);
+            retry = false;
+            if !changes.is_empty() {
+                let writes = write_services(
+                    &client,
+                    "weir",
+                    &changes.create,
+                    &changes.patch,
+                    &changes.delete,
+                )
+                .await;
+                for err in &writes.errors {
+                    tracing::warn!(error = %err, "gateway Service not written; retrying");
+                }
+                retry = !writes.errors.is_empty();
+                recent.record(&writes);
+            }
+        }
+        tokio::select! {
+            r = stores.changed() => {
+                if r.is_err() { return }
+                synced = true;
+            }
+            r = leader.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(RETRY), if retry => {}
+        }
+    }
 }
 
 /// While we lead, write every new set of statuses (the writer patches only what changed).
@@ -247,4 +382,44 @@ fn identity() -> String {
     env("POD_NAME")
         .or_else(|| env("HOSTNAME"))
         .unwrap_or_else(|| format!("weir-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use weir_store::{Kind, Object, ObjectKey};
+
+    fn service(name: &str, rv: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn plans_see_our_writes_until_the_store_does() {
+        let mut recent = RecentWrites::default();
+        let mut store = Store::default();
+        store.apply(Object::Service(Arc::new(service("old", "1"))));
+        recent.record(&weir_sources::kube::ServiceWrites {
+            written: 2,
+            stored: vec![service("new", "7")],
+            deleted: vec![ObjectKey::new("ns", "old")],
+            errors: Vec::new(),
+        });
+        let store = Arc::new(store);
+        let view = recent.overlay(&store);
+        assert!(view.services.contains_key(&ObjectKey::new("ns", "new")));
+        assert!(!view.services.contains_key(&ObjectKey::new("ns", "old")));
+
+        // The watch caught up: the store is used as it is.
+        let mut caught_up = (*store).clone();
+        caught_up.apply(Object::Service(Arc::new(service("new", "7"))));
+        caught_up.delete(Kind::Service, &ObjectKey::new("ns", "old"));
+        let caught_up = Arc::new(caught_up);
+        let view = recent.overlay(&caught_up);
+        assert!(Arc::ptr_eq(&view, &caught_up));
+        assert!(recent.services.is_empty());
+    }
 }

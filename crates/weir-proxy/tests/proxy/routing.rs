@@ -557,3 +557,65 @@ async fn websocket_upgrade_through(protocol: AppProtocol) {
         .unwrap();
     assert_eq!(&got, b"ping");
 }
+
+#[tokio::test]
+async fn exact_bind_ports_split_one_configured_port_between_gateways() {
+    // Kubernetes mode with one Service per Gateway: two Gateways both listen on port 80, each
+    // bound at its own pod port (no offset added); a redirect still names port 80 (omitted),
+    // and each socket sees only its own Gateway's listener.
+    let (pod_a, pod_b) = (free_port(), free_port());
+    let cfg = ProxyConfig {
+        port_offset: 1000,
+        ..config()
+    };
+    let mut explicit_scheme = redirect(StatusCode::FOUND);
+    explicit_scheme.scheme = Some(RedirectScheme::Http);
+    let a = listener(
+        "ns/a",
+        None,
+        vec![(None, prefix("/", redirect_route(explicit_scheme)))],
+    );
+    let b = listener(
+        "ns/b",
+        None,
+        vec![(
+            None,
+            prefix("/", redirect_route(redirect(StatusCode::MOVED_PERMANENTLY))),
+        )],
+    );
+    let mut sa = socket(80, vec![a]);
+    sa.bind_port = Some(pod_a);
+    let mut sb = socket(80, vec![b]);
+    sb.bind_port = Some(pod_b);
+    let p = TestProxy::start(cfg, snapshot(1, vec![sa, sb])).await;
+    assert_eq!(p.addr(pod_a).port(), pod_a);
+    assert_eq!(p.addr(pod_b).port(), pod_b);
+
+    let a = get(p.addr(pod_a), "x.example", "/p").await.unwrap();
+    assert_eq!(a.status, StatusCode::FOUND);
+    assert_eq!(a.headers.get("location").unwrap(), "http://x.example/p");
+    let b = get(p.addr(pod_b), "x.example", "/p").await.unwrap();
+    assert_eq!(b.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(b.headers.get("location").unwrap(), "http://x.example/p");
+
+    // Dropping one Gateway's socket closes its pod port and leaves the other serving.
+    let mut sb = socket(
+        80,
+        vec![listener(
+            "ns/b",
+            None,
+            vec![(
+                None,
+                prefix("/", redirect_route(redirect(StatusCode::MOVED_PERMANENTLY))),
+            )],
+        )],
+    );
+    sb.bind_port = Some(pod_b);
+    p.swap(snapshot(2, vec![sb]));
+    assert!(p.proxy.sync_listeners().await.is_empty());
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", pod_a))
+        .await
+        .is_err());
+    let b = get(p.addr(pod_b), "x.example", "/p").await.unwrap();
+    assert_eq!(b.status, StatusCode::MOVED_PERMANENTLY);
+}

@@ -184,6 +184,7 @@ pub fn tls_socket(
     SocketConfig {
         address: None,
         port,
+        bind_port: None,
         tls,
         listeners: listeners.into(),
         listener_index,
@@ -194,7 +195,7 @@ pub fn tls_socket(
 }
 
 pub fn snapshot(generation: u64, mut sockets: Vec<SocketConfig>) -> Arc<Snapshot> {
-    sockets.sort_by_key(|s| (s.address, s.port));
+    sockets.sort_by_key(|s| s.key());
     Arc::new(Snapshot {
         generation,
         sockets: sockets.into(),
