@@ -36,6 +36,7 @@ Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # --gateway-pod-selector (perGateway).
 ARG_FLAGS = [
     "admin-addr",
+    "status-addr",
     "listener-port-offset",
     "gateway-class-controller",
     "ADDRESSING",
@@ -115,6 +116,7 @@ DEFAULTS = {
     "mode": "perGateway",
     "port_range": "20000-29999",
     "params": None,
+    "network_policy": False,
 }
 
 # name -> (helm --set values or raw --flags, expectations that differ from DEFAULTS)
@@ -126,6 +128,9 @@ CASES: dict[str, tuple[list[str], dict]] = {
     "shared": (["addressMode=shared"], {"mode": "shared"}),
     "shared-daemonset": (["addressMode=shared", "kind=DaemonSet"], {"mode": "shared", "workload": "DaemonSet"}),
     "low-range": (["gatewayPortRange=500-600"], {"port_range": "500-600"}),
+    "netpol": (["networkPolicy.enabled=true", "networkPolicy.adminFrom[0].namespaceSelector.matchLabels.team=monitoring"],
+               {"network_policy": True}),
+    "netpol-shared": (["addressMode=shared", "networkPolicy.enabled=true"], {"network_policy": True, "mode": "shared"}),
     "params": (
         [
             "gatewayClass.parameters.create=true",
@@ -353,6 +358,7 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     ]
     want_args = ["run"] + [f"--{f}={v}" for f, v in zip(ARG_FLAGS, [
         "0.0.0.0:9901",
+        "127.0.0.1:9902",
         exp["offset"],
         exp["controller"],
         "ADDRESSING",
@@ -472,6 +478,31 @@ def check_service_monitor(c: Checker, exp: dict, docs: list[dict], lb: dict | No
         c.check(lb not in matched, "the LoadBalancer Service must not be scraped")
 
 
+def check_network_policy(c: Checker, exp: dict, docs: list[dict], workload: dict | None) -> None:
+    policies = by_kind(docs, "NetworkPolicy")
+    if not c.equal(len(policies), 1 if exp["network_policy"] else 0, "NetworkPolicies"):
+        return
+    if not policies or workload is None:
+        return
+    spec = policies[0]["spec"]
+    c.equal(spec["podSelector"]["matchLabels"], workload["spec"]["selector"]["matchLabels"],
+            "NetworkPolicy selects the Weir pods")
+    rules = spec.get("ingress", [])
+    traffic = [(p.get("port"), p.get("endPort")) for p in rules[0].get("ports", [])] if rules else []
+    if exp["mode"] == "shared":
+        want = [(80 + exp["offset"], None), (443 + exp["offset"], None)]
+    else:
+        low, high = (int(x) for x in exp["port_range"].split("-"))
+        want = [(low, high)]
+    c.equal(traffic, want, "NetworkPolicy: Gateway traffic on the listener pod ports, from anywhere")
+    c.check(rules and "from" not in rules[0], "NetworkPolicy: Gateway traffic from anywhere")
+    admin_rules = [r for r in rules[1:] if any(p.get("port") == 9901 for p in r.get("ports", []))]
+    for r in admin_rules:
+        c.check(bool(r.get("from")), "NetworkPolicy: the admin port only from adminFrom peers")
+    c.check(all(p.get("port") != 9902 for r in rules for p in r.get("ports", [])),
+            "NetworkPolicy never opens the loopback status port")
+
+
 def schema_validate(c: Checker, docs: list[dict]) -> None:
     for d in docs:
         what = f"{d.get('kind')} {d.get('metadata', {}).get('name')}"
@@ -534,6 +565,7 @@ def run_case(c: Checker, helm: str, out_dir: Path, name: str, sets: list[str], o
                 "PDB selector")
 
     check_gatewayclass(c, exp, docs)
+    check_network_policy(c, exp, docs, workloads[0] if workloads else None)
     check_service_monitor(c, exp, docs, lb)
     check_crds(c, docs, exp["crds"])
 

@@ -192,6 +192,7 @@ spec:
       args:
         - run
         - {{ printf "--admin-addr=0.0.0.0:%d" (int .Values.admin.port) | quote }}
+        - {{ printf "--status-addr=127.0.0.1:%d" (int .Values.admin.statusPort) | quote }}
         - {{ printf "--listener-port-offset=%d" (int .Values.listenerPortOffset) | quote }}
         - {{ printf "--gateway-class-controller=%s" .Values.controllerName | quote }}
         {{- if eq .Values.addressMode "shared" }}
