@@ -222,8 +222,9 @@ pub(crate) fn conflict_message(l: &ListenerModel) -> String {
         (Some(other), _) => format!(
             "listener {other} of an older Gateway is served on the same address and port with \
              an overlapping hostname, so requests for it would never reach this listener; \
-             give this Gateway its own address (spec.addresses, or --gateway-address-pool in \
-             file mode) or a hostname disjoint from the other's"
+             give this Gateway its own address (spec.addresses; in file mode \
+             --gateway-address-pool; in Kubernetes mode a Service per Gateway, without \
+             --gateway-service) or a hostname disjoint from the other's"
         ),
         (None, Some("ProtocolConflict")) => {
             "another listener on this port uses a different protocol; none of them is served".into()
