@@ -179,7 +179,9 @@ const NOT_APPLICABLE: &str = "\
 ## Not applicable
 
 - **GatewayInfrastructurePropagation** (`spec.infrastructure` labels and annotations): the \
-suite expects them on the resources generated per Gateway (Deployment, Service, ...). Weir \
-runs as one process serving every Gateway of its class and generates no per-Gateway \
-workloads, so there is nothing to propagate to; the feature is not claimed.
+suite looks for them on the resources generated per Gateway. In Kubernetes mode Weir \
+generates one per Gateway, its Service, and propagates both (`e2e/tests/kube.rs` checks it \
+against the test API server); this replay runs in file mode, which generates no per-Gateway \
+resources, so the suite's test has nothing to look at here and the feature is not claimed \
+until the replay can run the Kubernetes path.
 ";
