@@ -14,8 +14,22 @@ pub enum ProxyError {
     // ---- downstream: the client's request is at fault (4xx) ----
     #[error("HTTP/1.1 request without a Host header")]
     MissingHost,
-    #[error("the Host header is not valid text")]
+    /// A Host header (or request authority) that is not `host[:port]` (RFC 3986 §3.2), e.g.
+    /// with userinfo, a path or spaces.
+    #[error("the Host header or the request authority is not a valid host[:port]")]
     InvalidHost,
+    /// More than one Host header (RFC 9112 §3.2).
+    #[error("more than one Host header")]
+    DuplicateHost,
+    /// An HTTP/2 Host header naming another host than `:authority` (RFC 9113 §8.3.1).
+    #[error("the Host header {host:?} disagrees with :authority {authority:?}")]
+    HostMismatch { host: String, authority: String },
+    /// `*` as the target of another method than OPTIONS (RFC 9112 §3.2.4).
+    #[error("the asterisk-form target is only for OPTIONS")]
+    AsteriskTarget,
+    /// A path normalisation refuses (see `request/path.rs`).
+    #[error("bad request path: {0}")]
+    BadPath(crate::request::path::PathError),
     #[error(
         "request header section is {size} bytes, over the {limit}-byte limit (max_header_bytes)"
     )]
@@ -51,6 +65,12 @@ pub enum ProxyError {
     UpstreamRequest {
         upstream: Arc<str>,
         source: hyper::Error,
+    },
+    /// The backend broke the protocol (an unsolicited 101, a 101 to another protocol).
+    #[error("upstream {upstream} sent {what}")]
+    UpstreamProtocol {
+        upstream: Arc<str>,
+        what: &'static str,
     },
     #[error("upstream {upstream} did not answer within the backend request timeout ({limit:?})")]
     BackendTimeout { upstream: Arc<str>, limit: Duration },
@@ -111,6 +131,30 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "invalid_host",
                 "invalid Host header\n",
+                Downstream,
+            ),
+            ProxyError::DuplicateHost => (
+                StatusCode::BAD_REQUEST,
+                "duplicate_host",
+                "more than one Host header\n",
+                Downstream,
+            ),
+            ProxyError::HostMismatch { .. } => (
+                StatusCode::BAD_REQUEST,
+                "host_mismatch",
+                "Host header disagrees with :authority\n",
+                Downstream,
+            ),
+            ProxyError::AsteriskTarget => (
+                StatusCode::BAD_REQUEST,
+                "bad_target",
+                "the * target is only for OPTIONS\n",
+                Downstream,
+            ),
+            ProxyError::BadPath(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "invalid request path\n",
                 Downstream,
             ),
             ProxyError::HeadersTooLarge { .. } => (
@@ -183,6 +227,12 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 "upstream_request",
                 "upstream request error\n",
+                Upstream,
+            ),
+            ProxyError::UpstreamProtocol { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_protocol",
+                "upstream protocol error\n",
                 Upstream,
             ),
             ProxyError::BackendTimeout { .. } => (

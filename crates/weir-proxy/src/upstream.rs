@@ -22,7 +22,7 @@ use weir_snapshot::{AppProtocol, BackendTls, ClientCert, Upstream};
 use crate::error::{ConnectError, ProxyError};
 use crate::metrics::Metrics;
 use crate::request::{BoxError, ProxyBody};
-use crate::stage::{Bounded, Either, MapOk, Staged};
+use crate::stage::{AndThen, Bounded, Either, Staged};
 use crate::Shared;
 
 mod body;
@@ -375,18 +375,22 @@ pub(crate) struct Downstream<'a> {
 /// Stage 4: send the request to one endpoint of `upstream` ([`Clients::send`]) and return
 /// its response, cleaned of hop-by-hop headers. `attempt_timeout` bounds the wait for the
 /// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
+/// `upgrade` is the client's WebSocket upgrade ([`strip_hop_by_hop`]): tunnelled to HTTP/1.1
+/// backends (plain or `kubernetes.io/ws`), dropped for h2c ones.
 pub(crate) fn forward_body<'a>(
     shared: &'a Shared,
     upstream: &'a Upstream,
     mut parts: http::request::Parts,
     body: UpstreamBody,
+    upgrade: Option<PendingUpgrade>,
     downstream: &Downstream<'_>,
     attempt_timeout: Option<Duration>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
     let upgrade = match upstream.protocol {
         AppProtocol::H2c => None,
-        AppProtocol::Http1 | AppProtocol::WebSocket => take_upgrade(&mut parts),
+        AppProtocol::Http1 | AppProtocol::WebSocket => upgrade,
     };
+    // The client's hop-by-hop headers are gone already; this removes any a filter set.
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, downstream.client_ip, downstream.tls);
     let sent = shared.clients.send(
@@ -396,37 +400,78 @@ pub(crate) fn forward_body<'a>(
         attempt_timeout,
         downstream.client_cert,
     );
-    MapOk::new(sent, move |response| into_downstream(response, upgrade))
+    AndThen::new(sent, move |response| {
+        into_downstream(upstream, response, upgrade)
+    })
+}
+
+/// The client's hop-by-hop headers removed (those its `Connection` names and the RFC 9110
+/// §7.6.1 list, [`prepare_headers`]), before any filter runs; a WebSocket upgrade
+/// (`Connection: upgrade`, `Upgrade: websocket`, HTTP/1.1) is taken out to be tunnelled.
+/// Every other `Upgrade` (h2c, TLS…) is dropped: the request goes on as a plain one, as RFC
+/// 9110 §7.8 lets a server ignore Upgrade.
+pub(crate) fn strip_hop_by_hop(parts: &mut http::request::Parts) -> Option<PendingUpgrade> {
+    let upgrade = take_upgrade(parts);
+    prepare_headers(&mut parts.headers, None);
+    upgrade
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, body streamed.
+/// A 101 switches only to the protocol the client asked for (RFC 9110 §15.2.2): a 101 to a
+/// request that asked for no upgrade, or naming another protocol, is the backend's fault
+/// (502), and nothing is tunnelled — what the client sends next is a new request, routed.
 fn into_downstream(
+    upstream: &Upstream,
     mut response: Response<PooledBody>,
     upgrade: Option<PendingUpgrade>,
-) -> Response<ProxyBody> {
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    match upgrade {
-        Some(upgrade) if switching => {
-            let protocol = response.headers().get(UPGRADE).cloned();
-            prepare_headers(response.headers_mut(), protocol.as_ref());
-            tunnel(upgrade.downstream, hyper::upgrade::on(&mut response));
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(upgrade) = upgrade else {
+            return Err(bad_upstream(
+                upstream,
+                "a 101 to a request that asked for no upgrade",
+            ));
+        };
+        let same = response.headers().get(UPGRADE).is_some_and(|p| {
+            p.as_bytes()
+                .eq_ignore_ascii_case(upgrade.protocol.as_bytes())
+        });
+        if !same {
+            return Err(bad_upstream(
+                upstream,
+                "a 101 switching to another protocol",
+            ));
         }
-        _ => prepare_headers(response.headers_mut(), None),
+        prepare_headers(response.headers_mut(), Some(&upgrade.protocol));
+        tunnel(upgrade.downstream, hyper::upgrade::on(&mut response));
+    } else {
+        prepare_headers(response.headers_mut(), None);
     }
-    response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
 }
 
-/// A client asked to switch protocols (HTTP/1.1 `Upgrade`, e.g. WebSocket).
-struct PendingUpgrade {
+fn bad_upstream(upstream: &Upstream, what: &'static str) -> ProxyError {
+    ProxyError::UpstreamProtocol {
+        upstream: upstream.name.clone(),
+        what,
+    }
+}
+
+/// A client asked to switch to WebSocket (HTTP/1.1 `Upgrade`).
+pub(crate) struct PendingUpgrade {
     protocol: HeaderValue,
     downstream: OnUpgrade,
 }
 
+/// The only upgrade Weir tunnels: WebSocket (RFC 6455 §4.1), on HTTP/1.1.
 fn take_upgrade(parts: &mut http::request::Parts) -> Option<PendingUpgrade> {
     if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
         return None;
     }
     let protocol = parts.headers.get(UPGRADE)?.clone();
+    if !protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
     let downstream = parts.extensions.remove::<OnUpgrade>()?;
     Some(PendingUpgrade {
         protocol,
