@@ -27,6 +27,9 @@ pub enum ProxyError {
     /// `*` as the target of another method than OPTIONS (RFC 9112 §3.2.4).
     #[error("the asterisk-form target is only for OPTIONS")]
     AsteriskTarget,
+    /// The client's request body failed while it was streamed upstream (a malformed chunk).
+    #[error("{0}")]
+    ClientBody(String),
     /// A path normalisation refuses (see `request/path.rs`).
     #[error("bad request path: {0}")]
     BadPath(crate::request::path::PathError),
@@ -149,6 +152,12 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "bad_target",
                 "the * target is only for OPTIONS\n",
+                Downstream,
+            ),
+            ProxyError::ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "client_body",
+                "invalid request body\n",
                 Downstream,
             ),
             ProxyError::BadPath(_) => (

@@ -528,6 +528,11 @@ fn error_response(conn: &ConnCtx, log: &RequestLog, err: &ProxyError) -> Respons
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(class.body.len()));
+    if class.status == StatusCode::BAD_REQUEST {
+        // A malformed request may have left unread or misframed bytes behind: close after
+        // answering (RFC 9112 §6.3), as nginx does.
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -29,7 +29,7 @@ mod body;
 mod pool;
 mod tls;
 
-pub(crate) use body::{copy_channel, tee, CopySender, PooledBody, UpstreamBody};
+pub(crate) use body::{copy_channel, tee, ClientBodyError, CopySender, PooledBody, UpstreamBody};
 use pool::{PoolKey, Pools, TlsConnect};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -321,6 +321,14 @@ fn connect_failed(
 }
 
 fn request_error(upstream: &Upstream, source: hyper::Error) -> ProxyError {
+    // The client's body failed while it streamed upstream: the client's fault.
+    let mut cause = std::error::Error::source(&source);
+    while let Some(err) = cause {
+        if let Some(body) = err.downcast_ref::<ClientBodyError>() {
+            return ProxyError::ClientBody(body.to_string());
+        }
+        cause = err.source();
+    }
     ProxyError::UpstreamRequest {
         upstream: upstream.name.clone(),
         source,
@@ -410,6 +418,10 @@ pub(crate) fn forward_body<'a>(
 /// (`Connection: upgrade`, `Upgrade: websocket`, HTTP/1.1) is taken out to be tunnelled.
 /// Every other `Upgrade` (h2c, TLS…) is dropped: the request goes on as a plain one, as RFC
 /// 9110 §7.8 lets a server ignore Upgrade.
+///
+/// (A request with both Transfer-Encoding and Content-Length never gets here with both:
+/// hyper reads it by the chunks, drops the Content-Length and closes the connection after
+/// the answer, as RFC 9112 §6.3 asks.)
 pub(crate) fn strip_hop_by_hop(parts: &mut http::request::Parts) -> Option<PendingUpgrade> {
     let upgrade = take_upgrade(parts);
     prepare_headers(&mut parts.headers, None);
@@ -425,6 +437,20 @@ fn into_downstream(
     mut response: Response<PooledBody>,
     upgrade: Option<PendingUpgrade>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // RFC 9112 §6.1: both framings at once "ought to be handled as an error" (response
+    // splitting); hyper decoded the chunks but kept the Content-Length, which the client
+    // would get with another body length. nginx answers 502 too. The connection is not
+    // reused: the unread body is dropped with it.
+    if response.headers().contains_key(TRANSFER_ENCODING)
+        && response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(bad_upstream(
+            upstream,
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(upgrade) = upgrade else {
             return Err(bad_upstream(

@@ -500,3 +500,72 @@ async fn a_refused_upgrade_leaves_the_next_request_to_routing() {
     assert!(rest.starts_with("HTTP/1.1 404"), "{rest}");
     assert!(!b.seen().contains("/admin"), "{}", b.seen());
 }
+
+// ---- Section 4: framing faults (RFC 9112 §6) ----
+
+#[tokio::test]
+async fn an_upstream_response_with_content_length_and_chunked_is_a_502() {
+    // RFC 9112 §6.1: such a message "ought to be handled as an error" (a response-splitting
+    // attempt); nginx answers 502 too. The connection is not reused.
+    let b = ScriptedBackend::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+          b\r\nhello world\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+    )
+    .await;
+    let (_p, addr) = proxy_to(AppProtocol::Http1, b.addr).await;
+    let (head, rest) = exchange(
+        addr,
+        b"GET /ws HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(
+        !head.contains("smuggled") && !rest.contains("smuggled"),
+        "{head}{rest}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_request_body_is_the_clients_fault() {
+    let echo = Echo::start("a").await;
+    let (p, addr) = proxy_to(AppProtocol::Http1, echo.addr).await;
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\r\n-1\r\n\r\n",
+        "5\r\nhelloXX0\r\n\r\n",
+    ] {
+        let request = format!(
+            "POST /ws HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}"
+        );
+        let status = raw_status(addr, &request).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{body:?}: {status}");
+    }
+    assert_eq!(
+        p.metric(
+            "weir_request_errors_total",
+            &[("reason", "upstream_request")]
+        ),
+        0.0
+    );
+    // Both framings at once from a client (RFC 9112 §6.3): read by the chunks alone, the
+    // Content-Length not forwarded, and the connection closed after the answer, so a
+    // request hidden behind it is never read.
+    let (head, rest) = exchange(
+        addr,
+        b"POST /ws HTTP/1.1\r\nHost: h\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\n",
+        b"GET /ws/hidden HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("\"body\":\"abc\""), "{head}");
+    assert!(!head.contains("\"content-length\""), "{head}");
+    assert!(rest.is_empty(), "the connection stayed open: {rest}");
+    assert!(!echo
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|b| b.contains("hidden")));
+}
