@@ -30,9 +30,9 @@ pub enum ProxyError {
     /// The client's request body failed while it was streamed upstream (a malformed chunk).
     #[error("{0}")]
     ClientBody(String),
-    /// A path normalisation refuses (see `request/path.rs`).
+    /// A path normalisation refuses (see `weir-snapshot/src/path.rs`).
     #[error("bad request path: {0}")]
-    BadPath(crate::request::path::PathError),
+    BadPath(weir_snapshot::path::PathError),
     #[error(
         "request header section is {size} bytes, over the {limit}-byte limit (max_header_bytes)"
     )]

@@ -149,10 +149,10 @@ fn url_rewrite(rewrite: &UrlRewrite, parts: &mut http::request::Parts) -> Result
     Ok(())
 }
 
-/// A path a filter produced, normalised like a request path (`request/path.rs`), so a
+/// A path a filter produced, normalised like a request path (`weir-snapshot/src/path.rs`), so a
 /// rewrite or redirect cannot bring back the dot-segments normalising took out.
 fn normalized(path: String, what: &'static str) -> Result<String, ProxyError> {
-    match crate::request::path::normalize(&path) {
+    match weir_snapshot::path::normalize(&path) {
         Ok(std::borrow::Cow::Borrowed(_)) => Ok(path),
         Ok(std::borrow::Cow::Owned(normal)) => Ok(normal),
         Err(err) => Err(ProxyError::InvalidFilterResult {

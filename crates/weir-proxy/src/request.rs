@@ -32,6 +32,8 @@ use weir_snapshot::{
     RouteEntry, Snapshot, SocketConfig,
 };
 
+use weir_snapshot::path;
+
 use crate::error::{Fault, ProxyError};
 use crate::filter::{self, RedirectBase};
 use crate::listener::SocketKey;
@@ -583,8 +585,6 @@ fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duratio
         "request"
     );
 }
-
-pub(crate) mod path;
 
 #[cfg(test)]
 mod tests;

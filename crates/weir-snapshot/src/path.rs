@@ -1,5 +1,8 @@
 //! Request path normalisation: the path routes are matched against, and the path the
-//! backend gets, are the same normalised path (docs/SECURITY.md, "Route boundaries").
+//! backend gets, are the same normalised path (docs/SECURITY.md, "Route boundaries"). The
+//! proxy normalises request paths and the paths filters produce; translation normalises
+//! Exact and PathPrefix values the same way, so a value and a request spelling the same
+//! path differently still match.
 //!
 //! 1. Percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`, RFC 3986 §2.3) are
 //!    decoded; every other escape is kept as sent (its case too).
@@ -70,7 +73,7 @@ fn is_normal(bytes: &[u8]) -> bool {
 
 /// `uri` with its path replaced by `path` (its scheme, authority and query kept). The error
 /// is the text that did not parse.
-pub(crate) fn with_path(uri: &http::Uri, mut path: String) -> Result<http::Uri, String> {
+pub fn with_path(uri: &http::Uri, mut path: String) -> Result<http::Uri, String> {
     if let Some(query) = uri.query() {
         path.push('?');
         path.push_str(query);
