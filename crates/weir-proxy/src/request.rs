@@ -91,6 +91,8 @@ impl ConnCtx {
 struct RequestLog {
     method: Method,
     uri: Uri,
+    /// HTTP/1.x or HTTP/2 (a 400 closes an HTTP/1.x connection).
+    version: Version,
     /// Lowercase, without port; empty until the route stage has read it.
     host: String,
     gateway: Option<Arc<str>>,
@@ -117,6 +119,7 @@ pub(crate) fn serve(
         let mut log = RequestLog {
             method: req.method().clone(),
             uri: req.uri().clone(),
+            version: req.version(),
             host: String::new(),
             gateway: None,
             route: None,
@@ -530,7 +533,7 @@ fn error_response(conn: &ConnCtx, log: &RequestLog, err: &ProxyError) -> Respons
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(class.body.len()));
-    if class.status == StatusCode::BAD_REQUEST {
+    if class.status == StatusCode::BAD_REQUEST && log.version < Version::HTTP_2 {
         // A malformed request may have left unread or misframed bytes behind: close after
         // answering (RFC 9112 §6.3), as nginx does.
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

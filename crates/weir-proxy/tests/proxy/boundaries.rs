@@ -170,6 +170,19 @@ async fn encoded_slashes_backslashes_and_bad_escapes_get_400_and_reach_no_backen
         .body(Full::default())
         .unwrap();
     assert_eq!(h2.send(req).await.unwrap().status, StatusCode::BAD_REQUEST);
+    // A 400 closes the HTTP/1.1 connection: nothing after the bad request is read.
+    let (head, rest) = exchange(
+        addr,
+        b"GET /public/..%2Fadmin HTTP/1.1\r\nHost: h.example\r\n\r\n",
+        b"GET /admin HTTP/1.1\r\nHost: h.example\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(rest.is_empty(), "{rest}");
     assert_eq!(t.received(), 0, "a refused path reached a backend");
     assert!(
         t.proxy
