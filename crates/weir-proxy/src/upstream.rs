@@ -36,6 +36,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+use http::header::{SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY};
 
 /// The upstream clients: pooled connections per endpoint (HTTP/1.1, and HTTP/2 prior
 /// knowledge for `kubernetes.io/h2c`).
@@ -468,6 +469,19 @@ fn into_downstream(
                 "a 101 switching to another protocol",
             ));
         }
+        // Proof that the backend read the handshake and switched (RFC 6455 §4.2.2), not a
+        // status it was made to echo: else the client's next bytes would reach a backend
+        // still speaking HTTP as requests no route let through.
+        let accepted = response
+            .headers()
+            .get(SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|a| a.as_bytes() == upgrade.accept.as_bytes());
+        if !accepted {
+            return Err(bad_upstream(
+                upstream,
+                "a 101 without the Sec-WebSocket-Accept of the client's key",
+            ));
+        }
         prepare_headers(response.headers_mut(), Some(&upgrade.protocol));
         tunnel(upgrade.downstream, hyper::upgrade::on(&mut response));
     } else {
@@ -486,21 +500,29 @@ fn bad_upstream(upstream: &Upstream, what: &'static str) -> ProxyError {
 /// A client asked to switch to WebSocket (HTTP/1.1 `Upgrade`).
 pub(crate) struct PendingUpgrade {
     protocol: HeaderValue,
+    /// The `Sec-WebSocket-Accept` a backend that really switched answers with.
+    accept: String,
     downstream: OnUpgrade,
 }
 
-/// The only upgrade Weir tunnels: WebSocket (RFC 6455 §4.1), on HTTP/1.1.
+/// The only upgrade Weir tunnels: a WebSocket handshake (RFC 6455 §4.1: GET, HTTP/1.1,
+/// `Upgrade: websocket`, a `Sec-WebSocket-Key`).
 fn take_upgrade(parts: &mut http::request::Parts) -> Option<PendingUpgrade> {
-    if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
+    if parts.version != Version::HTTP_11
+        || parts.method != Method::GET
+        || !connection_has(&parts.headers, "upgrade")
+    {
         return None;
     }
     let protocol = parts.headers.get(UPGRADE)?.clone();
     if !protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
         return None;
     }
+    let accept = websocket_accept(parts.headers.get(SEC_WEBSOCKET_KEY)?.as_bytes());
     let downstream = parts.extensions.remove::<OnUpgrade>()?;
     Some(PendingUpgrade {
         protocol,
+        accept,
         downstream,
     })
 }
@@ -521,6 +543,16 @@ fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
             tracing::debug!(error = %err, "upgraded connection ended with an error");
         }
     });
+}
+
+/// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key + the RFC 6455 GUID)).
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {

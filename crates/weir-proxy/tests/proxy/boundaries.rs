@@ -443,6 +443,13 @@ async fn only_websocket_upgrades_are_tunnelled() {
     let echo = Echo::start("a").await;
     for protocol in [AppProtocol::Http1, AppProtocol::WebSocket] {
         let (_p, addr) = proxy_to(protocol, echo.addr).await;
+        // A WebSocket upgrade without the handshake's key is not one either.
+        let j = raw_json(
+            addr,
+            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await;
+        assert!(j["headers"]["upgrade"].is_null(), "no key: {j}");
         for upgrade in ["h2c", "TLS/1.0", "x-tunnel"] {
             let request = format!(
                 "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
@@ -455,6 +462,11 @@ async fn only_websocket_upgrades_are_tunnelled() {
     }
 }
 
+/// A WebSocket handshake (RFC 6455 §4.1) with the RFC's sample key.
+const WS_HANDSHAKE: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
 #[tokio::test]
 async fn a_backend_101_without_the_requested_protocol_is_a_502_and_tunnels_nothing() {
     // A backend that answers 101 to anything, naming another protocol (or none): the client
@@ -463,12 +475,17 @@ async fn a_backend_101_without_the_requested_protocol_is_a_502_and_tunnels_nothi
     for answer in [
         &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"[..],
         &b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..],
+        // The right protocol but not the answer to the client's key: a backend made to echo
+        // a 101 (a status-reflecting endpoint), still speaking HTTP.
+        &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+        &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+           Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"[..],
     ] {
         let b = ScriptedBackend::start(answer).await;
         let (_p, addr) = proxy_to(AppProtocol::WebSocket, b.addr).await;
         let (head, rest) = exchange(
             addr,
-            b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            WS_HANDSHAKE,
             b"GET /admin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
         )
         .await;
@@ -505,7 +522,7 @@ async fn a_refused_upgrade_leaves_the_next_request_to_routing() {
     let (_p, addr) = proxy_to(AppProtocol::WebSocket, b.addr).await;
     let (head, rest) = exchange(
         addr,
-        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        WS_HANDSHAKE,
         b"GET /admin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
     )
     .await;
