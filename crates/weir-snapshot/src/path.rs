@@ -10,6 +10,7 @@
 //!    by two hex digits are refused ([`PathError`], 400): a backend that decodes them could
 //!    see other path segments than the ones Weir matched (Envoy's
 //!    `path_with_escaped_slashes_action: REJECT_REQUEST`; nginx refuses a bad escape too).
+//!    So is a dot-segment with parameters (`..;x`), which servlet containers resolve.
 //! 3. Empty segments are merged (`//` → `/`, nginx's `merge_slashes on`): else `//admin`
 //!    would miss an `Exact /admin` route and fall to a `/` route whose backend merges the
 //!    slashes and serves `/admin`.
@@ -29,6 +30,9 @@ pub enum PathError {
     EncodedSlash,
     /// A raw `\`, which some servers treat as `/`.
     Backslash,
+    /// A dot-segment with path parameters (`..;x`): Tomcat and other servlet containers drop
+    /// the parameters and resolve the `..`, after Weir matched the segment as a name.
+    DotSegmentParameters,
 }
 
 impl std::fmt::Display for PathError {
@@ -37,6 +41,7 @@ impl std::fmt::Display for PathError {
             PathError::BadEscape => "a '%' in the path is not followed by two hex digits",
             PathError::EncodedSlash => "the path has an encoded slash or backslash (%2F, %5C)",
             PathError::Backslash => "the path has a backslash",
+            PathError::DotSegmentParameters => "the path has a dot-segment with parameters (..;)",
         })
     }
 }
@@ -147,6 +152,9 @@ fn normalize_slow(path: &str) -> Result<String, PathError> {
         trailing_slash = true;
         match segment {
             b"" | b"." => {}
+            _ if segment.starts_with(b"..;") || segment.starts_with(b".;") => {
+                return Err(PathError::DotSegmentParameters);
+            }
             b".." => {
                 if let Some(start) = starts.pop() {
                     out.truncate(start);
@@ -241,6 +249,19 @@ mod tests {
         assert_eq!(n("/a%2"), Err(PathError::BadEscape));
         assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(n("/a%%2e"), Err(PathError::BadEscape));
+        assert_eq!(n("/public/..;/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(
+            n("/public/%2e%2e;x=1/admin"),
+            Err(PathError::DotSegmentParameters)
+        );
+        assert_eq!(n("/public/.;/x"), Err(PathError::DotSegmentParameters));
+        // Parameters on a name are the backend's business.
+        assert_eq!(
+            n("/a;v=1/..;b").map(|_| ()),
+            Err(PathError::DotSegmentParameters)
+        );
+        assert!(matches!(normalize("/a;v=1/b"), Ok(Cow::Borrowed(_))));
+        assert_eq!(n("/a/...;x").unwrap(), "/a/...;x");
     }
 
     /// The result is a fixed point, keeps non-ASCII text whole, and never grows.

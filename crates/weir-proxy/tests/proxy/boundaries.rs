@@ -158,6 +158,8 @@ async fn encoded_slashes_backslashes_and_bad_escapes_get_400_and_reach_no_backen
         "/public/%",
         "/public/%2",
         "/public/%zz",
+        "/public/..;/admin",
+        "/public/%2e%2e;jsessionid=x/admin",
     ] {
         let status = raw_status(addr, &raw_get(path)).await;
         assert!(status.starts_with("HTTP/1.1 400"), "{path}: {status}");
