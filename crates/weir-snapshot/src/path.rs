@@ -264,6 +264,45 @@ mod tests {
         assert_eq!(n("/a/...;x").unwrap(), "/a/...;x");
     }
 
+    /// Every path of up to 6 bytes after the leading `/` over the bytes that matter: no
+    /// panic, and a result is normal (a fixed point, no empty or dot-segment, no escape of
+    /// an unreserved character, never longer).
+    #[test]
+    fn exhaustive_short_paths_normalise_to_fixed_points() {
+        const ALPHABET: &[u8] = b"/.%2eFa;\\";
+        let mut path = Vec::with_capacity(8);
+        let mut checked = 0usize;
+        for len in 0..=6u32 {
+            let total = ALPHABET.len().pow(len);
+            for mut code in 0..total {
+                path.clear();
+                path.push(b'/');
+                for _ in 0..len {
+                    path.push(ALPHABET[code % ALPHABET.len()]);
+                    code /= ALPHABET.len();
+                }
+                let Ok(input) = std::str::from_utf8(&path) else {
+                    continue;
+                };
+                checked += 1;
+                let Ok(out) = normalize(input) else { continue };
+                assert!(out.starts_with('/'), "{input:?} → {out:?}");
+                assert!(out.len() <= input.len(), "{input:?} → {out:?}");
+                assert!(!out.contains("//"), "{input:?} → {out:?}");
+                assert!(
+                    !out.split('/').any(|s| s == "." || s == ".."),
+                    "{input:?} → {out:?}"
+                );
+                assert!(
+                    !out.to_ascii_lowercase().contains("%2e"),
+                    "{input:?} → {out:?}"
+                );
+                assert_eq!(normalize(&out).as_deref(), Ok(&*out), "{input:?}");
+            }
+        }
+        assert!(checked > 500_000, "{checked}");
+    }
+
     /// The result is a fixed point, keeps non-ASCII text whole, and never grows.
     #[test]
     fn normalising_twice_changes_nothing() {
