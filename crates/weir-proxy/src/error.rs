@@ -14,8 +14,26 @@ pub enum ProxyError {
     // ---- downstream: the client's request is at fault (4xx) ----
     #[error("HTTP/1.1 request without a Host header")]
     MissingHost,
-    #[error("the Host header is not valid text")]
+    /// A Host header (or request authority) that is not `host[:port]` (RFC 3986 §3.2), e.g.
+    /// with userinfo, a path or spaces.
+    #[error("the Host header or the request authority is not a valid host[:port]")]
     InvalidHost,
+    /// More than one Host header (RFC 9112 §3.2).
+    #[error("more than one Host header")]
+    DuplicateHost,
+    /// An HTTP/2 Host header naming another host than `:authority` (RFC 9113 §8.3.1).
+    /// (One string, `host` vs `authority`: two would make every `ProxyError` larger.)
+    #[error("the Host header disagrees with :authority: {0}")]
+    HostMismatch(String),
+    /// `*` as the target of another method than OPTIONS (RFC 9112 §3.2.4).
+    #[error("the asterisk-form target is only for OPTIONS")]
+    AsteriskTarget,
+    /// The client's request body failed while it was streamed upstream (a malformed chunk).
+    #[error("{0}")]
+    ClientBody(String),
+    /// A path normalisation refuses (see `weir-snapshot/src/path.rs`).
+    #[error("bad request path: {0}")]
+    BadPath(weir_snapshot::path::PathError),
     #[error(
         "request header section is {size} bytes, over the {limit}-byte limit (max_header_bytes)"
     )]
@@ -51,6 +69,12 @@ pub enum ProxyError {
     UpstreamRequest {
         upstream: Arc<str>,
         source: hyper::Error,
+    },
+    /// The backend broke the protocol (an unsolicited 101, a 101 to another protocol).
+    #[error("upstream {upstream} sent {what}")]
+    UpstreamProtocol {
+        upstream: Arc<str>,
+        what: &'static str,
     },
     #[error("upstream {upstream} did not answer within the backend request timeout ({limit:?})")]
     BackendTimeout { upstream: Arc<str>, limit: Duration },
@@ -111,6 +135,36 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "invalid_host",
                 "invalid Host header\n",
+                Downstream,
+            ),
+            ProxyError::DuplicateHost => (
+                StatusCode::BAD_REQUEST,
+                "duplicate_host",
+                "more than one Host header\n",
+                Downstream,
+            ),
+            ProxyError::HostMismatch(_) => (
+                StatusCode::BAD_REQUEST,
+                "host_mismatch",
+                "Host header disagrees with :authority\n",
+                Downstream,
+            ),
+            ProxyError::AsteriskTarget => (
+                StatusCode::BAD_REQUEST,
+                "bad_target",
+                "the * target is only for OPTIONS\n",
+                Downstream,
+            ),
+            ProxyError::ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "client_body",
+                "invalid request body\n",
+                Downstream,
+            ),
+            ProxyError::BadPath(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "invalid request path\n",
                 Downstream,
             ),
             ProxyError::HeadersTooLarge { .. } => (
@@ -183,6 +237,12 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 "upstream_request",
                 "upstream request error\n",
+                Upstream,
+            ),
+            ProxyError::UpstreamProtocol { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_protocol",
+                "upstream protocol error\n",
                 Upstream,
             ),
             ProxyError::BackendTimeout { .. } => (

@@ -99,7 +99,10 @@ pub(crate) fn redirect_location(
         let _ = write!(location, ":{port}");
     }
     match &redirect.path {
-        Some(modifier) => location.push_str(&modifier.apply(uri.path())),
+        Some(modifier) => {
+            location.push_str(&normalized(modifier.apply(uri.path()), "redirect path")?)
+        }
+        // Already normalised (`request::normalize_target`).
         None => location.push_str(uri.path()),
     }
     if let Some(query) = uri.query() {
@@ -128,7 +131,7 @@ fn url_rewrite(rewrite: &UrlRewrite, parts: &mut http::request::Parts) -> Result
         parts.headers.insert(HOST, hostname.clone());
     }
     if let Some(modifier) = &rewrite.path {
-        let mut path_and_query = modifier.apply(parts.uri.path());
+        let mut path_and_query = normalized(modifier.apply(parts.uri.path()), "rewritten path")?;
         if let Some(query) = parts.uri.query() {
             path_and_query.push('?');
             path_and_query.push_str(query);
@@ -144,6 +147,19 @@ fn url_rewrite(rewrite: &UrlRewrite, parts: &mut http::request::Parts) -> Result
         parts.uri = Uri::from_parts(uri).map_err(|err| invalid(err.to_string()))?;
     }
     Ok(())
+}
+
+/// A path a filter produced, normalised like a request path (`weir-snapshot/src/path.rs`), so a
+/// rewrite or redirect cannot bring back the dot-segments normalising took out.
+fn normalized(path: String, what: &'static str) -> Result<String, ProxyError> {
+    match weir_snapshot::path::normalize(&path) {
+        Ok(std::borrow::Cow::Borrowed(_)) => Ok(path),
+        Ok(std::borrow::Cow::Owned(normal)) => Ok(normal),
+        Err(err) => Err(ProxyError::InvalidFilterResult {
+            what,
+            value: format!("{path}: {err}"),
+        }),
+    }
 }
 
 #[cfg(test)]

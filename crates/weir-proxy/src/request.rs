@@ -32,6 +32,8 @@ use weir_snapshot::{
     RouteEntry, Snapshot, SocketConfig,
 };
 
+use weir_snapshot::path;
+
 use crate::error::{Fault, ProxyError};
 use crate::filter::{self, RedirectBase};
 use crate::listener::SocketKey;
@@ -89,6 +91,8 @@ impl ConnCtx {
 struct RequestLog {
     method: Method,
     uri: Uri,
+    /// HTTP/1.x or HTTP/2 (a 400 closes an HTTP/1.x connection).
+    version: Version,
     /// Lowercase, without port; empty until the route stage has read it.
     host: String,
     gateway: Option<Arc<str>>,
@@ -115,6 +119,7 @@ pub(crate) fn serve(
         let mut log = RequestLog {
             method: req.method().clone(),
             uri: req.uri().clone(),
+            version: req.version(),
             host: String::new(),
             gateway: None,
             route: None,
@@ -134,9 +139,12 @@ pub(crate) fn serve(
 fn route_and_forward<'s>(
     conn: &'s ConnCtx,
     snapshot: &'s Snapshot,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's {
+    if let Err(err) = normalize_target(&mut req) {
+        return Staged::done(Err(err));
+    }
     let (port, listener, entry) = match route(conn, snapshot, &req, log) {
         Ok(found) => found,
         Err(err) => return Staged::done(Err(err)),
@@ -159,6 +167,28 @@ fn route_and_forward<'s>(
         // Only called when there is a limit.
         ProxyError::RequestTimeout(limit.unwrap_or_default())
     }))
+}
+
+/// The request target as routes see it and the backend gets it: `*` only for OPTIONS
+/// (RFC 9112 §3.2.4), the path normalised ([`path`]; the query string untouched). The URI
+/// is rebuilt only when normalising changed the path.
+fn normalize_target<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let uri = req.uri();
+    let raw = uri.path();
+    if raw == "*" && req.method() != Method::OPTIONS {
+        return Err(ProxyError::AsteriskTarget);
+    }
+    let normal = match path::normalize(raw).map_err(ProxyError::BadPath)? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(normal) => normal,
+    };
+    let rebuilt =
+        path::with_path(uri, normal).map_err(|value| ProxyError::InvalidFilterResult {
+            what: "normalised path",
+            value,
+        })?;
+    *req.uri_mut() = rebuilt;
+    Ok(())
 }
 
 /// Stage 1: find the route entry for the request.
@@ -254,6 +284,9 @@ fn handle_action<'s>(
 {
     let (mut parts, body) = req.into_parts();
     ensure_host_header(&mut parts);
+    // The client's hop-by-hop headers go before any filter runs, so a client's
+    // `Connection: x-name` cannot remove a header a filter (or the forward stage) sets.
+    let upgrade = upstream::strip_hop_by_hop(&mut parts);
     // CORS answers name the request's Origin; kept only for routes with a CORS filter.
     let origin = if filter::cors::any(&action.filters) {
         parts.headers.get(http::header::ORIGIN).cloned()
@@ -304,6 +337,7 @@ fn handle_action<'s>(
         upstream,
         parts,
         upstream::tee(body, copies),
+        upgrade,
         &downstream,
         attempt_timeout(&action.timeouts, &conn.shared.config),
     );
@@ -350,18 +384,111 @@ fn check_header_size<B>(req: &Request<B>, limit: usize) -> Result<(), ProxyError
 
 /// The request's host: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form), else
 /// the Host header; port stripped, lowercased. HTTP/1.0 may omit it (empty host).
+///
+/// Refused (400): more than one Host header, a Host or authority that is not `host[:port]`
+/// (userinfo, a path, spaces…), and on HTTP/2 a Host header naming another host than
+/// `:authority` (RFC 9113 §8.3.1). On HTTP/1.1 an absolute-form target's authority wins
+/// over a different Host header, which is replaced (RFC 9112 §3.2.2; see
+/// [`ensure_host_header`]).
 pub(crate) fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::DuplicateHost);
+    }
     let raw = if let Some(authority) = req.uri().authority() {
+        // http's parser accepts userinfo (`user@host`); RFC 9110 §4.2.4 says to refuse it.
+        if !is_authority(authority.as_str().as_bytes()) {
+            return Err(ProxyError::InvalidHost);
+        }
+        if let Some(header) = header.filter(|_| req.version() == Version::HTTP_2) {
+            // Compared by host (routing and the forwarded Host use only that): `h` and
+            // `h:443` are the same entity.
+            let same = header
+                .to_str()
+                .is_ok_and(|h| strip_port(h.trim()).eq_ignore_ascii_case(authority.host()));
+            if !same {
+                return Err(ProxyError::HostMismatch(format!(
+                    "{:?} vs {:?}",
+                    String::from_utf8_lossy(header.as_bytes()),
+                    authority.as_str()
+                )));
+            }
+        }
         authority.host()
-    } else if let Some(value) = req.headers().get(HOST) {
-        let value = value.to_str().map_err(|_| ProxyError::InvalidHost)?;
-        strip_port(value.trim())
+    } else if let Some(value) = header {
+        let value = value.to_str().map_err(|_| ProxyError::InvalidHost)?.trim();
+        if !value.is_empty() && !is_authority(value.as_bytes()) {
+            return Err(ProxyError::InvalidHost);
+        }
+        strip_port(value)
     } else if req.version() <= Version::HTTP_10 {
         ""
     } else {
         return Err(ProxyError::MissingHost);
     };
     Ok(raw.to_ascii_lowercase())
+}
+
+/// The bytes of a reg-name (RFC 3986 §3.2.2): unreserved, sub-delims and `%` (of a
+/// percent-encoding). A table, so the check is one load per byte.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
+
+/// `host[:port]` as RFC 3986 §3.2.2 and §3.2.3 define them, without userinfo: an IP
+/// literal in brackets, or a reg-name, then an optional `:` and up to 5 digits. One pass.
+fn is_authority(value: &[u8]) -> bool {
+    let port = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = value.get(1..end).unwrap_or_default();
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        value.get(end + 1..).unwrap_or_default()
+    } else {
+        let host_len = value
+            .iter()
+            .position(|&b| !REG_NAME[usize::from(b)])
+            .unwrap_or(value.len());
+        value.get(host_len..).unwrap_or_default()
+    };
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -416,6 +543,11 @@ fn error_response(conn: &ConnCtx, log: &RequestLog, err: &ProxyError) -> Respons
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(class.body.len()));
+    if class.status == StatusCode::BAD_REQUEST && log.version < Version::HTTP_2 {
+        // A malformed request may have left unread or misframed bytes behind: close after
+        // answering (RFC 9112 §6.3), as nginx does.
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

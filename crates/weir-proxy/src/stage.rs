@@ -139,6 +139,40 @@ where
 }
 
 pin_project! {
+    /// `fut`'s success passed through `f`, which may fail (a check on the response).
+    pub(crate) struct AndThen<F, M> {
+        #[pin]
+        fut: F,
+        f: Option<M>,
+    }
+}
+
+impl<F, M> AndThen<F, M> {
+    pub(crate) fn new(fut: F, f: M) -> Self {
+        Self { fut, f: Some(f) }
+    }
+}
+
+impl<F, M, T, U> Future for AndThen<F, M>
+where
+    F: Future<Output = Result<T, ProxyError>>,
+    M: FnOnce(T) -> Result<U, ProxyError>,
+{
+    type Output = Result<U, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.fut.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(out) => match this.f.take() {
+                Some(f) => Poll::Ready(out.and_then(f)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+pin_project! {
     /// One of two futures with the same output (the exchange on HTTP/1.1 or on HTTP/2).
     #[project = EitherProj]
     pub(crate) enum Either<A, B> {

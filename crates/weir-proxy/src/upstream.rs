@@ -22,20 +22,21 @@ use weir_snapshot::{AppProtocol, BackendTls, ClientCert, Upstream};
 use crate::error::{ConnectError, ProxyError};
 use crate::metrics::Metrics;
 use crate::request::{BoxError, ProxyBody};
-use crate::stage::{Bounded, Either, MapOk, Staged};
+use crate::stage::{AndThen, Bounded, Either, Staged};
 use crate::Shared;
 
 mod body;
 mod pool;
 mod tls;
 
-pub(crate) use body::{copy_channel, tee, CopySender, PooledBody, UpstreamBody};
+pub(crate) use body::{copy_channel, tee, ClientBodyError, CopySender, PooledBody, UpstreamBody};
 use pool::{PoolKey, Pools, TlsConnect};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+use http::header::{SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY};
 
 /// The upstream clients: pooled connections per endpoint (HTTP/1.1, and HTTP/2 prior
 /// knowledge for `kubernetes.io/h2c`).
@@ -321,6 +322,14 @@ fn connect_failed(
 }
 
 fn request_error(upstream: &Upstream, source: hyper::Error) -> ProxyError {
+    // The client's body failed while it streamed upstream: the client's fault.
+    let mut cause = std::error::Error::source(&source);
+    while let Some(err) = cause {
+        if let Some(body) = err.downcast_ref::<ClientBodyError>() {
+            return ProxyError::ClientBody(body.to_string());
+        }
+        cause = err.source();
+    }
     ProxyError::UpstreamRequest {
         upstream: upstream.name.clone(),
         source,
@@ -375,18 +384,22 @@ pub(crate) struct Downstream<'a> {
 /// Stage 4: send the request to one endpoint of `upstream` ([`Clients::send`]) and return
 /// its response, cleaned of hop-by-hop headers. `attempt_timeout` bounds the wait for the
 /// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
+/// `upgrade` is the client's WebSocket upgrade ([`strip_hop_by_hop`]): tunnelled to HTTP/1.1
+/// backends (plain or `kubernetes.io/ws`), dropped for h2c ones.
 pub(crate) fn forward_body<'a>(
     shared: &'a Shared,
     upstream: &'a Upstream,
     mut parts: http::request::Parts,
     body: UpstreamBody,
+    upgrade: Option<PendingUpgrade>,
     downstream: &Downstream<'_>,
     attempt_timeout: Option<Duration>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
     let upgrade = match upstream.protocol {
         AppProtocol::H2c => None,
-        AppProtocol::Http1 | AppProtocol::WebSocket => take_upgrade(&mut parts),
+        AppProtocol::Http1 | AppProtocol::WebSocket => upgrade,
     };
+    // The client's hop-by-hop headers are gone already; this removes any a filter set.
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, downstream.client_ip, downstream.tls);
     let sent = shared.clients.send(
@@ -396,40 +409,120 @@ pub(crate) fn forward_body<'a>(
         attempt_timeout,
         downstream.client_cert,
     );
-    MapOk::new(sent, move |response| into_downstream(response, upgrade))
+    AndThen::new(sent, move |response| {
+        into_downstream(upstream, response, upgrade)
+    })
+}
+
+/// The client's hop-by-hop headers removed (those its `Connection` names and the RFC 9110
+/// §7.6.1 list, [`prepare_headers`]), before any filter runs; a WebSocket upgrade
+/// (`Connection: upgrade`, `Upgrade: websocket`, HTTP/1.1) is taken out to be tunnelled.
+/// Every other `Upgrade` (h2c, TLS…) is dropped: the request goes on as a plain one, as RFC
+/// 9110 §7.8 lets a server ignore Upgrade.
+///
+/// (A request with both Transfer-Encoding and Content-Length never gets here with both:
+/// hyper reads it by the chunks, drops the Content-Length and closes the connection after
+/// the answer, as RFC 9112 §6.3 asks.)
+pub(crate) fn strip_hop_by_hop(parts: &mut http::request::Parts) -> Option<PendingUpgrade> {
+    let upgrade = take_upgrade(parts);
+    prepare_headers(&mut parts.headers, None);
+    upgrade
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, body streamed.
+/// A 101 switches only to the protocol the client asked for (RFC 9110 §15.2.2): a 101 to a
+/// request that asked for no upgrade, or naming another protocol, is the backend's fault
+/// (502), and nothing is tunnelled — what the client sends next is a new request, routed.
 fn into_downstream(
+    upstream: &Upstream,
     mut response: Response<PooledBody>,
     upgrade: Option<PendingUpgrade>,
-) -> Response<ProxyBody> {
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    match upgrade {
-        Some(upgrade) if switching => {
-            let protocol = response.headers().get(UPGRADE).cloned();
-            prepare_headers(response.headers_mut(), protocol.as_ref());
-            tunnel(upgrade.downstream, hyper::upgrade::on(&mut response));
-        }
-        _ => prepare_headers(response.headers_mut(), None),
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // RFC 9112 §6.1: both framings at once "ought to be handled as an error" (response
+    // splitting); hyper decoded the chunks but kept the Content-Length, which the client
+    // would get with another body length. nginx answers 502 too. The connection is not
+    // reused: the unread body is dropped with it.
+    if response.headers().contains_key(TRANSFER_ENCODING)
+        && response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(bad_upstream(
+            upstream,
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
-    response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(upgrade) = upgrade else {
+            return Err(bad_upstream(
+                upstream,
+                "a 101 to a request that asked for no upgrade",
+            ));
+        };
+        let same = response.headers().get(UPGRADE).is_some_and(|p| {
+            p.as_bytes()
+                .eq_ignore_ascii_case(upgrade.protocol.as_bytes())
+        });
+        if !same {
+            return Err(bad_upstream(
+                upstream,
+                "a 101 switching to another protocol",
+            ));
+        }
+        // Proof that the backend read the handshake and switched (RFC 6455 §4.2.2), not a
+        // status it was made to echo: else the client's next bytes would reach a backend
+        // still speaking HTTP as requests no route let through.
+        let accepted = response
+            .headers()
+            .get(SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|a| a.as_bytes() == upgrade.accept.as_bytes());
+        if !accepted {
+            return Err(bad_upstream(
+                upstream,
+                "a 101 without the Sec-WebSocket-Accept of the client's key",
+            ));
+        }
+        prepare_headers(response.headers_mut(), Some(&upgrade.protocol));
+        tunnel(upgrade.downstream, hyper::upgrade::on(&mut response));
+    } else {
+        prepare_headers(response.headers_mut(), None);
+    }
+    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
 }
 
-/// A client asked to switch protocols (HTTP/1.1 `Upgrade`, e.g. WebSocket).
-struct PendingUpgrade {
+fn bad_upstream(upstream: &Upstream, what: &'static str) -> ProxyError {
+    ProxyError::UpstreamProtocol {
+        upstream: upstream.name.clone(),
+        what,
+    }
+}
+
+/// A client asked to switch to WebSocket (HTTP/1.1 `Upgrade`).
+pub(crate) struct PendingUpgrade {
     protocol: HeaderValue,
+    /// The `Sec-WebSocket-Accept` a backend that really switched answers with.
+    accept: String,
     downstream: OnUpgrade,
 }
 
+/// The only upgrade Weir tunnels: a WebSocket handshake (RFC 6455 §4.1: GET, HTTP/1.1,
+/// `Upgrade: websocket`, a `Sec-WebSocket-Key`).
 fn take_upgrade(parts: &mut http::request::Parts) -> Option<PendingUpgrade> {
-    if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
+    if parts.version != Version::HTTP_11
+        || parts.method != Method::GET
+        || !connection_has(&parts.headers, "upgrade")
+    {
         return None;
     }
     let protocol = parts.headers.get(UPGRADE)?.clone();
+    if !protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
+    let accept = websocket_accept(parts.headers.get(SEC_WEBSOCKET_KEY)?.as_bytes());
     let downstream = parts.extensions.remove::<OnUpgrade>()?;
     Some(PendingUpgrade {
         protocol,
+        accept,
         downstream,
     })
 }
@@ -450,6 +543,16 @@ fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
             tracing::debug!(error = %err, "upgraded connection ended with an error");
         }
     });
+}
+
+/// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key + the RFC 6455 GUID)).
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {

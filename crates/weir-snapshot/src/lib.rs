@@ -12,6 +12,7 @@ pub mod client_auth;
 pub mod filter;
 pub mod host_index;
 pub mod passthrough;
+pub mod path;
 pub mod route;
 
 use std::net::IpAddr;

@@ -320,8 +320,14 @@ fn compile_match(
         PathType::Exact | PathType::PathPrefix if !value.starts_with('/') => {
             return Err(invalid(format!("path {value:?} must start with '/'")));
         }
-        PathType::Exact => (PathMatch::Exact(value.as_str().into()), Some(value)),
-        PathType::PathPrefix => (PathMatch::prefix(&value), Some(value)),
+        PathType::Exact => {
+            let value = normalized_path(value);
+            (PathMatch::Exact(value.as_str().into()), Some(value))
+        }
+        PathType::PathPrefix => {
+            let value = normalized_path(value);
+            (PathMatch::prefix(&value), Some(value))
+        }
         PathType::RegularExpression => (
             PathMatch::Regex(regexes.anchored(&value).map_err(invalid)?),
             None,
@@ -403,4 +409,15 @@ fn timeouts(rule: &HttpRouteRules, rule_index: usize) -> Result<Timeouts, Transl
         request: parse(t.request.as_deref())?,
         backend_request: parse(t.backend_request.as_deref())?,
     })
+}
+
+/// An Exact or PathPrefix value as the proxy normalises request paths
+/// (`weir_snapshot::path`): `/%61pi` is `/api`, `/a/./b` is `/a/b`, so the value matches the
+/// requests that spell it. A value normalisation refuses (an encoded slash) is kept: no
+/// request with one gets that far.
+fn normalized_path(value: String) -> String {
+    match weir_snapshot::path::normalize(&value) {
+        Ok(std::borrow::Cow::Owned(normal)) => normal,
+        _ => value,
+    }
 }

@@ -14,16 +14,57 @@ fn req(version: Version, uri: &str, host: Option<&str>) -> Request<()> {
 fn host_comes_from_authority_then_host_header_without_port_lowercased() {
     let r = req(Version::HTTP_11, "/x", Some("Foo.Example.COM:8080"));
     assert_eq!(request_host(&r).unwrap(), "foo.example.com");
+    let r = req(Version::HTTP_2, "https://H2.example.com:443/x", None);
+    assert_eq!(request_host(&r).unwrap(), "h2.example.com");
+    // HTTP/2: a Host naming another host than :authority is malformed (RFC 9113 §8.3.1);
+    // the same host (any case, with or without the port) is fine.
+    let r = req(Version::HTTP_2, "https://h2.example.com/x", Some("other"));
+    assert!(matches!(request_host(&r), Err(ProxyError::HostMismatch(_))));
     let r = req(
         Version::HTTP_2,
-        "https://H2.example.com:443/x",
-        Some("other"),
+        "https://h2.example.com/x",
+        Some("H2.example.com:443"),
     );
     assert_eq!(request_host(&r).unwrap(), "h2.example.com");
+    // HTTP/1.1 absolute form: the target's authority wins (RFC 9112 §3.2.2).
+    let r = req(Version::HTTP_11, "http://a.example/x", Some("b.example"));
+    assert_eq!(request_host(&r).unwrap(), "a.example");
     let r = req(Version::HTTP_11, "/x", Some("[::1]:80"));
     assert_eq!(request_host(&r).unwrap(), "[::1]");
     let r = req(Version::HTTP_11, "/x", Some("plain"));
     assert_eq!(request_host(&r).unwrap(), "plain");
+}
+
+#[test]
+fn host_values_must_be_authorities() {
+    for good in [
+        "h",
+        "h.example:8080",
+        "h.example:",
+        "[::1]",
+        "[::1]:80",
+        "127.0.0.1:1",
+        "a-b_c~d.e",
+        "",
+    ] {
+        let r = req(Version::HTTP_11, "/x", Some(good));
+        assert!(request_host(&r).is_ok(), "{good:?}");
+    }
+    for bad in [
+        "user@h", "h/admin", "h other", "h:80x", "h:123456", "h:80:80", "[::1", "[]", "[::1]x",
+        "h?x", "h#x",
+    ] {
+        let r = req(Version::HTTP_11, "/x", Some(bad));
+        assert!(
+            matches!(request_host(&r), Err(ProxyError::InvalidHost)),
+            "{bad:?}"
+        );
+    }
+    let mut r = req(Version::HTTP_11, "/x", Some("h"));
+    r.headers_mut().append(HOST, HeaderValue::from_static("h"));
+    assert!(matches!(request_host(&r), Err(ProxyError::DuplicateHost)));
+    let r = req(Version::HTTP_11, "http://u:p@h/x", Some("h"));
+    assert!(matches!(request_host(&r), Err(ProxyError::InvalidHost)));
 }
 
 #[test]

@@ -110,6 +110,17 @@ pub(crate) fn tee(body: Incoming, copies: Vec<CopySender>) -> UpstreamBody {
     }))
 }
 
+/// The client's request body failed (a malformed chunk, a connection cut mid-body): carried
+/// as the source of the upstream client's error, so the request is answered 400, not 502
+/// (see `upstream::request_error`).
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub(crate) struct ClientBodyError(#[source] pub(crate) hyper::Error);
+
+fn client_fault(err: hyper::Error) -> BoxError {
+    Box::new(ClientBodyError(err))
+}
+
 impl UpstreamBody {
     pub(crate) fn empty() -> Self {
         UpstreamBody::Bytes(None)
@@ -137,7 +148,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(client_fault),
             UpstreamBody::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             UpstreamBody::Teed(tee) => {
                 let polled = Pin::new(&mut tee.body).poll_frame(cx);
@@ -156,7 +167,7 @@ impl Body for UpstreamBody {
                     }
                     Poll::Pending => {}
                 }
-                polled.map_err(BoxError::from)
+                polled.map_err(client_fault)
             }
             UpstreamBody::Copy(copy) => match copy.rx.poll_recv(cx) {
                 Poll::Ready(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),

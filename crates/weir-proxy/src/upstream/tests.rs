@@ -85,3 +85,11 @@ fn connection_keep_alive_alone_is_removed() {
     let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
     assert_eq!(names, ["x-kept"]);
 }
+
+#[test]
+fn websocket_accept_matches_rfc_6455_example() {
+    assert_eq!(
+        websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+}

@@ -5,6 +5,7 @@
 mod support;
 
 mod backend_tls;
+mod boundaries;
 mod client_auth;
 mod errors;
 mod extended;

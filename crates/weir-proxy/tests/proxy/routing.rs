@@ -537,7 +537,8 @@ async fn websocket_upgrade_through(protocol: AppProtocol) {
     let p = TestProxy::start(config(), snapshot(1, vec![socket(port, vec![l])])).await;
     let mut tcp = tokio::net::TcpStream::connect(p.addr(port)).await.unwrap();
     tcp.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await
     .unwrap();

@@ -331,6 +331,15 @@ impl Echo {
     }
 }
 
+/// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2).
+pub fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
+}
+
 async fn echo(
     name: Arc<str>,
     seen: Arc<std::sync::Mutex<Vec<String>>>,
@@ -363,6 +372,12 @@ async fn echo(
         });
         let mut resp = Response::new(Full::default());
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(key) = req.headers().get("sec-websocket-key") {
+            resp.headers_mut().insert(
+                "sec-websocket-accept",
+                HeaderValue::from_str(&websocket_accept(key.as_bytes())).unwrap(),
+            );
+        }
         resp.headers_mut()
             .insert("connection", HeaderValue::from_static("upgrade"));
         resp.headers_mut()

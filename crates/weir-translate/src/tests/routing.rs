@@ -49,6 +49,19 @@ fn exact_beats_longer_prefix_and_longer_prefix_beats_shorter() {
     );
 }
 
+/// The proxy matches normalised request paths (`weir_snapshot::path`): Exact and PathPrefix
+/// values are normalised the same way, or a value spelling a path another way never matches.
+#[test]
+fn path_values_are_normalised_like_request_paths() {
+    let out = out_with(&[
+        route("exact", T1, "  - matches: [{path: {type: Exact, value: '/%61dmin'}}]\n    backendRefs: [{name: svc-a, port: 80}]"),
+        route("prefix", T1, "  - matches: [{path: {type: PathPrefix, value: '/docs/./v%31'}}]\n    backendRefs: [{name: svc-a, port: 80}]"),
+    ]);
+    assert_eq!(hit(&out, 80, &get("h", "/admin")), "default/exact#0");
+    assert_eq!(hit(&out, 80, &get("h", "/docs/v1/x")), "default/prefix#0");
+    assert_eq!(hit(&out, 80, &get("h", "/docs/v2")), "404");
+}
+
 #[test]
 fn method_beats_headers_beats_query_params() {
     let out = out_with(&[
