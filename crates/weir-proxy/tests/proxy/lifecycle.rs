@@ -11,17 +11,6 @@ use weir_snapshot::{Filter, HeaderModifier, Timeouts, Upstream};
 
 use crate::support::*;
 
-fn routed(port: u16, up: &Arc<Upstream>) -> weir_snapshot::SocketConfig {
-    socket(
-        port,
-        vec![listener(
-            "ns/gw",
-            None,
-            vec![(None, prefix("/", forward_to("ns/r", up)))],
-        )],
-    )
-}
-
 fn slow(host: &str) -> http::Request<Full<bytes::Bytes>> {
     request(host, "/")
         .header("x-delay-ms", "600")

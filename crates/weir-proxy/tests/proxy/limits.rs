@@ -1,25 +1,12 @@
 //! Client connection limits over real sockets: the idle timeout and the connection cap.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_proxy::ProxyConfig;
-use weir_snapshot::Upstream;
 
 use crate::support::*;
-
-fn routed(port: u16, up: &Arc<Upstream>) -> weir_snapshot::SocketConfig {
-    socket(
-        port,
-        vec![listener(
-            "ns/gw",
-            None,
-            vec![(None, prefix("/", forward_to("ns/r", up)))],
-        )],
-    )
-}
 
 /// Read until the server closes the connection (EOF or reset); how long that took.
 async fn closed_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {

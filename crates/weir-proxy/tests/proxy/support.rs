@@ -167,6 +167,18 @@ pub fn socket(port: u16, listeners: Vec<Listener>) -> SocketConfig {
     tls_socket(port, false, listeners, vec![], None)
 }
 
+/// A socket on `port` whose one catch-all listener forwards everything to `up`.
+pub fn routed(port: u16, up: &Arc<Upstream>) -> weir_snapshot::SocketConfig {
+    socket(
+        port,
+        vec![listener(
+            "ns/gw",
+            None,
+            vec![(None, prefix("/", forward_to("ns/r", up)))],
+        )],
+    )
+}
+
 /// A socket; `certs` are (SNI pattern, certificate).
 pub fn tls_socket(
     port: u16,
