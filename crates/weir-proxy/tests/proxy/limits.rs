@@ -159,3 +159,54 @@ async fn silent_backends_get_the_default_upstream_timeout() {
         "the route's own timeout applies"
     );
 }
+
+/// A client that stops reading a large response: once nothing moves for the idle timeout the
+/// connection is closed (its response body and upstream connection with it), instead of
+/// being held for as long as the client likes.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let echo = Echo::start("a").await;
+    let up = upstream("ns/a:80", &[echo.addr]);
+    let port = free_port();
+    let cfg = ProxyConfig {
+        idle_timeout: Duration::from_millis(400),
+        ..config()
+    };
+    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
+    const SIZE: usize = 64 << 20;
+    let mut s = TcpStream::connect(p.addr(port)).await.unwrap();
+    s.write_all(
+        format!("GET / HTTP/1.1\r\nHost: h\r\nx-response-bytes: {SIZE}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 1024];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // Read nothing while the proxy fills the socket buffers and stalls.
+    assert_eventually(
+        "the stalled connection is closed as idle",
+        Duration::from_secs(10),
+        || async {
+            let closed = p.metric("weir_idle_connections_closed_total", &[]);
+            anyhow::ensure!(closed >= 1.0, "idle closes {closed}");
+            Ok(())
+        },
+    )
+    .await;
+    // What is left to read ends well before the whole body.
+    let mut total = n;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(k)) => total += k,
+            Err(_) => panic!("the connection stayed open after the idle close"),
+        }
+    }
+    assert!(total < SIZE, "read {total} of {SIZE} bytes");
+}

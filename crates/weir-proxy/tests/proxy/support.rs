@@ -290,7 +290,7 @@ impl TestProxy {
 // Echo backend
 
 /// An HTTP/1.1 + h2c backend answering with JSON describing the request. `x-delay-ms`
-/// delays the answer; `Upgrade: websocket` switches protocols and echoes bytes.
+/// delays the answer; `x-response-bytes: N` answers N bytes of `x` instead; `Upgrade: websocket` switches protocols and echoes bytes.
 pub struct Echo {
     pub addr: SocketAddr,
     /// Requests received so far (counted before any delay).
@@ -364,6 +364,14 @@ async fn echo(
         .and_then(|v| v.parse().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = req
+        .headers()
+        .get("x-response-bytes")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
     }
     if req
         .headers()
