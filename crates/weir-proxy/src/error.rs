@@ -31,6 +31,9 @@ pub enum ProxyError {
     /// The client's request body failed while it was streamed upstream (a malformed chunk).
     #[error("{0}")]
     ClientBody(String),
+    /// The client sent nothing of its request body for this long (`--idle-timeout`).
+    #[error("the client sent nothing of its request body for {0:?}")]
+    ClientBodyTimeout(std::time::Duration),
     /// A path normalisation refuses (see `weir-snapshot/src/path.rs`).
     #[error("bad request path: {0}")]
     BadPath(weir_snapshot::path::PathError),
@@ -159,6 +162,12 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "client_body",
                 "invalid request body\n",
+                Downstream,
+            ),
+            ProxyError::ClientBodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "client_body_timeout",
+                "request body timeout\n",
                 Downstream,
             ),
             ProxyError::BadPath(_) => (

@@ -332,11 +332,15 @@ fn handle_action<'s>(
         tls: conn.tls,
         client_cert: client_cert.map(|c| &**c),
     };
+    // HTTP/1.x bodies that stall get 408 (nginx's client_body_timeout); HTTP/2 streams are
+    // left alone: a gRPC client stream may rightly pause for minutes, and HTTP/2 flow
+    // control and the connection cap bound what a stalled stream holds.
+    let stall = (parts.version < http::Version::HTTP_2).then_some(conn.shared.config.idle_timeout);
     let forwarded = upstream::forward_body(
         &conn.shared,
         upstream,
         parts,
-        upstream::tee(body, copies),
+        upstream::tee(body, copies, stall),
         upgrade,
         &downstream,
         attempt_timeout(&action.timeouts, &conn.shared.config),

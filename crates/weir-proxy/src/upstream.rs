@@ -328,6 +328,9 @@ fn request_error(upstream: &Upstream, source: hyper::Error) -> ProxyError {
         if let Some(body) = err.downcast_ref::<ClientBodyError>() {
             return ProxyError::ClientBody(body.to_string());
         }
+        if let Some(stalled) = err.downcast_ref::<body::BodyStalled>() {
+            return ProxyError::ClientBodyTimeout(stalled.0);
+        }
         cause = err.source();
     }
     ProxyError::UpstreamRequest {

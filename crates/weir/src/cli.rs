@@ -82,8 +82,9 @@ pub struct RunArgs {
 
     /// A client connection with no request in flight that sends or receives nothing for this
     /// long is closed (never a byte, a TLS connection that only handshakes, keep-alive
-    /// between requests, HTTP/2 without streams). nginx closes idle keep-alive connections
-    /// after 75 s and waits 60 s for a request's header.
+    /// between requests, HTTP/2 without streams, a client that stops reading). An HTTP/1.x
+    /// request body that sends nothing for this long gets 408. nginx closes idle keep-alive
+    /// connections after 75 s and waits 60 s for a request's header and between body reads.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 

@@ -1,6 +1,7 @@
 //! Bodies on the upstream side: what a request to an upstream carries, and the response body
 //! that returns its HTTP/1.1 connection to the pool once it has been read to the end.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,6 +18,9 @@ use crate::request::BoxError;
 /// request (only a mirrored request's body, the rare case, is boxed).
 pub(crate) enum UpstreamBody {
     Incoming(Incoming),
+    /// The client's body, failed with [`BodyStalled`] when it sends nothing for a while
+    /// (requests that have a body; boxed, as the timer is only needed there).
+    Watched(Box<Watched>),
     /// `None` once sent (or for no body at all).
     Bytes(Option<Bytes>),
     /// The client's body, each data frame also handed to mirror copies.
@@ -29,8 +33,65 @@ pub(crate) enum UpstreamBody {
 /// (the main request never waits for a mirror).
 const COPY_FRAMES: usize = 16;
 
+/// The client's body with its stall timer.
+pub(crate) struct Watched {
+    body: Incoming,
+    stall: Stall,
+}
+
+/// A client body that moves nothing for `limit` while the upstream waits for it fails with
+/// [`BodyStalled`] (the client gets 408). The timer is armed at the first poll that finds no
+/// data and pushed back at the next such poll after data came; it is polled only while
+/// the upstream asks for more, so a slow upstream never times the client out.
+pub(crate) struct Stall {
+    limit: std::time::Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Data came since the timer was last (re)armed.
+    progress: bool,
+}
+
+impl Stall {
+    fn new(limit: std::time::Duration) -> Self {
+        Self {
+            limit,
+            timer: None,
+            progress: false,
+        }
+    }
+
+    /// After a poll of the body: data resets, a `Pending` checks the timer.
+    fn after<T>(&mut self, polled: &Poll<T>, cx: &mut Context<'_>) -> Result<(), BoxError> {
+        if polled.is_ready() {
+            self.progress = true;
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if std::mem::take(&mut self.progress) {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(Box::new(BodyStalled(self.limit))),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+/// The client sent no part of its request body for this long.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of its request body for {0:?}")]
+pub(crate) struct BodyStalled(pub(crate) std::time::Duration);
+
 /// The main request's body, teed to mirror copies.
 pub(crate) struct Tee {
+    stall: Option<Stall>,
     body: Incoming,
     copies: Vec<mpsc::Sender<Bytes>>,
     /// Each copy's completion flag, set when the body has ended cleanly.
@@ -93,9 +154,21 @@ pub(crate) struct CopySender {
 }
 
 /// The client's `body`, with every data frame also handed to each of `copies`.
-pub(crate) fn tee(body: Incoming, copies: Vec<CopySender>) -> UpstreamBody {
+/// `stall`: fail the body with [`BodyStalled`] when it moves nothing for this long.
+pub(crate) fn tee(
+    body: Incoming,
+    copies: Vec<CopySender>,
+    stall: Option<std::time::Duration>,
+) -> UpstreamBody {
     if copies.is_empty() {
-        return UpstreamBody::Incoming(body);
+        // No body (most requests), or no limit: nothing to watch.
+        return match stall {
+            Some(limit) if !body.is_end_stream() => UpstreamBody::Watched(Box::new(Watched {
+                body,
+                stall: Stall::new(limit),
+            })),
+            _ => UpstreamBody::Incoming(body),
+        };
     }
     let mut senders = Vec::with_capacity(copies.len());
     let mut flags = Vec::with_capacity(copies.len());
@@ -104,6 +177,7 @@ pub(crate) fn tee(body: Incoming, copies: Vec<CopySender>) -> UpstreamBody {
         flags.push(copy.complete);
     }
     UpstreamBody::Teed(Box::new(Tee {
+        stall: stall.map(Stall::new),
         body,
         copies: senders,
         complete: flags,
@@ -149,9 +223,22 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(client_fault),
+            UpstreamBody::Watched(w) => {
+                let polled = Pin::new(&mut w.body).poll_frame(cx);
+                if let Err(stalled) = w.stall.after(&polled, cx) {
+                    return Poll::Ready(Some(Err(stalled)));
+                }
+                polled.map_err(client_fault)
+            }
             UpstreamBody::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             UpstreamBody::Teed(tee) => {
                 let polled = Pin::new(&mut tee.body).poll_frame(cx);
+                if let Err(stalled) = tee.stall.as_mut().map_or(Ok(()), |s| s.after(&polled, cx)) {
+                    // The copies are dropped unfinished: they fail too.
+                    tee.copies.clear();
+                    tee.complete.clear();
+                    return Poll::Ready(Some(Err(stalled)));
+                }
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         tee.hand_over(frame);
@@ -188,6 +275,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Incoming(body) => body.is_end_stream(),
+            UpstreamBody::Watched(w) => w.body.is_end_stream(),
             UpstreamBody::Bytes(bytes) => bytes.is_none(),
             UpstreamBody::Teed(tee) => tee.body.is_end_stream(),
             UpstreamBody::Copy(_) => false,
@@ -197,6 +285,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Incoming(body) => body.size_hint(),
+            UpstreamBody::Watched(w) => w.body.size_hint(),
             UpstreamBody::Bytes(None) => SizeHint::with_exact(0),
             UpstreamBody::Bytes(Some(b)) => SizeHint::with_exact(b.len() as u64),
             UpstreamBody::Teed(tee) => tee.body.size_hint(),

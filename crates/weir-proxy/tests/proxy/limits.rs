@@ -210,3 +210,53 @@ async fn a_client_that_stops_reading_is_cut_off() {
     }
     assert!(total < SIZE, "read {total} of {SIZE} bytes");
 }
+
+/// A request body that stops arriving gets 408 after the idle timeout (the request is in
+/// flight, so the connection's idle rule does not apply to it); one that keeps coming, however
+/// slowly, is forwarded whole.
+#[tokio::test]
+async fn a_stalled_request_body_gets_408() {
+    let echo = Echo::start("a").await;
+    let up = upstream("ns/a:80", &[echo.addr]);
+    let port = free_port();
+    let cfg = ProxyConfig {
+        idle_timeout: Duration::from_millis(400),
+        ..config()
+    };
+    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
+    let addr = p.addr(port);
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Ten bytes every 200 ms (under the limit each time, over it in total): forwarded.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(b"abcdefghij").await.unwrap();
+    }
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
