@@ -236,9 +236,17 @@ pub fn get<'a>(host: &'a str, path: &'a str) -> Req<'a> {
     }
 }
 
-/// Route a request on a port the way the proxy does: socket → listener by host → first entry.
+/// Route a request on a port of the shared bind address the way the proxy does: socket →
+/// listener by host → first entry.
 pub fn route<'o>(out: &'o Output, port: u16, req: &Req<'_>) -> Option<&'o Arc<RouteEntry>> {
-    let socket = out.snapshot.socket(None, port)?;
+    route_on(out.snapshot.socket(None, port)?, req)
+}
+
+/// Route a request that arrived on `socket`: listener by host → first entry.
+pub fn route_on<'o>(
+    socket: &'o weir_snapshot::SocketConfig,
+    req: &Req<'_>,
+) -> Option<&'o Arc<RouteEntry>> {
     let listener = socket.listener_for_host(req.host)?;
     let mut headers = HeaderMap::new();
     for (n, v) in &req.headers {

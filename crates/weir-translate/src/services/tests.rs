@@ -532,16 +532,7 @@ spec:
         assert_eq!((socket.port, socket.bind_port), (80, Some(pod)));
         assert_eq!(socket.listeners.len(), 1);
         assert_eq!(&*socket.listeners[0].gateway, gw);
-        let headers = http::HeaderMap::new();
-        let view = weir_snapshot::RequestView {
-            method: &http::Method::GET,
-            path: "/",
-            query: None,
-            headers: &headers,
-        };
-        let hit = socket
-            .listener_for_host("any.example")
-            .and_then(|l| l.find_route("any.example", &view))
+        let hit = crate::tests::route_on(socket, &crate::tests::get("any.example", "/"))
             .map(|e| e.action.route.route.to_string());
         assert_eq!(hit.as_deref(), Some(route));
     }

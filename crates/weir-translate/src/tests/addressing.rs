@@ -66,16 +66,7 @@ fn address_of(out: &Output, name: &str) -> String {
 fn hit_at(out: &Output, address: &str, host: &str) -> String {
     let ip: std::net::IpAddr = address.parse().expect("ip");
     let socket = out.snapshot.socket(Some(ip), 80).expect("socket");
-    let headers = http::HeaderMap::new();
-    let view = weir_snapshot::RequestView {
-        method: &http::Method::GET,
-        path: "/",
-        query: None,
-        headers: &headers,
-    };
-    socket
-        .listener_for_host(host)
-        .and_then(|l| l.find_route(host, &view))
+    route_on(socket, &get(host, "/"))
         .map(|e| e.action.route.route.to_string())
         .unwrap_or_else(|| "404".into())
 }

@@ -70,22 +70,7 @@ fn gw_route<'o>(
     port: u16,
     req: &Req<'_>,
 ) -> Option<&'o Arc<RouteEntry>> {
-    let socket = gw_socket(out, gw, port)?;
-    let listener = socket.listener_for_host(req.host)?;
-    let mut headers = HeaderMap::new();
-    for (n, v) in &req.headers {
-        headers.append(
-            HeaderName::from_bytes(n.as_bytes()).expect("name"),
-            HeaderValue::from_str(v).expect("value"),
-        );
-    }
-    let view = RequestView {
-        method: &req.method,
-        path: req.path,
-        query: None,
-        headers: &headers,
-    };
-    listener.find_route(req.host, &view)
+    route_on(gw_socket(out, gw, port)?, req)
 }
 
 /// The backend Service a request on a Gateway reaches (single-backend rules), or "404"/"500".
