@@ -8,6 +8,17 @@ use weir_proxy::ProxyConfig;
 
 use crate::support::*;
 
+/// A proxy with `cfg` forwarding everything on one socket to an echo backend; the backend,
+/// the proxy and the socket's address.
+async fn routed_proxy(cfg: ProxyConfig) -> (Echo, TestProxy, std::net::SocketAddr) {
+    let echo = Echo::start("a").await;
+    let up = upstream("ns/a:80", &[echo.addr]);
+    let port = free_port();
+    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
+    let addr = p.addr(port);
+    (echo, p, addr)
+}
+
 /// Read until the server closes the connection (EOF or reset); how long that took.
 async fn closed_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -23,15 +34,11 @@ async fn closed_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {
 
 #[tokio::test]
 async fn idle_connections_are_closed_busy_ones_are_not() {
-    let echo = Echo::start("a").await;
-    let up = upstream("ns/a:80", &[echo.addr]);
-    let port = free_port();
-    let cfg = ProxyConfig {
+    let (_echo, p, addr) = routed_proxy(ProxyConfig {
         idle_timeout: Duration::from_millis(400),
         ..config()
-    };
-    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
-    let addr = p.addr(port);
+    })
+    .await;
 
     // A connection that never sends a byte.
     let silent = TcpStream::connect(addr).await.unwrap();
@@ -62,15 +69,11 @@ async fn idle_connections_are_closed_busy_ones_are_not() {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_are_refused_and_counted() {
-    let echo = Echo::start("a").await;
-    let up = upstream("ns/a:80", &[echo.addr]);
-    let port = free_port();
-    let cfg = ProxyConfig {
+    let (_echo, p, addr) = routed_proxy(ProxyConfig {
         max_connections: 2,
         ..config()
-    };
-    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
-    let addr = p.addr(port);
+    })
+    .await;
     let mut first = H1::connect(addr).await.unwrap();
     let mut second = H1::connect(addr).await.unwrap();
     for h in [&mut first, &mut second] {
@@ -165,16 +168,13 @@ async fn silent_backends_get_the_default_upstream_timeout() {
 /// being held for as long as the client likes.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off() {
-    let echo = Echo::start("a").await;
-    let up = upstream("ns/a:80", &[echo.addr]);
-    let port = free_port();
-    let cfg = ProxyConfig {
+    let (_echo, p, addr) = routed_proxy(ProxyConfig {
         idle_timeout: Duration::from_millis(400),
         ..config()
-    };
-    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
+    })
+    .await;
     const SIZE: usize = 64 << 20;
-    let mut s = TcpStream::connect(p.addr(port)).await.unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         format!("GET / HTTP/1.1\r\nHost: h\r\nx-response-bytes: {SIZE}\r\n\r\n").as_bytes(),
     )
@@ -216,15 +216,11 @@ async fn a_client_that_stops_reading_is_cut_off() {
 /// slowly, is forwarded whole.
 #[tokio::test]
 async fn a_stalled_request_body_gets_408() {
-    let echo = Echo::start("a").await;
-    let up = upstream("ns/a:80", &[echo.addr]);
-    let port = free_port();
-    let cfg = ProxyConfig {
+    let (_echo, _p, addr) = routed_proxy(ProxyConfig {
         idle_timeout: Duration::from_millis(400),
         ..config()
-    };
-    let p = TestProxy::start(cfg, snapshot(1, vec![routed(port, &up)])).await;
-    let addr = p.addr(port);
+    })
+    .await;
 
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
