@@ -12,7 +12,7 @@ use weir_store::gw::gateways::{
 };
 use weir_store::{Gateway, ObjectKey, Store, GATEWAY_GROUP};
 
-use crate::addressing::AddressPool;
+use crate::addressing::{AddressPool, Addressing};
 use crate::compile::created;
 use crate::error::TranslateError;
 use crate::refgrant::{self, core_group};
@@ -208,11 +208,10 @@ pub fn build(
         .map(|(key, g)| build_gateway(store, key, g, addresses))
         .collect();
     out.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
-    if let Some(pool) = addresses.pool {
-        assign_pool(&mut out, pool, addresses.usable);
-    }
-    if addresses.services {
-        assign_services(store, &mut out);
+    match addresses.mode {
+        Addressing::Shared => {}
+        Addressing::Pool(pool) => assign_pool(&mut out, pool, addresses.usable),
+        Addressing::Services(_) => assign_services(store, &mut out),
     }
     settle_ports(&mut out);
     out
@@ -292,7 +291,7 @@ fn build_gateway(
     let listener_sets = crate::listenerset::merge(store, key, gateway, &mut listeners);
     let insecure_frontend = crate::frontend::apply(store, key, gateway, &mut listeners);
     // Services mode: the Gateway's Service decides (see `assign_services`).
-    let assigned = if addresses.services {
+    let assigned = if matches!(addresses.mode, Addressing::Services(_)) {
         Assigned {
             binds: vec![None],
             status: Vec::new(),
@@ -327,12 +326,10 @@ pub struct Addresses<'a> {
     pub served: &'a [(String, String)],
     /// Whether an IP is an address of this host (one Weir can bind).
     pub usable: &'a dyn Fn(IpAddr) -> bool,
-    /// Where Gateways that ask for no particular address get one ([`crate::Addressing::Pool`]);
-    /// `None`: they share the process-wide bind.
-    pub pool: Option<&'a AddressPool>,
-    /// Services mode ([`crate::Addressing::Services`]): each Gateway's Service decides its
-    /// pod ports and addresses.
-    pub services: bool,
+    /// Where Gateways that ask for no particular address get one: the process-wide bind,
+    /// their own from a pool, or (Services mode) their own Service, which also decides the
+    /// pod ports.
+    pub mode: &'a Addressing,
 }
 
 /// A Gateway's spec.addresses, resolved.
@@ -353,14 +350,14 @@ struct Assigned {
 fn assign_addresses(gateway: &Gateway, addresses: &Addresses<'_>) -> Assigned {
     let requested = gateway.spec.addresses.as_deref().unwrap_or(&[]);
     if requested.is_empty() {
-        return match addresses.pool {
-            Some(_) => Assigned {
+        return match addresses.mode {
+            Addressing::Pool(_) => Assigned {
                 binds: Vec::new(),
                 status: Vec::new(),
                 error: None,
                 pool: true,
             },
-            None => Assigned {
+            Addressing::Shared | Addressing::Services(_) => Assigned {
                 binds: vec![None],
                 status: addresses.served.to_vec(),
                 error: None,
@@ -389,7 +386,7 @@ fn assign_addresses(gateway: &Gateway, addresses: &Addresses<'_>) -> Assigned {
     }
     for a in requested {
         let value = a.value.as_deref().unwrap_or("");
-        if value.is_empty() && addresses.pool.is_some() {
+        if value.is_empty() && matches!(addresses.mode, Addressing::Pool(_)) {
             out.pool = true;
             continue;
         }

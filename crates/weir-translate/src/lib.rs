@@ -253,11 +253,7 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let addresses = gateway::Addresses {
         served: input.gateway_addresses,
         usable: input.address_usable,
-        pool: match input.addressing {
-            Addressing::Pool(pool) => Some(pool),
-            Addressing::Shared | Addressing::Services(_) => None,
-        },
-        services: matches!(input.addressing, Addressing::Services(_)),
+        mode: input.addressing,
     };
     let mut gateways = gateway::build(store, &classes, &addresses);
     let index: BTreeMap<ObjectKey, usize> = gateways
