@@ -39,7 +39,7 @@ use crate::filter::{self, RedirectBase};
 use crate::listener::SocketKey;
 use crate::metrics::{MetricsCache, RequestLabels};
 use crate::mirror::{self, MirrorRequest};
-use crate::stage::{Bounded, MapOk, Staged};
+use crate::stage::{AndThen, Bounded, Staged};
 use crate::{upstream, Shared};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -345,13 +345,13 @@ fn handle_action<'s>(
         &downstream,
         attempt_timeout(&action.timeouts, &conn.shared.config),
     );
-    Ok(Forward::Upstream(MapOk::new(
+    Ok(Forward::Upstream(AndThen::new(
         forwarded,
         move |mut response: Response<ProxyBody>| {
             filter::apply_response(&action.filters, response.headers_mut());
             filter::apply_response(&backend.filters, response.headers_mut());
             filter::cors::apply_response(&action.filters, origin.as_ref(), response.headers_mut());
-            response
+            Ok(response)
         },
     )))
 }

@@ -105,41 +105,8 @@ where
 }
 
 pin_project! {
-    /// `fut`'s success passed through `f` (a stage's work on the response).
-    pub(crate) struct MapOk<F, M> {
-        #[pin]
-        fut: F,
-        f: Option<M>,
-    }
-}
-
-impl<F, M> MapOk<F, M> {
-    pub(crate) fn new(fut: F, f: M) -> Self {
-        Self { fut, f: Some(f) }
-    }
-}
-
-impl<F, M, T, U> Future for MapOk<F, M>
-where
-    F: Future<Output = Result<T, ProxyError>>,
-    M: FnOnce(T) -> U,
-{
-    type Output = Result<U, ProxyError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.fut.poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(out) => match this.f.take() {
-                Some(f) => Poll::Ready(out.map(f)),
-                None => Poll::Pending,
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// `fut`'s success passed through `f`, which may fail (a check on the response).
+    /// `fut`'s success passed through `f`, which may fail (a stage's work on the response,
+    /// or a check of it).
     pub(crate) struct AndThen<F, M> {
         #[pin]
         fut: F,
@@ -234,15 +201,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn staged_and_map_ok_carry_results_and_errors() {
+    async fn staged_and_and_then_carry_results_and_errors() {
         let done: Staged<std::future::Ready<Result<u8, ProxyError>>, u8> = Staged::done(Ok(7));
         assert_eq!(done.await.unwrap(), 7);
         let waiting = Staged::waiting(std::future::ready(Ok::<u8, ProxyError>(8)));
-        assert_eq!(MapOk::new(waiting, |n| n * 2).await.unwrap(), 16);
+        assert_eq!(AndThen::new(waiting, |n| Ok(n * 2)).await.unwrap(), 16);
         let failed: Staged<std::future::Ready<Result<u8, ProxyError>>, u8> =
             Staged::done(Err(ProxyError::NoRoute));
-        let mapped = MapOk::new(failed, |n| n * 2).await;
+        let mapped = AndThen::new(failed, |n| Ok(n * 2)).await;
         assert!(matches!(mapped, Err(ProxyError::NoRoute)));
+        let refused = Staged::waiting(std::future::ready(Ok::<u8, ProxyError>(8)));
+        let checked = AndThen::new(refused, |_| Err::<u8, _>(ProxyError::NoBackend)).await;
+        assert!(matches!(checked, Err(ProxyError::NoBackend)));
         let right: Either<std::future::Ready<u8>, std::future::Ready<u8>> = Either::Right {
             fut: std::future::ready(3),
         };
