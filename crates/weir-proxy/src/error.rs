@@ -63,6 +63,10 @@ pub enum ProxyError {
     // ---- upstream: the backend is at fault (502/503/504) ----
     #[error("upstream {0} has no ready endpoints")]
     NoHealthyUpstream(Arc<str>),
+    /// The picked endpoint has its `--upstream-max-connections` open and its queue
+    /// (`--upstream-max-pending`) full.
+    #[error("upstream {0}: the endpoint's connection limit is reached and its queue is full")]
+    UpstreamOverflow(Arc<str>),
     #[error("could not connect to any endpoint of upstream {upstream}: {source}")]
     UpstreamConnect {
         upstream: Arc<str>,
@@ -234,6 +238,12 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_healthy_upstream",
                 "no healthy upstream\n",
+                Upstream,
+            ),
+            ProxyError::UpstreamOverflow(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_overflow",
+                "upstream overloaded\n",
                 Upstream,
             ),
             ProxyError::UpstreamConnect { .. } => (

@@ -38,6 +38,7 @@ pub use error::{BindError, ConnectError, ProxyError};
 use crate::listener::Sockets;
 use crate::metrics::Metrics;
 use crate::upstream::Clients;
+pub use crate::upstream::UpstreamLimits;
 
 /// Process-wide proxy settings (from the command line).
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct ProxyConfig {
     /// How long a backend may take to start its response when the route sets no timeout
     /// (504 after it); `None`: no limit.
     pub upstream_timeout: Option<Duration>,
+    /// Upstream HTTP/1.1 connections per endpoint, and requests that may queue for one.
+    pub upstream_limits: UpstreamLimits,
 }
 
 impl Default for ProxyConfig {
@@ -72,6 +75,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: conn_guard::default_max_connections(),
             upstream_timeout: Some(Duration::from_secs(60)),
+            upstream_limits: UpstreamLimits::default(),
         }
     }
 }
@@ -104,12 +108,13 @@ impl Proxy {
         let metrics = Metrics::register(registry)?;
         let server = server_builder(&config);
         let connections = conn_guard::ConnectionCap::new(config.max_connections);
+        let clients = Clients::new(config.upstream_limits);
         let shared = Arc::new(Shared {
             connections,
             config,
             handle: snapshot,
             metrics,
-            clients: Clients::new(),
+            clients,
             server,
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });

@@ -30,7 +30,8 @@ mod pool;
 mod tls;
 
 pub(crate) use body::{copy_channel, tee, ClientBodyError, CopySender, PooledBody, UpstreamBody};
-use pool::{PoolKey, Pools, TlsConnect};
+pub use pool::UpstreamLimits;
+use pool::{Admission, PoolKey, Pools, TlsConnect};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -62,8 +63,8 @@ impl UpstreamTlsConnect {
 }
 
 impl Clients {
-    pub(crate) fn new() -> Self {
-        Self::with_pools(Pools::new())
+    pub(crate) fn new(limits: UpstreamLimits) -> Self {
+        Self::with_pools(Pools::new(limits))
     }
 
     fn with_pools(pools: Pools) -> Self {
@@ -173,8 +174,19 @@ impl Clients {
                         req.headers_mut().insert(HOST, value);
                     }
                 }
-                // Idle connections first, most recently used first.
-                while let Some(reused) = self.pools.checkout_http1(key) {
+                // Idle connections first, most recently used first; then, under the
+                // endpoint's cap, a new one (or, at the cap, one that comes back).
+                let permit = loop {
+                    let reused = match self.pools.checkout_http1(key) {
+                        Some(reused) => reused,
+                        None => match self.pools.admit_http1(key).await {
+                            Ok(Admission::Idle(reused)) => reused,
+                            Ok(Admission::Open(permit)) => break permit,
+                            Err(pool::Overflow) => {
+                                return Err(ProxyError::UpstreamOverflow(upstream.name.clone()))
+                            }
+                        },
+                    };
                     let mut tx = reused.tx;
                     if tx.ready().await.is_err() {
                         continue;
@@ -192,8 +204,11 @@ impl Clients {
                             (None, None) => return Err(request_error(upstream, err.into_error())),
                         },
                     }
-                }
-                let mut tx = match self.pools.connect_http1(key, tls.map(|t| &t.connect)).await {
+                };
+                let connect = self
+                    .pools
+                    .connect_http1(key, tls.map(|t| &t.connect), permit);
+                let mut tx = match connect.await {
                     Ok(tx) => tx,
                     Err(err) => {
                         last_connect_error = Some(connect_failed(metrics, upstream, addr, err));

@@ -76,6 +76,10 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     .unwrap_or_else(weir_proxy::default_max_connections),
                 upstream_timeout: (!args.upstream_timeout.is_zero())
                     .then_some(args.upstream_timeout),
+                upstream_limits: weir_proxy::UpstreamLimits {
+                    max_connections: args.upstream_max_connections as usize,
+                    max_pending: args.upstream_max_pending as usize,
+                },
             },
             shared.snapshot.clone(),
             &registry,

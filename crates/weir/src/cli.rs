@@ -101,6 +101,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// Upstream HTTP/1.1 connections open at once to one backend endpoint (idle or busy), as
+    /// nginx's max_conns. A request that finds none idle and the limit reached waits for
+    /// one (within the upstream timeout) in a queue of --upstream-max-pending; beyond that
+    /// it gets 503. Defaults as Envoy's circuit breaker (1024 and 1024).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub upstream_max_connections: u32,
+
+    /// Requests that may wait for a connection to one endpoint at --upstream-max-connections;
+    /// more get 503 at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub upstream_max_pending: u32,
+
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,

@@ -13,6 +13,14 @@
 //! - h2c: one HTTP/2 connection per endpoint, shared by every request (streams multiplex),
 //!   replaced when it closes.
 //!
+//! - Connection cap (HTTP/1.1): at most [`UpstreamLimits::max_connections`] connections
+//!   per endpoint are open at once (idle or busy). A request that finds none idle and the
+//!   cap reached waits, in a queue of at most [`UpstreamLimits::max_pending`], for a
+//!   connection to come back (check-in) or to close; a request beyond the queue fails at once
+//!   ([`Overflow`], 503). So 2,000 hanging requests do not open 2,000 connections. The count
+//!   is per endpoint, as nginx's `max_conns`; a connection taken over by an upgrade tunnel no
+//!   longer counts (it is not the pool's any more).
+//!
 //! Both maps sit behind one uncontended mutex each (a current-thread runtime never
 //! contends; a multi-threaded one holds it for a pop or a push). Idle times use a coarse clock
 //! (ticks counted by the reaper task) so a check-in reads no clock.
@@ -20,7 +28,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -29,6 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::body::UpstreamBody;
 use crate::error::ConnectError;
@@ -42,6 +51,38 @@ const TICK: Duration = Duration::from_secs(1);
 
 pub(crate) type Http1Sender = http1::SendRequest<UpstreamBody>;
 pub(crate) type Http2Sender = http2::SendRequest<UpstreamBody>;
+
+/// Per-endpoint limits on upstream HTTP/1.1 connections (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    /// Connections open at once to one endpoint (at least 1).
+    pub max_connections: usize,
+    /// Requests that may wait for a connection to one endpoint once the cap is reached;
+    /// more fail at once with 503.
+    pub max_pending: usize,
+}
+
+impl Default for UpstreamLimits {
+    /// Envoy's circuit-breaker defaults (1024 connections, 1024 pending requests), per
+    /// endpoint.
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending: 1024,
+        }
+    }
+}
+
+/// A request found an endpoint at its connection cap with a full queue.
+#[derive(Debug)]
+pub(crate) struct Overflow;
+
+/// What a request may do when no idle connection was there: take one that was checked in
+/// while it waited, or open a new one (the permit counts it until it closes).
+pub(crate) enum Admission {
+    Idle(Reused),
+    Open(OwnedSemaphorePermit),
+}
 
 /// What a pooled connection is for: an endpoint, reached in cleartext (`tls` 0) or with the
 /// TLS settings whose identity `tls` is (see [`super::tls::identity`]).
@@ -71,7 +112,7 @@ pub(crate) struct Pools {
 }
 
 pub(crate) struct Inner {
-    http1: Mutex<AddrMap<Vec<Idle>>>,
+    http1: Mutex<AddrMap<Endpoint>>,
     http2: Mutex<AddrMap<Http2Sender>>,
     /// Ticks since the reaper started.
     clock: AtomicU64,
@@ -80,6 +121,55 @@ pub(crate) struct Inner {
     idle_ticks: u64,
     connect_timeout: Duration,
     reaper_started: AtomicBool,
+    limits: UpstreamLimits,
+}
+
+/// One endpoint's HTTP/1.1 connections: the idle ones and the cap on all of them.
+struct Endpoint {
+    idle: Vec<Idle>,
+    gate: Arc<Gate>,
+}
+
+impl Endpoint {
+    fn new(limits: UpstreamLimits) -> Self {
+        Self {
+            idle: Vec::new(),
+            gate: Arc::new(Gate {
+                open: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+                max: limits.max_connections.max(1),
+                returned: Notify::new(),
+                waiting: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Whether the entry may be forgotten: nothing idle, no connection open, nobody waiting
+    /// (forgetting it with connections open would reset their count).
+    fn unused(&self) -> bool {
+        self.idle.is_empty()
+            && self.gate.open.available_permits() == self.gate.max
+            && self.gate.waiting.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// The connection cap of one endpoint.
+struct Gate {
+    /// One permit per open connection, held by its connection task.
+    open: Arc<Semaphore>,
+    max: usize,
+    /// Signalled when a connection is checked in while requests wait.
+    returned: Notify,
+    /// Requests waiting for a connection.
+    waiting: AtomicUsize,
+}
+
+/// Leaves the queue when dropped (a waiter served, failed or cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Idle {
@@ -97,8 +187,16 @@ pub(crate) struct Reused {
 }
 
 impl Pools {
-    pub(crate) fn new() -> Self {
-        Self::with_timeouts(TICK, IDLE_TIMEOUT, CONNECT_TIMEOUT)
+    pub(crate) fn new(limits: UpstreamLimits) -> Self {
+        Self::with_timeouts(TICK, IDLE_TIMEOUT, CONNECT_TIMEOUT).with_limits(limits)
+    }
+
+    /// The same pools with other connection limits (before any connection is made).
+    pub(crate) fn with_limits(mut self, limits: UpstreamLimits) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limits = limits;
+        }
+        self
     }
 
     /// Pools with other timings (tests use short ones). `idle_timeout` is rounded up to
@@ -115,6 +213,7 @@ impl Pools {
                 idle_ticks: u64::try_from(idle_ticks).unwrap_or(u64::MAX),
                 connect_timeout: connect,
                 reaper_started: AtomicBool::new(false),
+                limits: UpstreamLimits::default(),
             }),
         }
     }
@@ -127,7 +226,7 @@ impl Pools {
     pub(crate) fn checkout_http1(&self, key: PoolKey) -> Option<Reused> {
         let now = self.inner.clock.load(Ordering::Relaxed);
         let mut map = lock(&self.inner.http1);
-        let idle = map.get_mut(&key)?;
+        let idle = &mut map.get_mut(&key)?.idle;
         while let Some(entry) = idle.pop() {
             let age = now.saturating_sub(entry.since);
             if entry.tx.is_closed() || age >= self.inner.idle_ticks {
@@ -141,12 +240,52 @@ impl Pools {
         None
     }
 
+    /// Called when `key` has no idle connection: a permit to open one when the endpoint is
+    /// under its cap; else a wait in its queue (if there is room) for a connection that is
+    /// checked in (taken) or closes (its permit taken).
+    pub(crate) async fn admit_http1(&self, key: PoolKey) -> Result<Admission, Overflow> {
+        // Under the map's lock, so the reaper cannot forget the entry in between.
+        let gate = {
+            let limits = self.inner.limits;
+            let mut map = lock(&self.inner.http1);
+            let gate = &map.entry(key).or_insert_with(|| Endpoint::new(limits)).gate;
+            if let Ok(permit) = gate.open.clone().try_acquire_owned() {
+                return Ok(Admission::Open(permit));
+            }
+            if gate.waiting.fetch_add(1, Ordering::Relaxed) >= limits.max_pending {
+                gate.waiting.fetch_sub(1, Ordering::Relaxed);
+                return Err(Overflow);
+            }
+            gate.clone()
+        };
+        let _waiting = Waiting(&gate.waiting);
+        loop {
+            // Registered before looking, so a check-in between the look and the wait is
+            // not missed.
+            let returned = gate.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(reused) = self.checkout_http1(key) {
+                return Ok(Admission::Idle(reused));
+            }
+            tokio::select! {
+                permit = gate.open.clone().acquire_owned() => {
+                    // The semaphore is never closed.
+                    return permit.map(Admission::Open).map_err(|_| Overflow);
+                }
+                _ = &mut returned => {}
+            }
+        }
+    }
+
     /// A new HTTP/1.1 connection to `key.addr`, over TLS with `tls` (upgrades enabled); its
-    /// connection task runs until the connection closes or every sender is dropped.
+    /// connection task runs until the connection closes or every sender is dropped, holding
+    /// `permit` (its place under the endpoint's cap) until then.
     pub(crate) async fn connect_http1(
         &self,
         key: PoolKey,
         tls: Option<&TlsConnect>,
+        permit: OwnedSemaphorePermit,
     ) -> Result<Http1Sender, ConnectError> {
         // Connecting (TCP, TLS and HTTP handshakes) has a large future and happens once per
         // connection: boxed, so that every request's future does not carry its space (and
@@ -155,17 +294,22 @@ impl Pools {
         Box::pin(async move {
             let tcp = self.connect_tcp(key.addr).await?;
             match tls {
-                None => self.handshake_http1(key.addr, tcp).await,
+                None => self.handshake_http1(key.addr, tcp, permit).await,
                 Some(tls) => {
                     let stream = self.connect_tls(tcp, tls).await?;
-                    self.handshake_http1(key.addr, stream).await
+                    self.handshake_http1(key.addr, stream, permit).await
                 }
             }
         })
         .await
     }
 
-    async fn handshake_http1<S>(&self, addr: SocketAddr, io: S) -> Result<Http1Sender, ConnectError>
+    async fn handshake_http1<S>(
+        &self,
+        addr: SocketAddr,
+        io: S,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Http1Sender, ConnectError>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -177,6 +321,7 @@ impl Pools {
             if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
             }
+            drop(permit);
         });
         Ok(tx)
     }
@@ -201,10 +346,15 @@ impl Pools {
             return;
         }
         let since = inner.clock.load(Ordering::Relaxed);
-        lock(&inner.http1)
-            .entry(key)
-            .or_default()
-            .push(Idle { tx, since });
+        {
+            let limits = inner.limits;
+            let mut map = lock(&inner.http1);
+            let endpoint = map.entry(key).or_insert_with(|| Endpoint::new(limits));
+            endpoint.idle.push(Idle { tx, since });
+            if endpoint.gate.waiting.load(Ordering::Relaxed) > 0 {
+                endpoint.gate.returned.notify_one();
+            }
+        }
         if !inner.reaper_started.load(Ordering::Relaxed) {
             start_reaper(inner);
         }
@@ -257,7 +407,9 @@ impl Pools {
     /// Idle HTTP/1.1 connections for `key` (for tests and debugging).
     #[cfg(test)]
     pub(crate) fn idle_http1(&self, key: impl Into<PoolKey>) -> usize {
-        lock(&self.inner.http1).get(&key.into()).map_or(0, Vec::len)
+        lock(&self.inner.http1)
+            .get(&key.into())
+            .map_or(0, |e| e.idle.len())
     }
 }
 
@@ -302,14 +454,15 @@ fn start_reaper(inner: &Arc<Inner>) {
             let expired: Vec<Idle> = {
                 let mut map = lock(&inner.http1);
                 let mut expired = Vec::new();
-                map.retain(|_, idle| {
-                    let (keep, gone): (Vec<Idle>, Vec<Idle>) =
-                        std::mem::take(idle).into_iter().partition(|e| {
+                map.retain(|_, endpoint| {
+                    let (keep, gone): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut endpoint.idle)
+                        .into_iter()
+                        .partition(|e| {
                             !e.tx.is_closed() && now.saturating_sub(e.since) < inner.idle_ticks
                         });
-                    *idle = keep;
+                    endpoint.idle = keep;
                     expired.extend(gone);
-                    !idle.is_empty()
+                    !endpoint.unused()
                 });
                 lock(&inner.http2).retain(|_, tx| !tx.is_closed());
                 expired

@@ -256,3 +256,62 @@ async fn a_stalled_request_body_gets_408() {
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
+
+/// Hanging requests beyond an endpoint's connection cap wait in its bounded queue, and
+/// beyond the queue get 503 at once: 10 requests to a backend that takes its time open 3
+/// upstream connections, not 10. The queued ones are served on the connections that come
+/// back, and afterwards the endpoint takes new requests.
+#[tokio::test]
+async fn upstream_connections_are_capped_and_queued() {
+    let (echo, p, addr) = routed_proxy(ProxyConfig {
+        upstream_limits: weir_proxy::UpstreamLimits {
+            max_connections: 3,
+            max_pending: 2,
+        },
+        ..config()
+    })
+    .await;
+    let slow = || {
+        request("h", "/")
+            .header("x-delay-ms", "800")
+            .body(Default::default())
+            .unwrap()
+    };
+    let started = Instant::now();
+    let sends: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(async move { send(addr, slow()).await }))
+        .collect();
+    let mut statuses = Vec::new();
+    for s in sends {
+        statuses.push(s.await.unwrap().unwrap().status.as_u16());
+    }
+    statuses.sort_unstable();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let overflow = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(
+        (ok, overflow),
+        (5, 5),
+        "3 served at once, 2 queued, 5 refused: {statuses:?}"
+    );
+    assert_eq!(
+        echo.connections.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "upstream connections opened"
+    );
+    // The queued two waited for a connection: two rounds of the backend's delay.
+    assert!(started.elapsed() >= Duration::from_millis(1600));
+    assert_eq!(
+        p.metric(
+            "weir_request_errors_total",
+            &[("reason", "upstream_overflow")]
+        ),
+        5.0
+    );
+    // Afterwards the endpoint serves again, on the pooled connections.
+    let resp = get(addr, "h", "/").await.unwrap();
+    assert_eq!(resp.status, http::StatusCode::OK);
+    assert_eq!(
+        echo.connections.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}

@@ -232,6 +232,7 @@ pub fn config() -> ProxyConfig {
         idle_timeout: Duration::from_secs(60),
         max_connections: 10_000,
         upstream_timeout: Some(Duration::from_secs(60)),
+        upstream_limits: Default::default(),
     }
 }
 
@@ -295,6 +296,8 @@ pub struct Echo {
     pub addr: SocketAddr,
     /// Requests received so far (counted before any delay).
     pub received: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
     /// `METHOD path body` of each request whose body was read to its end, in arrival order.
     pub bodies: Arc<std::sync::Mutex<Vec<String>>>,
     task: JoinHandle<()>,
@@ -313,6 +316,8 @@ impl Echo {
         let name: Arc<str> = name.into();
         let received = Arc::new(AtomicUsize::new(0));
         let counter = received.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = bodies.clone();
         let task = tokio::spawn(async move {
@@ -320,6 +325,7 @@ impl Echo {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let name = name.clone();
                 let counter = counter.clone();
                 let seen = seen.clone();
@@ -337,6 +343,7 @@ impl Echo {
         Echo {
             addr,
             received,
+            connections,
             bodies,
             task,
         }

@@ -166,7 +166,7 @@ fn quick_pools(idle: Duration) -> Pools {
 #[tokio::test]
 async fn one_connection_serves_consecutive_requests() {
     let backend = Backend::start(Script::KeepAlive).await;
-    let pools = Pools::new();
+    let pools = Pools::new(Default::default());
     let clients = Clients::with_pools(pools.clone());
     let up = upstream(AppProtocol::Http1, &[backend.addr]);
     for _ in 0..5 {
@@ -197,7 +197,7 @@ async fn idle_connections_expire() {
 #[tokio::test]
 async fn a_closed_pooled_connection_is_not_handed_out() {
     let backend = Backend::start(Script::CloseAfterResponse).await;
-    let pools = Pools::new();
+    let pools = Pools::new(Default::default());
     let clients = Clients::with_pools(pools.clone());
     let up = upstream(AppProtocol::Http1, &[backend.addr]);
     send(&clients, &up, get()).await.unwrap();
@@ -265,7 +265,7 @@ async fn connect_failure_falls_over_to_the_next_endpoint() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let clients = Clients::new();
+    let clients = Clients::new(Default::default());
     let up = upstream(AppProtocol::Http1, &[closed, backend.addr]);
     for _ in 0..4 {
         assert_eq!(send(&clients, &up, get()).await.unwrap(), "ok");
@@ -304,7 +304,7 @@ async fn h2c_requests_share_one_connection() {
             });
         }
     });
-    let clients = Clients::new();
+    let clients = Clients::new(Default::default());
     let up = upstream(AppProtocol::H2c, &[addr]);
     let (a, b) = tokio::join!(send(&clients, &up, get()), send(&clients, &up, get()));
     assert_eq!(
