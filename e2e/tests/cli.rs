@@ -161,3 +161,54 @@ async fn status_and_debug_are_served_on_loopback_only() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A backend that is down fails every request: each is counted in the metrics, but the log
+/// gets a burst and then a sample (with the count left out), not one line per request.
+#[tokio::test]
+async fn per_request_errors_are_logged_at_a_bounded_rate() {
+    use weir_testkit::client::{http1, Req};
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = std::fs::read_to_string(example_dir().join("gateway.yaml")).unwrap();
+    let http_only = gateway.split("    - name: https").next().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), http_only).unwrap();
+    std::fs::copy(
+        example_dir().join("routes.yaml"),
+        dir.path().join("routes.yaml"),
+    )
+    .unwrap();
+    // go-httpbin's endpoint is a port nobody listens on.
+    let dead = weir_testkit::free_port();
+    let backends = std::fs::read_to_string(example_dir().join("backends.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("backends.yaml"),
+        backends.replace("9101", &dead.to_string()),
+    )
+    .unwrap();
+    let weir = weir_testkit::process::weir(dir.path(), &[80], &[]);
+    weir_e2e::wait_ready(&weir).await;
+    const REQUESTS: usize = 300;
+    for _ in 0..REQUESTS {
+        let reply = http1(weir.listener(80), &Req::get("demo.ingress.top", "/"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 502);
+    }
+    let metrics = http1(weir.admin, &Req::get("admin", "/metrics"))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains(&format!(
+            "weir_request_errors_total{{reason=\"upstream_connect\"}} {REQUESTS}"
+        )),
+        "every failure is counted: {text}"
+    );
+    let log = weir.proc.stderr_text();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let (connect, failed) = (lines("upstream connect failed"), lines("request failed"));
+    assert!(connect >= 1 && failed >= 1, "{log}");
+    assert!(
+        connect <= 10 && failed <= 20,
+        "{connect} connect and {failed} request lines for {REQUESTS} requests"
+    );
+}

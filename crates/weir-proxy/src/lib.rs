@@ -16,6 +16,7 @@ mod conn_guard;
 mod error;
 mod filter;
 mod listener;
+mod log_limit;
 mod metrics;
 mod mirror;
 mod passthrough;
@@ -34,6 +35,7 @@ use weir_snapshot::SnapshotHandle;
 
 pub use conn_guard::default_max_connections;
 pub use error::{BindError, ConnectError, ProxyError};
+pub use log_limit::LogLimit;
 
 use crate::listener::Sockets;
 use crate::metrics::Metrics;

@@ -23,6 +23,7 @@ use weir_snapshot::Snapshot;
 
 use crate::conn_guard::{Activity, Counted};
 use crate::error::BindError;
+use crate::log_limit::LogLimit;
 use crate::metrics::{ConnProtocol, MetricsCache};
 use crate::request::{self, ConnCtx};
 use crate::{tls, Shared};
@@ -239,7 +240,6 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    let mut rejected = RejectLog::default();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -249,7 +249,15 @@ async fn accept_loop(
                         // At --max-connections: close at once rather than run out of
                         // descriptors (the admin server and upstreams keep theirs).
                         socket.shared.metrics.connections_rejected.inc();
-                        rejected.log(&socket, peer);
+                        if let Some(suppressed) = REFUSED.admit() {
+                            tracing::warn!(
+                                %peer,
+                                port = socket.key.1,
+                                max = socket.shared.config.max_connections,
+                                suppressed,
+                                "connection refused: --max-connections are open"
+                            );
+                        }
                         drop(tcp);
                         continue;
                     };
@@ -257,7 +265,9 @@ async fn accept_loop(
                 }
                 Err(err) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %err, port = socket.key.1, "accept failed");
+                    if let Some(suppressed) = ACCEPT_FAILED.admit() {
+                        tracing::warn!(error = %err, port = socket.key.1, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -282,34 +292,10 @@ async fn accept_loop(
     }
 }
 
-/// A warning when connections are refused at the cap: the first of a burst, then at most one
-/// every ten seconds with the count since.
-#[derive(Default)]
-struct RejectLog {
-    last: Option<std::time::Instant>,
-    since: u64,
-}
-
-impl RejectLog {
-    fn log(&mut self, socket: &SocketCtx, peer: SocketAddr) {
-        self.since += 1;
-        let now = std::time::Instant::now();
-        if self
-            .last
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-        {
-            tracing::warn!(
-                %peer,
-                port = socket.key.1,
-                max = socket.shared.config.max_connections,
-                refused = self.since,
-                "connection refused: --max-connections are open"
-            );
-            self.last = Some(now);
-            self.since = 0;
-        }
-    }
-}
+/// Logs of refused connections and failed accepts: one line at the start of a burst, then
+/// at most one per ten seconds with the count left out.
+static REFUSED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
+static ACCEPT_FAILED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
 
 async fn serve_connection(
     socket: Arc<SocketCtx>,

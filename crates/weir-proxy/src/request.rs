@@ -37,6 +37,7 @@ use weir_snapshot::path;
 use crate::error::{Fault, ProxyError};
 use crate::filter::{self, RedirectBase};
 use crate::listener::SocketKey;
+use crate::log_limit::LogLimit;
 use crate::metrics::{MetricsCache, RequestLabels};
 use crate::mirror::{self, MirrorRequest};
 use crate::stage::{AndThen, Bounded, Staged};
@@ -525,16 +526,23 @@ fn error_response(conn: &ConnCtx, log: &RequestLog, err: &ProxyError) -> Respons
     let class = err.classify();
     conn.shared.metrics.record_error(class.label);
     match class.fault {
-        Fault::Upstream | Fault::Internal => tracing::warn!(
-            error = %err,
-            method = %log.method,
-            host = %log.host,
-            path = log.uri.path(),
-            route = log.route.as_deref().unwrap_or(""),
-            backend = log.backend.as_deref().unwrap_or(""),
-            status = class.status.as_u16(),
-            "request failed"
-        ),
+        Fault::Upstream | Fault::Internal => {
+            // One per failed request: a burst, then a sample with the count left out.
+            static REQUEST_FAILED: LogLimit = LogLimit::new(20, Duration::from_secs(10));
+            if let Some(suppressed) = REQUEST_FAILED.admit() {
+                tracing::warn!(
+                    error = %err,
+                    method = %log.method,
+                    host = %log.host,
+                    path = log.uri.path(),
+                    route = log.route.as_deref().unwrap_or(""),
+                    backend = log.backend.as_deref().unwrap_or(""),
+                    status = class.status.as_u16(),
+                    suppressed,
+                    "request failed"
+                )
+            }
+        }
         Fault::Downstream | Fault::NotRouted => {
             tracing::debug!(error = %err, status = class.status.as_u16(), "request rejected")
         }

@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use weir_snapshot::{AppProtocol, BackendTls, ClientCert, Upstream};
 
 use crate::error::{ConnectError, ProxyError};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::request::{BoxError, ProxyBody};
 use crate::stage::{AndThen, Bounded, Either, Staged};
@@ -316,20 +317,28 @@ fn connect_failed(
     err: ConnectError,
 ) -> ConnectError {
     metrics.record_connect_error(&upstream.name);
+    // Every request to a backend that is down fails here: a burst, then a sample.
+    static TLS_FAILED: LogLimit = LogLimit::new(10, Duration::from_secs(10));
+    static CONNECT_FAILED: LogLimit = LogLimit::new(10, Duration::from_secs(10));
     if matches!(err, ConnectError::Tls(_)) {
+        let Some(suppressed) = TLS_FAILED.admit() else {
+            return err;
+        };
         // The backend's certificate failed verification (or it does not speak TLS): a
         // configuration problem an operator must see, not a transient one.
         tracing::error!(
             upstream = %upstream.name,
             endpoint = %addr,
             error = %err,
+            suppressed,
             "upstream TLS handshake failed"
         );
-    } else {
+    } else if let Some(suppressed) = CONNECT_FAILED.admit() {
         tracing::warn!(
             upstream = %upstream.name,
             endpoint = %addr,
             error = %err,
+            suppressed,
             "upstream connect failed"
         );
     }

@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use weir_proxy::LogLimit;
 
 use crate::control::Shared;
 
@@ -75,11 +76,12 @@ pub async fn serve(
             }
             Err(err) => {
                 // Out of descriptors, the error repeats at once: pause (doubling up to a
-                // second) instead of spinning, and log the first failure of a run and
+                // second) instead of spinning, and log the first failure of a burst and
                 // then at most once per ten seconds.
-                let (pause, log) = backoff.failed(std::time::Instant::now());
-                if log {
-                    tracing::warn!(error = %err, pause_ms = pause.as_millis() as u64, failures = backoff.failures, "admin accept failed; backing off");
+                let pause = backoff.failed();
+                static ACCEPT_FAILED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
+                if let Some(suppressed) = ACCEPT_FAILED.admit() {
+                    tracing::warn!(error = %err, pause_ms = pause.as_millis() as u64, failures = backoff.failures, suppressed, "admin accept failed; backing off");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
@@ -106,12 +108,11 @@ pub async fn serve(
     }
 }
 
-/// Exponential backoff for a failing accept loop, with a rate-limited log.
+/// Exponential backoff for a failing accept loop.
 #[derive(Debug, Default)]
 struct Backoff {
     failures: u64,
     pause: Duration,
-    last_log: Option<std::time::Instant>,
 }
 
 impl Backoff {
@@ -120,18 +121,11 @@ impl Backoff {
         self.pause = Duration::ZERO;
     }
 
-    /// The pause before the next accept, and whether to log this failure.
-    fn failed(&mut self, now: std::time::Instant) -> (Duration, bool) {
+    /// The pause before the next accept.
+    fn failed(&mut self) -> Duration {
         self.failures += 1;
         self.pause = (self.pause * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);
-        let log = self.failures == 1
-            || self
-                .last_log
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
-        if log {
-            self.last_log = Some(now);
-        }
-        (self.pause, log)
+        self.pause
     }
 }
 
@@ -237,28 +231,13 @@ mod tests {
     }
 
     #[test]
-    fn accept_backoff_doubles_to_a_second_and_logs_rarely() {
+    fn accept_backoff_doubles_to_a_second() {
         let mut b = Backoff::default();
-        let t0 = std::time::Instant::now();
-        let mut pauses = Vec::new();
-        let mut logs = 0;
-        for i in 0..20 {
-            let (pause, log) = b.failed(t0 + Duration::from_millis(i));
-            pauses.push(pause);
-            logs += usize::from(log);
-        }
+        let pauses: Vec<_> = (0..20).map(|_| b.failed()).collect();
         assert_eq!(pauses[0], Duration::from_millis(5));
         assert_eq!(pauses[1], Duration::from_millis(10));
         assert_eq!(*pauses.last().expect("pauses"), MAX_ACCEPT_BACKOFF);
-        assert_eq!(logs, 1, "one log line for a burst of failures");
-        assert!(
-            b.failed(t0 + Duration::from_secs(11)).1,
-            "then one per ten seconds"
-        );
         b.reset();
-        assert_eq!(
-            b.failed(t0 + Duration::from_secs(12)).0,
-            Duration::from_millis(5)
-        );
+        assert_eq!(b.failed(), Duration::from_millis(5));
     }
 }
