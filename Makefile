@@ -1,7 +1,7 @@
 # The two set-up commands: `make run` (the quickstart) and `make test` (everything CI runs).
 CARGO ?= cargo
 
-.PHONY: all build run test fmt-check clippy e2e conformance chart-test bench clean
+.PHONY: all build run test fmt-check clippy e2e conformance chart-test soak bench clean
 
 all: build
 
@@ -18,6 +18,7 @@ test: fmt-check clippy
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) conformance
 	$(MAKE) chart-test
+	$(MAKE) soak SOAK_SECONDS=20
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -39,6 +40,14 @@ conformance:
 ## Helm chart and Dockerfile checks (no cluster, no Docker): lint, render + assert, schemas, hadolint.
 chart-test:
 	charts/tests/run.sh
+
+## Bounded soak (SOAK_SECONDS, default 180): load on loopback while routes, endpoints and
+## certificates churn and a backend restarts; reports requests, errors by kind, RSS and open
+## descriptors at start and end, and fails on an error where none may be, or on growth.
+SOAK_SECONDS ?= 180
+soak:
+	$(CARGO) build --bins
+	SOAK_SECONDS=$(SOAK_SECONDS) ./target/debug/weir-soak
 
 ## Side-by-side benchmark: Weir vs nginx vs HAProxy on loopback (installs wrk, h2load, nginx,
 ## haproxy from Debian if missing). BENCH_QUICK=1 for a smoke run; see bench/README.md.

@@ -129,8 +129,15 @@ pub struct Echo {
 
 /// Start `weir-echo` as pod `pod` in `namespace`.
 pub fn echo(pod: &str, namespace: &str) -> Echo {
+    echo_at(pod, namespace, SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Start `weir-echo` as pod `pod` in `namespace` on `addr` (port 0: an ephemeral one), e.g.
+/// again on the address of one that was stopped.
+pub fn echo_at(pod: &str, namespace: &str, addr: SocketAddr) -> Echo {
     let mut cmd = Command::new(bin("weir-echo"));
-    cmd.args(["--bind", "127.0.0.1", "--http-port", "0", "--no-h2c"])
+    let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+    cmd.args(["--bind", &ip, "--http-port", &port, "--no-h2c"])
         .env("POD_NAME", pod)
         .env("NAMESPACE", namespace);
     let proc = Proc::spawn(cmd);
@@ -187,13 +194,11 @@ pub fn weir_with_limit(dir: &Path, ports: &[u16], extra: &[&str], limit_kib: Opt
             "--listener-port-offset",
             &offset.to_string(),
         ])
-        .args([
-            "--admin-addr",
-            &admin.to_string(),
-            "--log-level",
-            "info,weir=debug",
-        ])
-        .args(extra);
+        .args(["--admin-addr", &admin.to_string()]);
+    if !extra.contains(&"--log-level") {
+        cmd.args(["--log-level", "info,weir=debug"]);
+    }
+    cmd.args(extra);
     Weir {
         proc: Proc::spawn(cmd),
         admin,
