@@ -27,7 +27,7 @@ pub const UNUSABLE_ADDR: &str = "203.0.113.77";
 
 /// Where the v1.5.1 suite lives relative to this crate.
 pub fn suite_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/gateway-api/v1.5.1/conformance")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("upstream/v1.5.1/conformance")
 }
 
 /// Where a manifest named in tests.yaml lives: `weir/<file>` is one of Weir's own (this

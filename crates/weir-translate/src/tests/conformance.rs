@@ -14,7 +14,7 @@ pub(super) const INFRA: &str = "gateway-conformance-infra";
 
 fn manifest(rel: &str) -> String {
     let path = format!(
-        "{}/../../../shared/gateway-api/v1.5.1/conformance/{rel}",
+        "{}/../../e2e/conformance/upstream/v1.5.1/conformance/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path)
