@@ -2,7 +2,8 @@
 //! certificate is verified, the policies' status) and the certificate a Gateway presents to
 //! TLS backends (`spec.tls.backend.clientCertificateRef`).
 //!
-//! Decisions where the spec leaves room:
+//! Attachment, precedence and the ancestors status are [`crate::policy::attach`]'s. Decisions
+//! where the spec leaves room:
 //! - Targets are core Services (`sectionName` = the Service port's name); other kinds are
 //!   ignored. A policy naming the port wins over one for the whole Service: they do not
 //!   conflict. Policies selecting the same target and section conflict: the oldest
@@ -26,30 +27,33 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use weir_snapshot::{BackendTls, ClientCert, SubjectAltName, UpstreamTls};
-use weir_store::gw::backendtlspolicies::{
-    BackendTlsPolicyStatus, BackendTlsPolicyStatusAncestors,
-    BackendTlsPolicyStatusAncestorsAncestorRef, BackendTlsPolicyValidationSubjectAltNamesType,
-};
+use weir_store::gw::backendtlspolicies::BackendTlsPolicyValidationSubjectAltNamesType;
 use weir_store::{BackendTlsPolicy, Gateway, Kind, ObjectKey, Store, GATEWAY_GROUP};
 
-use crate::compile::created;
 use crate::error::TranslateError;
+use crate::policy::attach::{self, Allowed, Candidate, Target, TargetRef};
 use crate::refgrant::{self, core_group};
 use crate::status::Conditions;
 use crate::{tls, ObjectStatus};
 
-/// The key a policy targets: a Service and, optionally, one of its port names.
-pub type TargetKey = (ObjectKey, Option<String>);
+/// The TLS settings for each targeted Service (or Service port), from the policies that won
+/// them.
+pub type TlsIndex = BTreeMap<Target, BackendTls>;
 
-/// The TLS settings for each targeted Service port, from the policies that won them.
-pub type TlsIndex = BTreeMap<TargetKey, BackendTls>;
+/// What a BackendTLSPolicy may target.
+const TARGETS: Allowed = Allowed {
+    gateway: false,
+    listener_set: false,
+    routes: false,
+    service: true,
+};
 
 /// One BackendTLSPolicy, evaluated.
 struct PolicyModel {
     key: ObjectKey,
     policy: Arc<BackendTlsPolicy>,
     /// The Services (and sections) it targets.
-    targets: Vec<TargetKey>,
+    targets: Vec<Target>,
     /// Why Accepted is False (other than a conflict): (reason, message).
     not_accepted: Option<(&'static str, String)>,
     /// ResolvedRefs problems (the first gives the reason).
@@ -75,22 +79,29 @@ impl Policies {
             .iter()
             .filter_map(|(key, p)| evaluate(store, key, p))
             .collect();
-        // Precedence: oldest first, then namespace/name.
-        models.sort_by(|a, b| {
-            (created(&a.policy.metadata), &a.key).cmp(&(created(&b.policy.metadata), &b.key))
-        });
-        let mut index = TlsIndex::new();
-        for m in models.iter_mut() {
-            let mut lost = false;
-            for t in &m.targets {
-                if index.contains_key(t) {
-                    lost = true;
-                } else {
-                    index.insert(t.clone(), m.tls.clone());
-                }
-            }
-            m.conflicted = lost;
+        let settled = attach::settle(
+            &models
+                .iter()
+                .map(|m| Candidate {
+                    meta: &m.policy.metadata,
+                    key: &m.key,
+                    targets: &m.targets,
+                })
+                .collect::<Vec<_>>(),
+        );
+        let index: TlsIndex = settled
+            .winners
+            .into_iter()
+            .map(|(target, i)| (target, models[i].tls.clone()))
+            .collect();
+        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
+            m.conflicted = conflicted;
         }
+        // Status in precedence order: oldest first, then namespace/name.
+        models.sort_by(|a, b| {
+            (crate::compile::created(&a.policy.metadata), &a.key)
+                .cmp(&(crate::compile::created(&b.policy.metadata), &b.key))
+        });
         Self { models, index }
     }
 
@@ -102,7 +113,7 @@ impl Policies {
     /// Record that `gateway` routes to `service`.
     pub fn used_by(&mut self, service: &ObjectKey, gateway: &ObjectKey) {
         for m in self.models.iter_mut() {
-            if m.targets.iter().any(|(s, _)| s == service) {
+            if m.targets.iter().any(|t| &t.key == service) {
                 m.ancestors.insert(gateway.clone());
             }
         }
@@ -117,11 +128,10 @@ impl Policies {
                     generation: m.policy.metadata.generation,
                     now,
                 };
-                let status = policy_status(m, controller, &c);
                 ObjectStatus::new(
                     Kind::BackendTlsPolicy,
                     &m.policy.metadata,
-                    crate::to_json(&status),
+                    policy_status(m, controller, &c),
                 )
             })
             .collect()
@@ -135,55 +145,34 @@ pub fn lookup<'a>(
     service: &ObjectKey,
     port_name: Option<&str>,
 ) -> Option<&'a BackendTls> {
-    port_name
-        .filter(|n| !n.is_empty())
-        .and_then(|n| index.get(&(service.clone(), Some(n.to_string()))))
-        .or_else(|| index.get(&(service.clone(), None)))
+    attach::most_specific(
+        index,
+        &Target::new(Kind::Service, service.clone(), port_name),
+    )
 }
 
 fn evaluate(store: &Store, key: &ObjectKey, p: &Arc<BackendTlsPolicy>) -> Option<PolicyModel> {
-    let targets: Vec<TargetKey> = p
-        .spec
-        .target_refs
-        .iter()
-        .filter(|t| core_group(&t.group).is_empty() && t.kind == "Service")
-        .map(|t| {
-            (
-                ObjectKey::new(key.namespace.clone(), t.name.as_str()),
-                t.section_name.clone().filter(|s| !s.is_empty()),
-            )
-        })
-        .collect();
+    let mut not_accepted = None;
+    let mut targets = Vec::new();
+    for t in &p.spec.target_refs {
+        let r = TargetRef {
+            group: &t.group,
+            kind: &t.kind,
+            name: &t.name,
+            section_name: t.section_name.as_deref(),
+        };
+        let Some(resolved) = attach::resolve(store, &key.namespace, r, TARGETS) else {
+            continue;
+        };
+        if let Some(missing) = resolved.not_found {
+            not_accepted.get_or_insert((missing.reason, missing.message));
+        }
+        targets.push(resolved.target);
+    }
     if targets.is_empty() {
         // Not a policy for backends we know how to reach.
         return None;
     }
-    let mut not_accepted = None;
-    for (service, section) in &targets {
-        match store.services.get(service) {
-            None => {
-                not_accepted.get_or_insert((
-                    "TargetNotFound",
-                    format!("Service {service} does not exist"),
-                ));
-            }
-            Some(svc) => {
-                let has_port = |name: &str| {
-                    svc.spec
-                        .as_ref()
-                        .and_then(|s| s.ports.as_ref())
-                        .is_some_and(|ports| ports.iter().any(|p| p.name.as_deref() == Some(name)))
-                };
-                if let Some(section) = section.as_deref().filter(|s| !has_port(s)) {
-                    not_accepted.get_or_insert((
-                        "TargetNotFound",
-                        format!("Service {service} has no port named {section}"),
-                    ));
-                }
-            }
-        }
-    }
-
     let v = &p.spec.validation;
     let mut ref_errors = Vec::new();
     let mut roots = rustls::RootCertStore::empty();
@@ -328,7 +317,7 @@ fn ca_certificates(
     Ok(certs)
 }
 
-fn policy_status(m: &PolicyModel, controller: &str, c: &Conditions<'_>) -> BackendTlsPolicyStatus {
+fn policy_status(m: &PolicyModel, controller: &str, c: &Conditions<'_>) -> serde_json::Value {
     let accepted = if m.conflicted {
         c.make(
             "Accepted",
@@ -353,24 +342,7 @@ fn policy_status(m: &PolicyModel, controller: &str, c: &Conditions<'_>) -> Backe
             c.make("ResolvedRefs", false, first.reason(), all.join("; "))
         }
     };
-    BackendTlsPolicyStatus {
-        ancestors: m
-            .ancestors
-            .iter()
-            .map(|g| BackendTlsPolicyStatusAncestors {
-                ancestor_ref: BackendTlsPolicyStatusAncestorsAncestorRef {
-                    group: Some(GATEWAY_GROUP.into()),
-                    kind: Some("Gateway".into()),
-                    name: g.name.to_string(),
-                    namespace: Some(g.namespace.to_string()),
-                    port: None,
-                    section_name: None,
-                },
-                conditions: vec![accepted.clone(), resolved.clone()],
-                controller_name: controller.to_string(),
-            })
-            .collect(),
-    }
+    attach::ancestor_status(&m.ancestors, controller, &[accepted, resolved])
 }
 
 /// The certificate a Gateway presents to TLS backends, or why its

@@ -29,6 +29,7 @@ mod hostname;
 mod listenerset;
 mod memo;
 mod pattern;
+mod policy;
 mod refgrant;
 mod route;
 pub mod services;
