@@ -11,8 +11,8 @@ use weir_snapshot::{Filter, HeaderModifier, Redirect, RedirectScheme, UrlRewrite
 
 pub(crate) mod cors;
 
+use crate::body::{empty_body, ProxyBody};
 use crate::error::ProxyError;
-use crate::request::{empty_body, ProxyBody};
 
 /// What a redirect keeps from the request when the filter leaves a field unset.
 pub(crate) struct RedirectBase<'a> {

@@ -12,6 +12,8 @@
 //! (metrics and a debug line). Errors stop the pipeline and become a response in one place
 //! ([`ProxyError::classify`]).
 
+mod body;
+mod conn;
 mod conn_guard;
 mod error;
 mod filter;

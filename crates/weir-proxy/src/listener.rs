@@ -21,16 +21,13 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use weir_snapshot::Snapshot;
 
+use crate::conn::{client_ip_value, ConnCtx, SocketKey};
 use crate::conn_guard::{Activity, Counted};
 use crate::error::BindError;
 use crate::log_limit::LogLimit;
 use crate::metrics::{ConnProtocol, MetricsCache};
-use crate::request::{self, ConnCtx};
+use crate::request;
 use crate::{tls, Shared};
-
-/// A socket as the snapshot identifies it ([`weir_snapshot::SocketConfig::key`]): (address,
-/// `None` = default bind; configured port, or the exact bind port when one is set).
-pub(crate) type SocketKey = (Option<IpAddr>, u16);
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -366,7 +363,7 @@ async fn serve_connection(
             tls,
             sni,
             client_auth,
-            client_ip: crate::upstream::client_ip_value(peer.ip()),
+            client_ip: client_ip_value(peer.ip()),
             metrics_cache: MetricsCache::default(),
         })
     };

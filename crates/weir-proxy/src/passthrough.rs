@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_snapshot::{BackendTarget, TlsRouteEntry, Upstream};
 
-use crate::listener::SocketKey;
+use crate::conn::SocketKey;
 use crate::Shared;
 use client_hello::Hello;
 use rewind::Rewind;

@@ -21,72 +21,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 use weir_snapshot::{
-    Backend, BackendTarget, ClientCert, Listener, RedirectScheme, RequestView, RouteAction,
-    RouteEntry, Snapshot, SocketConfig,
+    Backend, BackendTarget, ClientCert, Listener, RequestView, RouteAction, RouteEntry, Snapshot,
+    SocketConfig,
 };
 
 use weir_snapshot::path;
 
+use crate::body::{empty_body, text_body, ProxyBody};
+use crate::conn::ConnCtx;
 use crate::error::{Fault, ProxyError};
 use crate::filter::{self, RedirectBase};
-use crate::listener::SocketKey;
 use crate::log_limit::LogLimit;
-use crate::metrics::{MetricsCache, RequestLabels};
+use crate::metrics::RequestLabels;
 use crate::mirror::{self, MirrorRequest};
 use crate::stage::{AndThen, Bounded, Staged};
-use crate::{upstream, Shared};
-
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Body of every response the proxy sends: streamed from upstream or generated here.
-pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-pub(crate) fn text_body(text: &'static str) -> ProxyBody {
-    Full::new(Bytes::from_static(text.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-pub(crate) fn empty_body() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-/// One downstream connection: which socket it came in on and from whom.
-pub(crate) struct ConnCtx {
-    pub(crate) shared: Arc<Shared>,
-    /// The socket as configured (the configured port, never the offset one).
-    pub(crate) key: SocketKey,
-    pub(crate) peer: std::net::SocketAddr,
-    pub(crate) tls: bool,
-    /// The TLS server name (SNI) the client sent, lowercase; `None` on plain sockets and for
-    /// clients that send none.
-    pub(crate) sni: Option<Arc<str>>,
-    /// The client-certificate validation the handshake passed (see `tls/client_auth.rs`);
-    /// `None` when none was asked for.
-    pub(crate) client_auth: Option<Arc<weir_snapshot::ClientAuth>>,
-    /// The peer's IP as the X-Forwarded-For value, formatted once per connection.
-    pub(crate) client_ip: HeaderValue,
-    /// The metric series this connection's last request was counted in: consecutive
-    /// requests on one connection mostly hit the same route, and reusing the series skips
-    /// the label hashing and the registry lock.
-    pub(crate) metrics_cache: MetricsCache,
-}
-
-impl ConnCtx {
-    fn scheme(&self) -> RedirectScheme {
-        if self.tls {
-            RedirectScheme::Https
-        } else {
-            RedirectScheme::Http
-        }
-    }
-}
+use crate::upstream;
 
 /// What the log stage reports; filled in as the request moves through the stages.
 struct RequestLog {

@@ -4,7 +4,7 @@
 //! tunnelled after a 101, and TLS to backends a BackendTLSPolicy targets ([`tls`]).
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +19,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use weir_snapshot::{AppProtocol, BackendTls, ClientCert, Upstream};
 
+use crate::body::{BoxError, ProxyBody};
 use crate::error::{ConnectError, ProxyError};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
-use crate::request::{BoxError, ProxyBody};
 use crate::stage::{AndThen, Bounded, Either, Staged};
 use crate::Shared;
 
@@ -661,13 +661,6 @@ fn connection_names_headers(headers: &HeaderMap) -> bool {
             let t = t.trim();
             !(t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"))
         })
-}
-
-/// The X-Forwarded-For value for a client address (IPv4-mapped IPv6 shown as IPv4). Computed
-/// once per connection, not per request.
-pub(crate) fn client_ip_value(client_ip: IpAddr) -> HeaderValue {
-    HeaderValue::try_from(client_ip.to_canonical().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

@@ -11,7 +11,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use weir_snapshot::{Cors, CorsList, Filter};
 
-use crate::request::{empty_body, ProxyBody};
+use crate::body::{empty_body, ProxyBody};
 
 /// The request is a CORS preflight: OPTIONS with `Origin` and
 /// `Access-Control-Request-Method`.

@@ -11,7 +11,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
 use super::pool::{Http1Sender, Inner, PoolKey, Pools};
-use crate::request::BoxError;
+use crate::body::BoxError;
 
 /// The body of a request sent upstream: the client's body streamed through, or bytes the
 /// proxy holds (e.g. a copy of a buffered request). An enum, not a box: no allocation per

@@ -1,4 +1,5 @@
 use super::*;
+use crate::conn::client_ip_value;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
