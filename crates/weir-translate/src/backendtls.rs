@@ -30,10 +30,10 @@ use weir_snapshot::{BackendTls, ClientCert, SubjectAltName, UpstreamTls};
 use weir_store::gw::backendtlspolicies::BackendTlsPolicyValidationSubjectAltNamesType;
 use weir_store::{BackendTlsPolicy, Gateway, Kind, ObjectKey, Store, GATEWAY_GROUP};
 
+use crate::conditions::Conditions;
 use crate::error::TranslateError;
 use crate::policy::attach::{self, Allowed, Candidate, Target, TargetRef};
 use crate::refgrant::{self, core_group};
-use crate::status::Conditions;
 use crate::{tls, ObjectStatus};
 
 /// The TLS settings for each targeted Service (or Service port), from the policies that won
@@ -99,8 +99,8 @@ impl Policies {
         }
         // Status in precedence order: oldest first, then namespace/name.
         models.sort_by(|a, b| {
-            (crate::compile::created(&a.policy.metadata), &a.key)
-                .cmp(&(crate::compile::created(&b.policy.metadata), &b.key))
+            (crate::meta::created(&a.policy.metadata), &a.key)
+                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
         });
         Self { models, index }
     }

@@ -19,6 +19,7 @@ use weir_store::{HttpRoute, ObjectKey, Store};
 use crate::backend::{BackendRefSpec, Upstreams};
 use crate::error::TranslateError;
 use crate::filter;
+use crate::meta::created;
 use crate::pattern;
 
 /// A route compiled independently of the listeners it attaches to.
@@ -54,19 +55,6 @@ impl EntryTemplate {
             action: self.action.clone(),
         }
     }
-}
-
-/// Creation time as (seconds, nanos); a missing timestamp sorts as newest.
-pub fn created(meta: &weir_store::ObjectMeta) -> (i64, u32) {
-    meta.creation_timestamp
-        .as_ref()
-        .map(|t| {
-            (
-                t.0.as_second(),
-                u32::try_from(t.0.subsec_nanosecond()).unwrap_or(0),
-            )
-        })
-        .unwrap_or((i64::MAX, u32::MAX))
 }
 
 /// Whether compiling `route` compiles regular expressions (charged to the translation's

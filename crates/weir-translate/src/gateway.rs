@@ -13,8 +13,8 @@ use weir_store::gw::gateways::{
 use weir_store::{Gateway, ObjectKey, Store, GATEWAY_GROUP};
 
 use crate::addressing::{AddressPool, Addressing};
-use crate::compile::created;
 use crate::error::TranslateError;
+use crate::meta::created;
 use crate::refgrant::{self, core_group};
 use crate::tls;
 

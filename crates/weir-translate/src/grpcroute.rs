@@ -36,9 +36,10 @@ use weir_store::gw::httproutes::HttpRouteRulesFilters;
 use weir_store::{GrpcRoute, ObjectKey, Store};
 
 use crate::backend::{BackendRefSpec, Upstreams};
-use crate::compile::{created, CompiledRoute, EntryTemplate};
+use crate::compile::{CompiledRoute, EntryTemplate};
 use crate::error::TranslateError;
 use crate::filter;
+use crate::meta::created;
 use crate::pattern;
 use crate::route::ParentRefSpec;
 

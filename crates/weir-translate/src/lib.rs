@@ -20,6 +20,7 @@ pub mod addressing;
 mod backend;
 mod backendtls;
 mod compile;
+mod conditions;
 mod error;
 mod filter;
 mod frontend;
@@ -28,6 +29,7 @@ mod grpcroute;
 mod hostname;
 mod listenerset;
 mod memo;
+mod meta;
 mod pattern;
 mod policy;
 mod refgrant;
@@ -503,10 +505,10 @@ fn route_order(store: &weir_store::Store) -> Vec<((i64, u32), AnyRoute<'_>, usiz
         };
         if take_http {
             if let Some((slot, (_, r))) = http.next() {
-                order.push((compile::created(&r.metadata), AnyRoute::Http(r), slot));
+                order.push((crate::meta::created(&r.metadata), AnyRoute::Http(r), slot));
             }
         } else if let Some((slot, (_, r))) = grpc.next() {
-            order.push((compile::created(&r.metadata), AnyRoute::Grpc(r), slot));
+            order.push((crate::meta::created(&r.metadata), AnyRoute::Grpc(r), slot));
         }
     }
     order.sort_by_key(|o| o.0);

@@ -19,10 +19,11 @@ use weir_store::gw::gateways::{
 use weir_store::gw::listenersets::{ListenerSetStatus, ListenerSetStatusListeners};
 use weir_store::{Gateway, ListenerSet, ObjectKey, Store, GATEWAY_GROUP};
 
-use crate::compile::created;
+use crate::conditions::Conditions;
 use crate::gateway::{self, GatewayModel, ListenerModel, ListenerOwner};
+use crate::meta::created;
 use crate::route::ParentRefSpec;
-use crate::status::{self, Conditions};
+use crate::status;
 
 /// Condition reason of a ListenerSet the Gateway's `allowedListeners` does not admit.
 pub const NOT_ALLOWED: &str = "NotAllowed";

@@ -26,8 +26,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Map, Value};
 use weir_store::{Gateway, GatewayClass, ObjectKey, Store, GATEWAY_GROUP};
 
-use crate::compile::created;
 use crate::error::TranslateError;
+use crate::meta::created;
 
 /// Annotation on a Gateway's Service recording which pod port serves each listener port:
 /// `"80:20000,443:20001"` (listener port ascending). Every replica binds what it says.

@@ -14,6 +14,7 @@ use weir_store::gw::httproutes::{HttpRouteStatus, HttpRouteStatusParents};
 use weir_store::{Condition, Kind, Time, GATEWAY_GROUP};
 
 use crate::compile::CompiledRoute;
+pub use crate::conditions::Conditions;
 use crate::error::TranslateError;
 use crate::gateway::{GatewayModel, ListenerModel};
 use crate::route::ParentResult;
@@ -21,31 +22,6 @@ use crate::ObjectStatus;
 
 /// Condition type added to objects whose newest version failed to parse.
 pub const INVALID_MANIFEST: &str = "weir.dev/InvalidManifest";
-
-/// Builds conditions that share a generation and a time.
-pub struct Conditions<'a> {
-    pub generation: Option<i64>,
-    pub now: &'a Time,
-}
-
-impl Conditions<'_> {
-    pub fn make(
-        &self,
-        type_: &str,
-        ok: bool,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> Condition {
-        Condition {
-            type_: type_.into(),
-            status: if ok { "True" } else { "False" }.into(),
-            reason: reason.into(),
-            message: message.into(),
-            observed_generation: self.generation,
-            last_transition_time: self.now.clone(),
-        }
-    }
-}
 
 /// An accepted GatewayClass of ours: Accepted, and the features it supports
 /// ([`crate::SUPPORTED_FEATURES`], already in the ascending order the spec requires).

@@ -18,10 +18,10 @@ use weir_store::gw::tlsroutes::TlsRouteParentRefs;
 use weir_store::{ObjectKey, ObjectMeta, Store, TlsRoute};
 
 use crate::backend::{BackendRefSpec, Upstreams};
-use crate::compile::created;
 use crate::error::TranslateError;
 use crate::gateway::GatewayModel;
 use crate::hostname::effective_hosts;
+use crate::meta::created;
 use crate::route::{self, NotAccepted, ParentRefSpec, ParentResult};
 
 const KIND: &str = "TLSRoute";

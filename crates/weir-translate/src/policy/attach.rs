@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use weir_store::{Condition, Kind, ObjectKey, ObjectMeta, Store, GATEWAY_GROUP};
 
-use crate::compile::created;
+use crate::meta::created;
 use crate::refgrant::core_group;
 
 /// One `targetRef` as written (`LocalPolicyTargetReferenceWithSectionName`).
