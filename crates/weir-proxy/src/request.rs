@@ -1,20 +1,30 @@
-//! The request pipeline. Each request loads the snapshot once and moves through named
-//! stages, plain functions over one context:
+//! The request pipeline: the phases every request moves through, in this order (the one
+//! place that lists them; the design is in docs/ARCHITECTURE.md, "Request phases"):
 //!
 //! 1. **route**: header-size check, Host, socket config → listener by Host → first matching
 //!    route entry ([`route`]);
-//! 2. **filters**: the rule's filters on the request; a redirect answers here
-//!    ([`crate::filter::apply_request`]);
-//! 3. **pick backend**: weighted random choice ([`pick_backend`]), then that backend's
-//!    filters;
-//! 4. **forward**: hop-by-hop cleanup, X-Forwarded-*, pooled upstream client with endpoint
-//!    fallbacks ([`crate::upstream::forward_body`]); response header filters on the way back;
-//! 5. **log**: metrics and a debug line ([`finish`]).
+//! 2. **request, synchronous** ([`request_phases`]): phases that may answer or deny without
+//!    waiting: today the rule's request filters (a redirect or a CORS preflight answers
+//!    here); synchronous policies (auth with cached keys, local rate limits, fault aborts)
+//!    join them;
+//! 3. **request, asynchronous**: none yet; only routes whose compiled action needs one will
+//!    get one boxed future (external auth, global rate limit, fault delay, cache lookup);
+//! 4. **backend pick** ([`pick_phase`]): weighted choice ([`pick_backend`]), that backend's
+//!    request filters, mirrors;
+//! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
+//!    hop-by-hop cleanup, X-Forwarded-*, the per-attempt timeout, pooled connections under
+//!    the endpoint's cap, the next endpoint on a connect error;
+//! 6. **response headers** ([`Exchange::response_headers`]): the rule's and backend's
+//!    response filters and CORS, on upstream responses *and* on the answers phases 2 and 4
+//!    made;
+//! 7. **response body**: none yet (compression and cache fill will wrap the body);
+//! 8. **log**: metrics and a debug line ([`finish`]).
 //!
-//! Stages 1–4 run up to the upstream exchange when the request arrives; the future returned
-//! waits only for the exchange and the response stages ([`crate::stage`]).
-//!
-//! Any stage may fail with a [`ProxyError`], which becomes the response in [`error_response`].
+//! Phases 1, 2 and 4 run as plain functions when the request arrives; the future returned
+//! waits only for the exchange and the response phases ([`crate::stage`]), so a route pays
+//! only for the phases it has. The state the response side needs travels in one
+//! [`Exchange`]. Any phase may fail with a [`ProxyError`] (a denial), which becomes the
+//! response in [`error_response`] through the one error table ([`ProxyError::classify`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +36,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use weir_snapshot::{
     Backend, BackendTarget, ClientCert, Listener, RequestView, RouteAction, RouteEntry, Snapshot,
-    SocketConfig,
+    SocketConfig, Upstream,
 };
 
 use weir_snapshot::path;
@@ -89,7 +99,7 @@ pub(crate) fn serve(
     }
 }
 
-/// Stages 1–4, bounded by the route's request timeout.
+/// Phases 1–7, bounded by the route's request timeout.
 fn route_and_forward<'s>(
     conn: &'s ConnCtx,
     snapshot: &'s Snapshot,
@@ -145,7 +155,7 @@ fn normalize_target<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Stage 1: find the route entry for the request.
+/// Phase 1: find the route entry for the request.
 fn route<'s>(
     conn: &ConnCtx,
     snapshot: &'s Snapshot,
@@ -219,39 +229,69 @@ fn check_misdirected(
     }
 }
 
-/// What the request stages made of a request: an answer of their own (a redirect, a CORS
-/// preflight…) or the exchange with the upstream, with the response filters after it.
+/// What the request phases made of a request: an answer of their own (a redirect, a CORS
+/// preflight…) or the exchange with the upstream, with the response phases after it.
 enum Forward<F> {
     Answer(Response<ProxyBody>),
     Upstream(F),
 }
 
-/// Stages 2–4 for a routed request: filters, backend pick, forward, response filters.
-fn handle_action<'s>(
-    conn: &'s ConnCtx,
-    action: &'s RouteAction,
-    client_cert: Option<&Arc<ClientCert>>,
-    base: &RedirectBase<'_>,
-    req: Request<Incoming>,
-    backend_label: &mut Option<Arc<str>>,
-) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
-{
-    let (mut parts, body) = req.into_parts();
-    ensure_host_header(&mut parts);
-    // The client's hop-by-hop headers go before any filter runs, so a client's
-    // `Connection: x-name` cannot remove a header a filter (or the forward stage) sets.
-    let upgrade = upstream::strip_hop_by_hop(&mut parts);
-    // CORS answers name the request's Origin; kept only for routes with a CORS filter.
-    let origin = if filter::cors::any(&action.filters) {
-        parts.headers.get(http::header::ORIGIN).cloned()
-    } else {
-        None
-    };
-    if let Some(mut answer) = filter::apply_request(&action.filters, &mut parts, base)? {
-        filter::apply_response(&action.filters, answer.headers_mut());
-        return Ok(Forward::Answer(answer));
-    }
+/// What a request phase decided: go on to the next phase, or answer here.
+enum Flow {
+    Continue,
+    Answer(Response<ProxyBody>),
+}
 
+/// Per-request state the response phases need, filled in by the request phases (one struct,
+/// moved into the response side whole, instead of captures and `&mut Option` parameters).
+struct Exchange<'s> {
+    action: &'s RouteAction,
+    /// The backend picked (phase 4); `None` when a request phase answered first.
+    backend: Option<&'s Backend>,
+    /// The request's Origin, kept only for routes with a CORS filter.
+    origin: Option<HeaderValue>,
+}
+
+impl Exchange<'_> {
+    /// Phase 6, response headers: the rule's and the backend's response filters and the
+    /// CORS headers, on upstream responses (`local` false) and on answers the request phases
+    /// made (`local` true: the CORS filter's own answers, its preflights, carry their CORS
+    /// headers already).
+    fn response_headers(&self, headers: &mut http::HeaderMap, local: bool) {
+        filter::apply_response(&self.action.filters, headers);
+        if let Some(backend) = self.backend {
+            filter::apply_response(&backend.filters, headers);
+        }
+        if !local {
+            filter::cors::apply_response(&self.action.filters, self.origin.as_ref(), headers);
+        }
+    }
+}
+
+/// Phase 2, request (synchronous): the rule's request filters; a redirect or a CORS
+/// preflight answers here. (Synchronous policy phases — auth with cached keys, local rate
+/// limits, fault aborts — go here, in this order, each returning a [`Flow`].)
+fn request_phases(
+    ex: &Exchange<'_>,
+    parts: &mut http::request::Parts,
+    base: &RedirectBase<'_>,
+) -> Result<Flow, ProxyError> {
+    Ok(
+        match filter::apply_request(&ex.action.filters, parts, base)? {
+            Some(answer) => Flow::Answer(answer),
+            None => Flow::Continue,
+        },
+    )
+}
+
+/// Phase 4, backend pick: the weighted choice, then that backend's request filters (which
+/// may answer too).
+fn pick_phase<'s>(
+    ex: &mut Exchange<'s>,
+    parts: &mut http::request::Parts,
+    base: &RedirectBase<'_>,
+) -> Result<(&'s Upstream, Flow), ProxyError> {
+    let action = ex.action;
     // One backend (the common case) needs no random number.
     let roll = if action.backends.len() > 1 {
         rand::random::<u64>()
@@ -263,11 +303,49 @@ fn handle_action<'s>(
         BackendTarget::Upstream(upstream) => upstream,
         BackendTarget::Invalid(reason) => return Err(ProxyError::InvalidBackend(reason.clone())),
     };
+    ex.backend = Some(backend);
+    let flow = match filter::apply_request(&backend.filters, parts, base)? {
+        Some(answer) => Flow::Answer(answer),
+        None => Flow::Continue,
+    };
+    Ok((upstream, flow))
+}
+
+/// Phases 2–7 for a routed request (see [`crate::request`]'s list): request phases, backend
+/// pick, mirrors, the attempt loop, response phases.
+fn handle_action<'s>(
+    conn: &'s ConnCtx,
+    action: &'s RouteAction,
+    client_cert: Option<&Arc<ClientCert>>,
+    base: &RedirectBase<'_>,
+    req: Request<Incoming>,
+    backend_label: &mut Option<Arc<str>>,
+) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
+{
+    let (mut parts, body) = req.into_parts();
+    ensure_host_header(&mut parts);
+    // The client's hop-by-hop headers go before any phase runs, so a client's
+    // `Connection: x-name` cannot remove a header a filter (or the forward stage) sets.
+    let upgrade = upstream::strip_hop_by_hop(&mut parts);
+    let mut ex = Exchange {
+        action,
+        backend: None,
+        origin: if filter::cors::any(&action.filters) {
+            parts.headers.get(http::header::ORIGIN).cloned()
+        } else {
+            None
+        },
+    };
+    if let Flow::Answer(answer) = request_phases(&ex, &mut parts, base)? {
+        return Ok(local(&ex, answer));
+    }
+    // Phase 3, request (asynchronous): none yet. A route whose compiled action needs one
+    // (external auth, a global rate limit, a fault delay, a cache lookup) gets one boxed
+    // future here; other routes pay nothing.
+    let (upstream, flow) = pick_phase(&mut ex, &mut parts, base)?;
     *backend_label = Some(upstream.name.clone());
-    if let Some(mut answer) = filter::apply_request(&backend.filters, &mut parts, base)? {
-        filter::apply_response(&action.filters, answer.headers_mut());
-        filter::apply_response(&backend.filters, answer.headers_mut());
-        return Ok(Forward::Answer(answer));
+    if let Flow::Answer(answer) = flow {
+        return Ok(local(&ex, answer));
     }
     // Mirrors copy the request as every request filter left it, just before it is forwarded.
     let mirror = MirrorRequest {
@@ -279,7 +357,9 @@ fn handle_action<'s>(
     };
     let mut copies = Vec::new();
     mirror::spawn_all(&conn.shared, &action.filters, &mirror, &mut copies);
-    mirror::spawn_all(&conn.shared, &backend.filters, &mirror, &mut copies);
+    if let Some(backend) = ex.backend {
+        mirror::spawn_all(&conn.shared, &backend.filters, &mirror, &mut copies);
+    }
 
     let downstream = upstream::Downstream {
         client_ip: &conn.client_ip,
@@ -290,6 +370,7 @@ fn handle_action<'s>(
     // left alone: a gRPC client stream may rightly pause for minutes, and HTTP/2 flow
     // control and the connection cap bound what a stalled stream holds.
     let stall = (parts.version < http::Version::HTTP_2).then_some(conn.shared.config.idle_timeout);
+    // Phase 5, the attempt loop (`upstream::attempt`).
     let forwarded = upstream::forward_body(
         &conn.shared,
         upstream,
@@ -299,18 +380,24 @@ fn handle_action<'s>(
         &downstream,
         attempt_timeout(&action.timeouts, &conn.shared.config),
     );
+    // Phase 6 on the upstream's response. (Phase 7, response body phases, wraps the body
+    // here: compression, cache fill.)
     Ok(Forward::Upstream(AndThen::new(
         forwarded,
         move |mut response: Response<ProxyBody>| {
-            filter::apply_response(&action.filters, response.headers_mut());
-            filter::apply_response(&backend.filters, response.headers_mut());
-            filter::cors::apply_response(&action.filters, origin.as_ref(), response.headers_mut());
+            ex.response_headers(response.headers_mut(), false);
             Ok(response)
         },
     )))
 }
 
-/// Stage 3: weighted random choice of a backend; `roll` is a uniform random number.
+/// A local answer through phase 6.
+fn local<F>(ex: &Exchange<'_>, mut answer: Response<ProxyBody>) -> Forward<F> {
+    ex.response_headers(answer.headers_mut(), true);
+    Forward::Answer(answer)
+}
+
+/// Phase 4: weighted random choice of a backend; `roll` is a uniform random number.
 pub(crate) fn pick_backend(action: &RouteAction, roll: u64) -> Result<&Backend, ProxyError> {
     if action.total_weight == 0 {
         return Err(ProxyError::NoBackend);
@@ -542,7 +629,7 @@ fn grpc_unimplemented(why: &str) -> Response<ProxyBody> {
     response
 }
 
-/// Stage 5: metrics and the debug line.
+/// Phase 8: metrics and the debug line.
 fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duration) {
     let labels = RequestLabels {
         gateway: log.gateway.as_deref().unwrap_or(""),

@@ -1,0 +1,321 @@
+//! Phase 5, the attempt loop: one request to one endpoint of an upstream, then the next
+//! endpoint while connecting fails, under the per-attempt timeout; pooled HTTP/1.1
+//! connections (under the endpoint's cap) and the shared h2c connection. Retries with a
+//! budget, per-try timeouts and breaker admission (BackendTrafficPolicy) belong here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::HOST;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+use weir_snapshot::{AppProtocol, ClientCert, Upstream};
+
+use super::body::{self, ClientBodyError, PooledBody, UpstreamBody};
+use super::pool::{self, Admission, PoolKey};
+use super::{Clients, UpstreamTlsConnect};
+use crate::error::{ConnectError, ProxyError};
+use crate::log_limit::LogLimit;
+use crate::metrics::Metrics;
+use crate::stage::{Bounded, Either, Staged};
+
+impl Clients {
+    /// Send `req` to one endpoint of `upstream`: the round-robin pick, then the others while
+    /// connecting fails. The one way anything reaches an upstream (forwarding, and copies
+    /// such as mirrors); `req` comes with its headers final and any URI form (it is rewritten
+    /// for the wire protocol). `attempt_timeout` bounds connecting and sending up to the
+    /// response headers.
+    ///
+    /// A pooled HTTP/1.1 connection that turns out closed is replaced transparently when
+    /// hyper hands the request back unsent; after it was sent, the request is repeated on
+    /// a new connection only when that is safe (idempotent method, no body, and the pooled
+    /// connection had been idle long enough for the peer to be closing it).
+    ///
+    /// Backends with TLS (`upstream.tls`) are reached over TLS, presenting `client_cert`
+    /// (the Gateway's backend client certificate) when they ask for one.
+    pub(crate) fn send<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
+        req: Request<UpstreamBody>,
+        attempt_timeout: Option<Duration>,
+        client_cert: Option<&ClientCert>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+        // Built here rather than at the first poll, so the request is held once, by the
+        // exchange (see `crate::stage`).
+        let exchange = if upstream.endpoints.is_empty() {
+            Staged::done(Err(ProxyError::NoHealthyUpstream(upstream.name.clone())))
+        } else {
+            match self.tls_for(upstream, client_cert) {
+                Err(err) => Staged::done(Err(err)),
+                Ok(tls) => Staged::waiting(match upstream.protocol {
+                    AppProtocol::H2c => Either::Left {
+                        fut: self.send_http2(metrics, upstream, req, tls),
+                    },
+                    AppProtocol::Http1 | AppProtocol::WebSocket => Either::Right {
+                        fut: self.send_http1(metrics, upstream, req, tls),
+                    },
+                }),
+            }
+        };
+        Bounded::new(exchange, attempt_timeout, move || {
+            ProxyError::BackendTimeout {
+                upstream: upstream.name.clone(),
+                // Only called when there is a limit.
+                limit: attempt_timeout.unwrap_or_default(),
+            }
+        })
+    }
+
+    /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
+    #[allow(clippy::manual_async_fn)]
+    fn send_http1<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
+        mut req: Request<UpstreamBody>,
+        tls: Option<UpstreamTlsConnect>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+        async move {
+            let tls = tls.as_ref();
+            *req.version_mut() = Version::HTTP_11;
+            if req.uri().authority().is_some() {
+                // HTTP/1.1 to an origin server: origin form (RFC 9112 §3.2.1).
+                *req.uri_mut() = origin_form(req.uri());
+            }
+            let safe_to_repeat = is_idempotent(req.method()) && req.body().is_end_stream();
+            // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one: the endpoint's.
+            let host_from_endpoint = !req.headers().contains_key(HOST);
+            let mut last_connect_error = None;
+            for (endpoint, authority) in upstream.attempts() {
+                let addr = endpoint.addr;
+                let key = UpstreamTlsConnect::pool_key(addr, tls);
+                if host_from_endpoint {
+                    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                        req.headers_mut().insert(HOST, value);
+                    }
+                }
+                // Idle connections first, most recently used first; then, under the
+                // endpoint's cap, a new one (or, at the cap, one that comes back).
+                let permit = loop {
+                    let reused = match self.pools.checkout_http1(key) {
+                        Some(reused) => reused,
+                        None => match self.pools.admit_http1(key).await {
+                            Ok(Admission::Idle(reused)) => reused,
+                            Ok(Admission::Open(permit)) => break permit,
+                            Err(pool::Overflow) => {
+                                return Err(ProxyError::UpstreamOverflow(upstream.name.clone()))
+                            }
+                        },
+                    };
+                    let mut tx = reused.tx;
+                    if tx.ready().await.is_err() {
+                        continue;
+                    }
+                    // Boxed: rarely made, and the future would otherwise carry its space.
+                    let copy = (reused.stale && safe_to_repeat).then(|| Box::new(head_copy(&req)));
+                    match tx.try_send_request(req).await {
+                        Ok(response) => return Ok(self.pooled(response, key, tx)),
+                        Err(mut err) => match (err.take_message(), copy) {
+                            (Some(unsent), _) => req = unsent,
+                            (None, Some(copy)) => {
+                                tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
+                                req = *copy;
+                            }
+                            (None, None) => return Err(request_error(upstream, err.into_error())),
+                        },
+                    }
+                };
+                let connect = self
+                    .pools
+                    .connect_http1(key, tls.map(|t| &t.connect), permit);
+                let mut tx = match connect.await {
+                    Ok(tx) => tx,
+                    Err(err) => {
+                        last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                        continue;
+                    }
+                };
+                match tx.try_send_request(req).await {
+                    Ok(response) => return Ok(self.pooled(response, key, tx)),
+                    Err(mut err) => match err.take_message() {
+                        // Closed before the request was written: like a failed connect.
+                        Some(unsent) => {
+                            req = unsent;
+                            let err = ConnectError::Handshake(err.into_error());
+                            last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                        }
+                        None => return Err(request_error(upstream, err.into_error())),
+                    },
+                }
+            }
+            Err(all_failed(upstream, last_connect_error))
+        }
+    }
+
+    fn pooled(
+        &self,
+        response: Response<Incoming>,
+        key: PoolKey,
+        tx: pool::Http1Sender,
+    ) -> Response<PooledBody> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now belongs to the tunnel.
+            return response.map(PooledBody::unpooled);
+        }
+        response.map(|body| PooledBody::pooled(body, &self.pools, key, tx))
+    }
+
+    /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
+    #[allow(clippy::manual_async_fn)]
+    fn send_http2<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
+        mut req: Request<UpstreamBody>,
+        tls: Option<UpstreamTlsConnect>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+        async move {
+            let tls = tls.as_ref();
+            *req.version_mut() = Version::HTTP_2;
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let mut last_connect_error = None;
+            for (endpoint, authority) in upstream.attempts() {
+                let addr = endpoint.addr;
+                let key = UpstreamTlsConnect::pool_key(addr, tls);
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(if tls.is_some() {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                });
+                uri.authority = Some(authority.clone());
+                uri.path_and_query = Some(path.clone());
+                *req.uri_mut() =
+                    Uri::from_parts(uri).map_err(|err| ProxyError::InvalidFilterResult {
+                        what: "upstream URI",
+                        value: err.to_string(),
+                    })?;
+                // The shared connection, then (if it had closed) one fresh one.
+                for _ in 0..2 {
+                    let mut tx = match self.pools.http2(key, tls.map(|t| &t.connect)).await {
+                        Ok(tx) => tx,
+                        Err(err) => {
+                            last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
+                            break;
+                        }
+                    };
+                    if tx.ready().await.is_err() {
+                        self.pools.drop_http2(key);
+                        continue;
+                    }
+                    match tx.try_send_request(req).await {
+                        Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                        Err(mut err) => match err.take_message() {
+                            Some(unsent) => {
+                                req = unsent;
+                                self.pools.drop_http2(key);
+                            }
+                            None => return Err(request_error(upstream, err.into_error())),
+                        },
+                    }
+                }
+            }
+            Err(all_failed(upstream, last_connect_error))
+        }
+    }
+}
+
+fn connect_failed(
+    metrics: &Metrics,
+    upstream: &Upstream,
+    addr: SocketAddr,
+    err: ConnectError,
+) -> ConnectError {
+    metrics.record_connect_error(&upstream.name);
+    // Every request to a backend that is down fails here: a burst, then a sample.
+    static TLS_FAILED: LogLimit = LogLimit::new(10, Duration::from_secs(10));
+    static CONNECT_FAILED: LogLimit = LogLimit::new(10, Duration::from_secs(10));
+    if matches!(err, ConnectError::Tls(_)) {
+        let Some(suppressed) = TLS_FAILED.admit() else {
+            return err;
+        };
+        // The backend's certificate failed verification (or it does not speak TLS): a
+        // configuration problem an operator must see, not a transient one.
+        tracing::error!(
+            upstream = %upstream.name,
+            endpoint = %addr,
+            error = %err,
+            suppressed,
+            "upstream TLS handshake failed"
+        );
+    } else if let Some(suppressed) = CONNECT_FAILED.admit() {
+        tracing::warn!(
+            upstream = %upstream.name,
+            endpoint = %addr,
+            error = %err,
+            suppressed,
+            "upstream connect failed"
+        );
+    }
+    err
+}
+
+fn request_error(upstream: &Upstream, source: hyper::Error) -> ProxyError {
+    // The client's body failed while it streamed upstream: the client's fault.
+    let mut cause = std::error::Error::source(&source);
+    while let Some(err) = cause {
+        if let Some(body) = err.downcast_ref::<ClientBodyError>() {
+            return ProxyError::ClientBody(body.to_string());
+        }
+        if let Some(stalled) = err.downcast_ref::<body::BodyStalled>() {
+            return ProxyError::ClientBodyTimeout(stalled.0);
+        }
+        cause = err.source();
+    }
+    ProxyError::UpstreamRequest {
+        upstream: upstream.name.clone(),
+        source,
+    }
+}
+
+fn all_failed(upstream: &Upstream, last_connect_error: Option<ConnectError>) -> ProxyError {
+    match last_connect_error {
+        Some(source) => ProxyError::UpstreamConnect {
+            upstream: upstream.name.clone(),
+            source,
+        },
+        None => ProxyError::NoHealthyUpstream(upstream.name.clone()),
+    }
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The request without its (empty) body, to repeat it.
+fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(UpstreamBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
