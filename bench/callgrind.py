@@ -56,7 +56,7 @@ def main():
         d = run.weir_config(10)
         argv = [str(run.WEIR), "run", "--config-dir", str(d), "--bind", "127.0.0.1",
                 "--listener-port-offset", str(run.PORTS["weir_offset"]),
-                "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
+                "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn", "--access-log", "off",
                 "--worker-threads", "1"]
         ports = {"http": run.WEIR_HTTP, "https": run.WEIR_HTTPS}
     else:

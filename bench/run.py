@@ -409,7 +409,7 @@ def start_weir(config_dir, debounce="50ms", log="weir"):
         "weir",
         [str(WEIR), "run", "--config-dir", str(config_dir), "--bind", "127.0.0.1",
          "--listener-port-offset", str(PORTS["weir_offset"]),
-         "--admin-addr", f"127.0.0.1:{PORTS['weir_admin']}", "--log-level", "warn",
+         "--admin-addr", f"127.0.0.1:{PORTS['weir_admin']}", "--log-level", "warn", "--access-log", "off",
          "--worker-threads", "1", "--debounce", debounce],
         cpu=PROXY_CPU, log=log,
     )

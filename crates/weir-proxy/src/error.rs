@@ -91,6 +91,8 @@ pub enum ProxyError {
     // ---- setup ----
     #[error("could not register proxy metrics (is a second Proxy using the same registry?): {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("could not start the access log writer: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// Why a connection to one upstream endpoint could not be opened.
@@ -228,7 +230,7 @@ impl ProxyError {
                 "internal error\n",
                 Internal,
             ),
-            ProxyError::Metrics(_) => (
+            ProxyError::Metrics(_) | ProxyError::AccessLog(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "internal error\n",

@@ -12,6 +12,7 @@
 //! (metrics and a debug line). Errors stop the pipeline and become a response in one place
 //! ([`ProxyError::classify`]).
 
+mod access_log;
 mod body;
 mod conn;
 mod conn_guard;
@@ -67,6 +68,9 @@ pub struct ProxyConfig {
     pub upstream_timeout: Option<Duration>,
     /// Upstream HTTP/1.1 connections per endpoint, and requests that may queue for one.
     pub upstream_limits: UpstreamLimits,
+    /// The fraction of requests written to the access log (JSON lines on stdout): 1 logs
+    /// every request, 0 turns the access log off.
+    pub access_log_sample: f64,
 }
 
 impl Default for ProxyConfig {
@@ -80,6 +84,7 @@ impl Default for ProxyConfig {
             max_connections: conn_guard::default_max_connections(),
             upstream_timeout: Some(Duration::from_secs(60)),
             upstream_limits: UpstreamLimits::default(),
+            access_log_sample: 1.0,
         }
     }
 }
@@ -93,6 +98,7 @@ pub(crate) struct Shared {
     pub(crate) server: auto::Builder<StreamExecutor>,
     pub(crate) tls_provider: Arc<rustls::crypto::CryptoProvider>,
     pub(crate) connections: conn_guard::ConnectionCap,
+    pub(crate) access_log: Option<access_log::AccessLog>,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -112,13 +118,25 @@ impl Proxy {
         let metrics = Metrics::register(registry)?;
         let server = server_builder(&config);
         let connections = conn_guard::ConnectionCap::new(config.max_connections);
-        let clients = Clients::new(config.upstream_limits);
+        let access_log = if config.access_log_sample > 0.0 {
+            Some(
+                access_log::AccessLog::start(
+                    config.access_log_sample,
+                    metrics.access_log_dropped.clone(),
+                )
+                .map_err(ProxyError::AccessLog)?,
+            )
+        } else {
+            None
+        };
+        let clients = Clients::new(config.upstream_limits, access_log.is_some());
         let shared = Arc::new(Shared {
             connections,
             config,
             handle: snapshot,
             metrics,
             clients,
+            access_log,
             server,
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });

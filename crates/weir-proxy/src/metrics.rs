@@ -29,6 +29,9 @@ pub(crate) struct Metrics {
     pub(crate) connections_rejected: IntCounter,
     /// `weir_idle_connections_closed_total`: client connections closed by `--idle-timeout`.
     pub(crate) idle_closed: IntCounter,
+    /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell
+    /// behind.
+    pub(crate) access_log_dropped: IntCounter,
 }
 
 /// Labels of one finished request.
@@ -93,6 +96,11 @@ impl Metrics {
         registry.register(Box::new(bind_errors.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(idle_closed.clone()))?;
+        let access_log_dropped = IntCounter::with_opts(opts!(
+            "weir_access_log_dropped_total",
+            "Access log lines dropped because stdout could not keep up."
+        ))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         Ok(Self {
             requests,
             duration,
@@ -102,6 +110,7 @@ impl Metrics {
             bind_errors,
             connections_rejected,
             idle_closed,
+            access_log_dropped,
         })
     }
 

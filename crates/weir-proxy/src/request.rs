@@ -28,6 +28,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,7 @@ use weir_snapshot::{
 
 use weir_snapshot::path;
 
+use crate::access_log;
 use crate::body::{empty_body, text_body, ProxyBody};
 use crate::conn::ConnCtx;
 use crate::error::{Fault, ProxyError};
@@ -50,6 +52,7 @@ use crate::metrics::RequestLabels;
 use crate::mirror::{self, MirrorRequest};
 use crate::stage::{AndThen, Bounded, Staged};
 use crate::upstream;
+use http_body_util::BodyExt as _;
 
 /// What the log stage reports; filled in as the request moves through the stages.
 struct RequestLog {
@@ -64,6 +67,20 @@ struct RequestLog {
     backend: Option<Arc<str>>,
     /// A gRPC request (content-type `application/grpc…`): errors answer as gRPC statuses.
     grpc: bool,
+    /// What only the access log needs; `None` for requests it does not log (boxed: a
+    /// request the log skips pays one pointer).
+    access: Option<Box<Access>>,
+}
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The access log's part of a logged request.
+struct Access {
+    request_id: Option<HeaderValue>,
+    /// Request body bytes read (the body counts them as it is forwarded).
+    bytes_in: Arc<AtomicU64>,
+    /// Why Weir answered itself (an error reason, `local`), else empty.
+    flags: &'static str,
 }
 
 /// hyper's entry point for every request on a connection.
@@ -89,13 +106,34 @@ pub(crate) fn serve(
             route: None,
             backend: None,
             grpc: is_grpc(req.headers()),
+            access: conn
+                .shared
+                .access_log
+                .as_ref()
+                .filter(|l| l.sampled())
+                .map(|_| {
+                    Box::new(Access {
+                        request_id: req.headers().get(&X_REQUEST_ID).cloned(),
+                        bytes_in: Arc::new(AtomicU64::new(0)),
+                        flags: "",
+                    })
+                }),
         };
         let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
             Ok(response) => response,
-            Err(err) => error_response(&conn, &log, &err),
+            Err(err) => {
+                if let Some(access) = &mut log.access {
+                    access.flags = err.classify().label;
+                }
+                error_response(&conn, &log, &err)
+            }
         };
-        finish(&conn, &log, response.status(), start.elapsed());
-        Ok(response)
+        let elapsed = start.elapsed();
+        finish(&conn, &log, response.status(), elapsed);
+        Ok(match log.access.take() {
+            None => response,
+            Some(access) => access_logged(&conn, log, *access, start, elapsed, response),
+        })
     }
 }
 
@@ -121,9 +159,23 @@ fn route_and_forward<'s>(
         scheme: conn.scheme(),
         port,
     };
-    let forwarded = match handle_action(conn, action, client_cert, &base, req, &mut log.backend) {
+    let bytes_in = log.access.as_ref().map(|a| a.bytes_in.clone());
+    let forwarded = match handle_action(
+        conn,
+        action,
+        client_cert,
+        &base,
+        req,
+        &mut log.backend,
+        bytes_in,
+    ) {
         Ok(Forward::Upstream(forwarded)) => forwarded,
-        Ok(Forward::Answer(answer)) => return Staged::done(Ok(answer)),
+        Ok(Forward::Answer(answer)) => {
+            if let Some(access) = &mut log.access {
+                access.flags = "local";
+            }
+            return Staged::done(Ok(answer));
+        }
         Err(err) => return Staged::done(Err(err)),
     };
     let limit = action.timeouts.request;
@@ -320,6 +372,7 @@ fn handle_action<'s>(
     base: &RedirectBase<'_>,
     req: Request<Incoming>,
     backend_label: &mut Option<Arc<str>>,
+    bytes_in: Option<Arc<AtomicU64>>,
 ) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
 {
     let (mut parts, body) = req.into_parts();
@@ -371,11 +424,15 @@ fn handle_action<'s>(
     // control and the connection cap bound what a stalled stream holds.
     let stall = (parts.version < http::Version::HTTP_2).then_some(conn.shared.config.idle_timeout);
     // Phase 5, the attempt loop (`upstream::attempt`).
+    let mut body = upstream::tee(body, copies, stall);
+    if let Some(bytes) = bytes_in.filter(|_| !body.is_end_stream()) {
+        body = upstream::UpstreamBody::Counted(Box::new(upstream::Counted { body, bytes }));
+    }
     let forwarded = upstream::forward_body(
         &conn.shared,
         upstream,
         parts,
-        upstream::tee(body, copies, stall),
+        body,
         upgrade,
         &downstream,
         attempt_timeout(&action.timeouts, &conn.shared.config),
@@ -627,6 +684,41 @@ fn grpc_unimplemented(why: &str) -> Response<ProxyBody> {
         headers.insert("grpc-message", message);
     }
     response
+}
+
+/// Phase 8, the access log: the response body counts what it sends and writes the line at
+/// its end ([`crate::access_log`]).
+fn access_logged(
+    conn: &Arc<ConnCtx>,
+    log: RequestLog,
+    access: Access,
+    start: Instant,
+    elapsed: Duration,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let entry = Box::new(access_log::Entry {
+        time: std::time::SystemTime::now() - elapsed,
+        started: start,
+        client: conn.peer,
+        request_id: access.request_id,
+        path: log.uri.path().to_string(),
+        method: log.method,
+        host: log.host,
+        version: log.version,
+        status: response.status().as_u16(),
+        bytes_in: Some(access.bytes_in),
+        upstream_ms: access.flags.is_empty().then_some(elapsed),
+        upstream: log.backend,
+        endpoint: response
+            .extensions()
+            .get::<access_log::UpstreamEndpoint>()
+            .map(|e| e.0),
+        gateway: log.gateway,
+        route: log.route,
+        flags: access.flags,
+    });
+    let shared = conn.shared.clone();
+    response.map(|body| access_log::Logged::new(body, entry, shared).boxed_unsync())
 }
 
 /// Phase 8: metrics and the debug line.

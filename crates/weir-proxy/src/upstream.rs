@@ -25,7 +25,7 @@ mod body;
 mod pool;
 mod tls;
 
-pub(crate) use body::{copy_channel, tee, CopySender, PooledBody, UpstreamBody};
+pub(crate) use body::{copy_channel, tee, CopySender, Counted, PooledBody, UpstreamBody};
 pub use pool::UpstreamLimits;
 use pool::{PoolKey, Pools, TlsConnect};
 
@@ -40,6 +40,8 @@ use http::header::{SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY};
 pub(crate) struct Clients {
     pools: Pools,
     tls: tls::TlsConfigs,
+    /// Put the endpoint each response came from in its extensions (for the access log).
+    record_endpoint: bool,
 }
 
 /// The TLS side of one request's connections: the pool identity and how to connect.
@@ -59,14 +61,18 @@ impl UpstreamTlsConnect {
 }
 
 impl Clients {
-    pub(crate) fn new(limits: UpstreamLimits) -> Self {
-        Self::with_pools(Pools::new(limits))
+    pub(crate) fn new(limits: UpstreamLimits, record_endpoint: bool) -> Self {
+        Self {
+            record_endpoint,
+            ..Self::with_pools(Pools::new(limits))
+        }
     }
 
     fn with_pools(pools: Pools) -> Self {
         Self {
             pools,
             tls: tls::TlsConfigs::default(),
+            record_endpoint: false,
         }
     }
 

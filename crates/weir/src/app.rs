@@ -80,6 +80,10 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     max_connections: args.upstream_max_connections as usize,
                     max_pending: args.upstream_max_pending as usize,
                 },
+                access_log_sample: match args.access_log {
+                    crate::cli::Switch::On => args.access_log_sample,
+                    crate::cli::Switch::Off => 0.0,
+                },
             },
             shared.snapshot.clone(),
             &registry,

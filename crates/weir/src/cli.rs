@@ -113,6 +113,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub upstream_max_pending: u32,
 
+    /// The access log: one JSON line per request on stdout (fields: README, "Access log";
+    /// the process's own logs go to stderr), written when the response has been sent.
+    /// No header other than x-request-id is logged, and paths without their query string.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub access_log: Switch,
+
+    /// The fraction of requests the access log writes (0 < F <= 1), chosen at random.
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_fraction)]
+    pub access_log_sample: f64,
+
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
@@ -186,6 +196,22 @@ pub struct CheckArgs {
     /// different Gateways whose hostnames overlap on one port are Conflicted.
     #[arg(long, value_name = "CIDR")]
     pub gateway_address_pool: Option<AddressPool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// A fraction in (0, 1].
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a fraction in (0, 1]; use --access-log off to turn it off"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -179,7 +179,11 @@ async fn main() {
     write(d, "stable-svc.yaml", &service("stable", &stable_addrs));
     write(d, "churn.yaml", &churn_route(1));
     write(d, "churn-svc.yaml", &service("churn", &[churn[0].addr]));
-    let weir = weir(d, &[80, 443], &["--log-level", "warn"]);
+    let weir = weir(
+        d,
+        &[80, 443],
+        &["--log-level", "warn", "--access-log", "off"],
+    );
     weir_e2e::wait_ready(&weir).await;
     let pid = weir.proc.child.id();
     let http = weir.listener(80);

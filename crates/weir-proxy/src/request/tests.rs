@@ -152,8 +152,8 @@ fn the_request_future_stays_small() {
         std::mem::size_of::<Fut>()
     }
     let size = future_size(serve);
-    assert!(
-        size <= 1816,
-        "the request future is {size} bytes (1816 when this test was written, rustc 1.95, test profile)"
-    );
+    // 1816 bytes when this test was written (rustc 1.95, test profile); 1824 with the
+    // access log's one pointer per request (its state is boxed, and only for logged
+    // requests).
+    assert!(size <= 1824, "the request future is {size} bytes");
 }

@@ -157,15 +157,25 @@ impl Clients {
 
     fn pooled(
         &self,
-        response: Response<Incoming>,
+        mut response: Response<Incoming>,
         key: PoolKey,
         tx: pool::Http1Sender,
     ) -> Response<PooledBody> {
+        self.record(&mut response, key.addr);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the tunnel.
             return response.map(PooledBody::unpooled);
         }
         response.map(|body| PooledBody::pooled(body, &self.pools, key, tx))
+    }
+
+    /// Note the endpoint in the response, when the access log wants it.
+    fn record(&self, response: &mut Response<Incoming>, addr: SocketAddr) {
+        if self.record_endpoint {
+            response
+                .extensions_mut()
+                .insert(crate::access_log::UpstreamEndpoint(addr));
+        }
     }
 
     /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
@@ -216,7 +226,10 @@ impl Clients {
                         continue;
                     }
                     match tx.try_send_request(req).await {
-                        Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                        Ok(mut response) => {
+                            self.record(&mut response, addr);
+                            return Ok(response.map(PooledBody::unpooled));
+                        }
                         Err(mut err) => match err.take_message() {
                             Some(unsent) => {
                                 req = unsent;

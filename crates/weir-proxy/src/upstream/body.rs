@@ -27,6 +27,15 @@ pub(crate) enum UpstreamBody {
     Teed(Box<Tee>),
     /// A mirror copy's body: the frames the main request's [`Tee`] handed over.
     Copy(CopyBody),
+    /// Another body, its data bytes counted (for the access log; boxed, as only logged
+    /// requests with a body have it).
+    Counted(Box<Counted>),
+}
+
+/// A body whose data bytes are added to a counter another party reads.
+pub(crate) struct Counted {
+    pub(crate) body: UpstreamBody,
+    pub(crate) bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How many data frames a mirror copy may lag behind the main request before it is given up
@@ -269,6 +278,17 @@ impl Body for UpstreamBody {
                 }
                 Poll::Pending => Poll::Pending,
             },
+            UpstreamBody::Counted(counted) => {
+                let polled = Pin::new(&mut counted.body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        counted
+                            .bytes
+                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -279,6 +299,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Bytes(bytes) => bytes.is_none(),
             UpstreamBody::Teed(tee) => tee.body.is_end_stream(),
             UpstreamBody::Copy(_) => false,
+            UpstreamBody::Counted(c) => c.body.is_end_stream(),
         }
     }
 
@@ -290,6 +311,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Bytes(Some(b)) => SizeHint::with_exact(b.len() as u64),
             UpstreamBody::Teed(tee) => tee.body.size_hint(),
             UpstreamBody::Copy(_) => SizeHint::default(),
+            UpstreamBody::Counted(c) => c.body.size_hint(),
         }
     }
 }

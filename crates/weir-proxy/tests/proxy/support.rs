@@ -233,6 +233,8 @@ pub fn config() -> ProxyConfig {
         max_connections: 10_000,
         upstream_timeout: Some(Duration::from_secs(60)),
         upstream_limits: Default::default(),
+        // The access log is tested on the weir binary's stdout (e2e).
+        access_log_sample: 0.0,
     }
 }
 
