@@ -17,7 +17,7 @@ use weir_store::gw::gateways::{
 use weir_store::{Gateway, ObjectKey, Store, GATEWAY_GROUP};
 
 use crate::error::TranslateError;
-use crate::gateway::ListenerModel;
+use crate::model::ListenerModel;
 use crate::refgrant::{self, core_group};
 
 /// The ConfigMap key holding the CA bundle.

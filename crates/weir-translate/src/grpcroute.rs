@@ -40,8 +40,8 @@ use crate::compile::{CompiledRoute, EntryTemplate};
 use crate::error::TranslateError;
 use crate::filter;
 use crate::meta::created;
+use crate::model::ParentRefSpec;
 use crate::pattern;
-use crate::route::ParentRefSpec;
 
 pub const KIND: &str = "GRPCRoute";
 

@@ -20,24 +20,18 @@ use weir_store::gw::listenersets::{ListenerSetStatus, ListenerSetStatusListeners
 use weir_store::{Gateway, ListenerSet, ObjectKey, Store, GATEWAY_GROUP};
 
 use crate::conditions::Conditions;
-use crate::gateway::{self, GatewayModel, ListenerModel, ListenerOwner};
+use crate::listener::{build_listener, mark_conflicts};
 use crate::meta::created;
-use crate::route::ParentRefSpec;
+use crate::model::ParentRefSpec;
+use crate::model::{
+    listeners_of, valid, GatewayModel, ListenerModel, ListenerOwner, ListenerSetModel,
+};
 use crate::status;
 
 /// Condition reason of a ListenerSet the Gateway's `allowedListeners` does not admit.
 pub const NOT_ALLOWED: &str = "NotAllowed";
 /// Condition reason of a ListenerSet none of whose listeners is valid.
 pub const LISTENERS_NOT_VALID: &str = "ListenersNotValid";
-
-/// A ListenerSet whose parentRef names a Gateway of ours.
-pub struct ListenerSetModel {
-    pub key: ObjectKey,
-    pub set: Arc<ListenerSet>,
-    /// Whether the Gateway's `spec.allowedListeners` admits it (its listeners are then part
-    /// of the Gateway's, with `owner` = `key`).
-    pub allowed: bool,
-}
 
 /// Find the ListenerSets naming Gateway `gw_key`, in precedence order, and append the
 /// listeners of those it admits to `listeners` (which holds the Gateway's own, already
@@ -67,14 +61,14 @@ pub fn merge(
                 .listeners
                 .iter()
                 .filter_map(|l| as_gateway_listener(l).ok())
-                .map(|l| gateway::build_listener(store, &owner, &l))
+                .map(|l| build_listener(store, &owner, &l))
                 .collect();
             // Conflicts with listeners of higher precedence first (only the later listener
             // is rejected), then the Gateway rules among the rest of this ListenerSet.
             for l in own.iter_mut() {
                 mark_against_earlier(l, listeners);
             }
-            gateway::mark_conflicts(&mut own);
+            mark_conflicts(&mut own);
             listeners.extend(own);
         }
         out.push(ListenerSetModel {
@@ -116,7 +110,7 @@ pub(crate) fn admits(store: &Store, gateway: &Gateway, gw_ns: &str, set_ns: &str
                     serde_json::from_value::<GatewayListenersAllowedRoutesNamespaces>(v).ok()
                 });
             as_routes
-                .is_some_and(|n| crate::route::namespaces_allow(store, Some(&n), gw_ns, set_ns))
+                .is_some_and(|n| crate::listener::namespaces_allow(store, Some(&n), gw_ns, set_ns))
         }
     }
 }
@@ -169,36 +163,6 @@ pub fn parent_gateway(
 /// Gateway itself (`None`). A Gateway parentRef never reaches ListenerSet listeners.
 pub fn target_owner(p: &ParentRefSpec<'_>, route_ns: &str) -> Option<ObjectKey> {
     (p.kind == Some("ListenerSet")).then(|| ObjectKey::new(p.namespace.unwrap_or(route_ns), p.name))
-}
-
-fn listeners_of<'g>(
-    g: &'g GatewayModel,
-    set: &'g ListenerSetModel,
-) -> impl Iterator<Item = &'g ListenerModel> {
-    g.listeners
-        .iter()
-        .filter(move |l| l.owner.as_ref() == Some(&set.key))
-}
-
-/// A valid ListenerSet listener: accepted (supported, not conflicted) with every reference
-/// resolved. A ListenerSet needs one to be Accepted (its only listener lacking a
-/// ReferenceGrant for its certificate makes it ListenersNotValid).
-fn valid(l: &ListenerModel) -> bool {
-    l.accepted() && l.ref_errors.is_empty()
-}
-
-/// Whether a ListenerSet is Accepted: admitted, its Gateway accepted, and at least one of
-/// its listeners valid.
-fn accepted(g: &GatewayModel, set: &ListenerSetModel) -> bool {
-    set.allowed && g.accepted() && listeners_of(g, set).any(valid)
-}
-
-/// `status.attachedListenerSets` of a Gateway: the ListenerSets it admits that are accepted.
-/// Reported when the Gateway allows ListenerSets at all or some are attached.
-pub fn attached_count(g: &GatewayModel) -> Option<i32> {
-    let n = g.listener_sets.iter().filter(|s| accepted(g, s)).count();
-    let n = i32::try_from(n).unwrap_or(i32::MAX);
-    (n > 0 || g.gateway.spec.allowed_listeners.is_some()).then_some(n)
 }
 
 /// A ListenerSet's status: Accepted and Programmed, and (when admitted) one entry per listener

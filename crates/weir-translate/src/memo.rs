@@ -29,7 +29,7 @@ use foldhash::fast::RandomState;
 use weir_snapshot::{HostPattern, RouteEntry, Upstream};
 use weir_store::{HttpRoute, Object, ObjectKey, Store};
 
-use crate::gateway::GatewayModel;
+use crate::model::GatewayModel;
 use crate::route::Placement;
 use crate::ObjectStatus;
 

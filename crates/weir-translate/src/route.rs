@@ -6,65 +6,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use weir_store::gw::gateways::{
-    GatewayListenersAllowedRoutesNamespaces,
-    GatewayListenersAllowedRoutesNamespacesFrom as NamespacesFrom,
-};
-use weir_store::gw::grpcroutes::GrpcRouteParentRefs;
-use weir_store::gw::httproutes::{HttpRouteParentRefs, HttpRouteStatusParentsParentRef};
+use weir_store::gw::httproutes::HttpRouteStatusParentsParentRef;
 use weir_store::{HttpRoute, ObjectKey, Store, GATEWAY_GROUP};
 
 use crate::compile::CompiledRoute;
-use crate::gateway::{GatewayModel, ListenerModel};
 use crate::hostname::{effective_hosts, intersect};
+use crate::listener::namespaces_allow;
+use crate::model::{GatewayModel, ListenerModel};
+use crate::model::{NotAccepted, ParentRefSpec, ParentResult};
 use weir_snapshot::HostPattern;
-
-/// A route's parentRef, whichever route kind it comes from.
-pub struct ParentRefSpec<'a> {
-    pub group: Option<&'a str>,
-    pub kind: Option<&'a str>,
-    pub name: &'a str,
-    pub namespace: Option<&'a str>,
-    pub port: Option<i32>,
-    pub section_name: Option<&'a str>,
-}
-
-impl<'a> From<&'a HttpRouteParentRefs> for ParentRefSpec<'a> {
-    fn from(p: &'a HttpRouteParentRefs) -> Self {
-        Self {
-            group: p.group.as_deref(),
-            kind: p.kind.as_deref(),
-            name: &p.name,
-            namespace: p.namespace.as_deref(),
-            port: p.port,
-            section_name: p.section_name.as_deref(),
-        }
-    }
-}
-
-impl<'a> From<&'a GrpcRouteParentRefs> for ParentRefSpec<'a> {
-    fn from(p: &'a GrpcRouteParentRefs) -> Self {
-        Self {
-            group: p.group.as_deref(),
-            kind: p.kind.as_deref(),
-            name: &p.name,
-            namespace: p.namespace.as_deref(),
-            port: p.port,
-            section_name: p.section_name.as_deref(),
-        }
-    }
-}
-
-/// Accepted=False, as (reason, message).
-pub type NotAccepted = (&'static str, String);
-
-/// The outcome for one parentRef of ours.
-pub struct ParentResult {
-    /// The parentRef as reported in status (every route kind's status has this shape).
-    pub parent_ref: HttpRouteStatusParentsParentRef,
-    /// `Ok(())` accepted, or Accepted=False (reason, message).
-    pub accepted: Result<(), NotAccepted>,
-}
 
 /// Which Gateway of ours a parentRef names (its index in `index`) and in which namespace;
 /// `None` when it names no Gateway of ours (another controller may own it).
@@ -178,7 +128,7 @@ pub fn allowed_listeners(
     // the parentRef names.
     let owner = crate::listenerset::target_owner(p, route_ns);
     // One list, narrowed step by step (this runs for every route and parent).
-    let selected = |l: &crate::gateway::ListenerModel| {
+    let selected = |l: &crate::model::ListenerModel| {
         l.owner == owner
             && p.section_name.is_none_or(|s| s == l.name)
             && p.port.is_none_or(|port| port == i32::from(l.port))
@@ -215,7 +165,7 @@ pub fn allowed_listeners(
                 "listener {:?} of Gateway {gw_label} is Conflicted ({}): {}",
                 l.name,
                 l.conflict.unwrap_or_default(),
-                crate::status::conflict_message(l)
+                crate::model::conflict_message(l)
             ),
         ));
     }
@@ -354,45 +304,4 @@ fn other_kind_on_hosts(
 fn namespace_allowed(store: &Store, l: &ListenerModel, gw_ns: &str, route_ns: &str) -> bool {
     let owner_ns = l.owner.as_ref().map_or(gw_ns, |o| &*o.namespace);
     namespaces_allow(store, l.namespaces.as_ref(), owner_ns, route_ns)
-}
-
-/// Whether `namespaces` (From Same, the default, meaning `owner_ns`; All; Selector) admits
-/// `route_ns`.
-pub fn namespaces_allow(
-    store: &Store,
-    ns: Option<&GatewayListenersAllowedRoutesNamespaces>,
-    owner_ns: &str,
-    route_ns: &str,
-) -> bool {
-    match ns
-        .and_then(|n| n.from.as_ref())
-        .unwrap_or(&NamespacesFrom::Same)
-    {
-        NamespacesFrom::Same => owner_ns == route_ns,
-        NamespacesFrom::All => true,
-        NamespacesFrom::Selector => {
-            let Some(sel) = ns.and_then(|n| n.selector.as_ref()) else {
-                return false;
-            };
-            let mut labels = store.namespace_labels(route_ns);
-            labels.insert("kubernetes.io/metadata.name".into(), route_ns.into());
-            let labels_ok = sel
-                .match_labels
-                .iter()
-                .flatten()
-                .all(|(k, v)| labels.get(k) == Some(v));
-            let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-                let values = e.values.as_deref().unwrap_or(&[]);
-                let value = labels.get(&e.key);
-                match e.operator.as_str() {
-                    "In" => value.is_some_and(|v| values.contains(v)),
-                    "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                    "Exists" => value.is_some(),
-                    "DoesNotExist" => value.is_none(),
-                    _ => false,
-                }
-            });
-            labels_ok && exprs_ok
-        }
-    }
 }

@@ -8,7 +8,7 @@ use weir_snapshot::{
     HostIndex, HostPattern, Listener, Passthrough, Snapshot, SocketConfig, TlsRouteEntry,
 };
 
-use crate::gateway::GatewayModel;
+use crate::model::GatewayModel;
 
 /// A serving listener, whether it terminates TLS (HTTPS, TLS Terminate), its certificate,
 /// (TLS and TCP listeners) its TLSRoutes or TCPRoutes, and whether it is a TCP listener.
@@ -47,7 +47,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
             for &bind in &g.binds {
                 // Services mode: a port the Gateway's Service does not map yet is not served.
                 let Some((key, bind_port)) =
-                    crate::gateway::socket_for(g.pod_ports.as_ref(), bind, l.port)
+                    crate::model::socket_for(g.pod_ports.as_ref(), bind, l.port)
                 else {
                     continue;
                 };

@@ -16,8 +16,9 @@ use weir_store::{Condition, Kind, Time, GATEWAY_GROUP};
 use crate::compile::CompiledRoute;
 pub use crate::conditions::Conditions;
 use crate::error::TranslateError;
-use crate::gateway::{GatewayModel, ListenerModel};
-use crate::route::ParentResult;
+use crate::model::conflict_message;
+use crate::model::ParentResult;
+use crate::model::{GatewayModel, ListenerModel};
 use crate::ObjectStatus;
 
 /// Condition type added to objects whose newest version failed to parse.
@@ -129,7 +130,7 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
                 })
                 .collect(),
         ),
-        attached_listener_sets: crate::listenerset::attached_count(g),
+        attached_listener_sets: crate::model::attached_count(g),
         conditions: Some(conditions),
         listeners: Some(listeners),
     }
@@ -190,24 +191,6 @@ pub fn listener_status(
                 })
                 .collect(),
         ),
-    }
-}
-
-pub(crate) fn conflict_message(l: &ListenerModel) -> String {
-    match (&l.conflict_with, l.conflict) {
-        (Some(other), _) => format!(
-            "listener {other} of an older Gateway is served on the same address and port with \
-             an overlapping hostname, so requests for it would never reach this listener; \
-             give this Gateway its own address (spec.addresses; in file mode \
-             --gateway-address-pool; in Kubernetes mode a Service per Gateway, without \
-             --gateway-service) or a hostname disjoint from the other's"
-        ),
-        (None, Some("ProtocolConflict")) => {
-            "another listener on this port uses a different protocol; none of them is served".into()
-        }
-        (None, _) => {
-            "another listener on this port has the same hostname; none of them is served".into()
-        }
     }
 }
 

@@ -19,8 +19,8 @@ use weir_store::gw::tcproutes::TcpRouteParentRefs;
 use weir_store::{ObjectKey, Store, TcpRoute};
 
 use crate::backend::Upstreams;
-use crate::gateway::GatewayModel;
-use crate::route::{ParentRefSpec, ParentResult};
+use crate::model::GatewayModel;
+use crate::model::{ParentRefSpec, ParentResult};
 use crate::tlsroute::{self, CompiledTlsRoute, StreamAttach};
 
 pub const KIND: &str = "TCPRoute";

@@ -19,10 +19,11 @@ use weir_store::{ObjectKey, ObjectMeta, Store, TlsRoute};
 
 use crate::backend::{BackendRefSpec, Upstreams};
 use crate::error::TranslateError;
-use crate::gateway::GatewayModel;
 use crate::hostname::effective_hosts;
 use crate::meta::created;
-use crate::route::{self, NotAccepted, ParentRefSpec, ParentResult};
+use crate::model::GatewayModel;
+use crate::model::{NotAccepted, ParentRefSpec, ParentResult};
+use crate::route;
 
 const KIND: &str = "TLSRoute";
 
