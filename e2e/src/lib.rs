@@ -62,6 +62,27 @@ pub async fn start_with_limit(limit_kib: Option<u64>) -> Quickstart {
     }
 }
 
+/// A config directory with the quickstart's Gateway (its HTTP listener only: the HTTPS one
+/// needs a certificate), routes and Services, go-httpbin's endpoint at `go_httpbin_port`.
+pub fn http_quickstart_dir(go_httpbin_port: u16) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = std::fs::read_to_string(example_dir().join("gateway.yaml")).unwrap();
+    let http_only = gateway.split("    - name: https").next().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), http_only).unwrap();
+    std::fs::copy(
+        example_dir().join("routes.yaml"),
+        dir.path().join("routes.yaml"),
+    )
+    .unwrap();
+    let backends = std::fs::read_to_string(example_dir().join("backends.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("backends.yaml"),
+        backends.replace("9101", &go_httpbin_port.to_string()),
+    )
+    .unwrap();
+    dir
+}
+
 pub async fn wait_ready(weir: &Weir) {
     let admin = weir.admin;
     let stderr = weir.proc.stderr.clone();

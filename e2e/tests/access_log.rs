@@ -6,28 +6,14 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_e2e::{example_dir, wait_ready, WAIT};
+use weir_e2e::{wait_ready, WAIT};
 use weir_testkit::client::{http1, Req};
 use weir_testkit::process::{echo, weir, Echo, Weir};
 
 /// The quickstart's HTTP listener and demo route to one echo backend, with `extra` flags.
 async fn start(extra: &[&str]) -> (tempfile::TempDir, Echo, Weir) {
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = std::fs::read_to_string(example_dir().join("gateway.yaml")).unwrap();
-    let http_only = gateway.split("    - name: https").next().unwrap();
-    std::fs::write(dir.path().join("gateway.yaml"), http_only).unwrap();
-    std::fs::copy(
-        example_dir().join("routes.yaml"),
-        dir.path().join("routes.yaml"),
-    )
-    .unwrap();
     let backend = echo("go-httpbin-1", "default");
-    let backends = std::fs::read_to_string(example_dir().join("backends.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("backends.yaml"),
-        backends.replace("9101", &backend.addr.port().to_string()),
-    )
-    .unwrap();
+    let dir = weir_e2e::http_quickstart_dir(backend.addr.port());
     let mut args = vec!["--log-level", "info"];
     args.extend_from_slice(extra);
     let weir = weir(dir.path(), &[80], &args);

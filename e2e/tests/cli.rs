@@ -167,23 +167,8 @@ async fn status_and_debug_are_served_on_loopback_only() {
 #[tokio::test]
 async fn per_request_errors_are_logged_at_a_bounded_rate() {
     use weir_testkit::client::{http1, Req};
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = std::fs::read_to_string(example_dir().join("gateway.yaml")).unwrap();
-    let http_only = gateway.split("    - name: https").next().unwrap();
-    std::fs::write(dir.path().join("gateway.yaml"), http_only).unwrap();
-    std::fs::copy(
-        example_dir().join("routes.yaml"),
-        dir.path().join("routes.yaml"),
-    )
-    .unwrap();
     // go-httpbin's endpoint is a port nobody listens on.
-    let dead = weir_testkit::free_port();
-    let backends = std::fs::read_to_string(example_dir().join("backends.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("backends.yaml"),
-        backends.replace("9101", &dead.to_string()),
-    )
-    .unwrap();
+    let dir = weir_e2e::http_quickstart_dir(weir_testkit::free_port());
     let weir = weir_testkit::process::weir(dir.path(), &[80], &[]);
     weir_e2e::wait_ready(&weir).await;
     const REQUESTS: usize = 300;

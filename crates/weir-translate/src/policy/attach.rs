@@ -135,58 +135,35 @@ fn check_exists(store: &Store, target: &Target) -> Result<(), NotAccepted> {
             target.key
         )))
     };
-    let has_section = match kind {
-        Kind::Gateway => {
-            let Some(g) = store.gateways.get(&target.key) else {
-                return missing();
-            };
-            section.is_none_or(|s| g.spec.listeners.iter().any(|l| l.name == s))
-        }
-        Kind::ListenerSet => {
-            let Some(l) = store.listener_sets.get(&target.key) else {
-                return missing();
-            };
-            section.is_none_or(|s| l.spec.listeners.iter().any(|l| l.name == s))
-        }
-        Kind::HttpRoute => {
-            let Some(route) = store.http_routes.get(&target.key) else {
-                return missing();
-            };
-            section.is_none_or(|s| {
-                route
-                    .spec
-                    .rules
-                    .iter()
-                    .flatten()
-                    .any(|rule| rule.name.as_deref() == Some(s))
-            })
-        }
-        Kind::GrpcRoute => {
-            let Some(route) = store.grpc_routes.get(&target.key) else {
-                return missing();
-            };
-            section.is_none_or(|s| {
-                route
-                    .spec
-                    .rules
-                    .iter()
-                    .flatten()
-                    .any(|rule| rule.name.as_deref() == Some(s))
-            })
-        }
-        Kind::Service => {
-            let Some(svc) = store.services.get(&target.key) else {
-                return missing();
-            };
-            section.is_none_or(|s| {
-                svc.spec
-                    .as_ref()
-                    .and_then(|spec| spec.ports.as_ref())
-                    .is_some_and(|ports| ports.iter().any(|p| p.name.as_deref() == Some(s)))
-            })
-        }
-        _ => true,
+    // The names of the object's sections (listeners, rules, ports); `None`: no such object.
+    let key = &target.key;
+    let sections: Option<Vec<&str>> = match kind {
+        Kind::Gateway => store
+            .gateways
+            .get(key)
+            .map(|g| g.spec.listeners.iter().map(|l| l.name.as_str()).collect()),
+        Kind::ListenerSet => store
+            .listener_sets
+            .get(key)
+            .map(|l| l.spec.listeners.iter().map(|l| l.name.as_str()).collect()),
+        Kind::HttpRoute => store.http_routes.get(key).map(|r| {
+            let rules = r.spec.rules.iter().flatten();
+            rules.filter_map(|rule| rule.name.as_deref()).collect()
+        }),
+        Kind::GrpcRoute => store.grpc_routes.get(key).map(|r| {
+            let rules = r.spec.rules.iter().flatten();
+            rules.filter_map(|rule| rule.name.as_deref()).collect()
+        }),
+        Kind::Service => store.services.get(key).map(|svc| {
+            let ports = svc.spec.iter().flat_map(|s| s.ports.iter().flatten());
+            ports.filter_map(|p| p.name.as_deref()).collect()
+        }),
+        _ => return Ok(()),
     };
+    let Some(sections) = sections else {
+        return missing();
+    };
+    let has_section = section.is_none_or(|s| sections.contains(&s));
     if has_section {
         Ok(())
     } else {
