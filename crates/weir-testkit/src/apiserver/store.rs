@@ -255,13 +255,13 @@ impl Objects {
         resource: &Resource,
         namespace: Option<&str>,
         filter: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
+    ) -> Vec<(Key, Value)> {
         self.objects
             .iter()
             .filter(|(k, _)| &k.resource == resource)
             .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
             .filter(|(_, v)| filter(v))
-            .map(|(_, v)| v.clone())
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
