@@ -67,10 +67,23 @@ fn secret(name: &str, ty: &str) -> Value {
         "metadata": {"name": name, "namespace": "infra"}, "data": {}})
 }
 
+/// A Gateway with an HTTPS listener per Secret name (in its namespace).
+fn gateway_with_certs(name: &str, certs: &[&str]) -> Value {
+    let mut gw = gateway(name);
+    if let Some(listeners) = gw["spec"]["listeners"].as_array_mut() {
+        for (i, cert) in certs.iter().enumerate() {
+            listeners.push(json!({"name": format!("https-{i}"), "port": 443 + i,
+                "protocol": "HTTPS", "hostname": format!("h{i}.example.com"),
+                "tls": {"certificateRefs": [{"name": cert}]}}));
+        }
+    }
+    gw
+}
+
 fn every_kind() -> Vec<Value> {
     vec![
         gateway_class("weir"),
-        gateway("gw"),
+        gateway_with_certs("gw", &["cert", "password"]),
         route("web"),
         grpc_route("rpc"),
         tls_route("passthrough"),
@@ -105,7 +118,7 @@ fn every_kind() -> Vec<Value> {
 
 fn start_source(server: &TestApiServer) -> watch::Receiver<Arc<Store>> {
     let (tx, rx) = watch::channel(Arc::new(Store::default()));
-    let source = KubeSource::new(server.client());
+    let source = KubeSource::new(server.client(), OURS);
     tokio::spawn(async move {
         if let Err(err) = source.run(Duration::from_millis(20), tx).await {
             panic!("kube source failed: {err}");
@@ -193,6 +206,14 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
         .iter()
         .all(|r| r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")));
 
+    // A Secret that becomes a TLS Secret appears; one that stops being one disappears.
+    server.apply(secret("password", "kubernetes.io/tls"));
+    server.apply(secret("cert", "Opaque"));
+    store_where(&rx, "the secrets' type changes", |s| {
+        has(s, Kind::Secret, "infra", "password") && !has(s, Kind::Secret, "infra", "cert")
+    })
+    .await;
+
     server.delete(GW, "gateways", "infra", "gw");
     server.delete(GW, "grpcroutes", "apps", "rpc");
     server.delete(GW, "tlsroutes", "apps", "passthrough");
@@ -204,13 +225,8 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
             && !has(s, Kind::GrpcRoute, "apps", "rpc")
             && has(s, Kind::GrpcRoute, "apps", "rpc-2")
             && !has(s, Kind::TlsRoute, "apps", "passthrough")
-    })
-    .await;
-    // A Secret that becomes a TLS Secret appears; one that stops being one disappears.
-    server.apply(secret("password", "kubernetes.io/tls"));
-    server.apply(secret("cert", "Opaque"));
-    store_where(&rx, "the secrets' type changes", |s| {
-        has(s, Kind::Secret, "infra", "password") && !has(s, Kind::Secret, "infra", "cert")
+            // Nothing references the Secret any more: its full copy is dropped.
+            && !has(s, Kind::Secret, "infra", "password")
     })
     .await;
 }
