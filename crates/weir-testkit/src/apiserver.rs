@@ -27,7 +27,8 @@
 //!
 //! Test controls ([`TestApiServer::apply`], [`delete`](TestApiServer::delete),
 //! [`compact`](TestApiServer::compact), [`cut_watches`](TestApiServer::cut_watches),
-//! [`refuse_watches`](TestApiServer::refuse_watches), [`requests`](TestApiServer::requests),
+//! [`refuse_watches`](TestApiServer::refuse_watches),
+//! [`refuse_gets`](TestApiServer::refuse_gets), [`requests`](TestApiServer::requests),
 //! [`full_reads`](TestApiServer::full_reads)) let a test change the world, break watches on
 //! purpose, and see what a client read.
 
@@ -107,6 +108,7 @@ pub(crate) struct Shared {
     full_reads: Mutex<BTreeMap<Key, usize>>,
     cut: tokio::sync::watch::Sender<u64>,
     refuse_watches: AtomicBool,
+    refuse_gets: AtomicBool,
     bookmark_interval: Duration,
     pub(crate) unserved: Vec<String>,
 }
@@ -138,6 +140,10 @@ impl Shared {
 
     fn watches_refused(&self) -> bool {
         self.refuse_watches.load(Ordering::SeqCst)
+    }
+
+    fn gets_refused(&self) -> bool {
+        self.refuse_gets.load(Ordering::SeqCst)
     }
 }
 
@@ -171,6 +177,7 @@ impl TestApiServer {
             full_reads: Mutex::new(BTreeMap::new()),
             cut: tokio::sync::watch::channel(0).0,
             refuse_watches: AtomicBool::new(false),
+            refuse_gets: AtomicBool::new(false),
             bookmark_interval: options.bookmark_interval,
             unserved: options.unserved,
         });
@@ -283,6 +290,12 @@ impl TestApiServer {
     /// While `true`, new watch requests get 500 (watchers back off and retry).
     pub fn refuse_watches(&self, refuse: bool) {
         self.shared.refuse_watches.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While `true`, reads of one named object in full (`GET .../NAME`, not
+    /// metadata-only) get 500.
+    pub fn refuse_gets(&self, refuse: bool) {
+        self.shared.refuse_gets.store(refuse, Ordering::SeqCst);
     }
 
     /// Every request received so far, in order.

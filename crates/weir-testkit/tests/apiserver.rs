@@ -201,6 +201,13 @@ async fn watch_streams_changes_and_bookmarks() {
             }
         }
     }
+    // ... but never the other kind's objects themselves.
+    server.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "y", "namespace": "default"}}));
+    server.apply(service("c", 80));
+    assert!(
+        matches!(next_change(&mut stream).await, WatchEvent::Added(s) if s.metadata.name.as_deref() == Some("c"))
+    );
 }
 
 #[tokio::test]

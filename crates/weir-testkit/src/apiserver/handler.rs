@@ -360,6 +360,9 @@ fn list(shared: &Shared, target: &Target, query: &Query, metadata_only: bool) ->
 
 fn get(shared: &Shared, target: &Target, name: &str, metadata_only: bool) -> Handled {
     part(target)?;
+    if !metadata_only && shared.gets_refused() {
+        return Err(ApiError::ReadRefused);
+    }
     let key = target.key(name);
     let objects = shared.objects();
     let object = objects
@@ -515,6 +518,7 @@ fn watch(
     let stream = WatchStream {
         shared: shared.clone(),
         filter: Filter::from_query(query),
+        resource: target.resource.clone(),
         namespace: if target.resource.is_cluster_scoped() {
             None
         } else {
@@ -549,6 +553,8 @@ fn watch(
 struct WatchStream {
     shared: Arc<Shared>,
     filter: Filter,
+    /// Changes of other resources share the broadcast: this watch sends only its own.
+    resource: Resource,
     namespace: Option<String>,
     kind: String,
     api_version: String,
@@ -584,6 +590,9 @@ impl WatchStream {
     /// The event this watch sends for `change`, if any (selectors turn a modification into
     /// ADDED or DELETED when the object starts or stops matching).
     fn event(&self, change: &Change) -> Option<Value> {
+        if change.key.resource != self.resource {
+            return None;
+        }
         if self
             .namespace
             .as_ref()
