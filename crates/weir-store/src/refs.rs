@@ -5,7 +5,9 @@
 //! This is the one list of such references. Whatever the translator reads from
 //! `store.config_maps` or `store.secrets` must be named here, or it is never fetched in
 //! Kubernetes mode: a new kind (a policy with a Secret reference, say) adds its references
-//! to [`referenced`] and itself to [`REFERRERS`].
+//! to [`referenced`] and itself to [`REFERRERS`]. The translator's tests
+//! (`weir-translate/src/tests/refs.rs`) check, on every conformance manifest, that
+//! translation with only the referenced ConfigMaps and Secrets gives what it gives with all.
 //!
 //! The set is a superset of what translation will use: references are taken as written,
 //! before ReferenceGrants are checked (so a grant that appears later needs no fetch, and the
