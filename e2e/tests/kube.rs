@@ -636,3 +636,125 @@ async fn each_gateway_gets_its_own_service_and_pod_ports() {
     assert_eq!(pod_port(&gateway_service(&api, "team-b").await), port_b);
     assert_eq!(pod_port(&gateway_service(&api, "team-c").await), port_c);
 }
+
+/// The HTTPS listener of the Gateway in [`fixtures`], on `port`, with `secret`.
+fn https_listener(name: &str, port: u16, secret: &str) -> Value {
+    json!({"name": name, "protocol": "HTTPS", "port": port, "hostname": "app.example.com",
+        "allowedRoutes": {"namespaces": {"from": "Same"}},
+        "tls": {"certificateRefs": [{"name": secret}]}})
+}
+
+fn gateway_with(listeners: Vec<Value>) -> Value {
+    let mut all = vec![json!({"name": "http", "protocol": "HTTP", "port": 80,
+        "allowedRoutes": {"namespaces": {"from": "Same"}}})];
+    all.extend(listeners);
+    json!({"apiVersion": format!("{GW}/v1"), "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "default"},
+        "spec": {"gatewayClassName": "weir", "listeners": all}})
+}
+
+async fn https_ok(addr: SocketAddr, ca: &weir_testkit::certs::Ca) -> Result<(), String> {
+    let r = weir_testkit::client::https(
+        addr,
+        "app.example.com",
+        &ca.cert_pem,
+        &Req::get("app.example.com", "/"),
+    )
+    .await?;
+    (r.status == 200)
+        .then_some(())
+        .ok_or_else(|| format!("status {}", r.status))
+}
+
+/// ConfigMaps and Secrets are watched by metadata alone: a large ConfigMap and a TLS
+/// Secret nobody references are never read in full, while the Secret a listener names
+/// is served over real TLS, rotates without restart, is picked up when a listener starts
+/// naming it, and its deletion is reported as before.
+#[tokio::test]
+async fn only_referenced_secrets_are_read_and_they_follow_changes() {
+    use weir_testkit::certs::{tls_secret_json, Ca};
+    let api = TestApiServer::start().await;
+    let backend = echo("echo-7c9d8-abcde", "default");
+    fixtures(&api, backend.addr.port());
+    let (ca1, ca2, ca3) = (Ca::new("ca-1"), Ca::new("ca-2"), Ca::new("ca-3"));
+    api.apply(gateway_with(vec![https_listener("https", 443, "cert")]));
+    api.apply(tls_secret_json(
+        "default",
+        "cert",
+        &ca1.leaf(&["app.example.com"]),
+    ));
+    api.apply(tls_secret_json(
+        "default",
+        "spare",
+        &ca3.leaf(&["app.example.com"]),
+    ));
+    api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "default"},
+        "data": {"blob": "x".repeat(2 << 20)}}));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &api);
+    let offset = weir_testkit::free_offset(&[80, 443, 444]);
+    let https1 = SocketAddr::from(([127, 0, 0, 1], 443 + offset));
+    let https2 = SocketAddr::from(([127, 0, 0, 1], 444 + offset));
+    let weir = replica(&kubeconfig, "weir-a", offset);
+    let stderr = weir.proc.stderr.clone();
+    assert_eventually("HTTPS served with the Secret's certificate", WAIT, || {
+        let stderr = stderr.clone();
+        let ca1 = &ca1;
+        async move {
+            https_ok(https1, ca1)
+                .await
+                .map_err(|e| format!("{e}; stderr: {}", stderr.lock().unwrap().join("\n")))
+        }
+    })
+    .await;
+    assert!(
+        https_ok(https1, &ca2).await.is_err(),
+        "the certificate is ca-1's"
+    );
+
+    // (b) The Secret gets a new certificate: served without restart.
+    api.apply(tls_secret_json(
+        "default",
+        "cert",
+        &ca2.leaf(&["app.example.com"]),
+    ));
+    assert_eventually("the rotated certificate served", WAIT, || {
+        https_ok(https1, &ca2)
+    })
+    .await;
+
+    // (c) A listener starts naming the existing Secret "spare": it is read and served.
+    api.apply(gateway_with(vec![
+        https_listener("https", 443, "cert"),
+        https_listener("https-2", 444, "spare"),
+    ]));
+    assert_eventually("the newly referenced Secret served", WAIT, || {
+        https_ok(https2, &ca3)
+    })
+    .await;
+
+    // (a) The large ConfigMap was never read in full, nor was "spare" before it was named.
+    assert_eq!(api.full_reads("", "configmaps", "default", "big"), 0);
+    assert_eq!(api.full_reads("", "secrets", "default", "spare"), 1);
+
+    // (d) "spare" is deleted: the listener reports the missing certificate, as before.
+    api.delete("", "secrets", "default", "spare");
+    assert_eventually("the missing Secret reported", WAIT, || async {
+        let gw = api
+            .get(GW, "gateways", "default", "gw")
+            .ok_or("no gateway")?;
+        let listener = gw["status"]["listeners"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|l| l["name"] == "https-2"))
+            .cloned()
+            .unwrap_or_default();
+        match condition(&listener["conditions"], "ResolvedRefs") {
+            Some(c) if c["status"] == "False" && c["reason"] == "InvalidCertificateRef" => Ok(()),
+            _ => Err(format!("listener status: {listener}")),
+        }
+    })
+    .await;
+    // The other listener keeps serving.
+    https_ok(https1, &ca2).await.unwrap();
+}

@@ -1,10 +1,12 @@
 //! The Kubernetes API as a source, and everything Weir writes back to it.
 //!
 //! - [`KubeSource`]: one kube-runtime watcher per kind (GatewayClass, Gateway, HTTPRoute,
-//!   GRPCRoute, ReferenceGrant, Service, EndpointSlice, Namespace, and Secrets of type
-//!   `kubernetes.io/tls` only, by field selector) feeding one cache; after every kind's first
-//!   complete list it sends a whole [`weir_store::Store`], then one per debounced batch of
-//!   changes.
+//!   GRPCRoute, ReferenceGrant, Service, EndpointSlice, Namespace, ...) feeding one cache;
+//!   ConfigMaps and Secrets (of type `kubernetes.io/tls` only, by field selector) are
+//!   watched by metadata alone and only those our objects reference are read in full
+//!   (`fetch`); after every kind's first complete list (and the first read of every
+//!   referenced object) it sends a whole [`weir_store::Store`], then one per debounced
+//!   batch of changes.
 //! - [`StatusWriter`]: patches the status subresource of GatewayClasses, Gateways,
 //!   HTTPRoutes and GRPCRoutes when (and only when) what Weir computed differs from the cluster, keeping
 //!   condition times and other controllers' route parent entries.
@@ -19,6 +21,7 @@
 //! keeps serving and the store records a [`weir_store::Rejection`] for it.
 
 mod address;
+mod fetch;
 mod lease;
 mod services;
 mod source;

@@ -67,10 +67,23 @@ fn secret(name: &str, ty: &str) -> Value {
         "metadata": {"name": name, "namespace": "infra"}, "data": {}})
 }
 
+/// A Gateway with an HTTPS listener per Secret name (in its namespace).
+fn gateway_with_certs(name: &str, certs: &[&str]) -> Value {
+    let mut gw = gateway(name);
+    if let Some(listeners) = gw["spec"]["listeners"].as_array_mut() {
+        for (i, cert) in certs.iter().enumerate() {
+            listeners.push(json!({"name": format!("https-{i}"), "port": 443 + i,
+                "protocol": "HTTPS", "hostname": format!("h{i}.example.com"),
+                "tls": {"certificateRefs": [{"name": cert}]}}));
+        }
+    }
+    gw
+}
+
 fn every_kind() -> Vec<Value> {
     vec![
         gateway_class("weir"),
-        gateway("gw"),
+        gateway_with_certs("gw", &["cert", "password"]),
         route("web"),
         grpc_route("rpc"),
         tls_route("passthrough"),
@@ -105,7 +118,7 @@ fn every_kind() -> Vec<Value> {
 
 fn start_source(server: &TestApiServer) -> watch::Receiver<Arc<Store>> {
     let (tx, rx) = watch::channel(Arc::new(Store::default()));
-    let source = KubeSource::new(server.client());
+    let source = KubeSource::new(server.client(), OURS);
     tokio::spawn(async move {
         if let Err(err) = source.run(Duration::from_millis(20), tx).await {
             panic!("kube source failed: {err}");
@@ -193,6 +206,14 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
         .iter()
         .all(|r| r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls")));
 
+    // A Secret that becomes a TLS Secret appears; one that stops being one disappears.
+    server.apply(secret("password", "kubernetes.io/tls"));
+    server.apply(secret("cert", "Opaque"));
+    store_where(&rx, "the secrets' type changes", |s| {
+        has(s, Kind::Secret, "infra", "password") && !has(s, Kind::Secret, "infra", "cert")
+    })
+    .await;
+
     server.delete(GW, "gateways", "infra", "gw");
     server.delete(GW, "grpcroutes", "apps", "rpc");
     server.delete(GW, "tlsroutes", "apps", "passthrough");
@@ -204,13 +225,8 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
             && !has(s, Kind::GrpcRoute, "apps", "rpc")
             && has(s, Kind::GrpcRoute, "apps", "rpc-2")
             && !has(s, Kind::TlsRoute, "apps", "passthrough")
-    })
-    .await;
-    // A Secret that becomes a TLS Secret appears; one that stops being one disappears.
-    server.apply(secret("password", "kubernetes.io/tls"));
-    server.apply(secret("cert", "Opaque"));
-    store_where(&rx, "the secrets' type changes", |s| {
-        has(s, Kind::Secret, "infra", "password") && !has(s, Kind::Secret, "infra", "cert")
+            // Nothing references the Secret any more: its full copy is dropped.
+            && !has(s, Kind::Secret, "infra", "password")
     })
     .await;
 }
@@ -776,4 +792,161 @@ async fn gateway_services_are_created_patched_and_deleted() {
     assert!(api.get("", "services", "infra", "weir-gw").is_none());
     let w = write_services(&client, "weir", &[], &[], std::slice::from_ref(&key)).await;
     assert_eq!((w.written, w.errors.len()), (0, 0));
+}
+
+fn config_map(ns: &str, name: &str, data: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns}, "data": {"ca.crt": data}})
+}
+
+fn tls_secret(name: &str, crt: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "infra"},
+        "data": {"tls.crt": crt, "tls.key": "a2V5"}})
+}
+
+fn secret_data(store: &Store, name: &str) -> Option<Vec<u8>> {
+    store
+        .secrets
+        .get(&ObjectKey::new("infra", name))
+        .and_then(|s| s.data.as_ref()?.get("tls.crt").map(|b| b.0.clone()))
+}
+
+/// ConfigMaps and Secrets are watched by metadata; only the ones a Gateway, our
+/// GatewayClass or a BackendTLSPolicy names are read in full, again when they change, and
+/// dropped when no longer named or deleted.
+#[tokio::test]
+async fn only_referenced_config_maps_and_secrets_are_read_in_full() {
+    let server = TestApiServer::start().await;
+    let big = "x".repeat(1 << 20);
+    // 1 MiB of base64 ("xxx" and "yyy"): Secret data must decode.
+    let (big_secret, big_secret_2) = ("eHh4".repeat(1 << 18), "eXl5".repeat(1 << 18));
+    server.apply(gateway_class("weir"));
+    let mut their_class = gateway_class("theirs");
+    their_class["spec"]["controllerName"] = json!("example.com/other");
+    server.apply(their_class);
+    server.apply(gateway_with_certs("gw", &["used"]));
+    let mut theirs = gateway_with_certs("their-gw", &["their-cert"]);
+    theirs["spec"]["gatewayClassName"] = json!("theirs");
+    server.apply(theirs);
+    server.apply(
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+        "metadata": {"name": "web-tls", "namespace": "apps"},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+            "validation": {"hostname": "web.example.com",
+                "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}]}}}),
+    );
+    server.apply(config_map("apps", "ca", "CA-1"));
+    server.apply(config_map("apps", "big", &big));
+    server.apply(tls_secret("used", "Y2VydC0x")); // cert-1
+    server.apply(tls_secret("unused", &big_secret));
+    server.apply(tls_secret("their-cert", "dGhlaXJz"));
+
+    let rx = start_source(&server);
+    // (the startup gate) The first store already holds what is referenced.
+    let store = store_where(&rx, "the first store", |s| !s.is_empty()).await;
+    assert_eq!(secret_data(&store, "used").as_deref(), Some(&b"cert-1"[..]));
+    assert!(has(&store, Kind::ConfigMap, "apps", "ca"));
+    assert!(!has(&store, Kind::ConfigMap, "apps", "big"));
+    assert!(!has(&store, Kind::Secret, "infra", "unused"));
+    assert!(
+        !has(&store, Kind::Secret, "infra", "their-cert"),
+        "another controller's Gateway makes us read nothing"
+    );
+    // Changes to unreferenced objects are seen as metadata only.
+    server.apply(config_map("apps", "big", &format!("{big}y")));
+    server.apply(tls_secret("unused", &big_secret_2));
+
+    // (b) The referenced Secret changes: the new data arrives.
+    server.apply(tls_secret("used", "Y2VydC0y")); // cert-2
+    store_where(&rx, "the new certificate", |s| {
+        secret_data(s, "used").as_deref() == Some(&b"cert-2"[..])
+    })
+    .await;
+
+    // (c) A Gateway starts referencing an existing Secret: it is read, and the first store
+    // with the new listener already holds it (the batch waits for the read).
+    let mut changes = rx.clone();
+    changes.mark_unchanged();
+    server.apply(gateway_with_certs("gw", &["used", "unused"]));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the new listener never arrived");
+        tokio::time::timeout(WAIT, changes.changed())
+            .await
+            .expect("a store in time")
+            .expect("source running");
+        let store = changes.borrow_and_update().clone();
+        let listeners = store.gateways[&ObjectKey::new("infra", "gw")]
+            .spec
+            .listeners
+            .len();
+        if listeners == 3 {
+            assert!(
+                has(&store, Kind::Secret, "infra", "unused"),
+                "the store with the new listener holds its Secret"
+            );
+            break;
+        }
+    }
+    // (d) The referenced Secret is deleted: it leaves the store.
+    server.delete("", "secrets", "infra", "unused");
+    store_where(&rx, "the deleted Secret gone", |s| {
+        !has(s, Kind::Secret, "infra", "unused")
+    })
+    .await;
+    // No longer referenced: dropped; referenced again: read again.
+    server.apply(gateway_with_certs("gw", &[]));
+    store_where(&rx, "the unreferenced Secret dropped", |s| {
+        !has(s, Kind::Secret, "infra", "used")
+    })
+    .await;
+    server.apply(gateway_with_certs("gw", &["used"]));
+    store_where(&rx, "the Secret referenced again", |s| {
+        secret_data(s, "used").as_deref() == Some(&b"cert-2"[..])
+    })
+    .await;
+
+    // (a) What nothing references was never sent in full, however often it changed.
+    assert_eq!(server.full_reads("", "configmaps", "apps", "big"), 0);
+    assert_eq!(server.full_reads("", "secrets", "infra", "their-cert"), 0);
+    // "unused" was read once while referenced, never before.
+    assert_eq!(server.full_reads("", "secrets", "infra", "unused"), 1);
+    assert!(server.full_reads("", "secrets", "infra", "used") >= 3);
+    let full_lists: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            (r.path.ends_with("/secrets") || r.path.ends_with("/configmaps"))
+                && !r.is_metadata_only()
+        })
+        .collect();
+    assert!(full_lists.is_empty(), "{full_lists:#?}");
+}
+
+/// While reads of single objects fail, the source sends no first store (a Gateway would
+/// start out without its certificate); once they succeed, the first store holds it.
+#[tokio::test]
+async fn the_first_store_waits_for_referenced_objects() {
+    let server = TestApiServer::start().await;
+    server.apply(gateway_class("weir"));
+    server.apply(gateway_with_certs("gw", &["used"]));
+    server.apply(tls_secret("used", "Y2VydC0x"));
+    server.apply(tls_secret("unused", "Y2VydC0x"));
+    server.refuse_gets(true);
+    let rx = start_source(&server);
+    assert_eventually("a read of the Secret was tried", WAIT, || async {
+        let tried = server
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/secrets/used"));
+        tried.then_some(()).ok_or_else(|| "no read yet".to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rx.borrow().is_empty(), "no store before the Secret is read");
+    server.refuse_gets(false);
+    let store = store_where(&rx, "the first store", |s| !s.is_empty()).await;
+    assert_eq!(secret_data(&store, "used").as_deref(), Some(&b"cert-1"[..]));
+    assert!(!has(&store, Kind::Secret, "infra", "unused"));
 }

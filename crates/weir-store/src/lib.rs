@@ -3,7 +3,10 @@
 //!
 //! This is the one module that names upstream API types. Everything downstream of the
 //! translator sees only `weir-snapshot` types. The store does no validation beyond what
-//! deserialization already did: the translator decides what is valid.
+//! deserialization already did: the translator decides what is valid. [`refs`] lists the
+//! ConfigMaps and Secrets the other objects name (what Kubernetes mode fetches in full).
+
+pub mod refs;
 
 use std::collections::BTreeMap;
 use std::fmt;

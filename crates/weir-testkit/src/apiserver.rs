@@ -5,6 +5,10 @@
 //! What it serves, for any resource (typed by URL, no discovery needed):
 //! - `GET` list (`labelSelector` / `fieldSelector` equality, no paging: `limit` and
 //!   `continue` are ignored and every item is returned) and get;
+//! - metadata-only reads: a list, get or watch whose `Accept` asks for
+//!   `as=PartialObjectMetadataList` / `as=PartialObjectMetadata` (`g=meta.k8s.io`, `v=v1`)
+//!   gets `meta.k8s.io/v1` `PartialObjectMetadata` objects (metadata alone), as kube-rs'
+//!   `metadata_watcher` expects;
 //! - `GET ?watch=true`: newline-delimited watch events after `resourceVersion` from a bounded
 //!   history (`410 Gone` as an `ERROR` event when it is older than the history), BOOKMARKs
 //!   every [`TestApiServerOptions::bookmark_interval`] when `allowWatchBookmarks=true`, ends
@@ -23,12 +27,15 @@
 //!
 //! Test controls ([`TestApiServer::apply`], [`delete`](TestApiServer::delete),
 //! [`compact`](TestApiServer::compact), [`cut_watches`](TestApiServer::cut_watches),
-//! [`refuse_watches`](TestApiServer::refuse_watches), [`requests`](TestApiServer::requests))
-//! let a test change the world and break watches on purpose.
+//! [`refuse_watches`](TestApiServer::refuse_watches),
+//! [`refuse_gets`](TestApiServer::refuse_gets), [`requests`](TestApiServer::requests),
+//! [`full_reads`](TestApiServer::full_reads)) let a test change the world, break watches on
+//! purpose, and see what a client read.
 
 mod handler;
 mod store;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +57,8 @@ pub struct RequestRecord {
     pub path: String,
     /// The raw (still percent-encoded) query string.
     pub query: String,
+    /// The `Accept` header (empty without one).
+    pub accept: String,
 }
 
 impl RequestRecord {
@@ -61,6 +70,11 @@ impl RequestRecord {
     pub fn is_watch(&self) -> bool {
         self.method == "GET"
             && (self.query.contains("watch=true") || self.query.contains("watch=1"))
+    }
+
+    /// A read that asked for `PartialObjectMetadata` (metadata alone).
+    pub fn is_metadata_only(&self) -> bool {
+        handler::is_metadata_only(&self.accept)
     }
 }
 
@@ -90,8 +104,11 @@ impl Default for TestApiServerOptions {
 pub(crate) struct Shared {
     objects: Mutex<Objects>,
     requests: Mutex<Vec<RequestRecord>>,
+    /// How many times each object was sent in full (list item, get, watch event).
+    full_reads: Mutex<BTreeMap<Key, usize>>,
     cut: tokio::sync::watch::Sender<u64>,
     refuse_watches: AtomicBool,
+    refuse_gets: AtomicBool,
     bookmark_interval: Duration,
     pub(crate) unserved: Vec<String>,
 }
@@ -108,12 +125,25 @@ impl Shared {
             .push(record);
     }
 
+    fn count_full_read(&self, key: &Key) {
+        *self
+            .full_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+    }
+
     fn cut_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.cut.subscribe()
     }
 
     fn watches_refused(&self) -> bool {
         self.refuse_watches.load(Ordering::SeqCst)
+    }
+
+    fn gets_refused(&self) -> bool {
+        self.refuse_gets.load(Ordering::SeqCst)
     }
 }
 
@@ -144,8 +174,10 @@ impl TestApiServer {
         let shared = Arc::new(Shared {
             objects: Mutex::new(Objects::new(options.history_limit)),
             requests: Mutex::new(Vec::new()),
+            full_reads: Mutex::new(BTreeMap::new()),
             cut: tokio::sync::watch::channel(0).0,
             refuse_watches: AtomicBool::new(false),
+            refuse_gets: AtomicBool::new(false),
             bookmark_interval: options.bookmark_interval,
             unserved: options.unserved,
         });
@@ -260,6 +292,12 @@ impl TestApiServer {
         self.shared.refuse_watches.store(refuse, Ordering::SeqCst);
     }
 
+    /// While `true`, reads of one named object in full (`GET .../NAME`, not
+    /// metadata-only) get 500.
+    pub fn refuse_gets(&self, refuse: bool) {
+        self.shared.refuse_gets.store(refuse, Ordering::SeqCst);
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared
@@ -267,6 +305,19 @@ impl TestApiServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How many times the object was sent to a client in full: as a list item, a get or a
+    /// watch event (metadata-only reads do not count). `namespace` is ignored for
+    /// cluster-scoped resources.
+    pub fn full_reads(&self, group: &str, plural: &str, namespace: &str, name: &str) -> usize {
+        self.shared
+            .full_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&Self::key(group, plural, namespace, name))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Forget the request log (so a test can assert on what follows).

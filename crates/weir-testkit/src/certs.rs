@@ -73,3 +73,14 @@ pub fn ca_config_map_yaml(namespace: &str, name: &str, ca_pem: &str) -> String {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n  ca.crt: |\n{indented}"
     )
 }
+
+/// A `kubernetes.io/tls` Secret holding `leaf`, as JSON (what the test API server takes).
+pub fn tls_secret_json(namespace: &str, name: &str, leaf: &Leaf) -> serde_json::Value {
+    use base64::Engine;
+    let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"tls.crt": encode(leaf.cert_pem.as_bytes()), "tls.key": encode(leaf.key_pem.as_bytes())},
+    })
+}

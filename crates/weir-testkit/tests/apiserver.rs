@@ -201,6 +201,13 @@ async fn watch_streams_changes_and_bookmarks() {
             }
         }
     }
+    // ... but never the other kind's objects themselves.
+    server.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "y", "namespace": "default"}}));
+    server.apply(service("c", 80));
+    assert!(
+        matches!(next_change(&mut stream).await, WatchEvent::Added(s) if s.metadata.name.as_deref() == Some("c"))
+    );
 }
 
 #[tokio::test]
@@ -337,4 +344,109 @@ async fn leases_use_optimistic_concurrency() {
         matches!(err, kube::Error::Api(ref s) if s.code == 409),
         "{err:?}"
     );
+}
+
+/// kube-rs' metadata reads (list_metadata, get_metadata, and a watcher of
+/// `PartialObjectMeta`) get `PartialObjectMetadata`: metadata without the data,
+/// honouring field selectors, and none of them counts as a full read.
+#[tokio::test]
+async fn metadata_only_reads_carry_no_data() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let server = TestApiServer::start().await;
+    let big = "x".repeat(64 * 1024);
+    server.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "ns1", "labels": {"a": "b"}},
+        "data": {"blob": big}}));
+    for (name, ty) in [("tls", "kubernetes.io/tls"), ("opaque", "Opaque")] {
+        server.apply(json!({"apiVersion": "v1", "kind": "Secret", "type": ty,
+            "metadata": {"name": name, "namespace": "ns1"}, "data": {"k": "dmFsdWU="}}));
+    }
+    let cms: Api<ConfigMap> = Api::all(server.client());
+    let list = cms.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let item = &list.items[0];
+    assert_eq!(item.metadata.name.as_deref(), Some("big"));
+    assert_eq!(
+        item.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("a"))
+            .map(String::as_str),
+        Some("b")
+    );
+    assert!(item.metadata.resource_version.is_some());
+    let ns1: Api<ConfigMap> = Api::namespaced(server.client(), "ns1");
+    let meta = ns1.get_metadata("big").await.unwrap();
+    assert_eq!(meta.metadata.uid, item.metadata.uid);
+    // The raw answers hold no data at all.
+    let raw = server
+        .client()
+        .request_text(
+            http::Request::get("/api/v1/namespaces/ns1/configmaps/big")
+                .header(
+                    "accept",
+                    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                )
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !raw.contains("blob") && raw.contains("\"kind\":\"PartialObjectMetadata\""),
+        "{raw}"
+    );
+    assert_eq!(server.full_reads("", "configmaps", "ns1", "big"), 0);
+
+    let secrets: Api<Secret> = Api::all(server.client());
+    let tls = secrets
+        .list_metadata(&ListParams::default().fields("type=kubernetes.io/tls"))
+        .await
+        .unwrap();
+    let names: Vec<_> = tls
+        .items
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["tls"]);
+
+    // The metadata watcher (a watcher of `PartialObjectMeta`): the initial list, then a
+    // change, as metadata.
+    let metas: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::all(server.client());
+    let mut events =
+        kube::runtime::watcher::watcher(metas, kube::runtime::watcher::Config::default()).boxed();
+    let mut seen = Vec::new();
+    while !matches!(seen.last(), Some(kube::runtime::watcher::Event::InitDone)) {
+        let event = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("an event in time")
+            .expect("open")
+            .expect("decodable");
+        seen.push(event);
+    }
+    assert!(seen.iter().any(|e| matches!(e,
+        kube::runtime::watcher::Event::InitApply(m) if m.metadata.name.as_deref() == Some("big"))));
+    let before = item.metadata.resource_version.clone();
+    server.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "ns1"}, "data": {"blob": "changed"}}));
+    let changed = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("the change in time")
+        .expect("open")
+        .expect("decodable");
+    match changed {
+        kube::runtime::watcher::Event::Apply(m) => {
+            assert_ne!(m.metadata.resource_version, before);
+        }
+        other => panic!("expected Apply, got {other:?}"),
+    }
+    assert_eq!(server.full_reads("", "configmaps", "ns1", "big"), 0);
+    assert!(server
+        .requests()
+        .iter()
+        .all(|r| r.path.ends_with("/big") || r.is_metadata_only()));
+
+    // A full get counts.
+    ns1.get("big").await.unwrap();
+    assert_eq!(server.full_reads("", "configmaps", "ns1", "big"), 1);
 }

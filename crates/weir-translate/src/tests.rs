@@ -8,6 +8,7 @@ mod gateways;
 mod grpc_routes;
 mod listenersets;
 mod memo;
+mod refs;
 mod routes;
 mod routing;
 mod tcp_routes;

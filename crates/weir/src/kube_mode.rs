@@ -45,7 +45,7 @@ pub async fn start(
     let mut tasks = Vec::new();
 
     let (store_tx, stores) = watch::channel(Arc::new(Store::default()));
-    let source = KubeSource::new(client.clone());
+    let source = KubeSource::new(client.clone(), args.gateway_class_controller.clone());
     let debounce = args.debounce;
     tasks.push(tokio::spawn(async move {
         if let Err(err) = source.run(debounce, store_tx).await {

@@ -4,6 +4,9 @@
 //! The watchers are untyped (`DynamicObject`) and each object is converted to its typed form
 //! here, so one object that does not deserialize costs only itself: a typed watcher would
 //! fail the whole list and retry it forever.
+//!
+//! ConfigMaps and Secrets are watched by metadata alone and read in full only when the
+//! other objects reference them ([`super::fetch`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -13,51 +16,122 @@ use std::time::Duration;
 use futures::stream::{BoxStream, SelectAll};
 use futures::StreamExt;
 use kube::api::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
+use weir_store::refs::{self, Reference};
 use weir_store::{Kind, Location, Object, ObjectKey, Rejection, Store};
 
+use super::fetch::{self, Fetches, Ticket, FETCHED};
 use super::{api_resource, KubeError};
 
 /// Only Secrets of this type are watched (TLS certificates for listeners).
 pub const TLS_SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
 
+/// After the first store, how long a batch of changes may wait for the first read of an
+/// object it newly references (so a Gateway that starts naming an existing Secret is not
+/// reported without it first); a read that takes longer does not hold up other changes.
+const FETCH_HOLD: Duration = Duration::from_secs(2);
+
 /// Watches the cluster and sends a [`Store`] of everything Weir reads.
 pub struct KubeSource {
     client: Client,
+    controller: String,
 }
 
-type KindEvent = (Kind, Result<Event<DynamicObject>, watcher::Error>);
+/// One event of a watch: a kind watched in full, or a kind watched by metadata.
+enum Update {
+    Full(Kind, Result<Event<DynamicObject>, watcher::Error>),
+    Meta(
+        Kind,
+        Result<Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
+    ),
+}
+
+impl Update {
+    fn kind(&self) -> Kind {
+        match self {
+            Update::Full(kind, _) | Update::Meta(kind, _) => *kind,
+        }
+    }
+}
+
+/// A finished read of a referenced object.
+type Fetched = (Reference, Ticket, Option<DynamicObject>);
 
 impl KubeSource {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// A source for the GatewayClasses of `controller` (whose Gateways' and policies'
+    /// references decide which ConfigMaps and Secrets are read in full).
+    pub fn new(client: Client, controller: impl Into<String>) -> Self {
+        Self {
+            client,
+            controller: controller.into(),
+        }
     }
 
-    /// Run one watcher per kind (with kube-runtime's default backoff). After the first
-    /// complete list of every kind, send a full [`Store`]; after that, one per batch of
-    /// changes: a change after a quiet period (no send for `debounce`) is sent at once,
-    /// later ones are batched, a batch ending `debounce` after its first change (see
-    /// [`flush_due`]). Runs until every receiver of `tx` is dropped.
+    /// Run one watcher per kind (with kube-runtime's default backoff; ConfigMaps and
+    /// Secrets by metadata, the referenced ones read in full). After the first complete list
+    /// of every kind, and the first read of every referenced object that exists, send a
+    /// full [`Store`]; after that, one per batch of changes: a change after a quiet period
+    /// (no send for `debounce`) is sent at once, later ones are batched, a batch ending
+    /// `debounce` after its first change (see [`flush_due`]); a batch waits up to
+    /// [`FETCH_HOLD`] for the objects it newly references. Runs until every receiver of
+    /// `tx` is dropped.
     pub async fn run(
         self,
         debounce: Duration,
         tx: watch::Sender<Arc<Store>>,
     ) -> Result<(), KubeError> {
-        let mut events: SelectAll<BoxStream<'static, KindEvent>> = futures::stream::select_all(
-            Kind::ALL
-                .into_iter()
-                .map(|kind| watch_kind(self.client.clone(), kind)),
-        );
-        let mut cache = Cache::default();
+        let mut events: SelectAll<BoxStream<'static, Update>> =
+            futures::stream::select_all(Kind::ALL.into_iter().map(|kind| {
+                if FETCHED.contains(&kind) {
+                    watch_metadata(self.client.clone(), kind)
+                } else {
+                    watch_kind(self.client.clone(), kind)
+                }
+            }));
+        let mut cache = Cache::new(self.controller);
+        let mut fetches: JoinSet<Fetched> = JoinSet::new();
+        let mut running: BTreeMap<Reference, AbortHandle> = BTreeMap::new();
         let mut flush_at: Option<Instant> = None;
         let mut last_flush: Option<Instant> = None;
+        let mut pending_since: Option<Instant> = None;
         loop {
-            let deadline = flush_at.filter(|_| cache.all_synced());
+            for r in std::mem::take(&mut cache.cancel) {
+                if let Some(handle) = running.remove(&r) {
+                    handle.abort();
+                }
+            }
+            for (r, ticket) in cache.fetches.start_due(&cache.store) {
+                let client = self.client.clone();
+                let (kind, key) = r.clone();
+                tracing::debug!(%kind, object = %key, "reading a referenced object");
+                let handle = fetches.spawn(async move {
+                    let found = fetch::fetch(client, kind, key.clone()).await;
+                    ((kind, key), ticket, found)
+                });
+                if let Some(old) = running.insert(r, handle) {
+                    old.abort();
+                }
+            }
+            let pending = cache.fetches.pending();
+            pending_since = if pending {
+                pending_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
+            let deadline = match (cache.all_synced(), pending_since, last_flush) {
+                (false, _, _) => None,
+                (true, None, _) => flush_at,
+                // The first store waits for every referenced object present at sync.
+                (true, Some(_), None) => None,
+                (true, Some(since), Some(_)) => flush_at.map(|at| at.max(since + FETCH_HOLD)),
+            };
             tokio::select! {
                 _ = tx.closed() => return Ok(()),
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -67,9 +141,23 @@ impl KubeSource {
                         return Ok(());
                     }
                 }
+                Some(joined) = fetches.join_next(), if !fetches.is_empty() => {
+                    let Ok((r, ticket, found)) = joined else {
+                        // Cancelled (no longer wanted); a panic cannot happen in `fetch`.
+                        continue;
+                    };
+                    if running.get(&r).is_some_and(|h| h.is_finished()) {
+                        running.remove(&r);
+                    }
+                    if cache.fetched(&r, ticket, found) {
+                        flush_at.get_or_insert_with(|| {
+                            flush_due(Instant::now(), last_flush, debounce)
+                        });
+                    }
+                }
                 event = events.next() => match event {
                     None => return Err(KubeError::WatchesEnded),
-                    Some((kind, Ok(event))) => {
+                    Some(Update::Full(kind, Ok(event))) => {
                         let first_sync = !cache.all_synced();
                         if cache.apply(kind, event) {
                             flush_at.get_or_insert_with(|| {
@@ -80,7 +168,18 @@ impl KubeSource {
                             tracing::info!(objects = cache.store.len(), "every watched kind has synced");
                         }
                     }
-                    Some((kind, Err(err))) if kind.is_optional() && is_not_served(&err) => {
+                    Some(Update::Meta(kind, Ok(event))) => {
+                        let first_sync = !cache.all_synced();
+                        if cache.apply_meta(kind, event) {
+                            flush_at.get_or_insert_with(|| {
+                                flush_due(Instant::now(), last_flush, debounce)
+                            });
+                        }
+                        if first_sync && cache.all_synced() {
+                            tracing::info!(objects = cache.store.len(), "every watched kind has synced");
+                        }
+                    }
+                    Some(Update::Full(kind, Err(err))) if kind.is_optional() && is_not_served(&err) => {
                         // The cluster lacks this kind's CRD (TCPRoute is experimental-only):
                         // count it as an empty kind so the rest is served; the watcher keeps
                         // retrying, so installing the CRD later brings its objects in.
@@ -94,7 +193,11 @@ impl KubeSource {
                             }
                         }
                     }
-                    Some((kind, Err(err))) => {
+                    Some(update) => {
+                        let kind = update.kind();
+                        let (Update::Full(_, Err(err)) | Update::Meta(_, Err(err))) = update else {
+                            continue;
+                        };
                         tracing::warn!(
                             %kind,
                             error = %err,
@@ -134,22 +237,41 @@ fn is_not_served(err: &watcher::Error) -> bool {
 }
 
 /// The watcher of one kind, cluster-wide, with default backoff, managedFields stripped.
-fn watch_kind(client: Client, kind: Kind) -> BoxStream<'static, KindEvent> {
+fn watch_kind(client: Client, kind: Kind) -> BoxStream<'static, Update> {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
-    let mut config = watcher::Config::default();
-    if kind == Kind::Secret {
-        config = config.fields(TLS_SECRET_FIELD_SELECTOR);
-    }
-    watcher::watcher(api, config)
+    watcher::watcher(api, watch_config(kind))
         .default_backoff()
         .map(move |event| {
             let event = event.map(|e| e.modify(|o| o.metadata.managed_fields = None));
-            (kind, event)
+            Update::Full(kind, event)
         })
         .boxed()
 }
 
-/// The objects the watchers have delivered, kind by kind.
+/// The metadata-only watcher of one kind (`PartialObjectMetadata`), cluster-wide, with
+/// default backoff, managedFields stripped.
+fn watch_metadata(client: Client, kind: Kind) -> BoxStream<'static, Update> {
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &api_resource(kind));
+    watcher::watcher(api, watch_config(kind))
+        .default_backoff()
+        .map(move |event| {
+            let event = event.map(|e| e.modify(|o| o.metadata.managed_fields = None));
+            Update::Meta(kind, event)
+        })
+        .boxed()
+}
+
+fn watch_config(kind: Kind) -> watcher::Config {
+    let config = watcher::Config::default();
+    if kind == Kind::Secret {
+        config.fields(TLS_SECRET_FIELD_SELECTOR)
+    } else {
+        config
+    }
+}
+
+/// The objects the watchers have delivered, kind by kind, and the referenced ConfigMaps and
+/// Secrets read so far.
 #[derive(Default)]
 pub(crate) struct Cache {
     pub(crate) store: Store,
@@ -158,6 +280,11 @@ pub(crate) struct Cache {
     /// Objects of a relist in progress, by kind; they replace the kind's objects when the
     /// list is complete.
     relists: BTreeMap<Kind, Relist>,
+    /// The controller whose GatewayClasses' references count.
+    controller: String,
+    pub(crate) fetches: Fetches,
+    /// Reads to cancel (their object is no longer referenced, or was deleted).
+    pub(crate) cancel: Vec<Reference>,
 }
 
 #[derive(Default)]
@@ -167,6 +294,54 @@ struct Relist {
 }
 
 impl Cache {
+    pub(crate) fn new(controller: String) -> Self {
+        Self {
+            controller,
+            ..Self::default()
+        }
+    }
+
+    /// Recompute what the store references after `kind` changed (only a referring kind can
+    /// change it); returns whether the store changed (objects no longer referenced left).
+    fn rereference(&mut self, kind: Kind) -> bool {
+        if !refs::REFERRERS.contains(&kind) {
+            return false;
+        }
+        let wanted = refs::referenced(&self.store, &self.controller);
+        let (changed, cancel) = self.fetches.set_wanted(wanted, &mut self.store);
+        self.cancel.extend(cancel);
+        changed
+    }
+
+    /// Apply one metadata watch event of a [`FETCHED`] kind; returns whether the store
+    /// changed.
+    pub(crate) fn apply_meta(
+        &mut self,
+        kind: Kind,
+        event: Event<PartialObjectMeta<DynamicObject>>,
+    ) -> bool {
+        let applied = self.fetches.apply_meta(kind, event, &mut self.store);
+        self.cancel.extend(applied.cancel);
+        if applied.listed && self.synced.insert(kind) {
+            tracing::debug!(%kind, "first metadata list complete");
+        }
+        applied.store_changed
+    }
+
+    /// A read of a referenced object answered; returns whether the store changed.
+    pub(crate) fn fetched(
+        &mut self,
+        r: &Reference,
+        ticket: Ticket,
+        found: Option<DynamicObject>,
+    ) -> bool {
+        let answer = match found {
+            None => Ok(None),
+            Some(object) => convert(r.0, object).map(Some),
+        };
+        self.fetches.done(r, ticket, answer, &mut self.store)
+    }
+
     pub(crate) fn all_synced(&self) -> bool {
         self.synced.len() == Kind::ALL.len()
     }
@@ -213,6 +388,7 @@ impl Cache {
                 if self.synced.insert(kind) {
                     tracing::debug!(%kind, "first list complete");
                 }
+                self.rereference(kind);
                 true
             }
             Event::Apply(object) => {
@@ -226,11 +402,13 @@ impl Cache {
                         self.store.rejected.insert((kind, key), rejection);
                     }
                 }
+                self.rereference(kind);
                 true
             }
             Event::Delete(object) => {
                 let key = key_of(&object);
                 self.store.delete(kind, &key);
+                self.rereference(kind);
                 true
             }
         }
@@ -349,8 +527,13 @@ mod tests {
         let mut cache = Cache::default();
         for kind in Kind::ALL {
             assert!(!cache.all_synced());
-            cache.apply(kind, Event::Init);
-            cache.apply(kind, Event::InitDone);
+            if FETCHED.contains(&kind) {
+                cache.apply_meta(kind, Event::Init);
+                cache.apply_meta(kind, Event::InitDone);
+            } else {
+                cache.apply(kind, Event::Init);
+                cache.apply(kind, Event::InitDone);
+            }
         }
         assert!(cache.all_synced());
     }

@@ -1,6 +1,12 @@
 //! The test API server's HTTP side: URL routing (core `/api/v1`, `/apis/{group}/{version}`,
 //! namespaced, all-namespaces and cluster-scoped paths, `/status`), list, watch streams,
 //! get, create, replace, patch and delete, with errors as Kubernetes `Status` objects.
+//!
+//! Reads honour the metadata-only media types of the API server (what kube-rs'
+//! `metadata_watcher` and `get_metadata` send): `Accept:
+//! application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` for a list and
+//! `...;as=PartialObjectMetadata;...` for a get or a watch answer with
+//! `meta.k8s.io/v1` `PartialObjectMetadata(List)` objects that hold only `metadata`.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -213,10 +219,18 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let metadata_only = is_metadata_only(&accept);
     shared.log(RequestRecord {
         method: method.to_string(),
         path: path.clone(),
         query: query.clone(),
+        accept,
     });
     let content_type = req
         .headers()
@@ -239,9 +253,11 @@ pub async fn handle(
     }
     let query = Query::parse(&query);
     let result = match (&method, target.name.as_deref()) {
-        (&Method::GET, None) if query.flag("watch") => return Ok(watch(&shared, &target, &query)),
-        (&Method::GET, None) => list(&shared, &target, &query),
-        (&Method::GET, Some(name)) => get(&shared, &target, name),
+        (&Method::GET, None) if query.flag("watch") => {
+            return Ok(watch(&shared, &target, &query, metadata_only))
+        }
+        (&Method::GET, None) => list(&shared, &target, &query, metadata_only),
+        (&Method::GET, Some(name)) => get(&shared, &target, name, metadata_only),
         (&Method::POST, None) => create(&shared, &target, &body),
         (&Method::PUT, Some(name)) => replace(&shared, &target, name, &body),
         (&Method::PATCH, Some(name)) => patch(&shared, &target, name, &content_type, &body),
@@ -255,6 +271,30 @@ pub async fn handle(
 }
 
 type Handled = Result<(StatusCode, Value), ApiError>;
+
+/// Whether an `Accept` header asks for `PartialObjectMetadata` (or its list) instead of the
+/// objects themselves.
+pub(crate) fn is_metadata_only(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"g=meta.k8s.io")
+            && params.iter().any(|p| {
+                matches!(
+                    *p,
+                    "as=PartialObjectMetadata" | "as=PartialObjectMetadataList"
+                )
+            })
+    })
+}
+
+/// An object as a `meta.k8s.io/v1` `PartialObjectMetadata`: its metadata alone.
+fn metadata_of(object: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
 
 fn with_type(mut object: Value, target: &Target) -> Value {
     if let Some(map) = object.as_object_mut() {
@@ -276,7 +316,7 @@ fn part(target: &Target) -> Result<Part, ApiError> {
     }
 }
 
-fn list(shared: &Shared, target: &Target, query: &Query) -> Handled {
+fn list(shared: &Shared, target: &Target, query: &Query, metadata_only: bool) -> Handled {
     let filter = Filter::from_query(query);
     let objects = shared.objects();
     let namespace = if target.resource.is_cluster_scoped() {
@@ -287,8 +327,26 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Handled {
     let items: Vec<Value> = objects
         .list(&target.resource, namespace, |o| filter.matches(o))
         .into_iter()
-        .map(|o| with_type(o, target))
+        .map(|(key, o)| {
+            if metadata_only {
+                metadata_of(&o)
+            } else {
+                shared.count_full_read(&key);
+                with_type(o, target)
+            }
+        })
         .collect();
+    if metadata_only {
+        return Ok((
+            StatusCode::OK,
+            json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": objects.resource_version().to_string()},
+                "items": items,
+            }),
+        ));
+    }
     Ok((
         StatusCode::OK,
         json!({
@@ -300,14 +358,21 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Handled {
     ))
 }
 
-fn get(shared: &Shared, target: &Target, name: &str) -> Handled {
+fn get(shared: &Shared, target: &Target, name: &str, metadata_only: bool) -> Handled {
     part(target)?;
+    if !metadata_only && shared.gets_refused() {
+        return Err(ApiError::ReadRefused);
+    }
     let key = target.key(name);
     let objects = shared.objects();
     let object = objects
         .get(&key)
         .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("{} \"{name}\"", target.resource.plural)))?;
+    if metadata_only {
+        return Ok((StatusCode::OK, metadata_of(&object)));
+    }
+    shared.count_full_read(&key);
     Ok((StatusCode::OK, with_type(object, target)))
 }
 
@@ -423,7 +488,12 @@ fn delete(shared: &Shared, target: &Target, name: &str) -> Handled {
 
 /// A watch stream: replayed history (or current state), then live changes, BOOKMARKs every
 /// bookmark interval, until `timeoutSeconds`, a cut, or the client leaves.
-fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Response<ResponseBody> {
+fn watch(
+    shared: &Arc<Shared>,
+    target: &Target,
+    query: &Query,
+    metadata_only: bool,
+) -> Response<ResponseBody> {
     // Subscribe to cuts before checking for refusal: a watch that slips past the check just
     // before `refuse_watches(true)` must still be ended by the `cut_watches()` that follows.
     let cut = shared.cut_signal();
@@ -448,6 +518,7 @@ fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Response<Respo
     let stream = WatchStream {
         shared: shared.clone(),
         filter: Filter::from_query(query),
+        resource: target.resource.clone(),
         namespace: if target.resource.is_cluster_scoped() {
             None
         } else {
@@ -455,6 +526,7 @@ fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Response<Respo
         },
         kind: target.resource.kind(),
         api_version: target.api_version(),
+        metadata_only,
         bookmarks: query.flag("allowWatchBookmarks"),
         timeout,
         tx,
@@ -481,9 +553,13 @@ fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Response<Respo
 struct WatchStream {
     shared: Arc<Shared>,
     filter: Filter,
+    /// Changes of other resources share the broadcast: this watch sends only its own.
+    resource: Resource,
     namespace: Option<String>,
     kind: String,
     api_version: String,
+    /// Events carry `PartialObjectMetadata` (the watch asked for it in `Accept`).
+    metadata_only: bool,
     bookmarks: bool,
     timeout: Option<Duration>,
     tx: mpsc::Sender<Bytes>,
@@ -501,14 +577,22 @@ impl WatchStream {
         if initial_events_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
+        let (kind, api_version) = if self.metadata_only {
+            ("PartialObjectMetadata", "meta.k8s.io/v1")
+        } else {
+            (self.kind.as_str(), self.api_version.as_str())
+        };
         json!({"type": "BOOKMARK", "object": {
-            "kind": self.kind, "apiVersion": self.api_version, "metadata": meta,
+            "kind": kind, "apiVersion": api_version, "metadata": meta,
         }})
     }
 
     /// The event this watch sends for `change`, if any (selectors turn a modification into
     /// ADDED or DELETED when the object starts or stops matching).
     fn event(&self, change: &Change) -> Option<Value> {
+        if change.key.resource != self.resource {
+            return None;
+        }
         if self
             .namespace
             .as_ref()
@@ -530,6 +614,11 @@ impl WatchStream {
             kind if now => kind,
             _ => return None,
         };
+        if self.metadata_only {
+            let object = metadata_of(&change.object);
+            return Some(json!({"type": kind.as_str(), "object": object}));
+        }
+        self.shared.count_full_read(&change.key);
         let mut object = change.object.clone();
         if let Some(map) = object.as_object_mut() {
             map.insert("apiVersion".into(), json!(self.api_version));
@@ -662,6 +751,27 @@ mod tests {
         assert!(!f.matches(&unlabelled));
         let q = Query::parse("fieldSelector=metadata.name%3Dx");
         assert!(Filter::from_query(&q).matches(&json!({"metadata": {"name": "x"}})));
+    }
+
+    #[test]
+    fn metadata_media_types() {
+        assert!(is_metadata_only(
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+        ));
+        assert!(is_metadata_only(
+            "application/json; as=PartialObjectMetadata; g=meta.k8s.io; v=v1, application/json"
+        ));
+        assert!(!is_metadata_only("application/json"));
+        assert!(!is_metadata_only(
+            "application/json;as=Table;g=meta.k8s.io;v=v1"
+        ));
+        assert!(!is_metadata_only(""));
+        let meta = metadata_of(&json!({"metadata": {"name": "a"}, "data": {"big": "x"}}));
+        assert_eq!(
+            meta,
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": "a"}})
+        );
     }
 
     #[test]

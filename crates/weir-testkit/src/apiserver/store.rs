@@ -151,6 +151,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// A refused watch: 500, which kube-rs does not retry by itself (it retries 503).
     WatchRefused,
+    /// A refused get (`refuse_gets`): 500.
+    ReadRefused,
 }
 
 impl ApiError {
@@ -162,7 +164,7 @@ impl ApiError {
             ApiError::Gone => 410,
             ApiError::MethodNotAllowed => 405,
             ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::WatchRefused => 500,
+            ApiError::WatchRefused | ApiError::ReadRefused => 500,
         }
     }
 
@@ -190,6 +192,10 @@ impl ApiError {
             ApiError::WatchRefused => (
                 "InternalError",
                 "watches are refused by the test API server".to_string(),
+            ),
+            ApiError::ReadRefused => (
+                "InternalError",
+                "reads are refused by the test API server".to_string(),
             ),
         };
         json!({
@@ -255,13 +261,13 @@ impl Objects {
         resource: &Resource,
         namespace: Option<&str>,
         filter: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
+    ) -> Vec<(Key, Value)> {
         self.objects
             .iter()
             .filter(|(k, _)| &k.resource == resource)
             .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
             .filter(|(_, v)| filter(v))
-            .map(|(_, v)| v.clone())
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 

@@ -10,7 +10,7 @@ use super::*;
 
 /// Everything the snapshot serves, comparable: per socket and listener, its route entries
 /// (each bucket's order is its entries' ranks, which the dump holds).
-fn dump(out: &Output) -> Vec<String> {
+pub(super) fn dump(out: &Output) -> Vec<String> {
     let mut lines = Vec::new();
     for socket in out.snapshot.sockets.iter() {
         lines.push(format!(
