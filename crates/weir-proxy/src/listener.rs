@@ -311,6 +311,11 @@ impl RejectLog {
     }
 }
 
+/// One client connection, from accept to close. Each protocol's work (a handshake, serving
+/// HTTP over TCP or TLS, a passthrough) is awaited in a box of its own, allocated when that
+/// branch starts: unboxed, this task's future would be as large as the largest branch (TLS
+/// state and both handshakes, 9.4 KB) on every connection, plain ones included, for as long
+/// as the connection stays open (bench/keepalive_mem.py).
 async fn serve_connection(
     socket: Arc<SocketCtx>,
     tcp: TcpStream,
@@ -336,7 +341,13 @@ async fn serve_connection(
         // TCPRoutes: spliced as they come.
         let _guard = socket.shared.metrics.connection(ConnProtocol::Tcp);
         let _ = tcp.set_nodelay(true);
-        crate::passthrough::serve_tcp(socket.shared.clone(), socket.key, tcp, peer).await;
+        Box::pin(crate::passthrough::serve_tcp(
+            socket.shared.clone(),
+            socket.key,
+            tcp,
+            peer,
+        ))
+        .await;
         return;
     }
     if passthrough {
@@ -345,20 +356,31 @@ async fn serve_connection(
         let _guard = socket.shared.metrics.connection(ConnProtocol::Tls);
         let _ = tcp.set_nodelay(true);
         if !tls {
-            crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer, &socket.tls)
-                .await;
+            Box::pin(crate::passthrough::serve(
+                socket.shared.clone(),
+                socket.key,
+                tcp,
+                peer,
+                &socket.tls,
+            ))
+            .await;
             return;
         }
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
+        match Box::pin(tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            socket.tls.accept(tcp),
+        ))
+        .await
+        {
             Ok(Ok(stream)) => {
                 let server_name = stream.get_ref().1.server_name().map(str::to_owned);
-                crate::passthrough::serve_terminated(
+                Box::pin(crate::passthrough::serve_terminated(
                     socket.shared.clone(),
                     socket.key,
                     stream,
                     server_name,
                     peer,
-                )
+                ))
                 .await;
             }
             Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
@@ -385,29 +407,37 @@ async fn serve_connection(
         })
     };
     if tls && validating {
-        let accepted = socket
-            .socket_tls
-            .accept_validating(&socket.shared.handle, socket.key, tcp, HANDSHAKE_TIMEOUT)
-            .await;
+        let accepted = Box::pin(socket.socket_tls.accept_validating(
+            &socket.shared.handle,
+            socket.key,
+            tcp,
+            HANDSHAKE_TIMEOUT,
+        ))
+        .await;
         match accepted {
             Ok((stream, client_auth)) => {
                 let sni = stream.get_ref().1.server_name().map(Arc::from);
-                serve_http(conn(sni, client_auth), stream, watcher).await
+                Box::pin(serve_http(conn(sni, client_auth), stream, watcher)).await
             }
             Err(err) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
         }
     } else if tls {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
+        match Box::pin(tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            socket.tls.accept(tcp),
+        ))
+        .await
+        {
             Ok(Ok(stream)) => {
                 // rustls hands over SNI names lowercased.
                 let sni = stream.get_ref().1.server_name().map(Arc::from);
-                serve_http(conn(sni, None), stream, watcher).await
+                Box::pin(serve_http(conn(sni, None), stream, watcher)).await
             }
             Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         }
     } else {
-        serve_http(conn(None, None), tcp, watcher).await;
+        Box::pin(serve_http(conn(None, None), tcp, watcher)).await;
     }
 }
 
