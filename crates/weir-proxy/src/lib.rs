@@ -92,6 +92,9 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     sockets: Sockets,
+    /// Gives freed memory back after connections close (`conn_guard`); started with the
+    /// first sockets, stopped on shutdown.
+    trimmer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Proxy {
@@ -116,6 +119,7 @@ impl Proxy {
         Ok(Proxy {
             sockets: Sockets::new(shared.clone()),
             shared,
+            trimmer: std::sync::Mutex::new(None),
         })
     }
 
@@ -123,6 +127,15 @@ impl Proxy {
     /// it no longer has. Returns one error per socket that could not be bound (the rest keep
     /// working). Idempotent; call it after every swap.
     pub async fn sync_listeners(&self) -> Vec<BindError> {
+        self.trimmer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(|| {
+                let shared = self.shared.clone();
+                tokio::spawn(conn_guard::release_memory_after_drops(move || {
+                    shared.connections.open()
+                }))
+            });
         let snapshot = self.shared.handle.load_full();
         self.sockets.sync(&snapshot).await
     }
@@ -136,6 +149,24 @@ impl Proxy {
     /// Stop accepting, let in-flight requests finish within the drain timeout, then return.
     pub async fn shutdown(&self) {
         self.sockets.shutdown().await;
+        self.stop_trimmer();
+    }
+
+    fn stop_trimmer(&self) {
+        let trimmer = self
+            .trimmer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = trimmer {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop_trimmer();
     }
 }
 
