@@ -174,10 +174,14 @@ fn server_builder(config: &ProxyConfig) -> auto::Builder<StreamExecutor> {
     let mut builder = auto::Builder::new(StreamExecutor);
     // hyper refuses a read buffer below 8 KiB; the request stage enforces smaller limits.
     let header_bytes = config.max_header_bytes.max(8 * 1024);
+    // hyper's header read timer also runs while a keep-alive connection waits for its next
+    // request, so at a fixed 30 s it closed idle keep-alive connections at half the default
+    // `--idle-timeout`. A request head gets as long as an idle connection (nginx's
+    // client_header_timeout is 60 s), and never less than the 30 s it had.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(config.idle_timeout.max(Duration::from_secs(30)))
         .max_buf_size(header_bytes);
     builder
         .http2()
