@@ -154,10 +154,12 @@ def main():
     ap.add_argument("--proxy", choices=["weir", "nginx"], default="weir")
     ap.add_argument("--threads", type=int, default=0, help="weir --worker-threads (0: default)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--after-wait", type=float, default=5.0,
+                    help="seconds to wait after closing before reading RSS")
     ap.add_argument("--port-base", type=int, default=0,
                     help="add to every bench port (to run next to another bench)")
     ap.add_argument("--hook", help="shell command run at the baseline and with all connections "
-                    "open, with $PID and $PHASE (base, full) set (e.g. a massif snapshot via vgdb)")
+                    "open, with $PID and $PHASE (base, fullN, closedN) set (e.g. a massif snapshot via vgdb)")
     ap.add_argument("--weir", default=str(run.WEIR), help="the weir binary")
     ap.add_argument("extra", nargs="*", help="more weir arguments")
     args = ap.parse_args()
@@ -168,6 +170,9 @@ def main():
     want = min(hard, max(steps) + 1000)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if args.port_base:
+        # Generated configs name the backend's port: keep them apart from the default ones.
+        run.TMP = run.TMP / f"ports+{args.port_base}"
     for k in run.PORTS:
         run.PORTS[k] += args.port_base
     run.WEIR_HTTP = run.PORTS["weir_offset"] + 80
@@ -234,19 +239,33 @@ def main():
             opened = time.time() - t0
             hook(args.hook, p.pid, f"full{rnd}")
             # A sample still answers after all are open.
+            # (hyper closes a connection that waited 30 s for its next request: a slow run
+            # sees the oldest ones closed here.)
+            failed = 0
             for c in clients[:: max(1, len(clients) // 100)]:
-                if c.request() != 200:
-                    raise RuntimeError("a held connection stopped answering")
+                try:
+                    ok = c.request() == 200
+                except (OSError, ConnectionError):
+                    ok = False
+                failed += not ok
+            if failed:
+                print(f"| {rnd} | {failed} of 100 sampled connections no longer answered | | |")
             rss = settle(p.pid)
             print(f"| {rnd} | {len(clients)} after a second request on 1% | {rss / 1024:.1f} | "
                   f"{(rss - base) / len(clients):.2f} |")
             for c in clients:
                 c.close()
             clients = []
-            rss = settle(p.pid, 5.0)
-            print(f"| {rnd} | 0 (all closed) | {rss / 1024:.1f} | "
+            time.sleep(args.after_wait)
+            rss = settle(p.pid)
+            print(f"| {rnd} | 0 (all closed, {args.after_wait:g} s later) | {rss / 1024:.1f} | "
                   f"({(rss - base) / 1024:+.1f} MB over baseline; opened in {opened:.1f} s) |",
                   flush=True)
+            if args.hook:
+                hook(args.hook, p.pid, f"closed{rnd}")
+                rss = settle(p.pid, args.after_wait)
+                print(f"| {rnd} | 0 (after the hook) | {rss / 1024:.1f} | "
+                      f"({(rss - base) / 1024:+.1f} MB over baseline) |", flush=True)
     finally:
         p.stop()
         backend.stop()
