@@ -398,12 +398,12 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     c.check(bool(res.get("requests", {}).get("cpu")) and bool(res.get("requests", {}).get("memory")),
             f"resources.requests cpu and memory: {res}")
     c.check(bool(res.get("limits", {}).get("memory")), f"resources.limits.memory: {res}")
-    # The memory limit holds --max-connections idle HTTPS keep-alive clients (34 KB each,
+    # The memory limit holds --max-connections idle HTTPS keep-alive clients (30 KB each,
     # bench/keepalive_mem.py) plus 150 MB for two snapshots of 10,000 routes and the rest.
     limit = memory_bytes(res.get("limits", {}).get("memory", "0"))
     conns = next((int(a.split("=", 1)[1]) for a in ctr.get("args", []) if a.startswith("--max-connections=")), 0)
-    c.check(conns > 0 and limit >= conns * 34_000 + 150_000_000,
-            f"resources.limits.memory {limit} bytes must hold --max-connections {conns} × 34 KB + 150 MB")
+    c.check(conns > 0 and limit >= conns * 30_000 + 150_000_000,
+            f"resources.limits.memory {limit} bytes must hold --max-connections {conns} × 30 KB + 150 MB")
 
     grace = pod.get("terminationGracePeriodSeconds")
     drain = next((a.split("=", 1)[1] for a in ctr.get("args", []) if a.startswith("--drain-timeout=")), "0s")

@@ -173,8 +173,8 @@ impl ConnectionCap {
 const TRIM_TICK: Duration = Duration::from_secs(2);
 
 /// A fall of this many open connections from their peak since the last release gives freed
-/// memory back: each held 25-34 KB (docs/SECURITY.md, "Memory per connection"), so at
-/// least 6 MB are free.
+/// memory back: each held 22-30 KB (docs/SECURITY.md, "Memory per connection"), so at
+/// least 5 MB are free.
 pub(crate) const TRIM_DROP: usize = 256;
 
 /// Tracks the peak of open connections between releases.
