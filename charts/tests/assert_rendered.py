@@ -44,6 +44,7 @@ ARG_FLAGS = [
     "leader-election-id",
     "lease-duration",
     "drain-timeout",
+    "max-connections",
     "log-format",
     "log-level",
 ]
@@ -227,6 +228,15 @@ def one(c: Checker, docs: list[dict], kind: str) -> dict | None:
     return None
 
 
+def memory_bytes(quantity):
+    """A Kubernetes memory quantity (128Mi, 1G, 500000) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity))
+    if not m or (m.group(2) and m.group(2) not in units):
+        return 0
+    return int(float(m.group(1)) * units.get(m.group(2), 1))
+
+
 def duration_seconds(text: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     parts = re.findall(r"([0-9.]+)(ms|s|m|h)", text)
@@ -366,6 +376,7 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         exp["lease_id"],
         "15s",
         "5s",
+        12000,
         exp["log_format"],
         "info",
     ])]
@@ -387,6 +398,12 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     c.check(bool(res.get("requests", {}).get("cpu")) and bool(res.get("requests", {}).get("memory")),
             f"resources.requests cpu and memory: {res}")
     c.check(bool(res.get("limits", {}).get("memory")), f"resources.limits.memory: {res}")
+    # The memory limit holds --max-connections idle HTTPS keep-alive clients (30 KB each,
+    # bench/keepalive_mem.py) plus 150 MB for two snapshots of 10,000 routes and the rest.
+    limit = memory_bytes(res.get("limits", {}).get("memory", "0"))
+    conns = next((int(a.split("=", 1)[1]) for a in ctr.get("args", []) if a.startswith("--max-connections=")), 0)
+    c.check(conns > 0 and limit >= conns * 30_000 + 150_000_000,
+            f"resources.limits.memory {limit} bytes must hold --max-connections {conns} × 30 KB + 150 MB")
 
     grace = pod.get("terminationGracePeriodSeconds")
     drain = next((a.split("=", 1)[1] for a in ctr.get("args", []) if a.startswith("--drain-timeout=")), "0s")

@@ -31,6 +31,12 @@ pub async fn start() -> Quickstart {
 
 /// [`start`], with weir's address space limited (see [`weir_with_limit`]).
 pub async fn start_with_limit(limit_kib: Option<u64>) -> Quickstart {
+    start_with(&[], limit_kib).await
+}
+
+/// [`start`], with more `weir run` arguments and weir's address space limited (see
+/// [`weir_with_limit`]) when `limit_kib` is given.
+pub async fn start_with(extra: &[&str], limit_kib: Option<u64>) -> Quickstart {
     let dir = tempfile::tempdir().unwrap();
     let backends = vec![
         echo("go-httpbin-7d8f9c6b5-x2kqp", "default"),
@@ -52,7 +58,7 @@ pub async fn start_with_limit(limit_kib: Option<u64>) -> Quickstart {
         tls_secret_yaml("default", "ingress-top-tls", &leaf),
     )
     .unwrap();
-    let weir = weir_with_limit(dir.path(), &[80, 443], &[], limit_kib);
+    let weir = weir_with_limit(dir.path(), &[80, 443], extra, limit_kib);
     wait_ready(&weir).await;
     Quickstart {
         dir,

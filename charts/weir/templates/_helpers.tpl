@@ -205,6 +205,7 @@ spec:
         - {{ printf "--leader-election-id=%s" .Values.leaderElection.id | quote }}
         - {{ printf "--lease-duration=%s" .Values.leaderElection.leaseDuration | quote }}
         - {{ printf "--drain-timeout=%s" .Values.drainTimeout | quote }}
+        - {{ printf "--max-connections=%d" (int .Values.maxConnections) | quote }}
         - {{ printf "--log-format=%s" .Values.log.format | quote }}
         - {{ printf "--log-level=%s" .Values.log.level | quote }}
       env:

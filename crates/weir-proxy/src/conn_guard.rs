@@ -12,6 +12,9 @@
 //!   sockets; beyond it a new connection is closed at once and counted
 //!   (`weir_connections_rejected_total`), so the process never runs out of descriptors and
 //!   the admin server and upstream connections keep their headroom.
+//! - **Memory after a spike.** glibc keeps what the closed connections freed (see
+//!   `weir_alloc`); once the number of open connections has fallen by [`TRIM_DROP`] from
+//!   its peak, [`release_memory_after_drops`] gives it back.
 
 use std::io;
 use std::pin::Pin;
@@ -143,20 +146,77 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 /// The connection cap shared by every socket: a permit per open client connection.
 pub(crate) struct ConnectionCap {
     permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
 }
 
 impl ConnectionCap {
     pub(crate) fn new(max: usize) -> Self {
+        let max = max.min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
-            permits: Arc::new(tokio::sync::Semaphore::new(
-                max.min(tokio::sync::Semaphore::MAX_PERMITS),
-            )),
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
         }
+    }
+
+    /// Client connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
     }
 
     /// A permit for one more connection, or `None` at the cap.
     pub(crate) fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.permits.clone().try_acquire_owned().ok()
+    }
+}
+
+/// How often [`release_memory_after_drops`] looks at the number of open connections.
+const TRIM_TICK: Duration = Duration::from_secs(2);
+
+/// A fall of this many open connections from their peak since the last release gives freed
+/// memory back: each held 22-30 KB (docs/SECURITY.md, "Memory per connection"), so at
+/// least 5 MB are free.
+pub(crate) const TRIM_DROP: usize = 256;
+
+/// Tracks the peak of open connections between releases.
+#[derive(Debug, Default)]
+struct DropWatch {
+    peak: usize,
+}
+
+impl DropWatch {
+    /// Whether memory should be released now that `open` connections are open.
+    fn released_after(&mut self, open: usize) -> bool {
+        if open >= self.peak {
+            self.peak = open;
+            return false;
+        }
+        if self.peak - open < TRIM_DROP {
+            return false;
+        }
+        self.peak = open;
+        true
+    }
+}
+
+/// Runs until aborted: every [`TRIM_TICK`], gives the memory the allocator holds free back
+/// to the system once open connections have fallen by [`TRIM_DROP`] since their peak, so a
+/// spike of clients does not leave the process at its peak RSS (glibc would keep it).
+pub(crate) async fn release_memory_after_drops(open: impl Fn() -> usize) {
+    let mut watch = DropWatch::default();
+    let mut tick = tokio::time::interval(TRIM_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = open();
+        if watch.released_after(now) {
+            // It walks and locks every arena: not on a worker thread.
+            let released = tokio::task::spawn_blocking(weir_alloc::release_free_memory).await;
+            tracing::debug!(
+                open = now,
+                ?released,
+                "connections fell: released free memory"
+            );
+        }
     }
 }
 
@@ -232,8 +292,27 @@ mod tests {
         let cap = ConnectionCap::new(2);
         let a = cap.admit().expect("first");
         let _b = cap.admit().expect("second");
+        assert_eq!(cap.open(), 2);
         assert!(cap.admit().is_none());
         drop(a);
+        assert_eq!(cap.open(), 1);
         assert!(cap.admit().is_some());
+    }
+
+    #[test]
+    fn memory_is_released_once_per_fall_from_a_peak() {
+        let mut watch = DropWatch::default();
+        assert!(!watch.released_after(1000), "rising");
+        assert!(!watch.released_after(1000 - TRIM_DROP + 1), "a small fall");
+        assert!(
+            watch.released_after(1000 - TRIM_DROP),
+            "fell by TRIM_DROP from the peak"
+        );
+        let low = 1000 - TRIM_DROP;
+        assert!(!watch.released_after(low), "counted from the last release");
+        assert!(!watch.released_after(low - TRIM_DROP + 1));
+        assert!(watch.released_after(0), "fell again");
+        assert!(!watch.released_after(TRIM_DROP * 2), "a new peak");
+        assert!(watch.released_after(TRIM_DROP));
     }
 }

@@ -106,6 +106,9 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     sockets: Sockets,
+    /// Gives freed memory back after connections close (`conn_guard`); started with the
+    /// first sockets, stopped on shutdown.
+    trimmer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Proxy {
@@ -143,6 +146,7 @@ impl Proxy {
         Ok(Proxy {
             sockets: Sockets::new(shared.clone()),
             shared,
+            trimmer: std::sync::Mutex::new(None),
         })
     }
 
@@ -150,6 +154,15 @@ impl Proxy {
     /// it no longer has. Returns one error per socket that could not be bound (the rest keep
     /// working). Idempotent; call it after every swap.
     pub async fn sync_listeners(&self) -> Vec<BindError> {
+        self.trimmer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(|| {
+                let shared = self.shared.clone();
+                tokio::spawn(conn_guard::release_memory_after_drops(move || {
+                    shared.connections.open()
+                }))
+            });
         let snapshot = self.shared.handle.load_full();
         self.sockets.sync(&snapshot).await
     }
@@ -163,6 +176,24 @@ impl Proxy {
     /// Stop accepting, let in-flight requests finish within the drain timeout, then return.
     pub async fn shutdown(&self) {
         self.sockets.shutdown().await;
+        self.stop_trimmer();
+    }
+
+    fn stop_trimmer(&self) {
+        let trimmer = self
+            .trimmer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = trimmer {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop_trimmer();
     }
 }
 
@@ -170,10 +201,14 @@ fn server_builder(config: &ProxyConfig) -> auto::Builder<StreamExecutor> {
     let mut builder = auto::Builder::new(StreamExecutor);
     // hyper refuses a read buffer below 8 KiB; the request stage enforces smaller limits.
     let header_bytes = config.max_header_bytes.max(8 * 1024);
+    // hyper's header read timer also runs while a keep-alive connection waits for its next
+    // request, so at a fixed 30 s it closed idle keep-alive connections at half the default
+    // `--idle-timeout`. A request head gets as long as an idle connection (nginx's
+    // client_header_timeout is 60 s), and never less than the 30 s it had.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(config.idle_timeout.max(Duration::from_secs(30)))
         .max_buf_size(header_bytes);
     builder
         .http2()

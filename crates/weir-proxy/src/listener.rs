@@ -294,6 +294,12 @@ async fn accept_loop(
 static REFUSED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
 static ACCEPT_FAILED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
 
+/// One client connection, from accept to close. Each protocol's work (a handshake, serving
+/// HTTP over TCP or TLS, a passthrough) is awaited in a box of its own, allocated when that
+/// branch starts: unboxed, this task's future would be as large as the largest branch (TLS
+/// state and both handshakes, 9.4 KB) on every connection, plain ones included, for as long
+/// as the connection stays open (bench/keepalive_mem.py). A box is awaited only after the
+/// statement or block that made it has ended (see the TLS branches below).
 async fn serve_connection(
     socket: Arc<SocketCtx>,
     tcp: TcpStream,
@@ -319,7 +325,13 @@ async fn serve_connection(
         // TCPRoutes: spliced as they come.
         let _guard = socket.shared.metrics.connection(ConnProtocol::Tcp);
         let _ = tcp.set_nodelay(true);
-        crate::passthrough::serve_tcp(socket.shared.clone(), socket.key, tcp, peer).await;
+        let spliced = Box::pin(crate::passthrough::serve_tcp(
+            socket.shared.clone(),
+            socket.key,
+            tcp,
+            peer,
+        ));
+        spliced.await;
         return;
     }
     if passthrough {
@@ -328,25 +340,43 @@ async fn serve_connection(
         let _guard = socket.shared.metrics.connection(ConnProtocol::Tls);
         let _ = tcp.set_nodelay(true);
         if !tls {
-            crate::passthrough::serve(socket.shared.clone(), socket.key, tcp, peer, &socket.tls)
-                .await;
+            let spliced = Box::pin(crate::passthrough::serve(
+                socket.shared.clone(),
+                socket.key,
+                tcp,
+                peer,
+                &socket.tls,
+            ));
+            spliced.await;
             return;
         }
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
-            Ok(Ok(stream)) => {
-                let server_name = stream.get_ref().1.server_name().map(str::to_owned);
-                crate::passthrough::serve_terminated(
-                    socket.shared.clone(),
-                    socket.key,
-                    stream,
-                    server_name,
-                    peer,
-                )
-                .await;
+        let spliced = {
+            let handshake = Box::pin(tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                socket.tls.accept(tcp),
+            ));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let server_name = stream.get_ref().1.server_name().map(str::to_owned);
+                    Box::pin(crate::passthrough::serve_terminated(
+                        socket.shared.clone(),
+                        socket.key,
+                        stream,
+                        server_name,
+                        peer,
+                    ))
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             }
-            Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        }
+        };
+        spliced.await;
         return;
     }
     let _guard = socket.shared.metrics.connection(if tls {
@@ -367,30 +397,55 @@ async fn serve_connection(
             metrics_cache: MetricsCache::default(),
         })
     };
+    // Each TLS stream is handed to its boxed serve_http inside a block that ends before
+    // the box is awaited: a binding (or temporary) still in scope at an await keeps its
+    // room in this future even after it was moved out, and a TlsStream is kilobytes.
     if tls && validating {
-        let accepted = socket
-            .socket_tls
-            .accept_validating(&socket.shared.handle, socket.key, tcp, HANDSHAKE_TIMEOUT)
-            .await;
-        match accepted {
-            Ok((stream, client_auth)) => {
-                let sni = stream.get_ref().1.server_name().map(Arc::from);
-                serve_http(conn(sni, client_auth), stream, watcher).await
+        let served = {
+            let handshake = Box::pin(socket.socket_tls.accept_validating(
+                &socket.shared.handle,
+                socket.key,
+                tcp,
+                HANDSHAKE_TIMEOUT,
+            ));
+            match handshake.await {
+                Ok((stream, client_auth)) => {
+                    let sni = stream.get_ref().1.server_name().map(Arc::from);
+                    Box::pin(serve_http(conn(sni, client_auth), stream, watcher))
+                }
+                Err(err) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
             }
-            Err(err) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-        }
+        };
+        served.await
     } else if tls {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.tls.accept(tcp)).await {
-            Ok(Ok(stream)) => {
-                // rustls hands over SNI names lowercased.
-                let sni = stream.get_ref().1.server_name().map(Arc::from);
-                serve_http(conn(sni, None), stream, watcher).await
+        let served = {
+            let handshake = Box::pin(tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                socket.tls.accept(tcp),
+            ));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    // rustls hands over SNI names lowercased.
+                    let sni = stream.get_ref().1.server_name().map(Arc::from);
+                    Box::pin(serve_http(conn(sni, None), stream, watcher))
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             }
-            Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        }
+        };
+        served.await
     } else {
-        serve_http(conn(None, None), tcp, watcher).await;
+        let served = Box::pin(serve_http(conn(None, None), tcp, watcher));
+        served.await
     }
 }
 
