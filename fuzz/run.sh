@@ -39,6 +39,10 @@ mkdir -p "$TMPDIR"
 trap 'rm -rf "$TMPDIR"' EXIT
 
 for target in $targets; do
+  if [ ! -x "$bin/$target" ]; then
+    echo "fuzz: no target $target (fuzz/fuzz_targets/ has: $(ls fuzz/fuzz_targets | sed 's/\.rs$//' | tr '\n' ' '))" >&2
+    exit 1
+  fi
   case $target in
     yaml_to_snapshot) extra=(-max_len=8192 -dict=fuzz/yaml.dict) ;;
     path_normalise) extra=(-max_len=512) ;;
