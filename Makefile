@@ -13,7 +13,7 @@ run: build
 	./examples/quickstart/run.sh
 
 ## Format check, clippy with warnings as errors, then every test (unit, integration, e2e),
-## and each fuzz target for FUZZ_SECONDS.
+## a 20 s soak, and each fuzz target for FUZZ_SECONDS.
 test: fmt-check clippy
 	$(CARGO) build --bins
 	$(CARGO) test --workspace --all-targets
