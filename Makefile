@@ -1,7 +1,7 @@
 # The two set-up commands: `make run` (the quickstart) and `make test` (everything CI runs).
 CARGO ?= cargo
 
-.PHONY: all build run test fmt-check clippy e2e conformance chart-test soak bench clean
+.PHONY: all build run test fmt-check clippy e2e conformance chart-test soak fuzz bench clean
 
 all: build
 
@@ -12,16 +12,19 @@ build:
 run: build
 	./examples/quickstart/run.sh
 
-## Format check, clippy with warnings as errors, then every test (unit, integration, e2e).
+## Format check, clippy with warnings as errors, then every test (unit, integration, e2e),
+## a 20 s soak, and each fuzz target for FUZZ_SECONDS.
 test: fmt-check clippy
 	$(CARGO) build --bins
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) conformance
 	$(MAKE) chart-test
 	$(MAKE) soak SOAK_SECONDS=20
+	$(MAKE) fuzz
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -48,6 +51,18 @@ SOAK_SECONDS ?= 180
 soak:
 	$(CARGO) build --bins
 	SOAK_SECONDS=$(SOAK_SECONDS) ./target/debug/weir-soak
+
+## Fuzz targets (fuzz/, docs/FUZZING.md): build them (nightly + cargo-fuzz, no sanitizer, in
+## target/fuzz), then run each for FUZZ_SECONDS from its seeds; a crash fails and leaves its
+## input in fuzz/artifacts/TARGET/. `make fuzz FUZZ_TARGETS=path_normalise FUZZ_SECONDS=600`.
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_TOOLCHAIN=$(FUZZ_TOOLCHAIN) \
+		FUZZ_SANITIZER=$(FUZZ_SANITIZER) fuzz/run.sh
+
+FUZZ_SECONDS ?= 25
+FUZZ_TARGETS ?= yaml_to_snapshot path_normalise request_match
+FUZZ_TOOLCHAIN ?= nightly
+FUZZ_SANITIZER ?= none
 
 ## Side-by-side benchmark: Weir vs nginx vs HAProxy on loopback (installs wrk, h2load, nginx,
 ## haproxy from Debian if missing). BENCH_QUICK=1 for a smoke run; see bench/README.md.

@@ -256,7 +256,9 @@ pub struct HeaderMatch {
 
 impl HeaderMatch {
     /// Matches when the header is present and its value matches. Several values of the same
-    /// header are compared as one comma-joined value, as a proxy would see them folded.
+    /// header are compared as one comma-joined value, as a proxy would see them folded
+    /// (RFC 9110 §5.3): a comma between every two values, empty ones included, so
+    /// `x: ""`, `x: 9` is `,9` as `x: 9`, `x: ""` is `9,`.
     pub fn matches(&self, headers: &HeaderMap) -> bool {
         let mut values = headers.get_all(&self.name).iter();
         let Some(first) = values.next() else {
@@ -265,12 +267,13 @@ impl HeaderMatch {
         match values.next() {
             None => first.to_str().is_ok_and(|v| self.value.matches(v)),
             Some(second) => {
-                let mut joined = String::new();
-                for v in [first, second].into_iter().chain(values) {
+                let Ok(first) = first.to_str() else {
+                    return false;
+                };
+                let mut joined = first.to_owned();
+                for v in std::iter::once(second).chain(values) {
                     let Ok(v) = v.to_str() else { return false };
-                    if !joined.is_empty() {
-                        joined.push(',');
-                    }
+                    joined.push(',');
                     joined.push_str(v);
                 }
                 self.value.matches(&joined)
@@ -383,6 +386,36 @@ mod tests {
             value: StringMatch::Exact("Two".into()),
         };
         assert!(!missing.matches(&h));
+    }
+
+    /// Found by the `request_match` fuzz target: empty values before the first non-empty
+    /// one lost their commas (`""`, `""`, `9` was compared as `9`, so it matched `[0-9]+`,
+    /// while `9`, `""` was `9,`): the joined value depended on where the empty lines were.
+    #[test]
+    fn several_values_are_joined_with_a_comma_between_each_two_empty_or_not() {
+        let id = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-id", v.parse().unwrap());
+            }
+            h
+        };
+        let digits = HeaderMatch {
+            name: HeaderName::from_static("x-id"),
+            value: StringMatch::Regex(Regex::new("^(?:[0-9]+)$").unwrap()),
+        };
+        assert!(digits.matches(&id(&["9"])));
+        assert!(!digits.matches(&id(&["", "", "9"])));
+        assert!(!digits.matches(&id(&["9", ""])));
+        assert!(!digits.matches(&id(&["", "9", ""])));
+        let exact = |value: &str| HeaderMatch {
+            name: HeaderName::from_static("x-id"),
+            value: StringMatch::Exact(value.into()),
+        };
+        assert!(exact(",,9").matches(&id(&["", "", "9"])));
+        assert!(exact("9,").matches(&id(&["9", ""])));
+        assert!(exact(",").matches(&id(&["", ""])));
+        assert!(exact("a,b,c").matches(&id(&["a", "b", "c"])));
     }
 
     #[test]
