@@ -568,6 +568,25 @@ impl Object {
         ObjectKey::of(self.meta())
     }
 
+    /// An object of `kind` with nothing set but its name and (unless the kind is
+    /// cluster-scoped) namespace: for tests that must cover every kind.
+    pub fn empty(kind: Kind, key: &ObjectKey) -> Object {
+        struct Empty<'a>(&'a ObjectKey);
+        impl KindVisitor for Empty<'_> {
+            type Output = Object;
+            fn visit<T: KindType>(self) -> Object {
+                let mut o = T::default();
+                let meta = o.meta_mut();
+                meta.name = Some(self.0.name.to_string());
+                if !T::KIND.is_cluster_scoped() {
+                    meta.namespace = Some(self.0.namespace.to_string());
+                }
+                T::into_object(Arc::new(o))
+            }
+        }
+        kind.visit(Empty(key))
+    }
+
     /// The typed object of `kind` from its JSON form (what both sources deserialize).
     pub fn from_value(kind: Kind, value: serde_json::Value) -> Result<Object, serde_json::Error> {
         struct FromValue(serde_json::Value);
@@ -615,22 +634,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    /// A default object of `kind`, named `name` in namespace `ns` (none if cluster-scoped).
     fn object(kind: Kind, name: &str) -> Object {
-        struct Make<'a>(&'a str);
-        impl KindVisitor for Make<'_> {
-            type Output = Object;
-            fn visit<T: KindType>(self) -> Object {
-                let mut o = T::default();
-                let meta = o.meta_mut();
-                meta.name = Some(self.0.to_owned());
-                if !T::KIND.is_cluster_scoped() {
-                    meta.namespace = Some("ns".to_owned());
-                }
-                T::into_object(Arc::new(o))
-            }
-        }
-        kind.visit(Make(name))
+        Object::empty(kind, &ObjectKey::new("ns", name))
     }
 
     #[test]
