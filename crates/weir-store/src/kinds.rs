@@ -52,7 +52,8 @@ impl WrittenStatus {
 }
 
 /// One row of the kind table (see [`Kind::info`]).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct KindInfo {
     /// The Kubernetes `kind` string.
     pub kind: &'static str,
