@@ -8,8 +8,6 @@
 
 pub mod refs;
 
-mod kinds;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -42,6 +40,8 @@ pub mod gw {
     pub use gateway_api::tlsroutes;
 }
 
+/// The kind table (one row per kind; see docs/ARCHITECTURE.md, "Adding a kind").
+mod kinds;
 pub use kinds::{Kind, KindInfo, KindType, KindVisitor, Object, Store, WrittenStatus};
 
 /// The API group of Gateway API resources.
