@@ -2,7 +2,10 @@
 """Renders charts/weir with `helm template` in several configurations and asserts facts about
 the objects, then checks that bad values are refused.
 
-Usage: assert_rendered.py HELM OUT_DIR
+Usage: assert_rendered.py HELM OUT_DIR WEIR
+
+WEIR is the weir binary: the ClusterRole expected is derived from its kind table
+(`weir kinds`).
 
 Each case below names its `--set` flags next to what it expects. The rendered YAML of each case
 is left in OUT_DIR/<case>.yaml for further checks (run.sh parses it with kubectl). Every
@@ -13,6 +16,7 @@ Needs PyYAML, jsonschema and kubernetes-validate (run.sh installs them when miss
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -50,41 +54,24 @@ ARG_FLAGS = [
 ]
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-# (apiGroup, resource) -> verbs: the whole ClusterRole, nothing more, nothing less.
-CLUSTER_RULES = {
-    **{
-        (GATEWAY_GROUP, r): {"get", "list", "watch"}
-        for r in [
-            "gatewayclasses",
-            "gateways",
-            "httproutes",
-            "grpcroutes",
-            "referencegrants",
-            "tlsroutes",
-            "tcproutes",
-            "listenersets",
-            "backendtlspolicies",
-        ]
-    },
-    **{
-        (GATEWAY_GROUP, f"{r}/status"): {"patch", "update"}
-        for r in [
-            "gatewayclasses",
-            "gateways",
-            "httproutes",
-            "grpcroutes",
-            "tlsroutes",
-            "tcproutes",
-            "listenersets",
-            "backendtlspolicies",
-        ]
-    },
-    ("", "services"): {"get", "list", "watch"},  # + writes with perGateway (SERVICE_WRITES)
-    ("", "namespaces"): {"get", "list", "watch"},
-    ("", "secrets"): {"get", "list", "watch"},
-    ("", "configmaps"): {"get", "list", "watch"},
-    ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
-}
+# (apiGroup, resource) -> verbs: the whole ClusterRole, nothing more, nothing less. Filled by
+# main() from weir's kind table (see cluster_rules).
+CLUSTER_RULES: dict[tuple[str, str], set[str]] = {}
+
+
+def cluster_rules(weir: str) -> dict[tuple[str, str], set[str]]:
+    """The ClusterRole weir needs, from its kind table (`weir kinds`): read every kind it
+    reads, and patch the status of those whose status it writes. A kind added to the table
+    is expected here without a change."""
+    out = subprocess.run([weir, "kinds"], check=True, capture_output=True, text=True).stdout
+    rules: dict[tuple[str, str], set[str]] = {}
+    for kind in json.loads(out):
+        rules[(kind["group"], kind["plural"])] = {"get", "list", "watch"}
+        if kind["status"] != "None":
+            rules[(kind["group"], f"{kind['plural']}/status")] = {"patch", "update"}
+    return rules
+
+
 # perGateway: the leader creates, updates and deletes one Service per Gateway.
 SERVICE_WRITES = {"create", "update", "patch", "delete"}
 ROLE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
@@ -588,10 +575,11 @@ def run_case(c: Checker, helm: str, out_dir: Path, name: str, sets: list[str], o
 
 
 def main() -> int:
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4:
         print(__doc__, file=sys.stderr)
         return 2
-    helm, out_dir = sys.argv[1], Path(sys.argv[2])
+    helm, out_dir, weir = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    CLUSTER_RULES.update(cluster_rules(weir))
     out_dir.mkdir(parents=True, exist_ok=True)
     c = Checker()
     for name, (sets, overrides) in CASES.items():

@@ -1,15 +1,15 @@
 //! The Kubernetes API as a source, and everything Weir writes back to it.
 //!
-//! - [`KubeSource`]: one kube-runtime watcher per kind (GatewayClass, Gateway, HTTPRoute,
-//!   GRPCRoute, ReferenceGrant, Service, EndpointSlice, Namespace, ...) feeding one cache;
-//!   ConfigMaps and Secrets (of type `kubernetes.io/tls` only, by field selector) are
-//!   watched by metadata alone and only those our objects reference are read in full
-//!   (`fetch`); after every kind's first complete list (and the first read of every
-//!   referenced object) it sends a whole [`weir_store::Store`], then one per debounced
-//!   batch of changes.
-//! - [`StatusWriter`]: patches the status subresource of GatewayClasses, Gateways,
-//!   HTTPRoutes and GRPCRoutes when (and only when) what Weir computed differs from the cluster, keeping
-//!   condition times and other controllers' route parent entries.
+//! - [`KubeSource`]: one kube-runtime watcher per kind of the kind table
+//!   ([`weir_store::Kind::ALL`], each with its field selector) feeding one cache;
+//!   ConfigMaps and Secrets (of type `kubernetes.io/tls` only) are watched by metadata
+//!   alone and only those our objects reference are read in full (`fetch`); after every
+//!   kind's first complete list (and the first read of every referenced object) it sends a
+//!   whole [`weir_store::Store`], then one per debounced batch of changes.
+//! - [`StatusWriter`]: patches the status subresource of every kind whose table row says
+//!   Weir writes a status ([`weir_store::Kind::status`]) when (and only when) what Weir
+//!   computed differs from the cluster, keeping condition times and other controllers'
+//!   route parent and policy ancestor entries.
 //! - [`LeaderElection`]: a `coordination.k8s.io/v1` Lease decides which replica writes status.
 //! - [`watch_service_addresses`]: Gateway addresses from a LoadBalancer Service.
 //! - [`write_services`]: the leader's writes of per-Gateway Services (one Service per
@@ -101,28 +101,14 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<::kube::Client, KubeEr
     ::kube::Client::try_from(config).map_err(KubeError::Client)
 }
 
-/// The API resource (group, version, kind, plural) Weir uses for a kind.
+/// The API resource (group, version, kind, plural) Weir uses for a kind, from the kind table.
 fn api_resource(kind: Kind) -> ::kube::api::ApiResource {
-    use ::kube::api::ApiResource;
-    use weir_store::{
-        BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute,
-        ListenerSet, Namespace, ReferenceGrant, Secret, Service, TcpRoute, TlsRoute,
-    };
-    match kind {
-        Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
-        Kind::Gateway => ApiResource::erase::<Gateway>(&()),
-        Kind::HttpRoute => ApiResource::erase::<HttpRoute>(&()),
-        Kind::GrpcRoute => ApiResource::erase::<GrpcRoute>(&()),
-        Kind::TlsRoute => ApiResource::erase::<TlsRoute>(&()),
-        Kind::TcpRoute => ApiResource::erase::<TcpRoute>(&()),
-        Kind::BackendTlsPolicy => ApiResource::erase::<BackendTlsPolicy>(&()),
-        Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
-        Kind::ListenerSet => ApiResource::erase::<ListenerSet>(&()),
-        Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
-        Kind::Service => ApiResource::erase::<Service>(&()),
-        Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
-        Kind::Secret => ApiResource::erase::<Secret>(&()),
-        Kind::Namespace => ApiResource::erase::<Namespace>(&()),
+    ::kube::api::ApiResource {
+        group: kind.group().to_owned(),
+        version: kind.version().to_owned(),
+        api_version: kind.api_version().to_owned(),
+        kind: kind.as_str().to_owned(),
+        plural: kind.plural().to_owned(),
     }
 }
 

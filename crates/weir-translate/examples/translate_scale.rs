@@ -166,20 +166,10 @@ spec:
         let value = serde_norway::Value::deserialize(doc).expect("yaml document");
         let api_version = value["apiVersion"].as_str().unwrap_or_default().to_string();
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
-        let object = match Kind::from_type(&api_version, &kind).expect("known kind") {
-            Kind::GatewayClass => Object::GatewayClass(Arc::new(typed(value))),
-            Kind::Gateway => Object::Gateway(Arc::new(typed(value))),
-            Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value))),
-            Kind::Service => Object::Service(Arc::new(typed(value))),
-            Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value))),
-            Kind::Secret => Object::Secret(Arc::new(typed(value))),
-            other => panic!("unexpected kind {other}"),
-        };
+        let kind = Kind::from_type(&api_version, &kind).expect("known kind");
+        let json = serde_json::to_value(&value).expect("yaml as json");
+        let object = Object::from_value(kind, json).expect("typed object");
         store.apply(object);
     }
     store
-}
-
-fn typed<T: serde::de::DeserializeOwned>(value: serde_norway::Value) -> T {
-    serde_norway::from_value(value).expect("typed object")
 }

@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
-use weir_store::{Kind, ObjectKey, ObjectMeta};
+use weir_store::{Kind, ObjectKey, ObjectMeta, WrittenStatus};
 
 pub use addressing::{AddressPool, Addressing};
 pub use error::TranslateError;
@@ -202,10 +202,10 @@ impl ObjectStatus {
                     (Kind::GatewayClass, true) => ["Accepted"].as_slice(),
                     (Kind::Gateway, true) => &["Accepted", "Programmed"],
                     (Kind::Gateway, false) => &["Accepted", "Programmed", "ResolvedRefs"],
-                    (
-                        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute | Kind::TcpRoute,
-                        false,
-                    ) => &["Accepted", "ResolvedRefs"],
+                    // Routes: each parent.
+                    (kind, false) if kind.status() == WrittenStatus::Parents => {
+                        &["Accepted", "ResolvedRefs"]
+                    }
                     (Kind::ListenerSet, true) => &["Accepted", "Programmed"],
                     (Kind::ListenerSet, false) => &["Accepted", "Programmed", "ResolvedRefs"],
                     _ => &[],

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use weir_snapshot::{HostPattern, RouteEntry, Upstream};
-use weir_store::{HttpRoute, Object, ObjectKey, Store};
+use weir_store::{HttpRoute, Kind, Object, ObjectKey, Store};
 
 use crate::model::GatewayModel;
 use crate::route::Placement;
@@ -99,25 +99,11 @@ impl World {
         addresses: &[(String, String)],
         gateways: &[GatewayModel],
     ) -> Self {
-        fn all<T>(
-            map: &BTreeMap<ObjectKey, Arc<T>>,
-            wrap: fn(Arc<T>) -> Object,
-        ) -> impl Iterator<Item = Object> + '_ {
-            map.values().map(move |o| wrap(o.clone()))
-        }
-        let objects = all(&store.gateway_classes, Object::GatewayClass)
-            .chain(all(&store.gateways, Object::Gateway))
-            .chain(all(&store.grpc_routes, Object::GrpcRoute))
-            .chain(all(&store.tls_routes, Object::TlsRoute))
-            .chain(all(&store.tcp_routes, Object::TcpRoute))
-            .chain(all(&store.backend_tls_policies, Object::BackendTlsPolicy))
-            .chain(all(&store.config_maps, Object::ConfigMap))
-            .chain(all(&store.listener_sets, Object::ListenerSet))
-            .chain(all(&store.reference_grants, Object::ReferenceGrant))
-            .chain(all(&store.services, Object::Service))
-            .chain(all(&store.endpoint_slices, Object::EndpointSlice))
-            .chain(all(&store.secrets, Object::Secret))
-            .chain(all(&store.namespaces, Object::Namespace))
+        // Every kind of the table, so that a new kind is part of the world without a change
+        // here (a kind left out would let a change to it replay stale routes).
+        let objects = store
+            .objects()
+            .filter(|o| o.kind() != Kind::HttpRoute)
             .collect();
         Self {
             controller_name: controller_name.to_owned(),
@@ -270,6 +256,24 @@ impl Routes {
                 .map(|g| g.listeners.iter().map(|l| l.entries.len()).collect())
                 .collect(),
             replayed: self.replayed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change to an object of any kind but HTTPRoutes is a change of the world (else
+    /// HTTPRoutes depending on it would be replayed stale).
+    #[test]
+    fn the_world_holds_every_kind_but_httproutes() {
+        for kind in Kind::ALL {
+            let mut store = Store::default();
+            let before = World::of(&store, "c", &[], &[]);
+            store.apply(Object::empty(kind, &ObjectKey::new("ns", "a")));
+            let after = World::of(&store, "c", &[], &[]);
+            assert_eq!(before == after, kind == Kind::HttpRoute, "{kind}");
         }
     }
 }

@@ -11,7 +11,7 @@ use weir_store::gw::gateways::{
     GatewayStatusListenersSupportedKinds,
 };
 use weir_store::gw::httproutes::{HttpRouteStatus, HttpRouteStatusParents};
-use weir_store::{Condition, Kind, Time, GATEWAY_GROUP};
+use weir_store::{Condition, Kind, Time, WrittenStatus, GATEWAY_GROUP};
 
 use crate::compile::CompiledRoute;
 pub use crate::conditions::Conditions;
@@ -374,15 +374,15 @@ pub fn add_condition(kind: Kind, status: &mut Value, condition: &Condition) {
     let Ok(cond) = serde_json::to_value(condition) else {
         return;
     };
-    match kind {
-        Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute | Kind::TcpRoute => {
+    match kind.status() {
+        WrittenStatus::Parents => {
             if let Some(parents) = status.get_mut("parents").and_then(Value::as_array_mut) {
                 for p in parents {
                     push(p, cond.clone());
                 }
             }
         }
-        _ => push(status, cond),
+        WrittenStatus::None | WrittenStatus::Whole | WrittenStatus::Ancestors => push(status, cond),
     }
 }
 

@@ -48,29 +48,11 @@ pub fn load(yaml: &str) -> Store {
         let Some(kind) = Kind::from_type(&api_version, &kind) else {
             continue;
         };
-        let object = match kind {
-            Kind::GatewayClass => Object::GatewayClass(Arc::new(typed(value))),
-            Kind::Gateway => Object::Gateway(Arc::new(typed(value))),
-            Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value))),
-            Kind::GrpcRoute => Object::GrpcRoute(Arc::new(typed(value))),
-            Kind::TlsRoute => Object::TlsRoute(Arc::new(typed(value))),
-            Kind::TcpRoute => Object::TcpRoute(Arc::new(typed(value))),
-            Kind::BackendTlsPolicy => Object::BackendTlsPolicy(Arc::new(typed(value))),
-            Kind::ConfigMap => Object::ConfigMap(Arc::new(typed(value))),
-            Kind::ListenerSet => Object::ListenerSet(Arc::new(typed(value))),
-            Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(typed(value))),
-            Kind::Service => Object::Service(Arc::new(typed(value))),
-            Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value))),
-            Kind::Secret => Object::Secret(Arc::new(typed(value))),
-            Kind::Namespace => Object::Namespace(Arc::new(typed(value))),
-        };
+        let json = serde_json::to_value(&value).expect("yaml as json");
+        let object = Object::from_value(kind, json).expect("typed object");
         store.apply(object);
     }
     store
-}
-
-fn typed<T: serde::de::DeserializeOwned>(value: serde_norway::Value) -> T {
-    serde_norway::from_value(value).expect("typed object")
 }
 
 /// `load` with our GatewayClass added.

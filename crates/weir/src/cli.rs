@@ -30,6 +30,11 @@ pub enum Command {
     /// Read a directory of manifests once, print every object's status conditions, and exit
     /// non-zero if one of our Gateways or routes is not accepted or has unresolved references.
     Check(CheckArgs),
+    /// Print the kind table as JSON: every kind Weir reads, its API group, version, plural,
+    /// scope and the status Weir writes (what its ClusterRole must grant; the chart's tests
+    /// read it).
+    #[command(hide = true)]
+    Kinds,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -20,5 +20,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Check(args) => weir::check::run(&args, &mut std::io::stdout()),
+        Command::Kinds => {
+            use std::io::Write;
+            let table = weir_store::Kind::ALL.map(weir_store::Kind::info);
+            let written = serde_json::to_string_pretty(&table)
+                .map_err(std::io::Error::from)
+                .and_then(|json| writeln!(std::io::stdout(), "{json}"));
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("weir: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -445,10 +445,18 @@ pub struct ConfigDir {
 /// `(kind, namespace, name)`; the namespace is empty for cluster-scoped kinds.
 pub type ObjectId = (String, String, String);
 
+/// Whether objects of `kind` (a Kubernetes kind string) are cluster-scoped: from Weir's
+/// kind table, so a cluster-scoped kind added there is not looked up by namespace here.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    weir_store::Kind::ALL
+        .into_iter()
+        .any(|k| k.as_str() == kind && k.is_cluster_scoped())
+}
+
 /// The identity of an object as `/status` names it.
 pub fn object_id(obj: &Value) -> ObjectId {
     let (ns, name) = ns_name(obj);
-    let ns = if matches!(kind(obj), "GatewayClass" | "Namespace") {
+    let ns = if is_cluster_scoped(kind(obj)) {
         String::new()
     } else {
         ns
@@ -557,7 +565,7 @@ impl ConfigDir {
         name: &str,
         patch: &Value,
     ) -> anyhow::Result<()> {
-        let cluster_scoped = matches!(kind_, "GatewayClass" | "Namespace");
+        let cluster_scoped = is_cluster_scoped(kind_);
         let mut found = None;
         for (file, objects) in &mut self.files {
             for o in objects.iter_mut() {
@@ -860,6 +868,15 @@ mod tests {
         };
         config.write("10-base.yaml").unwrap();
         config
+    }
+
+    #[test]
+    fn scope_comes_from_the_kind_table() {
+        assert!(is_cluster_scoped("GatewayClass"));
+        assert!(is_cluster_scoped("Namespace"));
+        assert!(!is_cluster_scoped("Gateway"));
+        assert!(!is_cluster_scoped("HTTPRoute"));
+        assert!(!is_cluster_scoped("Widget"));
     }
 
     /// A test's file goes with its cleanup; a base object a step patched comes back as it

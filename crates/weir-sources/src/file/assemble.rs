@@ -203,29 +203,7 @@ fn unowned(store: &mut Store, errors: &mut Vec<SourceError>, error: SourceError)
 
 /// Whether two stores hold the same objects, rejections, locations and errors.
 pub(super) fn store_eq(a: &Store, b: &Store) -> bool {
-    fn same<T: PartialEq>(
-        a: &BTreeMap<ObjectKey, Arc<T>>,
-        b: &BTreeMap<ObjectKey, Arc<T>>,
-    ) -> bool {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|((ka, va), (kb, vb))| ka == kb && (Arc::ptr_eq(va, vb) || va == vb))
-    }
-    same(&a.gateway_classes, &b.gateway_classes)
-        && same(&a.gateways, &b.gateways)
-        && same(&a.http_routes, &b.http_routes)
-        && same(&a.grpc_routes, &b.grpc_routes)
-        && same(&a.tls_routes, &b.tls_routes)
-        && same(&a.tcp_routes, &b.tcp_routes)
-        && same(&a.backend_tls_policies, &b.backend_tls_policies)
-        && same(&a.config_maps, &b.config_maps)
-        && same(&a.listener_sets, &b.listener_sets)
-        && same(&a.reference_grants, &b.reference_grants)
-        && same(&a.services, &b.services)
-        && same(&a.endpoint_slices, &b.endpoint_slices)
-        && same(&a.secrets, &b.secrets)
-        && same(&a.namespaces, &b.namespaces)
+    a.same_objects(b)
         && a.rejected == b.rejected
         && a.locations == b.locations
         && a.errors == b.errors

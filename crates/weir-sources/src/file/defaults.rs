@@ -32,24 +32,9 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
     // Stored under the version the rest of weir expects (v1beta1 and v1 share the schema).
     object.insert("apiVersion".into(), json!(kind.api_version()));
     metadata(kind, object);
-    match kind {
-        Kind::GatewayClass
-        | Kind::Gateway
-        | Kind::HttpRoute
-        | Kind::GrpcRoute
-        | Kind::TlsRoute
-        | Kind::TcpRoute
-        | Kind::ListenerSet
-        | Kind::BackendTlsPolicy
-        | Kind::Service => {
-            // Status is a subresource: only controllers write it.
-            object.remove("status");
-        }
-        Kind::ReferenceGrant
-        | Kind::EndpointSlice
-        | Kind::Secret
-        | Kind::ConfigMap
-        | Kind::Namespace => {}
+    if !kind.info().manifest_status {
+        // Status is a subresource: only controllers write it.
+        object.remove("status");
     }
     match kind {
         Kind::Gateway => gateway(object),

@@ -5,10 +5,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use weir_store::{Kind, Object, ObjectKey, ObjectMeta};
+use weir_store::{Kind, Object, ObjectKey};
 
 use super::parse::ObjectDoc;
 
@@ -106,42 +105,10 @@ impl Identities {
 /// only for kinds that track one); returns the object as served.
 fn stamped(doc: &mut ObjectDoc, uid: &str, created: &Time, generation: i64) -> Object {
     let generation = doc.generation_basis.map(|_| generation);
-    with_meta(&mut doc.object, |meta| {
+    doc.object.with_meta(|meta| {
         meta.uid = Some(uid.to_owned());
         meta.creation_timestamp = Some(created.clone());
         meta.generation = generation;
     });
     doc.object.clone()
-}
-
-/// Replace `object` by a copy with its metadata changed by `change` (a new allocation, so
-/// the previous version, which the store may still serve, is never changed under it).
-fn with_meta(object: &mut Object, change: impl FnOnce(&mut ObjectMeta)) {
-    macro_rules! change {
-        ($($variant:ident),*) => {
-            match object {
-                $(Object::$variant(o) => {
-                    let mut copy = (**o).clone();
-                    change(&mut copy.metadata);
-                    *o = Arc::new(copy);
-                })*
-            }
-        };
-    }
-    change!(
-        GatewayClass,
-        Gateway,
-        HttpRoute,
-        GrpcRoute,
-        TlsRoute,
-        TcpRoute,
-        ListenerSet,
-        ReferenceGrant,
-        BackendTlsPolicy,
-        Service,
-        EndpointSlice,
-        Secret,
-        ConfigMap,
-        Namespace
-    )
 }

@@ -8,11 +8,9 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
-use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use weir_store::{Kind, Location, Object, ObjectKey};
+use weir_store::{Kind, KindType, KindVisitor, Location, Object, ObjectKey};
 
 use super::bounded::{self, Budget};
 use super::{defaults, SourceError};
@@ -250,7 +248,7 @@ fn parse_document(value: Value, location: Location, chunk: &Chunk<'_>) -> Option
     };
     let key = ObjectKey::new(namespace, name);
     defaults::apply(kind, &mut map);
-    match typed(kind, Value::Object(map)) {
+    match Object::from_value(kind, Value::Object(map)) {
         Ok(object) => Some(Doc::Object(ObjectDoc {
             kind,
             key,
@@ -292,52 +290,16 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn typed(kind: Kind, value: Value) -> Result<Object, serde_json::Error> {
-    fn from<T: DeserializeOwned>(
-        value: Value,
-        wrap: fn(Arc<T>) -> Object,
-    ) -> Result<Object, serde_json::Error> {
-        serde_json::from_value(value).map(|object| wrap(Arc::new(object)))
-    }
-    match kind {
-        Kind::GatewayClass => from(value, Object::GatewayClass),
-        Kind::Gateway => from(value, Object::Gateway),
-        Kind::HttpRoute => from(value, Object::HttpRoute),
-        Kind::GrpcRoute => from(value, Object::GrpcRoute),
-        Kind::TlsRoute => from(value, Object::TlsRoute),
-        Kind::TcpRoute => from(value, Object::TcpRoute),
-        Kind::BackendTlsPolicy => from(value, Object::BackendTlsPolicy),
-        Kind::ConfigMap => from(value, Object::ConfigMap),
-        Kind::ListenerSet => from(value, Object::ListenerSet),
-        Kind::ReferenceGrant => from(value, Object::ReferenceGrant),
-        Kind::Service => from(value, Object::Service),
-        Kind::EndpointSlice => from(value, Object::EndpointSlice),
-        Kind::Secret => from(value, Object::Secret),
-        Kind::Namespace => from(value, Object::Namespace),
-    }
-}
-
 /// The error (with position) of reading `text` as `kind` straight from YAML.
 fn typed_yaml_error(kind: Kind, text: &str) -> Option<serde_norway::Error> {
-    fn check<T: DeserializeOwned>(text: &str) -> Option<serde_norway::Error> {
-        serde_norway::from_str::<T>(text).err()
+    struct Check<'a>(&'a str);
+    impl KindVisitor for Check<'_> {
+        type Output = Option<serde_norway::Error>;
+        fn visit<T: KindType>(self) -> Self::Output {
+            serde_norway::from_str::<T>(self.0).err()
+        }
     }
-    match kind {
-        Kind::GatewayClass => check::<weir_store::GatewayClass>(text),
-        Kind::Gateway => check::<weir_store::Gateway>(text),
-        Kind::HttpRoute => check::<weir_store::HttpRoute>(text),
-        Kind::GrpcRoute => check::<weir_store::GrpcRoute>(text),
-        Kind::TlsRoute => check::<weir_store::TlsRoute>(text),
-        Kind::TcpRoute => check::<weir_store::TcpRoute>(text),
-        Kind::BackendTlsPolicy => check::<weir_store::BackendTlsPolicy>(text),
-        Kind::ConfigMap => check::<weir_store::ConfigMap>(text),
-        Kind::ListenerSet => check::<weir_store::ListenerSet>(text),
-        Kind::ReferenceGrant => check::<weir_store::ReferenceGrant>(text),
-        Kind::Service => check::<weir_store::Service>(text),
-        Kind::EndpointSlice => check::<weir_store::EndpointSlice>(text),
-        Kind::Secret => check::<weir_store::Secret>(text),
-        Kind::Namespace => check::<weir_store::Namespace>(text),
-    }
+    kind.visit(Check(text))
 }
 
 /// What `metadata.generation` tracks, hashed: the spec of Gateway API objects, the endpoints,

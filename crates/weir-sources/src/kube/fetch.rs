@@ -267,7 +267,7 @@ pub(crate) async fn fetch(
                         failures,
                         error = %err,
                         "cannot read a referenced object; retrying with backoff, the last good copy (if any) keeps serving (check that weir may get {})",
-                        if kind == Kind::Secret { "secrets" } else { "configmaps" }
+                        kind.plural()
                     );
                 }
                 tokio::time::sleep(delay).await;

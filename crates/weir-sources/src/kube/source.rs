@@ -20,7 +20,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -29,9 +28,6 @@ use weir_store::{Kind, Location, Object, ObjectKey, Rejection, Store};
 
 use super::fetch::{self, Fetches, Ticket, FETCHED};
 use super::{api_resource, KubeError};
-
-/// Only Secrets of this type are watched (TLS certificates for listeners).
-pub const TLS_SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
 
 /// After the first store, how long a batch of changes may wait for the first read of an
 /// object it newly references (so a Gateway that starts naming an existing Secret is not
@@ -261,12 +257,12 @@ fn watch_metadata(client: Client, kind: Kind) -> BoxStream<'static, Update> {
         .boxed()
 }
 
+/// The kind's watch: with its field selector from the kind table (Secrets: TLS only).
 fn watch_config(kind: Kind) -> watcher::Config {
     let config = watcher::Config::default();
-    if kind == Kind::Secret {
-        config.fields(TLS_SECRET_FIELD_SELECTOR)
-    } else {
-        config
+    match kind.field_selector() {
+        Some(selector) => config.fields(selector),
+        None => config,
     }
 }
 
@@ -378,7 +374,7 @@ impl Cache {
             }
             Event::InitDone => {
                 let relist = self.relists.remove(&kind).unwrap_or_default();
-                clear_kind(&mut self.store, kind);
+                self.store.clear_kind(kind);
                 for object in relist.objects {
                     self.store.apply(object);
                 }
@@ -419,49 +415,10 @@ fn key_of(object: &DynamicObject) -> ObjectKey {
     ObjectKey::of(&object.metadata)
 }
 
-/// Remove every object of `kind` (and what the store remembers about them).
-fn clear_kind(store: &mut Store, kind: Kind) {
-    match kind {
-        Kind::GatewayClass => store.gateway_classes.clear(),
-        Kind::Gateway => store.gateways.clear(),
-        Kind::HttpRoute => store.http_routes.clear(),
-        Kind::GrpcRoute => store.grpc_routes.clear(),
-        Kind::TlsRoute => store.tls_routes.clear(),
-        Kind::TcpRoute => store.tcp_routes.clear(),
-        Kind::BackendTlsPolicy => store.backend_tls_policies.clear(),
-        Kind::ConfigMap => store.config_maps.clear(),
-        Kind::ListenerSet => store.listener_sets.clear(),
-        Kind::ReferenceGrant => store.reference_grants.clear(),
-        Kind::Service => store.services.clear(),
-        Kind::EndpointSlice => store.endpoint_slices.clear(),
-        Kind::Secret => store.secrets.clear(),
-        Kind::Namespace => store.namespaces.clear(),
-    }
-    store.rejected.retain(|(k, _), _| *k != kind);
-    if store.locations.keys().any(|(k, _)| *k == kind) {
-        std::sync::Arc::make_mut(&mut store.locations).retain(|(k, _), _| *k != kind);
-    }
-}
-
 /// The typed object, or why it is not one (logged here, once per delivery).
 fn convert(kind: Kind, object: DynamicObject) -> Result<Object, Rejection> {
     let key = key_of(&object);
-    let result = serde_json::to_value(&object).and_then(|value| match kind {
-        Kind::GatewayClass => typed(value).map(Object::GatewayClass),
-        Kind::Gateway => typed(value).map(Object::Gateway),
-        Kind::HttpRoute => typed(value).map(Object::HttpRoute),
-        Kind::GrpcRoute => typed(value).map(Object::GrpcRoute),
-        Kind::TlsRoute => typed(value).map(Object::TlsRoute),
-        Kind::TcpRoute => typed(value).map(Object::TcpRoute),
-        Kind::BackendTlsPolicy => typed(value).map(Object::BackendTlsPolicy),
-        Kind::ConfigMap => typed(value).map(Object::ConfigMap),
-        Kind::ListenerSet => typed(value).map(Object::ListenerSet),
-        Kind::ReferenceGrant => typed(value).map(Object::ReferenceGrant),
-        Kind::Service => typed(value).map(Object::Service),
-        Kind::EndpointSlice => typed(value).map(Object::EndpointSlice),
-        Kind::Secret => typed(value).map(Object::Secret),
-        Kind::Namespace => typed(value).map(Object::Namespace),
-    });
+    let result = serde_json::to_value(&object).and_then(|value| Object::from_value(kind, value));
     result.map_err(|err| {
         tracing::warn!(
             %kind,
@@ -477,10 +434,6 @@ fn convert(kind: Kind, object: DynamicObject) -> Result<Object, Rejection> {
             message: format!("does not deserialize: {err}"),
         }
     })
-}
-
-fn typed<K: DeserializeOwned>(value: serde_json::Value) -> Result<Arc<K>, serde_json::Error> {
-    serde_json::from_value(value).map(Arc::new)
 }
 
 #[cfg(test)]

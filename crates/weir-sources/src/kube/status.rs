@@ -3,11 +3,14 @@
 //!
 //! - GatewayClass and Gateway status is ours alone: it is replaced wholesale (a merge patch
 //!   that also nulls top-level fields we no longer report).
-//! - Route (HTTPRoute, GRPCRoute) `status.parents` is shared with other controllers: entries whose
-//!   `controllerName` is ours are replaced by what we computed (matched by `parentRef`),
-//!   ours that we no longer compute are removed, everyone else's are kept where they are.
-//!   The patch carries the route's `resourceVersion`, so a concurrent writer makes it fail
-//!   with 409 and it is redone on a fresh read instead of dropping their entries.
+//! - Which kinds get a status, and in which shape, is the kind table's
+//!   [`weir_store::WrittenStatus`].
+//! - A route's `status.parents` (a policy's `status.ancestors`) is shared with other
+//!   controllers: entries whose `controllerName` is ours are replaced by what we computed
+//!   (matched by `parentRef` / `ancestorRef`), ours that we no longer compute are removed,
+//!   everyone else's are kept where they are. The patch carries the object's
+//!   `resourceVersion`, so a concurrent writer makes it fail with 409 and it is redone on a
+//!   fresh read instead of dropping their entries.
 //! - A condition whose `type` and `status` did not change keeps the cluster's
 //!   `lastTransitionTime`.
 //!
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Map, Value};
-use weir_store::{Kind, ObjectKey};
+use weir_store::{Kind, ObjectKey, WrittenStatus};
 
 use super::{dynamic_api, KubeError};
 
@@ -107,17 +110,7 @@ impl StatusWriter {
 
     /// Returns whether a patch was sent.
     async fn write_one(&mut self, update: &StatusUpdate) -> Result<bool, KubeError> {
-        if !matches!(
-            update.kind,
-            Kind::GatewayClass
-                | Kind::Gateway
-                | Kind::HttpRoute
-                | Kind::GrpcRoute
-                | Kind::TlsRoute
-                | Kind::TcpRoute
-                | Kind::ListenerSet
-                | Kind::BackendTlsPolicy
-        ) {
+        if update.kind.status() == WrittenStatus::None {
             tracing::debug!(kind = %update.kind, "no status subresource is written for this kind");
             return Ok(false);
         }
@@ -211,7 +204,8 @@ impl StatusWriter {
 
 /// The status to write for an object whose status in the cluster is `live`: `computed`, with
 /// `lastTransitionTime` kept from `live` for conditions whose type and status did not change;
-/// for routes (HTTPRoute, GRPCRoute), only our `status.parents` entries are replaced.
+/// for a status shared with other controllers (routes' parents, policies' ancestors), only
+/// our entries are replaced.
 pub(crate) fn desired_status(
     kind: Kind,
     live: &Value,
@@ -219,30 +213,21 @@ pub(crate) fn desired_status(
     controller: &str,
 ) -> Value {
     let mut desired = without_nulls(computed);
-    match kind {
-        Kind::HttpRoute
-        | Kind::GrpcRoute
-        | Kind::TlsRoute
-        | Kind::TcpRoute
-        | Kind::BackendTlsPolicy => {
-            // Routes list their parents, policies their ancestors; both are shared with
-            // other controllers, each entry naming its controllerName.
-            let (list, reference) = if kind == Kind::BackendTlsPolicy {
-                ("ancestors", "ancestorRef")
-            } else {
-                ("parents", "parentRef")
-            };
-            let merged = merge_route_parents(live, &desired, controller, list, reference);
-            let mut status = match without_nulls(live) {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            };
-            if let Value::Object(computed) = desired {
-                status.extend(computed);
-            }
-            status.insert(list.into(), Value::Array(merged));
-            Value::Object(status)
+    if let Some((list, reference)) = kind.status().shared_list() {
+        // Routes list their parents, policies their ancestors; both are shared with other
+        // controllers, each entry naming its controllerName.
+        let merged = merge_route_parents(live, &desired, controller, list, reference);
+        let mut status = match without_nulls(live) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        if let Value::Object(computed) = desired {
+            status.extend(computed);
         }
+        status.insert(list.into(), Value::Array(merged));
+        return Value::Object(status);
+    }
+    match kind {
         Kind::Gateway => {
             keep_times(live.get("conditions"), desired.get_mut("conditions"));
             if let Some(Value::Array(listeners)) = desired.get_mut("listeners") {
@@ -353,8 +338,9 @@ fn without_nulls(v: &Value) -> Value {
 }
 
 /// The merge patch that turns `live` into `desired` (top-level status fields we no longer
-/// report are nulled). Route patches carry `resourceVersion` as a precondition (other
-/// controllers write their own parents into the same list).
+/// report are nulled). Patches of a shared status (routes' parents, policies' ancestors)
+/// carry `resourceVersion` as a precondition (other controllers write their own entries into
+/// the same list).
 pub(crate) fn status_patch(
     kind: Kind,
     live: &Value,
@@ -371,15 +357,7 @@ pub(crate) fn status_patch(
         }
     }
     let mut patch = json!({ "status": status });
-    if let (
-        Kind::HttpRoute
-        | Kind::GrpcRoute
-        | Kind::TlsRoute
-        | Kind::TcpRoute
-        | Kind::BackendTlsPolicy,
-        Some(rv),
-    ) = (kind, resource_version)
-    {
+    if let (Some(_), Some(rv)) = (kind.status().shared_list(), resource_version) {
         patch["metadata"] = json!({ "resourceVersion": rv });
     }
     patch

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
+use weir_store::Kind;
 
 /// A resource type as the URL names it: API group (empty for core) and plural.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,41 +29,38 @@ impl Resource {
         let api_version = object.get("apiVersion")?.as_str()?;
         let kind = object.get("kind")?.as_str()?;
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        Some((Self::new(group, &plural_of(kind)), version.to_string()))
+        let plural = Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind && k.group() == group)
+            .map_or_else(|| plural_of(kind), |k| k.plural().to_string());
+        Some((Self::new(group, &plural), version.to_string()))
+    }
+
+    /// The kind of Weir's kind table this resource is (every one of them is served).
+    fn weir_kind(&self) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.plural() == self.plural && k.group() == self.group)
     }
 
     pub fn is_cluster_scoped(&self) -> bool {
-        matches!(
-            self.plural.as_str(),
-            "namespaces"
-                | "gatewayclasses"
-                | "nodes"
-                | "persistentvolumes"
-                | "clusterroles"
-                | "clusterrolebindings"
-                | "customresourcedefinitions"
-        )
+        if let Some(kind) = self.weir_kind() {
+            return kind.is_cluster_scoped();
+        }
+        matches!(self.plural.as_str(), |"nodes"| "persistentvolumes"
+            | "clusterroles"
+            | "clusterrolebindings"
+            | "customresourcedefinitions")
     }
 
     /// The `kind` of this resource's objects.
     pub fn kind(&self) -> String {
+        if let Some(kind) = self.weir_kind() {
+            return kind.as_str().to_string();
+        }
         let known = match self.plural.as_str() {
-            "gatewayclasses" => "GatewayClass",
-            "gateways" => "Gateway",
-            "httproutes" => "HTTPRoute",
-            "grpcroutes" => "GRPCRoute",
-            "listenersets" => "ListenerSet",
-            "tlsroutes" => "TLSRoute",
-            "tcproutes" => "TCPRoute",
-            "backendtlspolicies" => "BackendTLSPolicy",
-            "referencegrants" => "ReferenceGrant",
-            "services" => "Service",
-            "endpointslices" => "EndpointSlice",
-            "secrets" => "Secret",
-            "namespaces" => "Namespace",
             "leases" => "Lease",
             "pods" => "Pod",
-            "configmaps" => "ConfigMap",
             _ => "",
         };
         if !known.is_empty() {
@@ -551,6 +549,26 @@ mod tests {
         assert_eq!(plural_of("Gateway"), "gateways");
         assert_eq!(Resource::new("", "leases").kind(), "Lease");
         assert_eq!(Resource::new("x", "widgets").kind(), "Widget");
+    }
+
+    /// Every kind of Weir's table maps to and from its resource as the API server does.
+    #[test]
+    fn every_weir_kind_is_known() {
+        for kind in Kind::ALL {
+            let resource = Resource::new(kind.group(), kind.plural());
+            assert_eq!(resource.kind(), kind.as_str(), "{kind}");
+            assert_eq!(
+                resource.is_cluster_scoped(),
+                kind.is_cluster_scoped(),
+                "{kind}"
+            );
+            let object = json!({"apiVersion": kind.api_version(), "kind": kind.as_str()});
+            assert_eq!(
+                Resource::of(&object),
+                Some((resource, kind.version().to_string())),
+                "{kind}"
+            );
+        }
     }
 
     #[test]

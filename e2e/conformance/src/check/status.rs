@@ -52,7 +52,8 @@ pub(crate) async fn status_of(env: &Env<'_>, kind: &str, name: &str) -> Result<V
         .find(|i| {
             i["kind"] == kind
                 && i["metadata"]["name"] == name.as_str()
-                && (kind == "GatewayClass" || i["metadata"]["namespace"] == ns.as_str())
+                && (crate::cluster::is_cluster_scoped(kind)
+                    || i["metadata"]["namespace"] == ns.as_str())
         })
         .cloned()
         .ok_or_else(|| format!("{kind} {ns}/{name} has no status"))
