@@ -39,6 +39,9 @@ def main():
                     help="with --cache: the last-level cache to simulate (valgrind's --LL; "
                          "e.g. 524288,8,64 for a 512 KB L2 of one core instead of the host's L3)")
     ap.add_argument("--proxy", choices=["weir", "nginx"], default="weir")
+    ap.add_argument("--access-log", action="store_true",
+                    help="weir with its access log on (the default of `weir run`; off otherwise, "
+                         "as the bench's nginx has access_log off)")
     args = ap.parse_args()
 
     run.TMP.mkdir(parents=True, exist_ok=True)
@@ -56,7 +59,8 @@ def main():
         d = run.weir_config(10)
         argv = [str(run.WEIR), "run", "--config-dir", str(d), "--bind", "127.0.0.1",
                 "--listener-port-offset", str(run.PORTS["weir_offset"]),
-                "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn", "--access-log", "off",
+                "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
+                "--access-log", "on" if args.access_log else "off",
                 "--worker-threads", "1"]
         ports = {"http": run.WEIR_HTTP, "https": run.WEIR_HTTPS}
     else:
