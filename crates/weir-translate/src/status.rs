@@ -369,20 +369,21 @@ pub(crate) fn parent_conditions(
 }
 
 /// Add a condition to every condition list of a status (object-level for classes and
-/// Gateways, each parent for routes).
+/// Gateways, each parent for routes, each ancestor for policies: a policy's status has no
+/// object-level conditions, so one there would be dropped by the API server's schema).
 pub fn add_condition(kind: Kind, status: &mut Value, condition: &Condition) {
     let Ok(cond) = serde_json::to_value(condition) else {
         return;
     };
-    match kind.status() {
-        WrittenStatus::Parents => {
-            if let Some(parents) = status.get_mut("parents").and_then(Value::as_array_mut) {
-                for p in parents {
-                    push(p, cond.clone());
-                }
-            }
+    let entries = match kind.status() {
+        WrittenStatus::Parents => "parents",
+        WrittenStatus::Ancestors => "ancestors",
+        WrittenStatus::None | WrittenStatus::Whole => return push(status, cond),
+    };
+    if let Some(list) = status.get_mut(entries).and_then(Value::as_array_mut) {
+        for entry in list {
+            push(entry, cond.clone());
         }
-        WrittenStatus::None | WrittenStatus::Whole | WrittenStatus::Ancestors => push(status, cond),
     }
 }
 

@@ -443,3 +443,35 @@ fn gateways_without_backend_tls_report_no_resolved_refs() {
         .iter()
         .any(|(scope, t, ..)| scope.is_empty() && t == "ResolvedRefs"));
 }
+
+/// A newer version of a policy that did not parse: the last good one keeps applying, and
+/// the InvalidManifest condition goes into each ancestor entry (a policy status has no
+/// object-level conditions; one there is dropped by the CRD's schema).
+#[test]
+fn a_rejected_newer_version_is_reported_in_each_ancestor() {
+    let mut store = store(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        "svc-a",
+        Some("btls"),
+        &ca_refs("ca"),
+    )]);
+    store.rejected.insert(
+        (
+            Kind::BackendTlsPolicy,
+            weir_store::ObjectKey::new("default", "p"),
+        ),
+        weir_store::Rejection {
+            location: weir_store::Location::default(),
+            message: "bad indentation".into(),
+        },
+    );
+    let out = run(&store);
+    assert_eq!(
+        policy_cond(&out, "p", crate::INVALID_MANIFEST),
+        is("True", "ParseError")
+    );
+    assert_eq!(policy_cond(&out, "p", "Accepted"), is("True", "Accepted"));
+    let s = status(&out, Kind::BackendTlsPolicy, "default", "p");
+    assert!(s.status.get("conditions").is_none(), "{}", s.status);
+}
