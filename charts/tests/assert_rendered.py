@@ -51,6 +51,8 @@ ARG_FLAGS = [
     "max-connections",
     "log-format",
     "log-level",
+    "access-log",
+    "access-log-sample",
 ]
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -143,6 +145,8 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "leaderElection.id=edge-leader",
             "log.format=text",
             "replicaCount=3",
+            "accessLog.enabled=false",
+            "accessLog.sample=0.25",
         ],
         {
             "release": "edge",
@@ -152,6 +156,8 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "class": "edge",
             "lease_id": "edge-leader",
             "log_format": "text",
+            "access_log": "off",
+            "access_log_sample": "0.25",
         },
     ),
 }
@@ -160,6 +166,8 @@ CASES: dict[str, tuple[list[str], dict]] = {
 BAD_VALUES = [
     (["kind=StatefulSet"], "kind"),
     (["log.format=xml"], "format"),
+    (["accessLog.sample=1.5"], "sample"),
+    (["accessLog.sample=0"], "sample"),
     (["drainTimeout=5"], "drainTimeout"),
     (["drainTimeout=1m"], "must be longer than drainTimeout"),
     (["addressMode=shared", "listenerPortOffset=65500"], "above 65535"),
@@ -366,6 +374,8 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         12000,
         exp["log_format"],
         "info",
+        exp.get("access_log", "on"),
+        exp.get("access_log_sample", "1"),
     ])]
     i = want_args.index("--ADDRESSING=ADDRESSING")
     want_args[i:i + 1] = addressing

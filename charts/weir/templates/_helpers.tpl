@@ -208,6 +208,8 @@ spec:
         - {{ printf "--max-connections=%d" (int .Values.maxConnections) | quote }}
         - {{ printf "--log-format=%s" .Values.log.format | quote }}
         - {{ printf "--log-level=%s" .Values.log.level | quote }}
+        - {{ printf "--access-log=%s" (ternary "on" "off" .Values.accessLog.enabled) | quote }}
+        - {{ printf "--access-log-sample=%s" (toString .Values.accessLog.sample) | quote }}
       env:
         - name: POD_NAME
           valueFrom:
