@@ -121,12 +121,7 @@ pub(crate) fn serve(
         };
         let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
             Ok(response) => response,
-            Err(err) => {
-                if let Some(access) = &mut log.access {
-                    access.flags = err.classify().label;
-                }
-                error_response(&conn, &log, &err)
-            }
+            Err(err) => error_response(&conn, &mut log, &err),
         };
         let elapsed = start.elapsed();
         finish(&conn, &log, response.status(), elapsed);
@@ -618,10 +613,13 @@ fn ensure_host_header(parts: &mut http::request::Parts) {
     }
 }
 
-/// Turn an error into the response the client gets.
-fn error_response(conn: &ConnCtx, log: &RequestLog, err: &ProxyError) -> Response<ProxyBody> {
+/// Turn an error into the response the client gets (and the access log's flag).
+fn error_response(conn: &ConnCtx, log: &mut RequestLog, err: &ProxyError) -> Response<ProxyBody> {
     let class = err.classify();
     conn.shared.metrics.record_error(class.label);
+    if let Some(access) = &mut log.access {
+        access.flags = class.label;
+    }
     match class.fault {
         Fault::Upstream | Fault::Internal => {
             // One per failed request: a burst, then a sample with the count left out.
