@@ -3,6 +3,7 @@
 //! generated for this run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,6 +88,23 @@ pub fn http_quickstart_dir(go_httpbin_port: u16) -> tempfile::TempDir {
     )
     .unwrap();
     dir
+}
+
+/// A Service `namespace/name` on `port` and its EndpointSlice: `endpoints`, all on one port
+/// number (an EndpointSlice has one port list), ready.
+pub fn service_yaml(namespace: &str, name: &str, port: u16, endpoints: &[SocketAddr]) -> String {
+    let target = endpoints.first().map_or(port, SocketAddr::port);
+    let mut addresses = String::new();
+    for e in endpoints {
+        assert_eq!(e.port(), target, "one port per EndpointSlice");
+        addresses.push_str(&format!(
+            "- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
+            e.ip()
+        ));
+    }
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  ports: [{{port: {port}, targetPort: {target}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-local\n  namespace: {namespace}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{port: {target}, protocol: TCP}}]\nendpoints:\n{addresses}"
+    )
 }
 
 pub async fn wait_ready(weir: &Weir) {

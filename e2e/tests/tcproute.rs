@@ -45,31 +45,6 @@ spec:
   - {name: tcp, protocol: TCP, port: 9000}
 ";
 
-/// A Service `name` whose one endpoint is 127.0.0.1:`port`.
-fn service(name: &str, port: u16) -> String {
-    format!(
-        "
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  ports: [{{port: 3000, targetPort: {port}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-local
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{port: {port}, protocol: TCP}}]
-endpoints:
-- addresses: [127.0.0.1]
-  conditions: {{ready: true}}
-"
-    )
-}
-
 fn route(backend: &str) -> String {
     format!(
         "
@@ -139,8 +114,8 @@ async fn tcp_connections_reach_the_routes_backend_and_follow_route_edits() {
         dir.path().join("services.yaml"),
         format!(
             "{}\n---\n{}",
-            service("tcp-a", port_a),
-            service("tcp-b", port_b)
+            weir_e2e::service_yaml("default", "tcp-a", 3000, &[([127, 0, 0, 1], port_a).into()]),
+            weir_e2e::service_yaml("default", "tcp-b", 3000, &[([127, 0, 0, 1], port_b).into()])
         ),
     )
     .unwrap();

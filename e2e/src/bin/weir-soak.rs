@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use weir_e2e::service_yaml;
 use weir_testkit::certs::{tls_secret_yaml, Ca};
 use weir_testkit::client::{http1, https, Req};
 use weir_testkit::process::{echo, echo_at, weir, Echo, Weir};
@@ -57,24 +58,6 @@ spec:
   rules:
     - backendRefs: [{name: stable, port: 80}]
 "#;
-
-fn service(name: &str, endpoints: &[SocketAddr]) -> String {
-    let port = endpoints[0].port();
-    let addresses: Vec<String> = endpoints
-        .iter()
-        .map(|e| {
-            assert_eq!(e.port(), port, "one port per slice");
-            format!(
-                "  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n",
-                e.ip()
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: soak}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-local\n  namespace: soak\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n{}",
-        addresses.concat()
-    )
-}
 
 /// The churned route: `/a` always, `/b{n}` on every other version.
 fn churn_route(version: u64) -> String {
@@ -176,9 +159,17 @@ async fn main() {
         &tls_secret_yaml("soak", "soak-tls", &ca.leaf(&["stable.soak"])),
     );
     write(d, "stable.yaml", STABLE);
-    write(d, "stable-svc.yaml", &service("stable", &stable_addrs));
+    write(
+        d,
+        "stable-svc.yaml",
+        &service_yaml("soak", "stable", 80, &stable_addrs),
+    );
     write(d, "churn.yaml", &churn_route(1));
-    write(d, "churn-svc.yaml", &service("churn", &[churn[0].addr]));
+    write(
+        d,
+        "churn-svc.yaml",
+        &service_yaml("soak", "churn", 80, &[churn[0].addr]),
+    );
     let weir = weir(
         d,
         &[80, 443],
@@ -223,7 +214,11 @@ async fn main() {
         write(d, "churn.yaml", &churn_route(version));
         if tick.is_multiple_of(3) {
             let endpoint = churn[(tick / 3) as usize % 2].addr;
-            write(d, "churn-svc.yaml", &service("churn", &[endpoint]));
+            write(
+                d,
+                "churn-svc.yaml",
+                &service_yaml("soak", "churn", 80, &[endpoint]),
+            );
         }
         if tick.is_multiple_of(17) {
             write(
