@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod client_auth;
+pub mod client_policy;
 pub mod filter;
 pub mod host_index;
 pub mod passthrough;
@@ -23,6 +24,10 @@ pub use backend::{
     Upstream, UpstreamTls,
 };
 pub use client_auth::{ClientAuth, ClientAuthMode};
+pub use client_policy::{
+    Cidr, ClientIpDetection, ClientPolicy, Http2Settings, ProxyProtocol, RequestIdMode,
+    TlsSettings, TlsVersion,
+};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,
@@ -84,6 +89,9 @@ pub struct SocketConfig {
     /// Terminate) TLS is terminated first with `certificates`. `None` on HTTP and HTTPS
     /// sockets.
     pub passthrough: Option<Passthrough>,
+    /// The ClientTrafficPolicy in effect for connections on this socket (see
+    /// [`client_policy`]); `None`: the process defaults.
+    pub client_policy: Option<Arc<ClientPolicy>>,
 }
 
 impl SocketConfig {

@@ -131,6 +131,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                 } else {
                     None
                 },
+                client_policy: None,
             }
         })
         .collect();

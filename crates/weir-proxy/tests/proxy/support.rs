@@ -203,6 +203,7 @@ pub fn tls_socket(
         certificates: HostIndex::build(certs.into_iter().map(|(h, c)| (HostPattern::parse(h), c))),
         default_cert,
         passthrough: None,
+        client_policy: None,
     }
 }
 
