@@ -102,6 +102,7 @@ DEFAULTS = {
     "log_format": "json",
     "service_monitor": False,
     "crds": False,
+    "policy_crds": True,
     "class_hook": False,
     "mode": "perGateway",
     "port_range": "20000-29999",
@@ -133,6 +134,7 @@ CASES: dict[str, tuple[list[str], dict]] = {
     ),
     # Parameters are for perGateway Services: shared mode renders none.
     "params-shared": (["addressMode=shared", "gatewayClass.parameters.create=true"], {"mode": "shared"}),
+    "no-policy-crds": (["crds.policies=false"], {"policy_crds": False}),
     # No API server: helm template sees no GatewayClass API, as on a cluster without the CRDs.
     "crds": (["crds.install=true"], {"crds": True, "class_hook": True}),
     # The CRDs are already served (an upgrade): the GatewayClass is an ordinary object.
@@ -408,8 +410,32 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
             f"terminationGracePeriodSeconds {grace!r} must exceed --drain-timeout {drain}")
 
 
+POLICY_CRD_DIR = CHART / "files" / "crds" / "weir"
+POLICY_KINDS = {"ClientTrafficPolicy", "BackendTrafficPolicy", "SecurityPolicy"}
+
+
+def check_policy_crds(c: Checker, docs: list[dict], want: bool) -> None:
+    """Weir's own CRDs (gateway.weir.dev): rendered unless crds.policies=false, verbatim
+    from files/crds/weir but for the keep annotation."""
+    crds = [d for d in by_kind(docs, "CustomResourceDefinition") if d["spec"]["group"] == "gateway.weir.dev"]
+    if not want:
+        c.equal(crds, [], "policy CRDs with crds.policies=false")
+        return
+    c.equal({d["spec"]["names"]["kind"] for d in crds}, POLICY_KINDS, "policy CRD kinds")
+    ours = {}
+    for path in sorted(POLICY_CRD_DIR.glob("*.yaml")):
+        doc = yaml.load(path.read_text(), Loader=Loader)
+        ours[doc["metadata"]["name"]] = doc
+    for d in crds:
+        name = d["metadata"]["name"]
+        ann = dict(d["metadata"].get("annotations", {}))
+        c.equal(ann.pop("helm.sh/resource-policy", None), "keep", f"CRD {name} keep policy")
+        d = {**d, "metadata": {**d["metadata"], "annotations": ann}}
+        c.check(d == ours.get(name), f"CRD {name} differs from files/crds/weir")
+
+
 def check_crds(c: Checker, docs: list[dict], want: bool) -> None:
-    crds = by_kind(docs, "CustomResourceDefinition")
+    crds = [d for d in by_kind(docs, "CustomResourceDefinition") if d["spec"]["group"] != "gateway.weir.dev"]
     if not want:
         c.equal(crds, [], "CRDs without crds.install")
         return
@@ -582,6 +608,7 @@ def run_case(c: Checker, helm: str, out_dir: Path, name: str, sets: list[str], o
     check_network_policy(c, exp, docs, workloads[0] if workloads else None)
     check_service_monitor(c, exp, docs, lb)
     check_crds(c, docs, exp["crds"])
+    check_policy_crds(c, docs, exp["policy_crds"])
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::policies::{BackendTrafficPolicy, ClientTrafficPolicy, SecurityPolicy, POLICY_GROUP};
 use crate::{
     BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute,
     ListenerSet, Location, Namespace, ObjectKey, ObjectMeta, ReferenceGrant, Rejection, Secret,
@@ -423,6 +424,47 @@ kinds! {
         field: backend_tls_policies,
         cluster_scoped: false,
         optional: false,
+        status: Ancestors,
+        manifest_status: false,
+        field_selector: None,
+    },
+    /// Weir's own policy kinds (`gateway.weir.dev`, see `policies`): optional, as a cluster
+    /// without Weir's CRDs installed has none.
+    ClientTrafficPolicy(ClientTrafficPolicy) {
+        kind: "ClientTrafficPolicy",
+        group: POLICY_GROUP,
+        versions: ["v1alpha1"],
+        api_version: "gateway.weir.dev/v1alpha1",
+        plural: "clienttrafficpolicies",
+        field: client_traffic_policies,
+        cluster_scoped: false,
+        optional: true,
+        status: Ancestors,
+        manifest_status: false,
+        field_selector: None,
+    },
+    BackendTrafficPolicy(BackendTrafficPolicy) {
+        kind: "BackendTrafficPolicy",
+        group: POLICY_GROUP,
+        versions: ["v1alpha1"],
+        api_version: "gateway.weir.dev/v1alpha1",
+        plural: "backendtrafficpolicies",
+        field: backend_traffic_policies,
+        cluster_scoped: false,
+        optional: true,
+        status: Ancestors,
+        manifest_status: false,
+        field_selector: None,
+    },
+    SecurityPolicy(SecurityPolicy) {
+        kind: "SecurityPolicy",
+        group: POLICY_GROUP,
+        versions: ["v1alpha1"],
+        api_version: "gateway.weir.dev/v1alpha1",
+        plural: "securitypolicies",
+        field: security_policies,
+        cluster_scoped: false,
+        optional: true,
         status: Ancestors,
         manifest_status: false,
         field_selector: None,

@@ -6,6 +6,7 @@
 //! deserialization already did: the translator decides what is valid. [`refs`] lists the
 //! ConfigMaps and Secrets the other objects name (what Kubernetes mode fetches in full).
 
+pub mod policies;
 pub mod refs;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,9 @@ pub use gateway_api::tlsroutes::{TlsRoute, TlsRouteStatus};
 pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+pub use policies::{
+    BackendTrafficPolicy, ClientTrafficPolicy, PolicyStatus, SecurityPolicy, POLICY_GROUP,
+};
 
 /// Upstream Gateway API type modules, for code that needs the generated nested types.
 pub mod gw {

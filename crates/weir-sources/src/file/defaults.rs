@@ -51,6 +51,9 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         | Kind::TcpRoute
         | Kind::ReferenceGrant
         | Kind::BackendTlsPolicy
+        | Kind::ClientTrafficPolicy
+        | Kind::BackendTrafficPolicy
+        | Kind::SecurityPolicy
         | Kind::ConfigMap
         | Kind::Namespace => {}
     }

@@ -316,6 +316,9 @@ fn generation_basis(object: &Object) -> Option<u64> {
         Object::BackendTlsPolicy(o) => serde_json::to_vec(&o.spec),
         Object::ListenerSet(o) => serde_json::to_vec(&o.spec),
         Object::ReferenceGrant(o) => serde_json::to_vec(&o.spec),
+        Object::ClientTrafficPolicy(o) => serde_json::to_vec(&o.spec),
+        Object::BackendTrafficPolicy(o) => serde_json::to_vec(&o.spec),
+        Object::SecurityPolicy(o) => serde_json::to_vec(&o.spec),
         Object::EndpointSlice(o) => serde_json::to_vec(&(&o.address_type, &o.endpoints, &o.ports)),
         Object::Service(_) | Object::Secret(_) | Object::ConfigMap(_) | Object::Namespace(_) => {
             return None

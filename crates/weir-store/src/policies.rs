@@ -1,0 +1,343 @@
+//! Weir's policy kinds, group `gateway.weir.dev`, version `v1alpha1`: ClientTrafficPolicy,
+//! BackendTrafficPolicy and SecurityPolicy, with Envoy Gateway's field names and meaning for
+//! every field Weir implements, so a manifest moves from Envoy Gateway by changing its
+//! `apiVersion` (design: docs/ARCHITECTURE.md, "Policies").
+//!
+//! The fields Weir implements are typed. Every level of a spec also keeps the fields it does
+//! not know (`unsupported`): the CRDs preserve unknown fields instead of pruning them, so
+//! translation can refuse a policy that asks for something Weir does not do yet
+//! (`Accepted=False`, reason `UnsupportedValue`, naming the field) instead of ignoring it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The API group of Weir's policy kinds.
+pub const POLICY_GROUP: &str = "gateway.weir.dev";
+
+/// Fields of one level of a spec that Weir does not implement, by name.
+pub type Unsupported = BTreeMap<String, Value>;
+
+/// A `targetRef` (Gateway API `LocalPolicyTargetReferenceWithSectionName`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetRef {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// What every policy kind's spec starts with: its targets. Envoy Gateway's singular
+/// `targetRef` (deprecated there) is read too.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<PolicyTargetRef>,
+}
+
+impl PolicyTargets {
+    /// Every target, `targetRef` first.
+    pub fn all(&self) -> impl Iterator<Item = &PolicyTargetRef> {
+        self.target_ref.iter().chain(&self.target_refs)
+    }
+}
+
+/// `status` of every policy kind: Gateway API's `PolicyStatus` (`ancestors`, each with an
+/// `ancestorRef`, `controllerName` and `conditions`), kept as JSON: Weir writes only its own
+/// entries and leaves other controllers' as they are.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct PolicyStatus {
+    #[serde(default)]
+    pub ancestors: Vec<Value>,
+}
+
+// ---------------------------------------------------------------------------------------
+// ClientTrafficPolicy
+
+/// How Weir treats the client side of a Gateway's (or one listener's) connections.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.weir.dev",
+    version = "v1alpha1",
+    kind = "ClientTrafficPolicy",
+    plural = "clienttrafficpolicies",
+    namespaced,
+    status = "PolicyStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTrafficPolicySpec {
+    #[serde(flatten)]
+    pub targets: PolicyTargets,
+    #[serde(
+        default,
+        rename = "clientIPDetection",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_ip_detection: Option<ClientIpDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<ClientTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ClientConnection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<Http2Settings>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpDetection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_forwarded_for: Option<XForwardedFor>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct XForwardedFor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_trusted_hops: Option<i64>,
+    #[serde(
+        default,
+        rename = "trustedCIDRs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trusted_cidrs: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyProtocol {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderSettings {
+    /// Largest request header section: bytes, or a quantity (`64Ki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_header_limit: Option<IntOrString>,
+    /// `PreserveOrGenerate`, `Preserve`, `Generate` or `Disable`.
+    #[serde(default, rename = "requestID", skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpClientTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpClientTimeout>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpClientTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_received_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpClientTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConnection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<ConnectionLimit>,
+    /// Bytes buffered per connection: bytes, or a quantity (`32Ki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_limit: Option<IntOrString>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// `Auto`, `1.0`, `1.1`, `1.2` or `1.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn_protocols: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Http2Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<i64>,
+    /// Bytes, or a quantity (`64Ki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_stream_window_size: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_connection_window_size: Option<IntOrString>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+// ---------------------------------------------------------------------------------------
+// BackendTrafficPolicy and SecurityPolicy: their CRDs and status land now, their fields with
+// the issues that implement them. Until then every field but the targets is refused.
+
+/// How Weir treats the backends of a Gateway's or route's traffic (load balancing, health,
+/// retries, rate limits...): none of its fields is implemented yet.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.weir.dev",
+    version = "v1alpha1",
+    kind = "BackendTrafficPolicy",
+    plural = "backendtrafficpolicies",
+    namespaced,
+    status = "PolicyStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTrafficPolicySpec {
+    #[serde(flatten)]
+    pub targets: PolicyTargets,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// Authentication and authorization of a Gateway's or route's requests (JWT, basic auth,
+/// API keys, external auth, CORS, authorization rules): none of its fields is implemented
+/// yet.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.weir.dev",
+    version = "v1alpha1",
+    kind = "SecurityPolicy",
+    plural = "securitypolicies",
+    namespaced,
+    status = "PolicyStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityPolicySpec {
+    #[serde(flatten)]
+    pub targets: PolicyTargets,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_fields_are_typed_and_unknown_ones_kept() {
+        let p: ClientTrafficPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.weir.dev/v1alpha1",
+            "kind": "ClientTrafficPolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}],
+                "clientIPDetection": {"xForwardedFor": {"numTrustedHops": 2}},
+                "headers": {"requestID": "Generate", "withUnderscoresAction": "Allow"},
+                "connection": {"bufferLimit": "32Ki"},
+                "tcpKeepalive": {"idleTime": "20m"}
+            }
+        }))
+        .unwrap();
+        let spec = &p.spec;
+        assert_eq!(spec.targets.all().count(), 1);
+        let xff = spec
+            .client_ip_detection
+            .as_ref()
+            .unwrap()
+            .x_forwarded_for
+            .as_ref();
+        assert_eq!(xff.unwrap().num_trusted_hops, Some(2));
+        let headers = spec.headers.as_ref().unwrap();
+        assert_eq!(headers.request_id.as_deref(), Some("Generate"));
+        assert!(headers.unsupported.contains_key("withUnderscoresAction"));
+        assert!(spec.unsupported.contains_key("tcpKeepalive"));
+        assert!(!spec.unsupported.contains_key("targetRefs"));
+        assert_eq!(
+            spec.connection.as_ref().unwrap().buffer_limit,
+            Some(IntOrString::String("32Ki".into()))
+        );
+        // Round trip: what the store serves back is what was written.
+        let back = serde_json::to_value(&p).unwrap();
+        assert_eq!(back["spec"]["tcpKeepalive"]["idleTime"], "20m");
+        assert_eq!(
+            back["spec"]["clientIPDetection"]["xForwardedFor"]["numTrustedHops"],
+            2
+        );
+    }
+
+    #[test]
+    fn backend_and_security_policies_keep_every_field() {
+        let p: BackendTrafficPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.weir.dev/v1alpha1",
+            "kind": "BackendTrafficPolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"},
+                "retry": {"numRetries": 3}
+            }
+        }))
+        .unwrap();
+        assert_eq!(p.spec.targets.all().count(), 1);
+        assert_eq!(p.spec.unsupported.keys().collect::<Vec<_>>(), ["retry"]);
+    }
+}
