@@ -46,7 +46,7 @@ mod tlsroute;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -449,7 +449,19 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     }
 
     let memo = routes.finish(world, upstreams.into_table(), &gateways);
-    let snapshot = sockets::build(&mut gateways);
+    // Policy kinds: ClientTrafficPolicy goes onto the sockets; the kinds whose fields are
+    // still to come only get their status.
+    let ours: BTreeSet<ObjectKey> = gateways.iter().map(|g| g.key.clone()).collect();
+    let mut client_policies = policy::client::ClientPolicies::build(store, &ours);
+    let mut snapshot = sockets::build(&mut gateways);
+    client_policies.place(&mut snapshot);
+    statuses.extend(client_policies.statuses(input.controller_name, &input.now));
+    statuses.extend(policy::pending::statuses(
+        store,
+        &ours,
+        input.controller_name,
+        &input.now,
+    ));
 
     for s in statuses.iter_mut().filter(|_| !store.rejected.is_empty()) {
         if let Some(rejection) = store.rejected.get(&(s.kind, s.key.clone())) {

@@ -3,3 +3,5 @@
 //! type and uses `attach` for the rest (today: BackendTLSPolicy, `crate::backendtls`).
 
 pub mod attach;
+pub mod client;
+pub mod pending;
