@@ -758,3 +758,130 @@ async fn only_referenced_secrets_are_read_and_they_follow_changes() {
     // The other listener keeps serving.
     https_ok(https1, &ca2).await.unwrap();
 }
+
+const WEIR: &str = "gateway.weir.dev";
+
+/// (status, reason) of the Accepted condition in a policy's ancestor entry for default/gw.
+fn policy_accepted(policy: &Value) -> Option<(String, String)> {
+    let ancestors = policy["status"]["ancestors"].as_array()?;
+    let ours = ancestors.iter().find(|a| {
+        a["ancestorRef"]["name"] == "gw" && a["controllerName"] == "weir.dev/gateway-controller"
+    })?;
+    let c = condition(&ours["conditions"], "Accepted")?;
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn policies_are_read_and_their_status_written() {
+    let api = TestApiServer::start().await;
+    let backend = echo("echo-7c9d8-abcde", "default");
+    fixtures(&api, backend.addr.port());
+    let target = json!([{"group": GW, "kind": "Gateway", "name": "gw"}]);
+    api.apply(
+        json!({"apiVersion": format!("{WEIR}/v1alpha1"), "kind": "ClientTrafficPolicy",
+        "metadata": {"name": "clients", "namespace": "default"},
+        "spec": {"targetRefs": target, "connection": {"connectionLimit": {"value": 100}}}}),
+    );
+    api.apply(
+        json!({"apiVersion": format!("{WEIR}/v1alpha1"), "kind": "BackendTrafficPolicy",
+        "metadata": {"name": "retries", "namespace": "default"},
+        "spec": {"targetRefs": target, "retry": {"numRetries": 2}}}),
+    );
+    // Another controller's entry in a policy's status stays.
+    let mut security = json!({"apiVersion": format!("{WEIR}/v1alpha1"), "kind": "SecurityPolicy",
+        "metadata": {"name": "auth", "namespace": "default"},
+        "spec": {"targetRefs": [{"group": GW, "kind": "Gateway", "name": "gw", "sectionName": "nope"}]}});
+    security["status"] = json!({"ancestors": [{
+        "ancestorRef": {"group": GW, "kind": "Gateway", "name": "theirs", "namespace": "default"},
+        "controllerName": "example.com/other", "conditions": []}]});
+    api.apply(security);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &api);
+    let offset = weir_testkit::free_offset(&[80]);
+    let weir = replica(&kubeconfig, "weir-a", offset);
+    let stderr = weir.proc.stderr.clone();
+    let expect = [
+        ("clienttrafficpolicies", "clients", ("True", "Accepted")),
+        (
+            "backendtrafficpolicies",
+            "retries",
+            ("False", "UnsupportedValue"),
+        ),
+        ("securitypolicies", "auth", ("False", "TargetNotFound")),
+    ];
+    for (plural, name, (status, reason)) in expect {
+        assert_eventually(&format!("{plural}/{name} status written"), WAIT, || {
+            let stderr = stderr.clone();
+            let api = &api;
+            async move {
+                let policy = api.get(WEIR, plural, "default", name).ok_or("gone")?;
+                match policy_accepted(&policy) {
+                    Some((s, r)) if s == status && r == reason => Ok(()),
+                    other => Err(format!(
+                        "{other:?} in {}; stderr: {}",
+                        policy["status"],
+                        stderr.lock().unwrap().join("\n")
+                    )),
+                }
+            }
+        })
+        .await;
+    }
+    let auth = api
+        .get(WEIR, "securitypolicies", "default", "auth")
+        .unwrap();
+    let controllers: Vec<&Value> = auth["status"]["ancestors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["controllerName"])
+        .collect();
+    assert!(controllers.contains(&&json!("example.com/other")), "{auth}");
+
+    // A spec change is read and the status follows it.
+    api.apply(
+        json!({"apiVersion": format!("{WEIR}/v1alpha1"), "kind": "ClientTrafficPolicy",
+        "metadata": {"name": "clients", "namespace": "default"},
+        "spec": {"targetRefs": target, "tcpKeepalive": {"idleTime": "20m"}}}),
+    );
+    assert_eventually("the changed policy refused", WAIT, || async {
+        let policy = api
+            .get(WEIR, "clienttrafficpolicies", "default", "clients")
+            .ok_or("gone")?;
+        match policy_accepted(&policy) {
+            Some((s, r)) if s == "False" && r == "UnsupportedValue" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cluster_without_the_policy_crds_is_served() {
+    let api = TestApiServer::start_with(weir_testkit::apiserver::TestApiServerOptions {
+        unserved: vec![
+            "clienttrafficpolicies".into(),
+            "backendtrafficpolicies".into(),
+            "securitypolicies".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let backend = echo("echo-7c9d8-abcde", "default");
+    fixtures(&api, backend.addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &api);
+    let offset = weir_testkit::free_offset(&[80]);
+    let listener = SocketAddr::from(([127, 0, 0, 1], 80 + offset));
+    let _weir = replica(&kubeconfig, "weir-a", offset);
+    assert_eventually("route served without Weir's CRDs", WAIT, || async {
+        match get_status(listener, "app.example.com").await {
+            Ok(200) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

@@ -206,6 +206,8 @@ impl ObjectStatus {
                     (kind, false) if kind.status() == WrittenStatus::Parents => {
                         &["Accepted", "ResolvedRefs"]
                     }
+                    // Policies: each ancestor.
+                    (kind, false) if kind.status() == WrittenStatus::Ancestors => &["Accepted"],
                     (Kind::ListenerSet, true) => &["Accepted", "Programmed"],
                     (Kind::ListenerSet, false) => &["Accepted", "Programmed", "ResolvedRefs"],
                     _ => &[],
