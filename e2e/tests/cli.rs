@@ -197,3 +197,31 @@ async fn per_request_errors_are_logged_at_a_bounded_rate() {
         "{connect} connect and {failed} request lines for {REQUESTS} requests"
     );
 }
+
+#[test]
+fn check_reports_a_policy_field_weir_does_not_implement() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = std::fs::read_to_string(example_dir().join("gateway.yaml")).unwrap();
+    let http_only = gateway.split("    - name: https").next().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), http_only).unwrap();
+    let policy = |extra: &str| {
+        format!(
+            "apiVersion: gateway.weir.dev/v1alpha1\nkind: ClientTrafficPolicy\nmetadata: {{name: edge, namespace: default}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: weir}}]\n  headers: {{requestID: Generate}}\n{extra}"
+        )
+    };
+    std::fs::write(dir.path().join("policy.yaml"), policy("")).unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ClientTrafficPolicy default/edge"), "{out}");
+    assert!(out.contains("parent default/weir: Accepted=True"), "{out}");
+
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        policy("  tcpKeepalive: {idleTime: 20m}\n"),
+    )
+    .unwrap();
+    let (code, out) = check(dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("UnsupportedValue"), "{out}");
+    assert!(out.contains("spec.tcpKeepalive"), "{out}");
+}
