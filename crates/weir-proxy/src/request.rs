@@ -427,7 +427,17 @@ fn handle_action<'s>(
     // HTTP/1.x bodies that stall get 408 (nginx's client_body_timeout); HTTP/2 streams are
     // left alone: a gRPC client stream may rightly pause for minutes, and HTTP/2 flow
     // control and the connection cap bound what a stalled stream holds.
-    let stall = (parts.version < http::Version::HTTP_2).then_some(conn.shared.config.idle_timeout);
+    // A ClientTrafficPolicy's `requestReceivedTimeout` bounds the whole body instead (both
+    // versions).
+    let stall = match conn
+        .policy
+        .as_ref()
+        .and_then(|p| p.policy.request_received_timeout)
+    {
+        Some(limit) => Some(upstream::BodyTimer::Deadline(limit)),
+        None => (parts.version < http::Version::HTTP_2)
+            .then_some(upstream::BodyTimer::Stall(conn.shared.config.idle_timeout)),
+    };
     // Phase 5, the attempt loop (`upstream::attempt`).
     let mut body = upstream::tee(body, copies, stall);
     if let Some(bytes) = bytes_in.filter(|_| !body.is_end_stream()) {

@@ -748,3 +748,162 @@ async fn http2_settings_are_advertised() {
         .unwrap();
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_slow_request_body_gets_408_at_the_policy_timeout() {
+    let echo = Echo::start("e").await;
+    let (timed, plain) = (free_port(), free_port());
+    let p = TestProxy::start(
+        config(),
+        snapshot(
+            1,
+            vec![
+                with_policy(
+                    timed,
+                    &echo,
+                    ClientPolicy {
+                        request_received_timeout: Some(Duration::from_millis(500)),
+                        ..policy(11)
+                    },
+                ),
+                routed(plain, &upstream("ns/echo:80", &[echo.addr])),
+            ],
+        ),
+    )
+    .await;
+    for (port, cut) in [(timed, true), (plain, false)] {
+        let mut tcp = TcpStream::connect(p.addr(port)).await.unwrap();
+        tcp.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx")
+            .await
+            .unwrap();
+        let (mut read, mut write) = tcp.into_split();
+        // A byte every 100 ms: never a stall, but not the whole body in time.
+        let trickle = tokio::spawn(async move {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if write.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let start = Instant::now();
+        let mut head = [0u8; 12];
+        let answered =
+            tokio::time::timeout(Duration::from_secs(2), read.read_exact(&mut head)).await;
+        trickle.abort();
+        if cut {
+            answered.unwrap().unwrap();
+            assert_eq!(&head, b"HTTP/1.1 408");
+            assert!(start.elapsed() < Duration::from_millis(1500));
+        } else {
+            assert!(
+                answered.is_err(),
+                "without a policy a trickling body is not cut"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP sockets (TCPRoute): PROXY protocol and timeout.tcp.idleTimeout
+
+/// A TCP backend echoing every byte back.
+async fn tcp_echo() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+fn tcp_socket_with(
+    port: u16,
+    backend_addr: std::net::SocketAddr,
+    policy: ClientPolicy,
+) -> SocketConfig {
+    let mut s = socket(port, vec![listener("ns/gw", None, vec![])]);
+    let up = upstream("ns/tcp-echo:9000", &[backend_addr]);
+    s.passthrough = Some(weir_snapshot::Passthrough {
+        routes: vec![weir_snapshot::HostIndex::build([(
+            None,
+            Arc::new(weir_snapshot::TlsRouteEntry {
+                route: "ns/tcp".into(),
+                backends: vec![backend(1, &up)].into(),
+            }),
+        )])]
+        .into(),
+        terminate: vec![false].into(),
+        tcp: true,
+    });
+    s.client_policy = Some(Arc::new(policy));
+    s
+}
+
+async fn echo_round(tcp: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+    tcp.write_all(bytes).await.unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    back
+}
+
+#[tokio::test]
+async fn tcp_sockets_take_a_proxy_header_and_close_idle_connections() {
+    let backend_addr = tcp_echo().await;
+    let (proxied, idle, plain) = (free_port(), free_port(), free_port());
+    let p = TestProxy::start(
+        config(),
+        snapshot(
+            1,
+            vec![
+                tcp_socket_with(
+                    proxied,
+                    backend_addr,
+                    ClientPolicy {
+                        proxy_protocol: Some(ProxyProtocol { optional: false }),
+                        ..policy(50)
+                    },
+                ),
+                tcp_socket_with(
+                    idle,
+                    backend_addr,
+                    ClientPolicy {
+                        tcp_idle_timeout: Some(Duration::from_millis(300)),
+                        ..policy(51)
+                    },
+                ),
+                tcp_socket_with(plain, backend_addr, policy(52)),
+            ],
+        ),
+    )
+    .await;
+
+    // The header is taken off: the backend gets the client's bytes only.
+    let mut tcp = TcpStream::connect(p.addr(proxied)).await.unwrap();
+    tcp.write_all(&v2_header([192, 0, 2, 1], 999))
+        .await
+        .unwrap();
+    assert_eq!(echo_round(&mut tcp, b"hello").await, b"hello");
+    let mut tcp = TcpStream::connect(p.addr(proxied)).await.unwrap();
+    tcp.write_all(b"hello").await.unwrap();
+    assert_eq!(
+        until_closed(&mut tcp, Duration::from_secs(3)).await,
+        Some(vec![])
+    );
+
+    // Idle for longer than the policy's timeout: closed; without it: open.
+    for (port, closes) in [(idle, true), (plain, false)] {
+        let mut tcp = TcpStream::connect(p.addr(port)).await.unwrap();
+        assert_eq!(echo_round(&mut tcp, b"ping").await, b"ping");
+        let closed = until_closed(&mut tcp, Duration::from_millis(1500)).await;
+        assert_eq!(closed.is_some(), closes, "port {port}");
+    }
+}
