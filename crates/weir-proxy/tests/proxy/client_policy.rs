@@ -907,3 +907,80 @@ async fn tcp_sockets_take_a_proxy_header_and_close_idle_connections() {
         assert_eq!(closed.is_some(), closes, "port {port}");
     }
 }
+
+#[tokio::test]
+async fn tls_settings_apply_on_client_validating_sockets_too() {
+    use weir_snapshot::{ClientAuth, ClientAuthMode};
+    let echo = Echo::start("e").await;
+    let server_ca = Ca::new();
+    let client_ca = Ca::new();
+    let good = client_ca.leaf(&["client.example"]);
+    let cert = server_ca.leaf(&["strict.example", "a.example"]);
+    let port = free_port();
+    let up = upstream("ns/e:80", &[echo.addr]);
+    let auth = |mode| {
+        Some(Arc::new(
+            ClientAuth::new(
+                mode,
+                vec![client_ca.der()],
+                Arc::new(rustls::crypto::ring::default_provider()),
+            )
+            .unwrap(),
+        ))
+    };
+    let mut strict = listener(
+        "ns/gw",
+        Some("strict.example"),
+        vec![(None, prefix("/", forward_to("ns/r", &up)))],
+    );
+    strict.client_auth = auth(ClientAuthMode::AllowValidOnly);
+    let mut lax = listener(
+        "ns/gw",
+        Some("a.example"),
+        vec![(None, prefix("/", forward_to("ns/r", &up)))],
+    );
+    lax.client_auth = auth(ClientAuthMode::AllowInsecureFallback);
+    let mut s = tls_socket(
+        port,
+        true,
+        vec![strict, lax],
+        vec![
+            ("strict.example", cert.clone()),
+            ("a.example", cert.clone()),
+        ],
+        None,
+    );
+    s.client_policy = Some(Arc::new(ClientPolicy {
+        tls: Some(TlsSettings {
+            min_version: Some(TlsVersion::V1_3),
+            ..TlsSettings::default()
+        }),
+        ..policy(60)
+    }));
+    let p = TestProxy::start(config(), snapshot(1, vec![s])).await;
+    let addr = p.addr(port);
+
+    // The listener's validation still applies under the policy's settings.
+    assert!(
+        tls_connect_as(addr, "strict.example", &server_ca, Some(&good))
+            .await
+            .is_ok()
+    );
+    let refused = async {
+        let tls = tls_connect_as(addr, "strict.example", &server_ca, None).await?;
+        H1::over(tls)
+            .await?
+            .send(request("strict.example", "/").body(Full::default())?)
+            .await
+    };
+    assert!(refused.await.is_err());
+    // And TLS 1.2 is refused on the lax listener, where no certificate is needed.
+    let tls12 = &[&rustls::version::TLS12][..];
+    let tls13 = &[&rustls::version::TLS13][..];
+    assert!(tls_handshake(addr, &server_ca, tls12, &[b"http/1.1"])
+        .await
+        .is_err());
+    assert!(tls_handshake(addr, &server_ca, tls13, &[b"http/1.1"])
+        .await
+        .is_ok());
+}
