@@ -235,8 +235,10 @@ pub(crate) fn server_builder(
     // hyper's header read timer also runs while a keep-alive connection waits for its next
     // request, so at a fixed 30 s it closed idle keep-alive connections at half the default
     // `--idle-timeout`. A request head gets as long as an idle connection (nginx's
-    // client_header_timeout is 60 s), and never less than the 30 s it had; a policy's
-    // `requestReceivedTimeout` sets it.
+    // client_header_timeout is 60 s), and never less than the 30 s it had. A policy's
+    // `requestReceivedTimeout` sets it (so on such a socket an idle HTTP/1 keep-alive
+    // connection is closed after the shorter of it and the idle timeout; HTTP/2 has no
+    // header timer in hyper, its streams get the body deadline only).
     let header_timeout = policy
         .and_then(|p| p.request_received_timeout)
         .unwrap_or_else(|| idle_timeout.max(Duration::from_secs(30)));
