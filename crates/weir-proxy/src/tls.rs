@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use weir_snapshot::{SnapshotHandle, TlsSettings, TlsVersion};
+use weir_snapshot::{SnapshotHandle, TlsSettings};
 
 pub(crate) mod client_auth;
 
@@ -88,31 +88,12 @@ impl SocketTls {
         settings: &TlsSettings,
         auth: Option<&weir_snapshot::ClientAuth>,
     ) -> Result<Arc<ServerConfig>, rustls::Error> {
-        let provider = if settings.ciphers.is_empty() {
-            self.provider.clone()
-        } else {
-            let suites = weir_snapshot::client_policy::cipher_suites(&settings.ciphers)
-                .map_err(rustls::Error::General)?;
-            Arc::new(rustls::crypto::CryptoProvider {
-                cipher_suites: suites,
-                ..(*self.provider).clone()
-            })
-        };
-        let min = settings.min_version.unwrap_or(TlsVersion::V1_2);
-        let max = settings.max_version.unwrap_or(TlsVersion::V1_3);
-        let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-            (TlsVersion::V1_2, &rustls::version::TLS12),
-            (TlsVersion::V1_3, &rustls::version::TLS13),
-        ]
-        .into_iter()
-        .filter(|(v, _)| (min..=max).contains(v))
-        .map(|(_, p)| p)
-        .collect();
-        if versions.is_empty() {
-            return Err(rustls::Error::General(format!(
-                "TLS minVersion {min:?} is above maxVersion {max:?}"
-            )));
-        }
+        let provider = settings
+            .crypto_provider(&self.provider)
+            .map_err(rustls::Error::General)?;
+        let versions = settings
+            .protocol_versions()
+            .map_err(rustls::Error::General)?;
         let builder =
             ServerConfig::builder_with_provider(provider).with_protocol_versions(&versions)?;
         let mut config = match auth {

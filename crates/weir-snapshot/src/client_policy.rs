@@ -156,6 +156,59 @@ pub struct TlsSettings {
     pub alpn_protocols: Vec<Arc<str>>,
 }
 
+impl TlsSettings {
+    /// The protocol versions the settings allow: `minVersion..=maxVersion`, each defaulting
+    /// to the stack's range (1.2 to 1.3). Errors when minVersion is above maxVersion.
+    pub fn protocol_versions(
+        &self,
+    ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+        let min = self.min_version.unwrap_or(TlsVersion::V1_2);
+        let max = self.max_version.unwrap_or(TlsVersion::V1_3);
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+            (TlsVersion::V1_2, &rustls::version::TLS12),
+            (TlsVersion::V1_3, &rustls::version::TLS13),
+        ]
+        .into_iter()
+        .filter(|(v, _)| (min..=max).contains(v))
+        .map(|(_, p)| p)
+        .collect();
+        if versions.is_empty() {
+            return Err(format!(
+                "TLS minVersion {min:?} is above maxVersion {max:?}"
+            ));
+        }
+        Ok(versions)
+    }
+
+    /// `base` restricted to the cipher suites the settings name ([`cipher_suites`]);
+    /// `base` itself when they name none.
+    pub fn crypto_provider(
+        &self,
+        base: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
+        if self.ciphers.is_empty() {
+            return Ok(base.clone());
+        }
+        Ok(Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: cipher_suites(&self.ciphers)?,
+            ..(**base).clone()
+        }))
+    }
+
+    /// Whether the proxy can build a TLS configuration from these settings: no unknown
+    /// cipher name, minVersion not above maxVersion, and some named cipher usable with the
+    /// allowed versions. Translation refuses a policy (`Accepted=False`) on `Err`; the
+    /// proxy closes the connections of a socket whose settings fail here.
+    pub fn check(&self) -> Result<(), String> {
+        let provider = self.crypto_provider(&Arc::new(rustls::crypto::ring::default_provider()))?;
+        let versions = self.protocol_versions()?;
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
+            .map(|_| ())
+            .map_err(|e| format!("TLS settings cannot be used: {e}"))
+    }
+}
+
 /// `http2`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Http2Settings {
@@ -290,5 +343,35 @@ mod tests {
         assert!(cipher_suites(&bad).is_err());
         let only13: Vec<Arc<str>> = vec!["TLS_AES_256_GCM_SHA384".into()];
         assert_eq!(cipher_suites(&only13).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tls_settings_check() {
+        assert!(TlsSettings::default().check().is_ok());
+        let inverted = TlsSettings {
+            min_version: Some(TlsVersion::V1_3),
+            max_version: Some(TlsVersion::V1_2),
+            ..TlsSettings::default()
+        };
+        assert!(inverted.check().is_err());
+        // Only TLS 1.3 suites named, but only TLS 1.2 allowed: nothing to negotiate.
+        let unusable = TlsSettings {
+            max_version: Some(TlsVersion::V1_2),
+            ciphers: vec!["TLS_AES_128_GCM_SHA256".into()],
+            ..TlsSettings::default()
+        };
+        assert!(unusable.check().is_err());
+        let unknown = TlsSettings {
+            ciphers: vec!["AES128-SHA".into()],
+            ..TlsSettings::default()
+        };
+        assert!(unknown.check().unwrap_err().contains("AES128-SHA"));
+        let fine = TlsSettings {
+            min_version: Some(TlsVersion::V1_2),
+            ciphers: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
+            alpn_protocols: vec!["h2".into()],
+            ..TlsSettings::default()
+        };
+        assert!(fine.check().is_ok());
     }
 }

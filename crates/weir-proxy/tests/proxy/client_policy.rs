@@ -984,3 +984,39 @@ async fn tls_settings_apply_on_client_validating_sockets_too() {
         .await
         .is_ok());
 }
+
+#[tokio::test]
+async fn unusable_tls_settings_close_connections_and_count() {
+    let echo = Echo::start("e").await;
+    let ca = Ca::new();
+    let cert = ca.leaf(&["a.example"]);
+    let port = free_port();
+    let l = listener(
+        "ns/gw",
+        None,
+        vec![(
+            None,
+            prefix("/", forward_to("ns/r", &upstream("ns/e:80", &[echo.addr]))),
+        )],
+    );
+    let mut s = tls_socket(port, true, vec![l], vec![("a.example", cert)], None);
+    let settings = TlsSettings {
+        min_version: Some(TlsVersion::V1_3),
+        max_version: Some(TlsVersion::V1_2),
+        ..TlsSettings::default()
+    };
+    assert!(settings.check().is_err(), "translation would refuse these");
+    s.client_policy = Some(Arc::new(ClientPolicy {
+        tls: Some(settings),
+        ..policy(70)
+    }));
+    let p = TestProxy::start(config(), snapshot(1, vec![s])).await;
+    // Never the defaults instead of what the policy asked for: the connection is closed.
+    assert!(tls_connect(p.addr(port), "a.example", &ca, &[b"http/1.1"])
+        .await
+        .is_err());
+    assert_eq!(
+        p.metric("weir_client_policy_errors_total", &[("policy", "ns/ctp")]),
+        1.0
+    );
+}
