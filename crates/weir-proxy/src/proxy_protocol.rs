@@ -81,6 +81,10 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, Malformed> {
     };
     let len = cr + 2;
     let line = window.get(V1_PREFIX.len()..cr).unwrap_or_default();
+    if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+        // Refused here as in a prefix of it (consistent however the bytes arrive).
+        return Err(Malformed("v1 header: CR or LF inside the line"));
+    }
     let line = std::str::from_utf8(line).map_err(|_| Malformed("v1 header is not ASCII"))?;
     let mut fields = line.split(' ');
     let proto = fields.next().unwrap_or_default();
@@ -333,11 +337,59 @@ mod tests {
             b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",
             b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
             b"PROXY TCP4 1.2.3.4\n",
+            b"PROXY UNKNOWN \n\r\n",
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 100]].concat();
         assert!(parse(&long).is_err());
+    }
+
+    /// The fuzz target's properties (fuzz/fuzz_targets/proxy_protocol.rs) on random
+    /// mutations of valid headers, so `cargo test` checks them too.
+    #[test]
+    fn random_mutations_keep_the_parser_s_promises() {
+        let seeds: Vec<Vec<u8>> = vec![
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 5555 443\r\nGET /".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            v2(
+                1,
+                0x11,
+                &[
+                    192, 0, 2, 9, 10, 0, 0, 1, 0x1f, 0x90, 0x01, 0xbb, 4, 0, 1, 0,
+                ],
+            ),
+            v2(1, 0x21, &[7; 40]),
+            v2(0, 0, &[]),
+        ];
+        let starts_like = |d: &[u8], sig: &[u8]| {
+            let n = d.len().min(sig.len());
+            d[..n] == sig[..n]
+        };
+        for i in 0..20_000u32 {
+            let mut data = seeds[i as usize % seeds.len()].clone();
+            for _ in 0..(1 + rand::random::<u8>() % 4) {
+                let at = rand::random::<u32>() as usize % (data.len() + 1);
+                match rand::random::<u8>() % 3 {
+                    0 if at < data.len() => data[at] = rand::random(),
+                    1 => data.insert(at, rand::random()),
+                    _ => data.truncate(at),
+                }
+            }
+            let sig_like = starts_like(&data, V1_PREFIX) || starts_like(&data, V2_SIGNATURE);
+            match parse(&data) {
+                Err(_) => assert!(sig_like),
+                Ok(Parsed::NotProxy) => assert!(!sig_like),
+                Ok(Parsed::Incomplete) => assert!(data.len() < MAX_V2),
+                Ok(Parsed::Header { len, source }) => {
+                    assert!(len <= data.len() && len <= MAX_V2);
+                    assert_eq!(parse(&data[..len]), Ok(Parsed::Header { len, source }));
+                    for cut in 0..len {
+                        assert_eq!(parse(&data[..cut]), Ok(Parsed::Incomplete), "{data:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
