@@ -22,7 +22,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use weir_snapshot::{ClientPolicy, Snapshot};
 
 use crate::client_policy::SocketPolicy;
-
 use crate::conn::{client_ip_value, ConnCtx, SocketKey};
 use crate::conn_guard::{Activity, Counted};
 use crate::error::BindError;
