@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 seconds=${FUZZ_SECONDS:-25}
-targets=${FUZZ_TARGETS:-yaml_to_snapshot path_normalise request_match}
+targets=${FUZZ_TARGETS:-yaml_to_snapshot path_normalise request_match proxy_protocol}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
 sanitizer=${FUZZ_SANITIZER:-none}
 out=$root/target/fuzz
@@ -47,6 +47,7 @@ for target in $targets; do
     yaml_to_snapshot) extra=(-max_len=8192 -dict=fuzz/yaml.dict) ;;
     path_normalise) extra=(-max_len=512) ;;
     request_match) extra=(-max_len=2048) ;;
+    proxy_protocol) extra=(-max_len=4200) ;;
     *) extra=() ;;
   esac
   mkdir -p "$out/corpus/$target" "fuzz/artifacts/$target" "$out/logs"

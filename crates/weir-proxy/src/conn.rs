@@ -33,9 +33,19 @@ pub(crate) struct ConnCtx {
     /// requests on one connection mostly hit the same route, and reusing the series skips
     /// the label hashing and the registry lock.
     pub(crate) metrics_cache: MetricsCache,
+    /// What the socket's ClientTrafficPolicy built, when it has one (`client_policy.rs`).
+    pub(crate) policy: Option<Arc<crate::client_policy::SocketPolicy>>,
 }
 
 impl ConnCtx {
+    /// The largest request header section: the socket policy's, else `--max-header-bytes`.
+    pub(crate) fn max_header_bytes(&self) -> usize {
+        match &self.policy {
+            None => self.shared.config.max_header_bytes,
+            Some(policy) => policy.max_header_bytes,
+        }
+    }
+
     pub(crate) fn scheme(&self) -> RedirectScheme {
         if self.tls {
             RedirectScheme::Https

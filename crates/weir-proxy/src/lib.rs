@@ -14,6 +14,7 @@
 
 mod access_log;
 mod body;
+mod client_policy;
 mod conn;
 mod conn_guard;
 mod error;
@@ -23,8 +24,10 @@ mod log_limit;
 mod metrics;
 mod mirror;
 mod passthrough;
+pub mod proxy_protocol;
 mod request;
 mod stage;
+mod state;
 mod tls;
 mod upstream;
 
@@ -99,6 +102,10 @@ pub(crate) struct Shared {
     pub(crate) tls_provider: Arc<rustls::crypto::CryptoProvider>,
     pub(crate) connections: conn_guard::ConnectionCap,
     pub(crate) access_log: Option<access_log::AccessLog>,
+    /// What each socket's ClientTrafficPolicy built (server, TLS, connection counter), by
+    /// (socket, policy id): survives swaps that keep the policy (`client_policy.rs`).
+    pub(crate) client_policies:
+        state::StateRegistry<(conn::SocketKey, u64), client_policy::SocketPolicy>,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -119,7 +126,7 @@ impl Proxy {
         registry: &prometheus::Registry,
     ) -> Result<Proxy, ProxyError> {
         let metrics = Metrics::register(registry)?;
-        let server = server_builder(&config);
+        let server = server_builder(&config, None);
         let connections = conn_guard::ConnectionCap::new(config.max_connections);
         let access_log = if config.access_log_sample > 0.0 {
             Some(
@@ -141,6 +148,7 @@ impl Proxy {
             clients,
             access_log,
             server,
+            client_policies: state::StateRegistry::default(),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
         Ok(Proxy {
@@ -164,6 +172,13 @@ impl Proxy {
                 }))
             });
         let snapshot = self.shared.handle.load_full();
+        // Policy state whose policy the snapshot no longer has on that socket goes.
+        self.shared.client_policies.retain(|(key, id)| {
+            snapshot
+                .socket(key.0, key.1)
+                .and_then(|s| s.client_policy.as_ref())
+                .is_some_and(|p| p.id == *id)
+        });
         self.sockets.sync(&snapshot).await
     }
 
@@ -197,23 +212,62 @@ impl Drop for Proxy {
     }
 }
 
-fn server_builder(config: &ProxyConfig) -> auto::Builder<StreamExecutor> {
+/// The HTTP server for client connections: from the process flags, tuned by a socket's
+/// ClientTrafficPolicy when it has one (`client_policy.rs`; built once per socket policy).
+pub(crate) fn server_builder(
+    config: &ProxyConfig,
+    policy: Option<&weir_snapshot::ClientPolicy>,
+) -> auto::Builder<StreamExecutor> {
     let mut builder = auto::Builder::new(StreamExecutor);
+    let max_header_bytes = policy
+        .and_then(|p| p.max_request_header_bytes)
+        .unwrap_or(config.max_header_bytes);
+    let idle_timeout = policy
+        .and_then(|p| p.http_idle_timeout)
+        .unwrap_or(config.idle_timeout);
+    let buffer_limit = policy
+        .and_then(|p| p.buffer_limit)
+        .and_then(|b| usize::try_from(b).ok());
     // hyper refuses a read buffer below 8 KiB; the request stage enforces smaller limits.
-    let header_bytes = config.max_header_bytes.max(8 * 1024);
+    let read_buffer = buffer_limit
+        .map_or(max_header_bytes, |b| b.min(max_header_bytes))
+        .max(8 * 1024);
     // hyper's header read timer also runs while a keep-alive connection waits for its next
     // request, so at a fixed 30 s it closed idle keep-alive connections at half the default
     // `--idle-timeout`. A request head gets as long as an idle connection (nginx's
-    // client_header_timeout is 60 s), and never less than the 30 s it had.
+    // client_header_timeout is 60 s), and never less than the 30 s it had. A policy's
+    // `requestReceivedTimeout` sets it (so on such a socket an idle HTTP/1 keep-alive
+    // connection is closed after the shorter of it and the idle timeout; HTTP/2 has no
+    // header timer in hyper, its streams get the body deadline only).
+    let header_timeout = policy
+        .and_then(|p| p.request_received_timeout)
+        .unwrap_or_else(|| idle_timeout.max(Duration::from_secs(30)));
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.idle_timeout.max(Duration::from_secs(30)))
-        .max_buf_size(header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        .header_read_timeout(header_timeout)
+        .max_buf_size(read_buffer);
+    let mut h2 = builder.http2();
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    let settings = policy.and_then(|p| p.http2).unwrap_or_default();
+    if let Some(streams) = settings.max_concurrent_streams {
+        h2.max_concurrent_streams(streams);
+    }
+    // `bufferLimit` caps both windows; HTTP/2 allows at most 2^31 - 1 (h2 asserts it).
+    let cap = |window: Option<u32>| {
+        match (window, policy.and_then(|p| p.buffer_limit)) {
+            (Some(w), Some(b)) => Some(w.min(b)),
+            (w, b) => w.or(b),
+        }
+        .map(|w| w.min(0x7fff_ffff))
+    };
+    if let Some(window) = cap(settings.initial_stream_window_size) {
+        h2.initial_stream_window_size(window);
+    }
+    if let Some(window) = cap(settings.initial_connection_window_size) {
+        h2.initial_connection_window_size(window);
+    }
     builder
 }
 

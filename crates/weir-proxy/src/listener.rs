@@ -19,8 +19,9 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
-use weir_snapshot::Snapshot;
+use weir_snapshot::{ClientPolicy, Snapshot};
 
+use crate::client_policy::SocketPolicy;
 use crate::conn::{client_ip_value, ConnCtx, SocketKey};
 use crate::conn_guard::{Activity, Counted};
 use crate::error::BindError;
@@ -31,6 +32,9 @@ use crate::{tls, Shared};
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a load balancer gets to send its whole PROXY protocol header (it sends it at once,
+/// before anything else).
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The open sockets. The mutexes guard socket bookkeeping only; requests never take them.
 pub(crate) struct Sockets {
@@ -219,6 +223,23 @@ impl Sockets {
     }
 }
 
+impl SocketCtx {
+    /// What the socket's ClientTrafficPolicy builds (server, TLS configuration, connection
+    /// counter): from the registry when this socket has it for this policy, else built now
+    /// (once per socket and policy, not per connection).
+    fn policy(&self, policy: &Arc<ClientPolicy>) -> Result<Arc<SocketPolicy>, rustls::Error> {
+        self.shared
+            .client_policies
+            .get_or_try_insert(&(self.key, policy.id), || {
+                let tls = match &policy.tls {
+                    Some(settings) => Some(self.socket_tls.with_settings(settings, None)?),
+                    None => None,
+                };
+                Ok(SocketPolicy::new(policy.clone(), &self.shared.config, tls))
+            })
+    }
+}
+
 /// What every connection accepted on one socket shares.
 struct SocketCtx {
     shared: Arc<Shared>,
@@ -293,6 +314,7 @@ async fn accept_loop(
 /// at most one per ten seconds with the count left out.
 static REFUSED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
 static ACCEPT_FAILED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
+static POLICY_REFUSED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
 
 /// One client connection, from accept to close. Each protocol's work (a handshake, serving
 /// HTTP over TCP or TLS, a passthrough) is awaited in a box of its own, allocated when that
@@ -302,14 +324,14 @@ static ACCEPT_FAILED: LogLimit = LogLimit::new(1, Duration::from_secs(10));
 /// statement or block that made it has ended (see the TLS branches below).
 async fn serve_connection(
     socket: Arc<SocketCtx>,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
     watcher: Watcher,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     // TLS or not is the snapshot's decision at accept time; a socket that left the snapshot
     // (but is still open until the next sync) takes no new connections.
-    let (tls, passthrough, validating, tcp_route) = {
+    let (tls, passthrough, validating, tcp_route, policy) = {
         let snapshot = socket.shared.handle.load();
         match snapshot.socket(socket.key.0, socket.key.1) {
             Some(config) => (
@@ -317,10 +339,79 @@ async fn serve_connection(
                 config.passthrough.is_some(),
                 config.has_client_auth(),
                 config.passthrough.as_ref().is_some_and(|p| p.tcp),
+                config.client_policy.clone(),
             ),
             None => return,
         }
     };
+    // The socket's ClientTrafficPolicy, if any: its connection limit, then its PROXY
+    // protocol header, before anything else is read.
+    let policy = match policy {
+        None => None,
+        Some(policy) => match socket.policy(&policy) {
+            Ok(built) => Some(built),
+            Err(err) => {
+                socket
+                    .shared
+                    .metrics
+                    .policy_errors
+                    .with_label_values(&[&*policy.name])
+                    .inc();
+                if let Some(suppressed) = POLICY_REFUSED.admit() {
+                    tracing::warn!(%peer, policy = %policy.name, error = %err, suppressed, "connection closed: the ClientTrafficPolicy cannot be applied");
+                }
+                return;
+            }
+        },
+    };
+    let _admitted = match &policy {
+        None => None,
+        Some(policy) => match policy.admit() {
+            Some(admitted) => Some(admitted),
+            None => {
+                socket
+                    .shared
+                    .metrics
+                    .policy_connections_rejected
+                    .with_label_values(&[&*policy.policy.name])
+                    .inc();
+                if let Some(suppressed) = POLICY_REFUSED.admit() {
+                    tracing::warn!(%peer, policy = %policy.policy.name, port = socket.key.1, suppressed, "connection refused: the ClientTrafficPolicy's connectionLimit is reached");
+                }
+                return;
+            }
+        },
+    };
+    if let Some(proxy) = policy.as_ref().and_then(|p| p.policy.proxy_protocol) {
+        let header = Box::pin(crate::proxy_protocol::read_header(
+            &mut tcp,
+            proxy.optional,
+            PROXY_HEADER_TIMEOUT,
+        ));
+        match header.await {
+            Ok(Some(source)) => peer = source,
+            Ok(None) => {}
+            Err(err) => {
+                if let Some(reason) = err.reason() {
+                    socket
+                        .shared
+                        .metrics
+                        .proxy_protocol_errors
+                        .with_label_values(&[reason])
+                        .inc();
+                }
+                tracing::debug!(%peer, error = %err, "connection closed: PROXY protocol");
+                return;
+            }
+        }
+    }
+    let tcp_idle = policy.as_ref().and_then(|p| p.policy.tcp_idle_timeout);
+    // TLS termination under the policy's `tls` settings, else the socket's own.
+    let acceptor =
+        |policy: &Option<Arc<SocketPolicy>>| match policy.as_ref().and_then(|p| p.tls.clone()) {
+            Some(config) => tokio_rustls::TlsAcceptor::from(config),
+            None => socket.tls.clone(),
+        };
     if tcp_route {
         // TCPRoutes: spliced as they come.
         let _guard = socket.shared.metrics.connection(ConnProtocol::Tcp);
@@ -330,6 +421,7 @@ async fn serve_connection(
             socket.key,
             tcp,
             peer,
+            tcp_idle,
         ));
         spliced.await;
         return;
@@ -345,7 +437,8 @@ async fn serve_connection(
                 socket.key,
                 tcp,
                 peer,
-                &socket.tls,
+                acceptor(&policy),
+                tcp_idle,
             ));
             spliced.await;
             return;
@@ -353,7 +446,7 @@ async fn serve_connection(
         let spliced = {
             let handshake = Box::pin(tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                socket.tls.accept(tcp),
+                acceptor(&policy).accept(tcp),
             ));
             match handshake.await {
                 Ok(Ok(stream)) => {
@@ -364,6 +457,7 @@ async fn serve_connection(
                         stream,
                         server_name,
                         peer,
+                        tcp_idle,
                     ))
                 }
                 Ok(Err(err)) => {
@@ -395,6 +489,7 @@ async fn serve_connection(
             client_auth,
             client_ip: client_ip_value(peer.ip()),
             metrics_cache: MetricsCache::default(),
+            policy: policy.clone(),
         })
     };
     // Each TLS stream is handed to its boxed serve_http inside a block that ends before
@@ -407,6 +502,7 @@ async fn serve_connection(
                 socket.key,
                 tcp,
                 HANDSHAKE_TIMEOUT,
+                policy.as_ref().and_then(|p| p.policy.tls.as_ref()),
             ));
             match handshake.await {
                 Ok((stream, client_auth)) => {
@@ -424,7 +520,7 @@ async fn serve_connection(
         let served = {
             let handshake = Box::pin(tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                socket.tls.accept(tcp),
+                acceptor(&policy).accept(tcp),
             ));
             match handshake.await {
                 Ok(Ok(stream)) => {
@@ -456,6 +552,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let shared = conn.shared.clone();
+    let policy = conn.policy.clone();
     let peer = conn.peer;
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(Counted::new(stream, activity.clone()));
@@ -469,12 +566,19 @@ where
             response
         }
     });
-    let connection = shared.server.serve_connection_with_upgrades(io, service);
+    // A socket with a ClientTrafficPolicy has a server of its own (built once per policy).
+    let server = match &policy {
+        Some(policy) => &policy.server,
+        None => &shared.server,
+    };
+    let connection = server.serve_connection_with_upgrades(io, service);
     // The idle timer runs in a task of its own and signals over a oneshot: the connection
     // task is woken for every read and write, and polling a oneshot there costs far less
     // than polling a timer (callgrind: about 200 instructions per request less).
     let (idle_tx, idle_rx) = oneshot::channel::<()>();
-    let timeout = shared.config.idle_timeout;
+    let timeout = policy
+        .as_ref()
+        .map_or(shared.config.idle_timeout, |p| p.idle_timeout);
     let idle = tokio::spawn(async move {
         activity.idle_for(timeout).await;
         let _ = idle_tx.send(());

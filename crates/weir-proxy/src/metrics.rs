@@ -32,6 +32,15 @@ pub(crate) struct Metrics {
     /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell
     /// behind.
     pub(crate) access_log_dropped: IntCounter,
+    /// `weir_proxy_protocol_errors_total{reason}`: connections closed because their PROXY
+    /// protocol header was malformed, missing (where required), late, or unreadable.
+    pub(crate) proxy_protocol_errors: IntCounterVec,
+    /// `weir_client_policy_connections_rejected_total{policy}`: connections closed at
+    /// accept because the socket's ClientTrafficPolicy `connectionLimit` was reached.
+    pub(crate) policy_connections_rejected: IntCounterVec,
+    /// `weir_client_policy_errors_total{policy}`: connections closed because the socket's
+    /// ClientTrafficPolicy could not be applied (a TLS configuration rustls refused).
+    pub(crate) policy_errors: IntCounterVec,
 }
 
 /// Labels of one finished request.
@@ -101,7 +110,34 @@ impl Metrics {
             "Access log lines dropped because stdout could not keep up."
         ))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let proxy_protocol_errors = IntCounterVec::new(
+            opts!(
+                "weir_proxy_protocol_errors_total",
+                "Client connections closed because of their PROXY protocol header, by reason."
+            ),
+            &["reason"],
+        )?;
+        let policy_connections_rejected = IntCounterVec::new(
+            opts!(
+                "weir_client_policy_connections_rejected_total",
+                "Client connections closed on accept by a ClientTrafficPolicy connectionLimit."
+            ),
+            &["policy"],
+        )?;
+        let policy_errors = IntCounterVec::new(
+            opts!(
+                "weir_client_policy_errors_total",
+                "Client connections closed because their socket's ClientTrafficPolicy could not be applied."
+            ),
+            &["policy"],
+        )?;
+        registry.register(Box::new(proxy_protocol_errors.clone()))?;
+        registry.register(Box::new(policy_connections_rejected.clone()))?;
+        registry.register(Box::new(policy_errors.clone()))?;
         Ok(Self {
+            proxy_protocol_errors,
+            policy_connections_rejected,
+            policy_errors,
             requests,
             duration,
             errors,

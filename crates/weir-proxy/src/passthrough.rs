@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use weir_snapshot::{BackendTarget, TlsRouteEntry, Upstream};
 
 use crate::conn::SocketKey;
+use crate::conn_guard::{Activity, Counted};
 use crate::Shared;
 use client_hello::Hello;
 use rewind::Rewind;
@@ -75,9 +76,10 @@ pub(crate) async fn serve(
     key: SocketKey,
     client: TcpStream,
     peer: SocketAddr,
-    tls: &tokio_rustls::TlsAcceptor,
+    tls: tokio_rustls::TlsAcceptor,
+    idle: Option<Duration>,
 ) {
-    if let Err(err) = splice(&shared, key, client, tls).await {
+    if let Err(err) = splice(&shared, key, client, &tls, idle).await {
         tracing::debug!(%peer, error = %err, "TLS passthrough connection closed");
     }
 }
@@ -89,10 +91,11 @@ pub(crate) async fn serve_tcp(
     key: SocketKey,
     client: TcpStream,
     peer: SocketAddr,
+    idle: Option<Duration>,
 ) {
     let result = async {
         let upstream = choose_tcp(&shared, key)?;
-        splice_to(client, &upstream, &[]).await
+        splice_to(client, &upstream, &[], idle).await
     }
     .await;
     if let Err(err) = result {
@@ -108,13 +111,14 @@ pub(crate) async fn serve_terminated<S>(
     mut client: S,
     server_name: Option<String>,
     peer: SocketAddr,
+    idle: Option<Duration>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let result = async {
         let server_name = server_name.ok_or(PassthroughError::NoServerName)?;
         let (_, upstream) = choose(&shared, key, &server_name)?;
-        splice_to(&mut client, &upstream, &[]).await
+        splice_to(&mut client, &upstream, &[], idle).await
     }
     .await;
     if let Err(err) = result {
@@ -127,6 +131,7 @@ async fn splice(
     key: SocketKey,
     mut client: TcpStream,
     tls: &tokio_rustls::TlsAcceptor,
+    idle: Option<Duration>,
 ) -> Result<(), PassthroughError> {
     let (hello, server_name) = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut client))
         .await
@@ -140,17 +145,19 @@ async fn splice(
                 .await
                 .map_err(|_| PassthroughError::HandshakeTimeout)?
                 .map_err(PassthroughError::Handshake)?;
-        return splice_to(client, &upstream, &[]).await;
+        return splice_to(client, &upstream, &[], idle).await;
     }
-    splice_to(&mut client, &upstream, &hello).await
+    splice_to(&mut client, &upstream, &hello, idle).await
 }
 
 /// Connect to the upstream (falling over on connect errors), send `first` (the replayed
-/// ClientHello, or nothing), then copy both ways until either side closes.
+/// ClientHello, or nothing), then copy both ways until either side closes, or (with `idle`,
+/// a ClientTrafficPolicy's `timeout.tcp.idleTimeout`) until no byte moved for that long.
 async fn splice_to<S>(
     mut client: S,
     upstream: &Upstream,
     first: &[u8],
+    idle: Option<Duration>,
 ) -> Result<(), PassthroughError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -162,7 +169,22 @@ where
     }
     // Either side closing (or failing) ends the splice; errors after this point are normal
     // connection ends, not ours to report.
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    match idle {
+        None => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+        }
+        Some(timeout) => {
+            // Every byte either way passes the client side, so counting it sees them all.
+            let activity = Arc::new(Activity::default());
+            let mut client = Counted::new(client, activity.clone());
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
+                () = activity.idle_for(timeout) => {
+                    tracing::debug!(upstream = %upstream.name, "TCP idle timeout: closing the connection");
+                }
+            }
+        }
+    }
     Ok(())
 }
 

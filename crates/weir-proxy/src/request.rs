@@ -76,6 +76,8 @@ static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request
 
 /// The access log's part of a logged request.
 struct Access {
+    /// The client address: the connection's, or the one `clientIPDetection` found.
+    client: std::net::SocketAddr,
     request_id: Option<HeaderValue>,
     /// Request body bytes read (the body counts them as it is forwarded).
     bytes_in: Arc<AtomicU64>,
@@ -91,8 +93,12 @@ struct Access {
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn serve(
     conn: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
+    // The socket's ClientTrafficPolicy: request ID and client address (one check without).
+    if let Some(policy) = &conn.policy {
+        crate::client_policy::on_request(&policy.policy, conn.peer, &mut req);
+    }
     async move {
         let start = Instant::now();
         // The one snapshot load of this request: every stage uses this value.
@@ -113,6 +119,10 @@ pub(crate) fn serve(
                 .filter(|l| l.sampled())
                 .map(|_| {
                     Box::new(Access {
+                        client: req
+                            .extensions()
+                            .get::<crate::client_policy::ClientAddr>()
+                            .map_or(conn.peer, |c| c.0),
                         request_id: req.headers().get(&X_REQUEST_ID).cloned(),
                         bytes_in: Arc::new(AtomicU64::new(0)),
                         flags: "",
@@ -209,7 +219,7 @@ fn route<'s>(
     req: &Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<(u16, &'s Listener, &'s Arc<RouteEntry>), ProxyError> {
-    check_header_size(req, conn.shared.config.max_header_bytes)?;
+    check_header_size(req, conn.max_header_bytes())?;
     log.host = request_host(req)?;
     let socket = snapshot
         .socket(conn.key.0, conn.key.1)
@@ -417,7 +427,17 @@ fn handle_action<'s>(
     // HTTP/1.x bodies that stall get 408 (nginx's client_body_timeout); HTTP/2 streams are
     // left alone: a gRPC client stream may rightly pause for minutes, and HTTP/2 flow
     // control and the connection cap bound what a stalled stream holds.
-    let stall = (parts.version < http::Version::HTTP_2).then_some(conn.shared.config.idle_timeout);
+    // A ClientTrafficPolicy's `requestReceivedTimeout` bounds the whole body instead (both
+    // versions).
+    let stall = match conn
+        .policy
+        .as_ref()
+        .and_then(|p| p.policy.request_received_timeout)
+    {
+        Some(limit) => Some(upstream::BodyTimer::Deadline(limit)),
+        None => (parts.version < http::Version::HTTP_2)
+            .then_some(upstream::BodyTimer::Stall(conn.shared.config.idle_timeout)),
+    };
     // Phase 5, the attempt loop (`upstream::attempt`).
     let mut body = upstream::tee(body, copies, stall);
     if let Some(bytes) = bytes_in.filter(|_| !body.is_end_stream()) {
@@ -697,7 +717,7 @@ fn access_logged(
     let entry = Box::new(access_log::Entry {
         time: std::time::SystemTime::now() - elapsed,
         started: start,
-        client: conn.peer,
+        client: access.client,
         request_id: access.request_id,
         path: log.uri.path().to_string(),
         method: log.method,

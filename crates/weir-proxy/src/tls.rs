@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use weir_snapshot::SnapshotHandle;
+use weir_snapshot::{SnapshotHandle, TlsSettings};
 
 pub(crate) mod client_auth;
 
@@ -75,6 +75,42 @@ impl SocketTls {
             resolver,
             plain: Arc::new(plain),
         })
+    }
+}
+
+impl SocketTls {
+    /// The socket's TLS configuration under a ClientTrafficPolicy's `tls` settings
+    /// (versions, cipher suites, ALPN), asking for a client certificate with `auth` when
+    /// given. Built once per socket policy (without `auth`), or per handshake on validating
+    /// sockets, as [`SocketTls::with_client_auth`] is.
+    pub(crate) fn with_settings(
+        &self,
+        settings: &TlsSettings,
+        auth: Option<&weir_snapshot::ClientAuth>,
+    ) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let provider = settings
+            .crypto_provider(&self.provider)
+            .map_err(rustls::Error::General)?;
+        let versions = settings
+            .protocol_versions()
+            .map_err(rustls::Error::General)?;
+        let builder =
+            ServerConfig::builder_with_provider(provider).with_protocol_versions(&versions)?;
+        let mut config = match auth {
+            Some(auth) => builder.with_client_cert_verifier(auth.verifier.clone()),
+            None => builder.with_no_client_auth(),
+        }
+        .with_cert_resolver(self.resolver.clone());
+        config.alpn_protocols = if settings.alpn_protocols.is_empty() {
+            alpn()
+        } else {
+            settings
+                .alpn_protocols
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect()
+        };
+        Ok(Arc::new(config))
     }
 }
 

@@ -25,7 +25,9 @@ mod body;
 mod pool;
 mod tls;
 
-pub(crate) use body::{copy_channel, tee, CopySender, Counted, PooledBody, UpstreamBody};
+pub(crate) use body::{
+    copy_channel, tee, BodyTimer, CopySender, Counted, PooledBody, UpstreamBody,
+};
 pub use pool::UpstreamLimits;
 use pool::{PoolKey, Pools, TlsConnect};
 

@@ -156,6 +156,59 @@ pub struct TlsSettings {
     pub alpn_protocols: Vec<Arc<str>>,
 }
 
+impl TlsSettings {
+    /// The protocol versions the settings allow: `minVersion..=maxVersion`, each defaulting
+    /// to the stack's range (1.2 to 1.3). Errors when minVersion is above maxVersion.
+    pub fn protocol_versions(
+        &self,
+    ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+        let min = self.min_version.unwrap_or(TlsVersion::V1_2);
+        let max = self.max_version.unwrap_or(TlsVersion::V1_3);
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+            (TlsVersion::V1_2, &rustls::version::TLS12),
+            (TlsVersion::V1_3, &rustls::version::TLS13),
+        ]
+        .into_iter()
+        .filter(|(v, _)| (min..=max).contains(v))
+        .map(|(_, p)| p)
+        .collect();
+        if versions.is_empty() {
+            return Err(format!(
+                "TLS minVersion {min:?} is above maxVersion {max:?}"
+            ));
+        }
+        Ok(versions)
+    }
+
+    /// `base` restricted to the cipher suites the settings name ([`cipher_suites`]);
+    /// `base` itself when they name none.
+    pub fn crypto_provider(
+        &self,
+        base: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
+        if self.ciphers.is_empty() {
+            return Ok(base.clone());
+        }
+        Ok(Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: cipher_suites(&self.ciphers)?,
+            ..(**base).clone()
+        }))
+    }
+
+    /// Whether the proxy can build a TLS configuration from these settings: no unknown
+    /// cipher name, minVersion not above maxVersion, and some named cipher usable with the
+    /// allowed versions. Translation refuses a policy (`Accepted=False`) on `Err`; the
+    /// proxy closes the connections of a socket whose settings fail here.
+    pub fn check(&self) -> Result<(), String> {
+        let provider = self.crypto_provider(&Arc::new(rustls::crypto::ring::default_provider()))?;
+        let versions = self.protocol_versions()?;
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
+            .map(|_| ())
+            .map_err(|e| format!("TLS settings cannot be used: {e}"))
+    }
+}
+
 /// `http2`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Http2Settings {
@@ -165,6 +218,93 @@ pub struct Http2Settings {
     pub initial_stream_window_size: Option<u32>,
     /// `initialConnectionWindowSize` in bytes.
     pub initial_connection_window_size: Option<u32>,
+}
+
+/// The TLS cipher suite a name stands for, as Envoy Gateway's `tls.ciphers` writes them
+/// (OpenSSL/BoringSSL names: `ECDHE-RSA-AES128-GCM-SHA256`) or by their IANA names
+/// (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, `TLS_AES_128_GCM_SHA256`); `None` for a name
+/// Weir's TLS stack (rustls) does not have: it speaks only AEAD suites with forward secrecy,
+/// so `AES128-SHA`, `ECDHE-RSA-AES128-SHA` and the like are unknown.
+pub fn cipher_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    Some(match name.trim() {
+        "TLS_AES_128_GCM_SHA256" | "TLS13_AES_128_GCM_SHA256" => cs::TLS13_AES_128_GCM_SHA256,
+        "TLS_AES_256_GCM_SHA384" | "TLS13_AES_256_GCM_SHA384" => cs::TLS13_AES_256_GCM_SHA384,
+        "TLS_CHACHA20_POLY1305_SHA256" | "TLS13_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS13_CHACHA20_POLY1305_SHA256
+        }
+        "ECDHE-ECDSA-AES128-GCM-SHA256" | "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        }
+        "ECDHE-ECDSA-AES256-GCM-SHA384" | "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => {
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        }
+        "ECDHE-ECDSA-CHACHA20-POLY1305" | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "ECDHE-RSA-AES128-GCM-SHA256" | "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => {
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        }
+        "ECDHE-RSA-AES256-GCM-SHA384" | "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => {
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        }
+        "ECDHE-RSA-CHACHA20-POLY1305" | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        _ => return None,
+    })
+}
+
+/// The names in a `tls.ciphers` list, one by one: Envoy's equal-preference groups
+/// (`[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]`) are split into their
+/// members.
+fn cipher_names<'a>(list: &'a [Arc<str>]) -> impl Iterator<Item = &'a str> + 'a {
+    list.iter().flat_map(|entry| {
+        entry
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split('|')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+    })
+}
+
+/// The names in a `tls.ciphers` list that Weir's TLS stack does not have (empty: all are
+/// usable). Translation calls this to refuse a policy naming one (`Accepted=False`).
+pub fn unknown_ciphers(list: &[Arc<str>]) -> Vec<String> {
+    cipher_names(list)
+        .filter(|n| cipher_suite(n).is_none())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The cipher suites a `tls.ciphers` list allows, in its order (duplicates once). As in
+/// Envoy, the list is about TLS 1.2; a list that names no TLS 1.3 suite keeps all of them
+/// (a list naming some restricts TLS 1.3 to those). Errors with the unknown names.
+pub fn cipher_suites(list: &[Arc<str>]) -> Result<Vec<rustls::SupportedCipherSuite>, String> {
+    let unknown = unknown_ciphers(list);
+    if !unknown.is_empty() {
+        return Err(format!("unknown TLS cipher suites: {}", unknown.join(", ")));
+    }
+    let mut suites: Vec<rustls::SupportedCipherSuite> = Vec::new();
+    for suite in cipher_names(list).filter_map(cipher_suite) {
+        if !suites.iter().any(|s| s.suite() == suite.suite()) {
+            suites.push(suite);
+        }
+    }
+    if !suites
+        .iter()
+        .any(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)))
+    {
+        suites.extend(
+            rustls::crypto::ring::DEFAULT_CIPHER_SUITES
+                .iter()
+                .copied()
+                .filter(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_))),
+        );
+    }
+    Ok(suites)
 }
 
 #[cfg(test)]
@@ -185,5 +325,53 @@ mod tests {
         assert!(!host.contains("2001:db8::2".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn cipher_names_map_to_suites() {
+        let list: Vec<Arc<str>> = vec![
+            "[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]".into(),
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into(),
+            "ECDHE-ECDSA-AES128-GCM-SHA256".into(),
+        ];
+        assert!(unknown_ciphers(&list).is_empty());
+        let suites = cipher_suites(&list).unwrap();
+        // Three TLS 1.2 suites (the duplicate once), then every TLS 1.3 one.
+        assert_eq!(suites.len(), 6);
+        let bad: Vec<Arc<str>> = vec!["AES128-SHA".into(), "TLS_AES_128_GCM_SHA256".into()];
+        assert_eq!(unknown_ciphers(&bad), vec!["AES128-SHA".to_string()]);
+        assert!(cipher_suites(&bad).is_err());
+        let only13: Vec<Arc<str>> = vec!["TLS_AES_256_GCM_SHA384".into()];
+        assert_eq!(cipher_suites(&only13).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tls_settings_check() {
+        assert!(TlsSettings::default().check().is_ok());
+        let inverted = TlsSettings {
+            min_version: Some(TlsVersion::V1_3),
+            max_version: Some(TlsVersion::V1_2),
+            ..TlsSettings::default()
+        };
+        assert!(inverted.check().is_err());
+        // Only TLS 1.3 suites named, but only TLS 1.2 allowed: nothing to negotiate.
+        let unusable = TlsSettings {
+            max_version: Some(TlsVersion::V1_2),
+            ciphers: vec!["TLS_AES_128_GCM_SHA256".into()],
+            ..TlsSettings::default()
+        };
+        assert!(unusable.check().is_err());
+        let unknown = TlsSettings {
+            ciphers: vec!["AES128-SHA".into()],
+            ..TlsSettings::default()
+        };
+        assert!(unknown.check().unwrap_err().contains("AES128-SHA"));
+        let fine = TlsSettings {
+            min_version: Some(TlsVersion::V1_2),
+            ciphers: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
+            alpn_protocols: vec!["h2".into()],
+            ..TlsSettings::default()
+        };
+        assert!(fine.check().is_ok());
     }
 }

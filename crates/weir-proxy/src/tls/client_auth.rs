@@ -22,7 +22,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
-use weir_snapshot::{ClientAuth, SnapshotHandle};
+use weir_snapshot::{ClientAuth, SnapshotHandle, TlsSettings};
 
 use super::{alpn, SocketTls};
 
@@ -61,6 +61,7 @@ impl SocketTls {
         key: (Option<std::net::IpAddr>, u16),
         tcp: TcpStream,
         timeout: Duration,
+        policy: Option<&TlsSettings>,
     ) -> Result<(TlsStream<TcpStream>, Option<Arc<ClientAuth>>), HandshakeError> {
         let handshake = async {
             let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
@@ -74,9 +75,11 @@ impl SocketTls {
                     .socket(key.0, key.1)
                     .and_then(|s| s.client_auth_for(sni.as_deref()).cloned())
             };
-            let config = match &auth {
-                Some(auth) => self.with_client_auth(auth)?,
-                None => self.plain.clone(),
+            let config = match (&auth, policy) {
+                (Some(auth), None) => self.with_client_auth(auth)?,
+                (None, None) => self.plain.clone(),
+                // A ClientTrafficPolicy's `tls` settings apply to every listener's handshake.
+                (auth, Some(settings)) => self.with_settings(settings, auth.as_deref())?,
             };
             let stream = start.into_stream(config).await?;
             Ok::<_, HandshakeError>((stream, auth))

@@ -57,21 +57,41 @@ pub(crate) struct Stall {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Data came since the timer was last (re)armed.
     progress: bool,
+    /// A deadline for the whole body (never pushed back), not a stall timer.
+    fixed: bool,
+}
+
+/// How long a client's request body may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyTimer {
+    /// Nothing of it for this long (`--idle-timeout`, HTTP/1.x).
+    Stall(std::time::Duration),
+    /// All of it within this from now (a ClientTrafficPolicy's `requestReceivedTimeout`).
+    Deadline(std::time::Duration),
 }
 
 impl Stall {
-    fn new(limit: std::time::Duration) -> Self {
-        Self {
-            limit,
-            timer: None,
-            progress: false,
+    fn new(timer: BodyTimer) -> Self {
+        match timer {
+            BodyTimer::Stall(limit) => Self {
+                limit,
+                timer: None,
+                progress: false,
+                fixed: false,
+            },
+            BodyTimer::Deadline(limit) => Self {
+                limit,
+                timer: Some(Box::pin(tokio::time::sleep(limit))),
+                progress: false,
+                fixed: true,
+            },
         }
     }
 
     /// After a poll of the body: data resets, a `Pending` checks the timer.
     fn after<T>(&mut self, polled: &Poll<T>, cx: &mut Context<'_>) -> Result<(), BoxError> {
         if polled.is_ready() {
-            self.progress = true;
+            self.progress = !self.fixed;
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + self.limit;
@@ -163,11 +183,12 @@ pub(crate) struct CopySender {
 }
 
 /// The client's `body`, with every data frame also handed to each of `copies`.
-/// `stall`: fail the body with [`BodyStalled`] when it moves nothing for this long.
+/// `stall`: fail the body with [`BodyStalled`] when it moves nothing for a while, or has not
+/// ended by a deadline ([`BodyTimer`]).
 pub(crate) fn tee(
     body: Incoming,
     copies: Vec<CopySender>,
-    stall: Option<std::time::Duration>,
+    stall: Option<BodyTimer>,
 ) -> UpstreamBody {
     if copies.is_empty() {
         // No body (most requests), or no limit: nothing to watch.

@@ -7,6 +7,7 @@ mod support;
 mod backend_tls;
 mod boundaries;
 mod client_auth;
+mod client_policy;
 mod errors;
 mod extended;
 mod lifecycle;

@@ -1,0 +1,90 @@
+//! Runtime policy state: what a policy owns while the proxy runs (a connection counter, a
+//! per-socket server or TLS configuration built from it; later token buckets, breaker and
+//! health state, key caches). It lives beside the snapshot, not in it, in a
+//! [`StateRegistry`] keyed by a stable identity of the policy (its `id`, a hash of its
+//! name, spec and target, plus where it applies), so it survives snapshot swaps that keep
+//! the policy, and is dropped by [`StateRegistry::retain`] once a swap removed the policy.
+//!
+//! Lookups happen where a policy is first needed (a connection's accept, not each request);
+//! holders keep an `Arc` to the state, so a connection counted against a state that a
+//! swap dropped still gives its count back to that state when it closes.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// State of type `V` per policy identity `K`.
+pub(crate) struct StateRegistry<K, V> {
+    entries: Mutex<HashMap<K, Arc<V>>>,
+}
+
+impl<K: Eq + Hash + Clone, V> Default for StateRegistry<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V> StateRegistry<K, V> {
+    /// The state for `key`, made by `make` if there is none yet. `make` runs under the
+    /// registry's lock (keep it short; it may fail, and then nothing is stored).
+    pub(crate) fn get_or_try_insert<E>(
+        &self,
+        key: &K,
+        make: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Arc<V>, E> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = entries.get(key) {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(make()?);
+        entries.insert(key.clone(), state.clone());
+        Ok(state)
+    }
+
+    /// Keep only the states whose key `live` accepts (called after a snapshot swap with the
+    /// keys the new snapshot still has).
+    pub(crate) fn retain(&self, mut live: impl FnMut(&K) -> bool) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| live(k));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn state_survives_lookups_and_is_dropped_when_gone() {
+        let registry: StateRegistry<u64, AtomicU32> = StateRegistry::default();
+        let a = registry
+            .get_or_try_insert(&1, || Ok::<_, Infallible>(AtomicU32::new(0)))
+            .unwrap();
+        a.fetch_add(1, Ordering::Relaxed);
+        let again = registry
+            .get_or_try_insert(&1, || Ok::<_, Infallible>(AtomicU32::new(0)))
+            .unwrap();
+        assert_eq!(again.load(Ordering::Relaxed), 1);
+        assert!(registry
+            .get_or_try_insert(&2, || Err::<AtomicU32, _>("no"))
+            .is_err());
+        assert_eq!(registry.len(), 1);
+        registry.retain(|k| *k != 1);
+        assert_eq!(registry.len(), 0);
+        // A holder keeps its state after the registry dropped it.
+        assert_eq!(a.load(Ordering::Relaxed), 1);
+    }
+}
