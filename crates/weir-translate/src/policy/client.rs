@@ -472,12 +472,25 @@ fn tls(t: &weir_store::policies::ClientTls) -> Result<TlsSettings, NotAccepted> 
             )));
         }
     }
-    Ok(TlsSettings {
+    let settings = TlsSettings {
         min_version,
         max_version,
         ciphers,
         alpn_protocols,
-    })
+    };
+    // Unknown cipher names, and ciphers none of the allowed versions can use: what the
+    // proxy's TLS stack would refuse, refused here with the names.
+    let unknown = weir_snapshot::client_policy::unknown_ciphers(&settings.ciphers);
+    if !unknown.is_empty() {
+        return Err(invalid(format!(
+            "spec.tls.ciphers: Weir's TLS stack has no {}",
+            unknown.join(", ")
+        )));
+    }
+    settings
+        .check()
+        .map_err(|e| invalid(format!("spec.tls: {e}")))?;
+    Ok(settings)
 }
 
 /// A duration field (Gateway API format), more than zero.

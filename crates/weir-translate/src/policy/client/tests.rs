@@ -268,6 +268,7 @@ fn invalid_values_are_refused() {
         "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1, trustedCIDRs: [10.0.0.0/8]}}",
         "  tls: {minVersion: '1.3', maxVersion: '1.2'}",
         "  tls: {maxVersion: '1.1'}",
+        "  tls: {ciphers: [ECDHE-RSA-AES128-GCM-SHA256, NOT-A-CIPHER]}",
         "  connection: {connectionLimit: {value: 0}}",
         "  connection: {bufferLimit: 2Ti}",
     ] {
