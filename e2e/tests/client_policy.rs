@@ -150,7 +150,7 @@ async fn a_policy_applies_changes_and_goes_away_without_a_restart() {
         }
     })
     .await;
-    let mut held = TcpStream::connect(http).unwrap();
+    let held = TcpStream::connect(http).unwrap();
     held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert!(answered(http), "the refused policy's limit does not apply");
     drop(held);
