@@ -44,7 +44,12 @@ pub async fn start_with(extra: &[&str], limit_kib: Option<u64>) -> Quickstart {
         echo("old-nginx-5c7b8d9f4-k8zlm", "default"),
         echo("new-nginx-6f9d7c8b5-p4wqr", "default"),
     ];
-    for name in ["gateway.yaml", "routes.yaml", "backends.yaml"] {
+    for name in [
+        "gateway.yaml",
+        "routes.yaml",
+        "backends.yaml",
+        "policy.yaml",
+    ] {
         let mut text = std::fs::read_to_string(example_dir().join(name)).unwrap();
         for (port, backend) in [9101, 9102, 9103].iter().zip(&backends) {
             text = text.replace(&port.to_string(), &backend.addr.port().to_string());

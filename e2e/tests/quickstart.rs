@@ -34,6 +34,23 @@ async fn demo_route_answers_version_from_go_httpbin() {
     assert_eq!(echo["host"], "demo.ingress.top:8080");
     assert_eq!(echo["headers"]["X-Forwarded-Proto"][0], "http");
     assert_eq!(echo["headers"]["X-Forwarded-For"][0], "127.0.0.1");
+    // The quickstart's ClientTrafficPolicy: a request ID for every request, a client's kept.
+    let id = echo["headers"]["X-Request-Id"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(id.len(), 36, "a generated UUID: {echo}");
+    let r = http1(
+        q.weir.listener(80),
+        &Req::get("demo.ingress.top", "/anything").header("x-request-id", "mine"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json()["headers"]["X-Request-Id"][0], "mine");
+    let policy = status_of(&q.weir, "ClientTrafficPolicy", "edge")
+        .await
+        .unwrap();
+    let accepted = condition(&policy["status"]["ancestors"][0]["conditions"], "Accepted");
+    assert_eq!(accepted.unwrap()["status"], "True", "{policy}");
 
     // HTTP/2 with prior knowledge on the plain port.
     let r = h2c(q.weir.listener(80), &Req::get("demo.ingress.top", "/h2"))
