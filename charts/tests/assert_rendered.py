@@ -27,7 +27,10 @@ import kubernetes_validate
 import yaml
 
 CHART = Path(__file__).resolve().parent.parent / "weir"
-CRD_DIR = CHART / "files" / "crds" / "gateway-api-v1.5.1-standard"
+# The vendored Gateway API CRDs of each channel (crds.channel).
+CRD_DIRS = {
+    channel: CHART / "files" / "crds" / f"gateway-api-v1.6.1-{channel}" for channel in ("standard", "experimental")
+}
 NAMESPACE = "weir-system"
 # Built-in kinds are validated against this Kubernetes version's OpenAPI schemas (the
 # workspace builds k8s-openapi with feature v1_33).
@@ -78,6 +81,7 @@ def cluster_rules(weir: str) -> dict[tuple[str, str], set[str]]:
 SERVICE_WRITES = {"create", "update", "patch", "delete"}
 ROLE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
 
+# The kinds of each channel's CRDs (Gateway API v1.6.1: TCPRoute and UDPRoute are standard).
 STANDARD_KINDS = {
     "GatewayClass",
     "Gateway",
@@ -85,10 +89,13 @@ STANDARD_KINDS = {
     "GRPCRoute",
     "ReferenceGrant",
     "TLSRoute",
+    "TCPRoute",
+    "UDPRoute",
     "ListenerSet",
     "BackendTLSPolicy",
 }
-EXPERIMENTAL_ONLY_KINDS = {"TCPRoute", "UDPRoute", "XBackendTrafficPolicy", "XMesh"}
+EXPERIMENTAL_ONLY_KINDS = {"XBackend", "XBackendTrafficPolicy", "XMesh"}
+CHANNEL_KINDS = {"standard": STANDARD_KINDS, "experimental": STANDARD_KINDS | EXPERIMENTAL_ONLY_KINDS}
 
 DEFAULTS = {
     "release": "weir",
@@ -136,10 +143,14 @@ CASES: dict[str, tuple[list[str], dict]] = {
     "params-shared": (["addressMode=shared", "gatewayClass.parameters.create=true"], {"mode": "shared"}),
     "no-policy-crds": (["crds.policies=false"], {"policy_crds": False}),
     # No API server: helm template sees no GatewayClass API, as on a cluster without the CRDs.
-    "crds": (["crds.install=true"], {"crds": True, "class_hook": True}),
+    "crds": (["crds.install=true"], {"crds": "standard", "class_hook": True}),
+    "crds-experimental": (["crds.install=true", "crds.channel=experimental"],
+                          {"crds": "experimental", "class_hook": True}),
+    # The channel alone renders nothing: crds.install decides.
+    "crds-channel-only": (["crds.channel=experimental"], {}),
     # The CRDs are already served (an upgrade): the GatewayClass is an ordinary object.
     "crds-upgrade": (["crds.install=true", "--api-versions=gateway.networking.k8s.io/v1/GatewayClass"],
-                     {"crds": True}),
+                     {"crds": "standard"}),
     "custom": (
         [
             "controllerName=example.com/edge",
@@ -167,6 +178,7 @@ CASES: dict[str, tuple[list[str], dict]] = {
 # Values the chart must refuse: (--set flags, a fragment of the expected error).
 BAD_VALUES = [
     (["kind=StatefulSet"], "kind"),
+    (["crds.install=true", "crds.channel=beta"], "channel"),
     (["log.format=xml"], "format"),
     (["accessLog.sample=1.5"], "sample"),
     (["accessLog.sample=0"], "sample"),
@@ -434,26 +446,35 @@ def check_policy_crds(c: Checker, docs: list[dict], want: bool) -> None:
         c.check(d == ours.get(name), f"CRD {name} differs from files/crds/weir")
 
 
-def check_crds(c: Checker, docs: list[dict], want: bool) -> None:
+def check_crds(c: Checker, docs: list[dict], channel: str | bool) -> None:
+    """The Gateway API CRDs: none without crds.install, else exactly the kinds of the chosen
+    channel, each verbatim from files/crds/gateway-api-v1.6.1-<channel> but for the keep
+    annotation."""
     crds = [d for d in by_kind(docs, "CustomResourceDefinition") if d["spec"]["group"] != "gateway.weir.dev"]
-    if not want:
+    if not channel:
         c.equal(crds, [], "CRDs without crds.install")
         return
     kinds = {d["spec"]["names"]["kind"] for d in crds}
-    c.equal(kinds, STANDARD_KINDS, "CRD kinds (Gateway API standard channel)")
-    c.equal(kinds & EXPERIMENTAL_ONLY_KINDS, set(), "experimental-only CRD kinds")
+    c.equal(kinds, CHANNEL_KINDS[channel], f"CRD kinds (Gateway API {channel} channel)")
+    c.equal(len(crds), len(kinds), "one CRD per kind")
     upstream = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    for path in sorted(CRD_DIRS[channel].glob("*.yaml")):
         doc = yaml.load(path.read_text(), Loader=Loader)
         upstream[doc["metadata"]["name"]] = doc
     for d in crds:
         name = d["metadata"]["name"]
         ann = dict(d["metadata"].get("annotations", {}))
         c.equal(ann.pop("helm.sh/resource-policy", None), "keep", f"CRD {name} keep policy")
-        c.equal(ann.get("gateway.networking.k8s.io/channel"), "standard", f"CRD {name} channel")
-        c.equal(ann.get("gateway.networking.k8s.io/bundle-version"), "v1.5.1", f"CRD {name} bundle-version")
+        c.equal(ann.get("gateway.networking.k8s.io/channel"), channel, f"CRD {name} channel")
+        c.equal(ann.get("gateway.networking.k8s.io/bundle-version"), "v1.6.1", f"CRD {name} bundle-version")
         d = {**d, "metadata": {**d["metadata"], "annotations": ann}}
         c.check(d == upstream.get(name), f"CRD {name} differs from the vendored upstream file")
+    # What Weir reads must be served: TCPRoute at v1 (the version Weir watches) in both
+    # channels, v1alpha2 only in the experimental one.
+    tcp = next((d for d in crds if d["spec"]["names"]["kind"] == "TCPRoute"), None)
+    if tcp is not None:
+        served = {v["name"] for v in tcp["spec"]["versions"] if v.get("served")}
+        c.equal(served, {"v1"} if channel == "standard" else {"v1", "v1alpha2"}, "TCPRoute served versions")
 
 
 def check_gatewayclass(c: Checker, exp: dict, docs: list[dict]) -> None:
@@ -486,7 +507,7 @@ def check_gatewayclass(c: Checker, exp: dict, docs: list[dict]) -> None:
     else:
         c.equal(ann.get("helm.sh/hook"), None, "GatewayClass hook when the API is served or the CRDs are not ours")
     # Validate against the vendored CRD's v1 schema (API servers check the same one).
-    crd = yaml.load((CRD_DIR / "gateway.networking.k8s.io_gatewayclasses.yaml").read_text(), Loader=Loader)
+    crd = yaml.load((CRD_DIRS["standard"] / "gateway.networking.k8s.io_gatewayclasses.yaml").read_text(), Loader=Loader)
     schema = next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == "v1")
     errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(gc)]
     c.equal(errors, [], "GatewayClass against its CRD schema")
