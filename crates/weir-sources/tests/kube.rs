@@ -265,6 +265,56 @@ async fn a_kind_whose_crd_is_not_installed_counts_as_empty() {
 }
 
 #[tokio::test]
+async fn tcproutes_are_read_at_v1_whichever_version_wrote_them() {
+    // A v1.6 experimental-channel CRD serves v1 and v1alpha2: Weir watches v1, which also
+    // returns what was written as v1alpha2. Serving v1 alone (the standard channel) is
+    // enough: with v1alpha2 unserved, both routes still arrive.
+    let server = TestApiServer::start_with(weir_testkit::apiserver::TestApiServerOptions {
+        unserved: vec!["tcproutes/v1alpha2".into()],
+        ..Default::default()
+    })
+    .await;
+    for object in every_kind() {
+        if object["kind"] != "TCPRoute" {
+            server.apply(object);
+        }
+    }
+    let mut alpha = tcp_route("written-as-v1alpha2");
+    alpha["apiVersion"] = json!("gateway.networking.k8s.io/v1alpha2");
+    let mut v1 = tcp_route("written-as-v1");
+    v1["apiVersion"] = json!("gateway.networking.k8s.io/v1");
+    server.apply(alpha);
+    server.apply(v1);
+    let rx = start_source(&server);
+    let store = store_where(&rx, "both TCPRoutes", |s| {
+        has(s, Kind::TcpRoute, "apps", "written-as-v1alpha2")
+            && has(s, Kind::TcpRoute, "apps", "written-as-v1")
+    })
+    .await;
+    let route = store
+        .tcp_routes
+        .values()
+        .find(|r| r.metadata.name.as_deref() == Some("written-as-v1alpha2"))
+        .map(|r| r.spec.rules[0].backend_refs[0].port);
+    assert_eq!(route, Some(Some(9000)));
+
+    // A pre-v1.6 TCPRoute CRD serves only v1alpha2: Weir does not fall back to it; TCPRoute
+    // counts as not installed (logged), and everything else is served.
+    let server = TestApiServer::start_with(weir_testkit::apiserver::TestApiServerOptions {
+        unserved: vec!["tcproutes/v1".into()],
+        ..Default::default()
+    })
+    .await;
+    for object in every_kind() {
+        server.apply(object);
+    }
+    let rx = start_source(&server);
+    let store = store_where(&rx, "the first store", |s| !s.is_empty()).await;
+    assert!(has(&store, Kind::HttpRoute, "apps", "web"));
+    assert!(store.tcp_routes.is_empty());
+}
+
+#[tokio::test]
 async fn a_cut_watch_resumes_without_relisting_or_losing_changes() {
     let server = TestApiServer::start().await;
     server.apply(route("kept"));

@@ -61,7 +61,7 @@ pub struct KindInfo {
     /// The API group (empty for the core group).
     pub group: &'static str,
     /// The versions accepted in manifests ([`Kind::from_type`]): those the CRDs Weir
-    /// supports serve (Gateway API v1.5.1), or `v1` for the built-in kinds.
+    /// supports serve (Gateway API v1.6.1), or `v1` for the built-in kinds.
     pub versions: &'static [&'static str],
     /// The apiVersion Weir reads, watches and reports (the storage version).
     pub api_version: &'static str,
@@ -344,7 +344,7 @@ kinds! {
         manifest_status: false,
         field_selector: None,
     },
-    /// The v1.5.1 GRPCRoute CRD serves only `v1`.
+    /// The v1.6.1 GRPCRoute CRD serves only `v1`.
     GrpcRoute(GrpcRoute) {
         kind: "GRPCRoute",
         group: GATEWAY_GROUP,
@@ -358,8 +358,9 @@ kinds! {
         manifest_status: false,
         field_selector: None,
     },
-    /// The v1.5.1 TLSRoute CRD serves v1, v1alpha2 and v1alpha3 (one schema for what Weir
-    /// reads: parentRefs, hostnames, rules[].backendRefs).
+    /// The v1.6.1 TLSRoute CRD serves v1 (standard channel), and v1alpha2 and v1alpha3 in
+    /// the experimental channel (one schema for what Weir reads: parentRefs, hostnames,
+    /// rules[].backendRefs).
     TlsRoute(TlsRoute) {
         kind: "TLSRoute",
         group: GATEWAY_GROUP,
@@ -373,12 +374,18 @@ kinds! {
         manifest_status: false,
         field_selector: None,
     },
-    /// Only in the experimental channel (`v1alpha2`): a cluster may lack its CRD.
+    /// Standard since v1.6: the v1.6.1 CRD serves and stores `v1` in both channels, and
+    /// the experimental channel still serves `v1alpha2` (same schema, no conversion).
+    /// Kubernetes mode watches `v1`, which every v1.6 CRD serves and which returns objects
+    /// written as `v1alpha2` too; a cluster whose TCPRoute CRD predates v1.6 (`v1alpha2`
+    /// only) does not serve it, and TCPRoute then counts as not installed (`optional`)
+    /// until the CRDs are upgraded. A cluster may lack the CRD altogether (the v1.5
+    /// standard channel has none).
     TcpRoute(TcpRoute) {
         kind: "TCPRoute",
         group: GATEWAY_GROUP,
-        versions: ["v1alpha2"],
-        api_version: "gateway.networking.k8s.io/v1alpha2",
+        versions: ["v1", "v1alpha2"],
+        api_version: "gateway.networking.k8s.io/v1",
         plural: "tcproutes",
         field: tcp_routes,
         cluster_scoped: false,
@@ -387,7 +394,7 @@ kinds! {
         manifest_status: false,
         field_selector: None,
     },
-    /// The v1.5.1 ListenerSet CRD serves only `v1`.
+    /// The v1.6.1 ListenerSet CRD serves only `v1`.
     ListenerSet(ListenerSet) {
         kind: "ListenerSet",
         group: GATEWAY_GROUP,
@@ -575,8 +582,8 @@ impl Kind {
         self.info().cluster_scoped
     }
 
-    /// Whether a cluster may lack this kind's CRD (TCPRoute is only in the experimental
-    /// channel): Kubernetes mode then treats the kind as empty instead of waiting for it.
+    /// Whether a cluster may lack this kind's CRD (TCPRoute: the v1.5 standard channel has
+    /// none, and a pre-v1.6 one does not serve `v1`): Kubernetes mode then treats the kind as empty instead of waiting for it.
     pub fn is_optional(self) -> bool {
         self.info().optional
     }

@@ -8,6 +8,7 @@
 
 pub mod policies;
 pub mod refs;
+pub mod tcproute;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use gateway_api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicyStatus};
-pub use gateway_api::experimental::tcproutes::{TcpRoute, TcpRouteStatus};
 pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 pub use gateway_api::gateways::{Gateway, GatewayStatus};
 pub use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
@@ -29,12 +29,13 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, 
 pub use policies::{
     BackendTrafficPolicy, ClientTrafficPolicy, PolicyStatus, SecurityPolicy, POLICY_GROUP,
 };
+pub use tcproute::{TcpRoute, TcpRouteStatus};
 
 /// Upstream Gateway API type modules, for code that needs the generated nested types.
 pub mod gw {
+    /// TCPRoute's nested types (the root type is Weir's own, at `v1`: see [`crate::tcproute`]).
+    pub use crate::tcproute as tcproutes;
     pub use gateway_api::backendtlspolicies;
-    /// TCPRoute is served only by the experimental channel's CRD (`v1alpha2`).
-    pub use gateway_api::experimental::tcproutes;
     pub use gateway_api::gatewayclasses;
     pub use gateway_api::gateways;
     pub use gateway_api::grpcroutes;
@@ -157,7 +158,7 @@ mod tests {
             Kind::from_type("gateway.networking.k8s.io/v1", "GRPCRoute"),
             Some(Kind::GrpcRoute)
         );
-        // The v1.5.1 GRPCRoute CRD serves only v1.
+        // The v1.6.1 GRPCRoute CRD serves only v1.
         for version in ["v1beta1", "v1alpha2"] {
             assert_eq!(
                 Kind::from_type(&format!("gateway.networking.k8s.io/{version}"), "GRPCRoute"),
@@ -174,14 +175,19 @@ mod tests {
             Kind::from_type("gateway.networking.k8s.io/v1", "ListenerSet"),
             Some(Kind::ListenerSet)
         );
+        // TCPRoute: v1 (standard since v1.6) and v1alpha2 (still served by the experimental
+        // channel's CRD); never another version.
+        for version in ["v1", "v1alpha2"] {
+            assert_eq!(
+                Kind::from_type(&format!("gateway.networking.k8s.io/{version}"), "TCPRoute"),
+                Some(Kind::TcpRoute)
+            );
+        }
         assert_eq!(
-            Kind::from_type("gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
-            Some(Kind::TcpRoute)
-        );
-        assert_eq!(
-            Kind::from_type("gateway.networking.k8s.io/v1", "TCPRoute"),
+            Kind::from_type("gateway.networking.k8s.io/v1alpha3", "TCPRoute"),
             None
         );
+        assert_eq!(Kind::TcpRoute.api_version(), "gateway.networking.k8s.io/v1");
         for version in ["v1", "v1alpha3"] {
             assert_eq!(
                 Kind::from_type(

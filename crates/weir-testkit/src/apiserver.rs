@@ -85,8 +85,12 @@ pub struct TestApiServerOptions {
     pub bookmark_interval: Duration,
     /// How many events the history keeps; a watch from before the oldest gets 410 Gone.
     pub history_limit: usize,
-    /// Plurals this server does not serve (404 for every request), as for a CRD that is not
-    /// installed: e.g. `tcproutes` in a cluster with only the standard channel.
+    /// Resources this server does not serve (404 for every request): a plural, as for a CRD
+    /// that is not installed (`tcproutes` in a cluster with only the v1.5 standard
+    /// channel), or `plural/version` for one version a CRD does not serve (`tcproutes/v1`
+    /// for a pre-v1.6 TCPRoute CRD, which serves only `v1alpha2`). Every other version of a
+    /// served resource reads and writes the same objects, as with a CRD whose versions
+    /// share one schema (conversion strategy `None`).
     pub unserved: Vec<String>,
 }
 

@@ -1,5 +1,5 @@
 //! What the API server does to an object before storing it, done on the JSON form: the
-//! `default:` values of the Gateway API CRDs (standard channel v1.5.1, version v1), the
+//! `default:` values of the Gateway API CRDs (standard channel v1.6.1, version v1), the
 //! built-in defaults of the core kinds Weir reads, and dropping the fields a manifest cannot
 //! set (status, server-managed metadata).
 //!
@@ -46,9 +46,8 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         Kind::Secret => {
             or_default(object, "type", json!("Opaque"));
         }
+        Kind::TlsRoute | Kind::TcpRoute => stream_route(object),
         Kind::GatewayClass
-        | Kind::TlsRoute
-        | Kind::TcpRoute
         | Kind::ReferenceGrant
         | Kind::BackendTlsPolicy
         | Kind::ClientTrafficPolicy
@@ -226,6 +225,22 @@ fn grpc_route(object: &mut Map<String, Value>) {
 }
 
 /// `spec.parentRefs` of a route: Gateways of the Gateway API group.
+/// TLSRoute and TCPRoute: parentRefs and backendRefs get the same defaults as an
+/// HTTPRoute's (their CRDs have no other defaults). Without them a route's status would echo
+/// a parentRef without group and kind, which the suite's `RouteMustHaveParents` (comparing
+/// them as set) does not take for the Gateway it expects.
+fn stream_route(object: &mut Map<String, Value>) {
+    let Some(spec) = field(object, "spec") else {
+        return;
+    };
+    parent_refs(spec);
+    for rule in items(spec, "rules") {
+        for backend in items(rule, "backendRefs") {
+            backend_ref(backend);
+        }
+    }
+}
+
 fn parent_refs(spec: &mut Map<String, Value>) {
     for parent in items(spec, "parentRefs") {
         or_default(parent, "group", json!(GATEWAY_GROUP));

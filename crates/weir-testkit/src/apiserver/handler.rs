@@ -245,7 +245,13 @@ pub async fn handle(
     let Some(target) = parse_path(&path) else {
         return Ok(error(&ApiError::NotFound(format!("path {path}"))));
     };
-    if shared.unserved.contains(&target.resource.plural) {
+    let plural = &target.resource.plural;
+    let one_version = format!("{plural}/{}", target.version);
+    if shared
+        .unserved
+        .iter()
+        .any(|u| u == plural || *u == one_version)
+    {
         return Ok(error(&ApiError::NotFound(format!(
             "the server could not find the requested resource ({})",
             target.resource.plural

@@ -396,7 +396,7 @@ fn grpc_routes_are_read_only_in_v1() {
     let docs = parse_file(Path::new("test.yaml"), text).unwrap();
     assert!(
         docs.is_empty(),
-        "the v1.5.1 CRD serves GRPCRoute only in v1"
+        "the v1.6.1 CRD serves GRPCRoute only in v1"
     );
 }
 
@@ -430,4 +430,43 @@ fn listener_set_defaults_parent_ref_and_listeners_like_a_gateway() {
     let cert = &tls.certificate_refs.as_ref().unwrap()[0];
     assert_eq!(cert.kind.as_deref(), Some("Secret"));
     assert!(set.status.is_none());
+}
+
+#[test]
+fn tls_and_tcp_routes_get_parent_and_backend_ref_defaults() {
+    for (version, kind) in [
+        ("v1", "TCPRoute"),
+        ("v1alpha2", "TCPRoute"),
+        ("v1", "TLSRoute"),
+    ] {
+        let text = format!(
+            "apiVersion: gateway.networking.k8s.io/{version}\nkind: {kind}\nmetadata: {{name: r}}\n\
+             spec:\n  hostnames: [a.example]\n  parentRefs: [{{name: g, sectionName: tcp}}, {{name: s, kind: ListenerSet}}]\n  \
+             rules: [{{backendRefs: [{{name: a, port: 3000}}, {{name: b, port: 3000, weight: 0}}]}}]\n"
+        );
+        let (parents, backends) = match parse(&text) {
+            Object::TcpRoute(r) => (
+                serde_json::to_value(&r.spec.parent_refs).unwrap(),
+                serde_json::to_value(&r.spec.rules[0].backend_refs).unwrap(),
+            ),
+            Object::TlsRoute(r) => (
+                serde_json::to_value(&r.spec.parent_refs).unwrap(),
+                serde_json::to_value(&r.spec.rules[0].backend_refs).unwrap(),
+            ),
+            other => panic!("{version} {kind}: read as {:?}", other.kind()),
+        };
+        assert_eq!(
+            parents[0]["group"], "gateway.networking.k8s.io",
+            "{version} {kind}"
+        );
+        assert_eq!(parents[0]["kind"], "Gateway", "{version} {kind}");
+        assert_eq!(
+            parents[1]["kind"], "ListenerSet",
+            "{version} {kind}: given, kept"
+        );
+        assert_eq!(backends[0]["group"], "", "{version} {kind}");
+        assert_eq!(backends[0]["kind"], "Service", "{version} {kind}");
+        assert_eq!(backends[0]["weight"], 1, "{version} {kind}");
+        assert_eq!(backends[1]["weight"], 0, "{version} {kind}: given, kept");
+    }
 }
