@@ -139,6 +139,7 @@ fn build_gateway(
         gateway: gateway.clone(),
         created: created(&gateway.metadata),
         address_error: assigned.error,
+        params_error: gateway_params_error(gateway),
         binds: assigned.binds,
         status_addresses: assigned.status,
         wants_pool_address: assigned.pool,
@@ -147,6 +148,29 @@ fn build_gateway(
         listener_sets,
         insecure_frontend,
     }
+}
+
+/// `spec.infrastructure.parametersRef`: Weir supports no per-Gateway parameters (a
+/// GatewayClass's parametersRef configures its Gateways' Services), so any reference is
+/// InvalidParameters, which the spec says rejects the Gateway (Accepted=False) rather than
+/// leaving what it asked for silently unapplied.
+fn gateway_params_error(gateway: &Gateway) -> Option<TranslateError> {
+    let r = gateway
+        .spec
+        .infrastructure
+        .as_ref()?
+        .parameters_ref
+        .as_ref()?;
+    let group = if r.group.is_empty() {
+        "core"
+    } else {
+        r.group.as_str()
+    };
+    Some(TranslateError::InvalidParameters(format!(
+        "spec.infrastructure.parametersRef ({group} {} {}) is not supported: Weir reads no \
+         per-Gateway parameters; set them on the GatewayClass (spec.parametersRef)",
+        r.kind, r.name
+    )))
 }
 
 /// What the translator knows about this host's addresses.

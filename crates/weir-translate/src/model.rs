@@ -24,6 +24,11 @@ pub struct GatewayModel {
     /// spec.addresses problem: UnsupportedAddress (not accepted) or AddressNotUsable (not
     /// programmed).
     pub address_error: Option<TranslateError>,
+    /// `spec.infrastructure.parametersRef` is set: InvalidParameters (not accepted). Weir
+    /// takes parameters from the GatewayClass only (see [`crate::services`]), so no kind of
+    /// per-Gateway parameters is supported, and the spec rejects a Gateway whose parameters
+    /// refer to an unsupported kind rather than ignoring them.
+    pub params_error: Option<TranslateError>,
     /// Where its listeners are served, sorted and unique: `None` is the process-wide bind
     /// address (no spec.addresses, an IPAddress without value, or one of
     /// [`crate::Input::gateway_addresses`]), `Some(ip)` a requested address of this host.
@@ -51,15 +56,18 @@ pub struct GatewayModel {
 }
 
 impl GatewayModel {
-    /// Accepted: addresses are supported and at least one listener is accepted.
+    /// Accepted: no per-Gateway parameters, addresses are supported and at least one
+    /// listener is accepted.
     pub fn accepted(&self) -> bool {
-        !matches!(
-            self.address_error,
-            Some(
-                TranslateError::UnsupportedAddress(_)
-                    | TranslateError::UnsupportedServiceAddress(_)
+        self.params_error.is_none()
+            && !matches!(
+                self.address_error,
+                Some(
+                    TranslateError::UnsupportedAddress(_)
+                        | TranslateError::UnsupportedServiceAddress(_)
+                )
             )
-        ) && self.own_listeners().any(ListenerModel::accepted)
+            && self.own_listeners().any(ListenerModel::accepted)
     }
 
     /// The listeners of the Gateway's own spec (not those of its ListenerSets).

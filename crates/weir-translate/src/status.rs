@@ -59,10 +59,14 @@ pub fn gateway_status(g: &GatewayModel, c: &Conditions<'_>) -> GatewayStatus {
         .filter(|l| !l.accepted())
         .map(|l| l.name.as_str())
         .collect();
-    let accepted = match &g.address_error {
-        Some(
-            e @ (crate::TranslateError::UnsupportedAddress(_)
-            | crate::TranslateError::UnsupportedServiceAddress(_)),
+    let accepted = match (&g.params_error, &g.address_error) {
+        (Some(e), _) => c.make("Accepted", false, e.reason(), e.to_string()),
+        (
+            None,
+            Some(
+                e @ (crate::TranslateError::UnsupportedAddress(_)
+                | crate::TranslateError::UnsupportedServiceAddress(_)),
+            ),
         ) => c.make("Accepted", false, e.reason(), e.to_string()),
         _ if !g.accepted() => c.make(
             "Accepted",

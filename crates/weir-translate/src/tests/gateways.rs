@@ -503,6 +503,62 @@ fn spec_address_of_unsupported_type_is_not_accepted() {
     }
 }
 
+/// gateway-invalid-parameters-ref.go (v1.6.1): a Gateway whose
+/// spec.infrastructure.parametersRef Weir cannot use (it takes none per Gateway) is not
+/// accepted, with InvalidParameters naming the reference, and nothing is served for it; a
+/// Gateway without one, beside it, is unaffected.
+#[test]
+fn gateway_parameters_ref_is_invalid_parameters() {
+    let with_params = |name: &str, group: &str, kind: &str| {
+        gateway(name, HTTP_80).replace(
+            "  gatewayClassName: weir\n",
+            &format!(
+                "  gatewayClassName: weir\n  infrastructure:\n    parametersRef: {{group: '{group}', kind: {kind}, name: params}}\n"
+            ),
+        )
+    };
+    for (group, kind) in [("invalid.io", "InvalidParameters"), ("", "ConfigMap")] {
+        let yaml = format!(
+            "{}\n---\n{}",
+            with_params("gw", group, kind),
+            gateway("plain", HTTP_80)
+        );
+        assert!(yaml.contains("parametersRef"), "{yaml}");
+        let out = run_yaml(&yaml);
+        let s = status(&out, Kind::Gateway, "default", "gw");
+        assert_eq!(
+            cond(s, "", "Accepted"),
+            is("False", "InvalidParameters"),
+            "{group}/{kind}"
+        );
+        let message = s
+            .condition_lines()
+            .into_iter()
+            .find(|(scope, t, _, _, _)| scope.is_empty() && t == "Accepted")
+            .map(|(_, _, _, _, message)| message)
+            .unwrap_or_default();
+        assert!(
+            message.contains(kind) && message.contains("parametersRef"),
+            "{message}"
+        );
+        assert_eq!(
+            cond(s, "", "Programmed"),
+            is("False", "Invalid"),
+            "{group}/{kind}"
+        );
+        let plain = status(&out, Kind::Gateway, "default", "plain");
+        assert_eq!(cond(plain, "", "Accepted"), is("True", "Accepted"));
+        // Only the plain Gateway's listener is served.
+        let served: Vec<_> = out
+            .snapshot
+            .sockets
+            .iter()
+            .flat_map(|s| s.listeners.iter().map(|l| l.gateway.to_string()))
+            .collect();
+        assert_eq!(served, ["default/plain"], "{group}/{kind}");
+    }
+}
+
 /// gateway-static-addresses.go, second step: accepted, but an address that is not one of
 /// this host's is AddressNotUsable and the Gateway is not programmed; status lists only the
 /// usable address.
