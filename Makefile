@@ -34,7 +34,7 @@ e2e:
 	$(CARGO) build --bins
 	$(CARGO) test -p weir-e2e
 
-## Gateway API v1.5.1 conformance, replayed in file mode (reads the vendored e2e/conformance/upstream/v1.5.1);
+## Gateway API v1.6.1 conformance, replayed in file mode (reads the vendored e2e/conformance/upstream/v1.6.1);
 ## writes the table to docs/CONFORMANCE.md.
 conformance:
 	$(CARGO) build --bins

@@ -1,5 +1,5 @@
 //! The conformance gRPC echo service, `gateway_api_conformance.echo_basic.grpcecho.GrpcEcho`
-//! (schema: `gateway-api/v1.5.1/echo/grpcecho.proto`): unary `Echo` and `EchoTwo` answer an
+//! (schema: `gateway-api/v1.6.1/echo/grpcecho.proto`): unary `Echo` and `EchoTwo` answer an
 //! `EchoResponse` whose assertions hold the request's fully qualified method, headers,
 //! `:authority`, the pod context and the TLS details; `EchoThree` and every other method are
 //! UNIMPLEMENTED (a trailers-only answer).

@@ -1,7 +1,7 @@
 //! `weir-echo`: the HTTP echo backend used by Weir's tests and quickstart.
 //!
 //! It answers like the Gateway API conformance echo server (see
-//! `gateway-api/v1.5.1/echo/README.md`): `/health`, `/status/NNN`, `/version`, and for any
+//! `gateway-api/v1.6.1/echo/README.md`): `/health`, `/status/NNN`, `/version`, and for any
 //! other path a JSON description of the request (path, host, method, proto, canonical
 //! headers, pod/namespace context and TLS details). It serves plain HTTP (`HTTP_PORT`,
 //! default 3000), cleartext HTTP/2 (`H2C_PORT`, default 3001) and, when `TLS_SERVER_CERT`

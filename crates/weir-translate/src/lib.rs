@@ -58,7 +58,7 @@ pub use error::TranslateError;
 pub use memo::Memo;
 pub use status::INVALID_MANIFEST;
 
-/// The Gateway API features Weir supports, by the conformance suite's names (v1.5.1
+/// The Gateway API features Weir supports, by the conformance suite's names (v1.6.1
 /// `pkg/features`), sorted ascending as GatewayClass `status.supportedFeatures` must be. Our
 /// GatewayClasses report exactly this list, and the conformance replay (e2e/conformance)
 /// fails unless it is exactly the set of features all of whose replayed tests pass: add a

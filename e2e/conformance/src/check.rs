@@ -212,7 +212,47 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
         | Step::TlsRouteCondition { .. }
         | Step::TlsNoAcceptedParents { .. }
         | Step::Tcp(_)
+        | Step::TcpWeights { .. }
+        | Step::TcpSamples { .. }
+        | Step::RouteParents { .. }
         | Step::TlsReset { .. } => tls::run_step(env, step).await,
+        Step::Create { wait_ms, objects } => {
+            tokio::time::sleep(Duration::from_millis(*wait_ms)).await;
+            let before = env.dir.borrow().store_objects();
+            env.dir
+                .borrow_mut()
+                .create(objects)
+                .map_err(|e| format!("{e:#}"))?;
+            let want = env.dir.borrow().store_objects();
+            // Like the apply of a test's file: the next step reads a status computed with
+            // the new objects (the store gauge counts them).
+            eventually(STEP_TIMEOUT, || async {
+                let got = crate::store_objects(env.weir).await?;
+                if got != want {
+                    return Err(format!(
+                        "Weir's store holds {got} objects, want {want} (was {before})"
+                    ));
+                }
+                Ok(())
+            })
+            .await
+        }
+        Step::Delete { kind, name } => {
+            let (ns, short) = split_name(name);
+            env.dir
+                .borrow_mut()
+                .delete(kind, &ns, &short)
+                .map_err(|e| format!("{e:#}"))?;
+            let want = env.dir.borrow().store_objects();
+            eventually(STEP_TIMEOUT, || async {
+                let got = crate::store_objects(env.weir).await?;
+                if got != want {
+                    return Err(format!("Weir's store holds {got} objects, want {want}"));
+                }
+                Ok(())
+            })
+            .await
+        }
         Step::Weights {
             gateway,
             host,

@@ -25,9 +25,9 @@ pub const USABLE_ADDR: &str = "127.0.0.2";
 /// What `PLACEHOLDER_UNUSABLE_ADDRS` becomes: TEST-NET-3, never an address of this host.
 pub const UNUSABLE_ADDR: &str = "203.0.113.77";
 
-/// Where the v1.5.1 suite lives relative to this crate.
+/// Where the vendored v1.6.1 suite lives relative to this crate.
 pub fn suite_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("upstream/v1.5.1/conformance")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("upstream/v1.6.1/conformance")
 }
 
 /// Where a manifest named in tests.yaml lives: `weir/<file>` is one of Weir's own (this
@@ -584,6 +584,37 @@ impl ConfigDir {
 }
 
 impl ConfigDir {
+    /// Objects a test creates after its manifests (`MustApplyObjectsWithCleanup`): they join
+    /// the test's file, as the API server stores them, and go with it at cleanup.
+    pub fn create(&mut self, objects: &[Value]) -> anyhow::Result<()> {
+        let Some(test) = self.files.get_mut(TEST_FILE) else {
+            bail!("no test is applied to create objects in");
+        };
+        for o in objects {
+            let mut o = o.clone();
+            api_server_defaults(&mut o);
+            test.push(o);
+        }
+        self.write(TEST_FILE)
+    }
+
+    /// `client.Delete` of one of the test's objects: it leaves the test's file.
+    pub fn delete(&mut self, kind_: &str, ns: &str, name: &str) -> anyhow::Result<()> {
+        let cluster_scoped = is_cluster_scoped(kind_);
+        let Some(test) = self.files.get_mut(TEST_FILE) else {
+            bail!("no test is applied to delete {kind_} {ns}/{name} from");
+        };
+        let before = test.len();
+        test.retain(|o| {
+            let (ons, oname) = ns_name(o);
+            !(kind(o) == kind_ && oname == name && (cluster_scoped || ons == ns))
+        });
+        if test.len() == before {
+            bail!("the test has no {kind_} {ns}/{name} to delete");
+        }
+        self.write(TEST_FILE)
+    }
+
     /// What httproute-service-types.go `setupEndpointSlices` does to a hand-written
     /// EndpointSlice: its endpoints become the given pods (ready, serving, not terminating,
     /// with a Pod targetRef). The suite's pods share the slice's port; ours each listen on

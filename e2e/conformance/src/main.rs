@@ -1,4 +1,4 @@
-//! `weir-conformance`: replays the Gateway API v1.5.1 conformance suite's manifests against
+//! `weir-conformance`: replays the Gateway API v1.6.1 conformance suite's manifests against
 //! Weir in file mode and checks what each official test asserts.
 //!
 //! As the Go suite runs against one installation: ONE `weir run --config-dir DIR

@@ -1,4 +1,4 @@
-//! The conformance profiles as the Go suite defines them (v1.5.1
+//! The conformance profiles as the Go suite defines them (v1.6.1
 //! `conformance/utils/suite/profiles.go`, feature sets from `pkg/features`), and how it
 //! classifies a test: a test belongs to every profile whose core and extended features
 //! together hold all its features (`getConformanceProfilesForTest`), and within a profile it
@@ -55,7 +55,8 @@ pub const PROFILES: &[ConformanceProfile] = &[
     },
     ConformanceProfile {
         name: "GATEWAY-TCP",
-        core: &["Gateway", "TCPRoute"],
+        // v1.6.1 profiles.go: ReferenceGrant is core here too (TCPRouteReferenceGrant).
+        core: &["Gateway", "TCPRoute", "ReferenceGrant"],
         extended: &[],
         extended_prefixes: &[],
     },
@@ -126,10 +127,14 @@ mod tests {
         );
         assert_eq!(level("GATEWAY-TLS", &["Gateway", "HTTPRoute"]), None);
         assert_eq!(level("GATEWAY-HTTP", &["Gateway", "TLSRoute"]), None);
-        // TCP's core has no ReferenceGrant: such a test would be outside GATEWAY-TCP.
+        // v1.6.1: ReferenceGrant is core in GATEWAY-TCP (TCPRouteReferenceGrant is core).
         assert_eq!(
             level("GATEWAY-TCP", &["Gateway", "TCPRoute", "ReferenceGrant"]),
-            None
+            Some(Profile::Core)
+        );
+        assert_eq!(
+            level("GATEWAY-TCP", &["Gateway", "TCPRoute"]),
+            Some(Profile::Core)
         );
         assert_eq!(
             level("GATEWAY-TCP", &["Gateway", "ListenerSet", "TCPRoute"]),

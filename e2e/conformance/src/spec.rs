@@ -30,7 +30,7 @@ impl Profile {
 pub struct TestSpec {
     /// The Go test's ShortName.
     pub name: String,
-    /// The Go file the expectations come from (kubernetes-sigs/gateway-api v1.5.x).
+    /// The Go file the expectations come from (kubernetes-sigs/gateway-api v1.6.1).
     pub go: String,
     /// Files under conformance/tests/ the suite applies for this test.
     pub manifests: Vec<String>,
@@ -110,6 +110,27 @@ pub struct ListenerExpect {
     pub attached: i64,
     #[serde(default)]
     pub conditions: Vec<Cond>,
+}
+
+/// One `RouteParentStatus` a route must have (see `Step::RouteParents`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentExpect {
+    #[serde(default = "gateway_group")]
+    pub group: String,
+    #[serde(default = "gateway_kind")]
+    pub kind: String,
+    /// `ns/name`, or `name` in the infra namespace.
+    pub name: String,
+    pub conditions: Vec<Cond>,
+}
+
+fn gateway_group() -> String {
+    "gateway.networking.k8s.io".into()
+}
+
+fn gateway_kind() -> String {
+    "Gateway".into()
 }
 
 /// A parent a route must have in status (`kubernetes.NewGatewayRef(gw, sections...)`).
@@ -231,6 +252,48 @@ pub enum Step {
     },
     /// `tcp.MakeTCPRequestAndExpectEventuallyValidResponse` (see `check::tls`).
     Tcp(Box<TcpCase>),
+    /// `weight.TestWeightedDistribution` over `tcp.EchoSendOnce` (tcproute-weighted-routing.go,
+    /// after `tcp.ExpectAddressBeAvailable`): 500 connections, 10 at a time, each the welcome
+    /// line and `TEST`, answered by a pod; each backend's share within ±5 points of its
+    /// weight, up to 10 tries.
+    TcpWeights {
+        gateway: String,
+        /// Configured listener port.
+        port: u16,
+        weights: BTreeMap<String, f64>,
+    },
+    /// `RouteMustHaveParents` (`TCPRouteMustHaveParents`, `HTTPRouteMustHaveParents`): for
+    /// each expected parent, a parent of ours in the route's status with exactly this group
+    /// and kind (both set), this name, this namespace (or none, unless `namespace_required`),
+    /// and the conditions.
+    RouteParents {
+        kind: String,
+        route: String,
+        parents: Vec<ParentExpect>,
+        /// `namespaceRequired`: the status parentRef must name the namespace.
+        #[serde(default)]
+        namespace_required: bool,
+    },
+    /// `count` connections one after another, each `tcp.EchoSendOnce`, every one answered by
+    /// a pod of `backend` (tcproute-multiple-routes-attachment.go: only the oldest route of a
+    /// listener is bound).
+    TcpSamples {
+        gateway: String,
+        port: u16,
+        count: usize,
+        backend: String,
+    },
+    /// `MustApplyObjectsWithCleanup` in the middle of a test: the objects join the test's
+    /// file (and go with it). `wait_ms` first: the suite sleeps a second so that the new
+    /// objects' creationTimestamp (second precision) is later than the test's.
+    Create {
+        #[serde(default)]
+        wait_ms: u64,
+        objects: Vec<serde_json::Value>,
+    },
+    /// `client.Delete` of one object of the test (`name`: `ns/name`, or `name` in the infra
+    /// namespace); waits until `/status` no longer lists it where it would.
+    Delete { kind: String, name: String },
     /// `tls.MakeTLSRequestAndExpectEventuallyConnectionReset`: a TLS handshake with this SNI
     /// is closed by the Gateway.
     TlsReset {
@@ -494,7 +557,7 @@ mod tests {
     use super::*;
 
     /// tests.yaml parses, names each test once, and every manifest it names exists in the
-    /// v1.5.1 suite.
+    /// v1.6.1 suite.
     #[test]
     fn tests_yaml_names_existing_manifests() {
         let specs =

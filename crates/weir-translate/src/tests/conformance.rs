@@ -1,4 +1,4 @@
-//! Replays of the official Gateway API v1.5.1 conformance manifests (base + one test file),
+//! Replays of the official Gateway API v1.6.1 conformance manifests (base + one test file),
 //! asserting the conditions and routing the official suite asserts.
 //!
 //! The manifests sit in the shared checkout beside the repository; they omit the defaults an
@@ -14,7 +14,7 @@ pub(super) const INFRA: &str = "gateway-conformance-infra";
 
 fn manifest(rel: &str) -> String {
     let path = format!(
-        "{}/../../e2e/conformance/upstream/v1.5.1/conformance/{rel}",
+        "{}/../../e2e/conformance/upstream/v1.6.1/conformance/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path)

@@ -816,7 +816,7 @@ fn a_rejected_grpc_route_version_is_reported_on_each_parent() {
 #[test]
 fn grpc_routes_from_the_conformance_suite_are_accepted_on_their_gateways() {
     let path = format!(
-        "{}/../../e2e/conformance/upstream/v1.5.1/conformance",
+        "{}/../../e2e/conformance/upstream/v1.6.1/conformance",
         env!("CARGO_MANIFEST_DIR")
     );
     let read = |rel: &str| {

@@ -49,7 +49,7 @@ fn assert_same(with_memo: &Output, fresh: &Output, what: &str) {
 /// nothing is replayed; `grpc_routes_turn_replay_off` covers those).
 fn http_route_manifests() -> Vec<String> {
     let dir = format!(
-        "{}/../../e2e/conformance/upstream/v1.5.1/conformance/tests",
+        "{}/../../e2e/conformance/upstream/v1.6.1/conformance/tests",
         env!("CARGO_MANIFEST_DIR")
     );
     let mut names: Vec<String> = std::fs::read_dir(&dir)

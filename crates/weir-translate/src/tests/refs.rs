@@ -81,7 +81,7 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 #[test]
 fn translation_reads_only_referenced_config_maps_and_secrets() {
     let dir = format!(
-        "{}/../../e2e/conformance/upstream/v1.5.1/conformance/tests",
+        "{}/../../e2e/conformance/upstream/v1.6.1/conformance/tests",
         env!("CARGO_MANIFEST_DIR")
     );
     let mut manifests: Vec<String> = std::fs::read_dir(&dir)

@@ -1,7 +1,7 @@
 //! TCPRoute: TCP listener validity and kinds, attachment reasons, backend resolution
 //! (ResolvedRefs reasons, ReferenceGrants from TCPRoute), weights, the oldest route serving a
 //! listener, port sharing, ListenerSets with TCP listeners, and the TCP socket of the
-//! snapshot. The ListenerSet cases load the v1.5.1 conformance manifests.
+//! snapshot. The ListenerSet cases load the v1.6.1 conformance manifests.
 
 use weir_snapshot::BackendTarget;
 use weir_store::Kind;
@@ -470,7 +470,7 @@ spec:
     );
 }
 
-/// ListenerSetProtocolConflict (v1.5.1): TCP listeners of ListenerSets on the Gateway's HTTP
+/// ListenerSetProtocolConflict (v1.6.1): TCP listeners of ListenerSets on the Gateway's HTTP
 /// port lose to the Gateway's listeners; the HTTP listeners beside them stay accepted.
 #[test]
 fn listener_set_protocol_conflict_manifest() {
@@ -557,7 +557,7 @@ fn listener_set_protocol_conflict_manifest() {
     );
 }
 
-/// ListenerSetAllowedRoutesSupportedKinds (v1.5.1): a TLS Passthrough listener of a
+/// ListenerSetAllowedRoutesSupportedKinds (v1.6.1): a TLS Passthrough listener of a
 /// ListenerSet that allows only HTTPRoutes has ResolvedRefs=False InvalidRouteKinds.
 #[test]
 fn listener_set_allowed_routes_supported_kinds_manifest() {

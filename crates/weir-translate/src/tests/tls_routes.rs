@@ -1,5 +1,5 @@
 //! TLSRoute (passthrough): listener validity, attachment reasons, backend resolution and the
-//! passthrough section of the snapshot. The conformance cases load the v1.5.1 manifests and
+//! passthrough section of the snapshot. The conformance cases load the v1.6.1 manifests and
 //! assert what the official tests assert.
 
 use weir_snapshot::BackendTarget;

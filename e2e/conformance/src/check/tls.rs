@@ -5,6 +5,7 @@
 //! the connection reset of `tls.MakeTLSRequestAndExpectEventuallyConnectionReset`. The
 //! status steps take `kind: TCPRoute` for Weir's own TCPRoute tests (same shape of status).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,11 +14,12 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use weir_testkit::client::tls_connect;
 
+use super::traffic::join_all;
 use super::{
     conditions_match, eventually, gateway_address, gateway_ready, latest_generation, our_parents,
-    parent_is, status_of, Env, STEP_TIMEOUT,
+    parent_is, status_of, Env, REQUEST_TIMEOUT, STEP_TIMEOUT,
 };
-use crate::spec::{split_name, Accepted, Cond, Step, TcpCase};
+use crate::spec::{split_name, Accepted, Cond, ParentExpect, Step, TcpCase};
 
 const TLS_ROUTE: &str = "TLSRoute";
 
@@ -73,6 +75,42 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
             port,
             server_name,
         } => eventually(STEP_TIMEOUT, || reset(env, gateway, *port, server_name)).await,
+        Step::RouteParents {
+            kind,
+            route,
+            parents,
+            namespace_required,
+        } => {
+            eventually(STEP_TIMEOUT, || {
+                route_parents(env, kind, route, parents, *namespace_required)
+            })
+            .await
+        }
+        Step::TcpWeights {
+            gateway,
+            port,
+            weights,
+        } => tcp_weights(env, gateway, *port, weights).await,
+        Step::TcpSamples {
+            gateway,
+            port,
+            count,
+            backend,
+        } => {
+            let addr = socket(env, gateway, *port).await?;
+            for i in 0..*count {
+                let pod = echo_send_once(addr)
+                    .await
+                    .map_err(|e| format!("TCP echo request {}/{count} failed: {e}", i + 1))?;
+                if !pod.starts_with(&format!("{backend}-")) {
+                    return Err(format!(
+                        "request {}/{count} reached unexpected backend {pod:?}; expected a pod of {backend:?}",
+                        i + 1
+                    ));
+                }
+            }
+            Ok(())
+        }
         other => Err(format!("not a TLS step: {other:?}")),
     }
 }
@@ -219,6 +257,156 @@ where
     tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
         .await
         .map_err(|_| format!("no complete exchange within {EXCHANGE_TIMEOUT:?}"))?
+}
+
+/// `RouteMustHaveParents` / `parentsForRouteMatch`: group and kind compared as set values (a
+/// parentRef echoed without them does not match), the namespace when the status names one
+/// or `namespace_required`; every condition at the route's latest generation.
+async fn route_parents(
+    env: &Env<'_>,
+    kind: &str,
+    route: &str,
+    expected: &[ParentExpect],
+    namespace_required: bool,
+) -> Result<(), String> {
+    let r = status_of(env, kind, route).await?;
+    let parents = our_parents(&r);
+    for p in &parents {
+        latest_generation(
+            &p["conditions"],
+            &r["metadata"]["generation"],
+            &format!("{kind} {route} parent {}", p["parentRef"]),
+        )?;
+    }
+    for e in expected {
+        let (ns, name) = split_name(&e.name);
+        let what = format!("{kind} {route} parent {} {}", e.kind, e.name);
+        let mut last = format!("{what}: no such parent in {}", r["status"]["parents"]);
+        let matched = parents.iter().any(|p| {
+            let pr = &p["parentRef"];
+            if pr["group"].as_str() != Some(e.group.as_str())
+                || pr["kind"].as_str() != Some(e.kind.as_str())
+                || pr["name"].as_str() != Some(name.as_str())
+                || match pr["namespace"].as_str() {
+                    Some(n) => n != ns,
+                    None => namespace_required,
+                }
+            {
+                return false;
+            }
+            match conditions_match(&e.conditions, &p["conditions"], &what) {
+                Ok(()) => true,
+                Err(err) => {
+                    last = err;
+                    false
+                }
+            }
+        });
+        if !matched {
+            return Err(last);
+        }
+    }
+    Ok(())
+}
+
+/// `tcp.EchoSendOnce`: one connection, the welcome line, `TEST`, and the answering pod's
+/// name from the assertions JSON.
+async fn echo_send_once(addr: SocketAddr) -> Result<String, String> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("dialing TCP {addr}: {e}"))?;
+        let (read, mut write) = tokio::io::split(stream);
+        let mut read = BufReader::new(read);
+        let mut welcome = String::new();
+        read.read_line(&mut welcome)
+            .await
+            .map_err(|e| format!("reading TCP welcome message: {e}"))?;
+        if welcome != WELCOME {
+            return Err(format!("unexpected TCP welcome message: {welcome:?}"));
+        }
+        write
+            .write_all(b"TEST\n")
+            .await
+            .map_err(|e| format!("writing TEST: {e}"))?;
+        let mut line = String::new();
+        read.read_line(&mut line)
+            .await
+            .map_err(|e| format!("reading TEST response: {e}"))?;
+        let payload: Value = serde_json::from_str(&line)
+            .map_err(|e| format!("decoding TCP echo response {line:?}: {e}"))?;
+        match payload["pod"].as_str() {
+            Some(pod) if !pod.is_empty() => Ok(pod.to_string()),
+            _ => Err(format!("TCP echo response missing pod name: {line:?}")),
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no TCP echo answer within {REQUEST_TIMEOUT:?}"))?
+}
+
+/// tcproute-weighted-routing.go: `tcp.ExpectAddressBeAvailable`, then
+/// `weight.TestWeightedDistribution` (500 samples, 10 at a time, each backend within ±5
+/// points of its weight; a sample from another pod or a failed one fails the attempt) up to
+/// `weight.MaxTestRetries` (10) times.
+async fn tcp_weights(
+    env: &Env<'_>,
+    gateway: &str,
+    port: u16,
+    weights: &BTreeMap<String, f64>,
+) -> Result<(), String> {
+    const TOTAL: usize = 500;
+    const CONCURRENT: usize = 10;
+    const TOLERANCE: f64 = 0.05;
+    let addr = socket(env, gateway, port).await?;
+    eventually(STEP_TIMEOUT, || async {
+        TcpStream::connect(addr)
+            .await
+            .map(drop)
+            .map_err(|e| format!("failed to establish TCP connection to {addr}: {e}"))
+    })
+    .await?;
+    let mut last = String::new();
+    for attempt in 1..=10 {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut error = None;
+        for _batch in 0..TOTAL / CONCURRENT {
+            let batch: Vec<_> = (0..CONCURRENT)
+                .map(|_| Box::pin(echo_send_once(addr)))
+                .collect();
+            for answer in join_all(batch).await {
+                match answer {
+                    Ok(pod) => match weights.keys().find(|b| pod.starts_with(&format!("{b}-"))) {
+                        Some(b) => *seen.entry(b.as_str()).or_default() += 1,
+                        None => {
+                            error =
+                                Some(format!("request was handled by an unexpected pod {pod:?}"))
+                        }
+                    },
+                    Err(e) => error = Some(e),
+                }
+            }
+        }
+        if let Some(e) = error {
+            last = format!("attempt {attempt}: error while sending requests: {e}");
+            continue;
+        }
+        let errs: Vec<String> = weights
+            .iter()
+            .filter_map(|(backend, want)| {
+                let got = *seen.get(backend.as_str()).unwrap_or(&0) as f64 / TOTAL as f64;
+                ((got - want).abs() > TOLERANCE)
+                    .then(|| format!("{backend}: {got:.3} not within {want}±{TOLERANCE}"))
+            })
+            .collect();
+        if errs.is_empty() {
+            return Ok(());
+        }
+        last = format!("attempt {attempt}: {}", errs.join("; "));
+    }
+    Err(format!(
+        "TCP weighted distribution did not converge within tolerance: {last}"
+    ))
 }
 
 /// `validateTestMessage`.
