@@ -176,13 +176,16 @@ impl KubeSource {
                         }
                     }
                     Some(Update::Full(kind, Err(err))) if kind.is_optional() && is_not_served(&err) => {
-                        // The cluster lacks this kind's CRD (TCPRoute is experimental-only):
-                        // count it as an empty kind so the rest is served; the watcher keeps
-                        // retrying, so installing the CRD later brings its objects in.
+                        // The cluster lacks this kind's CRD, or it does not serve the version
+                        // Weir reads (TCPRoute: a v1.5 standard channel has none, a pre-v1.6
+                        // CRD serves only v1alpha2): count it as an empty kind so the rest is
+                        // served; the watcher keeps retrying, so installing or upgrading the
+                        // CRD later brings its objects in.
                         if cache.mark_absent(kind) {
                             tracing::info!(
                                 %kind,
-                                "this kind is not served by the API server (its CRD is not installed); treating it as empty until it is"
+                                api_version = kind.api_version(),
+                                "this kind is not served by the API server at the version weir reads (its CRD is not installed, or older); treating it as empty until it is"
                             );
                             if cache.all_synced() {
                                 flush_at.get_or_insert_with(Instant::now);
