@@ -338,8 +338,8 @@ pub enum Step {
         to: Vec<String>,
     },
     /// httproute-request-percentage-mirror.go: after a consistent answer, 500 requests (10
-    /// at a time); the mirror Deployment `to` logs the path `percent`% of 500 times ±5%
-    /// (relative); up to 5 tries.
+    /// at a time); the mirror Deployment `to` logs the path `percent`% of 500 times, within 3
+    /// binomial standard deviations (v1.6.1); up to 5 tries.
     MirrorShare {
         request: Box<HttpCase>,
         to: String,

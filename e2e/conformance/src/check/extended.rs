@@ -64,8 +64,9 @@ pub(super) async fn mirrored(
     Ok(())
 }
 
-/// httproute-request-percentage-mirror.go: 500 requests per try (10 at a time), then the
-/// mirror's log count must be within 5% (relative) of `percent`% of them; 5 tries.
+/// httproute-request-percentage-mirror.go (v1.6.1): 500 requests per try (10 at a time),
+/// then the mirror's log count must be within 3 standard deviations of the binomial
+/// expectation (`n·p ± 3·sqrt(n·p·(1−p))`, `toleranceStdDevs`); 5 tries.
 pub(super) async fn mirror_share(
     env: &Env<'_>,
     request: &HttpCase,
@@ -74,14 +75,16 @@ pub(super) async fn mirror_share(
 ) -> Result<(), String> {
     const TOTAL: usize = 500;
     const CONCURRENT: usize = 10;
-    const TOLERANCE: f64 = 0.05;
+    const TOLERANCE_STD_DEVS: f64 = 3.0;
     const TRIES: usize = 5;
     consistent(env, request).await?;
     let p = prepare(env, request).await?;
     let pods = logs_of(env, to)?;
     let needle = mirror_line(&request.path);
-    let expected = TOTAL as f64 * percent / 100.0;
-    let (min, max) = (expected * (1.0 - TOLERANCE), expected * (1.0 + TOLERANCE));
+    let (n, share) = (TOTAL as f64, percent / 100.0);
+    let expected = n * share;
+    let margin = TOLERANCE_STD_DEVS * (n * share * (1.0 - share)).sqrt();
+    let (min, max) = (expected - margin, expected + margin);
     let mut last = String::new();
     for attempt in 1..=TRIES {
         let marks: Vec<usize> = pods.iter().map(PodLog::len).collect();
