@@ -8,6 +8,7 @@
 //! its [`RouteAction`] (filters, weighted backends).
 
 pub mod backend;
+pub mod backend_policy;
 pub mod client_auth;
 pub mod client_policy;
 pub mod filter;
@@ -23,6 +24,7 @@ pub use backend::{
     AppProtocol, Backend, BackendTarget, BackendTls, ClientCert, Endpoint, SubjectAltName,
     Upstream, UpstreamTls,
 };
+pub use backend_policy::{BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers};
 pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use client_policy::{
     Cidr, ClientIpDetection, ClientPolicy, Http2Settings, ProxyProtocol, RequestIdMode,

@@ -44,6 +44,9 @@ pub struct RouteAction {
     /// Sum of `backends[i].weight`; 0 with backends present means every weight is 0 → 500.
     pub total_weight: u64,
     pub timeouts: Timeouts,
+    /// The BackendTrafficPolicy in effect (most specific of rule, route, Gateway); `None`:
+    /// the request pays nothing for policies.
+    pub policy: Option<Arc<crate::BackendPolicy>>,
 }
 
 /// Request and backend timeouts from the route rule.

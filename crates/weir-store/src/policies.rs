@@ -231,11 +231,12 @@ pub struct Http2Settings {
 }
 
 // ---------------------------------------------------------------------------------------
-// BackendTrafficPolicy and SecurityPolicy: their CRDs and status land now, their fields with
-// the issues that implement them. Until then every field but the targets is refused.
+// BackendTrafficPolicy
 
-/// How Weir treats the backends of a Gateway's or route's traffic (load balancing, health,
-/// retries, rate limits...): none of its fields is implemented yet.
+/// How Weir treats the backends of a Gateway's or route's traffic. Typed: `retry`,
+/// `timeout` (`http.requestTimeout`, `tcp.connectTimeout`) and `circuitBreaker`
+/// (`maxConnections`, `maxPendingRequests`, `maxParallelRequests`); everything else
+/// (load balancing, health checks, fault injection...) is kept in `unsupported` and refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "gateway.weir.dev",
@@ -252,9 +253,110 @@ pub struct Http2Settings {
 pub struct BackendTrafficPolicySpec {
     #[serde(flatten)]
     pub targets: PolicyTargets,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<BackendTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_retries: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<RetryOn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_retry: Option<PerRetry>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryOn {
+    /// `5xx`, `gateway-error`, `reset`, `connect-failure`, `retriable-4xx`,
+    /// `retriable-status-codes`, and the gRPC ones (`cancelled`, `deadline-exceeded`,
+    /// `internal`, `resource-exhausted`, `unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status_codes: Option<Vec<i64>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PerRetry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_off: Option<BackOff>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackOff {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_interval: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpBackendTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpBackendTimeout>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpBackendTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpBackendTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+// ---------------------------------------------------------------------------------------
+// SecurityPolicy: its CRD and status land now, its fields with the issues that implement
+// them. Until then every field but the targets is refused.
 
 /// Authentication and authorization of a Gateway's or route's requests (JWT, basic auth,
 /// API keys, external auth, CORS, authorization rules): none of its fields is implemented
@@ -333,11 +435,31 @@ mod tests {
             "metadata": {"name": "p", "namespace": "ns"},
             "spec": {
                 "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"},
-                "retry": {"numRetries": 3}
+                "retry": {"numRetries": 3, "retryOn": {"triggers": ["5xx"]}, "perRetry": {"backOff": {"baseInterval": "10ms"}}},
+                "circuitBreaker": {"maxParallelRequests": 5, "maxParallelRetries": 2},
+                "loadBalancer": {"type": "Random"}
             }
         }))
         .unwrap();
         assert_eq!(p.spec.targets.all().count(), 1);
-        assert_eq!(p.spec.unsupported.keys().collect::<Vec<_>>(), ["retry"]);
+        let retry = p.spec.retry.as_ref().unwrap();
+        assert_eq!(retry.num_retries, Some(3));
+        let back_off = retry.per_retry.as_ref().unwrap().back_off.as_ref().unwrap();
+        assert_eq!(back_off.base_interval.as_deref(), Some("10ms"));
+        let breaker = p.spec.circuit_breaker.as_ref().unwrap();
+        assert_eq!(breaker.max_parallel_requests, Some(5));
+        assert!(breaker.unsupported.contains_key("maxParallelRetries"));
+        assert_eq!(
+            p.spec.unsupported.keys().collect::<Vec<_>>(),
+            ["loadBalancer"]
+        );
+        let s: SecurityPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.weir.dev/v1alpha1",
+            "kind": "SecurityPolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"targetRefs": [], "cors": {}}
+        }))
+        .unwrap();
+        assert_eq!(s.spec.unsupported.keys().collect::<Vec<_>>(), ["cors"]);
     }
 }

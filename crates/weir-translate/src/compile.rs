@@ -189,6 +189,7 @@ fn compile_rule(
                     backends: backends.into(),
                     total_weight,
                     timeouts,
+                    policy: None,
                 }
             }
             Err(e @ TranslateError::UnsupportedFilter { .. }) => {
@@ -199,6 +200,7 @@ fn compile_rule(
                     backends: Arc::new([]),
                     total_weight: 0,
                     timeouts,
+                    policy: None,
                 }
             }
             Err(e) => return Err(e),

@@ -151,6 +151,7 @@ fn compile_rule(
             filters: filters.into(),
             backends: backends.into(),
             timeouts: Timeouts::default(),
+            policy: None,
         },
         Err(e @ TranslateError::UnsupportedFilter { .. }) => {
             out.invalid_rules.push(e);
@@ -160,6 +161,7 @@ fn compile_rule(
                 backends: Arc::new([]),
                 total_weight: 0,
                 timeouts: Timeouts::default(),
+                policy: None,
             }
         }
         Err(e) => return Err(e),

@@ -455,6 +455,11 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     // still to come only get their status.
     let ours: BTreeSet<ObjectKey> = gateways.iter().map(|g| g.key.clone()).collect();
     let mut client_policies = policy::client::ClientPolicies::build(store, &ours);
+    // BackendTrafficPolicy onto the route entries (after the memo recorded them: a replayed
+    // route gets its policy again from whatever policies exist now).
+    let backend_policies = policy::backend::BackendPolicies::build(store, &ours);
+    backend_policies.place(&mut gateways);
+    statuses.extend(backend_policies.statuses(input.controller_name, &input.now));
     let mut snapshot = sockets::build(&mut gateways);
     client_policies.place(&mut snapshot);
     statuses.extend(client_policies.statuses(input.controller_name, &input.now));

@@ -3,5 +3,6 @@
 //! type and uses `attach` for the rest (today: BackendTLSPolicy, `crate::backendtls`).
 
 pub mod attach;
+pub mod backend;
 pub mod client;
 pub mod pending;

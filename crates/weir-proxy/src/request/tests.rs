@@ -108,6 +108,7 @@ fn action(backends: Vec<Backend>) -> RouteAction {
         backends: backends.into(),
         total_weight,
         timeouts: Timeouts::default(),
+        policy: None,
     }
 }
 

@@ -105,6 +105,7 @@ pub fn action(
         backends: backends.into(),
         total_weight,
         timeouts,
+        policy: None,
     })
 }
 

@@ -1,4 +1,4 @@
-//! BackendTrafficPolicy and SecurityPolicy before their fields are implemented: their CRDs
+//! SecurityPolicy before its fields are implemented: their CRDs
 //! and status exist, so a user who applies one sees at once what Weir does with it. A policy
 //! that asks for anything (any field but its targets) is refused — `Accepted=False`,
 //! `UnsupportedValue`, naming the fields — never silently ignored; one with only targets is
@@ -13,7 +13,7 @@ use crate::conditions::Conditions;
 use crate::policy::attach::{self, Allowed, TargetRef};
 use crate::ObjectStatus;
 
-/// Statuses of every BackendTrafficPolicy and SecurityPolicy; `ours`: the Gateways of our
+/// Statuses of every SecurityPolicy; `ours`: the Gateways of our
 /// classes.
 pub fn statuses(
     store: &Store,
@@ -21,29 +21,13 @@ pub fn statuses(
     controller: &str,
     now: &weir_store::Time,
 ) -> Vec<ObjectStatus> {
-    let backend = Allowed {
+    let security = Allowed {
         gateway: true,
         listener_set: false,
         routes: true,
-        service: true,
-    };
-    let security = Allowed {
         service: false,
-        ..backend
     };
     let mut out = Vec::new();
-    for p in store.backend_traffic_policies.values() {
-        let (meta, spec) = (&p.metadata, &p.spec);
-        out.push(status(
-            store,
-            ours,
-            controller,
-            now,
-            Kind::BackendTrafficPolicy,
-            (meta, &spec.targets, &spec.unsupported),
-            backend,
-        ));
-    }
     for p in store.security_policies.values() {
         let (meta, spec) = (&p.metadata, &p.spec);
         out.push(status(
@@ -128,7 +112,7 @@ fn status(
 }
 
 /// Our Gateways a route names in its parentRefs.
-fn route_gateways(
+pub(crate) fn route_gateways(
     store: &Store,
     kind: Kind,
     route: &ObjectKey,

@@ -306,7 +306,7 @@ kind: BackendTrafficPolicy
 metadata: {{name: retries, namespace: ns}}
 spec:
   targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]
-  retry: {{numRetries: 3}}
+  faultInjection: {{abort: {{httpStatus: 503}}}}
 ---
 apiVersion: gateway.weir.dev/v1alpha1
 kind: SecurityPolicy
@@ -329,7 +329,9 @@ spec:
         cond(backend, "parent ns/gw", "Accepted"),
         is("False", "UnsupportedValue")
     );
-    assert!(backend.condition_lines()[0].4.contains("spec.retry"));
+    assert!(backend.condition_lines()[0]
+        .4
+        .contains("spec.faultInjection"));
     let nothing = status(&out, Kind::SecurityPolicy, "ns", "nothing");
     assert_eq!(
         cond(nothing, "parent ns/gw", "Accepted"),

@@ -1,0 +1,501 @@
+//! BackendTrafficPolicy: validated, compiled to [`weir_snapshot::BackendPolicy`] and put on
+//! the route entries it applies to.
+//!
+//! Decisions where the spec (Envoy Gateway's) leaves room:
+//! - Targets are Gateways (every route entry attached to one of its listeners), HTTPRoutes
+//!   and GRPCRoutes (`sectionName`: a rule name). The most specific wins, as a whole: a
+//!   rule's policy beats its route's, a route's beats its Gateway's (no field-by-field
+//!   merge, as Envoy Gateway does without `mergeType`). Two policies naming the same target
+//!   conflict: the oldest wins (see [`attach`]). A Gateway listener (`sectionName` on a
+//!   Gateway) and Services are not targets yet: refused (`UnsupportedValue`).
+//! - `timeout.http.requestTimeout` is the route's request timeout when the HTTPRoute rule
+//!   sets none (`timeouts.request` wins: Gateway API's own field first).
+//! - A field Weir does not implement yet is refused: `Accepted=False`, `UnsupportedValue`,
+//!   naming each such field; a value out of range is `Invalid`. A refused policy applies to
+//!   nothing.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_snapshot::{
+    BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers, RouteAction, RouteEntry,
+};
+use weir_store::policies::{BackendTrafficPolicySpec, Unsupported};
+use weir_store::{BackendTrafficPolicy, Kind, ObjectKey, Store};
+
+use crate::conditions::Conditions;
+use crate::model::GatewayModel;
+use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target, TargetRef};
+use crate::ObjectStatus;
+
+/// What a BackendTrafficPolicy may name (Services are resolved, then refused).
+const TARGETS: Allowed = Allowed {
+    gateway: true,
+    listener_set: false,
+    routes: true,
+    service: true,
+};
+
+struct Model {
+    key: ObjectKey,
+    policy: Arc<BackendTrafficPolicy>,
+    targets: Vec<Target>,
+    not_accepted: Option<NotAccepted>,
+    compiled: Option<Arc<BackendPolicy>>,
+    /// The effective `timeout.http.requestTimeout`.
+    request_timeout: Option<Duration>,
+    conflicted: bool,
+    ancestors: BTreeSet<ObjectKey>,
+}
+
+/// Every BackendTrafficPolicy, and which one holds each target.
+pub struct BackendPolicies {
+    models: Vec<Model>,
+    index: BTreeMap<Target, usize>,
+}
+
+impl BackendPolicies {
+    /// Evaluate every policy; `ours`: the Gateways of our classes.
+    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>) -> Self {
+        let mut models: Vec<Model> = store
+            .backend_traffic_policies
+            .iter()
+            .map(|(key, p)| evaluate(store, ours, key, p))
+            .collect();
+        models.sort_by(|a, b| {
+            (crate::meta::created(&a.policy.metadata), &a.key)
+                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
+        });
+        let accepted: Vec<usize> = (0..models.len())
+            .filter(|&i| models[i].compiled.is_some())
+            .collect();
+        let candidates: Vec<Candidate<'_>> = accepted
+            .iter()
+            .map(|&i| Candidate {
+                meta: &models[i].policy.metadata,
+                key: &models[i].key,
+                targets: &models[i].targets,
+            })
+            .collect();
+        let settled = attach::settle(&candidates);
+        let index = settled
+            .winners
+            .into_iter()
+            .map(|(t, c)| (t, accepted[c]))
+            .collect();
+        for (c, conflicted) in settled.conflicted.into_iter().enumerate() {
+            models[accepted[c]].conflicted = conflicted;
+        }
+        Self { models, index }
+    }
+
+    /// The policy (index) in effect for a route entry of `gateway`: its rule's, its route's,
+    /// then the Gateway's.
+    fn effective(&self, gateway: &ObjectKey, action: &RouteAction) -> Option<usize> {
+        if self.index.is_empty() {
+            return None;
+        }
+        let kind = match action.route.kind {
+            "HTTPRoute" => Kind::HttpRoute,
+            "GRPCRoute" => Kind::GrpcRoute,
+            _ => return None,
+        };
+        let route = action
+            .route
+            .route
+            .split_once('/')
+            .map(|(ns, name)| ObjectKey::new(ns, name));
+        let from_route = route.and_then(|key| {
+            let target = Target::new(kind, key, action.route.rule_name.as_deref());
+            attach::most_specific(&self.index, &target).copied()
+        });
+        from_route.or_else(|| {
+            self.index
+                .get(&Target::new(Kind::Gateway, gateway.clone(), None))
+                .copied()
+        })
+    }
+
+    /// Put the effective policy on every route entry of our Gateways. Entries that share an
+    /// action and get the same policy keep sharing one.
+    pub fn place(&self, gateways: &mut [GatewayModel]) {
+        if self.index.is_empty() {
+            return;
+        }
+        let mut made: HashMap<(*const RouteAction, usize), Arc<RouteAction>> = HashMap::new();
+        for g in gateways.iter_mut() {
+            let gateway = g.key.clone();
+            for l in g.listeners.iter_mut() {
+                for (_, entry) in l.entries.iter_mut() {
+                    let Some(i) = self.effective(&gateway, &entry.action) else {
+                        continue;
+                    };
+                    let m = &self.models[i];
+                    let Some(compiled) = &m.compiled else {
+                        continue;
+                    };
+                    let old = &entry.action;
+                    let action = made
+                        .entry((Arc::as_ptr(old), i))
+                        .or_insert_with(|| {
+                            let mut timeouts = old.timeouts;
+                            if timeouts.request.is_none() {
+                                timeouts.request = m.request_timeout;
+                            }
+                            Arc::new(RouteAction {
+                                route: old.route.clone(),
+                                filters: old.filters.clone(),
+                                backends: old.backends.clone(),
+                                total_weight: old.total_weight,
+                                timeouts,
+                                policy: Some(compiled.clone()),
+                            })
+                        })
+                        .clone();
+                    *entry = Arc::new(RouteEntry {
+                        rank: entry.rank.clone(),
+                        matcher: entry.matcher.clone(),
+                        action,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One status per policy: an ancestor entry per Gateway it affects.
+    pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
+        self.models
+            .iter()
+            .map(|m| {
+                let c = Conditions {
+                    generation: m.policy.metadata.generation,
+                    now,
+                };
+                let accepted = if let Some(n) = &m.not_accepted {
+                    c.make("Accepted", false, n.reason, n.message.clone())
+                } else if m.conflicted {
+                    c.make(
+                        "Accepted",
+                        false,
+                        "Conflicted",
+                        "an older BackendTrafficPolicy (or one first by namespace/name) targets \
+                         the same Gateway, route or rule",
+                    )
+                } else {
+                    c.make("Accepted", true, "Accepted", "Policy has been accepted")
+                };
+                ObjectStatus::new(
+                    Kind::BackendTrafficPolicy,
+                    &m.policy.metadata,
+                    attach::ancestor_status(&m.ancestors, controller, &[accepted]),
+                )
+            })
+            .collect()
+    }
+}
+
+fn evaluate(
+    store: &Store,
+    ours: &BTreeSet<ObjectKey>,
+    key: &ObjectKey,
+    p: &Arc<BackendTrafficPolicy>,
+) -> Model {
+    let mut targets = Vec::new();
+    let mut ancestors = BTreeSet::new();
+    let mut not_found = None;
+    let mut unsupported_target = None;
+    for t in p.spec.targets.all() {
+        let r = TargetRef {
+            group: &t.group,
+            kind: &t.kind,
+            name: &t.name,
+            section_name: t.section_name.as_deref(),
+        };
+        let Some(resolved) = attach::resolve(store, &key.namespace, r, TARGETS) else {
+            continue;
+        };
+        let target = &resolved.target;
+        match target.kind {
+            Kind::Gateway => {
+                let exists = store.gateways.contains_key(&target.key);
+                if exists && !ours.contains(&target.key) {
+                    continue;
+                }
+                ancestors.insert(target.key.clone());
+                if target.section.is_some() {
+                    unsupported_target = unsupported_target.or(Some(format!(
+                        "a Gateway listener (sectionName {:?} of Gateway {}) as a target: \
+                         target the Gateway, a route or a rule",
+                        t.section_name.as_deref().unwrap_or_default(),
+                        target.key
+                    )));
+                }
+            }
+            Kind::HttpRoute | Kind::GrpcRoute => {
+                ancestors.extend(crate::policy::pending::route_gateways(
+                    store,
+                    target.kind,
+                    &target.key,
+                    ours,
+                ));
+            }
+            _ => {
+                unsupported_target = unsupported_target.or(Some(format!(
+                    "a {} ({}) as a target",
+                    target.kind, target.key
+                )));
+                continue;
+            }
+        }
+        match resolved.not_found {
+            Some(n) => not_found = not_found.or(Some(n)),
+            None => targets.push(resolved.target),
+        }
+    }
+    let compiled = match unsupported_target {
+        Some(what) => Err(NotAccepted::new(
+            "UnsupportedValue",
+            format!("Weir does not implement {what} (yet)"),
+        )),
+        None => compile(key, &p.spec),
+    };
+    let not_accepted = match (&compiled, not_found) {
+        (Err(n), _) => Some(n.clone()),
+        (Ok(_), Some(n)) if targets.is_empty() => Some(n),
+        _ => None,
+    };
+    let (compiled, request_timeout) = match compiled {
+        Ok((c, t)) if not_accepted.is_none() => (Some(Arc::new(c)), t),
+        _ => (None, None),
+    };
+    Model {
+        key: key.clone(),
+        policy: p.clone(),
+        targets,
+        not_accepted,
+        compiled,
+        request_timeout,
+        conflicted: false,
+        ancestors,
+    }
+}
+
+/// The paths of the fields Weir does not implement.
+fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |path: &str, u: &Unsupported| {
+        out.extend(u.keys().map(|k| format!("{path}.{k}")));
+    };
+    add("spec", &spec.unsupported);
+    if let Some(r) = &spec.retry {
+        add("spec.retry", &r.unsupported);
+        if let Some(on) = &r.retry_on {
+            add("spec.retry.retryOn", &on.unsupported);
+        }
+        if let Some(per) = &r.per_retry {
+            add("spec.retry.perRetry", &per.unsupported);
+            if let Some(b) = &per.back_off {
+                add("spec.retry.perRetry.backOff", &b.unsupported);
+            }
+        }
+    }
+    if let Some(t) = &spec.timeout {
+        add("spec.timeout", &t.unsupported);
+        if let Some(h) = &t.http {
+            add("spec.timeout.http", &h.unsupported);
+        }
+        if let Some(tcp) = &t.tcp {
+            add("spec.timeout.tcp", &tcp.unsupported);
+        }
+    }
+    if let Some(c) = &spec.circuit_breaker {
+        add("spec.circuitBreaker", &c.unsupported);
+    }
+    out
+}
+
+fn invalid(message: impl Into<String>) -> NotAccepted {
+    NotAccepted::new("Invalid", message)
+}
+
+/// Validate and compile a spec: the policy, and its request timeout.
+fn compile(
+    key: &ObjectKey,
+    spec: &BackendTrafficPolicySpec,
+) -> Result<(BackendPolicy, Option<Duration>), NotAccepted> {
+    let unsupported = unsupported_fields(spec);
+    if !unsupported.is_empty() {
+        return Err(NotAccepted::new(
+            "UnsupportedValue",
+            format!(
+                "Weir does not implement {} (yet): remove {} to apply this policy",
+                unsupported.join(", "),
+                if unsupported.len() == 1 { "it" } else { "them" }
+            ),
+        ));
+    }
+    let mut out = BackendPolicy {
+        name: key.to_string().into(),
+        id: identity(key, spec),
+        ..BackendPolicy::default()
+    };
+    let mut request_timeout = None;
+    if let Some(r) = &spec.retry {
+        out.retry = Some(retry(r)?);
+    }
+    if let Some(t) = &spec.timeout {
+        if let Some(h) = &t.http {
+            request_timeout = duration(
+                "spec.timeout.http.requestTimeout",
+                h.request_timeout.as_deref(),
+            )?;
+        }
+        if let Some(tcp) = &t.tcp {
+            out.connect_timeout = duration(
+                "spec.timeout.tcp.connectTimeout",
+                tcp.connect_timeout.as_deref(),
+            )?;
+        }
+    }
+    if let Some(c) = &spec.circuit_breaker {
+        let cap = |field: &str, v: Option<i64>, default: u32| -> Result<u32, NotAccepted> {
+            match v {
+                None => Ok(default),
+                Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    invalid(format!(
+                        "spec.circuitBreaker.{field} {n}: must be 1 to 4294967295"
+                    ))
+                }),
+            }
+        };
+        let d = CircuitBreaker::default();
+        out.circuit_breaker = Some(CircuitBreaker {
+            max_connections: cap("maxConnections", c.max_connections, d.max_connections)?,
+            max_pending_requests: cap(
+                "maxPendingRequests",
+                c.max_pending_requests,
+                d.max_pending_requests,
+            )?,
+            max_parallel_requests: cap(
+                "maxParallelRequests",
+                c.max_parallel_requests,
+                d.max_parallel_requests,
+            )?,
+        });
+    }
+    Ok((out, request_timeout))
+}
+
+/// At most this many retries (Envoy Gateway has no maximum; a retry storm needs none).
+const MAX_RETRIES: i64 = 10;
+
+fn retry(r: &weir_store::policies::Retry) -> Result<RetryPolicy, NotAccepted> {
+    let num_retries = match r.num_retries {
+        None => 2,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|_| n <= MAX_RETRIES)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "spec.retry.numRetries {n}: must be 0 to {MAX_RETRIES}"
+                ))
+            })?,
+    };
+    // Envoy Gateway's default when `retryOn` is absent: connect failures and 503s.
+    let (mut triggers, mut status_codes) = (
+        RetryTriggers::CONNECT_FAILURE | RetryTriggers::STATUS_CODES,
+        vec![503u16],
+    );
+    if let Some(on) = &r.retry_on {
+        triggers = 0;
+        for name in on.triggers.iter().flatten() {
+            triggers |= RetryTriggers::parse(name).ok_or_else(|| {
+                invalid(format!(
+                    "spec.retry.retryOn.triggers: {name:?} is not one of 5xx, gateway-error, \
+                     reset, connect-failure, retriable-4xx, retriable-status-codes, cancelled, \
+                     deadline-exceeded, internal, resource-exhausted, unavailable (Weir does \
+                     not implement refused-stream yet)"
+                ))
+            })?;
+        }
+        status_codes = on
+            .http_status_codes
+            .iter()
+            .flatten()
+            .map(|&c| {
+                u16::try_from(c)
+                    .ok()
+                    .filter(|c| (100..=599).contains(c))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "spec.retry.retryOn.httpStatusCodes: {c} is not an HTTP status"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        if !status_codes.is_empty() {
+            // Envoy: status codes imply their trigger.
+            triggers |= RetryTriggers::STATUS_CODES;
+        }
+        if triggers & RetryTriggers::STATUS_CODES != 0 && status_codes.is_empty() {
+            return Err(invalid(
+                "spec.retry.retryOn: retriable-status-codes needs httpStatusCodes",
+            ));
+        }
+    }
+    let per = r.per_retry.as_ref();
+    let per_try_timeout = duration(
+        "spec.retry.perRetry.timeout",
+        per.and_then(|p| p.timeout.as_deref()),
+    )?;
+    let back_off = per.and_then(|p| p.back_off.as_ref());
+    let base_interval = duration(
+        "spec.retry.perRetry.backOff.baseInterval",
+        back_off.and_then(|b| b.base_interval.as_deref()),
+    )?
+    .unwrap_or(Duration::from_millis(25));
+    let max_interval = duration(
+        "spec.retry.perRetry.backOff.maxInterval",
+        back_off.and_then(|b| b.max_interval.as_deref()),
+    )?
+    .unwrap_or(base_interval.saturating_mul(10));
+    if max_interval < base_interval {
+        return Err(invalid(
+            "spec.retry.perRetry.backOff: maxInterval is below baseInterval",
+        ));
+    }
+    Ok(RetryPolicy {
+        num_retries,
+        triggers: RetryTriggers(triggers),
+        status_codes: status_codes.into(),
+        per_try_timeout,
+        base_interval,
+        max_interval,
+    })
+}
+
+/// A duration field (Gateway API format), more than zero.
+fn duration(field: &str, v: Option<&str>) -> Result<Option<Duration>, NotAccepted> {
+    let Some(s) = v else { return Ok(None) };
+    let d: gateway_api::Duration = s
+        .parse()
+        .map_err(|e: String| invalid(format!("{field} {s:?}: {e}")))?;
+    if d.is_zero() {
+        return Err(invalid(format!("{field}: must be more than 0")));
+    }
+    Ok(Some(Duration::new(d.as_secs(), d.subsec_nanos())))
+}
+
+/// What keys the policy's runtime state: its name and spec.
+fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+//! BackendTrafficPolicy translation: what reaches each route entry, precedence (rule >
+//! route > Gateway), conflicts, invalid values, refused fields and the status ancestors.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+use weir_snapshot::{BackendPolicy, RequestView, RetryTriggers, RouteAction};
+use weir_store::Kind;
+
+use crate::tests::{cond, is, run, status, store_with_class};
+use crate::Output;
+
+/// Gateway `gw` (port 80); HTTPRoute `r` with rules `a` (/a) and `b` (/b) and a rule without
+/// a name (/c); HTTPRoute `other` (/o).
+const WORLD: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns, generation: 1}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc, namespace: ns}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - name: a
+    matches: [{path: {type: PathPrefix, value: /a}}]
+    backendRefs: [{name: svc, port: 80}]
+  - name: b
+    matches: [{path: {type: PathPrefix, value: /b}}]
+    backendRefs: [{name: svc, port: 80}]
+    timeouts: {request: 7s}
+  - matches: [{path: {type: PathPrefix, value: /c}}]
+    backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /o}}]
+    backendRefs: [{name: svc, port: 80}]
+";
+
+const GW: &str = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}";
+const ROUTE: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}";
+const RULE_A: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: a}";
+
+fn policy(name: &str, created: &str, target: &str, spec: &str) -> String {
+    format!(
+        "
+---
+apiVersion: gateway.weir.dev/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {name}, namespace: ns, generation: 2, creationTimestamp: '{created}'}}
+spec:
+  targetRefs: [{target}]
+{spec}"
+    )
+}
+
+fn translate(policies: &[String]) -> Output {
+    run(&store_with_class(&format!("{WORLD}{}", policies.concat())))
+}
+
+fn action<'a>(out: &'a Output, path: &str) -> &'a RouteAction {
+    let socket = out.snapshot.socket(None, 80).expect("socket");
+    let headers = HeaderMap::new();
+    let view = RequestView {
+        method: &Method::GET,
+        path,
+        query: None,
+        headers: &headers,
+    };
+    &socket.listeners[0]
+        .find_route("x.example", &view)
+        .expect("a route")
+        .action
+}
+
+fn policy_of<'a>(out: &'a Output, path: &str) -> Option<&'a BackendPolicy> {
+    action(out, path).policy.as_deref()
+}
+
+fn accepted(out: &Output, name: &str) -> (String, String) {
+    cond(
+        status(out, Kind::BackendTrafficPolicy, "ns", name),
+        "parent ns/gw",
+        "Accepted",
+    )
+}
+
+fn message(out: &Output, name: &str) -> String {
+    status(out, Kind::BackendTrafficPolicy, "ns", name).condition_lines()[0]
+        .4
+        .clone()
+}
+
+#[test]
+fn every_field_compiles_onto_the_routes_of_a_gateway() {
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        GW,
+        "
+  retry:
+    numRetries: 3
+    retryOn: {triggers: [gateway-error, connect-failure, unavailable], httpStatusCodes: [429]}
+    perRetry: {timeout: 250ms, backOff: {baseInterval: 10ms, maxInterval: 1s}}
+  timeout: {http: {requestTimeout: 3s}, tcp: {connectTimeout: 2s}}
+  circuitBreaker: {maxConnections: 10, maxPendingRequests: 5, maxParallelRequests: 20}
+",
+    )]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    for path in ["/a", "/b", "/c", "/o"] {
+        let p = policy_of(&out, path).expect("a policy");
+        assert_eq!(&*p.name, "ns/p");
+        let r = p.retry.as_ref().unwrap();
+        assert_eq!(r.num_retries, 3);
+        let t = r.triggers;
+        assert!(t.has(RetryTriggers::GATEWAY_ERROR));
+        assert!(t.has(RetryTriggers::CONNECT_FAILURE));
+        assert!(t.has(RetryTriggers::GRPC_UNAVAILABLE));
+        assert!(
+            t.has(RetryTriggers::STATUS_CODES),
+            "codes imply the trigger"
+        );
+        assert!(!t.has(RetryTriggers::FIVE_XX));
+        assert_eq!(&*r.status_codes, &[429]);
+        assert_eq!(r.per_try_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(r.base_interval, Duration::from_millis(10));
+        assert_eq!(r.max_interval, Duration::from_secs(1));
+        assert_eq!(p.connect_timeout, Some(Duration::from_secs(2)));
+        let cb = p.circuit_breaker.unwrap();
+        assert_eq!(
+            (
+                cb.max_connections,
+                cb.max_pending_requests,
+                cb.max_parallel_requests
+            ),
+            (10, 5, 20)
+        );
+    }
+    // requestTimeout where the rule sets none; the rule's own timeout wins.
+    assert_eq!(
+        action(&out, "/a").timeouts.request,
+        Some(Duration::from_secs(3))
+    );
+    assert_eq!(
+        action(&out, "/b").timeouts.request,
+        Some(Duration::from_secs(7))
+    );
+    let s = status(&out, Kind::BackendTrafficPolicy, "ns", "p");
+    assert_eq!(s.status["ancestors"][0]["ancestorRef"]["name"], "gw");
+    assert_eq!(
+        s.status["ancestors"][0]["conditions"][0]["observedGeneration"],
+        2
+    );
+}
+
+#[test]
+fn defaults_follow_envoy_gateway() {
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, "  retry: {}")]);
+    let r = policy_of(&out, "/a").unwrap().retry.clone().unwrap();
+    assert_eq!(r.num_retries, 2);
+    assert!(r.triggers.has(RetryTriggers::CONNECT_FAILURE));
+    assert_eq!(&*r.status_codes, &[503]);
+    assert_eq!(r.base_interval, Duration::from_millis(25));
+    assert_eq!(r.max_interval, Duration::from_millis(250));
+    assert!(policy_of(&out, "/a").unwrap().circuit_breaker.is_none());
+}
+
+#[test]
+fn no_policy_costs_routes_nothing() {
+    let out = translate(&[]);
+    for path in ["/a", "/b", "/o"] {
+        assert!(policy_of(&out, path).is_none());
+    }
+    assert_eq!(action(&out, "/a").timeouts.request, None);
+}
+
+#[test]
+fn rule_beats_route_beats_gateway() {
+    let out = translate(&[
+        policy("gw", "2024-01-01T00:00:00Z", GW, "  retry: {numRetries: 1}"),
+        policy(
+            "route",
+            "2024-03-01T00:00:00Z",
+            ROUTE,
+            "  retry: {numRetries: 2}",
+        ),
+        policy(
+            "rule",
+            "2024-05-01T00:00:00Z",
+            RULE_A,
+            "  retry: {numRetries: 3}",
+        ),
+    ]);
+    let n = |path| {
+        policy_of(&out, path)
+            .unwrap()
+            .retry
+            .as_ref()
+            .unwrap()
+            .num_retries
+    };
+    assert_eq!(n("/a"), 3, "the rule's own policy");
+    assert_eq!(n("/b"), 2, "the route's policy");
+    assert_eq!(n("/c"), 2, "a rule without a name: the route's");
+    assert_eq!(n("/o"), 1, "another route: the Gateway's");
+    for name in ["gw", "route", "rule"] {
+        assert_eq!(accepted(&out, name), is("True", "Accepted"), "{name}");
+    }
+}
+
+#[test]
+fn the_oldest_policy_wins_a_target_and_the_other_is_conflicted() {
+    let out = translate(&[
+        policy(
+            "young",
+            "2024-06-01T00:00:00Z",
+            ROUTE,
+            "  retry: {numRetries: 4}",
+        ),
+        policy(
+            "old",
+            "2024-01-01T00:00:00Z",
+            ROUTE,
+            "  retry: {numRetries: 1}",
+        ),
+    ]);
+    assert_eq!(accepted(&out, "old"), is("True", "Accepted"));
+    assert_eq!(accepted(&out, "young"), is("False", "Conflicted"));
+    let n = policy_of(&out, "/a")
+        .unwrap()
+        .retry
+        .as_ref()
+        .unwrap()
+        .num_retries;
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn invalid_values_are_refused_and_apply_nowhere() {
+    for (spec, needle) in [
+        ("  retry: {numRetries: -1}", "numRetries"),
+        ("  retry: {numRetries: 11}", "numRetries"),
+        ("  retry: {retryOn: {triggers: [sometimes]}}", "sometimes"),
+        (
+            "  retry: {retryOn: {triggers: [refused-stream]}}",
+            "refused-stream",
+        ),
+        (
+            "  retry: {retryOn: {triggers: [retriable-status-codes]}}",
+            "httpStatusCodes",
+        ),
+        ("  retry: {retryOn: {httpStatusCodes: [42]}}", "42"),
+        ("  retry: {perRetry: {timeout: soon}}", "perRetry.timeout"),
+        (
+            "  retry: {perRetry: {backOff: {baseInterval: 1s, maxInterval: 10ms}}}",
+            "maxInterval",
+        ),
+        ("  timeout: {tcp: {connectTimeout: 0s}}", "connectTimeout"),
+        (
+            "  circuitBreaker: {maxParallelRequests: 0}",
+            "maxParallelRequests",
+        ),
+    ] {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(accepted(&out, "p"), is("False", "Invalid"), "{spec}");
+        assert!(
+            message(&out, "p").contains(needle),
+            "{spec}: {}",
+            message(&out, "p")
+        );
+        assert!(policy_of(&out, "/a").is_none(), "{spec}");
+    }
+}
+
+#[test]
+fn fields_not_implemented_are_still_refused_by_name() {
+    for (spec, field) in [
+        ("  loadBalancer: {type: Random}", "spec.loadBalancer"),
+        (
+            "  retry: {numRetries: 1, retryBudget: {}}",
+            "spec.retry.retryBudget",
+        ),
+        (
+            "  timeout: {http: {connectionIdleTimeout: 1s}}",
+            "spec.timeout.http.connectionIdleTimeout",
+        ),
+        (
+            "  circuitBreaker: {maxParallelRetries: 1}",
+            "spec.circuitBreaker.maxParallelRetries",
+        ),
+        ("  healthCheck: {passive: {}}", "spec.healthCheck"),
+    ] {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(
+            accepted(&out, "p"),
+            is("False", "UnsupportedValue"),
+            "{spec}"
+        );
+        assert!(
+            message(&out, "p").contains(field),
+            "{spec}: {}",
+            message(&out, "p")
+        );
+        assert!(policy_of(&out, "/a").is_none(), "{spec}");
+    }
+}
+
+#[test]
+fn a_missing_target_or_rule_is_target_not_found() {
+    let missing = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: zzz}";
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", missing, "  retry: {}")]);
+    assert_eq!(accepted(&out, "p"), is("False", "TargetNotFound"));
+    assert!(policy_of(&out, "/a").is_none());
+}
+
+#[test]
+fn a_listener_or_service_target_is_not_implemented() {
+    let listener = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}";
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", listener, "  retry: {}")]);
+    assert_eq!(accepted(&out, "p"), is("False", "UnsupportedValue"));
+    assert!(policy_of(&out, "/a").is_none());
+}
