@@ -106,6 +106,9 @@ pub(crate) struct Shared {
     /// (socket, policy id): survives swaps that keep the policy (`client_policy.rs`).
     pub(crate) client_policies:
         state::StateRegistry<(conn::SocketKey, u64), client_policy::SocketPolicy>,
+    /// BackendTrafficPolicy circuit breakers' counters, by policy id: survive swaps that
+    /// keep the policy (`upstream/retry.rs`).
+    pub(crate) breakers: state::StateRegistry<u64, upstream::Breaker>,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -149,6 +152,7 @@ impl Proxy {
             access_log,
             server,
             client_policies: state::StateRegistry::default(),
+            breakers: state::StateRegistry::default(),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
         Ok(Proxy {
@@ -179,6 +183,18 @@ impl Proxy {
                 .and_then(|s| s.client_policy.as_ref())
                 .is_some_and(|p| p.id == *id)
         });
+        // Breakers whose policy no route of the snapshot has any more go.
+        let mut live = std::collections::HashSet::new();
+        for socket in snapshot.sockets.iter() {
+            for listener in socket.listeners.iter() {
+                for entry in listener.routes.values() {
+                    if let Some(p) = &entry.action.policy {
+                        live.insert(p.id);
+                    }
+                }
+            }
+        }
+        self.shared.breakers.retain(|id| live.contains(id));
         self.sockets.sync(&snapshot).await
     }
 

@@ -41,6 +41,12 @@ pub(crate) struct Metrics {
     /// `weir_client_policy_errors_total{policy}`: connections closed because the socket's
     /// ClientTrafficPolicy could not be applied (a TLS configuration rustls refused).
     pub(crate) policy_errors: IntCounterVec,
+    /// `weir_upstream_retries_total{route,reason}`: retries a BackendTrafficPolicy made, by
+    /// the trigger that caused them.
+    retries: IntCounterVec,
+    /// `weir_circuit_breaker_overflows_total{route}`: requests a BackendTrafficPolicy's
+    /// circuit breaker answered with 503 (`maxParallelRequests`).
+    breaker_overflows: IntCounterVec,
 }
 
 /// Labels of one finished request.
@@ -134,7 +140,25 @@ impl Metrics {
         registry.register(Box::new(proxy_protocol_errors.clone()))?;
         registry.register(Box::new(policy_connections_rejected.clone()))?;
         registry.register(Box::new(policy_errors.clone()))?;
+        let retries = IntCounterVec::new(
+            opts!(
+                "weir_upstream_retries_total",
+                "Upstream retries made by a BackendTrafficPolicy, by route and trigger."
+            ),
+            &["route", "reason"],
+        )?;
+        let breaker_overflows = IntCounterVec::new(
+            opts!(
+                "weir_circuit_breaker_overflows_total",
+                "Requests answered 503 by a BackendTrafficPolicy circuit breaker, by route."
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(breaker_overflows.clone()))?;
         Ok(Self {
+            retries,
+            breaker_overflows,
             proxy_protocol_errors,
             policy_connections_rejected,
             policy_errors,
@@ -196,6 +220,14 @@ impl Metrics {
 
     pub(crate) fn record_error(&self, reason: &str) {
         self.errors.with_label_values(&[reason]).inc();
+    }
+
+    pub(crate) fn record_retry(&self, route: &str, reason: &str) {
+        self.retries.with_label_values(&[route, reason]).inc();
+    }
+
+    pub(crate) fn record_breaker_overflow(&self, route: &str) {
+        self.breaker_overflows.with_label_values(&[route]).inc();
     }
 
     pub(crate) fn record_connect_error(&self, backend: &str) {

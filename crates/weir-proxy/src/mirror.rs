@@ -96,9 +96,17 @@ fn spawn_one(
                 tls,
                 client_cert: client_cert.as_deref(),
             };
-            let response =
-                upstream::forward_body(&shared, &upstream, parts, body, None, &downstream, None)
-                    .await?;
+            let response = upstream::forward_body(
+                &shared,
+                &upstream,
+                parts,
+                body,
+                None,
+                &downstream,
+                None,
+                None,
+            )
+            .await?;
             // Read the answer to its end so the connection can be reused.
             let _ = response.into_body().collect().await;
             Ok::<(), crate::error::ProxyError>(())

@@ -451,6 +451,7 @@ fn handle_action<'s>(
         upgrade,
         &downstream,
         attempt_timeout(&action.timeouts, &conn.shared.config),
+        action.policy.as_deref().map(|p| (p, &*action.route.route)),
     );
     // Phase 6 on the upstream's response. (Phase 7, response body phases, wraps the body
     // here: compression, cache fill.)

@@ -13,16 +13,17 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use weir_snapshot::{AppProtocol, BackendTls, ClientCert, Upstream};
+use weir_snapshot::{AppProtocol, BackendPolicy, BackendTls, ClientCert, Upstream};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
-use crate::stage::AndThen;
+use crate::stage::{AndThen, Either};
 use crate::Shared;
 
 mod attempt;
 mod body;
 mod pool;
+mod retry;
 mod tls;
 
 pub(crate) use body::{
@@ -30,6 +31,7 @@ pub(crate) use body::{
 };
 pub use pool::UpstreamLimits;
 use pool::{PoolKey, Pools, TlsConnect};
+pub(crate) use retry::Breaker;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -47,6 +49,7 @@ pub(crate) struct Clients {
 }
 
 /// The TLS side of one request's connections: the pool identity and how to connect.
+#[derive(Clone)]
 struct UpstreamTlsConnect {
     identity: u64,
     connect: TlsConnect,
@@ -119,6 +122,7 @@ pub(crate) struct Downstream<'a> {
 /// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
 /// `upgrade` is the client's WebSocket upgrade ([`strip_hop_by_hop`]): tunnelled to HTTP/1.1
 /// backends (plain or `kubernetes.io/ws`), dropped for h2c ones.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_body<'a>(
     shared: &'a Shared,
     upstream: &'a Upstream,
@@ -127,6 +131,7 @@ pub(crate) fn forward_body<'a>(
     upgrade: Option<PendingUpgrade>,
     downstream: &Downstream<'_>,
     attempt_timeout: Option<Duration>,
+    policy: Option<(&'a BackendPolicy, &'a str)>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
     let upgrade = match upstream.protocol {
         AppProtocol::H2c => None,
@@ -135,15 +140,90 @@ pub(crate) fn forward_body<'a>(
     // The client's hop-by-hop headers are gone already; this removes any a filter set.
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, downstream.client_ip, downstream.tls);
+    let req = Request::from_parts(parts, body);
+    if let Some((policy, route)) = policy {
+        return Either::Right {
+            fut: with_policy(
+                shared,
+                upstream,
+                req,
+                upgrade,
+                downstream,
+                attempt_timeout,
+                policy,
+                route,
+            ),
+        };
+    }
     let sent = shared.clients.send(
         &shared.metrics,
         upstream,
-        Request::from_parts(parts, body),
+        req,
         attempt_timeout,
         downstream.client_cert,
     );
-    AndThen::new(sent, move |response| {
-        into_downstream(upstream, response, upgrade)
+    Either::Left {
+        fut: AndThen::new(sent, move |response| {
+            into_downstream(upstream, response, upgrade)
+        }),
+    }
+}
+
+/// The exchange of a route with a BackendTrafficPolicy (`retry`): breaker admission, then
+/// [`Clients::send_with_policy`]; one boxed future, only for such routes.
+#[allow(clippy::too_many_arguments)]
+fn with_policy<'a>(
+    shared: &'a Shared,
+    upstream: &'a Upstream,
+    req: Request<UpstreamBody>,
+    upgrade: Option<PendingUpgrade>,
+    downstream: &Downstream<'_>,
+    attempt_timeout: Option<Duration>,
+    policy: &'a BackendPolicy,
+    route: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
+    let breaker = policy.circuit_breaker.map(|limits| {
+        let made = shared.breakers.get_or_try_insert(&policy.id, || {
+            Ok::<_, std::convert::Infallible>(Breaker::new(limits))
+        });
+        match made {
+            Ok(b) => b,
+            Err(never) => match never {},
+        }
+    });
+    let in_flight = match &breaker {
+        None => None,
+        Some(b) => match b.admit() {
+            Some(guard) => Some(guard),
+            None => {
+                shared.metrics.record_breaker_overflow(route);
+                return Box::pin(std::future::ready(Err(ProxyError::UpstreamOverflow(
+                    upstream.name.clone(),
+                ))));
+            }
+        },
+    };
+    // Before the future: the certificate is borrowed only for now.
+    let tls = shared.clients.tls_for(upstream, downstream.client_cert);
+    Box::pin(async move {
+        let response = shared
+            .clients
+            .send_with_policy(
+                &shared.metrics,
+                upstream,
+                req,
+                attempt_timeout,
+                tls,
+                policy,
+                breaker.as_deref(),
+                route,
+            )
+            .await?;
+        let response = into_downstream(upstream, response, upgrade)?;
+        Ok(match in_flight {
+            None => response,
+            Some(guard) => response.map(|body| retry::Guarded::new(body, guard).boxed_unsync()),
+        })
     })
 }
 

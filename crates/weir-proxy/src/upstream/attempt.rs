@@ -14,12 +14,33 @@ use hyper::body::{Body, Incoming};
 use weir_snapshot::{AppProtocol, ClientCert, Upstream};
 
 use super::body::{self, ClientBodyError, PooledBody, UpstreamBody};
-use super::pool::{self, Admission, PoolKey};
+use super::pool::{self, Admission, PolicyConnections, PoolKey};
 use super::{Clients, UpstreamTlsConnect};
 use crate::error::{ConnectError, ProxyError};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::stage::{Bounded, Either, Staged};
+
+/// What a BackendTrafficPolicy changes in one attempt: the connect timeout and the
+/// breaker's connection cap. [`NoPolicy`] for routes without one (zero-sized: the request
+/// future does not grow).
+pub(crate) trait Gate: Copy + Send + Sync {
+    fn connect_timeout(&self) -> Option<Duration>;
+    fn connections(&self) -> Option<&PolicyConnections>;
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct NoPolicy;
+
+impl Gate for NoPolicy {
+    fn connect_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    fn connections(&self) -> Option<&PolicyConnections> {
+        None
+    }
+}
 
 impl Clients {
     /// Send `req` to one endpoint of `upstream`: the round-robin pick, then the others while
@@ -52,10 +73,10 @@ impl Clients {
                 Err(err) => Staged::done(Err(err)),
                 Ok(tls) => Staged::waiting(match upstream.protocol {
                     AppProtocol::H2c => Either::Left {
-                        fut: self.send_http2(metrics, upstream, req, tls),
+                        fut: self.send_http2(metrics, upstream, req, tls, NoPolicy),
                     },
                     AppProtocol::Http1 | AppProtocol::WebSocket => Either::Right {
-                        fut: self.send_http1(metrics, upstream, req, tls),
+                        fut: self.send_http1(metrics, upstream, req, tls, NoPolicy),
                     },
                 }),
             }
@@ -71,12 +92,13 @@ impl Clients {
 
     /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
     #[allow(clippy::manual_async_fn)]
-    fn send_http1<'a>(
+    pub(super) fn send_http1<'a, G: Gate + 'a>(
         &'a self,
         metrics: &'a Metrics,
         upstream: &'a Upstream,
         mut req: Request<UpstreamBody>,
         tls: Option<UpstreamTlsConnect>,
+        gate: G,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
         async move {
             let tls = tls.as_ref();
@@ -102,7 +124,11 @@ impl Clients {
                 let permit = loop {
                     let reused = match self.pools.checkout_http1(key) {
                         Some(reused) => reused,
-                        None => match self.pools.admit_http1(key).await {
+                        None => match match gate.connections() {
+                            None => self.pools.admit_http1(key).await,
+                            // Boxed: routes without a breaker do not carry its space.
+                            Some(c) => Box::pin(self.pools.admit_http1_capped(key, c)).await,
+                        } {
                             Ok(Admission::Idle(reused)) => reused,
                             Ok(Admission::Open(permit)) => break permit,
                             Err(pool::Overflow) => {
@@ -128,9 +154,12 @@ impl Clients {
                         },
                     }
                 };
-                let connect = self
-                    .pools
-                    .connect_http1(key, tls.map(|t| &t.connect), permit);
+                let connect = self.pools.connect_http1(
+                    key,
+                    tls.map(|t| &t.connect),
+                    permit,
+                    gate.connect_timeout(),
+                );
                 let mut tx = match connect.await {
                     Ok(tx) => tx,
                     Err(err) => {
@@ -180,12 +209,13 @@ impl Clients {
 
     /// An `async` block, not an `async fn`, so `req` is held once (see `crate::stage`).
     #[allow(clippy::manual_async_fn)]
-    fn send_http2<'a>(
+    pub(super) fn send_http2<'a, G: Gate + 'a>(
         &'a self,
         metrics: &'a Metrics,
         upstream: &'a Upstream,
         mut req: Request<UpstreamBody>,
         tls: Option<UpstreamTlsConnect>,
+        gate: G,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
         async move {
             let tls = tls.as_ref();
@@ -214,7 +244,11 @@ impl Clients {
                     })?;
                 // The shared connection, then (if it had closed) one fresh one.
                 for _ in 0..2 {
-                    let mut tx = match self.pools.http2(key, tls.map(|t| &t.connect)).await {
+                    let mut tx = match self
+                        .pools
+                        .http2(key, tls.map(|t| &t.connect), gate.connect_timeout())
+                        .await
+                    {
                         Ok(tx) => tx,
                         Err(err) => {
                             last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
@@ -316,7 +350,7 @@ fn origin_form(uri: &Uri) -> Uri {
 }
 
 /// RFC 9110 §9.2.2.
-fn is_idempotent(method: &Method) -> bool {
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -324,7 +358,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The request without its (empty) body, to repeat it.
-fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+pub(super) fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     let mut copy = Request::new(UpstreamBody::empty());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();

@@ -26,8 +26,10 @@
 //! (ticks counted by the reaper task) so a check-in reads no clock.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -81,7 +83,34 @@ pub(crate) struct Overflow;
 /// while it waited, or open a new one (the permit counts it until it closes).
 pub(crate) enum Admission {
     Idle(Reused),
-    Open(OwnedSemaphorePermit),
+    Open(ConnPermit),
+}
+
+/// What a new connection holds until it closes: its place under the endpoint's cap and,
+/// for a request under a BackendTrafficPolicy's `circuitBreaker`, under the policy's cap.
+pub(crate) struct ConnPermit {
+    pub(crate) endpoint: OwnedSemaphorePermit,
+    /// Held (never read) until the connection closes.
+    #[allow(dead_code)]
+    pub(crate) policy: Option<OwnedSemaphorePermit>,
+}
+
+impl From<OwnedSemaphorePermit> for ConnPermit {
+    fn from(endpoint: OwnedSemaphorePermit) -> Self {
+        Self {
+            endpoint,
+            policy: None,
+        }
+    }
+}
+
+/// A BackendTrafficPolicy's cap on the upstream connections its requests open
+/// (`circuitBreaker.maxConnections`), and on the requests waiting at that cap
+/// (`maxPendingRequests`).
+pub(crate) struct PolicyConnections {
+    pub(crate) open: Arc<Semaphore>,
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) max_pending: usize,
 }
 
 /// What a pooled connection is for: an endpoint, reached in cleartext (`tls` 0) or with the
@@ -100,6 +129,7 @@ impl From<SocketAddr> for PoolKey {
 }
 
 /// How to open a TLS connection: the client config and the SNI.
+#[derive(Clone)]
 pub(crate) struct TlsConnect {
     pub(crate) config: Arc<rustls::ClientConfig>,
     pub(crate) server_name: ServerName<'static>,
@@ -250,7 +280,7 @@ impl Pools {
             let mut map = lock(&self.inner.http1);
             let gate = &map.entry(key).or_insert_with(|| Endpoint::new(limits)).gate;
             if let Ok(permit) = gate.open.clone().try_acquire_owned() {
-                return Ok(Admission::Open(permit));
+                return Ok(Admission::Open(permit.into()));
             }
             if gate.waiting.fetch_add(1, Ordering::Relaxed) >= limits.max_pending {
                 gate.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -271,44 +301,105 @@ impl Pools {
             tokio::select! {
                 permit = gate.open.clone().acquire_owned() => {
                     // The semaphore is never closed.
-                    return permit.map(Admission::Open).map_err(|_| Overflow);
+                    return permit.map(|p| Admission::Open(p.into())).map_err(|_| Overflow);
                 }
                 _ = &mut returned => {}
             }
         }
     }
 
+    /// [`Self::admit_http1`] for a request whose policy caps its connections too: opening
+    /// one also takes a permit of `policy`. At the policy's cap the request waits (one of at
+    /// most `max_pending`, else [`Overflow`]) for a connection of its endpoint to be checked
+    /// in, or for one of the policy's connections to close.
+    pub(crate) async fn admit_http1_capped(
+        &self,
+        key: PoolKey,
+        policy: &PolicyConnections,
+    ) -> Result<Admission, Overflow> {
+        let endpoint = match self.admit_http1(key).await? {
+            Admission::Idle(reused) => return Ok(Admission::Idle(reused)),
+            Admission::Open(permit) => permit.endpoint,
+        };
+        if let Ok(p) = policy.open.clone().try_acquire_owned() {
+            return Ok(Admission::Open(ConnPermit {
+                endpoint,
+                policy: Some(p),
+            }));
+        }
+        drop(endpoint);
+        if policy.waiting.fetch_add(1, Ordering::Relaxed) >= policy.max_pending {
+            policy.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(Overflow);
+        }
+        let _policy_waiting = Waiting(&policy.waiting);
+        let gate = {
+            let limits = self.inner.limits;
+            let mut map = lock(&self.inner.http1);
+            map.entry(key)
+                .or_insert_with(|| Endpoint::new(limits))
+                .gate
+                .clone()
+        };
+        gate.waiting.fetch_add(1, Ordering::Relaxed);
+        let endpoint_waiting = Waiting(&gate.waiting);
+        let permit = loop {
+            let returned = gate.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(reused) = self.checkout_http1(key) {
+                return Ok(Admission::Idle(reused));
+            }
+            tokio::select! {
+                permit = policy.open.clone().acquire_owned() => {
+                    break permit.map_err(|_| Overflow)?;
+                }
+                _ = &mut returned => {}
+            }
+        };
+        drop(endpoint_waiting);
+        match self.admit_http1(key).await? {
+            Admission::Idle(reused) => Ok(Admission::Idle(reused)),
+            Admission::Open(p) => Ok(Admission::Open(ConnPermit {
+                endpoint: p.endpoint,
+                policy: Some(permit),
+            })),
+        }
+    }
+
     /// A new HTTP/1.1 connection to `key.addr`, over TLS with `tls` (upgrades enabled); its
     /// connection task runs until the connection closes or every sender is dropped, holding
     /// `permit` (its place under the endpoint's cap) until then.
-    pub(crate) async fn connect_http1(
-        &self,
+    /// `connect_timeout`: the policy's (`timeout.tcp.connectTimeout`), else the pool's.
+    pub(crate) fn connect_http1<'a>(
+        &'a self,
         key: PoolKey,
-        tls: Option<&TlsConnect>,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<Http1Sender, ConnectError> {
+        tls: Option<&'a TlsConnect>,
+        permit: ConnPermit,
+        connect_timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = Result<Http1Sender, ConnectError>> + Send + 'a>> {
         // Connecting (TCP, TLS and HTTP handshakes) has a large future and happens once per
         // connection: boxed, so that every request's future does not carry its space (and
         // move it, a memcpy of several KB per request and level, which callgrind showed as
         // 40% of the proxy's instructions before).
+        let limit = connect_timeout.unwrap_or(self.inner.connect_timeout);
         Box::pin(async move {
-            let tcp = self.connect_tcp(key.addr).await?;
+            let tcp = self.connect_tcp(key.addr, limit).await?;
             match tls {
                 None => self.handshake_http1(key.addr, tcp, permit).await,
                 Some(tls) => {
-                    let stream = self.connect_tls(tcp, tls).await?;
+                    let stream = self.connect_tls(tcp, tls, limit).await?;
                     self.handshake_http1(key.addr, stream, permit).await
                 }
             }
         })
-        .await
     }
 
     async fn handshake_http1<S>(
         &self,
         addr: SocketAddr,
         io: S,
-        permit: OwnedSemaphorePermit,
+        permit: ConnPermit,
     ) -> Result<Http1Sender, ConnectError>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -331,8 +422,8 @@ impl Pools {
         &self,
         tcp: TcpStream,
         tls: &TlsConnect,
+        limit: Duration,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
-        let limit = self.inner.connect_timeout;
         let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
         tokio::time::timeout(limit, connector.connect(tls.server_name.clone(), tcp))
             .await
@@ -362,22 +453,27 @@ impl Pools {
 
     /// The shared HTTP/2 connection for `key`, connected first (over TLS with `tls`) if there
     /// is none (or it closed).
+    /// (`connect_timeout`: as for [`Self::connect_http1`].)
     pub(crate) async fn http2(
         &self,
         key: PoolKey,
         tls: Option<&TlsConnect>,
+        connect_timeout: Option<Duration>,
     ) -> Result<Http2Sender, ConnectError> {
         if let Some(tx) = lock(&self.inner.http2).get(&key) {
             if !tx.is_closed() {
                 return Ok(tx.clone());
             }
         }
+        let limit = connect_timeout.unwrap_or(self.inner.connect_timeout);
         // Boxed for the reason given in `connect_http1`.
         Box::pin(async move {
-            let tcp = self.connect_tcp(key.addr).await?;
+            let tcp = self.connect_tcp(key.addr, limit).await?;
             let tx = match tls {
                 None => handshake_http2(key.addr, tcp).await?,
-                Some(tls) => handshake_http2(key.addr, self.connect_tls(tcp, tls).await?).await?,
+                Some(tls) => {
+                    handshake_http2(key.addr, self.connect_tls(tcp, tls, limit).await?).await?
+                }
             };
             lock(&self.inner.http2).insert(key, tx.clone());
             Ok(tx)
@@ -393,8 +489,11 @@ impl Pools {
         }
     }
 
-    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
-        let limit = self.inner.connect_timeout;
+    async fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+        limit: Duration,
+    ) -> Result<TcpStream, ConnectError> {
         let tcp = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(limit))?

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backend_policy;
 mod backend_tls;
 mod boundaries;
 mod client_auth;

@@ -1,0 +1,341 @@
+//! Phase 5 under a BackendTrafficPolicy (`weir_snapshot::BackendPolicy`): breaker admission,
+//! retries with jittered exponential back-off, per-try timeouts, the policy's connect
+//! timeout. Only routes whose compiled action carries a policy come here, in one boxed
+//! future; every other route keeps [`Clients::send`] and pays nothing.
+//!
+//! Which requests are retried:
+//! - the request must be replayable: no body, or a body with a `Content-Length` of at most
+//!   [`RETRY_BUFFER`] bytes, read whole before the first attempt (the retry buffer). Other
+//!   requests get one attempt (still on the next endpoint after a connect error, as always);
+//! - a failure where nothing was sent (no endpoint could be connected: `connect-failure`,
+//!   and `5xx` / `gateway-error`, which include it) is retried for any method;
+//! - a response (5xx, 502–504, 409, a listed status, a gRPC status) or a failure after the
+//!   request was sent (reset, per-try timeout) is retried only for idempotent methods
+//!   (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE): never a POST or PATCH that a
+//!   backend may have acted on.
+//!
+//! When the retries run out, the last response (or error) is what the client gets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::Semaphore;
+use weir_snapshot::{AppProtocol, BackendPolicy, CircuitBreaker, Upstream};
+
+use super::attempt::{head_copy, is_idempotent, Gate};
+use super::body::{BodyStalled, ClientBodyError, PooledBody, UpstreamBody};
+use super::pool::PolicyConnections;
+use super::{Clients, UpstreamTlsConnect};
+use crate::body::{BoxError, ProxyBody};
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::stage::Bounded;
+
+/// The largest request body kept to be sent again on a retry (bytes).
+pub(crate) const RETRY_BUFFER: u64 = 64 * 1024;
+
+/// A policy's circuit breaker while the proxy runs: its counters, shared by every request
+/// of the routes the policy applies to (runtime state, in the registry keyed by the
+/// policy's id: it survives snapshot swaps that keep the policy).
+pub(crate) struct Breaker {
+    connections: PolicyConnections,
+    requests: AtomicUsize,
+    max_requests: usize,
+}
+
+impl Breaker {
+    pub(crate) fn new(limits: CircuitBreaker) -> Self {
+        let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        Self {
+            connections: PolicyConnections {
+                open: Arc::new(Semaphore::new(
+                    n(limits.max_connections).min(Semaphore::MAX_PERMITS),
+                )),
+                waiting: AtomicUsize::new(0),
+                max_pending: n(limits.max_pending_requests),
+            },
+            requests: AtomicUsize::new(0),
+            max_requests: n(limits.max_parallel_requests),
+        }
+    }
+
+    /// A place among the requests in flight, or `None` at `maxParallelRequests`.
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<InFlight> {
+        if self.requests.fetch_add(1, Ordering::AcqRel) >= self.max_requests {
+            self.requests.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(self.clone()))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// One request in flight under a breaker, until its response body ends (or is dropped).
+pub(crate) struct InFlight(Arc<Breaker>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The response body of a request counted by a breaker: the count is given back when the
+/// body ends or is dropped.
+pub(crate) struct Guarded {
+    body: ProxyBody,
+    guard: Option<InFlight>,
+}
+
+impl Guarded {
+    pub(crate) fn new(body: ProxyBody, guard: InFlight) -> Self {
+        Self {
+            body,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
+            self.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The policy's side of one attempt (see [`Gate`]).
+#[derive(Clone, Copy)]
+struct PolicyGate<'a> {
+    connect_timeout: Option<Duration>,
+    connections: Option<&'a PolicyConnections>,
+}
+
+impl Gate for PolicyGate<'_> {
+    fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
+    fn connections(&self) -> Option<&PolicyConnections> {
+        self.connections
+    }
+}
+
+impl Clients {
+    /// [`Clients::send`] under `policy`: its connect timeout and breaker connection cap on
+    /// every attempt, and its retries (see the module docs). `route`: the metric label.
+    // (Not an `async fn`: the `Send` bound is spelled out for the boxed caller.)
+    #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+    pub(super) fn send_with_policy<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
+        req: Request<UpstreamBody>,
+        attempt_timeout: Option<Duration>,
+        tls: Result<Option<UpstreamTlsConnect>, ProxyError>,
+        policy: &'a BackendPolicy,
+        breaker: Option<&'a Breaker>,
+        route: &'a str,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
+        async move {
+            if upstream.endpoints.is_empty() {
+                return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
+            }
+            let tls = tls?;
+            let gate = PolicyGate {
+                connect_timeout: policy.connect_timeout,
+                connections: breaker.map(|b| &b.connections),
+            };
+            let Some(retry) = &policy.retry else {
+                return self
+                    .attempt(metrics, upstream, req, tls, gate, attempt_timeout)
+                    .await;
+            };
+            let per_try = match (retry.per_try_timeout, attempt_timeout) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let (head, bytes) = match replayable(req).await? {
+                (req, None) => {
+                    // Not replayable: one attempt.
+                    return self
+                        .attempt(metrics, upstream, req, tls, gate, per_try)
+                        .await;
+                }
+                (req, Some(bytes)) => (req, bytes),
+            };
+            let idempotent = is_idempotent(head.method());
+            let mut retries = 0;
+            loop {
+                let mut req = head_copy(&head);
+                if !bytes.is_empty() {
+                    *req.body_mut() = UpstreamBody::Bytes(Some(bytes.clone()));
+                }
+                let result = self
+                    .attempt(metrics, upstream, req, tls.clone(), gate, per_try)
+                    .await;
+                let reason = match &result {
+                    Ok(response) => retry
+                        .retries_status(response.status().as_u16(), grpc_status(response.headers()))
+                        .filter(|_| idempotent),
+                    Err(ProxyError::UpstreamConnect { .. }) => {
+                        retry.retries_connect_failure().then_some("connect-failure")
+                    }
+                    Err(ProxyError::BackendTimeout { .. }) => {
+                        (idempotent && retry.retries_reset()).then_some("per-try-timeout")
+                    }
+                    Err(ProxyError::UpstreamRequest { .. }) => {
+                        (idempotent && retry.retries_reset()).then_some("reset")
+                    }
+                    Err(_) => None,
+                };
+                match reason {
+                    Some(reason) if retries < retry.num_retries => {
+                        retries += 1;
+                        metrics.record_retry(route, reason);
+                        drop(result);
+                        let cap = retry.backoff_cap(retries).as_nanos();
+                        let cap = u64::try_from(cap).unwrap_or(u64::MAX);
+                        let wait = rand::random::<u64>() % cap.saturating_add(1);
+                        tokio::time::sleep(Duration::from_nanos(wait)).await;
+                    }
+                    _ => return result,
+                }
+            }
+        }
+    }
+
+    /// One attempt (with the next endpoint on a connect error), bounded by `timeout`.
+    fn attempt<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        upstream: &'a Upstream,
+        req: Request<UpstreamBody>,
+        tls: Option<UpstreamTlsConnect>,
+        gate: PolicyGate<'a>,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
+        let fut: Pin<Box<dyn Future<Output = _> + Send + 'a>> = match upstream.protocol {
+            AppProtocol::H2c => Box::pin(self.send_http2(metrics, upstream, req, tls, gate)),
+            AppProtocol::Http1 | AppProtocol::WebSocket => {
+                Box::pin(self.send_http1(metrics, upstream, req, tls, gate))
+            }
+        };
+        Bounded::new(fut, timeout, move || ProxyError::BackendTimeout {
+            upstream: upstream.name.clone(),
+            limit: timeout.unwrap_or_default(),
+        })
+    }
+}
+
+/// The request's head and its body as bytes when it can be sent again (no body, or one of
+/// at most [`RETRY_BUFFER`] bytes by its `Content-Length`); else the request as it is.
+async fn replayable(
+    req: Request<UpstreamBody>,
+) -> Result<(Request<UpstreamBody>, Option<Bytes>), ProxyError> {
+    if req.body().is_end_stream() {
+        return Ok((req, Some(Bytes::new())));
+    }
+    let small = content_length(req.headers()).is_some_and(|n| n <= RETRY_BUFFER);
+    if !small {
+        return Ok((req, None));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = http_body_util::Limited::new(body, RETRY_BUFFER as usize)
+        .collect()
+        .await
+        .map_err(client_body_error)?
+        .to_bytes();
+    Ok((
+        Request::from_parts(parts, UpstreamBody::empty()),
+        Some(bytes),
+    ))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What went wrong reading the client's body into the retry buffer: the client's fault.
+fn client_body_error(err: BoxError) -> ProxyError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
+    while let Some(e) = cause {
+        if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
+            return ProxyError::ClientBodyTimeout(stalled.0);
+        }
+        if let Some(body) = e.downcast_ref::<ClientBodyError>() {
+            return ProxyError::ClientBody(body.to_string());
+        }
+        cause = e.source();
+    }
+    ProxyError::ClientBody(err.to_string())
+}
+
+/// `grpc-status` of a trailers-only gRPC answer (in the response headers).
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_admits_up_to_its_cap_and_gets_places_back() {
+        let breaker = Arc::new(Breaker::new(CircuitBreaker {
+            max_parallel_requests: 2,
+            ..CircuitBreaker::default()
+        }));
+        let a = breaker.admit();
+        let b = breaker.admit();
+        assert!(a.is_some() && b.is_some());
+        assert!(breaker.admit().is_none(), "over the cap");
+        assert_eq!(breaker.in_flight(), 2, "a refusal holds no place");
+        drop(a);
+        assert!(breaker.admit().is_some());
+    }
+
+    #[test]
+    fn grpc_status_and_content_length_are_read_from_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(grpc_status(&h), None);
+        h.insert("grpc-status", http::HeaderValue::from_static("14"));
+        h.insert(CONTENT_LENGTH, http::HeaderValue::from_static("12"));
+        assert_eq!(grpc_status(&h), Some(14));
+        assert_eq!(content_length(&h), Some(12));
+    }
+}
