@@ -805,11 +805,7 @@ async fn policies_are_read_and_their_status_written() {
     let stderr = weir.proc.stderr.clone();
     let expect = [
         ("clienttrafficpolicies", "clients", ("True", "Accepted")),
-        (
-            "backendtrafficpolicies",
-            "retries",
-            ("False", "UnsupportedValue"),
-        ),
+        ("backendtrafficpolicies", "retries", ("True", "Accepted")),
         ("securitypolicies", "auth", ("False", "TargetNotFound")),
     ];
     for (plural, name, (status, reason)) in expect {

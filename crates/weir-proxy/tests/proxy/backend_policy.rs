@@ -382,3 +382,45 @@ async fn the_breaker_connection_cap_queues_then_overflows() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn the_policy_connect_timeout_bounds_each_connect() {
+    // A listener that never accepts, its backlog full: further connects hang (the kernel
+    // drops their SYNs) instead of failing, as with a backend that is unreachable.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = socket.listen(1).unwrap();
+    let addr_stuck = stuck.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr_stuck),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    let up = upstream("svc", &[addr_stuck]);
+    let mut p = policy(None, None);
+    p.connect_timeout = Some(Duration::from_millis(300));
+    let (proxy, addr) = start(&up, p).await;
+    let started = Instant::now();
+    let resp = get(addr, "a.example", "/p").await.unwrap();
+    // Without the policy this waits for the default 5 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.body);
+    // It did hang, and was cut at the policy's limit (not refused at once).
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(
+        proxy.metric("weir_upstream_connect_errors_total", &[("backend", "svc")]),
+        1.0
+    );
+    drop((fillers, stuck));
+}
