@@ -335,3 +335,47 @@ fn a_listener_or_service_target_is_not_implemented() {
     assert_eq!(accepted(&out, "p"), is("False", "UnsupportedValue"));
     assert!(policy_of(&out, "/a").is_none());
 }
+
+#[test]
+fn a_grpc_route_rule_gets_its_policy() {
+    let yaml = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc, namespace: ns}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - name: echo
+    matches: [{method: {service: pkg.Echo}}]
+    backendRefs: [{name: svc, port: 80}]
+  - matches: [{method: {service: pkg.Other}}]
+    backendRefs: [{name: svc, port: 80}]
+";
+    let rule = "{group: gateway.networking.k8s.io, kind: GRPCRoute, name: g, sectionName: echo}";
+    let out = run(&store_with_class(&format!(
+        "{yaml}{}",
+        policy(
+            "p",
+            "2024-01-01T00:00:00Z",
+            rule,
+            "  retry: {numRetries: 4}"
+        )
+    )));
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let n = |path| policy_of(&out, path).map(|p| p.retry.as_ref().unwrap().num_retries);
+    assert_eq!(n("/pkg.Echo/Say"), Some(4));
+    assert_eq!(n("/pkg.Other/Say"), None, "another rule of the route");
+}
