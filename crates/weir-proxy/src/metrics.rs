@@ -41,6 +41,9 @@ pub(crate) struct Metrics {
     /// `weir_client_policy_errors_total{policy}`: connections closed because the socket's
     /// ClientTrafficPolicy could not be applied (a TLS configuration rustls refused).
     pub(crate) policy_errors: IntCounterVec,
+    /// `weir_trace_spans_dropped_total`: sampled spans not exported because the export
+    /// queue was full or their export failed.
+    pub(crate) trace_spans_dropped: IntCounter,
 }
 
 /// Labels of one finished request.
@@ -134,6 +137,11 @@ impl Metrics {
         registry.register(Box::new(proxy_protocol_errors.clone()))?;
         registry.register(Box::new(policy_connections_rejected.clone()))?;
         registry.register(Box::new(policy_errors.clone()))?;
+        let trace_spans_dropped = IntCounter::with_opts(opts!(
+            "weir_trace_spans_dropped_total",
+            "Sampled spans not exported: the export queue was full or the export failed."
+        ))?;
+        registry.register(Box::new(trace_spans_dropped.clone()))?;
         Ok(Self {
             proxy_protocol_errors,
             policy_connections_rejected,
@@ -147,6 +155,7 @@ impl Metrics {
             connections_rejected,
             idle_closed,
             access_log_dropped,
+            trace_spans_dropped,
         })
     }
 
