@@ -200,6 +200,25 @@ async fn grpc_export_spans_are_children_of_the_client_and_parents_of_the_backend
         receiver.spans()
     );
 
+    // No route: the span is named by the method alone, and the 404 is not an error.
+    let no_route = "33333333333333333333333333333333";
+    let reply = http1(
+        weir.listener(80),
+        &Req::get("nowhere.example", "/x")
+            .header("traceparent", &format!("00-{no_route}-4444444444444444-01")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 404);
+    let span = span_of(&receiver, no_route).await;
+    assert_eq!(span.name, "GET");
+    assert_eq!(span.attr("http.response.status_code"), Some("404"));
+    assert_eq!(span.attr("weir.route"), None);
+    assert_eq!(
+        span.status_code, 0,
+        "a 4xx is the client's error, not the server's"
+    );
+
     // The access log names the trace.
     let log = access_log(&weir);
     let line = log
@@ -207,6 +226,28 @@ async fn grpc_export_spans_are_children_of_the_client_and_parents_of_the_backend
         .find(|l| l["path"] == "/get/child")
         .unwrap_or_else(|| panic!("no access log line for /get/child: {log:?}"));
     assert_eq!(line["trace_id"], CLIENT_TRACE);
+
+    // The backend is gone: a 5xx span has status Error.
+    let mut backend = backend;
+    backend.proc.terminate(Duration::from_secs(5));
+    let failed = "55555555555555555555555555555555";
+    let reply = http1(
+        weir.listener(80),
+        &Req::get(HOST, "/get/down")
+            .header("traceparent", &format!("00-{failed}-6666666666666666-01")),
+    )
+    .await
+    .unwrap();
+    assert!(reply.status.is_server_error(), "{}", reply.status);
+    let span = span_of(&receiver, failed).await;
+    assert_eq!(span.status_code, 2, "Error");
+    let status = reply.status.as_u16().to_string();
+    assert_eq!(
+        span.attr("http.response.status_code"),
+        Some(status.as_str())
+    );
+    assert_eq!(span.attr("error.type"), Some(status.as_str()));
+    assert_eq!(span.name, "GET default/demo-route");
 }
 
 #[tokio::test]
