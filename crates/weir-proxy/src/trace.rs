@@ -459,3 +459,31 @@ async fn export_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_traces_url_is_the_collector_base_plus_v1_traces() {
+        assert_eq!(http_traces_url("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(http_traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            http_traces_url("http://c:4318/v1/traces"),
+            "http://c:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn trace_ids_are_32_lowercase_hex_digits() {
+        let mut s = String::new();
+        push_trace_id(
+            &mut s,
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap_or(TraceId::INVALID),
+        );
+        assert_eq!(s, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let mut s = String::new();
+        push_trace_id(&mut s, TraceId::from_bytes([0; 16]));
+        assert_eq!(s, "0".repeat(32));
+    }
+}
