@@ -245,7 +245,7 @@ fn push_millis(out: &mut String, d: Duration) {
 }
 
 /// `address:port` (IPv6 in brackets).
-fn push_addr(out: &mut String, addr: SocketAddr) {
+pub(crate) fn push_addr(out: &mut String, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
             for (i, octet) in v4.ip().octets().iter().enumerate() {

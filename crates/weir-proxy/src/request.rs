@@ -780,9 +780,9 @@ fn traced(
     let outcome = trace::Outcome {
         method: &log.method,
         host: &log.host,
-        gateway: log.gateway.as_deref(),
-        route: log.route.as_deref(),
-        backend: log.backend.as_deref(),
+        gateway: log.gateway.as_ref(),
+        route: log.route.as_ref(),
+        backend: log.backend.as_ref(),
     };
     trace::finish(span, &outcome, response)
 }
