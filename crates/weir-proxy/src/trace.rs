@@ -229,7 +229,14 @@ fn request_attributes<B>(conn: &ConnCtx, req: &Request<B>) -> Vec<KeyValue> {
         "network.peer.port",
         i64::from(conn.peer.port()),
     ));
-    attributes.push(KeyValue::new("client.address", peer));
+    // The client: the one a ClientTrafficPolicy's clientIPDetection found, else the peer.
+    match req.extensions().get::<crate::client_policy::ClientAddr>() {
+        Some(client) => attributes.push(KeyValue::new(
+            "client.address",
+            client.0.ip().to_canonical().to_string(),
+        )),
+        None => attributes.push(KeyValue::new("client.address", peer)),
+    }
     if let Some(agent) = req.headers().get(http::header::USER_AGENT) {
         attributes.push(KeyValue::new(
             "user_agent.original",
