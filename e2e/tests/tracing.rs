@@ -360,3 +360,43 @@ async fn a_collector_that_is_down_costs_requests_nothing_and_spans_are_counted_a
     })
     .await;
 }
+
+#[tokio::test]
+async fn client_address_is_the_client_a_client_traffic_policy_detected() {
+    let receiver = OtlpReceiver::start().await;
+    let url = receiver.url();
+    let (dir, _backend, weir) = start(&["--otlp-endpoint", &url]).await;
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "apiVersion: gateway.weir.dev/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: edge, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: weir}]
+  clientIPDetection: {xForwardedFor: {numTrustedHops: 1}}
+",
+    )
+    .unwrap();
+    // Wait for the policy: the backend is told the detected client.
+    weir_testkit::assert_eventually("the policy applied", WAIT, || async {
+        let reply = get(&weir, "/get/policy", &[("x-forwarded-for", "203.0.113.7")]).await;
+        match backend_header(&reply, "X-Envoy-External-Address") {
+            Some(a) if a == "203.0.113.7" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let trace = "77777777777777777777777777777777";
+    get(
+        &weir,
+        "/get/client",
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("traceparent", &format!("00-{trace}-8888888888888888-01")),
+        ],
+    )
+    .await;
+    let span = span_of(&receiver, trace).await;
+    assert_eq!(span.attr("client.address"), Some("203.0.113.7"));
+    assert_eq!(span.attr("network.peer.address"), Some("127.0.0.1"));
+}
