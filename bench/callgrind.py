@@ -10,6 +10,11 @@ config `make bench` runs, one process: `master_process off`), so the two compare
 counter. Usage:
 
     python3 bench/callgrind.py [-n 20000] [-c 4] [-m 1] [--h2] [--tls] [--cache] [--proxy nginx]
+                               [--trace-sample F]
+
+`--trace-sample F` turns weir's OpenTelemetry tracing on (`--otlp-endpoint`, OTLP/HTTP) with
+that sample, exporting to a sink in this script that answers every export with 200, so the
+count includes making, queueing, encoding and sending the spans.
 
 Needs valgrind and h2load (nghttp2-client). Output files stay in bench/results/tmp/.
 """
@@ -42,6 +47,8 @@ def main():
     ap.add_argument("--access-log", action="store_true",
                     help="weir with its access log on (the default of `weir run`; off otherwise, "
                          "as the bench's nginx has access_log off)")
+    ap.add_argument("--trace-sample", type=float, metavar="F",
+                    help="weir with tracing on (OTLP/HTTP to a local sink), sampling F of the requests")
     args = ap.parse_args()
 
     run.TMP.mkdir(parents=True, exist_ok=True)
@@ -62,6 +69,10 @@ def main():
                 "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
                 "--access-log", "on" if args.access_log else "off",
                 "--worker-threads", "1"]
+        if args.trace_sample is not None:
+            sink = otlp_sink()
+            argv += ["--otlp-endpoint", f"http://127.0.0.1:{sink.server_port}",
+                     "--otlp-protocol", "http", "--trace-sample", str(args.trace_sample)]
         ports = {"http": run.WEIR_HTTP, "https": run.WEIR_HTTPS}
     else:
         (run.TMP / "nginx-tmp").mkdir(exist_ok=True)
@@ -115,6 +126,30 @@ def main():
     for name, total in zip(events, totals):
         print(f"{name} per request: {total / args.n:,.0f} ({total:,} over {args.n} requests)")
     print("\n".join(ann.splitlines()[:80]))
+
+
+def otlp_sink():
+    """An OTLP/HTTP endpoint that accepts every export (200, empty protobuf response) and
+    counts the bytes, on a free loopback port, served from a thread."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 if __name__ == "__main__":

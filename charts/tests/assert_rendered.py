@@ -160,6 +160,9 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "replicaCount=3",
             "accessLog.enabled=false",
             "accessLog.sample=0.25",
+            "tracing.otlpEndpoint=http://otel-collector.observability:4318",
+            "tracing.protocol=http",
+            "tracing.sample=0.1",
         ],
         {
             "release": "edge",
@@ -171,6 +174,8 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "log_format": "text",
             "access_log": "off",
             "access_log_sample": "0.25",
+            "tracing": ["--otlp-endpoint=http://otel-collector.observability:4318",
+                        "--otlp-protocol=http", "--trace-sample=0.1"],
         },
     ),
 }
@@ -182,6 +187,9 @@ BAD_VALUES = [
     (["log.format=xml"], "format"),
     (["accessLog.sample=1.5"], "sample"),
     (["accessLog.sample=0"], "sample"),
+    (["tracing.protocol=udp"], "protocol"),
+    (["tracing.sample=1.5"], "sample"),
+    (["tracing.otlpEndpoint=https://collector:4317"], "otlpEndpoint"),
     (["drainTimeout=5"], "drainTimeout"),
     (["drainTimeout=1m"], "must be longer than drainTimeout"),
     (["addressMode=shared", "listenerPortOffset=65500"], "above 65535"),
@@ -391,6 +399,8 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         exp.get("access_log", "on"),
         exp.get("access_log_sample", "1"),
     ])]
+    # Tracing flags only with tracing.otlpEndpoint (off by default: nothing rendered).
+    want_args += exp.get("tracing", [])
     i = want_args.index("--ADDRESSING=ADDRESSING")
     want_args[i:i + 1] = addressing
     c.equal(ctr.get("args"), want_args, "container args")

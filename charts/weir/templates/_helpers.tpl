@@ -210,6 +210,13 @@ spec:
         - {{ printf "--log-level=%s" .Values.log.level | quote }}
         - {{ printf "--access-log=%s" (ternary "on" "off" .Values.accessLog.enabled) | quote }}
         - {{ printf "--access-log-sample=%s" (toString .Values.accessLog.sample) | quote }}
+        {{- with .Values.tracing }}
+        {{- if .otlpEndpoint }}
+        - {{ printf "--otlp-endpoint=%s" .otlpEndpoint | quote }}
+        - {{ printf "--otlp-protocol=%s" .protocol | quote }}
+        - {{ printf "--trace-sample=%s" (toString .sample) | quote }}
+        {{- end }}
+        {{- end }}
       env:
         - name: POD_NAME
           valueFrom:

@@ -16,7 +16,8 @@
 //! `upstream_ms` (arrival to the response headers; absent for local answers), `upstream`
 //! (backend name), `upstream_endpoint` (address:port), `gateway`, `route`, `flags` (why
 //! Weir answered itself: the error reason of `weir_request_errors_total`, `local` for a
-//! redirect or CORS preflight, `client_gone` when the client left before the body ended).
+//! redirect or CORS preflight, `client_gone` when the client left before the body ended),
+//! `trace_id` (32 hex digits; only with tracing on, `--otlp-endpoint`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -121,6 +122,8 @@ pub(crate) struct Entry {
     pub(crate) gateway: Option<Arc<str>>,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) flags: &'static str,
+    /// The request's trace (tracing on), as 32 hex digits in the line.
+    pub(crate) trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 /// The upstream endpoint a response came from (a response extension, set only when the
@@ -184,6 +187,11 @@ impl Entry {
                 json_str(&mut s, v);
             }
         }
+        if let Some(id) = self.trace_id {
+            s.push_str(",\"trace_id\":\"");
+            crate::trace::push_trace_id(&mut s, id);
+            s.push('"');
+        }
         if let Some(e) = self.endpoint {
             s.push_str(",\"upstream_endpoint\":\"");
             push_addr(&mut s, e);
@@ -237,7 +245,7 @@ fn push_millis(out: &mut String, d: Duration) {
 }
 
 /// `address:port` (IPv6 in brackets).
-fn push_addr(out: &mut String, addr: SocketAddr) {
+pub(crate) fn push_addr(out: &mut String, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
             for (i, octet) in v4.ip().octets().iter().enumerate() {
@@ -470,6 +478,7 @@ mod tests {
             gateway: Some("ns/gw".into()),
             route: None,
             flags: "",
+            trace_id: None,
         };
         assert_eq!(
             entry.line(42, Duration::from_micros(3_250), ""),

@@ -93,6 +93,8 @@ pub enum ProxyError {
     Metrics(#[from] prometheus::Error),
     #[error("could not start the access log writer: {0}")]
     AccessLog(std::io::Error),
+    #[error("could not start tracing: {0}")]
+    Tracing(String),
 }
 
 /// Why a connection to one upstream endpoint could not be opened.
@@ -230,7 +232,7 @@ impl ProxyError {
                 "internal error\n",
                 Internal,
             ),
-            ProxyError::Metrics(_) | ProxyError::AccessLog(_) => (
+            ProxyError::Metrics(_) | ProxyError::AccessLog(_) | ProxyError::Tracing(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "internal error\n",

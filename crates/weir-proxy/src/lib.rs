@@ -29,6 +29,7 @@ mod request;
 mod stage;
 mod state;
 mod tls;
+mod trace;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +43,7 @@ use weir_snapshot::SnapshotHandle;
 pub use conn_guard::default_max_connections;
 pub use error::{BindError, ConnectError, ProxyError};
 pub use log_limit::LogLimit;
+pub use trace::{OtlpProtocol, TraceConfig};
 
 use crate::listener::Sockets;
 use crate::metrics::Metrics;
@@ -74,6 +76,8 @@ pub struct ProxyConfig {
     /// The fraction of requests written to the access log (JSON lines on stdout): 1 logs
     /// every request, 0 turns the access log off.
     pub access_log_sample: f64,
+    /// OpenTelemetry tracing (`--otlp-endpoint`); `None`: off, and free.
+    pub tracing: Option<TraceConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +92,7 @@ impl Default for ProxyConfig {
             upstream_timeout: Some(Duration::from_secs(60)),
             upstream_limits: UpstreamLimits::default(),
             access_log_sample: 1.0,
+            tracing: None,
         }
     }
 }
@@ -109,6 +114,8 @@ pub(crate) struct Shared {
     /// BackendTrafficPolicy circuit breakers' counters, by policy id: survive swaps that
     /// keep the policy (`upstream/retry.rs`).
     pub(crate) breakers: state::StateRegistry<u64, upstream::Breaker>,
+    /// `None` unless `--otlp-endpoint`: a request checks this once.
+    pub(crate) tracing: Option<trace::Tracing>,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -142,7 +149,18 @@ impl Proxy {
         } else {
             None
         };
-        let clients = Clients::new(config.upstream_limits, access_log.is_some());
+        let tracing = match &config.tracing {
+            Some(trace) => Some(
+                trace::Tracing::start(trace, metrics.trace_spans_dropped.clone())
+                    .map_err(ProxyError::Tracing)?,
+            ),
+            None => None,
+        };
+        // The upstream endpoint goes into the access log line and the span.
+        let clients = Clients::new(
+            config.upstream_limits,
+            access_log.is_some() || tracing.is_some(),
+        );
         let shared = Arc::new(Shared {
             connections,
             config,
@@ -150,6 +168,7 @@ impl Proxy {
             metrics,
             clients,
             access_log,
+            tracing,
             server,
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
@@ -207,6 +226,10 @@ impl Proxy {
     /// Stop accepting, let in-flight requests finish within the drain timeout, then return.
     pub async fn shutdown(&self) {
         self.sockets.shutdown().await;
+        if let Some(tracing) = &self.shared.tracing {
+            // What the drained requests traced goes out before the process exits.
+            tracing.shutdown(Duration::from_secs(5)).await;
+        }
         self.stop_trimmer();
     }
 

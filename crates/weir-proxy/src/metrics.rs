@@ -47,6 +47,9 @@ pub(crate) struct Metrics {
     /// `weir_circuit_breaker_overflows_total{route}`: requests a BackendTrafficPolicy's
     /// circuit breaker answered with 503 (`maxParallelRequests`).
     breaker_overflows: IntCounterVec,
+    /// `weir_trace_spans_dropped_total`: sampled spans not exported because the export
+    /// queue was full or their export failed.
+    pub(crate) trace_spans_dropped: IntCounter,
 }
 
 /// Labels of one finished request.
@@ -156,6 +159,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(breaker_overflows.clone()))?;
+        let trace_spans_dropped = IntCounter::with_opts(opts!(
+            "weir_trace_spans_dropped_total",
+            "Sampled spans not exported: the export queue was full or the export failed."
+        ))?;
+        registry.register(Box::new(trace_spans_dropped.clone()))?;
         Ok(Self {
             retries,
             breaker_overflows,
@@ -171,6 +179,7 @@ impl Metrics {
             connections_rejected,
             idle_closed,
             access_log_dropped,
+            trace_spans_dropped,
         })
     }
 

@@ -18,7 +18,9 @@
 //!    response filters and CORS, on upstream responses *and* on the answers phases 2 and 4
 //!    made;
 //! 7. **response body**: none yet (compression and cache fill will wrap the body);
-//! 8. **log**: metrics and a debug line ([`finish`]).
+//! 8. **log**: metrics and a debug line ([`finish`]), the trace span's outcome
+//!    ([`crate::trace::finish`]; the span started as the request arrived, before phase 1),
+//!    the access log line.
 //!
 //! Phases 1, 2 and 4 run as plain functions when the request arrives; the future returned
 //! waits only for the exchange and the response phases ([`crate::stage`]), so a route pays
@@ -33,7 +35,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use weir_snapshot::{
     Backend, BackendTarget, ClientCert, Listener, RequestView, RouteAction, RouteEntry, Snapshot,
@@ -51,13 +54,16 @@ use crate::log_limit::LogLimit;
 use crate::metrics::RequestLabels;
 use crate::mirror::{self, MirrorRequest};
 use crate::stage::{AndThen, Bounded, Staged};
+use crate::trace::{self, RequestSpan};
 use crate::upstream;
 use http_body_util::BodyExt as _;
 
 /// What the log stage reports; filled in as the request moves through the stages.
 struct RequestLog {
     method: Method,
-    uri: Uri,
+    /// The request target's path and query as received (the whole URI is not kept: 48
+    /// bytes less in every request's future, which the trace span's pointer took 8 of).
+    target: Option<PathAndQuery>,
     /// HTTP/1.x or HTTP/2 (a 400 closes an HTTP/1.x connection).
     version: Version,
     /// Lowercase, without port; empty until the route stage has read it.
@@ -70,9 +76,18 @@ struct RequestLog {
     /// What only the access log needs; `None` for requests it does not log (boxed: a
     /// request the log skips pays one pointer).
     access: Option<Box<Access>>,
+    /// The request's trace span; `None` unless tracing is on (`--otlp-endpoint`).
+    span: Option<Box<RequestSpan>>,
 }
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+impl RequestLog {
+    /// The path as received (empty for an authority-form target).
+    fn path(&self) -> &str {
+        self.target.as_ref().map_or("", PathAndQuery::path)
+    }
+}
 
 /// The access log's part of a logged request.
 struct Access {
@@ -83,6 +98,8 @@ struct Access {
     bytes_in: Arc<AtomicU64>,
     /// Why Weir answered itself (an error reason, `local`), else empty.
     flags: &'static str,
+    /// The trace the request belongs to, when tracing is on.
+    trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 /// hyper's entry point for every request on a connection.
@@ -105,7 +122,7 @@ pub(crate) fn serve(
         let snapshot = conn.shared.handle.load_full();
         let mut log = RequestLog {
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            target: req.uri().path_and_query().cloned(),
             version: req.version(),
             host: String::new(),
             gateway: None,
@@ -126,8 +143,15 @@ pub(crate) fn serve(
                         request_id: req.headers().get(&X_REQUEST_ID).cloned(),
                         bytes_in: Arc::new(AtomicU64::new(0)),
                         flags: "",
+                        trace_id: None,
                     })
                 }),
+            // The span starts before routing, and replaces the client's traceparent.
+            span: conn
+                .shared
+                .tracing
+                .as_ref()
+                .map(|t| t.start_span(&conn, &mut req)),
         };
         let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
             Ok(response) => response,
@@ -135,6 +159,10 @@ pub(crate) fn serve(
         };
         let elapsed = start.elapsed();
         finish(&conn, &log, response.status(), elapsed);
+        let response = match log.span.take() {
+            None => response,
+            Some(span) => traced(&mut log, span, response),
+        };
         Ok(match log.access.take() {
             None => response,
             Some(access) => access_logged(&conn, log, *access, start, elapsed, response),
@@ -650,7 +678,7 @@ fn error_response(conn: &ConnCtx, log: &mut RequestLog, err: &ProxyError) -> Res
                     error = %err,
                     method = %log.method,
                     host = %log.host,
-                    path = log.uri.path(),
+                    path = log.path(),
                     route = log.route.as_deref().unwrap_or(""),
                     backend = log.backend.as_deref().unwrap_or(""),
                     status = class.status.as_u16(),
@@ -720,7 +748,7 @@ fn access_logged(
         started: start,
         client: access.client,
         request_id: access.request_id,
-        path: log.uri.path().to_string(),
+        path: log.path().to_string(),
         method: log.method,
         host: log.host,
         version: log.version,
@@ -735,9 +763,29 @@ fn access_logged(
         gateway: log.gateway,
         route: log.route,
         flags: access.flags,
+        trace_id: access.trace_id,
     });
     let shared = conn.shared.clone();
     response.map(|body| access_log::Logged::new(body, entry, shared).boxed_unsync())
+}
+
+/// Phase 8, the trace span: its outcome, and its end with the response body.
+fn traced(
+    log: &mut RequestLog,
+    span: Box<RequestSpan>,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    if let Some(access) = &mut log.access {
+        access.trace_id = Some(span.trace_id());
+    }
+    let outcome = trace::Outcome {
+        method: &log.method,
+        host: &log.host,
+        gateway: log.gateway.as_ref(),
+        route: log.route.as_ref(),
+        backend: log.backend.as_ref(),
+    };
+    trace::finish(span, &outcome, response)
 }
 
 /// Phase 8: metrics and the debug line.
@@ -753,7 +801,7 @@ fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duratio
     tracing::debug!(
         method = %log.method,
         host = %log.host,
-        path = log.uri.path(),
+        path = log.path(),
         status = status.as_u16(),
         route = labels.route,
         backend = labels.backend,

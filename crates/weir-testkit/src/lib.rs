@@ -8,6 +8,7 @@ pub mod apiserver;
 pub mod certs;
 pub mod client;
 pub mod grpc;
+pub mod otlp;
 pub mod process;
 
 use std::time::{Duration, Instant};

@@ -84,6 +84,17 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     crate::cli::Switch::On => args.access_log_sample,
                     crate::cli::Switch::Off => 0.0,
                 },
+                tracing: args
+                    .otlp_endpoint
+                    .as_ref()
+                    .map(|endpoint| weir_proxy::TraceConfig {
+                        endpoint: endpoint.clone(),
+                        protocol: match args.otlp_protocol {
+                            crate::cli::OtlpProtocol::Grpc => weir_proxy::OtlpProtocol::Grpc,
+                            crate::cli::OtlpProtocol::Http => weir_proxy::OtlpProtocol::Http,
+                        },
+                        sample: args.trace_sample,
+                    }),
             },
             shared.snapshot.clone(),
             &registry,

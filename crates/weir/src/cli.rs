@@ -128,6 +128,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_fraction)]
     pub access_log_sample: f64,
 
+    /// OpenTelemetry tracing: the OTLP collector spans are exported to, e.g.
+    /// `http://otel-collector:4317` (gRPC) or `http://otel-collector:4318` (HTTP;
+    /// `/v1/traces` is appended). Absent: tracing is off (and costs nothing). With it, each
+    /// request gets a SERVER span, child of the client's W3C `traceparent` when it sends one,
+    /// and the backend gets a `traceparent` naming Weir's span. Plain http:// only (no TLS
+    /// to the collector yet).
+    #[arg(long, value_name = "URL", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// The OTLP transport: `grpc` (TraceService/Export) or `http` (protobuf over HTTP POST).
+    #[arg(long, value_enum, default_value_t = OtlpProtocol::Grpc)]
+    pub otlp_protocol: OtlpProtocol,
+
+    /// The fraction of new traces sampled (0 <= F <= 1): requests without a `traceparent`.
+    /// A request with one follows its sampled flag (parent-based sampling).
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_sample)]
+    pub trace_sample: f64,
+
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
@@ -217,6 +235,33 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
             "{s:?} is not a fraction in (0, 1]; use --access-log off to turn it off"
         )),
     }
+}
+
+/// A fraction in [0, 1].
+fn parse_sample(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction in [0, 1]")),
+    }
+}
+
+/// An `http://host:port[/path]` URL.
+fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!(
+            "{s:?}: the OTLP endpoint is an http://host:port URL (TLS to the collector is not \
+             supported yet)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `--otlp-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    Grpc,
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

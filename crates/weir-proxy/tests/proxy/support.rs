@@ -237,6 +237,8 @@ pub fn config() -> ProxyConfig {
         upstream_limits: Default::default(),
         // The access log is tested on the weir binary's stdout (e2e).
         access_log_sample: 0.0,
+        // Tracing is tested against the weir binary and a real OTLP receiver (e2e).
+        tracing: None,
     }
 }
 
