@@ -253,6 +253,7 @@ async fn deleting_the_config_directory_keeps_the_last_good_set() {
         for file in [
             "routes.yaml",
             "backends.yaml",
+            "policy.yaml",
             "tls/secret.yaml",
             "gateway.yaml",
         ] {
