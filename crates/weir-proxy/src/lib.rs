@@ -29,6 +29,7 @@ mod request;
 mod stage;
 mod state;
 mod tls;
+mod udp;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -74,6 +75,12 @@ pub struct ProxyConfig {
     /// The fraction of requests written to the access log (JSON lines on stdout): 1 logs
     /// every request, 0 turns the access log off.
     pub access_log_sample: f64,
+    /// A UDP flow (datagrams from one client address, to one endpoint) ends after this long
+    /// without a datagram either way (`udp.rs`).
+    pub udp_flow_idle_timeout: Duration,
+    /// UDP flows open at once across all UDP sockets; datagrams of new flows beyond it are
+    /// dropped and counted.
+    pub udp_max_flows: usize,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +95,8 @@ impl Default for ProxyConfig {
             upstream_timeout: Some(Duration::from_secs(60)),
             upstream_limits: UpstreamLimits::default(),
             access_log_sample: 1.0,
+            udp_flow_idle_timeout: Duration::from_secs(30),
+            udp_max_flows: 16_384,
         }
     }
 }
@@ -116,6 +125,8 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     sockets: Sockets,
+    /// The UDP sockets (UDPRoutes).
+    udp: udp::UdpSockets,
     /// Gives freed memory back after connections close (`conn_guard`); started with the
     /// first sockets, stopped on shutdown.
     trimmer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -157,6 +168,7 @@ impl Proxy {
         });
         Ok(Proxy {
             sockets: Sockets::new(shared.clone()),
+            udp: udp::UdpSockets::new(shared.clone()),
             shared,
             trimmer: std::sync::Mutex::new(None),
         })
@@ -195,7 +207,9 @@ impl Proxy {
             }
         }
         self.shared.breakers.retain(|id| live.contains(id));
-        self.sockets.sync(&snapshot).await
+        let mut errors = self.sockets.sync(&snapshot).await;
+        errors.extend(self.udp.sync(&snapshot).await);
+        errors
     }
 
     /// Currently bound sockets: (address as configured: `None` = default bind, configured
@@ -204,9 +218,15 @@ impl Proxy {
         self.sockets.bound()
     }
 
+    /// Currently bound UDP sockets (UDP listeners), as [`Proxy::bound`].
+    pub fn bound_udp(&self) -> Vec<(Option<IpAddr>, u16, SocketAddr)> {
+        self.udp.bound()
+    }
+
     /// Stop accepting, let in-flight requests finish within the drain timeout, then return.
     pub async fn shutdown(&self) {
         self.sockets.shutdown().await;
+        self.udp.shutdown().await;
         self.stop_trimmer();
     }
 

@@ -47,6 +47,11 @@ pub(crate) struct Metrics {
     /// `weir_circuit_breaker_overflows_total{route}`: requests a BackendTrafficPolicy's
     /// circuit breaker answered with 503 (`maxParallelRequests`).
     breaker_overflows: IntCounterVec,
+    /// `weir_udp_flows`: UDP flows open now (see `udp.rs`).
+    pub(crate) udp_flows: IntGauge,
+    /// `weir_udp_flows_rejected_total`: datagrams that would have started a UDP flow beyond
+    /// `--udp-max-flows`, dropped.
+    pub(crate) udp_flows_rejected: IntCounter,
 }
 
 /// Labels of one finished request.
@@ -156,9 +161,21 @@ impl Metrics {
         )?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(breaker_overflows.clone()))?;
+        let udp_flows = IntGauge::with_opts(opts!(
+            "weir_udp_flows",
+            "UDP flows (client address to endpoint) open now."
+        ))?;
+        let udp_flows_rejected = IntCounter::with_opts(opts!(
+            "weir_udp_flows_rejected_total",
+            "Datagrams dropped because they would have opened a UDP flow beyond --udp-max-flows."
+        ))?;
+        registry.register(Box::new(udp_flows.clone()))?;
+        registry.register(Box::new(udp_flows_rejected.clone()))?;
         Ok(Self {
             retries,
             breaker_overflows,
+            udp_flows,
+            udp_flows_rejected,
             proxy_protocol_errors,
             policy_connections_rejected,
             policy_errors,

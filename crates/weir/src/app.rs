@@ -84,6 +84,8 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     crate::cli::Switch::On => args.access_log_sample,
                     crate::cli::Switch::Off => 0.0,
                 },
+                udp_flow_idle_timeout: args.udp_flow_idle_timeout,
+                udp_max_flows: args.udp_max_flows as usize,
             },
             shared.snapshot.clone(),
             &registry,

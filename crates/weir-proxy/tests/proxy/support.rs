@@ -237,6 +237,8 @@ pub fn config() -> ProxyConfig {
         upstream_limits: Default::default(),
         // The access log is tested on the weir binary's stdout (e2e).
         access_log_sample: 0.0,
+        udp_flow_idle_timeout: Duration::from_secs(30),
+        udp_max_flows: 16_384,
     }
 }
 
