@@ -13,6 +13,10 @@
 //! [`tcp`]): plain on `TCP_PORT` (default 3000) and, with `TLS_SERVER_CERT` and
 //! `TLS_SERVER_PRIV_KEY` (or `TLS_SERVER_PRIVKEY`), over TLS on `TLS_PORT` (default 8443).
 //!
+//! With `UDP_ECHO_SERVER` set it is the suite's UDP echo server instead (see [`udp`]) on
+//! `UDP_PORT` (default 8080); with `--dns-whoami` a stand-in for the suite's coredns
+//! (`whoami` answers to DNS queries) on that UDP port.
+//!
 //! After binding, one line per listener is printed to stdout, e.g.
 //! `listening http 127.0.0.1:43567`, so that harnesses using port 0 learn the real ports.
 //! Every request is logged to stderr as
@@ -26,6 +30,7 @@ mod http;
 mod server;
 mod tcp;
 mod tls;
+mod udp;
 mod ws;
 
 use std::io::Write as _;
@@ -101,6 +106,17 @@ struct Args {
     /// CA certificates, PEM text; when set, clients must present a certificate they issued.
     #[arg(long, env = "TLS_CLIENT_CACERTS", hide_env_values = true)]
     tls_client_cacerts: Option<String>,
+    /// Serve the suite's UDP echo protocol (echo-basic `udpechoserver`) instead of HTTP: set
+    /// and not `0`/`false`.
+    #[arg(long, env = "UDP_ECHO_SERVER")]
+    udp_echo_server: Option<String>,
+    /// UDP modes: the UDP port (0 picks a free one).
+    #[arg(long, env = "UDP_PORT", default_value_t = 8080)]
+    udp_port: u16,
+    /// Answer DNS queries on the UDP port as coredns's `whoami` does (the conformance
+    /// UDPRoute test's backend), instead of HTTP.
+    #[arg(long)]
+    dns_whoami: bool,
 }
 
 /// A PEM option counts only when it is set and not blank.
@@ -150,6 +166,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if tcp_mode {
         return run_tcp(args, ctx).await;
     }
+    let udp_mode = non_empty(&args.udp_echo_server).is_some_and(|v| v != "0" && v != "false");
+    if udp_mode || args.dns_whoami {
+        let mode = if args.dns_whoami {
+            udp::Mode::DnsWhoami
+        } else {
+            udp::Mode::Echo
+        };
+        return run_udp(args, mode, ctx).await;
+    }
 
     let mut listeners = vec![Listener {
         kind: ListenerKind::Http,
@@ -196,6 +221,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("weir-echo: shutting down");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// UDP modes: the echo JSON or DNS answers on one UDP port.
+async fn run_udp(args: Args, mode: udp::Mode, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(args.bind, args.udp_port))
+        .await
+        .with_context(|| format!("binding the udp socket to port {}", args.udp_port))?;
+    let signal = shutdown_signal()?;
+    {
+        let mut out = std::io::stdout().lock();
+        let addr = socket.local_addr().context("reading a bound address")?;
+        writeln!(out, "listening udp {addr}").context("writing to stdout")?;
+        out.flush().context("flushing stdout")?;
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(udp::run(socket, mode, ctx, stop_rx));
+    signal.await;
+    eprintln!("weir-echo: shutting down");
+    let _ = stop_tx.send(true);
+    let _ = task.await;
     Ok(())
 }
 

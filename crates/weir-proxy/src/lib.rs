@@ -30,6 +30,7 @@ mod stage;
 mod state;
 mod tls;
 mod trace;
+mod udp;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -78,6 +79,12 @@ pub struct ProxyConfig {
     pub access_log_sample: f64,
     /// OpenTelemetry tracing (`--otlp-endpoint`); `None`: off, and free.
     pub tracing: Option<TraceConfig>,
+    /// A UDP flow (datagrams from one client address, to one endpoint) ends after this long
+    /// without a datagram either way (`udp.rs`).
+    pub udp_flow_idle_timeout: Duration,
+    /// UDP flows open at once across all UDP sockets; datagrams of new flows beyond it are
+    /// dropped and counted.
+    pub udp_max_flows: usize,
 }
 
 impl Default for ProxyConfig {
@@ -93,6 +100,8 @@ impl Default for ProxyConfig {
             upstream_limits: UpstreamLimits::default(),
             access_log_sample: 1.0,
             tracing: None,
+            udp_flow_idle_timeout: Duration::from_secs(30),
+            udp_max_flows: 16_384,
         }
     }
 }
@@ -123,6 +132,8 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     sockets: Sockets,
+    /// The UDP sockets (UDPRoutes).
+    udp: udp::UdpSockets,
     /// Gives freed memory back after connections close (`conn_guard`); started with the
     /// first sockets, stopped on shutdown.
     trimmer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -176,6 +187,7 @@ impl Proxy {
         });
         Ok(Proxy {
             sockets: Sockets::new(shared.clone()),
+            udp: udp::UdpSockets::new(shared.clone()),
             shared,
             trimmer: std::sync::Mutex::new(None),
         })
@@ -214,13 +226,20 @@ impl Proxy {
             }
         }
         self.shared.breakers.retain(|id| live.contains(id));
-        self.sockets.sync(&snapshot).await
+        let mut errors = self.sockets.sync(&snapshot).await;
+        errors.extend(self.udp.sync(&snapshot).await);
+        errors
     }
 
     /// Currently bound sockets: (address as configured: `None` = default bind, configured
     /// port, actual local address).
     pub fn bound(&self) -> Vec<(Option<IpAddr>, u16, SocketAddr)> {
         self.sockets.bound()
+    }
+
+    /// Currently bound UDP sockets (UDP listeners), as [`Proxy::bound`].
+    pub fn bound_udp(&self) -> Vec<(Option<IpAddr>, u16, SocketAddr)> {
+        self.udp.bound()
     }
 
     /// Stop accepting, let in-flight requests finish within the drain timeout, then return.
@@ -230,6 +249,7 @@ impl Proxy {
             // What the drained requests traced goes out before the process exits.
             tracing.shutdown(Duration::from_secs(5)).await;
         }
+        self.udp.shutdown().await;
         self.stop_trimmer();
     }
 

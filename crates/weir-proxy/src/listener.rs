@@ -92,6 +92,8 @@ impl Sockets {
         let wanted: HashMap<SocketKey, Option<u16>> = snapshot
             .sockets
             .iter()
+            // UDP sockets are `udp.rs`'s.
+            .filter(|s| !s.is_udp())
             .map(|s| (s.key(), s.bind_port))
             .collect();
 

@@ -50,6 +50,11 @@ pub(crate) struct Metrics {
     /// `weir_trace_spans_dropped_total`: sampled spans not exported because the export
     /// queue was full or their export failed.
     pub(crate) trace_spans_dropped: IntCounter,
+    /// `weir_udp_flows`: UDP flows open now (see `udp.rs`).
+    pub(crate) udp_flows: IntGauge,
+    /// `weir_udp_flows_rejected_total`: datagrams that would have started a UDP flow beyond
+    /// `--udp-max-flows`, dropped.
+    pub(crate) udp_flows_rejected: IntCounter,
 }
 
 /// Labels of one finished request.
@@ -164,9 +169,21 @@ impl Metrics {
             "Sampled spans not exported: the export queue was full or the export failed."
         ))?;
         registry.register(Box::new(trace_spans_dropped.clone()))?;
+        let udp_flows = IntGauge::with_opts(opts!(
+            "weir_udp_flows",
+            "UDP flows (client address to endpoint) open now."
+        ))?;
+        let udp_flows_rejected = IntCounter::with_opts(opts!(
+            "weir_udp_flows_rejected_total",
+            "Datagrams dropped because they would have opened a UDP flow beyond --udp-max-flows."
+        ))?;
+        registry.register(Box::new(udp_flows.clone()))?;
+        registry.register(Box::new(udp_flows_rejected.clone()))?;
         Ok(Self {
             retries,
             breaker_overflows,
+            udp_flows,
+            udp_flows_rejected,
             proxy_protocol_errors,
             policy_connections_rejected,
             policy_errors,

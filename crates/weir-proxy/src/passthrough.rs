@@ -245,7 +245,7 @@ fn choose_tcp(shared: &Shared, key: SocketKey) -> Result<Arc<Upstream>, Passthro
 }
 
 /// A route's backend by weight; it must be a usable upstream.
-fn pick(route: &TlsRouteEntry) -> Result<Arc<Upstream>, PassthroughError> {
+pub(crate) fn pick(route: &TlsRouteEntry) -> Result<Arc<Upstream>, PassthroughError> {
     let roll = if route.backends.len() > 1 {
         rand::random::<u64>()
     } else {

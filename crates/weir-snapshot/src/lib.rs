@@ -58,7 +58,17 @@ impl Snapshot {
     /// The socket config by its [`SocketConfig::key`]: an address (`None` = the default bind
     /// address) and the configured port, or the exact port for sockets with a `bind_port`.
     pub fn socket(&self, address: Option<IpAddr>, port: u16) -> Option<&SocketConfig> {
-        self.sockets.iter().find(|s| s.key() == (address, port))
+        self.sockets
+            .iter()
+            .find(|s| !s.is_udp() && s.key() == (address, port))
+    }
+
+    /// The UDP socket config (UDP listeners) by its key, as [`Snapshot::socket`]: a UDP and
+    /// a TCP socket may share an address and port.
+    pub fn udp_socket(&self, address: Option<IpAddr>, port: u16) -> Option<&SocketConfig> {
+        self.sockets
+            .iter()
+            .find(|s| s.is_udp() && s.key() == (address, port))
     }
 }
 
@@ -99,6 +109,11 @@ pub struct SocketConfig {
 impl SocketConfig {
     /// What identifies the socket: (address, `bind_port` if set, else `port`). The
     /// translator keeps keys unique within a snapshot.
+    /// Whether this is a UDP socket (UDP listeners and their UDPRoutes).
+    pub fn is_udp(&self) -> bool {
+        self.passthrough.as_ref().is_some_and(|p| p.udp)
+    }
+
     pub fn key(&self) -> (Option<IpAddr>, u16) {
         (self.address, self.bind_port.unwrap_or(self.port))
     }

@@ -26,6 +26,10 @@ pub struct Passthrough {
     /// each listener's routes sit under the catch-all pattern, oldest first, and the
     /// socket's first listener (the oldest Gateway's) serves every connection.
     pub tcp: bool,
+    /// Listeners of protocol UDP (UDPRoutes): a UDP socket (the socket's `port` is a UDP
+    /// port); routes sit as for TCP, and the first listener's oldest route takes every new
+    /// flow ([`Passthrough::tcp_route`] answers for it too).
+    pub udp: bool,
 }
 
 impl Passthrough {
@@ -34,10 +38,10 @@ impl Passthrough {
         self.routes.get(listener)?.candidates(server_name).next()
     }
 
-    /// The route every connection of a TCP socket takes: the oldest TCPRoute of its first
-    /// listener (`None`: not a TCP socket, or no route attached).
+    /// The route every connection of a TCP socket (every flow of a UDP socket) takes: the
+    /// oldest TCPRoute (UDPRoute) of its first listener (`None`: neither, or no route).
     pub fn tcp_route(&self) -> Option<&Arc<TlsRouteEntry>> {
-        if !self.tcp {
+        if !self.tcp && !self.udp {
             return None;
         }
         self.routes.first()?.candidates("").next()
@@ -129,6 +133,7 @@ mod tests {
             .into(),
             terminate: vec![false, false].into(),
             tcp: true,
+            udp: false,
         };
         assert_eq!(p.tcp_route().map(|e| &*e.route), Some("ns/older"));
         // Not a TCP socket: TLS passthrough routes by SNI only.
@@ -138,6 +143,7 @@ mod tests {
             routes: vec![HostIndex::default()].into(),
             terminate: vec![false].into(),
             tcp: true,
+            udp: false,
         };
         assert!(empty.tcp_route().is_none());
     }

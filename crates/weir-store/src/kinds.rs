@@ -22,7 +22,7 @@ use crate::policies::{BackendTrafficPolicy, ClientTrafficPolicy, SecurityPolicy,
 use crate::{
     BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute,
     ListenerSet, Location, Namespace, ObjectKey, ObjectMeta, ReferenceGrant, Rejection, Secret,
-    Service, TcpRoute, TlsRoute, GATEWAY_GROUP,
+    Service, TcpRoute, TlsRoute, UdpRoute, GATEWAY_GROUP,
 };
 
 /// The status Weir writes for a kind (its status subresource), and how it shares it.
@@ -388,6 +388,22 @@ kinds! {
         api_version: "gateway.networking.k8s.io/v1",
         plural: "tcproutes",
         field: tcp_routes,
+        cluster_scoped: false,
+        optional: true,
+        status: Parents,
+        manifest_status: false,
+        field_selector: None,
+    },
+    /// UDPRoute: like TCPRoute, `v1` since Gateway API v1.6 (the experimental channel also
+    /// serves `v1alpha2`); optional, as a cluster may lack its CRD or serve it only at
+    /// `v1alpha2` (before v1.6).
+    UdpRoute(UdpRoute) {
+        kind: "UDPRoute",
+        group: GATEWAY_GROUP,
+        versions: ["v1", "v1alpha2"],
+        api_version: "gateway.networking.k8s.io/v1",
+        plural: "udproutes",
+        field: udp_routes,
         cluster_scoped: false,
         optional: true,
         status: Parents,

@@ -9,6 +9,7 @@
 pub mod policies;
 pub mod refs;
 pub mod tcproute;
+pub mod udproute;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,11 +31,14 @@ pub use policies::{
     BackendTrafficPolicy, ClientTrafficPolicy, PolicyStatus, SecurityPolicy, POLICY_GROUP,
 };
 pub use tcproute::{TcpRoute, TcpRouteStatus};
+pub use udproute::{UdpRoute, UdpRouteStatus};
 
 /// Upstream Gateway API type modules, for code that needs the generated nested types.
 pub mod gw {
     /// TCPRoute's nested types (the root type is Weir's own, at `v1`: see [`crate::tcproute`]).
     pub use crate::tcproute as tcproutes;
+    /// UDPRoute's nested types (the root type is Weir's own, at `v1`: see [`crate::udproute`]).
+    pub use crate::udproute as udproutes;
     pub use gateway_api::backendtlspolicies;
     pub use gateway_api::gatewayclasses;
     pub use gateway_api::gateways;

@@ -47,8 +47,11 @@ pub fn free_offset(ports: &[u16]) -> u16 {
     for _ in 0..200 {
         let candidate = 20000 + (std::process::id() as u16 % 100) * 100 + rand_u16() % 9000;
         if ports.iter().all(|p| {
-            p.checked_add(candidate)
-                .is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+            // Free for TCP and UDP: UDP listeners bind UDP sockets.
+            p.checked_add(candidate).is_some_and(|port| {
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+                    && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            })
         }) {
             return candidate;
         }

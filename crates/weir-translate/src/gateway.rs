@@ -291,7 +291,8 @@ fn settle_ports(gateways: &mut [GatewayModel]) {
         /// Accepted listeners on the socket so far: (gateway index, hostname, label).
         listeners: Vec<(usize, Option<HostPattern>, String)>,
     }
-    let mut owners: BTreeMap<(Option<IpAddr>, u16), Owner> = BTreeMap::new();
+    // By socket and transport (UDP or not): a UDP socket and a TCP one share a port number.
+    let mut owners: BTreeMap<((Option<IpAddr>, u16), bool), Owner> = BTreeMap::new();
     for (gi, g) in gateways.iter_mut().enumerate() {
         if !g.serving() {
             continue;
@@ -303,14 +304,14 @@ fn settle_ports(gateways: &mut [GatewayModel]) {
                 let Some((socket, _)) = socket_for(g.pod_ports.as_ref(), bind, l.port) else {
                     continue;
                 };
-                let owner = owners.entry(socket).or_insert_with(|| Owner {
+                let owner = owners.entry((socket, l.udp)).or_insert_with(|| Owner {
                     protocol: l.protocol(),
                     label: label.clone(),
                     listeners: Vec::new(),
                 });
-                // TCP listeners cannot share a socket: nothing in a connection says which
-                // one it is for.
-                if owner.protocol != l.protocol() || (l.tcp && owner.label != label) {
+                // TCP and UDP listeners cannot share a socket: nothing in a connection or
+                // datagram says which one it is for.
+                if owner.protocol != l.protocol() || ((l.tcp || l.udp) && owner.label != label) {
                     l.not_accepted = Some(TranslateError::PortInUse {
                         port: l.port,
                         protocol: owner.protocol.into(),

@@ -42,6 +42,7 @@ mod status;
 mod tcproute;
 mod tls;
 mod tlsroute;
+mod udproute;
 
 #[cfg(test)]
 mod tests;
@@ -109,6 +110,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "TLSRoute",
     "TLSRouteModeMixed",
     "TLSRouteModeTerminate",
+    "UDPRoute",
 ];
 
 /// Everything a translation needs.
@@ -393,7 +395,7 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     }
     statuses.extend(policies.statuses(input.controller_name, &input.now));
 
-    // Stream routes: TLSRoutes, then TCPRoutes (they never share a listener).
+    // Stream routes: TLSRoutes, TCPRoutes, then UDPRoutes (they never share a listener).
     let stream_status = |meta: &ObjectMeta, compiled: &tlsroute::CompiledTlsRoute, parents| {
         let c = status::Conditions {
             generation: meta.generation,
@@ -421,6 +423,14 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
         if !parents.is_empty() {
             let s = stream_status(&route.metadata, &compiled, parents);
             statuses.push(ObjectStatus::new(Kind::TcpRoute, &route.metadata, s));
+        }
+    }
+    for route in store.udp_routes.values() {
+        let compiled = udproute::compile(store, route, &mut upstreams);
+        let parents = udproute::attach(store, route, &compiled, &mut gateways, &index);
+        if !parents.is_empty() {
+            let s = stream_status(&route.metadata, &compiled, parents);
+            statuses.push(ObjectStatus::new(Kind::UdpRoute, &route.metadata, s));
         }
     }
 

@@ -32,14 +32,19 @@ pub fn build_listener(
         "HTTP" => (true, false, false, false),
         "HTTPS" => (true, true, false, false),
         "TLS" => (true, false, true, false),
-        "TCP" => (true, false, false, true),
+        "TCP" | "UDP" => (true, false, false, true),
         _ => (false, false, false, false),
     };
+    // UDP listeners are TCP listeners of another transport (raw, oldest route serves).
+    let udp = l.protocol == "UDP";
+    let tcp = tcp && !udp;
     // The route kinds a listener of this protocol serves, and how errors name them.
     let (route_kinds, kinds_label): (&[&str], &'static str) = if tls_protocol {
         (&["TLSRoute"], "TLSRoute")
     } else if tcp {
         (&["TCPRoute"], "TCPRoute")
+    } else if udp {
+        (&["UDPRoute"], "UDPRoute")
     } else {
         (ROUTE_KINDS, "HTTPRoute, GRPCRoute")
     };
@@ -55,14 +60,15 @@ pub fn build_listener(
         name: l.name.clone(),
         port: u16::try_from(l.port).unwrap_or(0),
         https,
-        passthrough: tls_protocol || tcp,
+        passthrough: tls_protocol || tcp || udp,
         tcp,
+        udp,
         tls_terminate,
-        // The spec ignores the hostname of TCP listeners (no Host, no SNI to match).
+        // The spec ignores the hostname of TCP and UDP listeners (no Host, no SNI to match).
         hostname: l
             .hostname
             .as_deref()
-            .filter(|_| !tcp)
+            .filter(|_| !tcp && !udp)
             .and_then(HostPattern::parse),
         supported_kinds: Vec::new(),
         namespaces: l.allowed_routes.as_ref().and_then(|a| a.namespaces.clone()),
@@ -172,15 +178,16 @@ pub fn build_listener(
 }
 
 /// Within one Gateway: listeners of different protocols (HTTP, HTTPS, TLS, TCP) on one port
-/// conflict (ProtocolConflict, all listeners on the port); listeners on one port with one
+/// conflict (UDP listeners only with UDP ones: another transport, another socket) (ProtocolConflict, all listeners on the port); listeners on one port with one
 /// hostname conflict (HostnameConflict, all of them: the spec forbids picking a winner; TCP
 /// listeners have no hostname, so two on one port conflict). Unsupported listeners, and
 /// those already conflicted with a listener of higher precedence, take no part.
 pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
-    let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    // By (port, UDP): a UDP listener and a TCP-based one on one port number do not meet.
+    let mut by_port: BTreeMap<(u16, bool), Vec<usize>> = BTreeMap::new();
     for (i, l) in listeners.iter().enumerate() {
         if l.accepted() {
-            by_port.entry(l.port).or_default().push(i);
+            by_port.entry((l.port, l.udp)).or_default().push(i);
         }
     }
     for indexes in by_port.values() {

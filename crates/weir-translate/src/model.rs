@@ -119,11 +119,14 @@ pub struct ListenerModel {
     pub name: String,
     pub port: u16,
     pub https: bool,
-    /// Protocol TLS or TCP: TLSRoutes routed by SNI, or TCPRoutes (the snapshot's
-    /// passthrough section).
+    /// Protocol TLS, TCP or UDP: TLSRoutes routed by SNI, or TCPRoutes / UDPRoutes (the
+    /// snapshot's passthrough section).
     pub passthrough: bool,
     /// Protocol TCP: TCPRoutes; every connection is spliced to the oldest route's backend.
     pub tcp: bool,
+    /// Protocol UDP: UDPRoutes; datagrams go to the oldest route's backends, on a socket of
+    /// its own (UDP, so a TCP listener may use the same port number).
+    pub udp: bool,
     /// Protocol TLS, mode Terminate: TLS is terminated here (with `cert`) before the SNI
     /// routing; otherwise (Passthrough) the connection is spliced as it is.
     pub tls_terminate: bool,
@@ -172,11 +175,14 @@ impl ListenerModel {
         self.https || self.tls_terminate
     }
 
-    /// The protocol as configured, for port-sharing decisions (HTTP, HTTPS, TLS, TCP).
+    /// The protocol as configured, for port-sharing decisions (HTTP, HTTPS, TLS, TCP, UDP).
     pub fn protocol(&self) -> &'static str {
         // TLS listeners in modes Passthrough and Terminate may share a port (mixed
         // termination, TLSRouteModeMixed): the proxy picks the listener by the ClientHello's
         // SNI before it decides whether to terminate.
+        if self.udp {
+            return "UDP";
+        }
         match (self.https, self.passthrough, self.tcp) {
             (true, _, _) => "HTTPS",
             (false, true, true) => "TCP",

@@ -259,6 +259,39 @@ fn listener_ports(store: &Store, key: &ObjectKey, gateway: &Gateway) -> BTreeSet
     ports
 }
 
+/// The listener ports of a Gateway (as [`listener_ports`]) that UDP listeners use, and those
+/// other listeners (TCP-based) use: the Service gets a UDP port, a TCP port, or both.
+fn port_transports(
+    store: &Store,
+    key: &ObjectKey,
+    gateway: &Gateway,
+) -> BTreeMap<u16, (bool, bool)> {
+    let mut out: BTreeMap<u16, (bool, bool)> = BTreeMap::new();
+    let mut add = |port: i32, protocol: &str| {
+        if let Some(p) = u16::try_from(port).ok().filter(|p| *p > 0) {
+            let e = out.entry(p).or_default();
+            if protocol == "UDP" {
+                e.1 = true;
+            } else {
+                e.0 = true;
+            }
+        }
+    };
+    for l in &gateway.spec.listeners {
+        add(l.port, &l.protocol);
+    }
+    for (set_key, set) in &store.listener_sets {
+        if crate::listenerset::names_gateway(set_key, set, key)
+            && crate::listenerset::admits(store, gateway, &key.namespace, &set_key.namespace)
+        {
+            for l in &set.spec.listeners {
+                add(l.port, &l.protocol);
+            }
+        }
+    }
+    out
+}
+
 /// One Service the leader should keep for a Gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredService {
@@ -378,7 +411,16 @@ pub fn plan_gateway_services(
                 ),
             ));
         }
-        let service = desired_service(key, gateway, params, &ports, controller, settings);
+        let transports = port_transports(store, key, gateway);
+        let service = desired_service(
+            key,
+            gateway,
+            params,
+            &ports,
+            &transports,
+            controller,
+            settings,
+        );
         kept.insert(ObjectKey::of(&service.metadata));
         plan.desired.push(DesiredService {
             gateway: key.clone(),
@@ -399,6 +441,8 @@ fn desired_service(
     gateway: &Gateway,
     params: &ClassParams,
     ports: &BTreeMap<u16, u16>,
+    // Per listener port: (TCP-based listeners use it, UDP listeners use it).
+    transports: &BTreeMap<u16, (bool, bool)>,
     controller: &str,
     settings: &ServiceAddressing,
 ) -> Service {
@@ -461,12 +505,20 @@ fn desired_service(
             ports: Some(
                 ports
                     .iter()
-                    .map(|(port, pod)| ServicePort {
-                        name: Some(format!("port-{port}")),
-                        port: i32::from(*port),
-                        target_port: Some(IntOrString::Int(i32::from(*pod))),
-                        protocol: Some("TCP".into()),
-                        ..ServicePort::default()
+                    .flat_map(|(port, pod)| {
+                        // A port UDP listeners use gets a UDP Service port (named apart: a
+                        // TCP and a UDP listener may share the number, one pod port each way).
+                        let (tcp, udp) = transports.get(port).copied().unwrap_or((true, false));
+                        let service_port = move |protocol: &str, name: String| ServicePort {
+                            name: Some(name),
+                            port: i32::from(*port),
+                            target_port: Some(IntOrString::Int(i32::from(*pod))),
+                            protocol: Some(protocol.into()),
+                            ..ServicePort::default()
+                        };
+                        let tcp = tcp.then(|| service_port("TCP", format!("port-{port}")));
+                        let udp = udp.then(|| service_port("UDP", format!("port-{port}-udp")));
+                        tcp.into_iter().chain(udp)
                     })
                     .collect(),
             ),

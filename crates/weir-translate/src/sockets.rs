@@ -18,6 +18,7 @@ type Placed = (
     Option<Arc<rustls::sign::CertifiedKey>>,
     Option<HostIndex<Arc<TlsRouteEntry>>>,
     bool,
+    bool,
 );
 
 /// Build the snapshot (generation 0). Gateways come sorted oldest first, so on a shared port
@@ -26,7 +27,8 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
     // By socket key (address, configured port or exact bind port): the configured port, the
     // exact bind port (Services mode) and the listeners.
     type Socket = (u16, Option<u16>, Vec<Placed>);
-    let mut ports: BTreeMap<(Option<IpAddr>, u16), Socket> = BTreeMap::new();
+    // The key's last part: UDP (a UDP and a TCP socket may share a port number).
+    let mut ports: BTreeMap<((Option<IpAddr>, u16), bool), Socket> = BTreeMap::new();
     for g in gateways.iter_mut() {
         if !g.serving() {
             continue;
@@ -64,7 +66,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     backend_client_cert: backend_client_cert.clone(),
                 };
                 ports
-                    .entry(key)
+                    .entry((key, l.udp))
                     .or_insert_with(|| (l.port, bind_port, Vec::new()))
                     .2
                     .push((
@@ -74,20 +76,22 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                         l.passthrough
                             .then(|| HostIndex::build(tls_entries.iter().cloned())),
                         l.tcp,
+                        l.udp,
                     ));
             }
         }
     }
     let sockets: Vec<SocketConfig> = ports
         .into_iter()
-        .map(|((address, _), (port, bind_port, items))| {
+        .map(|(((address, _), _), (port, bind_port, items))| {
             // A socket's listeners share one protocol (settled in `gateway`); TLS listeners
             // may mix Passthrough and Terminate (TLSRouteModeMixed): then the socket does not
             // terminate at accept, and the proxy decides per listener after reading the SNI.
             // TCP listeners share a socket with nothing else (settled in `gateway`).
             let tls = !items.is_empty() && items.iter().all(|(_, terminates, ..)| *terminates);
-            let passthrough = items.first().is_some_and(|(_, _, _, p, _)| p.is_some());
-            let tcp = items.first().is_some_and(|(.., tcp)| *tcp);
+            let passthrough = items.first().is_some_and(|(_, _, _, p, ..)| p.is_some());
+            let tcp = items.first().is_some_and(|(.., tcp, _)| *tcp);
+            let udp = items.first().is_some_and(|(.., udp)| *udp);
             let listener_index = HostIndex::build(
                 items
                     .iter()
@@ -107,7 +111,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
             let mut listeners = Vec::with_capacity(items.len());
             let mut tls_routes = Vec::with_capacity(items.len());
             let mut terminate = Vec::with_capacity(items.len());
-            for (l, terminates, _, routes, _) in items {
+            for (l, terminates, _, routes, ..) in items {
                 listeners.push(l);
                 tls_routes.push(routes.unwrap_or_default());
                 terminate.push(terminates);
@@ -121,6 +125,7 @@ pub fn build(gateways: &mut [GatewayModel]) -> Snapshot {
                     routes: tls_routes.into(),
                     terminate: terminate.into(),
                     tcp,
+                    udp,
                 }),
                 listeners: listeners.into(),
                 listener_index,

@@ -13,6 +13,7 @@ mod routes;
 mod routing;
 mod tcp_routes;
 mod tls_routes;
+mod udp_routes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

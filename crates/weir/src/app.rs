@@ -95,6 +95,8 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                         },
                         sample: args.trace_sample,
                     }),
+                udp_flow_idle_timeout: args.udp_flow_idle_timeout,
+                udp_max_flows: args.udp_max_flows as usize,
             },
             shared.snapshot.clone(),
             &registry,

@@ -145,6 +145,17 @@ pub struct RunArgs {
     /// A request with one follows its sampled flag (parent-based sampling).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_sample)]
     pub trace_sample: f64,
+    /// A UDP flow (the datagrams from one client address, all to the endpoint its first
+    /// datagram was sent to) ends after this long without a datagram either way; the next
+    /// datagram from that address starts a new flow, which may pick another endpoint.
+    /// Linux conntrack keeps a UDP stream 120 s, a one-way one 30 s.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub udp_flow_idle_timeout: Duration,
+
+    /// UDP flows open at once across all UDP listeners (each holds a socket); the datagrams
+    /// of new flows beyond it are dropped and counted in weir_udp_flows_rejected_total.
+    #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub udp_max_flows: u32,
 
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]

@@ -23,6 +23,7 @@ mod grpc;
 pub mod listenerset;
 mod status;
 mod traffic;
+mod udp;
 mod websocket;
 
 pub use status::classes_list_supported_features;
@@ -216,6 +217,10 @@ pub async fn run_step(env: &Env<'_>, step: &Step) -> Result<(), String> {
         | Step::TcpSamples { .. }
         | Step::RouteParents { .. }
         | Step::TlsReset { .. } => tls::run_step(env, step).await,
+        Step::UdpEcho { .. }
+        | Step::UdpSamples { .. }
+        | Step::UdpWeights { .. }
+        | Step::Dns { .. } => udp::run_step(env, step).await,
         Step::Create { wait_ms, objects } => {
             tokio::time::sleep(Duration::from_millis(*wait_ms)).await;
             let before = env.dir.borrow().store_objects();

@@ -382,7 +382,8 @@ impl Cluster {
             }) {
                 let mut ports = Vec::new();
                 for sp in svc["spec"]["ports"].as_array().into_iter().flatten() {
-                    if sp["protocol"].as_str().unwrap_or("TCP") != "TCP" {
+                    let protocol = sp["protocol"].as_str().unwrap_or("TCP");
+                    if protocol != "TCP" && protocol != "UDP" {
                         continue;
                     }
                     let target = sp["targetPort"]
@@ -395,7 +396,7 @@ impl Cluster {
                     let mut port = json!({
                         "name": sp["name"].as_str().unwrap_or(""),
                         "port": real,
-                        "protocol": "TCP",
+                        "protocol": protocol,
                     });
                     if let Some(app) = sp["appProtocol"].as_str() {
                         port["appProtocol"] = json!(app);
@@ -770,8 +771,14 @@ fn start_deployment(
             .as_str()
             .is_some_and(|i| i.contains("echo-basic"))
     });
-    if !is_echo {
-        // coredns (UDPRoute): not an echo server; nothing to start.
+    // coredns (the UDPRoute test's DNS backend, answering foo.bar.com with `whoami`):
+    // weir-echo's DNS stand-in on its UDP port 53.
+    let coredns = containers.iter().any(|c| {
+        c["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("coredns/coredns"))
+    });
+    if !is_echo && !coredns {
         return Ok(Vec::new());
     }
     let labels: BTreeMap<String, String> = d["spec"]["template"]["metadata"]["labels"]
@@ -788,6 +795,17 @@ fn start_deployment(
         })
     });
     let tcp_mode = has_env(&containers, "TCP_ECHO_SERVER");
+    let udp_mode = has_env(&containers, "UDP_ECHO_SERVER");
+    // A literal SERVICE_NAME (the UDP echo pods report it; the suite checks it).
+    let service_name = containers.iter().find_map(|c| {
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "SERVICE_NAME")
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_string)
+    });
     let leaf = has_env(&containers, "TLS_SERVER_CERT")
         .then(|| mounted_leaf(d, &ns, leaves))
         .flatten();
@@ -815,13 +833,23 @@ fn start_deployment(
             "TLS_PORT",
             "GRPC_ECHO_SERVER",
             "TLS_CLIENT_CACERTS",
+            "UDP_ECHO_SERVER",
+            "UDP_PORT",
+            "SERVICE_NAME",
         ] {
             cmd.env_remove(var);
+        }
+        if let Some(service) = &service_name {
+            cmd.env("SERVICE_NAME", service);
         }
         if grpc {
             cmd.env("GRPC_ECHO_SERVER", "1");
         }
-        if tcp_mode {
+        if coredns {
+            cmd.args(["--dns-whoami", "--udp-port", "0"]);
+        } else if udp_mode {
+            cmd.args(["--udp-echo-server", "1", "--udp-port", "0"]);
+        } else if tcp_mode {
             cmd.args([
                 "--tcp-echo-server",
                 "1",
@@ -852,7 +880,12 @@ fn start_deployment(
         let wait =
             |what: &str| proc.wait_stdout(&format!("listening {what} "), Duration::from_secs(10));
         let mut ports = BTreeMap::new();
-        if tcp_mode {
+        if coredns {
+            ports.insert(53, port_of(&wait("udp"))?);
+        } else if udp_mode {
+            // echo-basic's udpechoserver: UDP_PORT, default 8080.
+            ports.insert(8080, port_of(&wait("udp"))?);
+        } else if tcp_mode {
             ports.insert(3000, port_of(&wait("tcp"))?);
             if leaf.is_some() {
                 ports.insert(8443, port_of(&wait("tls"))?);

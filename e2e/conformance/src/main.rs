@@ -471,10 +471,11 @@ fn free_offset(ports: &BTreeSet<u16>) -> anyhow::Result<u16> {
         if max.checked_add(candidate).is_none() {
             continue;
         }
-        if ports
-            .iter()
-            .all(|p| std::net::TcpListener::bind(("0.0.0.0", p + candidate)).is_ok())
-        {
+        if ports.iter().all(|p| {
+            // UDP listeners bind UDP sockets: their ports must be free for UDP too.
+            std::net::TcpListener::bind(("0.0.0.0", p + candidate)).is_ok()
+                && std::net::UdpSocket::bind(("0.0.0.0", p + candidate)).is_ok()
+        }) {
             return Ok(candidate);
         }
     }

@@ -60,6 +60,14 @@ pub const PROFILES: &[ConformanceProfile] = &[
         extended: &[],
         extended_prefixes: &[],
     },
+    ConformanceProfile {
+        name: "GATEWAY-UDP",
+        // v1.6.1 profiles.go: Gateway, UDPRoute and ReferenceGrant core; the extended
+        // features are the Gateway ones (`UDPRouteFeatures` holds UDPRoute alone).
+        core: &["Gateway", "UDPRoute", "ReferenceGrant"],
+        extended: &[],
+        extended_prefixes: &[],
+    },
 ];
 
 impl ConformanceProfile {
@@ -140,6 +148,16 @@ mod tests {
             level("GATEWAY-TCP", &["Gateway", "ListenerSet", "TCPRoute"]),
             Some(Profile::Extended)
         );
+        assert_eq!(
+            level("GATEWAY-UDP", &["Gateway", "UDPRoute", "ReferenceGrant"]),
+            Some(Profile::Core)
+        );
+        assert_eq!(
+            level("GATEWAY-UDP", &["UDPRoute", "Gateway"]),
+            Some(Profile::Core)
+        );
+        assert_eq!(level("GATEWAY-TCP", &["Gateway", "UDPRoute"]), None);
+        assert_eq!(level("GATEWAY-UDP", &["Gateway", "TCPRoute"]), None);
         // A Gateway-only test counts in every profile, at core level.
         for p in PROFILES {
             assert_eq!(

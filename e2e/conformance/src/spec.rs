@@ -283,6 +283,40 @@ pub enum Step {
         count: usize,
         backend: String,
     },
+    /// `udp.ExpectEchoResponse` / `ExpectEchoResponseFromBackend` (conformance/utils/udp):
+    /// polled until a datagram to the listener is answered (by a JSON answer naming this
+    /// service and namespace, when given).
+    UdpEcho {
+        gateway: String,
+        /// Configured listener port.
+        port: u16,
+        #[serde(default)]
+        service: Option<String>,
+        #[serde(default)]
+        namespace: Option<String>,
+    },
+    /// `count` `udpEchoSendOnce` probes, each answered by a pod of `backend`
+    /// (`extractBackendName`), polled while probes fail (udproute-multiple-routes-attachment.go).
+    UdpSamples {
+        gateway: String,
+        port: u16,
+        count: usize,
+        backend: String,
+    },
+    /// `ExpectEchoResponse`, then `weight.TestWeightedDistribution` over `udpEchoSendOnce`
+    /// (udproute-weighted-routing.go).
+    UdpWeights {
+        gateway: String,
+        port: u16,
+        weights: BTreeMap<String, f64>,
+    },
+    /// udproute-simple.go: `dns.Exchange` of an A query for `name`, polled until a response
+    /// comes.
+    Dns {
+        gateway: String,
+        port: u16,
+        name: String,
+    },
     /// `MustApplyObjectsWithCleanup` in the middle of a test: the objects join the test's
     /// file (and go with it). `wait_ms` first: the suite sleeps a second so that the new
     /// objects' creationTimestamp (second precision) is later than the test's.

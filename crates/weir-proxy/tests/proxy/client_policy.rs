@@ -840,6 +840,7 @@ fn tcp_socket_with(
         .into(),
         terminate: vec![false].into(),
         tcp: true,
+        udp: false,
     });
     s.client_policy = Some(Arc::new(policy));
     s

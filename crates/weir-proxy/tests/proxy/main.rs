@@ -17,3 +17,4 @@ mod routing;
 mod tcp;
 mod tls;
 mod tls_mixed;
+mod udp;

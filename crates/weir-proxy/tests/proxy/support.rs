@@ -239,6 +239,8 @@ pub fn config() -> ProxyConfig {
         access_log_sample: 0.0,
         // Tracing is tested against the weir binary and a real OTLP receiver (e2e).
         tracing: None,
+        udp_flow_idle_timeout: Duration::from_secs(30),
+        udp_max_flows: 16_384,
     }
 }
 

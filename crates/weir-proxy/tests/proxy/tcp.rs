@@ -67,6 +67,7 @@ fn tcp_socket(port: u16, backends: Option<Vec<Backend>>) -> SocketConfig {
         routes: vec![routes].into(),
         terminate: vec![false].into(),
         tcp: true,
+        udp: false,
     });
     s
 }

@@ -108,6 +108,7 @@ async fn sni_picks_passthrough_or_terminate_on_one_socket() {
         .into(),
         terminate: vec![true, false].into(),
         tcp: false,
+        udp: false,
     });
     let p = TestProxy::start(config(), snapshot(1, vec![s])).await;
     let addr = p.addr(port);

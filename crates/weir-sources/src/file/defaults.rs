@@ -46,7 +46,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         Kind::Secret => {
             or_default(object, "type", json!("Opaque"));
         }
-        Kind::TlsRoute | Kind::TcpRoute => stream_route(object),
+        Kind::TlsRoute | Kind::TcpRoute | Kind::UdpRoute => stream_route(object),
         Kind::GatewayClass
         | Kind::ReferenceGrant
         | Kind::BackendTlsPolicy
@@ -225,7 +225,7 @@ fn grpc_route(object: &mut Map<String, Value>) {
 }
 
 /// `spec.parentRefs` of a route: Gateways of the Gateway API group.
-/// TLSRoute and TCPRoute: parentRefs and backendRefs get the same defaults as an
+/// TLSRoute, TCPRoute and UDPRoute: parentRefs and backendRefs get the same defaults as an
 /// HTTPRoute's (their CRDs have no other defaults). Without them a route's status would echo
 /// a parentRef without group and kind, which the suite's `RouteMustHaveParents` (comparing
 /// them as set) does not take for the Gateway it expects.

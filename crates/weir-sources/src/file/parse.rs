@@ -313,6 +313,7 @@ fn generation_basis(object: &Object) -> Option<u64> {
         Object::GrpcRoute(o) => serde_json::to_vec(&o.spec),
         Object::TlsRoute(o) => serde_json::to_vec(&o.spec),
         Object::TcpRoute(o) => serde_json::to_vec(&o.spec),
+        Object::UdpRoute(o) => serde_json::to_vec(&o.spec),
         Object::BackendTlsPolicy(o) => serde_json::to_vec(&o.spec),
         Object::ListenerSet(o) => serde_json::to_vec(&o.spec),
         Object::ReferenceGrant(o) => serde_json::to_vec(&o.spec),

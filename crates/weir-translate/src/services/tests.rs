@@ -714,3 +714,48 @@ fn dropped_infrastructure_metadata_is_removed() {
         .is_none());
     assert!(patch.get("spec").is_none());
 }
+
+#[test]
+fn udp_listeners_get_udp_service_ports_beside_tcp_ones() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: dns, namespace: ns, uid: uid-d, creationTimestamp: \"2025-01-01T00:00:00Z\"}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: udp, port: 53, protocol: UDP}
+  - {name: tcp, port: 53, protocol: TCP}
+  - {name: only-udp, port: 5300, protocol: UDP}
+  - {name: http, port: 80, protocol: HTTP}
+";
+    let store = store_with_class(yaml);
+    let plan = plan_gateway_services(&store, CONTROLLER, &settings(20000..=20010));
+    assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+    let svc = &plan.desired[0].service;
+    let ports: Vec<(String, i32, String, Option<IntOrString>)> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            (
+                p.name.unwrap_or_default(),
+                p.port,
+                p.protocol.unwrap_or_default(),
+                p.target_port,
+            )
+        })
+        .collect();
+    let pod = ports_of(&plan, "dns");
+    let target = |p: u16| Some(IntOrString::Int(i32::from(pod[&p])));
+    assert_eq!(
+        ports,
+        vec![
+            ("port-53".into(), 53, "TCP".into(), target(53)),
+            ("port-53-udp".into(), 53, "UDP".into(), target(53)),
+            ("port-80".into(), 80, "TCP".into(), target(80)),
+            ("port-5300-udp".into(), 5300, "UDP".into(), target(5300)),
+        ]
+    );
+}

@@ -90,7 +90,7 @@ fn healthy_gateway_reports_all_listener_conditions_and_addresses() {
 fn unsupported_protocol_listener_is_rejected_while_others_serve() {
     let mut yaml = gateway(
         "gw",
-        "  - {name: http, port: 80, protocol: HTTP}\n  - {name: udp, port: 9000, protocol: UDP}",
+        "  - {name: http, port: 80, protocol: HTTP}\n  - {name: udp, port: 9000, protocol: SCTP}",
     );
     yaml.push_str(&format!("---\n{SERVICES}---\n{HTTP_ROUTE_ANY}"));
     let out = run_yaml(&yaml);
@@ -119,7 +119,7 @@ fn unsupported_protocol_listener_is_rejected_while_others_serve() {
 
 #[test]
 fn gateway_with_only_unsupported_listeners_is_not_accepted() {
-    let out = run_yaml(&gateway("gw", "  - {name: udp, port: 53, protocol: UDP}"));
+    let out = run_yaml(&gateway("gw", "  - {name: udp, port: 53, protocol: SCTP}"));
     let s = status(&out, Kind::Gateway, "default", "gw");
     assert_eq!(cond(s, "", "Accepted"), is("False", "ListenersNotValid"));
     assert_eq!(cond(s, "", "Programmed"), is("False", "Invalid"));
@@ -750,7 +750,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
     assert_eq!(old.statuses, next.statuses);
 
     // A listener that changes state gets the new time; the others keep theirs.
-    let changed = store_with_class(&gateway("gw", "  - {name: http, port: 80, protocol: UDP}"));
+    let changed = store_with_class(&gateway("gw", "  - {name: http, port: 80, protocol: SCTP}"));
     let mut next = translate(&Input {
         store: &changed,
         controller_name: CONTROLLER,

@@ -391,7 +391,7 @@ spec:
 
 #[test]
 fn a_set_of_a_gateway_that_is_not_accepted_is_parent_not_accepted() {
-    let gateway = gw(ALL).replace("protocol: HTTP,", "protocol: UDP,");
+    let gateway = gw(ALL).replace("protocol: HTTP,", "protocol: SCTP,");
     let out = run_yaml(&format!(
         "{gateway}\n---\n{}",
         ls("default", "set", "2024-01-02T00:00:00Z", ONE)

@@ -438,6 +438,8 @@ fn tls_and_tcp_routes_get_parent_and_backend_ref_defaults() {
         ("v1", "TCPRoute"),
         ("v1alpha2", "TCPRoute"),
         ("v1", "TLSRoute"),
+        ("v1", "UDPRoute"),
+        ("v1alpha2", "UDPRoute"),
     ] {
         let text = format!(
             "apiVersion: gateway.networking.k8s.io/{version}\nkind: {kind}\nmetadata: {{name: r}}\n\
@@ -450,6 +452,10 @@ fn tls_and_tcp_routes_get_parent_and_backend_ref_defaults() {
                 serde_json::to_value(&r.spec.rules[0].backend_refs).unwrap(),
             ),
             Object::TlsRoute(r) => (
+                serde_json::to_value(&r.spec.parent_refs).unwrap(),
+                serde_json::to_value(&r.spec.rules[0].backend_refs).unwrap(),
+            ),
+            Object::UdpRoute(r) => (
                 serde_json::to_value(&r.spec.parent_refs).unwrap(),
                 serde_json::to_value(&r.spec.rules[0].backend_refs).unwrap(),
             ),
