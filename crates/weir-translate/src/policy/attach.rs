@@ -220,6 +220,33 @@ pub fn settle(candidates: &[Candidate<'_>]) -> Settled {
     settled
 }
 
+/// [`settle`] over the models of one policy kind, for those that `candidate` puts forward
+/// (the accepted ones: a refused policy holds nothing): winners and `conflicted` are indexed
+/// like `models`.
+pub fn settle_where<'a, M>(
+    models: &'a [M],
+    candidate: impl Fn(&'a M) -> Option<Candidate<'a>>,
+) -> Settled {
+    let (positions, candidates): (Vec<usize>, Vec<Candidate<'a>>) = models
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| candidate(m).map(|c| (i, c)))
+        .unzip();
+    let settled = settle(&candidates);
+    let mut conflicted = vec![false; models.len()];
+    for (c, lost) in settled.conflicted.into_iter().enumerate() {
+        conflicted[positions[c]] = lost;
+    }
+    Settled {
+        winners: settled
+            .winners
+            .into_iter()
+            .map(|(t, c)| (t, positions[c]))
+            .collect(),
+        conflicted,
+    }
+}
+
 /// The value for the most specific of `target`'s chain held in `index`: the target itself
 /// (with its section), then the whole object.
 pub fn most_specific<'a, T>(index: &'a BTreeMap<Target, T>, target: &Target) -> Option<&'a T> {

@@ -69,26 +69,17 @@ impl BackendPolicies {
             (crate::meta::created(&a.policy.metadata), &a.key)
                 .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
         });
-        let accepted: Vec<usize> = (0..models.len())
-            .filter(|&i| models[i].compiled.is_some())
-            .collect();
-        let candidates: Vec<Candidate<'_>> = accepted
-            .iter()
-            .map(|&i| Candidate {
-                meta: &models[i].policy.metadata,
-                key: &models[i].key,
-                targets: &models[i].targets,
+        let settled = attach::settle_where(&models, |m| {
+            m.compiled.is_some().then(|| Candidate {
+                meta: &m.policy.metadata,
+                key: &m.key,
+                targets: &m.targets,
             })
-            .collect();
-        let settled = attach::settle(&candidates);
-        let index = settled
-            .winners
-            .into_iter()
-            .map(|(t, c)| (t, accepted[c]))
-            .collect();
-        for (c, conflicted) in settled.conflicted.into_iter().enumerate() {
-            models[accepted[c]].conflicted = conflicted;
+        });
+        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
+            m.conflicted = conflicted;
         }
+        let index = settled.winners;
         Self { models, index }
     }
 

@@ -74,32 +74,23 @@ impl ClientPolicies {
                 .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
         });
         // Only accepted policies compete for targets: a refused one holds nothing.
-        let accepted: Vec<usize> = (0..models.len())
-            .filter(|&i| models[i].compiled.is_some())
-            .collect();
-        let candidates: Vec<Candidate<'_>> = accepted
-            .iter()
-            .map(|&i| Candidate {
-                meta: &models[i].policy.metadata,
-                key: &models[i].key,
-                targets: &models[i].targets,
+        let settled = attach::settle_where(&models, |m| {
+            m.compiled.is_some().then(|| Candidate {
+                meta: &m.policy.metadata,
+                key: &m.key,
+                targets: &m.targets,
             })
-            .collect();
-        let settled = attach::settle(&candidates);
-        let index = settled
-            .winners
-            .into_iter()
-            .map(|(t, c)| (t, accepted[c]))
-            .collect();
-        for (c, conflicted) in settled.conflicted.into_iter().enumerate() {
+        });
+        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
             if conflicted {
-                models[accepted[c]].conflicted = Some(
+                m.conflicted = Some(
                     "an older ClientTrafficPolicy (or one first by namespace/name) targets the \
                      same Gateway or listener"
                         .into(),
                 );
             }
         }
+        let index = settled.winners;
         Self { models, index }
     }
 
