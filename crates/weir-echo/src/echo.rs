@@ -16,6 +16,8 @@ pub struct Context {
     pub pod: String,
     /// Answer gRPC calls (`GRPC_ECHO_SERVER`) with the GrpcEcho service.
     pub grpc: bool,
+    /// `/retry/…` attempts per uuid.
+    pub retries: std::sync::Arc<crate::retry::RetrySimulation>,
 }
 
 /// The JSON answer, field names as the Gateway API conformance echo server spells them.

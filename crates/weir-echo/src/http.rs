@@ -1,6 +1,6 @@
-//! Request routing and the HTTP handlers (`/health`, `/status/NNN`, `/version`, echo).
+//! Request routing and the HTTP handlers (`/health`, `/status/NNN`, `/version`, `/retry/…`,
+//! echo).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 
 use crate::duration::parse_go_duration;
 use crate::echo::{apply_echo_set_headers, request_uri, Context, EchoResponse};
+use crate::retry::Verdict;
 use crate::tls::TlsInfo;
 
 pub use crate::body::Body;
@@ -124,12 +125,26 @@ fn is_h2c_request<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"h2c"))
 }
 
-/// Serves one request. Never fails: errors become HTTP answers.
+/// The request is answered by dropping its connection (HTTP/1.1) or stream (HTTP/2):
+/// `/retry/…`'s failure without a `responseCode`.
+#[derive(Debug)]
+pub struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose (/retry/ without responseCode)")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Serves one request. Errors become HTTP answers; only `/retry/…` asked to fail without
+/// a `responseCode` gives [`Dropped`].
 pub async fn handle<B: Send + 'static>(
     req: Request<B>,
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, Dropped> {
     eprintln!(
         "Echoing back request made to {} to client ({})",
         request_uri(&req),
@@ -152,6 +167,19 @@ pub async fn handle<B: Send + 'static>(
             format!("version: v1\nhostname: {}\n", ctx.pod),
         ),
         p if p.starts_with("/status/") => status_handler(&p["/status/".len()..]),
+        p if p.starts_with("/retry/") => match ctx.retries.attempt(req.uri().query()) {
+            Verdict::BadRequest(why) => text(StatusCode::BAD_REQUEST, why),
+            Verdict::Fail { status, delay } => {
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                match status {
+                    Some(status) => empty(status),
+                    None => return Err(Dropped),
+                }
+            }
+            Verdict::Succeed => echo(&req, &ctx, &conn).await,
+        },
         _ => echo(&req, &ctx, &conn).await,
     };
     Ok(resp)
@@ -263,6 +291,25 @@ mod tests {
         }
         let (status, _, _) = call(ListenerKind::Http, get("/x?delay=nope")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn retry_fails_then_echoes_or_drops() {
+        let ctx = Arc::new(Context::default());
+        let uri = "/retry/x?uuid=u1&succeedAfter=1&responseCode=502";
+        let first = handle(get(uri), ctx.clone(), conn(ListenerKind::Http)).await;
+        assert_eq!(first.unwrap().status(), StatusCode::BAD_GATEWAY);
+        let second = handle(get(uri), ctx.clone(), conn(ListenerKind::Http)).await;
+        assert_eq!(second.unwrap().status(), StatusCode::OK);
+        let drop = handle(
+            get("/retry/x?uuid=u2&succeedAfter=1"),
+            ctx.clone(),
+            conn(ListenerKind::Http),
+        )
+        .await;
+        assert!(drop.is_err(), "no responseCode: the connection is dropped");
+        let bad = handle(get("/retry/x?uuid=u3"), ctx, conn(ListenerKind::Http)).await;
+        assert_eq!(bad.unwrap().status(), StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ mod duration;
 mod echo;
 mod grpc;
 mod http;
+mod retry;
 mod server;
 mod tcp;
 mod tls;
@@ -161,6 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         service: args.service_name.clone(),
         pod: args.pod_name.clone(),
         grpc: non_empty(&args.grpc_echo_server).is_some(),
+        ..Context::default()
     });
     let tcp_mode = non_empty(&args.tcp_echo_server).is_some_and(|v| v != "0" && v != "false");
     if tcp_mode {

@@ -82,6 +82,9 @@ pub struct RetryPolicy {
     /// `[0, min(max_interval, base_interval × 2^(n-1))]` (full jitter).
     pub base_interval: Duration,
     pub max_interval: Duration,
+    /// The shortest wait before any retry (HTTPRoute `retry.backoff`: "not retried before
+    /// the configured minimum duration"); zero for a BackendTrafficPolicy's full jitter.
+    pub min_backoff: Duration,
 }
 
 impl RetryPolicy {
@@ -126,6 +129,15 @@ impl RetryPolicy {
         t.has(RetryTriggers::RESET)
             || t.has(RetryTriggers::FIVE_XX)
             || t.has(RetryTriggers::GATEWAY_ERROR)
+    }
+
+    /// The wait before retry number `n` (1-based), given a uniformly random `draw`: a
+    /// duration in `[min_backoff, max(min_backoff, backoff_cap(n))]`.
+    pub fn backoff(&self, n: u32, draw: u64) -> Duration {
+        let cap = self.backoff_cap(n).max(self.min_backoff);
+        let span = cap.saturating_sub(self.min_backoff).as_nanos();
+        let span = u64::try_from(span).unwrap_or(u64::MAX);
+        self.min_backoff + Duration::from_nanos(draw % span.saturating_add(1))
     }
 
     /// The upper bound of the wait before retry number `n` (1-based).
@@ -175,6 +187,7 @@ mod tests {
             per_try_timeout: None,
             base_interval: Duration::from_millis(25),
             max_interval: Duration::from_millis(100),
+            min_backoff: Duration::ZERO,
         }
     }
 
@@ -192,6 +205,28 @@ mod tests {
         assert_eq!(p.retries_status(200, Some(13)), None);
         assert!(!policy(RetryTriggers::RETRIABLE_4XX).retries_connect_failure());
         assert!(policy(RetryTriggers::FIVE_XX).retries_reset());
+    }
+
+    #[test]
+    fn backoff_never_waits_less_than_its_minimum() {
+        let mut p = policy(0);
+        assert_eq!(
+            p.backoff(1, 0),
+            Duration::ZERO,
+            "full jitter starts at zero"
+        );
+        assert!(p.backoff(3, u64::MAX) <= Duration::from_millis(100));
+        p.min_backoff = Duration::from_millis(40);
+        for draw in [0, 1, 7_000_000, u64::MAX] {
+            let w = p.backoff(1, draw);
+            assert!(w >= Duration::from_millis(40), "{w:?}");
+            assert!(
+                w <= Duration::from_millis(40),
+                "cap below the floor: the floor"
+            );
+            let w = p.backoff(3, draw);
+            assert!((Duration::from_millis(40)..=Duration::from_millis(100)).contains(&w));
+        }
     }
 
     #[test]

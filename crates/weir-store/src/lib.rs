@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use gateway_api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicyStatus};
+pub use gateway_api::experimental::grpcroutes::{GrpcRoute, GrpcRouteStatus};
+pub use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteStatus};
 pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 pub use gateway_api::gateways::{Gateway, GatewayStatus};
-pub use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteStatus};
-pub use gateway_api::httproutes::{HttpRoute, HttpRouteStatus};
 pub use gateway_api::listenersets::{ListenerSet, ListenerSetStatus};
 pub use gateway_api::referencegrants::ReferenceGrant;
 pub use gateway_api::tlsroutes::{TlsRoute, TlsRouteStatus};
@@ -40,10 +40,10 @@ pub mod gw {
     /// UDPRoute's nested types (the root type is Weir's own, at `v1`: see [`crate::udproute`]).
     pub use crate::udproute as udproutes;
     pub use gateway_api::backendtlspolicies;
+    pub use gateway_api::experimental::grpcroutes;
+    pub use gateway_api::experimental::httproutes;
     pub use gateway_api::gatewayclasses;
     pub use gateway_api::gateways;
-    pub use gateway_api::grpcroutes;
-    pub use gateway_api::httproutes;
     pub use gateway_api::listenersets;
     pub use gateway_api::referencegrants;
     pub use gateway_api::tlsroutes;

@@ -12,7 +12,7 @@ use weir_snapshot::{
 use weir_store::gw::httproutes::{
     HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
     HttpRouteRulesMatchesMethod as M, HttpRouteRulesMatchesPathType as PathType,
-    HttpRouteRulesMatchesQueryParamsType as QueryType,
+    HttpRouteRulesMatchesQueryParamsType as QueryType, HttpRouteUseDefaultGateways,
 };
 use weir_store::{HttpRoute, ObjectKey, Store};
 
@@ -112,6 +112,13 @@ pub fn compile_route(
         _ => &default_rules[..],
     };
     out.rule_count = rules.len();
+    if let Some(HttpRouteUseDefaultGateways::All) = route.spec.use_default_gateways {
+        out.invalid = Some(TranslateError::UnsupportedRouteField {
+            field: "useDefaultGateways",
+            value: "All".into(),
+        });
+        return out;
+    }
     // A route not served gives back what its regular expressions were charged.
     let mark = regexes.mark();
     for (rule_index, rule) in rules.iter().enumerate() {
@@ -152,6 +159,16 @@ fn compile_rule(
         rule_name: rule.name.as_deref().map(Arc::from),
     };
     let timeouts = timeouts(rule, rule_index)?;
+    let retry = crate::route_retry::compile(label, rule_index, rule.retry.as_ref())?;
+    // Fields of the experimental channel that Weir does not implement: the rule is not
+    // served (PartiallyInvalid, like an unsupported filter), never served without them.
+    let unsupported_field =
+        rule.session_persistence
+            .is_some()
+            .then_some(TranslateError::UnsupportedRuleField {
+                rule: rule_index,
+                field: "sessionPersistence",
+            });
     let default_match = [HttpRouteRulesMatches::default()];
     let matches = match rule.matches.as_deref() {
         Some(m) if !m.is_empty() => m,
@@ -172,15 +189,19 @@ fn compile_rule(
             rule: rule_index,
             match_index,
         };
-        let action = match compile_action(
-            store,
-            key,
-            rule,
-            rule_index,
-            matched_prefix.as_deref(),
-            upstreams,
-            out,
-        ) {
+        let compiled = match &unsupported_field {
+            Some(e) => Err(e.clone()),
+            None => compile_action(
+                store,
+                key,
+                rule,
+                rule_index,
+                matched_prefix.as_deref(),
+                upstreams,
+                out,
+            ),
+        };
+        let action = match compiled {
             Ok((filters, backends)) => {
                 let total_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
                 RouteAction {
@@ -189,10 +210,13 @@ fn compile_rule(
                     backends: backends.into(),
                     total_weight,
                     timeouts,
-                    policy: None,
+                    policy: retry.clone(),
                 }
             }
-            Err(e @ TranslateError::UnsupportedFilter { .. }) => {
+            Err(
+                e @ (TranslateError::UnsupportedFilter { .. }
+                | TranslateError::UnsupportedRuleField { .. }),
+            ) => {
                 rule_unsupported.get_or_insert(e);
                 RouteAction {
                     route: route_ref.clone(),

@@ -89,6 +89,12 @@ pub enum TranslateError {
     UnsupportedFilter { rule: usize, filter: String },
     #[error("invalid timeout in rule {rule}: {detail}")]
     InvalidTimeout { rule: usize, detail: String },
+    #[error("invalid retry in rule {rule}: {detail}")]
+    InvalidRetry { rule: usize, detail: String },
+    #[error("rules[{rule}].{field} is not supported yet; requests matching the rule get 500")]
+    UnsupportedRuleField { rule: usize, field: &'static str },
+    #[error("spec.{field} {value} is not supported yet, so the route is not served (remove the field, or set it to None)")]
+    UnsupportedRouteField { field: &'static str, value: String },
 
     // ---- backend TLS ----
     #[error("caCertificateRef {group}/{kind} {name} is not a core ConfigMap")]
@@ -173,7 +179,10 @@ impl TranslateError {
             E::InvalidMatch { .. }
             | E::InvalidFilter { .. }
             | E::UnsupportedFilter { .. }
-            | E::InvalidTimeout { .. } => "UnsupportedValue",
+            | E::InvalidTimeout { .. }
+            | E::InvalidRetry { .. }
+            | E::UnsupportedRuleField { .. }
+            | E::UnsupportedRouteField { .. } => "UnsupportedValue",
         }
     }
 }

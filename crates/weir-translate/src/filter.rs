@@ -190,6 +190,7 @@ pub fn compile(
                 Filter::Cors(cors::compile(c).map_err(invalid)?)
             }
             Type::ExtensionRef => return Err(unsupported("ExtensionRef")),
+            Type::ExternalAuth => return Err(unsupported("ExternalAuth")),
         };
         out.push(compiled);
     }

@@ -31,6 +31,7 @@ use weir_snapshot::{
 use weir_store::gw::grpcroutes::{
     GrpcRouteRules, GrpcRouteRulesMatches, GrpcRouteRulesMatchesHeadersType as HeaderType,
     GrpcRouteRulesMatchesMethod, GrpcRouteRulesMatchesMethodType as MethodType,
+    GrpcRouteUseDefaultGateways,
 };
 use weir_store::gw::httproutes::HttpRouteRulesFilters;
 use weir_store::{GrpcRoute, ObjectKey, Store};
@@ -92,6 +93,13 @@ pub fn compile_route(
         _ => &default_rules[..],
     };
     out.rule_count = rules.len();
+    if let Some(GrpcRouteUseDefaultGateways::All) = route.spec.use_default_gateways {
+        out.invalid = Some(TranslateError::UnsupportedRouteField {
+            field: "useDefaultGateways",
+            value: "All".into(),
+        });
+        return out;
+    }
     // A route not served gives back what its regular expressions were charged.
     let mark = regexes.mark();
     for (rule_index, rule) in rules.iter().enumerate() {
@@ -143,8 +151,16 @@ fn compile_rule(
         Some(m) if !m.is_empty() => m,
         _ => &default_match[..],
     };
-    // The action is the same for every match of the rule.
-    let action = match compile_action(ctx, rule, upstreams, out) {
+    // The action is the same for every match of the rule. A field of the experimental
+    // channel Weir does not implement leaves the rule unserved (PartiallyInvalid).
+    let compiled = match rule.session_persistence {
+        Some(_) => Err(TranslateError::UnsupportedRuleField {
+            rule: ctx.rule_index,
+            field: "sessionPersistence",
+        }),
+        None => compile_action(ctx, rule, upstreams, out),
+    };
+    let action = match compiled {
         Ok((filters, backends)) => RouteAction {
             route: route_ref,
             total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
@@ -153,7 +169,10 @@ fn compile_rule(
             timeouts: Timeouts::default(),
             policy: None,
         },
-        Err(e @ TranslateError::UnsupportedFilter { .. }) => {
+        Err(
+            e @ (TranslateError::UnsupportedFilter { .. }
+            | TranslateError::UnsupportedRuleField { .. }),
+        ) => {
             out.invalid_rules.push(e);
             RouteAction {
                 route: route_ref,

@@ -36,6 +36,7 @@ mod pattern;
 mod policy;
 mod refgrant;
 mod route;
+mod route_retry;
 pub mod services;
 mod sockets;
 mod status;
@@ -103,6 +104,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRequestPercentageMirror",
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
+    "HTTPRouteRetry",
+    "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteRetryConnectionError",
     "HTTPRouteSchemeRedirect",
     "ListenerSet",
     "ReferenceGrant",

@@ -2,6 +2,7 @@
 
 mod addressing;
 mod conformance;
+mod experimental;
 mod filters;
 mod frontend;
 mod gateways;

@@ -472,6 +472,10 @@ pub struct HttpCase {
     /// times in a row as a consistent answer needs.
     #[serde(default)]
     pub fails: bool,
+    /// Each try adds a new `uuid` query parameter to `path` (the retry tests: the echo
+    /// server counts attempts per uuid).
+    #[serde(default)]
+    pub fresh_uuid: bool,
     /// The TLS server name the backend saw (`ExpectedRequest.SNI`, else `Request.SNI` of a
     /// request to a backend reached over TLS).
     #[serde(default)]

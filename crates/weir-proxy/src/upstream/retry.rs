@@ -222,10 +222,8 @@ impl Clients {
                         retries += 1;
                         metrics.record_retry(route, reason);
                         drop(result);
-                        let cap = retry.backoff_cap(retries).as_nanos();
-                        let cap = u64::try_from(cap).unwrap_or(u64::MAX);
-                        let wait = rand::random::<u64>() % cap.saturating_add(1);
-                        tokio::time::sleep(Duration::from_nanos(wait)).await;
+                        let wait = retry.backoff(retries, rand::random::<u64>());
+                        tokio::time::sleep(wait).await;
                     }
                     _ => return result,
                 }

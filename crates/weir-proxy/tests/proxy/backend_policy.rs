@@ -96,6 +96,7 @@ fn retry(num_retries: u32, triggers: u16, codes: &[u16]) -> RetryPolicy {
         per_try_timeout: None,
         base_interval: Duration::from_millis(1),
         max_interval: Duration::from_millis(5),
+        min_backoff: Duration::ZERO,
     }
 }
 

@@ -142,7 +142,11 @@ impl BackendPolicies {
                                 backends: old.backends.clone(),
                                 total_weight: old.total_weight,
                                 timeouts,
-                                policy: Some(compiled.clone()),
+                                // The rule's own `retry` (Gateway API) beats the policy's.
+                                policy: Some(match &old.policy {
+                                    Some(route) => crate::route_retry::merge(route, compiled),
+                                    None => compiled.clone(),
+                                }),
                             })
                         })
                         .clone();
@@ -465,6 +469,7 @@ fn retry(r: &weir_store::policies::Retry) -> Result<RetryPolicy, NotAccepted> {
         per_try_timeout,
         base_interval,
         max_interval,
+        min_backoff: Duration::ZERO,
     })
 }
 

@@ -155,6 +155,17 @@ pub(super) async fn send(
     }
 }
 
+/// A value never given before in this process (nor, with the clock, by an earlier one).
+fn fresh_uuid() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{t:x}-{}-{n}", std::process::id())
+}
+
 /// `MakeRequestAndExpectEventuallyConsistentResponse`: the expectation must hold for
 /// `CONSECUTIVE` requests in a row within the step timeout.
 pub(super) async fn consistent(env: &Env<'_>, case: &HttpCase) -> Result<(), String> {
@@ -165,7 +176,16 @@ pub(super) async fn consistent(env: &Env<'_>, case: &HttpCase) -> Result<(), Str
         .unwrap_or(REQUEST_TIMEOUT);
     let deadline = Instant::now() + STEP_TIMEOUT + timeout;
     let mut successes = 0;
+    let mut fresh;
     loop {
+        let case = if case.fresh_uuid {
+            fresh = case.clone();
+            let sep = if case.path.contains('?') { '&' } else { '?' };
+            fresh.path = format!("{}{sep}uuid={}", case.path, fresh_uuid());
+            &fresh
+        } else {
+            case
+        };
         let outcome = match send(env, &p, &case.path, timeout).await {
             Ok(reply) if case.fails => match reply.status.as_u16() {
                 200..=299 => Err(format!(

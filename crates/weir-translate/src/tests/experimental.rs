@@ -1,0 +1,202 @@
+//! Fields of the experimental channel (HTTPRoute and GRPCRoute are read with its types):
+//! `retry` is compiled; what Weir does not implement is reported by name, never dropped.
+
+use std::time::Duration;
+
+use weir_store::Kind;
+
+use super::*;
+
+const GW: &str = "  - {name: http, port: 80, protocol: HTTP}";
+
+fn http_route(rule_extra: &str, spec_extra: &str) -> String {
+    format!(
+        "
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+{spec_extra}  rules:
+  - matches: [{{path: {{value: /special}}}}]
+{rule_extra}    backendRefs: [{{name: svc-a, port: 80}}]
+  - backendRefs: [{{name: svc-a, port: 80}}]
+"
+    )
+}
+
+fn run_route(route: &str, more: &str) -> Output {
+    run_yaml(
+        &[
+            gateway("gw", GW),
+            SERVICES.into(),
+            route.into(),
+            more.into(),
+        ]
+        .join("---\n"),
+    )
+}
+
+/// The message of a parent condition of HTTPRoute default/r.
+fn message(out: &Output, type_: &str) -> String {
+    status(out, Kind::HttpRoute, "default", "r")
+        .condition_lines()
+        .into_iter()
+        .find(|(sc, t, ..)| sc.starts_with("parent default/gw") && t == type_)
+        .map(|(.., m)| m)
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rule_retry_is_compiled_onto_its_entries_only() {
+    let out = run_route(
+        &http_route(
+            "    retry: {attempts: 3, codes: [500, 503], backoff: 10ms}\n    timeouts: {backendRequest: 1s}\n",
+            "",
+        ),
+        "",
+    );
+    let p = (("default", "r"), ("default", "gw"));
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "Accepted"),
+        is("True", "Accepted")
+    );
+    let e = route(&out, 80, &get("h", "/special")).expect("entry");
+    let policy = e.action.policy.as_ref().expect("the rule's retry");
+    let r = policy.retry.as_ref().unwrap();
+    assert_eq!(r.num_retries, 3);
+    assert_eq!(&*r.status_codes, &[500, 503]);
+    assert_eq!(r.min_backoff, Duration::from_millis(10));
+    assert_eq!(
+        e.action.timeouts.backend_request,
+        Some(Duration::from_secs(1))
+    );
+    let other = route(&out, 80, &get("h", "/other")).expect("entry");
+    assert!(other.action.policy.is_none(), "the other rule pays nothing");
+}
+
+#[test]
+fn a_bad_retry_is_refused_by_name() {
+    let out = run_route(
+        &http_route("    retry: {attempts: 2, codes: [200]}\n", ""),
+        "",
+    );
+    let p = (("default", "r"), ("default", "gw"));
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "Accepted"),
+        is("False", "UnsupportedValue")
+    );
+    assert!(
+        message(&out, "Accepted").contains("codes: 200"),
+        "{}",
+        message(&out, "Accepted")
+    );
+}
+
+#[test]
+fn a_rule_retry_beats_an_attached_policy_retry_and_keeps_its_other_settings() {
+    let policy = "
+apiVersion: gateway.weir.dev/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: p, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  retry: {numRetries: 7}
+  timeout: {tcp: {connectTimeout: 2s}}
+";
+    let out = run_route(
+        &http_route("    retry: {attempts: 1, codes: [502]}\n", ""),
+        policy,
+    );
+    let special = route(&out, 80, &get("h", "/special")).expect("entry");
+    let p = special.action.policy.as_ref().unwrap();
+    assert_eq!(
+        p.retry.as_ref().unwrap().num_retries,
+        1,
+        "the route's own retry"
+    );
+    assert_eq!(
+        p.connect_timeout,
+        Some(Duration::from_secs(2)),
+        "the policy's rest"
+    );
+    let other = route(&out, 80, &get("h", "/other")).expect("entry");
+    let p = other.action.policy.as_ref().unwrap();
+    assert_eq!(
+        p.retry.as_ref().unwrap().num_retries,
+        7,
+        "the policy's retry"
+    );
+}
+
+#[test]
+fn unimplemented_rule_fields_and_filters_are_reported_by_name() {
+    let p = (("default", "r"), ("default", "gw"));
+    for (extra, needle) in [
+        (
+            "    sessionPersistence: {sessionName: s, type: Cookie}\n",
+            "rules[0].sessionPersistence",
+        ),
+        (
+            "    filters:\n    - type: ExternalAuth\n      externalAuth: {protocol: HTTP, backendRef: {name: svc-a, port: 80}}\n",
+            "ExternalAuth",
+        ),
+    ] {
+        let out = run_route(&http_route(extra, ""), "");
+        assert_eq!(parent_cond(&out, p.0, p.1, "Accepted"), is("True", "Accepted"));
+        assert_eq!(
+            parent_cond(&out, p.0, p.1, "PartiallyInvalid"),
+            is("True", "UnsupportedValue")
+        );
+        let m = message(&out, "PartiallyInvalid");
+        assert!(m.contains(needle), "{needle}: {m}");
+        let e = route(&out, 80, &get("h", "/special")).expect("entry");
+        assert!(e.action.backends.is_empty(), "{needle}: the rule answers 500");
+    }
+}
+
+#[test]
+fn use_default_gateways_all_is_refused_and_none_is_fine() {
+    let p = (("default", "r"), ("default", "gw"));
+    let out = run_route(&http_route("", "  useDefaultGateways: All\n"), "");
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "Accepted"),
+        is("False", "UnsupportedValue")
+    );
+    assert!(message(&out, "Accepted").contains("useDefaultGateways"));
+    let out = run_route(&http_route("", "  useDefaultGateways: None\n"), "");
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "Accepted"),
+        is("True", "Accepted")
+    );
+}
+
+#[test]
+fn grpc_session_persistence_is_reported_by_name() {
+    let r = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - sessionPersistence: {sessionName: s, type: Header}
+    backendRefs: [{name: svc-a, port: 80}]
+  - backendRefs: [{name: svc-a, port: 80}]
+";
+    let out = run_yaml(&[gateway("gw", GW), SERVICES.into(), r.into()].join("---\n"));
+    let lines = status(&out, Kind::GrpcRoute, "default", "g").condition_lines();
+    let partial = lines
+        .iter()
+        .find(|(_, t, ..)| t == "PartiallyInvalid")
+        .expect("PartiallyInvalid");
+    assert_eq!(
+        (partial.2.as_str(), partial.3.as_str()),
+        ("True", "UnsupportedValue")
+    );
+    assert!(
+        partial.4.contains("rules[0].sessionPersistence"),
+        "{}",
+        partial.4
+    );
+}
