@@ -26,6 +26,7 @@ mod mirror;
 mod passthrough;
 pub mod proxy_protocol;
 mod request;
+pub mod session;
 mod stage;
 mod state;
 mod tls;

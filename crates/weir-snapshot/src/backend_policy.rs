@@ -19,6 +19,8 @@ pub struct BackendPolicy {
     /// `timeout.tcp.connectTimeout`: each TCP (and TLS) connect to an endpoint.
     pub connect_timeout: Option<Duration>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// The rule's `sessionPersistence` (Gateway API; no BackendTrafficPolicy field sets it).
+    pub session: Option<Arc<crate::SessionPersistence>>,
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.

@@ -16,6 +16,7 @@ pub mod host_index;
 pub mod passthrough;
 pub mod path;
 pub mod route;
+pub mod session;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use route::{
     HeaderMatch, MethodMatch, PathMatch, QueryMatch, RequestMatch, RequestView, RouteAction,
     RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,
 };
+pub use session::{SessionCarrier, SessionPersistence};
 
 /// The swappable holder of the live snapshot: the control plane stores a new `Arc<Snapshot>`,
 /// the data plane loads one per request or connection and keeps it to the end.

@@ -159,16 +159,12 @@ fn compile_rule(
         rule_name: rule.name.as_deref().map(Arc::from),
     };
     let timeouts = timeouts(rule, rule_index)?;
-    let retry = crate::route_retry::compile(label, rule_index, rule.retry.as_ref())?;
-    // Fields of the experimental channel that Weir does not implement: the rule is not
-    // served (PartiallyInvalid, like an unsupported filter), never served without them.
-    let unsupported_field =
-        rule.session_persistence
-            .is_some()
-            .then_some(TranslateError::UnsupportedRuleField {
-                rule: rule_index,
-                field: "sessionPersistence",
-            });
+    let retry = crate::rule_policy::retry(rule_index, rule.retry.as_ref())?;
+    let session = rule
+        .session_persistence
+        .as_ref()
+        .map(|s| crate::session::Spec::http(s).compile(label, rule_index))
+        .transpose()?;
     let default_match = [HttpRouteRulesMatches::default()];
     let matches = match rule.matches.as_deref() {
         Some(m) if !m.is_empty() => m,
@@ -189,18 +185,21 @@ fn compile_rule(
             rule: rule_index,
             match_index,
         };
-        let compiled = match &unsupported_field {
-            Some(e) => Err(e.clone()),
-            None => compile_action(
-                store,
-                key,
-                rule,
-                rule_index,
-                matched_prefix.as_deref(),
-                upstreams,
-                out,
-            ),
-        };
+        let policy = crate::rule_policy::rule_policy(
+            label,
+            rule_index,
+            retry.clone(),
+            session.as_ref().map(|s| s.for_match(m)),
+        );
+        let compiled = compile_action(
+            store,
+            key,
+            rule,
+            rule_index,
+            matched_prefix.as_deref(),
+            upstreams,
+            out,
+        );
         let action = match compiled {
             Ok((filters, backends)) => {
                 let total_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
@@ -210,13 +209,10 @@ fn compile_rule(
                     backends: backends.into(),
                     total_weight,
                     timeouts,
-                    policy: retry.clone(),
+                    policy,
                 }
             }
-            Err(
-                e @ (TranslateError::UnsupportedFilter { .. }
-                | TranslateError::UnsupportedRuleField { .. }),
-            ) => {
+            Err(e @ TranslateError::UnsupportedFilter { .. }) => {
                 rule_unsupported.get_or_insert(e);
                 RouteAction {
                     route: route_ref.clone(),

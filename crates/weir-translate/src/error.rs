@@ -91,8 +91,8 @@ pub enum TranslateError {
     InvalidTimeout { rule: usize, detail: String },
     #[error("invalid retry in rule {rule}: {detail}")]
     InvalidRetry { rule: usize, detail: String },
-    #[error("rules[{rule}].{field} is not supported yet; requests matching the rule get 500")]
-    UnsupportedRuleField { rule: usize, field: &'static str },
+    #[error("invalid sessionPersistence in rule {rule}: {detail}")]
+    InvalidSessionPersistence { rule: usize, detail: String },
     #[error("spec.{field} {value} is not supported yet, so the route is not served (remove the field, or set it to None)")]
     UnsupportedRouteField { field: &'static str, value: String },
 
@@ -181,7 +181,7 @@ impl TranslateError {
             | E::UnsupportedFilter { .. }
             | E::InvalidTimeout { .. }
             | E::InvalidRetry { .. }
-            | E::UnsupportedRuleField { .. }
+            | E::InvalidSessionPersistence { .. }
             | E::UnsupportedRouteField { .. } => "UnsupportedValue",
         }
     }

@@ -151,15 +151,19 @@ fn compile_rule(
         Some(m) if !m.is_empty() => m,
         _ => &default_match[..],
     };
-    // The action is the same for every match of the rule. A field of the experimental
-    // channel Weir does not implement leaves the rule unserved (PartiallyInvalid).
-    let compiled = match rule.session_persistence {
-        Some(_) => Err(TranslateError::UnsupportedRuleField {
-            rule: ctx.rule_index,
-            field: "sessionPersistence",
-        }),
-        None => compile_action(ctx, rule, upstreams, out),
-    };
+    // The action is the same for every match of the rule.
+    let session = rule
+        .session_persistence
+        .as_ref()
+        .map(|s| crate::session::Spec::grpc(s).compile(ctx.label, ctx.rule_index))
+        .transpose()?;
+    let policy = crate::rule_policy::rule_policy(
+        ctx.label,
+        ctx.rule_index,
+        None,
+        session.map(crate::session::Compiled::whole),
+    );
+    let compiled = compile_action(ctx, rule, upstreams, out);
     let action = match compiled {
         Ok((filters, backends)) => RouteAction {
             route: route_ref,
@@ -167,12 +171,9 @@ fn compile_rule(
             filters: filters.into(),
             backends: backends.into(),
             timeouts: Timeouts::default(),
-            policy: None,
+            policy,
         },
-        Err(
-            e @ (TranslateError::UnsupportedFilter { .. }
-            | TranslateError::UnsupportedRuleField { .. }),
-        ) => {
+        Err(e @ TranslateError::UnsupportedFilter { .. }) => {
             out.invalid_rules.push(e);
             RouteAction {
                 route: route_ref,

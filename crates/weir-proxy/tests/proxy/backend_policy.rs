@@ -107,6 +107,7 @@ fn policy(retry: Option<RetryPolicy>, breaker: Option<CircuitBreaker>) -> Backen
         retry,
         connect_timeout: None,
         circuit_breaker: breaker,
+        ..BackendPolicy::default()
     }
 }
 

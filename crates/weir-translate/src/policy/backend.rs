@@ -144,7 +144,7 @@ impl BackendPolicies {
                                 timeouts,
                                 // The rule's own `retry` (Gateway API) beats the policy's.
                                 policy: Some(match &old.policy {
-                                    Some(route) => crate::route_retry::merge(route, compiled),
+                                    Some(route) => crate::rule_policy::merge(route, compiled),
                                     None => compiled.clone(),
                                 }),
                             })

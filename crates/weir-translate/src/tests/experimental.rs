@@ -130,29 +130,22 @@ spec:
 }
 
 #[test]
-fn unimplemented_rule_fields_and_filters_are_reported_by_name() {
+fn an_external_auth_filter_is_reported_by_name() {
     let p = (("default", "r"), ("default", "gw"));
-    for (extra, needle) in [
-        (
-            "    sessionPersistence: {sessionName: s, type: Cookie}\n",
-            "rules[0].sessionPersistence",
-        ),
-        (
-            "    filters:\n    - type: ExternalAuth\n      externalAuth: {protocol: HTTP, backendRef: {name: svc-a, port: 80}}\n",
-            "ExternalAuth",
-        ),
-    ] {
-        let out = run_route(&http_route(extra, ""), "");
-        assert_eq!(parent_cond(&out, p.0, p.1, "Accepted"), is("True", "Accepted"));
-        assert_eq!(
-            parent_cond(&out, p.0, p.1, "PartiallyInvalid"),
-            is("True", "UnsupportedValue")
-        );
-        let m = message(&out, "PartiallyInvalid");
-        assert!(m.contains(needle), "{needle}: {m}");
-        let e = route(&out, 80, &get("h", "/special")).expect("entry");
-        assert!(e.action.backends.is_empty(), "{needle}: the rule answers 500");
-    }
+    let extra = "    filters:\n    - type: ExternalAuth\n      externalAuth: {protocol: HTTP, backendRef: {name: svc-a, port: 80}}\n";
+    let out = run_route(&http_route(extra, ""), "");
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "Accepted"),
+        is("True", "Accepted")
+    );
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "PartiallyInvalid"),
+        is("True", "UnsupportedValue")
+    );
+    let m = message(&out, "PartiallyInvalid");
+    assert!(m.contains("ExternalAuth"), "{m}");
+    let e = route(&out, 80, &get("h", "/special")).expect("entry");
+    assert!(e.action.backends.is_empty(), "the rule answers 500");
 }
 
 #[test]
@@ -172,7 +165,42 @@ fn use_default_gateways_all_is_refused_and_none_is_fine() {
 }
 
 #[test]
-fn grpc_session_persistence_is_reported_by_name() {
+fn session_persistence_is_compiled_per_match_and_checked() {
+    let out = run_route(
+        &http_route(
+            "    sessionPersistence: {sessionName: sid, absoluteTimeout: 1h, cookieConfig: {lifetimeType: Permanent}}\n",
+            "",
+        ),
+        "",
+    );
+    let e = route(&out, 80, &get("h", "/special/x")).expect("entry");
+    let s = e.action.policy.as_ref().unwrap().session.clone().unwrap();
+    assert_eq!((&*s.name, &*s.path, s.permanent), ("sid", "/special", true));
+    assert_eq!(s.absolute_timeout, Some(Duration::from_secs(3600)));
+    let other = route(&out, 80, &get("h", "/other")).expect("entry");
+    assert!(
+        other.action.policy.is_none(),
+        "the other rule has no session"
+    );
+
+    // The CRD's rule, checked in file mode too: Permanent needs absoluteTimeout.
+    let out = run_route(
+        &http_route(
+            "    sessionPersistence: {cookieConfig: {lifetimeType: Permanent}}\n",
+            "",
+        ),
+        "",
+    );
+    let p = (("default", "r"), ("default", "gw"));
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "Accepted"),
+        is("False", "UnsupportedValue")
+    );
+    assert!(message(&out, "Accepted").contains("absoluteTimeout must be specified"));
+}
+
+#[test]
+fn grpc_session_persistence_is_compiled() {
     let r = "
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
@@ -180,23 +208,21 @@ metadata: {name: g, namespace: default}
 spec:
   parentRefs: [{name: gw}]
   rules:
-  - sessionPersistence: {sessionName: s, type: Header}
+  - sessionPersistence: {sessionName: x-session, type: Header}
     backendRefs: [{name: svc-a, port: 80}]
-  - backendRefs: [{name: svc-a, port: 80}]
 ";
     let out = run_yaml(&[gateway("gw", GW), SERVICES.into(), r.into()].join("---\n"));
     let lines = status(&out, Kind::GrpcRoute, "default", "g").condition_lines();
-    let partial = lines
-        .iter()
-        .find(|(_, t, ..)| t == "PartiallyInvalid")
-        .expect("PartiallyInvalid");
-    assert_eq!(
-        (partial.2.as_str(), partial.3.as_str()),
-        ("True", "UnsupportedValue")
-    );
     assert!(
-        partial.4.contains("rules[0].sessionPersistence"),
-        "{}",
-        partial.4
+        lines
+            .iter()
+            .any(|(_, t, st, ..)| t == "Accepted" && st == "True"),
+        "{lines:?}"
+    );
+    let e = route(&out, 80, &get("h", "/pkg.Svc/Method")).expect("entry");
+    let s = e.action.policy.as_ref().unwrap().session.clone().unwrap();
+    assert_eq!(
+        (&*s.name, s.carrier),
+        ("x-session", weir_snapshot::SessionCarrier::Header)
     );
 }

@@ -1,8 +1,11 @@
-//! HTTPRoute `rules[].retry` (GEP-1731, experimental channel), compiled onto the same
-//! retry engine as a BackendTrafficPolicy's `retry` (`weir_snapshot::RetryPolicy`, run by
-//! the proxy's `upstream/retry.rs`).
+//! What a route rule itself asks of the exchange with its backends, in Gateway API's own
+//! fields (experimental channel), compiled onto the same engines as a
+//! BackendTrafficPolicy's: `rules[].retry` (GEP-1731) onto the retry engine
+//! (`weir_snapshot::RetryPolicy`, run by the proxy's `upstream/retry.rs`), and
+//! `rules[].sessionPersistence` (GEP-1619, see [`crate::session`]). Both travel in the
+//! entry's `BackendPolicy`, so a rule without them pays nothing.
 //!
-//! What the route's fields mean here:
+//! What `retry`'s fields mean here:
 //! - `attempts`: retries after the first try (the GEP: "the maximum number of times an
 //!   individual request … should be retried"); unset: [`DEFAULT_ATTEMPTS`]; at most
 //!   [`MAX_ATTEMPTS`].
@@ -25,7 +28,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_snapshot::{BackendPolicy, RetryPolicy, RetryTriggers};
+use weir_snapshot::{BackendPolicy, RetryPolicy, RetryTriggers, SessionPersistence};
 use weir_store::gw::httproutes::HttpRouteRulesRetry;
 
 use crate::error::TranslateError;
@@ -37,12 +40,44 @@ pub const MAX_ATTEMPTS: i64 = 10;
 /// The first retry's wait when `backoff` is not set (full jitter below it).
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(25);
 
-/// The retry policy of rule `rule_index` of route `label`, or `None` without `retry`.
-pub fn compile(
+/// The entry's policy for rule `rule_index` of route `label`: its retry and session
+/// persistence, or `None` when it has neither.
+pub fn rule_policy(
     label: &str,
     rule_index: usize,
+    retry: Option<RetryPolicy>,
+    session: Option<SessionPersistence>,
+) -> Option<Arc<BackendPolicy>> {
+    if retry.is_none() && session.is_none() {
+        return None;
+    }
+    let mut h = DefaultHasher::new();
+    (
+        "rule policy",
+        label,
+        rule_index,
+        format!("{retry:?} {session:?}"),
+    )
+        .hash(&mut h);
+    let what = match (&retry, &session) {
+        (Some(_), Some(_)) => "retry and sessionPersistence",
+        (Some(_), None) => "retry",
+        _ => "sessionPersistence",
+    };
+    Some(Arc::new(BackendPolicy {
+        name: format!("{label} rule {rule_index} {what}").into(),
+        id: h.finish(),
+        retry,
+        session: session.map(Arc::new),
+        ..BackendPolicy::default()
+    }))
+}
+
+/// The retry policy of rule `rule_index`, or `None` without `retry`.
+pub fn retry(
+    rule_index: usize,
     retry: Option<&HttpRouteRulesRetry>,
-) -> Result<Option<Arc<BackendPolicy>>, TranslateError> {
+) -> Result<Option<RetryPolicy>, TranslateError> {
     let Some(r) = retry else { return Ok(None) };
     let invalid = |detail: String| TranslateError::InvalidRetry {
         rule: rule_index,
@@ -80,7 +115,7 @@ pub fn compile(
     if !codes.is_empty() {
         triggers |= RetryTriggers::STATUS_CODES;
     }
-    let retry = RetryPolicy {
+    Ok(Some(RetryPolicy {
         num_retries,
         triggers: RetryTriggers(triggers),
         status_codes: codes.into(),
@@ -88,23 +123,15 @@ pub fn compile(
         base_interval,
         max_interval: base_interval.saturating_mul(10),
         min_backoff,
-    };
-    let mut h = DefaultHasher::new();
-    ("HTTPRoute retry", label, rule_index, format!("{retry:?}")).hash(&mut h);
-    Ok(Some(Arc::new(BackendPolicy {
-        name: format!("HTTPRoute {label} rule {rule_index} retry").into(),
-        id: h.finish(),
-        retry: Some(retry),
-        ..BackendPolicy::default()
-    })))
+    }))
 }
 
-/// The policy for an entry whose rule has a `retry` (`route`) and to which a
-/// BackendTrafficPolicy (`attached`) applies: the policy's settings with the route's retry,
-/// because Gateway API's own field is the more specific one (as a rule's policy beats its
-/// route's).
+/// The policy for an entry whose rule has a `retry` or `sessionPersistence` (`route`) and
+/// to which a BackendTrafficPolicy (`attached`) applies: the policy's settings with the
+/// rule's own, because Gateway API's field on the rule is the more specific one (as a
+/// rule's policy beats its route's).
 pub fn merge(route: &BackendPolicy, attached: &Arc<BackendPolicy>) -> Arc<BackendPolicy> {
-    if route.retry.is_none() {
+    if route.retry.is_none() && route.session.is_none() {
         return attached.clone();
     }
     let mut h = DefaultHasher::new();
@@ -112,7 +139,8 @@ pub fn merge(route: &BackendPolicy, attached: &Arc<BackendPolicy>) -> Arc<Backen
     Arc::new(BackendPolicy {
         name: format!("{} with {}", attached.name, route.name).into(),
         id: h.finish(),
-        retry: route.retry.clone(),
+        retry: route.retry.clone().or_else(|| attached.retry.clone()),
+        session: route.session.clone(),
         ..(**attached).clone()
     })
 }
@@ -131,9 +159,10 @@ mod tests {
 
     #[test]
     fn fields_compile_onto_the_engine() {
-        let p = compile("ns/r", 1, Some(&retry(Some(3), &[500], Some("100ms"))))
+        let r = super::retry(1, Some(&retry(Some(3), &[500], Some("100ms"))))
             .unwrap()
             .unwrap();
+        let p = rule_policy("ns/r", 1, Some(r), None).unwrap();
         let r = p.retry.as_ref().unwrap();
         assert_eq!(r.num_retries, 3);
         assert_eq!(&*r.status_codes, &[500]);
@@ -143,15 +172,18 @@ mod tests {
         assert_eq!(r.min_backoff, Duration::from_millis(100));
         assert!(r.backoff(1, 0) >= Duration::from_millis(100));
         assert!(p.circuit_breaker.is_none() && p.connect_timeout.is_none());
-        assert!(compile("ns/r", 0, None).unwrap().is_none());
+        assert!(super::retry(0, None).unwrap().is_none());
+        assert!(
+            rule_policy("ns/r", 0, None, None).is_none(),
+            "nothing: no policy"
+        );
     }
 
     #[test]
     fn defaults_and_no_codes() {
-        let p = compile("ns/r", 0, Some(&retry(None, &[], None)))
+        let r = super::retry(0, Some(&retry(None, &[], None)))
             .unwrap()
             .unwrap();
-        let r = p.retry.as_ref().unwrap();
         assert_eq!(r.num_retries, DEFAULT_ATTEMPTS);
         assert_eq!(
             r.retries_status(500, None),
@@ -170,7 +202,7 @@ mod tests {
             (retry(Some(1), &[302], None), "codes: 302"),
             (retry(Some(1), &[500], Some("soon")), "backoff \"soon\""),
         ] {
-            let err = compile("ns/r", 2, Some(&r)).unwrap_err();
+            let err = super::retry(2, Some(&r)).unwrap_err();
             assert_eq!(err.reason(), "UnsupportedValue");
             let msg = err.to_string();
             assert!(msg.contains("rule 2") && msg.contains(needle), "{msg}");
@@ -179,9 +211,8 @@ mod tests {
 
     #[test]
     fn a_route_retry_overrides_an_attached_policy_retry_only() {
-        let route = compile("ns/r", 0, Some(&retry(Some(4), &[502], None)))
-            .unwrap()
-            .unwrap();
+        let r = super::retry(0, Some(&retry(Some(4), &[502], None))).unwrap();
+        let route = rule_policy("ns/r", 0, r, None).unwrap();
         let attached = Arc::new(BackendPolicy {
             name: "ns/btp".into(),
             id: 7,
