@@ -18,6 +18,7 @@ mod client_policy;
 mod conn;
 mod conn_guard;
 mod error;
+mod fault;
 mod filter;
 mod listener;
 mod log_limit;

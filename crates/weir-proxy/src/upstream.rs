@@ -182,6 +182,53 @@ fn with_policy<'a>(
     policy: &'a BackendPolicy,
     route: &'a str,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
+    // Before the future: the certificate is borrowed only for now.
+    let tls = shared.clients.tls_for(upstream, downstream.client_cert);
+    // A fault delay waits before breaker admission and any connection (`crate::fault`).
+    if let Some(delay) = crate::fault::delay(&shared.metrics, policy, route) {
+        return Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            let mut response = admitted(
+                shared,
+                upstream,
+                req,
+                upgrade,
+                tls,
+                attempt_timeout,
+                policy,
+                route,
+            )
+            .await?;
+            response
+                .extensions_mut()
+                .insert(crate::fault::FaultFlag("fault_delay"));
+            Ok(response)
+        });
+    }
+    admitted(
+        shared,
+        upstream,
+        req,
+        upgrade,
+        tls,
+        attempt_timeout,
+        policy,
+        route,
+    )
+}
+
+/// [`with_policy`] after any fault delay: breaker admission, then the exchange.
+#[allow(clippy::too_many_arguments)]
+fn admitted<'a>(
+    shared: &'a Shared,
+    upstream: &'a Upstream,
+    req: Request<UpstreamBody>,
+    upgrade: Option<PendingUpgrade>,
+    tls: Result<Option<UpstreamTlsConnect>, ProxyError>,
+    attempt_timeout: Option<Duration>,
+    policy: &'a BackendPolicy,
+    route: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
     let breaker = policy.circuit_breaker.map(|limits| {
         let made = shared.breakers.get_or_try_insert(&policy.id, || {
             Ok::<_, std::convert::Infallible>(Breaker::new(limits))
@@ -203,8 +250,6 @@ fn with_policy<'a>(
             }
         },
     };
-    // Before the future: the certificate is borrowed only for now.
-    let tls = shared.clients.tls_for(upstream, downstream.client_cert);
     Box::pin(async move {
         let response = shared
             .clients

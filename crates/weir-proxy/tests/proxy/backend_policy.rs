@@ -356,6 +356,7 @@ async fn the_breaker_connection_cap_queues_then_overflows() {
         max_connections: 1,
         max_pending_requests: 1,
         max_parallel_requests: 100,
+        ..CircuitBreaker::default()
     };
     let (proxy, addr) = start(&up, policy(None, Some(breaker))).await;
     let first = tokio::spawn(async move { get(addr, "a.example", "/p").await });
