@@ -23,6 +23,7 @@ use crate::Shared;
 mod attempt;
 mod body;
 mod pool;
+mod request_buffer;
 mod retry;
 mod tls;
 
@@ -184,10 +185,23 @@ fn with_policy<'a>(
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
     // Before the future: the certificate is borrowed only for now.
     let tls = shared.clients.tls_for(upstream, downstream.client_cert);
-    // A fault delay waits before breaker admission and any connection (`crate::fault`).
-    if let Some(delay) = crate::fault::delay(&shared.metrics, policy, route) {
+    if let Some(limit) = policy.request_buffer {
+        if let Err(err) = request_buffer::check_length(req.headers(), limit) {
+            return Box::pin(std::future::ready(Err(err)));
+        }
+    }
+    // The body limit (read whole), then a fault delay: before breaker admission and any
+    // connection (`crate::fault`, [`request_buffer`]).
+    if policy.request_buffer.is_some() || policy.fault.is_some_and(|f| f.delay.is_some()) {
         return Box::pin(async move {
-            tokio::time::sleep(delay).await;
+            let req = match policy.request_buffer {
+                Some(limit) => request_buffer::buffered(req, limit).await?,
+                None => req,
+            };
+            let delay = crate::fault::delay(&shared.metrics, policy, route);
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             let mut response = admitted(
                 shared,
                 upstream,
@@ -199,9 +213,11 @@ fn with_policy<'a>(
                 route,
             )
             .await?;
-            response
-                .extensions_mut()
-                .insert(crate::fault::FaultFlag("fault_delay"));
+            if delay.is_some() {
+                response
+                    .extensions_mut()
+                    .insert(crate::fault::FaultFlag("fault_delay"));
+            }
             Ok(response)
         });
     }

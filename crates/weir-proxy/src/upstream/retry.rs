@@ -5,8 +5,9 @@
 //!
 //! Which requests are retried:
 //! - the request must be replayable: no body, or a body with a `Content-Length` of at most
-//!   [`RETRY_BUFFER`] bytes, read whole before the first attempt (the retry buffer). Other
-//!   requests get one attempt (still on the next endpoint after a connect error, as always);
+//!   [`RETRY_BUFFER`] bytes (the policy's `requestBuffer.limit` when it sets one; then
+//!   every body was read whole already, see [`super::request_buffer`]), read whole before
+//!   the first attempt (the retry buffer). Other requests get one attempt (still on the next endpoint after a connect error, as always);
 //! - a failure where nothing was sent (no endpoint could be connected: `connect-failure`,
 //!   and `5xx` / `gateway-error`, which include it) is retried for any method;
 //! - a response (5xx, 502–504, 409, a listed status, a gRPC status) or a failure after the
@@ -183,7 +184,8 @@ impl Clients {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let (head, bytes) = match replayable(req).await? {
+            let limit = policy.request_buffer.unwrap_or(RETRY_BUFFER);
+            let (head, bytes) = match replayable(req, limit).await? {
                 (req, None) => {
                     // Not replayable: one attempt.
                     return self
@@ -254,20 +256,31 @@ impl Clients {
     }
 }
 
-/// The request's head and its body as bytes when it can be sent again (no body, or one of
-/// at most [`RETRY_BUFFER`] bytes by its `Content-Length`); else the request as it is.
+/// The request's head and its body as bytes when it can be sent again (no body, a body
+/// read whole already by `requestBuffer`, or one of at most `limit` bytes by its
+/// `Content-Length`: [`RETRY_BUFFER`], or the policy's `requestBuffer.limit`); else the
+/// request as it is.
 async fn replayable(
     req: Request<UpstreamBody>,
+    limit: u64,
 ) -> Result<(Request<UpstreamBody>, Option<Bytes>), ProxyError> {
     if req.body().is_end_stream() {
         return Ok((req, Some(Bytes::new())));
     }
-    let small = content_length(req.headers()).is_some_and(|n| n <= RETRY_BUFFER);
+    if let UpstreamBody::Bytes(Some(bytes)) = req.body() {
+        let bytes = bytes.clone();
+        let (parts, _) = req.into_parts();
+        return Ok((
+            Request::from_parts(parts, UpstreamBody::empty()),
+            Some(bytes),
+        ));
+    }
+    let small = content_length(req.headers()).is_some_and(|n| n <= limit);
     if !small {
         return Ok((req, None));
     }
     let (parts, body) = req.into_parts();
-    let bytes = http_body_util::Limited::new(body, RETRY_BUFFER as usize)
+    let bytes = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .collect()
         .await
         .map_err(client_body_error)?
@@ -278,7 +291,7 @@ async fn replayable(
     ))
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -289,7 +302,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// What went wrong reading the client's body into the retry buffer: the client's fault.
-fn client_body_error(err: BoxError) -> ProxyError {
+pub(super) fn client_body_error(err: BoxError) -> ProxyError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
     while let Some(e) = cause {
         if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
