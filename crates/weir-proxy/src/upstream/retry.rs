@@ -138,6 +138,7 @@ impl Body for Guarded {
 struct PolicyGate<'a> {
     connect_timeout: Option<Duration>,
     connections: Option<&'a PolicyConnections>,
+    class: u64,
 }
 
 impl Gate for PolicyGate<'_> {
@@ -147,6 +148,10 @@ impl Gate for PolicyGate<'_> {
 
     fn connections(&self) -> Option<&PolicyConnections> {
         self.connections
+    }
+
+    fn class(&self) -> u64 {
+        self.class
     }
 }
 
@@ -174,6 +179,10 @@ impl Clients {
             let gate = PolicyGate {
                 connect_timeout: policy.connect_timeout,
                 connections: breaker.map(|b| &b.connections),
+                // Connection settings: the policy's connections are pooled apart.
+                class: policy.connection.map_or(0, |c| {
+                    self.pools.class(tls.as_ref().map_or(0, |t| t.identity), &c)
+                }),
             };
             let Some(retry) = &policy.retry else {
                 return self

@@ -294,3 +294,167 @@ async fn a_body_beyond_64k_is_retried_when_the_limit_allows_it() {
         "the retry replays the whole body"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Upstream connection settings
+
+/// An HTTP/1.1 backend that counts the connections it accepted and those open now (a
+/// connection is closed when the proxy closes it: the backend has no idle timeout).
+struct Counting {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Counting {
+    async fn start() -> Counting {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (a, o) = (accepted.clone(), open.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Counting {
+            addr,
+            accepted,
+            open,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn with_connection(idle: Option<Duration>, max_requests: Option<u32>) -> BackendPolicy {
+    BackendPolicy {
+        name: "ns/p".into(),
+        id: 13,
+        connection: Some(weir_snapshot::UpstreamConnection {
+            idle_timeout: idle,
+            max_requests,
+        }),
+        ..BackendPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn the_connection_idle_timeout_closes_idle_upstream_connections() {
+    let backend = Counting::start().await;
+    let up = upstream("svc", &[backend.addr]);
+    let (_proxy, addr) = start(&up, with_connection(Some(Duration::from_secs(1)), None)).await;
+    // One connection for the route without the policy, one for the policy's (pooled apart).
+    let resp = get(addr, "a.example", "/").await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    let resp = get(addr, "a.example", "/p").await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(
+        backend.accepted(),
+        2,
+        "the policy's connections are its own"
+    );
+    // The policy's connection is closed after its idle timeout (1 s, at most a tick or two
+    // more); the other keeps the default (60 s).
+    assert_eventually(
+        "the idle connection to close",
+        Duration::from_secs(10),
+        || async {
+            match backend.open() {
+                1 => Ok(()),
+                n => Err(anyhow::anyhow!("{n} open")),
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(backend.open(), 1, "the default pool keeps its connection");
+    // The next request of the policy opens a new one.
+    let resp = get(addr, "a.example", "/p").await.unwrap();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(backend.accepted(), 3);
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_one_opens_a_connection_per_request() {
+    let backend = Counting::start().await;
+    let up = upstream("svc", &[backend.addr]);
+    let (_proxy, addr) = start(&up, with_connection(None, Some(1))).await;
+    let mut client = H1::connect(addr).await.unwrap();
+    for _ in 0..5 {
+        let resp = client
+            .send(request("a.example", "/p").body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    assert_eq!(backend.accepted(), 5);
+    assert_eventually(
+        "used connections to close",
+        Duration::from_secs(5),
+        || async {
+            match backend.open() {
+                0 => Ok(()),
+                n => Err(anyhow::anyhow!("{n} open")),
+            }
+        },
+    )
+    .await;
+    // Without the policy one connection serves them all.
+    for _ in 0..5 {
+        let resp = client
+            .send(request("a.example", "/").body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    assert_eq!(backend.accepted(), 6);
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_three_reuses_a_connection_three_times() {
+    let backend = Counting::start().await;
+    let up = upstream("svc", &[backend.addr]);
+    let (_proxy, addr) = start(&up, with_connection(None, Some(3))).await;
+    let mut client = H1::connect(addr).await.unwrap();
+    for _ in 0..7 {
+        let resp = client
+            .send(request("a.example", "/p").body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    assert_eq!(backend.accepted(), 3, "7 requests at 3 per connection");
+}
