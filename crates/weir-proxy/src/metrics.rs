@@ -53,7 +53,6 @@ pub(crate) struct Metrics {
     /// `weir_upstream_retries_skipped_total{route,reason}`: retries a BackendTrafficPolicy
     /// would have made but did not: `budget` (its retry budget was spent) or
     /// `max_parallel_retries` (its breaker's retry cap).
-    #[allow(dead_code)] // used from the next commit on (maxParallelRetries, budget)
     retries_skipped: IntCounterVec,
     /// `weir_trace_spans_dropped_total`: sampled spans not exported because the export
     /// queue was full or their export failed.
@@ -282,7 +281,6 @@ impl Metrics {
         self.fault_injected.with_label_values(&[route, kind]).inc();
     }
 
-    #[allow(dead_code)]
     pub(crate) fn record_retry_skipped(&self, route: &str, reason: &str) {
         self.retries_skipped
             .with_label_values(&[route, reason])

@@ -22,6 +22,7 @@ use crate::Shared;
 
 mod attempt;
 mod body;
+mod budget;
 mod pool;
 mod request_buffer;
 mod retry;
@@ -30,6 +31,7 @@ mod tls;
 pub(crate) use body::{
     copy_channel, tee, BodyTimer, CopySender, Counted, PooledBody, UpstreamBody,
 };
+pub(crate) use budget::Budget;
 pub use pool::UpstreamLimits;
 use pool::{PoolKey, Pools, TlsConnect};
 pub(crate) use retry::Breaker;
@@ -266,6 +268,18 @@ fn admitted<'a>(
             }
         },
     };
+    let budget = match (&policy.retry, policy.retry_budget) {
+        (Some(_), Some(config)) => {
+            let made = shared.retry_budgets.get_or_try_insert(&policy.id, || {
+                Ok::<_, std::convert::Infallible>(Budget::new(config))
+            });
+            match made {
+                Ok(b) => Some(b),
+                Err(never) => match never {},
+            }
+        }
+        _ => None,
+    };
     Box::pin(async move {
         let response = shared
             .clients
@@ -276,7 +290,7 @@ fn admitted<'a>(
                 attempt_timeout,
                 tls,
                 policy,
-                breaker.as_deref(),
+                (breaker.as_deref(), budget.as_deref()),
                 route,
             )
             .await?;

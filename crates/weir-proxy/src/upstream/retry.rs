@@ -34,6 +34,7 @@ use weir_snapshot::{AppProtocol, BackendPolicy, CircuitBreaker, Upstream};
 
 use super::attempt::{head_copy, is_idempotent, Gate};
 use super::body::{BodyStalled, ClientBodyError, PooledBody, UpstreamBody};
+use super::budget::Budget;
 use super::pool::PolicyConnections;
 use super::{Clients, UpstreamTlsConnect};
 use crate::body::{BoxError, ProxyBody};
@@ -51,6 +52,9 @@ pub(crate) struct Breaker {
     connections: PolicyConnections,
     requests: AtomicUsize,
     max_requests: usize,
+    /// Retries in flight (`maxParallelRetries`).
+    retries: AtomicUsize,
+    max_retries: usize,
 }
 
 impl Breaker {
@@ -66,7 +70,18 @@ impl Breaker {
             },
             requests: AtomicUsize::new(0),
             max_requests: n(limits.max_parallel_requests),
+            retries: AtomicUsize::new(0),
+            max_retries: n(limits.max_parallel_retries),
         }
+    }
+
+    /// A place among the retries in flight, or `None` at `maxParallelRetries`.
+    fn retry_place(&self) -> Option<RetryPlace<'_>> {
+        if self.retries.fetch_add(1, Ordering::AcqRel) >= self.max_retries {
+            self.retries.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(RetryPlace(self))
     }
 
     /// A place among the requests in flight, or `None` at `maxParallelRequests`.
@@ -81,6 +96,15 @@ impl Breaker {
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// One retry in flight under a breaker, until its attempt has an answer.
+struct RetryPlace<'a>(&'a Breaker);
+
+impl Drop for RetryPlace<'_> {
+    fn drop(&mut self) {
+        self.0.retries.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -168,7 +192,7 @@ impl Clients {
         attempt_timeout: Option<Duration>,
         tls: Result<Option<UpstreamTlsConnect>, ProxyError>,
         policy: &'a BackendPolicy,
-        breaker: Option<&'a Breaker>,
+        (breaker, budget): (Option<&'a Breaker>, Option<&'a Budget>),
         route: &'a str,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
         async move {
@@ -189,6 +213,9 @@ impl Clients {
                     .attempt(metrics, upstream, req, tls, gate, attempt_timeout)
                     .await;
             };
+            if let Some(b) = budget {
+                b.request();
+            }
             let per_try = match (retry.per_try_timeout, attempt_timeout) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -205,6 +232,8 @@ impl Clients {
             };
             let idempotent = is_idempotent(head.method());
             let mut retries = 0;
+            // The place of the retry in flight (`maxParallelRetries`), until its answer.
+            let mut retry_place = None;
             loop {
                 let mut req = head_copy(&head);
                 if !bytes.is_empty() {
@@ -213,6 +242,7 @@ impl Clients {
                 let result = self
                     .attempt(metrics, upstream, req, tls.clone(), gate, per_try)
                     .await;
+                drop(retry_place.take());
                 let reason = match &result {
                     Ok(response) => retry
                         .retries_status(response.status().as_u16(), grpc_status(response.headers()))
@@ -230,6 +260,20 @@ impl Clients {
                 };
                 match reason {
                     Some(reason) if retries < retry.num_retries => {
+                        // Over `maxParallelRetries` or the budget: no retry, this answer.
+                        if let Some(b) = breaker {
+                            match b.retry_place() {
+                                Some(place) => retry_place = Some(place),
+                                None => {
+                                    metrics.record_retry_skipped(route, "max_parallel_retries");
+                                    return result;
+                                }
+                            }
+                        }
+                        if budget.is_some_and(|b| !b.try_retry()) {
+                            metrics.record_retry_skipped(route, "budget");
+                            return result;
+                        }
                         retries += 1;
                         metrics.record_retry(route, reason);
                         drop(result);

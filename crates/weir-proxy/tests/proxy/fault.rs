@@ -458,3 +458,91 @@ async fn max_requests_per_connection_three_reuses_a_connection_three_times() {
     }
     assert_eq!(backend.accepted(), 3, "7 requests at 3 per connection");
 }
+
+// ---------------------------------------------------------------------------------------
+// maxParallelRetries and the retry budget
+
+fn retried(proxy: &TestProxy) -> f64 {
+    proxy.metric("weir_upstream_retries_total", &[("route", "ns/r")])
+}
+
+fn skipped(proxy: &TestProxy, reason: &str) -> f64 {
+    proxy.metric(
+        "weir_upstream_retries_skipped_total",
+        &[("route", "ns/r"), ("reason", reason)],
+    )
+}
+
+/// `n` concurrent GETs of `/p`; their statuses.
+async fn storm(addr: SocketAddr, n: usize) -> Vec<StatusCode> {
+    let all: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(get(addr, "a.example", "/p")))
+        .collect();
+    let mut out = Vec::new();
+    for r in all {
+        out.push(r.await.unwrap().unwrap().status);
+    }
+    out
+}
+
+#[tokio::test]
+async fn max_parallel_retries_caps_the_retries_in_flight() {
+    use crate::backend_policy::{retry, Scripted};
+    // Every answer is a 503 after 300 ms: the first attempts end together, then want
+    // their retries at once.
+    let backend = Scripted::start("b", |_| (503, 300)).await;
+    let up = upstream("svc", &[backend.addr]);
+    let pol = BackendPolicy {
+        name: "ns/p".into(),
+        id: 14,
+        retry: Some(retry(1, weir_snapshot::RetryTriggers::FIVE_XX, &[])),
+        circuit_breaker: Some(weir_snapshot::CircuitBreaker {
+            max_parallel_retries: 2,
+            ..weir_snapshot::CircuitBreaker::default()
+        }),
+        ..BackendPolicy::default()
+    };
+    let (proxy, addr) = start(&up, pol).await;
+    let statuses = storm(addr, 10).await;
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
+    let made = retried(&proxy);
+    // Without the cap all 10 would be retried; with it, 2 at a time (a first attempt that
+    // ends after a retry finished may take its place: a few at most, on a slow machine).
+    assert!((1.0..=6.0).contains(&made), "{made} retries");
+    assert_eq!(made + skipped(&proxy, "max_parallel_retries"), 10.0);
+    assert_eq!(backend.received(), 10 + made as usize);
+}
+
+#[tokio::test]
+async fn the_retry_budget_stops_a_retry_storm() {
+    use crate::backend_policy::{retry, Scripted};
+    let backend = Scripted::start("b", |_| (503, 20)).await;
+    let up = upstream("svc", &[backend.addr]);
+    let pol = BackendPolicy {
+        name: "ns/p".into(),
+        id: 15,
+        retry: Some(retry(3, weir_snapshot::RetryTriggers::FIVE_XX, &[])),
+        retry_budget: Some(weir_snapshot::RetryBudget {
+            percent: 20,
+            interval: Duration::from_secs(60),
+            min_count: 0,
+            min_interval: Duration::from_secs(1),
+        }),
+        ..BackendPolicy::default()
+    };
+    let (proxy, addr) = start(&up, pol).await;
+    let n = 50;
+    let statuses = storm(addr, n).await;
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
+    // Without the budget: 50 × (1 + 3) = 200 backend requests. With it: retries are at
+    // most 20 % of the requests.
+    let made = retried(&proxy);
+    assert!(made <= 10.0, "{made} retries");
+    assert!(made >= 1.0, "the budget allows some retries");
+    assert!(skipped(&proxy, "budget") >= 40.0);
+    assert_eq!(backend.received(), n + made as usize);
+}
