@@ -1,6 +1,6 @@
 //! BackendTrafficPolicy fault injection as users write it: YAML in the
 //! config directory of a running weir, their answers over real sockets and their access-log
-//! flags on stdout. (Each block in detail: crates/weir-proxy/tests/proxy/fault.rs.)
+//! flags on stdout (and the breaker overflow's). (Each block in detail: crates/weir-proxy/tests/proxy/fault.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::path::Path;
@@ -108,4 +108,27 @@ async fn faults_answer_and_are_flagged_in_the_access_log() {
             .ok_or_else(|| "no flagged line".to_string())
     })
     .await;
+
+    // Breaker overflow (`maxParallelRequests`): 503 with Envoy's UO as `upstream_overflow`.
+    write_policy(dir.path(), "  circuitBreaker: {maxParallelRequests: 1}\n");
+    let slow = tokio::spawn(async move {
+        // Until the new policy applies, this may pass quickly: keep one request in flight.
+        for _ in 0..20 {
+            let _ = http1(http, &Req::get("demo.ingress.top", "/get/slow?delay=2s")).await;
+        }
+    });
+    assert_eventually("the overflow flagged", WAIT, || async {
+        let r = http1(http, &Req::get("demo.ingress.top", "/get/over")).await?;
+        let found = lines(&weir).into_iter().any(|l| {
+            l["path"] == "/get/over" && l["status"] == 503 && l["flags"] == "upstream_overflow"
+        });
+        if r.status == 503 && found {
+            Ok(())
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Err(format!("status {}", r.status))
+        }
+    })
+    .await;
+    slow.abort();
 }
