@@ -526,7 +526,9 @@ mod tests {
             "spec": {
                 "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"},
                 "retry": {"numRetries": 3, "retryOn": {"triggers": ["5xx"]}, "perRetry": {"backOff": {"baseInterval": "10ms"}}},
-                "circuitBreaker": {"maxParallelRequests": 5, "maxParallelRetries": 2},
+                "circuitBreaker": {"maxParallelRequests": 5, "maxParallelRetries": 2, "maxRetries": 1},
+                "faultInjection": {"abort": {"grpcStatus": 14, "percentage": 0.5}, "delay": {"fixedDelay": "1s"}},
+                "requestBuffer": {"limit": "1Mi"},
                 "loadBalancer": {"type": "Random"}
             }
         }))
@@ -538,7 +540,19 @@ mod tests {
         assert_eq!(back_off.base_interval.as_deref(), Some("10ms"));
         let breaker = p.spec.circuit_breaker.as_ref().unwrap();
         assert_eq!(breaker.max_parallel_requests, Some(5));
-        assert!(breaker.unsupported.contains_key("maxParallelRetries"));
+        assert_eq!(breaker.max_parallel_retries, Some(2));
+        assert!(breaker.unsupported.contains_key("maxRetries"));
+        let fault = p.spec.fault_injection.as_ref().unwrap();
+        let abort = fault.abort.as_ref().unwrap();
+        assert_eq!((abort.grpc_status, abort.percentage), (Some(14), Some(0.5)));
+        assert_eq!(
+            fault.delay.as_ref().unwrap().fixed_delay.as_deref(),
+            Some("1s")
+        );
+        assert_eq!(
+            p.spec.request_buffer.as_ref().unwrap().limit,
+            Some(IntOrString::String("1Mi".into()))
+        );
         assert_eq!(
             p.spec.unsupported.keys().collect::<Vec<_>>(),
             ["loadBalancer"]
