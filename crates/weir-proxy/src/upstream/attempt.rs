@@ -27,6 +27,11 @@ use crate::stage::{Bounded, Either, Staged};
 pub(crate) trait Gate: Copy + Send + Sync {
     fn connect_timeout(&self) -> Option<Duration>;
     fn connections(&self) -> Option<&PolicyConnections>;
+    /// The pool class tag of the policy's connection settings (0: the default pools; see
+    /// [`pool::Pools::class`]).
+    fn class(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -113,7 +118,8 @@ impl Clients {
             let mut last_connect_error = None;
             for (endpoint, authority) in upstream.attempts() {
                 let addr = endpoint.addr;
-                let key = UpstreamTlsConnect::pool_key(addr, tls);
+                let mut key = UpstreamTlsConnect::pool_key(addr, tls);
+                key.tls ^= gate.class();
                 if host_from_endpoint {
                     if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
                         req.headers_mut().insert(HOST, value);
@@ -137,13 +143,14 @@ impl Clients {
                         },
                     };
                     let mut tx = reused.tx;
+                    let uses = reused.uses.saturating_add(1);
                     if tx.ready().await.is_err() {
                         continue;
                     }
                     // Boxed: rarely made, and the future would otherwise carry its space.
                     let copy = (reused.stale && safe_to_repeat).then(|| Box::new(head_copy(&req)));
                     match tx.try_send_request(req).await {
-                        Ok(response) => return Ok(self.pooled(response, key, tx)),
+                        Ok(response) => return Ok(self.pooled(response, key, tx, uses)),
                         Err(mut err) => match (err.take_message(), copy) {
                             (Some(unsent), _) => req = unsent,
                             (None, Some(copy)) => {
@@ -168,7 +175,7 @@ impl Clients {
                     }
                 };
                 match tx.try_send_request(req).await {
-                    Ok(response) => return Ok(self.pooled(response, key, tx)),
+                    Ok(response) => return Ok(self.pooled(response, key, tx, 1)),
                     Err(mut err) => match err.take_message() {
                         // Closed before the request was written: like a failed connect.
                         Some(unsent) => {
@@ -189,13 +196,14 @@ impl Clients {
         mut response: Response<Incoming>,
         key: PoolKey,
         tx: pool::Http1Sender,
+        uses: u32,
     ) -> Response<PooledBody> {
         self.record(&mut response, key.addr);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the tunnel.
             return response.map(PooledBody::unpooled);
         }
-        response.map(|body| PooledBody::pooled(body, &self.pools, key, tx))
+        response.map(|body| PooledBody::pooled(body, &self.pools, key, tx, uses))
     }
 
     /// Note the endpoint in the response, when the access log wants it.

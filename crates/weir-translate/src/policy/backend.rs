@@ -309,6 +309,7 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
     if let Some(c) = &spec.circuit_breaker {
         add("spec.circuitBreaker", &c.unsupported);
     }
+    traffic::unsupported_fields(spec, &mut add);
     out
 }
 
@@ -379,7 +380,22 @@ fn compile(
                 c.max_parallel_requests,
                 d.max_parallel_requests,
             )?,
+            max_parallel_retries: cap(
+                "maxParallelRetries",
+                c.max_parallel_retries,
+                d.max_parallel_retries,
+            )?,
         });
+    }
+    if let Some(f) = &spec.fault_injection {
+        out.fault = Some(traffic::fault(f)?);
+    }
+    if let Some(b) = &spec.request_buffer {
+        out.request_buffer = Some(traffic::request_buffer(b)?);
+    }
+    out.connection = traffic::connection(spec)?;
+    if let Some(b) = spec.retry.as_ref().and_then(|r| r.budget.as_ref()) {
+        out.retry_budget = Some(traffic::retry_budget(b)?);
     }
     Ok((out, request_timeout))
 }
@@ -492,6 +508,8 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
     serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
     h.finish()
 }
+
+mod traffic;
 
 #[cfg(test)]
 mod tests;
