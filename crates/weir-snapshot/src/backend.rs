@@ -50,6 +50,9 @@ pub struct Upstream {
     authorities: Arc<[Authority]>,
     /// Round-robin cursor. Shared by all requests on this snapshot.
     next: AtomicUsize,
+    /// A hash of `name` and `endpoints` (in order): keys the load balancer's runtime state
+    /// (its Maglev table, indexed like `endpoints`) across snapshots.
+    pub id: u64,
     /// TLS to the backend (a BackendTLSPolicy targets this Service port); `None` is
     /// cleartext.
     pub tls: Option<BackendTls>,
@@ -114,12 +117,21 @@ impl Upstream {
                     .unwrap_or_else(|_| Authority::from_static("invalid"))
             })
             .collect();
+        let name: Arc<str> = name.into();
+        let id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.hash(&mut h);
+            endpoints.hash(&mut h);
+            h.finish()
+        };
         Self {
-            name: name.into(),
+            name,
             protocol,
             endpoints: endpoints.into(),
             authorities,
             next: AtomicUsize::new(0),
+            id,
             tls: None,
         }
     }
@@ -154,15 +166,25 @@ impl Upstream {
     /// Like [`Upstream::pick_with_fallbacks`], with each endpoint's precomputed URI
     /// authority.
     pub fn attempts(&self) -> impl Iterator<Item = (Endpoint, &Authority)> + '_ {
+        self.attempts_from(None).map(|(_, e, a)| (e, a))
+    }
+
+    /// Endpoints (with their index and authority) starting from `start` (a load balancer's
+    /// pick), or from the next round-robin position when `None`; the rest follow in ring
+    /// order, as fallbacks when connecting fails.
+    pub fn attempts_from(
+        &self,
+        start: Option<usize>,
+    ) -> impl Iterator<Item = (usize, Endpoint, &Authority)> + '_ {
         let n = self.endpoints.len();
-        let start = if n == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
+        let start = match start {
+            _ if n == 0 => 0,
+            Some(i) => i % n,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
         };
         (0..n).filter_map(move |k| {
             let i = (start + k) % n;
-            Some((*self.endpoints.get(i)?, self.authorities.get(i)?))
+            Some((i, *self.endpoints.get(i)?, self.authorities.get(i)?))
         })
     }
 }

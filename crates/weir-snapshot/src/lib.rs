@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod backend_policy;
+pub mod balance;
 pub mod client_auth;
 pub mod client_policy;
 pub mod filter;
@@ -27,6 +28,7 @@ pub use backend::{
     Upstream, UpstreamTls,
 };
 pub use backend_policy::{BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers};
+pub use balance::{HashCookie, HashOn, LbKind, LoadBalancer};
 pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use client_policy::{
     Cidr, ClientIpDetection, ClientPolicy, Http2Settings, ProxyProtocol, RequestIdMode,

@@ -237,7 +237,8 @@ pub struct Http2Settings {
 /// Weir's `budget`), `timeout` (`http.requestTimeout`, `http.connectionIdleTimeout`,
 /// `tcp.connectTimeout`), `circuitBreaker` (`maxConnections`, `maxPendingRequests`,
 /// `maxParallelRequests`, `maxParallelRetries`, `maxRequestsPerConnection`),
-/// `faultInjection` and `requestBuffer.limit`; everything else is kept in `unsupported` and
+/// `faultInjection`, `requestBuffer.limit` and `loadBalancer` (`type`, `consistentHash`,
+/// `slowStart`, `zoneAware.preferLocal`); everything else is kept in `unsupported` and
 /// refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -265,6 +266,8 @@ pub struct BackendTrafficPolicySpec {
     pub fault_injection: Option<FaultInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_buffer: Option<RequestBuffer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -440,6 +443,72 @@ pub struct CircuitBreaker {
     pub max_parallel_retries: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_connection: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer`: how a request picks an endpoint of its backend (Envoy Gateway's
+/// `LoadBalancer`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// `RoundRobin`, `Random`, `LeastRequest` or `ConsistentHash`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_hash: Option<ConsistentHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStart>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.consistentHash`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistentHash {
+    /// `SourceIP`, `Header` or `Cookie`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HashHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<HashCookie>,
+    /// The Maglev table's size: a prime (default 65537).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HashHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HashCookie {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.slowStart`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowStart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
