@@ -127,6 +127,9 @@ pub(crate) struct Shared {
     pub(crate) breakers: state::StateRegistry<u64, upstream::Breaker>,
     /// BackendTrafficPolicy retry budgets, by policy id (as the breakers).
     pub(crate) retry_budgets: state::StateRegistry<u64, upstream::Budget>,
+    /// BackendTrafficPolicy load balancers by (policy id, upstream id), and per-endpoint
+    /// state (in-flight requests, first seen): survive swaps (`upstream/balance.rs`).
+    pub(crate) balancers: upstream::Balancers,
     /// `None` unless `--otlp-endpoint`: a request checks this once.
     pub(crate) tracing: Option<trace::Tracing>,
 }
@@ -188,6 +191,7 @@ impl Proxy {
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
             retry_budgets: state::StateRegistry::default(),
+            balancers: upstream::Balancers::default(),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
         Ok(Proxy {
@@ -232,6 +236,7 @@ impl Proxy {
         }
         self.shared.breakers.retain(|id| live.contains(id));
         self.shared.retry_budgets.retain(|id| live.contains(id));
+        self.shared.balancers.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors
