@@ -194,6 +194,7 @@ impl Proxy {
             balancers: upstream::Balancers::default(),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
+        registry.register(Box::new(shared.balancers.in_flight_metric()?))?;
         Ok(Proxy {
             sockets: Sockets::new(shared.clone()),
             udp: udp::UdpSockets::new(shared.clone()),

@@ -27,7 +27,7 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -102,13 +102,64 @@ impl Endpoints {
     }
 }
 
+impl Balancers {
+    /// `weir_upstream_endpoint_requests_in_flight{endpoint}`, read at scrape time.
+    pub(crate) fn in_flight_metric(&self) -> Result<InFlightMetric, prometheus::Error> {
+        let opts = prometheus::Opts::new(
+            "weir_upstream_endpoint_requests_in_flight",
+            "Requests in flight to an endpoint under a BackendTrafficPolicy loadBalancer, by \
+             endpoint address.",
+        );
+        Ok(InFlightMetric {
+            desc: prometheus::core::Desc::new(
+                opts.fq_name(),
+                opts.help.clone(),
+                vec!["endpoint".into()],
+                Default::default(),
+            )?,
+            opts,
+            endpoints: self.endpoints.clone(),
+        })
+    }
+}
+
+/// The per-endpoint in-flight gauge: one sample per endpoint the proxy keeps state for
+/// (bounded by the snapshot's endpoints).
+pub(crate) struct InFlightMetric {
+    desc: prometheus::core::Desc,
+    opts: prometheus::Opts,
+    endpoints: Arc<Endpoints>,
+}
+
+impl prometheus::core::Collector for InFlightMetric {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Ok(gauge) = prometheus::IntGaugeVec::new(self.opts.clone(), &["endpoint"]) else {
+            return Vec::new();
+        };
+        for (addr, state) in self.endpoints.states.entries() {
+            let n = state.in_flight.load(Ordering::Relaxed);
+            gauge
+                .with_label_values(&[addr.to_string().as_str()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        prometheus::core::Collector::collect(&gauge)
+    }
+}
+
 /// One policy's balancer over one upstream's endpoint set.
 pub(crate) struct Balancer {
     lb: LoadBalancer,
     /// Indexed like the upstream's endpoints.
     endpoints: Box<[Arc<EndpointState>]>,
-    /// ConsistentHash: the Maglev table (endpoint indices).
-    table: Box<[u32]>,
+    /// ConsistentHash: the Maglev table (endpoint indices), built at the first pick (outside
+    /// the registry's lock; concurrent first picks wait for the one building it).
+    table: OnceLock<Box<[u32]>>,
+    /// The endpoints' addresses, to build the table from.
+    addrs: Box<[SocketAddr]>,
     cursor: AtomicUsize,
     /// Smooth weighted round robin's current weights (only while some endpoint ramps).
     current: Mutex<Vec<i64>>,
@@ -118,7 +169,7 @@ pub(crate) struct Balancer {
 #[derive(Default)]
 pub(crate) struct Balancers {
     balancers: StateRegistry<(u64, u64), Balancer>,
-    endpoints: Endpoints,
+    endpoints: Arc<Endpoints>,
 }
 
 impl Balancers {
@@ -184,15 +235,12 @@ impl Balancer {
         addrs: impl Iterator<Item = SocketAddr>,
         state: impl Fn(SocketAddr) -> Arc<EndpointState>,
     ) -> Self {
-        let addrs: Vec<SocketAddr> = addrs.collect();
-        let table = match lb.kind {
-            LbKind::ConsistentHash { table_size, .. } => maglev(&addrs, table_size),
-            _ => Box::new([]),
-        };
+        let addrs: Box<[SocketAddr]> = addrs.collect();
         Self {
             lb,
             endpoints: addrs.iter().map(|&a| state(a)).collect(),
-            table,
+            table: OnceLock::new(),
+            addrs,
             cursor: AtomicUsize::new(0),
             current: Mutex::new(Vec::new()),
         }
@@ -241,17 +289,18 @@ impl Balancer {
                 };
                 Some(if load(b) < load(a) { b } else { a })
             }
-            LbKind::ConsistentHash { .. } => {
+            LbKind::ConsistentHash { table_size, .. } => {
                 let Some(key) = key else {
                     return weighted_random(n, &|i| u64::from(eligible(i)), roll());
                 };
-                let m = self.table.len();
+                let table = self.table.get_or_init(|| maglev(&self.addrs, *table_size));
+                let m = table.len();
                 if m == 0 {
                     return None;
                 }
                 let at = usize::try_from(key % m as u64).unwrap_or(0);
                 (0..m)
-                    .filter_map(|k| self.table.get((at + k) % m))
+                    .filter_map(|k| table.get((at + k) % m))
                     .map(|&i| i as usize)
                     .find(|&i| i < n && eligible(i))
             }

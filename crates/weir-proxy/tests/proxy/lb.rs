@@ -291,7 +291,7 @@ async fn least_request_sends_fewer_requests_to_a_slow_endpoint() {
     let fast1 = Named::start("fast1", Duration::ZERO).await;
     let fast2 = Named::start("fast2", Duration::ZERO).await;
     let up = upstream("svc", &[slow.addr, fast1.addr, fast2.addr]);
-    let (_proxy, addr, _) = start(&up, &policy(LbKind::LeastRequest, None)).await;
+    let (proxy, addr, _) = start(&up, &policy(LbKind::LeastRequest, None)).await;
     // 8 clients, 15 requests each: round robin would give each endpoint 40.
     let mut clients = Vec::new();
     for _ in 0..8 {
@@ -306,12 +306,37 @@ async fn least_request_sends_fewer_requests_to_a_slow_endpoint() {
             }
         }));
     }
+    // The per-endpoint in-flight gauge sees them while they run…
+    let in_flight = |p: &TestProxy| p.metric("weir_upstream_endpoint_requests_in_flight", &[]);
+    assert_eventually("requests in flight", Duration::from_secs(20), || async {
+        let n = in_flight(&proxy);
+        if n >= 1.0 {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("{n} in flight"))
+        }
+    })
+    .await;
     for c in clients {
         tokio::time::timeout(Duration::from_secs(60), c)
             .await
             .expect("clients finish")
             .unwrap();
     }
+    // …and every count is given back when the response bodies end.
+    assert_eventually(
+        "every count given back",
+        Duration::from_secs(10),
+        || async {
+            let n = in_flight(&proxy);
+            if n == 0.0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{n} still in flight"))
+            }
+        },
+    )
+    .await;
     let (s, f1, f2) = (slow.received(), fast1.received(), fast2.received());
     assert_eq!(s + f1 + f2, 120);
     assert!(s * 2 < f1.min(f2), "slow {s}, fast {f1} and {f2}");
