@@ -87,6 +87,9 @@ pub struct ProxyConfig {
     /// UDP flows open at once across all UDP sockets; datagrams of new flows beyond it are
     /// dropped and counted.
     pub udp_max_flows: usize,
+    /// The zone Weir runs in (`--zone`, `WEIR_ZONE`), for BackendTrafficPolicy
+    /// `loadBalancer.zoneAware`; `None`: unknown, no zone preference.
+    pub zone: Option<Arc<str>>,
 }
 
 impl Default for ProxyConfig {
@@ -104,6 +107,7 @@ impl Default for ProxyConfig {
             tracing: None,
             udp_flow_idle_timeout: Duration::from_secs(30),
             udp_max_flows: 16_384,
+            zone: None,
         }
     }
 }
@@ -179,6 +183,7 @@ impl Proxy {
             config.upstream_limits,
             access_log.is_some() || tracing.is_some(),
         );
+        let zone = config.zone.clone();
         let shared = Arc::new(Shared {
             connections,
             config,
@@ -191,7 +196,7 @@ impl Proxy {
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
             retry_budgets: state::StateRegistry::default(),
-            balancers: upstream::Balancers::default(),
+            balancers: upstream::Balancers::new(zone),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
         registry.register(Box::new(shared.balancers.in_flight_metric()?))?;

@@ -56,6 +56,30 @@ pub struct Upstream {
     /// TLS to the backend (a BackendTLSPolicy targets this Service port); `None` is
     /// cleartext.
     pub tls: Option<BackendTls>,
+    /// `endpoints[i]`'s zone and hints (EndpointSlice `zone`, `hints.forZones`), for
+    /// `loadBalancer.zoneAware`; empty when no endpoint has any.
+    pub zones: Arc<[EndpointZone]>,
+}
+
+/// Where an endpoint runs, from its EndpointSlice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EndpointZone {
+    /// `endpoints[].zone`.
+    pub zone: Option<Arc<str>>,
+    /// `endpoints[].hints.forZones[].name`: the zones that should use it (topology aware
+    /// routing); when present they decide, not `zone`.
+    pub for_zones: Arc<[Arc<str>]>,
+}
+
+impl EndpointZone {
+    /// Whether the endpoint is local to `zone`.
+    pub fn serves(&self, zone: &str) -> bool {
+        if self.for_zones.is_empty() {
+            self.zone.as_deref() == Some(zone)
+        } else {
+            self.for_zones.iter().any(|z| &**z == zone)
+        }
+    }
 }
 
 /// How connections to a backend are secured, from the BackendTLSPolicy that targets it.
@@ -133,7 +157,25 @@ impl Upstream {
             next: AtomicUsize::new(0),
             id,
             tls: None,
+            zones: Arc::new([]),
         }
+    }
+
+    /// The same upstream with its endpoints' zones (`zones[i]` is `endpoints[i]`'s; all
+    /// empty: none).
+    pub fn with_zones(mut self, zones: Vec<EndpointZone>) -> Self {
+        if zones.len() != self.endpoints.len()
+            || zones.iter().all(|z| *z == EndpointZone::default())
+        {
+            return self;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.id.hash(&mut h);
+        zones.hash(&mut h);
+        self.id = h.finish();
+        self.zones = zones.into();
+        self
     }
 
     /// The same upstream, reached over TLS (or failing, for an invalid policy).

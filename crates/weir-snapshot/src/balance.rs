@@ -21,6 +21,20 @@ pub struct LoadBalancer {
     /// `slowStart.window`: an endpoint first seen less than this long ago gets a share that
     /// grows linearly over the window (RoundRobin, Random and LeastRequest).
     pub slow_start: Option<Duration>,
+    /// `zoneAware.preferLocal`.
+    pub prefer_local: Option<PreferLocal>,
+}
+
+/// `zoneAware.preferLocal`: prefer endpoints in the zone Weir runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreferLocal {
+    /// `minEndpointsThreshold` (default 6): with fewer eligible endpoints in all zones, no
+    /// preference.
+    pub min_endpoints: u64,
+    /// `force.minEndpointsInZoneThreshold`: with at least this many eligible local
+    /// endpoints, every request stays local; `None` (no `force`), or fewer: the local zone
+    /// gets the share its endpoints can carry (see the proxy's `balance.rs`).
+    pub force_min_local: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -459,6 +459,42 @@ pub struct LoadBalancer {
     pub consistent_hash: Option<ConsistentHash>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<SlowStart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware: Option<ZoneAware>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.zoneAware`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneAware {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_local: Option<PreferLocalZone>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.zoneAware.preferLocal`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferLocalZone {
+    /// Fewer endpoints (all zones) than this: no zone preference (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_endpoints_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<ForceLocalZone>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.zoneAware.preferLocal.force`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForceLocalZone {
+    /// Local endpoints needed for all traffic to stay local (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_endpoints_in_zone_threshold: Option<i64>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -17,6 +17,8 @@
 //!   move. Keys: the client address (the ClientTrafficPolicy-detected one when there is
 //!   one), a header's value (absent: a random endpoint), or a cookie's value (absent: a
 //!   random value is issued with `Set-Cookie` and hashed).
+//! - Zone preference (`zoneAware.preferLocal`): before the algorithm, a request is sent
+//!   to the local zone's endpoints or to the others ([`Zones::side`]).
 //! - Slow start: an endpoint first seen (by the proxy, across snapshot swaps) less than
 //!   `window` ago gets weight `max(10%, age / window)` of a settled one's.
 //!
@@ -35,7 +37,7 @@ use bytes::Bytes;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request};
 use hyper::body::{Body, Frame, SizeHint};
-use weir_snapshot::{HashCookie, HashOn, LbKind, LoadBalancer, Snapshot, Upstream};
+use weir_snapshot::{HashCookie, HashOn, LbKind, LoadBalancer, PreferLocal, Snapshot, Upstream};
 
 use crate::state::StateRegistry;
 
@@ -163,6 +165,76 @@ pub(crate) struct Balancer {
     cursor: AtomicUsize,
     /// Smooth weighted round robin's current weights (only while some endpoint ramps).
     current: Mutex<Vec<i64>>,
+    /// `zoneAware.preferLocal` with a known zone: which endpoints are local.
+    zones: Option<Zones>,
+}
+
+/// Which endpoints are in Weir's zone, and how many zones the upstream spans.
+struct Zones {
+    local: Box<[bool]>,
+    zone_count: u64,
+    prefer: PreferLocal,
+}
+
+impl Zones {
+    /// `None` unless the policy prefers local endpoints, Weir knows its zone and the
+    /// upstream's endpoints have zones.
+    fn new(lb: &LoadBalancer, upstream: &Upstream, zone: Option<&str>) -> Option<Zones> {
+        let prefer = lb.prefer_local?;
+        let zone = zone?;
+        if upstream.zones.len() != upstream.endpoints.len() {
+            return None;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for z in upstream.zones.iter() {
+            names.insert(z.zone.as_deref());
+        }
+        Some(Zones {
+            local: upstream.zones.iter().map(|z| z.serves(zone)).collect(),
+            zone_count: names.len() as u64,
+            prefer,
+        })
+    }
+
+    /// Which side this request goes to: `Some(true)` only local endpoints, `Some(false)`
+    /// only the others, `None` all (no preference: too few endpoints, or none local).
+    ///
+    /// Envoy's zone-aware routing sends the local zone as much traffic as its endpoints
+    /// can take while every endpoint keeps about the same load, from the share of the
+    /// proxy's own replicas in each zone. Weir does not know where its other replicas run;
+    /// it assumes they spread evenly over the upstream's zones (as a topology spread
+    /// constraint makes them): the local zone should take 1/zones of the traffic, so when
+    /// its share of the endpoints is at least that, everything stays local; otherwise the
+    /// local endpoints get `local × zones / all` of the requests and the rest go to the
+    /// other zones. `force` keeps everything local while at least its number of local
+    /// endpoints is eligible.
+    fn side(&self, eligible: &dyn Fn(usize) -> bool, roll: u64) -> Option<bool> {
+        let (mut all, mut local) = (0u64, 0u64);
+        for (i, &l) in self.local.iter().enumerate() {
+            if eligible(i) {
+                all += 1;
+                local += u64::from(l);
+            }
+        }
+        if all < self.prefer.min_endpoints || local == 0 {
+            return None;
+        }
+        if local == all {
+            return Some(true);
+        }
+        if self
+            .prefer
+            .force_min_local
+            .is_some_and(|min| local >= u64::from(min))
+        {
+            return Some(true);
+        }
+        let carried = local.saturating_mul(self.zone_count.max(1));
+        if carried >= all {
+            return Some(true);
+        }
+        Some(roll % all < carried)
+    }
 }
 
 /// Balancers by (policy id, upstream id), and the endpoint states they share.
@@ -170,9 +242,18 @@ pub(crate) struct Balancer {
 pub(crate) struct Balancers {
     balancers: StateRegistry<(u64, u64), Balancer>,
     endpoints: Arc<Endpoints>,
+    /// The zone Weir runs in (`zoneAware`).
+    zone: Option<Arc<str>>,
 }
 
 impl Balancers {
+    pub(crate) fn new(zone: Option<Arc<str>>) -> Self {
+        Self {
+            zone,
+            ..Self::default()
+        }
+    }
+
     /// The balancer of `policy_id`'s `lb` over `upstream` (built on first use).
     pub(crate) fn get(
         &self,
@@ -183,11 +264,15 @@ impl Balancers {
         let made = self
             .balancers
             .get_or_try_insert(&(policy_id, upstream.id), || {
-                Ok::<_, std::convert::Infallible>(Balancer::new(
-                    lb.clone(),
-                    upstream.endpoints.iter().map(|e| e.addr),
-                    |addr| self.endpoints.state(addr),
-                ))
+                let zones = Zones::new(lb, upstream, self.zone.as_deref());
+                Ok::<_, std::convert::Infallible>(
+                    Balancer::new(
+                        lb.clone(),
+                        upstream.endpoints.iter().map(|e| e.addr),
+                        |addr| self.endpoints.state(addr),
+                    )
+                    .with_zones(zones),
+                )
             });
         match made {
             Ok(b) => b,
@@ -243,7 +328,13 @@ impl Balancer {
             addrs,
             cursor: AtomicUsize::new(0),
             current: Mutex::new(Vec::new()),
+            zones: None,
         }
+    }
+
+    fn with_zones(mut self, zones: Option<Zones>) -> Self {
+        self.zones = zones;
+        self
     }
 
     /// The endpoint (index) to try first among those `eligible` accepts, for a request
@@ -263,6 +354,20 @@ impl Balancer {
         if n == 0 {
             return None;
         }
+        // Zone preference narrows the eligible set to one side.
+        let side = match &self.zones {
+            None => None,
+            Some(z) => z.side(&eligible, roll()),
+        };
+        let eligible = |i: usize| {
+            eligible(i)
+                && side.is_none_or(|want| {
+                    self.zones
+                        .as_ref()
+                        .and_then(|z| z.local.get(i))
+                        .is_some_and(|&l| l == want)
+                })
+        };
         let weight = |i: usize| match self.endpoints.get(i) {
             Some(e) if eligible(i) => e.weight(self.lb.slow_start, now),
             _ => 0,
@@ -583,7 +688,11 @@ mod tests {
         let n = states.len() as u16;
         let states = std::cell::RefCell::new(states.into_iter());
         Balancer::new(
-            LoadBalancer { kind, slow_start },
+            LoadBalancer {
+                kind,
+                slow_start,
+                prefer_local: None,
+            },
             addrs(n).into_iter(),
             |_| states.borrow_mut().next().unwrap(),
         )
@@ -731,6 +840,55 @@ mod tests {
             assert!(counts[3] < 450, "{kind:?}: {counts:?}");
             assert!(counts[3] > 100, "{kind:?}: {counts:?}");
         }
+    }
+
+    #[test]
+    fn zone_preference_keeps_local_what_local_endpoints_can_carry() {
+        let zones =
+            |local: &[bool], zone_count: u64, min_endpoints: u64, force: Option<u32>| Zones {
+                local: local.into(),
+                zone_count,
+                prefer: PreferLocal {
+                    min_endpoints,
+                    force_min_local: force,
+                },
+            };
+        let all = |_: usize| true;
+        // Half the endpoints in our zone of two: everything stays local.
+        let z = zones(&[true, true, false, false], 2, 1, None);
+        assert_eq!(z.side(&all, 7), Some(true));
+        // Too few endpoints in all: no preference.
+        let z = zones(&[true, true, false, false], 2, 6, None);
+        assert_eq!(z.side(&all, 7), None);
+        // One of three local, two zones: the local one takes 2/3 of the requests.
+        let z = zones(&[true, false, false], 2, 1, None);
+        let local = (0..3000u64)
+            .filter(|&r| z.side(&all, r) == Some(true))
+            .count();
+        assert_eq!(local, 2000);
+        // force: every request local while enough local endpoints are eligible…
+        let z = zones(&[true, false, false], 2, 1, Some(1));
+        assert_eq!(z.side(&all, 2), Some(true));
+        let z = zones(&[true, false, false], 2, 1, Some(2));
+        assert_eq!(
+            z.side(&all, 2),
+            Some(false),
+            "below force's threshold: shares"
+        );
+        // …and none local (or none eligible there): no preference, the others take it all.
+        assert_eq!(z.side(&|i| i != 0, 2), None);
+        let b = balancer(LbKind::RoundRobin, None, settled(3)).with_zones(Some(zones(
+            &[true, false, false],
+            2,
+            1,
+            Some(1),
+        )));
+        let mut r = rng(5);
+        for _ in 0..10 {
+            assert_eq!(b.pick_with(None, |_| true, Instant::now(), &mut r), Some(0));
+        }
+        let fallback = b.pick_with(None, |i| i != 0, Instant::now(), &mut r);
+        assert!(matches!(fallback, Some(1 | 2)));
     }
 
     #[test]

@@ -17,8 +17,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use weir_proxy::ProxyConfig;
 use weir_snapshot::{
-    BackendPolicy, HashCookie, HashOn, LbKind, LoadBalancer, RouteAction, Upstream,
+    AppProtocol, BackendPolicy, Endpoint, EndpointZone, HashCookie, HashOn, LbKind, LoadBalancer,
+    PreferLocal, RouteAction, Upstream,
 };
 
 use crate::support::*;
@@ -81,9 +83,26 @@ fn policy(kind: LbKind, slow_start: Option<Duration>) -> BackendPolicy {
     BackendPolicy {
         name: "ns/lb".into(),
         id: 21,
-        load_balancer: Some(LoadBalancer { kind, slow_start }),
+        load_balancer: Some(LoadBalancer {
+            kind,
+            slow_start,
+            prefer_local: None,
+        }),
         ..BackendPolicy::default()
     }
+}
+
+/// `addrs` with their zones.
+fn zoned(addrs: &[(SocketAddr, &str)]) -> Arc<Upstream> {
+    let endpoints = addrs.iter().map(|&(addr, _)| Endpoint { addr }).collect();
+    let zones = addrs
+        .iter()
+        .map(|&(_, z)| EndpointZone {
+            zone: Some(z.into()),
+            for_zones: Arc::new([]),
+        })
+        .collect();
+    Arc::new(Upstream::new("ns/svc:80", AppProtocol::Http1, endpoints).with_zones(zones))
 }
 
 /// A snapshot where every path goes to `up` under `policy`.
@@ -422,5 +441,80 @@ async fn slow_start_gives_a_new_endpoint_less_than_its_share_at_first() {
     assert!(
         (20..=30).contains(&new_late),
         "after the window: {new_late} of 100"
+    );
+}
+
+#[tokio::test]
+async fn zone_preference_keeps_requests_local_and_falls_back_when_too_few_are_local() {
+    let a1 = Named::start("a1", Duration::ZERO).await;
+    let a2 = Named::start("a2", Duration::ZERO).await;
+    let b1 = Named::start("b1", Duration::ZERO).await;
+    let b2 = Named::start("b2", Duration::ZERO).await;
+    let mut pol = policy(LbKind::RoundRobin, None);
+    if let Some(lb) = &mut pol.load_balancer {
+        lb.prefer_local = Some(PreferLocal {
+            min_endpoints: 1,
+            force_min_local: Some(2),
+        });
+    }
+    let port = free_port();
+    let four = zoned(&[
+        (a1.addr, "zone-a"),
+        (a2.addr, "zone-a"),
+        (b1.addr, "zone-b"),
+        (b2.addr, "zone-b"),
+    ]);
+    let cfg = ProxyConfig {
+        zone: Some("zone-a".into()),
+        ..config()
+    };
+    let proxy = TestProxy::start(cfg, snap(1, port, &four, &pol)).await;
+    let addr = proxy.addr(port);
+    let mut h1 = H1::connect(addr).await.unwrap();
+    let mut run = async |n: usize| {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for _ in 0..n {
+            let resp = h1
+                .send(request("a.example", "/").body(Full::default()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status, StatusCode::OK);
+            *seen.entry(resp.backend()).or_default() += 1;
+        }
+        seen
+    };
+    // Two local endpoints (force's threshold): everything stays in zone-a.
+    let seen = run(40).await;
+    assert_eq!(
+        seen.get("a1").copied().unwrap_or(0) + seen.get("a2").copied().unwrap_or(0),
+        40,
+        "{seen:?}"
+    );
+
+    // One local endpoint left: below force's threshold, zone-a takes what one endpoint of
+    // three can carry for one zone of two (2/3), the rest goes to zone-b.
+    let three = zoned(&[
+        (a1.addr, "zone-a"),
+        (b1.addr, "zone-b"),
+        (b2.addr, "zone-b"),
+    ]);
+    swap(&proxy, snap(2, port, &three, &pol)).await;
+    let seen = run(300).await;
+    let local = seen.get("a1").copied().unwrap_or(0);
+    // Binomial(300, 2/3): mean 200, sd ≈ 8.2.
+    assert!((150..=250).contains(&local), "{seen:?}");
+    assert!(
+        seen.get("b1").copied().unwrap_or(0) > 10 && seen.get("b2").copied().unwrap_or(0) > 10,
+        "{seen:?}"
+    );
+
+    // No local endpoint: all to the other zone.
+    let remote = zoned(&[(b1.addr, "zone-b"), (b2.addr, "zone-b")]);
+    swap(&proxy, snap(3, port, &remote, &pol)).await;
+    let seen = run(20).await;
+    assert_eq!(
+        seen.get("b1").copied().unwrap_or(0) + seen.get("b2").copied().unwrap_or(0),
+        20,
+        "{seen:?}"
     );
 }

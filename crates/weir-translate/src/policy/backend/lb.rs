@@ -7,14 +7,15 @@
 //! - `slowStart` applies to RoundRobin, Random and LeastRequest; with ConsistentHash it is
 //!   refused (`Invalid`): a hash's stickiness and a ramp contradict each other.
 //! - A cookie without `ttl` is issued as a session cookie.
-//! - `zoneAware` is not implemented yet: refused by name (`UnsupportedValue`), never
-//!   ignored.
+//! - `zoneAware.preferLocal` applies to RoundRobin, Random and LeastRequest; with
+//!   ConsistentHash it is refused (`Invalid`), as in Envoy Gateway. `zoneAware.weightedZones`
+//!   is not implemented: refused by name (`UnsupportedValue`).
 
 use std::sync::Arc;
 
 use http::HeaderName;
 use weir_snapshot::balance::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE};
-use weir_snapshot::{HashCookie, HashOn, LbKind, LoadBalancer};
+use weir_snapshot::{HashCookie, HashOn, LbKind, LoadBalancer, PreferLocal};
 use weir_store::policies::{self, Unsupported};
 
 use super::{duration, invalid};
@@ -37,6 +38,18 @@ pub(super) fn unsupported_fields(
     }
     if let Some(s) = &lb.slow_start {
         add("spec.loadBalancer.slowStart", &s.unsupported);
+    }
+    if let Some(z) = &lb.zone_aware {
+        add("spec.loadBalancer.zoneAware", &z.unsupported);
+        if let Some(p) = &z.prefer_local {
+            add("spec.loadBalancer.zoneAware.preferLocal", &p.unsupported);
+            if let Some(f) = &p.force {
+                add(
+                    "spec.loadBalancer.zoneAware.preferLocal.force",
+                    &f.unsupported,
+                );
+            }
+        }
     }
 }
 
@@ -85,7 +98,47 @@ pub(super) fn compile(lb: &policies::LoadBalancer) -> Result<LoadBalancer, NotAc
             )
         }
     };
-    Ok(LoadBalancer { kind, slow_start })
+    let prefer_local = match lb.zone_aware.as_ref().and_then(|z| z.prefer_local.as_ref()) {
+        None => None,
+        Some(p) => {
+            if matches!(kind, LbKind::ConsistentHash { .. }) {
+                return Err(invalid(
+                    "spec.loadBalancer.zoneAware.preferLocal: only with type RoundRobin, Random \
+                     or LeastRequest (as in Envoy Gateway: a hash picks by key, not by zone)",
+                ));
+            }
+            let min_endpoints = match p.min_endpoints_threshold {
+                None => 6,
+                Some(n) => u64::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    invalid(format!(
+                        "spec.loadBalancer.zoneAware.preferLocal.minEndpointsThreshold {n}: must \
+                         be at least 1"
+                    ))
+                })?,
+            };
+            let force_min_local = match &p.force {
+                None => None,
+                Some(f) => Some(match f.min_endpoints_in_zone_threshold {
+                    None => 1,
+                    Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        invalid(format!(
+                            "spec.loadBalancer.zoneAware.preferLocal.force.\
+                             minEndpointsInZoneThreshold {n}: must be 1 to 4294967295"
+                        ))
+                    })?,
+                }),
+            };
+            Some(PreferLocal {
+                min_endpoints,
+                force_min_local,
+            })
+        }
+    };
+    Ok(LoadBalancer {
+        kind,
+        slow_start,
+        prefer_local,
+    })
 }
 
 fn consistent_hash(c: &policies::ConsistentHash) -> Result<LbKind, NotAccepted> {

@@ -409,8 +409,8 @@ fn invalid_values_are_refused_and_apply_nowhere() {
 fn fields_not_implemented_are_still_refused_by_name() {
     for (spec, field) in [
         (
-            "  loadBalancer: {type: Random, zoneAware: {preferLocal: {}}}",
-            "spec.loadBalancer.zoneAware",
+            "  loadBalancer: {type: Random, zoneAware: {weightedZones: []}}",
+            "spec.loadBalancer.zoneAware.weightedZones",
         ),
         (
             "  loadBalancer: {type: ConsistentHash, consistentHash: {type: QueryParams, queryParams: []}}",
@@ -561,6 +561,22 @@ fn load_balancer_types_compile_to_the_snapshot() {
     };
     assert_eq!(&*c.name, "sticky");
     assert_eq!(c.ttl, Some(Duration::from_secs(3600)));
+    let l = lb("  loadBalancer: {type: LeastRequest, zoneAware: {preferLocal: {}}}");
+    assert_eq!(
+        l.prefer_local,
+        Some(weir_snapshot::PreferLocal {
+            min_endpoints: 6,
+            force_min_local: None
+        })
+    );
+    let l = lb("  loadBalancer: {type: RoundRobin, zoneAware: {preferLocal: {minEndpointsThreshold: 2, force: {minEndpointsInZoneThreshold: 3}}}}");
+    assert_eq!(
+        l.prefer_local,
+        Some(weir_snapshot::PreferLocal {
+            min_endpoints: 2,
+            force_min_local: Some(3)
+        })
+    );
     assert_eq!(
         &*c.attributes,
         &[
@@ -618,6 +634,18 @@ fn invalid_load_balancer_values_are_refused_naming_the_field() {
         ),
         ("  loadBalancer: {type: RoundRobin, slowStart: {window: 0s}}", "spec.loadBalancer.slowStart.window"),
         ("  loadBalancer: {type: RoundRobin, slowStart: {}}", "spec.loadBalancer.slowStart.window"),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: SourceIP}, zoneAware: {preferLocal: {}}}",
+            "spec.loadBalancer.zoneAware.preferLocal",
+        ),
+        (
+            "  loadBalancer: {type: Random, zoneAware: {preferLocal: {minEndpointsThreshold: 0}}}",
+            "spec.loadBalancer.zoneAware.preferLocal.minEndpointsThreshold",
+        ),
+        (
+            "  loadBalancer: {type: Random, zoneAware: {preferLocal: {force: {minEndpointsInZoneThreshold: -1}}}}",
+            "minEndpointsInZoneThreshold",
+        ),
     ] {
         let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
         assert_eq!(accepted(&out, "p"), is("False", "Invalid"), "{spec}: {}", message(&out, "p"));
