@@ -634,7 +634,8 @@ mod tests {
                 "circuitBreaker": {"maxParallelRequests": 5, "maxParallelRetries": 2, "maxRetries": 1},
                 "faultInjection": {"abort": {"grpcStatus": 14, "percentage": 0.5}, "delay": {"fixedDelay": "1s"}},
                 "requestBuffer": {"limit": "1Mi"},
-                "loadBalancer": {"type": "Random"}
+                "loadBalancer": {"type": "Random", "zoneAware": {"weightedZones": []}},
+                "compression": [{"type": "Gzip"}]
             }
         }))
         .unwrap();
@@ -658,9 +659,13 @@ mod tests {
             p.spec.request_buffer.as_ref().unwrap().limit,
             Some(IntOrString::String("1Mi".into()))
         );
+        let lb = p.spec.load_balancer.as_ref().unwrap();
+        assert_eq!(lb.type_.as_deref(), Some("Random"));
+        let zone_aware = lb.zone_aware.as_ref().unwrap();
+        assert!(zone_aware.unsupported.contains_key("weightedZones"));
         assert_eq!(
             p.spec.unsupported.keys().collect::<Vec<_>>(),
-            ["loadBalancer"]
+            ["compression"]
         );
         let s: SecurityPolicy = serde_json::from_value(serde_json::json!({
             "apiVersion": "gateway.weir.dev/v1alpha1",
