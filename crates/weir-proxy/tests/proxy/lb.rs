@@ -518,3 +518,25 @@ async fn zone_preference_keeps_requests_local_and_falls_back_when_too_few_are_lo
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn consistent_hash_picks_for_h2c_upstreams_too() {
+    let mut backends = Vec::new();
+    for n in ["h0", "h1", "h2", "h3"] {
+        backends.push(Echo::start(n).await);
+    }
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let up = upstream_with("svc", AppProtocol::H2c, &addrs);
+    let (_proxy, addr, _) = start(&up, &policy(header_hash(), None)).await;
+    let mut first = Vec::new();
+    for k in 0..20 {
+        let key = format!("k{k}");
+        first.push(backend_for(addr, &[("x-key", &key)]).await.backend());
+    }
+    for (k, want) in first.iter().enumerate() {
+        let key = format!("k{k}");
+        assert_eq!(&backend_for(addr, &[("x-key", &key)]).await.backend(), want);
+    }
+    let distinct: std::collections::HashSet<_> = first.iter().collect();
+    assert!(distinct.len() > 1, "{first:?}");
+}
