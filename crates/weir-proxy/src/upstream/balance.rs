@@ -383,10 +383,10 @@ impl Balancer {
                     (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))
                 }
             }
-            LbKind::Random => weighted_random(n, &weight, roll()),
+            LbKind::Random => self.draw(n, &eligible, &weight, roll()),
             LbKind::LeastRequest => {
-                let a = weighted_random(n, &weight, roll())?;
-                let b = weighted_random(n, &weight, roll())?;
+                let a = self.draw(n, &eligible, &weight, roll())?;
+                let b = self.draw(n, &eligible, &weight, roll())?;
                 let load = |i: usize| {
                     self.endpoints
                         .get(i)
@@ -410,6 +410,25 @@ impl Balancer {
                     .find(|&i| i < n && eligible(i))
             }
         }
+    }
+
+    /// A random eligible endpoint, by weight: without slow start (equal weights) one
+    /// uniform draw, kept when eligible (the usual case, O(1)); else a weighted draw over
+    /// all, which is still uniform over the eligible ones when weights are equal.
+    fn draw(
+        &self,
+        n: usize,
+        eligible: &dyn Fn(usize) -> bool,
+        weight: &dyn Fn(usize) -> u64,
+        roll: u64,
+    ) -> Option<usize> {
+        if self.lb.slow_start.is_none() {
+            let i = usize::try_from(roll % n as u64).unwrap_or(0);
+            if eligible(i) {
+                return Some(i);
+            }
+        }
+        weighted_random(n, weight, roll >> 17)
     }
 
     /// Smooth weighted round robin over the weights (0: not eligible).
