@@ -306,12 +306,13 @@ async fn a_hashed_key_whose_endpoint_is_down_falls_back_to_another() {
 
 #[tokio::test]
 async fn least_request_sends_fewer_requests_to_a_slow_endpoint() {
-    let slow = Named::start("slow", Duration::from_millis(300)).await;
+    let slow = Named::start("slow", Duration::from_millis(1000)).await;
     let fast1 = Named::start("fast1", Duration::ZERO).await;
     let fast2 = Named::start("fast2", Duration::ZERO).await;
     let up = upstream("svc", &[slow.addr, fast1.addr, fast2.addr]);
     let (proxy, addr, _) = start(&up, &policy(LbKind::LeastRequest, None)).await;
-    // 8 clients, 15 requests each: round robin would give each endpoint 40.
+    // 8 clients, 15 requests each: round robin would give each endpoint 40. The slow one
+    // answers after 1 s: however loaded the machine, far slower than the others.
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push(tokio::spawn(async move {
