@@ -412,7 +412,8 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     c.check(not ctr.get("command"), f"container command overrides the image entrypoint: {ctr.get('command')}")
 
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in ctr.get("env", [])}
-    c.equal(env, {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"},
+    c.equal(env, {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP",
+                  "WEIR_ZONE": "metadata.labels['topology.kubernetes.io/zone']"},
             "env from the downward API")
 
     res = ctr.get("resources", {})

@@ -94,7 +94,7 @@ async fn a_retry_policy_applies_to_its_route_and_is_counted() {
     // A field Weir lacks: refused by name, and the policy no longer applies.
     write_policy(
         dir.path(),
-        "  retry: {numRetries: 2}\n  loadBalancer: {type: Random}\n",
+        "  retry: {numRetries: 2}\n  loadBalancer: {type: Random, zoneAware: {weightedZones: []}}\n",
     );
     assert_eventually("the refused policy reported", WAIT, || async {
         let status = status_of(&weir, "BackendTrafficPolicy", "resilient")
@@ -106,7 +106,7 @@ async fn a_retry_policy_applies_to_its_route_and_is_counted() {
         let named = c["message"]
             .as_str()
             .unwrap_or("")
-            .contains("spec.loadBalancer");
+            .contains("spec.loadBalancer.zoneAware.weightedZones");
         if c["reason"] == "UnsupportedValue" && named {
             Ok(())
         } else {

@@ -230,6 +230,17 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: status.podIP
+        # --zone (BackendTrafficPolicy loadBalancer.zoneAware): the value `zone`, else the
+        # pod's copy of its node's zone label (set by Kubernetes' PodTopologyLabelsAdmission,
+        # 1.33+; empty without it: no zone preference).
+        - name: WEIR_ZONE
+          {{- if .Values.zone }}
+          value: {{ .Values.zone | quote }}
+          {{- else }}
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.labels['topology.kubernetes.io/zone']
+          {{- end }}
       # perGateway: each Gateway's Service targets the pod ports Weir assigned it (numeric
       # targetPorts need no containerPort).
       ports:

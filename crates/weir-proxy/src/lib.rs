@@ -87,6 +87,9 @@ pub struct ProxyConfig {
     /// UDP flows open at once across all UDP sockets; datagrams of new flows beyond it are
     /// dropped and counted.
     pub udp_max_flows: usize,
+    /// The zone Weir runs in (`--zone`, `WEIR_ZONE`), for BackendTrafficPolicy
+    /// `loadBalancer.zoneAware`; `None`: unknown, no zone preference.
+    pub zone: Option<Arc<str>>,
 }
 
 impl Default for ProxyConfig {
@@ -104,6 +107,7 @@ impl Default for ProxyConfig {
             tracing: None,
             udp_flow_idle_timeout: Duration::from_secs(30),
             udp_max_flows: 16_384,
+            zone: None,
         }
     }
 }
@@ -127,6 +131,9 @@ pub(crate) struct Shared {
     pub(crate) breakers: state::StateRegistry<u64, upstream::Breaker>,
     /// BackendTrafficPolicy retry budgets, by policy id (as the breakers).
     pub(crate) retry_budgets: state::StateRegistry<u64, upstream::Budget>,
+    /// BackendTrafficPolicy load balancers by (policy id, upstream id), and per-endpoint
+    /// state (in-flight requests, first seen): survive swaps (`upstream/balance.rs`).
+    pub(crate) balancers: upstream::Balancers,
     /// `None` unless `--otlp-endpoint`: a request checks this once.
     pub(crate) tracing: Option<trace::Tracing>,
 }
@@ -176,6 +183,7 @@ impl Proxy {
             config.upstream_limits,
             access_log.is_some() || tracing.is_some(),
         );
+        let zone = config.zone.clone();
         let shared = Arc::new(Shared {
             connections,
             config,
@@ -188,8 +196,10 @@ impl Proxy {
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
             retry_budgets: state::StateRegistry::default(),
+            balancers: upstream::Balancers::new(zone),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
+        registry.register(Box::new(shared.balancers.in_flight_metric()?))?;
         Ok(Proxy {
             sockets: Sockets::new(shared.clone()),
             udp: udp::UdpSockets::new(shared.clone()),
@@ -232,6 +242,7 @@ impl Proxy {
         }
         self.shared.breakers.retain(|id| live.contains(id));
         self.shared.retry_budgets.retain(|id| live.contains(id));
+        self.shared.balancers.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors

@@ -52,6 +52,16 @@ impl<K: Eq + Hash + Clone, V> StateRegistry<K, V> {
             .retain(|k, _| live(k));
     }
 
+    /// Every state with its key, at this moment (metrics at scrape time).
+    pub(crate) fn entries(&self) -> Vec<(K, Arc<V>)> {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries

@@ -4,7 +4,7 @@
 //! tunnelled after a 101, and TLS to backends a BackendTLSPolicy targets ([`tls`]).
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use crate::stage::{AndThen, Either};
 use crate::Shared;
 
 mod attempt;
+mod balance;
 mod body;
 mod budget;
 mod pool;
@@ -28,6 +29,7 @@ mod request_buffer;
 mod retry;
 mod tls;
 
+pub(crate) use balance::Balancers;
 pub(crate) use body::{
     copy_channel, tee, BodyTimer, CopySender, Counted, PooledBody, UpstreamBody,
 };
@@ -187,6 +189,11 @@ fn with_policy<'a>(
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
     // Before the future: the certificate is borrowed only for now.
     let tls = shared.clients.tls_for(upstream, downstream.client_cert);
+    // ConsistentHash by SourceIP: the client's address, while `downstream` is at hand.
+    let client = policy
+        .load_balancer
+        .as_ref()
+        .and_then(|_| balance::client_ip(&req, downstream.client_ip));
     if let Some(limit) = policy.request_buffer {
         if let Err(err) = request_buffer::check_length(req.headers(), limit) {
             return Box::pin(std::future::ready(Err(err)));
@@ -213,6 +220,7 @@ fn with_policy<'a>(
                 attempt_timeout,
                 policy,
                 route,
+                client,
             )
             .await?;
             if delay.is_some() {
@@ -232,6 +240,7 @@ fn with_policy<'a>(
         attempt_timeout,
         policy,
         route,
+        client,
     )
 }
 
@@ -246,6 +255,7 @@ fn admitted<'a>(
     attempt_timeout: Option<Duration>,
     policy: &'a BackendPolicy,
     route: &'a str,
+    client: Option<IpAddr>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
     let breaker = policy.circuit_breaker.map(|limits| {
         let made = shared.breakers.get_or_try_insert(&policy.id, || {
@@ -280,6 +290,19 @@ fn admitted<'a>(
         }
         _ => None,
     };
+    // `loadBalancer`: the balancer of this policy over this upstream, the request's hash key
+    // (and a cookie to issue).
+    let (balancer, key, cookie) = match &policy.load_balancer {
+        None => (None, None, None),
+        Some(lb) => {
+            let b = shared.balancers.get(policy.id, lb, upstream);
+            let (key, cookie) = match b.hash_on() {
+                None => (None, None),
+                Some(on) => balance::request_key(on, &req, client),
+            };
+            (Some(b), key, cookie)
+        }
+    };
     Box::pin(async move {
         let response = shared
             .clients
@@ -292,9 +315,16 @@ fn admitted<'a>(
                 policy,
                 (breaker.as_deref(), budget.as_deref()),
                 route,
+                balancer.as_deref().map(|b| (b, key)),
             )
             .await?;
-        let response = into_downstream(upstream, response, upgrade)?;
+        let mut response = into_downstream(upstream, response, upgrade)?;
+        if let Some(cookie) = cookie {
+            balance::issue(response.headers_mut(), cookie);
+        }
+        if let Some(o) = response.extensions_mut().remove::<balance::Outstanding>() {
+            response = response.map(|body| balance::Holding::new(body, o).boxed_unsync());
+        }
         Ok(match in_flight {
             None => response,
             Some(guard) => response.map(|body| retry::Guarded::new(body, guard).boxed_unsync()),

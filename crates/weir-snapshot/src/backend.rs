@@ -50,9 +50,36 @@ pub struct Upstream {
     authorities: Arc<[Authority]>,
     /// Round-robin cursor. Shared by all requests on this snapshot.
     next: AtomicUsize,
+    /// A hash of `name` and `endpoints` (in order): keys the load balancer's runtime state
+    /// (its Maglev table, indexed like `endpoints`) across snapshots.
+    pub id: u64,
     /// TLS to the backend (a BackendTLSPolicy targets this Service port); `None` is
     /// cleartext.
     pub tls: Option<BackendTls>,
+    /// `endpoints[i]`'s zone and hints (EndpointSlice `zone`, `hints.forZones`), for
+    /// `loadBalancer.zoneAware`; empty when no endpoint has any.
+    pub zones: Arc<[EndpointZone]>,
+}
+
+/// Where an endpoint runs, from its EndpointSlice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EndpointZone {
+    /// `endpoints[].zone`.
+    pub zone: Option<Arc<str>>,
+    /// `endpoints[].hints.forZones[].name`: the zones that should use it (topology aware
+    /// routing); when present they decide, not `zone`.
+    pub for_zones: Arc<[Arc<str>]>,
+}
+
+impl EndpointZone {
+    /// Whether the endpoint is local to `zone`.
+    pub fn serves(&self, zone: &str) -> bool {
+        if self.for_zones.is_empty() {
+            self.zone.as_deref() == Some(zone)
+        } else {
+            self.for_zones.iter().any(|z| &**z == zone)
+        }
+    }
 }
 
 /// How connections to a backend are secured, from the BackendTLSPolicy that targets it.
@@ -114,14 +141,41 @@ impl Upstream {
                     .unwrap_or_else(|_| Authority::from_static("invalid"))
             })
             .collect();
+        let name: Arc<str> = name.into();
+        let id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.hash(&mut h);
+            endpoints.hash(&mut h);
+            h.finish()
+        };
         Self {
-            name: name.into(),
+            name,
             protocol,
             endpoints: endpoints.into(),
             authorities,
             next: AtomicUsize::new(0),
+            id,
             tls: None,
+            zones: Arc::new([]),
         }
+    }
+
+    /// The same upstream with its endpoints' zones (`zones[i]` is `endpoints[i]`'s; all
+    /// empty: none).
+    pub fn with_zones(mut self, zones: Vec<EndpointZone>) -> Self {
+        if zones.len() != self.endpoints.len()
+            || zones.iter().all(|z| *z == EndpointZone::default())
+        {
+            return self;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.id.hash(&mut h);
+        zones.hash(&mut h);
+        self.id = h.finish();
+        self.zones = zones.into();
+        self
     }
 
     /// The same upstream, reached over TLS (or failing, for an invalid policy).
@@ -154,15 +208,25 @@ impl Upstream {
     /// Like [`Upstream::pick_with_fallbacks`], with each endpoint's precomputed URI
     /// authority.
     pub fn attempts(&self) -> impl Iterator<Item = (Endpoint, &Authority)> + '_ {
+        self.attempts_from(None).map(|(_, e, a)| (e, a))
+    }
+
+    /// Endpoints (with their index and authority) starting from `start` (a load balancer's
+    /// pick), or from the next round-robin position when `None`; the rest follow in ring
+    /// order, as fallbacks when connecting fails.
+    pub fn attempts_from(
+        &self,
+        start: Option<usize>,
+    ) -> impl Iterator<Item = (usize, Endpoint, &Authority)> + '_ {
         let n = self.endpoints.len();
-        let start = if n == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
+        let start = match start {
+            _ if n == 0 => 0,
+            Some(i) => i % n,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
         };
         (0..n).filter_map(move |k| {
             let i = (start + k) % n;
-            Some((*self.endpoints.get(i)?, self.authorities.get(i)?))
+            Some((i, *self.endpoints.get(i)?, self.authorities.get(i)?))
         })
     }
 }

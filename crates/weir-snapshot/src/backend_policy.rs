@@ -30,6 +30,9 @@ pub struct BackendPolicy {
     pub connection: Option<crate::UpstreamConnection>,
     /// `retry.budget`: caps retries to a share of requests.
     pub retry_budget: Option<crate::RetryBudget>,
+    /// `loadBalancer`: how the request picks an endpoint of its backend (`None`: round
+    /// robin, as without a policy).
+    pub load_balancer: Option<crate::LoadBalancer>,
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod backend_policy;
+pub mod balance;
 pub mod client_auth;
 pub mod client_policy;
 pub mod filter;
@@ -23,10 +24,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use backend::{
-    AppProtocol, Backend, BackendTarget, BackendTls, ClientCert, Endpoint, SubjectAltName,
-    Upstream, UpstreamTls,
+    AppProtocol, Backend, BackendTarget, BackendTls, ClientCert, Endpoint, EndpointZone,
+    SubjectAltName, Upstream, UpstreamTls,
 };
 pub use backend_policy::{BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers};
+pub use balance::{HashCookie, HashOn, LbKind, LoadBalancer, PreferLocal};
 pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use client_policy::{
     Cidr, ClientIpDetection, ClientPolicy, Http2Settings, ProxyProtocol, RequestIdMode,

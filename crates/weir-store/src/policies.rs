@@ -237,7 +237,8 @@ pub struct Http2Settings {
 /// Weir's `budget`), `timeout` (`http.requestTimeout`, `http.connectionIdleTimeout`,
 /// `tcp.connectTimeout`), `circuitBreaker` (`maxConnections`, `maxPendingRequests`,
 /// `maxParallelRequests`, `maxParallelRetries`, `maxRequestsPerConnection`),
-/// `faultInjection` and `requestBuffer.limit`; everything else is kept in `unsupported` and
+/// `faultInjection`, `requestBuffer.limit` and `loadBalancer` (`type`, `consistentHash`,
+/// `slowStart`, `zoneAware.preferLocal`); everything else is kept in `unsupported` and
 /// refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -265,6 +266,8 @@ pub struct BackendTrafficPolicySpec {
     pub fault_injection: Option<FaultInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_buffer: Option<RequestBuffer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -444,6 +447,108 @@ pub struct CircuitBreaker {
     pub unsupported: Unsupported,
 }
 
+/// `loadBalancer`: how a request picks an endpoint of its backend (Envoy Gateway's
+/// `LoadBalancer`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// `RoundRobin`, `Random`, `LeastRequest` or `ConsistentHash`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_hash: Option<ConsistentHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware: Option<ZoneAware>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.zoneAware`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneAware {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_local: Option<PreferLocalZone>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.zoneAware.preferLocal`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferLocalZone {
+    /// Fewer endpoints (all zones) than this: no zone preference (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_endpoints_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<ForceLocalZone>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.zoneAware.preferLocal.force`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForceLocalZone {
+    /// Local endpoints needed for all traffic to stay local (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_endpoints_in_zone_threshold: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.consistentHash`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistentHash {
+    /// `SourceIP`, `Header` or `Cookie`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HashHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<HashCookie>,
+    /// The Maglev table's size: a prime (default 65537).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HashHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HashCookie {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `loadBalancer.slowStart`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowStart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
 // ---------------------------------------------------------------------------------------
 // SecurityPolicy: its CRD and status land now, its fields with the issues that implement
 // them. Until then every field but the targets is refused.
@@ -529,7 +634,8 @@ mod tests {
                 "circuitBreaker": {"maxParallelRequests": 5, "maxParallelRetries": 2, "maxRetries": 1},
                 "faultInjection": {"abort": {"grpcStatus": 14, "percentage": 0.5}, "delay": {"fixedDelay": "1s"}},
                 "requestBuffer": {"limit": "1Mi"},
-                "loadBalancer": {"type": "Random"}
+                "loadBalancer": {"type": "Random", "zoneAware": {"weightedZones": []}},
+                "compression": [{"type": "Gzip"}]
             }
         }))
         .unwrap();
@@ -553,9 +659,13 @@ mod tests {
             p.spec.request_buffer.as_ref().unwrap().limit,
             Some(IntOrString::String("1Mi".into()))
         );
+        let lb = p.spec.load_balancer.as_ref().unwrap();
+        assert_eq!(lb.type_.as_deref(), Some("Random"));
+        let zone_aware = lb.zone_aware.as_ref().unwrap();
+        assert!(zone_aware.unsupported.contains_key("weightedZones"));
         assert_eq!(
             p.spec.unsupported.keys().collect::<Vec<_>>(),
-            ["loadBalancer"]
+            ["compression"]
         );
         let s: SecurityPolicy = serde_json::from_value(serde_json::json!({
             "apiVersion": "gateway.weir.dev/v1alpha1",

@@ -1,13 +1,13 @@
 //! backendRefs → upstreams: Service port → ready endpoints from the Service's EndpointSlices.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weir_snapshot::{AppProtocol, Endpoint, Upstream};
+use weir_snapshot::{AppProtocol, Endpoint, EndpointZone, Upstream};
 use weir_store::{ObjectKey, Store, GATEWAY_GROUP};
 
 use crate::error::TranslateError;
@@ -150,13 +150,15 @@ impl Upstreams {
         let tls = crate::backendtls::lookup(&self.tls, &key, service_port.name.as_deref());
         let slices = self.slices.get_or_insert_with(|| index_slices(store));
         let slices = slices.get(&key).map_or(&[][..], Vec::as_slice);
+        let (ready, zones) = endpoints(slices, service_port);
         let upstream = Arc::new(
             Upstream::new(
                 format!("{key}:{port}"),
                 app_protocol(service_port.app_protocol.as_deref()),
-                endpoints(slices, service_port),
+                ready,
             )
-            .with_tls(tls.cloned()),
+            .with_tls(tls.cloned())
+            .with_zones(zones),
         );
         self.by_port.insert((key, port), upstream.clone());
         Ok(upstream)
@@ -171,9 +173,13 @@ fn app_protocol(p: Option<&str>) -> AppProtocol {
     }
 }
 
-/// Ready endpoints of a Service port from the Service's slices, deduplicated and sorted.
-fn endpoints(slices: &[Arc<EndpointSlice>], service_port: &ServicePort) -> Vec<Endpoint> {
-    let mut out = BTreeSet::new();
+/// Ready endpoints of a Service port from the Service's slices, deduplicated and sorted,
+/// and each one's zone and hints (`zoneAware`).
+fn endpoints(
+    slices: &[Arc<EndpointSlice>],
+    service_port: &ServicePort,
+) -> (Vec<Endpoint>, Vec<EndpointZone>) {
+    let mut out = BTreeMap::new();
     for slice in slices {
         let ports = slice.ports.as_deref().unwrap_or(&[]);
         let Some(port) = slice_port(ports, service_port) else {
@@ -183,14 +189,27 @@ fn endpoints(slices: &[Arc<EndpointSlice>], service_port: &ServicePort) -> Vec<E
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
+            let zone = || EndpointZone {
+                zone: ep.zone.as_deref().map(Arc::from),
+                for_zones: ep
+                    .hints
+                    .as_ref()
+                    .and_then(|h| h.for_zones.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|z| Arc::from(z.name.as_str()))
+                    .collect(),
+            };
             for addr in &ep.addresses {
                 if let Ok(ip) = addr.parse::<IpAddr>() {
-                    out.insert(SocketAddr::new(ip, port));
+                    out.entry(SocketAddr::new(ip, port)).or_insert_with(zone);
                 }
             }
         }
     }
-    out.into_iter().map(|addr| Endpoint { addr }).collect()
+    out.into_iter()
+        .map(|(addr, zone)| (Endpoint { addr }, zone))
+        .unzip()
 }
 
 /// The slice port serving a Service port: by name for named Service ports; otherwise by the

@@ -284,11 +284,10 @@ fn over_h2c(u: Arc<Upstream>) -> Arc<Upstream> {
     if u.protocol == AppProtocol::H2c {
         return u;
     }
-    Arc::new(Upstream::new(
-        u.name.clone(),
-        AppProtocol::H2c,
-        u.endpoints.to_vec(),
-    ))
+    Arc::new(
+        Upstream::new(u.name.clone(), AppProtocol::H2c, u.endpoints.to_vec())
+            .with_zones(u.zones.to_vec()),
+    )
 }
 
 /// The matcher and the (service, method) characters it ranks by.

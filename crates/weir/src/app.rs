@@ -97,6 +97,12 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     }),
                 udp_flow_idle_timeout: args.udp_flow_idle_timeout,
                 udp_max_flows: args.udp_max_flows as usize,
+                zone: args
+                    .zone
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|z| !z.is_empty())
+                    .map(std::sync::Arc::from),
             },
             shared.snapshot.clone(),
             &registry,

@@ -157,6 +157,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_max_flows: u32,
 
+    /// The zone this Weir runs in (the node's `topology.kubernetes.io/zone`), for
+    /// BackendTrafficPolicy `loadBalancer.zoneAware.preferLocal`: endpoints whose
+    /// EndpointSlice zone (or `hints.forZones`) is this one are preferred. Empty or unset:
+    /// no zone preference.
+    #[arg(long, value_name = "ZONE", env = "WEIR_ZONE")]
+    pub zone: Option<String>,
+
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,

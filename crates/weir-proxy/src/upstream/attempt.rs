@@ -32,6 +32,14 @@ pub(crate) trait Gate: Copy + Send + Sync {
     fn class(&self) -> u64 {
         0
     }
+    /// Held while an attempt to one endpoint is in flight (`loadBalancer`'s count).
+    type Token: Send;
+    /// The endpoint (index) to try first (`loadBalancer`); `None`: round robin.
+    fn pick(&self) -> Option<usize>;
+    /// An attempt to endpoint `i` starts.
+    fn begin(&self, i: usize) -> Self::Token;
+    /// The attempt got its response: the token goes with it.
+    fn finish<B>(&self, token: Self::Token, response: &mut Response<B>);
 }
 
 #[derive(Clone, Copy)]
@@ -45,6 +53,16 @@ impl Gate for NoPolicy {
     fn connections(&self) -> Option<&PolicyConnections> {
         None
     }
+
+    type Token = ();
+
+    fn pick(&self) -> Option<usize> {
+        None
+    }
+
+    fn begin(&self, _: usize) {}
+
+    fn finish<B>(&self, _: (), _: &mut Response<B>) {}
 }
 
 impl Clients {
@@ -116,7 +134,8 @@ impl Clients {
             // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one: the endpoint's.
             let host_from_endpoint = !req.headers().contains_key(HOST);
             let mut last_connect_error = None;
-            for (endpoint, authority) in upstream.attempts() {
+            for (i, endpoint, authority) in upstream.attempts_from(gate.pick()) {
+                let token = gate.begin(i);
                 let addr = endpoint.addr;
                 let mut key = UpstreamTlsConnect::pool_key(addr, tls);
                 key.tls ^= gate.class();
@@ -150,7 +169,11 @@ impl Clients {
                     // Boxed: rarely made, and the future would otherwise carry its space.
                     let copy = (reused.stale && safe_to_repeat).then(|| Box::new(head_copy(&req)));
                     match tx.try_send_request(req).await {
-                        Ok(response) => return Ok(self.pooled(response, key, tx, uses)),
+                        Ok(response) => {
+                            let mut response = self.pooled(response, key, tx, uses);
+                            gate.finish(token, &mut response);
+                            return Ok(response);
+                        }
                         Err(mut err) => match (err.take_message(), copy) {
                             (Some(unsent), _) => req = unsent,
                             (None, Some(copy)) => {
@@ -175,7 +198,11 @@ impl Clients {
                     }
                 };
                 match tx.try_send_request(req).await {
-                    Ok(response) => return Ok(self.pooled(response, key, tx, 1)),
+                    Ok(response) => {
+                        let mut response = self.pooled(response, key, tx, 1);
+                        gate.finish(token, &mut response);
+                        return Ok(response);
+                    }
                     Err(mut err) => match err.take_message() {
                         // Closed before the request was written: like a failed connect.
                         Some(unsent) => {
@@ -234,7 +261,8 @@ impl Clients {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
             let mut last_connect_error = None;
-            for (endpoint, authority) in upstream.attempts() {
+            for (i, endpoint, authority) in upstream.attempts_from(gate.pick()) {
+                let token = gate.begin(i);
                 let addr = endpoint.addr;
                 let key = UpstreamTlsConnect::pool_key(addr, tls);
                 let mut uri = http::uri::Parts::default();
@@ -270,6 +298,7 @@ impl Clients {
                     match tx.try_send_request(req).await {
                         Ok(mut response) => {
                             self.record(&mut response, addr);
+                            gate.finish(token, &mut response);
                             return Ok(response.map(PooledBody::unpooled));
                         }
                         Err(mut err) => match err.take_message() {

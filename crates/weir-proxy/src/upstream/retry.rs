@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use weir_snapshot::{AppProtocol, BackendPolicy, CircuitBreaker, Upstream};
 
 use super::attempt::{head_copy, is_idempotent, Gate};
+use super::balance::{Balancer, Outstanding};
 use super::body::{BodyStalled, ClientBodyError, PooledBody, UpstreamBody};
 use super::budget::Budget;
 use super::pool::PolicyConnections;
@@ -163,6 +164,8 @@ struct PolicyGate<'a> {
     connect_timeout: Option<Duration>,
     connections: Option<&'a PolicyConnections>,
     class: u64,
+    /// `loadBalancer`: the balancer and the request's hash key.
+    balance: Option<(&'a Balancer, Option<u64>)>,
 }
 
 impl Gate for PolicyGate<'_> {
@@ -176,6 +179,24 @@ impl Gate for PolicyGate<'_> {
 
     fn class(&self) -> u64 {
         self.class
+    }
+
+    type Token = Option<Outstanding>;
+
+    fn pick(&self) -> Option<usize> {
+        let (b, key) = self.balance?;
+        // Health's eligibility predicate goes here (today every endpoint is eligible).
+        b.pick(key, |_| true)
+    }
+
+    fn begin(&self, i: usize) -> Option<Outstanding> {
+        self.balance?.0.begin(i)
+    }
+
+    fn finish<B>(&self, token: Option<Outstanding>, response: &mut Response<B>) {
+        if let Some(t) = token {
+            response.extensions_mut().insert(t);
+        }
     }
 }
 
@@ -194,6 +215,7 @@ impl Clients {
         policy: &'a BackendPolicy,
         (breaker, budget): (Option<&'a Breaker>, Option<&'a Budget>),
         route: &'a str,
+        balance: Option<(&'a Balancer, Option<u64>)>,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
         async move {
             if upstream.endpoints.is_empty() {
@@ -207,6 +229,7 @@ impl Clients {
                 class: policy.connection.map_or(0, |c| {
                     self.pools.class(tls.as_ref().map_or(0, |t| t.identity), &c)
                 }),
+                balance,
             };
             let Some(retry) = &policy.retry else {
                 return self

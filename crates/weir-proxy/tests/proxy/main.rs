@@ -12,6 +12,7 @@ mod client_policy;
 mod errors;
 mod extended;
 mod fault;
+mod lb;
 mod lifecycle;
 mod limits;
 mod routing;

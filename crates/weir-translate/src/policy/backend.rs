@@ -310,6 +310,9 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
         add("spec.circuitBreaker", &c.unsupported);
     }
     traffic::unsupported_fields(spec, &mut add);
+    if let Some(lb) = &spec.load_balancer {
+        lb::unsupported_fields(lb, &mut add);
+    }
     out
 }
 
@@ -396,6 +399,9 @@ fn compile(
     out.connection = traffic::connection(spec)?;
     if let Some(b) = spec.retry.as_ref().and_then(|r| r.budget.as_ref()) {
         out.retry_budget = Some(traffic::retry_budget(b)?);
+    }
+    if let Some(lb) = &spec.load_balancer {
+        out.load_balancer = Some(lb::compile(lb)?);
     }
     Ok((out, request_timeout))
 }
@@ -509,6 +515,7 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
     h.finish()
 }
 
+mod lb;
 mod traffic;
 
 #[cfg(test)]

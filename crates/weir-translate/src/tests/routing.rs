@@ -300,9 +300,12 @@ ports: [{name: http, port: 8080}, {name: other, port: 7070}]
 endpoints:
 - addresses: [10.0.0.1]
   conditions: {ready: true}
+  zone: zone-a
 - addresses: [10.0.0.2]
   conditions: {ready: false}
 - addresses: [10.0.0.3]
+  zone: zone-b
+  hints: {forZones: [{name: zone-a}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -350,6 +353,12 @@ endpoints:
     let addrs: Vec<String> = a.endpoints.iter().map(|e| e.addr.to_string()).collect();
     assert_eq!(addrs, ["10.0.0.1:8080", "10.0.0.3:8080"]);
     assert_eq!(a.protocol, AppProtocol::Http1);
+    // Zones and hints, for zoneAware: hints decide where present.
+    assert_eq!(a.zones.len(), 2);
+    assert_eq!(a.zones[0].zone.as_deref(), Some("zone-a"));
+    assert!(a.zones[0].serves("zone-a") && !a.zones[0].serves("zone-b"));
+    assert_eq!(a.zones[1].zone.as_deref(), Some("zone-b"));
+    assert!(a.zones[1].serves("zone-a") && !a.zones[1].serves("zone-b"));
     // One upstream per (service, port), shared by routes.
     assert!(std::sync::Arc::ptr_eq(&a, &upstream("/c")));
     let b = upstream("/b");
@@ -357,4 +366,5 @@ endpoints:
     assert_eq!(addrs, ["10.0.1.1:9090"]);
     assert_eq!(b.protocol, AppProtocol::H2c);
     assert_eq!(&*b.name, "default/svc-b:80");
+    assert!(b.zones.is_empty(), "no zones in its slice");
 }

@@ -408,7 +408,14 @@ fn invalid_values_are_refused_and_apply_nowhere() {
 #[test]
 fn fields_not_implemented_are_still_refused_by_name() {
     for (spec, field) in [
-        ("  loadBalancer: {type: Random}", "spec.loadBalancer"),
+        (
+            "  loadBalancer: {type: Random, zoneAware: {weightedZones: []}}",
+            "spec.loadBalancer.zoneAware.weightedZones",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: QueryParams, queryParams: []}}",
+            "spec.loadBalancer.consistentHash.queryParams",
+        ),
         (
             "  retry: {numRetries: 1, retryBudget: {}}",
             "spec.retry.retryBudget",
@@ -500,4 +507,149 @@ spec:
     let n = |path| policy_of(&out, path).map(|p| p.retry.as_ref().unwrap().num_retries);
     assert_eq!(n("/pkg.Echo/Say"), Some(4));
     assert_eq!(n("/pkg.Other/Say"), None, "another rule of the route");
+}
+
+// ---------------------------------------------------------------------------------------
+// loadBalancer
+
+#[test]
+fn load_balancer_types_compile_to_the_snapshot() {
+    use weir_snapshot::{HashOn, LbKind};
+    let lb = |spec: &str| {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(
+            accepted(&out, "p"),
+            is("True", "Accepted"),
+            "{spec}: {}",
+            message(&out, "p")
+        );
+        policy_of(&out, "/a")
+            .unwrap()
+            .load_balancer
+            .clone()
+            .unwrap()
+    };
+    let l = lb("  loadBalancer: {type: RoundRobin, slowStart: {window: 30s}}");
+    assert_eq!(l.kind, LbKind::RoundRobin);
+    assert_eq!(l.slow_start, Some(Duration::from_secs(30)));
+    assert_eq!(lb("  loadBalancer: {type: Random}").kind, LbKind::Random);
+    assert_eq!(
+        lb("  loadBalancer: {type: LeastRequest}").kind,
+        LbKind::LeastRequest
+    );
+    assert_eq!(
+        lb("  loadBalancer: {type: ConsistentHash, consistentHash: {type: SourceIP}}").kind,
+        LbKind::ConsistentHash {
+            on: HashOn::SourceIp,
+            table_size: 65_537
+        }
+    );
+    assert_eq!(
+        lb("  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header, header: {name: X-User}, tableSize: 101}}").kind,
+        LbKind::ConsistentHash {
+            on: HashOn::Header(http::HeaderName::from_static("x-user")),
+            table_size: 101
+        }
+    );
+    let l = lb("  loadBalancer: {type: ConsistentHash, consistentHash: {type: Cookie, cookie: {name: sticky, ttl: 1h, attributes: {SameSite: Strict, Path: /}}}}");
+    let LbKind::ConsistentHash {
+        on: HashOn::Cookie(c),
+        ..
+    } = l.kind
+    else {
+        panic!("{l:?}")
+    };
+    assert_eq!(&*c.name, "sticky");
+    assert_eq!(c.ttl, Some(Duration::from_secs(3600)));
+    let l = lb("  loadBalancer: {type: LeastRequest, zoneAware: {preferLocal: {}}}");
+    assert_eq!(
+        l.prefer_local,
+        Some(weir_snapshot::PreferLocal {
+            min_endpoints: 6,
+            force_min_local: None
+        })
+    );
+    let l = lb("  loadBalancer: {type: RoundRobin, zoneAware: {preferLocal: {minEndpointsThreshold: 2, force: {minEndpointsInZoneThreshold: 3}}}}");
+    assert_eq!(
+        l.prefer_local,
+        Some(weir_snapshot::PreferLocal {
+            min_endpoints: 2,
+            force_min_local: Some(3)
+        })
+    );
+    assert_eq!(
+        &*c.attributes,
+        &[
+            ("Path".to_string(), "/".to_string()),
+            ("SameSite".to_string(), "Strict".to_string())
+        ]
+    );
+}
+
+#[test]
+fn invalid_load_balancer_values_are_refused_naming_the_field() {
+    for (spec, needle) in [
+        ("  loadBalancer: {type: Fastest}", "spec.loadBalancer.type"),
+        ("  loadBalancer: {slowStart: {window: 1s}}", "spec.loadBalancer.type"),
+        ("  loadBalancer: {type: ConsistentHash}", "spec.loadBalancer.consistentHash"),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: SourceIP, tableSize: 65536}}",
+            "spec.loadBalancer.consistentHash.tableSize",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: SourceIP, tableSize: 5000021}}",
+            "spec.loadBalancer.consistentHash.tableSize",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header}}",
+            "spec.loadBalancer.consistentHash.header.name",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header, header: {name: 'a b'}}}",
+            "spec.loadBalancer.consistentHash.header.name",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Cookie}}",
+            "spec.loadBalancer.consistentHash.cookie.name",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Cookie, cookie: {name: c, attributes: {Path: 'a;b'}}}}",
+            "spec.loadBalancer.consistentHash.cookie.attributes",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Cookie, cookie: {name: c, ttl: never}}}",
+            "spec.loadBalancer.consistentHash.cookie.ttl",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Everything}}",
+            "spec.loadBalancer.consistentHash.type",
+        ),
+        (
+            "  loadBalancer: {type: Random, consistentHash: {type: SourceIP}}",
+            "spec.loadBalancer.consistentHash",
+        ),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: SourceIP}, slowStart: {window: 1s}}",
+            "spec.loadBalancer.slowStart",
+        ),
+        ("  loadBalancer: {type: RoundRobin, slowStart: {window: 0s}}", "spec.loadBalancer.slowStart.window"),
+        ("  loadBalancer: {type: RoundRobin, slowStart: {}}", "spec.loadBalancer.slowStart.window"),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: SourceIP}, zoneAware: {preferLocal: {}}}",
+            "spec.loadBalancer.zoneAware.preferLocal",
+        ),
+        (
+            "  loadBalancer: {type: Random, zoneAware: {preferLocal: {minEndpointsThreshold: 0}}}",
+            "spec.loadBalancer.zoneAware.preferLocal.minEndpointsThreshold",
+        ),
+        (
+            "  loadBalancer: {type: Random, zoneAware: {preferLocal: {force: {minEndpointsInZoneThreshold: -1}}}}",
+            "minEndpointsInZoneThreshold",
+        ),
+    ] {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(accepted(&out, "p"), is("False", "Invalid"), "{spec}: {}", message(&out, "p"));
+        assert!(message(&out, "p").contains(needle), "{spec}: {}", message(&out, "p"));
+        assert!(policy_of(&out, "/a").is_none(), "{spec}");
+    }
 }
