@@ -99,6 +99,8 @@ pub enum ProxyError {
     AccessLog(std::io::Error),
     #[error("could not start tracing: {0}")]
     Tracing(String),
+    #[error("could not make a session key: {0}")]
+    SessionKey(String),
 }
 
 /// Why a connection to one upstream endpoint could not be opened.
@@ -242,7 +244,10 @@ impl ProxyError {
                 "internal error\n",
                 Internal,
             ),
-            ProxyError::Metrics(_) | ProxyError::AccessLog(_) | ProxyError::Tracing(_) => (
+            ProxyError::Metrics(_)
+            | ProxyError::AccessLog(_)
+            | ProxyError::Tracing(_)
+            | ProxyError::SessionKey(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "internal error\n",

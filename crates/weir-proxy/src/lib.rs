@@ -90,6 +90,9 @@ pub struct ProxyConfig {
     /// The zone Weir runs in (`--zone`, `WEIR_ZONE`), for BackendTrafficPolicy
     /// `loadBalancer.zoneAware`; `None`: unknown, no zone preference.
     pub zone: Option<Arc<str>>,
+    /// The key session values are sealed with (`session.rs`); `None`: a random one, so
+    /// sessions last as long as this process (replicas sharing sessions need one key).
+    pub session_key: Option<Arc<session::SessionKey>>,
 }
 
 impl Default for ProxyConfig {
@@ -108,6 +111,7 @@ impl Default for ProxyConfig {
             udp_flow_idle_timeout: Duration::from_secs(30),
             udp_max_flows: 16_384,
             zone: None,
+            session_key: None,
         }
     }
 }
@@ -136,6 +140,8 @@ pub(crate) struct Shared {
     pub(crate) balancers: upstream::Balancers,
     /// `None` unless `--otlp-endpoint`: a request checks this once.
     pub(crate) tracing: Option<trace::Tracing>,
+    /// Seals and opens session values (`session.rs`).
+    pub(crate) session_key: Arc<session::SessionKey>,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -184,7 +190,12 @@ impl Proxy {
             access_log.is_some() || tracing.is_some(),
         );
         let zone = config.zone.clone();
+        let session_key = match &config.session_key {
+            Some(key) => key.clone(),
+            None => Arc::new(session::SessionKey::random().map_err(ProxyError::SessionKey)?),
+        };
         let shared = Arc::new(Shared {
+            session_key,
             connections,
             config,
             handle: snapshot,

@@ -105,6 +105,7 @@ fn spawn_one(
                 &downstream,
                 None,
                 None,
+                None,
             )
             .await?;
             // Read the answer to its end so the connection can be reused.

@@ -377,15 +377,22 @@ fn pick_phase<'s>(
     ex: &mut Exchange<'s>,
     parts: &mut http::request::Parts,
     base: &RedirectBase<'_>,
+    pinned: Option<u16>,
 ) -> Result<(&'s Upstream, Flow), ProxyError> {
     let action = ex.action;
-    // One backend (the common case) needs no random number.
-    let roll = if action.backends.len() > 1 {
-        rand::random::<u64>()
-    } else {
-        0
+    let backend = match pinned.and_then(|i| action.backends.get(usize::from(i))) {
+        // A session keeps its backend whatever the weights say now (GEP-1619).
+        Some(backend) => backend,
+        None => {
+            // One backend (the common case) needs no random number.
+            let roll = if action.backends.len() > 1 {
+                rand::random::<u64>()
+            } else {
+                0
+            };
+            pick_backend(action, roll)?
+        }
     };
-    let backend = pick_backend(action, roll)?;
     let upstream = match &backend.target {
         BackendTarget::Upstream(upstream) => upstream,
         BackendTarget::Invalid(reason) => return Err(ProxyError::InvalidBackend(reason.clone())),
@@ -437,7 +444,30 @@ fn handle_action<'s>(
     // Phase 3, request (asynchronous): none yet. A route whose compiled action needs one
     // (external auth, a global rate limit, a fault delay, a cache lookup) gets one boxed
     // future here; other routes pay nothing.
-    let (upstream, flow) = pick_phase(&mut ex, &mut parts, base)?;
+    // Session persistence: the backend and endpoint the request's session pins.
+    let session = action.policy.as_deref().and_then(|p| p.session.as_deref());
+    let pinned = session.and_then(|cfg| {
+        crate::session::lookup(
+            &conn.shared.session_key,
+            cfg,
+            &action.backends,
+            &parts.headers,
+            crate::session::now_secs(),
+        )
+    });
+    let (upstream, flow) = pick_phase(&mut ex, &mut parts, base, pinned.map(|(b, ..)| b))?;
+    let sticky = session.and_then(|_| {
+        let picked = ex.backend?;
+        let backend = action
+            .backends
+            .iter()
+            .position(|b| std::ptr::eq(b, picked))?;
+        Some(crate::session::Sticky {
+            backend: u16::try_from(backend).ok()?,
+            pin: pinned.map(|(_, endpoint, s)| (endpoint, s)),
+            secure: conn.tls,
+        })
+    });
     *backend_label = Some(upstream.name.clone());
     if let Flow::Answer(answer) = flow {
         return Ok(local(&ex, answer));
@@ -489,6 +519,7 @@ fn handle_action<'s>(
         &downstream,
         attempt_timeout(&action.timeouts, &conn.shared.config),
         action.policy.as_deref().map(|p| (p, &*action.route.route)),
+        sticky,
     );
     // Phase 6 on the upstream's response. (Phase 7, response body phases, wraps the body
     // here: compression, cache fill.)

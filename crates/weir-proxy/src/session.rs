@@ -222,6 +222,80 @@ pub fn attach(cfg: &SessionPersistence, value: &str, secure: bool, headers: &mut
     }
 }
 
+/// A request's session on a route with session persistence, from the backend pick
+/// (phase 4) to the response (phase 6).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sticky {
+    /// The picked backend's index among the rule's backendRefs.
+    pub backend: u16,
+    /// The endpoint (index into the upstream's endpoints) the request's valid session
+    /// names, and the session; `None`: none, or one that no longer holds.
+    pub pin: Option<(usize, Session)>,
+    /// The listener is TLS: the cookie gets `Secure`.
+    pub secure: bool,
+}
+
+/// The endpoint (index into the upstream's endpoints) that answered, noted in the response
+/// by the attempt loop on routes with session persistence.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Served(pub usize);
+
+/// The backend and endpoint a request's session pins, when it carries a value this proxy
+/// sealed for `cfg`'s rule, the session is alive, and the endpoint is still one of that
+/// backend's: (backend index, endpoint index, session).
+pub(crate) fn lookup(
+    key: &SessionKey,
+    cfg: &SessionPersistence,
+    backends: &[weir_snapshot::Backend],
+    headers: &HeaderMap,
+    now: u64,
+) -> Option<(u16, usize, Session)> {
+    let session = key.open(cfg.scope, carried(cfg, headers)?)?;
+    if !session.alive(cfg, now) {
+        return None;
+    }
+    let backend = backends.get(usize::from(session.backend))?;
+    let weir_snapshot::BackendTarget::Upstream(upstream) = &backend.target else {
+        return None;
+    };
+    let endpoint = upstream
+        .endpoints
+        .iter()
+        .position(|e| e.addr == session.addr)?;
+    Some((session.backend, endpoint, session))
+}
+
+/// Phase 6 on a response of a route with session persistence: a new session value when the
+/// request had none (or its endpoint did not answer), a renewed one when the rule has an
+/// idle timeout; nothing otherwise.
+pub(crate) fn respond(
+    key: &SessionKey,
+    cfg: &SessionPersistence,
+    sticky: &Sticky,
+    served: Option<SocketAddr>,
+    now: u64,
+    headers: &mut HeaderMap,
+) {
+    let Some(addr) = served else { return };
+    let session = match sticky.pin {
+        Some((_, s)) if s.addr == addr => {
+            if cfg.idle_timeout.is_none() {
+                return;
+            }
+            Session { renewed: now, ..s }
+        }
+        _ => Session {
+            backend: sticky.backend,
+            addr,
+            started: now,
+            renewed: now,
+        },
+    };
+    if let Some(value) = key.seal(cfg.scope, &session) {
+        attach(cfg, &value, sticky.secure, headers);
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()

@@ -137,6 +137,7 @@ pub(crate) fn forward_body<'a>(
     downstream: &Downstream<'_>,
     attempt_timeout: Option<Duration>,
     policy: Option<(&'a BackendPolicy, &'a str)>,
+    sticky: Option<crate::session::Sticky>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
     let upgrade = match upstream.protocol {
         AppProtocol::H2c => None,
@@ -157,6 +158,7 @@ pub(crate) fn forward_body<'a>(
                 attempt_timeout,
                 policy,
                 route,
+                sticky,
             ),
         };
     }
@@ -186,6 +188,7 @@ fn with_policy<'a>(
     attempt_timeout: Option<Duration>,
     policy: &'a BackendPolicy,
     route: &'a str,
+    sticky: Option<crate::session::Sticky>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
     // Before the future: the certificate is borrowed only for now.
     let tls = shared.clients.tls_for(upstream, downstream.client_cert);
@@ -221,6 +224,7 @@ fn with_policy<'a>(
                 policy,
                 route,
                 client,
+                sticky,
             )
             .await?;
             if delay.is_some() {
@@ -241,6 +245,7 @@ fn with_policy<'a>(
         policy,
         route,
         client,
+        sticky,
     )
 }
 
@@ -256,6 +261,7 @@ fn admitted<'a>(
     policy: &'a BackendPolicy,
     route: &'a str,
     client: Option<IpAddr>,
+    sticky: Option<crate::session::Sticky>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
     let breaker = policy.circuit_breaker.map(|limits| {
         let made = shared.breakers.get_or_try_insert(&policy.id, || {
@@ -316,11 +322,27 @@ fn admitted<'a>(
                 (breaker.as_deref(), budget.as_deref()),
                 route,
                 balancer.as_deref().map(|b| (b, key)),
+                sticky.map(|s| s.pin.map(|(i, _)| i)),
             )
             .await?;
         let mut response = into_downstream(upstream, response, upgrade)?;
         if let Some(cookie) = cookie {
             balance::issue(response.headers_mut(), cookie);
+        }
+        if let (Some(sticky), Some(cfg)) = (sticky, &policy.session) {
+            let served = response
+                .extensions_mut()
+                .remove::<crate::session::Served>()
+                .and_then(|crate::session::Served(i)| upstream.endpoints.get(i))
+                .map(|e| e.addr);
+            crate::session::respond(
+                &shared.session_key,
+                cfg,
+                &sticky,
+                served,
+                crate::session::now_secs(),
+                response.headers_mut(),
+            );
         }
         if let Some(o) = response.extensions_mut().remove::<balance::Outstanding>() {
             response = response.map(|body| balance::Holding::new(body, o).boxed_unsync());

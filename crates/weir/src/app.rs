@@ -63,6 +63,16 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
     let registry = Registry::new();
     let metrics = ControlMetrics::register(&registry).context("registering metrics")?;
     let shared = Shared::new();
+    let session_key = match &args.session_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --session-key-file {}", path.display()))?;
+            let key = weir_proxy::session::SessionKey::parse(&text)
+                .map_err(|e| anyhow::anyhow!("--session-key-file {}: {e}", path.display()))?;
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
     let proxy = Arc::new(
         Proxy::new(
             ProxyConfig {
@@ -103,6 +113,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     .map(str::trim)
                     .filter(|z| !z.is_empty())
                     .map(std::sync::Arc::from),
+                session_key,
             },
             shared.snapshot.clone(),
             &registry,

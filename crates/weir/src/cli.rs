@@ -163,6 +163,12 @@ pub struct RunArgs {
     /// no zone preference.
     #[arg(long, value_name = "ZONE", env = "WEIR_ZONE")]
     pub zone: Option<String>,
+    /// A file holding the key session values (`sessionPersistence`) are sealed with: 32
+    /// bytes as 64 hex digits or base64 (`openssl rand -hex 32`). Replicas given the same key
+    /// accept each other's sessions; without one each process makes a random key, and a
+    /// client that moves to another replica (or outlives a restart) starts a new session.
+    #[arg(long, value_name = "PATH", env = "WEIR_SESSION_KEY_FILE")]
+    pub session_key_file: Option<PathBuf>,
 
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]

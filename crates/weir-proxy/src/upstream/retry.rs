@@ -166,6 +166,9 @@ struct PolicyGate<'a> {
     class: u64,
     /// `loadBalancer`: the balancer and the request's hash key.
     balance: Option<(&'a Balancer, Option<u64>)>,
+    /// Session persistence: `Some` on such routes (the answering endpoint is noted in the
+    /// response), with the endpoint the request's session pins.
+    session: Option<Option<usize>>,
 }
 
 impl Gate for PolicyGate<'_> {
@@ -181,21 +184,31 @@ impl Gate for PolicyGate<'_> {
         self.class
     }
 
-    type Token = Option<Outstanding>;
+    type Token = (Option<Outstanding>, usize);
 
     fn pick(&self) -> Option<usize> {
+        if let Some(Some(pinned)) = self.session {
+            return Some(pinned);
+        }
         let (b, key) = self.balance?;
         // Health's eligibility predicate goes here (today every endpoint is eligible).
         b.pick(key, |_| true)
     }
 
-    fn begin(&self, i: usize) -> Option<Outstanding> {
-        self.balance?.0.begin(i)
+    fn begin(&self, i: usize) -> (Option<Outstanding>, usize) {
+        (self.balance.and_then(|(b, _)| b.begin(i)), i)
     }
 
-    fn finish<B>(&self, token: Option<Outstanding>, response: &mut Response<B>) {
-        if let Some(t) = token {
+    fn finish<B>(
+        &self,
+        (outstanding, i): (Option<Outstanding>, usize),
+        response: &mut Response<B>,
+    ) {
+        if let Some(t) = outstanding {
             response.extensions_mut().insert(t);
+        }
+        if self.session.is_some() {
+            response.extensions_mut().insert(crate::session::Served(i));
         }
     }
 }
@@ -216,6 +229,7 @@ impl Clients {
         (breaker, budget): (Option<&'a Breaker>, Option<&'a Budget>),
         route: &'a str,
         balance: Option<(&'a Balancer, Option<u64>)>,
+        session: Option<Option<usize>>,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
         async move {
             if upstream.endpoints.is_empty() {
@@ -230,6 +244,7 @@ impl Clients {
                     self.pools.class(tls.as_ref().map_or(0, |t| t.identity), &c)
                 }),
                 balance,
+                session,
             };
             let Some(retry) = &policy.retry else {
                 return self

@@ -242,6 +242,7 @@ pub fn config() -> ProxyConfig {
         udp_flow_idle_timeout: Duration::from_secs(30),
         udp_max_flows: 16_384,
         zone: None,
+        session_key: None,
     }
 }
 
