@@ -173,6 +173,7 @@ impl Proxy {
             config.upstream_limits,
             access_log.is_some() || tracing.is_some(),
         );
+        clients.health.register(registry)?;
         let shared = Arc::new(Shared {
             connections,
             config,
@@ -227,6 +228,11 @@ impl Proxy {
             }
         }
         self.shared.breakers.retain(|id| live.contains(id));
+        // Endpoint health: probers for the endpoints routes with a health check reach.
+        self.shared
+            .clients
+            .health
+            .reconcile(&snapshot, &self.shared.metrics);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors

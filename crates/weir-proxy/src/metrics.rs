@@ -47,6 +47,12 @@ pub(crate) struct Metrics {
     /// `weir_circuit_breaker_overflows_total{route}`: requests a BackendTrafficPolicy's
     /// circuit breaker answered with 503 (`maxParallelRequests`).
     breaker_overflows: IntCounterVec,
+    /// `weir_endpoint_ejections_total{upstream}`: endpoints BackendTrafficPolicy passive
+    /// health ejected (`upstream/health.rs`).
+    pub(crate) endpoint_ejections: IntCounterVec,
+    /// `weir_health_probes_total{upstream,result}`: active health probes, `success` or
+    /// `failure`.
+    pub(crate) health_probes: IntCounterVec,
     /// `weir_trace_spans_dropped_total`: sampled spans not exported because the export
     /// queue was full or their export failed.
     pub(crate) trace_spans_dropped: IntCounter,
@@ -164,6 +170,22 @@ impl Metrics {
         )?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(breaker_overflows.clone()))?;
+        let endpoint_ejections = IntCounterVec::new(
+            opts!(
+                "weir_endpoint_ejections_total",
+                "Endpoints ejected by BackendTrafficPolicy passive health, by upstream."
+            ),
+            &["upstream"],
+        )?;
+        let health_probes = IntCounterVec::new(
+            opts!(
+                "weir_health_probes_total",
+                "BackendTrafficPolicy active health probes, by upstream and result."
+            ),
+            &["upstream", "result"],
+        )?;
+        registry.register(Box::new(endpoint_ejections.clone()))?;
+        registry.register(Box::new(health_probes.clone()))?;
         let trace_spans_dropped = IntCounter::with_opts(opts!(
             "weir_trace_spans_dropped_total",
             "Sampled spans not exported: the export queue was full or the export failed."
@@ -182,6 +204,8 @@ impl Metrics {
         Ok(Self {
             retries,
             breaker_overflows,
+            endpoint_ejections,
+            health_probes,
             udp_flows,
             udp_flows_rejected,
             proxy_protocol_errors,

@@ -22,6 +22,7 @@ use crate::Shared;
 
 mod attempt;
 mod body;
+pub(crate) mod health;
 mod pool;
 mod retry;
 mod tls;
@@ -46,6 +47,8 @@ pub(crate) struct Clients {
     tls: tls::TlsConfigs,
     /// Put the endpoint each response came from in its extensions (for the access log).
     record_endpoint: bool,
+    /// Endpoint health for routes whose BackendTrafficPolicy has a `healthCheck`.
+    pub(crate) health: health::HealthRegistry,
 }
 
 /// The TLS side of one request's connections: the pool identity and how to connect.
@@ -78,6 +81,7 @@ impl Clients {
             pools,
             tls: tls::TlsConfigs::default(),
             record_endpoint: false,
+            health: health::HealthRegistry::default(),
         }
     }
 

@@ -165,6 +165,28 @@ impl Upstream {
             Some((*self.endpoints.get(i)?, self.authorities.get(i)?))
         })
     }
+
+    /// Like [`Upstream::attempts`], over the endpoints `eligible` accepts (by their index in
+    /// [`Upstream::endpoints`]), each with that index. The seam between health (which
+    /// endpoints may get traffic) and picking (in which order).
+    pub fn attempts_where<'a, F: Fn(usize) -> bool + 'a>(
+        &'a self,
+        eligible: F,
+    ) -> impl Iterator<Item = (usize, Endpoint, &'a Authority)> + 'a {
+        let n = self.endpoints.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        (0..n).filter_map(move |k| {
+            let i = (start + k) % n;
+            if !eligible(i) {
+                return None;
+            }
+            Some((i, *self.endpoints.get(i)?, self.authorities.get(i)?))
+        })
+    }
 }
 
 #[cfg(test)]

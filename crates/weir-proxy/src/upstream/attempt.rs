@@ -14,6 +14,7 @@ use hyper::body::{Body, Incoming};
 use weir_snapshot::{AppProtocol, ClientCert, Upstream};
 
 use super::body::{self, ClientBodyError, PooledBody, UpstreamBody};
+use super::health::Outcome;
 use super::pool::{self, Admission, PolicyConnections, PoolKey};
 use super::{Clients, UpstreamTlsConnect};
 use crate::error::{ConnectError, ProxyError};
@@ -27,6 +28,16 @@ use crate::stage::{Bounded, Either, Staged};
 pub(crate) trait Gate: Copy + Send + Sync {
     fn connect_timeout(&self) -> Option<Duration>;
     fn connections(&self) -> Option<&PolicyConnections>;
+    /// Whether endpoint `i` of the upstream may get the request (health).
+    fn eligible(&self, _i: usize) -> bool {
+        true
+    }
+    /// What identifies endpoint `i` to [`Gate::outcome`]: zero-sized for [`NoPolicy`], so
+    /// the request future of routes without a policy holds nothing for it.
+    type Slot: Copy + Send;
+    fn slot(&self, i: usize) -> Self::Slot;
+    /// What an attempt on an endpoint came to (passive health).
+    fn outcome(&self, _slot: Self::Slot, _outcome: Outcome) {}
 }
 
 #[derive(Clone, Copy)]
@@ -40,6 +51,9 @@ impl Gate for NoPolicy {
     fn connections(&self) -> Option<&PolicyConnections> {
         None
     }
+
+    type Slot = ();
+    fn slot(&self, _i: usize) {}
 }
 
 impl Clients {
@@ -111,7 +125,8 @@ impl Clients {
             // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one: the endpoint's.
             let host_from_endpoint = !req.headers().contains_key(HOST);
             let mut last_connect_error = None;
-            for (endpoint, authority) in upstream.attempts() {
+            for (i, endpoint, authority) in upstream.attempts_where(move |i| gate.eligible(i)) {
+                let i = gate.slot(i);
                 let addr = endpoint.addr;
                 let key = UpstreamTlsConnect::pool_key(addr, tls);
                 if host_from_endpoint {
@@ -143,14 +158,19 @@ impl Clients {
                     // Boxed: rarely made, and the future would otherwise carry its space.
                     let copy = (reused.stale && safe_to_repeat).then(|| Box::new(head_copy(&req)));
                     match tx.try_send_request(req).await {
-                        Ok(response) => return Ok(self.pooled(response, key, tx)),
+                        Ok(response) => {
+                            gate.outcome(i, Outcome::Status(response.status().as_u16()));
+                            return Ok(self.pooled(response, key, tx));
+                        }
                         Err(mut err) => match (err.take_message(), copy) {
                             (Some(unsent), _) => req = unsent,
                             (None, Some(copy)) => {
                                 tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
                                 req = *copy;
                             }
-                            (None, None) => return Err(request_error(upstream, err.into_error())),
+                            (None, None) => {
+                                return Err(sent_failed(upstream, err.into_error(), gate, i))
+                            }
                         },
                     }
                 };
@@ -163,20 +183,25 @@ impl Clients {
                 let mut tx = match connect.await {
                     Ok(tx) => tx,
                     Err(err) => {
+                        gate.outcome(i, Outcome::LocalFailure);
                         last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
                         continue;
                     }
                 };
                 match tx.try_send_request(req).await {
-                    Ok(response) => return Ok(self.pooled(response, key, tx)),
+                    Ok(response) => {
+                        gate.outcome(i, Outcome::Status(response.status().as_u16()));
+                        return Ok(self.pooled(response, key, tx));
+                    }
                     Err(mut err) => match err.take_message() {
                         // Closed before the request was written: like a failed connect.
                         Some(unsent) => {
                             req = unsent;
+                            gate.outcome(i, Outcome::LocalFailure);
                             let err = ConnectError::Handshake(err.into_error());
                             last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
                         }
-                        None => return Err(request_error(upstream, err.into_error())),
+                        None => return Err(sent_failed(upstream, err.into_error(), gate, i)),
                     },
                 }
             }
@@ -226,7 +251,8 @@ impl Clients {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
             let mut last_connect_error = None;
-            for (endpoint, authority) in upstream.attempts() {
+            for (i, endpoint, authority) in upstream.attempts_where(move |i| gate.eligible(i)) {
+                let i = gate.slot(i);
                 let addr = endpoint.addr;
                 let key = UpstreamTlsConnect::pool_key(addr, tls);
                 let mut uri = http::uri::Parts::default();
@@ -251,6 +277,7 @@ impl Clients {
                     {
                         Ok(tx) => tx,
                         Err(err) => {
+                            gate.outcome(i, Outcome::LocalFailure);
                             last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
                             break;
                         }
@@ -261,6 +288,7 @@ impl Clients {
                     }
                     match tx.try_send_request(req).await {
                         Ok(mut response) => {
+                            gate.outcome(i, Outcome::Status(response.status().as_u16()));
                             self.record(&mut response, addr);
                             return Ok(response.map(PooledBody::unpooled));
                         }
@@ -269,7 +297,7 @@ impl Clients {
                                 req = unsent;
                                 self.pools.drop_http2(key);
                             }
-                            None => return Err(request_error(upstream, err.into_error())),
+                            None => return Err(sent_failed(upstream, err.into_error(), gate, i)),
                         },
                     }
                 }
@@ -310,6 +338,20 @@ fn connect_failed(
             suppressed,
             "upstream connect failed"
         );
+    }
+    err
+}
+
+/// [`request_error`], told to passive health when it is the endpoint's (a reset).
+fn sent_failed<G: Gate>(
+    upstream: &Upstream,
+    source: hyper::Error,
+    gate: G,
+    i: G::Slot,
+) -> ProxyError {
+    let err = request_error(upstream, source);
+    if matches!(err, ProxyError::UpstreamRequest { .. }) {
+        gate.outcome(i, Outcome::LocalFailure);
     }
     err
 }

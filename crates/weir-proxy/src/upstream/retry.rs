@@ -33,6 +33,7 @@ use weir_snapshot::{AppProtocol, BackendPolicy, CircuitBreaker, Upstream};
 
 use super::attempt::{head_copy, is_idempotent, Gate};
 use super::body::{BodyStalled, ClientBodyError, PooledBody, UpstreamBody};
+use super::health::{HealthGate, Outcome};
 use super::pool::PolicyConnections;
 use super::{Clients, UpstreamTlsConnect};
 use crate::body::{BoxError, ProxyBody};
@@ -137,6 +138,7 @@ impl Body for Guarded {
 struct PolicyGate<'a> {
     connect_timeout: Option<Duration>,
     connections: Option<&'a PolicyConnections>,
+    health: Option<&'a HealthGate<'a>>,
 }
 
 impl Gate for PolicyGate<'_> {
@@ -146,6 +148,21 @@ impl Gate for PolicyGate<'_> {
 
     fn connections(&self) -> Option<&PolicyConnections> {
         self.connections
+    }
+
+    fn eligible(&self, i: usize) -> bool {
+        self.health.is_none_or(|h| h.eligible(i))
+    }
+
+    type Slot = usize;
+    fn slot(&self, i: usize) -> usize {
+        i
+    }
+
+    fn outcome(&self, i: usize, outcome: Outcome) {
+        if let Some(h) = self.health {
+            h.outcome(i, outcome);
+        }
     }
 }
 
@@ -170,9 +187,14 @@ impl Clients {
                 return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
             }
             let tls = tls?;
+            let health = policy
+                .health_check
+                .as_deref()
+                .map(|check| self.health.gate(metrics, upstream, check));
             let gate = PolicyGate {
                 connect_timeout: policy.connect_timeout,
                 connections: breaker.map(|b| &b.connections),
+                health: health.as_ref(),
             };
             let Some(retry) = &policy.retry else {
                 return self

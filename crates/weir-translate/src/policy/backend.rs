@@ -309,6 +309,9 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
     if let Some(c) = &spec.circuit_breaker {
         add("spec.circuitBreaker", &c.unsupported);
     }
+    if let Some(h) = &spec.health_check {
+        health::unsupported_fields(h, &mut out);
+    }
     out
 }
 
@@ -380,6 +383,9 @@ fn compile(
                 d.max_parallel_requests,
             )?,
         });
+    }
+    if let Some(h) = &spec.health_check {
+        out.health_check = Some(Arc::new(health::compile(h)?));
     }
     Ok((out, request_timeout))
 }
@@ -492,6 +498,8 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
     serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
     h.finish()
 }
+
+mod health;
 
 #[cfg(test)]
 mod tests;

@@ -303,7 +303,10 @@ fn fields_not_implemented_are_still_refused_by_name() {
             "  circuitBreaker: {maxParallelRetries: 1}",
             "spec.circuitBreaker.maxParallelRetries",
         ),
-        ("  healthCheck: {passive: {}}", "spec.healthCheck"),
+        (
+            "  healthCheck: {active: {type: HTTP, http: {path: /h, expectedResponse: {}}}}",
+            "spec.healthCheck.active.http.expectedResponse",
+        ),
     ] {
         let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
         assert_eq!(
@@ -379,3 +382,5 @@ spec:
     assert_eq!(n("/pkg.Echo/Say"), Some(4));
     assert_eq!(n("/pkg.Other/Say"), None, "another rule of the route");
 }
+
+mod health;
