@@ -234,9 +234,10 @@ pub struct Http2Settings {
 // BackendTrafficPolicy
 
 /// How Weir treats the backends of a Gateway's or route's traffic. Typed: `retry`,
-/// `timeout` (`http.requestTimeout`, `tcp.connectTimeout`) and `circuitBreaker`
-/// (`maxConnections`, `maxPendingRequests`, `maxParallelRequests`); everything else
-/// (load balancing, health checks, fault injection...) is kept in `unsupported` and refused.
+/// `timeout` (`http.requestTimeout`, `tcp.connectTimeout`), `circuitBreaker`
+/// (`maxConnections`, `maxPendingRequests`, `maxParallelRequests`) and `healthCheck`;
+/// everything else (load balancing, fault injection...) is kept in `unsupported` and
+/// refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "gateway.weir.dev",
