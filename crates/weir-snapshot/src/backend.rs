@@ -217,4 +217,23 @@ mod tests {
             .pick()
             .is_none());
     }
+
+    #[test]
+    fn attempts_where_skips_ineligible_endpoints_and_gives_indexes() {
+        let eps = (1..=3)
+            .map(|p| Endpoint {
+                addr: format!("127.0.0.1:{p}").parse().unwrap(),
+            })
+            .collect();
+        let u = Upstream::new("ns/svc:80", AppProtocol::Http1, eps);
+        for _ in 0..3 {
+            let got: Vec<(usize, u16)> = u
+                .attempts_where(|i| i != 1)
+                .map(|(i, e, _)| (i, e.addr.port()))
+                .collect();
+            assert_eq!(got.len(), 2);
+            assert!(got.iter().all(|&(i, port)| i != 1 && port == i as u16 + 1));
+        }
+        assert_eq!(u.attempts_where(|_| false).count(), 0);
+    }
 }

@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_snapshot::{
-    ActiveHealth, BackendTarget, HealthCheck, PassiveHealth, Probe, Snapshot, Upstream,
+    ActiveHealth, AppProtocol, BackendTarget, HealthCheck, PassiveHealth, Probe, Snapshot, Upstream,
 };
 
 /// What one attempt on an endpoint came to, for passive health.
@@ -62,13 +62,16 @@ pub(crate) struct HealthRegistry {
 struct Inner {
     epoch: Instant,
     endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointHealth>>>,
-    probers: Mutex<HashMap<(SocketAddr, u64), Prober>>,
+    /// By (endpoint, probe id, h2c): one per endpoint and probe however many routes.
+    probers: Mutex<HashMap<ProberKey, Prober>>,
     /// The current snapshot's upstreams (by address of the `Upstream` and active probe id),
     /// their endpoints' state in endpoint order: one lock-free lookup per request.
     views: ArcSwap<HashMap<(usize, u64), Arc<UpstreamView>>>,
     /// Ejection decisions, one at a time (so `maxEjectionPercent` holds under races).
     eject_lock: Mutex<()>,
 }
+
+type ProberKey = (SocketAddr, u64, bool);
 
 /// One endpoint's passive state.
 struct EndpointHealth {
@@ -277,6 +280,7 @@ impl HealthRegistry {
                 if views.contains_key(&key) {
                     continue;
                 }
+                let h2c = up.protocol == AppProtocol::H2c;
                 let slots = up
                     .endpoints
                     .iter()
@@ -287,12 +291,13 @@ impl HealthRegistry {
                             .or_insert_with(|| Arc::new(EndpointHealth::new()))
                             .clone();
                         let probe = active.map(|a| {
-                            live_probers.insert((e.addr, active_id));
+                            live_probers.insert((e.addr, active_id, h2c));
                             probers
-                                .entry((e.addr, active_id))
+                                .entry((e.addr, active_id, h2c))
                                 .or_insert_with(|| {
                                     Prober::start(
                                         e.addr,
+                                        h2c,
                                         a.clone(),
                                         up.name.clone(),
                                         metrics.health_probes.clone(),
@@ -338,6 +343,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let probers = self.probers.lock().unwrap_or_else(PoisonError::into_inner);
+        let h2c = upstream.protocol == AppProtocol::H2c;
         let slots = upstream
             .endpoints
             .iter()
@@ -347,7 +353,7 @@ impl Inner {
                     .get(&e.addr)
                     .cloned()
                     .unwrap_or_else(|| Arc::new(EndpointHealth::new())),
-                probe: probers.get(&(e.addr, active)).map(|p| p.state.clone()),
+                probe: probers.get(&(e.addr, active, h2c)).map(|p| p.state.clone()),
             })
             .collect();
         Arc::new(UpstreamView {
@@ -489,6 +495,7 @@ impl Prober {
     /// Probe `addr` at the check's interval, from now on; `upstream` labels the metric.
     fn start(
         addr: SocketAddr,
+        h2c: bool,
         check: Arc<ActiveHealth>,
         upstream: Arc<str>,
         probes: IntCounterVec,
@@ -502,7 +509,7 @@ impl Prober {
             let failed = probes.with_label_values(&[&upstream, "failure"]);
             let mut tracker = Tracker::new(check.healthy_threshold, check.unhealthy_threshold);
             loop {
-                let ok = tokio::time::timeout(check.timeout, probe(addr, &check.probe))
+                let ok = tokio::time::timeout(check.timeout, probe(addr, h2c, &check.probe))
                     .await
                     .unwrap_or(false);
                 if ok { &passed } else { &failed }.inc();
@@ -560,8 +567,9 @@ impl Tracker {
     }
 }
 
-/// One probe; `true` when it passed.
-async fn probe(addr: SocketAddr, probe: &Probe) -> bool {
+/// One probe; `true` when it passed. HTTP probes speak h2c to `kubernetes.io/h2c`
+/// upstreams, HTTP/1.1 to the others.
+async fn probe(addr: SocketAddr, h2c: bool, probe: &Probe) -> bool {
     let Ok(tcp) = TcpStream::connect(addr).await else {
         return false;
     };
@@ -577,27 +585,42 @@ async fn probe(addr: SocketAddr, probe: &Probe) -> bool {
             let host = hostname
                 .as_deref()
                 .map_or_else(|| addr.to_string(), str::to_owned);
-            let Ok(req) = http::Request::builder()
+            let mut req = http::Request::builder()
                 .method(method.clone())
-                .uri(&**path)
-                .header(http::header::HOST, host)
-                .header(http::header::USER_AGENT, "weir-health-check")
-                .header(http::header::CONNECTION, "close")
-                .body(Empty::<Bytes>::new())
-            else {
+                .header(http::header::USER_AGENT, "weir-health-check");
+            req = if h2c {
+                req.uri(format!("http://{host}{path}"))
+            } else {
+                req.uri(&**path)
+                    .header(http::header::HOST, host)
+                    .header(http::header::CONNECTION, "close")
+            };
+            let Ok(req) = req.body(Empty::<Bytes>::new()) else {
                 return false;
             };
-            let Ok((mut tx, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
-            else {
-                return false;
+            let status = if h2c {
+                let Ok((mut tx, conn)) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                        .await
+                else {
+                    return false;
+                };
+                let conn = tokio::spawn(conn);
+                let status = tx.send_request(req).await.map(|r| r.status());
+                conn.abort();
+                status
+            } else {
+                let Ok((mut tx, conn)) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+                else {
+                    return false;
+                };
+                let conn = tokio::spawn(conn);
+                let status = tx.send_request(req).await.map(|r| r.status());
+                conn.abort();
+                status
             };
-            let conn = tokio::spawn(conn);
-            let ok = match tx.send_request(req).await {
-                Ok(resp) => expected_statuses.contains(&resp.status().as_u16()),
-                Err(_) => false,
-            };
-            conn.abort();
-            ok
+            status.is_ok_and(|s| expected_statuses.contains(&s.as_u16()))
         }
         Probe::Grpc { service } => probe_grpc(addr, tcp, service.as_deref()).await,
     }

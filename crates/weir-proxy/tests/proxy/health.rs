@@ -250,7 +250,7 @@ async fn an_endpoint_answering_5xx_is_ejected_and_comes_back_after_the_ejection_
         passive: Some(passive(2, Duration::from_secs(2), 50)),
         ..HealthCheck::default()
     };
-    let (proxy, addr, _) = start(&up, policy(1, check)).await;
+    let (proxy, addr, port) = start(&up, policy(1, check.clone())).await;
     let mut statuses = Vec::new();
     for _ in 0..12 {
         statuses.push(get(addr, "a.example", "/p").await.unwrap().status.as_u16());
@@ -274,6 +274,17 @@ async fn an_endpoint_answering_5xx_is_ejected_and_comes_back_after_the_ejection_
         3,
         "the route without a policy still reaches it"
     );
+    // A swap that keeps the endpoint (a new `Upstream`, another policy) keeps the ejection.
+    let up2 = upstream("ns/svc:80", &[bad.addr, good.addr]);
+    proxy.swap(snap(port, &up2, policy(9, check), None));
+    proxy.proxy.sync_listeners().await;
+    for _ in 0..4 {
+        assert_eq!(
+            get(addr, "a.example", "/p").await.unwrap().backend(),
+            "good"
+        );
+    }
+    assert_eq!(bad.traffic(), 3, "still ejected after the swap");
     // After baseEjectionTime, it gets traffic again.
     assert_eventually(
         "the ejected endpoint back",
@@ -378,6 +389,32 @@ async fn an_endpoint_failing_its_http_probe_gets_no_traffic_and_returns_after_he
         get(addr, "a.example", "/p").await.unwrap();
     }
     assert!(sick.traffic() >= 1);
+}
+
+#[tokio::test]
+async fn http_probes_speak_h2c_to_h2c_upstreams() {
+    let good = Node::start("good", 200).await;
+    let sick = Node::start("sick", 200).await;
+    sick.probe_status.store(503, Ordering::SeqCst);
+    let up = upstream_with(
+        "ns/svc:80",
+        weir_snapshot::AppProtocol::H2c,
+        &[good.addr, sick.addr],
+    );
+    let check = HealthCheck {
+        active: Some(active(http_probe(), 1, 1)),
+        ..HealthCheck::default()
+    };
+    let (proxy, addr, _) = start(&up, policy(1, check)).await;
+    wait_healthy(&proxy, "ns/svc:80", 1.0).await;
+    assert!(sick.probes() >= 1);
+    for _ in 0..4 {
+        assert_eq!(
+            get(addr, "a.example", "/p").await.unwrap().backend(),
+            "good"
+        );
+    }
+    assert_eq!(sick.traffic(), 0);
 }
 
 #[tokio::test]
