@@ -257,6 +257,7 @@ impl Proxy {
             tracing.shutdown(Duration::from_secs(5)).await;
         }
         self.udp.shutdown().await;
+        self.shared.clients.health.stop();
         self.stop_trimmer();
     }
 

@@ -328,6 +328,18 @@ impl HealthRegistry {
     }
 }
 
+impl HealthRegistry {
+    /// Stop every prober (shutdown).
+    pub(crate) fn stop(&self) {
+        self.inner.views.store(Arc::new(HashMap::new()));
+        self.inner
+            .probers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 impl Inner {
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos())
