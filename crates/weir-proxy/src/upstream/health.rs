@@ -20,13 +20,14 @@
 //!   after an ejection has one past ejection forgotten, so its next ejection is shorter.
 //! - `maxEjectionPercent` counts the upstream's (Service port's) endpoints; one endpoint may
 //!   always be ejected (as in Envoy).
-//! - Local-origin failures are connect errors and a request sent without a response (a
-//!   reset); without `splitExternalLocalOriginErrors` they count as 5xx and gateway errors.
-//!   A per-try or request timeout is not counted (the attempt's endpoint is not known there).
+//! - Local-origin failures are connect errors, a request sent without a response (a reset)
+//!   and an attempt past its per-try (or `timeouts.backendRequest`) timeout; without
+//!   `splitExternalLocalOriginErrors` they count as 5xx and gateway errors. The route's
+//!   whole-request timeout is not counted.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -165,6 +166,8 @@ pub(crate) struct HealthGate<'a> {
     now: u64,
     /// Fewer than `panicThreshold` percent healthy: every endpoint is eligible.
     panic: bool,
+    /// The endpoint of the attempt under way (`usize::MAX`: none yet), for timeouts.
+    current: AtomicUsize,
 }
 
 impl HealthGate<'_> {
@@ -180,6 +183,20 @@ impl HealthGate<'_> {
         };
         self.inner
             .record(self.metrics, &self.view, slot, passive, outcome);
+    }
+
+    /// An attempt on endpoint `i` starts.
+    pub(crate) fn started(&self, i: usize) {
+        self.current.store(i, Ordering::Relaxed);
+    }
+
+    /// The attempt under way ran out of time (per-try or backend request timeout): a
+    /// local-origin failure of its endpoint.
+    pub(crate) fn timed_out(&self) {
+        let i = self.current.load(Ordering::Relaxed);
+        if i != usize::MAX {
+            self.outcome(i, Outcome::LocalFailure);
+        }
     }
 }
 
@@ -241,6 +258,7 @@ impl HealthRegistry {
             check,
             now,
             panic,
+            current: AtomicUsize::new(usize::MAX),
         }
     }
 

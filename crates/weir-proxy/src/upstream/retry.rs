@@ -156,6 +156,9 @@ impl Gate for PolicyGate<'_> {
 
     type Slot = usize;
     fn slot(&self, i: usize) -> usize {
+        if let Some(h) = self.health {
+            h.started(i);
+        }
         i
     }
 
@@ -269,10 +272,17 @@ impl Clients {
                 Box::pin(self.send_http1(metrics, upstream, req, tls, gate))
             }
         };
-        Bounded::new(fut, timeout, move || ProxyError::BackendTimeout {
+        let bounded = Bounded::new(fut, timeout, move || ProxyError::BackendTimeout {
             upstream: upstream.name.clone(),
             limit: timeout.unwrap_or_default(),
-        })
+        });
+        async move {
+            let result = bounded.await;
+            if let (Err(ProxyError::BackendTimeout { .. }), Some(health)) = (&result, gate.health) {
+                health.timed_out();
+            }
+            result
+        }
     }
 }
 

@@ -621,3 +621,58 @@ async fn routes_sharing_a_service_make_one_prober_that_survives_swaps() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(node.probes(), stopped, "probing stopped");
 }
+
+#[tokio::test]
+async fn an_attempt_past_its_per_try_timeout_counts_against_its_endpoint() {
+    // An endpoint that accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    let good = Node::start("good", 200).await;
+    let up = upstream("ns/svc:80", &[silent_addr, good.addr]);
+    let retry = weir_snapshot::RetryPolicy {
+        num_retries: 1,
+        triggers: weir_snapshot::RetryTriggers(weir_snapshot::RetryTriggers::RESET),
+        status_codes: Arc::from([]),
+        per_try_timeout: Some(Duration::from_millis(150)),
+        base_interval: Duration::from_millis(1),
+        max_interval: Duration::from_millis(2),
+        min_backoff: Duration::ZERO,
+    };
+    let p = BackendPolicy {
+        retry: Some(retry),
+        ..policy(
+            1,
+            HealthCheck {
+                passive: Some(passive(2, Duration::from_secs(60), 50)),
+                ..HealthCheck::default()
+            },
+        )
+    };
+    let (proxy, addr, _) = start(&up, p).await;
+    for _ in 0..8 {
+        let resp = get(addr, "a.example", "/p").await.unwrap();
+        assert_eq!(resp.status, StatusCode::OK, "retried to the good endpoint");
+    }
+    assert_eq!(
+        proxy.metric(
+            "weir_endpoint_ejections_total",
+            &[("upstream", "ns/svc:80")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "two timeouts, then ejected"
+    );
+    hold.abort();
+}
