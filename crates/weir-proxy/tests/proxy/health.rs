@@ -247,7 +247,7 @@ async fn an_endpoint_answering_5xx_is_ejected_and_comes_back_after_the_ejection_
     let good = Node::start("good", 200).await;
     let up = upstream("ns/svc:80", &[bad.addr, good.addr]);
     let check = HealthCheck {
-        passive: Some(passive(2, Duration::from_secs(2), 50)),
+        passive: Some(passive(2, Duration::from_secs(3), 50)),
         ..HealthCheck::default()
     };
     let (proxy, addr, port) = start(&up, policy(1, check.clone())).await;
