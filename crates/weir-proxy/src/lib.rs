@@ -229,10 +229,10 @@ impl Proxy {
         }
         self.shared.breakers.retain(|id| live.contains(id));
         // Endpoint health: probers for the endpoints routes with a health check reach.
-        self.shared
-            .clients
+        let clients = &self.shared.clients;
+        clients
             .health
-            .reconcile(&snapshot, &self.shared.metrics);
+            .reconcile(&snapshot, &self.shared.metrics, clients);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors

@@ -39,6 +39,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{opts, IntCounterVec, IntGaugeVec, Registry};
 
+use super::{Clients, TlsConnect};
 use crate::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -67,12 +68,16 @@ struct Inner {
     probers: Mutex<HashMap<ProberKey, Prober>>,
     /// The current snapshot's upstreams (by address of the `Upstream` and active probe id),
     /// their endpoints' state in endpoint order: one lock-free lookup per request.
-    views: ArcSwap<HashMap<(usize, u64), Arc<UpstreamView>>>,
+    views: ArcSwap<HashMap<ViewKey, Arc<UpstreamView>>>,
     /// Ejection decisions, one at a time (so `maxEjectionPercent` holds under races).
     eject_lock: Mutex<()>,
 }
 
-type ProberKey = (SocketAddr, u64, bool);
+/// (endpoint, probe id, h2c, TLS identity or 0).
+type ProberKey = (SocketAddr, u64, bool, u64);
+
+/// (address of the `Upstream`, probe id, TLS identity or 0).
+type ViewKey = (usize, u64, u64);
 
 /// One endpoint's passive state.
 struct EndpointHealth {
@@ -232,22 +237,25 @@ impl HealthRegistry {
     }
 
     /// The gate of one request to `upstream` under `check`.
+    /// `tls`: the identity of the TLS settings the request reaches the upstream with (0:
+    /// cleartext).
     pub(crate) fn gate<'a>(
         &'a self,
         metrics: &'a Metrics,
         upstream: &Upstream,
         check: &'a HealthCheck,
+        tls: u64,
     ) -> HealthGate<'a> {
         let inner = &*self.inner;
         let active = check.active.as_ref().map_or(0, |a| a.id());
-        let key = (std::ptr::from_ref(upstream) as usize, active);
+        let key = (std::ptr::from_ref(upstream) as usize, active, tls);
         let view = inner
             .views
             .load()
             .get(&key)
             .filter(|v| v.matches(upstream))
             .cloned()
-            .unwrap_or_else(|| inner.transient_view(upstream, active));
+            .unwrap_or_else(|| inner.transient_view(upstream, active, tls));
         let now = inner.now();
         let n = view.slots.len();
         let panic = n > 0 && view.healthy(now) * 100 < usize::from(check.panic_threshold) * n;
@@ -263,10 +271,11 @@ impl HealthRegistry {
     }
 
     /// After a snapshot swap: state and probers for every endpoint a route with a health
-    /// check reaches; the others' dropped (their probers stop).
-    pub(crate) fn reconcile(&self, snapshot: &Snapshot, metrics: &Metrics) {
+    /// check reaches; the others' dropped (their probers stop). Probes of a backend a
+    /// BackendTLSPolicy targets go over TLS as the listener's requests do (`clients`).
+    pub(crate) fn reconcile(&self, snapshot: &Snapshot, metrics: &Metrics, clients: &Clients) {
         let inner = &*self.inner;
-        let mut views: HashMap<(usize, u64), Arc<UpstreamView>> = HashMap::new();
+        let mut views: HashMap<ViewKey, Arc<UpstreamView>> = HashMap::new();
         let mut live_endpoints = HashSet::new();
         let mut live_probers = HashSet::new();
         let mut endpoints = inner
@@ -278,9 +287,11 @@ impl HealthRegistry {
             .sockets
             .iter()
             .flat_map(|s| s.listeners.iter())
-            .flat_map(|l| l.routes.values())
-            .map(|entry| &entry.action);
-        for action in actions {
+            .flat_map(|l| {
+                let cert = l.backend_client_cert.as_deref();
+                l.routes.values().map(move |entry| (&entry.action, cert))
+            });
+        for (action, cert) in actions {
             let Some(check) = action
                 .policy
                 .as_ref()
@@ -294,7 +305,10 @@ impl HealthRegistry {
                 let BackendTarget::Upstream(up) = &backend.target else {
                     continue;
                 };
-                let key = (Arc::as_ptr(up) as usize, active_id);
+                // Invalid TLS settings: requests fail anyway; the probes go in cleartext.
+                let tls = clients.tls_for(up, cert).ok().flatten();
+                let tls_id = tls.as_ref().map_or(0, |t| t.identity);
+                let key = (Arc::as_ptr(up) as usize, active_id, tls_id);
                 if views.contains_key(&key) {
                     continue;
                 }
@@ -309,13 +323,14 @@ impl HealthRegistry {
                             .or_insert_with(|| Arc::new(EndpointHealth::new()))
                             .clone();
                         let probe = active.map(|a| {
-                            live_probers.insert((e.addr, active_id, h2c));
+                            live_probers.insert((e.addr, active_id, h2c, tls_id));
                             probers
-                                .entry((e.addr, active_id, h2c))
+                                .entry((e.addr, active_id, h2c, tls_id))
                                 .or_insert_with(|| {
                                     Prober::start(
                                         e.addr,
                                         h2c,
+                                        tls.as_ref().map(|t| t.connect.clone()),
                                         a.clone(),
                                         up.name.clone(),
                                         metrics.health_probes.clone(),
@@ -367,7 +382,7 @@ impl Inner {
 
     /// A view for an upstream the last reconcile did not see (a request on a snapshot
     /// swapped in since): known endpoints' state, nothing stored.
-    fn transient_view(&self, upstream: &Upstream, active: u64) -> Arc<UpstreamView> {
+    fn transient_view(&self, upstream: &Upstream, active: u64, tls: u64) -> Arc<UpstreamView> {
         let endpoints = self
             .endpoints
             .lock()
@@ -383,7 +398,9 @@ impl Inner {
                     .get(&e.addr)
                     .cloned()
                     .unwrap_or_else(|| Arc::new(EndpointHealth::new())),
-                probe: probers.get(&(e.addr, active, h2c)).map(|p| p.state.clone()),
+                probe: probers
+                    .get(&(e.addr, active, h2c, tls))
+                    .map(|p| p.state.clone()),
             })
             .collect();
         Arc::new(UpstreamView {
@@ -526,6 +543,7 @@ impl Prober {
     fn start(
         addr: SocketAddr,
         h2c: bool,
+        tls: Option<TlsConnect>,
         check: Arc<ActiveHealth>,
         upstream: Arc<str>,
         probes: IntCounterVec,
@@ -539,9 +557,12 @@ impl Prober {
             let failed = probes.with_label_values(&[&upstream, "failure"]);
             let mut tracker = Tracker::new(check.healthy_threshold, check.unhealthy_threshold);
             loop {
-                let ok = tokio::time::timeout(check.timeout, probe(addr, h2c, &check.probe))
-                    .await
-                    .unwrap_or(false);
+                let ok = tokio::time::timeout(
+                    check.timeout,
+                    probe(addr, h2c, tls.as_ref(), &check.probe),
+                )
+                .await
+                .unwrap_or(false);
                 if ok { &passed } else { &failed }.inc();
                 if let Some(healthy) = tracker.observe(ok) {
                     verdict.healthy.store(healthy, Ordering::Relaxed);
@@ -598,14 +619,36 @@ impl Tracker {
 }
 
 /// One probe; `true` when it passed. HTTP probes speak h2c to `kubernetes.io/h2c`
-/// upstreams, HTTP/1.1 to the others.
-async fn probe(addr: SocketAddr, h2c: bool, probe: &Probe) -> bool {
+/// upstreams, HTTP/1.1 to the others; HTTP and gRPC probes go over TLS with `tls` (TCP
+/// probes check the TCP connection itself).
+async fn probe(addr: SocketAddr, h2c: bool, tls: Option<&TlsConnect>, probe: &Probe) -> bool {
     let Ok(tcp) = TcpStream::connect(addr).await else {
         return false;
     };
     let _ = tcp.set_nodelay(true);
+    if let Probe::Tcp { send, receive } = probe {
+        return probe_tcp(tcp, send.as_deref(), receive.as_deref()).await;
+    }
+    match tls {
+        None => probe_stream(addr, h2c, tcp, probe).await,
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            match connector.connect(tls.server_name.clone(), tcp).await {
+                Ok(stream) => probe_stream(addr, h2c, stream, probe).await,
+                Err(_) => false,
+            }
+        }
+    }
+}
+
+/// An HTTP or gRPC probe over a connected stream.
+async fn probe_stream<S>(addr: SocketAddr, h2c: bool, io: S, probe: &Probe) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     match probe {
-        Probe::Tcp { send, receive } => probe_tcp(tcp, send.as_deref(), receive.as_deref()).await,
+        Probe::Tcp { .. } => true,
+        Probe::Grpc { service } => probe_grpc(addr, io, service.as_deref()).await,
         Probe::Http {
             path,
             method,
@@ -630,7 +673,7 @@ async fn probe(addr: SocketAddr, h2c: bool, probe: &Probe) -> bool {
             };
             let status = if h2c {
                 let Ok((mut tx, conn)) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
                         .await
                 else {
                     return false;
@@ -641,7 +684,7 @@ async fn probe(addr: SocketAddr, h2c: bool, probe: &Probe) -> bool {
                 status
             } else {
                 let Ok((mut tx, conn)) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+                    hyper::client::conn::http1::handshake(TokioIo::new(io)).await
                 else {
                     return false;
                 };
@@ -652,7 +695,6 @@ async fn probe(addr: SocketAddr, h2c: bool, probe: &Probe) -> bool {
             };
             status.is_ok_and(|s| expected_statuses.contains(&s.as_u16()))
         }
-        Probe::Grpc { service } => probe_grpc(addr, tcp, service.as_deref()).await,
     }
 }
 
@@ -681,9 +723,12 @@ async fn probe_tcp(mut tcp: TcpStream, send: Option<&[u8]>, receive: Option<&[u8
 
 /// `grpc.health.v1.Health/Check` over h2c: passes when the answer is SERVING with
 /// `grpc-status: 0`.
-async fn probe_grpc(addr: SocketAddr, tcp: TcpStream, service: Option<&str>) -> bool {
+async fn probe_grpc<S>(addr: SocketAddr, io: S, service: Option<&str>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let Ok((mut tx, conn)) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await
     else {
         return false;
     };

@@ -190,10 +190,10 @@ impl Clients {
                 return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
             }
             let tls = tls?;
-            let health = policy
-                .health_check
-                .as_deref()
-                .map(|check| self.health.gate(metrics, upstream, check));
+            let health = policy.health_check.as_deref().map(|check| {
+                let tls_id = tls.as_ref().map_or(0, |t| t.identity);
+                self.health.gate(metrics, upstream, check, tls_id)
+            });
             let gate = PolicyGate {
                 connect_timeout: policy.connect_timeout,
                 connections: breaker.map(|b| &b.connections),
