@@ -38,14 +38,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{opts, IntCounterVec, IntGaugeVec, Registry};
-
-use super::{Clients, TlsConnect};
-use crate::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_snapshot::{
     ActiveHealth, AppProtocol, BackendTarget, HealthCheck, PassiveHealth, Probe, Snapshot, Upstream,
 };
+
+use super::{Clients, TlsConnect};
+use crate::metrics::Metrics;
 
 /// What one attempt on an endpoint came to, for passive health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +64,11 @@ pub(crate) struct HealthRegistry {
 struct Inner {
     epoch: Instant,
     endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointHealth>>>,
-    /// By (endpoint, probe id, h2c): one per endpoint and probe however many routes.
+    /// One per endpoint and probe (and transport), however many routes share it.
     probers: Mutex<HashMap<ProberKey, Prober>>,
-    /// The current snapshot's upstreams (by address of the `Upstream` and active probe id),
-    /// their endpoints' state in endpoint order: one lock-free lookup per request.
+    /// The current snapshot's upstreams (by address of the `Upstream`, probe and TLS
+    /// identity), their endpoints' state in endpoint order: one lock-free lookup per
+    /// request.
     views: ArcSwap<HashMap<ViewKey, Arc<UpstreamView>>>,
     /// Ejection decisions, one at a time (so `maxEjectionPercent` holds under races).
     eject_lock: Mutex<()>,
