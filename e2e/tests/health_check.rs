@@ -89,9 +89,11 @@ async fn an_active_check_keeps_traffic_off_a_failing_backend_until_it_passes() {
         if r.status != 200 {
             return Err(format!("status {}", r.status));
         }
-        match metric(&weir, "weir_endpoint_healthy", "").await {
-            n if n == 1.0 => Ok(()),
-            n => Err(format!("{n} healthy")),
+        let healthy = metric(&weir, "weir_endpoint_healthy", "").await;
+        if healthy == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{healthy} healthy"))
         }
     })
     .await;
