@@ -16,6 +16,8 @@
 //! - A new endpoint under an active check starts **unhealthy until its first probe passes**
 //!   (Envoy's behaviour; the first probe is sent at once, and one pass is enough at start).
 //!   Until then the panic threshold keeps an upstream whose endpoints are all new serving.
+//!   A changed probe (an edited policy) starts from the endpoint's current verdict: an
+//!   endpoint passing the old probe stays in service until the new one fails it.
 //! - The passive `interval` forgives: an endpoint that stayed in service for `interval`
 //!   after an ejection has one past ejection forgotten, so its next ejection is shorter.
 //! - `maxEjectionPercent` counts the upstream's (Service port's) endpoints; one endpoint may
@@ -284,6 +286,12 @@ impl HealthRegistry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut probers = inner.probers.lock().unwrap_or_else(PoisonError::into_inner);
+        // Endpoints that pass a probe now (a changed probe starts from that verdict).
+        let passing: HashSet<SocketAddr> = probers
+            .iter()
+            .filter(|(_, p)| p.state.healthy.load(Ordering::Relaxed))
+            .map(|(key, _)| key.0)
+            .collect();
         let actions = snapshot
             .sockets
             .iter()
@@ -330,6 +338,7 @@ impl HealthRegistry {
                                 .or_insert_with(|| {
                                     Prober::start(
                                         e.addr,
+                                        passing.contains(&e.addr),
                                         h2c,
                                         tls.as_ref().map(|t| t.connect.clone()),
                                         a.clone(),
@@ -541,8 +550,11 @@ impl Collector for HealthyGauge {
 
 impl Prober {
     /// Probe `addr` at the check's interval, from now on; `upstream` labels the metric.
+    /// `passing`: the endpoint passes another probe now (a policy was edited), so this one
+    /// starts healthy instead of waiting for its first pass.
     fn start(
         addr: SocketAddr,
+        passing: bool,
         h2c: bool,
         tls: Option<TlsConnect>,
         check: Arc<ActiveHealth>,
@@ -550,13 +562,14 @@ impl Prober {
         probes: IntCounterVec,
     ) -> Prober {
         let state = Arc::new(ProbeState {
-            healthy: AtomicBool::new(false),
+            healthy: AtomicBool::new(passing),
         });
         let verdict = state.clone();
         let task = tokio::spawn(async move {
             let passed = probes.with_label_values(&[&upstream, "success"]);
             let failed = probes.with_label_values(&[&upstream, "failure"]);
-            let mut tracker = Tracker::new(check.healthy_threshold, check.unhealthy_threshold);
+            let mut tracker =
+                Tracker::new(passing, check.healthy_threshold, check.unhealthy_threshold);
             loop {
                 let ok = tokio::time::timeout(
                     check.timeout,
@@ -587,10 +600,11 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(healthy_threshold: u32, unhealthy_threshold: u32) -> Self {
+    /// `passing`: start healthy (the endpoint passes another probe now).
+    fn new(passing: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> Self {
         Self {
-            healthy: false,
-            initial: true,
+            healthy: passing,
+            initial: !passing,
             run: 0,
             healthy_threshold,
             unhealthy_threshold,

@@ -676,3 +676,31 @@ async fn an_attempt_past_its_per_try_timeout_counts_against_its_endpoint() {
     );
     hold.abort();
 }
+
+#[tokio::test]
+async fn an_edited_probe_keeps_passing_endpoints_in_service() {
+    let a = Node::start("a", 200).await;
+    let b = Node::start("b", 200).await;
+    let up = upstream("ns/svc:80", &[a.addr, b.addr]);
+    let check = |unhealthy| HealthCheck {
+        active: Some(active(http_probe(), unhealthy, 1)),
+        panic_threshold: 0,
+        ..HealthCheck::default()
+    };
+    let (proxy, addr, port) = start(&up, policy(1, check(1))).await;
+    wait_healthy(&proxy, "ns/svc:80", 2.0).await;
+    // Another spec (a policy edit): new probers, which start from the endpoints' verdict.
+    proxy.swap(snap(port, &up, policy(2, check(2)), None));
+    proxy.proxy.sync_listeners().await;
+    assert_eq!(
+        healthy(&proxy, "ns/svc:80"),
+        2.0,
+        "no endpoint left service"
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            get(addr, "a.example", "/p").await.unwrap().status,
+            StatusCode::OK
+        );
+    }
+}

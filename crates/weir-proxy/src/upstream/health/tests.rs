@@ -159,7 +159,7 @@ fn ejections_grow_with_each_ejection_and_are_forgiven_after_the_interval() {
 
 #[test]
 fn the_tracker_needs_its_thresholds_but_one_pass_at_start() {
-    let mut t = Tracker::new(2, 3);
+    let mut t = Tracker::new(false, 2, 3);
     assert_eq!(t.observe(false), None, "unhealthy at start already");
     assert_eq!(t.observe(true), Some(true), "one pass at start");
     assert_eq!(t.observe(false), None);
@@ -170,6 +170,10 @@ fn the_tracker_needs_its_thresholds_but_one_pass_at_start() {
     assert_eq!(t.observe(false), Some(false));
     assert_eq!(t.observe(true), None, "healthyThreshold 2");
     assert_eq!(t.observe(true), Some(true));
+    // Starting from another probe's pass: healthy, and unhealthyThreshold applies.
+    let mut t = Tracker::new(true, 2, 2);
+    assert_eq!(t.observe(false), None);
+    assert_eq!(t.observe(false), Some(false));
 }
 
 #[test]
