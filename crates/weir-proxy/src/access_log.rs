@@ -16,7 +16,8 @@
 //! `upstream_ms` (arrival to the response headers; absent for local answers), `upstream`
 //! (backend name), `upstream_endpoint` (address:port), `gateway`, `route`, `flags` (why
 //! Weir answered itself: the error reason of `weir_request_errors_total`, `local` for a
-//! redirect or CORS preflight, `client_gone` when the client left before the body ended),
+//! redirect or CORS preflight, `fault_abort` / `fault_delay` for a BackendTrafficPolicy fault,
+//! `client_gone` when the client left before the body ended),
 //! `trace_id` (32 hex digits; only with tracing on, `--otlp-endpoint`).
 
 use std::fmt::Write as _;

@@ -34,6 +34,10 @@ pub enum ProxyError {
     /// The client sent nothing of its request body for this long (`--idle-timeout`).
     #[error("the client sent nothing of its request body for {0:?}")]
     ClientBodyTimeout(std::time::Duration),
+    /// The request body is larger than the route's BackendTrafficPolicy allows
+    /// (`requestBuffer.limit`).
+    #[error("the request body is larger than the limit of {0} bytes")]
+    BodyTooLarge(u64),
     /// A path normalisation refuses (see `weir-snapshot/src/path.rs`).
     #[error("bad request path: {0}")]
     BadPath(weir_snapshot::path::PathError),
@@ -176,6 +180,12 @@ impl ProxyError {
                 StatusCode::REQUEST_TIMEOUT,
                 "client_body_timeout",
                 "request body timeout\n",
+                Downstream,
+            ),
+            ProxyError::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body too large\n",
                 Downstream,
             ),
             ProxyError::BadPath(_) => (

@@ -18,6 +18,7 @@ mod client_policy;
 mod conn;
 mod conn_guard;
 mod error;
+mod fault;
 mod filter;
 mod listener;
 mod log_limit;
@@ -124,6 +125,8 @@ pub(crate) struct Shared {
     /// BackendTrafficPolicy circuit breakers' counters, by policy id: survive swaps that
     /// keep the policy (`upstream/retry.rs`).
     pub(crate) breakers: state::StateRegistry<u64, upstream::Breaker>,
+    /// BackendTrafficPolicy retry budgets, by policy id (as the breakers).
+    pub(crate) retry_budgets: state::StateRegistry<u64, upstream::Budget>,
     /// `None` unless `--otlp-endpoint`: a request checks this once.
     pub(crate) tracing: Option<trace::Tracing>,
 }
@@ -185,6 +188,7 @@ impl Proxy {
             server,
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
+            retry_budgets: state::StateRegistry::default(),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
         Ok(Proxy {
@@ -233,6 +237,7 @@ impl Proxy {
         clients
             .health
             .reconcile(&snapshot, &self.shared.metrics, clients);
+        self.shared.retry_budgets.retain(|id| live.contains(id));
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors

@@ -53,6 +53,13 @@ pub(crate) struct Metrics {
     /// `weir_health_probes_total{upstream,result}`: active health probes, `success` or
     /// `failure`.
     pub(crate) health_probes: IntCounterVec,
+    /// `weir_fault_injected_total{route,kind}`: requests a BackendTrafficPolicy's
+    /// `faultInjection` delayed (`delay`) or answered itself (`abort`).
+    fault_injected: IntCounterVec,
+    /// `weir_upstream_retries_skipped_total{route,reason}`: retries a BackendTrafficPolicy
+    /// would have made but did not: `budget` (its retry budget was spent) or
+    /// `max_parallel_retries` (its breaker's retry cap).
+    retries_skipped: IntCounterVec,
     /// `weir_trace_spans_dropped_total`: sampled spans not exported because the export
     /// queue was full or their export failed.
     pub(crate) trace_spans_dropped: IntCounter,
@@ -186,6 +193,22 @@ impl Metrics {
         )?;
         registry.register(Box::new(endpoint_ejections.clone()))?;
         registry.register(Box::new(health_probes.clone()))?;
+        let fault_injected = IntCounterVec::new(
+            opts!(
+                "weir_fault_injected_total",
+                "Requests delayed or aborted by a BackendTrafficPolicy's faultInjection, by route and kind."
+            ),
+            &["route", "kind"],
+        )?;
+        let retries_skipped = IntCounterVec::new(
+            opts!(
+                "weir_upstream_retries_skipped_total",
+                "Retries a BackendTrafficPolicy did not make (retry budget spent, maxParallelRetries), by route and reason."
+            ),
+            &["route", "reason"],
+        )?;
+        registry.register(Box::new(fault_injected.clone()))?;
+        registry.register(Box::new(retries_skipped.clone()))?;
         let trace_spans_dropped = IntCounter::with_opts(opts!(
             "weir_trace_spans_dropped_total",
             "Sampled spans not exported: the export queue was full or the export failed."
@@ -206,6 +229,8 @@ impl Metrics {
             breaker_overflows,
             endpoint_ejections,
             health_probes,
+            fault_injected,
+            retries_skipped,
             udp_flows,
             udp_flows_rejected,
             proxy_protocol_errors,
@@ -274,6 +299,16 @@ impl Metrics {
 
     pub(crate) fn record_retry(&self, route: &str, reason: &str) {
         self.retries.with_label_values(&[route, reason]).inc();
+    }
+
+    pub(crate) fn record_fault(&self, route: &str, kind: &str) {
+        self.fault_injected.with_label_values(&[route, kind]).inc();
+    }
+
+    pub(crate) fn record_retry_skipped(&self, route: &str, reason: &str) {
+        self.retries_skipped
+            .with_label_values(&[route, reason])
+            .inc();
     }
 
     pub(crate) fn record_breaker_overflow(&self, route: &str) {

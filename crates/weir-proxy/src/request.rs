@@ -8,7 +8,9 @@
 //!    here); synchronous policies (auth with cached keys, local rate limits, fault aborts)
 //!    join them;
 //! 3. **request, asynchronous**: none yet; only routes whose compiled action needs one will
-//!    get one boxed future (external auth, global rate limit, fault delay, cache lookup);
+//!    get one boxed future (external auth, global rate limit, cache lookup); a
+//!    BackendTrafficPolicy's fault delay runs at the start of the policy's boxed exchange
+//!    (`upstream::with_policy`), before breaker admission and any upstream connection;
 //! 4. **backend pick** ([`pick_phase`]): weighted choice ([`pick_backend`]), that backend's
 //!    request filters, mirrors;
 //! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
@@ -205,7 +207,7 @@ fn route_and_forward<'s>(
         Ok(Forward::Upstream(forwarded)) => forwarded,
         Ok(Forward::Answer(answer)) => {
             if let Some(access) = &mut log.access {
-                access.flags = "local";
+                access.flags = crate::fault::flag(&answer).unwrap_or("local");
             }
             return Staged::done(Ok(answer));
         }
@@ -424,6 +426,13 @@ fn handle_action<'s>(
     };
     if let Flow::Answer(answer) = request_phases(&ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
+    }
+    // Phase 2 under a BackendTrafficPolicy: its fault abort (`crate::fault`).
+    if let Some(fault) = action.policy.as_deref().and_then(|p| p.fault.as_ref()) {
+        if let Some(answer) = crate::fault::abort(&conn.shared.metrics, fault, &action.route.route)
+        {
+            return Ok(local(&ex, answer));
+        }
     }
     // Phase 3, request (asynchronous): none yet. A route whose compiled action needs one
     // (external auth, a global rate limit, a fault delay, a cache lookup) gets one boxed
@@ -762,7 +771,11 @@ fn access_logged(
             .map(|e| e.0),
         gateway: log.gateway,
         route: log.route,
-        flags: access.flags,
+        // A fault delay flags a response that came from the backend.
+        flags: match access.flags {
+            "" => crate::fault::flag(&response).unwrap_or(""),
+            flags => flags,
+        },
         trace_id: access.trace_id,
     });
     let shared = conn.shared.clone();

@@ -22,14 +22,17 @@ use crate::Shared;
 
 mod attempt;
 mod body;
+mod budget;
 pub(crate) mod health;
 mod pool;
+mod request_buffer;
 mod retry;
 mod tls;
 
 pub(crate) use body::{
     copy_channel, tee, BodyTimer, CopySender, Counted, PooledBody, UpstreamBody,
 };
+pub(crate) use budget::Budget;
 pub use pool::UpstreamLimits;
 use pool::{PoolKey, Pools, TlsConnect};
 pub(crate) use retry::Breaker;
@@ -186,6 +189,68 @@ fn with_policy<'a>(
     policy: &'a BackendPolicy,
     route: &'a str,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
+    // Before the future: the certificate is borrowed only for now.
+    let tls = shared.clients.tls_for(upstream, downstream.client_cert);
+    if let Some(limit) = policy.request_buffer {
+        if let Err(err) = request_buffer::check_length(req.headers(), limit) {
+            return Box::pin(std::future::ready(Err(err)));
+        }
+    }
+    // The body limit (read whole), then a fault delay: before breaker admission and any
+    // connection (`crate::fault`, [`request_buffer`]).
+    if policy.request_buffer.is_some() || policy.fault.is_some_and(|f| f.delay.is_some()) {
+        return Box::pin(async move {
+            let req = match policy.request_buffer {
+                Some(limit) => request_buffer::buffered(req, limit).await?,
+                None => req,
+            };
+            let delay = crate::fault::delay(&shared.metrics, policy, route);
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let mut response = admitted(
+                shared,
+                upstream,
+                req,
+                upgrade,
+                tls,
+                attempt_timeout,
+                policy,
+                route,
+            )
+            .await?;
+            if delay.is_some() {
+                response
+                    .extensions_mut()
+                    .insert(crate::fault::FaultFlag("fault_delay"));
+            }
+            Ok(response)
+        });
+    }
+    admitted(
+        shared,
+        upstream,
+        req,
+        upgrade,
+        tls,
+        attempt_timeout,
+        policy,
+        route,
+    )
+}
+
+/// [`with_policy`] after any fault delay: breaker admission, then the exchange.
+#[allow(clippy::too_many_arguments)]
+fn admitted<'a>(
+    shared: &'a Shared,
+    upstream: &'a Upstream,
+    req: Request<UpstreamBody>,
+    upgrade: Option<PendingUpgrade>,
+    tls: Result<Option<UpstreamTlsConnect>, ProxyError>,
+    attempt_timeout: Option<Duration>,
+    policy: &'a BackendPolicy,
+    route: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
     let breaker = policy.circuit_breaker.map(|limits| {
         let made = shared.breakers.get_or_try_insert(&policy.id, || {
             Ok::<_, std::convert::Infallible>(Breaker::new(limits))
@@ -207,8 +272,18 @@ fn with_policy<'a>(
             }
         },
     };
-    // Before the future: the certificate is borrowed only for now.
-    let tls = shared.clients.tls_for(upstream, downstream.client_cert);
+    let budget = match (&policy.retry, policy.retry_budget) {
+        (Some(_), Some(config)) => {
+            let made = shared.retry_budgets.get_or_try_insert(&policy.id, || {
+                Ok::<_, std::convert::Infallible>(Budget::new(config))
+            });
+            match made {
+                Ok(b) => Some(b),
+                Err(never) => match never {},
+            }
+        }
+        _ => None,
+    };
     Box::pin(async move {
         let response = shared
             .clients
@@ -219,7 +294,7 @@ fn with_policy<'a>(
                 attempt_timeout,
                 tls,
                 policy,
-                breaker.as_deref(),
+                (breaker.as_deref(), budget.as_deref()),
                 route,
             )
             .await?;

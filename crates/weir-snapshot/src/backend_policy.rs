@@ -23,6 +23,15 @@ pub struct BackendPolicy {
     pub session: Option<Arc<crate::SessionPersistence>>,
     /// `healthCheck` (see [`crate::health`]).
     pub health_check: Option<Arc<crate::health::HealthCheck>>,
+    /// `faultInjection` (see [`crate::traffic`]).
+    pub fault: Option<crate::FaultInjection>,
+    /// `requestBuffer.limit`: request bodies larger than this get 413; also the most a
+    /// retry replays (instead of the fixed default).
+    pub request_buffer: Option<u64>,
+    /// Settings of the upstream connections the policy's requests use.
+    pub connection: Option<crate::UpstreamConnection>,
+    /// `retry.budget`: caps retries to a share of requests.
+    pub retry_budget: Option<crate::RetryBudget>,
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.
@@ -166,6 +175,8 @@ pub struct CircuitBreaker {
     pub max_pending_requests: u32,
     /// Requests in flight (admitted to their response's end).
     pub max_parallel_requests: u32,
+    /// Retries in flight at once (`maxParallelRetries`); over it a retry is not made.
+    pub max_parallel_retries: u32,
 }
 
 impl Default for CircuitBreaker {
@@ -175,6 +186,7 @@ impl Default for CircuitBreaker {
             max_connections: 1024,
             max_pending_requests: 1024,
             max_parallel_requests: 1024,
+            max_parallel_retries: 1024,
         }
     }
 }

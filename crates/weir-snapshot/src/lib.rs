@@ -18,6 +18,7 @@ pub mod passthrough;
 pub mod path;
 pub mod route;
 pub mod session;
+pub mod traffic;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub use route::{
     RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,
 };
 pub use session::{SessionCarrier, SessionPersistence};
+pub use traffic::{
+    AbortStatus, FaultAbort, FaultDelay, FaultInjection, RetryBudget, Share, UpstreamConnection,
+};
 
 /// The swappable holder of the live snapshot: the control plane stores a new `Arc<Snapshot>`,
 /// the data plane loads one per request or connection and keeps it to the end.

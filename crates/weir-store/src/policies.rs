@@ -233,10 +233,11 @@ pub struct Http2Settings {
 // ---------------------------------------------------------------------------------------
 // BackendTrafficPolicy
 
-/// How Weir treats the backends of a Gateway's or route's traffic. Typed: `retry`,
-/// `timeout` (`http.requestTimeout`, `tcp.connectTimeout`), `circuitBreaker`
-/// (`maxConnections`, `maxPendingRequests`, `maxParallelRequests`) and `healthCheck`;
-/// everything else (load balancing, fault injection...) is kept in `unsupported` and
+/// How Weir treats the backends of a Gateway's or route's traffic. Typed: `retry` (with
+/// Weir's `budget`), `timeout` (`http.requestTimeout`, `http.connectionIdleTimeout`,
+/// `tcp.connectTimeout`), `circuitBreaker` (`maxConnections`, `maxPendingRequests`,
+/// `maxParallelRequests`, `maxParallelRetries`, `maxRequestsPerConnection`),
+/// `faultInjection`, `requestBuffer.limit` and `healthCheck`; everything else is kept in `unsupported` and
 /// refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -262,6 +263,10 @@ pub struct BackendTrafficPolicySpec {
     pub circuit_breaker: Option<CircuitBreaker>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_injection: Option<FaultInjection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_buffer: Option<RequestBuffer>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -275,6 +280,84 @@ pub struct Retry {
     pub retry_on: Option<RetryOn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_retry: Option<PerRetry>,
+    /// Weir's extension (Envoy Gateway has none): Gateway API's
+    /// `XBackendTrafficPolicy.retryConstraint`, as `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RetryBudget>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `retry.budget`: `percent` of the requests of the last `interval` may be retries; at
+/// least `minRetryRate.count` retries per `minRetryRate.interval` are allowed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retry_rate: Option<MinRetryRate>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MinRetryRate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `faultInjection`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInjection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultInjectionDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultInjectionAbort>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInjectionDelay {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_delay: Option<String>,
+    /// 0–100 (a float), default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInjectionAbort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `requestBuffer`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBuffer {
+    /// A quantity (`1Mi`, `100Ki`) or a byte count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<IntOrString>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -331,6 +414,8 @@ pub struct BackendTimeout {
 pub struct HttpBackendTimeout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_idle_timeout: Option<String>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -353,6 +438,10 @@ pub struct CircuitBreaker {
     pub max_pending_requests: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel_requests: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_retries: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<i64>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -553,7 +642,9 @@ mod tests {
             "spec": {
                 "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"},
                 "retry": {"numRetries": 3, "retryOn": {"triggers": ["5xx"]}, "perRetry": {"backOff": {"baseInterval": "10ms"}}},
-                "circuitBreaker": {"maxParallelRequests": 5, "maxParallelRetries": 2},
+                "circuitBreaker": {"maxParallelRequests": 5, "maxParallelRetries": 2, "maxRetries": 1},
+                "faultInjection": {"abort": {"grpcStatus": 14, "percentage": 0.5}, "delay": {"fixedDelay": "1s"}},
+                "requestBuffer": {"limit": "1Mi"},
                 "loadBalancer": {"type": "Random"}
             }
         }))
@@ -565,7 +656,19 @@ mod tests {
         assert_eq!(back_off.base_interval.as_deref(), Some("10ms"));
         let breaker = p.spec.circuit_breaker.as_ref().unwrap();
         assert_eq!(breaker.max_parallel_requests, Some(5));
-        assert!(breaker.unsupported.contains_key("maxParallelRetries"));
+        assert_eq!(breaker.max_parallel_retries, Some(2));
+        assert!(breaker.unsupported.contains_key("maxRetries"));
+        let fault = p.spec.fault_injection.as_ref().unwrap();
+        let abort = fault.abort.as_ref().unwrap();
+        assert_eq!((abort.grpc_status, abort.percentage), (Some(14), Some(0.5)));
+        assert_eq!(
+            fault.delay.as_ref().unwrap().fixed_delay.as_deref(),
+            Some("1s")
+        );
+        assert_eq!(
+            p.spec.request_buffer.as_ref().unwrap().limit,
+            Some(IntOrString::String("1Mi".into()))
+        );
         assert_eq!(
             p.spec.unsupported.keys().collect::<Vec<_>>(),
             ["loadBalancer"]

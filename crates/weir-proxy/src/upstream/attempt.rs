@@ -38,6 +38,11 @@ pub(crate) trait Gate: Copy + Send + Sync {
     fn slot(&self, i: usize) -> Self::Slot;
     /// What an attempt on an endpoint came to (passive health).
     fn outcome(&self, _slot: Self::Slot, _outcome: Outcome) {}
+    /// The pool class tag of the policy's connection settings (0: the default pools; see
+    /// [`pool::Pools::class`]).
+    fn class(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -128,7 +133,8 @@ impl Clients {
             for (i, endpoint, authority) in upstream.attempts_where(move |i| gate.eligible(i)) {
                 let i = gate.slot(i);
                 let addr = endpoint.addr;
-                let key = UpstreamTlsConnect::pool_key(addr, tls);
+                let mut key = UpstreamTlsConnect::pool_key(addr, tls);
+                key.tls ^= gate.class();
                 if host_from_endpoint {
                     if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
                         req.headers_mut().insert(HOST, value);
@@ -152,6 +158,7 @@ impl Clients {
                         },
                     };
                     let mut tx = reused.tx;
+                    let uses = reused.uses.saturating_add(1);
                     if tx.ready().await.is_err() {
                         continue;
                     }
@@ -160,7 +167,7 @@ impl Clients {
                     match tx.try_send_request(req).await {
                         Ok(response) => {
                             gate.outcome(i, Outcome::Status(response.status().as_u16()));
-                            return Ok(self.pooled(response, key, tx));
+                            return Ok(self.pooled(response, key, tx, uses));
                         }
                         Err(mut err) => match (err.take_message(), copy) {
                             (Some(unsent), _) => req = unsent,
@@ -191,7 +198,7 @@ impl Clients {
                 match tx.try_send_request(req).await {
                     Ok(response) => {
                         gate.outcome(i, Outcome::Status(response.status().as_u16()));
-                        return Ok(self.pooled(response, key, tx));
+                        return Ok(self.pooled(response, key, tx, 1));
                     }
                     Err(mut err) => match err.take_message() {
                         // Closed before the request was written: like a failed connect.
@@ -214,13 +221,14 @@ impl Clients {
         mut response: Response<Incoming>,
         key: PoolKey,
         tx: pool::Http1Sender,
+        uses: u32,
     ) -> Response<PooledBody> {
         self.record(&mut response, key.addr);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the tunnel.
             return response.map(PooledBody::unpooled);
         }
-        response.map(|body| PooledBody::pooled(body, &self.pools, key, tx))
+        response.map(|body| PooledBody::pooled(body, &self.pools, key, tx, uses))
     }
 
     /// Note the endpoint in the response, when the access log wants it.

@@ -350,6 +350,8 @@ struct Checkin {
     pool: Arc<Inner>,
     key: PoolKey,
     tx: Http1Sender,
+    /// Requests the connection has served, this one included.
+    uses: u32,
 }
 
 impl PooledBody {
@@ -361,20 +363,33 @@ impl PooledBody {
         }
     }
 
-    pub(crate) fn pooled(body: Incoming, pools: &Pools, key: PoolKey, tx: Http1Sender) -> Self {
+    pub(crate) fn pooled(
+        body: Incoming,
+        pools: &Pools,
+        key: PoolKey,
+        tx: Http1Sender,
+        uses: u32,
+    ) -> Self {
         Self {
             body,
             checkin: Some(Checkin {
                 pool: pools.inner().clone(),
                 key,
                 tx,
+                uses,
             }),
         }
     }
 
     fn release(&mut self) {
-        if let Some(Checkin { pool, key, tx }) = self.checkin.take() {
-            Pools::checkin_http1(&pool, key, tx);
+        if let Some(Checkin {
+            pool,
+            key,
+            tx,
+            uses,
+        }) = self.checkin.take()
+        {
+            Pools::checkin_http1(&pool, key, tx, uses);
         }
     }
 }

@@ -41,6 +41,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use weir_snapshot::UpstreamConnection;
+
 use super::body::UpstreamBody;
 use crate::error::ConnectError;
 
@@ -152,18 +154,41 @@ pub(crate) struct Inner {
     connect_timeout: Duration,
     reaper_started: AtomicBool,
     limits: UpstreamLimits,
+    /// Settings of connection classes (a BackendTrafficPolicy's `UpstreamConnection`), by
+    /// the `tls` field of their keys (see [`Pools::class`]); keys not here get the defaults.
+    classes: Mutex<HashMap<u64, Class>>,
+}
+
+/// What a class of connections does differently: its idle timeout and how many requests
+/// one connection serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Class {
+    idle_ticks: u64,
+    max_uses: u32,
+}
+
+impl Inner {
+    /// The settings of connections whose key's `tls` field is `tls`.
+    fn class(&self, tls: u64) -> Class {
+        lock(&self.classes).get(&tls).copied().unwrap_or(Class {
+            idle_ticks: self.idle_ticks,
+            max_uses: u32::MAX,
+        })
+    }
 }
 
 /// One endpoint's HTTP/1.1 connections: the idle ones and the cap on all of them.
 struct Endpoint {
     idle: Vec<Idle>,
     gate: Arc<Gate>,
+    class: Class,
 }
 
 impl Endpoint {
-    fn new(limits: UpstreamLimits) -> Self {
+    fn new(limits: UpstreamLimits, class: Class) -> Self {
         Self {
             idle: Vec::new(),
+            class,
             gate: Arc::new(Gate {
                 open: Arc::new(Semaphore::new(limits.max_connections.max(1))),
                 max: limits.max_connections.max(1),
@@ -206,6 +231,8 @@ struct Idle {
     tx: Http1Sender,
     /// Clock tick of the check-in.
     since: u64,
+    /// Requests the connection has served.
+    uses: u32,
 }
 
 /// A connection taken from the idle list.
@@ -214,6 +241,8 @@ pub(crate) struct Reused {
     /// It sat idle for at least a tick: the peer may be closing it right now (its own idle
     /// timeout), so a request that is safe to repeat should be kept for a retry.
     pub(crate) stale: bool,
+    /// Requests it has served.
+    pub(crate) uses: u32,
 }
 
 impl Pools {
@@ -244,6 +273,7 @@ impl Pools {
                 connect_timeout: connect,
                 reaper_started: AtomicBool::new(false),
                 limits: UpstreamLimits::default(),
+                classes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -252,19 +282,47 @@ impl Pools {
         &self.inner
     }
 
+    /// Connections of a BackendTrafficPolicy with connection settings
+    /// (`timeout.http.connectionIdleTimeout`, `circuitBreaker.maxRequestsPerConnection`) are
+    /// pooled apart: their keys' `tls` field is the TLS identity `tls` XOR the tag returned
+    /// here (a hash of the settings), so they are reused only by requests of policies with
+    /// the same settings, and the settings apply to every connection of such a key. (The
+    /// pool key keeps its size: every request's future holds one.)
+    pub(crate) fn class(&self, tls: u64, settings: &UpstreamConnection) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(settings, &mut h);
+        let tag = Hasher::finish(&h) | 1;
+        let idle_ticks = match settings.idle_timeout {
+            None => self.inner.idle_ticks,
+            // Rounded up to ticks, plus one: the check-in's tick may be up to one old, so a
+            // connection is closed after between the timeout and the timeout plus a tick.
+            Some(t) => u64::try_from(t.as_nanos().div_ceil(self.inner.tick.as_nanos()))
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
+        };
+        let class = Class {
+            idle_ticks,
+            max_uses: settings.max_requests.unwrap_or(u32::MAX),
+        };
+        lock(&self.inner.classes).entry(tls ^ tag).or_insert(class);
+        tag
+    }
+
     /// The most recently used idle HTTP/1.1 connection for `key` that has not closed.
     pub(crate) fn checkout_http1(&self, key: PoolKey) -> Option<Reused> {
         let now = self.inner.clock.load(Ordering::Relaxed);
         let mut map = lock(&self.inner.http1);
-        let idle = &mut map.get_mut(&key)?.idle;
-        while let Some(entry) = idle.pop() {
+        let endpoint = map.get_mut(&key)?;
+        let idle_ticks = endpoint.class.idle_ticks;
+        while let Some(entry) = endpoint.idle.pop() {
             let age = now.saturating_sub(entry.since);
-            if entry.tx.is_closed() || age >= self.inner.idle_ticks {
+            if entry.tx.is_closed() || age >= idle_ticks {
                 continue;
             }
             return Some(Reused {
                 tx: entry.tx,
                 stale: age >= 1,
+                uses: entry.uses,
             });
         }
         None
@@ -278,7 +336,10 @@ impl Pools {
         let gate = {
             let limits = self.inner.limits;
             let mut map = lock(&self.inner.http1);
-            let gate = &map.entry(key).or_insert_with(|| Endpoint::new(limits)).gate;
+            let gate = &map
+                .entry(key)
+                .or_insert_with(|| Endpoint::new(limits, self.inner.class(key.tls)))
+                .gate;
             if let Ok(permit) = gate.open.clone().try_acquire_owned() {
                 return Ok(Admission::Open(permit.into()));
             }
@@ -337,7 +398,7 @@ impl Pools {
             let limits = self.inner.limits;
             let mut map = lock(&self.inner.http1);
             map.entry(key)
-                .or_insert_with(|| Endpoint::new(limits))
+                .or_insert_with(|| Endpoint::new(limits, self.inner.class(key.tls)))
                 .gate
                 .clone()
         };
@@ -431,8 +492,9 @@ impl Pools {
             .map_err(ConnectError::Tls)
     }
 
-    /// Put a connection whose exchange finished back on `key`'s idle list.
-    pub(crate) fn checkin_http1(inner: &Arc<Inner>, key: PoolKey, tx: Http1Sender) {
+    /// Put a connection whose exchange finished back on `key`'s idle list (`uses`: the
+    /// requests it has served; at its class's `max_uses` it is closed instead).
+    pub(crate) fn checkin_http1(inner: &Arc<Inner>, key: PoolKey, tx: Http1Sender, uses: u32) {
         if tx.is_closed() {
             return;
         }
@@ -440,8 +502,17 @@ impl Pools {
         {
             let limits = inner.limits;
             let mut map = lock(&inner.http1);
-            let endpoint = map.entry(key).or_insert_with(|| Endpoint::new(limits));
-            endpoint.idle.push(Idle { tx, since });
+            let endpoint = map
+                .entry(key)
+                .or_insert_with(|| Endpoint::new(limits, inner.class(key.tls)));
+            if uses >= endpoint.class.max_uses {
+                // Dropping the last sender ends the connection (its task gives back the
+                // permit, which wakes a waiter).
+                drop(map);
+                drop(tx);
+                return;
+            }
+            endpoint.idle.push(Idle { tx, since, uses });
             if endpoint.gate.waiting.load(Ordering::Relaxed) > 0 {
                 endpoint.gate.returned.notify_one();
             }
@@ -557,7 +628,8 @@ fn start_reaper(inner: &Arc<Inner>) {
                     let (keep, gone): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut endpoint.idle)
                         .into_iter()
                         .partition(|e| {
-                            !e.tx.is_closed() && now.saturating_sub(e.since) < inner.idle_ticks
+                            !e.tx.is_closed()
+                                && now.saturating_sub(e.since) < endpoint.class.idle_ticks
                         });
                     endpoint.idle = keep;
                     expired.extend(gone);

@@ -5,8 +5,9 @@
 //!
 //! Which requests are retried:
 //! - the request must be replayable: no body, or a body with a `Content-Length` of at most
-//!   [`RETRY_BUFFER`] bytes, read whole before the first attempt (the retry buffer). Other
-//!   requests get one attempt (still on the next endpoint after a connect error, as always);
+//!   [`RETRY_BUFFER`] bytes (the policy's `requestBuffer.limit` when it sets one; then
+//!   every body was read whole already, see [`super::request_buffer`]), read whole before
+//!   the first attempt (the retry buffer). Other requests get one attempt (still on the next endpoint after a connect error, as always);
 //! - a failure where nothing was sent (no endpoint could be connected: `connect-failure`,
 //!   and `5xx` / `gateway-error`, which include it) is retried for any method;
 //! - a response (5xx, 502–504, 409, a listed status, a gRPC status) or a failure after the
@@ -33,6 +34,7 @@ use weir_snapshot::{AppProtocol, BackendPolicy, CircuitBreaker, Upstream};
 
 use super::attempt::{head_copy, is_idempotent, Gate};
 use super::body::{BodyStalled, ClientBodyError, PooledBody, UpstreamBody};
+use super::budget::Budget;
 use super::health::{HealthGate, Outcome};
 use super::pool::PolicyConnections;
 use super::{Clients, UpstreamTlsConnect};
@@ -51,6 +53,9 @@ pub(crate) struct Breaker {
     connections: PolicyConnections,
     requests: AtomicUsize,
     max_requests: usize,
+    /// Retries in flight (`maxParallelRetries`).
+    retries: AtomicUsize,
+    max_retries: usize,
 }
 
 impl Breaker {
@@ -66,7 +71,18 @@ impl Breaker {
             },
             requests: AtomicUsize::new(0),
             max_requests: n(limits.max_parallel_requests),
+            retries: AtomicUsize::new(0),
+            max_retries: n(limits.max_parallel_retries),
         }
+    }
+
+    /// A place among the retries in flight, or `None` at `maxParallelRetries`.
+    fn retry_place(&self) -> Option<RetryPlace<'_>> {
+        if self.retries.fetch_add(1, Ordering::AcqRel) >= self.max_retries {
+            self.retries.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(RetryPlace(self))
     }
 
     /// A place among the requests in flight, or `None` at `maxParallelRequests`.
@@ -81,6 +97,15 @@ impl Breaker {
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// One retry in flight under a breaker, until its attempt has an answer.
+struct RetryPlace<'a>(&'a Breaker);
+
+impl Drop for RetryPlace<'_> {
+    fn drop(&mut self) {
+        self.0.retries.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -139,6 +164,7 @@ struct PolicyGate<'a> {
     connect_timeout: Option<Duration>,
     connections: Option<&'a PolicyConnections>,
     health: Option<&'a HealthGate<'a>>,
+    class: u64,
 }
 
 impl Gate for PolicyGate<'_> {
@@ -167,6 +193,10 @@ impl Gate for PolicyGate<'_> {
             h.outcome(i, outcome);
         }
     }
+
+    fn class(&self) -> u64 {
+        self.class
+    }
 }
 
 impl Clients {
@@ -182,7 +212,7 @@ impl Clients {
         attempt_timeout: Option<Duration>,
         tls: Result<Option<UpstreamTlsConnect>, ProxyError>,
         policy: &'a BackendPolicy,
-        breaker: Option<&'a Breaker>,
+        (breaker, budget): (Option<&'a Breaker>, Option<&'a Budget>),
         route: &'a str,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
         async move {
@@ -198,17 +228,25 @@ impl Clients {
                 connect_timeout: policy.connect_timeout,
                 connections: breaker.map(|b| &b.connections),
                 health: health.as_ref(),
+                // Connection settings: the policy's connections are pooled apart.
+                class: policy.connection.map_or(0, |c| {
+                    self.pools.class(tls.as_ref().map_or(0, |t| t.identity), &c)
+                }),
             };
             let Some(retry) = &policy.retry else {
                 return self
                     .attempt(metrics, upstream, req, tls, gate, attempt_timeout)
                     .await;
             };
+            if let Some(b) = budget {
+                b.request();
+            }
             let per_try = match (retry.per_try_timeout, attempt_timeout) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let (head, bytes) = match replayable(req).await? {
+            let limit = policy.request_buffer.unwrap_or(RETRY_BUFFER);
+            let (head, bytes) = match replayable(req, limit).await? {
                 (req, None) => {
                     // Not replayable: one attempt.
                     return self
@@ -219,6 +257,8 @@ impl Clients {
             };
             let idempotent = is_idempotent(head.method());
             let mut retries = 0;
+            // The place of the retry in flight (`maxParallelRetries`), until its answer.
+            let mut retry_place = None;
             loop {
                 let mut req = head_copy(&head);
                 if !bytes.is_empty() {
@@ -227,6 +267,7 @@ impl Clients {
                 let result = self
                     .attempt(metrics, upstream, req, tls.clone(), gate, per_try)
                     .await;
+                drop(retry_place.take());
                 let reason = match &result {
                     Ok(response) => retry
                         .retries_status(response.status().as_u16(), grpc_status(response.headers()))
@@ -244,6 +285,20 @@ impl Clients {
                 };
                 match reason {
                     Some(reason) if retries < retry.num_retries => {
+                        // Over `maxParallelRetries` or the budget: no retry, this answer.
+                        if let Some(b) = breaker {
+                            match b.retry_place() {
+                                Some(place) => retry_place = Some(place),
+                                None => {
+                                    metrics.record_retry_skipped(route, "max_parallel_retries");
+                                    return result;
+                                }
+                            }
+                        }
+                        if budget.is_some_and(|b| !b.try_retry()) {
+                            metrics.record_retry_skipped(route, "budget");
+                            return result;
+                        }
                         retries += 1;
                         metrics.record_retry(route, reason);
                         drop(result);
@@ -286,20 +341,31 @@ impl Clients {
     }
 }
 
-/// The request's head and its body as bytes when it can be sent again (no body, or one of
-/// at most [`RETRY_BUFFER`] bytes by its `Content-Length`); else the request as it is.
+/// The request's head and its body as bytes when it can be sent again (no body, a body
+/// read whole already by `requestBuffer`, or one of at most `limit` bytes by its
+/// `Content-Length`: [`RETRY_BUFFER`], or the policy's `requestBuffer.limit`); else the
+/// request as it is.
 async fn replayable(
     req: Request<UpstreamBody>,
+    limit: u64,
 ) -> Result<(Request<UpstreamBody>, Option<Bytes>), ProxyError> {
     if req.body().is_end_stream() {
         return Ok((req, Some(Bytes::new())));
     }
-    let small = content_length(req.headers()).is_some_and(|n| n <= RETRY_BUFFER);
+    if let UpstreamBody::Bytes(Some(bytes)) = req.body() {
+        let bytes = bytes.clone();
+        let (parts, _) = req.into_parts();
+        return Ok((
+            Request::from_parts(parts, UpstreamBody::empty()),
+            Some(bytes),
+        ));
+    }
+    let small = content_length(req.headers()).is_some_and(|n| n <= limit);
     if !small {
         return Ok((req, None));
     }
     let (parts, body) = req.into_parts();
-    let bytes = http_body_util::Limited::new(body, RETRY_BUFFER as usize)
+    let bytes = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .collect()
         .await
         .map_err(client_body_error)?
@@ -310,7 +376,7 @@ async fn replayable(
     ))
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -321,7 +387,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// What went wrong reading the client's body into the retry buffer: the client's fault.
-fn client_body_error(err: BoxError) -> ProxyError {
+pub(super) fn client_body_error(err: BoxError) -> ProxyError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
     while let Some(e) = cause {
         if let Some(stalled) = e.downcast_ref::<BodyStalled>() {

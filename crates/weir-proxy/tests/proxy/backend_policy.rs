@@ -23,10 +23,10 @@ use crate::support::*;
 
 /// A backend whose n-th request (from 0) gets `plan(n)`: a status and a delay. Answers
 /// `attempt N` (1-based) and records each request's body.
-struct Scripted {
-    addr: SocketAddr,
+pub(crate) struct Scripted {
+    pub(crate) addr: SocketAddr,
     received: Arc<AtomicUsize>,
-    bodies: Arc<Mutex<Vec<String>>>,
+    pub(crate) bodies: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -37,7 +37,7 @@ impl Drop for Scripted {
 }
 
 impl Scripted {
-    async fn start(name: &'static str, plan: fn(usize) -> (u16, u64)) -> Scripted {
+    pub(crate) async fn start(name: &'static str, plan: fn(usize) -> (u16, u64)) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
@@ -83,12 +83,12 @@ impl Scripted {
         }
     }
 
-    fn received(&self) -> usize {
+    pub(crate) fn received(&self) -> usize {
         self.received.load(Ordering::SeqCst)
     }
 }
 
-fn retry(num_retries: u32, triggers: u16, codes: &[u16]) -> RetryPolicy {
+pub(crate) fn retry(num_retries: u32, triggers: u16, codes: &[u16]) -> RetryPolicy {
     RetryPolicy {
         num_retries,
         triggers: RetryTriggers(triggers),
@@ -356,6 +356,7 @@ async fn the_breaker_connection_cap_queues_then_overflows() {
         max_connections: 1,
         max_pending_requests: 1,
         max_parallel_requests: 100,
+        ..CircuitBreaker::default()
     };
     let (proxy, addr) = start(&up, policy(None, Some(breaker))).await;
     let first = tokio::spawn(async move { get(addr, "a.example", "/p").await });

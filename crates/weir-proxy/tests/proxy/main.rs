@@ -11,6 +11,7 @@ mod client_auth;
 mod client_policy;
 mod errors;
 mod extended;
+mod fault;
 mod health;
 mod lifecycle;
 mod limits;

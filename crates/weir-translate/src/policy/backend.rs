@@ -309,6 +309,7 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
     if let Some(c) = &spec.circuit_breaker {
         add("spec.circuitBreaker", &c.unsupported);
     }
+    traffic::unsupported_fields(spec, &mut add);
     if let Some(h) = &spec.health_check {
         health::unsupported_fields(h, &mut out);
     }
@@ -382,10 +383,25 @@ fn compile(
                 c.max_parallel_requests,
                 d.max_parallel_requests,
             )?,
+            max_parallel_retries: cap(
+                "maxParallelRetries",
+                c.max_parallel_retries,
+                d.max_parallel_retries,
+            )?,
         });
     }
     if let Some(h) = &spec.health_check {
         out.health_check = Some(Arc::new(health::compile(h)?));
+    }
+    if let Some(f) = &spec.fault_injection {
+        out.fault = Some(traffic::fault(f)?);
+    }
+    if let Some(b) = &spec.request_buffer {
+        out.request_buffer = Some(traffic::request_buffer(b)?);
+    }
+    out.connection = traffic::connection(spec)?;
+    if let Some(b) = spec.retry.as_ref().and_then(|r| r.budget.as_ref()) {
+        out.retry_budget = Some(traffic::retry_budget(b)?);
     }
     Ok((out, request_timeout))
 }
@@ -500,6 +516,7 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
 }
 
 mod health;
+mod traffic;
 
 #[cfg(test)]
 mod tests;

@@ -512,7 +512,7 @@ fn bytes(field: &str, v: &IntOrString, min: u32, max: u32) -> Result<u32, NotAcc
 }
 
 /// A Kubernetes quantity without fractions: digits and an optional binary or decimal suffix.
-fn quantity(s: &str) -> Option<u64> {
+pub(crate) fn quantity(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, suffix) = s.split_at(split);

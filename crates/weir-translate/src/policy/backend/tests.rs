@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Method};
-use weir_snapshot::{BackendPolicy, RequestView, RetryTriggers, RouteAction};
+use weir_snapshot::{
+    AbortStatus, BackendPolicy, RequestView, RetryBudget, RetryTriggers, RouteAction, Share,
+    UpstreamConnection,
+};
 use weir_store::Kind;
 
 use crate::tests::{cond, is, run, status, store_with_class};
@@ -169,6 +172,69 @@ fn every_field_compiles_onto_the_routes_of_a_gateway() {
 }
 
 #[test]
+fn fault_buffer_connection_and_budget_blocks_compile() {
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        GW,
+        "
+  retry:
+    numRetries: 3
+    budget: {percent: 25, interval: 5s, minRetryRate: {count: 2, interval: 2s}}
+  timeout: {http: {connectionIdleTimeout: 30s}}
+  circuitBreaker: {maxParallelRetries: 4, maxRequestsPerConnection: 100}
+  faultInjection:
+    delay: {fixedDelay: 20ms, percentage: 12.5}
+    abort: {grpcStatus: 14}
+  requestBuffer: {limit: 100Ki}
+",
+    )]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let p = policy_of(&out, "/a").expect("a policy");
+    let f = p.fault.expect("fault");
+    let d = f.delay.expect("delay");
+    assert_eq!(d.fixed_delay, Duration::from_millis(20));
+    assert_eq!(d.share, Share(125_000));
+    let a = f.abort.expect("abort");
+    assert_eq!(a.status, AbortStatus::Grpc(14));
+    assert_eq!(a.share, Share::ALL, "percentage defaults to 100");
+    assert_eq!(p.request_buffer, Some(100 * 1024));
+    assert_eq!(
+        p.connection,
+        Some(UpstreamConnection {
+            idle_timeout: Some(Duration::from_secs(30)),
+            max_requests: Some(100),
+        })
+    );
+    let cb = p.circuit_breaker.unwrap();
+    assert_eq!(cb.max_parallel_retries, 4);
+    assert_eq!(cb.max_parallel_requests, 1024, "the others keep defaults");
+    assert_eq!(
+        p.retry_budget,
+        Some(RetryBudget {
+            percent: 25,
+            interval: Duration::from_secs(5),
+            min_count: 2,
+            min_interval: Duration::from_secs(2),
+        })
+    );
+    // Plain byte counts, HTTP aborts, and Gateway API's budget defaults.
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        GW,
+        "  requestBuffer: {limit: 2048}\n  faultInjection: {abort: {httpStatus: 418, percentage: 0.5}}\n  retry: {budget: {}}\n",
+    )]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let p = policy_of(&out, "/a").expect("a policy");
+    assert_eq!(p.request_buffer, Some(2048));
+    let a = p.fault.unwrap().abort.unwrap();
+    assert_eq!((a.status, a.share), (AbortStatus::Http(418), Share(5_000)));
+    assert_eq!(p.retry_budget, Some(RetryBudget::default()));
+    assert_eq!(p.connection, None);
+}
+
+#[test]
 fn defaults_follow_envoy_gateway() {
     let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, "  retry: {}")]);
     let r = policy_of(&out, "/a").unwrap().retry.clone().unwrap();
@@ -275,6 +341,58 @@ fn invalid_values_are_refused_and_apply_nowhere() {
             "  circuitBreaker: {maxParallelRequests: 0}",
             "maxParallelRequests",
         ),
+        (
+            "  circuitBreaker: {maxParallelRetries: 0}",
+            "spec.circuitBreaker.maxParallelRetries",
+        ),
+        (
+            "  circuitBreaker: {maxRequestsPerConnection: 0}",
+            "spec.circuitBreaker.maxRequestsPerConnection",
+        ),
+        (
+            "  timeout: {http: {connectionIdleTimeout: later}}",
+            "spec.timeout.http.connectionIdleTimeout",
+        ),
+        (
+            "  faultInjection: {abort: {httpStatus: 99}}",
+            "spec.faultInjection.abort.httpStatus",
+        ),
+        (
+            "  faultInjection: {abort: {grpcStatus: 17}}",
+            "spec.faultInjection.abort.grpcStatus",
+        ),
+        (
+            "  faultInjection: {abort: {httpStatus: 503, grpcStatus: 14}}",
+            "exactly one of httpStatus and grpcStatus",
+        ),
+        (
+            "  faultInjection: {abort: {httpStatus: 503, percentage: 100.5}}",
+            "spec.faultInjection.abort.percentage",
+        ),
+        (
+            "  faultInjection: {delay: {fixedDelay: 1s, percentage: -1}}",
+            "spec.faultInjection.delay.percentage",
+        ),
+        (
+            "  faultInjection: {delay: {percentage: 10}}",
+            "spec.faultInjection.delay.fixedDelay",
+        ),
+        ("  faultInjection: {}", "spec.faultInjection"),
+        ("  requestBuffer: {limit: 1Xi}", "spec.requestBuffer.limit"),
+        ("  requestBuffer: {limit: 0}", "spec.requestBuffer.limit"),
+        ("  requestBuffer: {limit: 2Gi}", "spec.requestBuffer.limit"),
+        (
+            "  retry: {budget: {percent: 101}}",
+            "spec.retry.budget.percent",
+        ),
+        (
+            "  retry: {budget: {interval: 100ms}}",
+            "spec.retry.budget.interval",
+        ),
+        (
+            "  retry: {budget: {minRetryRate: {count: -1}}}",
+            "spec.retry.budget.minRetryRate.count",
+        ),
     ] {
         let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
         assert_eq!(accepted(&out, "p"), is("False", "Invalid"), "{spec}");
@@ -296,12 +414,16 @@ fn fields_not_implemented_are_still_refused_by_name() {
             "spec.retry.retryBudget",
         ),
         (
-            "  timeout: {http: {connectionIdleTimeout: 1s}}",
-            "spec.timeout.http.connectionIdleTimeout",
+            "  requestBuffer: {limit: 1Mi, mode: LimitOnly}",
+            "spec.requestBuffer.mode",
         ),
         (
-            "  circuitBreaker: {maxParallelRetries: 1}",
-            "spec.circuitBreaker.maxParallelRetries",
+            "  faultInjection: {abort: {httpStatus: 503, headerAbort: true}}",
+            "spec.faultInjection.abort.headerAbort",
+        ),
+        (
+            "  retry: {budget: {percent: 10, burst: 3}}",
+            "spec.retry.budget.burst",
         ),
         (
             "  healthCheck: {active: {type: HTTP, http: {path: /h, expectedResponse: {}}}}",
