@@ -194,6 +194,7 @@ impl Proxy {
             Some(key) => key.clone(),
             None => Arc::new(session::SessionKey::random().map_err(ProxyError::SessionKey)?),
         };
+        clients.health.register(registry)?;
         let shared = Arc::new(Shared {
             session_key,
             connections,
@@ -252,6 +253,11 @@ impl Proxy {
             }
         }
         self.shared.breakers.retain(|id| live.contains(id));
+        // Endpoint health: probers for the endpoints routes with a health check reach.
+        let clients = &self.shared.clients;
+        clients
+            .health
+            .reconcile(&snapshot, &self.shared.metrics, clients);
         self.shared.retry_budgets.retain(|id| live.contains(id));
         self.shared.balancers.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
@@ -278,6 +284,7 @@ impl Proxy {
             tracing.shutdown(Duration::from_secs(5)).await;
         }
         self.udp.shutdown().await;
+        self.shared.clients.health.stop();
         self.stop_trimmer();
     }
 

@@ -47,6 +47,12 @@ pub(crate) struct Metrics {
     /// `weir_circuit_breaker_overflows_total{route}`: requests a BackendTrafficPolicy's
     /// circuit breaker answered with 503 (`maxParallelRequests`).
     breaker_overflows: IntCounterVec,
+    /// `weir_endpoint_ejections_total{upstream}`: endpoints BackendTrafficPolicy passive
+    /// health ejected (`upstream/health.rs`).
+    pub(crate) endpoint_ejections: IntCounterVec,
+    /// `weir_health_probes_total{upstream,result}`: active health probes, `success` or
+    /// `failure`.
+    pub(crate) health_probes: IntCounterVec,
     /// `weir_fault_injected_total{route,kind}`: requests a BackendTrafficPolicy's
     /// `faultInjection` delayed (`delay`) or answered itself (`abort`).
     fault_injected: IntCounterVec,
@@ -171,6 +177,22 @@ impl Metrics {
         )?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(breaker_overflows.clone()))?;
+        let endpoint_ejections = IntCounterVec::new(
+            opts!(
+                "weir_endpoint_ejections_total",
+                "Endpoints ejected by BackendTrafficPolicy passive health, by upstream."
+            ),
+            &["upstream"],
+        )?;
+        let health_probes = IntCounterVec::new(
+            opts!(
+                "weir_health_probes_total",
+                "BackendTrafficPolicy active health probes, by upstream and result."
+            ),
+            &["upstream", "result"],
+        )?;
+        registry.register(Box::new(endpoint_ejections.clone()))?;
+        registry.register(Box::new(health_probes.clone()))?;
         let fault_injected = IntCounterVec::new(
             opts!(
                 "weir_fault_injected_total",
@@ -205,6 +227,8 @@ impl Metrics {
         Ok(Self {
             retries,
             breaker_overflows,
+            endpoint_ejections,
+            health_probes,
             fault_injected,
             retries_skipped,
             udp_flows,

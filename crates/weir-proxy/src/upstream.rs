@@ -24,6 +24,7 @@ mod attempt;
 mod balance;
 mod body;
 mod budget;
+pub(crate) mod health;
 mod pool;
 mod request_buffer;
 mod retry;
@@ -51,6 +52,8 @@ pub(crate) struct Clients {
     tls: tls::TlsConfigs,
     /// Put the endpoint each response came from in its extensions (for the access log).
     record_endpoint: bool,
+    /// Endpoint health for routes whose BackendTrafficPolicy has a `healthCheck`.
+    pub(crate) health: health::HealthRegistry,
 }
 
 /// The TLS side of one request's connections: the pool identity and how to connect.
@@ -83,6 +86,7 @@ impl Clients {
             pools,
             tls: tls::TlsConfigs::default(),
             record_endpoint: false,
+            health: health::HealthRegistry::default(),
         }
     }
 

@@ -259,4 +259,19 @@ mod tests {
             .pick()
             .is_none());
     }
+
+    #[test]
+    fn attempts_from_start_at_the_pick_and_give_indexes() {
+        let eps = (1..=3)
+            .map(|p| Endpoint {
+                addr: format!("127.0.0.1:{p}").parse().unwrap(),
+            })
+            .collect();
+        let u = Upstream::new("ns/svc:80", AppProtocol::Http1, eps);
+        let got: Vec<(usize, u16)> = u
+            .attempts_from(Some(1))
+            .map(|(i, e, _)| (i, e.addr.port()))
+            .collect();
+        assert_eq!(got, [(1, 2), (2, 3), (0, 1)], "the pick, then ring order");
+    }
 }

@@ -21,6 +21,8 @@ pub struct BackendPolicy {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// The rule's `sessionPersistence` (Gateway API; no BackendTrafficPolicy field sets it).
     pub session: Option<Arc<crate::SessionPersistence>>,
+    /// `healthCheck` (see [`crate::health`]).
+    pub health_check: Option<Arc<crate::health::HealthCheck>>,
     /// `faultInjection` (see [`crate::traffic`]).
     pub fault: Option<crate::FaultInjection>,
     /// `requestBuffer.limit`: request bodies larger than this get 413; also the most a

@@ -13,6 +13,7 @@ pub mod balance;
 pub mod client_auth;
 pub mod client_policy;
 pub mod filter;
+pub mod health;
 pub mod host_index;
 pub mod passthrough;
 pub mod path;
@@ -38,6 +39,7 @@ pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,
 };
+pub use health::{ActiveHealth, HealthCheck, PassiveHealth, Probe};
 pub use host_index::{HostIndex, HostPattern};
 pub use passthrough::{Passthrough, TlsRouteEntry};
 pub use route::{

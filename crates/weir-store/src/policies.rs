@@ -237,7 +237,7 @@ pub struct Http2Settings {
 /// Weir's `budget`), `timeout` (`http.requestTimeout`, `http.connectionIdleTimeout`,
 /// `tcp.connectTimeout`), `circuitBreaker` (`maxConnections`, `maxPendingRequests`,
 /// `maxParallelRequests`, `maxParallelRetries`, `maxRequestsPerConnection`),
-/// `faultInjection`, `requestBuffer.limit` and `loadBalancer` (`type`, `consistentHash`,
+/// `faultInjection`, `requestBuffer.limit`, `healthCheck` and `loadBalancer` (`type`, `consistentHash`,
 /// `slowStart`, `zoneAware.preferLocal`); everything else is kept in `unsupported` and
 /// refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -262,6 +262,8 @@ pub struct BackendTrafficPolicySpec {
     pub timeout: Option<BackendTimeout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_injection: Option<FaultInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -545,6 +547,120 @@ pub struct HashCookie {
 pub struct SlowStart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `healthCheck` (Envoy Gateway's `HealthCheck`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveHealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_threshold: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `healthCheck.passive` (outlier detection).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PassiveHealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_external_local_origin_errors: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin_failures: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<i64>,
+    #[serde(
+        default,
+        rename = "consecutive5XxErrors",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consecutive_5xx_errors: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `healthCheck.active`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveHealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<i64>,
+    /// `HTTP`, `TCP` or `GRPC`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpActiveHealthChecker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpActiveHealthChecker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcActiveHealthChecker>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpActiveHealthChecker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_statuses: Option<Vec<i64>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpActiveHealthChecker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<ActiveHealthCheckPayload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive: Option<ActiveHealthCheckPayload>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// A probe payload: `type: Text` with `text`, or `type: Binary` with `binary` (base64).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveHealthCheckPayload {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcActiveHealthChecker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -14,6 +14,7 @@ use hyper::body::{Body, Incoming};
 use weir_snapshot::{AppProtocol, ClientCert, Upstream};
 
 use super::body::{self, ClientBodyError, PooledBody, UpstreamBody};
+use super::health::Outcome;
 use super::pool::{self, Admission, PolicyConnections, PoolKey};
 use super::{Clients, UpstreamTlsConnect};
 use crate::error::{ConnectError, ProxyError};
@@ -27,6 +28,16 @@ use crate::stage::{Bounded, Either, Staged};
 pub(crate) trait Gate: Copy + Send + Sync {
     fn connect_timeout(&self) -> Option<Duration>;
     fn connections(&self) -> Option<&PolicyConnections>;
+    /// Whether endpoint `i` of the upstream may get the request (health).
+    fn eligible(&self, _i: usize) -> bool {
+        true
+    }
+    /// What identifies endpoint `i` to [`Gate::outcome`]: zero-sized for [`NoPolicy`], so
+    /// the request future of routes without a policy holds nothing for it.
+    type Slot: Copy + Send;
+    fn slot(&self, i: usize) -> Self::Slot;
+    /// What an attempt on an endpoint came to (passive health).
+    fn outcome(&self, _slot: Self::Slot, _outcome: Outcome) {}
     /// The pool class tag of the policy's connection settings (0: the default pools; see
     /// [`pool::Pools::class`]).
     fn class(&self) -> u64 {
@@ -63,6 +74,9 @@ impl Gate for NoPolicy {
     fn begin(&self, _: usize) {}
 
     fn finish<B>(&self, _: (), _: &mut Response<B>) {}
+
+    type Slot = ();
+    fn slot(&self, _i: usize) {}
 }
 
 impl Clients {
@@ -134,8 +148,13 @@ impl Clients {
             // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one: the endpoint's.
             let host_from_endpoint = !req.headers().contains_key(HOST);
             let mut last_connect_error = None;
-            for (i, endpoint, authority) in upstream.attempts_from(gate.pick()) {
+            let picked = gate.pick();
+            for (i, endpoint, authority) in upstream
+                .attempts_from(picked)
+                .filter(move |&(i, ..)| gate.eligible(i))
+            {
                 let token = gate.begin(i);
+                let i = gate.slot(i);
                 let addr = endpoint.addr;
                 let mut key = UpstreamTlsConnect::pool_key(addr, tls);
                 key.tls ^= gate.class();
@@ -170,6 +189,7 @@ impl Clients {
                     let copy = (reused.stale && safe_to_repeat).then(|| Box::new(head_copy(&req)));
                     match tx.try_send_request(req).await {
                         Ok(response) => {
+                            gate.outcome(i, Outcome::Status(response.status().as_u16()));
                             let mut response = self.pooled(response, key, tx, uses);
                             gate.finish(token, &mut response);
                             return Ok(response);
@@ -180,7 +200,9 @@ impl Clients {
                                 tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
                                 req = *copy;
                             }
-                            (None, None) => return Err(request_error(upstream, err.into_error())),
+                            (None, None) => {
+                                return Err(sent_failed(upstream, err.into_error(), gate, i))
+                            }
                         },
                     }
                 };
@@ -193,12 +215,14 @@ impl Clients {
                 let mut tx = match connect.await {
                     Ok(tx) => tx,
                     Err(err) => {
+                        gate.outcome(i, Outcome::LocalFailure);
                         last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
                         continue;
                     }
                 };
                 match tx.try_send_request(req).await {
                     Ok(response) => {
+                        gate.outcome(i, Outcome::Status(response.status().as_u16()));
                         let mut response = self.pooled(response, key, tx, 1);
                         gate.finish(token, &mut response);
                         return Ok(response);
@@ -207,10 +231,11 @@ impl Clients {
                         // Closed before the request was written: like a failed connect.
                         Some(unsent) => {
                             req = unsent;
+                            gate.outcome(i, Outcome::LocalFailure);
                             let err = ConnectError::Handshake(err.into_error());
                             last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
                         }
-                        None => return Err(request_error(upstream, err.into_error())),
+                        None => return Err(sent_failed(upstream, err.into_error(), gate, i)),
                     },
                 }
             }
@@ -261,8 +286,13 @@ impl Clients {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
             let mut last_connect_error = None;
-            for (i, endpoint, authority) in upstream.attempts_from(gate.pick()) {
+            let picked = gate.pick();
+            for (i, endpoint, authority) in upstream
+                .attempts_from(picked)
+                .filter(move |&(i, ..)| gate.eligible(i))
+            {
                 let token = gate.begin(i);
+                let i = gate.slot(i);
                 let addr = endpoint.addr;
                 let key = UpstreamTlsConnect::pool_key(addr, tls);
                 let mut uri = http::uri::Parts::default();
@@ -287,6 +317,7 @@ impl Clients {
                     {
                         Ok(tx) => tx,
                         Err(err) => {
+                            gate.outcome(i, Outcome::LocalFailure);
                             last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
                             break;
                         }
@@ -297,6 +328,7 @@ impl Clients {
                     }
                     match tx.try_send_request(req).await {
                         Ok(mut response) => {
+                            gate.outcome(i, Outcome::Status(response.status().as_u16()));
                             self.record(&mut response, addr);
                             gate.finish(token, &mut response);
                             return Ok(response.map(PooledBody::unpooled));
@@ -306,7 +338,7 @@ impl Clients {
                                 req = unsent;
                                 self.pools.drop_http2(key);
                             }
-                            None => return Err(request_error(upstream, err.into_error())),
+                            None => return Err(sent_failed(upstream, err.into_error(), gate, i)),
                         },
                     }
                 }
@@ -347,6 +379,20 @@ fn connect_failed(
             suppressed,
             "upstream connect failed"
         );
+    }
+    err
+}
+
+/// [`request_error`], told to passive health when it is the endpoint's (a reset).
+fn sent_failed<G: Gate>(
+    upstream: &Upstream,
+    source: hyper::Error,
+    gate: G,
+    i: G::Slot,
+) -> ProxyError {
+    let err = request_error(upstream, source);
+    if matches!(err, ProxyError::UpstreamRequest { .. }) {
+        gate.outcome(i, Outcome::LocalFailure);
     }
     err
 }

@@ -36,6 +36,7 @@ use super::attempt::{head_copy, is_idempotent, Gate};
 use super::balance::{Balancer, Outstanding};
 use super::body::{BodyStalled, ClientBodyError, PooledBody, UpstreamBody};
 use super::budget::Budget;
+use super::health::{HealthGate, Outcome};
 use super::pool::PolicyConnections;
 use super::{Clients, UpstreamTlsConnect};
 use crate::body::{BoxError, ProxyBody};
@@ -163,6 +164,7 @@ impl Body for Guarded {
 struct PolicyGate<'a> {
     connect_timeout: Option<Duration>,
     connections: Option<&'a PolicyConnections>,
+    health: Option<&'a HealthGate<'a>>,
     class: u64,
     /// `loadBalancer`: the balancer and the request's hash key.
     balance: Option<(&'a Balancer, Option<u64>)>,
@@ -180,6 +182,24 @@ impl Gate for PolicyGate<'_> {
         self.connections
     }
 
+    fn eligible(&self, i: usize) -> bool {
+        self.health.is_none_or(|h| h.eligible(i))
+    }
+
+    type Slot = usize;
+    fn slot(&self, i: usize) -> usize {
+        if let Some(h) = self.health {
+            h.started(i);
+        }
+        i
+    }
+
+    fn outcome(&self, i: usize, outcome: Outcome) {
+        if let Some(h) = self.health {
+            h.outcome(i, outcome);
+        }
+    }
+
     fn class(&self) -> u64 {
         self.class
     }
@@ -187,12 +207,15 @@ impl Gate for PolicyGate<'_> {
     type Token = (Option<Outstanding>, usize);
 
     fn pick(&self) -> Option<usize> {
+        // A session's endpoint while health lets it have traffic, then the balancer's
+        // choice among the eligible endpoints.
         if let Some(Some(pinned)) = self.session {
-            return Some(pinned);
+            if self.eligible(pinned) {
+                return Some(pinned);
+            }
         }
         let (b, key) = self.balance?;
-        // Health's eligibility predicate goes here (today every endpoint is eligible).
-        b.pick(key, |_| true)
+        b.pick(key, |i| self.eligible(i))
     }
 
     fn begin(&self, i: usize) -> (Option<Outstanding>, usize) {
@@ -236,9 +259,14 @@ impl Clients {
                 return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
             }
             let tls = tls?;
+            let health = policy.health_check.as_deref().map(|check| {
+                let tls_id = tls.as_ref().map_or(0, |t| t.identity);
+                self.health.gate(metrics, upstream, check, tls_id)
+            });
             let gate = PolicyGate {
                 connect_timeout: policy.connect_timeout,
                 connections: breaker.map(|b| &b.connections),
+                health: health.as_ref(),
                 // Connection settings: the policy's connections are pooled apart.
                 class: policy.connection.map_or(0, |c| {
                     self.pools.class(tls.as_ref().map_or(0, |t| t.identity), &c)
@@ -340,10 +368,17 @@ impl Clients {
                 Box::pin(self.send_http1(metrics, upstream, req, tls, gate))
             }
         };
-        Bounded::new(fut, timeout, move || ProxyError::BackendTimeout {
+        let bounded = Bounded::new(fut, timeout, move || ProxyError::BackendTimeout {
             upstream: upstream.name.clone(),
             limit: timeout.unwrap_or_default(),
-        })
+        });
+        async move {
+            let result = bounded.await;
+            if let (Err(ProxyError::BackendTimeout { .. }), Some(health)) = (&result, gate.health) {
+                health.timed_out();
+            }
+            result
+        }
     }
 }
 

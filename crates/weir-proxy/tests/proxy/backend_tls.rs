@@ -411,3 +411,87 @@ async fn an_invalid_policy_answers_500_and_never_falls_back_to_cleartext() {
     assert_eq!(get(p.addr(port), "x", "/").await.unwrap().status, 500);
     assert_eq!(echo.received.load(Ordering::SeqCst), 0);
 }
+
+/// Active health (BackendTrafficPolicy `healthCheck.active`) probes a backend a
+/// BackendTLSPolicy targets over TLS, with the policy's verification: a backend whose
+/// certificate the policy trusts passes, one it does not fails.
+#[tokio::test]
+async fn active_health_probes_go_over_tls() {
+    let ca = Ca::new();
+    let other_ca = Ca::new();
+    let backend = TlsBackend::start(ca.leaf(&["abc.example.com"]), None).await;
+    let trusted = tls_upstream(
+        "ns/trusted:443",
+        backend.addr,
+        1,
+        "abc.example.com",
+        &ca,
+        vec![],
+    );
+    let untrusted = tls_upstream(
+        "ns/untrusted:443",
+        backend.addr,
+        2,
+        "abc.example.com",
+        &other_ca,
+        vec![],
+    );
+    let check = Arc::new(weir_snapshot::HealthCheck {
+        active: Some(Arc::new(weir_snapshot::ActiveHealth {
+            probe: weir_snapshot::Probe::Http {
+                path: "/healthz".into(),
+                method: http::Method::GET,
+                hostname: None,
+                expected_statuses: [200u16].into(),
+            },
+            interval: std::time::Duration::from_millis(50),
+            timeout: std::time::Duration::from_secs(2),
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+        })),
+        ..Default::default()
+    });
+    let with_check = |path: &str, up: &Arc<Upstream>| {
+        let a = forward_to(path, up);
+        Arc::new(weir_snapshot::RouteAction {
+            route: a.route.clone(),
+            filters: a.filters.clone(),
+            backends: a.backends.clone(),
+            total_weight: a.total_weight,
+            timeouts: a.timeouts,
+            policy: Some(Arc::new(weir_snapshot::BackendPolicy {
+                name: "ns/health".into(),
+                id: 1,
+                health_check: Some(check.clone()),
+                ..Default::default()
+            })),
+        })
+    };
+    let port = free_port();
+    let l = listener(
+        "ns/gw",
+        None,
+        vec![
+            (None, prefix("/t", with_check("/t", &trusted))),
+            (None, prefix("/u", with_check("/u", &untrusted))),
+        ],
+    );
+    let p = TestProxy::start(config(), snapshot(1, vec![socket(port, vec![l])])).await;
+    let healthy = |name: &str| p.metric("weir_endpoint_healthy", &[("upstream", name)]);
+    assert_eventually(
+        "probes over TLS",
+        std::time::Duration::from_secs(10),
+        || async {
+            let failed = p.metric(
+                "weir_health_probes_total",
+                &[("upstream", "ns/untrusted:443"), ("result", "failure")],
+            );
+            anyhow::ensure!(healthy("ns/trusted:443") == 1.0, "trusted not healthy yet");
+            anyhow::ensure!(failed >= 1.0, "no failed probe of the untrusted one yet");
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(healthy("ns/untrusted:443"), 0.0);
+    assert!(backend.handshakes.load(Ordering::SeqCst) >= 1);
+}

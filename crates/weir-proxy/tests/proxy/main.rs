@@ -12,6 +12,7 @@ mod client_policy;
 mod errors;
 mod extended;
 mod fault;
+mod health;
 mod lb;
 mod lifecycle;
 mod limits;

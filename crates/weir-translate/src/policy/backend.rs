@@ -313,6 +313,9 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
     if let Some(lb) = &spec.load_balancer {
         lb::unsupported_fields(lb, &mut add);
     }
+    if let Some(h) = &spec.health_check {
+        health::unsupported_fields(h, &mut out);
+    }
     out
 }
 
@@ -389,6 +392,9 @@ fn compile(
                 d.max_parallel_retries,
             )?,
         });
+    }
+    if let Some(h) = &spec.health_check {
+        out.health_check = Some(Arc::new(health::compile(h)?));
     }
     if let Some(f) = &spec.fault_injection {
         out.fault = Some(traffic::fault(f)?);
@@ -515,6 +521,7 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
     h.finish()
 }
 
+mod health;
 mod lb;
 mod traffic;
 

@@ -432,7 +432,10 @@ fn fields_not_implemented_are_still_refused_by_name() {
             "  retry: {budget: {percent: 10, burst: 3}}",
             "spec.retry.budget.burst",
         ),
-        ("  healthCheck: {passive: {}}", "spec.healthCheck"),
+        (
+            "  healthCheck: {active: {type: HTTP, http: {path: /h, expectedResponse: {}}}}",
+            "spec.healthCheck.active.http.expectedResponse",
+        ),
     ] {
         let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
         assert_eq!(
@@ -653,3 +656,5 @@ fn invalid_load_balancer_values_are_refused_naming_the_field() {
         assert!(policy_of(&out, "/a").is_none(), "{spec}");
     }
 }
+
+mod health;
