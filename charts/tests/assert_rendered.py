@@ -163,6 +163,7 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "tracing.otlpEndpoint=http://otel-collector.observability:4318",
             "tracing.protocol=http",
             "tracing.sample=0.1",
+            "sessionPersistence.keySecret=edge-session-key",
         ],
         {
             "release": "edge",
@@ -176,6 +177,7 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "access_log_sample": "0.25",
             "tracing": ["--otlp-endpoint=http://otel-collector.observability:4318",
                         "--otlp-protocol=http", "--trace-sample=0.1"],
+            "session_key_secret": "edge-session-key",
         },
     ),
 }
@@ -190,6 +192,7 @@ BAD_VALUES = [
     (["tracing.protocol=udp"], "protocol"),
     (["tracing.sample=1.5"], "sample"),
     (["tracing.otlpEndpoint=https://collector:4317"], "otlpEndpoint"),
+    (["sessionPersistence.keySecret=Not_A_Name"], "keySecret"),
     (["drainTimeout=5"], "drainTimeout"),
     (["drainTimeout=1m"], "must be longer than drainTimeout"),
     (["addressMode=shared", "listenerPortOffset=65500"], "above 65535"),
@@ -401,6 +404,17 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     ])]
     # Tracing flags only with tracing.otlpEndpoint (off by default: nothing rendered).
     want_args += exp.get("tracing", [])
+    # The session key only with sessionPersistence.keySecret: the Secret mounted, the flag on it.
+    secret = exp.get("session_key_secret")
+    if secret:
+        want_args.append("--session-key-file=/etc/weir/session/key")
+    mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
+    volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
+    if secret:
+        c.equal(mounts.get("/etc/weir/session"), "session-key", "session key mount")
+        c.equal(volumes.get("session-key"), secret, "session key Secret")
+    else:
+        c.check("session-key" not in volumes, f"no session key volume without the value: {volumes}")
     i = want_args.index("--ADDRESSING=ADDRESSING")
     want_args[i:i + 1] = addressing
     c.equal(ctr.get("args"), want_args, "container args")

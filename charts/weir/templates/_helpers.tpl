@@ -217,6 +217,9 @@ spec:
         - {{ printf "--trace-sample=%s" (toString .sample) | quote }}
         {{- end }}
         {{- end }}
+        {{- if .Values.sessionPersistence.keySecret }}
+        - "--session-key-file=/etc/weir/session/key"
+        {{- end }}
       env:
         - name: POD_NAME
           valueFrom:
@@ -286,6 +289,22 @@ spec:
           add:
             - NET_BIND_SERVICE
           {{- end }}
+      {{- if .Values.sessionPersistence.keySecret }}
+      volumeMounts:
+        - name: session-key
+          mountPath: /etc/weir/session
+          readOnly: true
+      {{- end }}
+  {{- if .Values.sessionPersistence.keySecret }}
+  volumes:
+    # The key every replica seals session values with (--session-key-file): its `key` entry.
+    - name: session-key
+      secret:
+        secretName: {{ .Values.sessionPersistence.keySecret | quote }}
+        items:
+          - key: key
+            path: key
+  {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}

@@ -411,6 +411,75 @@ mod tests {
     }
 
     #[test]
+    fn responses_start_renew_or_leave_sessions() {
+        let key = SessionKey::random().unwrap();
+        let addr: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let s = Session {
+            backend: 0,
+            addr,
+            started: 100,
+            renewed: 100,
+        };
+        let opened = |h: &HeaderMap| {
+            let v = h.get("sid")?.as_bytes().to_vec();
+            key.open(42, &v)
+        };
+        let sticky = |pin| Sticky {
+            backend: 0,
+            pin,
+            secure: false,
+        };
+        let header = cfg(SessionCarrier::Header);
+        // No session: a new one on the endpoint that answered.
+        let mut h = HeaderMap::new();
+        respond(&key, &header, &sticky(None), Some(addr), 150, &mut h);
+        assert_eq!(opened(&h).map(|n| (n.addr, n.started)), Some((addr, 150)));
+        // The pinned endpoint answered, idle timeout set: renewed, same start.
+        let mut h = HeaderMap::new();
+        respond(
+            &key,
+            &header,
+            &sticky(Some((0, s))),
+            Some(addr),
+            150,
+            &mut h,
+        );
+        let renewed = opened(&h).unwrap();
+        assert_eq!((renewed.started, renewed.renewed), (100, 150));
+        // No idle timeout: nothing to say.
+        let no_idle = SessionPersistence {
+            idle_timeout: None,
+            ..header.clone()
+        };
+        let mut h = HeaderMap::new();
+        respond(
+            &key,
+            &no_idle,
+            &sticky(Some((0, s))),
+            Some(addr),
+            150,
+            &mut h,
+        );
+        assert!(h.is_empty());
+        // Another endpoint answered (the pinned one failed to connect): a new session there.
+        let other: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let mut h = HeaderMap::new();
+        respond(
+            &key,
+            &no_idle,
+            &sticky(Some((0, s))),
+            Some(other),
+            150,
+            &mut h,
+        );
+        assert_eq!(opened(&h).map(|n| (n.addr, n.started)), Some((other, 150)));
+        // No endpoint known: nothing.
+        let mut h = HeaderMap::new();
+        respond(&key, &header, &sticky(None), None, 150, &mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
     fn cookies_carry_path_and_lifetime() {
         let mut h = HeaderMap::new();
         attach(&cfg(SessionCarrier::Cookie), "v1", false, &mut h);
