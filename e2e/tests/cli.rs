@@ -80,20 +80,35 @@ async fn malformed_and_oversized_requests_get_4xx_and_sigterm_exits_0() {
     let _ = s.read_to_string(&mut buf);
     assert!(buf.starts_with("HTTP/1.1 400"), "{buf:?}");
 
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Weir answers 431 as soon as the header section passes its limit and closes; the rest
+    // of what the client writes may then meet a reset (EPIPE, or the answer discarded by
+    // the kernel). Try a few times: one clean 431 must come back, and never anything else.
     let big = "a".repeat(100 * 1024);
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: demo.ingress.top\r\nX-Big: {big}\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: demo.ingress.top\r\nX-Big: {big}\r\n\r\n"
+        );
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let buf = String::from_utf8_lossy(&buf).into_owned();
+        assert!(
+            buf.is_empty() || buf.starts_with("HTTP/1.1 431"),
+            "{:?}",
+            &buf[..buf.len().min(200)]
+        );
+        answers.push(buf);
+        if answers.last().is_some_and(|b| !b.is_empty()) {
+            break;
+        }
+    }
     assert!(
-        buf.starts_with("HTTP/1.1 431"),
-        "{:?}",
-        &buf[..buf.len().min(200)]
+        answers.iter().any(|b| b.starts_with("HTTP/1.1 431")),
+        "no 431 in {} tries",
+        answers.len()
     );
 
     let status = q

@@ -286,7 +286,9 @@ fn over_h2c(u: Arc<Upstream>) -> Arc<Upstream> {
     }
     Arc::new(
         Upstream::new(u.name.clone(), AppProtocol::H2c, u.endpoints.to_vec())
-            .with_zones(u.zones.to_vec()),
+            .with_zones(u.zones.to_vec())
+            // A BackendTLSPolicy's TLS (h2 by ALPN): never cleartext instead.
+            .with_tls(u.tls.clone()),
     )
 }
 

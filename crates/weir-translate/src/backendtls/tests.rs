@@ -157,6 +157,49 @@ fn valid_policy_is_accepted_and_gives_the_backend_tls_with_its_hostname() {
 }
 
 #[test]
+fn a_grpc_route_backend_keeps_its_tls() {
+    let grpc = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw2, namespace: default, generation: 1, creationTimestamp: '2024-01-01T00:00:00Z'}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: grpc, port: 81, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: default, generation: 1, creationTimestamp: '2024-01-01T00:00:00Z'}
+spec:
+  parentRefs: [{name: gw2}]
+  rules:
+  - backendRefs: [{name: svc-a, port: 443}]
+";
+    let out = run(&store(&[
+        policy(
+            "p",
+            "2024-01-01T00:00:00Z",
+            "svc-a",
+            Some("btls"),
+            &ca_refs("ca"),
+        ),
+        grpc.to_string(),
+    ]));
+    let entry = route(&out, 81, &get("x", "/pkg.Svc/Method")).expect("a route");
+    match &entry.action.backends[0].target {
+        BackendTarget::Upstream(u) => {
+            assert_eq!(u.protocol, weir_snapshot::AppProtocol::H2c);
+            assert!(
+                matches!(u.tls, Some(BackendTls::Verify(_))),
+                "gRPC to a TLS backend must stay TLS: {:?}",
+                u.tls
+            );
+        }
+        BackendTarget::Invalid(why) => panic!("backend invalid: {why}"),
+    }
+}
+
+#[test]
 fn subject_alt_names_reach_the_snapshot() {
     let rest = format!(
         "{}\n    subjectAltNames:\n    - {{type: URI, uri: 'spiffe://abc.example.com/id'}}\n    - {{type: Hostname, hostname: Def.Example.com}}",
