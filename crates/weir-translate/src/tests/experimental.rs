@@ -175,7 +175,10 @@ fn session_persistence_is_compiled_per_match_and_checked() {
     );
     let e = route(&out, 80, &get("h", "/special/x")).expect("entry");
     let s = e.action.policy.as_ref().unwrap().session.clone().unwrap();
-    assert_eq!((&*s.name, &*s.path, s.permanent), ("sid", "/special", true));
+    assert_eq!(
+        (&*s.name, s.path.as_deref(), s.permanent),
+        ("sid", Some("/special"), true)
+    );
     assert_eq!(s.absolute_timeout, Some(Duration::from_secs(3600)));
     let other = route(&out, 80, &get("h", "/other")).expect("entry");
     assert!(
