@@ -159,3 +159,91 @@ async fn a_service_level_session_keeps_a_client_on_one_pod() {
     assert_eq!(pod(&r), "other-1");
     assert!(r.header("set-cookie").is_none());
 }
+
+const RETRY_ROUTE: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: retry-route, namespace: default}
+spec:
+  parentRefs: [{name: weir}]
+  hostnames: [retry.ingress.top]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /retry/budgeted}}]
+    retry: {attempts: 2, codes: [503], backoff: 1ms}
+    backendRefs: [{name: go-httpbin, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /retry/free}}]
+    retry: {attempts: 2, codes: [503], backoff: 1ms}
+    backendRefs: [{name: unbudgeted, port: 80}]
+---
+apiVersion: gateway.networking.x-k8s.io/v1alpha1
+kind: XBackendTrafficPolicy
+metadata: {name: budget, namespace: default}
+spec:
+  targetRefs: [{group: '', kind: Service, name: go-httpbin}]
+  retryConstraint:
+    budget: {percent: 0, interval: 10s}
+    minRetryRate: {count: 1, interval: 1h}
+";
+
+async fn retry_status(http: SocketAddr, path: &str) -> u16 {
+    let r = http1(http, &Req::get("retry.ingress.top", path))
+        .await
+        .unwrap();
+    r.status.as_u16()
+}
+
+/// `weir_upstream_retries_skipped_total` of retry-route for the budget.
+async fn skipped_by_budget(weir: &weir_testkit::process::Weir) -> f64 {
+    let metrics = http1(weir.admin, &Req::get("admin", "/metrics"))
+        .await
+        .unwrap()
+        .text();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_upstream_retries_skipped_total{"))
+        .filter(|l| l.contains("reason=\"budget\"") && l.contains("default/retry-route"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_service_retry_constraint_caps_the_retries_of_the_rules_to_it() {
+    let backend = echo_at(
+        "go-httpbin-1",
+        "default",
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    let dir = weir_e2e::http_quickstart_dir(backend.addr.port());
+    std::fs::write(dir.path().join("retry-route.yaml"), RETRY_ROUTE).unwrap();
+    std::fs::write(
+        dir.path().join("unbudgeted.yaml"),
+        service_yaml("default", "unbudgeted", 80, &[backend.addr]),
+    )
+    .unwrap();
+    let weir = weir(dir.path(), &[80], &["--access-log", "off"]);
+    wait_ready(&weir).await;
+    let http = weir.listener(80);
+    assert_eventually("retry-route served", WAIT, || async {
+        match retry_status(http, "/retry/free/x?responseCode=503&succeedAfter=0&uuid=w").await {
+            200 => Ok(()),
+            s => Err(format!("status {s}")),
+        }
+    })
+    .await;
+
+    // A Service without a constraint: every failing first try is retried.
+    for uuid in ["f1", "f2", "f3"] {
+        let path = format!("/retry/free/x?responseCode=503&succeedAfter=1&uuid={uuid}");
+        assert_eq!(retry_status(http, &path).await, 200, "{uuid}");
+    }
+    // The constrained Service: a 0 % budget leaves only minRetryRate (1 per hour): the
+    // first request's retry is made, the next ones are not and the client gets the 503.
+    let path = "/retry/budgeted/x?responseCode=503&succeedAfter=1&uuid=b1";
+    assert_eq!(retry_status(http, path).await, 200);
+    assert_eq!(skipped_by_budget(&weir).await, 0.0);
+    for uuid in ["b2", "b3"] {
+        let path = format!("/retry/budgeted/x?responseCode=503&succeedAfter=1&uuid={uuid}");
+        assert_eq!(retry_status(http, &path).await, 503, "{uuid}");
+    }
+    assert_eq!(skipped_by_budget(&weir).await, 2.0);
+}
