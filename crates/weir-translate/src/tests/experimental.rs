@@ -229,3 +229,37 @@ spec:
         ("x-session", weir_snapshot::SessionCarrier::Header)
     );
 }
+
+#[test]
+fn a_service_session_reaches_grpc_routes_too() {
+    let r = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{name: svc-a, port: 80}]
+---
+apiVersion: gateway.networking.x-k8s.io/v1alpha1
+kind: XBackendTrafficPolicy
+metadata: {name: x, namespace: default}
+spec:
+  targetRefs: [{group: '', kind: Service, name: svc-a}]
+  sessionPersistence: {sessionName: x-session, type: Header}
+";
+    let out = run_yaml(&[gateway("gw", GW), SERVICES.into(), r.into()].join("---\n"));
+    let lines = status(&out, Kind::XBackendTrafficPolicy, "default", "x").condition_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|(_, t, st, r, _)| t == "Accepted" && st == "True" && r == "Accepted"),
+        "{lines:?}"
+    );
+    let e = route(&out, 80, &get("h", "/pkg.Svc/Method")).expect("entry");
+    let s = e.action.policy.as_ref().unwrap().session.clone().unwrap();
+    assert_eq!(
+        (&*s.name, s.carrier, s.path.as_deref()),
+        ("x-session", weir_snapshot::SessionCarrier::Header, None)
+    );
+}
