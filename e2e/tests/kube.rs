@@ -184,6 +184,46 @@ async fn kube_mode_serves_writes_status_and_hands_over_leadership() {
         "True"
     );
 
+    // XBackendTrafficPolicy (experimental, optional kind): read, applied, status written.
+    api.apply(json!({"apiVersion": "gateway.networking.x-k8s.io/v1alpha1",
+        "kind": "XBackendTrafficPolicy",
+        "metadata": {"name": "sticky", "namespace": "default"},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "echo"}],
+            "sessionPersistence": {"sessionName": "echo-sid"}}}));
+    let x = assert_eventually("XBackendTrafficPolicy status written", WAIT, || async {
+        let x = api
+            .get(
+                "gateway.networking.x-k8s.io",
+                "xbackendtrafficpolicies",
+                "default",
+                "sticky",
+            )
+            .ok_or("no policy")?;
+        if x["status"]["ancestors"].is_array() {
+            Ok(x)
+        } else {
+            Err(format!("status {}", x["status"]))
+        }
+    })
+    .await;
+    let ancestor = &x["status"]["ancestors"][0];
+    assert_eq!(ancestor["controllerName"], "weir.dev/gateway-controller");
+    assert_eq!(ancestor["ancestorRef"]["name"], "gw");
+    assert_eq!(
+        condition(&ancestor["conditions"], "Accepted").unwrap()["status"],
+        "True"
+    );
+    assert_eventually("the Service's session cookie", WAIT, || async {
+        let r = http1(listener, &Req::get("app.example.com", "/"))
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.header("set-cookie") {
+            Some(c) if c.starts_with("echo-sid=") && !c.contains("Path=") => Ok(()),
+            other => Err(format!("set-cookie {other:?}")),
+        }
+    })
+    .await;
+
     // A second replica serves too but does not write status while weir-a leads.
     let b = replica(&kubeconfig, "weir-b", offset + 1);
     let b_listener = SocketAddr::from(([127, 0, 0, 1], 80 + offset + 1));

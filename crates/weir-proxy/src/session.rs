@@ -205,10 +205,11 @@ pub fn attach(cfg: &SessionPersistence, value: &str, secure: bool, headers: &mut
             }
         }
         SessionCarrier::Cookie => {
-            let mut cookie = format!(
-                "{}={value}; Path={}; HttpOnly; SameSite=Lax",
-                cfg.name, cfg.path
-            );
+            let mut cookie = format!("{}={value}", cfg.name);
+            if let Some(path) = &cfg.path {
+                cookie.push_str(&format!("; Path={path}"));
+            }
+            cookie.push_str("; HttpOnly; SameSite=Lax");
             if let (true, Some(max)) = (cfg.permanent, cfg.absolute_timeout) {
                 cookie.push_str(&format!("; Max-Age={}", max.as_secs().max(1)));
             }
@@ -317,7 +318,7 @@ mod tests {
             absolute_timeout: Some(Duration::from_secs(100)),
             idle_timeout: Some(Duration::from_secs(10)),
             permanent: false,
-            path: Arc::from("/app"),
+            path: Some(Arc::from("/app")),
         }
     }
 
@@ -497,5 +498,13 @@ mod tests {
         let mut h = HeaderMap::new();
         attach(&cfg(SessionCarrier::Header), "v3", false, &mut h);
         assert_eq!(h["sid"], "v3");
+        // A Service's session (XBackendTrafficPolicy): no Path attribute at all.
+        let service = SessionPersistence {
+            path: None,
+            ..cfg(SessionCarrier::Cookie)
+        };
+        let mut h = HeaderMap::new();
+        attach(&service, "v4", false, &mut h);
+        assert_eq!(h[SET_COOKIE], "sid=v4; HttpOnly; SameSite=Lax");
     }
 }

@@ -34,6 +34,7 @@ pub struct SessionPersistence {
     /// timeout); else it is a session cookie (no `Max-Age`, no `Expires`).
     pub permanent: bool,
     /// The cookie's `Path`: the path the rule matched on (GEP-1619, "Path"); `/` for a rule
-    /// matching every path.
-    pub path: Arc<str>,
+    /// matching every path; `None` for a Service's session (XBackendTrafficPolicy: GEP-1619
+    /// says a Service-level policy leaves `Path` unset, the client then defaults it).
+    pub path: Option<Arc<str>>,
 }

@@ -96,6 +96,11 @@ fn every_kind() -> Vec<Value> {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "ca", "namespace": "apps"},
             "data": {"ca.crt": "-----BEGIN CERTIFICATE-----"}}),
+        json!({"apiVersion": "gateway.networking.x-k8s.io/v1alpha1",
+            "kind": "XBackendTrafficPolicy",
+            "metadata": {"name": "web-sticky", "namespace": "apps"},
+            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                "sessionPersistence": {"sessionName": "sid"}}}),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
             "metadata": {"name": "rg", "namespace": "apps"},
             "spec": {"from": [{"group": GW, "kind": "HTTPRoute", "namespace": "other"}],
@@ -182,6 +187,9 @@ async fn every_kind_flows_into_the_store_and_deletions_follow() {
     let policy = &store.backend_tls_policies[&ObjectKey::new("apps", "web-tls")];
     assert_eq!(policy.spec.validation.hostname, "web.example.com");
     assert!(has(&store, Kind::ConfigMap, "apps", "ca"));
+    let x = &store.x_backend_traffic_policies[&ObjectKey::new("apps", "web-sticky")];
+    let session = x.spec.session_persistence.as_ref();
+    assert_eq!(session.and_then(|s| s.session_name.as_deref()), Some("sid"));
     assert!(has(&store, Kind::ReferenceGrant, "apps", "rg"));
     assert!(has(&store, Kind::Service, "apps", "web"));
     assert!(has(&store, Kind::EndpointSlice, "apps", "web-1"));

@@ -22,7 +22,7 @@ use crate::policies::{BackendTrafficPolicy, ClientTrafficPolicy, SecurityPolicy,
 use crate::{
     BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute,
     ListenerSet, Location, Namespace, ObjectKey, ObjectMeta, ReferenceGrant, Rejection, Secret,
-    Service, TcpRoute, TlsRoute, UdpRoute, GATEWAY_GROUP,
+    Service, TcpRoute, TlsRoute, UdpRoute, XBackendTrafficPolicy, GATEWAY_GROUP, X_GATEWAY_GROUP,
 };
 
 /// The status Weir writes for a kind (its status subresource), and how it shares it.
@@ -447,6 +447,22 @@ kinds! {
         field: backend_tls_policies,
         cluster_scoped: false,
         optional: false,
+        status: Ancestors,
+        manifest_status: false,
+        field_selector: None,
+    },
+    /// Gateway API's experimental `XBackendTrafficPolicy` (`gateway.networking.x-k8s.io`,
+    /// experimental channel only): optional, as a cluster with the standard channel has no
+    /// CRD for it.
+    XBackendTrafficPolicy(XBackendTrafficPolicy) {
+        kind: "XBackendTrafficPolicy",
+        group: X_GATEWAY_GROUP,
+        versions: ["v1alpha1"],
+        api_version: "gateway.networking.x-k8s.io/v1alpha1",
+        plural: "xbackendtrafficpolicies",
+        field: x_backend_traffic_policies,
+        cluster_scoped: false,
+        optional: true,
         status: Ancestors,
         manifest_status: false,
         field_selector: None,

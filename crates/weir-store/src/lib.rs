@@ -19,6 +19,9 @@ use std::sync::Arc;
 pub use gateway_api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicyStatus};
 pub use gateway_api::experimental::grpcroutes::{GrpcRoute, GrpcRouteStatus};
 pub use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteStatus};
+pub use gateway_api::experimental::xbackendtrafficpolicies::{
+    XBackendTrafficPolicy, XBackendTrafficPolicyStatus,
+};
 pub use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 pub use gateway_api::gateways::{Gateway, GatewayStatus};
 pub use gateway_api::listenersets::{ListenerSet, ListenerSetStatus};
@@ -42,6 +45,7 @@ pub mod gw {
     pub use gateway_api::backendtlspolicies;
     pub use gateway_api::experimental::grpcroutes;
     pub use gateway_api::experimental::httproutes;
+    pub use gateway_api::experimental::xbackendtrafficpolicies;
     pub use gateway_api::gatewayclasses;
     pub use gateway_api::gateways;
     pub use gateway_api::listenersets;
@@ -55,6 +59,8 @@ pub use kinds::{Kind, KindInfo, KindType, KindVisitor, Object, Store, WrittenSta
 
 /// The API group of Gateway API resources.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// The API group of Gateway API's experimental-only `X` kinds (XBackendTrafficPolicy).
+pub const X_GATEWAY_GROUP: &str = "gateway.networking.x-k8s.io";
 
 /// Identity of a namespaced (or, with an empty namespace, cluster-scoped) object.
 ///

@@ -475,6 +475,11 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let backend_policies = policy::backend::BackendPolicies::build(store, &ours);
     backend_policies.place(&mut gateways);
     statuses.extend(backend_policies.statuses(input.controller_name, &input.now));
+    // XBackendTrafficPolicy (a Service's retry budget and session persistence) after them:
+    // what the rule and its BackendTrafficPolicy set beats what the Service's policy sets.
+    let x_backend_policies = policy::xbackend::XBackendPolicies::build(store, &ours);
+    x_backend_policies.place(&mut gateways);
+    statuses.extend(x_backend_policies.statuses(input.controller_name, &input.now));
     let mut snapshot = sockets::build(&mut gateways);
     client_policies.place(&mut snapshot);
     statuses.extend(client_policies.statuses(input.controller_name, &input.now));

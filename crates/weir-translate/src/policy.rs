@@ -6,3 +6,4 @@ pub mod attach;
 pub mod backend;
 pub mod client;
 pub mod pending;
+pub mod xbackend;

@@ -30,6 +30,12 @@ use weir_store::gw::httproutes::{
     HttpRouteRulesSessionPersistenceCookieConfigLifetimeType, HttpRouteRulesSessionPersistenceType,
 };
 
+use weir_store::gw::xbackendtrafficpolicies::{
+    XBackendTrafficPolicySessionPersistence,
+    XBackendTrafficPolicySessionPersistenceCookieConfigLifetimeType,
+    XBackendTrafficPolicySessionPersistenceType,
+};
+
 use crate::error::TranslateError;
 
 /// The fields of either route kind's `sessionPersistence`.
@@ -71,50 +77,76 @@ impl<'a> Spec<'a> {
         }
     }
 
+    /// A Service's `sessionPersistence` (XBackendTrafficPolicy, GEP-1619 "BackendLBPolicy").
+    pub fn xbackend(s: &'a XBackendTrafficPolicySessionPersistence) -> Self {
+        Self {
+            header: s.r#type == Some(XBackendTrafficPolicySessionPersistenceType::Header),
+            name: s.session_name.as_deref(),
+            absolute: s.absolute_timeout.as_deref(),
+            idle: s.idle_timeout.as_deref(),
+            permanent: s.cookie_config.as_ref().and_then(|c| {
+                c.lifetime_type.as_ref().map(|t| {
+                    *t == XBackendTrafficPolicySessionPersistenceCookieConfigLifetimeType::Permanent
+                })
+            }),
+        }
+    }
+
     /// Validate and compile the rule's session persistence (its cookie path is set per
     /// match by [`Compiled::for_match`]).
     pub fn compile(&self, label: &str, rule_index: usize) -> Result<Compiled, TranslateError> {
-        let invalid = |detail: String| TranslateError::InvalidSessionPersistence {
-            rule: rule_index,
-            detail,
-        };
-        let duration = |field: &str, v: Option<&str>| -> Result<Option<Duration>, _> {
+        let mut h = DefaultHasher::new();
+        ("session", label, rule_index).hash(&mut h);
+        let scope = h.finish();
+        let default_name = format!("weir-session-{:08x}", scope as u32);
+        self.settings(scope, default_name, Some(Arc::from("/")))
+            .map(Compiled)
+            .map_err(|detail| TranslateError::InvalidSessionPersistence {
+                rule: rule_index,
+                detail,
+            })
+    }
+
+    /// Validate and compile: the settings with this `scope`, the name when `sessionName` is
+    /// unset, and the cookie `path` (`None`: no `Path` attribute); the error names the field.
+    pub fn settings(
+        &self,
+        scope: u64,
+        default_name: String,
+        path: Option<Arc<str>>,
+    ) -> Result<SessionPersistence, String> {
+        let duration = |field: &str, v: Option<&str>| -> Result<Option<Duration>, String> {
             let Some(s) = v else { return Ok(None) };
             let d: gateway_api::Duration = s
                 .parse()
-                .map_err(|e: String| invalid(format!("{field} {s:?}: {e}")))?;
+                .map_err(|e: String| format!("{field} {s:?}: {e}"))?;
             if d.is_zero() {
-                return Err(invalid(format!("{field} must be more than 0")));
+                return Err(format!("{field} must be more than 0"));
             }
             Ok(Some(Duration::new(d.as_secs(), d.subsec_nanos())))
         };
         let absolute_timeout = duration("absoluteTimeout", self.absolute)?;
         let idle_timeout = duration("idleTimeout", self.idle)?;
         if self.header && self.permanent.is_some() {
-            return Err(invalid(
-                "cookieConfig can only be set with type Cookie".into(),
-            ));
+            return Err("cookieConfig can only be set with type Cookie".into());
         }
         let permanent = self.permanent == Some(true);
         if permanent && absolute_timeout.is_none() {
-            return Err(invalid(
+            return Err(
                 "absoluteTimeout must be specified when cookie lifetimeType is Permanent".into(),
-            ));
+            );
         }
-        let mut h = DefaultHasher::new();
-        ("session", label, rule_index).hash(&mut h);
-        let scope = h.finish();
         let name: Arc<str> = match self.name {
             Some(n) if valid_name(n, self.header) => n.into(),
             Some(n) => {
-                return Err(invalid(format!(
+                return Err(format!(
                     "sessionName {n:?} is not a valid {} name",
                     if self.header { "header" } else { "cookie" }
-                )))
+                ))
             }
-            None => format!("weir-session-{:08x}", scope as u32).into(),
+            None => default_name.into(),
         };
-        Ok(Compiled(SessionPersistence {
+        Ok(SessionPersistence {
             carrier: if self.header {
                 SessionCarrier::Header
             } else {
@@ -125,8 +157,8 @@ impl<'a> Spec<'a> {
             absolute_timeout,
             idle_timeout,
             permanent,
-            path: Arc::from("/"),
-        }))
+            path,
+        })
     }
 }
 
@@ -146,7 +178,7 @@ impl Compiled {
         });
         let path = path.filter(|p| is_cookie_path(p)).unwrap_or("/".into());
         SessionPersistence {
-            path: path.into(),
+            path: Some(path.into()),
             ..self.0.clone()
         }
     }
@@ -256,17 +288,35 @@ mod tests {
             ..Default::default()
         };
         use HttpRouteRulesMatchesPathType as T;
-        assert_eq!(&*c.for_match(&m(T::PathPrefix, "/app")).path, "/app");
-        assert_eq!(&*c.for_match(&m(T::Exact, "/a/b")).path, "/a/b");
         assert_eq!(
-            &*c.for_match(&m(T::RegularExpression, "/p1/p2/.*/p3")).path,
-            "/p1/p2"
+            c.for_match(&m(T::PathPrefix, "/app")).path.as_deref(),
+            Some("/app")
         );
         assert_eq!(
-            &*c.for_match(&m(T::RegularExpression, "/v[0-9]+/x")).path,
-            "/"
+            c.for_match(&m(T::Exact, "/a/b")).path.as_deref(),
+            Some("/a/b")
         );
-        assert_eq!(&*c.for_match(&m(T::PathPrefix, "/a;b")).path, "/");
-        assert_eq!(&*c.for_match(&HttpRouteRulesMatches::default()).path, "/");
+        assert_eq!(
+            c.for_match(&m(T::RegularExpression, "/p1/p2/.*/p3"))
+                .path
+                .as_deref(),
+            Some("/p1/p2")
+        );
+        assert_eq!(
+            c.for_match(&m(T::RegularExpression, "/v[0-9]+/x"))
+                .path
+                .as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            c.for_match(&m(T::PathPrefix, "/a;b")).path.as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            c.for_match(&HttpRouteRulesMatches::default())
+                .path
+                .as_deref(),
+            Some("/")
+        );
     }
 }

@@ -52,6 +52,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         | Kind::BackendTlsPolicy
         | Kind::ClientTrafficPolicy
         | Kind::BackendTrafficPolicy
+        | Kind::XBackendTrafficPolicy
         | Kind::SecurityPolicy
         | Kind::ConfigMap
         | Kind::Namespace => {}

@@ -319,6 +319,7 @@ fn generation_basis(object: &Object) -> Option<u64> {
         Object::ReferenceGrant(o) => serde_json::to_vec(&o.spec),
         Object::ClientTrafficPolicy(o) => serde_json::to_vec(&o.spec),
         Object::BackendTrafficPolicy(o) => serde_json::to_vec(&o.spec),
+        Object::XBackendTrafficPolicy(o) => serde_json::to_vec(&o.spec),
         Object::SecurityPolicy(o) => serde_json::to_vec(&o.spec),
         Object::EndpointSlice(o) => serde_json::to_vec(&(&o.address_type, &o.endpoints, &o.ports)),
         Object::Service(_) | Object::Secret(_) | Object::ConfigMap(_) | Object::Namespace(_) => {

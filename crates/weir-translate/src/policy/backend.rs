@@ -502,7 +502,7 @@ fn retry(r: &weir_store::policies::Retry) -> Result<RetryPolicy, NotAccepted> {
 }
 
 /// A duration field (Gateway API format), more than zero.
-fn duration(field: &str, v: Option<&str>) -> Result<Option<Duration>, NotAccepted> {
+pub(crate) fn duration(field: &str, v: Option<&str>) -> Result<Option<Duration>, NotAccepted> {
     let Some(s) = v else { return Ok(None) };
     let d: gateway_api::Duration = s
         .parse()
@@ -523,7 +523,7 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
 
 mod health;
 mod lb;
-mod traffic;
+pub(crate) mod traffic;
 
 #[cfg(test)]
 mod tests;

@@ -175,7 +175,10 @@ fn session_persistence_is_compiled_per_match_and_checked() {
     );
     let e = route(&out, 80, &get("h", "/special/x")).expect("entry");
     let s = e.action.policy.as_ref().unwrap().session.clone().unwrap();
-    assert_eq!((&*s.name, &*s.path, s.permanent), ("sid", "/special", true));
+    assert_eq!(
+        (&*s.name, s.path.as_deref(), s.permanent),
+        ("sid", Some("/special"), true)
+    );
     assert_eq!(s.absolute_timeout, Some(Duration::from_secs(3600)));
     let other = route(&out, 80, &get("h", "/other")).expect("entry");
     assert!(
@@ -224,5 +227,39 @@ spec:
     assert_eq!(
         (&*s.name, s.carrier),
         ("x-session", weir_snapshot::SessionCarrier::Header)
+    );
+}
+
+#[test]
+fn a_service_session_reaches_grpc_routes_too() {
+    let r = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{name: svc-a, port: 80}]
+---
+apiVersion: gateway.networking.x-k8s.io/v1alpha1
+kind: XBackendTrafficPolicy
+metadata: {name: x, namespace: default}
+spec:
+  targetRefs: [{group: '', kind: Service, name: svc-a}]
+  sessionPersistence: {sessionName: x-session, type: Header}
+";
+    let out = run_yaml(&[gateway("gw", GW), SERVICES.into(), r.into()].join("---\n"));
+    let lines = status(&out, Kind::XBackendTrafficPolicy, "default", "x").condition_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|(_, t, st, r, _)| t == "Accepted" && st == "True" && r == "Accepted"),
+        "{lines:?}"
+    );
+    let e = route(&out, 80, &get("h", "/pkg.Svc/Method")).expect("entry");
+    let s = e.action.policy.as_ref().unwrap().session.clone().unwrap();
+    assert_eq!(
+        (&*s.name, s.carrier, s.path.as_deref()),
+        ("x-session", weir_snapshot::SessionCarrier::Header, None)
     );
 }

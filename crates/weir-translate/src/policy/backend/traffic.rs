@@ -156,30 +156,52 @@ pub(super) fn connection(
 
 /// `retry.budget`.
 pub(super) fn retry_budget(b: &api::RetryBudget) -> Result<RetryBudget, NotAccepted> {
+    let rate = b.min_retry_rate.as_ref();
+    budget(
+        "spec.retry.budget",
+        "spec.retry.budget.minRetryRate",
+        BudgetFields {
+            percent: b.percent,
+            interval: b.interval.as_deref(),
+            min_count: rate.and_then(|r| r.count),
+            min_interval: rate.and_then(|r| r.interval.as_deref()),
+        },
+    )
+}
+
+/// The fields of a retry budget as written (Weir's `retry.budget`, Gateway API's
+/// `retryConstraint`).
+pub(crate) struct BudgetFields<'a> {
+    pub percent: Option<i64>,
+    pub interval: Option<&'a str>,
+    pub min_count: Option<i64>,
+    pub min_interval: Option<&'a str>,
+}
+
+/// Validate and compile a retry budget; `at` and `rate_at` name the budget's and its
+/// `minRetryRate`'s fields in errors.
+pub(crate) fn budget(
+    at: &str,
+    rate_at: &str,
+    b: BudgetFields<'_>,
+) -> Result<RetryBudget, NotAccepted> {
     let d = RetryBudget::default();
     let percent = match b.percent {
         None => d.percent,
         Some(p) => u32::try_from(p)
             .ok()
             .filter(|p| *p <= 100)
-            .ok_or_else(|| invalid(format!("spec.retry.budget.percent {p}: must be 0 to 100")))?,
+            .ok_or_else(|| invalid(format!("{at}.percent {p}: must be 0 to 100")))?,
     };
-    let interval =
-        window("spec.retry.budget.interval", b.interval.as_deref())?.unwrap_or(d.interval);
-    let rate = b.min_retry_rate.as_ref();
-    let min_count = match rate.and_then(|r| r.count) {
+    let interval = window(&format!("{at}.interval"), b.interval)?.unwrap_or(d.interval);
+    let min_count = match b.min_count {
         None => d.min_count,
-        Some(c) => u32::try_from(c).ok().ok_or_else(|| {
-            invalid(format!(
-                "spec.retry.budget.minRetryRate.count {c}: must be 0 or more"
-            ))
-        })?,
+        Some(c) => u32::try_from(c)
+            .ok()
+            .ok_or_else(|| invalid(format!("{rate_at}.count {c}: must be 0 or more")))?,
     };
-    let min_interval = window(
-        "spec.retry.budget.minRetryRate.interval",
-        rate.and_then(|r| r.interval.as_deref()),
-    )?
-    .unwrap_or(d.min_interval);
+    let min_interval =
+        window(&format!("{rate_at}.interval"), b.min_interval)?.unwrap_or(d.min_interval);
     Ok(RetryBudget {
         percent,
         interval,
