@@ -169,7 +169,7 @@ spec:
   hostnames: [retry.ingress.top]
   rules:
   - matches: [{path: {type: PathPrefix, value: /retry/budgeted}}]
-    retry: {attempts: 2, codes: [503], backoff: 1ms}
+    retry: {attempts: 2, codes: [500, 503], backoff: 1ms}
     backendRefs: [{name: go-httpbin, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /retry/free}}]
     retry: {attempts: 2, codes: [503], backoff: 1ms}
@@ -237,12 +237,13 @@ async fn a_service_retry_constraint_caps_the_retries_of_the_rules_to_it() {
         assert_eq!(retry_status(http, &path).await, 200, "{uuid}");
     }
     // The constrained Service: a 0 % budget leaves only minRetryRate (1 per hour): the
-    // first request's retry is made, the next ones are not and the client gets the 503.
-    let path = "/retry/budgeted/x?responseCode=503&succeedAfter=1&uuid=b1";
+    // first request's retry is made, the next ones are not: the client gets 503 (the
+    // spec's answer once the budget is exceeded), not the backend's 500.
+    let path = "/retry/budgeted/x?responseCode=500&succeedAfter=1&uuid=b1";
     assert_eq!(retry_status(http, path).await, 200);
     assert_eq!(skipped_by_budget(&weir).await, 0.0);
     for uuid in ["b2", "b3"] {
-        let path = format!("/retry/budgeted/x?responseCode=503&succeedAfter=1&uuid={uuid}");
+        let path = format!("/retry/budgeted/x?responseCode=500&succeedAfter=1&uuid={uuid}");
         assert_eq!(retry_status(http, &path).await, 503, "{uuid}");
     }
     assert_eq!(skipped_by_budget(&weir).await, 2.0);

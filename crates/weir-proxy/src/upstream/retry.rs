@@ -326,7 +326,7 @@ impl Clients {
                 };
                 match reason {
                     Some(reason) if retries < retry.num_retries => {
-                        // Over `maxParallelRetries` or the budget: no retry, this answer.
+                        // Over `maxParallelRetries`: no retry, this answer. Over the budget: 503.
                         if let Some(b) = breaker {
                             match b.retry_place() {
                                 Some(place) => retry_place = Some(place),
@@ -336,9 +336,12 @@ impl Clients {
                                 }
                             }
                         }
+                        // Gateway API (retryConstraint): "after the retry budget has been
+                        // exceeded, additional retries to the backend MUST return a 503".
                         if budget.is_some_and(|b| !b.try_retry()) {
                             metrics.record_retry_skipped(route, "budget");
-                            return result;
+                            drop(result);
+                            return Err(ProxyError::UpstreamOverflow(upstream.name.clone()));
                         }
                         retries += 1;
                         metrics.record_retry(route, reason);
