@@ -353,7 +353,7 @@ fn admitted<'a>(
         }
         Ok(match in_flight {
             None => response,
-            Some(guard) => response.map(|body| retry::Guarded::new(body, guard).boxed_unsync()),
+            Some(guard) => response.map(|body| balance::Holding::new(body, guard).boxed_unsync()),
         })
     })
 }

@@ -21,14 +21,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::Body;
 use tokio::sync::Semaphore;
 use weir_snapshot::{AppProtocol, BackendPolicy, CircuitBreaker, Upstream};
 
@@ -39,7 +38,7 @@ use super::budget::Budget;
 use super::health::{HealthGate, Outcome};
 use super::pool::PolicyConnections;
 use super::{Clients, UpstreamTlsConnect};
-use crate::body::{BoxError, ProxyBody};
+use crate::body::BoxError;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::stage::Bounded;
@@ -116,46 +115,6 @@ pub(crate) struct InFlight(Arc<Breaker>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.requests.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The response body of a request counted by a breaker: the count is given back when the
-/// body ends or is dropped.
-pub(crate) struct Guarded {
-    body: ProxyBody,
-    guard: Option<InFlight>,
-}
-
-impl Guarded {
-    pub(crate) fn new(body: ProxyBody, guard: InFlight) -> Self {
-        Self {
-            body,
-            guard: Some(guard),
-        }
-    }
-}
-
-impl Body for Guarded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
-            self.guard = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
