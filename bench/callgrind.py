@@ -10,13 +10,15 @@ config `make bench` runs, one process: `master_process off`), so the two compare
 counter. Usage:
 
     python3 bench/callgrind.py [-n 20000] [-c 4] [-m 1] [--h2] [--tls] [--cache] [--proxy nginx]
-                               [--trace-sample F] [--policy] [--top N]
+                               [--trace-sample F] [--policy [--policy-blocks B,B]] [--weir PATH]
+                               [--top N]
 
 `--policy` measures, in the same run with the same binary, route 9 without a policy (the plain
 config, as without the flag), then in a second weir process route 9 under the bench's
 BackendTrafficPolicy (retry, passive health, circuit breaker, LeastRequest: `run.policy_yaml`;
 checked Accepted on /status first) and route 8 (no policy) beside it, and prints each with
-its ratio to the first.
+its ratio to the first. `--policy-blocks retry,health,breaker,leastrequest` keeps only some
+of the policy's blocks, to see what each costs.
 
 `--trace-sample F` turns weir's OpenTelemetry tracing on (`--otlp-endpoint`, OTLP/HTTP) with
 that sample, exporting to a sink in this script that answers every export with 200, so the
@@ -31,6 +33,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
@@ -60,6 +63,12 @@ def main():
                          "passive health, circuit breaker, LeastRequest; run.policy_yaml), in a "
                          "second weir process of the same run, and route 8 (no policy) next to "
                          "it; prints each and the ratio to the route without a policy")
+    ap.add_argument("--policy-blocks", metavar="B,B",
+                    help="with --policy: only these blocks of the policy (of "
+                         f"{','.join(run.POLICY_BLOCKS)}), to see what each costs")
+    ap.add_argument("--weir", metavar="PATH",
+                    help="the weir binary to run (default target/release/weir), e.g. a build "
+                         "copied aside to compare with")
     ap.add_argument("--top", type=int, default=None,
                     help="lines of callgrind_annotate to print per measurement "
                          "(default 80; 40 with --policy)")
@@ -67,20 +76,28 @@ def main():
     if args.policy and args.proxy != "weir":
         ap.error("--policy measures weir")
     top = args.top if args.top is not None else (40 if args.policy else 80)
+    blocks = tuple(run.POLICY_BLOCKS)
+    if args.policy_blocks:
+        blocks = tuple(b for b in args.policy_blocks.split(",") if b)
+        if not args.policy or not blocks or any(b not in run.POLICY_BLOCKS for b in blocks):
+            ap.error(f"--policy-blocks needs --policy and blocks of {','.join(run.POLICY_BLOCKS)}")
 
+    if args.weir:
+        run.WEIR = Path(args.weir).resolve()
     run.TMP.mkdir(parents=True, exist_ok=True)
     run.ensure_cert()
     for f in glob.glob(str(run.TMP / "callgrind.out") + "*"):
         os.remove(f)
-    # (process tag, config dir, has the policy, [(label, route index)]): one proxy process
+    # (process tag, config dir, the policy's blocks or None, [(label, route index)]): one proxy process
     # per entry.
     if args.proxy == "nginx":
-        cases = [("nginx", None, False, [("nginx, route 9", 9)])]
+        cases = [("nginx", None, None, [("nginx, route 9", 9)])]
     else:
-        cases = [("weir", run.weir_config(10), False, [("no policy, route 9", 9)])]
+        cases = [("weir", run.weir_config(10), None, [("no policy, route 9", 9)])]
         if args.policy:
-            cases.append(("weir-policy", run.weir_config(10, policy_on=9), True,
-                          [("policy, route 9", 9), ("no policy, route 8 (policy on 9)", 8)]))
+            cases.append(("weir-policy", run.weir_config(10, policy_on=9, blocks=blocks),
+                          blocks, [(f"policy ({'+'.join(blocks)}), route 9", 9),
+                                   ("no policy, route 8 (policy on 9)", 8)]))
     backend = run.start_backend()
     measured = []
     try:
@@ -109,7 +126,7 @@ def main():
         print(f"summary (Ir per request, -n {args.n} -c {args.c}"
               f"{' --h2' if args.h2 else ''}{' --tls' if args.tls else ''}):")
         for label, ir in results:
-            print(f"  {label:34} {ir:>9,.0f}  × {ir / base:.3f} ({ir - base:+,.0f})")
+            print(f"  {label:52} {ir:>9,.0f}  × {ir / base:.3f} ({ir - base:+,.0f})")
 
 
 def measure(args, tag, config_dir, policy, routes):
@@ -150,8 +167,8 @@ def measure(args, tag, config_dir, policy, routes):
                     raise RuntimeError(f"weir under valgrind not ready; see {p.log_path}")
                 time.sleep(0.2)
             if policy:
-                print(f"{tag}: BackendTrafficPolicy {run.POLICY_NAME}: "
-                      + ", ".join(run.check_policy()), flush=True)
+                print(f"{tag}: BackendTrafficPolicy {run.POLICY_NAME} ({'+'.join(policy)}): "
+                      + ", ".join(run.check_policy(policy)), flush=True)
         else:
             run.wait_port(ports["http"], timeout=120, proc=p)
         port = ports["https"] if args.tls else ports["http"]
