@@ -10,7 +10,15 @@ config `make bench` runs, one process: `master_process off`), so the two compare
 counter. Usage:
 
     python3 bench/callgrind.py [-n 20000] [-c 4] [-m 1] [--h2] [--tls] [--cache] [--proxy nginx]
-                               [--trace-sample F]
+                               [--trace-sample F] [--policy [--policy-blocks B,B]] [--weir PATH]
+                               [--top N]
+
+`--policy` measures, in the same run with the same binary, route 9 without a policy (the plain
+config, as without the flag), then in a second weir process route 9 under the bench's
+BackendTrafficPolicy (retry, passive health, circuit breaker, LeastRequest: `run.policy_yaml`;
+checked Accepted on /status first) and route 8 (no policy) beside it, and prints each with
+its ratio to the first. `--policy-blocks retry,health,breaker,leastrequest` keeps only some
+of the policy's blocks, to see what each costs.
 
 `--trace-sample F` turns weir's OpenTelemetry tracing on (`--otlp-endpoint`, OTLP/HTTP) with
 that sample, exporting to a sink in this script that answers every export with 200, so the
@@ -25,6 +33,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
@@ -49,22 +58,88 @@ def main():
                          "as the bench's nginx has access_log off)")
     ap.add_argument("--trace-sample", type=float, metavar="F",
                     help="weir with tracing on (OTLP/HTTP to a local sink), sampling F of the requests")
+    ap.add_argument("--policy", action="store_true",
+                    help="also measure route 9 under the bench's BackendTrafficPolicy (retry, "
+                         "passive health, circuit breaker, LeastRequest; run.policy_yaml), in a "
+                         "second weir process of the same run, and route 8 (no policy) next to "
+                         "it; prints each and the ratio to the route without a policy")
+    ap.add_argument("--policy-blocks", metavar="B,B",
+                    help="with --policy: only these blocks of the policy (of "
+                         f"{','.join(run.POLICY_BLOCKS)}), to see what each costs")
+    ap.add_argument("--weir", metavar="PATH",
+                    help="the weir binary to run (default target/release/weir), e.g. a build "
+                         "copied aside to compare with")
+    ap.add_argument("--top", type=int, default=None,
+                    help="lines of callgrind_annotate to print per measurement "
+                         "(default 80; 40 with --policy)")
     args = ap.parse_args()
+    if args.policy and args.proxy != "weir":
+        ap.error("--policy measures weir")
+    top = args.top if args.top is not None else (40 if args.policy else 80)
+    blocks = tuple(run.POLICY_BLOCKS)
+    if args.policy_blocks:
+        blocks = tuple(b for b in args.policy_blocks.split(",") if b)
+        if not args.policy or not blocks or any(b not in run.POLICY_BLOCKS for b in blocks):
+            ap.error(f"--policy-blocks needs --policy and blocks of {','.join(run.POLICY_BLOCKS)}")
 
+    if args.weir:
+        run.WEIR = Path(args.weir).resolve()
     run.TMP.mkdir(parents=True, exist_ok=True)
     run.ensure_cert()
-    out = run.TMP / "callgrind.out"
-    for f in glob.glob(str(out) + "*"):
+    for f in glob.glob(str(run.TMP / "callgrind.out") + "*"):
         os.remove(f)
+    # (process tag, config dir, the policy's blocks or None, [(label, route index)]): one proxy process
+    # per entry.
+    if args.proxy == "nginx":
+        cases = [("nginx", None, None, [("nginx, route 9", 9)])]
+    else:
+        cases = [("weir", run.weir_config(10), None, [("no policy, route 9", 9)])]
+        if args.policy:
+            cases.append(("weir-policy", run.weir_config(10, policy_on=9, blocks=blocks),
+                          blocks, [(f"policy ({'+'.join(blocks)}), route 9", 9),
+                                   ("no policy, route 8 (policy on 9)", 8)]))
     backend = run.start_backend()
+    measured = []
+    try:
+        for tag, config_dir, policy, routes in cases:
+            measured += measure(args, tag, config_dir, policy, routes)
+    finally:
+        backend.stop()
+    results = []
+    for label, dump in measured:
+        ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump],
+                             capture_output=True, text=True).stdout
+        events, totals = [], []
+        for line in ann.splitlines():
+            if line.startswith("Events recorded:"):
+                events = line.split(":", 1)[1].split()
+            if "PROGRAM TOTALS" in line:
+                totals = [int(v.replace(",", "")) for v in line.split() if v[0].isdigit()]
+        print(f"== {label}\nfile: {dump}")
+        for name, total in zip(events, totals):
+            print(f"{name} per request: {total / args.n:,.0f} ({total:,} over {args.n} requests)")
+        print("\n".join(ann.splitlines()[:top]))
+        print()
+        results.append((label, totals[0] / args.n if totals else float("nan")))
+    if len(results) > 1:
+        base = results[0][1]
+        print(f"summary (Ir per request, -n {args.n} -c {args.c}"
+              f"{' --h2' if args.h2 else ''}{' --tls' if args.tls else ''}):")
+        for label, ir in results:
+            print(f"  {label:52} {ir:>9,.0f}  × {ir / base:.3f} ({ir - base:+,.0f})")
+
+
+def measure(args, tag, config_dir, policy, routes):
+    """Start the proxy under callgrind, then for each (label, route): warm up, zero the
+    counters, send N requests, dump. Returns [(label, dump file)]."""
+    out = run.TMP / f"callgrind.out.{tag}"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     if args.cache:
         valgrind.append("--cache-sim=yes")
         if args.ll:
             valgrind.append(f"--LL={args.ll}")
     if args.proxy == "weir":
-        d = run.weir_config(10)
-        argv = [str(run.WEIR), "run", "--config-dir", str(d), "--bind", "127.0.0.1",
+        argv = [str(run.WEIR), "run", "--config-dir", str(config_dir), "--bind", "127.0.0.1",
                 "--listener-port-offset", str(run.PORTS["weir_offset"]),
                 "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
                 "--access-log", "on" if args.access_log else "off",
@@ -81,7 +156,8 @@ def main():
         ports = {"http": run.PORTS["nginx_http"], "https": run.PORTS["nginx_https"]}
     if args.h2 and not args.tls and args.proxy == "nginx":
         ports["http"] = run.PORTS["nginx_h2c"]
-    p = run.Proc(f"{args.proxy}-callgrind", valgrind + argv, cpu=run.PROXY_CPU)
+    p = run.Proc(f"{tag}-callgrind", valgrind + argv, cpu=run.PROXY_CPU)
+    dumps = []
     try:
         if args.proxy == "weir":
             deadline = time.time() + 120
@@ -90,42 +166,41 @@ def main():
                 if time.time() > deadline or not p.alive():
                     raise RuntimeError(f"weir under valgrind not ready; see {p.log_path}")
                 time.sleep(0.2)
+            if policy:
+                print(f"{tag}: BackendTrafficPolicy {run.POLICY_NAME} ({'+'.join(policy)}): "
+                      + ", ".join(run.check_policy(policy)), flush=True)
         else:
             run.wait_port(ports["http"], timeout=120, proc=p)
         port = ports["https"] if args.tls else ports["http"]
         scheme = "https" if args.tls else "http"
-        url = f"{scheme}://127.0.0.1:{port}{run.prefix(9)}/x"
         proto = [] if args.h2 else ["--h1"]
-        hdr = ["-H", f":authority: {run.host(9)}"]
 
-        def load(n):
+        def load(n, i):
+            url = f"{scheme}://127.0.0.1:{port}{run.prefix(i)}/x"
+            hdr = ["-H", f":authority: {run.host(i)}"]
             r = subprocess.run(["h2load", "-n", str(n), "-c", str(args.c), "-m", str(args.m)] + proto
                                + hdr + [url], capture_output=True, text=True, timeout=600)
-            if f"{n} succeeded" not in r.stdout:
+            # Every request answered 2xx: a 404 or 503 would measure another path.
+            if f"{n} succeeded" not in r.stdout or f"status codes: {n} 2xx" not in r.stdout:
                 raise RuntimeError(r.stdout + r.stderr)
 
-        load(args.warm)
-        subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
-        load(args.n)
-        subprocess.run(["callgrind_control", "-d", "measured", str(p.pid)], check=True,
-                       capture_output=True)
+        for k, (label, i) in enumerate(routes, start=1):
+            load(args.warm, i)
+            subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
+                           capture_output=True)
+            load(args.n, i)
+            subprocess.run(["callgrind_control", "-d", f"measured-{k}", str(p.pid)],
+                           check=True, capture_output=True)
+            dump = f"{out}.{k}"
+            deadline = time.time() + 60
+            while not os.path.exists(dump):
+                if time.time() > deadline:
+                    raise RuntimeError(f"no callgrind dump {dump}")
+                time.sleep(0.2)
+            dumps.append((label, dump))
     finally:
         p.stop()
-        backend.stop()
-    dumps = sorted(glob.glob(str(out) + "*"), key=os.path.getmtime)
-    measured = [f for f in dumps if f.endswith(".1")] or dumps[:1]
-    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", measured[0]],
-                         capture_output=True, text=True).stdout
-    events, totals = [], []
-    for line in ann.splitlines():
-        if line.startswith("Events recorded:"):
-            events = line.split(":", 1)[1].split()
-        if "PROGRAM TOTALS" in line:
-            totals = [int(v.replace(",", "")) for v in line.split() if v[0].isdigit()]
-    print(f"file: {measured[0]}")
-    for name, total in zip(events, totals):
-        print(f"{name} per request: {total / args.n:,.0f} ({total:,} over {args.n} requests)")
-    print("\n".join(ann.splitlines()[:80]))
+    return dumps
 
 
 def otlp_sink():

@@ -10,6 +10,8 @@ Sections (see bench/README.md for how to read them):
      propagation latency file change -> served (50 changes)
   4. memory: RSS idle and under load, Weir vs nginx vs HAProxy (all processes counted)
   5. hot update under load: 100 route changes during a wrk run; failures counted
+  6. BackendTrafficPolicy cost: route 9 without and with a policy (retry, passive health,
+     circuit breaker, LeastRequest), alternating rounds, HTTP/1.1 16 connections
 
 Writes the markdown report to bench/results/latest.md (and prints it). Environment:
   BENCH_QUICK=1        a few seconds per case (smoke run)
@@ -44,7 +46,7 @@ WEIR = ROOT / "target" / "release" / "weir"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "10"))
 WARMUP = 1 if QUICK else 2
-SECTIONS = {int(s) for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5").split(",") if s}
+SECTIONS = {int(s) for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5,6").split(",") if s}
 # Section 1 runs every system this many times, interleaved (weir, nginx, haproxy, direct,
 # then again), and reports each case's median: on a shared or noisy machine a slow spell
 # then hits every system alike instead of one system's whole run.
@@ -254,9 +256,65 @@ spec:
 """
 
 
-def weir_config(n_routes):
+# The BackendTrafficPolicy whose cost section 6 and `callgrind.py --policy` measure: every
+# block issue 21 names for the request path (retry, passive health, circuit breaker, least
+# request), with limits far above the bench's load so that nothing trips and every request
+# takes the normal path through each block's bookkeeping.
+POLICY_NAME = "bench-resilient"
+
+
+POLICY_BLOCKS = {
+    "retry": """  retry:
+    numRetries: 2
+    retryOn:
+      triggers: [connect-failure]
+      httpStatusCodes: [503]
+""",
+    "health": """  healthCheck:
+    passive:
+      consecutive5XxErrors: 5
+""",
+    "breaker": """  circuitBreaker:
+    maxConnections: 100000
+    maxPendingRequests: 100000
+    maxParallelRequests: 100000
+    maxParallelRetries: 100000
+""",
+    "leastrequest": """  loadBalancer:
+    type: LeastRequest
+""",
+}
+
+
+def policy_yaml(route_name, blocks=tuple(POLICY_BLOCKS)):
+    return f"""apiVersion: gateway.weir.dev/v1alpha1
+kind: BackendTrafficPolicy
+metadata:
+  name: {POLICY_NAME}
+  namespace: default
+spec:
+  targetRefs:
+    - group: gateway.networking.k8s.io
+      kind: HTTPRoute
+      name: {route_name}
+""" + "".join(POLICY_BLOCKS[b] for b in blocks)
+
+
+def weir_config(n_routes, policy_on=None, blocks=tuple(POLICY_BLOCKS)):
     """A config dir for Weir with n_routes HTTPRoutes (distinct hosts and paths), split into
-    files of 500 routes, plus live.yaml holding the route the update tests change."""
+    files of 500 routes, plus live.yaml holding the route the update tests change. With
+    policy_on=i, also the bench's BackendTrafficPolicy (`policy_yaml`, those blocks) on
+    route r-i."""
+    if policy_on is not None:
+        d = TMP / f"weir-{n_routes}-policy-{policy_on}-{'-'.join(blocks)}"
+        if not (d / ".complete").exists():
+            if d.exists():
+                shutil.rmtree(d)
+            shutil.copytree(weir_config(n_routes), d)
+            (d / ".complete").unlink()
+            (d / "policy.yaml").write_text(policy_yaml(f"r-{policy_on}", blocks))
+            (d / ".complete").write_text("")
+        return d
     d = TMP / f"weir-{n_routes}"
     if (d / ".complete").exists():
         return d
@@ -451,6 +509,30 @@ def weir_metrics():
         except ValueError:
             pass
     return out
+
+
+def check_policy(blocks=tuple(POLICY_BLOCKS)):
+    """Raise unless the running weir's /status has the bench's BackendTrafficPolicy Accepted
+    (and nothing of it not Accepted), and its snapshot carries the policy's balancer: a
+    policy that is refused or not placed on the route would measure nothing."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['weir_admin']}/status", timeout=10) as r:
+        items = json.load(r)["items"]
+    found = [i for i in items if i.get("kind") == "BackendTrafficPolicy"
+             and i.get("metadata", {}).get("name") == POLICY_NAME]
+    if not found:
+        raise RuntimeError(f"BackendTrafficPolicy {POLICY_NAME} missing from /status")
+    conditions = [c for a in (found[0].get("status") or {}).get("ancestors", [])
+                  for c in a.get("conditions", [])]
+    accepted = [c for c in conditions if c.get("type") == "Accepted"]
+    if not accepted or any(c.get("status") != "True" for c in accepted):
+        raise RuntimeError(f"BackendTrafficPolicy {POLICY_NAME} not Accepted: "
+                           f"{json.dumps(found[0].get('status'))}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['weir_admin']}/debug/snapshot",
+                                timeout=10) as r:
+        dump = r.read().decode()
+    if "leastrequest" in blocks and "LeastRequest" not in dump:
+        raise RuntimeError("the policy is Accepted but the snapshot has no LeastRequest balancer")
+    return [f"{c['type']}={c['status']} ({c.get('reason', '')})" for c in conditions]
 
 
 # ---------------------------------------------------------------------------------------
@@ -786,6 +868,58 @@ def section_hot_update(report):
     return r, gens
 
 
+def section_policy(report):
+    """Route 9 of 10 without a policy and with the bench's BackendTrafficPolicy (retry,
+    passive health, circuit breaker, LeastRequest), one weir process each, alternating for
+    ROUNDS rounds: HTTP/1.1 keep-alive, 16 connections. The instruction count of the same
+    pair is `bench/callgrind.py --policy`."""
+    n, target = 10, 9
+    hostname, path = host(target), f"{prefix(target)}/x"
+    ports = (WEIR_HTTP, WEIR_HTTP, WEIR_HTTPS)
+    cases = [("no policy", weir_config(n), False),
+             ("policy", weir_config(n, policy_on=target), True)]
+    runs = {}
+    for round_no in range(ROUNDS):
+        if ROUNDS > 1:
+            print(f"  round {round_no + 1} of {ROUNDS}", flush=True)
+        for name, config_dir, policy in cases:
+            proc = start_weir(config_dir, log=f"weir-{name.replace(' ', '-')}")
+            try:
+                if policy:
+                    check_policy()
+                if http_get(WEIR_HTTP, hostname, path) != 200:
+                    raise RuntimeError(f"{name}: route check failed")
+                warm("h1-16", ports, hostname, path)
+                r = run_mode("h1-16", ports, hostname, path, DURATION)
+                runs.setdefault(name, []).append(r)
+                print(f"  {name:9} h1-16 {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms",
+                      flush=True)
+            finally:
+                proc.stop()
+    lines = [f"## 6. BackendTrafficPolicy cost (route 9 of 10, HTTP/1.1 keep-alive, 16 conns; "
+             f"median of {ROUNDS} alternating rounds, range in brackets)", "",
+             "Policy: retry (numRetries 2, connect-failure and 503), healthCheck.passive "
+             "(consecutive5XxErrors 5), circuitBreaker (limits far above the load), "
+             "loadBalancer LeastRequest; one endpoint. Issue 21's bound: the policy costs "
+             "less than 10% per request. Instructions per request: "
+             "`python3 bench/callgrind.py --policy`.", "",
+             "| route | req/s | p50 ms | p99 ms | × no policy | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    base = None
+    results = {}
+    for name, _, _ in cases:
+        rs = runs[name]
+        r = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+        lo, hi = min(x["rps"] for x in rs), max(x["rps"] for x in rs)
+        err = sum(x["non2xx"] + x["socket_errors"] for x in rs)
+        base = base or r["rps"]
+        results[name] = r["rps"]
+        lines.append(f"| {name} | {r['rps']:.0f} [{lo:.0f}–{hi:.0f}] | {fmt_ms(r['p50'])} | "
+                     f"{fmt_ms(r['p99'])} | {r['rps'] / base:.3f} | {err} |")
+    report.extend(lines + [""])
+    return results
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -899,6 +1033,10 @@ def main():
             print("5. hot update", flush=True)
             watch.section = "5"
             section_hot_update(report)
+        if 6 in SECTIONS:
+            print("6. BackendTrafficPolicy cost", flush=True)
+            watch.section = "6"
+            section_policy(report)
     finally:
         stop_all()
     busy = watch.stop()
