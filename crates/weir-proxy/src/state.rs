@@ -10,18 +10,68 @@
 //! swap dropped still gives its count back to that state when it closes.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// A hasher for keys Weir makes itself (policy ids, which are already hashes, socket keys,
+/// endpoint addresses from the snapshot: never client input): FxHash's multiply-rotate, a
+/// few instructions where std's SipHash spent about 600 per lookup on a policy route's
+/// request (bench/results/2026-12-07-policies-2.md).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by identities Weir makes (see [`IdHasher`]).
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// State of type `V` per policy identity `K`.
 pub(crate) struct StateRegistry<K, V> {
-    entries: Mutex<HashMap<K, Arc<V>>>,
+    entries: Mutex<IdMap<K, Arc<V>>>,
 }
 
 impl<K: Eq + Hash + Clone, V> Default for StateRegistry<K, V> {
     fn default() -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(IdMap::default()),
         }
     }
 }
@@ -76,6 +126,20 @@ mod tests {
     use super::*;
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn the_id_hasher_spreads_ids_and_tuples() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<IdHasher>::default();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0u64..1000 {
+            assert!(seen.insert(b.hash_one(i)), "u64 {i}");
+            assert!(seen.insert(b.hash_one((i, 7u64))), "tuple {i}");
+        }
+        let a: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let c: std::net::SocketAddr = "10.0.0.1:81".parse().unwrap();
+        assert_ne!(b.hash_one(a), b.hash_one(c));
+    }
 
     #[test]
     fn state_survives_lookups_and_is_dropped_when_gone() {

@@ -200,6 +200,15 @@ fn with_policy<'a>(
     let client = policy
         .load_balancer
         .as_ref()
+        .filter(|lb| {
+            matches!(
+                lb.kind,
+                weir_snapshot::LbKind::ConsistentHash {
+                    on: weir_snapshot::HashOn::SourceIp,
+                    ..
+                }
+            )
+        })
         .and_then(|_| balance::client_ip(&req, downstream.client_ip));
     if let Some(limit) = policy.request_buffer {
         if let Err(err) = request_buffer::check_length(req.headers(), limit) {

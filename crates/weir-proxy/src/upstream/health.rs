@@ -71,7 +71,7 @@ struct Inner {
     /// The current snapshot's upstreams (by address of the `Upstream`, probe and TLS
     /// identity), their endpoints' state in endpoint order: one lock-free lookup per
     /// request.
-    views: ArcSwap<HashMap<ViewKey, Arc<UpstreamView>>>,
+    views: ArcSwap<crate::state::IdMap<ViewKey, Arc<UpstreamView>>>,
     /// Ejection decisions, one at a time (so `maxEjectionPercent` holds under races).
     eject_lock: Mutex<()>,
 }
@@ -215,7 +215,7 @@ impl Default for HealthRegistry {
                 epoch: Instant::now(),
                 endpoints: Mutex::new(HashMap::new()),
                 probers: Mutex::new(HashMap::new()),
-                views: ArcSwap::from_pointee(HashMap::new()),
+                views: ArcSwap::from_pointee(crate::state::IdMap::default()),
                 eject_lock: Mutex::new(()),
             }),
         }
@@ -278,7 +278,8 @@ impl HealthRegistry {
     /// BackendTLSPolicy targets go over TLS as the listener's requests do (`clients`).
     pub(crate) fn reconcile(&self, snapshot: &Snapshot, metrics: &Metrics, clients: &Clients) {
         let inner = &*self.inner;
-        let mut views: HashMap<ViewKey, Arc<UpstreamView>> = HashMap::new();
+        let mut views: crate::state::IdMap<ViewKey, Arc<UpstreamView>> =
+            crate::state::IdMap::default();
         let mut live_endpoints = HashSet::new();
         let mut live_probers = HashSet::new();
         let mut endpoints = inner
@@ -374,7 +375,9 @@ impl HealthRegistry {
 impl HealthRegistry {
     /// Stop every prober (shutdown).
     pub(crate) fn stop(&self) {
-        self.inner.views.store(Arc::new(HashMap::new()));
+        self.inner
+            .views
+            .store(Arc::new(crate::state::IdMap::default()));
         self.inner
             .probers
             .lock()
