@@ -357,12 +357,12 @@ fn admitted<'a>(
                 response.headers_mut(),
             );
         }
-        if let Some(o) = response.extensions_mut().remove::<balance::Outstanding>() {
-            response = response.map(|body| balance::Holding::new(body, o).boxed_unsync());
-        }
-        Ok(match in_flight {
-            None => response,
-            Some(guard) => response.map(|body| balance::Holding::new(body, guard).boxed_unsync()),
+        // What the body holds until it ends: the balancer's in-flight count and the
+        // breaker's place, in one wrapper (one allocation, one layer to poll).
+        let outstanding = response.extensions_mut().remove::<balance::Outstanding>();
+        Ok(match (outstanding, in_flight) {
+            (None, None) => response,
+            held => response.map(|body| balance::Holding::new(body, held).boxed_unsync()),
         })
     })
 }
