@@ -225,8 +225,11 @@ async fn kube_mode_serves_writes_status_and_hands_over_leadership() {
     .await;
 
     // A second replica serves too but does not write status while weir-a leads.
-    let b = replica(&kubeconfig, "weir-b", offset + 1);
-    let b_listener = SocketAddr::from(([127, 0, 0, 1], 80 + offset + 1));
+    // Its own free offset: `offset + 1` was never checked, and another test running at
+    // the same time could hold that port (weir-b then never served: connection refused).
+    let offset_b = weir_testkit::free_offset(&[80]);
+    let b = replica(&kubeconfig, "weir-b", offset_b);
+    let b_listener = SocketAddr::from(([127, 0, 0, 1], 80 + offset_b));
     assert_eventually("route served via weir-b", WAIT, || async {
         match get_status(b_listener, "app.example.com").await {
             Ok(200) => Ok(()),
