@@ -172,18 +172,7 @@ impl Sockets {
     /// the key's configured port plus the port offset.
     fn open_socket(&self, key: SocketKey, exact: Option<u16>) -> Result<OpenSocket, BindError> {
         let (address, port) = key;
-        let config = &self.shared.config;
-        let bind_port = match exact {
-            Some(exact) => exact,
-            None => port
-                .checked_add(config.port_offset)
-                .ok_or(BindError::PortOverflow {
-                    address,
-                    port,
-                    offset: config.port_offset,
-                })?,
-        };
-        let addr = SocketAddr::new(address.unwrap_or(config.bind), bind_port);
+        let addr = bind_addr(&self.shared.config, key, exact)?;
         let io_err = |source| BindError::Io {
             address,
             port,
@@ -597,4 +586,25 @@ where
         }
     }
     idle.abort();
+}
+
+/// The address a socket for `key` binds: the configured address (else `--bind`) and the
+/// configured port plus the listener port offset, or `exact` (a port already bound once).
+/// Shared by the TCP sockets here and the UDP ones (`udp.rs`).
+pub(crate) fn bind_addr(
+    config: &crate::ProxyConfig,
+    (address, port): SocketKey,
+    exact: Option<u16>,
+) -> Result<SocketAddr, BindError> {
+    let bind_port = match exact {
+        Some(exact) => exact,
+        None => port
+            .checked_add(config.port_offset)
+            .ok_or(BindError::PortOverflow {
+                address,
+                port,
+                offset: config.port_offset,
+            })?,
+    };
+    Ok(SocketAddr::new(address.unwrap_or(config.bind), bind_port))
 }

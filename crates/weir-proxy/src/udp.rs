@@ -141,18 +141,7 @@ impl UdpSockets {
 
     fn open_socket(&self, key: SocketKey, exact: Option<u16>) -> Result<OpenUdp, BindError> {
         let (address, port) = key;
-        let config = &self.shared.config;
-        let bind_port = match exact {
-            Some(exact) => exact,
-            None => port
-                .checked_add(config.port_offset)
-                .ok_or(BindError::PortOverflow {
-                    address,
-                    port,
-                    offset: config.port_offset,
-                })?,
-        };
-        let addr = SocketAddr::new(address.unwrap_or(config.bind), bind_port);
+        let addr = crate::listener::bind_addr(&self.shared.config, key, exact)?;
         let io_err = |source| BindError::Io {
             address,
             port,
