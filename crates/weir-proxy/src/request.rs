@@ -5,28 +5,35 @@
 //!    route entry ([`route`]);
 //! 2. **request, synchronous** ([`request_phases`]): phases that may answer or deny without
 //!    waiting: today the rule's request filters (a redirect or a CORS preflight answers
-//!    here); synchronous policies (auth with cached keys, local rate limits, fault aborts)
-//!    join them;
-//! 3. **request, asynchronous**: none yet; only routes whose compiled action needs one will
-//!    get one boxed future (external auth, global rate limit, cache lookup); a
-//!    BackendTrafficPolicy's fault delay runs at the start of the policy's boxed exchange
-//!    (`upstream::with_policy`), before breaker admission and any upstream connection;
-//! 4. **backend pick** ([`pick_phase`]): weighted choice ([`pick_backend`]), that backend's
-//!    request filters, mirrors;
+//!    here) and a BackendTrafficPolicy's fault abort; synchronous policies join them in this
+//!    order: CORS preflight → authentication (JWT with cached keys, basic auth, API keys) →
+//!    authorization → local rate limit (after authorization, so a refused request is never
+//!    counted) → fault abort;
+//! 4. **backend choice** ([`choose_backend`], the first half of phase 4): the session's
+//!    backend, else the weighted choice ([`pick_backend`]). It comes before phase 3 so an
+//!    asynchronous step knows the backend (the endpoint picker runs only for an
+//!    InferencePool); the backend label of a request a phase-3 step answers names the
+//!    backend chosen for it;
+//! 3. **request, asynchronous** ([`phase3`]): only for routes whose compiled action says so
+//!    ([`RouteAction::needs_async`]), inside one boxed future; other routes skip it and pay
+//!    nothing. In order: external auth, global rate limit, fault delay, cache lookup, the
+//!    endpoint picker. A step may read the body whole ([`phase3::RequestBody::buffer`]);
+//! 4. **backend** ([`onward`], the second half): that backend's request filters, mirrors;
 //! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
 //!    hop-by-hop cleanup, X-Forwarded-*, the per-attempt timeout, pooled connections under
 //!    the endpoint's cap, the next endpoint on a connect error;
 //! 6. **response headers** ([`Exchange::response_headers`]): the rule's and backend's
-//!    response filters and CORS, on upstream responses *and* on the answers phases 2 and 4
+//!    response filters and CORS, on upstream responses *and* on the answers phases 2–4
 //!    made;
-//! 7. **response body**: none yet (compression and cache fill will wrap the body);
+//! 7. **response body** ([`Exchange::response_body`]): wraps the body of upstream
+//!    responses (compression, cache fill);
 //! 8. **log**: metrics and a debug line ([`finish`]), the trace span's outcome
 //!    ([`crate::trace::finish`]; the span started as the request arrived, before phase 1),
 //!    the access log line.
 //!
 //! Phases 1, 2 and 4 run as plain functions when the request arrives; the future returned
-//! waits only for the exchange and the response phases ([`crate::stage`]), so a route pays
-//! only for the phases it has. The state the response side needs travels in one
+//! waits only for phase 3 where the route has it, the exchange and the response phases
+//! ([`crate::stage`]), so a route pays only for the phases it has. The state the response side needs travels in one
 //! [`Exchange`]. Any phase may fail with a [`ProxyError`] (a denial), which becomes the
 //! response in [`error_response`] through the one error table ([`ProxyError::classify`]).
 
@@ -335,8 +342,19 @@ struct Exchange<'s> {
     action: &'s RouteAction,
     /// The backend picked (phase 4); `None` when a request phase answered first.
     backend: Option<&'s Backend>,
+    /// What the policy phases keep for the response side; `None` (one word) for requests
+    /// no such phase acted on, so routes without policies carry nothing more.
+    kept: Option<Box<Kept>>,
+}
+
+/// Per-request state of the policy phases for the response side (boxed in [`Exchange`]).
+#[derive(Default)]
+struct Kept {
     /// The request's Origin, kept only for routes with a CORS filter.
     origin: Option<HeaderValue>,
+    /// The access-log flag of a response that came from the backend after a phase acted on
+    /// the request (`fault_delay`).
+    flag: Option<&'static str>,
 }
 
 impl Exchange<'_> {
@@ -350,8 +368,15 @@ impl Exchange<'_> {
             filter::apply_response(&backend.filters, headers);
         }
         if !local {
-            filter::cors::apply_response(&self.action.filters, self.origin.as_ref(), headers);
+            let origin = self.kept.as_ref().and_then(|k| k.origin.as_ref());
+            filter::cors::apply_response(&self.action.filters, origin, headers);
         }
+    }
+
+    /// Phase 7, response body, on upstream responses: none of the steps (compression, cache
+    /// fill) is built yet; each will wrap the body here, for routes that have it.
+    fn response_body(&self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        response
     }
 }
 
@@ -371,14 +396,13 @@ fn request_phases(
     )
 }
 
-/// Phase 4, backend pick: the weighted choice, then that backend's request filters (which
-/// may answer too).
-fn pick_phase<'s>(
+/// Phase 4, backend choice: the session's backend, else the weighted choice. (Made before
+/// phase 3, so an asynchronous step knows the backend: the endpoint picker runs only for an
+/// InferencePool backend.)
+fn choose_backend<'s>(
     ex: &mut Exchange<'s>,
-    parts: &mut http::request::Parts,
-    base: &RedirectBase<'_>,
     pinned: Option<u16>,
-) -> Result<(&'s Upstream, Flow), ProxyError> {
+) -> Result<&'s Upstream, ProxyError> {
     let action = ex.action;
     let backend = match pinned.and_then(|i| action.backends.get(usize::from(i))) {
         // A session keeps its backend whatever the weights say now (GEP-1619).
@@ -398,25 +422,39 @@ fn pick_phase<'s>(
         BackendTarget::Invalid(reason) => return Err(ProxyError::InvalidBackend(reason.clone())),
     };
     ex.backend = Some(backend);
-    let flow = match filter::apply_request(&backend.filters, parts, base)? {
-        Some(answer) => Flow::Answer(answer),
-        None => Flow::Continue,
-    };
-    Ok((upstream, flow))
+    Ok(upstream)
+}
+
+/// The exchange the request phases leave to wait for: phases 4–7 on a plain chain of
+/// combinators (`Left`), or, for routes with an asynchronous request phase, one boxed
+/// future that runs phase 3 first (`Right`; only those routes pay for the box).
+type Exchanged<'s, F> = crate::stage::Either<F, BoxedExchange<'s>>;
+/// What [`handle_action`] returns: a local answer, or the exchange to wait for.
+type Handled<'s, F> = Result<Forward<Exchanged<'s, F>>, ProxyError>;
+type BoxedExchange<'s> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 's>>;
+
+/// What phases 4–7 need from the request phases, besides the request itself.
+struct Onward<'s> {
+    conn: &'s ConnCtx,
+    upstream: &'s Upstream,
+    client_cert: Option<&'s Arc<ClientCert>>,
+    upgrade: Option<upstream::PendingUpgrade>,
+    bytes_in: Option<Arc<AtomicU64>>,
+    sticky: Option<crate::session::Sticky>,
 }
 
 /// Phases 2–7 for a routed request (see [`crate::request`]'s list): request phases, backend
-/// pick, mirrors, the attempt loop, response phases.
+/// choice, the asynchronous phase where the route has one, then [`onward`].
 fn handle_action<'s>(
     conn: &'s ConnCtx,
     action: &'s RouteAction,
-    client_cert: Option<&Arc<ClientCert>>,
+    client_cert: Option<&'s Arc<ClientCert>>,
     base: &RedirectBase<'_>,
     req: Request<Incoming>,
     backend_label: &mut Option<Arc<str>>,
     bytes_in: Option<Arc<AtomicU64>>,
-) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
-{
+) -> Handled<'s, impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's> {
     let (mut parts, body) = req.into_parts();
     ensure_host_header(&mut parts);
     // The client's hop-by-hop headers go before any phase runs, so a client's
@@ -425,11 +463,12 @@ fn handle_action<'s>(
     let mut ex = Exchange {
         action,
         backend: None,
-        origin: if filter::cors::any(&action.filters) {
-            parts.headers.get(http::header::ORIGIN).cloned()
-        } else {
-            None
-        },
+        kept: filter::cors::any(&action.filters).then(|| {
+            Box::new(Kept {
+                origin: parts.headers.get(http::header::ORIGIN).cloned(),
+                ..Kept::default()
+            })
+        }),
     };
     if let Flow::Answer(answer) = request_phases(&ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
@@ -441,10 +480,8 @@ fn handle_action<'s>(
             return Ok(local(&ex, answer));
         }
     }
-    // Phase 3, request (asynchronous): none yet. A route whose compiled action needs one
-    // (external auth, a global rate limit, a fault delay, a cache lookup) gets one boxed
-    // future here; other routes pay nothing.
-    // Session persistence: the backend and endpoint the request's session pins.
+    // Phase 4's backend choice. Session persistence: the backend and endpoint the request's
+    // session pins.
     let session = action.policy.as_deref().and_then(|p| p.session.as_deref());
     let pinned = session.and_then(|cfg| {
         crate::session::lookup(
@@ -455,7 +492,7 @@ fn handle_action<'s>(
             crate::session::now_secs(),
         )
     });
-    let (upstream, flow) = pick_phase(&mut ex, &mut parts, base, pinned.map(|(b, ..)| b))?;
+    let upstream = choose_backend(&mut ex, pinned.map(|(b, ..)| b))?;
     let sticky = session.and_then(|_| {
         let picked = ex.backend?;
         let backend = action
@@ -469,13 +506,95 @@ fn handle_action<'s>(
         })
     });
     *backend_label = Some(upstream.name.clone());
-    if let Flow::Answer(answer) = flow {
-        return Ok(local(&ex, answer));
+    let onward_state = Onward {
+        conn,
+        upstream,
+        client_cert,
+        upgrade,
+        bytes_in,
+        sticky,
+    };
+    let stall = body_timer(conn, &parts);
+    if !action.needs_async() {
+        let body = RequestBody::Streaming(body, stall);
+        return Ok(match onward(onward_state, ex, base, parts, body)? {
+            Forward::Answer(answer) => Forward::Answer(answer),
+            Forward::Upstream(fut) => Forward::Upstream(crate::stage::Either::Left { fut }),
+        });
+    }
+    // Phase 3, request (asynchronous): one boxed future, only for routes that have a step
+    // in it ([`phase3`]). The redirect base is kept by value: the future outlives `base`.
+    let host = base.host.to_owned();
+    let (scheme, port) = (base.scheme, base.port);
+    let fut: BoxedExchange<'s> = Box::pin(async move {
+        let mut body = RequestBody::Streaming(body, stall);
+        if let Flow::Answer(mut answer) = phase3::run(conn, &mut ex, &mut parts, &mut body).await? {
+            // It comes back as the exchange's response: its access-log flag says who answered.
+            if crate::fault::flag(&answer).is_none() {
+                answer
+                    .extensions_mut()
+                    .insert(crate::fault::FaultFlag("local"));
+            }
+            return Ok(local_response(&ex, answer));
+        }
+        let base = RedirectBase {
+            host: &host,
+            scheme,
+            port,
+        };
+        match onward(onward_state, ex, &base, parts, body)? {
+            Forward::Answer(answer) => Ok(answer),
+            Forward::Upstream(fut) => fut.await,
+        }
+    });
+    Ok(Forward::Upstream(crate::stage::Either::Right { fut }))
+}
+
+/// How long the client's request body may take. HTTP/1.x bodies that stall get 408 (nginx's
+/// client_body_timeout); HTTP/2 streams are left alone: a gRPC client stream may rightly
+/// pause for minutes, and HTTP/2 flow control and the connection cap bound what a stalled
+/// stream holds. A ClientTrafficPolicy's `requestReceivedTimeout` bounds the whole body
+/// instead (both versions).
+fn body_timer(conn: &ConnCtx, parts: &http::request::Parts) -> Option<upstream::BodyTimer> {
+    match conn
+        .policy
+        .as_ref()
+        .and_then(|p| p.policy.request_received_timeout)
+    {
+        Some(limit) => Some(upstream::BodyTimer::Deadline(limit)),
+        None => (parts.version < http::Version::HTTP_2)
+            .then_some(upstream::BodyTimer::Stall(conn.shared.config.idle_timeout)),
+    }
+}
+
+/// Phases 4 (the backend's request filters, mirrors) to 7: the attempt loop and the
+/// response phases around it.
+fn onward<'s>(
+    state: Onward<'s>,
+    ex: Exchange<'s>,
+    base: &RedirectBase<'_>,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
+{
+    let Onward {
+        conn,
+        upstream,
+        client_cert,
+        upgrade,
+        bytes_in,
+        sticky,
+    } = state;
+    let action = ex.action;
+    if let Some(backend) = ex.backend {
+        if let Some(answer) = filter::apply_request(&backend.filters, &mut parts, base)? {
+            return Ok(local(&ex, answer));
+        }
     }
     // Mirrors copy the request as every request filter left it, just before it is forwarded.
     let mirror = MirrorRequest {
         parts: &parts,
-        has_body: !body.is_end_stream(),
+        has_body: body.has_body(),
         client_ip: &conn.client_ip,
         tls: conn.tls,
         client_cert,
@@ -491,22 +610,8 @@ fn handle_action<'s>(
         tls: conn.tls,
         client_cert: client_cert.map(|c| &**c),
     };
-    // HTTP/1.x bodies that stall get 408 (nginx's client_body_timeout); HTTP/2 streams are
-    // left alone: a gRPC client stream may rightly pause for minutes, and HTTP/2 flow
-    // control and the connection cap bound what a stalled stream holds.
-    // A ClientTrafficPolicy's `requestReceivedTimeout` bounds the whole body instead (both
-    // versions).
-    let stall = match conn
-        .policy
-        .as_ref()
-        .and_then(|p| p.policy.request_received_timeout)
-    {
-        Some(limit) => Some(upstream::BodyTimer::Deadline(limit)),
-        None => (parts.version < http::Version::HTTP_2)
-            .then_some(upstream::BodyTimer::Stall(conn.shared.config.idle_timeout)),
-    };
     // Phase 5, the attempt loop (`upstream::attempt`).
-    let mut body = upstream::tee(body, copies, stall);
+    let mut body = body.into_upstream(copies);
     if let Some(bytes) = bytes_in.filter(|_| !body.is_end_stream()) {
         body = upstream::UpstreamBody::Counted(Box::new(upstream::Counted { body, bytes }));
     }
@@ -521,21 +626,30 @@ fn handle_action<'s>(
         action.policy.as_deref().map(|p| (p, &*action.route.route)),
         sticky,
     );
-    // Phase 6 on the upstream's response. (Phase 7, response body phases, wraps the body
-    // here: compression, cache fill.)
+    // Phases 6 and 7 on the upstream's response.
     Ok(Forward::Upstream(AndThen::new(
         forwarded,
         move |mut response: Response<ProxyBody>| {
             ex.response_headers(response.headers_mut(), false);
-            Ok(response)
+            if let Some(flag) = ex.kept.as_ref().and_then(|k| k.flag) {
+                response
+                    .extensions_mut()
+                    .insert(crate::fault::FaultFlag(flag));
+            }
+            Ok(ex.response_body(response))
         },
     )))
 }
 
 /// A local answer through phase 6.
-fn local<F>(ex: &Exchange<'_>, mut answer: Response<ProxyBody>) -> Forward<F> {
+fn local<F>(ex: &Exchange<'_>, answer: Response<ProxyBody>) -> Forward<F> {
+    Forward::Answer(local_response(ex, answer))
+}
+
+/// Phase 6 on an answer a request phase made.
+fn local_response(ex: &Exchange<'_>, mut answer: Response<ProxyBody>) -> Response<ProxyBody> {
     ex.response_headers(answer.headers_mut(), true);
-    Forward::Answer(answer)
+    answer
 }
 
 /// Phase 4: weighted random choice of a backend; `roll` is a uniform random number.
@@ -856,6 +970,9 @@ fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duratio
 
 #[cfg(test)]
 mod tests;
+
+mod phase3;
+use phase3::RequestBody;
 
 /// How long one attempt may wait for the backend's response head: the route's
 /// `timeouts.backendRequest`; with no timeout on the route at all, `--upstream-timeout`

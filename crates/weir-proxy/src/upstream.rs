@@ -27,12 +27,13 @@ mod budget;
 pub(crate) mod health;
 mod pool;
 mod request_buffer;
+pub(crate) use request_buffer::read_whole;
 mod retry;
 mod tls;
 
 pub(crate) use balance::Balancers;
 pub(crate) use body::{
-    copy_channel, tee, BodyTimer, CopySender, Counted, PooledBody, UpstreamBody,
+    copy_channel, tee, tee_bytes, BodyTimer, CopySender, Counted, PooledBody, UpstreamBody,
 };
 pub(crate) use budget::Budget;
 pub use pool::UpstreamLimits;
@@ -215,19 +216,12 @@ fn with_policy<'a>(
             return Box::pin(std::future::ready(Err(err)));
         }
     }
-    // The body limit (read whole), then a fault delay: before breaker admission and any
-    // connection (`crate::fault`, [`request_buffer`]).
-    if policy.request_buffer.is_some() || policy.fault.is_some_and(|f| f.delay.is_some()) {
+    // The body limit (read whole): before breaker admission and any connection
+    // ([`request_buffer`]). (A fault delay ran in phase 3, before this.)
+    if let Some(limit) = policy.request_buffer {
         return Box::pin(async move {
-            let req = match policy.request_buffer {
-                Some(limit) => request_buffer::buffered(req, limit).await?,
-                None => req,
-            };
-            let delay = crate::fault::delay(&shared.metrics, policy, route);
-            if let Some(delay) = delay {
-                tokio::time::sleep(delay).await;
-            }
-            let mut response = admitted(
+            let req = request_buffer::buffered(req, limit).await?;
+            admitted(
                 shared,
                 upstream,
                 req,
@@ -239,13 +233,7 @@ fn with_policy<'a>(
                 client,
                 sticky,
             )
-            .await?;
-            if delay.is_some() {
-                response
-                    .extensions_mut()
-                    .insert(crate::fault::FaultFlag("fault_delay"));
-            }
-            Ok(response)
+            .await
         });
     }
     admitted(

@@ -49,6 +49,17 @@ pub struct RouteAction {
     pub policy: Option<Arc<crate::BackendPolicy>>,
 }
 
+impl RouteAction {
+    /// Whether a request on this route has an asynchronous request phase (phase 3 in
+    /// weir-proxy's request pipeline: a step that waits before the request goes on). Routes
+    /// without one skip the phase and pay nothing for it.
+    pub fn needs_async(&self) -> bool {
+        self.policy
+            .as_deref()
+            .is_some_and(|p| p.fault.is_some_and(|f| f.delay.is_some()))
+    }
+}
+
 /// Request and backend timeouts from the route rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timeouts {

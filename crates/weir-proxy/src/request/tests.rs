@@ -156,6 +156,8 @@ fn the_request_future_stays_small() {
     // 1816 bytes when this test was written (rustc 1.95, test profile); 1824 with the
     // access log's one pointer per request (its state is boxed, and only for logged
     // requests); 1784 with the trace span's pointer (boxed, only with tracing on), after the
-    // log phase kept the path and query instead of the whole URI (48 bytes).
-    assert!(size <= 1784, "the request future is {size} bytes");
+    // log phase kept the path and query instead of the whole URI (48 bytes); 1752 once the
+    // CORS origin moved into the exchange's boxed policy state (routes without a CORS filter
+    // or a policy phase carry one pointer for it).
+    assert!(size <= 1752, "the request future is {size} bytes");
 }

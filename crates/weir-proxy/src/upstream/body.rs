@@ -214,6 +214,18 @@ pub(crate) fn tee(
     }))
 }
 
+/// A body read whole already (by a request phase), handed to each of `copies` at once.
+pub(crate) fn tee_bytes(bytes: Bytes, copies: Vec<CopySender>) -> UpstreamBody {
+    for copy in copies {
+        // A fresh channel has room for one frame; an empty body is complete as it is.
+        if bytes.is_empty() || copy.tx.try_send(bytes.clone()).is_ok() {
+            copy.complete
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+    UpstreamBody::Bytes((!bytes.is_empty()).then_some(bytes))
+}
+
 /// The client's request body failed (a malformed chunk, a connection cut mid-body): carried
 /// as the source of the upstream client's error, so the request is answered 400, not 502
 /// (see `upstream::request_error`).

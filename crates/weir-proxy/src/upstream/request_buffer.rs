@@ -24,8 +24,20 @@ pub(super) async fn buffered(
     if req.body().is_end_stream() {
         return Ok(req);
     }
-    check_length(req.headers(), limit)?;
     let (mut parts, body) = req.into_parts();
+    let bytes = read_whole(body, &mut parts.headers, limit).await?;
+    Ok(Request::from_parts(parts, UpstreamBody::Bytes(Some(bytes))))
+}
+
+/// `body` read whole, or [`ProxyError::BodyTooLarge`] when it is larger than `limit` bytes
+/// (at once when its `Content-Length` says so). `headers` then carry its exact
+/// `Content-Length`.
+pub(crate) async fn read_whole(
+    body: UpstreamBody,
+    headers: &mut HeaderMap,
+    limit: u64,
+) -> Result<Bytes, ProxyError> {
+    check_length(headers, limit)?;
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
     let bytes: Bytes = match http_body_util::Limited::new(body, cap).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -35,10 +47,9 @@ pub(super) async fn buffered(
         Err(err) => return Err(super::retry::client_body_error(err)),
     };
     // The body now has a known length: sent with a Content-Length.
-    parts
-        .headers
-        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    Ok(Request::from_parts(parts, UpstreamBody::Bytes(Some(bytes))))
+    headers.remove(http::header::TRANSFER_ENCODING);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(bytes)
 }
 
 /// 413 up front for a `Content-Length` above the limit.
