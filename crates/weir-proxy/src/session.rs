@@ -236,11 +236,6 @@ pub(crate) struct Sticky {
     pub secure: bool,
 }
 
-/// The endpoint (index into the upstream's endpoints) that answered, noted in the response
-/// by the attempt loop on routes with session persistence.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Served(pub usize);
-
 /// The backend and endpoint a request's session pins, when it carries a value this proxy
 /// sealed for `cfg`'s rule, the session is alive, and the endpoint is still one of that
 /// backend's: (backend index, endpoint index, session).

@@ -311,7 +311,7 @@ fn admitted<'a>(
         }
     };
     Box::pin(async move {
-        let response = shared
+        let (response, (outstanding, served)) = shared
             .clients
             .send_with_policy(
                 &shared.metrics,
@@ -326,15 +326,13 @@ fn admitted<'a>(
                 sticky.map(|s| s.pin.map(|(i, _)| i)),
             )
             .await?;
-        let mut response = into_downstream(upstream, response, upgrade)?;
+        let mut response = checked(upstream, response, upgrade)?;
         if let Some(cookie) = cookie {
             balance::issue(response.headers_mut(), cookie);
         }
         if let (Some(sticky), Some(cfg)) = (sticky, &policy.session) {
-            let served = response
-                .extensions_mut()
-                .remove::<crate::session::Served>()
-                .and_then(|crate::session::Served(i)| upstream.endpoints.get(i))
+            let served = served
+                .and_then(|i| upstream.endpoints.get(i))
                 .map(|e| e.addr);
             crate::session::respond(
                 &shared.session_key,
@@ -346,11 +344,14 @@ fn admitted<'a>(
             );
         }
         // What the body holds until it ends: the balancer's in-flight count and the
-        // breaker's place, in one wrapper (one allocation, one layer to poll).
-        let outstanding = response.extensions_mut().remove::<balance::Outstanding>();
+        // breaker's place, in one wrapper inside the one box of the body.
         Ok(match (outstanding, in_flight) {
-            (None, None) => response,
-            held => response.map(|body| balance::Holding::new(body, held).boxed_unsync()),
+            (None, None) => boxed(response),
+            held => response.map(|body| {
+                balance::Holding::new(body, held)
+                    .map_err(BoxError::from)
+                    .boxed_unsync()
+            }),
         })
     })
 }
@@ -371,14 +372,29 @@ pub(crate) fn strip_hop_by_hop(parts: &mut http::request::Parts) -> Option<Pendi
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, body streamed.
+fn into_downstream(
+    upstream: &Upstream,
+    response: Response<PooledBody>,
+    upgrade: Option<PendingUpgrade>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    checked(upstream, response, upgrade).map(boxed)
+}
+
+/// The response's body in the one box a response body gets.
+fn boxed(response: Response<PooledBody>) -> Response<ProxyBody> {
+    response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+}
+
+/// [`into_downstream`] before its body is boxed: hop-by-hop headers removed, framing and
+/// upgrade checked.
 /// A 101 switches only to the protocol the client asked for (RFC 9110 §15.2.2): a 101 to a
 /// request that asked for no upgrade, or naming another protocol, is the backend's fault
 /// (502), and nothing is tunnelled — what the client sends next is a new request, routed.
-fn into_downstream(
+fn checked(
     upstream: &Upstream,
     mut response: Response<PooledBody>,
     upgrade: Option<PendingUpgrade>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<PooledBody>, ProxyError> {
     // RFC 9112 §6.1: both framings at once "ought to be handled as an error" (response
     // splitting); hyper decoded the chunks but kept the Content-Length, which the client
     // would get with another body length. nginx answers 502 too. The connection is not
@@ -428,7 +444,7 @@ fn into_downstream(
     } else {
         prepare_headers(response.headers_mut(), None);
     }
-    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+    Ok(response)
 }
 
 fn bad_upstream(upstream: &Upstream, what: &'static str) -> ProxyError {

@@ -45,12 +45,15 @@ pub(crate) trait Gate: Copy + Send + Sync {
     }
     /// Held while an attempt to one endpoint is in flight (`loadBalancer`'s count).
     type Token: Send;
+    /// What goes up with the response when the attempt got one (returned beside it rather
+    /// than put in its extensions: no map to allocate per request).
+    type Held: Send;
     /// The endpoint (index) to try first (`loadBalancer`); `None`: round robin.
     fn pick(&self) -> Option<usize>;
     /// An attempt to endpoint `i` starts.
     fn begin(&self, i: usize) -> Self::Token;
-    /// The attempt got its response: the token goes with it.
-    fn finish<B>(&self, token: Self::Token, response: &mut Response<B>);
+    /// The attempt got its response: what of the token goes with it.
+    fn finish(&self, token: Self::Token) -> Self::Held;
 }
 
 #[derive(Clone, Copy)]
@@ -66,6 +69,7 @@ impl Gate for NoPolicy {
     }
 
     type Token = ();
+    type Held = ();
 
     fn pick(&self) -> Option<usize> {
         None
@@ -73,10 +77,36 @@ impl Gate for NoPolicy {
 
     fn begin(&self, _: usize) {}
 
-    fn finish<B>(&self, _: (), _: &mut Response<B>) {}
+    fn finish(&self, _: ()) {}
 
     type Slot = ();
     fn slot(&self, _i: usize) {}
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt without a policy: its response, without the `()` [`NoPolicy`] holds
+    /// beside it (no state of its own, so the request future does not grow).
+    struct Unheld<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F, T> Future for Unheld<F>
+where
+    F: Future<Output = Result<(T, ()), ProxyError>>,
+{
+    type Output = Result<T, ProxyError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project()
+            .fut
+            .poll(cx)
+            .map(|out| out.map(|(response, ())| response))
+    }
 }
 
 impl Clients {
@@ -108,12 +138,14 @@ impl Clients {
         } else {
             match self.tls_for(upstream, client_cert) {
                 Err(err) => Staged::done(Err(err)),
-                Ok(tls) => Staged::waiting(match upstream.protocol {
-                    AppProtocol::H2c => Either::Left {
-                        fut: self.send_http2(metrics, upstream, req, tls, NoPolicy),
-                    },
-                    AppProtocol::Http1 | AppProtocol::WebSocket => Either::Right {
-                        fut: self.send_http1(metrics, upstream, req, tls, NoPolicy),
+                Ok(tls) => Staged::waiting(Unheld {
+                    fut: match upstream.protocol {
+                        AppProtocol::H2c => Either::Left {
+                            fut: self.send_http2(metrics, upstream, req, tls, NoPolicy),
+                        },
+                        AppProtocol::Http1 | AppProtocol::WebSocket => Either::Right {
+                            fut: self.send_http1(metrics, upstream, req, tls, NoPolicy),
+                        },
                     },
                 }),
             }
@@ -136,7 +168,7 @@ impl Clients {
         mut req: Request<UpstreamBody>,
         tls: Option<UpstreamTlsConnect>,
         gate: G,
-    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+    ) -> impl Future<Output = Result<(Response<PooledBody>, G::Held), ProxyError>> + 'a {
         async move {
             let tls = tls.as_ref();
             *req.version_mut() = Version::HTTP_11;
@@ -190,9 +222,8 @@ impl Clients {
                     match tx.try_send_request(req).await {
                         Ok(response) => {
                             gate.outcome(i, Outcome::Status(response.status().as_u16()));
-                            let mut response = self.pooled(response, key, tx, uses);
-                            gate.finish(token, &mut response);
-                            return Ok(response);
+                            let response = self.pooled(response, key, tx, uses);
+                            return Ok((response, gate.finish(token)));
                         }
                         Err(mut err) => match (err.take_message(), copy) {
                             (Some(unsent), _) => req = unsent,
@@ -223,9 +254,8 @@ impl Clients {
                 match tx.try_send_request(req).await {
                     Ok(response) => {
                         gate.outcome(i, Outcome::Status(response.status().as_u16()));
-                        let mut response = self.pooled(response, key, tx, 1);
-                        gate.finish(token, &mut response);
-                        return Ok(response);
+                        let response = self.pooled(response, key, tx, 1);
+                        return Ok((response, gate.finish(token)));
                     }
                     Err(mut err) => match err.take_message() {
                         // Closed before the request was written: like a failed connect.
@@ -276,7 +306,7 @@ impl Clients {
         mut req: Request<UpstreamBody>,
         tls: Option<UpstreamTlsConnect>,
         gate: G,
-    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+    ) -> impl Future<Output = Result<(Response<PooledBody>, G::Held), ProxyError>> + 'a {
         async move {
             let tls = tls.as_ref();
             *req.version_mut() = Version::HTTP_2;
@@ -330,8 +360,7 @@ impl Clients {
                         Ok(mut response) => {
                             gate.outcome(i, Outcome::Status(response.status().as_u16()));
                             self.record(&mut response, addr);
-                            gate.finish(token, &mut response);
-                            return Ok(response.map(PooledBody::unpooled));
+                            return Ok((response.map(PooledBody::unpooled), gate.finish(token)));
                         }
                         Err(mut err) => match err.take_message() {
                             Some(unsent) => {

@@ -456,13 +456,11 @@ impl Balancer {
     }
 
     /// One attempt to endpoint `i` starts: it counts as in flight until the returned value
-    /// (and every clone of it) is dropped.
+    /// is dropped.
     pub(crate) fn begin(&self, i: usize) -> Option<Outstanding> {
         let e = self.endpoints.get(i)?;
         e.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Outstanding {
-            _counted: Arc::new(Counted(e.clone())),
-        })
+        Some(Outstanding(e.clone()))
     }
 
     /// ConsistentHash by what, when it is.
@@ -479,16 +477,11 @@ impl Balancer {
     }
 }
 
-/// An attempt in flight to an endpoint (see [`Balancer::begin`]); travels in the response's
-/// extensions to the response body ([`Holding`]).
-#[derive(Clone)]
-pub(crate) struct Outstanding {
-    _counted: Arc<Counted>,
-}
+/// An attempt in flight to an endpoint (see [`Balancer::begin`]); goes up beside the
+/// response to the response body ([`Holding`]).
+pub(crate) struct Outstanding(Arc<EndpointState>);
 
-struct Counted(Arc<EndpointState>);
-
-impl Drop for Counted {
+impl Drop for Outstanding {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -828,12 +821,10 @@ mod tests {
         assert!(counts[1] > 1000 && counts[2] > 1000, "{counts:?}");
         drop(busy);
         assert_eq!(b.in_flight(0), 0);
-        // A clone of the outstanding attempt keeps it counted until the last one goes.
+        // The outstanding attempt is counted until it goes.
         let o = b.begin(2).unwrap();
-        let c = o.clone();
-        drop(o);
         assert_eq!(b.in_flight(2), 1);
-        drop(c);
+        drop(o);
         assert_eq!(b.in_flight(2), 0);
     }
 

@@ -18,7 +18,6 @@
 //! When the retries run out, the last response (or error) is what the client gets.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +40,7 @@ use super::{Clients, UpstreamTlsConnect};
 use crate::body::BoxError;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::stage::Bounded;
+use crate::stage::{Bounded, Either};
 
 /// The largest request body kept to be sent again on a retry (bytes).
 pub(crate) const RETRY_BUFFER: u64 = 64 * 1024;
@@ -164,6 +163,8 @@ impl Gate for PolicyGate<'_> {
     }
 
     type Token = (Option<Outstanding>, usize);
+    /// The balancer's in-flight count, and the endpoint that answered (for a session).
+    type Held = PolicyHeld;
 
     fn pick(&self) -> Option<usize> {
         // A session's endpoint while health lets it have traffic, then the balancer's
@@ -181,17 +182,8 @@ impl Gate for PolicyGate<'_> {
         (self.balance.and_then(|(b, _)| b.begin(i)), i)
     }
 
-    fn finish<B>(
-        &self,
-        (outstanding, i): (Option<Outstanding>, usize),
-        response: &mut Response<B>,
-    ) {
-        if let Some(t) = outstanding {
-            response.extensions_mut().insert(t);
-        }
-        if self.session.is_some() {
-            response.extensions_mut().insert(crate::session::Served(i));
-        }
+    fn finish(&self, (outstanding, i): (Option<Outstanding>, usize)) -> Self::Held {
+        (outstanding, self.session.map(|_| i))
     }
 }
 
@@ -212,7 +204,8 @@ impl Clients {
         route: &'a str,
         balance: Option<(&'a Balancer, Option<u64>)>,
         session: Option<Option<usize>>,
-    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
+    ) -> impl Future<Output = Result<(Response<PooledBody>, PolicyHeld), ProxyError>> + Send + 'a
+    {
         async move {
             if upstream.endpoints.is_empty() {
                 return Err(ProxyError::NoHealthyUpstream(upstream.name.clone()));
@@ -269,7 +262,7 @@ impl Clients {
                     .await;
                 drop(retry_place.take());
                 let reason = match &result {
-                    Ok(response) => retry
+                    Ok((response, _)) => retry
                         .retries_status(response.status().as_u16(), grpc_status(response.headers()))
                         .filter(|_| idempotent),
                     Err(ProxyError::UpstreamConnect { .. }) => {
@@ -315,6 +308,7 @@ impl Clients {
     }
 
     /// One attempt (with the next endpoint on a connect error), bounded by `timeout`.
+    /// (Not boxed: the policy's exchange, which holds it, is boxed already.)
     fn attempt<'a>(
         &'a self,
         metrics: &'a Metrics,
@@ -323,12 +317,15 @@ impl Clients {
         tls: Option<UpstreamTlsConnect>,
         gate: PolicyGate<'a>,
         timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + 'a {
-        let fut: Pin<Box<dyn Future<Output = _> + Send + 'a>> = match upstream.protocol {
-            AppProtocol::H2c => Box::pin(self.send_http2(metrics, upstream, req, tls, gate)),
-            AppProtocol::Http1 | AppProtocol::WebSocket => {
-                Box::pin(self.send_http1(metrics, upstream, req, tls, gate))
-            }
+    ) -> impl Future<Output = Result<(Response<PooledBody>, PolicyHeld), ProxyError>> + Send + 'a
+    {
+        let fut = match upstream.protocol {
+            AppProtocol::H2c => Either::Left {
+                fut: self.send_http2(metrics, upstream, req, tls, gate),
+            },
+            AppProtocol::Http1 | AppProtocol::WebSocket => Either::Right {
+                fut: self.send_http1(metrics, upstream, req, tls, gate),
+            },
         };
         let bounded = Bounded::new(fut, timeout, move || ProxyError::BackendTimeout {
             upstream: upstream.name.clone(),
@@ -343,6 +340,9 @@ impl Clients {
         }
     }
 }
+
+/// What goes up with a policy attempt's response ([`Gate::Held`] of the policy's gate).
+pub(super) type PolicyHeld = (Option<Outstanding>, Option<usize>);
 
 /// The request's head and its body as bytes when it can be sent again (no body, a body
 /// read whole already by `requestBuffer`, or one of at most `limit` bytes by its
