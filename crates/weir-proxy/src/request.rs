@@ -446,6 +446,7 @@ struct Onward<'s> {
 
 /// Phases 2–7 for a routed request (see [`crate::request`]'s list): request phases, backend
 /// choice, the asynchronous phase where the route has one, then [`onward`].
+#[inline(always)]
 fn handle_action<'s>(
     conn: &'s ConnCtx,
     action: &'s RouteAction,
@@ -516,11 +517,13 @@ fn handle_action<'s>(
     };
     let stall = body_timer(conn, &parts);
     if !action.needs_async() {
-        let body = RequestBody::Streaming(body, stall);
-        return Ok(match onward(onward_state, ex, base, parts, body)? {
-            Forward::Answer(answer) => Forward::Answer(answer),
-            Forward::Upstream(fut) => Forward::Upstream(crate::stage::Either::Left { fut }),
-        });
+        return onward(
+            onward_state,
+            ex,
+            base,
+            parts,
+            RequestBody::Streaming(body, stall),
+        );
     }
     // Phase 3, request (asynchronous): one boxed future, only for routes that have a step
     // in it ([`phase3`]). The redirect base is kept by value: the future outlives `base`.
@@ -568,15 +571,16 @@ fn body_timer(conn: &ConnCtx, parts: &http::request::Parts) -> Option<upstream::
 }
 
 /// Phases 4 (the backend's request filters, mirrors) to 7: the attempt loop and the
-/// response phases around it.
+/// response phases around it. The exchange is built in the shape the caller returns
+/// (`Either::Left`), so the future (over a kilobyte) is not moved once more to rewrap it.
+#[inline(always)]
 fn onward<'s>(
     state: Onward<'s>,
     ex: Exchange<'s>,
     base: &RedirectBase<'_>,
     mut parts: http::request::Parts,
     body: RequestBody,
-) -> Result<Forward<impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's>, ProxyError>
-{
+) -> Handled<'s, impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 's> {
     let Onward {
         conn,
         upstream,
@@ -627,9 +631,8 @@ fn onward<'s>(
         sticky,
     );
     // Phases 6 and 7 on the upstream's response.
-    Ok(Forward::Upstream(AndThen::new(
-        forwarded,
-        move |mut response: Response<ProxyBody>| {
+    Ok(Forward::Upstream(crate::stage::Either::Left {
+        fut: AndThen::new(forwarded, move |mut response: Response<ProxyBody>| {
             ex.response_headers(response.headers_mut(), false);
             if let Some(flag) = ex.kept.as_ref().and_then(|k| k.flag) {
                 response
@@ -637,8 +640,8 @@ fn onward<'s>(
                     .insert(crate::fault::FaultFlag(flag));
             }
             Ok(ex.response_body(response))
-        },
-    )))
+        }),
+    }))
 }
 
 /// A local answer through phase 6.
