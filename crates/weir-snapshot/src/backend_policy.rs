@@ -104,6 +104,18 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Whether any gRPC status is a trigger (else a response's `grpc-status` need not be
+    /// read at all).
+    pub fn has_grpc_triggers(&self) -> bool {
+        self.triggers.0
+            & (RetryTriggers::GRPC_CANCELLED
+                | RetryTriggers::GRPC_DEADLINE_EXCEEDED
+                | RetryTriggers::GRPC_INTERNAL
+                | RetryTriggers::GRPC_RESOURCE_EXHAUSTED
+                | RetryTriggers::GRPC_UNAVAILABLE)
+            != 0
+    }
+
     /// Whether a response with `status` (and gRPC status `grpc`, from its headers) is
     /// retried; the trigger's name for the metric when it is.
     pub fn retries_status(&self, status: u16, grpc: Option<u32>) -> Option<&'static str> {
