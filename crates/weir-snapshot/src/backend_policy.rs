@@ -223,6 +223,16 @@ mod tests {
     }
 
     #[test]
+    fn grpc_statuses_are_read_only_for_grpc_triggers() {
+        assert!(!policy(RetryTriggers::FIVE_XX | RetryTriggers::STATUS_CODES).has_grpc_triggers());
+        let grpc = policy(RetryTriggers::GRPC_UNAVAILABLE);
+        assert!(grpc.has_grpc_triggers());
+        assert_eq!(grpc.retries_status(200, Some(14)), Some("unavailable"));
+        assert_eq!(grpc.retries_status(200, Some(13)), None);
+        assert_eq!(grpc.retries_status(200, None), None);
+    }
+
+    #[test]
     fn triggers_match_their_statuses() {
         let p = policy(RetryTriggers::GATEWAY_ERROR);
         assert_eq!(p.retries_status(503, None), Some("gateway-error"));
