@@ -15,6 +15,7 @@
 mod access_log;
 mod body;
 mod client_policy;
+mod compress;
 mod conn;
 mod conn_guard;
 mod error;

@@ -19,7 +19,8 @@
 //! 6. **response headers** ([`Exchange::response_headers`]): the rule's and backend's
 //!    response filters and CORS, on upstream responses *and* on the answers phases 2 and 4
 //!    made;
-//! 7. **response body**: none yet (compression and cache fill will wrap the body);
+//! 7. **response body** ([`Exchange::response_body`]): compression ([`crate::compress`])
+//!    wraps the body of upstream responses on routes whose policy has `compression`;
 //! 8. **log**: metrics and a debug line ([`finish`]), the trace span's outcome
 //!    ([`crate::trace::finish`]; the span started as the request arrived, before phase 1),
 //!    the access log line.
@@ -337,6 +338,9 @@ struct Exchange<'s> {
     backend: Option<&'s Backend>,
     /// The request's Origin, kept only for routes with a CORS filter.
     origin: Option<HeaderValue>,
+    /// The coding the client accepts best, for routes with `compression` (phase 2; used in
+    /// phase 7).
+    accepted: Option<crate::compress::Accepted>,
 }
 
 impl Exchange<'_> {
@@ -351,6 +355,23 @@ impl Exchange<'_> {
         }
         if !local {
             filter::cors::apply_response(&self.action.filters, self.origin.as_ref(), headers);
+        }
+    }
+
+    /// Phase 7, response body: compression (`compress.rs`), for routes whose policy has it.
+    fn response_body(
+        &self,
+        shared: &crate::Shared,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        match (self.accepted, self.action.policy.as_deref()) {
+            (Some(accepted), Some(policy)) => match &policy.compression {
+                Some(c) => {
+                    crate::compress::response(&shared.metrics.compress, c, accepted, response)
+                }
+                None => response,
+            },
+            _ => response,
         }
     }
 }
@@ -430,6 +451,7 @@ fn handle_action<'s>(
         } else {
             None
         },
+        accepted: None,
     };
     if let Flow::Answer(answer) = request_phases(&ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
@@ -439,6 +461,17 @@ fn handle_action<'s>(
         if let Some(answer) = crate::fault::abort(&conn.shared.metrics, fault, &action.route.route)
         {
             return Ok(local(&ex, answer));
+        }
+    }
+    // Phase 2 under a BackendTrafficPolicy with `compression`: the coding the client takes
+    // (never for HEAD or an upgrade: no body to compress).
+    if let Some(c) = action
+        .policy
+        .as_deref()
+        .and_then(|p| p.compression.as_deref())
+    {
+        if parts.method != Method::HEAD && upgrade.is_none() {
+            ex.accepted = Some(crate::compress::negotiate(c, &parts.headers));
         }
     }
     // Phase 3, request (asynchronous): none yet. A route whose compiled action needs one
@@ -521,13 +554,12 @@ fn handle_action<'s>(
         action.policy.as_deref().map(|p| (p, &*action.route.route)),
         sticky,
     );
-    // Phase 6 on the upstream's response. (Phase 7, response body phases, wraps the body
-    // here: compression, cache fill.)
+    // Phase 6 on the upstream's response, then phase 7 (response body: compression).
     Ok(Forward::Upstream(AndThen::new(
         forwarded,
         move |mut response: Response<ProxyBody>| {
             ex.response_headers(response.headers_mut(), false);
-            Ok(response)
+            Ok(ex.response_body(&conn.shared, response))
         },
     )))
 }

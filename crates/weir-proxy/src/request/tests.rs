@@ -156,6 +156,9 @@ fn the_request_future_stays_small() {
     // 1816 bytes when this test was written (rustc 1.95, test profile); 1824 with the
     // access log's one pointer per request (its state is boxed, and only for logged
     // requests); 1784 with the trace span's pointer (boxed, only with tracing on), after the
-    // log phase kept the path and query instead of the whole URI (48 bytes).
-    assert!(size <= 1784, "the request future is {size} bytes");
+    // log phase kept the path and query instead of the whole URI (48 bytes); 1800 with the
+    // coding `compression` negotiated in phase 2 for phase 7 (two bytes in `Exchange`, which
+    // the future holds twice, padded to 8 each: boxing them would cost an allocation per
+    // request on those routes instead).
+    assert!(size <= 1800, "the request future is {size} bytes");
 }
