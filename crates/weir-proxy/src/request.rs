@@ -7,8 +7,9 @@
 //!    waiting: today the rule's request filters (a redirect or a CORS preflight answers
 //!    here); synchronous policies (auth with cached keys, local rate limits, fault aborts)
 //!    join them;
-//! 3. **request, asynchronous**: none yet; only routes whose compiled action needs one will
-//!    get one boxed future (external auth, global rate limit, cache lookup); a
+//! 3. **request, asynchronous**: none yet (the response cache's lookup,
+//!    [`crate::cache::lookup`], sits at its place, synchronous: a hit answers here); only
+//!    routes whose compiled action needs one will get one boxed future (external auth, global rate limit, cache lookup); a
 //!    BackendTrafficPolicy's fault delay runs at the start of the policy's boxed exchange
 //!    (`upstream::with_policy`), before breaker admission and any upstream connection;
 //! 4. **backend pick** ([`pick_phase`]): weighted choice ([`pick_backend`]), that backend's
@@ -20,7 +21,9 @@
 //!    response filters and CORS, on upstream responses *and* on the answers phases 2 and 4
 //!    made;
 //! 7. **response body** ([`Exchange::response_body`]): compression ([`crate::compress`])
-//!    wraps the body of upstream responses on routes whose policy has `compression`;
+//!    wraps the body of upstream responses (and cache hits) on routes whose policy has
+//!    `compression`; before phase 6, the response cache's fill ([`crate::cache::fill`])
+//!    tees a storable upstream response into the cache (or refreshes an entry on a 304);
 //! 8. **log**: metrics and a debug line ([`finish`]), the trace span's outcome
 //!    ([`crate::trace::finish`]; the span started as the request arrived, before phase 1),
 //!    the access log line.
@@ -341,6 +344,9 @@ struct Exchange<'s> {
     /// The coding the client accepts best, for routes with `compression` (phase 2; used in
     /// phase 7).
     accepted: Option<crate::compress::Accepted>,
+    /// A forwarded request of a route with `responseCache`: what phase 7 stores its
+    /// response with.
+    cache: Option<Box<crate::cache::Pending>>,
 }
 
 impl Exchange<'_> {
@@ -452,6 +458,7 @@ fn handle_action<'s>(
             None
         },
         accepted: None,
+        cache: None,
     };
     if let Flow::Answer(answer) = request_phases(&ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
@@ -472,6 +479,25 @@ fn handle_action<'s>(
     {
         if parts.method != Method::HEAD && upgrade.is_none() {
             ex.accepted = Some(crate::compress::negotiate(c, &parts.headers));
+        }
+    }
+    // The phase-3 slot of the response cache lookup (synchronous: an in-memory map); a
+    // hit goes through phases 6 and 7 like an upstream response (so it is compressed for
+    // this client).
+    if let Some(policy) = action.policy.as_deref() {
+        if let Some(cfg) = policy.response_cache {
+            let metrics = &conn.shared.metrics.cache;
+            let Ok(cache) = conn.shared.caches.get_or_try_insert(&policy.id, || {
+                Ok::<_, std::convert::Infallible>(crate::cache::Cache::new(cfg, metrics))
+            });
+            match crate::cache::lookup(&cache, metrics, &action.route.route, &mut parts) {
+                crate::cache::Lookup::Hit(mut hit) => {
+                    ex.response_headers(hit.headers_mut(), false);
+                    return Ok(Forward::Answer(ex.response_body(&conn.shared, hit)));
+                }
+                crate::cache::Lookup::Forward(pending) => ex.cache = Some(pending),
+                crate::cache::Lookup::Bypass => {}
+            }
         }
     }
     // Phase 3, request (asynchronous): none yet. A route whose compiled action needs one
@@ -554,10 +580,16 @@ fn handle_action<'s>(
         action.policy.as_deref().map(|p| (p, &*action.route.route)),
         sticky,
     );
-    // Phase 6 on the upstream's response, then phase 7 (response body: compression).
+    // The cache fill on the upstream's response as it came (before any filter: an entry
+    // serves every client), then phase 6, then phase 7 (compression).
     Ok(Forward::Upstream(AndThen::new(
         forwarded,
-        move |mut response: Response<ProxyBody>| {
+        move |response: Response<ProxyBody>| {
+            let mut ex = ex;
+            let mut response = match ex.cache.take() {
+                Some(pending) => crate::cache::fill(*pending, response),
+                None => response,
+            };
             ex.response_headers(response.headers_mut(), false);
             Ok(ex.response_body(&conn.shared, response))
         },

@@ -37,6 +37,8 @@ pub struct BackendPolicy {
     pub load_balancer: Option<crate::LoadBalancer>,
     /// `compression`: the response codings Weir may apply (see [`crate::compression`]).
     pub compression: Option<Arc<crate::Compression>>,
+    /// `responseCache` (Weir's): the policy's routes answer from an in-memory cache.
+    pub response_cache: Option<crate::ResponseCache>,
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod backend_policy;
 pub mod balance;
+pub mod cache;
 pub mod client_auth;
 pub mod client_policy;
 pub mod compression;
@@ -31,6 +32,7 @@ pub use backend::{
 };
 pub use backend_policy::{BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers};
 pub use balance::{HashCookie, HashOn, LbKind, LoadBalancer, PreferLocal};
+pub use cache::ResponseCache;
 pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use client_policy::{
     Cidr, ClientIpDetection, ClientPolicy, Http2Settings, ProxyProtocol, RequestIdMode,

@@ -273,6 +273,25 @@ pub struct BackendTrafficPolicySpec {
     /// `compression[]`: the response codings, in order of preference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Vec<Compression>>,
+    /// Weir's addition: `responseCache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_cache: Option<ResponseCache>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `responseCache` (Weir's): an in-memory HTTP cache for the policy's routes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseCache {
+    /// Bytes in all: a quantity (`64Mi`) or a byte count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<IntOrString>,
+    /// The largest response stored: a quantity or a byte count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entry_size: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<i64>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -159,6 +159,7 @@ fn the_request_future_stays_small() {
     // log phase kept the path and query instead of the whole URI (48 bytes); 1800 with the
     // coding `compression` negotiated in phase 2 for phase 7 (two bytes in `Exchange`, which
     // the future holds twice, padded to 8 each: boxing them would cost an allocation per
-    // request on those routes instead).
-    assert!(size <= 1800, "the request future is {size} bytes");
+    // request on those routes instead); 1808 with the response cache's pending fill (one
+    // pointer: what it needs is boxed, and only for forwarded requests of cached routes).
+    assert!(size <= 1808, "the request future is {size} bytes");
 }

@@ -7,6 +7,7 @@ mod support;
 mod backend_policy;
 mod backend_tls;
 mod boundaries;
+mod cache;
 mod client_auth;
 mod client_policy;
 mod compression;

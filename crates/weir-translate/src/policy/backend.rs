@@ -316,6 +316,9 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
     if let Some(c) = &spec.compression {
         compression::unsupported_fields(c, &mut add);
     }
+    if let Some(c) = &spec.response_cache {
+        cache::unsupported_fields(c, &mut add);
+    }
     if let Some(h) = &spec.health_check {
         health::unsupported_fields(h, &mut out);
     }
@@ -414,6 +417,9 @@ fn compile(
     }
     if let Some(c) = &spec.compression {
         out.compression = Some(Arc::new(compression::compile(c)?));
+    }
+    if let Some(c) = &spec.response_cache {
+        out.response_cache = Some(cache::compile(c)?);
     }
     Ok((out, request_timeout))
 }
@@ -527,6 +533,7 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
     h.finish()
 }
 
+mod cache;
 mod compression;
 mod health;
 mod lb;

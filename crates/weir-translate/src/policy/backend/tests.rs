@@ -789,3 +789,64 @@ fn compression_refuses_bad_values_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn response_cache_compiles_with_defaults_and_refuses_bad_bounds() {
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        ROUTE,
+        "  responseCache: {maxSize: 8Mi, maxEntrySize: 64Ki, maxEntries: 500}",
+    )]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let c = policy_of(&out, "/a")
+        .and_then(|p| p.response_cache)
+        .expect("cache");
+    assert_eq!(
+        (c.max_size, c.max_entry_size, c.max_entries),
+        (8 << 20, 64 << 10, 500)
+    );
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        ROUTE,
+        "  responseCache: {}",
+    )]);
+    let c = policy_of(&out, "/a")
+        .and_then(|p| p.response_cache)
+        .expect("cache");
+    assert_eq!(
+        (c.max_size, c.max_entry_size, c.max_entries),
+        (64 << 20, 1 << 20, 10_000)
+    );
+    for (spec, field, reason) in [
+        (
+            "  responseCache: {maxSize: 1Mi, maxEntrySize: 2Mi}",
+            "spec.responseCache.maxEntrySize",
+            "Invalid",
+        ),
+        (
+            "  responseCache: {maxSize: 12}",
+            "spec.responseCache.maxSize",
+            "Invalid",
+        ),
+        (
+            "  responseCache: {maxEntries: 0}",
+            "spec.responseCache.maxEntries",
+            "Invalid",
+        ),
+        (
+            "  responseCache: {ttl: 10s}",
+            "spec.responseCache.ttl",
+            "UnsupportedValue",
+        ),
+    ] {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(accepted(&out, "p"), is("False", reason), "{spec}");
+        assert!(
+            message(&out, "p").contains(field),
+            "{spec}: {}",
+            message(&out, "p")
+        );
+    }
+}
