@@ -481,10 +481,10 @@ fn handle_action<'s>(
             ex.accepted = Some(crate::compress::negotiate(c, &parts.headers));
         }
     }
-    // The phase-3 slot of the response cache lookup (synchronous: an in-memory map); a
-    // hit goes through phases 6 and 7 like an upstream response (so it is compressed for
-    // this client).
-    if let Some(policy) = action.policy.as_deref() {
+    // The phase-3 slot of the response cache lookup (synchronous: an in-memory map; never
+    // for an upgrade); a hit goes through phases 6 and 7 like an upstream response (so it
+    // is compressed for this client).
+    if let Some(policy) = action.policy.as_deref().filter(|_| upgrade.is_none()) {
         if let Some(cfg) = policy.response_cache {
             let metrics = &conn.shared.metrics.cache;
             let Ok(cache) = conn.shared.caches.get_or_try_insert(&policy.id, || {

@@ -361,3 +361,59 @@ async fn a_cached_response_is_compressed_for_each_client() {
     assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
     assert_eq!(o.hits(), 1, "one origin fetch served three encodings");
 }
+
+/// The snapshot `crate::fault::start` builds, on `port`, with `p` on `/p`.
+fn snap(
+    port: u16,
+    up: &Arc<weir_snapshot::Upstream>,
+    p: BackendPolicy,
+) -> Arc<weir_snapshot::Snapshot> {
+    let a = forward_to("ns/r", up);
+    let with_policy = Arc::new(weir_snapshot::RouteAction {
+        route: a.route.clone(),
+        filters: a.filters.clone(),
+        backends: a.backends.clone(),
+        total_weight: a.total_weight,
+        timeouts: a.timeouts,
+        policy: Some(Arc::new(p)),
+    });
+    snapshot(
+        2,
+        vec![socket(
+            port,
+            vec![listener(
+                "ns/gw",
+                None,
+                vec![
+                    (None, prefix("/p", with_policy)),
+                    (None, prefix("/", forward_to("ns/plain", up))),
+                ],
+            )],
+        )],
+    )
+}
+
+#[tokio::test]
+async fn entries_survive_a_swap_that_keeps_the_policy_and_go_with_it() {
+    let o = origin().await;
+    let up = upstream("svc", &[o.addr]);
+    let (proxy, addr) = crate::fault::start(&up, policy(cache(1 << 20, 1 << 16))).await;
+    fetch(addr, "GET", "/p/max60", &[]).await;
+    assert!(proxy.metric("weir_cache_bytes", &[]) > 0.0);
+    // The same policy (same id) in a new snapshot: still a hit.
+    proxy.swap(snap(addr.port(), &up, policy(cache(1 << 20, 1 << 16))));
+    proxy.proxy.sync_listeners().await;
+    let r = fetch(addr, "GET", "/p/max60", &[]).await;
+    assert_eq!(body(&r), "/max60 #1");
+    assert_eq!(o.hits(), 1);
+    // A changed policy (a new id) starts empty, and the old entries are dropped.
+    let changed = BackendPolicy {
+        id: 32,
+        ..policy(cache(2 << 20, 1 << 16))
+    };
+    proxy.swap(snap(addr.port(), &up, changed));
+    proxy.proxy.sync_listeners().await;
+    assert_eq!(proxy.metric("weir_cache_bytes", &[]), 0.0);
+    let r = fetch(addr, "GET", "/p/max60", &[]).await;
+    assert_eq!(body(&r), "/max60 #2");
+}
