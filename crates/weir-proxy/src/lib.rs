@@ -14,7 +14,9 @@
 
 mod access_log;
 mod body;
+mod cache;
 mod client_policy;
+mod compress;
 mod conn;
 mod conn_guard;
 mod error;
@@ -135,6 +137,9 @@ pub(crate) struct Shared {
     pub(crate) breakers: state::StateRegistry<u64, upstream::Breaker>,
     /// BackendTrafficPolicy retry budgets, by policy id (as the breakers).
     pub(crate) retry_budgets: state::StateRegistry<u64, upstream::Budget>,
+    /// BackendTrafficPolicy response caches, by policy id (`cache.rs`): survive swaps that
+    /// keep the policy; a changed or removed policy drops its entries.
+    pub(crate) caches: state::StateRegistry<u64, cache::Cache>,
     /// BackendTrafficPolicy load balancers by (policy id, upstream id), and per-endpoint
     /// state (in-flight requests, first seen): survive swaps (`upstream/balance.rs`).
     pub(crate) balancers: upstream::Balancers,
@@ -208,6 +213,7 @@ impl Proxy {
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
             retry_budgets: state::StateRegistry::default(),
+            caches: state::StateRegistry::default(),
             balancers: upstream::Balancers::new(zone),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
@@ -259,6 +265,7 @@ impl Proxy {
             .health
             .reconcile(&snapshot, &self.shared.metrics, clients);
         self.shared.retry_budgets.retain(|id| live.contains(id));
+        self.shared.caches.retain(|id| live.contains(id));
         self.shared.balancers.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);

@@ -68,6 +68,10 @@ pub(crate) struct Metrics {
     /// `weir_udp_flows_rejected_total`: datagrams that would have started a UDP flow beyond
     /// `--udp-max-flows`, dropped.
     pub(crate) udp_flows_rejected: IntCounter,
+    /// BackendTrafficPolicy `compression` (`compress.rs`).
+    pub(crate) compress: crate::compress::CompressMetrics,
+    /// BackendTrafficPolicy `responseCache` (`cache.rs`).
+    pub(crate) cache: crate::cache::CacheMetrics,
 }
 
 /// Labels of one finished request.
@@ -224,7 +228,11 @@ impl Metrics {
         ))?;
         registry.register(Box::new(udp_flows.clone()))?;
         registry.register(Box::new(udp_flows_rejected.clone()))?;
+        let compress = crate::compress::CompressMetrics::register(registry)?;
+        let cache = crate::cache::CacheMetrics::register(registry)?;
         Ok(Self {
+            compress,
+            cache,
             retries,
             breaker_overflows,
             endpoint_ejections,

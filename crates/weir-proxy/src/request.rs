@@ -25,8 +25,10 @@
 //! 6. **response headers** ([`Exchange::response_headers`]): the rule's and backend's
 //!    response filters and CORS, on upstream responses *and* on the answers phases 2–4
 //!    made;
-//! 7. **response body** ([`Exchange::response_body`]): wraps the body of upstream
-//!    responses (compression, cache fill);
+//! 7. **response body** ([`Exchange::response_body`]): compression ([`crate::compress`])
+//!    wraps the body of upstream responses (and cache hits) on routes whose policy has
+//!    `compression`; before phase 6, the response cache's fill ([`crate::cache::fill`])
+//!    tees a storable upstream response into the cache (or refreshes an entry on a 304);
 //! 8. **log**: metrics and a debug line ([`finish`]), the trace span's outcome
 //!    ([`crate::trace::finish`]; the span started as the request arrived, before phase 1),
 //!    the access log line.
@@ -344,17 +346,29 @@ struct Exchange<'s> {
     backend: Option<&'s Backend>,
     /// What the policy phases keep for the response side; `None` (one word) for requests
     /// no such phase acted on, so routes without policies carry nothing more.
-    kept: Option<Box<Kept>>,
+    kept: Option<Box<Kept<'s>>>,
 }
 
 /// Per-request state of the policy phases for the response side (boxed in [`Exchange`]).
 #[derive(Default)]
-struct Kept {
+struct Kept<'s> {
     /// The request's Origin, kept only for routes with a CORS filter.
     origin: Option<HeaderValue>,
     /// The access-log flag of a response that came from the backend after a phase acted on
     /// the request (`fault_delay`).
     flag: Option<&'static str>,
+    /// The coding the client accepts best, for routes with `compression` (phase 2; used in
+    /// phase 7), and the metrics it counts in.
+    accepted: Option<(
+        crate::compress::Accepted,
+        &'s crate::compress::CompressMetrics,
+    )>,
+    /// A forwarded request of a route with `responseCache`: what the fill stores its
+    /// response with.
+    cache: Option<crate::cache::Pending>,
+    /// Phase 3 answered from the response cache: the answer goes through phases 6 and 7 as
+    /// an upstream response would.
+    cache_hit: bool,
 }
 
 impl Exchange<'_> {
@@ -373,10 +387,16 @@ impl Exchange<'_> {
         }
     }
 
-    /// Phase 7, response body, on upstream responses: none of the steps (compression, cache
-    /// fill) is built yet; each will wrap the body here, for routes that have it.
+    /// Phase 7, response body: compression (`compress.rs`), for routes whose policy has it.
     fn response_body(&self, response: Response<ProxyBody>) -> Response<ProxyBody> {
-        response
+        let accepted = self.kept.as_ref().and_then(|k| k.accepted);
+        match (accepted, self.action.policy.as_deref()) {
+            (Some((accepted, metrics)), Some(policy)) => match &policy.compression {
+                Some(c) => crate::compress::response(metrics, c, accepted, response),
+                None => response,
+            },
+            _ => response,
+        }
     }
 }
 
@@ -481,6 +501,20 @@ fn handle_action<'s>(
             return Ok(local(&ex, answer));
         }
     }
+    // Phase 2 under a BackendTrafficPolicy with `compression`: the coding the client takes
+    // (never for HEAD or an upgrade: no body to compress).
+    if let Some(c) = action
+        .policy
+        .as_deref()
+        .and_then(|p| p.compression.as_deref())
+    {
+        if parts.method != Method::HEAD && upgrade.is_none() {
+            ex.kept.get_or_insert_with(Default::default).accepted = Some((
+                crate::compress::negotiate(c, &parts.headers),
+                &conn.shared.metrics.compress,
+            ));
+        }
+    }
     // Phase 4's backend choice. Session persistence: the backend and endpoint the request's
     // session pins.
     let session = action.policy.as_deref().and_then(|p| p.session.as_deref());
@@ -529,9 +563,17 @@ fn handle_action<'s>(
     // in it ([`phase3`]). The redirect base is kept by value: the future outlives `base`.
     let host = base.host.to_owned();
     let (scheme, port) = (base.scheme, base.port);
+    let upgrade = onward_state.upgrade.is_some();
     let fut: BoxedExchange<'s> = Box::pin(async move {
         let mut body = RequestBody::Streaming(body, stall);
-        if let Flow::Answer(mut answer) = phase3::run(conn, &mut ex, &mut parts, &mut body).await? {
+        let flow = phase3::run(conn, &mut ex, &mut parts, &mut body, upgrade).await?;
+        if let Flow::Answer(mut answer) = flow {
+            if ex.kept.as_ref().is_some_and(|k| k.cache_hit) {
+                // From the cache: phases 6 and 7 as for an upstream response (so it is
+                // compressed for this client).
+                ex.response_headers(answer.headers_mut(), false);
+                return Ok(ex.response_body(answer));
+            }
             // It comes back as the exchange's response: its access-log flag says who answered.
             if crate::fault::flag(&answer).is_none() {
                 answer
@@ -632,7 +674,14 @@ fn onward<'s>(
     );
     // Phases 6 and 7 on the upstream's response.
     Ok(Forward::Upstream(crate::stage::Either::Left {
-        fut: AndThen::new(forwarded, move |mut response: Response<ProxyBody>| {
+        fut: AndThen::new(forwarded, move |response: Response<ProxyBody>| {
+            let mut ex = ex;
+            // The cache fill on the upstream's response as it came (before any filter: an
+            // entry serves every client), then phase 6, then phase 7 (compression).
+            let mut response = match ex.kept.as_mut().and_then(|k| k.cache.take()) {
+                Some(pending) => crate::cache::fill(pending, response),
+                None => response,
+            };
             ex.response_headers(response.headers_mut(), false);
             if let Some(flag) = ex.kept.as_ref().and_then(|k| k.flag) {
                 response

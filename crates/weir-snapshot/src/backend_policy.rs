@@ -35,6 +35,10 @@ pub struct BackendPolicy {
     /// `loadBalancer`: how the request picks an endpoint of its backend (`None`: round
     /// robin, as without a policy).
     pub load_balancer: Option<crate::LoadBalancer>,
+    /// `compression`: the response codings Weir may apply (see [`crate::compression`]).
+    pub compression: Option<Arc<crate::Compression>>,
+    /// `responseCache` (Weir's): the policy's routes answer from an in-memory cache.
+    pub response_cache: Option<crate::ResponseCache>,
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.

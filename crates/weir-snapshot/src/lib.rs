@@ -10,8 +10,10 @@
 pub mod backend;
 pub mod backend_policy;
 pub mod balance;
+pub mod cache;
 pub mod client_auth;
 pub mod client_policy;
+pub mod compression;
 pub mod filter;
 pub mod health;
 pub mod host_index;
@@ -30,11 +32,13 @@ pub use backend::{
 };
 pub use backend_policy::{BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers};
 pub use balance::{HashCookie, HashOn, LbKind, LoadBalancer, PreferLocal};
+pub use cache::ResponseCache;
 pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use client_policy::{
     Cidr, ClientIpDetection, ClientPolicy, Http2Settings, ProxyProtocol, RequestIdMode,
     TlsSettings, TlsVersion,
 };
+pub use compression::{Coding, Compression, Compressor};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,

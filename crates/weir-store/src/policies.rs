@@ -237,7 +237,7 @@ pub struct Http2Settings {
 /// Weir's `budget`), `timeout` (`http.requestTimeout`, `http.connectionIdleTimeout`,
 /// `tcp.connectTimeout`), `circuitBreaker` (`maxConnections`, `maxPendingRequests`,
 /// `maxParallelRequests`, `maxParallelRetries`, `maxRequestsPerConnection`),
-/// `faultInjection`, `requestBuffer.limit`, `healthCheck` and `loadBalancer` (`type`, `consistentHash`,
+/// `faultInjection`, `requestBuffer.limit`, `healthCheck`, `compression` and `loadBalancer` (`type`, `consistentHash`,
 /// `slowStart`, `zoneAware.preferLocal`); everything else is kept in `unsupported` and
 /// refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -270,6 +270,78 @@ pub struct BackendTrafficPolicySpec {
     pub request_buffer: Option<RequestBuffer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancer>,
+    /// `compression[]`: the response codings, in order of preference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Vec<Compression>>,
+    /// Weir's addition: `responseCache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_cache: Option<ResponseCache>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `responseCache` (Weir's): an in-memory HTTP cache for the policy's routes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseCache {
+    /// Bytes in all: a quantity (`64Mi`) or a byte count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<IntOrString>,
+    /// The largest response stored: a quantity or a byte count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entry_size: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// One `compression[]` entry (Envoy Gateway's `Compression`): `type` (`Gzip`, `Brotli`,
+/// `Zstd`), its settings block, `minContentLength`; `contentTypes` is Weir's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Compression {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<GzipCompressor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brotli: Option<BrotliCompressor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zstd: Option<ZstdCompressor>,
+    /// A quantity (`1Ki`) or a byte count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_content_length: Option<IntOrString>,
+    /// Weir's extension: the media types compressed (`type/subtype` or `type/*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_types: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GzipCompressor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrotliCompressor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZstdCompressor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i64>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -751,7 +823,8 @@ mod tests {
                 "faultInjection": {"abort": {"grpcStatus": 14, "percentage": 0.5}, "delay": {"fixedDelay": "1s"}},
                 "requestBuffer": {"limit": "1Mi"},
                 "loadBalancer": {"type": "Random", "zoneAware": {"weightedZones": []}},
-                "compression": [{"type": "Gzip"}]
+                "compression": [{"type": "Gzip", "gzip": {"compressionLevel": 9, "windowBits": 12}}],
+                "responseOverride": []
             }
         }))
         .unwrap();
@@ -779,9 +852,14 @@ mod tests {
         assert_eq!(lb.type_.as_deref(), Some("Random"));
         let zone_aware = lb.zone_aware.as_ref().unwrap();
         assert!(zone_aware.unsupported.contains_key("weightedZones"));
+        let gzip = &p.spec.compression.as_ref().unwrap()[0];
+        assert_eq!(gzip.type_.as_deref(), Some("Gzip"));
+        let settings = gzip.gzip.as_ref().unwrap();
+        assert_eq!(settings.compression_level, Some(9));
+        assert!(settings.unsupported.contains_key("windowBits"));
         assert_eq!(
             p.spec.unsupported.keys().collect::<Vec<_>>(),
-            ["compression"]
+            ["responseOverride"]
         );
         let s: SecurityPolicy = serde_json::from_value(serde_json::json!({
             "apiVersion": "gateway.weir.dev/v1alpha1",

@@ -19,11 +19,13 @@ use crate::error::ProxyError;
 use crate::upstream::{self, BodyTimer, CopySender, UpstreamBody};
 
 /// Runs the route's asynchronous steps in order; the first answer ends the phase.
+/// `upgrade`: the request asks for a WebSocket tunnel (never answered from a cache).
 pub(super) async fn run(
     conn: &ConnCtx,
     ex: &mut Exchange<'_>,
-    _parts: &mut Parts,
+    parts: &mut Parts,
     _body: &mut RequestBody,
+    upgrade: bool,
 ) -> Result<Flow, ProxyError> {
     let action = ex.action;
     // A BackendTrafficPolicy's fault delay (`crate::fault`): before any upstream connection
@@ -33,6 +35,26 @@ pub(super) async fn run(
         {
             tokio::time::sleep(delay).await;
             ex.kept.get_or_insert_with(Default::default).flag = Some("fault_delay");
+        }
+    }
+    // The response cache's lookup (`crate::cache`): a hit answers, and goes through phases 6
+    // and 7 as an upstream response would (so it is compressed for this client).
+    if let Some(policy) = action.policy.as_deref().filter(|_| !upgrade) {
+        if let Some(cfg) = policy.response_cache {
+            let metrics = &conn.shared.metrics.cache;
+            let Ok(cache) = conn.shared.caches.get_or_try_insert(&policy.id, || {
+                Ok::<_, std::convert::Infallible>(crate::cache::Cache::new(cfg, metrics))
+            });
+            match crate::cache::lookup(&cache, metrics, &action.route.route, parts) {
+                crate::cache::Lookup::Hit(hit) => {
+                    ex.kept.get_or_insert_with(Default::default).cache_hit = true;
+                    return Ok(Flow::Answer(hit));
+                }
+                crate::cache::Lookup::Forward(pending) => {
+                    ex.kept.get_or_insert_with(Default::default).cache = Some(*pending);
+                }
+                crate::cache::Lookup::Bypass => {}
+            }
         }
     }
     Ok(Flow::Continue)

@@ -313,6 +313,12 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
     if let Some(lb) = &spec.load_balancer {
         lb::unsupported_fields(lb, &mut add);
     }
+    if let Some(c) = &spec.compression {
+        compression::unsupported_fields(c, &mut add);
+    }
+    if let Some(c) = &spec.response_cache {
+        cache::unsupported_fields(c, &mut add);
+    }
     if let Some(h) = &spec.health_check {
         health::unsupported_fields(h, &mut out);
     }
@@ -408,6 +414,12 @@ fn compile(
     }
     if let Some(lb) = &spec.load_balancer {
         out.load_balancer = Some(lb::compile(lb)?);
+    }
+    if let Some(c) = &spec.compression {
+        out.compression = Some(Arc::new(compression::compile(c)?));
+    }
+    if let Some(c) = &spec.response_cache {
+        out.response_cache = Some(cache::compile(c)?);
     }
     Ok((out, request_timeout))
 }
@@ -521,6 +533,8 @@ fn identity(key: &ObjectKey, spec: &BackendTrafficPolicySpec) -> u64 {
     h.finish()
 }
 
+mod cache;
+mod compression;
 mod health;
 mod lb;
 pub(crate) mod traffic;

@@ -658,3 +658,195 @@ fn invalid_load_balancer_values_are_refused_naming_the_field() {
 }
 
 mod health;
+
+#[test]
+fn compression_compiles_in_order_with_levels_and_lengths() {
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        ROUTE,
+        "
+  compression:
+  - type: Zstd
+    zstd: {compressionLevel: 5}
+  - type: Brotli
+    minContentLength: 1Ki
+  - type: Gzip
+    gzip: {compressionLevel: 9}
+    minContentLength: 100
+    contentTypes: [application/json, Text/*]",
+    )]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let c = policy_of(&out, "/a")
+        .and_then(|p| p.compression.clone())
+        .expect("compression");
+    let got: Vec<_> = c
+        .compressors
+        .iter()
+        .map(|c| (c.coding, c.level, c.min_content_length))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (weir_snapshot::Coding::Zstd, Some(5), 30),
+            (weir_snapshot::Coding::Brotli, None, 1024),
+            (weir_snapshot::Coding::Gzip, Some(9), 100),
+        ]
+    );
+    let types = c.compressors[2].content_types.as_deref().expect("types");
+    assert_eq!(
+        types.iter().map(|t| &**t).collect::<Vec<_>>(),
+        ["application/json", "text/*"]
+    );
+    assert!(c.compressors[0].content_types.is_none());
+    // A route without the policy has none.
+    assert!(policy_of(&out, "/o").is_none());
+}
+
+#[test]
+fn compression_refuses_bad_values_naming_the_field() {
+    for (spec, field) in [
+        ("  compression: []", "spec.compression"),
+        ("  compression: [{type: Lz4}]", "spec.compression[0].type"),
+        (
+            "  compression: [{minContentLength: 50}]",
+            "spec.compression[0].type",
+        ),
+        (
+            "  compression: [{type: Gzip}, {type: Gzip}]",
+            "spec.compression[1].type",
+        ),
+        (
+            "  compression: [{type: Gzip, brotli: {quality: 3}}]",
+            "spec.compression[0].brotli",
+        ),
+        (
+            "  compression: [{type: Gzip, gzip: {compressionLevel: 10}}]",
+            "spec.compression[0].gzip.compressionLevel",
+        ),
+        (
+            "  compression: [{type: Brotli, brotli: {quality: 12}}]",
+            "spec.compression[0].brotli.quality",
+        ),
+        (
+            "  compression: [{type: Zstd, zstd: {compressionLevel: 0}}]",
+            "spec.compression[0].zstd.compressionLevel",
+        ),
+        (
+            "  compression: [{type: Gzip, minContentLength: 10}]",
+            "spec.compression[0].minContentLength",
+        ),
+        (
+            "  compression: [{type: Gzip, minContentLength: lots}]",
+            "spec.compression[0].minContentLength",
+        ),
+        (
+            "  compression: [{type: Gzip, contentTypes: [html]}]",
+            "spec.compression[0].contentTypes",
+        ),
+        (
+            "  compression: [{type: Gzip, contentTypes: []}]",
+            "spec.compression[0].contentTypes",
+        ),
+    ] {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(accepted(&out, "p"), is("False", "Invalid"), "{spec}");
+        assert!(
+            message(&out, "p").contains(field),
+            "{spec}: {}",
+            message(&out, "p")
+        );
+        assert!(policy_of(&out, "/a").is_none(), "{spec}");
+    }
+    for (spec, field) in [
+        (
+            "  compression: [{type: Gzip, gzip: {windowBits: 12}}]",
+            "spec.compression[0].gzip.windowBits",
+        ),
+        (
+            "  compression: [{type: Brotli, brotli: {encoderMode: Text}}]",
+            "spec.compression[0].brotli.encoderMode",
+        ),
+        (
+            "  compression: [{type: Zstd, zstd: {strategy: Fast}}]",
+            "spec.compression[0].zstd.strategy",
+        ),
+        (
+            "  compression: [{type: Gzip, chunkSize: 4096}]",
+            "spec.compression[0].chunkSize",
+        ),
+    ] {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(
+            accepted(&out, "p"),
+            is("False", "UnsupportedValue"),
+            "{spec}"
+        );
+        assert!(
+            message(&out, "p").contains(field),
+            "{spec}: {}",
+            message(&out, "p")
+        );
+    }
+}
+
+#[test]
+fn response_cache_compiles_with_defaults_and_refuses_bad_bounds() {
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        ROUTE,
+        "  responseCache: {maxSize: 8Mi, maxEntrySize: 64Ki, maxEntries: 500}",
+    )]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let c = policy_of(&out, "/a")
+        .and_then(|p| p.response_cache)
+        .expect("cache");
+    assert_eq!(
+        (c.max_size, c.max_entry_size, c.max_entries),
+        (8 << 20, 64 << 10, 500)
+    );
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        ROUTE,
+        "  responseCache: {}",
+    )]);
+    let c = policy_of(&out, "/a")
+        .and_then(|p| p.response_cache)
+        .expect("cache");
+    assert_eq!(
+        (c.max_size, c.max_entry_size, c.max_entries),
+        (64 << 20, 1 << 20, 10_000)
+    );
+    for (spec, field, reason) in [
+        (
+            "  responseCache: {maxSize: 1Mi, maxEntrySize: 2Mi}",
+            "spec.responseCache.maxEntrySize",
+            "Invalid",
+        ),
+        (
+            "  responseCache: {maxSize: 12}",
+            "spec.responseCache.maxSize",
+            "Invalid",
+        ),
+        (
+            "  responseCache: {maxEntries: 0}",
+            "spec.responseCache.maxEntries",
+            "Invalid",
+        ),
+        (
+            "  responseCache: {ttl: 10s}",
+            "spec.responseCache.ttl",
+            "UnsupportedValue",
+        ),
+    ] {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", GW, spec)]);
+        assert_eq!(accepted(&out, "p"), is("False", reason), "{spec}");
+        assert!(
+            message(&out, "p").contains(field),
+            "{spec}: {}",
+            message(&out, "p")
+        );
+    }
+}
