@@ -12,6 +12,7 @@ pub mod backend_policy;
 pub mod balance;
 pub mod client_auth;
 pub mod client_policy;
+pub mod ext_auth;
 pub mod filter;
 pub mod health;
 pub mod host_index;
@@ -35,6 +36,7 @@ pub use client_policy::{
     Cidr, ClientIpDetection, ClientPolicy, Http2Settings, ProxyProtocol, RequestIdMode,
     TlsSettings, TlsVersion,
 };
+pub use ext_auth::{ExtAuth, ExtAuthProtocol};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,

@@ -47,6 +47,9 @@ pub struct RouteAction {
     /// The BackendTrafficPolicy in effect (most specific of rule, route, Gateway); `None`:
     /// the request pays nothing for policies.
     pub policy: Option<Arc<crate::BackendPolicy>>,
+    /// External authorization (HTTPRoute `ExternalAuth` filter, SecurityPolicy `extAuth`),
+    /// checked in phase 3; `None`: the request pays nothing for it.
+    pub ext_auth: Option<Arc<crate::ExtAuth>>,
 }
 
 impl RouteAction {
