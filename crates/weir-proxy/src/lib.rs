@@ -18,8 +18,6 @@ mod client_policy;
 mod conn;
 mod conn_guard;
 mod error;
-// Called from phase 3 once the seam lands (notes/seam.md).
-#[allow(dead_code)]
 mod ext_auth;
 mod fault;
 mod filter;

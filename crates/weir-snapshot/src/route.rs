@@ -57,9 +57,11 @@ impl RouteAction {
     /// weir-proxy's request pipeline: a step that waits before the request goes on). Routes
     /// without one skip the phase and pay nothing for it.
     pub fn needs_async(&self) -> bool {
-        self.policy
-            .as_deref()
-            .is_some_and(|p| p.fault.is_some_and(|f| f.delay.is_some()))
+        self.ext_auth.is_some()
+            || self
+                .policy
+                .as_deref()
+                .is_some_and(|p| p.fault.is_some_and(|f| f.delay.is_some()))
     }
 }
 

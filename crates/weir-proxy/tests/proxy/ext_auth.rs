@@ -133,9 +133,14 @@ async fn allow_and_deny(grpc_service: bool) {
     } else {
         AuthServer::start_http().await
     };
+    // HTTP always sends Authorization; gRPC sends exactly the list (GEP-1494).
     let setup = Setup {
         protocol: if grpc_service { grpc } else { http_all },
-        allowed_headers: Some(vec!["x-allowed"]),
+        allowed_headers: Some(if grpc_service {
+            vec!["x-allowed", "authorization"]
+        } else {
+            vec!["x-allowed"]
+        }),
         ..Setup::default()
     };
     let (_proxy, addr) = start(&up, ext_auth(auth_upstream(&auth, grpc_service), &setup)).await;
@@ -144,14 +149,21 @@ async fn allow_and_deny(grpc_service: bool) {
         addr,
         "/a/x?q=1",
         Some("allow"),
-        &[("x-allowed", "yes"), ("x-secret", "no"), ("x-remove-me", "gone")],
+        &[
+            ("x-allowed", "yes"),
+            ("x-secret", "no"),
+            ("x-remove-me", "gone"),
+        ],
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.seen_header("x-current-user").as_deref(), Some("alice"));
     let seen = auth.last().expect("the service was asked");
     assert_eq!(seen.method, "GET");
-    assert_eq!(seen.headers.get("x-allowed").map(String::as_str), Some("yes"));
+    assert_eq!(
+        seen.headers.get("x-allowed").map(String::as_str),
+        Some("yes")
+    );
     assert_eq!(seen.headers.get("x-secret"), None, "not an allowed header");
     assert_eq!(
         seen.headers.get("authorization").map(String::as_str),
@@ -160,12 +172,22 @@ async fn allow_and_deny(grpc_service: bool) {
     if grpc_service {
         assert_eq!(seen.path, "/a/x?q=1");
         assert_eq!(seen.host, "example.com");
-        assert_eq!(r.seen_header("x-remove-me"), None, "headers_to_remove applied");
+        assert_eq!(
+            r.seen_header("x-remove-me"),
+            None,
+            "headers_to_remove applied"
+        );
     } else {
         assert_eq!(seen.path, "/check/a/x?q=1", "the path prefix");
         assert_eq!(seen.host, "example.com");
-        assert_eq!(seen.headers.get("content-length").map(String::as_str), Some("0"));
-        assert_eq!(r.seen_header("x-auth-path").as_deref(), Some("/check/a/x?q=1"));
+        assert_eq!(
+            seen.headers.get("content-length").map(String::as_str),
+            Some("0")
+        );
+        assert_eq!(
+            r.seen_header("x-auth-path").as_deref(),
+            Some("/check/a/x?q=1")
+        );
     }
 
     let before = echo.received.load(Ordering::SeqCst);
@@ -173,7 +195,9 @@ async fn allow_and_deny(grpc_service: bool) {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.body, "denied by ext auth");
     assert_eq!(
-        r.headers.get("www-authenticate").and_then(|v| v.to_str().ok()),
+        r.headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
         Some("Bearer realm=\"weir-test\"")
     );
     let r = call(addr, "/a/x", Some("forbidden"), &[]).await;
@@ -219,13 +243,21 @@ async fn http_ext_auth_copies_only_the_listed_answer_headers() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.seen_header("x-current-user").as_deref(), Some("alice"));
     assert_eq!(r.seen_header("x-auth-unlisted"), None, "not listed");
-    assert_eq!(auth.last().map(|s| s.path), Some("/a".to_string()), "no prefix");
+    assert_eq!(
+        auth.last().map(|s| s.path),
+        Some("/a".to_string()),
+        "no prefix"
+    );
     // With the whole answer copied (empty list), the unlisted header comes too.
     let setup = Setup::default();
     let (_proxy2, addr) = start(&up, ext_auth(auth_upstream(&auth, false), &setup)).await;
     let r = call(addr, "/a", Some("allow"), &[]).await;
     assert_eq!(r.seen_header("x-auth-unlisted").as_deref(), Some("yes"));
-    assert_eq!(r.seen_header("content-type"), None, "not the answer's own headers");
+    assert_eq!(
+        r.seen_header("content-type"),
+        None,
+        "not the answer's own headers"
+    );
 }
 
 async fn forwards_the_body(grpc_service: bool) {
@@ -293,7 +325,8 @@ async fn service_down(grpc_service: bool) {
     } else {
         weir_snapshot::AppProtocol::Http1
     };
-    let down = || BackendTarget::Upstream(upstream_with("ns/auth:9000", protocol, &[closed_port()]));
+    let down =
+        || BackendTarget::Upstream(upstream_with("ns/auth:9000", protocol, &[closed_port()]));
     let kind = if grpc_service { grpc } else { http_all };
     let closed = Setup {
         protocol: kind,
@@ -343,7 +376,7 @@ async fn slow_service(grpc_service: bool) {
     let setup = Setup {
         protocol: if grpc_service { grpc } else { http_all },
         timeout: Duration::from_millis(300),
-        allowed_headers: Some(vec!["x-auth-delay-ms"]),
+        allowed_headers: Some(vec!["x-auth-delay-ms", "authorization"]),
         ..Setup::default()
     };
     let (_proxy, addr) = start(&up, ext_auth(auth_upstream(&auth, grpc_service), &setup)).await;
@@ -351,8 +384,16 @@ async fn slow_service(grpc_service: bool) {
     assert_eq!(fast.status, StatusCode::OK, "within the timeout");
     let t = Instant::now();
     let slow = call(addr, "/a", Some("allow"), &[("x-auth-delay-ms", "3000")]).await;
-    assert_eq!(slow.status, StatusCode::FORBIDDEN, "timed out: fails closed");
-    assert!(t.elapsed() < Duration::from_millis(2000), "{:?}", t.elapsed());
+    assert_eq!(
+        slow.status,
+        StatusCode::FORBIDDEN,
+        "timed out: fails closed"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -422,6 +463,10 @@ async fn the_grpc_channel_is_reused_across_requests() {
         assert_eq!(r.status, StatusCode::OK);
     }
     assert_eq!(auth.count(), 5);
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one HTTP/2 connection for all checks");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one HTTP/2 connection for all checks"
+    );
     relay.abort();
 }

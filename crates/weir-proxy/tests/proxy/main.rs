@@ -10,6 +10,7 @@ mod boundaries;
 mod client_auth;
 mod client_policy;
 mod errors;
+mod ext_auth;
 mod extended;
 mod fault;
 mod health;
