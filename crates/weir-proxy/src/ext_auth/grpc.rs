@@ -373,3 +373,91 @@ impl tower_service::Service<http::Uri> for Connector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::HeaderValue as PbHeader;
+    use envoy_types::pb::google::protobuf::BoolValue;
+
+    #[allow(deprecated)]
+    fn option(
+        key: &str,
+        value: &str,
+        append: Option<bool>,
+        action: HeaderAppendAction,
+    ) -> HeaderValueOption {
+        HeaderValueOption {
+            header: Some(PbHeader {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            }),
+            append: append.map(|value| BoolValue { value }),
+            append_action: action as i32,
+            ..Default::default()
+        }
+    }
+
+    fn get(h: &http::HeaderMap, name: &str) -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn ok_header_mutations_follow_envoy() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("client"));
+        h.insert("x-b", HeaderValue::from_static("client"));
+        // `append` unset and the default action: overwrite (this message's default).
+        apply(
+            &mut h,
+            &option("x-a", "auth", None, HeaderAppendAction::AppendIfExistsOrAdd),
+        );
+        assert_eq!(get(&h, "x-a"), ["auth"]);
+        // `append: true`: appended.
+        apply(
+            &mut h,
+            &option(
+                "x-b",
+                "auth",
+                Some(true),
+                HeaderAppendAction::AppendIfExistsOrAdd,
+            ),
+        );
+        assert_eq!(get(&h, "x-b"), ["client", "auth"]);
+        // ADD_IF_ABSENT keeps what is there; OVERWRITE_IF_EXISTS adds nothing new.
+        apply(
+            &mut h,
+            &option("x-a", "again", None, HeaderAppendAction::AddIfAbsent),
+        );
+        assert_eq!(get(&h, "x-a"), ["auth"]);
+        apply(
+            &mut h,
+            &option("x-new", "v", None, HeaderAppendAction::OverwriteIfExists),
+        );
+        assert!(get(&h, "x-new").is_empty());
+        // Never framing headers or Host.
+        apply(
+            &mut h,
+            &option(
+                "host",
+                "evil",
+                None,
+                HeaderAppendAction::AppendIfExistsOrAdd,
+            ),
+        );
+        apply(
+            &mut h,
+            &option(
+                "content-length",
+                "9",
+                None,
+                HeaderAppendAction::AppendIfExistsOrAdd,
+            ),
+        );
+        assert!(get(&h, "host").is_empty() && get(&h, "content-length").is_empty());
+    }
+}
