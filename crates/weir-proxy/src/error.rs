@@ -63,6 +63,16 @@ pub enum ProxyError {
     InvalidBackend(Arc<str>),
     #[error("a filter produced an invalid {what}: {value:?}")]
     InvalidFilterResult { what: &'static str, value: String },
+    /// The route's ext auth service is not usable (an unresolved backendRef): the request
+    /// fails closed.
+    #[error("the external authorization service is invalid: {0}")]
+    ExtAuthInvalid(Arc<str>),
+
+    // ---- ext auth: the auth service failed (unreachable, timeout, malformed answer) ----
+    /// With `failOpen: false` the request is refused with 403, as Envoy's ext_authz does
+    /// (`status_on_error`).
+    #[error("the external authorization service failed: {0}")]
+    ExtAuthFailed(Arc<str>),
 
     // ---- upstream: the backend is at fault (502/503/504) ----
     #[error("upstream {0} has no ready endpoints")]
@@ -237,6 +247,18 @@ impl ProxyError {
                 "invalid_backend",
                 "invalid backend\n",
                 Internal,
+            ),
+            ProxyError::ExtAuthInvalid(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ext_auth_invalid",
+                "invalid external authorization\n",
+                Internal,
+            ),
+            ProxyError::ExtAuthFailed(_) => (
+                StatusCode::FORBIDDEN,
+                "ext_auth_error",
+                "external authorization failed\n",
+                Upstream,
             ),
             ProxyError::InvalidFilterResult { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -20,6 +20,7 @@ mod compress;
 mod conn;
 mod conn_guard;
 mod error;
+mod ext_auth;
 mod fault;
 mod filter;
 mod listener;
@@ -147,6 +148,8 @@ pub(crate) struct Shared {
     pub(crate) tracing: Option<trace::Tracing>,
     /// Seals and opens session values (`session.rs`).
     pub(crate) session_key: Arc<session::SessionKey>,
+    /// Ext auth gRPC channels, by configuration id: survive swaps (`ext_auth/grpc.rs`).
+    pub(crate) ext_auth: ext_auth::ExtAuthClients,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -214,6 +217,7 @@ impl Proxy {
             breakers: state::StateRegistry::default(),
             retry_budgets: state::StateRegistry::default(),
             caches: state::StateRegistry::default(),
+            ext_auth: ext_auth::ExtAuthClients::default(),
             balancers: upstream::Balancers::new(zone),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
         });
@@ -249,15 +253,21 @@ impl Proxy {
         });
         // Breakers whose policy no route of the snapshot has any more go.
         let mut live = std::collections::HashSet::new();
+        let mut live_auth = std::collections::HashSet::new();
         for socket in snapshot.sockets.iter() {
             for listener in socket.listeners.iter() {
                 for entry in listener.routes.values() {
                     if let Some(p) = &entry.action.policy {
                         live.insert(p.id);
                     }
+                    if let Some(a) = &entry.action.ext_auth {
+                        live_auth.insert(a.id);
+                    }
                 }
             }
         }
+        // Ext auth channels of configurations no route has any more close.
+        self.shared.ext_auth.retain(&live_auth);
         self.shared.breakers.retain(|id| live.contains(id));
         // Endpoint health: probers for the endpoints routes with a health check reach.
         let clients = &self.shared.clients;

@@ -63,6 +63,10 @@ pub(crate) struct Metrics {
     /// `weir_trace_spans_dropped_total`: sampled spans not exported because the export
     /// queue was full or their export failed.
     pub(crate) trace_spans_dropped: IntCounter,
+    /// `weir_ext_auth_failures_total{outcome}`: ext auth checks whose service failed
+    /// (unreachable, timeout, malformed answer), by what happened to the request: `open`
+    /// (let through, `failOpen`) or `closed` (refused with 403).
+    ext_auth_failures: IntCounterVec,
     /// `weir_udp_flows`: UDP flows open now (see `udp.rs`).
     pub(crate) udp_flows: IntGauge,
     /// `weir_udp_flows_rejected_total`: datagrams that would have started a UDP flow beyond
@@ -218,6 +222,14 @@ impl Metrics {
             "Sampled spans not exported: the export queue was full or the export failed."
         ))?;
         registry.register(Box::new(trace_spans_dropped.clone()))?;
+        let ext_auth_failures = IntCounterVec::new(
+            opts!(
+                "weir_ext_auth_failures_total",
+                "External authorization checks whose service failed, by outcome (open: let through, closed: refused)."
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(ext_auth_failures.clone()))?;
         let udp_flows = IntGauge::with_opts(opts!(
             "weir_udp_flows",
             "UDP flows (client address to endpoint) open now."
@@ -254,7 +266,15 @@ impl Metrics {
             idle_closed,
             access_log_dropped,
             trace_spans_dropped,
+            ext_auth_failures,
         })
+    }
+
+    /// An ext auth service failed; `open`: the request went on (`failOpen`).
+    pub(crate) fn ext_auth_failure(&self, open: bool) {
+        self.ext_auth_failures
+            .with_label_values(&[if open { "open" } else { "closed" }])
+            .inc();
     }
 
     pub(crate) fn record_request(

@@ -117,6 +117,32 @@ impl Clients {
     }
 }
 
+impl Clients {
+    /// The TLS client settings (ALPN h2) for a gRPC service reached outside the pools (the
+    /// ext auth channel): `None` for cleartext; an invalid policy is an error, never
+    /// cleartext.
+    pub(crate) fn grpc_tls(
+        &self,
+        upstream: &Upstream,
+    ) -> Result<
+        Option<(
+            std::sync::Arc<rustls::ClientConfig>,
+            rustls::pki_types::ServerName<'static>,
+        )>,
+        ProxyError,
+    > {
+        let settings = match &upstream.tls {
+            None => return Ok(None),
+            Some(BackendTls::Invalid(why)) => return Err(ProxyError::InvalidBackend(why.clone())),
+            Some(BackendTls::Verify(settings)) => settings,
+        };
+        let config = self.tls.get(settings, None, true).map_err(|err| {
+            ProxyError::InvalidBackend(format!("TLS settings of {}: {err}", upstream.name).into())
+        })?;
+        Ok(Some((config, settings.server_name.clone())))
+    }
+}
+
 /// What forwarding needs to know about the request's side of the Gateway.
 pub(crate) struct Downstream<'a> {
     /// The client address as the X-Forwarded-For value.

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod client_auth;
 pub mod client_policy;
 pub mod compression;
+pub mod ext_auth;
 pub mod filter;
 pub mod health;
 pub mod host_index;
@@ -39,6 +40,7 @@ pub use client_policy::{
     TlsSettings, TlsVersion,
 };
 pub use compression::{Coding, Compression, Compressor};
+pub use ext_auth::{ExtAuth, ExtAuthProtocol};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,

@@ -47,6 +47,9 @@ pub struct RouteAction {
     /// The BackendTrafficPolicy in effect (most specific of rule, route, Gateway); `None`:
     /// the request pays nothing for policies.
     pub policy: Option<Arc<crate::BackendPolicy>>,
+    /// External authorization (HTTPRoute `ExternalAuth` filter, SecurityPolicy `extAuth`),
+    /// checked in phase 3; `None`: the request pays nothing for it.
+    pub ext_auth: Option<Arc<crate::ExtAuth>>,
 }
 
 impl RouteAction {
@@ -54,9 +57,10 @@ impl RouteAction {
     /// weir-proxy's request pipeline: a step that waits before the request goes on). Routes
     /// without one skip the phase and pay nothing for it.
     pub fn needs_async(&self) -> bool {
-        self.policy.as_deref().is_some_and(|p| {
-            p.fault.is_some_and(|f| f.delay.is_some()) || p.response_cache.is_some()
-        })
+        self.ext_auth.is_some()
+            || self.policy.as_deref().is_some_and(|p| {
+                p.fault.is_some_and(|f| f.delay.is_some()) || p.response_cache.is_some()
+            })
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Req<'a> {
     pub host: &'a str,
     pub path: &'a str,
     pub headers: Vec<(&'a str, &'a str)>,
+    /// The request body (empty: none).
+    pub body: &'a [u8],
 }
 
 impl<'a> Req<'a> {
@@ -57,6 +59,7 @@ impl<'a> Req<'a> {
             host,
             path,
             headers: Vec::new(),
+            body: &[],
         }
     }
 
@@ -77,7 +80,9 @@ impl<'a> Req<'a> {
         for (n, v) in &self.headers {
             builder = builder.header(*n, *v);
         }
-        builder.body(Full::new(Bytes::new())).unwrap()
+        builder
+            .body(Full::new(Bytes::copy_from_slice(self.body)))
+            .unwrap()
     }
 }
 

@@ -10,7 +10,8 @@ use weir_snapshot::{
     RequestMatch, RouteAction, RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,
 };
 use weir_store::gw::httproutes::{
-    HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
+    HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
     HttpRouteRulesMatchesMethod as M, HttpRouteRulesMatchesPathType as PathType,
     HttpRouteRulesMatchesQueryParamsType as QueryType, HttpRouteUseDefaultGateways,
 };
@@ -201,7 +202,7 @@ fn compile_rule(
             out,
         );
         let action = match compiled {
-            Ok((filters, backends)) => {
+            Ok((filters, backends, ext_auth)) => {
                 let total_weight = backends.iter().map(|b| u64::from(b.weight)).sum();
                 RouteAction {
                     route: route_ref.clone(),
@@ -210,6 +211,7 @@ fn compile_rule(
                     total_weight,
                     timeouts,
                     policy,
+                    ext_auth,
                 }
             }
             Err(e @ TranslateError::UnsupportedFilter { .. }) => {
@@ -221,6 +223,7 @@ fn compile_rule(
                     total_weight: 0,
                     timeouts,
                     policy: None,
+                    ext_auth: None,
                 }
             }
             Err(e) => return Err(e),
@@ -237,7 +240,11 @@ fn compile_rule(
     Ok(())
 }
 
-type Action = (Vec<weir_snapshot::Filter>, Vec<Backend>);
+type Action = (
+    Vec<weir_snapshot::Filter>,
+    Vec<Backend>,
+    Option<Arc<weir_snapshot::ExtAuth>>,
+);
 
 fn compile_action(
     store: &Store,
@@ -262,12 +269,50 @@ fn compile_action(
             None
         }
     };
-    let filters = filter::compile(
-        rule.filters.as_deref().unwrap_or(&[]),
-        rule_index,
-        matched_prefix,
-        Some(&mut mirror),
-    )?;
+    // The ExternalAuth filter becomes the action's `ext_auth` (checked in phase 3, after
+    // the rule's other request filters), not a step of the filter list.
+    let rule_filters = rule.filters.as_deref().unwrap_or(&[]);
+    let mut ext_auth = None;
+    let others: Vec<HttpRouteRulesFilters>;
+    let rule_filters = if rule_filters
+        .iter()
+        .any(|f| f.r#type == FilterType::ExternalAuth)
+    {
+        let mut auths = rule_filters
+            .iter()
+            .filter(|f| f.r#type == FilterType::ExternalAuth);
+        let (Some(f), None) = (auths.next(), auths.next()) else {
+            return Err(TranslateError::UnsupportedFilter {
+                rule: rule_index,
+                filter: "ExternalAuth (more than one in a rule)".into(),
+            });
+        };
+        let invalid = |detail: String| TranslateError::InvalidFilter {
+            rule: rule_index,
+            detail,
+        };
+        let spec = f
+            .external_auth
+            .as_ref()
+            .ok_or_else(|| invalid("ExternalAuth without externalAuth".into()))?;
+        let config = crate::ext_auth::ExtAuthConfig::from_filter(spec);
+        let service = match mirror_target(&mut mirror, &crate::ext_auth::filter_backend_ref(spec)) {
+            Ok(u) => BackendTarget::Upstream(u),
+            Err(why) => BackendTarget::Invalid(why),
+        };
+        let compiled = crate::ext_auth::compile_ext_auth(&config, service)
+            .map_err(|e| invalid(format!("ExternalAuth: {e}")))?;
+        ext_auth = Some(Arc::new(compiled));
+        others = rule_filters
+            .iter()
+            .filter(|f| f.r#type != FilterType::ExternalAuth)
+            .cloned()
+            .collect();
+        &others[..]
+    } else {
+        rule_filters
+    };
+    let filters = filter::compile(rule_filters, rule_index, matched_prefix, Some(&mut mirror))?;
     let mut backend_filter_lists = Vec::new();
     for b in rule.backend_refs.iter().flatten() {
         let bf = b
@@ -306,7 +351,22 @@ fn compile_action(
             filters: backend_filters.into(),
         });
     }
-    Ok((filters, backends))
+    Ok((filters, backends, ext_auth))
+}
+
+/// Resolve a backendRef with the rule's resolver (which records an unresolved one as the
+/// route's ResolvedRefs=False): the upstream, or why not.
+fn mirror_target(
+    resolve: &mut filter::MirrorResolver<'_>,
+    spec: &BackendRefSpec<'_>,
+) -> Result<Arc<weir_snapshot::Upstream>, Arc<str>> {
+    resolve(spec).ok_or_else(|| {
+        Arc::from(format!(
+            "ExternalAuth backendRef {}/{} does not resolve",
+            spec.namespace.unwrap_or("(route namespace)"),
+            spec.name
+        ))
+    })
 }
 
 /// The matcher, and the prefix ReplacePrefixMatch filters replace (`None` for regex paths).

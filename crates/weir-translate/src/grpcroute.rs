@@ -172,6 +172,7 @@ fn compile_rule(
             backends: backends.into(),
             timeouts: Timeouts::default(),
             policy,
+            ext_auth: None,
         },
         Err(e @ TranslateError::UnsupportedFilter { .. }) => {
             out.invalid_rules.push(e);
@@ -182,6 +183,7 @@ fn compile_rule(
                 total_weight: 0,
                 timeouts: Timeouts::default(),
                 policy: None,
+                ext_auth: None,
             }
         }
         Err(e) => return Err(e),

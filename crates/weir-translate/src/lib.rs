@@ -22,6 +22,7 @@ mod backendtls;
 mod compile;
 mod conditions;
 mod error;
+pub mod ext_auth;
 mod filter;
 mod frontend;
 mod gateway;
@@ -58,6 +59,7 @@ use weir_store::{Kind, ObjectKey, ObjectMeta, WrittenStatus};
 
 pub use addressing::{AddressPool, Addressing};
 pub use error::TranslateError;
+pub use ext_auth::{compile_ext_auth, ExtAuthConfig};
 pub use memo::Memo;
 pub use status::INVALID_MANIFEST;
 
@@ -92,6 +94,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteBackendTimeout",
     "HTTPRouteBackendURLRewrite",
     "HTTPRouteCORS",
+    "HTTPRouteExternalAuthForwardBody",
+    "HTTPRouteExternalAuthGRPC",
+    "HTTPRouteExternalAuthHTTP",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
     "HTTPRouteNamedRouteRule",

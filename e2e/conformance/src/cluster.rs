@@ -778,6 +778,16 @@ fn start_deployment(
             .as_str()
             .is_some_and(|i| i.contains("coredns/coredns"))
     });
+    // Weir's test auth service (its own ExternalAuth tests, `weir/httproute-external-auth-*`):
+    // `weir-test-auth`, speaking AUTH_PROTOCOL (HTTP or GRPC) on its one container port.
+    let auth = containers.iter().find(|c| {
+        c["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("weir-test-auth"))
+    });
+    if let Some(auth) = auth {
+        return start_auth_deployment(d, auth, base);
+    }
     if !is_echo && !coredns {
         return Ok(Vec::new());
     }
@@ -903,6 +913,63 @@ fn start_deployment(
             labels: labels.clone(),
             name: pod_name,
             ports,
+            base,
+            _proc: proc,
+        });
+    }
+    Ok(pods)
+}
+
+/// The replicas of a test auth service Deployment: `weir-test-auth` with the container's
+/// `AUTH_PROTOCOL`, its first container port mapped to the port the process listens on.
+fn start_auth_deployment(d: &Value, container: &Value, base: bool) -> anyhow::Result<Vec<Pod>> {
+    let (ns, name) = ns_name(d);
+    let protocol = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "AUTH_PROTOCOL")
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or("HTTP")
+        .to_string();
+    let container_port = container["ports"][0]["containerPort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(9000);
+    let labels: BTreeMap<String, String> = d["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
+    let hash = hash_str(&format!("{ns}/{name}"), 10);
+    let mut pods = Vec::new();
+    for i in 0..replicas {
+        let pod_name = format!("{name}-{hash}-{}", hash_str(&format!("{ns}/{name}/{i}"), 5));
+        let mut cmd = Command::new(bin("weir-test-auth"));
+        cmd.args([
+            "--protocol",
+            &protocol,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ]);
+        let proc = Proc::spawn(cmd);
+        let addr = proc.wait_stdout("listening ext-auth ", Duration::from_secs(10));
+        let Some(port) = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.trim().parse().ok())
+        else {
+            bail!("weir-test-auth printed an address without a port: {addr}");
+        };
+        pods.push(Pod {
+            deployment: name.clone(),
+            namespace: ns.clone(),
+            labels: labels.clone(),
+            name: pod_name,
+            ports: BTreeMap::from([(container_port, port)]),
             base,
             _proc: proc,
         });

@@ -440,6 +440,9 @@ pub struct HttpCase {
     pub method: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The request body (Weir's ExternalAuth forwardBody test).
+    #[serde(default)]
+    pub body: Option<String>,
     /// Headers the echo backend sets on its answer (`X-Echo-Set-Header`).
     #[serde(default)]
     pub backend_set_headers: BTreeMap<String, String>,

@@ -24,10 +24,17 @@ pub(super) async fn run(
     conn: &ConnCtx,
     ex: &mut Exchange<'_>,
     parts: &mut Parts,
-    _body: &mut RequestBody,
+    body: &mut RequestBody,
     upgrade: bool,
 ) -> Result<Flow, ProxyError> {
     let action = ex.action;
+    // External authorization (`crate::ext_auth`): first, so nothing else is spent on a
+    // request it refuses.
+    if let Some(auth) = action.ext_auth.as_deref() {
+        if let Flow::Answer(a) = ext_auth(conn, auth, parts, body).await? {
+            return Ok(Flow::Answer(a));
+        }
+    }
     // A BackendTrafficPolicy's fault delay (`crate::fault`): before any upstream connection
     // or breaker place is taken, so a delayed request holds neither.
     if let Some(policy) = action.policy.as_deref() {
@@ -60,6 +67,30 @@ pub(super) async fn run(
     Ok(Flow::Continue)
 }
 
+/// The ext auth step: the body read first when the configuration forwards it (413 beyond
+/// its limit), then the check.
+async fn ext_auth(
+    conn: &ConnCtx,
+    auth: &weir_snapshot::ExtAuth,
+    parts: &mut Parts,
+    body: &mut RequestBody,
+) -> Result<Flow, ProxyError> {
+    let forwarded = if auth.body_max > 0 && body.has_body() {
+        Some(
+            body.buffer(&mut parts.headers, u64::from(auth.body_max))
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok(
+        match crate::ext_auth::check(&conn.shared, auth, parts, forwarded.as_ref()).await? {
+            crate::ext_auth::Verdict::Continue => Flow::Continue,
+            crate::ext_auth::Verdict::Answer(a) => Flow::Answer(a),
+        },
+    )
+}
+
 /// The client's request body before the attempt loop.
 pub(crate) enum RequestBody {
     /// As the client sends it, not read yet, with the timer its reading is under.
@@ -81,9 +112,6 @@ impl RequestBody {
     /// at once when the `Content-Length` says so) and keeps it for the upstream, whose
     /// request then carries its exact `Content-Length`. A stalled client fails as it would
     /// upstream (408). Read once: a second call returns the same bytes.
-    // A phase that reads the body (external auth with `forwardBody`, the endpoint picker)
-    // comes with its step; until then only the tests call this.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn buffer(
         &mut self,
         headers: &mut http::HeaderMap,

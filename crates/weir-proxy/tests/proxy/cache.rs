@@ -376,6 +376,7 @@ fn snap(
         total_weight: a.total_weight,
         timeouts: a.timeouts,
         policy: Some(Arc::new(p)),
+        ext_auth: None,
     });
     snapshot(
         2,

@@ -12,6 +12,7 @@ mod client_auth;
 mod client_policy;
 mod compression;
 mod errors;
+mod ext_auth;
 mod extended;
 mod fault;
 mod health;

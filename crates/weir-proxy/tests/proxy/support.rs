@@ -106,6 +106,7 @@ pub fn action(
         total_weight,
         timeouts,
         policy: None,
+        ext_auth: None,
     })
 }
 

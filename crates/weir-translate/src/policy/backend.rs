@@ -147,6 +147,7 @@ impl BackendPolicies {
                                     Some(route) => crate::rule_policy::merge(route, compiled),
                                     None => compiled.clone(),
                                 }),
+                                ext_auth: old.ext_auth.clone(),
                             })
                         })
                         .clone();

@@ -130,22 +130,81 @@ spec:
 }
 
 #[test]
-fn an_external_auth_filter_is_reported_by_name() {
+fn an_external_auth_filter_compiles_onto_its_rule() {
     let p = (("default", "r"), ("default", "gw"));
-    let extra = "    filters:\n    - type: ExternalAuth\n      externalAuth: {protocol: HTTP, backendRef: {name: svc-a, port: 80}}\n";
+    let extra = "    filters:\n    - type: ExternalAuth\n      externalAuth: {protocol: HTTP, backendRef: {name: svc-a, port: 80}, http: {path: /check}, forwardBody: {maxSize: 64}}\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {set: [{name: x-a, value: b}]}\n";
     let out = run_route(&http_route(extra, ""), "");
     assert_eq!(
         parent_cond(&out, p.0, p.1, "Accepted"),
         is("True", "Accepted")
     );
     assert_eq!(
+        parent_cond(&out, p.0, p.1, "ResolvedRefs"),
+        is("True", "ResolvedRefs")
+    );
+    let s = status(&out, Kind::HttpRoute, "default", "r");
+    assert!(
+        !s.condition_lines()
+            .iter()
+            .any(|(_, t, _, _, _)| t == "PartiallyInvalid"),
+        "{:#?}",
+        s.condition_lines()
+    );
+    let e = route(&out, 80, &get("h", "/special")).expect("entry");
+    let auth = e.action.ext_auth.as_ref().expect("ext auth on the rule");
+    assert!(!e.action.backends.is_empty(), "the rule is served");
+    assert_eq!(e.action.filters.len(), 1, "the other filter stays");
+    assert_eq!(auth.body_max, 64);
+    match &auth.service {
+        weir_snapshot::BackendTarget::Upstream(u) => assert_eq!(&*u.name, "default/svc-a:80"),
+        weir_snapshot::BackendTarget::Invalid(why) => panic!("unresolved: {why}"),
+    }
+    let other = route(&out, 80, &get("h", "/other")).expect("entry");
+    assert!(
+        other.action.ext_auth.is_none(),
+        "only the rule with the filter"
+    );
+}
+
+#[test]
+fn an_external_auth_filter_with_a_missing_service_fails_closed() {
+    let p = (("default", "r"), ("default", "gw"));
+    let extra = "    filters:\n    - type: ExternalAuth\n      externalAuth: {protocol: GRPC, backendRef: {name: nope, port: 80}}\n";
+    let out = run_route(&http_route(extra, ""), "");
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "ResolvedRefs"),
+        is("False", "BackendNotFound")
+    );
+    let e = route(&out, 80, &get("h", "/special")).expect("entry");
+    let auth = e.action.ext_auth.as_ref().expect("ext auth kept");
+    assert!(
+        matches!(auth.service, weir_snapshot::BackendTarget::Invalid(_)),
+        "requests fail closed, never skip the check"
+    );
+}
+
+#[test]
+fn an_external_auth_filter_across_namespaces_needs_a_reference_grant() {
+    let p = (("default", "r"), ("default", "gw"));
+    let extra = "    filters:\n    - type: ExternalAuth\n      externalAuth: {protocol: HTTP, backendRef: {name: svc-a, namespace: other, port: 80}}\n";
+    let out = run_route(&http_route(extra, ""), "");
+    assert_eq!(
+        parent_cond(&out, p.0, p.1, "ResolvedRefs"),
+        is("False", "RefNotPermitted")
+    );
+}
+
+#[test]
+fn two_external_auth_filters_in_a_rule_are_reported() {
+    let p = (("default", "r"), ("default", "gw"));
+    let one = "    - type: ExternalAuth\n      externalAuth: {protocol: HTTP, backendRef: {name: svc-a, port: 80}}\n";
+    let extra = format!("    filters:\n{one}{one}");
+    let out = run_route(&http_route(&extra, ""), "");
+    assert_eq!(
         parent_cond(&out, p.0, p.1, "PartiallyInvalid"),
         is("True", "UnsupportedValue")
     );
-    let m = message(&out, "PartiallyInvalid");
-    assert!(m.contains("ExternalAuth"), "{m}");
-    let e = route(&out, 80, &get("h", "/special")).expect("entry");
-    assert!(e.action.backends.is_empty(), "the rule answers 500");
+    assert!(message(&out, "PartiallyInvalid").contains("ExternalAuth"));
 }
 
 #[test]

@@ -51,6 +51,7 @@ pub(super) struct Prepared {
     host: String,
     method: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
     client_cert: Option<ClientCert>,
 }
 
@@ -83,6 +84,7 @@ pub(super) async fn prepare(env: &Env<'_>, case: &HttpCase) -> Result<Prepared, 
         host,
         method: case.method.clone().unwrap_or_else(|| "GET".into()),
         headers,
+        body: case.body.clone().unwrap_or_default().into_bytes(),
         client_cert: match &case.client_cert {
             None => None,
             Some(name) => {
@@ -132,6 +134,7 @@ pub(super) async fn send(
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
+        body: &p.body,
     };
     let fut = async {
         if p.https {
@@ -586,6 +589,7 @@ mod tests {
             host: "127.0.0.1".into(),
             method: "GET".into(),
             headers: Vec::new(),
+            body: Vec::new(),
             client_cert: None,
         }
     }
