@@ -47,6 +47,9 @@ pub struct RouteAction {
     /// The BackendTrafficPolicy in effect (most specific of rule, route, Gateway); `None`:
     /// the request pays nothing for policies.
     pub policy: Option<Arc<crate::BackendPolicy>>,
+    /// The SecurityPolicy in effect (most specific of rule, route, Gateway); `None`: the
+    /// request pays nothing for authentication.
+    pub security: Option<Arc<crate::Security>>,
 }
 
 impl RouteAction {

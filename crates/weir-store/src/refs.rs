@@ -21,11 +21,12 @@ use crate::{Gateway, Kind, ObjectKey, Store, GATEWAY_GROUP};
 
 /// The kinds whose objects hold references [`referenced`] follows: a change to any other
 /// kind cannot change the set.
-pub const REFERRERS: [Kind; 4] = [
+pub const REFERRERS: [Kind; 5] = [
     Kind::GatewayClass,
     Kind::Gateway,
     Kind::ListenerSet,
     Kind::BackendTlsPolicy,
+    Kind::SecurityPolicy,
 ];
 
 /// One referenced object: [`Kind::ConfigMap`] or [`Kind::Secret`], and its key.
@@ -39,7 +40,10 @@ pub type Reference = (Kind, ObjectKey);
 /// - Gateway `spec.tls.frontend` `caCertificateRefs`, default and per port (ConfigMaps);
 /// - Gateway `spec.tls.backend.clientCertificateRef` (a Secret);
 /// - BackendTLSPolicy `spec.validation.caCertificateRefs` (ConfigMaps in the policy's
-///   namespace).
+///   namespace);
+/// - SecurityPolicy `basicAuth.users` and `apiKeyAuth.credentialRefs` (Secrets; the
+///   namespace defaults to the policy's) and `jwt.providers[].localJWKS.valueRef` (a
+///   ConfigMap or Secret in the policy's namespace).
 pub fn referenced(store: &Store, controller: &str) -> BTreeSet<Reference> {
     let mut out = BTreeSet::new();
     let mut classes = BTreeSet::new();
@@ -100,6 +104,39 @@ pub fn referenced(store: &Store, controller: &str) -> BTreeSet<Reference> {
                     Kind::ConfigMap,
                     ObjectKey::new(key.namespace.clone(), r.name.as_str()),
                 ));
+            }
+        }
+    }
+    for (key, policy) in &store.security_policies {
+        let spec = &policy.spec;
+        let users = spec.basic_auth.iter().filter_map(|b| b.users.as_ref());
+        let keys = spec
+            .api_key_auth
+            .iter()
+            .flat_map(|a| a.credential_refs.iter().flatten());
+        for r in users.chain(keys) {
+            secret(
+                &key.namespace,
+                r.group.as_deref(),
+                r.kind.as_deref(),
+                r.namespace.as_deref(),
+                &r.name,
+                &mut out,
+            );
+        }
+        let value_refs = spec
+            .jwt
+            .iter()
+            .flat_map(|j| j.providers.iter().flatten())
+            .filter_map(|p| p.local_jwks.as_ref()?.value_ref.as_ref());
+        for r in value_refs {
+            let kind = match r.kind.as_str() {
+                "ConfigMap" => Kind::ConfigMap,
+                "Secret" => Kind::Secret,
+                _ => continue,
+            };
+            if core(&r.group) {
+                out.insert((kind, ObjectKey::new(key.namespace.clone(), r.name.as_str())));
             }
         }
     }

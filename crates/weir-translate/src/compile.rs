@@ -210,6 +210,7 @@ fn compile_rule(
                     total_weight,
                     timeouts,
                     policy,
+                    security: None,
                 }
             }
             Err(e @ TranslateError::UnsupportedFilter { .. }) => {
@@ -221,6 +222,7 @@ fn compile_rule(
                     total_weight: 0,
                     timeouts,
                     policy: None,
+                    security: None,
                 }
             }
             Err(e) => return Err(e),

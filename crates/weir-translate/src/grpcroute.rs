@@ -172,6 +172,7 @@ fn compile_rule(
             backends: backends.into(),
             timeouts: Timeouts::default(),
             policy,
+            security: None,
         },
         Err(e @ TranslateError::UnsupportedFilter { .. }) => {
             out.invalid_rules.push(e);
@@ -182,6 +183,7 @@ fn compile_rule(
                 total_weight: 0,
                 timeouts: Timeouts::default(),
                 policy: None,
+                security: None,
             }
         }
         Err(e) => return Err(e),

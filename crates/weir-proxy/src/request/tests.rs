@@ -109,6 +109,7 @@ fn action(backends: Vec<Backend>) -> RouteAction {
         total_weight,
         timeouts: Timeouts::default(),
         policy: None,
+        security: None,
     }
 }
 

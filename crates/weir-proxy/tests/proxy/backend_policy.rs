@@ -123,6 +123,7 @@ async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestProxy, SocketA
         total_weight: a.total_weight,
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy)),
+        security: None,
     });
     let snap = snapshot(
         1,

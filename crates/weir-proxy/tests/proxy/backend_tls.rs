@@ -465,6 +465,7 @@ async fn active_health_probes_go_over_tls() {
                 health_check: Some(check.clone()),
                 ..Default::default()
             })),
+            security: None,
         })
     };
     let port = free_port();

@@ -39,6 +39,7 @@ pub(crate) async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestPro
         total_weight: a.total_weight,
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy)),
+        security: None,
     });
     let snap = snapshot(
         1,

@@ -199,6 +199,7 @@ fn with_policy(route: &str, up: &Arc<Upstream>, policy: BackendPolicy) -> Arc<Ro
         total_weight: a.total_weight,
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy)),
+        security: None,
     })
 }
 

@@ -120,6 +120,7 @@ fn snap(
         total_weight: a.total_weight,
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy.clone())),
+        security: None,
     });
     snapshot(
         generation,

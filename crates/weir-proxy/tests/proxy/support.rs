@@ -106,6 +106,7 @@ pub fn action(
         total_weight,
         timeouts,
         policy: None,
+        security: None,
     })
 }
 

@@ -219,6 +219,7 @@ impl XBackendPolicies {
             total_weight: old.total_weight,
             timeouts: old.timeouts,
             policy: Some(Arc::new(policy)),
+            security: old.security.clone(),
         }))
     }
 
