@@ -17,6 +17,7 @@ mod lb;
 mod lifecycle;
 mod limits;
 mod routing;
+mod security;
 mod tcp;
 mod tls;
 mod tls_mixed;
