@@ -239,6 +239,7 @@ mod tests {
                 Some("Gateway") => Object::Gateway(Arc::new(from(o))),
                 Some("ListenerSet") => Object::ListenerSet(Arc::new(from(o))),
                 Some("BackendTLSPolicy") => Object::BackendTlsPolicy(Arc::new(from(o))),
+                Some("SecurityPolicy") => Object::SecurityPolicy(Arc::new(from(o))),
                 other => panic!("kind {other:?}"),
             };
             store.apply(object);
@@ -270,6 +271,31 @@ mod tests {
 
     fn sec(ns: &str, name: &str) -> Reference {
         (Kind::Secret, ObjectKey::new(ns, name))
+    }
+
+    #[test]
+    fn security_policies_reference_their_secrets_and_key_sets() {
+        let store = store(vec![json!({"apiVersion": "gateway.weir.dev/v1alpha1",
+            "kind": "SecurityPolicy", "metadata": {"name": "p", "namespace": "apps"},
+            "spec": {
+                "basicAuth": {"users": {"name": "users"}},
+                "apiKeyAuth": {"credentialRefs": [{"name": "k1"}, {"name": "k2", "namespace": "keys"},
+                    {"group": "x", "kind": "Vault", "name": "no"}]},
+                "jwt": {"providers": [
+                    {"name": "a", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "ConfigMap", "name": "jwks"}}},
+                    {"name": "b", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "Secret", "name": "jwks-s"}}}
+                ]}
+            }})]);
+        assert_eq!(
+            referenced(&store, OURS),
+            set(&[
+                sec("apps", "users"),
+                sec("apps", "k1"),
+                sec("keys", "k2"),
+                cm("apps", "jwks"),
+                sec("apps", "jwks-s"),
+            ])
+        );
     }
 
     #[test]
