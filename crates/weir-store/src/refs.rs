@@ -276,16 +276,16 @@ mod tests {
     #[test]
     fn security_policies_reference_their_secrets_and_key_sets() {
         let store = store(vec![json!({"apiVersion": "gateway.weir.dev/v1alpha1",
-            "kind": "SecurityPolicy", "metadata": {"name": "p", "namespace": "apps"},
-            "spec": {
-                "basicAuth": {"users": {"name": "users"}},
-                "apiKeyAuth": {"credentialRefs": [{"name": "k1"}, {"name": "k2", "namespace": "keys"},
-                    {"group": "x", "kind": "Vault", "name": "no"}]},
-                "jwt": {"providers": [
-                    {"name": "a", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "ConfigMap", "name": "jwks"}}},
-                    {"name": "b", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "Secret", "name": "jwks-s"}}}
-                ]}
-            }})]);
+        "kind": "SecurityPolicy", "metadata": {"name": "p", "namespace": "apps"},
+        "spec": {
+            "basicAuth": {"users": {"name": "users"}},
+            "apiKeyAuth": {"credentialRefs": [{"name": "k1"}, {"name": "k2", "namespace": "keys"},
+                {"group": "x", "kind": "Vault", "name": "no"}]},
+            "jwt": {"providers": [
+                {"name": "a", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "ConfigMap", "name": "jwks"}}},
+                {"name": "b", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "Secret", "name": "jwks-s"}}}
+            ]}
+        }})]);
         assert_eq!(
             referenced(&store, OURS),
             set(&[
