@@ -45,6 +45,16 @@ pub enum ProxyError {
         "request header section is {size} bytes, over the {limit}-byte limit (max_header_bytes)"
     )]
     HeadersTooLarge { size: usize, limit: usize },
+    /// A SecurityPolicy's authentication refused the request (401). `why` is a fixed text,
+    /// never a credential.
+    #[error("authentication failed ({scheme:?}): {why}")]
+    Unauthenticated {
+        scheme: AuthScheme,
+        why: &'static str,
+    },
+    /// A SecurityPolicy's authorization denied the request (403): the deciding rule's name.
+    #[error("authorization denied the request (rule {0})")]
+    Forbidden(Arc<str>),
 
     // ---- not routed (404) ----
     #[error("this socket is not in the current snapshot any more")]
@@ -73,6 +83,9 @@ pub enum ProxyError {
     /// (`status_on_error`).
     #[error("the external authorization service failed: {0}")]
     ExtAuthFailed(Arc<str>),
+    /// The route's SecurityPolicy could not be applied: it fails closed (500).
+    #[error("{0}: refusing the request (fail closed)")]
+    SecurityPolicyInvalid(Arc<str>),
 
     // ---- upstream: the backend is at fault (502/503/504) ----
     #[error("upstream {0} has no ready endpoints")]
@@ -124,6 +137,35 @@ pub enum ConnectError {
     Handshake(#[source] hyper::Error),
     #[error("TLS handshake with the backend failed: {0}")]
     Tls(#[source] std::io::Error),
+}
+
+/// Which authentication refused a request: the challenge its 401 carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `WWW-Authenticate: Basic realm="<host>"`.
+    Basic,
+    /// `WWW-Authenticate: Bearer realm="<host>", error="invalid_token"` (RFC 6750).
+    Bearer,
+    /// No challenge (Envoy's API key filter sends none).
+    ApiKey,
+}
+
+impl ProxyError {
+    /// The `WWW-Authenticate` value of a 401, for the request's `host`.
+    pub(crate) fn challenge(&self, host: &str) -> Option<http::HeaderValue> {
+        let ProxyError::Unauthenticated { scheme, .. } = self else {
+            return None;
+        };
+        let realm = host.replace(['"', '\\'], "");
+        let value = match scheme {
+            AuthScheme::Basic => format!("Basic realm=\"{realm}\""),
+            AuthScheme::Bearer => {
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+            }
+            AuthScheme::ApiKey => return None,
+        };
+        http::HeaderValue::from_str(&value).ok()
+    }
 }
 
 /// Whose fault an error is, for logs.
@@ -212,6 +254,18 @@ impl ProxyError {
                 "request header fields too large\n",
                 Downstream,
             ),
+            ProxyError::Unauthenticated { .. } => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "unauthorized\n",
+                Downstream,
+            ),
+            ProxyError::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "forbidden\n",
+                Downstream,
+            ),
             ProxyError::SocketGone => (
                 StatusCode::NOT_FOUND,
                 "no_socket",
@@ -263,6 +317,12 @@ impl ProxyError {
             ProxyError::InvalidFilterResult { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid_filter_result",
+                "internal error\n",
+                Internal,
+            ),
+            ProxyError::SecurityPolicyInvalid(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "security_policy_invalid",
                 "internal error\n",
                 Internal,
             ),
@@ -387,6 +447,15 @@ mod tests {
                 504,
             ),
             (ProxyError::RequestTimeout(Duration::from_secs(1)), 504),
+            (
+                ProxyError::Unauthenticated {
+                    scheme: AuthScheme::Bearer,
+                    why: "x",
+                },
+                401,
+            ),
+            (ProxyError::Forbidden("r".into()), 403),
+            (ProxyError::SecurityPolicyInvalid("p".into()), 500),
         ];
         for (err, status) in cases {
             assert_eq!(err.classify().status.as_u16(), status, "{err}");

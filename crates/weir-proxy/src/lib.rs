@@ -30,6 +30,7 @@ mod mirror;
 mod passthrough;
 pub mod proxy_protocol;
 mod request;
+mod security;
 pub mod session;
 mod stage;
 mod state;
@@ -47,7 +48,7 @@ use hyper_util::server::conn::auto;
 use weir_snapshot::SnapshotHandle;
 
 pub use conn_guard::default_max_connections;
-pub use error::{BindError, ConnectError, ProxyError};
+pub use error::{AuthScheme, BindError, ConnectError, ProxyError};
 pub use log_limit::LogLimit;
 pub use trace::{OtlpProtocol, TraceConfig};
 
@@ -150,6 +151,9 @@ pub(crate) struct Shared {
     pub(crate) session_key: Arc<session::SessionKey>,
     /// Ext auth gRPC channels, by configuration id: survive swaps (`ext_auth/grpc.rs`).
     pub(crate) ext_auth: ext_auth::ExtAuthClients,
+    /// SecurityPolicy runtime state: verification caches and remote key sets, by policy id
+    /// (`security/remote.rs`).
+    pub(crate) security: security::SecurityState,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -220,6 +224,7 @@ impl Proxy {
             ext_auth: ext_auth::ExtAuthClients::default(),
             balancers: upstream::Balancers::new(zone),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
+            security: security::SecurityState::default(),
         });
         registry.register(Box::new(shared.balancers.in_flight_metric()?))?;
         Ok(Proxy {
@@ -277,6 +282,7 @@ impl Proxy {
         self.shared.retry_budgets.retain(|id| live.contains(id));
         self.shared.caches.retain(|id| live.contains(id));
         self.shared.balancers.sync(&snapshot);
+        self.shared.security.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors

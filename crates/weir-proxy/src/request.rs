@@ -4,11 +4,13 @@
 //! 1. **route**: header-size check, Host, socket config → listener by Host → first matching
 //!    route entry ([`route`]);
 //! 2. **request, synchronous** ([`request_phases`]): phases that may answer or deny without
-//!    waiting: today the rule's request filters (a redirect or a CORS preflight answers
-//!    here) and a BackendTrafficPolicy's fault abort; synchronous policies join them in this
-//!    order: CORS preflight → authentication (JWT with cached keys, basic auth, API keys) →
-//!    authorization → local rate limit (after authorization, so a refused request is never
-//!    counted) → fault abort;
+//!    waiting, in this fixed order: the client address (ClientTrafficPolicy, already found
+//!    before phase 1) → the route's SecurityPolicy ([`crate::security`]): a policy that
+//!    cannot be applied refuses (500, fail closed), CORS preflight (answered without
+//!    credentials), authentication (JWT with cached keys, basic auth, API keys: 401),
+//!    authorization (403) → the rule's request filters (a redirect or the HTTPRoute CORS
+//!    filter's preflight answers here) → local rate limit (after authorization, so a
+//!    refused request is never counted) → fault abort;
 //! 4. **backend choice** ([`choose_backend`], the first half of phase 4): the session's
 //!    backend, else the weighted choice ([`pick_backend`]). It comes before phase 3 so an
 //!    asynchronous step knows the backend (the endpoint picker runs only for an
@@ -384,6 +386,10 @@ impl Exchange<'_> {
         if !local {
             let origin = self.kept.as_ref().and_then(|k| k.origin.as_ref());
             filter::cors::apply_response(&self.action.filters, origin, headers);
+            let security_cors = self.action.security.as_ref().and_then(|s| s.cors.as_ref());
+            if let (Some(cors), Some(origin)) = (security_cors, origin) {
+                filter::cors::apply_one(cors, origin, headers);
+            }
         }
     }
 
@@ -400,14 +406,21 @@ impl Exchange<'_> {
     }
 }
 
-/// Phase 2, request (synchronous): the rule's request filters; a redirect or a CORS
-/// preflight answers here. (Synchronous policy phases — auth with cached keys, local rate
-/// limits, fault aborts — go here, in this order, each returning a [`Flow`].)
+/// Phase 2, request (synchronous): the route's SecurityPolicy (fail closed, CORS preflight,
+/// authentication, authorization: [`crate::security`]), then the rule's request filters; a
+/// redirect or a CORS preflight answers here. (The local rate limit and the fault abort
+/// follow, in [`handle_action`].)
 fn request_phases(
+    conn: &ConnCtx,
     ex: &Exchange<'_>,
     parts: &mut http::request::Parts,
     base: &RedirectBase<'_>,
 ) -> Result<Flow, ProxyError> {
+    if let Some(security) = ex.action.security.as_deref() {
+        if let Some(answer) = crate::security::run(conn, security, &ex.action.filters, parts)? {
+            return Ok(Flow::Answer(answer));
+        }
+    }
     Ok(
         match filter::apply_request(&ex.action.filters, parts, base)? {
             Some(answer) => Flow::Answer(answer),
@@ -484,14 +497,16 @@ fn handle_action<'s>(
     let mut ex = Exchange {
         action,
         backend: None,
-        kept: filter::cors::any(&action.filters).then(|| {
+        kept: (filter::cors::any(&action.filters)
+            || action.security.as_ref().is_some_and(|s| s.cors.is_some()))
+        .then(|| {
             Box::new(Kept {
                 origin: parts.headers.get(http::header::ORIGIN).cloned(),
                 ..Kept::default()
             })
         }),
     };
-    if let Flow::Answer(answer) = request_phases(&ex, &mut parts, base)? {
+    if let Flow::Answer(answer) = request_phases(conn, &ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
     }
     // Phase 2 under a BackendTrafficPolicy: its fault abort (`crate::fault`).
@@ -905,6 +920,9 @@ fn error_response(conn: &ConnCtx, log: &mut RequestLog, err: &ProxyError) -> Res
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(class.body.len()));
+    if let Some(challenge) = err.challenge(&log.host) {
+        headers.insert(http::header::WWW_AUTHENTICATE, challenge);
+    }
     if class.status == StatusCode::BAD_REQUEST && log.version < Version::HTTP_2 {
         // A malformed request may have left unread or misframed bytes behind: close after
         // answering (RFC 9112 §6.3), as nginx does.

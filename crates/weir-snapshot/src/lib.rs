@@ -21,6 +21,7 @@ pub mod host_index;
 pub mod passthrough;
 pub mod path;
 pub mod route;
+pub mod security;
 pub mod session;
 pub mod traffic;
 
@@ -51,6 +52,10 @@ pub use passthrough::{Passthrough, TlsRouteEntry};
 pub use route::{
     HeaderMatch, MethodMatch, PathMatch, QueryMatch, RequestMatch, RequestView, RouteAction,
     RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,
+};
+pub use security::{
+    ApiKeyAuth, Authorization, AuthorizationRule, BasicAuth, ClaimMatch, JwtAuth, JwtKey, JwtKeys,
+    JwtPrincipal, JwtProvider, KeySource, Redacted, Security,
 };
 pub use session::{SessionCarrier, SessionPersistence};
 pub use traffic::{

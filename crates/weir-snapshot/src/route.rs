@@ -50,6 +50,9 @@ pub struct RouteAction {
     /// External authorization (HTTPRoute `ExternalAuth` filter, SecurityPolicy `extAuth`),
     /// checked in phase 3; `None`: the request pays nothing for it.
     pub ext_auth: Option<Arc<crate::ExtAuth>>,
+    /// The SecurityPolicy in effect (most specific of rule, route, Gateway); `None`: the
+    /// request pays nothing for authentication.
+    pub security: Option<Arc<crate::Security>>,
 }
 
 impl RouteAction {

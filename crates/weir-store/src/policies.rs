@@ -738,12 +738,11 @@ pub struct GrpcActiveHealthChecker {
 }
 
 // ---------------------------------------------------------------------------------------
-// SecurityPolicy: its CRD and status land now, its fields with the issues that implement
-// them. Until then every field but the targets is refused.
+// SecurityPolicy
 
-/// Authentication and authorization of a Gateway's or route's requests (JWT, basic auth,
-/// API keys, external auth, CORS, authorization rules): none of its fields is implemented
-/// yet.
+/// Authentication and authorization of a Gateway's, route's or rule's requests. Typed:
+/// `cors`, `basicAuth`, `apiKeyAuth`, `jwt` and `authorization`; everything else (`extAuth`,
+/// `oidc`, ...) is kept in `unsupported` and refused.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "gateway.weir.dev",
@@ -760,6 +759,306 @@ pub struct GrpcActiveHealthChecker {
 pub struct SecurityPolicySpec {
     #[serde(flatten)]
     pub targets: PolicyTargets,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<SecurityCors>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    #[serde(
+        default,
+        rename = "apiKeyAuth",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_key_auth: Option<ApiKeyAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<Jwt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `cors` (Envoy Gateway's `CORS`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityCors {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_origins: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_methods: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_headers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_headers: Option<Vec<String>>,
+    /// A duration (`10s`, `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// A reference to a Secret (Gateway API `SecretObjectReference`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretObjectRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A reference to an object in the policy's namespace (`LocalObjectReference`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectRef {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// `basicAuth`: users from a Secret's `.htpasswd` key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<SecretObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_username_header: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `apiKeyAuth`: client ID → key Secrets, where keys are read from, what is forwarded.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_refs: Option<Vec<SecretObjectRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract_from: Option<Vec<ExtractFrom>>,
+    #[serde(
+        default,
+        rename = "forwardClientIDHeader",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub forward_client_id_header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sanitize: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// One `apiKeyAuth.extractFrom` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtractFrom {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `jwt`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Jwt {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<JwtProvider>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// One `jwt.providers[]` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtProvider {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+    #[serde(
+        default,
+        rename = "remoteJWKS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub remote_jwks: Option<RemoteJwks>,
+    #[serde(default, rename = "localJWKS", skip_serializing_if = "Option::is_none")]
+    pub local_jwks: Option<LocalJwks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_to_headers: Option<Vec<ClaimToHeader>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract_from: Option<JwtExtractor>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `remoteJWKS`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteJwks {
+    #[serde(default)]
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_duration: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `localJWKS`: `type` `Inline` (the JWKS in `inline`) or `ValueRef` (a ConfigMap's or
+/// Secret's `jwks` key).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalJwks {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_ref: Option<LocalObjectRef>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// One `claimToHeaders` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimToHeader {
+    #[serde(default)]
+    pub header: String,
+    #[serde(default)]
+    pub claim: String,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `jwt.providers[].extractFrom`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtExtractor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<JwtHeaderExtractor>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtHeaderExtractor {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_prefix: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `authorization`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorization {
+    /// `Allow` or `Deny` (default `Deny`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<AuthorizationRule>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Allow` or `Deny`.
+    #[serde(default)]
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    #[serde(default)]
+    pub principal: Principal,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Principal {
+    #[serde(
+        default,
+        rename = "clientCIDRs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_cidrs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtPrincipal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<AuthorizationHeaderMatch>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtPrincipal {
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Vec<JwtClaim>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtClaim {
+    /// The claim's name; nested claims with `.` (`user.roles`).
+    #[serde(default)]
+    pub name: String,
+    /// `String` (default) or `StringArray`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<String>,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationHeaderMatch {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub values: Vec<String>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -865,9 +1164,10 @@ mod tests {
             "apiVersion": "gateway.weir.dev/v1alpha1",
             "kind": "SecurityPolicy",
             "metadata": {"name": "p", "namespace": "ns"},
-            "spec": {"targetRefs": [], "cors": {}}
+            "spec": {"targetRefs": [], "cors": {"allowOrigins": ["*"]}, "extAuth": {}}
         }))
         .unwrap();
-        assert_eq!(s.spec.unsupported.keys().collect::<Vec<_>>(), ["cors"]);
+        assert!(s.spec.cors.is_some());
+        assert_eq!(s.spec.unsupported.keys().collect::<Vec<_>>(), ["extAuth"]);
     }
 }

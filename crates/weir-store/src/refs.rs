@@ -21,11 +21,12 @@ use crate::{Gateway, Kind, ObjectKey, Store, GATEWAY_GROUP};
 
 /// The kinds whose objects hold references [`referenced`] follows: a change to any other
 /// kind cannot change the set.
-pub const REFERRERS: [Kind; 4] = [
+pub const REFERRERS: [Kind; 5] = [
     Kind::GatewayClass,
     Kind::Gateway,
     Kind::ListenerSet,
     Kind::BackendTlsPolicy,
+    Kind::SecurityPolicy,
 ];
 
 /// One referenced object: [`Kind::ConfigMap`] or [`Kind::Secret`], and its key.
@@ -39,7 +40,10 @@ pub type Reference = (Kind, ObjectKey);
 /// - Gateway `spec.tls.frontend` `caCertificateRefs`, default and per port (ConfigMaps);
 /// - Gateway `spec.tls.backend.clientCertificateRef` (a Secret);
 /// - BackendTLSPolicy `spec.validation.caCertificateRefs` (ConfigMaps in the policy's
-///   namespace).
+///   namespace);
+/// - SecurityPolicy `basicAuth.users` and `apiKeyAuth.credentialRefs` (Secrets; the
+///   namespace defaults to the policy's) and `jwt.providers[].localJWKS.valueRef` (a
+///   ConfigMap or Secret in the policy's namespace).
 pub fn referenced(store: &Store, controller: &str) -> BTreeSet<Reference> {
     let mut out = BTreeSet::new();
     let mut classes = BTreeSet::new();
@@ -100,6 +104,39 @@ pub fn referenced(store: &Store, controller: &str) -> BTreeSet<Reference> {
                     Kind::ConfigMap,
                     ObjectKey::new(key.namespace.clone(), r.name.as_str()),
                 ));
+            }
+        }
+    }
+    for (key, policy) in &store.security_policies {
+        let spec = &policy.spec;
+        let users = spec.basic_auth.iter().filter_map(|b| b.users.as_ref());
+        let keys = spec
+            .api_key_auth
+            .iter()
+            .flat_map(|a| a.credential_refs.iter().flatten());
+        for r in users.chain(keys) {
+            secret(
+                &key.namespace,
+                r.group.as_deref(),
+                r.kind.as_deref(),
+                r.namespace.as_deref(),
+                &r.name,
+                &mut out,
+            );
+        }
+        let value_refs = spec
+            .jwt
+            .iter()
+            .flat_map(|j| j.providers.iter().flatten())
+            .filter_map(|p| p.local_jwks.as_ref()?.value_ref.as_ref());
+        for r in value_refs {
+            let kind = match r.kind.as_str() {
+                "ConfigMap" => Kind::ConfigMap,
+                "Secret" => Kind::Secret,
+                _ => continue,
+            };
+            if core(&r.group) {
+                out.insert((kind, ObjectKey::new(key.namespace.clone(), r.name.as_str())));
             }
         }
     }
@@ -202,6 +239,7 @@ mod tests {
                 Some("Gateway") => Object::Gateway(Arc::new(from(o))),
                 Some("ListenerSet") => Object::ListenerSet(Arc::new(from(o))),
                 Some("BackendTLSPolicy") => Object::BackendTlsPolicy(Arc::new(from(o))),
+                Some("SecurityPolicy") => Object::SecurityPolicy(Arc::new(from(o))),
                 other => panic!("kind {other:?}"),
             };
             store.apply(object);
@@ -233,6 +271,31 @@ mod tests {
 
     fn sec(ns: &str, name: &str) -> Reference {
         (Kind::Secret, ObjectKey::new(ns, name))
+    }
+
+    #[test]
+    fn security_policies_reference_their_secrets_and_key_sets() {
+        let store = store(vec![json!({"apiVersion": "gateway.weir.dev/v1alpha1",
+        "kind": "SecurityPolicy", "metadata": {"name": "p", "namespace": "apps"},
+        "spec": {
+            "basicAuth": {"users": {"name": "users"}},
+            "apiKeyAuth": {"credentialRefs": [{"name": "k1"}, {"name": "k2", "namespace": "keys"},
+                {"group": "x", "kind": "Vault", "name": "no"}]},
+            "jwt": {"providers": [
+                {"name": "a", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "ConfigMap", "name": "jwks"}}},
+                {"name": "b", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "Secret", "name": "jwks-s"}}}
+            ]}
+        }})]);
+        assert_eq!(
+            referenced(&store, OURS),
+            set(&[
+                sec("apps", "users"),
+                sec("apps", "k1"),
+                sec("keys", "k2"),
+                cm("apps", "jwks"),
+                sec("apps", "jwks-s"),
+            ])
+        );
     }
 
     #[test]

@@ -212,6 +212,7 @@ fn compile_rule(
                     timeouts,
                     policy,
                     ext_auth,
+                    security: None,
                 }
             }
             Err(e @ TranslateError::UnsupportedFilter { .. }) => {
@@ -224,6 +225,7 @@ fn compile_rule(
                     timeouts,
                     policy: None,
                     ext_auth: None,
+                    security: None,
                 }
             }
             Err(e) => return Err(e),

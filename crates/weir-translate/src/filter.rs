@@ -14,7 +14,7 @@ use weir_store::gw::httproutes::{
     HttpRouteRulesFiltersUrlRewritePathType as RewritePathType,
 };
 
-mod cors;
+pub(crate) mod cors;
 
 use crate::backend::BackendRefSpec;
 use crate::error::TranslateError;

@@ -173,6 +173,7 @@ fn compile_rule(
             timeouts: Timeouts::default(),
             policy,
             ext_auth: None,
+            security: None,
         },
         Err(e @ TranslateError::UnsupportedFilter { .. }) => {
             out.invalid_rules.push(e);
@@ -184,6 +185,7 @@ fn compile_rule(
                 timeouts: Timeouts::default(),
                 policy: None,
                 ext_auth: None,
+                security: None,
             }
         }
         Err(e) => return Err(e),

@@ -485,15 +485,14 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let x_backend_policies = policy::xbackend::XBackendPolicies::build(store, &ours);
     x_backend_policies.place(&mut gateways);
     statuses.extend(x_backend_policies.statuses(input.controller_name, &input.now));
+    // SecurityPolicy onto the route entries too (a policy that cannot be applied holds its
+    // targets with a deny-all: fail closed).
+    let security_policies = policy::security::SecurityPolicies::build(store, &ours);
+    security_policies.place(&mut gateways);
+    statuses.extend(security_policies.statuses(input.controller_name, &input.now));
     let mut snapshot = sockets::build(&mut gateways);
     client_policies.place(&mut snapshot);
     statuses.extend(client_policies.statuses(input.controller_name, &input.now));
-    statuses.extend(policy::pending::statuses(
-        store,
-        &ours,
-        input.controller_name,
-        &input.now,
-    ));
 
     for s in statuses.iter_mut().filter(|_| !store.rejected.is_empty()) {
         if let Some(rejection) = store.rejected.get(&(s.kind, s.key.clone())) {

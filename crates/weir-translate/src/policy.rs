@@ -6,4 +6,5 @@ pub mod attach;
 pub mod backend;
 pub mod client;
 pub mod pending;
+pub mod security;
 pub mod xbackend;

@@ -15,7 +15,7 @@ use crate::body::{empty_body, ProxyBody};
 
 /// The request is a CORS preflight: OPTIONS with `Origin` and
 /// `Access-Control-Request-Method`.
-fn is_preflight(parts: &http::request::Parts) -> bool {
+pub(crate) fn is_preflight(parts: &http::request::Parts) -> bool {
     parts.method == Method::OPTIONS
         && parts.headers.contains_key(ORIGIN)
         && parts.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
@@ -76,19 +76,25 @@ pub(crate) fn apply_response(
     let Some(origin) = origin else { return };
     for filter in filters {
         let Filter::Cors(cors) = filter else { continue };
-        if !origin.to_str().is_ok_and(|o| cors.allows(o)) {
-            continue;
-        }
-        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        headers.append(VARY, HeaderValue::from_static("Origin"));
-        if cors.allow_credentials {
-            headers.insert(
-                ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-        }
-        expose(cors, headers);
+        apply_one(cors, origin, headers);
     }
+}
+
+/// CORS headers of one CORS setting (the filter's, or a SecurityPolicy's `cors`) on the
+/// answer to an actual request from `origin`.
+pub(crate) fn apply_one(cors: &Cors, origin: &HeaderValue, headers: &mut HeaderMap) {
+    if !origin.to_str().is_ok_and(|o| cors.allows(o)) {
+        return;
+    }
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.append(VARY, HeaderValue::from_static("Origin"));
+    if cors.allow_credentials {
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    expose(cors, headers);
 }
 
 fn allowed_origin<'h>(cors: &Cors, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {

@@ -110,6 +110,7 @@ fn action(backends: Vec<Backend>) -> RouteAction {
         timeouts: Timeouts::default(),
         policy: None,
         ext_auth: None,
+        security: None,
     }
 }
 

@@ -124,6 +124,7 @@ async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestProxy, SocketA
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy)),
         ext_auth: None,
+        security: None,
     });
     let snap = snapshot(
         1,

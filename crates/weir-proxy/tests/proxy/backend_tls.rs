@@ -466,6 +466,7 @@ async fn active_health_probes_go_over_tls() {
                 ..Default::default()
             })),
             ext_auth: None,
+            security: None,
         })
     };
     let port = free_port();

@@ -377,6 +377,7 @@ fn snap(
         timeouts: a.timeouts,
         policy: Some(Arc::new(p)),
         ext_auth: None,
+        security: None,
     });
     snapshot(
         2,

@@ -86,6 +86,7 @@ async fn start(up: &Arc<Upstream>, auth: Arc<ExtAuth>) -> (TestProxy, SocketAddr
         timeouts: a.timeouts,
         policy: None,
         ext_auth: Some(auth),
+        security: None,
     });
     let snap = snapshot(
         1,

@@ -40,6 +40,7 @@ pub(crate) async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestPro
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy)),
         ext_auth: None,
+        security: None,
     });
     let snap = snapshot(
         1,

@@ -200,6 +200,7 @@ fn with_policy(route: &str, up: &Arc<Upstream>, policy: BackendPolicy) -> Arc<Ro
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy)),
         ext_auth: None,
+        security: None,
     })
 }
 

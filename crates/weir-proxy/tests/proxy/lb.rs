@@ -121,6 +121,7 @@ fn snap(
         timeouts: a.timeouts,
         policy: Some(Arc::new(policy.clone())),
         ext_auth: None,
+        security: None,
     });
     snapshot(
         generation,

@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod origin;
 mod routing;
+mod security;
 mod tcp;
 mod tls;
 mod tls_mixed;

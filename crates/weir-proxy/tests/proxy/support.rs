@@ -107,6 +107,7 @@ pub fn action(
         timeouts,
         policy: None,
         ext_auth: None,
+        security: None,
     })
 }
 

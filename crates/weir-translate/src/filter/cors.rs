@@ -34,7 +34,7 @@ pub fn compile(c: &HttpRouteRulesFiltersCors) -> Result<Cors, String> {
     })
 }
 
-fn list(field: &str, values: Option<&[String]>) -> Result<CorsList, String> {
+pub(crate) fn list(field: &str, values: Option<&[String]>) -> Result<CorsList, String> {
     let values = values.unwrap_or(&[]);
     if values.is_empty() {
         return Ok(CorsList::Unset);

@@ -142,6 +142,7 @@ impl BackendPolicies {
                                 backends: old.backends.clone(),
                                 total_weight: old.total_weight,
                                 timeouts,
+                                security: old.security.clone(),
                                 // The rule's own `retry` (Gateway API) beats the policy's.
                                 policy: Some(match &old.policy {
                                     Some(route) => crate::rule_policy::merge(route, compiled),

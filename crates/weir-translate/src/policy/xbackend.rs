@@ -220,6 +220,7 @@ impl XBackendPolicies {
             timeouts: old.timeouts,
             policy: Some(Arc::new(policy)),
             ext_auth: old.ext_auth.clone(),
+            security: old.security.clone(),
         }))
     }
 

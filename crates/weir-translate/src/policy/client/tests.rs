@@ -312,14 +312,14 @@ apiVersion: gateway.weir.dev/v1alpha1
 kind: SecurityPolicy
 metadata: {{name: nothing, namespace: ns}}
 spec:
-  targetRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}
+  targetRef: {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}
 ---
 apiVersion: gateway.weir.dev/v1alpha1
 kind: SecurityPolicy
 metadata: {{name: jwt, namespace: ns}}
 spec:
   targetRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}
-  jwt: {{providers: []}}
+  oidc: {{provider: {{issuer: x}}}}
 "
     );
     let out = run(&store_with_class(&yaml));
@@ -340,5 +340,6 @@ spec:
         cond(jwt, "parent ns/gw", "Accepted"),
         is("False", "UnsupportedValue")
     );
+    assert!(jwt.condition_lines()[0].4.contains("spec.oidc"));
     assert!(has_status(&out, Kind::SecurityPolicy, "ns", "jwt"));
 }

@@ -1,0 +1,211 @@
+//! Runtime state of SecurityPolicies, beside the snapshot: basic-auth verification caches
+//! and remote key sets, by policy id (dropped by [`SecurityState::sync`] when a swap removed
+//! the policy).
+//!
+//! A remote key set (`remoteJWKS.uri`, http) is fetched by a background task: at once, then
+//! every `cacheDuration`; sooner when a token names a key id the set does not have
+//! ([`RemoteJwks::kick`], at most once per [`KICK_INTERVAL`]). A failed fetch keeps the last
+//! good set and is retried after [`RETRY`]. Requests never wait for a fetch: until the first
+//! one succeeded, tokens of that provider get 401.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use weir_snapshot::{JwtKey, JwtKeys, Snapshot};
+
+use super::basic::VerifyCache;
+use crate::log_limit::LogLimit;
+use crate::state::StateRegistry;
+
+/// At most one key-id-triggered fetch per provider this often.
+pub(crate) const KICK_INTERVAL: Duration = Duration::from_secs(1);
+/// After a failed fetch, the next one.
+const RETRY: Duration = Duration::from_secs(2);
+/// A fetch (connect, request, body) must complete within this.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest key set document read.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+#[derive(Default)]
+pub(crate) struct SecurityState {
+    caches: StateRegistry<u64, VerifyCache>,
+    jwks: StateRegistry<(u64, usize), RemoteJwks>,
+}
+
+impl SecurityState {
+    /// The basic-auth verification cache of policy `id`.
+    pub(crate) fn verify_cache(&self, id: u64) -> Arc<VerifyCache> {
+        match self.caches.get_or_try_insert(&id, || {
+            Ok::<_, std::convert::Infallible>(VerifyCache::default())
+        }) {
+            Ok(c) => c,
+        }
+    }
+
+    /// The remote key set of provider `index` of policy `id` (its fetcher started if it was
+    /// not running).
+    pub(crate) fn remote(
+        &self,
+        id: u64,
+        index: usize,
+        uri: &Arc<str>,
+        every: Duration,
+    ) -> Arc<RemoteJwks> {
+        match self.jwks.get_or_try_insert(&(id, index), || {
+            Ok::<_, std::convert::Infallible>(RemoteJwks::start(uri.clone(), every))
+        }) {
+            Ok(r) => r,
+        }
+    }
+
+    /// After a swap: start fetchers for the snapshot's remote key sets (so their first
+    /// fetch is under way before a request needs it), drop the state of policies gone.
+    pub(crate) fn sync(&self, snapshot: &Snapshot) {
+        let mut live = std::collections::HashSet::new();
+        for socket in snapshot.sockets.iter() {
+            for listener in socket.listeners.iter() {
+                for entry in listener.routes.values() {
+                    let Some(s) = &entry.action.security else {
+                        continue;
+                    };
+                    live.insert(s.id);
+                    let providers = s.jwt.iter().flat_map(|j| j.providers.iter());
+                    for (i, p) in providers.enumerate() {
+                        if let JwtKeys::Remote {
+                            uri,
+                            cache_duration,
+                        } = &p.keys
+                        {
+                            self.remote(s.id, i, uri, *cache_duration);
+                        }
+                    }
+                }
+            }
+        }
+        self.caches.retain(|id| live.contains(id));
+        self.jwks.retain(|(id, _)| live.contains(id));
+    }
+}
+
+struct Inner {
+    keys: ArcSwapOption<Vec<JwtKey>>,
+    wake: tokio::sync::Notify,
+    last_kick: Mutex<Option<Instant>>,
+}
+
+/// One remote key set and its fetcher (stopped when this is dropped).
+pub(crate) struct RemoteJwks {
+    inner: Arc<Inner>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RemoteJwks {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+impl RemoteJwks {
+    fn start(uri: Arc<str>, every: Duration) -> Self {
+        let inner = Arc::new(Inner {
+            keys: ArcSwapOption::empty(),
+            wake: tokio::sync::Notify::new(),
+            last_kick: Mutex::new(None),
+        });
+        let task = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|rt| rt.spawn(fetch_loop(uri, every, inner.clone())));
+        RemoteJwks { inner, task }
+    }
+
+    /// The last good key set, if one was fetched.
+    pub(crate) fn current(&self) -> Option<Arc<Vec<JwtKey>>> {
+        self.inner.keys.load_full()
+    }
+
+    /// Ask for a fetch now (at most once per [`KICK_INTERVAL`]); returns at once.
+    pub(crate) fn kick(&self) {
+        let now = Instant::now();
+        let mut last = self
+            .inner
+            .last_kick
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| now.duration_since(t) < KICK_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        self.inner.wake.notify_one();
+    }
+}
+
+async fn fetch_loop(uri: Arc<str>, every: Duration, inner: Arc<Inner>) {
+    static FAILED: LogLimit = LogLimit::new(5, Duration::from_secs(60));
+    loop {
+        let wait = match tokio::time::timeout(FETCH_TIMEOUT, fetch(&uri)).await {
+            Ok(Ok(keys)) => {
+                inner.keys.store(Some(Arc::new(keys)));
+                every
+            }
+            Ok(Err(e)) => {
+                if let Some(suppressed) = FAILED.admit() {
+                    tracing::warn!(uri = %uri, error = %e, suppressed, "remote JWKS fetch failed; keeping the last good key set");
+                }
+                RETRY.min(every)
+            }
+            Err(_) => {
+                if let Some(suppressed) = FAILED.admit() {
+                    tracing::warn!(uri = %uri, suppressed, "remote JWKS fetch timed out; keeping the last good key set");
+                }
+                RETRY.min(every)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = inner.wake.notified() => {}
+        }
+    }
+}
+
+/// GET the key set over plain HTTP/1.1 and parse it (no HMAC keys from a remote set).
+async fn fetch(uri: &str) -> Result<Vec<JwtKey>, String> {
+    let uri: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
+    let host = uri.host().ok_or("no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    conn.abort();
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| "the body is not UTF-8".to_string())?;
+    weir_snapshot::security::parse_jwks(text, false)
+}

@@ -1,0 +1,712 @@
+//! SecurityPolicy over real sockets (issue 23): basic auth, API keys, JWT (local and remote
+//! key sets, rotation), authorization, CORS, fail closed, and the phase order (a preflight
+//! needs no credentials). Keys are generated at test time.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderName, Method, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use weir_snapshot::{
+    ApiKeyAuth, Authorization, AuthorizationRule, BasicAuth, Cidr, ClaimMatch, Cors, CorsList,
+    JwtAuth, JwtKeys, JwtPrincipal, JwtProvider, KeySource, OriginPattern, Redacted, RouteAction,
+    Security, Upstream,
+};
+
+use crate::support::*;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn empty(id: u64) -> Security {
+    Security {
+        name: "ns/sec".into(),
+        id,
+        deny: None,
+        cors: None,
+        jwt: None,
+        basic: None,
+        api_key: None,
+        authorization: None,
+    }
+}
+
+fn secured(up: &Arc<Upstream>, security: Security) -> Arc<RouteAction> {
+    let a = forward_to("ns/r", up);
+    Arc::new(RouteAction {
+        route: a.route.clone(),
+        filters: a.filters.clone(),
+        backends: a.backends.clone(),
+        total_weight: a.total_weight,
+        timeouts: a.timeouts,
+        policy: None,
+        security: Some(Arc::new(security)),
+        ext_auth: None,
+    })
+}
+
+/// `/p` under `security`, `/` without a policy.
+async fn start(up: &Arc<Upstream>, security: Security) -> (TestProxy, SocketAddr) {
+    let port = free_port();
+    let snap = snapshot(
+        1,
+        vec![socket(
+            port,
+            vec![listener(
+                "ns/gw",
+                None,
+                vec![
+                    (None, prefix("/p", secured(up, security))),
+                    (None, prefix("/", forward_to("ns/plain", up))),
+                ],
+            )],
+        )],
+    );
+    let proxy = TestProxy::start(config(), snap).await;
+    let addr = proxy.addr(port);
+    (proxy, addr)
+}
+
+async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut b = request("a.example", path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(addr, b.body(Full::default()).unwrap()).await.unwrap()
+}
+
+fn basic_header(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn basic_auth_checks_htpasswd_users_and_strips_the_credentials() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let bcrypt = bcrypt::hash("b-pass", 4).unwrap();
+    let users = HashMap::from([
+        (
+            "alice".to_string(),
+            "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=".to_string(),
+        ),
+        ("bob".to_string(), bcrypt.replacen("$2b$", "$2y$", 1)),
+        (
+            "carol".to_string(),
+            "$apr1$abcdefgh$FBwExRW4dCc8aL.OvjpIE1".to_string(),
+        ),
+    ]);
+    let mut s = empty(1);
+    s.basic = Some(BasicAuth {
+        users: Redacted(users),
+        forward_username_header: Some(HeaderName::from_static("x-user")),
+    });
+    let (proxy, addr) = start(&up, s).await;
+
+    let none = get_with(addr, "/p", &[]).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        none.headers["www-authenticate"],
+        "Basic realm=\"a.example\""
+    );
+    let wrong = get_with(
+        addr,
+        "/p",
+        &[("authorization", &basic_header("alice", "nope"))],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let nobody = get_with(
+        addr,
+        "/p",
+        &[("authorization", &basic_header("zed", "password"))],
+    )
+    .await;
+    assert_eq!(nobody.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(echo.received.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    for (user, password) in [
+        ("alice", "password"),
+        ("bob", "b-pass"),
+        ("carol", "password"),
+    ] {
+        // The forged username header is replaced by the verified one.
+        let ok = get_with(
+            addr,
+            "/p",
+            &[
+                ("authorization", &basic_header(user, password)),
+                ("x-user", "mallory"),
+            ],
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::OK, "{user}");
+        assert_eq!(ok.seen_header("x-user").as_deref(), Some(user));
+        assert_eq!(ok.seen_header("authorization"), None, "{user}");
+    }
+    // A second bcrypt request is served from the verification cache (same answer).
+    let again = get_with(
+        addr,
+        "/p",
+        &[("authorization", &basic_header("bob", "b-pass"))],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    // Routes without a policy are untouched.
+    assert_eq!(get_with(addr, "/", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        proxy.metric(
+            "weir_request_errors_total",
+            &[("reason", "unauthenticated")]
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn api_keys_from_header_query_and_cookie_are_checked_and_sanitized() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let mut s = empty(2);
+    s.api_key = Some(ApiKeyAuth {
+        keys: Redacted(vec![
+            (b"k-one".to_vec(), "client-1".into()),
+            (b"k-two".to_vec(), "client-2".into()),
+        ]),
+        sources: vec![
+            KeySource::Header {
+                name: HeaderName::from_static("x-api-key"),
+                prefix: String::new(),
+            },
+            KeySource::Param("key".into()),
+            KeySource::Cookie("apikey".into()),
+        ],
+        forward_client_id_header: Some(HeaderName::from_static("x-client")),
+        sanitize: true,
+    });
+    let (_proxy, addr) = start(&up, s).await;
+
+    assert_eq!(
+        get_with(addr, "/p", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong = get_with(addr, "/p", &[("x-api-key", "k-three")]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers.get("www-authenticate").is_none());
+
+    let header = get_with(addr, "/p", &[("x-api-key", "k-one")]).await;
+    assert_eq!(header.status, StatusCode::OK);
+    assert_eq!(header.seen_header("x-client").as_deref(), Some("client-1"));
+    assert_eq!(header.seen_header("x-api-key"), None);
+
+    let query = get_with(addr, "/p/x?a=1&key=k-two&b=2", &[]).await;
+    assert_eq!(query.status, StatusCode::OK);
+    assert_eq!(query.seen_header("x-client").as_deref(), Some("client-2"));
+    assert_eq!(query.json()["query"], "a=1&b=2");
+
+    let cookie = get_with(addr, "/p", &[("cookie", "theme=dark; apikey=k-one")]).await;
+    assert_eq!(cookie.status, StatusCode::OK);
+    assert_eq!(cookie.seen_header("cookie").as_deref(), Some("theme=dark"));
+    assert_eq!(cookie.seen_header("x-client").as_deref(), Some("client-1"));
+}
+
+#[tokio::test]
+async fn a_policy_that_could_not_be_applied_fails_closed() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let (proxy, addr) = start(&up, Security::deny("ns/sec".into(), 3, "bad Secret")).await;
+    assert_eq!(
+        get_with(addr, "/p", &[]).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(echo.received.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(get_with(addr, "/", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        proxy.metric(
+            "weir_request_errors_total",
+            &[("reason", "security_policy_invalid")]
+        ),
+        1.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// JWT
+
+/// A signing key generated now and its public JWK.
+struct TestKey {
+    enc: EncodingKey,
+    alg: Algorithm,
+    jwk: serde_json::Value,
+}
+
+fn es256(kid: &str) -> TestKey {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = kp.public_key_raw();
+    TestKey {
+        enc: EncodingKey::from_ec_der(&kp.serialize_der()),
+        alg: Algorithm::ES256,
+        jwk: serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid,
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}),
+    }
+}
+
+fn ed25519(kid: &str) -> TestKey {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    TestKey {
+        enc: EncodingKey::from_ed_der(&kp.serialize_der()),
+        alg: Algorithm::EdDSA,
+        jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+            "x": b64(kp.public_key_raw())}),
+    }
+}
+
+fn hs256(kid: &str, secret: &[u8]) -> TestKey {
+    TestKey {
+        enc: EncodingKey::from_secret(secret),
+        alg: Algorithm::HS256,
+        jwk: serde_json::json!({"kty": "oct", "kid": kid, "k": b64(secret)}),
+    }
+}
+
+fn jwks(keys: &[&TestKey]) -> String {
+    serde_json::json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn sign(key: &TestKey, claims: serde_json::Value) -> String {
+    let mut header = Header::new(key.alg);
+    header.kid = key.jwk["kid"].as_str().map(str::to_string);
+    jsonwebtoken::encode(&header, &claims, &key.enc).unwrap()
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({"iss": "https://issuer.test", "aud": "api", "sub": "u-1",
+        "exp": now() + 300, "user": {"roles": ["admin"]}, "scope": "read write"});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    c
+}
+
+fn provider(name: &str, keys: JwtKeys) -> JwtProvider {
+    JwtProvider {
+        name: name.into(),
+        issuer: Some("https://issuer.test".into()),
+        audiences: vec!["api".into()],
+        keys,
+        claim_to_headers: vec![(HeaderName::from_static("x-sub"), vec!["sub".into()])],
+        sources: vec![KeySource::Header {
+            name: http::header::AUTHORIZATION,
+            prefix: "Bearer ".into(),
+        }],
+    }
+}
+
+fn local(keys: &[&TestKey]) -> JwtKeys {
+    let parsed = weir_snapshot::security::parse_jwks(&jwks(keys), true).unwrap();
+    JwtKeys::Local(Redacted(parsed.into()))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn jwt_tokens_are_verified_and_every_bad_one_refused() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let (es, ed, hs) = (
+        es256("es"),
+        ed25519("ed"),
+        hs256("hs", b"a-local-hmac-secret-of-32-bytes!"),
+    );
+    let mut s = empty(4);
+    s.jwt = Some(JwtAuth {
+        optional: false,
+        providers: vec![provider("local", local(&[&es, &ed, &hs]))],
+    });
+    let (_proxy, addr) = start(&up, s).await;
+    let call = |token: String| async move {
+        get_with(
+            addr,
+            "/p",
+            &[("authorization", &bearer(&token)), ("x-sub", "forged")],
+        )
+        .await
+    };
+
+    for key in [&es, &ed, &hs] {
+        let ok = call(sign(key, claims(serde_json::json!({})))).await;
+        assert_eq!(ok.status, StatusCode::OK, "{:?}", key.alg);
+        assert_eq!(ok.seen_header("x-sub").as_deref(), Some("u-1"));
+        // The verified token is not forwarded.
+        assert_eq!(ok.seen_header("authorization"), None);
+    }
+    // Within the clock skew (60 s) an expired token still passes; beyond it, not.
+    let skew = call(sign(&es, claims(serde_json::json!({"exp": now() - 30})))).await;
+    assert_eq!(skew.status, StatusCode::OK);
+    let other = es256("es");
+    let none_header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = b64(claims(serde_json::json!({})).to_string().as_bytes());
+    let bad: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            sign(&es, claims(serde_json::json!({"exp": now() - 120}))),
+        ),
+        (
+            "not yet",
+            sign(&es, claims(serde_json::json!({"nbf": now() + 120}))),
+        ),
+        (
+            "wrong audience",
+            sign(&es, claims(serde_json::json!({"aud": "other"}))),
+        ),
+        ("no audience", {
+            let mut c = claims(serde_json::json!({}));
+            c.as_object_mut().unwrap().remove("aud");
+            sign(&es, c)
+        }),
+        (
+            "wrong issuer",
+            sign(&es, claims(serde_json::json!({"iss": "https://evil"}))),
+        ),
+        ("wrong key", sign(&other, claims(serde_json::json!({})))),
+        ("alg none", format!("{none_header}.{payload}.")),
+        ("unsigned", format!("{none_header}.{payload}")),
+        ("garbage", "not-a-token".into()),
+    ];
+    for (what, token) in bad {
+        let r = call(token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            r.headers["www-authenticate"], "Bearer realm=\"a.example\", error=\"invalid_token\"",
+            "{what}"
+        );
+    }
+    let missing = get_with(addr, "/p", &[]).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_optional_jwt_lets_anonymous_requests_through_but_not_bad_tokens() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let es = es256("es");
+    let mut p = provider("local", local(&[&es]));
+    p.sources = vec![
+        KeySource::Header {
+            name: HeaderName::from_static("x-token"),
+            prefix: "Tok ".into(),
+        },
+        KeySource::Cookie("jwt".into()),
+        KeySource::Param("access_token".into()),
+    ];
+    let mut s = empty(5);
+    s.jwt = Some(JwtAuth {
+        optional: true,
+        providers: vec![p],
+    });
+    let (_proxy, addr) = start(&up, s).await;
+    let anonymous = get_with(addr, "/p", &[("x-sub", "forged")]).await;
+    assert_eq!(anonymous.status, StatusCode::OK);
+    // A client's own claim header never reaches the backend.
+    assert_eq!(anonymous.seen_header("x-sub"), None);
+    let token = sign(&es, claims(serde_json::json!({})));
+    let bad = get_with(addr, "/p", &[("x-token", "Tok nope")]).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    let by_header = get_with(addr, "/p", &[("x-token", &format!("Tok {token}"))]).await;
+    assert_eq!(by_header.seen_header("x-sub").as_deref(), Some("u-1"));
+    let by_cookie = get_with(addr, "/p", &[("cookie", &format!("jwt={token}"))]).await;
+    assert_eq!(by_cookie.seen_header("x-sub").as_deref(), Some("u-1"));
+    let by_param = get_with(addr, &format!("/p?access_token={token}"), &[]).await;
+    assert_eq!(by_param.seen_header("x-sub").as_deref(), Some("u-1"));
+    assert_eq!(by_param.json()["query"], serde_json::Value::Null);
+}
+
+/// A JWKS server whose answer the test changes: (status, body).
+struct JwksServer {
+    addr: SocketAddr,
+    answer: Arc<Mutex<(u16, String)>>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl JwksServer {
+    async fn start(body: String) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(Mutex::new((200u16, body)));
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, h) = (answer.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (a, h) = (a.clone(), h.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| {
+                        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let (status, body) = a.lock().unwrap().clone();
+                        async move {
+                            let mut r = http::Response::new(Full::new(Bytes::from(body)));
+                            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        JwksServer {
+            addr,
+            answer,
+            hits,
+            task,
+        }
+    }
+
+    fn set(&self, status: u16, body: String) {
+        *self.answer.lock().unwrap() = (status, body);
+    }
+}
+
+#[tokio::test]
+async fn a_remote_key_set_is_fetched_rotated_and_kept_when_the_server_fails() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let server = JwksServer::start(jwks(&[&k1])).await;
+    let mut s = empty(6);
+    s.jwt = Some(JwtAuth {
+        optional: false,
+        providers: vec![provider(
+            "remote",
+            JwtKeys::Remote {
+                uri: format!("http://{}/jwks", server.addr).into(),
+                cache_duration: Duration::from_secs(300),
+            },
+        )],
+    });
+    let (_proxy, addr) = start(&up, s).await;
+    let t1 = sign(&k1, claims(serde_json::json!({})));
+    let t2 = sign(&k2, claims(serde_json::json!({})));
+    assert_eventually(
+        "the first key set is fetched",
+        Duration::from_secs(5),
+        || {
+            let t1 = t1.clone();
+            async move {
+                let r = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+                anyhow::ensure!(r.status == StatusCode::OK, "{}", r.status);
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // An HMAC key in a remote set would let anyone sign: the set is refused.
+    // Rotation: the server now has k2; a token with kid k2 triggers a fetch.
+    server.set(200, jwks(&[&k2]));
+    assert_eventually(
+        "the rotated key is fetched on an unknown kid",
+        Duration::from_secs(10),
+        || {
+            let t2 = t2.clone();
+            async move {
+                let r = get_with(addr, "/p", &[("authorization", &bearer(&t2))]).await;
+                anyhow::ensure!(r.status == StatusCode::OK, "{}", r.status);
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // The old key is gone.
+    let old = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    // The server fails and a refetch is asked for (unknown kid): the last good set stays.
+    server.set(503, String::new());
+    let hits = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let k3 = es256("k3");
+    let t3 = sign(&k3, claims(serde_json::json!({})));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&t3))]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eventually("the refetch happens", Duration::from_secs(5), || async {
+        anyhow::ensure!(server.hits.load(std::sync::atomic::Ordering::SeqCst) > hits);
+        Ok(())
+    })
+    .await;
+    let still = get_with(addr, "/p", &[("authorization", &bearer(&t2))]).await;
+    assert_eq!(still.status, StatusCode::OK);
+    // Unknown kids do not make a fetch per request (rate limit).
+    let before = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..20 {
+        get_with(addr, "/p", &[("authorization", &bearer(&t3))]).await;
+    }
+    let after = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after - before <= 3, "{before} → {after}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Authorization and CORS
+
+fn rule(name: &str, allow: bool) -> AuthorizationRule {
+    AuthorizationRule {
+        name: name.into(),
+        allow,
+        methods: vec![],
+        client_cidrs: vec![],
+        jwt: None,
+        headers: vec![],
+    }
+}
+
+#[tokio::test]
+async fn authorization_by_cidr_claim_header_and_method() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let es = es256("es");
+    let mut s = empty(7);
+    s.jwt = Some(JwtAuth {
+        optional: true,
+        providers: vec![provider("local", local(&[&es]))],
+    });
+    let mut deny_delete = rule("no-delete", false);
+    deny_delete.methods = vec![Method::DELETE];
+    let mut admins = rule("admins", true);
+    admins.jwt = Some(JwtPrincipal {
+        provider: "local".into(),
+        claims: vec![ClaimMatch {
+            path: vec!["user".into(), "roles".into()],
+            array: true,
+            values: vec!["admin".into()],
+        }],
+        scopes: vec!["read".into()],
+    });
+    let mut other_net = rule("other-net", true);
+    other_net.client_cidrs = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+    let mut header = rule("header", true);
+    header.headers = vec![(HeaderName::from_static("x-team"), vec!["blue".into()])];
+    header.client_cidrs = vec![Cidr::parse("127.0.0.0/8").unwrap()];
+    s.authorization = Some(Authorization {
+        default_allow: false,
+        rules: vec![deny_delete, admins, other_net, header],
+    });
+    let (_proxy, addr) = start(&up, s).await;
+    let admin = sign(&es, claims(serde_json::json!({})));
+    let user = sign(
+        &es,
+        claims(serde_json::json!({"user": {"roles": ["viewer"]}})),
+    );
+
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&admin))]).await;
+    assert_eq!(r.status, StatusCode::OK, "admin claim");
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&user))]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "viewer, default deny");
+    let r = get_with(addr, "/p", &[("x-team", "blue")]).await;
+    assert_eq!(r.status, StatusCode::OK, "header and loopback CIDR");
+    let r = get_with(addr, "/p", &[("x-team", "red")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let del = send(
+        addr,
+        request("a.example", "/p")
+            .method(Method::DELETE)
+            .header("authorization", bearer(&admin))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(del.status, StatusCode::FORBIDDEN, "the first rule decides");
+}
+
+#[tokio::test]
+async fn a_preflight_is_answered_without_credentials_and_answers_carry_cors_headers() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let es = es256("es");
+    let mut s = empty(8);
+    s.cors = Some(Cors {
+        allow_origins: Arc::from([OriginPattern::parse("https://app.example").unwrap()]),
+        allow_methods: CorsList::List(http::HeaderValue::from_static("GET, POST")),
+        allow_headers: CorsList::Any,
+        expose_headers: CorsList::Unset,
+        max_age: Some(http::HeaderValue::from_static("600")),
+        allow_credentials: true,
+    });
+    s.jwt = Some(JwtAuth {
+        optional: false,
+        providers: vec![provider("local", local(&[&es]))],
+    });
+    let (_proxy, addr) = start(&up, s).await;
+    let preflight = send(
+        addr,
+        request("a.example", "/p")
+            .method(Method::OPTIONS)
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(preflight.status, StatusCode::OK);
+    assert_eq!(
+        preflight.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(
+        preflight.headers["access-control-allow-methods"],
+        "GET, POST"
+    );
+    assert_eq!(preflight.headers["access-control-max-age"], "600");
+    assert_eq!(echo.received.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // An actual request still needs its token, and gets the CORS headers.
+    let token = sign(&es, claims(serde_json::json!({})));
+    let r = get_with(
+        addr,
+        "/p",
+        &[
+            ("origin", "https://app.example"),
+            ("authorization", &bearer(&token)),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(r.headers["access-control-allow-credentials"], "true");
+    let anonymous = get_with(addr, "/p", &[("origin", "https://app.example")]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,461 @@
+//! SecurityPolicy (issue 23): validated, compiled to [`weir_snapshot::Security`] and put on
+//! the route entries it applies to (`RouteAction::security`).
+//!
+//! Decisions:
+//! - Targets are Gateways (every route entry of their listeners), HTTPRoutes and GRPCRoutes
+//!   (`sectionName`: a rule name). The most specific wins as a whole (rule, route, Gateway);
+//!   two policies naming the same target conflict and the oldest wins ([`attach`]). A
+//!   Gateway listener is not a target: refused (`UnsupportedValue`).
+//! - Implemented: `cors`, `basicAuth`, `apiKeyAuth`, `jwt`, `authorization`. Every other
+//!   field (`extAuth`, `oidc`, ...) is refused by name (`UnsupportedValue`).
+//! - **Fail closed**: a policy that cannot be applied (an unsupported field, a value out of
+//!   range, a missing Secret, a Secret of another namespace without a ReferenceGrant, an
+//!   htpasswd or JWKS that does not parse) is `Accepted=False` *and* still holds its
+//!   targets: their requests answer 500 instead of reaching the backend unauthenticated.
+//!   Only a policy whose targets do not exist, or that lost them to an older one, holds
+//!   nothing.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use weir_snapshot::{RouteAction, RouteEntry, Security};
+use weir_store::policies::{SecretObjectRef, SecurityPolicySpec, Unsupported};
+use weir_store::{Kind, ObjectKey, SecurityPolicy, Store};
+
+use crate::conditions::Conditions;
+use crate::model::GatewayModel;
+use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target, TargetRef};
+use crate::refgrant;
+use crate::ObjectStatus;
+
+mod authz;
+mod credentials;
+mod jwt;
+
+/// What a SecurityPolicy may name.
+const TARGETS: Allowed = Allowed {
+    gateway: true,
+    listener_set: false,
+    routes: true,
+    service: false,
+};
+
+struct Model {
+    key: ObjectKey,
+    policy: Arc<SecurityPolicy>,
+    targets: Vec<Target>,
+    not_accepted: Option<NotAccepted>,
+    /// What its targets get: the policy, or a deny-all when it cannot be applied.
+    compiled: Option<Arc<Security>>,
+    conflicted: bool,
+    ancestors: BTreeSet<ObjectKey>,
+}
+
+/// Every SecurityPolicy, and which one holds each target.
+pub struct SecurityPolicies {
+    models: Vec<Model>,
+    index: BTreeMap<Target, usize>,
+}
+
+impl SecurityPolicies {
+    /// Evaluate every policy; `ours`: the Gateways of our classes.
+    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>) -> Self {
+        let mut models: Vec<Model> = store
+            .security_policies
+            .iter()
+            .map(|(key, p)| evaluate(store, ours, key, p))
+            .collect();
+        models.sort_by(|a, b| {
+            (crate::meta::created(&a.policy.metadata), &a.key)
+                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
+        });
+        let settled = attach::settle_where(&models, |m| {
+            m.compiled.is_some().then(|| Candidate {
+                meta: &m.policy.metadata,
+                key: &m.key,
+                targets: &m.targets,
+            })
+        });
+        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
+            m.conflicted = conflicted;
+        }
+        Self {
+            models,
+            index: settled.winners,
+        }
+    }
+
+    /// The policy (index) in effect for a route entry of `gateway`.
+    fn effective(&self, gateway: &ObjectKey, action: &RouteAction) -> Option<usize> {
+        let kind = match action.route.kind {
+            "HTTPRoute" => Kind::HttpRoute,
+            "GRPCRoute" => Kind::GrpcRoute,
+            _ => return None,
+        };
+        let route = action
+            .route
+            .route
+            .split_once('/')
+            .map(|(ns, name)| ObjectKey::new(ns, name));
+        let from_route = route.and_then(|key| {
+            let target = Target::new(kind, key, action.route.rule_name.as_deref());
+            attach::most_specific(&self.index, &target).copied()
+        });
+        from_route.or_else(|| {
+            self.index
+                .get(&Target::new(Kind::Gateway, gateway.clone(), None))
+                .copied()
+        })
+    }
+
+    /// Put the effective policy on every route entry of our Gateways; entries that share an
+    /// action and get the same policy keep sharing one.
+    pub fn place(&self, gateways: &mut [GatewayModel]) {
+        if self.index.is_empty() {
+            return;
+        }
+        let mut made: HashMap<(*const RouteAction, usize), Arc<RouteAction>> = HashMap::new();
+        for g in gateways.iter_mut() {
+            let gateway = g.key.clone();
+            for l in g.listeners.iter_mut() {
+                for (_, entry) in l.entries.iter_mut() {
+                    let Some(i) = self.effective(&gateway, &entry.action) else {
+                        continue;
+                    };
+                    let Some(compiled) = &self.models[i].compiled else {
+                        continue;
+                    };
+                    let old = &entry.action;
+                    let action = made
+                        .entry((Arc::as_ptr(old), i))
+                        .or_insert_with(|| {
+                            Arc::new(RouteAction {
+                                route: old.route.clone(),
+                                filters: old.filters.clone(),
+                                backends: old.backends.clone(),
+                                total_weight: old.total_weight,
+                                timeouts: old.timeouts,
+                                policy: old.policy.clone(),
+                                security: Some(compiled.clone()),
+                                ext_auth: old.ext_auth.clone(),
+                            })
+                        })
+                        .clone();
+                    *entry = Arc::new(RouteEntry {
+                        rank: entry.rank.clone(),
+                        matcher: entry.matcher.clone(),
+                        action,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One status per policy: an ancestor entry per Gateway it affects.
+    pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
+        self.models
+            .iter()
+            .map(|m| {
+                let c = Conditions {
+                    generation: m.policy.metadata.generation,
+                    now,
+                };
+                let accepted = if let Some(n) = &m.not_accepted {
+                    c.make("Accepted", false, n.reason, n.message.clone())
+                } else if m.conflicted {
+                    c.make(
+                        "Accepted",
+                        false,
+                        "Conflicted",
+                        "an older SecurityPolicy (or one first by namespace/name) targets the \
+                         same Gateway, route or rule",
+                    )
+                } else {
+                    c.make("Accepted", true, "Accepted", "Policy has been accepted")
+                };
+                ObjectStatus::new(
+                    Kind::SecurityPolicy,
+                    &m.policy.metadata,
+                    attach::ancestor_status(&m.ancestors, controller, &[accepted]),
+                )
+            })
+            .collect()
+    }
+}
+
+fn evaluate(
+    store: &Store,
+    ours: &BTreeSet<ObjectKey>,
+    key: &ObjectKey,
+    p: &Arc<SecurityPolicy>,
+) -> Model {
+    let mut targets = Vec::new();
+    let mut ancestors = BTreeSet::new();
+    let mut not_found = None;
+    let mut unsupported_target = None;
+    for t in p.spec.targets.all() {
+        let r = TargetRef {
+            group: &t.group,
+            kind: &t.kind,
+            name: &t.name,
+            section_name: t.section_name.as_deref(),
+        };
+        let Some(resolved) = attach::resolve(store, &key.namespace, r, TARGETS) else {
+            continue;
+        };
+        let target = &resolved.target;
+        match target.kind {
+            Kind::Gateway => {
+                let exists = store.gateways.contains_key(&target.key);
+                if exists && !ours.contains(&target.key) {
+                    continue;
+                }
+                ancestors.insert(target.key.clone());
+                if target.section.is_some() {
+                    unsupported_target = unsupported_target.or(Some(format!(
+                        "a Gateway listener (sectionName {:?} of Gateway {}) as a target: \
+                         target the Gateway, a route or a rule",
+                        t.section_name.as_deref().unwrap_or_default(),
+                        target.key
+                    )));
+                }
+            }
+            Kind::HttpRoute | Kind::GrpcRoute => {
+                ancestors.extend(crate::policy::pending::route_gateways(
+                    store,
+                    target.kind,
+                    &target.key,
+                    ours,
+                ));
+            }
+            _ => continue,
+        }
+        match resolved.not_found {
+            Some(n) => not_found = not_found.or(Some(n)),
+            None => targets.push(resolved.target),
+        }
+    }
+    let name: Arc<str> = key.to_string().into();
+    let id = identity(key, &p.spec);
+    let compiled = match unsupported_target {
+        Some(what) => Err(NotAccepted::new(
+            "UnsupportedValue",
+            format!("Weir does not implement {what} (yet)"),
+        )),
+        None => compile(store, key, name.clone(), id, &p.spec),
+    };
+    let (not_accepted, compiled) = match compiled {
+        Ok(_) if targets.is_empty() && not_found.is_some() => (not_found, None),
+        Ok(s) => (None, Some(Arc::new(s))),
+        // Fail closed: the targets are held with a deny-all.
+        Err(n) => {
+            let why = format!("SecurityPolicy {key} is not accepted ({})", n.reason);
+            let deny = (!targets.is_empty()).then(|| Arc::new(Security::deny(name, id, why)));
+            (Some(n), deny)
+        }
+    };
+    Model {
+        key: key.clone(),
+        policy: p.clone(),
+        targets,
+        not_accepted,
+        compiled,
+        conflicted: false,
+        ancestors,
+    }
+}
+
+/// The paths of the fields Weir does not implement.
+fn unsupported_fields(spec: &SecurityPolicySpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |path: &str, u: &Unsupported| {
+        out.extend(u.keys().map(|k| format!("{path}.{k}")));
+    };
+    add("spec", &spec.unsupported);
+    if let Some(c) = &spec.cors {
+        add("spec.cors", &c.unsupported);
+    }
+    if let Some(b) = &spec.basic_auth {
+        add("spec.basicAuth", &b.unsupported);
+    }
+    if let Some(a) = &spec.api_key_auth {
+        add("spec.apiKeyAuth", &a.unsupported);
+        for (i, e) in a.extract_from.iter().flatten().enumerate() {
+            add(&format!("spec.apiKeyAuth.extractFrom[{i}]"), &e.unsupported);
+        }
+    }
+    if let Some(j) = &spec.jwt {
+        jwt::unsupported_fields(j, &mut add);
+    }
+    if let Some(a) = &spec.authorization {
+        authz::unsupported_fields(a, &mut add);
+    }
+    out
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> NotAccepted {
+    NotAccepted::new("Invalid", message)
+}
+
+/// Validate and compile a spec.
+fn compile(
+    store: &Store,
+    key: &ObjectKey,
+    name: Arc<str>,
+    id: u64,
+    spec: &SecurityPolicySpec,
+) -> Result<Security, NotAccepted> {
+    let unsupported = unsupported_fields(spec);
+    if !unsupported.is_empty() {
+        return Err(NotAccepted::new(
+            "UnsupportedValue",
+            format!(
+                "Weir does not implement {} (yet): the policy is not applied and its targets \
+                 answer 500 until {} removed",
+                unsupported.join(", "),
+                if unsupported.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                }
+            ),
+        ));
+    }
+    let mut out = Security {
+        name,
+        id,
+        deny: None,
+        cors: None,
+        jwt: None,
+        basic: None,
+        api_key: None,
+        authorization: None,
+    };
+    if let Some(c) = &spec.cors {
+        out.cors = Some(cors(c)?);
+    }
+    if let Some(b) = &spec.basic_auth {
+        out.basic = Some(credentials::basic(store, key, b)?);
+    }
+    if let Some(a) = &spec.api_key_auth {
+        out.api_key = Some(credentials::api_key(store, key, a)?);
+    }
+    if let Some(j) = &spec.jwt {
+        out.jwt = Some(jwt::compile(store, key, j)?);
+    }
+    if let Some(a) = &spec.authorization {
+        out.authorization = Some(authz::compile(a, out.jwt.as_ref())?);
+    }
+    // The identity covers the credentials too: a changed htpasswd must not keep a cached
+    // verification of a password it no longer has.
+    let mut h = DefaultHasher::new();
+    out.id.hash(&mut h);
+    if let Some(b) = &out.basic {
+        let mut users: Vec<_> = b.users.0.iter().collect();
+        users.sort();
+        users.hash(&mut h);
+    }
+    out.id = h.finish();
+    Ok(out)
+}
+
+/// `cors`: the HTTPRoute CORS filter's snapshot type, so one engine serves both.
+fn cors(c: &weir_store::policies::SecurityCors) -> Result<weir_snapshot::Cors, NotAccepted> {
+    use crate::filter::cors::list;
+    let allow_origins = c
+        .allow_origins
+        .iter()
+        .flatten()
+        .map(|o| {
+            weir_snapshot::OriginPattern::parse(o).ok_or_else(|| {
+                invalid(format!(
+                    "spec.cors.allowOrigins {o:?} is not \"*\" or http(s)://host[:port]"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_age = crate::policy::backend::duration("spec.cors.maxAge", c.max_age.as_deref())?
+        .map(|d| http::HeaderValue::from(d.as_secs()));
+    let l = |field: &str, v: Option<&[String]>| {
+        list(field, v).map_err(|e| invalid(format!("spec.cors: {e}")))
+    };
+    Ok(weir_snapshot::Cors {
+        allow_origins: allow_origins.into(),
+        allow_methods: l("allowMethods", c.allow_methods.as_deref())?,
+        allow_headers: l("allowHeaders", c.allow_headers.as_deref())?,
+        expose_headers: l("exposeHeaders", c.expose_headers.as_deref())?,
+        max_age,
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+    })
+}
+
+/// A Secret the policy names: ReferenceGrant checked for another namespace; `Invalid`
+/// naming it when it is not permitted or missing.
+pub(crate) fn secret<'s>(
+    store: &'s Store,
+    policy: &ObjectKey,
+    field: &str,
+    r: &SecretObjectRef,
+) -> Result<&'s weir_store::Secret, NotAccepted> {
+    let group = r.group.as_deref().unwrap_or("");
+    let kind = r.kind.as_deref().unwrap_or("Secret");
+    if !refgrant::core_group(group).is_empty() || kind != "Secret" {
+        return Err(invalid(format!(
+            "{field}: {group}/{kind} {} is not a core Secret",
+            r.name
+        )));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(&policy.namespace);
+    let secret_key = ObjectKey::new(ns, r.name.as_str());
+    let permitted = refgrant::permitted(
+        store,
+        &refgrant::From {
+            group: weir_store::POLICY_GROUP,
+            kind: "SecurityPolicy",
+            namespace: &policy.namespace,
+        },
+        &refgrant::To {
+            group: "",
+            kind: "Secret",
+            namespace: ns,
+            name: &r.name,
+        },
+    );
+    if !permitted {
+        return Err(invalid(format!(
+            "{field}: Secret {secret_key} is in another namespace and no ReferenceGrant there \
+             permits it"
+        )));
+    }
+    store
+        .secrets
+        .get(&secret_key)
+        .map(|s| &**s)
+        .ok_or_else(|| invalid(format!("{field}: Secret {secret_key} does not exist")))
+}
+
+/// The bytes of a Secret's key (`data`, else `stringData`).
+pub(crate) fn secret_value(secret: &weir_store::Secret, name: &str) -> Option<Vec<u8>> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(name)) {
+        return Some(v.0.clone());
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(name))
+        .map(|v| v.as_bytes().to_vec())
+}
+
+/// What keys the policy's runtime state: its name and spec (and so, through the spec, a
+/// changed Secret does not reuse a verification cache: see `credentials`).
+fn identity(key: &ObjectKey, spec: &SecurityPolicySpec) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! SecurityPolicy translation: what reaches each route entry, precedence, every refusal and
+//! Invalid reason, fail closed, and the status ancestors.
+
+use http::{HeaderMap, Method};
+use weir_snapshot::{JwtKeys, KeySource, RequestView, RouteAction, Security};
+use weir_store::Kind;
+
+use crate::tests::{cond, is, run, status, store_with_class};
+use crate::Output;
+
+/// Gateway `gw`; HTTPRoute `r` with rules `a` (/a) and `b` (/b); HTTPRoute `other` (/o);
+/// Secrets `users` (.htpasswd) and `keys` (client → key) in `ns`, `far-users` in `far`.
+const WORLD: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns, generation: 1}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc, namespace: ns}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - name: a
+    matches: [{path: {type: PathPrefix, value: /a}}]
+    backendRefs: [{name: svc, port: 80}]
+  - name: b
+    matches: [{path: {type: PathPrefix, value: /b}}]
+    backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /o}}]
+    backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: users, namespace: ns}
+stringData:
+  .htpasswd: |
+    # comment
+    alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=
+    bob:$2y$05$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY1
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys, namespace: ns}
+stringData: {client-1: key-one-SECRET, client-2: key-two-SECRET}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: far-users, namespace: far}
+stringData:
+  .htpasswd: 'carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g='
+";
+
+const GW: &str = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}";
+const ROUTE: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}";
+const RULE_A: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: a}";
+
+const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"}]}"#;
+
+fn policy(name: &str, created: &str, target: &str, spec: &str) -> String {
+    format!(
+        "
+---
+apiVersion: gateway.weir.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: {name}, namespace: ns, generation: 2, creationTimestamp: '{created}'}}
+spec:
+  targetRefs: [{target}]
+{spec}"
+    )
+}
+
+fn translate(policies: &[String]) -> Output {
+    run(&store_with_class(&format!("{WORLD}{}", policies.concat())))
+}
+
+fn action<'a>(out: &'a Output, path: &str) -> &'a RouteAction {
+    let socket = out.snapshot.socket(None, 80).expect("socket");
+    let headers = HeaderMap::new();
+    let view = RequestView {
+        method: &Method::GET,
+        path,
+        query: None,
+        headers: &headers,
+    };
+    &socket.listeners[0]
+        .find_route("x.example", &view)
+        .expect("a route")
+        .action
+}
+
+fn security<'a>(out: &'a Output, path: &str) -> Option<&'a Security> {
+    action(out, path).security.as_deref()
+}
+
+fn accepted(out: &Output, name: &str) -> (String, String) {
+    cond(
+        status(out, Kind::SecurityPolicy, "ns", name),
+        "parent ns/gw",
+        "Accepted",
+    )
+}
+
+fn message(out: &Output, name: &str) -> String {
+    status(out, Kind::SecurityPolicy, "ns", name).condition_lines()[0]
+        .4
+        .clone()
+}
+
+#[test]
+fn every_mechanism_compiles_onto_the_targeted_routes_only() {
+    let spec = format!(
+        "  cors: {{allowOrigins: ['https://*.example.com'], allowMethods: [GET], maxAge: 10m}}
+  basicAuth: {{users: {{name: users}}, forwardUsernameHeader: x-user}}
+  apiKeyAuth:
+    credentialRefs: [{{name: keys}}]
+    extractFrom: [{{headers: [x-api-key]}}, {{params: [key], cookies: [k]}}]
+    forwardClientIDHeader: x-client
+    sanitize: true
+  jwt:
+    optional: true
+    providers:
+    - name: local
+      issuer: https://issuer.example
+      audiences: [api]
+      localJWKS: {{type: Inline, inline: '{JWKS}'}}
+      claimToHeaders: [{{header: x-sub, claim: sub}}]
+      extractFrom: {{headers: [{{name: x-token, valuePrefix: 'Tok '}}], cookies: [jwt]}}
+    - name: remote
+      remoteJWKS: {{uri: 'http://127.0.0.1:9/jwks', cacheDuration: 30s}}
+  authorization:
+    defaultAction: Deny
+    rules:
+    - name: office
+      action: Allow
+      operation: {{methods: [GET]}}
+      principal: {{clientCIDRs: [10.0.0.0/8], jwt: {{provider: local, scopes: [read], claims: [{{name: user.roles, valueType: StringArray, values: [admin]}}]}}}}
+"
+    );
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", ROUTE, &spec)]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let s = security(&out, "/a").expect("policy on /a");
+    assert!(s.deny.is_none());
+    assert_eq!(&*s.name, "ns/p");
+    assert_eq!(s.cors.as_ref().unwrap().max_age.as_ref().unwrap(), "600");
+    let basic = s.basic.as_ref().unwrap();
+    assert_eq!(basic.users.0.len(), 2);
+    assert_eq!(basic.forward_username_header.as_ref().unwrap(), "x-user");
+    let keys = s.api_key.as_ref().unwrap();
+    assert_eq!(keys.keys.0.len(), 2);
+    assert!(keys.sanitize);
+    assert_eq!(
+        keys.sources,
+        [
+            KeySource::Header {
+                name: http::HeaderName::from_static("x-api-key"),
+                prefix: String::new()
+            },
+            KeySource::Param("key".into()),
+            KeySource::Cookie("k".into())
+        ]
+    );
+    let jwt = s.jwt.as_ref().unwrap();
+    assert!(jwt.optional);
+    assert!(matches!(&jwt.providers[0].keys, JwtKeys::Local(k) if k.0.len() == 1));
+    assert!(matches!(&jwt.providers[1].keys,
+        JwtKeys::Remote { cache_duration, .. } if cache_duration.as_secs() == 30));
+    // The default token source of a provider without extractFrom.
+    assert_eq!(
+        jwt.providers[1].sources,
+        [KeySource::Header {
+            name: http::header::AUTHORIZATION,
+            prefix: "Bearer ".into()
+        }]
+    );
+    let authz = s.authorization.as_ref().unwrap();
+    assert!(!authz.default_allow);
+    assert_eq!(
+        authz.rules[0].jwt.as_ref().unwrap().claims[0].path,
+        ["user", "roles"]
+    );
+    // Both rules of the route share it; the other route pays nothing.
+    assert!(std::ptr::eq(s, security(&out, "/b").unwrap()));
+    assert!(security(&out, "/o").is_none());
+    // No credential reaches /debug/snapshot (the snapshot's Debug).
+    let dump = format!("{:#?}", out.snapshot);
+    for secret in ["key-one-SECRET", "W6ph5Mm5Pz8", "11qYAYKxCrfVS", "alice"] {
+        assert!(!dump.contains(secret), "{secret} in the snapshot dump");
+    }
+}
+
+#[test]
+fn the_most_specific_policy_wins_and_the_oldest_holds_a_target() {
+    let cors = "  cors: {allowOrigins: ['*']}\n";
+    let out = translate(&[
+        policy("gateway", "2024-01-01T00:00:00Z", GW, cors),
+        policy("rule", "2024-01-02T00:00:00Z", RULE_A, cors),
+        policy("late", "2024-01-03T00:00:00Z", RULE_A, cors),
+    ]);
+    assert_eq!(&*security(&out, "/a").unwrap().name, "ns/rule");
+    assert_eq!(&*security(&out, "/b").unwrap().name, "ns/gateway");
+    assert_eq!(&*security(&out, "/o").unwrap().name, "ns/gateway");
+    assert_eq!(accepted(&out, "late"), is("False", "Conflicted"));
+    assert_eq!(accepted(&out, "rule"), is("True", "Accepted"));
+}
+
+/// Every way a policy is refused: the reason, the field named, and the targets failing
+/// closed (a deny-all on their entries) rather than serving unauthenticated.
+#[test]
+fn refused_policies_fail_closed() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("  extAuth: {http: {backendRefs: [{name: svc}]}}\n", "UnsupportedValue", "spec.extAuth"),
+        ("  oidc: {provider: {issuer: x}}\n", "UnsupportedValue", "spec.oidc"),
+        ("  basicAuth: {users: {name: users}, realm: x}\n", "UnsupportedValue", "spec.basicAuth.realm"),
+        ("  authorization: {rules: [{action: Allow, principal: {sourceCIDRs: [x]}}]}\n", "UnsupportedValue", "spec.authorization.rules[0].principal.sourceCIDRs"),
+        ("  basicAuth: {users: {name: nope}}\n", "Invalid", "Secret ns/nope does not exist"),
+        ("  basicAuth: {users: {name: keys}}\n", "Invalid", "no .htpasswd key"),
+        ("  basicAuth: {users: {name: far-users, namespace: far}}\n", "Invalid", "no ReferenceGrant"),
+        ("  apiKeyAuth: {credentialRefs: [{name: keys}]}\n", "Invalid", "extractFrom"),
+        ("  apiKeyAuth: {credentialRefs: [{name: gone}], extractFrom: [{headers: [k]}]}\n", "Invalid", "Secret ns/gone does not exist"),
+        ("  jwt: {providers: []}\n", "Invalid", "at least one provider"),
+        ("  jwt: {providers: [{name: x, localJWKS: {inline: 'not json'}}]}\n", "Invalid", "not a JSON Web Key Set"),
+        ("  jwt: {providers: [{name: x, localJWKS: {type: ValueRef, valueRef: {kind: ConfigMap, name: nope}}}]}\n", "Invalid", "ConfigMap ns/nope does not exist"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'https://idp.example/jwks'}}]}\n", "UnsupportedValue", "HTTPS"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', cacheDuration: soon}}]}\n", "Invalid", "cacheDuration"),
+        ("  authorization: {defaultAction: Maybe}\n", "Invalid", "defaultAction"),
+        ("  authorization: {rules: [{action: Allow, principal: {jwt: {provider: nobody, scopes: [a]}}}]}\n", "Invalid", "not a provider"),
+        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/33]}}]}\n", "Invalid", "clientCIDRs"),
+        ("  cors: {allowOrigins: ['ftp://x']}\n", "Invalid", "allowOrigins"),
+    ];
+    for (spec, reason, needle) in cases {
+        let out = translate(&[policy("p", "2024-01-01T00:00:00Z", ROUTE, spec)]);
+        assert_eq!(accepted(&out, "p"), is("False", reason), "{spec}");
+        let msg = message(&out, "p");
+        assert!(msg.contains(needle), "{spec}: {msg}");
+        let s = security(&out, "/a").unwrap_or_else(|| panic!("{spec}: not fail-closed"));
+        assert!(s.deny.is_some(), "{spec}: not fail-closed");
+        assert!(security(&out, "/o").is_none());
+    }
+}
+
+#[test]
+fn a_bad_htpasswd_is_invalid_without_showing_a_password() {
+    let yaml = "
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: plain, namespace: ns}
+stringData: {.htpasswd: 'dave:hunter2-plain'}
+";
+    let out = run(&store_with_class(&format!(
+        "{WORLD}{yaml}{}",
+        policy(
+            "p",
+            "2024-01-01T00:00:00Z",
+            ROUTE,
+            "  basicAuth: {users: {name: plain}}\n"
+        )
+    )));
+    assert_eq!(accepted(&out, "p"), is("False", "Invalid"));
+    let msg = message(&out, "p");
+    assert!(msg.contains("dave") && !msg.contains("hunter2"), "{msg}");
+    assert!(security(&out, "/a").unwrap().deny.is_some());
+}
+
+#[test]
+fn a_reference_grant_lets_a_policy_read_another_namespaces_secret() {
+    let grant = "
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: far}
+spec:
+  from: [{group: gateway.weir.dev, kind: SecurityPolicy, namespace: ns}]
+  to: [{group: '', kind: Secret}]
+";
+    let out = run(&store_with_class(&format!(
+        "{WORLD}{grant}{}",
+        policy(
+            "p",
+            "2024-01-01T00:00:00Z",
+            ROUTE,
+            "  basicAuth: {users: {name: far-users, namespace: far}}\n"
+        )
+    )));
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    assert_eq!(
+        security(&out, "/a")
+            .unwrap()
+            .basic
+            .as_ref()
+            .unwrap()
+            .users
+            .0
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_policy_without_its_target_holds_nothing() {
+    let missing = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: gone}";
+    let out = translate(&[policy(
+        "p",
+        "2024-01-01T00:00:00Z",
+        missing,
+        "  basicAuth: {users: {name: nope}}\n",
+    )]);
+    let s = status(&out, Kind::SecurityPolicy, "ns", "p");
+    assert!(s.condition_lines().is_empty() || message(&out, "p").contains("does not exist"));
+    assert!(security(&out, "/a").is_none() && security(&out, "/o").is_none());
+}
+
+#[test]
+fn a_changed_htpasswd_changes_the_identity() {
+    let id = |hash: &str| {
+        let yaml = format!(
+            "
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: u2, namespace: ns}}
+stringData: {{.htpasswd: 'eve:{hash}'}}
+"
+        );
+        let out = run(&store_with_class(&format!(
+            "{WORLD}{yaml}{}",
+            policy(
+                "p",
+                "2024-01-01T00:00:00Z",
+                ROUTE,
+                "  basicAuth: {users: {name: u2}}\n"
+            )
+        )));
+        security(&out, "/a").unwrap().id
+    };
+    let a = id("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=");
+    assert_eq!(a, id("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="));
+    assert_ne!(a, id("{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M="));
+}
