@@ -35,6 +35,8 @@ pub struct BackendPolicy {
     /// `loadBalancer`: how the request picks an endpoint of its backend (`None`: round
     /// robin, as without a policy).
     pub load_balancer: Option<crate::LoadBalancer>,
+    /// `rateLimit` (see [`crate::rate_limit`]); its scope names the route rule it applies to.
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.

@@ -161,6 +161,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     Some(pool) => weir_translate::Addressing::Pool(pool.clone()),
                     None => weir_translate::Addressing::Shared,
                 },
+                rate_limit_redis: args.rate_limit_redis.is_some(),
             };
             (inputs, translator, None)
         }
@@ -183,6 +184,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     Some(settings) => weir_translate::Addressing::Services(settings),
                     None => weir_translate::Addressing::Shared,
                 },
+                rate_limit_redis: args.rate_limit_redis.is_some(),
             };
             let inputs = control::Inputs {
                 stores: kube.stores,

@@ -43,6 +43,7 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> std::io::Result<bool> {
         gateway_addresses: &[],
         address_usable: &crate::control::address_of_this_host,
         addressing: &addressing,
+        rate_limit_redis: args.rate_limit_redis.is_some(),
     });
     let mut problems = 0usize;
     for status in &output.statuses {

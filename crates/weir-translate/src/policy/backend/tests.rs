@@ -658,3 +658,5 @@ fn invalid_load_balancer_values_are_refused_naming_the_field() {
 }
 
 mod health;
+
+mod rate_limit;
