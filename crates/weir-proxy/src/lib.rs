@@ -26,6 +26,7 @@ mod metrics;
 mod mirror;
 mod passthrough;
 pub mod proxy_protocol;
+mod rate_limit;
 mod request;
 pub mod session;
 mod stage;
@@ -50,6 +51,7 @@ pub use trace::{OtlpProtocol, TraceConfig};
 
 use crate::listener::Sockets;
 use crate::metrics::Metrics;
+pub use crate::rate_limit::global::GlobalConfig as GlobalRateLimitConfig;
 use crate::upstream::Clients;
 pub use crate::upstream::UpstreamLimits;
 
@@ -93,6 +95,9 @@ pub struct ProxyConfig {
     /// The key session values are sealed with (`session.rs`); `None`: a random one, so
     /// sessions last as long as this process (replicas sharing sessions need one key).
     pub session_key: Option<Arc<session::SessionKey>>,
+    /// The Redis global rate limits count in (`--rate-limit-redis`); `None`: no global rate
+    /// limits (translation refuses policies with them).
+    pub rate_limit: Option<GlobalRateLimitConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -112,6 +117,7 @@ impl Default for ProxyConfig {
             udp_max_flows: 16_384,
             zone: None,
             session_key: None,
+            rate_limit: None,
         }
     }
 }
@@ -142,6 +148,11 @@ pub(crate) struct Shared {
     pub(crate) tracing: Option<trace::Tracing>,
     /// Seals and opens session values (`session.rs`).
     pub(crate) session_key: Arc<session::SessionKey>,
+    /// BackendTrafficPolicy local rate limits' token buckets (`rate_limit.rs`): survive
+    /// swaps that keep the policy.
+    pub(crate) local_limits: rate_limit::LocalLimits,
+    /// Global rate limits' Redis (`rate_limit/global.rs`), with `--rate-limit-redis`.
+    pub(crate) global_limits: Option<rate_limit::global::GlobalLimits>,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -195,7 +206,15 @@ impl Proxy {
             None => Arc::new(session::SessionKey::random().map_err(ProxyError::SessionKey)?),
         };
         clients.health.register(registry)?;
+        let global_limits = match &config.rate_limit {
+            Some(c) => Some(
+                rate_limit::global::GlobalLimits::new(c).map_err(ProxyError::RateLimitConfig)?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            local_limits: rate_limit::LocalLimits::default(),
+            global_limits,
             session_key,
             connections,
             config,
@@ -259,6 +278,7 @@ impl Proxy {
             .health
             .reconcile(&snapshot, &self.shared.metrics, clients);
         self.shared.retry_budgets.retain(|id| live.contains(id));
+        self.shared.local_limits.retain_live(&snapshot);
         self.shared.balancers.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);

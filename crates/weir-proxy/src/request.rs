@@ -355,6 +355,9 @@ struct Kept {
     /// The access-log flag of a response that came from the backend after a phase acted on
     /// the request (`fault_delay`).
     flag: Option<&'static str>,
+    /// What a rate limit decided (phase 2 local, phase 3 global): its `x-ratelimit-*`
+    /// headers go on the response.
+    rate_limit: Option<crate::rate_limit::Decision>,
 }
 
 impl Exchange<'_> {
@@ -370,6 +373,9 @@ impl Exchange<'_> {
         if !local {
             let origin = self.kept.as_ref().and_then(|k| k.origin.as_ref());
             filter::cors::apply_response(&self.action.filters, origin, headers);
+        }
+        if let Some(decision) = self.kept.as_ref().and_then(|k| k.rate_limit.as_ref()) {
+            decision.write(headers);
         }
     }
 
@@ -474,7 +480,13 @@ fn handle_action<'s>(
     if let Flow::Answer(answer) = request_phases(&ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
     }
-    // Phase 2 under a BackendTrafficPolicy: its fault abort (`crate::fault`).
+    // Phase 2 under a BackendTrafficPolicy: its local rate limit (after authorization, so a
+    // request refused there is never counted), then its fault abort (`crate::fault`).
+    if let Some(rl) = action.policy.as_deref().and_then(|p| p.rate_limit.as_ref()) {
+        if let Some(answer) = local_rate_limit(conn, &mut ex, rl, &parts) {
+            return Ok(local(&ex, answer));
+        }
+    }
     if let Some(fault) = action.policy.as_deref().and_then(|p| p.fault.as_ref()) {
         if let Some(answer) = crate::fault::abort(&conn.shared.metrics, fault, &action.route.route)
         {
@@ -642,6 +654,37 @@ fn onward<'s>(
             Ok(ex.response_body(response))
         }),
     }))
+}
+
+/// Phase 2: the route's local rate limit. The decision's headers go on the response
+/// (phase 6); over the limit, the 429 answers here.
+fn local_rate_limit(
+    conn: &ConnCtx,
+    ex: &mut Exchange<'_>,
+    rl: &weir_snapshot::RateLimit,
+    parts: &http::request::Parts,
+) -> Option<Response<ProxyBody>> {
+    if rl.local.is_empty() {
+        return None;
+    }
+    let client = weir_snapshot::rate_limit::Client {
+        method: &parts.method,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        address: crate::rate_limit::client_address(&parts.extensions, conn.peer.ip()),
+    };
+    let decision = conn.shared.local_limits.check(rl, &client)?;
+    if decision.allowed {
+        ex.kept.get_or_insert_with(Default::default).rate_limit = Some(decision);
+        return None;
+    }
+    let metrics = &conn.shared.metrics;
+    metrics.record_rate_limited(&ex.action.route.route, "local");
+    metrics.record_error(ProxyError::RateLimited.classify().label);
+    Some(crate::rate_limit::refusal(
+        &ProxyError::RateLimited,
+        Some(&decision),
+    ))
 }
 
 /// A local answer through phase 6.

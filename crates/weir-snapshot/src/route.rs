@@ -54,9 +54,10 @@ impl RouteAction {
     /// weir-proxy's request pipeline: a step that waits before the request goes on). Routes
     /// without one skip the phase and pay nothing for it.
     pub fn needs_async(&self) -> bool {
-        self.policy
-            .as_deref()
-            .is_some_and(|p| p.fault.is_some_and(|f| f.delay.is_some()))
+        self.policy.as_deref().is_some_and(|p| {
+            p.fault.is_some_and(|f| f.delay.is_some())
+                || p.rate_limit.as_ref().is_some_and(|r| !r.global.is_empty())
+        })
     }
 }
 

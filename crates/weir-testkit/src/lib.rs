@@ -10,6 +10,7 @@ pub mod client;
 pub mod grpc;
 pub mod otlp;
 pub mod process;
+pub mod redis;
 
 use std::time::{Duration, Instant};
 
