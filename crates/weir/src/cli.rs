@@ -242,6 +242,16 @@ pub struct RunArgs {
     pub log_level: String,
 }
 
+impl RunArgs {
+    /// `--rate-limit-redis`, unless empty (the chart passes an empty value when unset).
+    pub fn rate_limit_redis(&self) -> Option<&str> {
+        self.rate_limit_redis
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Directory of manifests to check.

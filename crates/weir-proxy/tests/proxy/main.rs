@@ -16,6 +16,7 @@ mod health;
 mod lb;
 mod lifecycle;
 mod limits;
+mod rate_limit;
 mod routing;
 mod tcp;
 mod tls;
