@@ -5,7 +5,8 @@
 //!    route entry ([`route`]);
 //! 2. **request, synchronous** ([`request_phases`]): phases that may answer or deny without
 //!    waiting: today the rule's request filters (a redirect or a CORS preflight answers
-//!    here) and a BackendTrafficPolicy's fault abort; synchronous policies join them in this
+//!    here), a BackendTrafficPolicy's local rate limit ([`crate::rate_limit`], 429) and its
+//!    fault abort; synchronous policies join them in this
 //!    order: CORS preflight → authentication (JWT with cached keys, basic auth, API keys) →
 //!    authorization → local rate limit (after authorization, so a refused request is never
 //!    counted) → fault abort;
@@ -16,15 +17,15 @@
 //!    backend chosen for it;
 //! 3. **request, asynchronous** ([`phase3`]): only for routes whose compiled action says so
 //!    ([`RouteAction::needs_async`]), inside one boxed future; other routes skip it and pay
-//!    nothing. In order: external auth, global rate limit, fault delay, cache lookup, the
-//!    endpoint picker. A step may read the body whole ([`phase3::RequestBody::buffer`]);
+//!    nothing. In order: external auth, global rate limit (`rate_limit/global.rs`, one
+//!    Redis round trip), fault delay, cache lookup, the endpoint picker. A step may read the body whole ([`phase3::RequestBody::buffer`]);
 //! 4. **backend** ([`onward`], the second half): that backend's request filters, mirrors;
 //! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
 //!    hop-by-hop cleanup, X-Forwarded-*, the per-attempt timeout, pooled connections under
 //!    the endpoint's cap, the next endpoint on a connect error;
 //! 6. **response headers** ([`Exchange::response_headers`]): the rule's and backend's
-//!    response filters and CORS, on upstream responses *and* on the answers phases 2–4
-//!    made;
+//!    response filters, CORS and the rate limit's `x-ratelimit-*` headers, on upstream
+//!    responses *and* on the answers phases 2–4 made;
 //! 7. **response body** ([`Exchange::response_body`]): wraps the body of upstream
 //!    responses (compression, cache fill);
 //! 8. **log**: metrics and a debug line ([`finish`]), the trace span's outcome
