@@ -294,3 +294,77 @@ async fn weir_check_refuses_a_global_limit_without_a_redis() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn distinct_addresses_are_the_ones_client_ip_detection_found() {
+    let backend = echo("go-httpbin-1", "default");
+    let dir = weir_e2e::http_quickstart_dir(backend.addr.port());
+    std::fs::write(
+        dir.path().join("client-policy.yaml"),
+        "apiVersion: gateway.weir.dev/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: edge, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: weir}]
+  clientIPDetection: {xForwardedFor: {numTrustedHops: 1}}
+",
+    )
+    .unwrap();
+    write_policy(
+        dir.path(),
+        "  rateLimit:
+    local:
+      rules:
+      - clientSelectors: [{sourceCIDR: {type: Distinct, value: 203.0.113.0/24}}]
+        limit: {requests: 2, unit: Hour}
+",
+    );
+    let w = start(dir.path(), &[]);
+    wait_ready(&w).await;
+    accepted(&w).await;
+    // Wait for both policies: an address outside the block gets no limit headers, one
+    // inside does (probes use addresses of their own).
+    let mut n = 0u8;
+    assert_eventually("the limit applied", WAIT, || {
+        n += 1;
+        let xff = format!("203.0.113.{}", 100 + n);
+        let addr = w.listener(80);
+        async move {
+            let r = http1(
+                addr,
+                &Req::get(HOST, "/get/x").header("x-forwarded-for", &xff),
+            )
+            .await
+            .unwrap();
+            r.header("x-ratelimit-limit")
+                .map(drop)
+                .ok_or_else(|| format!("status {} without limit headers", r.status))
+        }
+    })
+    .await;
+    let addr = w.listener(80);
+    assert_eq!(statuses(addr, "203.0.113.7").await, vec![200, 200, 429]);
+    // Another detected address has its own bucket, over the same connection's peer.
+    assert_eq!(statuses(addr, "203.0.113.8").await, vec![200, 200, 429]);
+    // Outside the block (and the peer itself): not limited.
+    assert_eq!(statuses(addr, "198.51.100.1").await, vec![200, 200, 200]);
+    let r = from(addr, "198.51.100.1").await;
+    assert!(r.header("x-ratelimit-limit").is_none());
+}
+
+async fn from(addr: SocketAddr, xff: &str) -> Reply {
+    http1(
+        addr,
+        &Req::get(HOST, "/get/x").header("x-forwarded-for", xff),
+    )
+    .await
+    .unwrap()
+}
+
+async fn statuses(addr: SocketAddr, xff: &str) -> Vec<u16> {
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(from(addr, xff).await.status.as_u16());
+    }
+    got
+}
