@@ -41,7 +41,9 @@ pub struct GlobalConfig {
     pub fail_closed: bool,
 }
 
-/// KEYS: one counter prefix per rule. ARGV: requests and unit (ms) per rule. Returns, per
+/// KEYS: one counter prefix per rule. (The previous window's weighted count is floored: a
+/// fraction of a request left over from it does not refuse a whole one, else each window
+/// admits one request less than `requests` at a steady rate.) ARGV: requests and unit (ms) per rule. Returns, per
 /// rule, {admitted (1/0), remaining, ms until the window ends, ms until a refused request
 /// may pass}; counts the request in every rule only when all admit it.
 const SCRIPT: &str = r"
@@ -58,7 +60,7 @@ for i = 1, #KEYS do
   local cur_key = KEYS[i] .. ':' .. w
   local prev = tonumber(redis.call('GET', KEYS[i] .. ':' .. (w - 1)) or '0')
   local cur = tonumber(redis.call('GET', cur_key) or '0')
-  local used = prev * (unit - elapsed) / unit + cur
+  local used = math.floor(prev * (unit - elapsed) / unit) + cur
   local reset = unit - elapsed
   if used + 1 > limit then
     all = false
