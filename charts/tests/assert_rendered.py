@@ -164,6 +164,9 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "tracing.protocol=http",
             "tracing.sample=0.1",
             "sessionPersistence.keySecret=edge-session-key",
+            "rateLimit.redis.urlSecret=edge-redis",
+            "rateLimit.timeout=50ms",
+            "rateLimit.failClosed=true",
         ],
         {
             "release": "edge",
@@ -178,6 +181,8 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "tracing": ["--otlp-endpoint=http://otel-collector.observability:4318",
                         "--otlp-protocol=http", "--trace-sample=0.1"],
             "session_key_secret": "edge-session-key",
+            "rate_limit": ["--rate-limit-timeout=50ms", "--rate-limit-fail-closed"],
+            "redis_secret": "edge-redis",
         },
     ),
 }
@@ -193,6 +198,8 @@ BAD_VALUES = [
     (["tracing.sample=1.5"], "sample"),
     (["tracing.otlpEndpoint=https://collector:4317"], "otlpEndpoint"),
     (["sessionPersistence.keySecret=Not_A_Name"], "keySecret"),
+    (["rateLimit.redis.url=http://redis:6379"], "url"),
+    (["rateLimit.timeout=20"], "timeout"),
     (["drainTimeout=5"], "drainTimeout"),
     (["drainTimeout=1m"], "must be longer than drainTimeout"),
     (["addressMode=shared", "listenerPortOffset=65500"], "above 65535"),
@@ -408,6 +415,8 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     secret = exp.get("session_key_secret")
     if secret:
         want_args.append("--session-key-file=/etc/weir/session/key")
+    # Global rate limits: the timeout always, fail-closed only when asked for.
+    want_args += exp.get("rate_limit", ["--rate-limit-timeout=20ms"])
     mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
     volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
     if secret:
@@ -426,9 +435,16 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     c.check(not ctr.get("command"), f"container command overrides the image entrypoint: {ctr.get('command')}")
 
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in ctr.get("env", [])}
-    c.equal(env, {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP",
-                  "WEIR_ZONE": "metadata.labels['topology.kubernetes.io/zone']"},
-            "env from the downward API")
+    want_env = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP",
+                "WEIR_ZONE": "metadata.labels['topology.kubernetes.io/zone']"}
+    # --rate-limit-redis from the Secret's `url` entry, only with rateLimit.redis.urlSecret.
+    redis_secret = exp.get("redis_secret")
+    if redis_secret:
+        want_env["WEIR_RATE_LIMIT_REDIS"] = None
+        ref = next((e["valueFrom"]["secretKeyRef"] for e in ctr.get("env", [])
+                    if e["name"] == "WEIR_RATE_LIMIT_REDIS"), {})
+        c.equal(ref, {"name": redis_secret, "key": "url"}, "redis URL Secret")
+    c.equal(env, want_env, "env from the downward API")
 
     res = ctr.get("resources", {})
     c.check(bool(res.get("requests", {}).get("cpu")) and bool(res.get("requests", {}).get("memory")),

@@ -220,6 +220,12 @@ spec:
         {{- if .Values.sessionPersistence.keySecret }}
         - "--session-key-file=/etc/weir/session/key"
         {{- end }}
+        {{- with .Values.rateLimit }}
+        - {{ printf "--rate-limit-timeout=%s" .timeout | quote }}
+        {{- if .failClosed }}
+        - "--rate-limit-fail-closed"
+        {{- end }}
+        {{- end }}
       env:
         - name: POD_NAME
           valueFrom:
@@ -233,6 +239,20 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: status.podIP
+        {{- with .Values.rateLimit.redis }}
+        {{- if .url }}
+        # --rate-limit-redis (BackendTrafficPolicy rateLimit.global).
+        - name: WEIR_RATE_LIMIT_REDIS
+          value: {{ .url | quote }}
+        {{- else if .urlSecret }}
+        # --rate-limit-redis (BackendTrafficPolicy rateLimit.global), from the Secret's `url`.
+        - name: WEIR_RATE_LIMIT_REDIS
+          valueFrom:
+            secretKeyRef:
+              name: {{ .urlSecret | quote }}
+              key: url
+        {{- end }}
+        {{- end }}
         # --zone (BackendTrafficPolicy loadBalancer.zoneAware): the value `zone`, else the
         # pod's copy of its node's zone label (set by Kubernetes' PodTopologyLabelsAdmission,
         # 1.33+; empty without it: no zone preference).

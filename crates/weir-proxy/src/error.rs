@@ -55,6 +55,9 @@ pub enum ProxyError {
     /// A SecurityPolicy's authorization denied the request (403): the deciding rule's name.
     #[error("authorization denied the request (rule {0})")]
     Forbidden(Arc<str>),
+    /// Over a BackendTrafficPolicy `rateLimit` (local or global).
+    #[error("over the route's rate limit")]
+    RateLimited,
 
     // ---- not routed (404) ----
     #[error("this socket is not in the current snapshot any more")]
@@ -86,6 +89,10 @@ pub enum ProxyError {
     /// The route's SecurityPolicy could not be applied: it fails closed (500).
     #[error("{0}: refusing the request (fail closed)")]
     SecurityPolicyInvalid(Arc<str>),
+    /// A global rate limit got no answer from Redis and fails closed
+    /// (`--rate-limit-fail-closed`; Envoy Gateway's `failClosed` answers 500 too).
+    #[error("the global rate limit's Redis did not answer (failing closed)")]
+    RateLimitUnavailable,
 
     // ---- upstream: the backend is at fault (502/503/504) ----
     #[error("upstream {0} has no ready endpoints")]
@@ -124,6 +131,8 @@ pub enum ProxyError {
     Tracing(String),
     #[error("could not make a session key: {0}")]
     SessionKey(String),
+    #[error("could not set up global rate limits: {0}")]
+    RateLimitConfig(String),
 }
 
 /// Why a connection to one upstream endpoint could not be opened.
@@ -266,6 +275,12 @@ impl ProxyError {
                 "forbidden\n",
                 Downstream,
             ),
+            ProxyError::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests\n",
+                Downstream,
+            ),
             ProxyError::SocketGone => (
                 StatusCode::NOT_FOUND,
                 "no_socket",
@@ -326,10 +341,17 @@ impl ProxyError {
                 "internal error\n",
                 Internal,
             ),
+            ProxyError::RateLimitUnavailable => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rate_limit_unavailable",
+                "rate limit service unavailable\n",
+                Internal,
+            ),
             ProxyError::Metrics(_)
             | ProxyError::AccessLog(_)
             | ProxyError::Tracing(_)
-            | ProxyError::SessionKey(_) => (
+            | ProxyError::SessionKey(_)
+            | ProxyError::RateLimitConfig(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "internal error\n",
@@ -437,6 +459,8 @@ mod tests {
             (ProxyError::MissingHost, 400),
             (ProxyError::HeadersTooLarge { size: 10, limit: 5 }, 431),
             (ProxyError::NoRoute, 404),
+            (ProxyError::RateLimited, 429),
+            (ProxyError::RateLimitUnavailable, 500),
             (ProxyError::NoBackend, 500),
             (ProxyError::NoHealthyUpstream("a".into()), 503),
             (

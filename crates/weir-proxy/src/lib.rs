@@ -29,6 +29,7 @@ mod metrics;
 mod mirror;
 mod passthrough;
 pub mod proxy_protocol;
+mod rate_limit;
 mod request;
 mod security;
 pub mod session;
@@ -54,6 +55,7 @@ pub use trace::{OtlpProtocol, TraceConfig};
 
 use crate::listener::Sockets;
 use crate::metrics::Metrics;
+pub use crate::rate_limit::global::GlobalConfig as GlobalRateLimitConfig;
 use crate::upstream::Clients;
 pub use crate::upstream::UpstreamLimits;
 
@@ -97,6 +99,9 @@ pub struct ProxyConfig {
     /// The key session values are sealed with (`session.rs`); `None`: a random one, so
     /// sessions last as long as this process (replicas sharing sessions need one key).
     pub session_key: Option<Arc<session::SessionKey>>,
+    /// The Redis global rate limits count in (`--rate-limit-redis`); `None`: no global rate
+    /// limits (translation refuses policies with them).
+    pub rate_limit: Option<GlobalRateLimitConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -116,6 +121,7 @@ impl Default for ProxyConfig {
             udp_max_flows: 16_384,
             zone: None,
             session_key: None,
+            rate_limit: None,
         }
     }
 }
@@ -154,6 +160,11 @@ pub(crate) struct Shared {
     /// SecurityPolicy runtime state: verification caches and remote key sets, by policy id
     /// (`security/remote.rs`).
     pub(crate) security: security::SecurityState,
+    /// BackendTrafficPolicy local rate limits' token buckets (`rate_limit.rs`): survive
+    /// swaps that keep the policy.
+    pub(crate) local_limits: rate_limit::LocalLimits,
+    /// Global rate limits' Redis (`rate_limit/global.rs`), with `--rate-limit-redis`.
+    pub(crate) global_limits: Option<rate_limit::global::GlobalLimits>,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -207,7 +218,15 @@ impl Proxy {
             None => Arc::new(session::SessionKey::random().map_err(ProxyError::SessionKey)?),
         };
         clients.health.register(registry)?;
+        let global_limits = match &config.rate_limit {
+            Some(c) => Some(
+                rate_limit::global::GlobalLimits::new(c).map_err(ProxyError::RateLimitConfig)?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            local_limits: rate_limit::LocalLimits::default(),
+            global_limits,
             session_key,
             connections,
             config,
@@ -281,6 +300,7 @@ impl Proxy {
             .reconcile(&snapshot, &self.shared.metrics, clients);
         self.shared.retry_budgets.retain(|id| live.contains(id));
         self.shared.caches.retain(|id| live.contains(id));
+        self.shared.local_limits.retain_live(&snapshot);
         self.shared.balancers.sync(&snapshot);
         self.shared.security.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;

@@ -56,6 +56,12 @@ pub(crate) struct Metrics {
     /// `weir_fault_injected_total{route,kind}`: requests a BackendTrafficPolicy's
     /// `faultInjection` delayed (`delay`) or answered itself (`abort`).
     fault_injected: IntCounterVec,
+    /// `weir_rate_limited_total{route,kind}`: requests a BackendTrafficPolicy `rateLimit`
+    /// refused (429), by route and `local` / `global`.
+    rate_limited: IntCounterVec,
+    /// `weir_rate_limit_redis_errors_total{result}`: global rate-limit checks Redis did not
+    /// answer, by what was done: `passed` (fail open) or `refused` (fail closed).
+    rate_limit_redis_errors: IntCounterVec,
     /// `weir_upstream_retries_skipped_total{route,reason}`: retries a BackendTrafficPolicy
     /// would have made but did not: `budget` (its retry budget was spent) or
     /// `max_parallel_retries` (its breaker's retry cap).
@@ -216,6 +222,22 @@ impl Metrics {
             &["route", "reason"],
         )?;
         registry.register(Box::new(fault_injected.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            opts!(
+                "weir_rate_limited_total",
+                "Requests refused (429) by a BackendTrafficPolicy rateLimit, by route and kind (local, global)."
+            ),
+            &["route", "kind"],
+        )?;
+        let rate_limit_redis_errors = IntCounterVec::new(
+            opts!(
+                "weir_rate_limit_redis_errors_total",
+                "Global rate-limit checks Redis did not answer in time, by result (passed: fail open; refused: fail closed)."
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(rate_limit_redis_errors.clone()))?;
         registry.register(Box::new(retries_skipped.clone()))?;
         let trace_spans_dropped = IntCounter::with_opts(opts!(
             "weir_trace_spans_dropped_total",
@@ -250,6 +272,8 @@ impl Metrics {
             endpoint_ejections,
             health_probes,
             fault_injected,
+            rate_limited,
+            rate_limit_redis_errors,
             retries_skipped,
             udp_flows,
             udp_flows_rejected,
@@ -331,6 +355,16 @@ impl Metrics {
 
     pub(crate) fn record_fault(&self, route: &str, kind: &str) {
         self.fault_injected.with_label_values(&[route, kind]).inc();
+    }
+
+    pub(crate) fn record_rate_limited(&self, route: &str, kind: &str) {
+        self.rate_limited.with_label_values(&[route, kind]).inc();
+    }
+
+    pub(crate) fn record_rate_limit_redis_error(&self, result: &str) {
+        self.rate_limit_redis_errors
+            .with_label_values(&[result])
+            .inc();
     }
 
     pub(crate) fn record_retry_skipped(&self, route: &str, reason: &str) {

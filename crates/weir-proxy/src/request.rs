@@ -9,8 +9,9 @@
 //!    cannot be applied refuses (500, fail closed), CORS preflight (answered without
 //!    credentials), authentication (JWT with cached keys, basic auth, API keys: 401),
 //!    authorization (403) → the rule's request filters (a redirect or the HTTPRoute CORS
-//!    filter's preflight answers here) → local rate limit (after authorization, so a
-//!    refused request is never counted) → fault abort;
+//!    filter's preflight answers here) → a BackendTrafficPolicy's local rate limit
+//!    ([`crate::rate_limit`], 429; after
+//!    authorization, so a refused request is never counted) → fault abort;
 //! 4. **backend choice** ([`choose_backend`], the first half of phase 4): the session's
 //!    backend, else the weighted choice ([`pick_backend`]). It comes before phase 3 so an
 //!    asynchronous step knows the backend (the endpoint picker runs only for an
@@ -18,15 +19,15 @@
 //!    backend chosen for it;
 //! 3. **request, asynchronous** ([`phase3`]): only for routes whose compiled action says so
 //!    ([`RouteAction::needs_async`]), inside one boxed future; other routes skip it and pay
-//!    nothing. In order: external auth, global rate limit, fault delay, cache lookup, the
-//!    endpoint picker. A step may read the body whole ([`phase3::RequestBody::buffer`]);
+//!    nothing. In order: external auth, global rate limit (`rate_limit/global.rs`, one
+//!    Redis round trip), fault delay, cache lookup, the endpoint picker. A step may read the body whole ([`phase3::RequestBody::buffer`]);
 //! 4. **backend** ([`onward`], the second half): that backend's request filters, mirrors;
 //! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
 //!    hop-by-hop cleanup, X-Forwarded-*, the per-attempt timeout, pooled connections under
 //!    the endpoint's cap, the next endpoint on a connect error;
 //! 6. **response headers** ([`Exchange::response_headers`]): the rule's and backend's
-//!    response filters and CORS, on upstream responses *and* on the answers phases 2–4
-//!    made;
+//!    response filters, CORS and the rate limit's `x-ratelimit-*` headers, on upstream
+//!    responses *and* on the answers phases 2–4 made;
 //! 7. **response body** ([`Exchange::response_body`]): compression ([`crate::compress`])
 //!    wraps the body of upstream responses (and cache hits) on routes whose policy has
 //!    `compression`; before phase 6, the response cache's fill ([`crate::cache::fill`])
@@ -371,6 +372,9 @@ struct Kept<'s> {
     /// Phase 3 answered from the response cache: the answer goes through phases 6 and 7 as
     /// an upstream response would.
     cache_hit: bool,
+    /// What a rate limit decided (phase 2 local, phase 3 global): its `x-ratelimit-*`
+    /// headers go on the response.
+    rate_limit: Option<crate::rate_limit::Decision>,
 }
 
 impl Exchange<'_> {
@@ -390,6 +394,9 @@ impl Exchange<'_> {
             if let (Some(cors), Some(origin)) = (security_cors, origin) {
                 filter::cors::apply_one(cors, origin, headers);
             }
+        }
+        if let Some(decision) = self.kept.as_ref().and_then(|k| k.rate_limit.as_ref()) {
+            decision.write(headers);
         }
     }
 
@@ -509,7 +516,13 @@ fn handle_action<'s>(
     if let Flow::Answer(answer) = request_phases(conn, &ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
     }
-    // Phase 2 under a BackendTrafficPolicy: its fault abort (`crate::fault`).
+    // Phase 2 under a BackendTrafficPolicy: its local rate limit (after authorization, so a
+    // request refused there is never counted), then its fault abort (`crate::fault`).
+    if let Some(rl) = action.policy.as_deref().and_then(|p| p.rate_limit.as_ref()) {
+        if let Some(answer) = local_rate_limit(conn, &mut ex, rl, &parts) {
+            return Ok(local(&ex, answer));
+        }
+    }
     if let Some(fault) = action.policy.as_deref().and_then(|p| p.fault.as_ref()) {
         if let Some(answer) = crate::fault::abort(&conn.shared.metrics, fault, &action.route.route)
         {
@@ -706,6 +719,37 @@ fn onward<'s>(
             Ok(ex.response_body(response))
         }),
     }))
+}
+
+/// Phase 2: the route's local rate limit. The decision's headers go on the response
+/// (phase 6); over the limit, the 429 answers here.
+fn local_rate_limit(
+    conn: &ConnCtx,
+    ex: &mut Exchange<'_>,
+    rl: &weir_snapshot::RateLimit,
+    parts: &http::request::Parts,
+) -> Option<Response<ProxyBody>> {
+    if rl.local.is_empty() {
+        return None;
+    }
+    let client = weir_snapshot::rate_limit::Client {
+        method: &parts.method,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        address: crate::rate_limit::client_address(&parts.extensions, conn.peer.ip()),
+    };
+    let decision = conn.shared.local_limits.check(rl, &client)?;
+    if decision.allowed {
+        ex.kept.get_or_insert_with(Default::default).rate_limit = Some(decision);
+        return None;
+    }
+    let metrics = &conn.shared.metrics;
+    metrics.record_rate_limited(&ex.action.route.route, "local");
+    metrics.record_error(ProxyError::RateLimited.classify().label);
+    Some(crate::rate_limit::refusal(
+        &ProxyError::RateLimited,
+        Some(&decision),
+    ))
 }
 
 /// A local answer through phase 6.

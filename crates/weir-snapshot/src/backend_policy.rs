@@ -39,6 +39,8 @@ pub struct BackendPolicy {
     pub compression: Option<Arc<crate::Compression>>,
     /// `responseCache` (Weir's): the policy's routes answer from an in-memory cache.
     pub response_cache: Option<crate::ResponseCache>,
+    /// `rateLimit` (see [`crate::rate_limit`]); its scope names the route rule it applies to.
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.

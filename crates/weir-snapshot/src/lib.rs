@@ -20,6 +20,7 @@ pub mod health;
 pub mod host_index;
 pub mod passthrough;
 pub mod path;
+pub mod rate_limit;
 pub mod route;
 pub mod security;
 pub mod session;
@@ -49,6 +50,9 @@ pub use filter::{
 pub use health::{ActiveHealth, HealthCheck, PassiveHealth, Probe};
 pub use host_index::{HostIndex, HostPattern};
 pub use passthrough::{Passthrough, TlsRouteEntry};
+pub use rate_limit::{
+    ClientSelector, HeaderSelector, Limit, RateLimit, RateLimitRule, SourceSelector,
+};
 pub use route::{
     HeaderMatch, MethodMatch, PathMatch, QueryMatch, RequestMatch, RequestView, RouteAction,
     RouteEntry, RouteRank, RouteRef, StringMatch, Timeouts,

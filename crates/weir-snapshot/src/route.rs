@@ -62,7 +62,9 @@ impl RouteAction {
     pub fn needs_async(&self) -> bool {
         self.ext_auth.is_some()
             || self.policy.as_deref().is_some_and(|p| {
-                p.fault.is_some_and(|f| f.delay.is_some()) || p.response_cache.is_some()
+                p.fault.is_some_and(|f| f.delay.is_some())
+                    || p.response_cache.is_some()
+                    || p.rate_limit.as_ref().is_some_and(|r| !r.global.is_empty())
             })
     }
 }

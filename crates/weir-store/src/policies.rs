@@ -276,6 +276,131 @@ pub struct BackendTrafficPolicySpec {
     /// Weir's addition: `responseCache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_cache: Option<ResponseCache>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `rateLimit`: `local` (per replica) and `global` (Redis, shared by the replicas) rules;
+/// Envoy Gateway's deprecated `type` names the block that must be there.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<RateLimitRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<RateLimitRules>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `rateLimit.local` / `rateLimit.global`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRules {
+    #[serde(default)]
+    pub rules: Vec<RateLimitRule>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// One rule: `clientSelectors` (all must hold) and its `limit`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_selectors: Vec<RateLimitSelectCondition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<RateLimitValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSelectCondition {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<RateLimitHeaderMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<RateLimitMethodMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<RateLimitPathMatch>,
+    #[serde(
+        default,
+        rename = "sourceCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_cidr: Option<RateLimitSourceMatch>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `headers[]`: `type` Exact (default), RegularExpression or Distinct.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitHeaderMatch {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitMethodMatch {
+    #[serde(default)]
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `path`: `type` Exact, PathPrefix (default) or RegularExpression.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitPathMatch {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `sourceCIDR`: `type` Exact (default) or Distinct.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSourceMatch {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub value: String,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `limit`: `requests` per `unit` (Second, Minute, Hour, Day, Month, Year).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -11,6 +11,7 @@ pub mod ext_auth;
 pub mod grpc;
 pub mod otlp;
 pub mod process;
+pub mod redis;
 
 use std::time::{Duration, Instant};
 

@@ -48,6 +48,7 @@ fn main() {
                 gateway_addresses: &addresses,
                 address_usable: &usable,
                 addressing: &weir_translate::Addressing::Shared,
+                rate_limit_redis: false,
             },
             if no_memo {
                 Memo::default()

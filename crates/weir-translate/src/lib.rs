@@ -140,6 +140,9 @@ pub struct Input<'a> {
     /// How Gateways that request no address get one: the shared bind address
     /// (`gateway_addresses`), or each its own from a pool (see [`addressing`]).
     pub addressing: &'a Addressing,
+    /// Whether global rate limits have a Redis to count in (`--rate-limit-redis`); without
+    /// one a BackendTrafficPolicy with `rateLimit.global` is not accepted.
+    pub rate_limit_redis: bool,
 }
 
 /// What a translation produces.
@@ -477,7 +480,8 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let mut client_policies = policy::client::ClientPolicies::build(store, &ours);
     // BackendTrafficPolicy onto the route entries (after the memo recorded them: a replayed
     // route gets its policy again from whatever policies exist now).
-    let backend_policies = policy::backend::BackendPolicies::build(store, &ours);
+    let backend_policies =
+        policy::backend::BackendPolicies::build(store, &ours, input.rate_limit_redis);
     backend_policies.place(&mut gateways);
     statuses.extend(backend_policies.statuses(input.controller_name, &input.now));
     // XBackendTrafficPolicy (a Service's retry budget and session persistence) after them:

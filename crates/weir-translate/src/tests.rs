@@ -86,6 +86,16 @@ pub fn run_with(store: &Store, memo: Memo) -> Output {
 
 /// [`run_with`], with Gateways addressed as `addressing` says.
 pub fn run_addressing(store: &Store, memo: Memo, addressing: &crate::Addressing) -> Output {
+    run_full(store, memo, addressing, true)
+}
+
+/// [`run_addressing`], saying whether global rate limits have a Redis.
+pub fn run_full(
+    store: &Store,
+    memo: Memo,
+    addressing: &crate::Addressing,
+    rate_limit_redis: bool,
+) -> Output {
     let addresses: Vec<(String, String)> = ADDRESSES
         .iter()
         .map(|(t, v)| (t.to_string(), v.to_string()))
@@ -98,6 +108,7 @@ pub fn run_addressing(store: &Store, memo: Memo, addressing: &crate::Addressing)
             gateway_addresses: &addresses,
             address_usable: &host_address,
             addressing,
+            rate_limit_redis,
         },
         memo,
     )

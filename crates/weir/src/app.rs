@@ -114,6 +114,13 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     .filter(|z| !z.is_empty())
                     .map(std::sync::Arc::from),
                 session_key,
+                rate_limit: args
+                    .rate_limit_redis()
+                    .map(|url| weir_proxy::GlobalRateLimitConfig {
+                        url: url.to_string(),
+                        timeout: args.rate_limit_timeout,
+                        fail_closed: args.rate_limit_fail_closed,
+                    }),
             },
             shared.snapshot.clone(),
             &registry,
@@ -161,6 +168,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     Some(pool) => weir_translate::Addressing::Pool(pool.clone()),
                     None => weir_translate::Addressing::Shared,
                 },
+                rate_limit_redis: args.rate_limit_redis().is_some(),
             };
             (inputs, translator, None)
         }
@@ -183,6 +191,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     Some(settings) => weir_translate::Addressing::Services(settings),
                     None => weir_translate::Addressing::Shared,
                 },
+                rate_limit_redis: args.rate_limit_redis().is_some(),
             };
             let inputs = control::Inputs {
                 stores: kube.stores,

@@ -43,6 +43,10 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> std::io::Result<bool> {
         gateway_addresses: &[],
         address_usable: &crate::control::address_of_this_host,
         addressing: &addressing,
+        rate_limit_redis: args
+            .rate_limit_redis
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty()),
     });
     let mut problems = 0usize;
     for status in &output.statuses {

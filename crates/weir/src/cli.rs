@@ -170,6 +170,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", env = "WEIR_SESSION_KEY_FILE")]
     pub session_key_file: Option<PathBuf>,
 
+    /// The Redis that BackendTrafficPolicy `rateLimit.global` counts in, shared by every
+    /// replica: redis://[USER:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS. Without it a
+    /// policy with global rules is not accepted.
+    #[arg(long, value_name = "URL", env = "WEIR_RATE_LIMIT_REDIS")]
+    pub rate_limit_redis: Option<String>,
+
+    /// How long a global rate limit waits for Redis before it counts as unreachable.
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
+    pub rate_limit_timeout: Duration,
+
+    /// When Redis is unreachable (or slower than --rate-limit-timeout), refuse the requests a
+    /// global rate limit counts (500, as Envoy Gateway's failClosed) instead of letting them
+    /// pass (the default: fail open).
+    #[arg(long)]
+    pub rate_limit_fail_closed: bool,
+
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
@@ -226,6 +242,16 @@ pub struct RunArgs {
     pub log_level: String,
 }
 
+impl RunArgs {
+    /// `--rate-limit-redis`, unless empty (the chart passes an empty value when unset).
+    pub fn rate_limit_redis(&self) -> Option<&str> {
+        self.rate_limit_redis
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Directory of manifests to check.
@@ -243,6 +269,11 @@ pub struct CheckArgs {
     /// different Gateways whose hostnames overlap on one port are Conflicted.
     #[arg(long, value_name = "CIDR")]
     pub gateway_address_pool: Option<AddressPool>,
+
+    /// As `weir run --rate-limit-redis`: a Redis for global rate limits is configured (only
+    /// whether one is matters here: without it, policies with `rateLimit.global` fail).
+    #[arg(long, value_name = "URL", env = "WEIR_RATE_LIMIT_REDIS")]
+    pub rate_limit_redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

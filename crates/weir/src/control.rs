@@ -73,6 +73,8 @@ pub struct Translator {
     pub address_usable: fn(std::net::IpAddr) -> bool,
     /// How Gateways that request no address get one (`--gateway-address-pool`).
     pub addressing: weir_translate::Addressing,
+    /// Whether global rate limits have a Redis (`--rate-limit-redis`).
+    pub rate_limit_redis: bool,
 }
 
 /// What the control loop rebuilds from: the latest store from the source, and the addresses
@@ -106,6 +108,7 @@ impl Translator {
                 gateway_addresses: addresses,
                 address_usable: &self.address_usable,
                 addressing: &self.addressing,
+                rate_limit_redis: self.rate_limit_redis,
             },
             memo,
         );

@@ -35,6 +35,32 @@ pub(super) async fn run(
             return Ok(Flow::Answer(a));
         }
     }
+    // A BackendTrafficPolicy's global rate limit (`crate::rate_limit::global`): one Redis
+    // round trip; its headers go on the response like a local limit's.
+    if let Some(rl) = action.policy.as_deref().and_then(|p| p.rate_limit.as_ref()) {
+        if !rl.global.is_empty() {
+            let address = crate::rate_limit::client_address(&parts.extensions, conn.peer.ip());
+            let step = crate::rate_limit::global::step(
+                &conn.shared,
+                &action.route.route,
+                rl,
+                parts,
+                address,
+            )
+            .await;
+            let kept = ex.kept.get_or_insert_with(Default::default);
+            match step {
+                crate::rate_limit::global::Step::Answer(answer, decision) => {
+                    kept.rate_limit = decision;
+                    return Ok(Flow::Answer(answer));
+                }
+                crate::rate_limit::global::Step::Pass(Some(d)) => {
+                    kept.rate_limit = Some(kept.rate_limit.map_or(d, |l| l.tighter(d)));
+                }
+                crate::rate_limit::global::Step::Pass(None) => {}
+            }
+        }
+    }
     // A BackendTrafficPolicy's fault delay (`crate::fault`): before any upstream connection
     // or breaker place is taken, so a delayed request holds neither.
     if let Some(policy) = action.policy.as_deref() {

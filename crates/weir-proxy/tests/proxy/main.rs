@@ -20,6 +20,7 @@ mod lb;
 mod lifecycle;
 mod limits;
 mod origin;
+mod rate_limit;
 mod routing;
 mod security;
 mod tcp;

@@ -245,6 +245,7 @@ pub fn config() -> ProxyConfig {
         udp_max_flows: 16_384,
         zone: None,
         session_key: None,
+        rate_limit: None,
     }
 }
 

@@ -59,11 +59,12 @@ pub struct BackendPolicies {
 
 impl BackendPolicies {
     /// Evaluate every policy; `ours`: the Gateways of our classes.
-    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>) -> Self {
+    /// `redis`: whether global rate limits have a Redis (`--rate-limit-redis`).
+    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>, redis: bool) -> Self {
         let mut models: Vec<Model> = store
             .backend_traffic_policies
             .iter()
-            .map(|(key, p)| evaluate(store, ours, key, p))
+            .map(|(key, p)| evaluate(store, ours, key, p, redis))
             .collect();
         models.sort_by(|a, b| {
             (crate::meta::created(&a.policy.metadata), &a.key)
@@ -144,10 +145,13 @@ impl BackendPolicies {
                                 timeouts,
                                 security: old.security.clone(),
                                 // The rule's own `retry` (Gateway API) beats the policy's.
-                                policy: Some(match &old.policy {
-                                    Some(route) => crate::rule_policy::merge(route, compiled),
-                                    None => compiled.clone(),
-                                }),
+                                policy: Some(scoped(
+                                    match &old.policy {
+                                        Some(route) => crate::rule_policy::merge(route, compiled),
+                                        None => compiled.clone(),
+                                    },
+                                    &old.route,
+                                )),
                                 ext_auth: old.ext_auth.clone(),
                             })
                         })
@@ -194,11 +198,24 @@ impl BackendPolicies {
     }
 }
 
+/// The policy for one route rule: its rate limit counts that rule apart (see
+/// [`rate_limit::scoped`]); other policies stay shared.
+fn scoped(policy: Arc<BackendPolicy>, route: &weir_snapshot::RouteRef) -> Arc<BackendPolicy> {
+    match &policy.rate_limit {
+        None => policy,
+        Some(rl) => Arc::new(BackendPolicy {
+            rate_limit: Some(rate_limit::scoped(rl, route)),
+            ..(*policy).clone()
+        }),
+    }
+}
+
 fn evaluate(
     store: &Store,
     ours: &BTreeSet<ObjectKey>,
     key: &ObjectKey,
     p: &Arc<BackendTrafficPolicy>,
+    redis: bool,
 ) -> Model {
     let mut targets = Vec::new();
     let mut ancestors = BTreeSet::new();
@@ -257,7 +274,7 @@ fn evaluate(
             "UnsupportedValue",
             format!("Weir does not implement {what} (yet)"),
         )),
-        None => compile(key, &p.spec),
+        None => compile(key, &p.spec, redis),
     };
     let not_accepted = match (&compiled, not_found) {
         (Err(n), _) => Some(n.clone()),
@@ -321,6 +338,9 @@ fn unsupported_fields(spec: &BackendTrafficPolicySpec) -> Vec<String> {
     if let Some(c) = &spec.response_cache {
         cache::unsupported_fields(c, &mut add);
     }
+    if let Some(rl) = &spec.rate_limit {
+        rate_limit::unsupported_fields(rl, &mut add);
+    }
     if let Some(h) = &spec.health_check {
         health::unsupported_fields(h, &mut out);
     }
@@ -335,6 +355,7 @@ fn invalid(message: impl Into<String>) -> NotAccepted {
 fn compile(
     key: &ObjectKey,
     spec: &BackendTrafficPolicySpec,
+    redis: bool,
 ) -> Result<(BackendPolicy, Option<Duration>), NotAccepted> {
     let unsupported = unsupported_fields(spec);
     if !unsupported.is_empty() {
@@ -422,6 +443,9 @@ fn compile(
     }
     if let Some(c) = &spec.response_cache {
         out.response_cache = Some(cache::compile(c)?);
+    }
+    if let Some(rl) = &spec.rate_limit {
+        out.rate_limit = Some(rate_limit::compile(rl, out.id, redis)?);
     }
     Ok((out, request_timeout))
 }
@@ -539,6 +563,7 @@ mod cache;
 mod compression;
 mod health;
 mod lb;
+mod rate_limit;
 pub(crate) mod traffic;
 
 #[cfg(test)]

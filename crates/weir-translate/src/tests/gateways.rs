@@ -745,6 +745,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
         gateway_addresses: &addresses,
         address_usable: &crate::tests::host_address,
         addressing: &crate::Addressing::Shared,
+        rate_limit_redis: false,
     });
     crate::preserve_transition_times(&old.statuses, &mut next.statuses);
     assert_eq!(old.statuses, next.statuses);
@@ -758,6 +759,7 @@ fn preserve_transition_times_keeps_unchanged_conditions() {
         gateway_addresses: &addresses,
         address_usable: &crate::tests::host_address,
         addressing: &crate::Addressing::Shared,
+        rate_limit_redis: false,
     });
     crate::preserve_transition_times(&old.statuses, &mut next.statuses);
     let s = status(&next, Kind::Gateway, "default", "gw");
@@ -839,6 +841,7 @@ spec:
         gateway_addresses: &addresses,
         address_usable: &crate::tests::host_address,
         addressing: &crate::Addressing::Shared,
+        rate_limit_redis: false,
     });
     // Reversed: the lookup must not depend on the order of the previous statuses.
     let mut previous = old.statuses.clone();

@@ -850,3 +850,4 @@ fn response_cache_compiles_with_defaults_and_refuses_bad_bounds() {
         );
     }
 }
+mod rate_limit;

@@ -306,7 +306,7 @@ kind: BackendTrafficPolicy
 metadata: {{name: retries, namespace: ns}}
 spec:
   targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]
-  rateLimit: {{type: Local}}
+  tcpKeepalive: {{probes: 3}}
 ---
 apiVersion: gateway.weir.dev/v1alpha1
 kind: SecurityPolicy
@@ -329,7 +329,7 @@ spec:
         cond(backend, "parent ns/gw", "Accepted"),
         is("False", "UnsupportedValue")
     );
-    assert!(backend.condition_lines()[0].4.contains("spec.rateLimit"));
+    assert!(backend.condition_lines()[0].4.contains("spec.tcpKeepalive"));
     let nothing = status(&out, Kind::SecurityPolicy, "ns", "nothing");
     assert_eq!(
         cond(nothing, "parent ns/gw", "Accepted"),

@@ -1,0 +1,149 @@
+//! The global engine against a real `redis-server`: shared counting, distinct keys,
+//! Redis stopped and restarted, auth in the URL.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, Method};
+use weir_snapshot::rate_limit::Client;
+use weir_snapshot::{ClientSelector, HeaderSelector, Limit, RateLimit, RateLimitRule};
+use weir_testkit::redis::Redis;
+
+use super::*;
+
+fn limit(requests: u32, unit: u64, distinct: bool) -> RateLimit {
+    let selectors = if distinct {
+        vec![ClientSelector {
+            headers: vec![HeaderSelector::Distinct(HeaderName::from_static("x-user"))],
+            ..ClientSelector::default()
+        }]
+    } else {
+        Vec::new()
+    };
+    RateLimit {
+        scope: rand::random(),
+        local: Arc::from(Vec::new()),
+        global: vec![RateLimitRule {
+            selectors,
+            limit: Limit {
+                requests,
+                unit: Duration::from_secs(unit),
+            },
+            shared: false,
+            id: 1,
+        }]
+        .into(),
+    }
+}
+
+fn engine(url: &str, timeout_ms: u64) -> GlobalLimits {
+    GlobalLimits::new(&GlobalConfig {
+        url: url.to_string(),
+        timeout: Duration::from_millis(timeout_ms),
+        fail_closed: false,
+    })
+    .unwrap()
+}
+
+fn client(headers: &HeaderMap) -> Client<'_> {
+    Client {
+        method: &Method::GET,
+        path: "/",
+        headers,
+        address: "10.0.0.1".parse().unwrap(),
+    }
+}
+
+async fn admitted(e: &GlobalLimits, rl: &RateLimit, h: &HeaderMap) -> bool {
+    e.check(rl, &client(h)).await.unwrap().unwrap().allowed
+}
+
+#[tokio::test]
+async fn two_engines_on_one_redis_admit_the_limit_together() {
+    let redis = Redis::start();
+    let (a, b) = (engine(&redis.url(), 2000), engine(&redis.url(), 2000));
+    let rl = limit(10, 3600, false);
+    let h = HeaderMap::new();
+    let mut passed = 0;
+    for i in 0..30 {
+        let e = if i % 2 == 0 { &a } else { &b };
+        if admitted(e, &rl, &h).await {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 10);
+    let d = a.check(&rl, &client(&h)).await.unwrap().unwrap();
+    assert!(!d.allowed && d.global && d.limit == 10 && d.remaining == 0);
+    assert!(d.retry_after >= 1 && d.reset <= 3600, "{d:?}");
+}
+
+#[tokio::test]
+async fn distinct_values_count_apart_and_remaining_counts_down() {
+    let redis = Redis::start();
+    let e = engine(&redis.url(), 2000);
+    let rl = limit(2, 60, true);
+    let mut alice = HeaderMap::new();
+    alice.insert("x-user", "alice".parse().unwrap());
+    let mut bob = HeaderMap::new();
+    bob.insert("x-user", "bob".parse().unwrap());
+    let first = e.check(&rl, &client(&alice)).await.unwrap().unwrap();
+    assert_eq!((first.allowed, first.remaining), (true, 1));
+    assert!(admitted(&e, &rl, &alice).await);
+    assert!(!admitted(&e, &rl, &alice).await);
+    assert!(admitted(&e, &rl, &bob).await);
+    // Not selected: no header, no decision.
+    assert!(e
+        .check(&rl, &client(&HeaderMap::new()))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn redis_away_is_an_error_within_the_timeout_and_counting_resumes_after_a_restart() {
+    let redis = Redis::start();
+    let e = engine(&redis.url(), 300);
+    let rl = limit(3, 3600, false);
+    let h = HeaderMap::new();
+    for _ in 0..3 {
+        assert!(admitted(&e, &rl, &h).await);
+    }
+    assert!(!admitted(&e, &rl, &h).await);
+    let port = redis.stop();
+    let started = Instant::now();
+    assert!(e.check(&rl, &client(&h)).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // A new Redis (empty) on the same port: the engine reconnects and counts from zero.
+    let _redis = Redis::start_on(port, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut resumed = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(d)) = e.check(&rl, &client(&h)).await {
+            resumed = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let d = resumed.expect("counting resumed");
+    assert!(d.allowed && d.remaining == 2, "{d:?}");
+}
+
+#[tokio::test]
+async fn a_password_in_the_url_is_used() {
+    let redis = Redis::start_on(weir_testkit::free_port(), Some("s3cret"));
+    let e = engine(&redis.url(), 2000);
+    let rl = limit(1, 60, false);
+    assert!(admitted(&e, &rl, &HeaderMap::new()).await);
+    let wrong = engine(&format!("redis://:nope@127.0.0.1:{}", redis.port), 2000);
+    assert!(wrong.check(&rl, &client(&HeaderMap::new())).await.is_err());
+    assert!(GlobalLimits::new(&GlobalConfig {
+        url: "http://127.0.0.1:1".into(),
+        timeout: Duration::from_millis(10),
+        fail_closed: false,
+    })
+    .is_err());
+}
