@@ -20,6 +20,7 @@ mod conn_guard;
 mod error;
 mod fault;
 mod filter;
+mod inference;
 mod listener;
 mod log_limit;
 mod metrics;
@@ -142,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) tracing: Option<trace::Tracing>,
     /// Seals and opens session values (`session.rs`).
     pub(crate) session_key: Arc<session::SessionKey>,
+    /// InferencePool endpoint pickers' gRPC channels, by address (`inference.rs`).
+    pub(crate) pickers: inference::Pickers,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -207,6 +210,7 @@ impl Proxy {
             server,
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
+            pickers: inference::Pickers::default(),
             retry_budgets: state::StateRegistry::default(),
             balancers: upstream::Balancers::new(zone),
             tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
@@ -243,16 +247,28 @@ impl Proxy {
         });
         // Breakers whose policy no route of the snapshot has any more go.
         let mut live = std::collections::HashSet::new();
+        // And endpoint pickers no pool of the snapshot names.
+        let mut pickers = std::collections::HashSet::new();
         for socket in snapshot.sockets.iter() {
             for listener in socket.listeners.iter() {
                 for entry in listener.routes.values() {
                     if let Some(p) = &entry.action.policy {
                         live.insert(p.id);
                     }
+                    for b in entry.action.backends.iter() {
+                        if let weir_snapshot::BackendTarget::Upstream(u) = &b.target {
+                            if let Some(weir_snapshot::PickerState::Ready(p)) =
+                                u.inference.as_deref().map(|i| &i.picker)
+                            {
+                                pickers.extend(p.endpoints.iter().copied());
+                            }
+                        }
+                    }
                 }
             }
         }
         self.shared.breakers.retain(|id| live.contains(id));
+        self.shared.pickers.retain(|a| pickers.contains(a));
         // Endpoint health: probers for the endpoints routes with a health check reach.
         let clients = &self.shared.clients;
         clients

@@ -12,7 +12,9 @@
 //!    BackendTrafficPolicy's fault delay runs at the start of the policy's boxed exchange
 //!    (`upstream::with_policy`), before breaker admission and any upstream connection;
 //! 4. **backend pick** ([`pick_phase`]): weighted choice ([`pick_backend`]), that backend's
-//!    request filters, mirrors;
+//!    request filters, mirrors; when the backend picked is an InferencePool, its endpoint
+//!    picker chooses the endpoint (`crate::inference`: one boxed future before the attempt
+//!    loop, only for pool backends);
 //! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
 //!    hop-by-hop cleanup, X-Forwarded-*, the per-attempt timeout, pooled connections under
 //!    the endpoint's cap, the next endpoint on a connect error;
@@ -510,17 +512,39 @@ fn handle_action<'s>(
     if let Some(bytes) = bytes_in.filter(|_| !body.is_end_stream()) {
         body = upstream::UpstreamBody::Counted(Box::new(upstream::Counted { body, bytes }));
     }
-    let forwarded = upstream::forward_body(
-        &conn.shared,
-        upstream,
-        parts,
-        body,
-        upgrade,
-        &downstream,
-        attempt_timeout(&action.timeouts, &conn.shared.config),
-        action.policy.as_deref().map(|p| (p, &*action.route.route)),
-        sticky,
-    );
+    let timeout = attempt_timeout(&action.timeouts, &conn.shared.config);
+    let policy = action.policy.as_deref().map(|p| (p, &*action.route.route));
+    let forwarded = match upstream.inference.as_deref() {
+        None => crate::stage::Either::Left {
+            fut: upstream::forward_body(
+                &conn.shared,
+                upstream,
+                parts,
+                body,
+                upgrade,
+                &downstream,
+                timeout,
+                policy,
+                sticky,
+            ),
+        },
+        // An InferencePool: the endpoint picker chooses the endpoint first (one boxed
+        // future, only for pools; `crate::inference`).
+        Some(pool) => crate::stage::Either::Right {
+            fut: crate::inference::exchange(crate::inference::Exchange {
+                shared: &conn.shared,
+                upstream,
+                pool,
+                parts,
+                body,
+                upgrade,
+                client_ip: &conn.client_ip,
+                tls: conn.tls,
+                attempt_timeout: timeout,
+                policy,
+            }),
+        },
+    };
     // Phase 6 on the upstream's response. (Phase 7, response body phases, wraps the body
     // here: compression, cache fill.)
     Ok(Forward::Upstream(AndThen::new(

@@ -15,6 +15,7 @@ pub mod client_policy;
 pub mod filter;
 pub mod health;
 pub mod host_index;
+pub mod inference;
 pub mod passthrough;
 pub mod path;
 pub mod route;
@@ -41,6 +42,7 @@ pub use filter::{
 };
 pub use health::{ActiveHealth, HealthCheck, PassiveHealth, Probe};
 pub use host_index::{HostIndex, HostPattern};
+pub use inference::{InferencePool, Picker, PickerState};
 pub use passthrough::{Passthrough, TlsRouteEntry};
 pub use route::{
     HeaderMatch, MethodMatch, PathMatch, QueryMatch, RequestMatch, RequestView, RouteAction,
