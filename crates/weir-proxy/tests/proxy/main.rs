@@ -13,6 +13,7 @@ mod errors;
 mod extended;
 mod fault;
 mod health;
+mod inference;
 mod lb;
 mod lifecycle;
 mod limits;
