@@ -14,6 +14,12 @@ pub(crate) fn text_body(text: &'static str) -> ProxyBody {
         .boxed_unsync()
 }
 
+pub(crate) fn full_body(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 pub(crate) fn empty_body() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }

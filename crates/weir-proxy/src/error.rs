@@ -95,6 +95,14 @@ pub enum ProxyError {
     RateLimitUnavailable,
 
     // ---- upstream: the backend is at fault (502/503/504) ----
+    /// An InferencePool's endpoint picker could not be reached, failed or timed out, and
+    /// the pool fails closed.
+    #[error("endpoint picker of {pool}: {detail}")]
+    PickerUnavailable { pool: Arc<str>, detail: String },
+    /// The endpoint picker named an address that is malformed or not an endpoint of its
+    /// pool (never connected to).
+    #[error("endpoint picker of {pool} chose an endpoint outside the pool: {detail}")]
+    PickerEndpoint { pool: Arc<str>, detail: String },
     #[error("upstream {0} has no ready endpoints")]
     NoHealthyUpstream(Arc<str>),
     /// The picked endpoint has its `--upstream-max-connections` open and its queue
@@ -361,6 +369,18 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_healthy_upstream",
                 "no healthy upstream\n",
+                Upstream,
+            ),
+            ProxyError::PickerUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "endpoint_picker_unavailable",
+                "endpoint picker unavailable\n",
+                Upstream,
+            ),
+            ProxyError::PickerEndpoint { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "endpoint_picker_bad_endpoint",
+                "endpoint picker chose no endpoint of the pool\n",
                 Upstream,
             ),
             ProxyError::UpstreamOverflow(_) => (

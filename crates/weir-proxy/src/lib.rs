@@ -23,6 +23,7 @@ mod error;
 mod ext_auth;
 mod fault;
 mod filter;
+mod inference;
 mod listener;
 mod log_limit;
 mod metrics;
@@ -165,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) local_limits: rate_limit::LocalLimits,
     /// Global rate limits' Redis (`rate_limit/global.rs`), with `--rate-limit-redis`.
     pub(crate) global_limits: Option<rate_limit::global::GlobalLimits>,
+    /// InferencePool endpoint pickers' gRPC channels, by address (`inference.rs`).
+    pub(crate) pickers: inference::Pickers,
 }
 
 /// The data plane. Create it once, call [`Proxy::sync_listeners`] after every snapshot swap,
@@ -238,6 +241,7 @@ impl Proxy {
             server,
             client_policies: state::StateRegistry::default(),
             breakers: state::StateRegistry::default(),
+            pickers: inference::Pickers::default(),
             retry_budgets: state::StateRegistry::default(),
             caches: state::StateRegistry::default(),
             ext_auth: ext_auth::ExtAuthClients::default(),
@@ -278,6 +282,8 @@ impl Proxy {
         // Breakers whose policy no route of the snapshot has any more go.
         let mut live = std::collections::HashSet::new();
         let mut live_auth = std::collections::HashSet::new();
+        // And endpoint pickers no pool of the snapshot names.
+        let mut pickers = std::collections::HashSet::new();
         for socket in snapshot.sockets.iter() {
             for listener in socket.listeners.iter() {
                 for entry in listener.routes.values() {
@@ -287,12 +293,22 @@ impl Proxy {
                     if let Some(a) = &entry.action.ext_auth {
                         live_auth.insert(a.id);
                     }
+                    for b in entry.action.backends.iter() {
+                        if let weir_snapshot::BackendTarget::Upstream(u) = &b.target {
+                            if let Some(weir_snapshot::PickerState::Ready(p)) =
+                                u.inference.as_deref().map(|i| &i.picker)
+                            {
+                                pickers.extend(p.endpoints.iter().copied());
+                            }
+                        }
+                    }
                 }
             }
         }
         // Ext auth channels of configurations no route has any more close.
         self.shared.ext_auth.retain(&live_auth);
         self.shared.breakers.retain(|id| live.contains(id));
+        self.shared.pickers.retain(|a| pickers.contains(a));
         // Endpoint health: probers for the endpoints routes with a health check reach.
         let clients = &self.shared.clients;
         clients

@@ -62,6 +62,13 @@ pub(crate) struct Metrics {
     /// `weir_rate_limit_redis_errors_total{result}`: global rate-limit checks Redis did not
     /// answer, by what was done: `passed` (fail open) or `refused` (fail closed).
     rate_limit_redis_errors: IntCounterVec,
+    /// `weir_endpoint_picker_seconds{result}`: InferencePool endpoint picker round trips
+    /// (request headers and body to the decision), by result: `picked`, `immediate` (an
+    /// ImmediateResponse), `bad_endpoint` (an address outside the pool), `error`.
+    picker: HistogramVec,
+    /// `weir_endpoint_picker_fail_open_total`: requests sent to a pool endpoint of Weir's
+    /// choosing because the picker failed (`failureMode: FailOpen`).
+    pub(crate) picker_fail_open: IntCounter,
     /// `weir_upstream_retries_skipped_total{route,reason}`: retries a BackendTrafficPolicy
     /// would have made but did not: `budget` (its retry budget was spent) or
     /// `max_parallel_retries` (its breaker's retry cap).
@@ -238,6 +245,20 @@ impl Metrics {
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(rate_limit_redis_errors.clone()))?;
+        let picker = HistogramVec::new(
+            histogram_opts!(
+                "weir_endpoint_picker_seconds",
+                "InferencePool endpoint picker round trips (request to decision), by result.",
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]
+            ),
+            &["result"],
+        )?;
+        let picker_fail_open = IntCounter::with_opts(opts!(
+            "weir_endpoint_picker_fail_open_total",
+            "Requests sent to a pool endpoint of Weir's choosing because the endpoint picker failed (FailOpen)."
+        ))?;
+        registry.register(Box::new(picker.clone()))?;
+        registry.register(Box::new(picker_fail_open.clone()))?;
         registry.register(Box::new(retries_skipped.clone()))?;
         let trace_spans_dropped = IntCounter::with_opts(opts!(
             "weir_trace_spans_dropped_total",
@@ -274,6 +295,8 @@ impl Metrics {
             fault_injected,
             rate_limited,
             rate_limit_redis_errors,
+            picker,
+            picker_fail_open,
             retries_skipped,
             udp_flows,
             udp_flows_rejected,
@@ -351,6 +374,12 @@ impl Metrics {
 
     pub(crate) fn record_retry(&self, route: &str, reason: &str) {
         self.retries.with_label_values(&[route, reason]).inc();
+    }
+
+    pub(crate) fn picker_observe(&self, took: std::time::Duration, result: &str) {
+        self.picker
+            .with_label_values(&[result])
+            .observe(took.as_secs_f64());
     }
 
     pub(crate) fn record_fault(&self, route: &str, kind: &str) {

@@ -20,7 +20,9 @@
 //! 3. **request, asynchronous** ([`phase3`]): only for routes whose compiled action says so
 //!    ([`RouteAction::needs_async`]), inside one boxed future; other routes skip it and pay
 //!    nothing. In order: external auth, global rate limit (`rate_limit/global.rs`, one
-//!    Redis round trip), fault delay, cache lookup, the endpoint picker. A step may read the body whole ([`phase3::RequestBody::buffer`]);
+//!    Redis round trip), fault delay, cache lookup, (the endpoint picker of an InferencePool runs at the start of phase 5 instead,
+//!    `crate::inference`: one boxed future, only for pool backends). A step may read the
+//!    body whole ([`phase3::RequestBody::buffer`]);
 //! 4. **backend** ([`onward`], the second half): that backend's request filters, mirrors;
 //! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
 //!    hop-by-hop cleanup, X-Forwarded-*, the per-attempt timeout, pooled connections under
@@ -689,17 +691,39 @@ fn onward<'s>(
     if let Some(bytes) = bytes_in.filter(|_| !body.is_end_stream()) {
         body = upstream::UpstreamBody::Counted(Box::new(upstream::Counted { body, bytes }));
     }
-    let forwarded = upstream::forward_body(
-        &conn.shared,
-        upstream,
-        parts,
-        body,
-        upgrade,
-        &downstream,
-        attempt_timeout(&action.timeouts, &conn.shared.config),
-        action.policy.as_deref().map(|p| (p, &*action.route.route)),
-        sticky,
-    );
+    let timeout = attempt_timeout(&action.timeouts, &conn.shared.config);
+    let policy = action.policy.as_deref().map(|p| (p, &*action.route.route));
+    let forwarded = match upstream.inference.as_deref() {
+        None => crate::stage::Either::Left {
+            fut: upstream::forward_body(
+                &conn.shared,
+                upstream,
+                parts,
+                body,
+                upgrade,
+                &downstream,
+                timeout,
+                policy,
+                sticky,
+            ),
+        },
+        // An InferencePool: the endpoint picker chooses the endpoint first (one boxed
+        // future, only for pools; `crate::inference`).
+        Some(pool) => crate::stage::Either::Right {
+            fut: crate::inference::exchange(crate::inference::Exchange {
+                shared: &conn.shared,
+                upstream,
+                pool,
+                parts,
+                body,
+                upgrade,
+                client_ip: &conn.client_ip,
+                tls: conn.tls,
+                attempt_timeout: timeout,
+                policy,
+            }),
+        },
+    };
     // Phases 6 and 7 on the upstream's response.
     Ok(Forward::Upstream(crate::stage::Either::Left {
         fut: AndThen::new(forwarded, move |response: Response<ProxyBody>| {

@@ -39,6 +39,7 @@ pub(crate) use budget::Budget;
 pub use pool::UpstreamLimits;
 use pool::{PoolKey, Pools, TlsConnect};
 pub(crate) use retry::Breaker;
+pub(crate) use retry::{client_body_error, content_length};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -59,6 +59,9 @@ pub struct Upstream {
     /// `endpoints[i]`'s zone and hints (EndpointSlice `zone`, `hints.forZones`), for
     /// `loadBalancer.zoneAware`; empty when no endpoint has any.
     pub zones: Arc<[EndpointZone]>,
+    /// Set when this upstream is an InferencePool: each request asks the pool's endpoint
+    /// picker which endpoint serves it (`None` for Services: they pay nothing).
+    pub inference: Option<Arc<crate::inference::InferencePool>>,
 }
 
 /// Where an endpoint runs, from its EndpointSlice.
@@ -158,7 +161,20 @@ impl Upstream {
             id,
             tls: None,
             zones: Arc::new([]),
+            inference: None,
         }
+    }
+
+    /// The same upstream as an InferencePool's (see [`Upstream::inference`]).
+    pub fn with_inference(mut self, pool: crate::inference::InferencePool) -> Self {
+        self.inference = Some(Arc::new(pool));
+        self
+    }
+
+    /// The index of `addr` among the endpoints, if it is one (the endpoint picker may only
+    /// choose endpoints of its pool).
+    pub fn position(&self, addr: SocketAddr) -> Option<usize> {
+        self.endpoints.iter().position(|e| e.addr == addr)
     }
 
     /// The same upstream with its endpoints' zones (`zones[i]` is `endpoints[i]`'s; all

@@ -18,6 +18,7 @@ pub mod ext_auth;
 pub mod filter;
 pub mod health;
 pub mod host_index;
+pub mod inference;
 pub mod passthrough;
 pub mod path;
 pub mod rate_limit;
@@ -49,6 +50,7 @@ pub use filter::{
 };
 pub use health::{ActiveHealth, HealthCheck, PassiveHealth, Probe};
 pub use host_index::{HostIndex, HostPattern};
+pub use inference::{InferencePool, Picker, PickerState};
 pub use passthrough::{Passthrough, TlsRouteEntry};
 pub use rate_limit::{
     ClientSelector, HeaderSelector, Limit, RateLimit, RateLimitRule, SourceSelector,

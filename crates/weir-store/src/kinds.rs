@@ -21,8 +21,9 @@ use serde::Serialize;
 use crate::policies::{BackendTrafficPolicy, ClientTrafficPolicy, SecurityPolicy, POLICY_GROUP};
 use crate::{
     BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute,
-    ListenerSet, Location, Namespace, ObjectKey, ObjectMeta, ReferenceGrant, Rejection, Secret,
-    Service, TcpRoute, TlsRoute, UdpRoute, XBackendTrafficPolicy, GATEWAY_GROUP, X_GATEWAY_GROUP,
+    InferencePool, ListenerSet, Location, Namespace, ObjectKey, ObjectMeta, Pod, ReferenceGrant,
+    Rejection, Secret, Service, TcpRoute, TlsRoute, UdpRoute, XBackendTrafficPolicy, GATEWAY_GROUP,
+    INFERENCE_GROUP, X_GATEWAY_GROUP,
 };
 
 /// The status Weir writes for a kind (its status subresource), and how it shares it.
@@ -508,6 +509,22 @@ kinds! {
         manifest_status: false,
         field_selector: None,
     },
+    /// The Gateway API Inference Extension's pool of model servers (`inference`):
+    /// optional, as most clusters have no Inference Extension CRDs. Its `status.parents`
+    /// has the routes' shape (one entry per Gateway, matched by `parentRef`).
+    InferencePool(InferencePool) {
+        kind: "InferencePool",
+        group: INFERENCE_GROUP,
+        versions: ["v1"],
+        api_version: "inference.networking.k8s.io/v1",
+        plural: "inferencepools",
+        field: inference_pools,
+        cluster_scoped: false,
+        optional: true,
+        status: Parents,
+        manifest_status: false,
+        field_selector: None,
+    },
     Service(Service) {
         kind: "Service",
         group: "",
@@ -533,6 +550,22 @@ kinds! {
         status: None,
         manifest_status: true,
         field_selector: None,
+    },
+    /// Pods, for InferencePool endpoints only (labels, `status.podIP`, the Ready
+    /// condition): Kubernetes mode watches running Pods alone (`status.phase=Running`).
+    /// File mode keeps a manifest's `status` (that is where `podIP` is).
+    Pod(Pod) {
+        kind: "Pod",
+        group: "",
+        versions: ["v1"],
+        api_version: "v1",
+        plural: "pods",
+        field: pods,
+        cluster_scoped: false,
+        optional: false,
+        status: None,
+        manifest_status: true,
+        field_selector: Some("status.phase=Running"),
     },
     /// Only TLS Secrets are watched (listener certificates).
     Secret(Secret) {

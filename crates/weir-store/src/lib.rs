@@ -6,6 +6,7 @@
 //! deserialization already did: the translator decides what is valid. [`refs`] lists the
 //! ConfigMaps and Secrets the other objects name (what Kubernetes mode fetches in full).
 
+pub mod inference;
 pub mod policies;
 pub mod refs;
 pub mod tcproute;
@@ -27,7 +28,8 @@ pub use gateway_api::gateways::{Gateway, GatewayStatus};
 pub use gateway_api::listenersets::{ListenerSet, ListenerSetStatus};
 pub use gateway_api::referencegrants::ReferenceGrant;
 pub use gateway_api::tlsroutes::{TlsRoute, TlsRouteStatus};
-pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+pub use inference::{InferencePool, InferencePoolStatus, INFERENCE_GROUP};
+pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 pub use policies::{

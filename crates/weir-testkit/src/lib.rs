@@ -7,6 +7,7 @@
 pub mod apiserver;
 pub mod certs;
 pub mod client;
+pub mod epp;
 pub mod ext_auth;
 pub mod grpc;
 pub mod otlp;

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_snapshot::{AppProtocol, Endpoint, EndpointZone, Upstream};
-use weir_store::{ObjectKey, Store, GATEWAY_GROUP};
+use weir_store::{ObjectKey, Store, GATEWAY_GROUP, INFERENCE_GROUP};
 
 use crate::error::TranslateError;
 use crate::refgrant::{self, core_group};
@@ -34,6 +34,8 @@ pub struct Upstreams {
     /// EndpointSlices by the Service they name, built on first need: one pass over the
     /// slices per translation instead of one per Service.
     slices: Option<SlicesByService>,
+    /// InferencePool upstreams built so far, by pool.
+    pools: BTreeMap<ObjectKey, Arc<Upstream>>,
 }
 
 /// EndpointSlices by their Service's (namespace, name), in key order within a Service.
@@ -65,6 +67,7 @@ impl Upstreams {
             by_port: BTreeMap::new(),
             tls,
             slices: None,
+            pools: BTreeMap::new(),
         }
     }
 
@@ -99,6 +102,9 @@ impl Upstreams {
     ) -> Result<Arc<Upstream>, TranslateError> {
         let group = core_group(r.group.unwrap_or(""));
         let kind = r.kind.unwrap_or("Service");
+        if group == INFERENCE_GROUP && kind == crate::inference::KIND {
+            return self.resolve_pool(store, route_kind, route_ns, r);
+        }
         if !group.is_empty() || kind != "Service" {
             return Err(TranslateError::BackendKind {
                 group: group.to_string(),
@@ -128,13 +134,72 @@ impl Upstreams {
                 route_kind,
             });
         }
+        let port = r
+            .port
+            .ok_or_else(|| TranslateError::BackendPortMissing(key.to_string()))?;
+        self.service_port(store, key, port)
+    }
+
+    /// A backendRef to an InferencePool (`crate::inference`): ReferenceGrants as for
+    /// Services; the backendRef's port is ignored.
+    fn resolve_pool(
+        &mut self,
+        store: &Store,
+        route_kind: &'static str,
+        route_ns: &str,
+        r: &BackendRefSpec<'_>,
+    ) -> Result<Arc<Upstream>, TranslateError> {
+        let ns = r.namespace.unwrap_or(route_ns);
+        let key = ObjectKey::new(ns, r.name);
+        let allowed = refgrant::permitted(
+            store,
+            &refgrant::From {
+                group: GATEWAY_GROUP,
+                kind: route_kind,
+                namespace: route_ns,
+            },
+            &refgrant::To {
+                group: INFERENCE_GROUP,
+                kind: crate::inference::KIND,
+                namespace: ns,
+                name: r.name,
+            },
+        );
+        if !allowed {
+            return Err(TranslateError::InferencePoolNotPermitted {
+                pool: key.to_string(),
+                route_kind,
+            });
+        }
+        if let Some(u) = self.pools.get(&key) {
+            return Ok(u.clone());
+        }
+        let pool = store
+            .inference_pools
+            .get(&key)
+            .ok_or_else(|| TranslateError::InferencePoolNotFound(key.to_string()))?;
+        let endpoints = crate::inference::endpoints(store, &key, pool);
+        let upstream = Arc::new(crate::inference::upstream(
+            &key,
+            pool,
+            endpoints,
+            |epp, port| self.service_port(store, epp.clone(), port),
+        ));
+        self.pools.insert(key, upstream.clone());
+        Ok(upstream)
+    }
+
+    /// The upstream of a Service port (the reference to it already checked).
+    fn service_port(
+        &mut self,
+        store: &Store,
+        key: ObjectKey,
+        port: i32,
+    ) -> Result<Arc<Upstream>, TranslateError> {
         let service = store
             .services
             .get(&key)
             .ok_or_else(|| TranslateError::BackendNotFound(key.to_string()))?;
-        let port = r
-            .port
-            .ok_or_else(|| TranslateError::BackendPortMissing(key.to_string()))?;
         if let Some(u) = self.by_port.get(&(key.clone(), port)) {
             return Ok(u.clone());
         }

@@ -340,7 +340,20 @@ fn compile_action(
             port: b.port,
         };
         let target = match upstreams.resolve(store, "HTTPRoute", &key.namespace, &spec) {
-            Ok(u) => BackendTarget::Upstream(u),
+            Ok(u) => {
+                // An InferencePool whose picker does not resolve: the route's ResolvedRefs
+                // is False (BackendNotFound); the backend stays, and answers 500.
+                if let Some(pool) = &u.inference {
+                    if let weir_snapshot::PickerState::Unresolved(why) = &pool.picker {
+                        out.unresolved
+                            .get_or_insert(TranslateError::InferencePickerNotFound {
+                                pool: pool.key(),
+                                detail: why.to_string(),
+                            });
+                    }
+                }
+                BackendTarget::Upstream(u)
+            }
             Err(e) => {
                 let why: Arc<str> = e.to_string().into();
                 out.unresolved.get_or_insert(e);

@@ -75,6 +75,15 @@ pub enum TranslateError {
     },
     #[error("Service {0} does not exist")]
     BackendNotFound(String),
+    #[error("InferencePool {0} does not exist")]
+    InferencePoolNotFound(String),
+    #[error("InferencePool {pool} is in another namespace and no ReferenceGrant there allows this {route_kind} to use it")]
+    InferencePoolNotPermitted {
+        pool: String,
+        route_kind: &'static str,
+    },
+    #[error("the endpoint picker of InferencePool {pool} does not resolve: {detail}")]
+    InferencePickerNotFound { pool: String, detail: String },
     #[error("backendRef to Service {0} needs a port")]
     BackendPortMissing(String),
     #[error("Service {service} has no port {port}")]
@@ -153,6 +162,7 @@ impl TranslateError {
             | E::CertificateInvalid { .. } => "InvalidCertificateRef",
             E::CertificateNotPermitted(_)
             | E::BackendNotPermitted { .. }
+            | E::InferencePoolNotPermitted { .. }
             | E::CaCertificateNotPermitted(_)
             | E::ClientCertificateNotPermitted(_) => "RefNotPermitted",
             E::CaCertificateRefKind { .. } => "InvalidCACertificateKind",
@@ -173,9 +183,11 @@ impl TranslateError {
             E::AddressNotUsable(_) | E::InvalidIpAddress(_) => "AddressNotUsable",
             E::PoolExhausted(_) => "AddressNotAssigned",
             E::BackendKind { .. } => "InvalidKind",
-            E::BackendNotFound(_) | E::BackendPortMissing(_) | E::BackendPortNotFound { .. } => {
-                "BackendNotFound"
-            }
+            E::BackendNotFound(_)
+            | E::BackendPortMissing(_)
+            | E::BackendPortNotFound { .. }
+            | E::InferencePoolNotFound(_)
+            | E::InferencePickerNotFound { .. } => "BackendNotFound",
             E::InvalidMatch { .. }
             | E::InvalidFilter { .. }
             | E::UnsupportedFilter { .. }

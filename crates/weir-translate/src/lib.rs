@@ -28,6 +28,7 @@ mod frontend;
 mod gateway;
 mod grpcroute;
 mod hostname;
+mod inference;
 mod listener;
 mod listenerset;
 mod memo;
@@ -473,6 +474,13 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
         ));
     }
 
+    // InferencePools: status.parents per Gateway whose routes use the pool.
+    statuses.extend(inference::statuses(
+        store,
+        &gateways,
+        input.controller_name,
+        &input.now,
+    ));
     let memo = routes.finish(world, upstreams.into_table(), &gateways);
     // Policy kinds: ClientTrafficPolicy goes onto the sockets; the kinds whose fields are
     // still to come only get their status.

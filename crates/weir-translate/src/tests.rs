@@ -7,6 +7,7 @@ mod filters;
 mod frontend;
 mod gateways;
 mod grpc_routes;
+mod inference;
 mod listenersets;
 mod memo;
 mod refs;

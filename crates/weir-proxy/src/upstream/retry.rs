@@ -387,7 +387,7 @@ async fn replayable(
     ))
 }
 
-pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -398,7 +398,7 @@ pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// What went wrong reading the client's body into the retry buffer: the client's fault.
-pub(super) fn client_body_error(err: BoxError) -> ProxyError {
+pub(crate) fn client_body_error(err: BoxError) -> ProxyError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
     while let Some(e) = cause {
         if let Some(stalled) = e.downcast_ref::<BodyStalled>() {

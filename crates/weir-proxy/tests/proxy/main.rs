@@ -16,6 +16,7 @@ mod ext_auth;
 mod extended;
 mod fault;
 mod health;
+mod inference;
 mod lb;
 mod lifecycle;
 mod limits;

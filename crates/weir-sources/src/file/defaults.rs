@@ -55,7 +55,9 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         | Kind::XBackendTrafficPolicy
         | Kind::SecurityPolicy
         | Kind::ConfigMap
-        | Kind::Namespace => {}
+        | Kind::Namespace
+        | Kind::InferencePool
+        | Kind::Pod => {}
     }
 }
 

@@ -321,7 +321,10 @@ fn generation_basis(object: &Object) -> Option<u64> {
         Object::BackendTrafficPolicy(o) => serde_json::to_vec(&o.spec),
         Object::XBackendTrafficPolicy(o) => serde_json::to_vec(&o.spec),
         Object::SecurityPolicy(o) => serde_json::to_vec(&o.spec),
+        Object::InferencePool(o) => serde_json::to_vec(&o.spec),
         Object::EndpointSlice(o) => serde_json::to_vec(&(&o.address_type, &o.endpoints, &o.ports)),
+        // A Pod's generation tracks its spec; Weir reads only labels and status.
+        Object::Pod(o) => serde_json::to_vec(&o.spec),
         Object::Service(_) | Object::Secret(_) | Object::ConfigMap(_) | Object::Namespace(_) => {
             return None
         }

@@ -133,7 +133,7 @@ fn ignores_unknown_kinds_and_accepts_v1beta1() {
     let dir = TempDir::new().unwrap();
     let text = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n---\n\
-         apiVersion: v1\nkind: Pod\nmetadata: {{name: c}}\n---\n\
+         apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: c}}\n---\n\
          apiVersion: v1\nkind: HTTPRoute\nmetadata: {{name: wrong-group}}\n---\n\
          {}",
         ROUTE.replace(
