@@ -849,7 +849,8 @@ async fn policies_are_read_and_their_status_written() {
     let expect = [
         ("clienttrafficpolicies", "clients", ("True", "Accepted")),
         ("backendtrafficpolicies", "retries", ("True", "Accepted")),
-        ("securitypolicies", "auth", ("False", "TargetNotFound")),
+        // A Gateway listener (`sectionName`) is not a SecurityPolicy target Weir implements.
+        ("securitypolicies", "auth", ("False", "UnsupportedValue")),
     ];
     for (plural, name, (status, reason)) in expect {
         assert_eventually(&format!("{plural}/{name} status written"), WAIT, || {

@@ -15,7 +15,7 @@
 //! - **Fill** ([`fill`], phase 7, on the upstream's response before the response filters,
 //!   so the entry is the origin's response for every client): a 304 to a revalidation
 //!   refreshes the entry and answers from it; a storable response has its body teed into a
-//!   buffer of at most `maxEntrySize` and is stored when the body ended completely (a larger
+//!   buffer of at most `maxBodySize` and is stored when the body ended completely (a larger
 //!   body streams on, uncached; a failed or cut one is not stored).
 //! - **Storable**: status 200, 203, 204, 300, 301, 308, 404, 405, 410, 414 or 501; no
 //!   `no-store` or `private`; no `Set-Cookie`; no `Vary: *`; a request with
@@ -27,7 +27,8 @@
 //!   used entries are evicted first.
 //! - Every answer says what the cache did in `Cache-Status` (RFC 9211): `weir; hit`,
 //!   `weir; fwd=uri-miss`, `fwd=vary-miss`, `fwd=stale`, `fwd=request` (the client asked
-//!   to revalidate), with `fwd-status` and `stored`.
+//!   to revalidate), with `fwd-status` and `stored`; and in `X-Cache`: `HIT`, `STALE` or
+//!   `MISS`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
@@ -49,6 +50,7 @@ use weir_snapshot::ResponseCache;
 use crate::body::{empty_body, BoxError, ProxyBody};
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// `weir_cache_hits_total{route}`, `weir_cache_misses_total{route}`,
 /// `weir_cache_evictions_total{route}`, `weir_cache_bytes`.
@@ -474,6 +476,16 @@ fn append_status(headers: &mut HeaderMap, member: &str) {
     if let Ok(v) = HeaderValue::from_str(&merged) {
         headers.insert(CACHE_STATUS.clone(), v);
     }
+    // The same in the `X-Cache` form the issue names (and CDNs use): HIT, STALE (a stale
+    // entry revalidated with the origin) or MISS.
+    let x_cache = if member.starts_with("weir; hit") {
+        "HIT"
+    } else if member.contains("fwd=stale") {
+        "STALE"
+    } else {
+        "MISS"
+    };
+    headers.insert(X_CACHE.clone(), HeaderValue::from_static(x_cache));
 }
 
 /// Statuses cacheable by default (RFC 9110 §15.1).
@@ -707,7 +719,7 @@ fn insert(p: &Pending, names: Vec<HeaderName>, stored: Arc<Stored>) {
 }
 
 /// A storable response's body: passed on frame by frame, and copied into a buffer of at
-/// most `maxEntrySize` bytes that is stored when the body ended completely.
+/// most `maxBodySize` bytes that is stored when the body ended completely.
 struct Fill {
     inner: ProxyBody,
     /// `None` once the body outgrew the limit (or carried trailers): nothing is stored.

@@ -9,7 +9,7 @@ pub struct ResponseCache {
     /// `maxSize`: bytes held in all (bodies, headers and keys), default 64 MiB; the least
     /// recently used entries go first.
     pub max_size: u64,
-    /// `maxEntrySize`: the largest response stored (default 1 MiB); a larger one streams
+    /// `maxBodySize`: the largest response stored (default 1 MiB); a larger one streams
     /// through uncached, never buffered beyond this.
     pub max_entry_size: u64,
     /// `maxEntries`: entries held at most (default 10,000).

@@ -414,6 +414,8 @@ pub struct ResponseCache {
     pub max_size: Option<IntOrString>,
     /// The largest response stored: a quantity or a byte count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `maxBodySize` (the name issue 22 gives it; `maxEntrySize` is read too).
+    #[serde(rename = "maxBodySize", alias = "maxEntrySize")]
     pub max_entry_size: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_entries: Option<i64>,

@@ -2,7 +2,7 @@
 //! reaches it and numbers its answers (so a body shows which origin fetch it came from):
 //! hits without the backend, `max-age` expiry, what is never stored (`no-store`,
 //! `private`, `Set-Cookie`, `Authorization`), `Vary`, 304s from the cache, revalidation
-//! with the origin, LRU eviction under `maxSize`, bodies over `maxEntrySize` streamed
+//! with the origin, LRU eviction under `maxSize`, bodies over `maxBodySize` streamed
 //! uncached, and a cached response compressed per client.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,6 +154,7 @@ async fn a_fresh_entry_answers_without_the_backend() {
         first.header("cache-status"),
         Some("weir; fwd=uri-miss; fwd-status=200; stored")
     );
+    assert_eq!(first.header("x-cache"), Some("MISS"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = fetch(addr, "GET", "/p/max60", &[]).await;
     assert_eq!(body(&second), "/max60 #1");
@@ -162,6 +163,7 @@ async fn a_fresh_entry_answers_without_the_backend() {
         .header("cache-status")
         .unwrap()
         .starts_with("weir; hit; ttl=5"));
+    assert_eq!(second.header("x-cache"), Some("HIT"));
     let age: u64 = second.header("age").unwrap().parse().unwrap();
     assert!((1..=2).contains(&age), "age {age}");
     assert_eq!(second.header("content-length"), Some("9"));
@@ -199,6 +201,7 @@ async fn an_entry_expires_after_max_age() {
         r.header("cache-status"),
         Some("weir; fwd=stale; fwd-status=200; stored")
     );
+    assert_eq!(r.header("x-cache"), Some("STALE"));
     // A request that asks for revalidation is forwarded even with a fresh entry.
     let r = fetch(addr, "GET", "/p/max1", &[("cache-control", "no-cache")]).await;
     assert_eq!(body(&r), "/max1 #3");

@@ -23,11 +23,11 @@ pub(super) fn compile(c: &api::ResponseCache) -> Result<ResponseCache, NotAccept
     };
     let max_entry_size = match &c.max_entry_size {
         None => DEFAULT_MAX_ENTRY_SIZE.min(max_size),
-        Some(v) => bytes("spec.responseCache.maxEntrySize", v, 1, MAX_SIZE)?,
+        Some(v) => bytes("spec.responseCache.maxBodySize", v, 1, MAX_SIZE)?,
     };
     if max_entry_size > max_size {
         return Err(invalid(format!(
-            "spec.responseCache.maxEntrySize ({max_entry_size} bytes) is larger than maxSize \
+            "spec.responseCache.maxBodySize ({max_entry_size} bytes) is larger than maxSize \
              ({max_size} bytes)"
         )));
     }

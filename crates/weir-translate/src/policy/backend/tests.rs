@@ -821,8 +821,8 @@ fn response_cache_compiles_with_defaults_and_refuses_bad_bounds() {
     );
     for (spec, field, reason) in [
         (
-            "  responseCache: {maxSize: 1Mi, maxEntrySize: 2Mi}",
-            "spec.responseCache.maxEntrySize",
+            "  responseCache: {maxSize: 1Mi, maxBodySize: 2Mi}",
+            "spec.responseCache.maxBodySize",
             "Invalid",
         ),
         (
