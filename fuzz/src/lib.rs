@@ -89,6 +89,8 @@ pub fn translate(store: &Store, memo: weir_translate::Memo) -> weir_translate::O
             gateway_addresses: &addresses,
             address_usable: &|ip| ip.is_loopback(),
             addressing: &weir_translate::Addressing::Shared,
+            // File mode's default: no `--rate-limit-redis`.
+            rate_limit_redis: false,
         },
         memo,
     )
