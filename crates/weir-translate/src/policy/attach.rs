@@ -285,3 +285,81 @@ pub fn ancestor_status<'a>(
 
 #[cfg(test)]
 mod tests;
+
+/// What a policy's `targetRefs` came to, for the kinds that attach to Gateways and routes
+/// (BackendTrafficPolicy, SecurityPolicy): the targets found, the Gateways they reach (the
+/// status ancestors), the first target that does not exist, and the first target Weir
+/// does not implement (a Gateway listener, or a kind `allowed` lets through that neither
+/// kind handles yet).
+pub struct Gathered {
+    pub targets: Vec<Target>,
+    pub ancestors: std::collections::BTreeSet<ObjectKey>,
+    pub not_found: Option<NotAccepted>,
+    pub unsupported_target: Option<String>,
+}
+
+/// Resolve every `targetRef` of a policy in `namespace` (see [`Gathered`]). Targets on
+/// Gateways of other controllers are left out.
+pub fn gather<'a>(
+    store: &Store,
+    namespace: &str,
+    ours: &std::collections::BTreeSet<ObjectKey>,
+    refs: impl Iterator<Item = &'a weir_store::policies::PolicyTargetRef>,
+    allowed: Allowed,
+) -> Gathered {
+    let mut out = Gathered {
+        targets: Vec::new(),
+        ancestors: std::collections::BTreeSet::new(),
+        not_found: None,
+        unsupported_target: None,
+    };
+    for t in refs {
+        let r = TargetRef {
+            group: &t.group,
+            kind: &t.kind,
+            name: &t.name,
+            section_name: t.section_name.as_deref(),
+        };
+        let Some(resolved) = resolve(store, namespace, r, allowed) else {
+            continue;
+        };
+        let target = &resolved.target;
+        match target.kind {
+            Kind::Gateway => {
+                let exists = store.gateways.contains_key(&target.key);
+                if exists && !ours.contains(&target.key) {
+                    continue;
+                }
+                out.ancestors.insert(target.key.clone());
+                if target.section.is_some() {
+                    out.unsupported_target = out.unsupported_target.take().or(Some(format!(
+                        "a Gateway listener (sectionName {:?} of Gateway {}) as a target: \
+                         target the Gateway, a route or a rule",
+                        t.section_name.as_deref().unwrap_or_default(),
+                        target.key
+                    )));
+                }
+            }
+            Kind::HttpRoute | Kind::GrpcRoute => {
+                out.ancestors.extend(crate::policy::pending::route_gateways(
+                    store,
+                    target.kind,
+                    &target.key,
+                    ours,
+                ));
+            }
+            _ => {
+                out.unsupported_target = out.unsupported_target.take().or(Some(format!(
+                    "a {} ({}) as a target",
+                    target.kind, target.key
+                )));
+                continue;
+            }
+        }
+        match resolved.not_found {
+            Some(n) => out.not_found = out.not_found.take().or(Some(n)),
+            None => out.targets.push(resolved.target),
+        }
+    }
+    out
+}

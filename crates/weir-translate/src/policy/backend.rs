@@ -28,7 +28,7 @@ use weir_store::{BackendTrafficPolicy, Kind, ObjectKey, Store};
 
 use crate::conditions::Conditions;
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target, TargetRef};
+use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target};
 use crate::ObjectStatus;
 
 /// What a BackendTrafficPolicy may name (Services are resolved, then refused).
@@ -217,58 +217,12 @@ fn evaluate(
     p: &Arc<BackendTrafficPolicy>,
     redis: bool,
 ) -> Model {
-    let mut targets = Vec::new();
-    let mut ancestors = BTreeSet::new();
-    let mut not_found = None;
-    let mut unsupported_target = None;
-    for t in p.spec.targets.all() {
-        let r = TargetRef {
-            group: &t.group,
-            kind: &t.kind,
-            name: &t.name,
-            section_name: t.section_name.as_deref(),
-        };
-        let Some(resolved) = attach::resolve(store, &key.namespace, r, TARGETS) else {
-            continue;
-        };
-        let target = &resolved.target;
-        match target.kind {
-            Kind::Gateway => {
-                let exists = store.gateways.contains_key(&target.key);
-                if exists && !ours.contains(&target.key) {
-                    continue;
-                }
-                ancestors.insert(target.key.clone());
-                if target.section.is_some() {
-                    unsupported_target = unsupported_target.or(Some(format!(
-                        "a Gateway listener (sectionName {:?} of Gateway {}) as a target: \
-                         target the Gateway, a route or a rule",
-                        t.section_name.as_deref().unwrap_or_default(),
-                        target.key
-                    )));
-                }
-            }
-            Kind::HttpRoute | Kind::GrpcRoute => {
-                ancestors.extend(crate::policy::pending::route_gateways(
-                    store,
-                    target.kind,
-                    &target.key,
-                    ours,
-                ));
-            }
-            _ => {
-                unsupported_target = unsupported_target.or(Some(format!(
-                    "a {} ({}) as a target",
-                    target.kind, target.key
-                )));
-                continue;
-            }
-        }
-        match resolved.not_found {
-            Some(n) => not_found = not_found.or(Some(n)),
-            None => targets.push(resolved.target),
-        }
-    }
+    let attach::Gathered {
+        targets,
+        ancestors,
+        not_found,
+        unsupported_target,
+    } = attach::gather(store, &key.namespace, ours, p.spec.targets.all(), TARGETS);
     let compiled = match unsupported_target {
         Some(what) => Err(NotAccepted::new(
             "UnsupportedValue",
