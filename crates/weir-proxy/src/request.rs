@@ -10,8 +10,8 @@
 //!    credentials), authentication (JWT with cached keys, basic auth, API keys: 401),
 //!    authorization (403) → the rule's request filters (a redirect or the HTTPRoute CORS
 //!    filter's preflight answers here) → a BackendTrafficPolicy's local rate limit
-//!    ([`crate::rate_limit`], 429; after
-//!    authorization, so a refused request is never counted) → fault abort;
+//!    ([`crate::rate_limit`], 429; after authorization, so a refused request is never
+//!    counted) → fault abort;
 //! 4. **backend choice** ([`choose_backend`], the first half of phase 4): the session's
 //!    backend, else the weighted choice ([`pick_backend`]). It comes before phase 3 so an
 //!    asynchronous step knows the backend (the endpoint picker runs only for an

@@ -247,6 +247,37 @@ pub fn settle_where<'a, M>(
     }
 }
 
+/// The policy in effect for a route entry of `gateway` (a route-level kind: the rule's,
+/// then the route's, then the Gateway's), from a kind's index of winners.
+pub fn effective<T: Copy>(
+    index: &BTreeMap<Target, T>,
+    gateway: &ObjectKey,
+    action: &weir_snapshot::RouteAction,
+) -> Option<T> {
+    if index.is_empty() {
+        return None;
+    }
+    let kind = match action.route.kind {
+        "HTTPRoute" => Kind::HttpRoute,
+        "GRPCRoute" => Kind::GrpcRoute,
+        _ => return None,
+    };
+    let route = action
+        .route
+        .route
+        .split_once('/')
+        .map(|(ns, name)| ObjectKey::new(ns, name));
+    let from_route = route.and_then(|key| {
+        let target = Target::new(kind, key, action.route.rule_name.as_deref());
+        most_specific(index, &target).copied()
+    });
+    from_route.or_else(|| {
+        index
+            .get(&Target::new(Kind::Gateway, gateway.clone(), None))
+            .copied()
+    })
+}
+
 /// The value for the most specific of `target`'s chain held in `index`: the target itself
 /// (with its section), then the whole object.
 pub fn most_specific<'a, T>(index: &'a BTreeMap<Target, T>, target: &Target) -> Option<&'a T> {

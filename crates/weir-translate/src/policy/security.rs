@@ -89,25 +89,7 @@ impl SecurityPolicies {
 
     /// The policy (index) in effect for a route entry of `gateway`.
     fn effective(&self, gateway: &ObjectKey, action: &RouteAction) -> Option<usize> {
-        let kind = match action.route.kind {
-            "HTTPRoute" => Kind::HttpRoute,
-            "GRPCRoute" => Kind::GrpcRoute,
-            _ => return None,
-        };
-        let route = action
-            .route
-            .route
-            .split_once('/')
-            .map(|(ns, name)| ObjectKey::new(ns, name));
-        let from_route = route.and_then(|key| {
-            let target = Target::new(kind, key, action.route.rule_name.as_deref());
-            attach::most_specific(&self.index, &target).copied()
-        });
-        from_route.or_else(|| {
-            self.index
-                .get(&Target::new(Kind::Gateway, gateway.clone(), None))
-                .copied()
-        })
+        attach::effective(&self.index, gateway, action)
     }
 
     /// Put the effective policy on every route entry of our Gateways; entries that share an
