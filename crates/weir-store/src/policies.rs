@@ -900,6 +900,87 @@ pub struct SecurityPolicySpec {
     pub jwt: Option<Jwt>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<ExtAuth>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `extAuth`: an HTTP or gRPC auth service (Envoy Gateway's `ExtAuth`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpExtAuthService>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcExtAuthService>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_to_ext_auth: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_to_ext_auth: Option<BodyToExtAuth>,
+    /// A duration (`10s`, `500ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `extAuth.http`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpExtAuthService {
+    /// The older single reference (still in Envoy Gateway's API, deprecated there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_ref: Option<PolicyBackendRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_refs: Option<Vec<PolicyBackendRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_to_backend: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `extAuth.grpc`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcExtAuthService {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_ref: Option<PolicyBackendRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_refs: Option<Vec<PolicyBackendRef>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `extAuth.bodyToExtAuth`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BodyToExtAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<i64>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// A policy's reference to a backend (Gateway API `BackendObjectReference`; Envoy
+/// Gateway's `BackendRef` adds `fallback`, kept in `unsupported`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyBackendRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -1291,10 +1372,29 @@ mod tests {
             "apiVersion": "gateway.weir.dev/v1alpha1",
             "kind": "SecurityPolicy",
             "metadata": {"name": "p", "namespace": "ns"},
-            "spec": {"targetRefs": [], "cors": {"allowOrigins": ["*"]}, "extAuth": {}}
+            "spec": {"targetRefs": [], "cors": {"allowOrigins": ["*"]}, "oidc": {},
+                "extAuth": {"http": {"backendRefs": [{"name": "auth", "port": 80, "fallback": true}],
+                    "path": "/check", "headersToBackend": ["x-user"]},
+                    "bodyToExtAuth": {"maxRequestBytes": 64}, "timeout": "2s", "failOpen": true,
+                    "recomputeRoute": true}}
         }))
         .unwrap();
         assert!(s.spec.cors.is_some());
-        assert_eq!(s.spec.unsupported.keys().collect::<Vec<_>>(), ["extAuth"]);
+        assert_eq!(s.spec.unsupported.keys().collect::<Vec<_>>(), ["oidc"]);
+        let e = s.spec.ext_auth.as_ref().unwrap();
+        let h = e.http.as_ref().unwrap();
+        let r = &h.backend_refs.as_ref().unwrap()[0];
+        assert_eq!((r.name.as_str(), r.port), ("auth", Some(80)));
+        assert!(r.unsupported.contains_key("fallback"));
+        assert_eq!(h.path.as_deref(), Some("/check"));
+        assert_eq!(
+            e.body_to_ext_auth.as_ref().unwrap().max_request_bytes,
+            Some(64)
+        );
+        assert_eq!(
+            (e.timeout.as_deref(), e.fail_open),
+            (Some("2s"), Some(true))
+        );
+        assert!(e.unsupported.contains_key("recomputeRoute"));
     }
 }

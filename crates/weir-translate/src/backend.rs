@@ -100,6 +100,19 @@ impl Upstreams {
         route_ns: &str,
         r: &BackendRefSpec<'_>,
     ) -> Result<Arc<Upstream>, TranslateError> {
+        self.resolve_from(store, GATEWAY_GROUP, route_kind, route_ns, r)
+    }
+
+    /// [`Self::resolve`] for a referrer of another group (a policy's backendRef: the
+    /// ReferenceGrant's `from` names its group and kind).
+    pub fn resolve_from(
+        &mut self,
+        store: &Store,
+        from_group: &'static str,
+        route_kind: &'static str,
+        route_ns: &str,
+        r: &BackendRefSpec<'_>,
+    ) -> Result<Arc<Upstream>, TranslateError> {
         let group = core_group(r.group.unwrap_or(""));
         let kind = r.kind.unwrap_or("Service");
         if group == INFERENCE_GROUP && kind == crate::inference::KIND {
@@ -117,7 +130,7 @@ impl Upstreams {
         let allowed = refgrant::permitted(
             store,
             &refgrant::From {
-                group: GATEWAY_GROUP,
+                group: from_group,
                 kind: route_kind,
                 namespace: route_ns,
             },

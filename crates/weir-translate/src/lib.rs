@@ -481,10 +481,13 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
         input.controller_name,
         &input.now,
     ));
-    let memo = routes.finish(world, upstreams.into_table(), &gateways);
     // Policy kinds: ClientTrafficPolicy goes onto the sockets; the kinds whose fields are
     // still to come only get their status.
     let ours: BTreeSet<ObjectKey> = gateways.iter().map(|g| g.key.clone()).collect();
+    // SecurityPolicies are evaluated before the upstream table goes to the memo: their
+    // `extAuth` Services resolve into it like the routes' backendRefs.
+    let security_policies = policy::security::SecurityPolicies::build(store, &ours, &mut upstreams);
+    let memo = routes.finish(world, upstreams.into_table(), &gateways);
     let mut client_policies = policy::client::ClientPolicies::build(store, &ours);
     // BackendTrafficPolicy onto the route entries (after the memo recorded them: a replayed
     // route gets its policy again from whatever policies exist now).
@@ -499,7 +502,6 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     statuses.extend(x_backend_policies.statuses(input.controller_name, &input.now));
     // SecurityPolicy onto the route entries too (a policy that cannot be applied holds its
     // targets with a deny-all: fail closed).
-    let security_policies = policy::security::SecurityPolicies::build(store, &ours);
     security_policies.place(&mut gateways);
     statuses.extend(security_policies.statuses(input.controller_name, &input.now));
     let mut snapshot = sockets::build(&mut gateways);

@@ -6,8 +6,13 @@
 //!   (`sectionName`: a rule name). The most specific wins as a whole (rule, route, Gateway);
 //!   two policies naming the same target conflict and the oldest wins ([`attach`]). A
 //!   Gateway listener is not a target: refused (`UnsupportedValue`).
-//! - Implemented: `cors`, `basicAuth`, `apiKeyAuth`, `jwt`, `authorization`. Every other
-//!   field (`extAuth`, `oidc`, ...) is refused by name (`UnsupportedValue`).
+//! - Implemented: `cors`, `basicAuth`, `apiKeyAuth`, `jwt`, `authorization` (onto
+//!   `RouteAction::security`, phase 2) and `extAuth` (onto `RouteAction::ext_auth`, phase
+//!   3, the engine of the HTTPRoute `ExternalAuth` filter: [`ext_auth`]). Every other field
+//!   (`oidc`, ...) and sub-field is refused by its path (`UnsupportedValue`).
+//! - A rule with its own `ExternalAuth` filter keeps it: the filter, more specific than a
+//!   policy, wins over the policy's `extAuth` there (the policy's other mechanisms still
+//!   apply to it).
 //! - **Fail closed**: a policy that cannot be applied (an unsupported field, a value out of
 //!   range, a missing Secret, a Secret of another namespace without a ReferenceGrant, an
 //!   htpasswd or JWKS that does not parse) is `Accepted=False` *and* still holds its
@@ -20,10 +25,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use weir_snapshot::{RouteAction, RouteEntry, Security};
+use weir_snapshot::{ExtAuth, RouteAction, RouteEntry, Security};
 use weir_store::policies::{SecretObjectRef, SecurityPolicySpec, Unsupported};
 use weir_store::{Kind, ObjectKey, SecurityPolicy, Store};
 
+use crate::backend::Upstreams;
 use crate::conditions::Conditions;
 use crate::model::GatewayModel;
 use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target};
@@ -32,6 +38,7 @@ use crate::ObjectStatus;
 
 mod authz;
 mod credentials;
+mod ext_auth;
 mod jwt;
 
 /// What a SecurityPolicy may name.
@@ -49,6 +56,8 @@ struct Model {
     not_accepted: Option<NotAccepted>,
     /// What its targets get: the policy, or a deny-all when it cannot be applied.
     compiled: Option<Arc<Security>>,
+    /// Its `extAuth`, when it has one and is applied.
+    ext_auth: Option<Arc<ExtAuth>>,
     conflicted: bool,
     ancestors: BTreeSet<ObjectKey>,
 }
@@ -60,12 +69,13 @@ pub struct SecurityPolicies {
 }
 
 impl SecurityPolicies {
-    /// Evaluate every policy; `ours`: the Gateways of our classes.
-    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>) -> Self {
+    /// Evaluate every policy; `ours`: the Gateways of our classes; `upstreams`: where the
+    /// `extAuth` auth Services resolve (shared with the routes').
+    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>, upstreams: &mut Upstreams) -> Self {
         let mut models: Vec<Model> = store
             .security_policies
             .iter()
-            .map(|(key, p)| evaluate(store, ours, key, p))
+            .map(|(key, p)| evaluate(store, upstreams, ours, key, p))
             .collect();
         models.sort_by(|a, b| {
             (crate::meta::created(&a.policy.metadata), &a.key)
@@ -106,7 +116,8 @@ impl SecurityPolicies {
                     let Some(i) = self.effective(&gateway, &entry.action) else {
                         continue;
                     };
-                    let Some(compiled) = &self.models[i].compiled else {
+                    let model = &self.models[i];
+                    let Some(compiled) = &model.compiled else {
                         continue;
                     };
                     let old = &entry.action;
@@ -121,7 +132,8 @@ impl SecurityPolicies {
                                 timeouts: old.timeouts,
                                 policy: old.policy.clone(),
                                 security: Some(compiled.clone()),
-                                ext_auth: old.ext_auth.clone(),
+                                // The rule's own ExternalAuth filter wins over the policy's.
+                                ext_auth: old.ext_auth.clone().or_else(|| model.ext_auth.clone()),
                             })
                         })
                         .clone();
@@ -169,6 +181,7 @@ impl SecurityPolicies {
 
 fn evaluate(
     store: &Store,
+    upstreams: &mut Upstreams,
     ours: &BTreeSet<ObjectKey>,
     key: &ObjectKey,
     p: &Arc<SecurityPolicy>,
@@ -186,11 +199,15 @@ fn evaluate(
             "UnsupportedValue",
             format!("Weir does not implement {what} (yet)"),
         )),
-        None => compile(store, key, name.clone(), id, &p.spec),
+        None => compile(store, upstreams, key, name.clone(), id, &p.spec),
     };
+    let mut ext_auth = None;
     let (not_accepted, compiled) = match compiled {
         Ok(_) if targets.is_empty() && not_found.is_some() => (not_found, None),
-        Ok(s) => (None, Some(Arc::new(s))),
+        Ok((s, e)) => {
+            ext_auth = e.map(Arc::new);
+            (None, Some(Arc::new(s)))
+        }
         // Fail closed: the targets are held with a deny-all.
         Err(n) => {
             let why = format!("SecurityPolicy {key} is not accepted ({})", n.reason);
@@ -204,6 +221,7 @@ fn evaluate(
         targets,
         not_accepted,
         compiled,
+        ext_auth,
         conflicted: false,
         ancestors,
     }
@@ -234,6 +252,9 @@ fn unsupported_fields(spec: &SecurityPolicySpec) -> Vec<String> {
     if let Some(a) = &spec.authorization {
         authz::unsupported_fields(a, &mut add);
     }
+    if let Some(e) = &spec.ext_auth {
+        ext_auth::unsupported_fields(e, &mut add);
+    }
     out
 }
 
@@ -241,14 +262,15 @@ pub(crate) fn invalid(message: impl Into<String>) -> NotAccepted {
     NotAccepted::new("Invalid", message)
 }
 
-/// Validate and compile a spec.
+/// Validate and compile a spec: the phase-2 mechanisms, and the `extAuth` if any.
 fn compile(
     store: &Store,
+    upstreams: &mut Upstreams,
     key: &ObjectKey,
     name: Arc<str>,
     id: u64,
     spec: &SecurityPolicySpec,
-) -> Result<Security, NotAccepted> {
+) -> Result<(Security, Option<ExtAuth>), NotAccepted> {
     let unsupported = unsupported_fields(spec);
     if !unsupported.is_empty() {
         return Err(NotAccepted::new(
@@ -290,6 +312,11 @@ fn compile(
     if let Some(a) = &spec.authorization {
         out.authorization = Some(authz::compile(a, out.jwt.as_ref())?);
     }
+    let ext_auth = spec
+        .ext_auth
+        .as_ref()
+        .map(|e| ext_auth::compile(store, upstreams, key, e))
+        .transpose()?;
     // The identity covers the credentials too: a changed htpasswd must not keep a cached
     // verification of a password it no longer has.
     let mut h = DefaultHasher::new();
@@ -300,7 +327,7 @@ fn compile(
         users.hash(&mut h);
     }
     out.id = h.finish();
-    Ok(out)
+    Ok((out, ext_auth))
 }
 
 /// `cors`: the HTTPRoute CORS filter's snapshot type, so one engine serves both.

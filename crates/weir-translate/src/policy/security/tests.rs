@@ -225,7 +225,23 @@ fn the_most_specific_policy_wins_and_the_oldest_holds_a_target() {
 #[test]
 fn refused_policies_fail_closed() {
     let cases: &[(&str, &str, &str)] = &[
-        ("  extAuth: {http: {backendRefs: [{name: svc}]}}\n", "UnsupportedValue", "spec.extAuth"),
+        ("  extAuth: {http: {backendRefs: [{name: nope, port: 80}]}}\n", "Invalid", "spec.extAuth.http.backendRef: Service ns/nope"),
+        ("  extAuth: {grpc: {backendRef: {name: svc}}}\n", "Invalid", "spec.extAuth.grpc.backendRef"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 81}]}}\n", "Invalid", "81"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80, namespace: far}]}}\n", "Invalid", "ReferenceGrant"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80, kind: Backend, group: gateway.envoyproxy.io}]}}\n", "Invalid", "is not a Service"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80}]}, grpc: {backendRefs: [{name: svc, port: 80}]}}\n", "Invalid", "exactly one of http and grpc"),
+        ("  extAuth: {headersToExtAuth: [x-a]}\n", "Invalid", "exactly one of http and grpc"),
+        ("  extAuth: {http: {}}\n", "Invalid", "a backendRef is required"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80}, {name: svc, port: 80}]}}\n", "UnsupportedValue", "more than one backendRef"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80, fallback: true}]}}\n", "UnsupportedValue", "spec.extAuth.http.backendRefs[0].fallback"),
+        ("  extAuth: {grpc: {backendRefs: [{name: svc, port: 80}]}, recomputeRoute: true}\n", "UnsupportedValue", "spec.extAuth.recomputeRoute"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80}], backendSettings: {}}}\n", "UnsupportedValue", "spec.extAuth.http.backendSettings"),
+        ("  extAuth: {grpc: {backendRefs: [{name: svc, port: 80}]}, bodyToExtAuth: {maxRequestBytes: 1, x: 1}}\n", "UnsupportedValue", "spec.extAuth.bodyToExtAuth.x"),
+        ("  extAuth: {grpc: {backendRefs: [{name: svc, port: 80}]}, bodyToExtAuth: {maxRequestBytes: 0}}\n", "Invalid", "maxRequestBytes"),
+        ("  extAuth: {grpc: {backendRefs: [{name: svc, port: 80}]}, timeout: soon}\n", "Invalid", "spec.extAuth.timeout"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80}], path: 'no-slash'}}\n", "Invalid", "http.path"),
+        ("  extAuth: {http: {backendRefs: [{name: svc, port: 80}], headersToBackend: ['bad header']}}\n", "Invalid", "bad header"),
         ("  oidc: {provider: {issuer: x}}\n", "UnsupportedValue", "spec.oidc"),
         ("  basicAuth: {users: {name: users}, realm: x}\n", "UnsupportedValue", "spec.basicAuth.realm"),
         ("  authorization: {rules: [{action: Allow, principal: {sourceCIDRs: [x]}}]}\n", "UnsupportedValue", "spec.authorization.rules[0].principal.sourceCIDRs"),
@@ -353,4 +369,143 @@ stringData: {{.htpasswd: 'eve:{hash}'}}
     let a = id("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=");
     assert_eq!(a, id("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="));
     assert_ne!(a, id("{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M="));
+}
+
+#[test]
+fn ext_auth_compiles_onto_the_targeted_routes_only() {
+    let spec = "  extAuth:
+    http:
+      backendRefs: [{name: svc, port: 80}]
+      path: /check/
+      headersToBackend: [x-user]
+    headersToExtAuth: [x-token]
+    bodyToExtAuth: {maxRequestBytes: 64}
+    timeout: 250ms
+    failOpen: true
+";
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", ROUTE, spec)]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let a = action(&out, "/a");
+    let auth = a.ext_auth.as_deref().expect("ext auth on /a");
+    assert!(a.needs_async(), "phase 3 runs it");
+    assert!(a.security.as_ref().is_some_and(|s| s.deny.is_none()));
+    match &auth.service {
+        weir_snapshot::BackendTarget::Upstream(u) => assert_eq!(&*u.name, "ns/svc:80"),
+        weir_snapshot::BackendTarget::Invalid(why) => panic!("unresolved: {why}"),
+    }
+    match &auth.protocol {
+        weir_snapshot::ExtAuthProtocol::Http {
+            path_prefix,
+            response_headers,
+        } => {
+            assert_eq!(&**path_prefix, "/check");
+            assert_eq!(
+                response_headers.as_deref(),
+                Some(&[http::HeaderName::from_static("x-user")][..])
+            );
+        }
+        weir_snapshot::ExtAuthProtocol::Grpc => panic!("not gRPC"),
+    }
+    assert_eq!(
+        auth.allowed_headers.as_deref(),
+        Some(&[http::HeaderName::from_static("x-token")][..])
+    );
+    assert_eq!(auth.body_max, 64);
+    assert_eq!(auth.timeout, std::time::Duration::from_millis(250));
+    assert!(auth.fail_open);
+    // Both rules share one; the other route pays nothing.
+    assert!(std::ptr::eq(
+        auth,
+        action(&out, "/b").ext_auth.as_deref().unwrap()
+    ));
+    assert!(action(&out, "/o").ext_auth.is_none());
+
+    // gRPC, Envoy Gateway's defaults: closed, 10 s, no body; `headersToBackend` unset
+    // copies nothing (HTTP) — here gRPC, whose answer names its own header changes.
+    let spec = "  extAuth: {grpc: {backendRef: {name: svc, port: 80}}}\n";
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", RULE_A, spec)]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let auth = action(&out, "/a")
+        .ext_auth
+        .clone()
+        .expect("ext auth on rule a");
+    assert!(auth.is_grpc() && !auth.fail_open && auth.body_max == 0);
+    assert_eq!(auth.timeout, weir_snapshot::ext_auth::DEFAULT_TIMEOUT);
+    assert!(action(&out, "/b").ext_auth.is_none());
+    let spec = "  extAuth: {http: {backendRef: {name: svc, port: 80}}}\n";
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", RULE_A, spec)]);
+    let auth = action(&out, "/a")
+        .ext_auth
+        .clone()
+        .expect("ext auth on rule a");
+    assert!(matches!(&auth.protocol,
+        weir_snapshot::ExtAuthProtocol::Http { response_headers: Some(l), .. } if l.is_empty()));
+}
+
+#[test]
+fn an_ext_auth_service_of_another_namespace_needs_a_reference_grant() {
+    let far = "
+---
+apiVersion: v1
+kind: Service
+metadata: {name: auth, namespace: far}
+spec: {ports: [{port: 9000}]}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: far}
+spec:
+  from: [{group: gateway.weir.dev, kind: SecurityPolicy, namespace: ns}]
+  to: [{group: '', kind: Service}]
+";
+    let spec = "  extAuth: {grpc: {backendRefs: [{name: auth, namespace: far, port: 9000}]}}\n";
+    let out = run(&store_with_class(&format!(
+        "{WORLD}{far}{}",
+        policy("p", "2024-01-01T00:00:00Z", ROUTE, spec)
+    )));
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    assert!(action(&out, "/a").ext_auth.is_some());
+}
+
+/// A rule with its own ExternalAuth filter keeps it; the policy's extAuth covers the rest,
+/// and the policy's other mechanisms apply to that rule too.
+#[test]
+fn the_external_auth_filter_wins_over_the_policy_ext_auth() {
+    let route = "
+---
+apiVersion: v1
+kind: Service
+metadata: {name: filter-auth, namespace: ns}
+spec: {ports: [{port: 70}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: f, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /f}}]
+    filters:
+    - type: ExternalAuth
+      externalAuth: {protocol: HTTP, backendRef: {name: filter-auth, port: 70}}
+    backendRefs: [{name: svc, port: 80}]
+";
+    let spec = "  cors: {allowOrigins: ['*']}\n  extAuth: {http: {backendRefs: [{name: svc, port: 80}]}}\n";
+    let out = run(&store_with_class(&format!(
+        "{WORLD}{route}{}",
+        policy("p", "2024-01-01T00:00:00Z", GW, spec)
+    )));
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let name = |path: &str| match &action(&out, path)
+        .ext_auth
+        .as_ref()
+        .expect("ext auth")
+        .service
+    {
+        weir_snapshot::BackendTarget::Upstream(u) => u.name.to_string(),
+        weir_snapshot::BackendTarget::Invalid(why) => panic!("unresolved: {why}"),
+    };
+    assert_eq!(name("/f"), "ns/filter-auth:70");
+    assert_eq!(name("/o"), "ns/svc:80");
+    assert!(security(&out, "/f").is_some_and(|s| s.cors.is_some()));
 }
