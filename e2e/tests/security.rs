@@ -278,3 +278,340 @@ async fn a_security_policy_authenticates_fails_closed_and_never_shows_a_secret()
         );
     }
 }
+
+// ---- SecurityPolicy extAuth (HTTP and gRPC auth services from weir-testkit, in this
+// process, on real sockets) ----
+
+use std::time::Duration;
+use weir_e2e::service_yaml;
+use weir_testkit::ext_auth::AuthServer;
+
+/// An HTTPRoute `name` for `name.ingress.top` to go-httpbin, and a SecurityPolicy `name`
+/// on it with `ext_auth` (the YAML under `extAuth:`, indented by 4) and `more` (other
+/// top-level spec fields, indented by 2).
+fn ext_auth_route(name: &str, ext_auth: &str, more: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: weir}}]
+  hostnames: [{name}.ingress.top]
+  rules:
+  - backendRefs: [{{name: go-httpbin, port: 80}}]
+---
+apiVersion: gateway.weir.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {name}}}]
+  extAuth:
+{ext_auth}
+{more}"
+    )
+}
+
+async fn policy_accepted(weir: &Weir, name: &str) -> serde_json::Value {
+    assert_eventually("the policy's status", WAIT, || async {
+        let status = status_of(weir, "SecurityPolicy", name)
+            .await
+            .ok_or("no status")?;
+        condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
+            .cloned()
+            .ok_or_else(|| format!("{status}"))
+    })
+    .await
+}
+
+async fn send(weir: &Weir, req: &Req<'_>) -> weir_testkit::client::Reply {
+    http1(weir.listener(80), req).await.unwrap()
+}
+
+/// Waits until the route `host` answers `GET /headers` with an allowed bearer token with
+/// 200 (the translation applied).
+async fn serving(weir: &Weir, host: &str) {
+    assert_eventually("the route served", WAIT, || async {
+        let r = send(
+            weir,
+            &Req::get(host, "/headers").header("authorization", "Bearer allow"),
+        )
+        .await;
+        (r.status == 200)
+            .then_some(())
+            .ok_or(format!("status {} {}", r.status, r.text()))
+    })
+    .await;
+}
+
+/// What go-httpbin saw of header `h` (first value).
+fn upstream_header(r: &weir_testkit::client::Reply, h: &str) -> Option<String> {
+    r.json()["headers"][h][0].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn security_policy_http_ext_auth_allows_denies_injects_and_times_out() {
+    let backend = echo("go-httpbin-1", "default");
+    let auth = AuthServer::start_http().await;
+    let dir = weir_e2e::http_quickstart_dir(backend.addr.port());
+    let http = "    http:
+      backendRefs: [{name: auth-http, port: 80}]
+      path: /check
+      headersToBackend: [x-current-user, x-auth-path, x-auth-body]
+    headersToExtAuth: [x-auth-delay-ms]
+    timeout: 500ms";
+    let yaml = [
+        service_yaml("default", "auth-http", 80, &[auth.addr]),
+        ext_auth_route(
+            "xa-http",
+            &format!("{http}\n    bodyToExtAuth: {{maxRequestBytes: 32}}"),
+            "",
+        ),
+        ext_auth_route("xa-open", &format!("{http}\n    failOpen: true"), ""),
+    ]
+    .join("\n---\n");
+    std::fs::write(dir.path().join("auth.yaml"), yaml).unwrap();
+    let weir = weir(dir.path(), &[80], &[]);
+    wait_ready(&weir).await;
+    for name in ["xa-http", "xa-open"] {
+        let cond = policy_accepted(&weir, name).await;
+        assert_eq!(cond["status"], "True", "{name}: {cond}");
+    }
+    serving(&weir, "xa-http.ingress.top").await;
+
+    // Allowed: the auth service saw the request under its path, the upstream gets the
+    // listed answer headers (and not the unlisted one), the body goes to both.
+    let body = b"hello body";
+    let r = send(
+        &weir,
+        &Req {
+            method: "POST",
+            body,
+            ..Req::get("xa-http.ingress.top", "/anything/x?q=1")
+        }
+        .header("authorization", "Bearer allow"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = auth.last().unwrap();
+    assert_eq!(seen.path, "/check/anything/x?q=1");
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.body, body);
+    assert_eq!(
+        upstream_header(&r, "X-Current-User").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(upstream_header(&r, "X-Auth-Body").as_deref(), Some("10"));
+    // The buffered body still goes upstream, with its exact length.
+    assert_eq!(upstream_header(&r, "Content-Length").as_deref(), Some("10"));
+    assert!(
+        r.json()["headers"].get("X-Auth-Unlisted").is_none(),
+        "{}",
+        r.text()
+    );
+    // Over bodyToExtAuth.maxRequestBytes: refused before the check.
+    let checks = auth.count();
+    let big = [b'x'; 64];
+    let r = send(
+        &weir,
+        &Req {
+            method: "POST",
+            body: &big,
+            ..Req::get("xa-http.ingress.top", "/anything")
+        }
+        .header("authorization", "Bearer allow"),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(auth.count(), checks, "no check for a refused body");
+
+    // Denied: the auth service's status, headers and body reach the client; the upstream
+    // is not reached.
+    let r = send(&weir, &Req::get("xa-http.ingress.top", "/headers")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"weir-test\"")
+    );
+    assert_eq!(r.text(), "denied by ext auth");
+    let r = send(
+        &weir,
+        &Req::get("xa-http.ingress.top", "/headers").header("authorization", "Bearer forbidden"),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("x-auth-reason"), Some("forbidden"));
+    assert_eq!(r.text(), "forbidden by ext auth");
+
+    // Timeout (500ms): closed refuses with 403 (Envoy's status_on_error), open lets the
+    // request through without the answer's headers.
+    let slow = |host| {
+        Req::get(host, "/headers")
+            .header("authorization", "Bearer allow")
+            .header("x-auth-delay-ms", "3000")
+    };
+    let started = std::time::Instant::now();
+    let r = send(&weir, &slow("xa-http.ingress.top")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.text(), "external authorization failed\n");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = send(&weir, &slow("xa-open.ingress.top")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(upstream_header(&r, "X-Current-User"), None);
+    // failOpen lets a service failure through, never a denial.
+    let r = send(&weir, &Req::get("xa-open.ingress.top", "/headers")).await;
+    assert_eq!(r.status, 401);
+    // A route without the policy never reaches the auth service.
+    let checks = auth.count();
+    let r = send(&weir, &Req::get("demo.ingress.top", "/headers")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(auth.count(), checks);
+}
+
+#[tokio::test]
+async fn security_policy_grpc_ext_auth_allows_denies_and_fails_open_or_closed() {
+    let backend = echo("go-httpbin-1", "default");
+    let auth = AuthServer::start_grpc().await;
+    // A port nothing listens on: the service "fails" at once.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = weir_e2e::http_quickstart_dir(backend.addr.port());
+    let yaml = [
+        service_yaml("default", "auth-grpc", 90, &[auth.addr]),
+        service_yaml("default", "auth-dead", 91, &[dead]),
+        ext_auth_route(
+            "xa-grpc",
+            "    grpc: {backendRefs: [{name: auth-grpc, port: 90}]}\n    timeout: 500ms",
+            "",
+        ),
+        ext_auth_route(
+            "xa-dead",
+            "    grpc: {backendRef: {name: auth-dead, port: 91}}",
+            "",
+        ),
+        ext_auth_route(
+            "xa-dead-open",
+            "    grpc: {backendRef: {name: auth-dead, port: 91}}\n    failOpen: true",
+            "",
+        ),
+    ]
+    .join("\n---\n");
+    std::fs::write(dir.path().join("auth.yaml"), yaml).unwrap();
+    let weir = weir(dir.path(), &[80], &[]);
+    wait_ready(&weir).await;
+    for name in ["xa-grpc", "xa-dead", "xa-dead-open"] {
+        let cond = policy_accepted(&weir, name).await;
+        assert_eq!(cond["status"], "True", "{name}: {cond}");
+    }
+    serving(&weir, "xa-grpc.ingress.top").await;
+
+    let r = send(
+        &weir,
+        &Req::get("xa-grpc.ingress.top", "/headers")
+            .header("authorization", "Bearer allow")
+            .header("x-remove-me", "gone"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        upstream_header(&r, "X-Current-User").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        upstream_header(&r, "X-Auth-Path").as_deref(),
+        Some("/headers")
+    );
+    assert_eq!(
+        upstream_header(&r, "X-Remove-Me"),
+        None,
+        "the answer removes it"
+    );
+    assert_eq!(auth.last().unwrap().path, "/headers");
+    let r = send(&weir, &Req::get("xa-grpc.ingress.top", "/headers")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"weir-test\"")
+    );
+    assert_eq!(r.text(), "denied by ext auth");
+    let r = send(
+        &weir,
+        &Req::get("xa-grpc.ingress.top", "/headers").header("authorization", "Bearer forbidden"),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.text(), "forbidden by ext auth");
+    // Timeout, closed.
+    let r = send(
+        &weir,
+        &Req::get("xa-grpc.ingress.top", "/headers")
+            .header("authorization", "Bearer allow")
+            .header("x-auth-delay-ms", "3000"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // An unreachable service: closed refuses, open serves.
+    let allow = |host| Req::get(host, "/headers").header("authorization", "Bearer allow");
+    let r = send(&weir, &allow("xa-dead.ingress.top")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = send(&weir, &allow("xa-dead-open.ingress.top")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(upstream_header(&r, "X-Current-User"), None);
+}
+
+/// An extAuth whose auth Service does not exist: Accepted=False (Invalid, naming it), and
+/// the route answers 500 to every request, even one the service would allow. Adding the
+/// Service makes it Accepted and serving.
+#[tokio::test]
+async fn an_invalid_ext_auth_fails_closed() {
+    let backend = echo("go-httpbin-1", "default");
+    let auth = AuthServer::start_http().await;
+    let dir = weir_e2e::http_quickstart_dir(backend.addr.port());
+    let route = ext_auth_route(
+        "xa-bad",
+        "    http: {backendRefs: [{name: auth-missing, port: 80}]}",
+        "",
+    );
+    std::fs::write(dir.path().join("auth.yaml"), &route).unwrap();
+    let weir = weir(dir.path(), &[80], &[]);
+    wait_ready(&weir).await;
+    let cond = policy_accepted(&weir, "xa-bad").await;
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Invalid")),
+        "{cond}"
+    );
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/auth-missing"),
+        "{cond}"
+    );
+    let allow = Req::get("xa-bad.ingress.top", "/headers").header("authorization", "Bearer allow");
+    assert_eventually("the route fails closed", WAIT, || async {
+        let r = send(&weir, &allow).await;
+        (r.status == 500)
+            .then_some(())
+            .ok_or(format!("status {}", r.status))
+    })
+    .await;
+    assert_eq!(auth.count(), 0);
+    std::fs::write(
+        dir.path().join("auth.yaml"),
+        [
+            service_yaml("default", "auth-missing", 80, &[auth.addr]),
+            route,
+        ]
+        .join("\n---\n"),
+    )
+    .unwrap();
+    serving(&weir, "xa-bad.ingress.top").await;
+    assert_eq!(policy_accepted(&weir, "xa-bad").await["status"], "True");
+}
