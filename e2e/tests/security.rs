@@ -368,12 +368,17 @@ async fn security_policy_http_ext_auth_allows_denies_injects_and_times_out() {
             "",
         ),
         ext_auth_route("xa-open", &format!("{http}\n    failOpen: true"), ""),
+        ext_auth_route(
+            "xa-cors",
+            http,
+            "  cors: {allowOrigins: ['https://app.example'], exposeHeaders: [www-authenticate]}",
+        ),
     ]
     .join("\n---\n");
     std::fs::write(dir.path().join("auth.yaml"), yaml).unwrap();
     let weir = weir(dir.path(), &[80], &[]);
     wait_ready(&weir).await;
-    for name in ["xa-http", "xa-open"] {
+    for name in ["xa-http", "xa-open", "xa-cors"] {
         let cond = policy_accepted(&weir, name).await;
         assert_eq!(cond["status"], "True", "{name}: {cond}");
     }
@@ -465,6 +470,58 @@ async fn security_policy_http_ext_auth_allows_denies_injects_and_times_out() {
     // failOpen lets a service failure through, never a denial.
     let r = send(&weir, &Req::get("xa-open.ingress.top", "/headers")).await;
     assert_eq!(r.status, 401);
+    // With the policy's `cors`, the auth service's denial and a failed check carry the CORS
+    // headers for an allowed Origin (a browser can read them); a preflight needs no check.
+    let origin = ("origin", "https://app.example");
+    let r = send(
+        &weir,
+        &Req::get("xa-cors.ingress.top", "/headers").header(origin.0, origin.1),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), "denied by ext auth");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("www-authenticate")
+    );
+    let r = send(
+        &weir,
+        &slow("xa-cors.ingress.top").header(origin.0, origin.1),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let r = send(
+        &weir,
+        &Req::get("xa-cors.ingress.top", "/headers").header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let checks = auth.count();
+    let r = send(
+        &weir,
+        &Req {
+            method: "OPTIONS",
+            ..Req::get("xa-cors.ingress.top", "/headers")
+        }
+        .header(origin.0, origin.1)
+        .header("access-control-request-method", "GET"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(auth.count(), checks, "a preflight is not checked");
     // A route without the policy never reaches the auth service.
     let checks = auth.count();
     let r = send(&weir, &Req::get("demo.ingress.top", "/headers")).await;

@@ -382,14 +382,14 @@ struct Kept<'s> {
 impl Exchange<'_> {
     /// Phase 6, response headers: the rule's and the backend's response filters and the
     /// CORS headers, on upstream responses (`local` false) and on answers the request phases
-    /// made (`local` true: the CORS filter's own answers, its preflights, carry their CORS
-    /// headers already).
+    /// made (`local` true): refusals (401, 403, 429, an ext auth denial) carry the CORS
+    /// headers too, so a browser can read them; preflight answers carry theirs already.
     fn response_headers(&self, headers: &mut http::HeaderMap, local: bool) {
         filter::apply_response(&self.action.filters, headers);
         if let Some(backend) = self.backend {
             filter::apply_response(&backend.filters, headers);
         }
-        if !local {
+        if !local || !headers.contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN) {
             let origin = self.kept.as_ref().and_then(|k| k.origin.as_ref());
             filter::cors::apply_response(&self.action.filters, origin, headers);
             let security_cors = self.action.security.as_ref().and_then(|s| s.cors.as_ref());
@@ -426,7 +426,10 @@ fn request_phases(
     base: &RedirectBase<'_>,
 ) -> Result<Flow, ProxyError> {
     if let Some(security) = ex.action.security.as_deref() {
-        if let Some(answer) = crate::security::run(conn, security, &ex.action.filters, parts)? {
+        let origin = ex.kept.as_ref().and_then(|k| k.origin.as_ref());
+        if let Some(answer) = crate::security::run(conn, security, &ex.action.filters, parts)
+            .or_else(|err| crate::security::refusal(conn, origin, base.host, err).map(Some))?
+        {
             return Ok(Flow::Answer(answer));
         }
     }

@@ -31,8 +31,12 @@ pub(super) async fn run(
     // External authorization (`crate::ext_auth`): first, so nothing else is spent on a
     // request it refuses.
     if let Some(auth) = action.ext_auth.as_deref() {
-        if let Flow::Answer(a) = ext_auth(conn, auth, parts, body).await? {
-            return Ok(Flow::Answer(a));
+        let origin = ex.kept.as_ref().and_then(|k| k.origin.as_ref());
+        match ext_auth(conn, auth, parts, body).await {
+            Ok(Flow::Answer(a)) => return Ok(Flow::Answer(a)),
+            Ok(Flow::Continue) => {}
+            // A failed check on a route with CORS: answered here so it gets the CORS headers.
+            Err(err) => return crate::security::refusal(conn, origin, "", err).map(Flow::Answer),
         }
     }
     // A BackendTrafficPolicy's global rate limit (`crate::rate_limit::global`): one Redis

@@ -79,6 +79,38 @@ pub(crate) fn run(
     Ok(None)
 }
 
+/// A refusal of authentication, authorization or external auth (401, 403) on a route with
+/// CORS (the policy's `cors` or the rule's CORS filter), for a request with an `Origin`
+/// (`origin`, kept only on such routes): answered here, as the error table says (status,
+/// body, `WWW-Authenticate`, metric reason, access-log flag), so that it goes through
+/// phase 6 like any local answer and gets the CORS response headers: a browser can then
+/// read why it was refused. Any other error, or no Origin: the error as it is (routes
+/// without CORS pay nothing).
+pub(crate) fn refusal(
+    conn: &ConnCtx,
+    origin: Option<&http::HeaderValue>,
+    host: &str,
+    err: ProxyError,
+) -> Result<http::Response<ProxyBody>, ProxyError> {
+    let is_refusal = matches!(
+        err,
+        ProxyError::Unauthenticated { .. }
+            | ProxyError::Forbidden(_)
+            | ProxyError::ExtAuthFailed(_)
+    );
+    if origin.is_none() || !is_refusal {
+        return Err(err);
+    }
+    conn.shared.metrics.record_error(err.classify().label);
+    let mut answer = crate::rate_limit::refusal(&err, None);
+    if let Some(challenge) = err.challenge(host) {
+        answer
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, challenge);
+    }
+    Ok(answer)
+}
+
 /// The client's address: ClientTrafficPolicy's detection (`ClientAddr`), else the peer.
 fn client_ip(conn: &ConnCtx, parts: &Parts) -> IpAddr {
     parts

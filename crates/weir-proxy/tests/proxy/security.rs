@@ -710,3 +710,97 @@ async fn a_preflight_is_answered_without_credentials_and_answers_carry_cors_head
     let anonymous = get_with(addr, "/p", &[("origin", "https://app.example")]).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
+
+/// A refusal (401 from authentication, 403 from authorization) on a route with CORS carries
+/// the CORS response headers for an allowed Origin, so a browser can read it; its status,
+/// body and challenge are the error table's. No Origin, or one CORS does not allow: the
+/// same refusal without them.
+#[tokio::test]
+async fn refusals_carry_cors_headers_for_an_allowed_origin() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let es = es256("es");
+    let mut s = empty(9);
+    s.cors = Some(Cors {
+        allow_origins: Arc::from([OriginPattern::parse("https://app.example").unwrap()]),
+        allow_methods: CorsList::List(http::HeaderValue::from_static("GET")),
+        allow_headers: CorsList::Any,
+        expose_headers: CorsList::List(http::HeaderValue::from_static("www-authenticate")),
+        max_age: None,
+        allow_credentials: true,
+    });
+    s.jwt = Some(JwtAuth {
+        optional: false,
+        providers: vec![provider("local", local(&[&es]))],
+    });
+    let mut only_blue = rule("blue", true);
+    only_blue.headers = vec![(HeaderName::from_static("x-team"), vec!["blue".into()])];
+    s.authorization = Some(Authorization {
+        default_allow: false,
+        rules: vec![only_blue],
+    });
+    let (proxy, addr) = start(&up, s).await;
+    let origin = ("origin", "https://app.example");
+    let cors_of = |r: &Resp| {
+        (
+            r.headers
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_string()),
+            r.headers
+                .get("access-control-allow-credentials")
+                .map(|v| v.to_str().unwrap().to_string()),
+            r.headers
+                .get("access-control-expose-headers")
+                .map(|v| v.to_str().unwrap().to_string()),
+        )
+    };
+    let full = (
+        Some("https://app.example".to_string()),
+        Some("true".to_string()),
+        Some("www-authenticate".to_string()),
+    );
+
+    // 401: no token.
+    let r = get_with(addr, "/p", &[origin]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(cors_of(&r), full);
+    assert!(r.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer realm="));
+    assert_eq!(r.headers.get_all("vary").iter().count(), 1);
+    // 401: a bad token.
+    let r = get_with(addr, "/p", &[origin, ("authorization", "Bearer x.y.z")]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(cors_of(&r), full);
+    // 403: authorization.
+    let token = sign(&es, claims(serde_json::json!({})));
+    let auth = bearer(&token);
+    let r = get_with(
+        addr,
+        "/p",
+        &[origin, ("authorization", &auth), ("x-team", "red")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(cors_of(&r), full);
+    let r = get_with(
+        addr,
+        "/p",
+        &[origin, ("authorization", &auth), ("x-team", "blue")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(cors_of(&r), full);
+    // An Origin CORS does not allow, and no Origin: the refusal alone.
+    for headers in [&[("origin", "https://evil.example")][..], &[]] {
+        let r = get_with(addr, "/p", headers).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(cors_of(&r), (None, None, None), "{headers:?}");
+        assert!(r.headers.contains_key("www-authenticate"));
+    }
+    // Still counted as the refusals they are, whichever way they were answered.
+    let count = |reason| proxy.metric("weir_request_errors_total", &[("reason", reason)]);
+    assert_eq!(count("unauthenticated"), 4.0);
+    assert_eq!(count("forbidden"), 1.0);
+}
