@@ -804,3 +804,73 @@ async fn refusals_carry_cors_headers_for_an_allowed_origin() {
     assert_eq!(count("unauthenticated"), 4.0);
     assert_eq!(count("forbidden"), 1.0);
 }
+
+/// A 429 of the local rate limit on a route with the policy's `cors` carries the CORS
+/// headers for an allowed Origin too (phase 6 on local answers).
+#[tokio::test]
+async fn a_rate_limited_answer_carries_cors_headers() {
+    use weir_snapshot::{BackendPolicy, Limit, RateLimit, RateLimitRule};
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let mut s = empty(10);
+    s.cors = Some(Cors {
+        allow_origins: Arc::from([OriginPattern::parse("https://app.example").unwrap()]),
+        allow_methods: CorsList::Unset,
+        allow_headers: CorsList::Unset,
+        expose_headers: CorsList::Unset,
+        max_age: None,
+        allow_credentials: false,
+    });
+    let a = secured(&up, s);
+    let limited = Arc::new(RouteAction {
+        route: a.route.clone(),
+        filters: a.filters.clone(),
+        backends: a.backends.clone(),
+        total_weight: a.total_weight,
+        timeouts: a.timeouts,
+        policy: Some(Arc::new(BackendPolicy {
+            name: "ns/p".into(),
+            id: 13,
+            rate_limit: Some(RateLimit {
+                scope: 98,
+                local: vec![RateLimitRule {
+                    selectors: Vec::new(),
+                    limit: Limit {
+                        requests: 1,
+                        unit: Duration::from_secs(60),
+                    },
+                    shared: false,
+                    id: 1,
+                }]
+                .into(),
+                global: Arc::from(Vec::new()),
+            }),
+            ..BackendPolicy::default()
+        })),
+        security: a.security.clone(),
+        ext_auth: None,
+    });
+    let port = free_port();
+    let snap = snapshot(
+        1,
+        vec![socket(
+            port,
+            vec![listener("ns/gw", None, vec![(None, prefix("/p", limited))])],
+        )],
+    );
+    let proxy = TestProxy::start(config(), snap).await;
+    let addr = proxy.addr(port);
+    let origin = [("origin", "https://app.example")];
+    let r = get_with(addr, "/p", &origin).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get_with(addr, "/p", &origin).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    let r = get_with(addr, "/p", &[("origin", "https://evil.example")]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+}
