@@ -121,6 +121,7 @@ DEFAULTS = {
 CASES: dict[str, tuple[list[str], dict]] = {
     "default": ([], {}),
     "daemonset": (["kind=DaemonSet"], {"workload": "DaemonSet"}),
+    "rl-replicas": (["rateLimit.replicas=5"], {"rate_limit_replicas": 5}),
     "servicemonitor": (["serviceMonitor.enabled=true"], {"service_monitor": True}),
     "offset0": (["addressMode=shared", "listenerPortOffset=0"], {"offset": 0, "mode": "shared"}),
     "shared": (["addressMode=shared"], {"mode": "shared"}),
@@ -200,6 +201,7 @@ BAD_VALUES = [
     (["sessionPersistence.keySecret=Not_A_Name"], "keySecret"),
     (["rateLimit.redis.url=http://redis:6379"], "url"),
     (["rateLimit.timeout=20"], "timeout"),
+    (["rateLimit.replicas=-1"], "replicas"),
     (["drainTimeout=5"], "drainTimeout"),
     (["drainTimeout=1m"], "must be longer than drainTimeout"),
     (["addressMode=shared", "listenerPortOffset=65500"], "above 65535"),
@@ -417,6 +419,10 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         want_args.append("--session-key-file=/etc/weir/session/key")
     # Global rate limits: the timeout always, fail-closed only when asked for.
     want_args += exp.get("rate_limit", ["--rate-limit-timeout=20ms"])
+    # Local limits split across the replicas: replicaCount for a Deployment, 1 for a
+    # DaemonSet, unless rateLimit.replicas says.
+    split = exp.get("rate_limit_replicas", exp["replicas"] if exp["workload"] == "Deployment" else 1)
+    want_args.append(f"--rate-limit-replicas={split}")
     mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
     volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
     if secret:

@@ -220,12 +220,17 @@ spec:
         {{- if .Values.sessionPersistence.keySecret }}
         - "--session-key-file=/etc/weir/session/key"
         {{- end }}
+        {{- $replicas := int (.Values.rateLimit.replicas | default 0) }}
+        {{- if eq $replicas 0 }}
+        {{- $replicas = ternary (max 1 (int .Values.replicaCount)) 1 (eq .Values.kind "Deployment") }}
+        {{- end }}
         {{- with .Values.rateLimit }}
         - {{ printf "--rate-limit-timeout=%s" .timeout | quote }}
         {{- if .failClosed }}
         - "--rate-limit-fail-closed"
         {{- end }}
         {{- end }}
+        - {{ printf "--rate-limit-replicas=%d" $replicas | quote }}
       env:
         - name: POD_NAME
           valueFrom:

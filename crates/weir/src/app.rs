@@ -121,6 +121,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                         timeout: args.rate_limit_timeout,
                         fail_closed: args.rate_limit_fail_closed,
                     }),
+                rate_limit_replicas: args.rate_limit_replicas,
             },
             shared.snapshot.clone(),
             &registry,
