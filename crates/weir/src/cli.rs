@@ -176,6 +176,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", env = "WEIR_RATE_LIMIT_REDIS")]
     pub rate_limit_redis: Option<String>,
 
+    /// A PEM file of the CA certificates a rediss:// --rate-limit-redis server's
+    /// certificate is verified with (default: the public roots built into Weir).
+    #[arg(long, value_name = "PATH", env = "WEIR_RATE_LIMIT_REDIS_CA")]
+    pub rate_limit_redis_ca: Option<PathBuf>,
+
     /// How long a global rate limit waits for Redis before it counts as unreachable.
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
     pub rate_limit_timeout: Duration,
