@@ -86,7 +86,10 @@ async fn over_the_limit_is_429_with_headers_and_never_reaches_the_backend() {
             .unwrap()
             .as_secs();
         let left = 60 - now % 60;
-        assert!(retry.abs_diff(left) <= 1, "{retry}, the minute ends in {left}");
+        assert!(
+            retry.abs_diff(left) <= 1,
+            "{retry}, the minute ends in {left}"
+        );
     }
     assert_eq!(echo.received.load(Ordering::SeqCst), 3);
     assert_eq!(
