@@ -121,6 +121,9 @@ DEFAULTS = {
 CASES: dict[str, tuple[list[str], dict]] = {
     "default": ([], {}),
     "daemonset": (["kind=DaemonSet"], {"workload": "DaemonSet"}),
+    "rl-replicas": (["rateLimit.replicas=5"], {"rate_limit_replicas": 5}),
+    "redis-ca": (["rateLimit.redis.caSecret=redis-tls"],
+                 {"redis_ca_secret": "redis-tls"}),
     "servicemonitor": (["serviceMonitor.enabled=true"], {"service_monitor": True}),
     "offset0": (["addressMode=shared", "listenerPortOffset=0"], {"offset": 0, "mode": "shared"}),
     "shared": (["addressMode=shared"], {"mode": "shared"}),
@@ -200,6 +203,8 @@ BAD_VALUES = [
     (["sessionPersistence.keySecret=Not_A_Name"], "keySecret"),
     (["rateLimit.redis.url=http://redis:6379"], "url"),
     (["rateLimit.timeout=20"], "timeout"),
+    (["rateLimit.replicas=-1"], "replicas"),
+    (["rateLimit.redis.caSecret=Not_A_Name"], "caSecret"),
     (["drainTimeout=5"], "drainTimeout"),
     (["drainTimeout=1m"], "must be longer than drainTimeout"),
     (["addressMode=shared", "listenerPortOffset=65500"], "above 65535"),
@@ -417,6 +422,13 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         want_args.append("--session-key-file=/etc/weir/session/key")
     # Global rate limits: the timeout always, fail-closed only when asked for.
     want_args += exp.get("rate_limit", ["--rate-limit-timeout=20ms"])
+    # Local limits split across the replicas: replicaCount for a Deployment, 1 for a
+    # DaemonSet, unless rateLimit.replicas says.
+    split = exp.get("rate_limit_replicas", exp["replicas"] if exp["workload"] == "Deployment" else 1)
+    want_args.append(f"--rate-limit-replicas={split}")
+    redis_ca = exp.get("redis_ca_secret")
+    if redis_ca:
+        want_args.append("--rate-limit-redis-ca=/etc/weir/redis-ca/ca.crt")
     mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
     volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
     if secret:
@@ -424,6 +436,11 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         c.equal(volumes.get("session-key"), secret, "session key Secret")
     else:
         c.check("session-key" not in volumes, f"no session key volume without the value: {volumes}")
+    if redis_ca:
+        c.equal(mounts.get("/etc/weir/redis-ca"), "redis-ca", "redis CA mount")
+        c.equal(volumes.get("redis-ca"), redis_ca, "redis CA Secret")
+    else:
+        c.check("redis-ca" not in volumes, f"no redis CA volume without the value: {volumes}")
     i = want_args.index("--ADDRESSING=ADDRESSING")
     want_args[i:i + 1] = addressing
     c.equal(ctr.get("args"), want_args, "container args")

@@ -220,11 +220,19 @@ spec:
         {{- if .Values.sessionPersistence.keySecret }}
         - "--session-key-file=/etc/weir/session/key"
         {{- end }}
+        {{- $replicas := int (.Values.rateLimit.replicas | default 0) }}
+        {{- if eq $replicas 0 }}
+        {{- $replicas = ternary (max 1 (int .Values.replicaCount)) 1 (eq .Values.kind "Deployment") }}
+        {{- end }}
         {{- with .Values.rateLimit }}
         - {{ printf "--rate-limit-timeout=%s" .timeout | quote }}
         {{- if .failClosed }}
         - "--rate-limit-fail-closed"
         {{- end }}
+        {{- end }}
+        - {{ printf "--rate-limit-replicas=%d" $replicas | quote }}
+        {{- if .Values.rateLimit.redis.caSecret }}
+        - "--rate-limit-redis-ca=/etc/weir/redis-ca/ca.crt"
         {{- end }}
       env:
         - name: POD_NAME
@@ -309,14 +317,22 @@ spec:
           add:
             - NET_BIND_SERVICE
           {{- end }}
-      {{- if .Values.sessionPersistence.keySecret }}
+      {{- if or .Values.sessionPersistence.keySecret .Values.rateLimit.redis.caSecret }}
       volumeMounts:
+        {{- if .Values.sessionPersistence.keySecret }}
         - name: session-key
           mountPath: /etc/weir/session
           readOnly: true
+        {{- end }}
+        {{- if .Values.rateLimit.redis.caSecret }}
+        - name: redis-ca
+          mountPath: /etc/weir/redis-ca
+          readOnly: true
+        {{- end }}
       {{- end }}
-  {{- if .Values.sessionPersistence.keySecret }}
+  {{- if or .Values.sessionPersistence.keySecret .Values.rateLimit.redis.caSecret }}
   volumes:
+    {{- if .Values.sessionPersistence.keySecret }}
     # The key every replica seals session values with (--session-key-file): its `key` entry.
     - name: session-key
       secret:
@@ -324,6 +340,16 @@ spec:
         items:
           - key: key
             path: key
+    {{- end }}
+    {{- if .Values.rateLimit.redis.caSecret }}
+    # The CA a rediss:// Redis's certificate is verified with (--rate-limit-redis-ca).
+    - name: redis-ca
+      secret:
+        secretName: {{ .Values.rateLimit.redis.caSecret | quote }}
+        items:
+          - key: ca.crt
+            path: ca.crt
+    {{- end }}
   {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:

@@ -23,6 +23,15 @@
 //!   lifetime from `s-maxage`, `max-age`, `Expires` (against `Date`), or 10 % of the time
 //!   since `Last-Modified` (at most a day); a response with no lifetime but a validator, or
 //!   with `no-cache`, is stored and revalidated on every use.
+//! - **Coalescing** ([`lookup_coalesced`]): the first GET that misses (or finds a stale
+//!   entry) for a key becomes the key's *fill*; requests for the same key that arrive
+//!   while it is in flight wait for it (at most [`FILL_WAIT`]) and are then answered from
+//!   the entry it stored. When the fill stores nothing (the response is not storable, too
+//!   large, failed or cut) or takes longer, the waiters go upstream themselves, each on
+//!   its own (they never wait twice). A request with its own conditionals or `no-cache`
+//!   waits but never leads (its answer would not fill the cache); a HEAD neither. At most
+//!   [`MAX_FILLS`] keys per cache are in flight at once; beyond, misses go upstream
+//!   uncoalesced.
 //! - **Bounds**: `maxSize` bytes (body, headers, key), `maxEntries`; the least recently
 //!   used entries are evicted first.
 //! - Every answer says what the cache did in `Cache-Status` (RFC 9211): `weir; hit`,
@@ -140,10 +149,48 @@ struct Inner {
     bytes: u64,
 }
 
+/// How long a request waits for another request's fill of the same key before it goes
+/// upstream itself.
+pub(crate) const FILL_WAIT: Duration = Duration::from_secs(5);
+/// Keys whose fill is in flight, per cache, at most (the coalescing map's bound).
+pub(crate) const MAX_FILLS: usize = 4096;
+
+/// The fills in flight: full key → (the fill's number, a receiver that ends when it does).
+#[derive(Default)]
+struct Fills {
+    next: u64,
+    by_key: HashMap<String, (u64, tokio::sync::watch::Receiver<()>)>,
+}
+
+/// Held by the request that fills a key (inside its [`Pending`]): dropping it — the entry
+/// stored, or the response found not storable, failed or cut — ends the fill, and its
+/// waiters look again.
+struct FillGuard {
+    cache: Arc<Cache>,
+    key: String,
+    id: u64,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        let mut fills = self.cache.fills();
+        if fills
+            .by_key
+            .get(&self.key)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            fills.by_key.remove(&self.key);
+        }
+    }
+}
+
 /// One policy's cache.
 pub(crate) struct Cache {
     cfg: ResponseCache,
     inner: Mutex<Inner>,
+    /// Coalescing: the keys being filled now (bounded by [`MAX_FILLS`]).
+    fills: Mutex<Fills>,
     /// `weir_cache_bytes`, given back when the cache is dropped.
     gauge: IntGauge,
     evictions: IntCounterVec,
@@ -154,6 +201,7 @@ impl Cache {
         Cache {
             cfg,
             inner: Mutex::new(Inner::default()),
+            fills: Mutex::new(Fills::default()),
             gauge: metrics.bytes.clone(),
             evictions: metrics.evictions.clone(),
         }
@@ -161,6 +209,16 @@ impl Cache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fills(&self) -> std::sync::MutexGuard<'_, Fills> {
+        self.fills.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keys being filled now (tests).
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.fills().by_key.len()
     }
 }
 
@@ -291,6 +349,26 @@ pub(crate) enum Lookup {
     Forward(Box<Pending>),
     /// Not for the cache (another method, `Range`, `no-store`).
     Bypass,
+    /// Another request is filling this key: wait for it, then look again.
+    Wait(tokio::sync::watch::Receiver<()>),
+}
+
+/// The phase-3 slot: [`lookup`], and when another request is filling the key, wait for
+/// that fill (at most [`FILL_WAIT`]) and look again — then without waiting a second time.
+pub(crate) async fn lookup_coalesced(
+    cache: &Arc<Cache>,
+    metrics: &CacheMetrics,
+    route: &Arc<str>,
+    parts: &mut http::request::Parts,
+) -> Lookup {
+    match lookup(cache, metrics, route, parts, true) {
+        Lookup::Wait(mut done) => {
+            // Ends (Err) when the fill's guard is dropped; nothing is ever sent.
+            let _ = tokio::time::timeout(FILL_WAIT, done.changed()).await;
+            lookup(cache, metrics, route, parts, false)
+        }
+        other => other,
+    }
 }
 
 /// What the response side needs to store a forwarded request's response.
@@ -307,14 +385,18 @@ pub(crate) struct Pending {
     /// `Cache-Status`'s `fwd` value.
     fwd: &'static str,
     sent: SystemTime,
+    /// This request fills its key for waiting requests (dropped when the fill ends).
+    _fill: Option<FillGuard>,
 }
 
-/// The phase-3 slot: look the request up in `cache`.
+/// Look the request up in `cache`. `coalesce`: a miss waits for another request's fill
+/// of the same key ([`Lookup::Wait`]) or becomes the key's fill.
 pub(crate) fn lookup(
     cache: &Arc<Cache>,
     metrics: &CacheMetrics,
     route: &Arc<str>,
     parts: &mut http::request::Parts,
+    coalesce: bool,
 ) -> Lookup {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         if !parts.method.is_safe() {
@@ -343,7 +425,7 @@ pub(crate) fn lookup(
     }
     let primary = primary_key(parts);
     let now = Instant::now();
-    let found = {
+    let (found, key) = {
         let mut inner = cache.lock();
         let names = inner.vary.get(&primary).cloned();
         let key = match &names {
@@ -354,7 +436,7 @@ pub(crate) fn lookup(
         if stored.is_some() {
             inner.touch(&key);
         }
-        (stored, names.is_some())
+        ((stored, names.is_some()), key)
     };
     let request_no_cache = has(headers, "no-cache")
         || seconds(headers, "max-age") == Some(Duration::ZERO)
@@ -364,7 +446,7 @@ pub(crate) fn lookup(
                 .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"no-cache")));
     let mut fwd = "uri-miss";
     let mut revalidating = None;
-    match found {
+    match &found {
         (Some(stored), _) => {
             let age = stored.age(now);
             let max_age = seconds(headers, "max-age");
@@ -374,30 +456,49 @@ pub(crate) fn lookup(
             if fresh && !request_no_cache {
                 metrics.hits.with_label_values(&[route]).inc();
                 let ttl = stored.lifetime.saturating_sub(age).as_secs();
-                return Lookup::Hit(answer(
-                    &stored,
-                    parts,
-                    age,
-                    &format!("weir; hit; ttl={ttl}"),
-                ));
+                return Lookup::Hit(answer(stored, parts, age, &format!("weir; hit; ttl={ttl}")));
             }
             fwd = if request_no_cache { "request" } else { "stale" };
-            let conditional =
-                headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE);
-            let etag = stored.headers.get(ETAG).cloned();
-            let modified = stored.headers.get(LAST_MODIFIED).cloned();
-            if !conditional && (etag.is_some() || modified.is_some()) {
-                if let Some(etag) = etag {
-                    parts.headers.insert(IF_NONE_MATCH, etag);
-                }
-                if let Some(modified) = modified {
-                    parts.headers.insert(IF_MODIFIED_SINCE, modified);
-                }
-                revalidating = Some(stored);
-            }
         }
         (None, true) => fwd = "vary-miss",
         (None, false) => {}
+    }
+    let conditional =
+        headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE);
+    // Coalescing: wait for a fill of this key in flight, or become its fill (a GET whose
+    // answer will be the origin's whole response: no conditionals of its own, no
+    // `no-cache`).
+    let mut fill = None;
+    if coalesce && !request_no_cache {
+        let mut fills = cache.fills();
+        if let Some((_, done)) = fills.by_key.get(&key) {
+            return Lookup::Wait(done.clone());
+        }
+        if parts.method == Method::GET && !conditional && fills.by_key.len() < MAX_FILLS {
+            fills.next += 1;
+            let id = fills.next;
+            let (tx, rx) = tokio::sync::watch::channel(());
+            fills.by_key.insert(key.clone(), (id, rx));
+            fill = Some(FillGuard {
+                cache: cache.clone(),
+                key,
+                id,
+                _done: tx,
+            });
+        }
+    }
+    if let (Some(stored), _) = found {
+        let etag = stored.headers.get(ETAG).cloned();
+        let modified = stored.headers.get(LAST_MODIFIED).cloned();
+        if !conditional && (etag.is_some() || modified.is_some()) {
+            if let Some(etag) = etag {
+                parts.headers.insert(IF_NONE_MATCH, etag);
+            }
+            if let Some(modified) = modified {
+                parts.headers.insert(IF_MODIFIED_SINCE, modified);
+            }
+            revalidating = Some(stored);
+        }
     }
     metrics.misses.with_label_values(&[route]).inc();
     Lookup::Forward(Box::new(Pending {
@@ -410,6 +511,7 @@ pub(crate) fn lookup(
         revalidating,
         fwd,
         sent: SystemTime::now(),
+        _fill: fill,
     }))
 }
 
@@ -757,7 +859,9 @@ impl Body for Fill {
                         .as_ref()
                         .is_some_and(|b| b.len() + data.len() > this.limit);
                     if over {
+                        // Nothing will be stored: waiters need not wait for the rest.
                         this.buf = None;
+                        this.store = None;
                     } else if let Some(buf) = &mut this.buf {
                         buf.extend_from_slice(data);
                     }
@@ -766,9 +870,15 @@ impl Body for Fill {
                         this.store();
                     }
                 }
-                None => this.buf = None,
+                None => {
+                    this.buf = None;
+                    this.store = None;
+                }
             },
-            Poll::Ready(Some(Err(_))) => this.buf = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.buf = None;
+                this.store = None;
+            }
             Poll::Ready(None) => this.store(),
             Poll::Pending => {}
         }
@@ -797,6 +907,74 @@ mod tests {
             );
         }
         h
+    }
+
+    fn get(path: &str) -> http::request::Parts {
+        http::Request::get(path)
+            .header("host", "h")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[tokio::test]
+    async fn a_miss_fills_its_key_for_waiters_until_its_pending_goes() {
+        let metrics = CacheMetrics::register(&Registry::new()).unwrap();
+        let cfg = ResponseCache {
+            max_size: 1 << 20,
+            max_entry_size: 1 << 16,
+            max_entries: 100,
+        };
+        let cache = Arc::new(Cache::new(cfg, &metrics));
+        let route: Arc<str> = "r".into();
+        let Lookup::Forward(fill) = lookup(&cache, &metrics, &route, &mut get("/x"), true) else {
+            panic!("a miss is forwarded");
+        };
+        assert_eq!(cache.in_flight(), 1);
+        let Lookup::Wait(mut done) = lookup(&cache, &metrics, &route, &mut get("/x"), true) else {
+            panic!("a second miss waits");
+        };
+        // Looking again after a wait never waits twice; another key is its own fill.
+        let again = lookup(&cache, &metrics, &route, &mut get("/x"), false);
+        assert!(matches!(again, Lookup::Forward(_)));
+        let other = lookup(&cache, &metrics, &route, &mut get("/y"), true);
+        assert!(matches!(other, Lookup::Forward(_)));
+        assert_eq!(cache.in_flight(), 2);
+        drop(other);
+        // The fill's end (here: its pending dropped, as when nothing is stored) wakes the
+        // waiters and forgets the key.
+        drop(fill);
+        assert!(done.changed().await.is_err());
+        assert_eq!(cache.in_flight(), 0);
+        // HEAD and conditional requests never lead.
+        let head = &mut get("/z");
+        head.method = Method::HEAD;
+        let _h = lookup(&cache, &metrics, &route, head, true);
+        let cond = &mut get("/z");
+        cond.headers
+            .insert(IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
+        let _c = lookup(&cache, &metrics, &route, cond, true);
+        assert_eq!(cache.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_fills_in_flight_are_bounded() {
+        let metrics = CacheMetrics::register(&Registry::new()).unwrap();
+        let cfg = ResponseCache {
+            max_size: 1 << 20,
+            max_entry_size: 1 << 16,
+            max_entries: 100,
+        };
+        let cache = Arc::new(Cache::new(cfg, &metrics));
+        let route: Arc<str> = "r".into();
+        let held: Vec<Lookup> = (0..MAX_FILLS + 10)
+            .map(|i| lookup(&cache, &metrics, &route, &mut get(&format!("/{i}")), true))
+            .collect();
+        assert!(held.iter().all(|l| matches!(l, Lookup::Forward(_))));
+        assert_eq!(cache.in_flight(), MAX_FILLS);
+        drop(held);
+        assert_eq!(cache.in_flight(), 0);
     }
 
     #[test]

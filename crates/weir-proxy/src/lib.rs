@@ -103,6 +103,9 @@ pub struct ProxyConfig {
     /// The Redis global rate limits count in (`--rate-limit-redis`); `None`: no global rate
     /// limits (translation refuses policies with them).
     pub rate_limit: Option<GlobalRateLimitConfig>,
+    /// `--rate-limit-replicas`: the replicas a local rate limit is split across (each
+    /// admits `⌈requests / N⌉` per unit); 1: each replica admits the whole limit.
+    pub rate_limit_replicas: u32,
 }
 
 impl Default for ProxyConfig {
@@ -123,6 +126,7 @@ impl Default for ProxyConfig {
             zone: None,
             session_key: None,
             rate_limit: None,
+            rate_limit_replicas: 1,
         }
     }
 }
@@ -228,7 +232,7 @@ impl Proxy {
             None => None,
         };
         let shared = Arc::new(Shared {
-            local_limits: rate_limit::LocalLimits::default(),
+            local_limits: rate_limit::LocalLimits::new(config.rate_limit_replicas),
             global_limits,
             session_key,
             connections,

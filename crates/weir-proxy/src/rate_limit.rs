@@ -2,22 +2,30 @@
 //! answers and headers both engines give (the global one, counting in Redis, is
 //! [`global`]).
 //!
-//! **Local** limits are token buckets, one per (route rule, policy rule) — or per policy rule
-//! with `shared: true` — kept in [`LocalLimits`] beside the snapshot, so they survive
-//! swaps that keep the policy. A bucket holds `requests` tokens and refills at `requests`
-//! per `unit` continuously (Envoy's local rate limit: `max_tokens` = `tokens_per_fill` =
-//! `requests`, `fill_interval` = `unit`). Each bucket is one `AtomicU64` in GCRA form: the
-//! "theoretical arrival time" (TAT) of the next request, updated with a compare-and-swap,
-//! so the hot path takes no lock.
+//! **Local** limits count with the same algorithm as the global ones in Redis (see
+//! [`global`] for why): a **sliding window counter** per (route rule, policy rule) — or per
+//! policy rule with `shared: true` — kept in [`LocalLimits`] beside the snapshot, so they
+//! survive swaps that keep the policy. A key counts its requests per fixed window of `unit`
+//! (windows aligned to the wall clock, as Redis's are); a request is admitted while
+//! `previous × (time left of the current window / unit) + current` (the weighted part
+//! rounded down) stays below `requests`. So `requests` per `unit` is the sustained rate and
+//! about `requests` pass in *any* interval of one `unit`; over `T` at twice the rate, about
+//! `requests × T / unit` pass (at most half a window's quota more: a key seen for the first
+//! time mid-window has no previous count). A token bucket (Envoy's local rate limit, and
+//! this engine until it missed issue 22's 5 % accuracy) admits its whole burst and then the
+//! refill: `requests × (T / unit + 1)`. Each rule's counters are one 128-bit atomic
+//! (window number, previous count, current count) updated with a compare-and-swap, so the
+//! hot path takes no lock. With `--rate-limit-replicas N` each replica admits its share,
+//! `⌈requests / N⌉` ([`share`]).
 //!
-//! **Distinct** rules (a `Distinct` header or `sourceCIDR`) keep a bucket per client key in
+//! **Distinct** rules (a `Distinct` header or `sourceCIDR`) keep counters per client key in
 //! a bounded map: [`DISTINCT_KEYS`] keys per rule and route rule at most, in
-//! [`SHARDS`] shards with a mutex each (a request locks one shard, briefly). A key's entry
-//! holds only its TAT; an entry whose bucket has refilled completely is the same as no
-//! entry, so a full shard first drops those (losing nothing) and otherwise evicts the
-//! entry closest to full. An attacker cycling keys costs at most the map's size in memory
-//! and can at worst give evicted clients a full bucket back early. Keys are hashed with a
-//! per-process random SipHash key, so they cannot be chosen to collide.
+//! [`SHARDS`] shards with a mutex each (a request locks one shard, briefly). A key whose
+//! windows have both passed counts nothing and is the same as no entry, so a full shard
+//! first drops those (losing nothing) and otherwise evicts the key that counts least now.
+//! An attacker cycling keys costs at most the map's size in memory and can at worst give
+//! evicted clients their quota back early. Keys are hashed with a per-process random
+//! SipHash key, so they cannot be chosen to collide.
 //!
 //! A request counts against every rule whose selectors it meets, in order; the first rule
 //! over its limit refuses it (429, [`ProxyError::RateLimited`]). Routes without a
@@ -26,7 +34,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -132,86 +140,161 @@ pub(crate) fn refusal(err: &ProxyError, decision: Option<&Decision>) -> Response
     response
 }
 
-/// One rule's parameters in GCRA form.
+/// One rule's parameters: a sliding window of `unit` admitting `limit` requests.
 #[derive(Debug, Clone, Copy)]
-struct Gcra {
-    /// Nanoseconds between two requests at the limit (the emission interval).
-    interval: u64,
-    /// How far ahead of now the TAT may be and still admit (the burst: `requests` − 1
-    /// intervals).
-    tolerance: u64,
+struct Sliding {
+    /// The window's length in nanoseconds.
+    unit: u64,
+    /// Requests admitted per window on this replica: the rule's `requests`, or its share
+    /// under `--rate-limit-replicas` (rounded up, at least 1).
     limit: u32,
     window: u64,
 }
 
-impl Gcra {
-    fn new(limit: Limit) -> Gcra {
+impl Sliding {
+    fn new(limit: Limit, replicas: u32) -> Sliding {
         let unit = u64::try_from(limit.unit.as_nanos()).unwrap_or(u64::MAX);
-        let requests = u64::from(limit.requests.max(1));
-        let interval = (unit / requests).max(1);
-        Gcra {
-            interval,
-            tolerance: interval.saturating_mul(requests - 1),
-            limit: limit.requests,
+        Sliding {
+            unit: unit.max(1),
+            limit: share(limit.requests, replicas),
             window: limit.window_secs(),
         }
     }
 
-    /// Decide at `now` for a bucket whose TAT is `tat`: the new TAT when admitted.
-    fn decide(&self, tat: u64, now: u64) -> (Option<u64>, Decision) {
-        let tat = tat.max(now);
-        let ahead = tat - now;
-        if ahead > self.tolerance {
-            let wait = ahead - self.tolerance;
+    /// Decide at `now` (nanoseconds of wall-clock time) for a key whose counters are
+    /// `state`: the new counters when admitted.
+    fn decide(&self, state: Window, now: u64) -> (Option<Window>, Decision) {
+        let number = now / self.unit;
+        let elapsed = now % self.unit;
+        let (prev, cur) = if state.number == number {
+            (state.prev, state.cur)
+        } else if state.number.checked_add(1) == Some(number) {
+            (state.cur, 0)
+        } else {
+            (0, 0)
+        };
+        let left = self.unit - elapsed;
+        let weighted = weigh(prev, left, self.unit);
+        let used = weighted.saturating_add(u64::from(cur));
+        let limit = u64::from(self.limit);
+        if used >= limit {
+            // The previous window's weight falls as time passes: the request may pass
+            // once `prev × left / unit` is below `limit − cur`, i.e. `left` is at most
+            // `until` (if this window's count alone is not at the limit already; then at
+            // the next window at the earliest).
+            let wait = if prev > 0 && u64::from(cur) < limit {
+                let room = u128::from(limit - u64::from(cur)) * u128::from(self.unit);
+                let until = (room - 1) / u128::from(prev);
+                u64::try_from(u128::from(left).saturating_sub(until))
+                    .unwrap_or(left)
+                    .max(1)
+            } else {
+                left
+            };
             return (
                 None,
                 Decision {
                     allowed: false,
                     limit: self.limit,
                     remaining: 0,
-                    reset: ceil_secs(ahead),
+                    reset: ceil_secs(left),
                     retry_after: ceil_secs(wait),
                     window: self.window,
                     global: false,
                 },
             );
         }
-        let next = tat.saturating_add(self.interval);
-        let ahead = next - now;
-        let room = (self.tolerance + self.interval).saturating_sub(ahead) / self.interval;
+        let next = Window {
+            number,
+            prev,
+            cur: cur.saturating_add(1),
+        };
         (
             Some(next),
             Decision {
                 allowed: true,
                 limit: self.limit,
-                remaining: u32::try_from(room).unwrap_or(u32::MAX),
-                reset: ceil_secs(ahead),
+                remaining: u32::try_from(limit - used - 1).unwrap_or(u32::MAX),
+                reset: ceil_secs(left),
                 retry_after: 0,
                 window: self.window,
                 global: false,
             },
         )
     }
+
+    /// Requests still counted against the key at `now` (eviction prefers the lowest).
+    fn used(&self, state: Window, now: u64) -> u64 {
+        let number = now / self.unit;
+        let left = self.unit - now % self.unit;
+        if state.number == number {
+            weigh(state.prev, left, self.unit).saturating_add(u64::from(state.cur))
+        } else if state.number.checked_add(1) == Some(number) {
+            weigh(state.cur, left, self.unit)
+        } else {
+            0
+        }
+    }
+}
+
+/// `count × left / unit`, rounded down: a fraction of a request left over from the
+/// previous window does not refuse a whole one (else each window admits one request less
+/// than the limit at a steady rate). The global script rounds the same way.
+fn weigh(count: u32, left: u64, unit: u64) -> u64 {
+    let w = u128::from(count) * u128::from(left) / u128::from(unit.max(1));
+    u64::try_from(w).unwrap_or(u64::MAX)
+}
+
+/// A replica's share of `requests` under `--rate-limit-replicas`: rounded up (so the
+/// replicas together admit at least the limit, and less than `replicas` more), at least 1.
+pub(crate) fn share(requests: u32, replicas: u32) -> u32 {
+    requests.div_ceil(replicas.max(1)).max(1)
 }
 
 fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(1_000_000_000)
 }
 
-/// One token bucket: its TAT in nanoseconds since the engine's epoch (0: full).
+/// One key's counters: the number of the window they belong to (`now / unit`), the count
+/// of the window before it and of this one. All zero: never used (window 0 is 1970).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Window {
+    number: u64,
+    prev: u32,
+    cur: u32,
+}
+
+impl Window {
+    fn pack(self) -> u128 {
+        (u128::from(self.number) << 64) | (u128::from(self.prev) << 32) | u128::from(self.cur)
+    }
+
+    fn unpack(v: u128) -> Window {
+        Window {
+            number: (v >> 64) as u64,
+            prev: (v >> 32) as u32,
+            cur: v as u32,
+        }
+    }
+}
+
+/// One non-distinct rule's counters, in one 128-bit atomic (a compare-and-swap per
+/// request, no lock).
 #[derive(Debug, Default)]
-struct Bucket(AtomicU64);
+struct Bucket(portable_atomic::AtomicU128);
 
 impl Bucket {
-    fn take(&self, gcra: &Gcra, now: u64) -> Decision {
+    fn take(&self, rule: &Sliding, now: u64) -> Decision {
         let mut current = self.0.load(Ordering::Relaxed);
         loop {
-            let (next, decision) = gcra.decide(current, now);
+            let (next, decision) = rule.decide(Window::unpack(current), now);
             let Some(next) = next else { return decision };
-            match self
-                .0
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.0.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return decision,
                 Err(seen) => current = seen,
             }
@@ -219,9 +302,9 @@ impl Bucket {
     }
 }
 
-/// A distinct rule's buckets, by client key (see the module docs for the bound).
+/// A distinct rule's counters, by client key (see the module docs for the bound).
 struct DistinctBuckets {
-    shards: Box<[Mutex<IdMap<u64, u64>>]>,
+    shards: Box<[Mutex<IdMap<u64, Window>>]>,
 }
 
 impl DistinctBuckets {
@@ -231,17 +314,17 @@ impl DistinctBuckets {
         }
     }
 
-    fn take(&self, gcra: &Gcra, key: u64, now: u64) -> Decision {
+    fn take(&self, rule: &Sliding, key: u64, now: u64) -> Decision {
         let shard = usize::try_from(key >> 60).unwrap_or(0) % SHARDS;
         let Some(shard) = self.shards.get(shard) else {
-            return gcra.decide(0, now).1;
+            return rule.decide(Window::default(), now).1;
         };
         let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        let tat = map.get(&key).copied().unwrap_or(0);
-        let (next, decision) = gcra.decide(tat, now);
+        let state = map.get(&key).copied().unwrap_or_default();
+        let (next, decision) = rule.decide(state, now);
         if let Some(next) = next {
             if map.len() >= PER_SHARD && !map.contains_key(&key) {
-                evict(&mut map, now);
+                evict(&mut map, rule, now);
             }
             map.insert(key, next);
         }
@@ -257,15 +340,19 @@ impl DistinctBuckets {
     }
 }
 
-/// Make room in a full shard: drop the buckets that have refilled (no information lost);
-/// if none has, the one closest to full.
-fn evict(map: &mut IdMap<u64, u64>, now: u64) {
-    map.retain(|_, tat| *tat > now);
+/// Make room in a full shard: drop the keys that count nothing any more (no information
+/// lost); if none does, the one that counts least now.
+fn evict(map: &mut IdMap<u64, Window>, rule: &Sliding, now: u64) {
+    map.retain(|_, w| rule.used(*w, now) > 0);
     if map.len() < PER_SHARD {
         return;
     }
-    if let Some(oldest) = map.iter().min_by_key(|(_, tat)| **tat).map(|(k, _)| *k) {
-        map.remove(&oldest);
+    if let Some(least) = map
+        .iter()
+        .min_by_key(|(_, w)| rule.used(**w, now))
+        .map(|(k, _)| *k)
+    {
+        map.remove(&least);
     }
 }
 
@@ -276,7 +363,7 @@ enum Buckets {
 
 /// One rule's state for one scope.
 struct RuleState {
-    gcra: Gcra,
+    rule: Sliding,
     buckets: Buckets,
 }
 
@@ -293,25 +380,43 @@ fn state_key(rl: &RateLimit, rule: &RateLimitRule) -> StateKey {
 pub(crate) struct LocalLimits {
     states: ArcSwap<IdMap<StateKey, Arc<RuleState>>>,
     adding: Mutex<()>,
+    /// The monotonic clock at start, and the wall clock then (nanoseconds since 1970): the
+    /// windows are aligned to the wall clock (a `Second` window starts at a whole second,
+    /// as the global limit's windows do on Redis's clock), and counted on the monotonic
+    /// clock so a clock step does not reset them.
     epoch: Instant,
+    wall: u64,
     keys: RandomState,
+    /// `--rate-limit-replicas`: each rule admits its share (see [`share`]).
+    replicas: u32,
 }
 
 impl Default for LocalLimits {
     fn default() -> Self {
-        Self {
-            states: ArcSwap::from_pointee(IdMap::default()),
-            adding: Mutex::new(()),
-            epoch: Instant::now(),
-            keys: RandomState::new(),
-        }
+        Self::new(1)
     }
 }
 
 impl LocalLimits {
-    /// Nanoseconds since the epoch (at least 1: a TAT of 0 is a full bucket).
+    /// The engine of one of `replicas` replicas sharing each local limit.
+    pub(crate) fn new(replicas: u32) -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Self {
+            states: ArcSwap::from_pointee(IdMap::default()),
+            adding: Mutex::new(()),
+            epoch: Instant::now(),
+            wall,
+            keys: RandomState::new(),
+            replicas: replicas.max(1),
+        }
+    }
+
+    /// Nanoseconds of wall-clock time, advancing with the monotonic clock.
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wall.saturating_add(since)
     }
 
     /// Phase 2: count the request against every local rule it meets. `None`: no rule
@@ -335,10 +440,10 @@ impl LocalLimits {
             }
             let state = self.state(rl, rule);
             let decision = match &state.buckets {
-                Buckets::One(b) => b.take(&state.gcra, now),
-                Buckets::Distinct(d) if distinct => d.take(&state.gcra, hasher.finish(), now),
+                Buckets::One(b) => b.take(&state.rule, now),
+                Buckets::Distinct(d) if distinct => d.take(&state.rule, hasher.finish(), now),
                 // A distinct rule always yields key parts when it selects.
-                Buckets::Distinct(d) => d.take(&state.gcra, 0, now),
+                Buckets::Distinct(d) => d.take(&state.rule, 0, now),
             };
             shown = Some(match shown {
                 None => decision,
@@ -362,7 +467,7 @@ impl LocalLimits {
             return s.clone();
         }
         let state = Arc::new(RuleState {
-            gcra: Gcra::new(rule.limit),
+            rule: Sliding::new(rule.limit, self.replicas),
             buckets: if rule.is_distinct() {
                 Buckets::Distinct(DistinctBuckets::new())
             } else {

@@ -52,6 +52,45 @@ impl Redis {
         redis
     }
 
+    /// Start one that speaks only TLS, on a free port, with the server certificate
+    /// `cert_pem` / `key_pem` (files written to `dir`; `ca_pem` is what it would verify
+    /// client certificates with, which it does not ask for). Returns once the port accepts
+    /// connections. [`Redis::command`] does not speak TLS.
+    pub fn start_tls(dir: &std::path::Path, cert_pem: &str, key_pem: &str, ca_pem: &str) -> Redis {
+        let port = crate::free_port();
+        let files = [
+            ("redis.crt", cert_pem),
+            ("redis.key", key_pem),
+            ("ca.crt", ca_pem),
+        ];
+        for (name, pem) in files {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let mut cmd = Command::new(server());
+        cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no", "--tls-auth-clients", "no"])
+            .args(["--tls-cert-file", &path("redis.crt")])
+            .args(["--tls-key-file", &path("redis.key")])
+            .args(["--tls-ca-cert-file", &path("ca.crt")]);
+        let redis = Redis {
+            proc: Proc::spawn(cmd),
+            port,
+            password: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&redis.addr(), Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) on port {port} did not listen: {}",
+                redis.proc.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
     /// `redis://[:password@]127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         match &self.password {

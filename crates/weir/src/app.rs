@@ -73,6 +73,13 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
         }
         None => None,
     };
+    let redis_ca = match &args.rate_limit_redis_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --rate-limit-redis-ca {}", path.display()))?,
+        ),
+        None => None,
+    };
     let proxy = Arc::new(
         Proxy::new(
             ProxyConfig {
@@ -120,7 +127,9 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                         url: url.to_string(),
                         timeout: args.rate_limit_timeout,
                         fail_closed: args.rate_limit_fail_closed,
+                        ca_pem: redis_ca.clone(),
                     }),
+                rate_limit_replicas: args.rate_limit_replicas,
             },
             shared.snapshot.clone(),
             &registry,

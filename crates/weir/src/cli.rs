@@ -176,6 +176,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", env = "WEIR_RATE_LIMIT_REDIS")]
     pub rate_limit_redis: Option<String>,
 
+    /// A PEM file of the CA certificates a rediss:// --rate-limit-redis server's
+    /// certificate is verified with (default: the public roots built into Weir).
+    #[arg(long, value_name = "PATH", env = "WEIR_RATE_LIMIT_REDIS_CA")]
+    pub rate_limit_redis_ca: Option<PathBuf>,
+
     /// How long a global rate limit waits for Redis before it counts as unreachable.
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
     pub rate_limit_timeout: Duration,
@@ -185,6 +190,12 @@ pub struct RunArgs {
     /// pass (the default: fail open).
     #[arg(long)]
     pub rate_limit_fail_closed: bool,
+
+    /// The replicas BackendTrafficPolicy `rateLimit.local` limits are split across: each
+    /// replica admits ⌈requests / N⌉ per unit, so a local limit means the whole Gateway's
+    /// (the chart passes its replicaCount). 1: each replica admits the whole limit.
+    #[arg(long, value_name = "N", default_value_t = 1, env = "WEIR_RATE_LIMIT_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rate_limit_replicas: u32,
 
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]

@@ -39,6 +39,9 @@ pub struct GlobalConfig {
     pub timeout: Duration,
     /// Refuse (500) when Redis does not answer, instead of letting the request pass.
     pub fail_closed: bool,
+    /// `--rate-limit-redis-ca`: the CA certificates (PEM) a `rediss://` server's
+    /// certificate is verified with instead of the public roots (Mozilla's, built in).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// KEYS: one counter prefix per rule. (The previous window's weighted count is floored: a
@@ -114,8 +117,17 @@ impl GlobalLimits {
     /// Set up the connection (lazily: Redis need not be up yet; the first request connects,
     /// and a lost connection is re-made in the background).
     pub(crate) fn new(config: &GlobalConfig) -> Result<GlobalLimits, String> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("--rate-limit-redis: {e}"))?;
+        let client = match &config.ca_pem {
+            Some(ca) => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => redis::Client::open(config.url.as_str()),
+        }
+        .map_err(|e| format!("--rate-limit-redis: {e}"))?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
             .set_response_timeout(None)

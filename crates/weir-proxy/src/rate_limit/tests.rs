@@ -50,45 +50,125 @@ fn client(headers: &HeaderMap) -> Client<'_> {
     }
 }
 
+fn per(requests: u32, unit: u64) -> Sliding {
+    Sliding::new(
+        Limit {
+            requests,
+            unit: Duration::from_secs(unit),
+        },
+        1,
+    )
+}
+
 #[test]
-fn a_bucket_admits_its_burst_then_refills_at_the_rate() {
-    let g = Gcra::new(Limit {
-        requests: 3,
-        unit: Duration::from_secs(3),
-    });
+fn a_window_admits_its_limit_then_slides() {
+    let rule = per(3, 3);
     let b = Bucket::default();
-    let now = 10 * SEC;
+    let start = 10 * 3 * SEC; // the start of a window
     let got: Vec<(bool, u32)> = (0..4)
         .map(|_| {
-            let d = b.take(&g, now);
+            let d = b.take(&rule, start);
             (d.allowed, d.remaining)
         })
         .collect();
     assert_eq!(got, vec![(true, 2), (true, 1), (true, 0), (false, 0)]);
-    let refused = b.take(&g, now);
-    // The next token comes in 1 s; the bucket is full again in 3 s.
-    assert_eq!((refused.retry_after, refused.reset), (1, 3));
-    assert!(!b.take(&g, now + SEC - 1).allowed);
-    let d = b.take(&g, now + SEC);
-    assert!(d.allowed && d.remaining == 0);
-    // After a whole unit idle: full again.
-    let d = b.take(&g, now + 10 * SEC);
-    assert_eq!((d.allowed, d.remaining, d.reset), (true, 2, 1));
+    let refused = b.take(&rule, start + SEC);
+    // This window's count alone is at the limit: nothing passes before the next window.
+    assert_eq!((refused.retry_after, refused.reset), (2, 2));
+    // At the next window's start the previous one still weighs all 3; told to come back
+    // when it weighs less (rounded down to whole requests: at once).
+    let d = b.take(&rule, start + 3 * SEC);
+    assert_eq!((d.allowed, d.retry_after), (false, 1));
+    let d = b.take(&rule, start + 3 * SEC + 1);
+    assert!(d.allowed && d.remaining == 0, "{d:?}");
+    // Then 2 of the 3 weigh until a third of the window has passed, plus the one admitted.
+    let d = b.take(&rule, start + 3 * SEC + 1);
+    assert_eq!((d.allowed, d.retry_after), (false, 1));
+    assert!(!b.take(&rule, start + 4 * SEC).allowed);
+    let d = b.take(&rule, start + 4 * SEC + 1);
+    assert!(d.allowed && d.remaining == 0, "{d:?}");
+    // After two idle windows: the whole quota.
+    let d = b.take(&rule, start + 9 * SEC);
+    assert_eq!((d.allowed, d.remaining, d.reset), (true, 2, 3));
+}
+
+/// Requests at `per_sec` a second for `secs` seconds from `start`: how many `rule` admits.
+fn admitted(rule: &Sliding, start: u64, per_sec: u64, secs: u64) -> usize {
+    let b = Bucket::default();
+    let step = SEC / per_sec;
+    (0..per_sec * secs)
+        .filter(|i| b.take(rule, start + i * step).allowed)
+        .count()
 }
 
 #[test]
-fn over_ten_units_at_twice_the_rate_a_bucket_admits_the_rate_plus_its_burst() {
-    let g = Gcra::new(Limit {
-        requests: 50,
-        unit: Duration::from_secs(1),
-    });
+fn over_ten_units_at_twice_the_rate_a_key_admits_the_rate_within_five_percent() {
+    let rule = per(50, 1);
+    // From a window's start (as the e2e test and the global limit's test measure): exactly
+    // the rate.
+    let aligned = admitted(&rule, 100 * SEC, 100, 10);
+    assert!((499..=500).contains(&aligned), "{aligned}");
+    // From any point in a window: a new key may use up the first window's quota in what
+    // is left of it, at most half a window's quota more over the 10 s: within 5 %.
+    for twentieth in 0..20 {
+        let start = 100 * SEC + twentieth * SEC / 20;
+        let n = admitted(&rule, start, 100, 10);
+        assert!(
+            (490..=525).contains(&n),
+            "{n} from {twentieth}/20 into a window"
+        );
+    }
+    // A token bucket with the same limit admitted 549 of these: its burst on top.
+}
+
+#[test]
+fn in_any_window_of_one_unit_a_steady_sender_gets_about_the_limit() {
+    let rule = per(10, 1);
     let b = Bucket::default();
-    let step = SEC / 100; // 100 requests a second: twice the limit.
-    let admitted = (0..1000u64)
-        .filter(|i| b.take(&g, SEC + i * step).allowed)
-        .count();
-    // 50 a second for 10 s, plus the first burst of 50.
-    assert!((545..=551).contains(&admitted), "{admitted}");
+    let step = SEC / 40; // 4x the limit
+    let times: Vec<u64> = (0..400u64)
+        .map(|i| 50 * SEC + i * step)
+        .filter(|t| b.take(&rule, *t).allowed)
+        .collect();
+    // After the first window, every sliding window of 1 s holds at most the limit (plus
+    // one for the rounding of the previous window's weight).
+    let worst = times
+        .iter()
+        .filter(|t| **t >= 51 * SEC)
+        .map(|t| times.iter().filter(|u| **u >= *t && **u < *t + SEC).count())
+        .max()
+        .unwrap();
+    assert!(worst <= 11, "{worst} in one second");
+}
+
+#[test]
+fn replicas_split_a_limit_rounding_up() {
+    assert_eq!(share(100, 1), 100);
+    assert_eq!(share(100, 3), 34);
+    assert_eq!(share(100, 0), 100);
+    assert_eq!(share(1, 3), 1);
+    assert_eq!(share(u32::MAX, 2), 2_147_483_648);
+    let limits = LocalLimits::new(4);
+    let h = HeaderMap::new();
+    let rl = limit(1, vec![rule(10, 3600, Vec::new(), 1)]);
+    let now = 7200 * SEC;
+    let got: Vec<bool> = (0..4)
+        .map(|_| limits.check_at(&rl, &client(&h), now).unwrap().allowed)
+        .collect();
+    assert_eq!(got, vec![true, true, true, false]);
+    let d = limits.check_at(&rl, &client(&h), now).unwrap();
+    assert_eq!(d.limit, 3, "the headers show this replica's share");
+}
+
+#[test]
+fn windows_follow_the_wall_clock() {
+    let limits = LocalLimits::default();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let now = u128::from(limits.now());
+    assert!(now.abs_diff(wall) < u128::from(SEC), "{now} vs {wall}");
 }
 
 #[test]
@@ -121,20 +201,22 @@ fn distinct_keys_count_apart_and_stay_bounded() {
 }
 
 #[test]
-fn refilled_buckets_are_dropped_first_when_a_shard_is_full() {
-    let g = Gcra::new(Limit {
-        requests: 1,
-        unit: Duration::from_secs(1),
-    });
+fn keys_that_count_nothing_are_dropped_first_when_a_shard_is_full() {
+    let rule = per(1, 1);
     let d = DistinctBuckets::new();
-    // Fill shard 0 with keys whose buckets refill after 1 s.
+    // Fill shard 0 with keys that count nothing after two windows.
     for i in 0..PER_SHARD as u64 {
-        assert!(d.take(&g, i, SEC).allowed);
+        assert!(d.take(&rule, i, SEC).allowed);
     }
     assert_eq!(d.len(), PER_SHARD);
-    // A key that keeps being refused is remembered, a new key evicts refilled ones.
-    assert!(!d.take(&g, 0, SEC).allowed);
-    assert!(d.take(&g, 1 << 20, 3 * SEC).allowed);
+    // A key that keeps being refused is remembered.
+    assert!(!d.take(&rule, 0, SEC).allowed);
+    // Still counting: a new key evicts one.
+    assert!(d.take(&rule, 1 << 20, SEC + SEC / 2).allowed);
+    assert_eq!(d.len(), PER_SHARD);
+    // Counting nothing any more (their window and the next have passed): a new key drops
+    // them all.
+    assert!(d.take(&rule, 2 << 20, 3 * SEC).allowed);
     assert_eq!(d.len(), 1);
 }
 
@@ -198,7 +280,7 @@ fn the_tighter_rule_shows_and_the_first_refusal_stops() {
     d.write(&mut headers);
     assert_eq!(headers["x-ratelimit-limit"], "2");
     assert_eq!(headers["x-ratelimit-remaining"], "0");
-    assert_eq!(headers["retry-after"], "30");
+    assert_eq!(headers["retry-after"], "59");
     let g = Decision {
         global: true,
         window: 60,

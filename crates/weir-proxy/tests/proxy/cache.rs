@@ -3,7 +3,8 @@
 //! hits without the backend, `max-age` expiry, what is never stored (`no-store`,
 //! `private`, `Set-Cookie`, `Authorization`), `Vary`, 304s from the cache, revalidation
 //! with the origin, LRU eviction under `maxSize`, bodies over `maxBodySize` streamed
-//! uncached, and a cached response compressed per client.
+//! uncached, a cached response compressed per client, and concurrent misses coalesced
+//! into one origin request (and not, when the response is not storable).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -119,6 +120,24 @@ async fn origin() -> Origin {
                 ],
                 text(20_000),
             ),
+            // Slow: the headers at once, the body 400 ms later (a fill in flight).
+            "/slow" | "/slow-nostore" => {
+                let cc = if path == "/slow" {
+                    "max-age=60"
+                } else {
+                    "no-store"
+                };
+                let (tx, rx) = mpsc::channel(1);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    let _ = tx.send(Bytes::from(numbered)).await;
+                });
+                Response::builder()
+                    .header("content-type", "text/plain")
+                    .header("cache-control", cc)
+                    .body(TestBody::Chan(rx))
+                    .unwrap()
+            }
             p if p.starts_with("/item/") => reply(
                 &[plain, ("cache-control", "max-age=60")],
                 format!("{numbered:<600}"),
@@ -421,4 +440,54 @@ async fn entries_survive_a_swap_that_keeps_the_policy_and_go_with_it() {
     assert_eq!(proxy.metric("weir_cache_bytes", &[]), 0.0);
     let r = fetch(addr, "GET", "/p/max60", &[]).await;
     assert_eq!(body(&r), "/max60 #2");
+}
+
+/// `n` GETs of `path` at once, each on its own connection: their bodies and the time all
+/// took.
+async fn at_once(addr: std::net::SocketAddr, path: &str, n: usize) -> (Vec<String>, Duration) {
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let path = path.to_string();
+        tasks.spawn(async move {
+            let r = fetch(addr, "GET", &path, &[]).await;
+            assert_eq!(r.status, StatusCode::OK);
+            body(&r)
+        });
+    }
+    let mut bodies = Vec::new();
+    while let Some(b) = tasks.join_next().await {
+        bodies.push(b.unwrap());
+    }
+    (bodies, started.elapsed())
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_key_make_one_origin_request() {
+    let (o, proxy, addr) = start(policy(cache(1 << 20, 1 << 16))).await;
+    let (bodies, _) = at_once(addr, "/p/slow", 20).await;
+    assert_eq!(o.hits(), 1, "one origin request for 20 concurrent misses");
+    assert!(bodies.iter().all(|b| b == "/slow #1"), "{bodies:?}");
+    let labels = [("route", "ns/r")];
+    // The fill was a miss; the requests that waited for it were answered from its entry.
+    assert_eq!(proxy.metric("weir_cache_misses_total", &labels), 1.0);
+    assert_eq!(proxy.metric("weir_cache_hits_total", &labels), 19.0);
+    // Another key is its own fill.
+    let (bodies, _) = at_once(addr, "/p/slow?b", 5).await;
+    assert_eq!(o.hits(), 2);
+    assert!(bodies.iter().all(|b| b == "/slow #2"), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn when_the_fill_stores_nothing_the_waiters_go_upstream_at_once() {
+    let (o, _proxy, addr) = start(policy(cache(1 << 20, 1 << 16))).await;
+    let (bodies, took) = at_once(addr, "/p/slow-nostore", 20).await;
+    // Each waiter went upstream itself once the fill's response said no-store (at its
+    // headers, not after its body), all in parallel: about one slow body, not 20.
+    assert_eq!(o.hits(), 20);
+    let mut numbers: Vec<&str> = bodies.iter().map(|b| b.as_str()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 20, "each got its own origin response");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
 }

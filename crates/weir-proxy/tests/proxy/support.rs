@@ -246,6 +246,7 @@ pub fn config() -> ProxyConfig {
         zone: None,
         session_key: None,
         rate_limit: None,
+        rate_limit_replicas: 1,
     }
 }
 

@@ -41,6 +41,7 @@ fn engine(url: &str, timeout_ms: u64) -> GlobalLimits {
         url: url.to_string(),
         timeout: Duration::from_millis(timeout_ms),
         fail_closed: false,
+        ca_pem: None,
     })
     .unwrap()
 }
@@ -144,6 +145,44 @@ async fn a_password_in_the_url_is_used() {
         url: "http://127.0.0.1:1".into(),
         timeout: Duration::from_millis(10),
         fail_closed: false,
+        ca_pem: None,
     })
     .is_err());
+}
+
+#[tokio::test]
+async fn rediss_counts_over_tls_verified_with_the_given_ca() {
+    let dir = std::env::temp_dir().join(format!("weir-redis-tls-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = weir_testkit::certs::Ca::new("redis-ca");
+    let leaf = ca.leaf(&["localhost", "127.0.0.1"]);
+    let redis = Redis::start_tls(&dir, &leaf.cert_pem, &leaf.key_pem, &ca.cert_pem);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let with_ca = |pem: &str| {
+        GlobalLimits::new(&GlobalConfig {
+            url: url.clone(),
+            timeout: Duration::from_millis(2000),
+            fail_closed: false,
+            ca_pem: Some(pem.as_bytes().to_vec()),
+        })
+        .unwrap()
+    };
+    let rl = limit(2, 60, false);
+    let h = HeaderMap::new();
+    let e = with_ca(&ca.cert_pem);
+    assert!(admitted(&e, &rl, &h).await);
+    assert!(admitted(&e, &rl, &h).await);
+    assert!(!admitted(&e, &rl, &h).await, "counted in the TLS Redis");
+    // Another CA's certificate, or the public roots: the server is not trusted.
+    let other = weir_testkit::certs::Ca::new("other");
+    assert!(with_ca(&other.cert_pem)
+        .check(&rl, &client(&h))
+        .await
+        .is_err());
+    assert!(engine(&url, 2000).check(&rl, &client(&h)).await.is_err());
+    // Plain redis:// to a TLS port gets no answer either.
+    let plain = engine(&format!("redis://127.0.0.1:{}", redis.port), 500);
+    assert!(plain.check(&rl, &client(&h)).await.is_err());
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
 }
