@@ -34,8 +34,9 @@ e2e:
 	$(CARGO) build --bins
 	$(CARGO) test -p weir-e2e
 
-## Gateway API v1.6.1 conformance, replayed in file mode (reads the vendored e2e/conformance/upstream/v1.6.1);
-## writes the table to docs/CONFORMANCE.md.
+## Gateway API v1.6.1 conformance, then the Gateway API Inference Extension v1.6.0 suite, replayed
+## in file mode (reads the vendored e2e/conformance/upstream/); writes both tables to
+## docs/CONFORMANCE.md; fails if a claimed test fails or supportedFeatures differs from what passes.
 conformance:
 	$(CARGO) build --bins
 	./target/debug/weir-conformance --markdown docs/CONFORMANCE.md

@@ -65,7 +65,7 @@ pub use memo::Memo;
 pub use status::INVALID_MANIFEST;
 
 /// The Gateway API features Weir supports, by the conformance suite's names (v1.6.1
-/// `pkg/features`), sorted ascending as GatewayClass `status.supportedFeatures` must be. Our
+/// `pkg/features`, and the Inference Extension's `SupportInferencePool`), sorted ascending as GatewayClass `status.supportedFeatures` must be. Our
 /// GatewayClasses report exactly this list, and the conformance replay (e2e/conformance)
 /// fails unless it is exactly the set of features all of whose replayed tests pass: add a
 /// feature here only with its passing conformance tests.
@@ -117,6 +117,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteSchemeRedirect",
     "ListenerSet",
     "ReferenceGrant",
+    // The Gateway API Inference Extension's (InferencePool backends), proved by its own
+    // suite's replay beside the Gateway API one (e2e/conformance/src/inference.rs).
+    "SupportInferencePool",
     "TCPRoute",
     "TLSRoute",
     "TLSRouteModeMixed",

@@ -28,14 +28,18 @@
 //! choose its tests); after the run, that this list is exactly the set of features whose
 //! replayed tests all pass ([`features`]).
 //!
-//! Usage: `weir-conformance [--only NAME[,NAME]] [--markdown PATH] [--tests FILE] [--keep]`; the
-//! markdown path may also come from `WEIR_CONFORMANCE_MARKDOWN`. Exits 1 when a test whose
+//! After it, the Gateway API Inference Extension v1.6.0 suite is replayed against a second
+//! Weir ([`inference`]); its tests are rows of the same report and feature check.
+//!
+//! Usage: `weir-conformance [--only NAME[,NAME]] [--inference-only] [--markdown PATH] [--tests
+//! FILE] [--keep]`; the markdown path may also come from `WEIR_CONFORMANCE_MARKDOWN`. Exits 1 when a test whose
 //! features Weir claims fails, or when `SUPPORTED_FEATURES` differs from what passes. Needs
 //! `cargo build --bins` first.
 
 mod check;
 mod cluster;
 mod features;
+mod inference;
 mod profiles;
 mod report;
 mod spec;
@@ -62,6 +66,8 @@ struct Args {
     markdown: Option<PathBuf>,
     tests: PathBuf,
     keep: bool,
+    /// Only the Inference Extension suite (`--inference-only`).
+    inference_only: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -70,6 +76,7 @@ fn parse_args() -> anyhow::Result<Args> {
         markdown: std::env::var_os("WEIR_CONFORMANCE_MARKDOWN").map(PathBuf::from),
         tests: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests.yaml"),
         keep: false,
+        inference_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -85,8 +92,9 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--tests" => args.tests = it.next().context("--tests needs a path")?.into(),
             "--keep" => args.keep = true,
+            "--inference-only" => args.inference_only = true,
             "-h" | "--help" => {
-                println!("usage: weir-conformance [--only NAME[,NAME]] [--markdown PATH] [--tests FILE] [--keep]");
+                println!("usage: weir-conformance [--only NAME[,NAME]] [--inference-only] [--markdown PATH] [--tests FILE] [--keep]");
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -506,18 +514,99 @@ fn start_weir(dir: &Path, ports: &BTreeSet<u16>) -> anyhow::Result<Weir> {
 fn run() -> anyhow::Result<bool> {
     let args = parse_args()?;
     let specs = spec::load(&args.tests)?;
+    let inference_specs = inference::specs();
     for name in &args.only {
         anyhow::ensure!(
-            specs.iter().any(|s| &s.name == name),
-            "no test named {name} in {}",
+            specs
+                .iter()
+                .chain(&inference_specs)
+                .any(|s| &s.name == name),
+            "no test named {name} in {} or the Inference Extension suite",
             args.tests.display()
         );
     }
     let selected: Vec<&TestSpec> = specs
         .iter()
+        .filter(|_| !args.inference_only)
+        .filter(|s| args.only.is_empty() || args.only.contains(&s.name))
+        .collect();
+    let selected_inference: Vec<&TestSpec> = inference_specs
+        .iter()
         .filter(|s| args.only.is_empty() || args.only.contains(&s.name))
         .collect();
     let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (mut rows, waited) = if selected.is_empty() {
+        (Vec::new(), Duration::ZERO)
+    } else {
+        replay_gateway_api(&args, selected, &rt, started)?
+    };
+    // The Inference Extension suite, against its own Weir (its base holds Gateways and
+    // namespaces of its own).
+    let mut inference_rows = Vec::new();
+    if !selected_inference.is_empty() {
+        let results = rt.block_on(inference::replay(&selected_inference));
+        for (spec, (result, seconds)) in selected_inference.iter().zip(results) {
+            inference_rows.push(Row {
+                spec,
+                outcome: match result {
+                    Ok(()) => Outcome::Pass,
+                    Err(e) => Outcome::Fail(e),
+                },
+                seconds,
+            });
+        }
+    }
+    let all: Vec<Row<'_>> = rows.drain(..).chain(inference_rows).collect();
+    let features = features::FeatureCheck::new(&all, args.only.is_empty() && !args.inference_only);
+    let (rows, inference_rows): (Vec<Row<'_>>, Vec<Row<'_>>) = all
+        .into_iter()
+        .partition(|r| !r.spec.features.iter().any(|f| f == inference::FEATURE));
+    if !rows.is_empty() {
+        print!("{}", report::text(&rows));
+    }
+    if !inference_rows.is_empty() {
+        println!("\nGateway API Inference Extension {}:", inference::TAG);
+        print!("{}", report::text(&inference_rows));
+    }
+    print!("{}", features.text());
+    println!(
+        "total {:.1}s (of which {:.1}s waiting for Weir to take and drop the tests' manifests)",
+        started.elapsed().as_secs_f64(),
+        waited.as_secs_f64()
+    );
+    if let Some(path) = &args.markdown {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, report::markdown(&rows, &inference_rows, &features))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("markdown written to {}", path.display());
+    }
+    let claimed_failures = rows
+        .iter()
+        .chain(&inference_rows)
+        .filter(|r| r.spec.claimed && matches!(r.outcome, Outcome::Fail(_)))
+        .count();
+    if claimed_failures > 0 {
+        eprintln!("weir-conformance: {claimed_failures} test(s) whose features Weir claims failed");
+    }
+    if let Some(why) = features.failure() {
+        eprintln!("weir-conformance: {why}");
+    }
+    Ok(claimed_failures == 0 && features.ok())
+}
+
+/// The Gateway API suite's replay of `selected`: its rows, and the time spent waiting for
+/// Weir to take and drop the tests' manifests.
+fn replay_gateway_api<'a>(
+    args: &Args,
+    selected: Vec<&'a TestSpec>,
+    rt: &tokio::runtime::Runtime,
+    started: Instant,
+) -> anyhow::Result<(Vec<Row<'a>>, Duration)> {
     // The Deployments of the selected tests' own manifests (e.g. a backend that checks
     // client certificates) run next to the base ones.
     let mut test_deployments = Vec::new();
@@ -532,9 +621,6 @@ fn run() -> anyhow::Result<bool> {
     }
     let cluster = cluster::Cluster::start(&test_deployments)?;
     eprintln!("backends up in {:.1}s", started.elapsed().as_secs_f64());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let dir = tempfile::Builder::new()
         .prefix("weir-conformance-")
         .tempdir()?;
@@ -623,33 +709,7 @@ fn run() -> anyhow::Result<bool> {
             kept.display()
         );
     }
-    let features = features::FeatureCheck::new(&rows, args.only.is_empty());
-    print!("{}", report::text(&rows));
-    print!("{}", features.text());
-    println!(
-        "total {:.1}s (of which {:.1}s waiting for Weir to take and drop the tests' manifests)",
-        started.elapsed().as_secs_f64(),
-        suite.waited.get().as_secs_f64()
-    );
-    if let Some(path) = &args.markdown {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(path, report::markdown(&rows, &features))
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("markdown written to {}", path.display());
-    }
-    let claimed_failures = rows
-        .iter()
-        .filter(|r| r.spec.claimed && matches!(r.outcome, Outcome::Fail(_)))
-        .count();
-    if claimed_failures > 0 {
-        eprintln!("weir-conformance: {claimed_failures} test(s) whose features Weir claims failed");
-    }
-    if let Some(why) = features.failure() {
-        eprintln!("weir-conformance: {why}");
-    }
-    Ok(claimed_failures == 0 && features.ok())
+    Ok((rows, suite.waited.get()))
 }
 
 fn main() -> ExitCode {
