@@ -23,6 +23,7 @@
 mod address;
 mod fetch;
 mod lease;
+mod pods;
 mod services;
 mod source;
 mod status;

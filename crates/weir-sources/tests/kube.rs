@@ -1008,3 +1008,117 @@ async fn the_first_store_waits_for_referenced_objects() {
     assert_eq!(secret_data(&store, "used").as_deref(), Some(&b"cert-1"[..]));
     assert!(!has(&store, Kind::Secret, "infra", "unused"));
 }
+
+fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+        "status": {"phase": "Running", "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+fn pool(ns: &str, name: &str, app: &str) -> Value {
+    json!({"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": app}},
+            "targetPorts": [{"number": 8000}],
+            "endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}})
+}
+
+/// The Pod reads: (path, query) of each list or watch of Pods.
+fn pod_reads(server: &TestApiServer) -> Vec<(String, String)> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/pods"))
+        .map(|r| (r.path, r.query))
+        .collect()
+}
+
+/// Pods matter only as InferencePool endpoints: only namespaces with pools are watched (with
+/// the pool's labels), Pods no pool selects are not kept, and the watch follows the pools.
+#[tokio::test]
+async fn pods_are_watched_only_where_inference_pools_select_them() {
+    let server = TestApiServer::start().await;
+    server.apply(gateway_class("weir"));
+    server.apply(pool("models", "llm", "llm"));
+    server.apply(pod("models", "llm-0", "llm", "10.0.0.1"));
+    server.apply(pod("models", "web-0", "web", "10.0.0.2"));
+    server.apply(pod("apps", "llm-1", "llm", "10.0.0.3"));
+    server.apply(pod("busy", "noise-0", "noise", "10.0.0.4"));
+    let rx = start_source(&server);
+    let store = store_where(&rx, "the pool's Pod", |s| {
+        has(s, Kind::InferencePool, "models", "llm") && has(s, Kind::Pod, "models", "llm-0")
+    })
+    .await;
+    assert_eq!(
+        store.pods.len(),
+        1,
+        "only the selected Pod: {:?}",
+        store.pods.keys()
+    );
+    let reads = pod_reads(&server);
+    assert!(
+        reads
+            .iter()
+            .all(|(path, query)| path == "/api/v1/namespaces/models/pods"
+                && query.contains("labelSelector=app%3Dllm")),
+        "no cluster-wide or unselected Pod read: {reads:?}"
+    );
+
+    // A second pool in `models` with another selector: the namespace is relisted, and both
+    // pools' Pods are kept (the unselected `noise` namespace still is not read).
+    server.apply(pool("models", "web", "web"));
+    store_where(&rx, "the second pool's Pod", |s| {
+        has(s, Kind::Pod, "models", "web-0")
+    })
+    .await;
+    // A pool in `apps`: its Pods come in.
+    server.apply(pool("apps", "llm", "llm"));
+    let store = store_where(&rx, "Pods of a namespace that gained a pool", |s| {
+        has(s, Kind::Pod, "apps", "llm-1")
+    })
+    .await;
+    assert_eq!(store.pods.len(), 3, "{:?}", store.pods.keys());
+    // A Pod relabelled out of every pool leaves.
+    server.apply(pod("apps", "llm-1", "other", "10.0.0.3"));
+    store_where(&rx, "the relabelled Pod gone", |s| {
+        !has(s, Kind::Pod, "apps", "llm-1")
+    })
+    .await;
+    // The pools of `models` go: so do its Pods.
+    server.delete(INFERENCE, "inferencepools", "models", "llm");
+    server.delete(INFERENCE, "inferencepools", "models", "web");
+    let store = store_where(&rx, "models' Pods gone", |s| {
+        !has(s, Kind::Pod, "models", "llm-0") && !has(s, Kind::Pod, "models", "web-0")
+    })
+    .await;
+    assert!(store.pods.is_empty(), "{:?}", store.pods.keys());
+    assert!(
+        pod_reads(&server)
+            .iter()
+            .all(|(path, _)| path.starts_with("/api/v1/namespaces/models/")
+                || path.starts_with("/api/v1/namespaces/apps/")),
+        "{:?}",
+        pod_reads(&server)
+    );
+}
+
+const INFERENCE: &str = "inference.networking.k8s.io";
+
+/// Without the InferencePool CRD there is nothing Pods could serve: no Pod is read, and
+/// the rest is served.
+#[tokio::test]
+async fn without_the_inference_pool_crd_no_pod_is_read() {
+    let server = TestApiServer::start_with(weir_testkit::apiserver::TestApiServerOptions {
+        unserved: vec!["inferencepools".into()],
+        ..Default::default()
+    })
+    .await;
+    server.apply(gateway_class("weir"));
+    server.apply(pod("models", "llm-0", "llm", "10.0.0.1"));
+    let rx = start_source(&server);
+    let store = store_where(&rx, "the first store", |s| !s.is_empty()).await;
+    assert!(store.pods.is_empty());
+    assert!(pod_reads(&server).is_empty(), "{:?}", pod_reads(&server));
+}

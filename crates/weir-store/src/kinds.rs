@@ -552,7 +552,9 @@ kinds! {
         field_selector: None,
     },
     /// Pods, for InferencePool endpoints only (labels, `status.podIP`, the Ready
-    /// condition): Kubernetes mode watches running Pods alone (`status.phase=Running`).
+    /// condition): Kubernetes mode watches running Pods alone (`status.phase=Running`), and
+    /// only in namespaces with InferencePools, those the pools select (weir-sources
+    /// `kube/pods.rs`).
     /// File mode keeps a manifest's `status` (that is where `podIP` is).
     Pod(Pod) {
         kind: "Pod",

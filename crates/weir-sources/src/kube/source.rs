@@ -27,6 +27,7 @@ use weir_store::refs::{self, Reference};
 use weir_store::{Kind, Location, Object, ObjectKey, Rejection, Store};
 
 use super::fetch::{self, Fetches, Ticket, FETCHED};
+use super::pods;
 use super::{api_resource, KubeError};
 
 /// After the first store, how long a batch of changes may wait for the first read of an
@@ -47,12 +48,15 @@ enum Update {
         Kind,
         Result<Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
     ),
+    /// The Pods of one namespace with InferencePools ([`pods`]).
+    Pods(Arc<str>, Result<Event<DynamicObject>, watcher::Error>),
 }
 
 impl Update {
     fn kind(&self) -> Kind {
         match self {
             Update::Full(kind, _) | Update::Meta(kind, _) => *kind,
+            Update::Pods(..) => Kind::Pod,
         }
     }
 }
@@ -84,14 +88,19 @@ impl KubeSource {
         tx: watch::Sender<Arc<Store>>,
     ) -> Result<(), KubeError> {
         let mut events: SelectAll<BoxStream<'static, Update>> =
-            futures::stream::select_all(Kind::ALL.into_iter().map(|kind| {
-                if FETCHED.contains(&kind) {
-                    watch_metadata(self.client.clone(), kind)
-                } else {
-                    watch_kind(self.client.clone(), kind)
-                }
-            }));
+            futures::stream::select_all(Kind::ALL.into_iter().filter(|k| *k != Kind::Pod).map(
+                |kind| {
+                    if FETCHED.contains(&kind) {
+                        watch_metadata(self.client.clone(), kind)
+                    } else {
+                        watch_kind(self.client.clone(), kind)
+                    }
+                },
+            ));
         let mut cache = Cache::new(self.controller);
+        // The running Pod watches, by namespace ([`pods`]): started and stopped as the
+        // InferencePools change.
+        let mut pod_watches: BTreeMap<Arc<str>, futures::stream::AbortHandle> = BTreeMap::new();
         let mut fetches: JoinSet<Fetched> = JoinSet::new();
         let mut running: BTreeMap<Reference, AbortHandle> = BTreeMap::new();
         let mut flush_at: Option<Instant> = None;
@@ -155,7 +164,22 @@ impl KubeSource {
                     None => return Err(KubeError::WatchesEnded),
                     Some(Update::Full(kind, Ok(event))) => {
                         let first_sync = !cache.all_synced();
-                        if cache.apply(kind, event) {
+                        let mut changed = cache.apply(kind, event);
+                        if kind == Kind::InferencePool {
+                            changed |= scope_pods(&self.client, &mut cache, &mut pod_watches, &mut events);
+                        }
+                        if changed {
+                            flush_at.get_or_insert_with(|| {
+                                flush_due(Instant::now(), last_flush, debounce)
+                            });
+                        }
+                        if first_sync && cache.all_synced() {
+                            tracing::info!(objects = cache.store.len(), "every watched kind has synced");
+                        }
+                    }
+                    Some(Update::Pods(namespace, Ok(event))) => {
+                        let first_sync = !cache.all_synced();
+                        if cache.apply_pods(&namespace, event) {
                             flush_at.get_or_insert_with(|| {
                                 flush_due(Instant::now(), last_flush, debounce)
                             });
@@ -182,6 +206,9 @@ impl KubeSource {
                         // served; the watcher keeps retrying, so installing or upgrading the
                         // CRD later brings its objects in.
                         if cache.mark_absent(kind) {
+                            if kind == Kind::InferencePool {
+                                scope_pods(&self.client, &mut cache, &mut pod_watches, &mut events);
+                            }
                             tracing::info!(
                                 %kind,
                                 api_version = kind.api_version(),
@@ -194,7 +221,10 @@ impl KubeSource {
                     }
                     Some(update) => {
                         let kind = update.kind();
-                        let (Update::Full(_, Err(err)) | Update::Meta(_, Err(err))) = update else {
+                        let (Update::Full(_, Err(err))
+                        | Update::Meta(_, Err(err))
+                        | Update::Pods(_, Err(err))) = update
+                        else {
                             continue;
                         };
                         tracing::warn!(
@@ -207,6 +237,63 @@ impl KubeSource {
             }
         }
     }
+}
+
+/// Start and stop Pod watches so that exactly the namespaces with InferencePools are
+/// watched, each with its pools' selectors ([`pods`]); returns whether the store
+/// changed (Pods of a namespace no longer watched left it).
+fn scope_pods(
+    client: &Client,
+    cache: &mut Cache,
+    watches: &mut BTreeMap<Arc<str>, futures::stream::AbortHandle>,
+    events: &mut SelectAll<BoxStream<'static, Update>>,
+) -> bool {
+    let pods::Change {
+        start,
+        stop,
+        store_changed: changed,
+    } = cache.set_pod_scopes(pods::wanted(&cache.store));
+    for namespace in stop {
+        if let Some(handle) = watches.remove(&namespace) {
+            handle.abort();
+        }
+    }
+    for (namespace, selectors) in start {
+        if let Some(old) = watches.remove(&namespace) {
+            old.abort();
+        }
+        tracing::debug!(%namespace, "watching the Pods of a namespace with InferencePools");
+        let (stream, handle) = futures::stream::abortable(watch_pods(
+            client.clone(),
+            namespace.clone(),
+            pods::label_selector(&selectors),
+        ));
+        watches.insert(namespace, handle);
+        events.push(stream.boxed());
+    }
+    changed
+}
+
+/// The running Pods of one namespace (with `labels` when given), default backoff,
+/// managedFields stripped.
+fn watch_pods(
+    client: Client,
+    namespace: Arc<str>,
+    labels: Option<String>,
+) -> BoxStream<'static, Update> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client, &namespace, &api_resource(Kind::Pod));
+    let mut config = watch_config(Kind::Pod);
+    if let Some(labels) = &labels {
+        config = config.labels(labels);
+    }
+    watcher::watcher(api, config)
+        .default_backoff()
+        .map(move |event| {
+            let event = event.map(|e| e.modify(|o| o.metadata.managed_fields = None));
+            Update::Pods(namespace.clone(), event)
+        })
+        .boxed()
 }
 
 /// When a batch whose first change came at `now` is sent: at once when nothing was sent for
@@ -284,6 +371,12 @@ pub(crate) struct Cache {
     pub(crate) fetches: Fetches,
     /// Reads to cancel (their object is no longer referenced, or was deleted).
     pub(crate) cancel: Vec<Reference>,
+    /// The namespaces whose Pods are watched, with their pools' selectors ([`pods`]).
+    pod_scopes: pods::Scopes,
+    /// Those whose Pod watch has listed once.
+    pod_listed: BTreeSet<Arc<str>>,
+    /// Pods of a namespace's relist in progress.
+    pod_relists: BTreeMap<Arc<str>, Relist>,
 }
 
 #[derive(Default)]
@@ -350,6 +443,111 @@ impl Cache {
     pub(crate) fn mark_absent(&mut self, kind: Kind) -> bool {
         self.relists.remove(&kind);
         self.synced.insert(kind)
+    }
+
+    /// Set the namespaces whose Pods are watched to `wanted`: returns the watches to
+    /// start (new namespaces, and those whose selectors changed: a relist), the namespaces
+    /// to stop watching, and whether the store changed (their Pods left it).
+    pub(crate) fn set_pod_scopes(&mut self, wanted: pods::Scopes) -> pods::Change {
+        let mut start = Vec::new();
+        let mut stop = Vec::new();
+        let mut changed = false;
+        for (namespace, selectors) in &self.pod_scopes {
+            if wanted.get(namespace) != Some(selectors) {
+                self.pod_relists.remove(namespace);
+                self.pod_listed.remove(namespace);
+                if !wanted.contains_key(namespace) {
+                    stop.push(namespace.clone());
+                    changed |= pods::clear_namespace(&mut self.store, namespace);
+                }
+            }
+        }
+        for (namespace, selectors) in &wanted {
+            if self.pod_scopes.get(namespace) != Some(selectors) {
+                start.push((namespace.clone(), selectors.clone()));
+            }
+        }
+        self.pod_scopes = wanted;
+        self.pods_synced();
+        pods::Change {
+            start,
+            stop,
+            store_changed: changed,
+        }
+    }
+
+    /// Pods count as listed once InferencePools have and every namespace watch has.
+    fn pods_synced(&mut self) {
+        if self.synced.contains(&Kind::InferencePool)
+            && self
+                .pod_scopes
+                .keys()
+                .all(|ns| self.pod_listed.contains(ns))
+            && self.synced.insert(Kind::Pod)
+        {
+            tracing::debug!("first Pod lists complete");
+        }
+    }
+
+    /// Apply one event of a namespace's Pod watch; returns whether the store changed.
+    pub(crate) fn apply_pods(&mut self, namespace: &Arc<str>, event: Event<DynamicObject>) -> bool {
+        let Some(selectors) = self.pod_scopes.get(namespace) else {
+            // (A watch just stopped.)
+            return false;
+        };
+        match event {
+            Event::Init => {
+                self.pod_relists
+                    .insert(namespace.clone(), Relist::default());
+                false
+            }
+            Event::InitApply(object) => {
+                let key = key_of(&object);
+                let converted = convert(Kind::Pod, object);
+                let relist = self.pod_relists.entry(namespace.clone()).or_default();
+                match converted {
+                    Ok(object) if pods::keep(selectors, &object) => relist.objects.push(object),
+                    Ok(_) => {}
+                    Err(rejection) => {
+                        if let Some(old) = self.store.get(Kind::Pod, &key) {
+                            relist.objects.push(old);
+                        }
+                        relist.rejected.push((key, rejection));
+                    }
+                }
+                false
+            }
+            Event::InitDone => {
+                let relist = self.pod_relists.remove(namespace).unwrap_or_default();
+                pods::clear_namespace(&mut self.store, namespace);
+                for object in relist.objects {
+                    self.store.apply(object);
+                }
+                for (key, rejection) in relist.rejected {
+                    self.store.rejected.insert((Kind::Pod, key), rejection);
+                }
+                self.pod_listed.insert(namespace.clone());
+                self.pods_synced();
+                true
+            }
+            Event::Apply(object) => {
+                let key = key_of(&object);
+                match convert(Kind::Pod, object) {
+                    Ok(object) if pods::keep(selectors, &object) => {
+                        self.store.rejected.remove(&(Kind::Pod, key));
+                        self.store.apply(object);
+                        true
+                    }
+                    // Its labels no longer match any pool.
+                    Ok(_) => self.store.delete(Kind::Pod, &key),
+                    Err(rejection) => {
+                        self.store.rejected.insert((Kind::Pod, key), rejection);
+                        true
+                    }
+                }
+            }
+            Event::Delete(object) => self.store.delete(Kind::Pod, &key_of(&object)),
+        }
     }
 
     /// Apply one watcher event; returns whether the store changed.
