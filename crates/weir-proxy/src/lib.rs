@@ -28,6 +28,7 @@ mod listener;
 mod log_limit;
 mod metrics;
 mod mirror;
+mod model_name;
 mod passthrough;
 pub mod proxy_protocol;
 mod rate_limit;

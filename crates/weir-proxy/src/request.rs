@@ -169,7 +169,16 @@ pub(crate) fn serve(
                 .as_ref()
                 .map(|t| t.start_span(&conn, &mut req)),
         };
-        let response = match route_and_forward(&conn, &snapshot, req, &mut log).await {
+        let routed = match crate::model_name::wanted(&conn, &mut req) {
+            None => route_and_forward(&conn, &snapshot, req, &mut log).await,
+            // Body-Based Routing: the body read before routing ([`crate::model_name`]).
+            Some(read) => {
+                let (conn, snapshot, log) = (&*conn, &*snapshot, &mut log);
+                read.then(req, move |req| route_and_forward(conn, snapshot, req, log))
+                    .await
+            }
+        };
+        let response = match routed {
             Ok(response) => response,
             Err(err) => error_response(&conn, &mut log, &err),
         };
@@ -584,13 +593,8 @@ fn handle_action<'s>(
     };
     let stall = body_timer(conn, &parts);
     if !action.needs_async() {
-        return onward(
-            onward_state,
-            ex,
-            base,
-            parts,
-            RequestBody::Streaming(body, stall),
-        );
+        let body = RequestBody::from_client(conn, &mut parts.extensions, body, stall);
+        return onward(onward_state, ex, base, parts, body);
     }
     // Phase 3, request (asynchronous): one boxed future, only for routes that have a step
     // in it ([`phase3`]). The redirect base is kept by value: the future outlives `base`.
@@ -598,7 +602,7 @@ fn handle_action<'s>(
     let (scheme, port) = (base.scheme, base.port);
     let upgrade = onward_state.upgrade.is_some();
     let fut: BoxedExchange<'s> = Box::pin(async move {
-        let mut body = RequestBody::Streaming(body, stall);
+        let mut body = RequestBody::from_client(conn, &mut parts.extensions, body, stall);
         let flow = phase3::run(conn, &mut ex, &mut parts, &mut body, upgrade).await?;
         if let Flow::Answer(mut answer) = flow {
             if ex.kept.as_ref().is_some_and(|k| k.cache_hit) {

@@ -50,6 +50,10 @@ pub struct ClientPolicy {
     pub tls: Option<TlsSettings>,
     /// `http2`: HTTP/2 settings advertised to clients.
     pub http2: Option<Http2Settings>,
+    /// `bodyBasedRouting` (Weir's own): before routes are matched, the `model` of a JSON
+    /// request body (`Content-Type: application/json`, at most this many bytes, else 413)
+    /// is copied into `X-Gateway-Model-Name`; the body is forwarded unchanged.
+    pub body_based_routing: Option<u64>,
 }
 
 /// `clientIPDetection.xForwardedFor`: the client address is taken from X-Forwarded-For when

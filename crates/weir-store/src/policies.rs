@@ -98,6 +98,22 @@ pub struct ClientTrafficPolicySpec {
     pub tls: Option<ClientTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2: Option<Http2Settings>,
+    /// Weir's own field (Envoy Gateway has none): the Inference Extension's Body-Based
+    /// Routing, the `model` of a JSON request body copied into `X-Gateway-Model-Name`
+    /// before routes are matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_based_routing: Option<BodyBasedRouting>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `bodyBasedRouting` of a ClientTrafficPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BodyBasedRouting {
+    /// The largest body read to find the model: bytes, or a quantity (`1Mi`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<IntOrString>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -131,6 +131,20 @@ pub(crate) enum RequestBody {
 }
 
 impl RequestBody {
+    /// The client's body: as it streams in, or as Body-Based Routing read it before routing
+    /// ([`crate::model_name`]; sockets without it pay one check).
+    pub(crate) fn from_client(
+        conn: &ConnCtx,
+        extensions: &mut http::Extensions,
+        body: Incoming,
+        stall: Option<BodyTimer>,
+    ) -> Self {
+        match crate::model_name::take_body(conn, extensions) {
+            Some(bytes) => RequestBody::Buffered(bytes),
+            None => RequestBody::Streaming(body, stall),
+        }
+    }
+
     /// Whether there is a body at all.
     pub(crate) fn has_body(&self) -> bool {
         match self {

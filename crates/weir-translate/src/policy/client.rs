@@ -264,6 +264,9 @@ fn unsupported_fields(spec: &weir_store::policies::ClientTrafficPolicySpec) -> V
     if let Some(h) = &spec.http2 {
         add("spec.http2", &h.unsupported);
     }
+    if let Some(b) = &spec.body_based_routing {
+        add("spec.bodyBasedRouting", &b.unsupported);
+    }
     out
 }
 
@@ -422,8 +425,22 @@ fn compile(
             )?,
         });
     }
+    if let Some(b) = &spec.body_based_routing {
+        out.body_based_routing = Some(match &b.max_body_size {
+            None => DEFAULT_MODEL_BODY,
+            Some(size) => u64::from(bytes(
+                "spec.bodyBasedRouting.maxBodySize",
+                size,
+                1,
+                64 * 1024 * 1024,
+            )?),
+        });
+    }
     Ok(out)
 }
+
+/// `bodyBasedRouting.maxBodySize` unless set: 1 MiB (chat requests with long prompts fit).
+const DEFAULT_MODEL_BODY: u64 = 1024 * 1024;
 
 fn tls(t: &weir_store::policies::ClientTls) -> Result<TlsSettings, NotAccepted> {
     let version = |field: &str, v: Option<&str>, is_max: bool| match v {
