@@ -1660,6 +1660,9 @@ def main():
             sys.exit(f"{tool} is missing: run bench/run.sh (installs it) or apt-get install it")
     if not WEIR.exists():
         sys.exit(f"{WEIR} is missing: cargo build --release --bins")
+    if 7 in SECTIONS and not shutil.which("redis-server"):
+        sys.exit("redis-server is missing (section 7's global rate limit): run bench/run.sh "
+                 "(installs it) or apt-get install redis-server")
     if os.cpu_count() < 2:
         sys.exit("needs at least 2 CPUs (proxy on one, load on the other)")
     TMP.mkdir(parents=True, exist_ok=True)
