@@ -1301,7 +1301,7 @@ POLICY_CASES = [
         route9={"backend_ref": "        - group: inference.networking.k8s.io\n"
                                "          kind: InferencePool\n          name: bench-pool\n"},
         procs=(("epp", lambda: start_test_epp(PORTS["epp"])),),
-        accepted=("HTTPRoute", f"r-{POLICY_ROUTE}"),
+        accepted=[("HTTPRoute", f"r-{POLICY_ROUTE}"), ("InferencePool", "bench-pool")],
         applied=_hdr("x-went-into-resp-headers", "true")),
 ]
 CASES_BY_NAME = {c.name: c for c in POLICY_CASES}
@@ -1405,7 +1405,9 @@ def check_case(case, headers, port=None):
     """Raise unless the case's object is Accepted and route 9 answers with the policy's
     effect (twice: a cache fills on the first) while route 8 answers 200 without it."""
     port = port or WEIR_HTTP
-    conds = check_accepted(*case.accepted) if case.accepted else []
+    objects = case.accepted if isinstance(case.accepted, list) else [case.accepted]
+    conds = [f"{kind} {c}" for kind, name in filter(None, objects)
+             for c in check_accepted(kind, name)]
     path9 = prefix(POLICY_ROUTE) + case.path
     path8 = prefix(TWIN_ROUTE) + case.path
     deadline = time.time() + 20
