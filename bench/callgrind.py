@@ -11,7 +11,7 @@ counter. Usage:
 
     python3 bench/callgrind.py [-n 20000] [-c 4] [-m 1] [--h2] [--tls] [--cache] [--proxy nginx]
                                [--trace-sample F] [--policy [--policy-blocks B,B]] [--weir PATH]
-                               [--top N]
+                               [--case NAME[,NAME...] | --case all] [--top N]
 
 `--policy` measures, in the same run with the same binary, route 9 without a policy (the plain
 config, as without the flag), then in a second weir process route 9 under the bench's
@@ -19,6 +19,14 @@ BackendTrafficPolicy (retry, passive health, circuit breaker, LeastRequest: `run
 checked Accepted on /status first) and route 8 (no policy) beside it, and prints each with
 its ratio to the first. `--policy-blocks retry,health,breaker,leastrequest` keeps only some
 of the policy's blocks, to see what each costs.
+
+`--case NAME` measures section 7's policy rows (`run.POLICY_CASES`: ratelimit-local,
+ratelimit-global, gzip, cache-hit, jwt-rs256, jwt-es256, jwt-eddsa, basic-sha, basic-bcrypt,
+extauth-http, extauth-grpc, inference; `--case all` for every one): per case one weir process
+with the same config `make bench` writes (`run.policy_case_config`) and the same helpers
+(redis-server, weir-test-auth, weir-test-epp), checked Accepted and applied on route 9
+(`run.check_case`), then route 8 (no policy) and route 9 (the policy) with the case's path
+and headers; prints Ir per request of each and the ratio.
 
 `--trace-sample F` turns weir's OpenTelemetry tracing on (`--otlp-endpoint`, OTLP/HTTP) with
 that sample, exporting to a sink in this script that answers every export with 200, so the
@@ -66,6 +74,10 @@ def main():
     ap.add_argument("--policy-blocks", metavar="B,B",
                     help="with --policy: only these blocks of the policy (of "
                          f"{','.join(run.POLICY_BLOCKS)}), to see what each costs")
+    ap.add_argument("--case", metavar="NAME[,NAME]",
+                    help="section 7's policy rows: route 8 (no policy) and route 9 (the case's "
+                         f"policy) in one weir process per case; of {','.join(run.CASES_BY_NAME)} "
+                         "or all")
     ap.add_argument("--weir", metavar="PATH",
                     help="the weir binary to run (default target/release/weir), e.g. a build "
                          "copied aside to compare with")
@@ -75,7 +87,15 @@ def main():
     args = ap.parse_args()
     if args.policy and args.proxy != "weir":
         ap.error("--policy measures weir")
-    top = args.top if args.top is not None else (40 if args.policy else 80)
+    top = args.top if args.top is not None else (40 if args.policy or args.case else 80)
+    case_names = []
+    if args.case:
+        case_names = (list(run.CASES_BY_NAME) if args.case == "all"
+                      else [c for c in args.case.split(",") if c])
+        unknown = [c for c in case_names if c not in run.CASES_BY_NAME]
+        if unknown or args.proxy != "weir" or args.policy or args.h2 or args.tls:
+            ap.error(f"--case takes names of {','.join(run.CASES_BY_NAME)} (or all), measures "
+                     "weir over HTTP/1.1 and does not go with --policy")
     blocks = tuple(run.POLICY_BLOCKS)
     if args.policy_blocks:
         blocks = tuple(b for b in args.policy_blocks.split(",") if b)
@@ -88,21 +108,43 @@ def main():
     run.ensure_cert()
     for f in glob.glob(str(run.TMP / "callgrind.out") + "*"):
         os.remove(f)
-    # (process tag, config dir, the policy's blocks or None, [(label, route index)]): one proxy process
-    # per entry.
+    # (process tag, config dir, the policy's blocks or None, [(label, route index)], section 7's
+    # case or None): one proxy process per entry.
     if args.proxy == "nginx":
-        cases = [("nginx", None, None, [("nginx, route 9", 9)])]
+        cases = [("nginx", None, None, [("nginx, route 9", 9)], None)]
+    elif case_names:
+        cases = []
+        for name in case_names:
+            c = run.CASES_BY_NAME[name]
+            cases.append((f"weir-case-{name}", None, None,
+                          [(f"{name}: no policy, route 8", run.TWIN_ROUTE),
+                           (f"{name}: {c.label}, route 9", run.POLICY_ROUTE)], c))
     else:
-        cases = [("weir", run.weir_config(10), None, [("no policy, route 9", 9)])]
+        cases = [("weir", run.weir_config(10), None, [("no policy, route 9", 9)], None)]
         if args.policy:
             cases.append(("weir-policy", run.weir_config(10, policy_on=9, blocks=blocks),
                           blocks, [(f"policy ({'+'.join(blocks)}), route 9", 9),
-                                   ("no policy, route 8 (policy on 9)", 8)]))
+                                   ("no policy, route 8 (policy on 9)", 8)], None))
     backend = run.start_backend()
     measured = []
     try:
-        for tag, config_dir, policy, routes in cases:
-            measured += measure(args, tag, config_dir, policy, routes)
+        for tag, config_dir, policy, routes, case in cases:
+            if case is None:
+                measured += measure(args, tag, config_dir, policy, routes)
+                continue
+            try:
+                config_dir = run.policy_case_config(case)
+            except run.SkipCase as e:
+                print(f"{case.name}: skipped ({e})", flush=True)
+                continue
+            helpers = []
+            try:
+                for _, start in case.procs:
+                    helpers.append(start())
+                measured += measure(args, tag, config_dir, policy, routes, case=case)
+            finally:
+                for h in reversed(helpers):
+                    h.stop()
     finally:
         backend.stop()
     results = []
@@ -121,7 +163,14 @@ def main():
         print("\n".join(ann.splitlines()[:top]))
         print()
         results.append((label, totals[0] / args.n if totals else float("nan")))
-    if len(results) > 1:
+    if case_names:
+        # Pairs: each case's route 8 then route 9, from one process.
+        print(f"summary (Ir per request, -n {args.n} -c {args.c}; route 9 with the policy "
+              "against route 8 without it, same process):")
+        for (label8, ir8), (label9, ir9) in zip(results[0::2], results[1::2]):
+            print(f"  {label9:72} {ir9:>9,.0f}  vs {ir8:>9,.0f}  × {ir9 / ir8:.3f} "
+                  f"({ir9 - ir8:+,.0f})")
+    elif len(results) > 1:
         base = results[0][1]
         print(f"summary (Ir per request, -n {args.n} -c {args.c}"
               f"{' --h2' if args.h2 else ''}{' --tls' if args.tls else ''}):")
@@ -129,9 +178,12 @@ def main():
             print(f"  {label:52} {ir:>9,.0f}  × {ir / base:.3f} ({ir - base:+,.0f})")
 
 
-def measure(args, tag, config_dir, policy, routes):
+def measure(args, tag, config_dir, policy, routes, case=None):
     """Start the proxy under callgrind, then for each (label, route): warm up, zero the
-    counters, send N requests, dump. Returns [(label, dump file)]."""
+    counters, send N requests, dump. Returns [(label, dump file)]. With a section 7 `case`:
+    its weir arguments, path and headers, and `run.check_case` before measuring."""
+    path = case.path if case else "/x"
+    headers = case.headers() if case else {}
     out = run.TMP / f"callgrind.out.{tag}"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     if args.cache:
@@ -144,6 +196,8 @@ def measure(args, tag, config_dir, policy, routes):
                 "--admin-addr", f"127.0.0.1:{run.PORTS['weir_admin']}", "--log-level", "warn",
                 "--access-log", "on" if args.access_log else "off",
                 "--worker-threads", "1"]
+        if case:
+            argv += list(case.weir_args)
         if args.trace_sample is not None:
             sink = otlp_sink()
             argv += ["--otlp-endpoint", f"http://127.0.0.1:{sink.server_port}",
@@ -166,6 +220,9 @@ def measure(args, tag, config_dir, policy, routes):
                 if time.time() > deadline or not p.alive():
                     raise RuntimeError(f"weir under valgrind not ready; see {p.log_path}")
                 time.sleep(0.2)
+            if case:
+                print(f"{tag}: " + (", ".join(run.check_case(case, headers)) or "no status")
+                      + "; applied on route 9, not on route 8", flush=True)
             if policy:
                 print(f"{tag}: BackendTrafficPolicy {run.POLICY_NAME} ({'+'.join(policy)}): "
                       + ", ".join(run.check_policy(policy)), flush=True)
@@ -176,8 +233,9 @@ def measure(args, tag, config_dir, policy, routes):
         proto = [] if args.h2 else ["--h1"]
 
         def load(n, i):
-            url = f"{scheme}://127.0.0.1:{port}{run.prefix(i)}/x"
+            url = f"{scheme}://127.0.0.1:{port}{run.prefix(i)}{path}"
             hdr = ["-H", f":authority: {run.host(i)}"]
+            hdr += [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]
             r = subprocess.run(["h2load", "-n", str(n), "-c", str(args.c), "-m", str(args.m)] + proto
                                + hdr + [url], capture_output=True, text=True, timeout=600)
             # Every request answered 2xx: a 404 or 503 would measure another path.

@@ -12,6 +12,10 @@ Sections (see bench/README.md for how to read them):
   5. hot update under load: 100 route changes during a wrk run; failures counted
   6. BackendTrafficPolicy cost: route 9 without and with a policy (retry, passive health,
      circuit breaker, LeastRequest), alternating rounds, HTTP/1.1 16 connections
+  7. policy rows (issues 22-24): rate limits (local; global against a local redis-server),
+     gzip, a response-cache hit, JWT (RS256, ES256, EdDSA), basic auth, ext auth (HTTP,
+     gRPC) and an InferencePool with the test picker, each on route 9 beside route 8
+     without it in the same weir process
 
 Writes the markdown report to bench/results/latest.md (and prints it). Environment:
   BENCH_QUICK=1        a few seconds per case (smoke run)
@@ -19,6 +23,9 @@ Writes the markdown report to bench/results/latest.md (and prints it). Environme
   BENCH_SECTIONS=1,2,… run only these sections
   BENCH_NO_WAIT=1      do not wait for compilers to finish before measuring
   BENCH_OUT=PATH       also write the report there (e.g. a named results file)
+  BENCH_CASES=a,b      section 7: only these cases (names in POLICY_CASES)
+  BENCH_WEIR=PATH      the weir binary (default target/release/weir)
+  BENCH_TESTKIT_BIN=D  where weir-test-auth / weir-test-epp are (default target/release)
 """
 
 import http.client
@@ -41,12 +48,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TMP = HERE / "results" / "tmp"
-WEIR = ROOT / "target" / "release" / "weir"
+WEIR = Path(os.environ.get("BENCH_WEIR", str(ROOT / "target" / "release" / "weir")))
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "10"))
 WARMUP = 1 if QUICK else 2
-SECTIONS = {int(s) for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5,6").split(",") if s}
+SECTIONS = {int(s) for s in os.environ.get("BENCH_SECTIONS", "1,2,3,4,5,6,7").split(",") if s}
 # Section 1 runs every system this many times, interleaved (weir, nginx, haproxy, direct,
 # then again), and reports each case's median: on a shared or noisy machine a slow spell
 # then hits every system alike instead of one system's whole run.
@@ -70,6 +77,11 @@ PORTS = {
     "nginx_https": 21443,
     "haproxy_http": 22080,
     "haproxy_https": 22443,
+    # section 7's helpers (`policy_case_*`)
+    "redis": 19100,
+    "ext_auth_http": 19101,
+    "ext_auth_grpc": 19102,
+    "epp": 19103,
 }
 WEIR_HTTP = PORTS["weir_offset"] + 80
 WEIR_HTTPS = PORTS["weir_offset"] + 443
@@ -235,7 +247,12 @@ def prefix(i):
     return f"/svc-{i}"
 
 
-def route_yaml(name, hostname, path):
+def route_yaml(name, hostname, path, filters="", backend_ref="        - name: backend\n          port: 80\n"):
+    """One HTTPRoute; `filters` (YAML list items at the rule's filter indent) and
+    `backend_ref` (YAML list items) let section 7 put an ExternalAuth filter or an
+    InferencePool on a route."""
+    if filters:
+        filters = "      filters:\n" + filters
     return f"""apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
@@ -250,10 +267,8 @@ spec:
         - path:
             type: PathPrefix
             value: {path}
-      backendRefs:
-        - name: backend
-          port: 80
-"""
+{filters}      backendRefs:
+{backend_ref}"""
 
 
 # The BackendTrafficPolicy whose cost section 6 and `callgrind.py --policy` measure: every
@@ -463,12 +478,16 @@ def start_backend():
 
 
 def start_weir(config_dir, debounce="50ms", log="weir"):
+    return start_weir_args(config_dir, (), debounce=debounce, log=log)
+
+
+def start_weir_args(config_dir, extra_args, debounce="50ms", log="weir"):
     p = Proc(
         "weir",
         [str(WEIR), "run", "--config-dir", str(config_dir), "--bind", "127.0.0.1",
          "--listener-port-offset", str(PORTS["weir_offset"]),
          "--admin-addr", f"127.0.0.1:{PORTS['weir_admin']}", "--log-level", "warn", "--access-log", "off",
-         "--worker-threads", "1", "--debounce", debounce],
+         "--worker-threads", "1", "--debounce", debounce, *extra_args],
         cpu=PROXY_CPU, log=log,
     )
     deadline = time.time() + 300
@@ -539,11 +558,12 @@ def check_policy(blocks=tuple(POLICY_BLOCKS)):
 # load generators
 
 
-def wrk(port, hostname, path, conns, duration, https=False):
+def wrk(port, hostname, path, conns, duration, https=False, headers=None):
     scheme = "https" if https else "http"
+    extra = [a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")]
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
             "--timeout", "5s", "-s", str(HERE / "report.lua"), "-H", f"Host: {hostname}",
-            f"{scheme}://127.0.0.1:{port}{path}"]
+            *extra, f"{scheme}://127.0.0.1:{port}{path}"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     m = re.search(r"WRK_JSON (\{.*\})", out.stdout)
     if not m:
@@ -921,6 +941,643 @@ def section_policy(report):
 
 
 # ---------------------------------------------------------------------------------------
+# section 7: policy rows (issues 22, 23, 24). Each case puts one policy on route 9 of 10;
+# route 8, in the same weir process, is its no-policy twin, requested with the same path and
+# headers. `bench/callgrind.py --case NAME` measures the same pair in instructions.
+
+TESTKIT_BIN = Path(os.environ.get("BENCH_TESTKIT_BIN", str(ROOT / "target" / "release")))
+POLICY_ROUTE, TWIN_ROUTE = 9, 8
+JWT_ISSUER, JWT_AUDIENCE = "https://bench.test", "bench"
+# A limit far above what one core can send: every request is counted and admitted.
+RATE_LIMIT_RULE = """      rules:
+        - clientSelectors: [{sourceCIDR: {type: Distinct, value: 0.0.0.0/0}}]
+          limit: {requests: 1000000000, unit: Second}
+"""
+
+
+def b64url(data):
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def openssl(*args, data=None):
+    return subprocess.run(["openssl", *args], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def der_ecdsa_to_jws(sig, size=32):
+    """An ECDSA-Sig-Value (DER SEQUENCE of INTEGER r, s), as openssl signs, to JWS's r || s."""
+    def read_len(b, i):
+        n = b[i]
+        if n < 0x80:
+            return n, i + 1
+        k = n & 0x7F
+        return int.from_bytes(b[i + 1:i + 1 + k], "big"), i + 1 + k
+
+    assert sig[0] == 0x30
+    _, i = read_len(sig, 1)
+    out = b""
+    for _ in range(2):
+        assert sig[i] == 0x02
+        n, i = read_len(sig, i + 1)
+        out += int.from_bytes(sig[i:i + n], "big").to_bytes(size, "big")
+        i += n
+    return out
+
+
+# alg -> (openssl genpkey arguments, kid)
+JWT_KEYS = {
+    "RS256": (["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], "bench-rs"),
+    "ES256": (["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "bench-es"),
+    "EdDSA": (["-algorithm", "ED25519"], "bench-ed"),
+}
+
+
+def jwt_key(alg):
+    """(private key PEM path, JWK of its public half), generated once with openssl into
+    bench/results/tmp/jwt/."""
+    genpkey, kid = JWT_KEYS[alg]
+    d = TMP / "jwt"
+    d.mkdir(parents=True, exist_ok=True)
+    pem = d / f"{alg}.pem"
+    if not pem.exists():
+        openssl("genpkey", *genpkey, "-out", str(pem))
+    spki = openssl("pkey", "-in", str(pem), "-pubout", "-outform", "DER")
+    jwk = {"kid": kid, "alg": alg, "use": "sig"}
+    if alg == "RS256":
+        modulus = openssl("rsa", "-in", str(pem), "-noout", "-modulus").decode()
+        n = bytes.fromhex(modulus.strip().split("=", 1)[1])
+        jwk.update(kty="RSA", n=b64url(n), e="AQAB")
+    elif alg == "ES256":
+        point = spki[-65:]  # 0x04 || x || y
+        jwk.update(kty="EC", crv="P-256", x=b64url(point[1:33]), y=b64url(point[33:]))
+    else:
+        jwk.update(kty="OKP", crv="Ed25519", x=b64url(spki[-32:]))
+    return pem, jwk
+
+
+def jwt_token(alg):
+    """A token signed with `jwt_key(alg)`, valid for a day: iss, aud, sub, iat, exp."""
+    pem, jwk = jwt_key(alg)
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": alg, "typ": "JWT", "kid": jwk["kid"]}).encode())
+    claims = b64url(json.dumps({"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "bench-user",
+                                "iat": now, "exp": now + 86400}).encode())
+    signing_input = f"{header}.{claims}".encode()
+    if alg == "EdDSA":
+        msg = TMP / "jwt" / "signing-input"
+        msg.write_bytes(signing_input)
+        sig = openssl("pkeyutl", "-sign", "-rawin", "-inkey", str(pem), "-in", str(msg))
+    else:
+        sig = openssl("dgst", "-sha256", "-sign", str(pem), data=signing_input)
+        if alg == "ES256":
+            sig = der_ecdsa_to_jws(sig)
+    return f"{header}.{claims}.{b64url(sig)}"
+
+
+BENCH_PASSWORD = "bench-password"
+
+
+def htpasswd_line(scheme):
+    """`bench:<hash of BENCH_PASSWORD>` as `htpasswd -s` (SHA) or `htpasswd -B` (bcrypt,
+    cost 10) writes it; None when this Python cannot make a bcrypt hash."""
+    import base64
+    import hashlib
+
+    if scheme == "sha":
+        return "bench:{SHA}" + base64.b64encode(hashlib.sha1(BENCH_PASSWORD.encode()).digest()).decode()
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # the system's crypt(3); bcrypt via libxcrypt
+        h = crypt.crypt(BENCH_PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10))
+    except (ImportError, AttributeError, OSError):
+        return None
+    return f"bench:{h}" if h and h.startswith("$2") else None
+
+
+def basic_header():
+    import base64
+
+    return "Basic " + base64.b64encode(f"bench:{BENCH_PASSWORD}".encode()).decode()
+
+
+def btp_yaml(spec):
+    return f"""apiVersion: gateway.weir.dev/v1alpha1
+kind: BackendTrafficPolicy
+metadata:
+  name: bench-case
+  namespace: default
+spec:
+  targetRefs:
+    - group: gateway.networking.k8s.io
+      kind: HTTPRoute
+      name: r-{POLICY_ROUTE}
+{spec}"""
+
+
+def security_yaml(spec, before=""):
+    return before + f"""apiVersion: gateway.weir.dev/v1alpha1
+kind: SecurityPolicy
+metadata:
+  name: bench-case
+  namespace: default
+spec:
+  targetRefs:
+    - group: gateway.networking.k8s.io
+      kind: HTTPRoute
+      name: r-{POLICY_ROUTE}
+{spec}"""
+
+
+def service_yaml(name, port, target, app_protocol=None):
+    """A Service and its EndpointSlice on 127.0.0.1:target."""
+    ap = f"\n      appProtocol: {app_protocol}" if app_protocol else ""
+    ap_slice = f"\n    appProtocol: {app_protocol}" if app_protocol else ""
+    return f"""apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  ports:
+    - port: {port}
+      targetPort: {target}{ap}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-local
+  namespace: default
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+ports:
+  - port: {target}
+    protocol: TCP{ap_slice}
+endpoints:
+  - addresses: ["127.0.0.1"]
+    conditions:
+      ready: true
+"""
+
+
+def ext_auth_filter(protocol):
+    if protocol == "HTTP":
+        return """        - type: ExternalAuth
+          externalAuth:
+            protocol: HTTP
+            backendRef: {name: ext-auth-http, port: 9000}
+            http:
+              path: /verify
+              allowedResponseHeaders: [x-current-user]
+"""
+    return """        - type: ExternalAuth
+          externalAuth:
+            protocol: GRPC
+            backendRef: {name: ext-auth-grpc, port: 9001}
+"""
+
+
+def inference_yaml():
+    return f"""apiVersion: v1
+kind: Pod
+metadata:
+  name: bench-model-0
+  namespace: default
+  labels: {{app: bench-model}}
+status:
+  phase: Running
+  podIP: 127.0.0.1
+  conditions: [{{type: Ready, status: "True"}}]
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata:
+  name: bench-pool
+  namespace: default
+spec:
+  selector:
+    matchLabels: {{app: bench-model}}
+  targetPorts:
+    - number: {PORTS["backend_http"]}
+  endpointPickerRef:
+    name: bench-epp
+    port: {{number: 9002}}
+---
+""" + service_yaml("bench-epp", 9002, PORTS["epp"], "http2")
+
+
+class PolicyCase:
+    """One row of section 7: what to write next to the 10 routes (`files`: name -> text;
+    `route9`: route 9's filters / backendRefs), the helper processes it needs, the request
+    (path under the route's prefix, headers), the object that must be Accepted on /status,
+    and `applied(status, headers)` -> None or why route 9's answer shows no policy."""
+
+    def __init__(self, name, issue, label, files=None, route9=None, procs=(), weir_args=(),
+                 path="/x", headers=None, accepted=None, applied=None, note=""):
+        self.name, self.issue, self.label = name, issue, label
+        self.files = files or (lambda: {})
+        self.route9 = route9 or {}
+        self.procs, self.weir_args = procs, weir_args
+        self.path, self.headers = path, headers or (lambda: {})
+        self.accepted, self.applied, self.note = accepted, applied, note
+
+
+def _hdr(name, want=None):
+    def check(status, headers):
+        v = headers.get(name)
+        if status != 200 or v is None or (want is not None and want not in v):
+            return f"status {status}, {name}: {v!r} (want {want or 'present'})"
+        return None
+    return check
+
+
+def _refuses_without(header):
+    """Route 9 refuses a request without `header` (401) and admits one with it."""
+    def check(status, headers, unauth_status=None):
+        if status != 200:
+            return f"status {status} with credentials"
+        if unauth_status is not None and unauth_status == 200:
+            return f"route 9 answers 200 without {header}: the policy is not applied"
+        return None
+    check.without = header
+    return check
+
+
+def _jwt_case(alg):
+    return PolicyCase(
+        f"jwt-{alg.lower()}", 23, f"JWT {alg} (local JWKS, key cached)",
+        files=lambda: {"case.yaml": security_yaml(f"""  jwt:
+    providers:
+      - name: bench
+        issuer: {JWT_ISSUER}
+        audiences: [{JWT_AUDIENCE}]
+        localJWKS:
+          type: Inline
+          inline: '{json.dumps({"keys": [jwt_key(alg)[1]]})}'
+""")},
+        headers=lambda: {"Authorization": f"Bearer {jwt_token(alg)}"},
+        accepted=("SecurityPolicy", "bench-case"),
+        applied=_refuses_without("Authorization"))
+
+
+def _basic_case(scheme):
+    def files():
+        line = htpasswd_line(scheme)
+        if line is None:
+            raise SkipCase("no bcrypt: Python's crypt module cannot make a $2b$ hash here")
+        return {"case.yaml": security_yaml("""  basicAuth:
+    users: {name: bench-users}
+""", before=f"""apiVersion: v1
+kind: Secret
+metadata:
+  name: bench-users
+  namespace: default
+stringData:
+  .htpasswd: '{line}'
+---
+""")}
+    return PolicyCase(
+        f"basic-{scheme}", 23,
+        "basic auth, htpasswd {SHA}" if scheme == "sha"
+        else "basic auth, htpasswd bcrypt cost 10 (verification cached)",
+        files=files, headers=lambda: {"Authorization": basic_header()},
+        accepted=("SecurityPolicy", "bench-case"), applied=_refuses_without("Authorization"))
+
+
+def _ext_auth_case(protocol):
+    key = "ext_auth_http" if protocol == "HTTP" else "ext_auth_grpc"
+    svc = ("ext-auth-http", 9000) if protocol == "HTTP" else ("ext-auth-grpc", 9001)
+    return PolicyCase(
+        f"extauth-{protocol.lower()}", 23,
+        f"ext auth {protocol} (HTTPRoute ExternalAuth filter, weir-test-auth)",
+        files=lambda: {"case.yaml": service_yaml(svc[0], svc[1], PORTS[key])},
+        route9={"filters": ext_auth_filter(protocol)},
+        procs=(("ext-auth", lambda: start_test_auth(protocol.lower(), PORTS[key])),),
+        headers=lambda: {"Authorization": "Bearer allow"},
+        accepted=("HTTPRoute", f"r-{POLICY_ROUTE}"), applied=_refuses_without("Authorization"))
+
+
+class SkipCase(Exception):
+    pass
+
+
+POLICY_CASES = [
+    PolicyCase(
+        "ratelimit-local", 22, "rate limit, local (not reached)",
+        files=lambda: {"case.yaml": btp_yaml("  rateLimit:\n    local:\n" + RATE_LIMIT_RULE)},
+        accepted=("BackendTrafficPolicy", "bench-case"), applied=_hdr("x-ratelimit-limit")),
+    PolicyCase(
+        "ratelimit-global", 22, "rate limit, global (Redis on loopback, not reached)",
+        files=lambda: {"case.yaml": btp_yaml("  rateLimit:\n    global:\n" + RATE_LIMIT_RULE)},
+        procs=(("redis", lambda: start_redis(PORTS["redis"])),),
+        weir_args=("--rate-limit-redis", f"redis://127.0.0.1:{PORTS['redis']}"),
+        accepted=("BackendTrafficPolicy", "bench-case"), applied=_hdr("x-ratelimit-limit")),
+    PolicyCase(
+        "gzip", 22, "gzip, 10 KB text/plain body (client accepts gzip)",
+        files=lambda: {"case.yaml": btp_yaml("  compression:\n    - type: Gzip\n")},
+        path="/body10k", headers=lambda: {"Accept-Encoding": "gzip"},
+        accepted=("BackendTrafficPolicy", "bench-case"), applied=_hdr("content-encoding", "gzip")),
+    PolicyCase(
+        "cache-hit", 22, "response cache, hit (backend: Cache-Control max-age=3600)",
+        files=lambda: {"case.yaml": btp_yaml(
+            "  responseCache: {maxSize: 8Mi, maxEntrySize: 256Ki}\n")},
+        path="/cached",
+        accepted=("BackendTrafficPolicy", "bench-case"), applied=_hdr("cache-status", "hit")),
+    _jwt_case("RS256"),
+    _jwt_case("ES256"),
+    _jwt_case("EdDSA"),
+    _basic_case("sha"),
+    _basic_case("bcrypt"),
+    _ext_auth_case("HTTP"),
+    _ext_auth_case("GRPC"),
+    PolicyCase(
+        "inference", 24, "InferencePool + test picker (weir-test-epp) vs a plain Service",
+        files=lambda: {"case.yaml": inference_yaml()},
+        route9={"backend_ref": "        - group: inference.networking.k8s.io\n"
+                               "          kind: InferencePool\n          name: bench-pool\n"},
+        procs=(("epp", lambda: start_test_epp(PORTS["epp"])),),
+        accepted=[("HTTPRoute", f"r-{POLICY_ROUTE}"), ("InferencePool", "bench-pool")],
+        applied=_hdr("x-went-into-resp-headers", "true")),
+]
+CASES_BY_NAME = {c.name: c for c in POLICY_CASES}
+
+
+def policy_case_config(case):
+    """A config dir for `case`: the 10 routes of `weir_config(10)`, route 9 changed as the
+    case says, and the case's files. Rewritten each time (tokens are signed now)."""
+    d = TMP / f"weir-10-case-{case.name}"
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(weir_config(10), d)
+    (d / ".complete").unlink()
+    if case.route9:
+        docs = [route_yaml(f"r-{i}", host(i), prefix(i),
+                           **(case.route9 if i == POLICY_ROUTE else {}))
+                for i in range(10)]
+        (d / "routes-0000.yaml").write_text("---\n".join(docs))
+    for name, text in case.files().items():
+        (d / name).write_text(text)
+    static = TMP / "static"
+    static.mkdir(exist_ok=True)
+    body = static / "body10k.txt"
+    if not body.exists():
+        # Text that compresses as logs or JSON do (~5x), not a run of one byte.
+        lines, k = [], 0
+        while sum(len(x) for x in lines) < 10240:
+            lines.append(f"{k:05d} GET /api/v1/items/{(k * 7919) % 100000} 200 "
+                         f"{(k * 104729) % 5000} bytes in {(k * 31) % 97} ms\n")
+            k += 1
+        body.write_text("".join(lines)[:10240])
+    return d
+
+
+def start_redis(port):
+    p = Proc("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                       "--appendonly", "no", "--protected-mode", "no"], cpu=BACKEND_CPU)
+    wait_port(port, proc=p)
+    return p
+
+
+def testkit_bin(name):
+    path = TESTKIT_BIN / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: cargo build --release --bins "
+                           f"(or BENCH_TESTKIT_BIN=DIR)")
+    return str(path)
+
+
+def start_test_auth(protocol, port):
+    argv = [testkit_bin("weir-test-auth"), "--protocol", protocol, "--port", str(port)]
+    if os.environ.get("BENCH_TEST_AUTH_QUIET", "1") == "1":
+        argv.append("--quiet")
+    p = Proc(f"ext-auth-{protocol}", argv, cpu=BACKEND_CPU)
+    wait_port(port, proc=p)
+    return p
+
+
+def start_test_epp(port):
+    p = Proc("epp", [testkit_bin("weir-test-epp"), "--port", str(port), "--endpoints",
+                     f"127.0.0.1:{PORTS['backend_http']}"], cpu=BACKEND_CPU)
+    wait_port(port, proc=p)
+    return p
+
+
+def http_req(port, hostname, path, headers=None, timeout=5.0):
+    """(status, {lowercase header: value}) of one GET over a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": hostname, **(headers or {})})
+        r = conn.getresponse()
+        r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}
+    except OSError:
+        return None, {}
+    finally:
+        conn.close()
+
+
+def check_accepted(kind, name):
+    """Raise unless /status has `kind`/`name` with every Accepted and ResolvedRefs condition
+    True (ancestors or parents); returns the conditions as text."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['weir_admin']}/status", timeout=10) as r:
+        items = json.load(r)["items"]
+    found = [i for i in items if i.get("kind") == kind
+             and i.get("metadata", {}).get("name") == name
+             and i.get("metadata", {}).get("namespace", "default") == "default"]
+    if not found:
+        raise RuntimeError(f"{kind} {name} missing from /status")
+    status = found[0].get("status") or {}
+    conditions = [c for a in status.get("ancestors", []) + status.get("parents", [])
+                  for c in a.get("conditions", [])]
+    key = [c for c in conditions if c.get("type") in ("Accepted", "ResolvedRefs")]
+    if not any(c.get("type") == "Accepted" for c in key) or any(
+            c.get("status") != "True" for c in key):
+        raise RuntimeError(f"{kind} {name} not Accepted: {json.dumps(status)}")
+    return [f"{c['type']}={c['status']}" for c in key]
+
+
+def check_case(case, headers, port=None):
+    """Raise unless the case's object is Accepted and route 9 answers with the policy's
+    effect (twice: a cache fills on the first) while route 8 answers 200 without it."""
+    port = port or WEIR_HTTP
+    objects = case.accepted if isinstance(case.accepted, list) else [case.accepted]
+    conds = [f"{kind} {c}" for kind, name in filter(None, objects)
+             for c in check_accepted(kind, name)]
+    path9 = prefix(POLICY_ROUTE) + case.path
+    path8 = prefix(TWIN_ROUTE) + case.path
+    deadline = time.time() + 20
+    why = "not checked"
+    while time.time() < deadline:
+        http_req(port, host(POLICY_ROUTE), path9, headers)
+        status, hdrs = http_req(port, host(POLICY_ROUTE), path9, headers)
+        why = case.applied(status, hdrs) if case.applied else (
+            None if status == 200 else f"status {status}")
+        without = getattr(case.applied, "without", None)
+        if why is None and without:
+            bare = {k: v for k, v in headers.items() if k != without}
+            unauth, _ = http_req(port, host(POLICY_ROUTE), path9, bare)
+            if unauth == 200:
+                why = f"route 9 answers 200 without {without}: the policy is not applied"
+        if why is None:
+            break
+        time.sleep(0.2)
+    if why is not None:
+        raise RuntimeError(f"{case.name}: the policy does not show on route 9: {why}")
+    twin, hdrs8 = http_req(port, host(TWIN_ROUTE), path8, headers)
+    if twin != 200:
+        raise RuntimeError(f"{case.name}: route 8 (no policy) answers {twin}")
+    if case.applied and getattr(case.applied, "without", None) is None \
+            and case.applied(twin, hdrs8) is None:
+        raise RuntimeError(f"{case.name}: route 8 shows the policy too")
+    return conds
+
+
+def redis_rtt(port, n=2000):
+    """Round-trip time of PING to the Redis on `port`: from Python over one connection
+    (p50, p99 in ms), and redis-benchmark's own p50 (-c 1, no pipelining), pinned as wrk is."""
+    out = {}
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s.sendall(b"PING\r\n")
+        buf = b""
+        while not buf.endswith(b"\r\n"):
+            buf += s.recv(64)
+        lat.append((time.perf_counter() - t0) * 1000)
+    s.close()
+    out["python_p50"], out["python_p99"] = pctl(lat, 0.5), pctl(lat, 0.99)
+    if shutil.which("redis-benchmark"):
+        r = subprocess.run(["taskset", "-c", LOAD_CPU, "redis-benchmark", "-p", str(port),
+                            "-t", "ping", "-n", "20000", "-c", "1", "-P", "1", "--csv",
+                            "--precision", "3"], capture_output=True, text=True, timeout=120)
+        for line in r.stdout.splitlines():
+            cols = [c.strip('"') for c in line.split(",")]
+            if cols and cols[0].startswith("PING_MBULK"):
+                try:
+                    out["bench_p50"] = float(cols[4])
+                except (IndexError, ValueError):
+                    pass
+    return out
+
+
+def wrk_case(port, hostname, path, conns, duration, headers):
+    return wrk(port, hostname, path, conns, duration, headers=headers)
+
+
+def section_policy_rows(report, only=None):
+    """Section 7: for each case, one weir process (plus the case's helpers); route 8 (no
+    policy) and route 9 (the case's policy) alternate for ROUNDS rounds; each run is wrk
+    HTTP/1.1 16 connections (throughput, p50/p99 under load) then 1 connection (the latency
+    one request adds, without queueing)."""
+    cases = [c for c in POLICY_CASES if not only or c.name in only]
+    rows, skipped, redis = [], [], {}
+    lat_duration = max(2, DURATION // 2)
+    for case in cases:
+        procs = []
+        try:
+            try:
+                config_dir = policy_case_config(case)
+            except SkipCase as e:
+                skipped.append((case, str(e)))
+                print(f"  {case.name}: skipped ({e})", flush=True)
+                continue
+            for _, start in case.procs:
+                procs.append(start())
+            headers = case.headers()
+            proc = start_weir_args(config_dir, case.weir_args, log=f"weir-case-{case.name}")
+            procs.append(proc)
+            conds = check_case(case, headers)
+            print(f"  {case.name}: {', '.join(conds) or 'no status object'}; applied", flush=True)
+            if case.name == "ratelimit-global":
+                redis = redis_rtt(PORTS["redis"])
+            runs = {}
+            for _ in range(ROUNDS):
+                for side, i in (("twin", TWIN_ROUTE), ("policy", POLICY_ROUTE)):
+                    path = prefix(i) + case.path
+                    wrk_case(WEIR_HTTP, host(i), path, 16, WARMUP, headers)
+                    r = wrk_case(WEIR_HTTP, host(i), path, 16, DURATION, headers)
+                    r1 = wrk_case(WEIR_HTTP, host(i), path, 1, lat_duration, headers)
+                    r["p50_1"], r["p99_1"] = r1["p50"], r1["p99"]
+                    r["non2xx"] += r1["non2xx"]
+                    r["socket_errors"] += r1["socket_errors"]
+                    runs.setdefault(side, []).append(r)
+                    print(f"  {case.name:16} {side:6} {r['rps']:>9.0f} req/s  p50 "
+                          f"{r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  1-conn p50 "
+                          f"{r['p50_1']:.3f} ms", flush=True)
+            rows.append((case, runs))
+        finally:
+            for p in reversed(procs):
+                p.stop()
+
+    def median(rs):
+        return sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+
+    def med(rs, key):
+        return statistics.median(r[key] for r in rs)
+
+    lines = [f"## 7. Policy rows (issues 22, 23, 24): route 9 with the policy beside route 8 "
+             f"without it, in the same weir process (HTTP/1.1 keep-alive; median of {ROUNDS} "
+             f"alternating rounds)", "",
+             "req/s, p50 and p99 under load: wrk 16 connections. 1-conn p50: wrk 1 connection, "
+             "one request at a time (what the policy adds to one request's latency, without "
+             "queueing). Δ: policy minus no policy. Instructions per request: "
+             "`python3 bench/callgrind.py --case NAME`.", "",
+             "| issue | case | route | req/s | p50 ms | p99 ms | × no policy | 1-conn p50 ms | "
+             "Δ 1-conn p50 µs | errors |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    results = {}
+    for case, runs in rows:
+        t, p = median(runs["twin"]), median(runs["policy"])
+        t50, p50 = med(runs["twin"], "p50_1"), med(runs["policy"], "p50_1")
+        err_t = sum(r["non2xx"] + r["socket_errors"] for r in runs["twin"])
+        err_p = sum(r["non2xx"] + r["socket_errors"] for r in runs["policy"])
+        rng = ""
+        for side, r, rs, x50, err, label in (
+                ("twin", t, runs["twin"], t50, err_t, "no policy (route 8)"),
+                ("policy", p, runs["policy"], p50, err_p, case.label)):
+            lo, hi = min(x["rps"] for x in rs), max(x["rps"] for x in rs)
+            rng = f" [{lo:.0f}–{hi:.0f}]" if len(rs) > 1 else ""
+            ratio = f"{r['rps'] / t['rps']:.3f}" if side == "policy" else "1"
+            delta = f"{(p50 - t50) * 1000:+.0f}" if side == "policy" else ""
+            lines.append(f"| {case.issue} | `{case.name}` | {label} | {r['rps']:.0f}{rng} | "
+                         f"{fmt_ms(r['p50'])} | {fmt_ms(r['p99'])} | {ratio} | {x50:.3f} | "
+                         f"{delta} | {err} |")
+        results[case.name] = {"twin": t, "policy": p, "twin_p50_1": t50, "policy_p50_1": p50}
+    for case, why in skipped:
+        lines.append(f"| {case.issue} | `{case.name}` | {case.label} | skipped: {why} | | | | | | |")
+    if redis:
+        lines += ["", f"Redis round trip (PING, one connection, same run): redis-benchmark "
+                      f"`-c 1 -P 1` p50 {redis.get('bench_p50', float('nan')):.3f} ms; from "
+                      f"Python p50 {redis['python_p50']:.3f} ms, p99 {redis['python_p99']:.3f} ms."]
+        g = results.get("ratelimit-global")
+        if g:
+            added = g["policy_p50_1"] - g["twin_p50_1"]
+            verdicts = []
+            for what, key in (("redis-benchmark's", "bench_p50"), ("Python's", "python_p50")):
+                if key in redis:
+                    rtt = redis[key]
+                    verdicts.append(f"{what} {rtt * 1000:.0f} µs: "
+                                    f"{'met' if added < rtt else 'MISSED'}")
+            lines.append(f"Global limit: the 1-conn p50 grows by {added * 1000:+.0f} µs; "
+                         f"target (less than one Redis round trip) against "
+                         f"{'; against '.join(verdicts)}.")
+    lines += ["", "Targets: `ratelimit-local` < 5 % per request; `cache-hit` faster than "
+              "the backend (× > 1); `ratelimit-global` adds less than one Redis round trip "
+              "at p50; `jwt-*` < 20 % per request. The per-request cost is the "
+              "instruction ratio of `callgrind.py --case`; req/s ratios on a shared machine "
+              "move by several percent between runs."]
+    report.extend(lines + [""])
+    return results, redis
+
+
+# ---------------------------------------------------------------------------------------
 
 
 def machine():
@@ -953,7 +1610,8 @@ def machine():
     return [
         f"- machine: `{platform.uname().system} {platform.uname().release} "
         f"{platform.uname().machine}`, {os.cpu_count()} CPUs ({model}), {total} GiB",
-        f"- weir: `{git}{' + uncommitted changes' if dirty else ''}`, release build, "
+        f"- weir: `{git}{' + uncommitted changes' if dirty else ''}`, "
+        f"{'release build' if 'BENCH_WEIR' not in os.environ else f'binary {WEIR}'}, "
         f"`--worker-threads 1`",
         f"- peers: {'; '.join(versions)}",
         f"- pinning: proxy on CPU {PROXY_CPU}, backend (nginx, 1 worker, `return 200`) on CPU "
@@ -1004,6 +1662,9 @@ def main():
             sys.exit(f"{tool} is missing: run bench/run.sh (installs it) or apt-get install it")
     if not WEIR.exists():
         sys.exit(f"{WEIR} is missing: cargo build --release --bins")
+    if 7 in SECTIONS and not shutil.which("redis-server"):
+        sys.exit("redis-server is missing (section 7's global rate limit): run bench/run.sh "
+                 "(installs it) or apt-get install redis-server")
     if os.cpu_count() < 2:
         sys.exit("needs at least 2 CPUs (proxy on one, load on the other)")
     TMP.mkdir(parents=True, exist_ok=True)
@@ -1037,6 +1698,14 @@ def main():
             print("6. BackendTrafficPolicy cost", flush=True)
             watch.section = "6"
             section_policy(report)
+        if 7 in SECTIONS:
+            print("7. policy rows", flush=True)
+            watch.section = "7"
+            only = [c for c in os.environ.get("BENCH_CASES", "").split(",") if c]
+            unknown = [c for c in only if c not in CASES_BY_NAME]
+            if unknown:
+                sys.exit(f"BENCH_CASES: unknown {unknown}; cases: {', '.join(CASES_BY_NAME)}")
+            section_policy_rows(report, only)
     finally:
         stop_all()
     busy = watch.stop()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make bench`: install the load generators and peer proxies if missing (Debian), build Weir
-# in release mode, then run every benchmark section (bench/run.py). BENCH_QUICK=1 for a smoke
-# run of a few seconds per case. See bench/README.md.
+# `make bench`: install the load generators, peer proxies and redis-server if missing
+# (Debian), build Weir and the test helpers (weir-test-auth, weir-test-epp) in release
+# mode, then run every benchmark section (bench/run.py). BENCH_QUICK=1 for a smoke run of a
+# few seconds per case. See bench/README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -14,6 +15,9 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
+# Section 7 (policy rows): the global rate limit counts in a local Redis; redis-benchmark
+# (redis-tools, a dependency) times its round trip.
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

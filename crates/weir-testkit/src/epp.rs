@@ -117,7 +117,11 @@ impl TestPicker {
         let state = Arc::new(State::default());
         *lock(&state.endpoints) = endpoints;
         let service = ExternalProcessorServer::new(Service(state.clone()));
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        // TCP_NODELAY, as a real picker's gRPC server sets it: the stream's answers are small
+        // writes, and with Nagle each one after the first waits for the gateway's ACK
+        // (milliseconds per request under delayed ACKs).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .serve_with_incoming(service, incoming)

@@ -1,8 +1,10 @@
 //! The test external authorization service ([`weir_testkit::ext_auth`]) as a process: the
 //! conformance replay runs it for Weir's own ExternalAuth tests' auth Deployments.
 //!
-//! `weir-test-auth --protocol http|grpc [--bind 127.0.0.1] [--port 0]` prints
+//! `weir-test-auth --protocol http|grpc [--bind 127.0.0.1] [--port 0] [--quiet]` prints
 //! `listening ext-auth ADDR` once it accepts connections, then serves until killed.
+//! `--quiet` (for `make bench`) does not log each check: the log loop copies every check
+//! seen so far each 100 ms, which under load would take the CPU the bench measures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use weir_testkit::ext_auth::{AuthRules, AuthServer};
@@ -12,8 +14,13 @@ async fn main() {
     let mut protocol = String::from("http");
     let mut bind = String::from("127.0.0.1");
     let mut port = String::from("0");
+    let mut quiet = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--quiet" {
+            quiet = true;
+            continue;
+        }
         let value = args.next().unwrap_or_default();
         match arg.as_str() {
             "--protocol" => protocol = value.to_ascii_lowercase(),
@@ -37,6 +44,9 @@ async fn main() {
         }
     };
     println!("listening ext-auth {}", server.addr);
+    if quiet {
+        std::future::pending::<()>().await;
+    }
     let mut seen = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
