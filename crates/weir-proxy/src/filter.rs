@@ -102,7 +102,7 @@ pub(crate) fn redirect_location(
         Some(modifier) => {
             location.push_str(&normalized(modifier.apply(uri.path()), "redirect path")?)
         }
-        // Already normalised (`request::normalize_target`).
+        // Already normalised (`request::phase1::normalize_target`).
         None => location.push_str(uri.path()),
     }
     if let Some(query) = uri.query() {

@@ -1,48 +1,52 @@
 //! The request pipeline: the phases every request moves through, in this order (the one
 //! place that lists them; the design is in docs/ARCHITECTURE.md, "Request phases"):
 //!
-//! 1. **route**: header-size check, Host, socket config → listener by Host → first matching
-//!    route entry ([`route`]);
-//! 2. **request, synchronous** ([`request_phases`]): phases that may answer or deny without
-//!    waiting, in this fixed order: the client address (ClientTrafficPolicy, already found
-//!    before phase 1) → the route's SecurityPolicy ([`crate::security`]): a policy that
-//!    cannot be applied refuses (500, fail closed), CORS preflight (answered without
-//!    credentials), authentication (JWT with cached keys, basic auth, API keys: 401),
-//!    authorization (403) → the rule's request filters (a redirect or the HTTPRoute CORS
-//!    filter's preflight answers here) → a BackendTrafficPolicy's local rate limit
-//!    ([`crate::rate_limit`], 429; after authorization, so a refused request is never
-//!    counted) → fault abort;
+//! 1. **route** ([`phase1`], `request/phase1.rs`): header-size check, Host, socket config →
+//!    listener by Host → first matching route entry ([`route`]);
+//! 2. **request, synchronous** ([`phase2`], `request/phase2.rs`, run in order from
+//!    [`handle_action`]): phases that may answer or deny without waiting, in this fixed
+//!    order: the client address (ClientTrafficPolicy, already found before phase 1) → the
+//!    route's SecurityPolicy ([`crate::security`]): a policy that cannot be applied refuses
+//!    (500, fail closed), CORS preflight (answered without credentials), authentication
+//!    (JWT with cached keys, basic auth, API keys: 401), authorization (403) → the rule's
+//!    request filters (a redirect or the HTTPRoute CORS filter's preflight answers here) →
+//!    a BackendTrafficPolicy's local rate limit ([`crate::rate_limit`], 429; after
+//!    authorization, so a refused request is never counted) → fault abort → the coding a
+//!    route with `compression` answers in (kept for phase 7);
 //! 4. **backend choice** ([`choose_backend`], the first half of phase 4): the session's
 //!    backend, else the weighted choice ([`pick_backend`]). It comes before phase 3 so an
 //!    asynchronous step knows the backend (the endpoint picker runs only for an
 //!    InferencePool); the backend label of a request a phase-3 step answers names the
 //!    backend chosen for it;
-//! 3. **request, asynchronous** ([`phase3`]): only for routes whose compiled action says so
-//!    ([`RouteAction::needs_async`]), inside one boxed future; other routes skip it and pay
-//!    nothing. In order: external auth, global rate limit (`rate_limit/global.rs`, one
-//!    Redis round trip), fault delay, cache lookup, (the endpoint picker of an InferencePool runs at the start of phase 5 instead,
+//! 3. **request, asynchronous** ([`phase3`], `request/phase3.rs`): only for routes whose
+//!    compiled action says so ([`RouteAction::needs_async`]), inside one boxed future;
+//!    other routes skip it and pay nothing. In order: external auth, global rate limit
+//!    (`rate_limit/global.rs`, one Redis round trip), fault delay, cache lookup, (the
+//!    endpoint picker of an InferencePool runs at the start of phase 5 instead,
 //!    `crate::inference`: one boxed future, only for pool backends). A step may read the
 //!    body whole ([`phase3::RequestBody::buffer`]);
 //! 4. **backend** ([`onward`], the second half): that backend's request filters, mirrors;
 //! 5. **attempt loop** ([`crate::upstream::forward_body`], `upstream/attempt.rs`):
 //!    hop-by-hop cleanup, X-Forwarded-*, the per-attempt timeout, pooled connections under
 //!    the endpoint's cap, the next endpoint on a connect error;
-//! 6. **response headers** ([`Exchange::response_headers`]): the rule's and backend's
-//!    response filters, CORS and the rate limit's `x-ratelimit-*` headers, on upstream
-//!    responses *and* on the answers phases 2–4 made;
-//! 7. **response body** ([`Exchange::response_body`]): compression ([`crate::compress`])
-//!    wraps the body of upstream responses (and cache hits) on routes whose policy has
-//!    `compression`; before phase 6, the response cache's fill ([`crate::cache::fill`])
-//!    tees a storable upstream response into the cache (or refreshes an entry on a 304);
+//! 6. **response headers** ([`Exchange::response_headers`], `request/exchange.rs`): the
+//!    rule's and backend's response filters, CORS and the rate limit's `x-ratelimit-*`
+//!    headers, on upstream responses *and* on the answers phases 2–4 made;
+//! 7. **response body** ([`Exchange::response_body`], `request/exchange.rs`): compression
+//!    ([`crate::compress`]) wraps the body of upstream responses (and cache hits) on routes
+//!    whose policy has `compression`; before phase 6, the response cache's fill
+//!    ([`crate::cache::fill`]) tees a storable upstream response into the cache (or
+//!    refreshes an entry on a 304);
 //! 8. **log**: metrics and a debug line ([`finish`]), the trace span's outcome
 //!    ([`crate::trace::finish`]; the span started as the request arrived, before phase 1),
 //!    the access log line.
 //!
 //! Phases 1, 2 and 4 run as plain functions when the request arrives; the future returned
 //! waits only for phase 3 where the route has it, the exchange and the response phases
-//! ([`crate::stage`]), so a route pays only for the phases it has. The state the response side needs travels in one
-//! [`Exchange`]. Any phase may fail with a [`ProxyError`] (a denial), which becomes the
-//! response in [`error_response`] through the one error table ([`ProxyError::classify`]).
+//! ([`crate::stage`]), so a route pays only for the phases it has. The state the response
+//! side needs travels in one [`Exchange`] (`request/exchange.rs`). Any phase may fail with a
+//! [`ProxyError`] (a denial), which becomes the response in [`error_response`] through the
+//! one error table ([`ProxyError::classify`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,16 +54,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
-use weir_snapshot::{
-    Backend, BackendTarget, ClientCert, Listener, RequestView, RouteAction, RouteEntry, Snapshot,
-    SocketConfig, Upstream,
-};
-
-use weir_snapshot::path;
+use weir_snapshot::{Backend, BackendTarget, ClientCert, RouteAction, Snapshot, Upstream};
 
 use crate::access_log;
 use crate::body::{empty_body, text_body, ProxyBody};
@@ -243,102 +242,6 @@ fn route_and_forward<'s>(
     }))
 }
 
-/// The request target as routes see it and the backend gets it: `*` only for OPTIONS
-/// (RFC 9112 §3.2.4), the path normalised ([`path`]; the query string untouched). The URI
-/// is rebuilt only when normalising changed the path.
-fn normalize_target<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
-    let uri = req.uri();
-    let raw = uri.path();
-    if raw == "*" && req.method() != Method::OPTIONS {
-        return Err(ProxyError::AsteriskTarget);
-    }
-    let normal = match path::normalize(raw).map_err(ProxyError::BadPath)? {
-        std::borrow::Cow::Borrowed(_) => return Ok(()),
-        std::borrow::Cow::Owned(normal) => normal,
-    };
-    let rebuilt =
-        path::with_path(uri, normal).map_err(|value| ProxyError::InvalidFilterResult {
-            what: "normalised path",
-            value,
-        })?;
-    *req.uri_mut() = rebuilt;
-    Ok(())
-}
-
-/// Phase 1: find the route entry for the request.
-fn route<'s>(
-    conn: &ConnCtx,
-    snapshot: &'s Snapshot,
-    req: &Request<Incoming>,
-    log: &mut RequestLog,
-) -> Result<(u16, &'s Listener, &'s Arc<RouteEntry>), ProxyError> {
-    check_header_size(req, conn.max_header_bytes())?;
-    log.host = request_host(req)?;
-    let socket = snapshot
-        .socket(conn.key.0, conn.key.1)
-        .ok_or(ProxyError::SocketGone)?;
-    let position = socket.listener_position(&log.host);
-    check_misdirected(conn, socket, position, &log.host)?;
-    let listener = position
-        .and_then(|i| socket.listeners.get(i))
-        .ok_or_else(|| ProxyError::NoListener(log.host.clone()))?;
-    log.gateway = Some(listener.gateway.clone());
-    let view = RequestView {
-        method: req.method(),
-        path: req.uri().path(),
-        query: req.uri().query(),
-        headers: req.headers(),
-    };
-    listener
-        .find_route(&log.host, &view)
-        .map(|entry| (socket.port, listener, entry))
-        .ok_or(ProxyError::NoRoute)
-}
-
-/// A TLS request whose Host belongs to another listener than the one its SNI chose is
-/// misdirected (421, RFC 9110 §15.5.20): with HTTP/2 connection reuse a client may send a
-/// request for another name over a connection whose certificate and listener were chosen
-/// for the SNI (Gateway API `GatewayHTTPSListenerDetectMisdirectedRequests`). Clients that
-/// send no SNI, and SNI names no listener claims, are not checked for that. A Host whose
-/// listener validates client certificates differently from the validation this connection
-/// passed is misdirected too, whatever the SNI (else a connection could skip it).
-fn check_misdirected(
-    conn: &ConnCtx,
-    socket: &SocketConfig,
-    host_listener: Option<usize>,
-    host: &str,
-) -> Result<(), ProxyError> {
-    if conn.tls && host_listener.is_some() {
-        let wanted = host_listener
-            .and_then(|i| socket.listeners.get(i))
-            .and_then(|l| l.client_auth.as_ref());
-        let same = match (wanted, &conn.client_auth) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.same_as(b),
-            _ => false,
-        };
-        if !same {
-            return Err(ProxyError::Misdirected {
-                host: host.to_string(),
-                sni: conn.sni.clone().unwrap_or_else(|| Arc::from("")),
-            });
-        }
-    }
-    let Some(sni) = &conn.sni else {
-        return Ok(());
-    };
-    if sni.as_ref() == host {
-        return Ok(());
-    }
-    match socket.listener_position(sni) {
-        Some(sni_listener) if Some(sni_listener) != host_listener => Err(ProxyError::Misdirected {
-            host: host.to_string(),
-            sni: sni.clone(),
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// What the request phases made of a request: an answer of their own (a redirect, a CORS
 /// preflight…) or the exchange with the upstream, with the response phases after it.
 enum Forward<F> {
@@ -350,104 +253,6 @@ enum Forward<F> {
 enum Flow {
     Continue,
     Answer(Response<ProxyBody>),
-}
-
-/// Per-request state the response phases need, filled in by the request phases (one struct,
-/// moved into the response side whole, instead of captures and `&mut Option` parameters).
-struct Exchange<'s> {
-    action: &'s RouteAction,
-    /// The backend picked (phase 4); `None` when a request phase answered first.
-    backend: Option<&'s Backend>,
-    /// What the policy phases keep for the response side; `None` (one word) for requests
-    /// no such phase acted on, so routes without policies carry nothing more.
-    kept: Option<Box<Kept<'s>>>,
-}
-
-/// Per-request state of the policy phases for the response side (boxed in [`Exchange`]).
-#[derive(Default)]
-struct Kept<'s> {
-    /// The request's Origin, kept only for routes with a CORS filter.
-    origin: Option<HeaderValue>,
-    /// The access-log flag of a response that came from the backend after a phase acted on
-    /// the request (`fault_delay`).
-    flag: Option<&'static str>,
-    /// The coding the client accepts best, for routes with `compression` (phase 2; used in
-    /// phase 7), and the metrics it counts in.
-    accepted: Option<(
-        crate::compress::Accepted,
-        &'s crate::compress::CompressMetrics,
-    )>,
-    /// A forwarded request of a route with `responseCache`: what the fill stores its
-    /// response with.
-    cache: Option<crate::cache::Pending>,
-    /// Phase 3 answered from the response cache: the answer goes through phases 6 and 7 as
-    /// an upstream response would.
-    cache_hit: bool,
-    /// What a rate limit decided (phase 2 local, phase 3 global): its `x-ratelimit-*`
-    /// headers go on the response.
-    rate_limit: Option<crate::rate_limit::Decision>,
-}
-
-impl Exchange<'_> {
-    /// Phase 6, response headers: the rule's and the backend's response filters and the
-    /// CORS headers, on upstream responses (`local` false) and on answers the request phases
-    /// made (`local` true): refusals (401, 403, 429, an ext auth denial) carry the CORS
-    /// headers too, so a browser can read them; preflight answers carry theirs already.
-    fn response_headers(&self, headers: &mut http::HeaderMap, local: bool) {
-        filter::apply_response(&self.action.filters, headers);
-        if let Some(backend) = self.backend {
-            filter::apply_response(&backend.filters, headers);
-        }
-        if !local || !headers.contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN) {
-            let origin = self.kept.as_ref().and_then(|k| k.origin.as_ref());
-            filter::cors::apply_response(&self.action.filters, origin, headers);
-            let security_cors = self.action.security.as_ref().and_then(|s| s.cors.as_ref());
-            if let (Some(cors), Some(origin)) = (security_cors, origin) {
-                filter::cors::apply_one(cors, origin, headers);
-            }
-        }
-        if let Some(decision) = self.kept.as_ref().and_then(|k| k.rate_limit.as_ref()) {
-            decision.write(headers);
-        }
-    }
-
-    /// Phase 7, response body: compression (`compress.rs`), for routes whose policy has it.
-    fn response_body(&self, response: Response<ProxyBody>) -> Response<ProxyBody> {
-        let accepted = self.kept.as_ref().and_then(|k| k.accepted);
-        match (accepted, self.action.policy.as_deref()) {
-            (Some((accepted, metrics)), Some(policy)) => match &policy.compression {
-                Some(c) => crate::compress::response(metrics, c, accepted, response),
-                None => response,
-            },
-            _ => response,
-        }
-    }
-}
-
-/// Phase 2, request (synchronous): the route's SecurityPolicy (fail closed, CORS preflight,
-/// authentication, authorization: [`crate::security`]), then the rule's request filters; a
-/// redirect or a CORS preflight answers here. (The local rate limit and the fault abort
-/// follow, in [`handle_action`].)
-fn request_phases(
-    conn: &ConnCtx,
-    ex: &Exchange<'_>,
-    parts: &mut http::request::Parts,
-    base: &RedirectBase<'_>,
-) -> Result<Flow, ProxyError> {
-    if let Some(security) = ex.action.security.as_deref() {
-        let origin = ex.kept.as_ref().and_then(|k| k.origin.as_ref());
-        if let Some(answer) = crate::security::run(conn, security, &ex.action.filters, parts)
-            .or_else(|err| crate::security::refusal(conn, origin, base.host, err).map(Some))?
-        {
-            return Ok(Flow::Answer(answer));
-        }
-    }
-    Ok(
-        match filter::apply_request(&ex.action.filters, parts, base)? {
-            Some(answer) => Flow::Answer(answer),
-            None => Flow::Continue,
-        },
-    )
 }
 
 /// Phase 4, backend choice: the session's backend, else the weighted choice. (Made before
@@ -527,13 +332,13 @@ fn handle_action<'s>(
             })
         }),
     };
-    if let Flow::Answer(answer) = request_phases(conn, &ex, &mut parts, base)? {
+    if let Flow::Answer(answer) = phase2::request_phases(conn, &ex, &mut parts, base)? {
         return Ok(local(&ex, answer));
     }
     // Phase 2 under a BackendTrafficPolicy: its local rate limit (after authorization, so a
     // request refused there is never counted), then its fault abort (`crate::fault`).
     if let Some(rl) = action.policy.as_deref().and_then(|p| p.rate_limit.as_ref()) {
-        if let Some(answer) = local_rate_limit(conn, &mut ex, rl, &parts) {
+        if let Some(answer) = phase2::local_rate_limit(conn, &mut ex, rl, &parts) {
             return Ok(local(&ex, answer));
         }
     }
@@ -543,19 +348,13 @@ fn handle_action<'s>(
             return Ok(local(&ex, answer));
         }
     }
-    // Phase 2 under a BackendTrafficPolicy with `compression`: the coding the client takes
-    // (never for HEAD or an upgrade: no body to compress).
+    // Phase 2 under a BackendTrafficPolicy with `compression`: the coding the client takes.
     if let Some(c) = action
         .policy
         .as_deref()
         .and_then(|p| p.compression.as_deref())
     {
-        if parts.method != Method::HEAD && upgrade.is_none() {
-            ex.kept.get_or_insert_with(Default::default).accepted = Some((
-                crate::compress::negotiate(c, &parts.headers),
-                &conn.shared.metrics.compress,
-            ));
-        }
+        phase2::accept_coding(conn, &mut ex, c, &parts, upgrade.is_some());
     }
     // Phase 4's backend choice. Session persistence: the backend and endpoint the request's
     // session pins.
@@ -752,48 +551,6 @@ fn onward<'s>(
     }))
 }
 
-/// Phase 2: the route's local rate limit. The decision's headers go on the response
-/// (phase 6); over the limit, the 429 answers here.
-fn local_rate_limit(
-    conn: &ConnCtx,
-    ex: &mut Exchange<'_>,
-    rl: &weir_snapshot::RateLimit,
-    parts: &http::request::Parts,
-) -> Option<Response<ProxyBody>> {
-    if rl.local.is_empty() {
-        return None;
-    }
-    let client = weir_snapshot::rate_limit::Client {
-        method: &parts.method,
-        path: parts.uri.path(),
-        headers: &parts.headers,
-        address: crate::rate_limit::client_address(&parts.extensions, conn.peer.ip()),
-    };
-    let decision = conn.shared.local_limits.check(rl, &client)?;
-    if decision.allowed {
-        ex.kept.get_or_insert_with(Default::default).rate_limit = Some(decision);
-        return None;
-    }
-    let metrics = &conn.shared.metrics;
-    metrics.record_rate_limited(&ex.action.route.route, "local");
-    metrics.record_error(ProxyError::RateLimited.classify().label);
-    Some(crate::rate_limit::refusal(
-        &ProxyError::RateLimited,
-        Some(&decision),
-    ))
-}
-
-/// A local answer through phase 6.
-fn local<F>(ex: &Exchange<'_>, answer: Response<ProxyBody>) -> Forward<F> {
-    Forward::Answer(local_response(ex, answer))
-}
-
-/// Phase 6 on an answer a request phase made.
-fn local_response(ex: &Exchange<'_>, mut answer: Response<ProxyBody>) -> Response<ProxyBody> {
-    ex.response_headers(answer.headers_mut(), true);
-    answer
-}
-
 /// Phase 4: weighted random choice of a backend; `roll` is a uniform random number.
 pub(crate) fn pick_backend(action: &RouteAction, roll: u64) -> Result<&Backend, ProxyError> {
     if action.total_weight == 0 {
@@ -809,153 +566,6 @@ pub(crate) fn pick_backend(action: &RouteAction, roll: u64) -> Result<&Backend, 
     }
     // total_weight larger than the sum of the weights: a translator bug.
     Err(ProxyError::NoBackend)
-}
-
-/// Reject header sections larger than the limit (hyper enforces a coarser limit for
-/// HTTP/1 before the request gets here; this one also covers HTTP/2 exactly).
-fn check_header_size<B>(req: &Request<B>, limit: usize) -> Result<(), ProxyError> {
-    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
-    let size = req.headers().iter().fold(target, |acc, (name, value)| {
-        acc + name.as_str().len() + value.len() + 4
-    });
-    if size > limit {
-        return Err(ProxyError::HeadersTooLarge { size, limit });
-    }
-    Ok(())
-}
-
-/// The request's host: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form), else
-/// the Host header; port stripped, lowercased. HTTP/1.0 may omit it (empty host).
-///
-/// Refused (400): more than one Host header, a Host or authority that is not `host[:port]`
-/// (userinfo, a path, spaces…), and on HTTP/2 a Host header naming another host than
-/// `:authority` (RFC 9113 §8.3.1). On HTTP/1.1 an absolute-form target's authority wins
-/// over a different Host header, which is replaced (RFC 9112 §3.2.2; see
-/// [`ensure_host_header`]).
-pub(crate) fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ProxyError::DuplicateHost);
-    }
-    let raw = if let Some(authority) = req.uri().authority() {
-        // http's parser accepts userinfo (`user@host`); RFC 9110 §4.2.4 says to refuse it.
-        if !is_authority(authority.as_str().as_bytes()) {
-            return Err(ProxyError::InvalidHost);
-        }
-        if let Some(header) = header.filter(|_| req.version() == Version::HTTP_2) {
-            // Compared by host (routing and the forwarded Host use only that): `h` and
-            // `h:443` are the same entity.
-            let same = header
-                .to_str()
-                .is_ok_and(|h| strip_port(h.trim()).eq_ignore_ascii_case(authority.host()));
-            if !same {
-                return Err(ProxyError::HostMismatch(format!(
-                    "{:?} vs {:?}",
-                    String::from_utf8_lossy(header.as_bytes()),
-                    authority.as_str()
-                )));
-            }
-        }
-        authority.host()
-    } else if let Some(value) = header {
-        let value = value.to_str().map_err(|_| ProxyError::InvalidHost)?.trim();
-        if !value.is_empty() && !is_authority(value.as_bytes()) {
-            return Err(ProxyError::InvalidHost);
-        }
-        strip_port(value)
-    } else if req.version() <= Version::HTTP_10 {
-        ""
-    } else {
-        return Err(ProxyError::MissingHost);
-    };
-    Ok(raw.to_ascii_lowercase())
-}
-
-/// The bytes of a reg-name (RFC 3986 §3.2.2): unreserved, sub-delims and `%` (of a
-/// percent-encoding). A table, so the check is one load per byte.
-const REG_NAME: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            );
-        b += 1;
-    }
-    table
-};
-
-/// `host[:port]` as RFC 3986 §3.2.2 and §3.2.3 define them, without userinfo: an IP
-/// literal in brackets, or a reg-name, then an optional `:` and up to 5 digits. One pass.
-fn is_authority(value: &[u8]) -> bool {
-    let port = if value.first() == Some(&b'[') {
-        let Some(end) = value.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        let literal = value.get(1..end).unwrap_or_default();
-        if literal.is_empty()
-            || !literal
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return false;
-        }
-        value.get(end + 1..).unwrap_or_default()
-    } else {
-        let host_len = value
-            .iter()
-            .position(|&b| !REG_NAME[usize::from(b)])
-            .unwrap_or(value.len());
-        value.get(host_len..).unwrap_or_default()
-    };
-    match port.split_first() {
-        None => true,
-        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
-        Some(_) => false,
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop what follows ']'.
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
-/// The Host header the upstream sees: as received, except that a URI authority (HTTP/2
-/// `:authority`, HTTP/1.1 absolute form) replaces it, as RFC 9112 §3.2.2 and RFC 9113 §8.3.1
-/// ask.
-fn ensure_host_header(parts: &mut http::request::Parts) {
-    if let Some(authority) = parts.uri.authority() {
-        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(HOST, value);
-        }
-    }
 }
 
 /// Turn an error into the response the client gets (and the access log's flag).
@@ -1116,7 +726,12 @@ fn finish(conn: &ConnCtx, log: &RequestLog, status: StatusCode, elapsed: Duratio
 #[cfg(test)]
 mod tests;
 
+mod exchange;
+mod phase1;
+mod phase2;
 mod phase3;
+use exchange::{local, local_response, Exchange, Kept};
+use phase1::{ensure_host_header, normalize_target, route};
 use phase3::RequestBody;
 
 /// How long one attempt may wait for the backend's response head: the route's

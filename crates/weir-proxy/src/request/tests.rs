@@ -1,5 +1,7 @@
+use super::phase1::{check_header_size, request_host};
 use super::*;
 
+use http::header::HOST;
 use weir_snapshot::{AppProtocol, RouteRef, Timeouts, Upstream};
 
 fn req(version: Version, uri: &str, host: Option<&str>) -> Request<()> {

@@ -7,7 +7,7 @@
 //! (without SNI: the strictest on the socket) and finishes the handshake with a
 //! `ServerConfig` asking for a client certificate with that listener's verifier. The
 //! connection remembers which validation it passed, and requests whose Host belongs to a
-//! listener with another validation get 421 (see `request::check_misdirected`), so
+//! listener with another validation get 421 (see `request::phase1::check_misdirected`), so
 //! connection reuse cannot skip a listener's validation.
 //!
 //! The `ServerConfig` is built per handshake (a few allocations; the verifier with its
