@@ -194,8 +194,10 @@ async fn the_bucket_refills_after_the_unit_and_survives_a_swap() {
         get(&mut client, "/p", None).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    // Two a second: after a second the bucket is full again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Two a second, counted in a sliding window over wall-clock seconds: within the next
+    // second the spent one still counts in proportion to what is left of it, so only two
+    // seconds later is the full limit back, wherever in its second the test began.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut got = Vec::new();
     for _ in 0..3 {
         got.push(get(&mut client, "/p", None).await.status.as_u16());
