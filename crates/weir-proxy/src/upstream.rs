@@ -159,7 +159,10 @@ pub(crate) struct Downstream<'a> {
 /// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
 /// `upgrade` is the client's WebSocket upgrade ([`strip_hop_by_hop`]): tunnelled to HTTP/1.1
 /// backends (plain or `kubernetes.io/ws`), dropped for h2c ones.
+///
+/// Always inlined: the exchange is built in place in the caller's future.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(crate) fn forward_body<'a>(
     shared: &'a Shared,
     upstream: &'a Upstream,

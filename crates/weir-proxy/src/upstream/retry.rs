@@ -220,7 +220,7 @@ impl Clients {
         &'a self,
         metrics: &'a Metrics,
         upstream: &'a Upstream,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
         attempt_timeout: Option<Duration>,
         tls: Result<Option<UpstreamTlsConnect>, ProxyError>,
         policy: &'a BackendPolicy,
@@ -258,7 +258,8 @@ impl Clients {
                     let result = self
                         .attempt(metrics, upstream, req, tls, gate, attempt_timeout)
                         .await;
-                    break 'exchange gate.noted(result);
+                    gate.note(&result);
+                    break 'exchange result;
                 };
                 let budget = held.budget.as_deref();
                 if let Some(b) = budget {
@@ -269,19 +270,20 @@ impl Clients {
                     (a, b) => a.or(b),
                 };
                 let limit = policy.request_buffer.unwrap_or(RETRY_BUFFER);
-                let (mut req, bytes) = match replayable(req, limit) {
-                    Replayable::Yes(req, bytes) => (req, bytes),
+                let bytes = match replayable(&mut req, limit) {
+                    Replayable::Yes(bytes) => bytes,
                     // Boxed: only requests with a body to read get this future's space.
-                    Replayable::Read(req) => match Box::pin(read_body(req, limit)).await {
-                        Ok(read) => read,
+                    Replayable::Read => match Box::pin(read_body(req.body_mut(), limit)).await {
+                        Ok(bytes) => bytes,
                         Err(err) => break 'exchange Err(err),
                     },
-                    Replayable::No(req) => {
+                    Replayable::No => {
                         // Not replayable: one attempt.
                         let result = self
                             .attempt(metrics, upstream, req, tls, gate, per_try)
                             .await;
-                        break 'exchange gate.noted(result);
+                        gate.note(&result);
+                        break 'exchange result;
                     }
                 };
                 let idempotent = is_idempotent(req.method());
@@ -299,7 +301,7 @@ impl Clients {
                     let result = self
                         .attempt(metrics, upstream, req, tls.clone(), gate, per_try)
                         .await;
-                    let result = gate.noted(result);
+                    gate.note(&result);
                     drop(retry_place.take());
                     let reason = match &result {
                         Ok((response, _)) => {
@@ -395,7 +397,7 @@ impl Clients {
 
     /// One attempt (with the next endpoint on a connect error), bounded by `timeout`: the
     /// future itself, not an `async` block around it (which would hold it twice); the
-    /// caller notes a timeout with [`PolicyGate::noted`].
+    /// caller notes a timeout with [`PolicyGate::note`].
     fn attempt<'a>(
         &'a self,
         metrics: &'a Metrics,
@@ -422,12 +424,11 @@ impl Clients {
 }
 
 impl PolicyGate<'_> {
-    /// An attempt's result, after telling passive health about a timeout.
-    fn noted<T>(&self, result: Result<T, ProxyError>) -> Result<T, ProxyError> {
-        if let (Err(ProxyError::BackendTimeout { .. }), Some(health)) = (&result, self.health) {
+    /// Tell passive health about an attempt that timed out.
+    fn note<T>(&self, result: &Result<T, ProxyError>) {
+        if let (Err(ProxyError::BackendTimeout { .. }), Some(health)) = (result, self.health) {
             health.timed_out();
         }
-        result
     }
 }
 
@@ -436,45 +437,46 @@ pub(super) type PolicyHeld = (Option<Outstanding>, Option<usize>);
 
 /// Whether a request can be sent again (see [`replayable`]).
 enum Replayable {
-    /// Yes: the request without its body, and the body's bytes.
-    Yes(Request<UpstreamBody>, Bytes),
+    /// Yes: its body's bytes (taken out of the request).
+    Yes(Bytes),
     /// Once its body (small enough by its `Content-Length`) is read ([`read_body`]).
-    Read(Request<UpstreamBody>),
+    Read,
     /// No: its body is too large or of unknown length.
-    No(Request<UpstreamBody>),
+    No,
 }
 
 /// Whether the request can be sent again: no body, a body read whole already by
 /// `requestBuffer`, or one of at most `limit` bytes by its `Content-Length` ([`RETRY_BUFFER`],
-/// or the policy's `requestBuffer.limit`), to be read first.
-fn replayable(req: Request<UpstreamBody>, limit: u64) -> Replayable {
+/// or the policy's `requestBuffer.limit`), to be read first. (By reference: the request,
+/// a few hundred bytes, is not moved in and out.)
+fn replayable(req: &mut Request<UpstreamBody>, limit: u64) -> Replayable {
     if req.body().is_end_stream() {
-        return Replayable::Yes(req, Bytes::new());
+        return Replayable::Yes(Bytes::new());
     }
-    if let UpstreamBody::Bytes(Some(bytes)) = req.body() {
-        let bytes = bytes.clone();
-        let (parts, _) = req.into_parts();
-        return Replayable::Yes(Request::from_parts(parts, UpstreamBody::empty()), bytes);
+    if let UpstreamBody::Bytes(Some(_)) = req.body() {
+        if let UpstreamBody::Bytes(Some(bytes)) =
+            std::mem::replace(req.body_mut(), UpstreamBody::empty())
+        {
+            return Replayable::Yes(bytes);
+        }
     }
     if content_length(req.headers()).is_some_and(|n| n <= limit) {
-        Replayable::Read(req)
+        Replayable::Read
     } else {
-        Replayable::No(req)
+        Replayable::No
     }
 }
 
-/// The request's body read whole (at most `limit` bytes), beside the request without it.
-async fn read_body(
-    req: Request<UpstreamBody>,
-    limit: u64,
-) -> Result<(Request<UpstreamBody>, Bytes), ProxyError> {
-    let (parts, body) = req.into_parts();
-    let bytes = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-        .map_err(client_body_error)?
-        .to_bytes();
-    Ok((Request::from_parts(parts, UpstreamBody::empty()), bytes))
+/// The request's body read whole (at most `limit` bytes); the request keeps an empty one.
+async fn read_body(body: &mut UpstreamBody, limit: u64) -> Result<Bytes, ProxyError> {
+    let body = std::mem::replace(body, UpstreamBody::empty());
+    Ok(
+        http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+            .map_err(client_body_error)?
+            .to_bytes(),
+    )
 }
 
 /// A request's head kept to send it again: its header fields in one buffer (one allocation,
