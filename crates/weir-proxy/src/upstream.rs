@@ -159,7 +159,10 @@ pub(crate) struct Downstream<'a> {
 /// response headers. The body is the client's (possibly teed to mirrors) or a mirror copy's.
 /// `upgrade` is the client's WebSocket upgrade ([`strip_hop_by_hop`]): tunnelled to HTTP/1.1
 /// backends (plain or `kubernetes.io/ws`), dropped for h2c ones.
+///
+/// Always inlined: the exchange is built in place in the caller's future.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(crate) fn forward_body<'a>(
     shared: &'a Shared,
     upstream: &'a Upstream,
@@ -337,50 +340,30 @@ fn admitted<'a>(
             (Some(b), key, cookie)
         }
     };
-    Box::pin(async move {
-        let (response, (outstanding, served)) = shared
-            .clients
-            .send_with_policy(
-                &shared.metrics,
-                upstream,
-                req,
-                attempt_timeout,
-                tls,
-                policy,
-                (breaker.as_deref(), budget.as_deref()),
-                route,
-                balancer.as_deref().map(|b| (b, key)),
-                sticky.map(|s| s.pin.map(|(i, _)| i)),
-            )
-            .await?;
-        let mut response = checked(upstream, response, upgrade)?;
-        if let Some(cookie) = cookie {
-            balance::issue(response.headers_mut(), cookie);
-        }
-        if let (Some(sticky), Some(cfg)) = (sticky, &policy.session) {
-            let served = served
-                .and_then(|i| upstream.endpoints.get(i))
-                .map(|e| e.addr);
-            crate::session::respond(
-                &shared.session_key,
-                cfg,
-                &sticky,
-                served,
-                crate::session::now_secs(),
-                response.headers_mut(),
-            );
-        }
-        // What the body holds until it ends: the balancer's in-flight count and the
-        // breaker's place, in one wrapper inside the one box of the body.
-        Ok(match (outstanding, in_flight) {
-            (None, None) => boxed(response),
-            held => response.map(|body| {
-                balance::Holding::new(body, held)
-                    .map_err(BoxError::from)
-                    .boxed_unsync()
-            }),
-        })
-    })
+    // One box, holding the exchange as `send_with_policy` builds it: the attempt loop and
+    // what the response gets after it, in one future (each `async` layer would hold its
+    // arguments again and move the one inside it: bench/results/2026-12-07-policies-4.md).
+    Box::pin(shared.clients.send_with_policy(
+        &shared.metrics,
+        upstream,
+        req,
+        attempt_timeout,
+        tls,
+        policy,
+        retry::Held {
+            breaker,
+            in_flight,
+            budget,
+        },
+        route,
+        balancer.map(|b| (b, key)),
+        retry::After {
+            upgrade,
+            cookie,
+            sticky,
+            session_key: &shared.session_key,
+        },
+    ))
 }
 
 /// The client's hop-by-hop headers removed (those its `Connection` names and the RFC 9110

@@ -163,6 +163,8 @@ pub(crate) struct Balancer {
     /// The endpoints' addresses, to build the table from.
     addrs: Box<[SocketAddr]>,
     cursor: AtomicUsize,
+    /// When it was built: the instant [`Balancer::pick`] passes when no slow start reads it.
+    made: Instant,
     /// Smooth weighted round robin's current weights (only while some endpoint ramps).
     current: Mutex<Vec<i64>>,
     /// `zoneAware.preferLocal` with a known zone: which endpoints are local.
@@ -327,6 +329,7 @@ impl Balancer {
             table: OnceLock::new(),
             addrs,
             cursor: AtomicUsize::new(0),
+            made: Instant::now(),
             current: Mutex::new(Vec::new()),
             zones: None,
         }
@@ -340,7 +343,15 @@ impl Balancer {
     /// The endpoint (index) to try first among those `eligible` accepts, for a request
     /// whose hash key is `key` (ConsistentHash); `None` when none is eligible.
     pub(crate) fn pick(&self, key: Option<u64>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
-        self.pick_with(key, eligible, Instant::now(), &mut || rand::random::<u64>())
+        // The clock only when an endpoint may be ramping (slow start); without a window
+        // every weight is full and the instant is not read. The draws come from fastrand's
+        // thread-local generator (a few instructions; `rand::random` spent ~40 per draw,
+        // two draws per LeastRequest pick: bench/results/2026-12-07-policies-4.md).
+        let now = match self.lb.slow_start {
+            Some(_) => Instant::now(),
+            None => self.made,
+        };
+        self.pick_with(key, eligible, now, &mut || fastrand::u64(..))
     }
 
     fn pick_with(

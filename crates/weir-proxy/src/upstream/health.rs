@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,9 @@ impl Drop for Prober {
 /// An upstream's endpoints' state, in the order of `Upstream::endpoints`.
 pub(crate) struct UpstreamView {
     name: Arc<str>,
+    /// `Upstream::id` (a hash of its name and endpoints, in order) of the upstream it was
+    /// made for: a request checks it in O(1) instead of comparing every endpoint.
+    id: u64,
     slots: Box<[Slot]>,
 }
 
@@ -152,12 +155,7 @@ impl Slot {
 
 impl UpstreamView {
     fn matches(&self, upstream: &Upstream) -> bool {
-        self.slots.len() == upstream.endpoints.len()
-            && self
-                .slots
-                .iter()
-                .zip(upstream.endpoints.iter())
-                .all(|(s, e)| s.addr == e.addr)
+        self.id == upstream.id && self.slots.len() == upstream.endpoints.len()
     }
 
     fn healthy(&self, now: u64) -> usize {
@@ -171,9 +169,13 @@ pub(crate) struct HealthGate<'a> {
     metrics: &'a Metrics,
     view: Arc<UpstreamView>,
     check: &'a HealthCheck,
-    now: u64,
-    /// Fewer than `panicThreshold` percent healthy: every endpoint is eligible.
-    panic: bool,
+    /// The clock, read once per request and only when an endpoint has ever been ejected
+    /// (0: not read yet).
+    now: AtomicU64,
+    /// Fewer than `panicThreshold` percent healthy, so every endpoint is eligible: worked
+    /// out (over all endpoints) only when the request meets an endpoint that is not healthy
+    /// (0: not yet, 1: no, 2: yes).
+    panic: AtomicU8,
     /// The endpoint of the attempt under way (`usize::MAX`: none yet), for timeouts.
     current: AtomicUsize,
 }
@@ -181,7 +183,43 @@ pub(crate) struct HealthGate<'a> {
 impl HealthGate<'_> {
     /// Whether endpoint `i` of the upstream may get this request.
     pub(crate) fn eligible(&self, i: usize) -> bool {
-        self.panic || self.view.slots.get(i).is_some_and(|s| s.healthy(self.now))
+        self.view.slots.get(i).is_some_and(|s| self.healthy(s)) || self.panicking()
+    }
+
+    fn now(&self) -> u64 {
+        match self.now.load(Ordering::Relaxed) {
+            0 => {
+                let now = self.inner.now();
+                self.now.store(now, Ordering::Relaxed);
+                now
+            }
+            now => now,
+        }
+    }
+
+    /// [`Slot::healthy`], reading the clock only for an endpoint ejected at some time.
+    fn healthy(&self, slot: &Slot) -> bool {
+        let until = slot.health.ejected_until.load(Ordering::Relaxed);
+        (until == 0 || until <= self.now())
+            && slot
+                .probe
+                .as_ref()
+                .is_none_or(|p| p.healthy.load(Ordering::Relaxed))
+    }
+
+    fn panicking(&self) -> bool {
+        match self.panic.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let n = self.view.slots.len();
+                let healthy = self.view.slots.iter().filter(|s| self.healthy(s)).count();
+                let panic = n > 0 && healthy * 100 < usize::from(self.check.panic_threshold) * n;
+                self.panic
+                    .store(if panic { 2 } else { 1 }, Ordering::Relaxed);
+                panic
+            }
+        }
     }
 
     /// Feed an attempt's outcome on endpoint `i` to passive health.
@@ -259,16 +297,13 @@ impl HealthRegistry {
             .filter(|v| v.matches(upstream))
             .cloned()
             .unwrap_or_else(|| inner.transient_view(upstream, active, tls));
-        let now = inner.now();
-        let n = view.slots.len();
-        let panic = n > 0 && view.healthy(now) * 100 < usize::from(check.panic_threshold) * n;
         HealthGate {
             inner,
             metrics,
             view,
             check,
-            now,
-            panic,
+            now: AtomicU64::new(0),
+            panic: AtomicU8::new(0),
             current: AtomicUsize::new(usize::MAX),
         }
     }
@@ -361,6 +396,7 @@ impl HealthRegistry {
                     key,
                     Arc::new(UpstreamView {
                         name: up.name.clone(),
+                        id: up.id,
                         slots,
                     }),
                 );
@@ -418,6 +454,7 @@ impl Inner {
             .collect();
         Arc::new(UpstreamView {
             name: upstream.name.clone(),
+            id: upstream.id,
             slots,
         })
     }

@@ -7,6 +7,7 @@ fn metrics() -> Metrics {
 fn view(n: u16) -> UpstreamView {
     UpstreamView {
         name: "ns/svc:80".into(),
+        id: 0,
         slots: (1..=n)
             .map(|port| Slot {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
