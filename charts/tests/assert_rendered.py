@@ -167,6 +167,7 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "tracing.protocol=http",
             "tracing.sample=0.1",
             "sessionPersistence.keySecret=edge-session-key",
+            "securityPolicy.jwksCAConfigMap=idp-ca",
             "rateLimit.redis.urlSecret=edge-redis",
             "rateLimit.timeout=50ms",
             "rateLimit.failClosed=true",
@@ -184,6 +185,7 @@ CASES: dict[str, tuple[list[str], dict]] = {
             "tracing": ["--otlp-endpoint=http://otel-collector.observability:4318",
                         "--otlp-protocol=http", "--trace-sample=0.1"],
             "session_key_secret": "edge-session-key",
+            "jwks_ca_config_map": "idp-ca",
             "rate_limit": ["--rate-limit-timeout=50ms", "--rate-limit-fail-closed"],
             "redis_secret": "edge-redis",
         },
@@ -201,6 +203,7 @@ BAD_VALUES = [
     (["tracing.sample=1.5"], "sample"),
     (["tracing.otlpEndpoint=https://collector:4317"], "otlpEndpoint"),
     (["sessionPersistence.keySecret=Not_A_Name"], "keySecret"),
+    (["securityPolicy.jwksCAConfigMap=Not_A_Name"], "jwksCAConfigMap"),
     (["rateLimit.redis.url=http://redis:6379"], "url"),
     (["rateLimit.timeout=20"], "timeout"),
     (["rateLimit.replicas=-1"], "replicas"),
@@ -429,6 +432,10 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
     redis_ca = exp.get("redis_ca_secret")
     if redis_ca:
         want_args.append("--rate-limit-redis-ca=/etc/weir/redis-ca/ca.crt")
+    # The remote JWKS CAs only with securityPolicy.jwksCAConfigMap: mounted, the flag on it.
+    jwks_ca = exp.get("jwks_ca_config_map")
+    if jwks_ca:
+        want_args.append("--jwks-ca=/etc/weir/jwks-ca/ca.crt")
     mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
     volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])}
     if secret:
@@ -441,6 +448,12 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         c.equal(volumes.get("redis-ca"), redis_ca, "redis CA Secret")
     else:
         c.check("redis-ca" not in volumes, f"no redis CA volume without the value: {volumes}")
+    config_maps = {v["name"]: v.get("configMap", {}).get("name") for v in pod.get("volumes", [])}
+    if jwks_ca:
+        c.equal(mounts.get("/etc/weir/jwks-ca"), "jwks-ca", "JWKS CA mount")
+        c.equal(config_maps.get("jwks-ca"), jwks_ca, "JWKS CA ConfigMap")
+    else:
+        c.check("jwks-ca" not in config_maps, f"no JWKS CA volume without the value: {config_maps}")
     i = want_args.index("--ADDRESSING=ADDRESSING")
     want_args[i:i + 1] = addressing
     c.equal(ctr.get("args"), want_args, "container args")

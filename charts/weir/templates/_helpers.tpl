@@ -234,6 +234,9 @@ spec:
         {{- if .Values.rateLimit.redis.caSecret }}
         - "--rate-limit-redis-ca=/etc/weir/redis-ca/ca.crt"
         {{- end }}
+        {{- if .Values.securityPolicy.jwksCAConfigMap }}
+        - "--jwks-ca=/etc/weir/jwks-ca/ca.crt"
+        {{- end }}
       env:
         - name: POD_NAME
           valueFrom:
@@ -317,7 +320,7 @@ spec:
           add:
             - NET_BIND_SERVICE
           {{- end }}
-      {{- if or .Values.sessionPersistence.keySecret .Values.rateLimit.redis.caSecret }}
+      {{- if or .Values.sessionPersistence.keySecret .Values.rateLimit.redis.caSecret .Values.securityPolicy.jwksCAConfigMap }}
       volumeMounts:
         {{- if .Values.sessionPersistence.keySecret }}
         - name: session-key
@@ -329,8 +332,13 @@ spec:
           mountPath: /etc/weir/redis-ca
           readOnly: true
         {{- end }}
+        {{- if .Values.securityPolicy.jwksCAConfigMap }}
+        - name: jwks-ca
+          mountPath: /etc/weir/jwks-ca
+          readOnly: true
+        {{- end }}
       {{- end }}
-  {{- if or .Values.sessionPersistence.keySecret .Values.rateLimit.redis.caSecret }}
+  {{- if or .Values.sessionPersistence.keySecret .Values.rateLimit.redis.caSecret .Values.securityPolicy.jwksCAConfigMap }}
   volumes:
     {{- if .Values.sessionPersistence.keySecret }}
     # The key every replica seals session values with (--session-key-file): its `key` entry.
@@ -346,6 +354,15 @@ spec:
     - name: redis-ca
       secret:
         secretName: {{ .Values.rateLimit.redis.caSecret | quote }}
+        items:
+          - key: ca.crt
+            path: ca.crt
+    {{- end }}
+    {{- if .Values.securityPolicy.jwksCAConfigMap }}
+    # The CAs trusted for https remoteJWKS (--jwks-ca): the ConfigMap's `ca.crt` entry.
+    - name: jwks-ca
+      configMap:
+        name: {{ .Values.securityPolicy.jwksCAConfigMap | quote }}
         items:
           - key: ca.crt
             path: ca.crt

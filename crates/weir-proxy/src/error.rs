@@ -141,6 +141,8 @@ pub enum ProxyError {
     SessionKey(String),
     #[error("could not set up global rate limits: {0}")]
     RateLimitConfig(String),
+    #[error("could not set up the remote JWKS trust store (--jwks-ca): {0}")]
+    JwksCa(String),
 }
 
 /// Why a connection to one upstream endpoint could not be opened.
@@ -359,7 +361,8 @@ impl ProxyError {
             | ProxyError::AccessLog(_)
             | ProxyError::Tracing(_)
             | ProxyError::SessionKey(_)
-            | ProxyError::RateLimitConfig(_) => (
+            | ProxyError::RateLimitConfig(_)
+            | ProxyError::JwksCa(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "internal error\n",

@@ -60,6 +60,7 @@ use crate::metrics::Metrics;
 pub use crate::rate_limit::global::GlobalConfig as GlobalRateLimitConfig;
 use crate::upstream::Clients;
 pub use crate::upstream::UpstreamLimits;
+pub use security::parse_pem_certs;
 
 /// Process-wide proxy settings (from the command line).
 #[derive(Debug, Clone)]
@@ -107,6 +108,9 @@ pub struct ProxyConfig {
     /// `--rate-limit-replicas`: the replicas a local rate limit is split across (each
     /// admits `⌈requests / N⌉` per unit); 1: each replica admits the whole limit.
     pub rate_limit_replicas: u32,
+    /// Certificate authorities trusted for `https` SecurityPolicy `remoteJWKS.uri`s, beside
+    /// the public ones (webpki-roots): PEM, from `--jwks-ca` ([`parse_pem_certs`]).
+    pub jwks_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ProxyConfig {
@@ -128,6 +132,7 @@ impl Default for ProxyConfig {
             session_key: None,
             rate_limit: None,
             rate_limit_replicas: 1,
+            jwks_ca: Vec::new(),
         }
     }
 }
@@ -232,6 +237,11 @@ impl Proxy {
             ),
             None => None,
         };
+        let tls_provider = Arc::new(rustls::crypto::ring::default_provider());
+        let security = security::SecurityState::new(
+            security::jwks_client_tls(&tls_provider, &config.jwks_ca)
+                .map_err(ProxyError::JwksCa)?,
+        );
         let shared = Arc::new(Shared {
             local_limits: rate_limit::LocalLimits::new(config.rate_limit_replicas),
             global_limits,
@@ -251,8 +261,8 @@ impl Proxy {
             caches: state::StateRegistry::default(),
             ext_auth: ext_auth::ExtAuthClients::default(),
             balancers: upstream::Balancers::new(zone),
-            tls_provider: Arc::new(rustls::crypto::ring::default_provider()),
-            security: security::SecurityState::default(),
+            tls_provider,
+            security,
         });
         registry.register(Box::new(shared.balancers.in_flight_metric()?))?;
         Ok(Proxy {

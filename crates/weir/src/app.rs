@@ -80,6 +80,19 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
         ),
         None => None,
     };
+    let jwks_ca = match args
+        .jwks_ca
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --jwks-ca {}", path.display()))?;
+            weir_proxy::parse_pem_certs(&pem)
+                .map_err(|e| anyhow::anyhow!("--jwks-ca {}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
     let proxy = Arc::new(
         Proxy::new(
             ProxyConfig {
@@ -130,6 +143,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                         ca_pem: redis_ca.clone(),
                     }),
                 rate_limit_replicas: args.rate_limit_replicas,
+                jwks_ca,
             },
             shared.snapshot.clone(),
             &registry,

@@ -181,6 +181,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", env = "WEIR_RATE_LIMIT_REDIS_CA")]
     pub rate_limit_redis_ca: Option<PathBuf>,
 
+    /// A PEM file of certificate authorities trusted for SecurityPolicy `remoteJWKS.uri`s
+    /// over https, beside the public roots compiled in (webpki-roots): for an identity
+    /// provider whose certificate a private CA issued. Empty or unset: public roots only.
+    #[arg(long, value_name = "PATH", env = "WEIR_JWKS_CA")]
+    pub jwks_ca: Option<PathBuf>,
+
     /// How long a global rate limit waits for Redis before it counts as unreachable.
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
     pub rate_limit_timeout: Duration,

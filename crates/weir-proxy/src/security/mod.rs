@@ -28,7 +28,8 @@ pub(crate) mod basic;
 pub(crate) mod jwt;
 pub(crate) mod remote;
 
-pub(crate) use remote::SecurityState;
+pub use remote::parse_pem_certs;
+pub(crate) use remote::{jwks_client_tls, SecurityState};
 
 /// What authentication established, for authorization.
 #[derive(Default)]

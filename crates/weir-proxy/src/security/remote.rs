@@ -2,11 +2,16 @@
 //! and remote key sets, by policy id (dropped by [`SecurityState::sync`] when a swap removed
 //! the policy).
 //!
-//! A remote key set (`remoteJWKS.uri`, http) is fetched by a background task: at once, then
+//! A remote key set (`remoteJWKS.uri`, http or https) is fetched by a background task: at once, then
 //! every `cacheDuration`; sooner when a token names a key id the set does not have
 //! ([`RemoteJwks::kick`], at most once per [`KICK_INTERVAL`]). A failed fetch keeps the last
 //! good set and is retried after [`RETRY`]. Requests never wait for a fetch: until the first
 //! one succeeded, tokens of that provider get 401.
+//!
+//! Over https the server's certificate must chain to a public root (webpki-roots, Mozilla's
+//! set compiled in: the image has no system store) or to a CA given with `--jwks-ca`, and
+//! name the URI's host (SNI is that host); otherwise the fetch fails like an unreachable
+//! server (the last good set stays; none yet: 401).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,13 +34,59 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest key set document read.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
-#[derive(Default)]
 pub(crate) struct SecurityState {
     caches: StateRegistry<u64, VerifyCache>,
     jwks: StateRegistry<(u64, usize), RemoteJwks>,
+    /// The client configuration of https key set fetches.
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// Certificates in PEM text (`-----BEGIN CERTIFICATE-----` blocks; other blocks are
+/// skipped); an error if there is none or one is malformed.
+pub fn parse_pem_certs(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(certs)
+}
+
+/// The TLS client of https key set fetches: public roots plus `extra` CAs; no client
+/// certificate; ALPN none (HTTP/1.1).
+pub(crate) fn jwks_client_tls(
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl SecurityState {
+    pub(crate) fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+        SecurityState {
+            caches: StateRegistry::default(),
+            jwks: StateRegistry::default(),
+            tls,
+        }
+    }
+
     /// The basic-auth verification cache of policy `id`.
     pub(crate) fn verify_cache(&self, id: u64) -> Arc<VerifyCache> {
         match self.caches.get_or_try_insert(&id, || {
@@ -55,7 +106,11 @@ impl SecurityState {
         every: Duration,
     ) -> Arc<RemoteJwks> {
         match self.jwks.get_or_try_insert(&(id, index), || {
-            Ok::<_, std::convert::Infallible>(RemoteJwks::start(uri.clone(), every))
+            Ok::<_, std::convert::Infallible>(RemoteJwks::start(
+                uri.clone(),
+                every,
+                self.tls.clone(),
+            ))
         }) {
             Ok(r) => r,
         }
@@ -111,7 +166,7 @@ impl Drop for RemoteJwks {
 }
 
 impl RemoteJwks {
-    fn start(uri: Arc<str>, every: Duration) -> Self {
+    fn start(uri: Arc<str>, every: Duration, tls: Arc<rustls::ClientConfig>) -> Self {
         let inner = Arc::new(Inner {
             keys: ArcSwapOption::empty(),
             wake: tokio::sync::Notify::new(),
@@ -119,7 +174,7 @@ impl RemoteJwks {
         });
         let task = tokio::runtime::Handle::try_current()
             .ok()
-            .map(|rt| rt.spawn(fetch_loop(uri, every, inner.clone())));
+            .map(|rt| rt.spawn(fetch_loop(uri, every, tls, inner.clone())));
         RemoteJwks { inner, task }
     }
 
@@ -144,10 +199,15 @@ impl RemoteJwks {
     }
 }
 
-async fn fetch_loop(uri: Arc<str>, every: Duration, inner: Arc<Inner>) {
+async fn fetch_loop(
+    uri: Arc<str>,
+    every: Duration,
+    tls: Arc<rustls::ClientConfig>,
+    inner: Arc<Inner>,
+) {
     static FAILED: LogLimit = LogLimit::new(5, Duration::from_secs(60));
     loop {
-        let wait = match tokio::time::timeout(FETCH_TIMEOUT, fetch(&uri)).await {
+        let wait = match tokio::time::timeout(FETCH_TIMEOUT, fetch(&uri, &tls)).await {
             Ok(Ok(keys)) => {
                 inner.keys.store(Some(Arc::new(keys)));
                 every
@@ -172,21 +232,47 @@ async fn fetch_loop(uri: Arc<str>, every: Duration, inner: Arc<Inner>) {
     }
 }
 
-/// GET the key set over plain HTTP/1.1 and parse it (no HMAC keys from a remote set).
-async fn fetch(uri: &str) -> Result<Vec<JwtKey>, String> {
+/// GET the key set over HTTP/1.1, in the clear or over TLS, and parse it (no HMAC keys from
+/// a remote set).
+async fn fetch(uri: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Vec<JwtKey>, String> {
     let uri: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
-    let host = uri.host().ok_or("no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+    let host = uri.host().ok_or("no host")?;
+    // An IPv6 literal comes bracketed; connect and SNI take it bare.
+    let bare = host.trim_matches(['[', ']']).to_string();
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        other => return Err(format!("unsupported scheme {other:?}")),
+    };
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let stream = tokio::net::TcpStream::connect((bare.as_str(), port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().map_or(bare.clone(), |a| a.to_string());
+    if https {
+        // SNI and the certificate check both use the URI's host (a DNS name or an IP).
+        let name = rustls::pki_types::ServerName::try_from(bare)
+            .map_err(|e| format!("bad TLS server name: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        get(stream, path, authority).await
+    } else {
+        get(stream, path, authority).await
+    }
+}
+
+async fn get<IO>(io: IO, path: &str, authority: String) -> Result<Vec<JwtKey>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
     let conn = tokio::spawn(conn);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
     let req = http::Request::get(path)
         .header(http::header::HOST, authority)
         .header(http::header::ACCEPT, "application/json")

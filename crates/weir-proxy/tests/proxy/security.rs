@@ -56,6 +56,14 @@ fn secured(up: &Arc<Upstream>, security: Security) -> Arc<RouteAction> {
 
 /// `/p` under `security`, `/` without a policy.
 async fn start(up: &Arc<Upstream>, security: Security) -> (TestProxy, SocketAddr) {
+    start_with(config(), up, security).await
+}
+
+async fn start_with(
+    cfg: weir_proxy::ProxyConfig,
+    up: &Arc<Upstream>,
+    security: Security,
+) -> (TestProxy, SocketAddr) {
     let port = free_port();
     let snap = snapshot(
         1,
@@ -71,7 +79,7 @@ async fn start(up: &Arc<Upstream>, security: Security) -> (TestProxy, SocketAddr
             )],
         )],
     );
-    let proxy = TestProxy::start(config(), snap).await;
+    let proxy = TestProxy::start(cfg, snap).await;
     let addr = proxy.addr(port);
     (proxy, addr)
 }
@@ -448,7 +456,29 @@ struct JwksServer {
     addr: SocketAddr,
     answer: Arc<Mutex<(u16, String)>>,
     hits: Arc<std::sync::atomic::AtomicUsize>,
+    /// The SNI of each TLS client hello (TLS servers only).
+    snis: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves one certificate and records the SNI asked for.
+#[derive(Debug)]
+struct SniRecorder(
+    Arc<rustls::sign::CertifiedKey>,
+    Arc<Mutex<Vec<Option<String>>>>,
+);
+
+impl rustls::server::ResolvesServerCert for SniRecorder {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.1
+            .lock()
+            .unwrap()
+            .push(hello.server_name().map(str::to_string));
+        Some(self.0.clone())
+    }
 }
 
 impl Drop for JwksServer {
@@ -459,17 +489,36 @@ impl Drop for JwksServer {
 
 impl JwksServer {
     async fn start(body: String) -> JwksServer {
+        JwksServer::serve(body, None).await
+    }
+
+    /// Over TLS with `cert`; the SNI names of the client hellos go into `snis`.
+    async fn start_tls(body: String, cert: Arc<rustls::sign::CertifiedKey>) -> JwksServer {
+        JwksServer::serve(body, Some(cert)).await
+    }
+
+    async fn serve(body: String, cert: Option<Arc<rustls::sign::CertifiedKey>>) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new((200u16, body)));
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let snis = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = cert.map(|cert| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(SniRecorder(cert, snis.clone())));
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         let (a, h) = (answer.clone(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (a, h) = (a.clone(), h.clone());
+                let (a, h, acceptor) = (a.clone(), h.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |_req| {
                         h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -480,9 +529,17 @@ impl JwksServer {
                             Ok::<_, Infallible>(r)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = http1.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http1.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
                 });
             }
         });
@@ -490,6 +547,7 @@ impl JwksServer {
             addr,
             answer,
             hits,
+            snis,
             task,
         }
     }
@@ -573,6 +631,125 @@ async fn a_remote_key_set_is_fetched_rotated_and_kept_when_the_server_fails() {
     }
     let after = server.hits.load(std::sync::atomic::Ordering::SeqCst);
     assert!(after - before <= 3, "{before} → {after}");
+}
+
+fn remote_provider(id: u64, uri: String) -> Security {
+    let mut s = empty(id);
+    s.jwt = Some(JwtAuth {
+        optional: false,
+        providers: vec![provider(
+            "remote",
+            JwtKeys::Remote {
+                uri: uri.into(),
+                cache_duration: Duration::from_secs(300),
+            },
+        )],
+    });
+    s
+}
+
+async fn eventually_ok(what: &str, addr: SocketAddr, token: &str) {
+    assert_eventually(what, Duration::from_secs(10), || {
+        let token = token.to_string();
+        async move {
+            let r = get_with(addr, "/p", &[("authorization", &bearer(&token))]).await;
+            anyhow::ensure!(r.status == StatusCode::OK, "{}", r.status);
+            Ok(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_https_key_set_from_a_private_ca_is_fetched_and_rotated() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let ca = Ca::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let server = JwksServer::start_tls(jwks(&[&k1]), ca.leaf(&["localhost"])).await;
+    // The CA as `--jwks-ca` gives it: PEM.
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(ca.der())
+    );
+    let mut cfg = config();
+    cfg.jwks_ca = weir_proxy::parse_pem_certs(pem.as_bytes()).unwrap();
+    let uri = format!("https://localhost:{}/jwks", server.addr.port());
+    let (_proxy, addr) = start_with(cfg, &up, remote_provider(16, uri)).await;
+    let t1 = sign(&k1, claims(serde_json::json!({})));
+    let t2 = sign(&k2, claims(serde_json::json!({})));
+    eventually_ok("the key set is fetched over https", addr, &t1).await;
+    // SNI named the URI's host.
+    assert!(
+        server
+            .snis
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s.as_deref() == Some("localhost")),
+        "{:?}",
+        server.snis.lock().unwrap()
+    );
+    // Rotation mid-run: a token with the new kid makes the proxy refetch.
+    server.set(200, jwks(&[&k2]));
+    let fetches = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    eventually_ok("the rotated key is fetched on an unknown kid", addr, &t2).await;
+    assert!(server.hits.load(std::sync::atomic::Ordering::SeqCst) > fetches);
+    let old = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    // Keep-last-good holds over https too: the server fails, the set stays.
+    server.set(503, String::new());
+    let k3 = es256("k3");
+    let t3 = sign(&k3, claims(serde_json::json!({})));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&t3))]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let still = get_with(addr, "/p", &[("authorization", &bearer(&t2))]).await;
+    assert_eq!(still.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_https_key_set_server_that_is_not_trusted_fails_closed() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let k1 = es256("k1");
+    let t1 = sign(&k1, claims(serde_json::json!({})));
+    let ca = Ca::new();
+    // 1. A CA the proxy was not given; 2. the trusted CA, but a certificate for another
+    // name than the URI's host.
+    let untrusted = JwksServer::start_tls(jwks(&[&k1]), ca.leaf(&["localhost"])).await;
+    let other = Ca::new();
+    let wrong_name = JwksServer::start_tls(jwks(&[&k1]), other.leaf(&["jwks.example"])).await;
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(other.der())
+    );
+    for (i, server) in [&untrusted, &wrong_name].into_iter().enumerate() {
+        let mut cfg = config();
+        cfg.jwks_ca = weir_proxy::parse_pem_certs(pem.as_bytes()).unwrap();
+        let uri = format!("https://localhost:{}/jwks", server.addr.port());
+        let (_proxy, addr) = start_with(cfg, &up, remote_provider(17 + i as u64, uri)).await;
+        // The fetcher did reach the server over TLS (a client hello arrived) …
+        assert_eventually("a TLS fetch is tried", Duration::from_secs(5), || async {
+            anyhow::ensure!(!server.snis.lock().unwrap().is_empty());
+            Ok(())
+        })
+        .await;
+        // … and for its retries (every 2 s) the route keeps refusing: never served
+        // unauthenticated, never with the key set of an unverified server.
+        for _ in 0..10 {
+            let r = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "server {i}");
+            let anonymous = get_with(addr, "/p", &[]).await;
+            assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "server {i}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(
+            server.hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no request was sent to server {i}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

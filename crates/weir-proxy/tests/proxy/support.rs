@@ -247,6 +247,7 @@ pub fn config() -> ProxyConfig {
         session_key: None,
         rate_limit: None,
         rate_limit_replicas: 1,
+        jwks_ca: Vec::new(),
     }
 }
 

@@ -271,6 +271,9 @@ fn compile(
     id: u64,
     spec: &SecurityPolicySpec,
 ) -> Result<(Security, Option<ExtAuth>), NotAccepted> {
+    if let Some(refusal) = spec.authorization.as_ref().and_then(authz::paths_refusal) {
+        return Err(refusal);
+    }
     let unsupported = unsupported_fields(spec);
     if !unsupported.is_empty() {
         return Err(NotAccepted::new(

@@ -32,6 +32,25 @@ pub(super) fn unsupported_fields(
     }
 }
 
+/// `rules[].operation.paths`: not a field of Envoy Gateway's `Operation` (it has only
+/// `methods`), so said plainly rather than as a missing feature.
+pub(super) fn paths_refusal(a: &policies::Authorization) -> Option<NotAccepted> {
+    let (i, _) = a.rules.iter().flatten().enumerate().find(|(_, r)| {
+        r.operation
+            .as_ref()
+            .is_some_and(|o| o.unsupported.contains_key("paths"))
+    })?;
+    Some(NotAccepted::new(
+        "UnsupportedValue",
+        format!(
+            "spec.authorization.rules[{i}].operation.paths: Envoy Gateway's Operation has only \
+             `methods`; match paths with the route's rules (a rule or route per path, each \
+             targeted by its own SecurityPolicy): the policy is not applied and its targets \
+             answer 500 until it is removed"
+        ),
+    ))
+}
+
 fn action(field: &str, v: &str) -> Result<bool, NotAccepted> {
     match v {
         "Allow" => Ok(true),

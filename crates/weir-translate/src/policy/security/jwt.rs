@@ -135,21 +135,12 @@ fn remote(at: &str, r: &policies::RemoteJwks) -> Result<JwtKeys, NotAccepted> {
         .uri
         .parse()
         .map_err(|_| invalid(format!("{at}.remoteJWKS.uri {:?} is not a URI", r.uri)))?;
-    // HTTPS needs a trust store for the JWKS server: not there yet, so only http.
+    // https: verified against public roots and `--jwks-ca` (the proxy's fetcher).
     match uri.scheme_str() {
-        Some("http") if uri.host().is_some() => {}
-        Some("https") => {
-            return Err(NotAccepted::new(
-                "UnsupportedValue",
-                format!(
-                    "{at}.remoteJWKS.uri: Weir does not fetch key sets over HTTPS yet (use an \
-                     http:// URI inside the cluster, or localJWKS)"
-                ),
-            ))
-        }
+        Some("http" | "https") if uri.host().is_some() => {}
         _ => {
             return Err(invalid(format!(
-                "{at}.remoteJWKS.uri {:?} is not an http:// URL",
+                "{at}.remoteJWKS.uri {:?} is not an http:// or https:// URL",
                 r.uri
             )))
         }

@@ -144,6 +144,8 @@ fn every_mechanism_compiles_onto_the_targeted_routes_only() {
       extractFrom: {{headers: [{{name: x-token, valuePrefix: 'Tok '}}], cookies: [jwt]}}
     - name: remote
       remoteJWKS: {{uri: 'http://127.0.0.1:9/jwks', cacheDuration: 30s}}
+    - name: idp
+      remoteJWKS: {{uri: 'https://idp.example/.well-known/jwks.json'}}
   authorization:
     defaultAction: Deny
     rules:
@@ -181,6 +183,9 @@ fn every_mechanism_compiles_onto_the_targeted_routes_only() {
     assert!(matches!(&jwt.providers[0].keys, JwtKeys::Local(k) if k.0.len() == 1));
     assert!(matches!(&jwt.providers[1].keys,
         JwtKeys::Remote { cache_duration, .. } if cache_duration.as_secs() == 30));
+    // https is fetched (verified against public roots and --jwks-ca).
+    assert!(matches!(&jwt.providers[2].keys,
+        JwtKeys::Remote { uri, .. } if &**uri == "https://idp.example/.well-known/jwks.json"));
     // The default token source of a provider without extractFrom.
     assert_eq!(
         jwt.providers[1].sources,
@@ -253,7 +258,8 @@ fn refused_policies_fail_closed() {
         ("  jwt: {providers: []}\n", "Invalid", "at least one provider"),
         ("  jwt: {providers: [{name: x, localJWKS: {inline: 'not json'}}]}\n", "Invalid", "not a JSON Web Key Set"),
         ("  jwt: {providers: [{name: x, localJWKS: {type: ValueRef, valueRef: {kind: ConfigMap, name: nope}}}]}\n", "Invalid", "ConfigMap ns/nope does not exist"),
-        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'https://idp.example/jwks'}}]}\n", "UnsupportedValue", "HTTPS"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'ftp://idp.example/jwks'}}]}\n", "Invalid", "not an http:// or https:// URL"),
+        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}, operation: {methods: [GET], paths: [/a]}}]}\n", "UnsupportedValue", "Operation has only `methods`; match paths with the route's rules"),
         ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', cacheDuration: soon}}]}\n", "Invalid", "cacheDuration"),
         ("  authorization: {defaultAction: Maybe}\n", "Invalid", "defaultAction"),
         ("  authorization: {rules: [{action: Allow, principal: {jwt: {provider: nobody, scopes: [a]}}}]}\n", "Invalid", "not a provider"),
