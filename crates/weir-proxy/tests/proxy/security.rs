@@ -927,7 +927,11 @@ async fn a_verified_token_is_reused_until_it_expires_and_other_bytes_are_verifie
     assert_eq!(call(short.clone()).await.status, StatusCode::OK);
     let cached = jwt_count(&proxy, "cached");
     assert_eq!(call(short.clone()).await.status, StatusCode::OK);
-    assert_eq!(jwt_count(&proxy, "cached"), cached + 1.0, "served from the cache");
+    assert_eq!(
+        jwt_count(&proxy, "cached"),
+        cached + 1.0,
+        "served from the cache"
+    );
     while now() <= exp + 61 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -981,7 +985,11 @@ async fn a_rotated_key_set_invalidates_cached_tokens() {
     })
     .await;
     let old = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
-    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "t1 was cached under k1");
+    assert_eq!(
+        old.status,
+        StatusCode::UNAUTHORIZED,
+        "t1 was cached under k1"
+    );
     drop(proxy);
 
     // Local: the same policy id, its JWKS (a changed ConfigMap) now k2 only.
