@@ -80,6 +80,12 @@ pub(crate) struct Metrics {
     /// (unreachable, timeout, malformed answer), by what happened to the request: `open`
     /// (let through, `failOpen`) or `closed` (refused with 403).
     ext_auth_failures: IntCounterVec,
+    /// `weir_jwt_verifications_total{result}`: JWTs checked by a SecurityPolicy: `cached`
+    /// (accepted from the verified-token cache, no signature check), `verified` and
+    /// `failed` (a full verification ran).
+    pub(crate) jwt_cached: IntCounter,
+    pub(crate) jwt_verified: IntCounter,
+    pub(crate) jwt_failed: IntCounter,
     /// `weir_udp_flows`: UDP flows open now (see `udp.rs`).
     pub(crate) udp_flows: IntGauge,
     /// `weir_udp_flows_rejected_total`: datagrams that would have started a UDP flow beyond
@@ -273,6 +279,17 @@ impl Metrics {
             &["outcome"],
         )?;
         registry.register(Box::new(ext_auth_failures.clone()))?;
+        let jwt = IntCounterVec::new(
+            opts!(
+                "weir_jwt_verifications_total",
+                "JWTs checked by a SecurityPolicy, by result (cached: accepted from the verified-token cache; verified, failed: a full verification ran)."
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(jwt.clone()))?;
+        let jwt_cached = jwt.with_label_values(&["cached"]);
+        let jwt_verified = jwt.with_label_values(&["verified"]);
+        let jwt_failed = jwt.with_label_values(&["failed"]);
         let udp_flows = IntGauge::with_opts(opts!(
             "weir_udp_flows",
             "UDP flows (client address to endpoint) open now."
@@ -314,6 +331,9 @@ impl Metrics {
             access_log_dropped,
             trace_spans_dropped,
             ext_auth_failures,
+            jwt_cached,
+            jwt_verified,
+            jwt_failed,
         })
     }
 

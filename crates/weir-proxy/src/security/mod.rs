@@ -11,7 +11,7 @@
 //!
 //! Phase 3 (external auth) and the rate limits come after this: a request refused here is
 //! never counted by a rate limit. Runtime state (the basic-auth verification cache, remote
-//! key sets) lives in [`SecurityState`] beside the snapshot, keyed by the policy's id.
+//! key sets, the verified-token caches) lives in [`SecurityState`] beside the snapshot, keyed by the policy's id.
 
 use std::net::IpAddr;
 
@@ -35,7 +35,7 @@ pub(crate) use remote::{jwks_client_tls, SecurityState};
 #[derive(Default)]
 pub(crate) struct Verified {
     /// The JWT provider whose token verified, and the token's claims.
-    pub(crate) jwt: Option<(usize, serde_json::Value)>,
+    pub(crate) jwt: Option<(usize, std::sync::Arc<serde_json::Value>)>,
 }
 
 /// Phase 2's security step: `Ok(Some(answer))` for a preflight answered here, `Ok(None)` to
@@ -60,7 +60,13 @@ pub(crate) fn run(
     }
     let mut verified = Verified::default();
     if let Some(j) = &security.jwt {
-        verified.jwt = jwt::check(&conn.shared.security, security.id, j, parts)?;
+        verified.jwt = jwt::check(
+            &conn.shared.security,
+            &conn.shared.metrics,
+            security.id,
+            j,
+            parts,
+        )?;
     }
     if let Some(b) = &security.basic {
         basic::check(&conn.shared.security, security.id, b, parts)?;

@@ -1,6 +1,6 @@
-//! Runtime state of SecurityPolicies, beside the snapshot: basic-auth verification caches
-//! and remote key sets, by policy id (dropped by [`SecurityState::sync`] when a swap removed
-//! the policy).
+//! Runtime state of SecurityPolicies, beside the snapshot: basic-auth verification caches,
+//! remote key sets and verified-token caches, by policy id (dropped by
+//! [`SecurityState::sync`] when a swap removed the policy).
 //!
 //! A remote key set (`remoteJWKS.uri`, http or https) is fetched by a background task: at once, then
 //! every `cacheDuration`; sooner when a token names a key id the set does not have
@@ -22,6 +22,7 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use weir_snapshot::{JwtKey, JwtKeys, Snapshot};
 
 use super::basic::VerifyCache;
+use super::jwt::TokenCache;
 use crate::log_limit::LogLimit;
 use crate::state::StateRegistry;
 
@@ -39,6 +40,7 @@ pub(crate) struct SecurityState {
     jwks: StateRegistry<(u64, usize), RemoteJwks>,
     /// The client configuration of https key set fetches.
     tls: Arc<rustls::ClientConfig>,
+    tokens: StateRegistry<(u64, usize), TokenCache>,
 }
 
 /// Certificates in PEM text (`-----BEGIN CERTIFICATE-----` blocks; other blocks are
@@ -84,6 +86,7 @@ impl SecurityState {
             caches: StateRegistry::default(),
             jwks: StateRegistry::default(),
             tls,
+            tokens: StateRegistry::default(),
         }
     }
 
@@ -91,6 +94,15 @@ impl SecurityState {
     pub(crate) fn verify_cache(&self, id: u64) -> Arc<VerifyCache> {
         match self.caches.get_or_try_insert(&id, || {
             Ok::<_, std::convert::Infallible>(VerifyCache::default())
+        }) {
+            Ok(c) => c,
+        }
+    }
+
+    /// The verified-token cache of provider `index` of policy `id`.
+    pub(crate) fn jwt_cache(&self, id: u64, index: usize) -> Arc<TokenCache> {
+        match self.tokens.get_or_try_insert(&(id, index), || {
+            Ok::<_, std::convert::Infallible>(TokenCache::default())
         }) {
             Ok(c) => c,
         }
@@ -142,6 +154,7 @@ impl SecurityState {
         }
         self.caches.retain(|id| live.contains(id));
         self.jwks.retain(|(id, _)| live.contains(id));
+        self.tokens.retain(|(id, _)| live.contains(id));
     }
 }
 

@@ -1051,3 +1051,162 @@ async fn a_rate_limited_answer_carries_cors_headers() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(!r.headers.contains_key("access-control-allow-origin"));
 }
+
+// ---------------------------------------------------------------------------------------
+// The verified-token cache
+
+fn jwt_count(proxy: &TestProxy, result: &str) -> f64 {
+    proxy.metric("weir_jwt_verifications_total", &[("result", result)])
+}
+
+#[tokio::test]
+async fn a_verified_token_is_reused_until_it_expires_and_other_bytes_are_verified() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let (es, forger) = (es256("es"), es256("es"));
+    let mut s = empty(20);
+    s.jwt = Some(JwtAuth {
+        optional: false,
+        providers: vec![provider("local", local(&[&es]))],
+    });
+    let (proxy, addr) = start(&up, s).await;
+    let call = |token: String| async move {
+        get_with(addr, "/p", &[("authorization", &bearer(&token))]).await
+    };
+    let c = claims(serde_json::json!({}));
+    let token = sign(&es, c.clone());
+    for _ in 0..5 {
+        let r = call(token.clone()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        // The claims come from the cache as they came from the verification.
+        assert_eq!(r.seen_header("x-sub").as_deref(), Some("u-1"));
+    }
+    assert_eq!(jwt_count(&proxy, "verified"), 1.0);
+    assert_eq!(jwt_count(&proxy, "cached"), 4.0);
+
+    // Same header and claims, another signature (another key with the same kid): other
+    // bytes, verified, refused.
+    let forged = sign(&forger, c);
+    let cut = |t: &str| t.rsplit_once('.').map(|(hp, _)| hp.to_string());
+    assert_eq!(cut(&forged), cut(&token));
+    assert_ne!(forged, token);
+    assert_eq!(call(forged).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(jwt_count(&proxy, "failed"), 1.0);
+    // A failure is not cached either: the cached token still passes, the forged one fails
+    // again through a full verification.
+    assert_eq!(call(token.clone()).await.status, StatusCode::OK);
+    assert_eq!(jwt_count(&proxy, "cached"), 5.0);
+
+    // A token 58 s past its exp still passes (60 s skew), from the cache the second time;
+    // once exp + skew has passed it is refused even though it is cached.
+    let exp = now() - 58;
+    let short = sign(&es, claims(serde_json::json!({"exp": exp})));
+    assert_eq!(call(short.clone()).await.status, StatusCode::OK);
+    let cached = jwt_count(&proxy, "cached");
+    assert_eq!(call(short.clone()).await.status, StatusCode::OK);
+    assert_eq!(
+        jwt_count(&proxy, "cached"),
+        cached + 1.0,
+        "served from the cache"
+    );
+    while now() <= exp + 61 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = call(short).await;
+    assert_eq!(late.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(jwt_count(&proxy, "cached"), cached + 1.0);
+}
+
+#[tokio::test]
+async fn a_rotated_key_set_invalidates_cached_tokens() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let t1 = sign(&k1, claims(serde_json::json!({})));
+    let t2 = sign(&k2, claims(serde_json::json!({})));
+
+    // Remote: the server rotates from k1 to k2.
+    let server = JwksServer::start(jwks(&[&k1])).await;
+    let mut s = empty(21);
+    s.jwt = Some(JwtAuth {
+        optional: false,
+        providers: vec![provider(
+            "remote",
+            JwtKeys::Remote {
+                uri: format!("http://{}/jwks", server.addr).into(),
+                cache_duration: Duration::from_secs(300),
+            },
+        )],
+    });
+    let (proxy, addr) = start(&up, s).await;
+    assert_eventually("the key set is fetched", Duration::from_secs(5), || {
+        let t1 = t1.clone();
+        async move {
+            let r = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+            anyhow::ensure!(r.status == StatusCode::OK, "{}", r.status);
+            Ok(())
+        }
+    })
+    .await;
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(jwt_count(&proxy, "cached") >= 1.0, "t1 is cached");
+    server.set(200, jwks(&[&k2]));
+    // A token of an unknown kid (refused, so nothing new is cached) makes the proxy fetch
+    // the rotated set; from then on the cached t1 is refused.
+    let t3 = sign(&es256("k3"), claims(serde_json::json!({})));
+    assert_eventually(
+        "t1 is refused after the rotation",
+        Duration::from_secs(10),
+        || {
+            let (t1, t3) = (t1.clone(), t3.clone());
+            async move {
+                let r = get_with(addr, "/p", &[("authorization", &bearer(&t3))]).await;
+                anyhow::ensure!(r.status == StatusCode::UNAUTHORIZED, "t3: {}", r.status);
+                let r = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+                anyhow::ensure!(r.status == StatusCode::UNAUTHORIZED, "t1: {}", r.status);
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&t2))]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    drop(proxy);
+
+    // Local: the same policy id, its JWKS (a changed ConfigMap) now k2 only.
+    let policy = |keys: &[&TestKey]| {
+        let mut s = empty(22);
+        s.jwt = Some(JwtAuth {
+            optional: false,
+            providers: vec![provider("local", local(keys))],
+        });
+        s
+    };
+    let port = free_port();
+    let snap = |generation: u64, keys: &[&TestKey]| {
+        snapshot(
+            generation,
+            vec![socket(
+                port,
+                vec![listener(
+                    "ns/gw",
+                    None,
+                    vec![(None, prefix("/p", secured(&up, policy(keys))))],
+                )],
+            )],
+        )
+    };
+    let proxy = TestProxy::start(config(), snap(1, &[&k1])).await;
+    let addr = proxy.addr(port);
+    for _ in 0..2 {
+        let r = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(jwt_count(&proxy, "cached"), 1.0);
+    proxy.swap(snap(2, &[&k2]));
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&t1))]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "t1 was cached under k1");
+    let r = get_with(addr, "/p", &[("authorization", &bearer(&t2))]).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
