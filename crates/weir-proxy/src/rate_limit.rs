@@ -57,7 +57,7 @@ pub(crate) const SHARDS: usize = 16;
 const PER_SHARD: usize = DISTINCT_KEYS / SHARDS;
 
 /// What a rate limit decided for a request, and what its headers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Decision {
     pub(crate) allowed: bool,
     /// `requests` of the rule.
@@ -73,6 +73,9 @@ pub(crate) struct Decision {
     /// Whether a global rule decided (its `x-ratelimit-limit` names the window, as Envoy's
     /// rate limit filter writes it).
     pub(crate) global: bool,
+    /// A local rule's `x-ratelimit-limit` value, made once per rule state (cloning it does
+    /// not allocate); `None`: written from `limit`.
+    pub(crate) limit_value: Option<HeaderValue>,
 }
 
 impl Decision {
@@ -89,26 +92,99 @@ impl Decision {
     /// `x-ratelimit-limit`, `-remaining`, `-reset` (Envoy's draft-03 headers: a plain
     /// number for a local limit, `N, N;w=SECONDS` for a global one); on a refusal also
     /// `retry-after`.
+    ///
+    /// Per admitted request this is the hot path of a limited route: the names are static,
+    /// the local limit's value is the rule's precomputed one, and numbers below 1000 (the
+    /// reset of any unit up to a quarter hour, a small remaining quota) come from a static
+    /// table; only a larger `remaining` allocates its value.
     pub(crate) fn write(&self, headers: &mut HeaderMap) {
-        let limit = if self.global {
-            HeaderValue::from_str(&format!("{0}, {0};w={1}", self.limit, self.window))
-                .unwrap_or_else(|_| HeaderValue::from(self.limit))
-        } else {
-            HeaderValue::from(self.limit)
+        let limit = match (&self.limit_value, self.global) {
+            (_, true) => global_limit_value(self.limit, self.window),
+            (Some(v), false) => v.clone(),
+            (None, false) => number_value(u64::from(self.limit)),
         };
         headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
         headers.insert(
             X_RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(self.remaining),
+            number_value(u64::from(self.remaining)),
         );
-        headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(self.reset));
+        headers.insert(X_RATELIMIT_RESET.clone(), number_value(self.reset));
         if !self.allowed {
             headers.insert(
                 http::header::RETRY_AFTER,
-                HeaderValue::from(self.retry_after.max(1)),
+                number_value(self.retry_after.max(1)),
             );
         }
     }
+}
+
+/// The decimal digits of 0..1000, three per number (zero-padded): a number below 1000 is a
+/// slice of this (its leading zeros cut), a `&'static str` a header value borrows.
+static SMALL_NUMBERS: [u8; 3000] = {
+    let mut table = [0u8; 3000];
+    let mut i = 0;
+    while i < 1000 {
+        table[3 * i] = b'0' + (i / 100) as u8;
+        table[3 * i + 1] = b'0' + (i / 10 % 10) as u8;
+        table[3 * i + 2] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// `n` in decimal, a static slice (no allocation) below 1000.
+fn small_number(n: u64) -> Option<&'static str> {
+    let n = usize::try_from(n).ok().filter(|n| *n < 1000)?;
+    let skip = match n {
+        0..=9 => 2,
+        10..=99 => 1,
+        _ => 0,
+    };
+    let digits = SMALL_NUMBERS.get(3 * n + skip..3 * n + 3)?;
+    std::str::from_utf8(digits).ok()
+}
+
+/// A number as a header value: below 1000 without an allocation, else one.
+pub(crate) fn number_value(n: u64) -> HeaderValue {
+    match small_number(n) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
+/// The global `x-ratelimit-limit`, `N, N;w=SECONDS` (Envoy's rate limit filter's form),
+/// written into a stack buffer (one allocation: the value's).
+fn global_limit_value(limit: u32, window: u64) -> HeaderValue {
+    let (mut l, mut w) = ([0u8; 20], [0u8; 20]);
+    let limit = decimal(u64::from(limit), &mut l);
+    let window = decimal(window, &mut w);
+    let mut buf = [0u8; 72];
+    let mut len = 0;
+    for part in [limit, b", ", limit, b";w=", window] {
+        if let Some(dst) = buf.get_mut(len..len + part.len()) {
+            dst.copy_from_slice(part);
+            len += part.len();
+        }
+    }
+    // Digits and ", ;w=" are valid header bytes: the fallback is never taken.
+    HeaderValue::from_bytes(buf.get(..len).unwrap_or_default())
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `n`'s decimal digits, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
 }
 
 static X_RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
@@ -201,6 +277,7 @@ impl Sliding {
                     retry_after: ceil_secs(wait),
                     window: self.window,
                     global: false,
+                    limit_value: None,
                 },
             );
         }
@@ -219,6 +296,7 @@ impl Sliding {
                 retry_after: 0,
                 window: self.window,
                 global: false,
+                limit_value: None,
             },
         )
     }
@@ -365,6 +443,21 @@ enum Buckets {
 struct RuleState {
     rule: Sliding,
     buckets: Buckets,
+    /// `x-ratelimit-limit`'s value, made once (each admitted request clones it).
+    limit_value: HeaderValue,
+}
+
+impl RuleState {
+    /// Count a request at `now`; `key`: a distinct rule's client key.
+    fn take(&self, key: Option<u64>, now: u64) -> Decision {
+        let mut decision = match &self.buckets {
+            Buckets::One(b) => b.take(&self.rule, now),
+            // A distinct rule always yields key parts when it selects.
+            Buckets::Distinct(d) => d.take(&self.rule, key.unwrap_or(0), now),
+        };
+        decision.limit_value = Some(self.limit_value.clone());
+        decision
+    }
 }
 
 /// (scope, rule id) of a rule's state: the scope is the route rule's, or 0 for a `shared`
@@ -422,52 +515,76 @@ impl LocalLimits {
     /// Phase 2: count the request against every local rule it meets. `None`: no rule
     /// selected it.
     pub(crate) fn check(&self, rl: &RateLimit, client: &Client<'_>) -> Option<Decision> {
-        self.check_at(rl, client, self.now())
+        self.check_with(rl, client, || self.now())
     }
 
+    #[cfg(test)]
     fn check_at(&self, rl: &RateLimit, client: &Client<'_>, now: u64) -> Option<Decision> {
+        self.check_with(rl, client, || now)
+    }
+
+    /// The hot path of an admitted request: a rule whose selectors do not hold costs only
+    /// its selectors; the clock is read once, at the first rule that holds, and the state
+    /// map loaded once (no lock, no `Arc` count); a rule without a `Distinct` selector
+    /// hashes nothing and counts in one atomic.
+    fn check_with(
+        &self,
+        rl: &RateLimit,
+        client: &Client<'_>,
+        clock: impl Fn() -> u64,
+    ) -> Option<Decision> {
         let mut shown: Option<Decision> = None;
+        let mut now: Option<u64> = None;
+        let mut states = None;
         for rule in rl.local.iter() {
-            let mut hasher = self.keys.build_hasher();
-            let mut distinct = false;
+            let mut hasher = None;
             let selected = rule.select(client, &mut |part| {
-                distinct = true;
+                let hasher = hasher.get_or_insert_with(|| self.keys.build_hasher());
                 hasher.write_usize(part.len());
                 hasher.write(part);
             });
             if !selected {
                 continue;
             }
-            let state = self.state(rl, rule);
-            let decision = match &state.buckets {
-                Buckets::One(b) => b.take(&state.rule, now),
-                Buckets::Distinct(d) if distinct => d.take(&state.rule, hasher.finish(), now),
-                // A distinct rule always yields key parts when it selects.
-                Buckets::Distinct(d) => d.take(&state.rule, 0, now),
+            let now = *now.get_or_insert_with(&clock);
+            let key = hasher.map(|h| h.finish());
+            let states = states.get_or_insert_with(|| self.states.load());
+            let decision = match states.get(&state_key(rl, rule)) {
+                Some(state) => state.take(key, now),
+                None => self.add(rl, rule).take(key, now),
             };
+            let allowed = decision.allowed;
             shown = Some(match shown {
                 None => decision,
                 Some(s) => s.tighter(decision),
             });
-            if !decision.allowed {
+            if !allowed {
                 break;
             }
         }
         shown
     }
 
+    #[cfg(test)]
     fn state(&self, rl: &RateLimit, rule: &RateLimitRule) -> Arc<RuleState> {
-        let key = state_key(rl, rule);
-        if let Some(s) = self.states.load().get(&key) {
-            return s.clone();
+        match self.states.load().get(&state_key(rl, rule)) {
+            Some(s) => s.clone(),
+            None => self.add(rl, rule),
         }
+    }
+
+    /// A rule seen for the first time: its state, added to the map (under `adding`).
+    fn add(&self, rl: &RateLimit, rule: &RateLimitRule) -> Arc<RuleState> {
+        let key = state_key(rl, rule);
         let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.states.load_full();
         if let Some(s) = current.get(&key) {
             return s.clone();
         }
+        let rule_limit = Sliding::new(rule.limit, self.replicas);
         let state = Arc::new(RuleState {
-            rule: Sliding::new(rule.limit, self.replicas),
+            limit_value: number_value(u64::from(rule_limit.limit)),
+            rule: rule_limit,
             buckets: if rule.is_distinct() {
                 Buckets::Distinct(DistinctBuckets::new())
             } else {

@@ -196,6 +196,7 @@ impl GlobalLimits {
                 retry_after: ms(r[3]),
                 window: rule.limit.window_secs(),
                 global: true,
+                limit_value: None,
             };
             shown = Some(match shown {
                 None => d,

@@ -290,3 +290,60 @@ fn the_tighter_rule_shows_and_the_first_refusal_stops() {
     g.write(&mut headers);
     assert_eq!(headers["x-ratelimit-limit"], "2, 2;w=60");
 }
+
+#[test]
+fn header_numbers_match_their_decimal_form() {
+    for n in [
+        0,
+        1,
+        9,
+        10,
+        42,
+        99,
+        100,
+        500,
+        999,
+        1000,
+        12_345,
+        u64::from(u32::MAX),
+        u64::MAX,
+    ] {
+        assert_eq!(number_value(n), n.to_string().as_str(), "{n}");
+    }
+    for (l, w) in [(0, 0), (7, 1), (1000, 60), (u32::MAX, u64::MAX)] {
+        assert_eq!(
+            global_limit_value(l, w),
+            format!("{l}, {l};w={w}").as_str(),
+            "{l} {w}"
+        );
+    }
+}
+
+#[test]
+fn an_admitted_local_request_carries_the_rules_precomputed_limit() {
+    let limits = LocalLimits::new(1);
+    let h = HeaderMap::new();
+    let rl = limit(1, vec![rule(1_000_000_000, 1, Vec::new(), 1)]);
+    let d = limits.check_at(&rl, &client(&h), SEC).unwrap();
+    assert!(d.allowed);
+    let mut headers = HeaderMap::new();
+    d.write(&mut headers);
+    assert_eq!(headers["x-ratelimit-limit"], "1000000000");
+    assert_eq!(headers["x-ratelimit-remaining"], "999999999");
+    assert_eq!(headers["x-ratelimit-reset"], "1");
+    assert!(!headers.contains_key("retry-after"));
+}
+
+#[test]
+fn a_rule_whose_selectors_do_not_hold_reads_no_clock_and_keeps_no_state() {
+    let limits = LocalLimits::new(1);
+    let h = HeaderMap::new();
+    let post_only = vec![ClientSelector {
+        methods: vec![(Method::POST, false)],
+        ..ClientSelector::default()
+    }];
+    let rl = limit(1, vec![rule(10, 1, post_only, 1)]);
+    let clock = || -> u64 { panic!("the clock was read for a request no rule selects") };
+    assert_eq!(limits.check_with(&rl, &client(&h), clock), None);
+    assert_eq!(limits.rules(), 0);
+}

@@ -59,7 +59,10 @@ pub(super) async fn run(
                     return Ok(Flow::Answer(answer));
                 }
                 crate::rate_limit::global::Step::Pass(Some(d)) => {
-                    kept.rate_limit = Some(kept.rate_limit.map_or(d, |l| l.tighter(d)));
+                    kept.rate_limit = Some(match kept.rate_limit.take() {
+                        None => d,
+                        Some(l) => l.tighter(d),
+                    });
                 }
                 crate::rate_limit::global::Step::Pass(None) => {}
             }

@@ -194,9 +194,9 @@ async fn the_bucket_refills_after_the_unit_and_survives_a_swap() {
         get(&mut client, "/p", None).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    // Two a second, counted in a sliding window over wall-clock seconds: within the next
-    // second the spent one still counts in proportion to what is left of it, so only two
-    // seconds later is the full limit back, wherever in its second the test began.
+    // Two a second, in a sliding window aligned to the wall clock: once the window the
+    // two counted in is no longer the previous one (after two units at most), the whole
+    // quota is back. (After one unit the previous window still weighs: 1.1 s was flaky.)
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut got = Vec::new();
     for _ in 0..3 {
