@@ -361,7 +361,10 @@ async fn least_request_sends_fewer_requests_to_a_slow_endpoint() {
     .await;
     let (s, f1, f2) = (slow.received(), fast1.received(), fast2.received());
     assert_eq!(s + f1 + f2, 120);
-    assert!(s * 2 < f1.min(f2), "slow {s}, fast {f1} and {f2}");
+    // Fewer than either fast endpoint (round robin gives each 40). Not "half": with two
+    // draws per pick the slow one is chosen whenever both land on it (1 in 9), and on a
+    // loaded machine the fast ones hold requests in flight too (seen: slow 23, fast 44, 53).
+    assert!(s < f1.min(f2), "slow {s}, fast {f1} and {f2}");
 }
 
 #[tokio::test]
