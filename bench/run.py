@@ -83,6 +83,10 @@ PORTS = {
     "ext_auth_grpc": 19102,
     "epp": 19103,
 }
+# Two bench runs on one machine (several developers) would answer each other's probes: give
+# each its own range with BENCH_PORT_SHIFT (added to every port above, e.g. 10000: shifted
+# ports stay below the ephemeral range that starts at 32768).
+PORTS = {k: v + int(os.environ.get("BENCH_PORT_SHIFT", "0")) for k, v in PORTS.items()}
 WEIR_HTTP = PORTS["weir_offset"] + 80
 WEIR_HTTPS = PORTS["weir_offset"] + 443
 DOMAIN = "bench.test"
