@@ -47,7 +47,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TMP = HERE / "results" / "tmp"
+# Generated configs are cached by name, and name ports: a shifted run (BENCH_PORT_SHIFT, below)
+# keeps its own directory.
+_SHIFT = int(os.environ.get("BENCH_PORT_SHIFT", "0"))
+TMP = HERE / "results" / ("tmp" if _SHIFT == 0 else f"tmp-{_SHIFT}")
 WEIR = Path(os.environ.get("BENCH_WEIR", str(ROOT / "target" / "release" / "weir")))
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -86,7 +89,7 @@ PORTS = {
 # Two bench runs on one machine (several developers) would answer each other's probes: give
 # each its own range with BENCH_PORT_SHIFT (added to every port above, e.g. 10000: shifted
 # ports stay below the ephemeral range that starts at 32768).
-PORTS = {k: v + int(os.environ.get("BENCH_PORT_SHIFT", "0")) for k, v in PORTS.items()}
+PORTS = {k: v + _SHIFT for k, v in PORTS.items()}
 WEIR_HTTP = PORTS["weir_offset"] + 80
 WEIR_HTTPS = PORTS["weir_offset"] + 443
 DOMAIN = "bench.test"
