@@ -330,7 +330,7 @@ impl Proxy {
             .health
             .reconcile(&snapshot, &self.shared.metrics, clients);
         self.shared.retry_budgets.retain(|id| live.contains(id));
-        self.shared.caches.retain(|id| live.contains(id));
+        cache::sync(&self.shared.caches, &snapshot);
         self.shared.local_limits.retain_live(&snapshot);
         self.shared.balancers.sync(&snapshot);
         self.shared.security.sync(&snapshot);
