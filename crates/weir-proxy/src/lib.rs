@@ -339,6 +339,14 @@ impl Proxy {
         errors
     }
 
+    /// Split local rate limits across `replicas` from now on (at least 1): what
+    /// `--rate-limit-replicas` set at the start, or the ready Pods behind
+    /// `--gateway-service` as they change. A change restarts the local limits' windows.
+    /// Whether the count changed.
+    pub fn set_rate_limit_replicas(&self, replicas: u32) -> bool {
+        self.shared.local_limits.set_replicas(replicas)
+    }
+
     /// Currently bound sockets: (address as configured: `None` = default bind, configured
     /// port, actual local address).
     pub fn bound(&self) -> Vec<(Option<IpAddr>, u16, SocketAddr)> {
