@@ -122,6 +122,8 @@ CASES: dict[str, tuple[list[str], dict]] = {
     "default": ([], {}),
     "daemonset": (["kind=DaemonSet"], {"workload": "DaemonSet"}),
     "rl-replicas": (["rateLimit.replicas=5"], {"rate_limit_replicas": 5}),
+    "rl-replicas-shared": (["addressMode=shared", "rateLimit.replicas=5"],
+                           {"mode": "shared", "rate_limit_replicas": 5}),
     "redis-ca": (["rateLimit.redis.caSecret=redis-tls"],
                  {"redis_ca_secret": "redis-tls"}),
     "servicemonitor": (["serviceMonitor.enabled=true"], {"service_monitor": True}),
@@ -425,10 +427,14 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
         want_args.append("--session-key-file=/etc/weir/session/key")
     # Global rate limits: the timeout always, fail-closed only when asked for.
     want_args += exp.get("rate_limit", ["--rate-limit-timeout=20ms"])
-    # Local limits split across the replicas: replicaCount for a Deployment, 1 for a
-    # DaemonSet, unless rateLimit.replicas says.
-    split = exp.get("rate_limit_replicas", exp["replicas"] if exp["workload"] == "Deployment" else 1)
-    want_args.append(f"--rate-limit-replicas={split}")
+    # Local limits split across the replicas: in shared mode no flag (Weir counts the ready
+    # Pods behind --gateway-service); else replicaCount for a Deployment, 1 for a DaemonSet;
+    # rateLimit.replicas wins in both.
+    split = exp.get("rate_limit_replicas")
+    if split is None and not shared:
+        split = exp["replicas"] if exp["workload"] == "Deployment" else 1
+    if split is not None:
+        want_args.append(f"--rate-limit-replicas={split}")
     redis_ca = exp.get("redis_ca_secret")
     if redis_ca:
         want_args.append("--rate-limit-redis-ca=/etc/weir/redis-ca/ca.crt")

@@ -113,3 +113,74 @@ spec:
     assert!(plain.header("content-encoding").is_none());
     assert_eq!(seen_n(&plain.body), "1");
 }
+
+/// The pod that answered (the echo's JSON).
+fn pod(json: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(json).unwrap_or_default();
+    v["pod"].as_str().unwrap_or_default().to_string()
+}
+
+/// Purge by route: the route's backend changes in the config directory; the policy (and so
+/// its cache) stays, but what the route's old version stored is not served any more — the
+/// next request is a miss answered by the new backend.
+#[tokio::test]
+async fn a_changed_route_is_not_answered_from_what_its_old_version_stored() {
+    let old = echo("go-httpbin-1", "default");
+    let new = echo("other-1", "default");
+    let dir = weir_e2e::http_quickstart_dir(old.addr.port());
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        weir_e2e::service_yaml("default", "other", 80, &[new.addr]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("backend-policy.yaml"),
+        "apiVersion: gateway.weir.dev/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: cached, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: demo-route}]
+  responseCache: {maxSize: 8Mi}
+",
+    )
+    .unwrap();
+    let weir = weir(dir.path(), &[80], &[]);
+    wait_ready(&weir).await;
+    let http = weir.listener(80);
+    let get = || {
+        Req::get("demo.ingress.top", "/get/cached")
+            .header("x-echo-set-header", "Cache-Control: max-age=600")
+    };
+    let stored = assert_eventually("a stored answer", WAIT, || async {
+        let r = http1(http, &get()).await?;
+        if cache_status(&r).contains("stored") {
+            Ok(r)
+        } else {
+            Err(format!("{} {:?}", r.status, r.headers))
+        }
+    })
+    .await;
+    assert_eq!(pod(&stored.body), "go-httpbin-1");
+    let hit = http1(http, &get()).await.unwrap();
+    assert_eq!(hit.header("x-cache"), Some("HIT"), "{:?}", hit.headers);
+    // The route now sends to `other`.
+    let routes = std::fs::read_to_string(dir.path().join("routes.yaml")).unwrap();
+    let changed = routes.replacen("- name: go-httpbin", "- name: other", 1);
+    assert_ne!(routes, changed);
+    std::fs::write(dir.path().join("routes.yaml"), changed).unwrap();
+    // Until the new config is live the old entry may answer; after, never again.
+    let fresh = assert_eventually("the new backend answers", WAIT, || async {
+        let r = http1(http, &get()).await?;
+        if pod(&r.body) == "other-1" {
+            Ok(r)
+        } else {
+            Err(format!("{:?} {}", r.headers, pod(&r.body)))
+        }
+    })
+    .await;
+    assert_eq!(fresh.header("x-cache"), Some("MISS"), "{:?}", fresh.headers);
+    assert!(cache_status(&fresh).contains("fwd=uri-miss; fwd-status=200; stored"));
+    let again = http1(http, &get()).await.unwrap();
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    assert_eq!(pod(&again.body), "other-1");
+}

@@ -925,3 +925,86 @@ async fn a_cluster_without_the_policy_crds_is_served() {
     })
     .await;
 }
+
+/// Without `--rate-limit-replicas`, a local limit is split across the ready endpoints of
+/// `--gateway-service` (the Weir Pods behind it), and re-divided live as that count changes.
+#[tokio::test]
+async fn a_local_limit_is_split_across_the_ready_pods_behind_the_gateway_service() {
+    let api = TestApiServer::start().await;
+    let backend = echo("echo-7c9d8-abcde", "default");
+    fixtures(&api, backend.addr.port());
+    api.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "weir", "namespace": "weir-system"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
+    let pods = |api: &TestApiServer, ready: &[bool]| {
+        let endpoints: Vec<Value> = ready
+            .iter()
+            .enumerate()
+            .map(|(i, r)| json!({"addresses": [format!("192.0.2.{}", 10 + i)], "conditions": {"ready": r}}))
+            .collect();
+        api.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "weir-1", "namespace": "weir-system", "labels": {"kubernetes.io/service-name": "weir"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints}));
+    };
+    pods(&api, &[true, true, false]);
+    api.apply(
+        json!({"apiVersion": format!("{WEIR}/v1alpha1"), "kind": "BackendTrafficPolicy",
+        "metadata": {"name": "limits", "namespace": "default"},
+        "spec": {"targetRefs": [{"group": GW, "kind": "HTTPRoute", "name": "app"}],
+            "rateLimit": {"local": {"rules": [{
+                "clientSelectors": [{"headers": [{"name": "x-user", "type": "Distinct"}]}],
+                "limit": {"requests": 12, "unit": "Hour"}}]}}}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &api);
+    let offset = weir_testkit::free_offset(&[80]);
+    let weir = replica(&kubeconfig, "weir-a", offset);
+    let http = SocketAddr::from(([127, 0, 0, 1], 80 + offset));
+    let stderr = weir.proc.stderr.clone();
+    // A new user each time: a fresh counter, whose limit header shows this replica's share.
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let share = |want: &'static str| {
+        let (stderr, n) = (stderr.clone(), &n);
+        async move {
+            assert_eventually(&format!("a share of {want}"), WAIT, || {
+                let stderr = stderr.clone();
+                async move {
+                    let user = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let r = http1(
+                        http,
+                        &Req::get("app.example.com", "/").header("x-user", &format!("u{user}")),
+                    )
+                    .await?;
+                    match r.header("x-ratelimit-limit") {
+                        Some(got) if got == want => Ok(()),
+                        got => Err(format!(
+                            "{} limit {got:?}; stderr: {}",
+                            r.status,
+                            stderr.lock().unwrap().join("\n")
+                        )),
+                    }
+                }
+            })
+            .await;
+        }
+    };
+    // Two ready Pods (the third is not ready): 12 / 2.
+    share("6").await;
+    pods(&api, &[true, true, true]);
+    share("4").await;
+    // Scaled down to one: the whole limit; and a limit once reached says so.
+    pods(&api, &[true]);
+    share("12").await;
+    for i in 0..13 {
+        let r = http1(
+            http,
+            &Req::get("app.example.com", "/").header("x-user", "same"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.status.as_u16(),
+            if i < 12 { 200 } else { 429 },
+            "request {i}"
+        );
+    }
+}

@@ -220,8 +220,9 @@ spec:
         {{- if .Values.sessionPersistence.keySecret }}
         - "--session-key-file=/etc/weir/session/key"
         {{- end }}
+        {{- /* 0 in shared mode: no flag, Weir counts the ready Pods behind the Service. */}}
         {{- $replicas := int (.Values.rateLimit.replicas | default 0) }}
-        {{- if eq $replicas 0 }}
+        {{- if and (eq $replicas 0) (ne .Values.addressMode "shared") }}
         {{- $replicas = ternary (max 1 (int .Values.replicaCount)) 1 (eq .Values.kind "Deployment") }}
         {{- end }}
         {{- with .Values.rateLimit }}
@@ -230,7 +231,9 @@ spec:
         - "--rate-limit-fail-closed"
         {{- end }}
         {{- end }}
+        {{- if gt $replicas 0 }}
         - {{ printf "--rate-limit-replicas=%d" $replicas | quote }}
+        {{- end }}
         {{- if .Values.rateLimit.redis.caSecret }}
         - "--rate-limit-redis-ca=/etc/weir/redis-ca/ca.crt"
         {{- end }}

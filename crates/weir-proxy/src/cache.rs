@@ -34,6 +34,11 @@
 //!   uncoalesced.
 //! - **Bounds**: `maxSize` bytes (body, headers, key), `maxEntries`; the least recently
 //!   used entries are evicted first.
+//! - **Purge by route**: an entry is stored with the version of the route that filled it
+//!   ([`weir_snapshot::RouteRef::version`], which changes with the route object's spec) and
+//!   only that version of the route is answered from it; after a snapshot swap, [`sync`]
+//!   drops the entries of route versions the snapshot no longer has (a changed or removed
+//!   route), and the caches of policies it no longer has.
 //! - Every answer says what the cache did in `Cache-Status` (RFC 9211): `weir; hit`,
 //!   `weir; fwd=uri-miss`, `fwd=vary-miss`, `fwd=stale`, `fwd=request` (the client asked
 //!   to revalidate), with `fwd-status` and `stored`; and in `X-Cache`: `HIT`, `STALE` or
@@ -54,7 +59,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use prometheus::{opts, IntCounterVec, IntGauge, Registry};
-use weir_snapshot::ResponseCache;
+use weir_snapshot::{ResponseCache, RouteRef, Snapshot};
 
 use crate::body::{empty_body, BoxError, ProxyBody};
 
@@ -135,6 +140,8 @@ struct Slot {
     stored: Arc<Stored>,
     size: u64,
     tick: u64,
+    /// The version of the route that stored it ([`RouteRef::version`]).
+    route: u64,
 }
 
 #[derive(Default)]
@@ -147,6 +154,8 @@ struct Inner {
     order: BTreeMap<u64, String>,
     tick: u64,
     bytes: u64,
+    /// Entries per route version (so that a swap that keeps every version costs no walk).
+    routes: crate::state::IdMap<u64, usize>,
 }
 
 /// How long a request waits for another request's fill of the same key before it goes
@@ -244,10 +253,79 @@ impl Inner {
         match self.entries.remove(key) {
             Some(slot) => {
                 self.order.remove(&slot.tick);
-                self.bytes -= slot.size;
-                slot.size
+                self.unlinked(&slot)
             }
             None => 0,
+        }
+    }
+
+    /// Account for `slot`, taken out of `entries` (its `order` tick already gone).
+    fn unlinked(&mut self, slot: &Slot) -> u64 {
+        self.bytes -= slot.size;
+        if let Some(n) = self.routes.get_mut(&slot.route) {
+            *n -= 1;
+            if *n == 0 {
+                self.routes.remove(&slot.route);
+            }
+        }
+        slot.size
+    }
+}
+
+impl Cache {
+    /// Drop the entries of route versions `live` refuses (after a swap). Free when every
+    /// version with entries is live.
+    fn purge(&self, live: impl Fn(u64) -> bool) {
+        let mut inner = self.lock();
+        if inner.routes.keys().all(|v| live(*v)) {
+            return;
+        }
+        let dead: Vec<String> = inner
+            .entries
+            .iter()
+            .filter(|(_, slot)| !live(slot.route))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut freed = 0;
+        for k in dead {
+            freed += inner.remove(&k);
+        }
+        let Inner { vary, entries, .. } = &mut *inner;
+        vary.retain(|primary, _| {
+            entries
+                .keys()
+                .any(|k| k.split('\0').next() == Some(primary.as_str()))
+        });
+        drop(inner);
+        self.gauge.sub(i64::try_from(freed).unwrap_or(i64::MAX));
+    }
+}
+
+/// After a snapshot swap: the caches of policies no route has any more go; the others drop
+/// the entries of route versions no route entry with that policy has (the route changed or
+/// is gone), so a changed route is never answered with what its old version stored.
+pub(crate) fn sync(caches: &crate::state::StateRegistry<u64, Cache>, snapshot: &Snapshot) {
+    let mut live: crate::state::IdMap<u64, Vec<u64>> = Default::default();
+    for socket in snapshot.sockets.iter() {
+        for listener in socket.listeners.iter() {
+            for entry in listener.routes.values() {
+                let Some(p) = entry.action.policy.as_deref() else {
+                    continue;
+                };
+                if p.response_cache.is_none() {
+                    continue;
+                }
+                let versions = live.entry(p.id).or_default();
+                if !versions.contains(&entry.action.route.version) {
+                    versions.push(entry.action.route.version);
+                }
+            }
+        }
+    }
+    caches.retain(|id| live.contains_key(id));
+    for (id, cache) in caches.entries() {
+        if let Some(versions) = live.get(&id) {
+            cache.purge(|v| versions.contains(&v));
         }
     }
 }
@@ -358,7 +436,7 @@ pub(crate) enum Lookup {
 pub(crate) async fn lookup_coalesced(
     cache: &Arc<Cache>,
     metrics: &CacheMetrics,
-    route: &Arc<str>,
+    route: &RouteRef,
     parts: &mut http::request::Parts,
 ) -> Lookup {
     match lookup(cache, metrics, route, parts, true) {
@@ -375,6 +453,8 @@ pub(crate) async fn lookup_coalesced(
 pub(crate) struct Pending {
     cache: Arc<Cache>,
     route: Arc<str>,
+    /// The route's version: what the entry is stored under.
+    version: u64,
     primary: String,
     /// The request's headers (for the key of the response's `Vary`).
     request: HeaderMap,
@@ -394,10 +474,11 @@ pub(crate) struct Pending {
 pub(crate) fn lookup(
     cache: &Arc<Cache>,
     metrics: &CacheMetrics,
-    route: &Arc<str>,
+    route_ref: &RouteRef,
     parts: &mut http::request::Parts,
     coalesce: bool,
 ) -> Lookup {
+    let route = &route_ref.route;
     if parts.method != Method::GET && parts.method != Method::HEAD {
         if !parts.method.is_safe() {
             // RFC 9111 §4.4: an unsafe request invalidates what is stored for its URL.
@@ -432,7 +513,12 @@ pub(crate) fn lookup(
             Some(names) => full_key(&primary, names, headers),
             None => primary.clone(),
         };
-        let stored = inner.entries.get(&key).map(|s| s.stored.clone());
+        // An entry another version of the route stored is not this route's answer.
+        let stored = inner
+            .entries
+            .get(&key)
+            .filter(|s| s.route == route_ref.version)
+            .map(|s| s.stored.clone());
         if stored.is_some() {
             inner.touch(&key);
         }
@@ -504,6 +590,7 @@ pub(crate) fn lookup(
     Lookup::Forward(Box::new(Pending {
         cache: cache.clone(),
         route: route.clone(),
+        version: route_ref.version,
         primary,
         request: parts.headers.clone(),
         head: parts.method == Method::HEAD,
@@ -785,16 +872,24 @@ fn insert(p: &Pending, names: Vec<HeaderName>, stored: Arc<Stored>) {
             break;
         };
         if let Some(slot) = inner.entries.remove(&oldest) {
-            inner.bytes -= slot.size;
-            freed += slot.size;
+            freed += inner.unlinked(&slot);
             evicted += 1;
         }
     }
     inner.tick += 1;
     let tick = inner.tick;
     inner.order.insert(tick, key.clone());
-    inner.entries.insert(key, Slot { stored, size, tick });
+    inner.entries.insert(
+        key,
+        Slot {
+            stored,
+            size,
+            tick,
+            route: p.version,
+        },
+    );
     inner.bytes += size;
+    *inner.routes.entry(p.version).or_default() += 1;
     if names.is_empty() {
         inner.vary.remove(&p.primary);
     } else {

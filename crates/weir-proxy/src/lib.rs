@@ -330,13 +330,21 @@ impl Proxy {
             .health
             .reconcile(&snapshot, &self.shared.metrics, clients);
         self.shared.retry_budgets.retain(|id| live.contains(id));
-        self.shared.caches.retain(|id| live.contains(id));
+        cache::sync(&self.shared.caches, &snapshot);
         self.shared.local_limits.retain_live(&snapshot);
         self.shared.balancers.sync(&snapshot);
         self.shared.security.sync(&snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors
+    }
+
+    /// Split local rate limits across `replicas` from now on (at least 1): what
+    /// `--rate-limit-replicas` set at the start, or the ready Pods behind
+    /// `--gateway-service` as they change. A change restarts the local limits' windows.
+    /// Whether the count changed.
+    pub fn set_rate_limit_replicas(&self, replicas: u32) -> bool {
+        self.shared.local_limits.set_replicas(replicas)
     }
 
     /// Currently bound sockets: (address as configured: `None` = default bind, configured

@@ -34,7 +34,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -480,8 +480,9 @@ pub(crate) struct LocalLimits {
     epoch: Instant,
     wall: u64,
     keys: RandomState,
-    /// `--rate-limit-replicas`: each rule admits its share (see [`share`]).
-    replicas: u32,
+    /// `--rate-limit-replicas` (or the ready Pods behind `--gateway-service`, see
+    /// [`LocalLimits::set_replicas`]): each rule admits its share (see [`share`]).
+    replicas: AtomicU32,
 }
 
 impl Default for LocalLimits {
@@ -502,8 +503,22 @@ impl LocalLimits {
             epoch: Instant::now(),
             wall,
             keys: RandomState::new(),
-            replicas: replicas.max(1),
+            replicas: AtomicU32::new(replicas.max(1)),
         }
+    }
+
+    /// From now on split each rule across `replicas` (at least 1). A change drops every
+    /// rule's state, so the rules restart their windows with the new share (once per
+    /// change of the replica count); the same count again changes nothing. Whether it
+    /// changed.
+    pub(crate) fn set_replicas(&self, replicas: u32) -> bool {
+        let replicas = replicas.max(1);
+        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.replicas.swap(replicas, Ordering::Relaxed) == replicas {
+            return false;
+        }
+        self.states.store(Arc::new(IdMap::default()));
+        true
     }
 
     /// Nanoseconds of wall-clock time, advancing with the monotonic clock.
@@ -581,7 +596,7 @@ impl LocalLimits {
         if let Some(s) = current.get(&key) {
             return s.clone();
         }
-        let rule_limit = Sliding::new(rule.limit, self.replicas);
+        let rule_limit = Sliding::new(rule.limit, self.replicas.load(Ordering::Relaxed));
         let state = Arc::new(RuleState {
             limit_value: number_value(u64::from(rule_limit.limit)),
             rule: rule_limit,

@@ -30,6 +30,11 @@ pub struct RouteRef {
     pub rule: usize,
     /// The rule's `name`, if it has one.
     pub rule_name: Option<Arc<str>>,
+    /// Which version of the route object this is: a hash of its identity and generation
+    /// (its spec when it has no generation), the same for every rule of one version.
+    /// Runtime state that must not outlive a change of the route (the response cache's
+    /// entries) is tagged with it.
+    pub version: u64,
 }
 
 /// What to do with a request that matched: filters in order, then (unless a filter answered,

@@ -91,6 +91,7 @@ pub fn compile_route(
     let key = ObjectKey::of(&route.metadata);
     let label: Arc<str> = key.to_string().into();
     let created = created(&route.metadata);
+    let version = crate::meta::version("HTTPRoute", &key, &route.metadata, &route.spec);
     let hostnames = route
         .spec
         .hostnames
@@ -124,7 +125,7 @@ pub fn compile_route(
     let mark = regexes.mark();
     for (rule_index, rule) in rules.iter().enumerate() {
         if let Err(e) = compile_rule(
-            store, &key, &label, created, rule_index, rule, upstreams, regexes, &mut out,
+            store, &key, &label, version, created, rule_index, rule, upstreams, regexes, &mut out,
         ) {
             out.invalid = Some(e);
             out.entries.clear();
@@ -146,6 +147,7 @@ fn compile_rule(
     store: &Store,
     key: &ObjectKey,
     label: &Arc<str>,
+    version: u64,
     created: (i64, u32),
     rule_index: usize,
     rule: &HttpRouteRules,
@@ -158,6 +160,7 @@ fn compile_rule(
         route: label.clone(),
         rule: rule_index,
         rule_name: rule.name.as_deref().map(Arc::from),
+        version,
     };
     let timeouts = timeouts(rule, rule_index)?;
     let retry = crate::rule_policy::retry(rule_index, rule.retry.as_ref())?;

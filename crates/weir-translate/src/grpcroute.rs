@@ -71,6 +71,7 @@ pub fn compile_route(
     let key = ObjectKey::of(&route.metadata);
     let label: Arc<str> = key.to_string().into();
     let created = created(&route.metadata);
+    let version = crate::meta::version(KIND, &key, &route.metadata, &route.spec);
     let hostnames = route
         .spec
         .hostnames
@@ -107,6 +108,7 @@ pub fn compile_route(
             store,
             key: &key,
             label: &label,
+            version,
             created,
             rule_index,
         };
@@ -129,6 +131,7 @@ struct RuleCtx<'a> {
     store: &'a Store,
     key: &'a ObjectKey,
     label: &'a Arc<str>,
+    version: u64,
     created: (i64, u32),
     rule_index: usize,
 }
@@ -145,6 +148,7 @@ fn compile_rule(
         route: ctx.label.clone(),
         rule: ctx.rule_index,
         rule_name: rule.name.as_deref().map(Arc::from),
+        version: ctx.version,
     };
     let default_match = [GrpcRouteRulesMatches::default()];
     let matches = match rule.matches.as_deref() {

@@ -12,3 +12,24 @@ pub fn created(meta: &weir_store::ObjectMeta) -> (i64, u32) {
         })
         .unwrap_or((i64::MAX, u32::MAX))
 }
+
+/// A route object's version ([`weir_snapshot::RouteRef::version`]): a hash of its kind, key,
+/// `uid` and `generation`, which the API server (and the file source) bump on every change
+/// of the spec; an object without a generation hashes its spec instead.
+pub fn version(
+    kind: &str,
+    key: &weir_store::ObjectKey,
+    meta: &weir_store::ObjectMeta,
+    spec: &impl serde::Serialize,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kind.hash(&mut h);
+    key.hash(&mut h);
+    meta.uid.hash(&mut h);
+    match meta.generation {
+        Some(g) => g.hash(&mut h),
+        None => serde_json::to_string(spec).unwrap_or_default().hash(&mut h),
+    }
+    h.finish()
+}

@@ -142,7 +142,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                         fail_closed: args.rate_limit_fail_closed,
                         ca_pem: redis_ca.clone(),
                     }),
-                rate_limit_replicas: args.rate_limit_replicas,
+                rate_limit_replicas: args.rate_limit_replicas.unwrap_or(1),
                 jwks_ca,
             },
             shared.snapshot.clone(),
@@ -203,6 +203,11 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
             );
             let kube = crate::kube_mode::start(&args, shared.clone(), stop_rx, &registry).await?;
             tasks.extend(kube.tasks);
+            tasks.extend(crate::kube_mode::follow_replicas(
+                &args,
+                &kube.stores,
+                &proxy,
+            ));
             let translator = Translator {
                 controller_name: args.gateway_class_controller.clone(),
                 // Addresses belong to the LoadBalancer, not to this pod: a static address is

@@ -198,10 +198,12 @@ pub struct RunArgs {
     pub rate_limit_fail_closed: bool,
 
     /// The replicas BackendTrafficPolicy `rateLimit.local` limits are split across: each
-    /// replica admits ⌈requests / N⌉ per unit, so a local limit means the whole Gateway's
-    /// (the chart passes its replicaCount). 1: each replica admits the whole limit.
-    #[arg(long, value_name = "N", default_value_t = 1, env = "WEIR_RATE_LIMIT_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub rate_limit_replicas: u32,
+    /// replica admits ⌈requests / N⌉ per unit, so a local limit means the whole Gateway's.
+    /// 1: each replica admits the whole limit. Default: in Kubernetes mode with
+    /// --gateway-service, the ready endpoints of that Service (the Weir Pods behind it),
+    /// followed live; otherwise 1.
+    #[arg(long, value_name = "N", env = "WEIR_RATE_LIMIT_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rate_limit_replicas: Option<u32>,
 
     /// Largest request header section accepted; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]

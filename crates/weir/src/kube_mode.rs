@@ -156,6 +156,40 @@ async fn choose_addresses(
     }
 }
 
+/// Without `--rate-limit-replicas`, with `--gateway-service`: split local rate limits
+/// across the ready endpoints of that Service (the Weir Pods behind it, at least 1), and
+/// again whenever that count changes. `None` when the flag was given or there is no
+/// Service to count.
+pub fn follow_replicas(
+    args: &RunArgs,
+    stores: &watch::Receiver<Arc<Store>>,
+    proxy: &Arc<weir_proxy::Proxy>,
+) -> Option<JoinHandle<()>> {
+    if args.rate_limit_replicas.is_some() {
+        return None;
+    }
+    let (namespace, name) = args.gateway_service.clone()?;
+    let mut stores = stores.clone();
+    let proxy = proxy.clone();
+    Some(tokio::spawn(async move {
+        loop {
+            let store = stores.borrow_and_update().clone();
+            let ready = replica_addresses(&store, &namespace, &name).len();
+            let replicas = u32::try_from(ready).unwrap_or(u32::MAX).clamp(1, 10_000);
+            if proxy.set_rate_limit_replicas(replicas) {
+                tracing::info!(
+                    replicas,
+                    service = %format!("{namespace}/{name}"),
+                    "local rate limits split across the ready Pods behind --gateway-service"
+                );
+            }
+            if stores.changed().await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
 /// Ready endpoint IPs of Service `namespace/name`, sorted and unique.
 fn replica_addresses(store: &Store, namespace: &str, name: &str) -> Vec<(String, String)> {
     let mut ips: Vec<String> = store

@@ -23,7 +23,7 @@ fn get(path: &str) -> http::request::Parts {
 #[tokio::test]
 async fn a_miss_fills_its_key_for_waiters_until_its_pending_goes() {
     let (metrics, cache) = small_cache();
-    let route: Arc<str> = "r".into();
+    let route = route(1);
     let Lookup::Forward(fill) = lookup(&cache, &metrics, &route, &mut get("/x"), true) else {
         panic!("a miss is forwarded");
     };
@@ -57,7 +57,7 @@ async fn a_miss_fills_its_key_for_waiters_until_its_pending_goes() {
 #[test]
 fn the_fills_in_flight_are_bounded() {
     let (metrics, cache) = small_cache();
-    let route: Arc<str> = "r".into();
+    let route = route(1);
     let held: Vec<Lookup> = (0..MAX_FILLS + 10)
         .map(|i| lookup(&cache, &metrics, &route, &mut get(&format!("/{i}")), true))
         .collect();
@@ -140,6 +140,68 @@ fn conditionals_use_weak_etags_then_dates() {
         &stored,
         &headers(&[("if-modified-since", "Mon, 30 Nov 2026 10:00:00 GMT")])
     ));
+}
+
+fn route(version: u64) -> RouteRef {
+    RouteRef {
+        kind: "HTTPRoute",
+        route: "ns/r".into(),
+        rule: 0,
+        rule_name: None,
+        version,
+    }
+}
+
+fn stored(body: &'static str) -> Arc<Stored> {
+    Arc::new(Stored {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: Bytes::from_static(body.as_bytes()),
+        at: Instant::now(),
+        initial_age: Duration::ZERO,
+        lifetime: Duration::from_secs(60),
+        always_revalidate: false,
+    })
+}
+
+#[test]
+fn an_entry_answers_only_its_route_version_and_a_purge_drops_dead_versions() {
+    let (metrics, cache) = small_cache();
+    let (v1, v2) = (route(1), route(2));
+    for path in ["/a", "/b"] {
+        let Lookup::Forward(p) = lookup(&cache, &metrics, &v1, &mut get(path), false) else {
+            panic!("a miss is forwarded");
+        };
+        insert(&p, Vec::new(), stored("one"));
+    }
+    assert!(matches!(
+        lookup(&cache, &metrics, &v1, &mut get("/a"), false),
+        Lookup::Hit(_)
+    ));
+    // The route changed: its new version does not see the old version's answer.
+    let Lookup::Forward(p) = lookup(&cache, &metrics, &v2, &mut get("/a"), false) else {
+        panic!("another version of the route misses");
+    };
+    insert(&p, Vec::new(), stored("two"));
+    assert!(metrics.bytes.get() > 0);
+    // A swap that keeps both versions purges nothing; one that keeps only v2 drops v1's.
+    cache.purge(|v| v == 1 || v == 2);
+    assert_eq!(cache.lock().entries.len(), 2);
+    cache.purge(|v| v == 2);
+    assert_eq!(cache.lock().entries.len(), 1);
+    assert_eq!(cache.lock().routes.len(), 1);
+    assert!(matches!(
+        lookup(&cache, &metrics, &v2, &mut get("/a"), false),
+        Lookup::Hit(_)
+    ));
+    assert!(matches!(
+        lookup(&cache, &metrics, &v1, &mut get("/b"), false),
+        Lookup::Forward(_)
+    ));
+    cache.purge(|_| false);
+    assert_eq!(cache.lock().entries.len(), 0);
+    assert_eq!(cache.lock().bytes, 0);
+    assert_eq!(metrics.bytes.get(), 0);
 }
 
 /// A cache of 1 MiB, 64 KiB entries and 100 entries, with its metrics.

@@ -161,6 +161,25 @@ fn replicas_split_a_limit_rounding_up() {
 }
 
 #[test]
+fn a_new_replica_count_re_divides_the_limit() {
+    let limits = LocalLimits::new(4);
+    let h = HeaderMap::new();
+    let rl = limit(1, vec![rule(10, 3600, Vec::new(), 1)]);
+    let now = 7200 * SEC;
+    assert_eq!(limits.check_at(&rl, &client(&h), now).unwrap().limit, 3);
+    // The same count again keeps the rule's state; another one re-divides.
+    assert!(!limits.set_replicas(4));
+    assert_eq!(limits.rules(), 1);
+    assert!(limits.set_replicas(2));
+    let got: Vec<bool> = (0..6)
+        .map(|_| limits.check_at(&rl, &client(&h), now).unwrap().allowed)
+        .collect();
+    assert_eq!(got, vec![true, true, true, true, true, false]);
+    assert!(limits.set_replicas(0), "0 counts as 1");
+    assert_eq!(limits.check_at(&rl, &client(&h), now).unwrap().limit, 10);
+}
+
+#[test]
 fn windows_follow_the_wall_clock() {
     let limits = LocalLimits::default();
     let wall = std::time::SystemTime::now()

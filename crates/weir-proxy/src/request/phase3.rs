@@ -85,8 +85,7 @@ pub(super) async fn run(
             let Ok(cache) = conn.shared.caches.get_or_try_insert(&policy.id, || {
                 Ok::<_, std::convert::Infallible>(crate::cache::Cache::new(cfg, metrics))
             });
-            match crate::cache::lookup_coalesced(&cache, metrics, &action.route.route, parts).await
-            {
+            match crate::cache::lookup_coalesced(&cache, metrics, &action.route, parts).await {
                 crate::cache::Lookup::Hit(hit) => {
                     ex.kept.get_or_insert_with(Default::default).cache_hit = true;
                     return Ok(Flow::Answer(hit));

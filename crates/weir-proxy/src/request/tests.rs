@@ -105,6 +105,7 @@ fn action(backends: Vec<Backend>) -> RouteAction {
             route: "ns/r".into(),
             rule: 0,
             rule_name: None,
+            version: 0,
         },
         filters: Arc::new([]),
         backends: backends.into(),

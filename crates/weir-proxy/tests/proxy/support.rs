@@ -100,6 +100,7 @@ pub fn action(
             route: route.into(),
             rule: 0,
             rule_name: None,
+            version: 0,
         },
         filters: filters.into(),
         backends: backends.into(),
