@@ -51,6 +51,12 @@ struct OpenSocket {
     local: SocketAddr,
     /// The exact port it was opened at (`bind_port`), if any: a change reopens it.
     exact: Option<u16>,
+    /// One accept loop per worker runtime (`workers.rs`), else one.
+    loops: Vec<AcceptLoop>,
+}
+
+/// One listening socket of an [`OpenSocket`] and its accept loop.
+struct AcceptLoop {
     /// Dropping or sending stops the accept loop.
     stop: oneshot::Sender<()>,
     /// Fires once the accept loop has closed its listening socket.
@@ -158,14 +164,19 @@ impl Sockets {
     /// Stop a socket's accept loop, wait until its listening socket is closed (so the port
     /// can be bound again at once), and keep its task to await on shutdown.
     async fn retire(&self, socket: OpenSocket) {
-        let OpenSocket {
-            stop, closed, task, ..
-        } = socket;
-        let _ = stop.send(());
-        let _ = closed.await;
+        let mut tasks = Vec::with_capacity(socket.loops.len());
+        let mut closing = Vec::with_capacity(socket.loops.len());
+        for AcceptLoop { stop, closed, task } in socket.loops {
+            let _ = stop.send(());
+            closing.push(closed);
+            tasks.push(task);
+        }
+        for closed in closing {
+            let _ = closed.await;
+        }
         let mut draining = lock(&self.draining);
         draining.retain(|t| !t.is_finished());
-        draining.push(task);
+        draining.extend(tasks);
     }
 
     /// Open the socket `key`: at `exact` when given (the key's port is that port), else at
@@ -190,26 +201,50 @@ impl Sockets {
             port,
             source,
         })?;
-        let std_listener = std::net::TcpListener::bind(addr).map_err(io_err)?;
-        std_listener.set_nonblocking(true).map_err(io_err)?;
-        let listener = TcpListener::from_std(std_listener).map_err(io_err)?;
-        let local = listener.local_addr().map_err(io_err)?;
+        // Per-core mode: one listening socket per worker runtime, registered with that
+        // runtime's reactor; else one, with the caller's.
+        let workers = &self.shared.config.workers;
+        let mut listeners = Vec::with_capacity(workers.len().max(1));
+        let first = match workers.first() {
+            Some(worker) => {
+                let _entered = worker.enter();
+                listen(addr)
+            }
+            None => listen(addr),
+        }
+        .map_err(io_err)?;
+        // Every further socket binds where the first landed (port 0 picks one).
+        let local = first.local_addr().map_err(io_err)?;
+        listeners.push(first);
+        for worker in workers.iter().skip(1) {
+            let _entered = worker.enter();
+            listeners.push(listen(local).map_err(io_err)?);
+        }
 
-        let (stop, stop_rx) = oneshot::channel();
-        let (closed_tx, closed) = oneshot::channel();
         let socket = Arc::new(SocketCtx {
             shared: self.shared.clone(),
             key,
             tls: tokio_rustls::TlsAcceptor::from(tls.plain.clone()),
             socket_tls: tls,
         });
-        let task = tokio::spawn(accept_loop(listener, socket, stop_rx, closed_tx));
+        let loops = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let (stop, stop_rx) = oneshot::channel();
+                let (closed_tx, closed) = oneshot::channel();
+                let serve = accept_loop(listener, socket.clone(), stop_rx, closed_tx);
+                let task = match workers.get(i) {
+                    Some(worker) => worker.spawn(serve),
+                    None => tokio::spawn(serve),
+                };
+                AcceptLoop { stop, closed, task }
+            })
+            .collect();
         Ok(OpenSocket {
             local,
             exact,
-            stop,
-            closed,
-            task,
+            loops,
         })
     }
 }
@@ -249,11 +284,17 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let accepted_here = socket
+        .shared
+        .metrics
+        .worker_accepted
+        .with_label_values(&[&crate::workers::current().to_string()]);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    accepted_here.inc();
                     let Some(permit) = socket.shared.connections.admit() else {
                         // At --max-connections: close at once rather than run out of
                         // descriptors (the admin server and upstreams keep theirs).
@@ -587,6 +628,33 @@ where
     }
     idle.abort();
 }
+
+/// A listening TCP socket at `addr`, registered with the current runtime's reactor, with
+/// its options set deliberately:
+/// - `SO_REUSEADDR`: the port can be bound again at once after a restart, while connections
+///   of the previous process sit in TIME_WAIT.
+/// - `SO_REUSEPORT`: several sockets share the port. Per-core mode opens one per worker
+///   runtime and the kernel spreads new connections across them; and a socket on a specific
+///   address (a Gateway listener's own address) can open beside one on the wildcard
+///   (`--bind 0.0.0.0`) at the same port, which `SO_REUSEADDR` alone refuses on Linux once
+///   the first listens (the kernel gives each connection to the most specific socket). Only
+///   processes of the same user may join a port's group (Linux checks the effective UID), as
+///   Envoy does by default.
+/// - a backlog of 1024 (std's default is 128): a burst of connects while the one thread of a
+///   worker runtime is busy waits in the kernel instead of being refused.
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections a listening socket queues (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// The address a socket for `key` binds: the configured address (else `--bind`) and the
 /// configured port plus the listener port offset, or `exact` (a port already bound once).
