@@ -676,3 +676,52 @@ pub(crate) fn bind_addr(
     };
     Ok(SocketAddr::new(address.unwrap_or(config.bind), bind_port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--bind 0.0.0.0` and a Gateway listener on 127.0.0.1 at the same port both open
+    /// (SO_REUSEADDR alone refuses the second once the first listens), and a connection to
+    /// 127.0.0.1 reaches the specific socket.
+    #[tokio::test]
+    async fn a_specific_address_opens_beside_the_wildcard_on_one_port() {
+        let specific = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = specific.local_addr().unwrap().port();
+        let wildcard = listen(SocketAddr::from(([0, 0, 0, 0], port))).unwrap();
+        let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (accepted, _) = tokio::time::timeout(Duration::from_secs(5), specific.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
+        drop(wildcard);
+    }
+
+    /// Per-core mode's sockets: several at one port, each accepting some of the
+    /// connections (the kernel spreads them by address hash).
+    #[tokio::test]
+    async fn sockets_sharing_a_port_split_its_connections() {
+        let a = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = listen(addr).unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..64 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let count = |l: &TcpListener| {
+            let mut n = 0;
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            while let std::task::Poll::Ready(Ok(_)) = l.poll_accept(&mut cx) {
+                n += 1;
+            }
+            n
+        };
+        // Connected means queued on one of the two sockets already.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (na, nb) = (count(&a), count(&b));
+        assert_eq!(na + nb, 64);
+        assert!(na > 0 && nb > 0, "{na} and {nb}");
+    }
+}
