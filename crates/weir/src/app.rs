@@ -347,7 +347,10 @@ fn runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime::Runti
 /// (`weir-worker-I`), each running until [`Workers::stop`].
 pub struct Workers {
     handles: Vec<tokio::runtime::Handle>,
-    threads: Vec<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
+    threads: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Workers {
@@ -384,9 +387,8 @@ impl Workers {
                             )));
                         }
                         (_, Err(err)) => {
-                            let _ = handle_tx.send(Err(anyhow::anyhow!(
-                                "starting worker runtime {i}: {err}"
-                            )));
+                            let _ = handle_tx
+                                .send(Err(anyhow::anyhow!("starting worker runtime {i}: {err}")));
                         }
                     }
                 })
