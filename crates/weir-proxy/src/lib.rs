@@ -41,6 +41,7 @@ mod tls;
 mod trace;
 mod udp;
 mod upstream;
+mod workers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub use crate::rate_limit::global::GlobalConfig as GlobalRateLimitConfig;
 use crate::upstream::Clients;
 pub use crate::upstream::UpstreamLimits;
 pub use security::parse_pem_certs;
+pub use workers::enter as enter_worker;
 
 /// Process-wide proxy settings (from the command line).
 #[derive(Debug, Clone)]
@@ -111,6 +113,11 @@ pub struct ProxyConfig {
     /// Certificate authorities trusted for `https` SecurityPolicy `remoteJWKS.uri`s, beside
     /// the public ones (webpki-roots): PEM, from `--jwks-ca` ([`parse_pem_certs`]).
     pub jwks_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Per-core mode (`--runtime per-core`, `workers.rs`): the worker runtimes, each
+    /// accepting on its own `SO_REUSEPORT` socket of every TCP listener port with upstream
+    /// pools of its own; runtime `i`'s thread must have called [`enter_worker`]`(i)`. Empty:
+    /// one socket per port, served on the runtime that calls [`Proxy::sync_listeners`].
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 impl Default for ProxyConfig {
@@ -133,6 +140,7 @@ impl Default for ProxyConfig {
             rate_limit: None,
             rate_limit_replicas: 1,
             jwks_ca: Vec::new(),
+            workers: Vec::new(),
         }
     }
 }
@@ -224,6 +232,7 @@ impl Proxy {
         let clients = Clients::new(
             config.upstream_limits,
             access_log.is_some() || tracing.is_some(),
+            config.workers.len(),
         );
         let zone = config.zone.clone();
         let session_key = match &config.session_key {

@@ -51,6 +51,12 @@ struct OpenSocket {
     local: SocketAddr,
     /// The exact port it was opened at (`bind_port`), if any: a change reopens it.
     exact: Option<u16>,
+    /// One accept loop per worker runtime (`workers.rs`), else one.
+    loops: Vec<AcceptLoop>,
+}
+
+/// One listening socket of an [`OpenSocket`] and its accept loop.
+struct AcceptLoop {
     /// Dropping or sending stops the accept loop.
     stop: oneshot::Sender<()>,
     /// Fires once the accept loop has closed its listening socket.
@@ -158,14 +164,19 @@ impl Sockets {
     /// Stop a socket's accept loop, wait until its listening socket is closed (so the port
     /// can be bound again at once), and keep its task to await on shutdown.
     async fn retire(&self, socket: OpenSocket) {
-        let OpenSocket {
-            stop, closed, task, ..
-        } = socket;
-        let _ = stop.send(());
-        let _ = closed.await;
+        let mut tasks = Vec::with_capacity(socket.loops.len());
+        let mut closing = Vec::with_capacity(socket.loops.len());
+        for AcceptLoop { stop, closed, task } in socket.loops {
+            let _ = stop.send(());
+            closing.push(closed);
+            tasks.push(task);
+        }
+        for closed in closing {
+            let _ = closed.await;
+        }
         let mut draining = lock(&self.draining);
         draining.retain(|t| !t.is_finished());
-        draining.push(task);
+        draining.extend(tasks);
     }
 
     /// Open the socket `key`: at `exact` when given (the key's port is that port), else at
@@ -190,26 +201,50 @@ impl Sockets {
             port,
             source,
         })?;
-        let std_listener = std::net::TcpListener::bind(addr).map_err(io_err)?;
-        std_listener.set_nonblocking(true).map_err(io_err)?;
-        let listener = TcpListener::from_std(std_listener).map_err(io_err)?;
-        let local = listener.local_addr().map_err(io_err)?;
+        // Per-core mode: one listening socket per worker runtime, registered with that
+        // runtime's reactor; else one, with the caller's.
+        let workers = &self.shared.config.workers;
+        let mut listeners = Vec::with_capacity(workers.len().max(1));
+        let first = match workers.first() {
+            Some(worker) => {
+                let _entered = worker.enter();
+                listen(addr)
+            }
+            None => listen(addr),
+        }
+        .map_err(io_err)?;
+        // Every further socket binds where the first landed (port 0 picks one).
+        let local = first.local_addr().map_err(io_err)?;
+        listeners.push(first);
+        for worker in workers.iter().skip(1) {
+            let _entered = worker.enter();
+            listeners.push(listen(local).map_err(io_err)?);
+        }
 
-        let (stop, stop_rx) = oneshot::channel();
-        let (closed_tx, closed) = oneshot::channel();
         let socket = Arc::new(SocketCtx {
             shared: self.shared.clone(),
             key,
             tls: tokio_rustls::TlsAcceptor::from(tls.plain.clone()),
             socket_tls: tls,
         });
-        let task = tokio::spawn(accept_loop(listener, socket, stop_rx, closed_tx));
+        let loops = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let (stop, stop_rx) = oneshot::channel();
+                let (closed_tx, closed) = oneshot::channel();
+                let serve = accept_loop(listener, socket.clone(), stop_rx, closed_tx);
+                let task = match workers.get(i) {
+                    Some(worker) => worker.spawn(serve),
+                    None => tokio::spawn(serve),
+                };
+                AcceptLoop { stop, closed, task }
+            })
+            .collect();
         Ok(OpenSocket {
             local,
             exact,
-            stop,
-            closed,
-            task,
+            loops,
         })
     }
 }
@@ -249,11 +284,17 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let accepted_here = socket
+        .shared
+        .metrics
+        .worker_accepted
+        .with_label_values(&[&crate::workers::current().to_string()]);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    accepted_here.inc();
                     let Some(permit) = socket.shared.connections.admit() else {
                         // At --max-connections: close at once rather than run out of
                         // descriptors (the admin server and upstreams keep theirs).
@@ -588,6 +629,33 @@ where
     idle.abort();
 }
 
+/// A listening TCP socket at `addr`, registered with the current runtime's reactor, with
+/// its options set deliberately:
+/// - `SO_REUSEADDR`: the port can be bound again at once after a restart, while connections
+///   of the previous process sit in TIME_WAIT.
+/// - `SO_REUSEPORT`: several sockets share the port. Per-core mode opens one per worker
+///   runtime and the kernel spreads new connections across them; and a socket on a specific
+///   address (a Gateway listener's own address) can open beside one on the wildcard
+///   (`--bind 0.0.0.0`) at the same port, which `SO_REUSEADDR` alone refuses on Linux once
+///   the first listens (the kernel gives each connection to the most specific socket). Only
+///   processes of the same user may join a port's group (Linux checks the effective UID), as
+///   Envoy does by default.
+/// - a backlog of 1024 (std's default is 128): a burst of connects while the one thread of a
+///   worker runtime is busy waits in the kernel instead of being refused.
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections a listening socket queues (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// The address a socket for `key` binds: the configured address (else `--bind`) and the
 /// configured port plus the listener port offset, or `exact` (a port already bound once).
 /// Shared by the TCP sockets here and the UDP ones (`udp.rs`).
@@ -607,4 +675,53 @@ pub(crate) fn bind_addr(
             })?,
     };
     Ok(SocketAddr::new(address.unwrap_or(config.bind), bind_port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--bind 0.0.0.0` and a Gateway listener on 127.0.0.1 at the same port both open
+    /// (SO_REUSEADDR alone refuses the second once the first listens), and a connection to
+    /// 127.0.0.1 reaches the specific socket.
+    #[tokio::test]
+    async fn a_specific_address_opens_beside_the_wildcard_on_one_port() {
+        let specific = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = specific.local_addr().unwrap().port();
+        let wildcard = listen(SocketAddr::from(([0, 0, 0, 0], port))).unwrap();
+        let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (accepted, _) = tokio::time::timeout(Duration::from_secs(5), specific.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
+        drop(wildcard);
+    }
+
+    /// Per-core mode's sockets: several at one port, each accepting some of the
+    /// connections (the kernel spreads them by address hash).
+    #[tokio::test]
+    async fn sockets_sharing_a_port_split_its_connections() {
+        let a = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = listen(addr).unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..64 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let count = |l: &TcpListener| {
+            let mut n = 0;
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            while let std::task::Poll::Ready(Ok(_)) = l.poll_accept(&mut cx) {
+                n += 1;
+            }
+            n
+        };
+        // Connected means queued on one of the two sockets already.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (na, nb) = (count(&a), count(&b));
+        assert_eq!(na + nb, 64);
+        assert!(na > 0 && nb > 0, "{na} and {nb}");
+    }
 }

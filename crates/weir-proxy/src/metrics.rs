@@ -24,6 +24,9 @@ pub(crate) struct Metrics {
     active_connections: IntGaugeVec,
     /// `weir_listener_bind_errors_total`
     pub(crate) bind_errors: IntCounter,
+    /// `weir_worker_connections_accepted_total{worker}`: client connections each runtime
+    /// accepted (per-core mode: one per worker runtime; else all on worker "0").
+    pub(crate) worker_accepted: IntCounterVec,
     /// `weir_connections_rejected_total`: client connections closed at once because
     /// `--max-connections` were open.
     pub(crate) connections_rejected: IntCounter,
@@ -157,6 +160,14 @@ impl Metrics {
             "Client connections closed after --idle-timeout without a request or a byte."
         ))?;
         registry.register(Box::new(bind_errors.clone()))?;
+        let worker_accepted = IntCounterVec::new(
+            opts!(
+                "weir_worker_connections_accepted_total",
+                "Client connections accepted, by worker runtime (--runtime per-core: one per runtime)."
+            ),
+            &["worker"],
+        )?;
+        registry.register(Box::new(worker_accepted.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(idle_closed.clone()))?;
         let access_log_dropped = IntCounter::with_opts(opts!(
@@ -326,6 +337,7 @@ impl Metrics {
             connect_errors,
             active_connections,
             bind_errors,
+            worker_accepted,
             connections_rejected,
             idle_closed,
             access_log_dropped,

@@ -50,7 +50,8 @@ use http::header::{SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY};
 /// The upstream clients: pooled connections per endpoint (HTTP/1.1, and HTTP/2 prior
 /// knowledge for `kubernetes.io/h2c`).
 pub(crate) struct Clients {
-    pools: Pools,
+    /// One set per worker runtime in per-core mode (`crate::workers`), else one.
+    pools: crate::workers::PerWorker<Pools>,
     tls: tls::TlsConfigs,
     /// Put the endpoint each response came from in its extensions (for the access log).
     record_endpoint: bool,
@@ -76,16 +77,18 @@ impl UpstreamTlsConnect {
 }
 
 impl Clients {
-    pub(crate) fn new(limits: UpstreamLimits, record_endpoint: bool) -> Self {
+    pub(crate) fn new(limits: UpstreamLimits, record_endpoint: bool, workers: usize) -> Self {
+        let each = crate::workers::split_limits(limits, workers);
         Self {
             record_endpoint,
+            pools: crate::workers::PerWorker::new(workers, |_| Pools::new(each)),
             ..Self::with_pools(Pools::new(limits))
         }
     }
 
     fn with_pools(pools: Pools) -> Self {
         Self {
-            pools,
+            pools: pools.into(),
             tls: tls::TlsConfigs::default(),
             record_endpoint: false,
             health: health::HealthRegistry::default(),

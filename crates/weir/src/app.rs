@@ -15,7 +15,7 @@ use weir_proxy::{Proxy, ProxyConfig};
 use weir_sources::FileSource;
 use weir_store::Store;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, RuntimeMode};
 use crate::control::{self, Shared, Translator};
 use crate::metrics::ControlMetrics;
 
@@ -60,6 +60,16 @@ impl App {
 /// Start Weir; returns once the admin server is bound and the source is running (the first
 /// snapshot follows shortly: watch `/readyz`).
 pub async fn start(args: RunArgs) -> anyhow::Result<App> {
+    start_with_workers(args, Vec::new()).await
+}
+
+/// [`start`], serving connections on the given worker runtimes (per-core mode; see
+/// `weir_proxy::ProxyConfig::workers`): each must run on a thread of its own that called
+/// `weir_proxy::enter_worker` with its index. Empty: on the caller's runtime.
+pub async fn start_with_workers(
+    args: RunArgs,
+    workers: Vec<tokio::runtime::Handle>,
+) -> anyhow::Result<App> {
     let registry = Registry::new();
     let metrics = ControlMetrics::register(&registry).context("registering metrics")?;
     let shared = Shared::new();
@@ -144,6 +154,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<App> {
                     }),
                 rate_limit_replicas: args.rate_limit_replicas.unwrap_or(1),
                 jwks_ca,
+                workers,
             },
             shared.snapshot.clone(),
             &registry,
@@ -282,15 +293,42 @@ fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 
 /// Run until SIGTERM or SIGINT, then shut down gracefully.
 pub fn run_until_signal(args: RunArgs) -> anyhow::Result<()> {
-    let runtime = runtime(args.worker_threads).context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let app = start(args).await?;
-        wait_for_signal().await?;
-        tracing::info!("shutting down: draining in-flight requests");
-        app.shutdown().await;
-        tracing::info!("stopped");
-        Ok(())
-    })
+    match args.runtime {
+        RuntimeMode::WorkStealing => {
+            let runtime = runtime(args.worker_threads).context("starting the async runtime")?;
+            runtime.block_on(serve_until_signal(args, Vec::new()))
+        }
+        RuntimeMode::PerCore => {
+            let n = match args.worker_threads {
+                Some(n) => usize::from(n),
+                None => std::thread::available_parallelism().map_or(1, usize::from),
+            };
+            let workers = Workers::start(n, args.pin_workers)?;
+            // The control plane (sources, translation, swaps) and the admin server: a
+            // thread of their own, off the ones serving requests.
+            let control = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the control runtime")?;
+            let served = control.block_on(serve_until_signal(args, workers.handles()));
+            // The accept loops have drained (shutdown): what is left on the workers (idle
+            // upstream connections, pool reapers) ends with their runtimes.
+            workers.stop();
+            served
+        }
+    }
+}
+
+async fn serve_until_signal(
+    args: RunArgs,
+    workers: Vec<tokio::runtime::Handle>,
+) -> anyhow::Result<()> {
+    let app = start_with_workers(args, workers).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down: draining in-flight requests");
+    app.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// The async runtime: `--worker-threads 1` gets a current-thread runtime (every task on the
@@ -308,6 +346,107 @@ fn runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime::Runti
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     builder.enable_all().thread_name("weir").build()
+}
+
+/// Per-core mode's worker runtimes: one current-thread runtime per OS thread
+/// (`weir-worker-I`), each running until [`Workers::stop`].
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Workers {
+    /// Start `n` worker runtimes (at least one); with `pin`, worker i runs on the i-th CPU
+    /// this process may use (wrapping around), else wherever the scheduler puts it.
+    pub fn start(n: usize, pin: bool) -> anyhow::Result<Workers> {
+        let cpus = if pin { allowed_cpus()? } else { Vec::new() };
+        let mut workers = Workers {
+            handles: Vec::new(),
+            threads: Vec::new(),
+        };
+        for i in 0..n.max(1) {
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("weir-worker-{i}"))
+                .spawn(move || {
+                    weir_proxy::enter_worker(i);
+                    let pinned = cpu.map(pin_to).transpose();
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match (pinned, runtime) {
+                        (Ok(_), Ok(runtime)) => {
+                            let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                            runtime.block_on(async move {
+                                let _ = stop_rx.await;
+                            });
+                        }
+                        (Err(err), _) => {
+                            let _ = handle_tx.send(Err(anyhow::anyhow!(
+                                "pinning worker {i} to CPU {cpu:?}: {err}"
+                            )));
+                        }
+                        (_, Err(err)) => {
+                            let _ = handle_tx
+                                .send(Err(anyhow::anyhow!("starting worker runtime {i}: {err}")));
+                        }
+                    }
+                })
+                .context("starting a worker thread")?;
+            let handle = handle_rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("worker runtime {i} did not start"))??;
+            tracing::debug!(worker = i, ?cpu, "worker runtime started");
+            workers.handles.push(handle);
+            workers.threads.push((stop, thread));
+        }
+        Ok(workers)
+    }
+
+    /// Handles to spawn on each runtime, in worker order.
+    pub fn handles(&self) -> Vec<tokio::runtime::Handle> {
+        self.handles.clone()
+    }
+
+    /// Stop every runtime (dropping the tasks left on it) and wait for its thread.
+    pub fn stop(self) {
+        for (stop, thread) in self.threads {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask), in order.
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None).context("reading the CPU affinity")?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .collect())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
+    anyhow::bail!("--pin-workers needs Linux (sched_setaffinity)")
+}
+
+/// Pin the calling thread to `cpu`.
+#[cfg(target_os = "linux")]
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to(_cpu: usize) -> std::io::Result<()> {
+    Err(std::io::Error::other("CPU pinning needs Linux"))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

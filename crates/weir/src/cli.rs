@@ -216,6 +216,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 
+    /// How the --worker-threads serve connections. `work-stealing`: one tokio runtime whose
+    /// threads share every socket and steal each other's tasks (one thread: a
+    /// current-thread runtime). `per-core`: one single-threaded runtime per worker, each
+    /// accepting on its own SO_REUSEPORT socket of every listener port (the kernel spreads
+    /// connections) with upstream connection pools of its own, so a request never changes
+    /// thread; the control plane and the admin server run on a thread of their own.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = RuntimeMode::WorkStealing, env = "WEIR_RUNTIME")]
+    pub runtime: RuntimeMode,
+
+    /// Per-core mode: pin worker runtime i to the i-th CPU the process may run on (Linux
+    /// sched_setaffinity), so its thread, caches and sockets stay on one core.
+    #[arg(long, env = "WEIR_PIN_WORKERS")]
+    pub pin_workers: bool,
+
     /// Kubernetes mode: kubeconfig file to use outside a cluster (default: in-cluster
     /// config, else $KUBECONFIG, else ~/.kube/config).
     #[arg(long, value_name = "PATH")]
@@ -329,6 +343,13 @@ fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_string())
+}
+
+/// `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeMode {
+    WorkStealing,
+    PerCore,
 }
 
 /// `--otlp-protocol`.

@@ -249,6 +249,7 @@ pub fn config() -> ProxyConfig {
         rate_limit: None,
         rate_limit_replicas: 1,
         jwks_ca: Vec::new(),
+        workers: Vec::new(),
     }
 }
 

@@ -265,7 +265,7 @@ async fn connect_failure_falls_over_to_the_next_endpoint() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let clients = Clients::new(Default::default(), false);
+    let clients = Clients::new(Default::default(), false, 1);
     let up = upstream(AppProtocol::Http1, &[closed, backend.addr]);
     for _ in 0..4 {
         assert_eq!(send(&clients, &up, get()).await.unwrap(), "ok");
@@ -304,7 +304,7 @@ async fn h2c_requests_share_one_connection() {
             });
         }
     });
-    let clients = Clients::new(Default::default(), false);
+    let clients = Clients::new(Default::default(), false, 1);
     let up = upstream(AppProtocol::H2c, &[addr]);
     let (a, b) = tokio::join!(send(&clients, &up, get()), send(&clients, &up, get()));
     assert_eq!(
