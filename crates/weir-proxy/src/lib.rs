@@ -333,7 +333,7 @@ impl Proxy {
         self.shared.caches.retain(|id| live.contains(id));
         self.shared.local_limits.retain_live(&snapshot);
         self.shared.balancers.sync(&snapshot);
-        self.shared.security.sync(&snapshot);
+        self.shared.security.sync(&self.shared, &snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors

@@ -571,6 +571,7 @@ async fn a_remote_key_set_is_fetched_rotated_and_kept_when_the_server_fails() {
             JwtKeys::Remote {
                 uri: format!("http://{}/jwks", server.addr).into(),
                 cache_duration: Duration::from_secs(300),
+                backend: None,
             },
         )],
     });
@@ -642,6 +643,7 @@ fn remote_provider(id: u64, uri: String) -> Security {
             JwtKeys::Remote {
                 uri: uri.into(),
                 cache_duration: Duration::from_secs(300),
+                backend: None,
             },
         )],
     });
@@ -760,6 +762,7 @@ fn rule(name: &str, allow: bool) -> AuthorizationRule {
         name: name.into(),
         allow,
         methods: vec![],
+        paths: vec![],
         client_cidrs: vec![],
         jwt: None,
         headers: vec![],
@@ -1135,6 +1138,7 @@ async fn a_rotated_key_set_invalidates_cached_tokens() {
             JwtKeys::Remote {
                 uri: format!("http://{}/jwks", server.addr).into(),
                 cache_duration: Duration::from_secs(300),
+                backend: None,
             },
         )],
     });
