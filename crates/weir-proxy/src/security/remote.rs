@@ -150,7 +150,12 @@ impl SecurityState {
 
     /// The remote key set of provider `index` of policy `id` (its fetcher started if it was
     /// not running).
-    pub(crate) fn remote(&self, id: u64, index: usize, source: RemoteSource<'_>) -> Arc<RemoteJwks> {
+    pub(crate) fn remote(
+        &self,
+        id: u64,
+        index: usize,
+        source: RemoteSource<'_>,
+    ) -> Arc<RemoteJwks> {
         match self.jwks.get_or_try_insert(&(id, index), || {
             Ok::<_, std::convert::Infallible>(RemoteJwks::start(
                 source,

@@ -197,9 +197,9 @@ fn path_match(at: &str, m: &policies::AuthorizationPathMatch) -> Result<PathMatc
         Err(e) => Err(invalid(format!("{at}.value {value:?}: {e}"))),
     };
     match kind {
-        "Exact" | "PathPrefix" if !value.starts_with('/') => Err(invalid(format!(
-            "{at}.value {value:?} must start with '/'"
-        ))),
+        "Exact" | "PathPrefix" if !value.starts_with('/') => {
+            Err(invalid(format!("{at}.value {value:?} must start with '/'")))
+        }
         "Exact" => Ok(PathMatch::Exact(normal(value)?.into())),
         "PathPrefix" => Ok(PathMatch::prefix(&normal(value)?)),
         "RegularExpression" => crate::pattern::Budget::default()

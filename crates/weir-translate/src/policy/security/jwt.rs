@@ -212,7 +212,13 @@ fn backend(
         port: b.port,
     };
     let upstream = upstreams
-        .resolve_from(store, POLICY_GROUP, "SecurityPolicy", &policy.namespace, &spec)
+        .resolve_from(
+            store,
+            POLICY_GROUP,
+            "SecurityPolicy",
+            &policy.namespace,
+            &spec,
+        )
         .map_err(|err| invalid(format!("{at}: {err}")))?;
     if scheme == Some("https") && upstream.tls.is_none() {
         return Err(invalid(format!(

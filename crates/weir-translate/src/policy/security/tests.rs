@@ -543,7 +543,11 @@ fn authorization_paths_compile_as_route_path_matches() {
 ";
     let out = translate(&[policy("p", "2024-01-01T00:00:00Z", ROUTE, spec)]);
     assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
-    let a = security(&out, "/a").unwrap().authorization.as_ref().unwrap();
+    let a = security(&out, "/a")
+        .unwrap()
+        .authorization
+        .as_ref()
+        .unwrap();
     let paths = &a.rules[0].paths;
     assert_eq!(paths.len(), 3);
     // Normalised as route values are; PathPrefix by path elements, the default type.
