@@ -66,7 +66,11 @@ async fn status_of_get(weir: &Weir, path: &str, token: Option<&str>) -> u16 {
     if let Some(b) = &bearer {
         req = req.header("authorization", b);
     }
-    http1(weir.listener(80), &req).await.unwrap().status.as_u16()
+    http1(weir.listener(80), &req)
+        .await
+        .unwrap()
+        .status
+        .as_u16()
 }
 
 async fn eventually_status(weir: &Weir, path: &str, token: Option<&str>, want: u16) {
@@ -106,10 +110,18 @@ async fn authorization_by_path_and_an_invalid_regex_fails_closed() {
     write(dir.path(), &policy("/anything/admin(/.*)?"), "");
     accepted_is(&weir, "True", "").await;
     eventually_status(&weir, "/headers", None, 200).await;
-    for denied in ["/anything/admin", "/anything/admin/x", "/anything/x/../admin", "/status/418"] {
+    for denied in [
+        "/anything/admin",
+        "/anything/admin/x",
+        "/anything/x/../admin",
+        "/status/418",
+    ] {
         assert_eq!(status_of_get(&weir, denied, None).await, 403, "{denied}");
     }
-    assert_eq!(status_of_get(&weir, "/anything/administrator", None).await, 200);
+    assert_eq!(
+        status_of_get(&weir, "/anything/administrator", None).await,
+        200
+    );
 }
 
 // ---- remoteJWKS through a Service ----
@@ -137,8 +149,15 @@ fn ed25519(kid: &str) -> Key {
         .stdout;
     // SubjectPublicKeyInfo of Ed25519: a 12-byte header, then the 32-byte key.
     let x = &der[der.len() - 32..];
+    // The private key as PKCS#8 DER.
+    let private = Command::new("openssl")
+        .args(["pkey", "-outform", "DER", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap()
+        .stdout;
     Key {
-        enc: jsonwebtoken::EncodingKey::from_ed_pem(&std::fs::read(&pem).unwrap()).unwrap(),
+        enc: jsonwebtoken::EncodingKey::from_ed_der(&private),
         jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
             "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x)}),
     }
