@@ -342,7 +342,7 @@ impl Proxy {
         cache::sync(&self.shared.caches, &snapshot);
         self.shared.local_limits.retain_live(&snapshot);
         self.shared.balancers.sync(&snapshot);
-        self.shared.security.sync(&snapshot);
+        self.shared.security.sync(&self.shared, &snapshot);
         let mut errors = self.sockets.sync(&snapshot).await;
         errors.extend(self.udp.sync(&snapshot).await);
         errors

@@ -161,6 +161,10 @@ pub enum JwtKeys {
     Remote {
         uri: Arc<str>,
         cache_duration: Duration,
+        /// `remoteJWKS.backendRefs`: the fetch goes to this Service port's endpoints (over
+        /// TLS when a BackendTLSPolicy targets it); the URI gives the path and the Host.
+        /// `None`: to the URI's host.
+        backend: Option<Arc<crate::backend::Upstream>>,
     },
 }
 
@@ -276,13 +280,17 @@ pub struct Authorization {
 }
 
 /// One rule: it matches when every principal part it has matches (each part: any of its
-/// values) and the method is one of its operation's; the first match decides.
+/// values), the method is one of its operation's and the path matches one of its paths;
+/// the first match decides.
 #[derive(Debug)]
 pub struct AuthorizationRule {
     pub name: Arc<str>,
     pub allow: bool,
     /// Empty: any method.
     pub methods: Vec<Method>,
+    /// `operation.paths` (Weir's extension): the normalised request path (the one routes
+    /// match on) matches one of these. Empty: any path.
+    pub paths: Vec<crate::route::PathMatch>,
     /// Empty: any client.
     pub client_cidrs: Vec<Cidr>,
     pub jwt: Option<JwtPrincipal>,

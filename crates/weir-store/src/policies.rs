@@ -1137,6 +1137,10 @@ pub struct RemoteJwks {
     pub uri: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_duration: Option<String>,
+    /// Where the key set is fetched from instead of the URI's host (Envoy Gateway's
+    /// `BackendCluster`): a Service port; the URI still gives the path and the Host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_refs: Option<Vec<PolicyBackendRef>>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -1227,6 +1231,23 @@ pub struct AuthorizationRule {
 pub struct Operation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<String>>,
+    /// Weir's extension beside Envoy Gateway's `methods`: the request path matches one of
+    /// these (HTTPRoute's path match shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<AuthorizationPathMatch>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `operation.paths[]`: `type` `Exact`, `PathPrefix` (the default) or `RegularExpression`,
+/// and `value`, as an HTTPRoute path match.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPathMatch {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub value: String,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -2,7 +2,8 @@
 //! decides; none: the default action. A rule matches when each part it names matches: the
 //! client address in one of its CIDRs (the address ClientTrafficPolicy detected, else the
 //! peer's), the token verified by its JWT provider carrying every claim (one of the values)
-//! and every scope, each header with one of its values, the method one of its methods.
+//! and every scope, each header with one of its values, the method one of its methods, the
+//! path (normalised, as the route matched it) one of its paths.
 
 use std::net::IpAddr;
 
@@ -44,6 +45,10 @@ fn matches(
     parts: &Parts,
 ) -> bool {
     if !rule.methods.is_empty() && !rule.methods.contains(&parts.method) {
+        return false;
+    }
+    // Phase 1 normalised the path before routing: the path the route matched.
+    if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(parts.uri.path())) {
         return false;
     }
     if !rule.client_cidrs.is_empty() && !rule.client_cidrs.iter().any(|c| c.contains(client)) {

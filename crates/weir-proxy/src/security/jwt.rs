@@ -46,6 +46,7 @@ use serde_json::Value;
 use weir_snapshot::security::JWT_CLOCK_SKEW;
 use weir_snapshot::{JwtAuth, JwtKey, JwtKeys, JwtProvider};
 
+use super::remote::RemoteSource;
 use super::SecurityState;
 use crate::error::{AuthScheme, ProxyError};
 use crate::metrics::Metrics;
@@ -297,10 +298,18 @@ fn verify(
         JwtKeys::Remote {
             uri,
             cache_duration,
-        } => match state.remote(policy, index, uri, *cache_duration).current() {
-            Some(k) => KeySet::Remote(k),
-            None => return Err("key set not fetched yet"),
-        },
+            backend,
+        } => {
+            let source = RemoteSource {
+                uri,
+                every: *cache_duration,
+                backend: backend.as_ref(),
+            };
+            match state.remote(policy, index, source).current() {
+                Some(k) => KeySet::Remote(k),
+                None => return Err("key set not fetched yet"),
+            }
+        }
     };
     let cache = state.jwt_cache(policy, index);
     if let Some(claims) = cache.get(token, &set, jsonwebtoken::get_current_timestamp()) {
@@ -359,13 +368,9 @@ fn verify_signature(
         }
     }
     if !known_kid {
-        if let JwtKeys::Remote {
-            uri,
-            cache_duration,
-        } = &p.keys
-        {
+        if let Some(source) = RemoteSource::of(&p.keys) {
             // Keys may have rotated: fetch again (rate-limited), without waiting for it.
-            state.remote(policy, index, uri, *cache_duration).kick();
+            state.remote(policy, index, source).kick();
         }
         return Err("unknown key id");
     }

@@ -6,8 +6,8 @@
 //!    unauthenticated too);
 //! 3. **authentication**: JWT ([`jwt`]), then basic auth ([`basic`]), then API keys
 //!    ([`api_key`]); each one the policy has must pass (401 with `WWW-Authenticate`);
-//! 4. **authorization** ([`authz`]): the first matching rule, else the default action
-//!    (403 on deny).
+//! 4. **authorization** ([`authz`]): the first matching rule (principal, method, and the
+//!    path as phase 1 normalised it), else the default action (403 on deny).
 //!
 //! Phase 3 (external auth) and the rate limits come after this: a request refused here is
 //! never counted by a rate limit. Runtime state (the basic-auth verification cache, remote

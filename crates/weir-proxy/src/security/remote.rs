@@ -12,14 +12,23 @@
 //! set compiled in: the image has no system store) or to a CA given with `--jwks-ca`, and
 //! name the URI's host (SNI is that host); otherwise the fetch fails like an unreachable
 //! server (the last good set stays; none yet: 401).
+//!
+//! With `remoteJWKS.backendRefs` the fetch goes instead to the endpoints of the Service port
+//! translation resolved ([`JwtKeys::Remote::backend`]), through the proxy's upstream
+//! clients like any request to that Service: its endpoints in turn, TLS exactly when a
+//! BackendTLSPolicy targets it (that policy's CA and hostname; `--jwks-ca` is not used
+//! there). The URI gives the request's path and Host header only. Each swap hands the
+//! fetcher the Service's current endpoints ([`SecurityState::sync`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::sync::{OnceLock, Weak};
+
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
-use weir_snapshot::{JwtKey, JwtKeys, Snapshot};
+use weir_snapshot::{JwtKey, JwtKeys, Snapshot, Upstream};
 
 use super::basic::VerifyCache;
 use super::jwt::TokenCache;
@@ -41,6 +50,36 @@ pub(crate) struct SecurityState {
     /// The client configuration of https key set fetches.
     tls: Arc<rustls::ClientConfig>,
     tokens: StateRegistry<(u64, usize), TokenCache>,
+    /// The proxy's shared state (its upstream clients), for fetches through a backendRef;
+    /// set by the first [`SecurityState::sync`]. Weak: the fetchers live inside it.
+    shared: Arc<OnceLock<Weak<crate::Shared>>>,
+}
+
+/// Where one remote key set is fetched from: the URI, and the Service behind
+/// `backendRefs` if any.
+#[derive(Clone, Copy)]
+pub(crate) struct RemoteSource<'a> {
+    pub(crate) uri: &'a Arc<str>,
+    pub(crate) every: Duration,
+    pub(crate) backend: Option<&'a Arc<Upstream>>,
+}
+
+impl<'a> RemoteSource<'a> {
+    /// The source of a remote provider's keys (`None` for a local set).
+    pub(crate) fn of(keys: &'a JwtKeys) -> Option<Self> {
+        match keys {
+            JwtKeys::Local(_) => None,
+            JwtKeys::Remote {
+                uri,
+                cache_duration,
+                backend,
+            } => Some(RemoteSource {
+                uri,
+                every: *cache_duration,
+                backend: backend.as_ref(),
+            }),
+        }
+    }
 }
 
 /// Certificates in PEM text (`-----BEGIN CERTIFICATE-----` blocks; other blocks are
@@ -87,6 +126,7 @@ impl SecurityState {
             jwks: StateRegistry::default(),
             tls,
             tokens: StateRegistry::default(),
+            shared: Arc::new(OnceLock::new()),
         }
     }
 
@@ -114,14 +154,13 @@ impl SecurityState {
         &self,
         id: u64,
         index: usize,
-        uri: &Arc<str>,
-        every: Duration,
+        source: RemoteSource<'_>,
     ) -> Arc<RemoteJwks> {
         match self.jwks.get_or_try_insert(&(id, index), || {
             Ok::<_, std::convert::Infallible>(RemoteJwks::start(
-                uri.clone(),
-                every,
+                source,
                 self.tls.clone(),
+                self.shared.clone(),
             ))
         }) {
             Ok(r) => r,
@@ -129,8 +168,10 @@ impl SecurityState {
     }
 
     /// After a swap: start fetchers for the snapshot's remote key sets (so their first
-    /// fetch is under way before a request needs it), drop the state of policies gone.
-    pub(crate) fn sync(&self, snapshot: &Snapshot) {
+    /// fetch is under way before a request needs it), hand those fetching through a
+    /// backendRef the Service's current endpoints, drop the state of policies gone.
+    pub(crate) fn sync(&self, shared: &Arc<crate::Shared>, snapshot: &Snapshot) {
+        let _ = self.shared.set(Arc::downgrade(shared));
         let mut live = std::collections::HashSet::new();
         for socket in snapshot.sockets.iter() {
             for listener in socket.listeners.iter() {
@@ -141,12 +182,8 @@ impl SecurityState {
                     live.insert(s.id);
                     let providers = s.jwt.iter().flat_map(|j| j.providers.iter());
                     for (i, p) in providers.enumerate() {
-                        if let JwtKeys::Remote {
-                            uri,
-                            cache_duration,
-                        } = &p.keys
-                        {
-                            self.remote(s.id, i, uri, *cache_duration);
+                        if let Some(source) = RemoteSource::of(&p.keys) {
+                            self.remote(s.id, i, source).retarget(source.backend);
                         }
                     }
                 }
@@ -160,6 +197,8 @@ impl SecurityState {
 
 struct Inner {
     keys: ArcSwapOption<Vec<JwtKey>>,
+    /// `backendRefs`' Service port as of the last swap (`None`: fetch from the URI's host).
+    backend: ArcSwapOption<Upstream>,
     wake: tokio::sync::Notify,
     last_kick: Mutex<Option<Instant>>,
 }
@@ -179,16 +218,45 @@ impl Drop for RemoteJwks {
 }
 
 impl RemoteJwks {
-    fn start(uri: Arc<str>, every: Duration, tls: Arc<rustls::ClientConfig>) -> Self {
+    fn start(
+        source: RemoteSource<'_>,
+        tls: Arc<rustls::ClientConfig>,
+        shared: Arc<OnceLock<Weak<crate::Shared>>>,
+    ) -> Self {
         let inner = Arc::new(Inner {
             keys: ArcSwapOption::empty(),
+            backend: ArcSwapOption::new(source.backend.cloned()),
             wake: tokio::sync::Notify::new(),
             last_kick: Mutex::new(None),
         });
+        let how = How {
+            uri: source.uri.clone(),
+            tls,
+            shared,
+        };
         let task = tokio::runtime::Handle::try_current()
             .ok()
-            .map(|rt| rt.spawn(fetch_loop(uri, every, tls, inner.clone())));
+            .map(|rt| rt.spawn(fetch_loop(how, source.every, inner.clone())));
         RemoteJwks { inner, task }
+    }
+
+    /// A swap's view of the backendRef's Service port (its endpoints may have changed).
+    /// While no key set was fetched yet, fetch again now: the endpoints that failed may
+    /// be gone.
+    fn retarget(&self, backend: Option<&Arc<Upstream>>) {
+        let old = self.inner.backend.load();
+        let same = match (old.as_ref(), backend) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        self.inner.backend.store(backend.cloned());
+        if self.inner.keys.load().is_none() {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// The last good key set, if one was fetched.
@@ -212,15 +280,36 @@ impl RemoteJwks {
     }
 }
 
-async fn fetch_loop(
+/// What a fetcher needs besides its state.
+struct How {
     uri: Arc<str>,
-    every: Duration,
     tls: Arc<rustls::ClientConfig>,
-    inner: Arc<Inner>,
-) {
+    shared: Arc<OnceLock<Weak<crate::Shared>>>,
+}
+
+impl How {
+    /// One fetch: through the backendRef's Service when there is one, else to the URI.
+    async fn fetch(&self, inner: &Inner) -> Result<Vec<JwtKey>, String> {
+        match inner.backend.load_full() {
+            None => fetch(&self.uri, &self.tls).await,
+            Some(upstream) => {
+                // Held for this fetch only: the proxy's state may go away between fetches.
+                let shared = self
+                    .shared
+                    .get()
+                    .and_then(Weak::upgrade)
+                    .ok_or("the proxy is not running")?;
+                fetch_through(&shared, &upstream, &self.uri).await
+            }
+        }
+    }
+}
+
+async fn fetch_loop(how: How, every: Duration, inner: Arc<Inner>) {
     static FAILED: LogLimit = LogLimit::new(5, Duration::from_secs(60));
+    let uri = &how.uri;
     loop {
-        let wait = match tokio::time::timeout(FETCH_TIMEOUT, fetch(&uri, &tls)).await {
+        let wait = match tokio::time::timeout(FETCH_TIMEOUT, how.fetch(&inner)).await {
             Ok(Ok(keys)) => {
                 inner.keys.store(Some(Arc::new(keys)));
                 every
@@ -277,6 +366,43 @@ async fn fetch(uri: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Vec<JwtKey>
     }
 }
 
+/// GET the key set from a Service port's endpoints with the proxy's upstream clients (its
+/// pools, its BackendTLSPolicy), the URI's path and authority as path and Host.
+async fn fetch_through(
+    shared: &crate::Shared,
+    upstream: &Upstream,
+    uri: &str,
+) -> Result<Vec<JwtKey>, String> {
+    let uri: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().ok_or("no host")?.as_str();
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(crate::upstream::UpstreamBody::empty())
+        .map_err(|e| format!("request: {e}"))?;
+    let response = shared
+        .clients
+        .send(&shared.metrics, upstream, req, Some(FETCH_TIMEOUT), None)
+        .await
+        .map_err(|e| format!("{}: {e}", upstream.name))?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
+    parse(&body)
+}
+
+fn parse(body: &[u8]) -> Result<Vec<JwtKey>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+    weir_snapshot::security::parse_jwks(text, false)
+}
+
 async fn get<IO>(io: IO, path: &str, authority: String) -> Result<Vec<JwtKey>, String>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -305,6 +431,5 @@ where
     if !status.is_success() {
         return Err(format!("status {status}"));
     }
-    let text = std::str::from_utf8(&body).map_err(|_| "the body is not UTF-8".to_string())?;
-    weir_snapshot::security::parse_jwks(text, false)
+    parse(&body)
 }

@@ -24,6 +24,8 @@ mod origin;
 mod rate_limit;
 mod routing;
 mod security;
+mod security_authz;
+mod security_jwks;
 mod tcp;
 mod tls;
 mod tls_mixed;

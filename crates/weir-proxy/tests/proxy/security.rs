@@ -27,7 +27,7 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn empty(id: u64) -> Security {
+pub(crate) fn empty(id: u64) -> Security {
     Security {
         name: "ns/sec".into(),
         id,
@@ -40,7 +40,7 @@ fn empty(id: u64) -> Security {
     }
 }
 
-fn secured(up: &Arc<Upstream>, security: Security) -> Arc<RouteAction> {
+pub(crate) fn secured(up: &Arc<Upstream>, security: Security) -> Arc<RouteAction> {
     let a = forward_to("ns/r", up);
     Arc::new(RouteAction {
         route: a.route.clone(),
@@ -55,7 +55,7 @@ fn secured(up: &Arc<Upstream>, security: Security) -> Arc<RouteAction> {
 }
 
 /// `/p` under `security`, `/` without a policy.
-async fn start(up: &Arc<Upstream>, security: Security) -> (TestProxy, SocketAddr) {
+pub(crate) async fn start(up: &Arc<Upstream>, security: Security) -> (TestProxy, SocketAddr) {
     start_with(config(), up, security).await
 }
 
@@ -84,7 +84,7 @@ async fn start_with(
     (proxy, addr)
 }
 
-async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+pub(crate) async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
     let mut b = request("a.example", path);
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -253,13 +253,13 @@ async fn a_policy_that_could_not_be_applied_fails_closed() {
 // JWT
 
 /// A signing key generated now and its public JWK.
-struct TestKey {
+pub(crate) struct TestKey {
     enc: EncodingKey,
     alg: Algorithm,
     jwk: serde_json::Value,
 }
 
-fn es256(kid: &str) -> TestKey {
+pub(crate) fn es256(kid: &str) -> TestKey {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let raw = kp.public_key_raw();
     TestKey {
@@ -288,7 +288,7 @@ fn hs256(kid: &str, secret: &[u8]) -> TestKey {
     }
 }
 
-fn jwks(keys: &[&TestKey]) -> String {
+pub(crate) fn jwks(keys: &[&TestKey]) -> String {
     serde_json::json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
@@ -299,13 +299,13 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn sign(key: &TestKey, claims: serde_json::Value) -> String {
+pub(crate) fn sign(key: &TestKey, claims: serde_json::Value) -> String {
     let mut header = Header::new(key.alg);
     header.kid = key.jwk["kid"].as_str().map(str::to_string);
     jsonwebtoken::encode(&header, &claims, &key.enc).unwrap()
 }
 
-fn claims(extra: serde_json::Value) -> serde_json::Value {
+pub(crate) fn claims(extra: serde_json::Value) -> serde_json::Value {
     let mut c = serde_json::json!({"iss": "https://issuer.test", "aud": "api", "sub": "u-1",
         "exp": now() + 300, "user": {"roles": ["admin"]}, "scope": "read write"});
     if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
@@ -316,7 +316,7 @@ fn claims(extra: serde_json::Value) -> serde_json::Value {
     c
 }
 
-fn provider(name: &str, keys: JwtKeys) -> JwtProvider {
+pub(crate) fn provider(name: &str, keys: JwtKeys) -> JwtProvider {
     JwtProvider {
         name: name.into(),
         issuer: Some("https://issuer.test".into()),
@@ -335,7 +335,7 @@ fn local(keys: &[&TestKey]) -> JwtKeys {
     JwtKeys::Local(Redacted(parsed.into()))
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
@@ -452,10 +452,10 @@ async fn an_optional_jwt_lets_anonymous_requests_through_but_not_bad_tokens() {
 }
 
 /// A JWKS server whose answer the test changes: (status, body).
-struct JwksServer {
-    addr: SocketAddr,
+pub(crate) struct JwksServer {
+    pub(crate) addr: SocketAddr,
     answer: Arc<Mutex<(u16, String)>>,
-    hits: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) hits: Arc<std::sync::atomic::AtomicUsize>,
     /// The SNI of each TLS client hello (TLS servers only).
     snis: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
@@ -488,7 +488,7 @@ impl Drop for JwksServer {
 }
 
 impl JwksServer {
-    async fn start(body: String) -> JwksServer {
+    pub(crate) async fn start(body: String) -> JwksServer {
         JwksServer::serve(body, None).await
     }
 
@@ -552,7 +552,7 @@ impl JwksServer {
         }
     }
 
-    fn set(&self, status: u16, body: String) {
+    pub(crate) fn set(&self, status: u16, body: String) {
         *self.answer.lock().unwrap() = (status, body);
     }
 }
@@ -571,6 +571,7 @@ async fn a_remote_key_set_is_fetched_rotated_and_kept_when_the_server_fails() {
             JwtKeys::Remote {
                 uri: format!("http://{}/jwks", server.addr).into(),
                 cache_duration: Duration::from_secs(300),
+                backend: None,
             },
         )],
     });
@@ -642,6 +643,7 @@ fn remote_provider(id: u64, uri: String) -> Security {
             JwtKeys::Remote {
                 uri: uri.into(),
                 cache_duration: Duration::from_secs(300),
+                backend: None,
             },
         )],
     });
@@ -755,11 +757,12 @@ async fn an_https_key_set_server_that_is_not_trusted_fails_closed() {
 // ---------------------------------------------------------------------------------------
 // Authorization and CORS
 
-fn rule(name: &str, allow: bool) -> AuthorizationRule {
+pub(crate) fn rule(name: &str, allow: bool) -> AuthorizationRule {
     AuthorizationRule {
         name: name.into(),
         allow,
         methods: vec![],
+        paths: vec![],
         client_cidrs: vec![],
         jwt: None,
         headers: vec![],
@@ -1135,6 +1138,7 @@ async fn a_rotated_key_set_invalidates_cached_tokens() {
             JwtKeys::Remote {
                 uri: format!("http://{}/jwks", server.addr).into(),
                 cache_duration: Duration::from_secs(300),
+                backend: None,
             },
         )],
     });

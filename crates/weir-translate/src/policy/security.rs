@@ -271,9 +271,6 @@ fn compile(
     id: u64,
     spec: &SecurityPolicySpec,
 ) -> Result<(Security, Option<ExtAuth>), NotAccepted> {
-    if let Some(refusal) = spec.authorization.as_ref().and_then(authz::paths_refusal) {
-        return Err(refusal);
-    }
     let unsupported = unsupported_fields(spec);
     if !unsupported.is_empty() {
         return Err(NotAccepted::new(
@@ -310,7 +307,7 @@ fn compile(
         out.api_key = Some(credentials::api_key(store, key, a)?);
     }
     if let Some(j) = &spec.jwt {
-        out.jwt = Some(jwt::compile(store, key, j)?);
+        out.jwt = Some(jwt::compile(store, upstreams, key, j)?);
     }
     if let Some(a) = &spec.authorization {
         out.authorization = Some(authz::compile(a, out.jwt.as_ref())?);

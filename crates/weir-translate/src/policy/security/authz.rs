@@ -1,8 +1,19 @@
 //! `authorization`: ordered rules over principals (client CIDRs, JWT claims and scopes,
-//! headers) and operations (methods).
+//! headers) and operations (methods, and Weir's `paths`).
+//!
+//! `operation.paths` is Weir's extension (Envoy Gateway's `Operation` has only `methods`):
+//! a list of HTTPRoute path matches (`type`: `Exact`, `PathPrefix` — the default, by path
+//! elements — or `RegularExpression`, anchored; `value`). Exact and PathPrefix values are
+//! normalised as route matches are, and the proxy matches them against the normalised
+//! request path, the one the route matched: `/a/../admin` is `/admin` for both. A value
+//! that does not start with `/`, an unknown type or a regular expression that does not
+//! compile (or exceeds the per-pattern bounds of route regexes) makes the policy
+//! `Accepted=False` (`Invalid`), and its targets fail closed.
 
 use http::{HeaderName, Method};
-use weir_snapshot::{Authorization, AuthorizationRule, Cidr, ClaimMatch, JwtAuth, JwtPrincipal};
+use weir_snapshot::{
+    Authorization, AuthorizationRule, Cidr, ClaimMatch, JwtAuth, JwtPrincipal, PathMatch,
+};
 use weir_store::policies::{self, Unsupported};
 
 use super::invalid;
@@ -18,6 +29,9 @@ pub(super) fn unsupported_fields(
         add(&at, &r.unsupported);
         if let Some(o) = &r.operation {
             add(&format!("{at}.operation"), &o.unsupported);
+            for (k, p) in o.paths.iter().flatten().enumerate() {
+                add(&format!("{at}.operation.paths[{k}]"), &p.unsupported);
+            }
         }
         add(&format!("{at}.principal"), &r.principal.unsupported);
         if let Some(j) = &r.principal.jwt {
@@ -30,25 +44,6 @@ pub(super) fn unsupported_fields(
             add(&format!("{at}.principal.headers[{k}]"), &h.unsupported);
         }
     }
-}
-
-/// `rules[].operation.paths`: not a field of Envoy Gateway's `Operation` (it has only
-/// `methods`), so said plainly rather than as a missing feature.
-pub(super) fn paths_refusal(a: &policies::Authorization) -> Option<NotAccepted> {
-    let (i, _) = a.rules.iter().flatten().enumerate().find(|(_, r)| {
-        r.operation
-            .as_ref()
-            .is_some_and(|o| o.unsupported.contains_key("paths"))
-    })?;
-    Some(NotAccepted::new(
-        "UnsupportedValue",
-        format!(
-            "spec.authorization.rules[{i}].operation.paths: Envoy Gateway's Operation has only \
-             `methods`; match paths with the route's rules (a rule or route per path, each \
-             targeted by its own SecurityPolicy): the policy is not applied and its targets \
-             answer 500 until it is removed"
-        ),
-    ))
 }
 
 fn action(field: &str, v: &str) -> Result<bool, NotAccepted> {
@@ -79,6 +74,13 @@ pub(super) fn compile(
                 Method::from_bytes(m.as_bytes())
                     .map_err(|_| invalid(format!("{at}.operation.methods: {m:?} is not a method")))
             })
+            .collect::<Result<Vec<_>, _>>()?;
+        let paths = r
+            .operation
+            .iter()
+            .flat_map(|o| o.paths.iter().flatten())
+            .enumerate()
+            .map(|(k, m)| path_match(&format!("{at}.operation.paths[{k}]"), m))
             .collect::<Result<Vec<_>, _>>()?;
         let p = &r.principal;
         let client_cidrs = p
@@ -174,6 +176,7 @@ pub(super) fn compile(
             name: r.name.clone().unwrap_or_else(|| format!("rule-{i}")).into(),
             allow,
             methods,
+            paths,
             client_cidrs,
             jwt: jwt_principal,
             headers,
@@ -183,4 +186,28 @@ pub(super) fn compile(
         default_allow,
         rules,
     })
+}
+
+/// One `operation.paths` entry, compiled as an HTTPRoute path match is.
+fn path_match(at: &str, m: &policies::AuthorizationPathMatch) -> Result<PathMatch, NotAccepted> {
+    let kind = m.type_.as_deref().unwrap_or("PathPrefix");
+    let value = m.value.as_str();
+    let normal = |value: &str| match weir_snapshot::path::normalize(value) {
+        Ok(v) => Ok(v.into_owned()),
+        Err(e) => Err(invalid(format!("{at}.value {value:?}: {e}"))),
+    };
+    match kind {
+        "Exact" | "PathPrefix" if !value.starts_with('/') => {
+            Err(invalid(format!("{at}.value {value:?} must start with '/'")))
+        }
+        "Exact" => Ok(PathMatch::Exact(normal(value)?.into())),
+        "PathPrefix" => Ok(PathMatch::prefix(&normal(value)?)),
+        "RegularExpression" => crate::pattern::Budget::default()
+            .anchored(value)
+            .map(PathMatch::Regex)
+            .map_err(|e| invalid(format!("{at}.value: {e}"))),
+        other => Err(invalid(format!(
+            "{at}.type {other:?} is not Exact, PathPrefix or RegularExpression"
+        ))),
+    }
 }

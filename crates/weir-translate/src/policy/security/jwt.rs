@@ -1,16 +1,25 @@
 //! `jwt`: providers validated; local key sets (inline, or a ConfigMap's / Secret's `jwks`
 //! key) parsed here, remote ones named for the proxy to fetch.
+//!
+//! `remoteJWKS.backendRefs` (Envoy Gateway's): one Service port the key set is fetched
+//! from, resolved here like a route's backendRef (a ReferenceGrant from
+//! `gateway.weir.dev/SecurityPolicy` for another namespace). The URI still gives the
+//! request's path and Host. TLS is the Service's BackendTLSPolicy, as for any request to
+//! it: an `https://` URI through a Service without one is refused rather than fetched in
+//! the clear. A Service that does not resolve, more than one backendRef, or the singular
+//! `backendRef` make the policy `Accepted=False` (fail closed).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 use weir_snapshot::{JwtAuth, JwtKeys, JwtProvider, KeySource, Redacted};
-use weir_store::policies::{self, Unsupported};
-use weir_store::{ObjectKey, Store};
+use weir_store::policies::{self, PolicyBackendRef, Unsupported};
+use weir_store::{ObjectKey, Store, POLICY_GROUP};
 
 use super::credentials::non_empty;
 use super::{invalid, secret_value};
+use crate::backend::{BackendRefSpec, Upstreams};
 use crate::policy::attach::NotAccepted;
 
 /// The ConfigMap or Secret key a `localJWKS.valueRef` reads (as Envoy Gateway).
@@ -27,6 +36,9 @@ pub(super) fn unsupported_fields(j: &policies::Jwt, add: &mut impl FnMut(&str, &
         add(&at, &p.unsupported);
         if let Some(r) = &p.remote_jwks {
             add(&format!("{at}.remoteJWKS"), &r.unsupported);
+            for (k, b) in r.backend_refs.iter().flatten().enumerate() {
+                add(&format!("{at}.remoteJWKS.backendRefs[{k}]"), &b.unsupported);
+            }
         }
         if let Some(l) = &p.local_jwks {
             add(&format!("{at}.localJWKS"), &l.unsupported);
@@ -45,6 +57,7 @@ pub(super) fn unsupported_fields(j: &policies::Jwt, add: &mut impl FnMut(&str, &
 
 pub(super) fn compile(
     store: &Store,
+    upstreams: &mut Upstreams,
     policy: &ObjectKey,
     j: &policies::Jwt,
 ) -> Result<JwtAuth, NotAccepted> {
@@ -67,7 +80,7 @@ pub(super) fn compile(
                     "{at}: set exactly one of remoteJWKS and localJWKS"
                 )))
             }
-            (Some(r), None) => remote(&at, r)?,
+            (Some(r), None) => remote(store, upstreams, policy, &at, r)?,
             (None, Some(l)) => local(store, policy, &at, l)?,
         };
         let mut claim_to_headers = Vec::new();
@@ -130,7 +143,13 @@ pub(super) fn compile(
     })
 }
 
-fn remote(at: &str, r: &policies::RemoteJwks) -> Result<JwtKeys, NotAccepted> {
+fn remote(
+    store: &Store,
+    upstreams: &mut Upstreams,
+    policy: &ObjectKey,
+    at: &str,
+    r: &policies::RemoteJwks,
+) -> Result<JwtKeys, NotAccepted> {
     let uri: http::Uri = r
         .uri
         .parse()
@@ -150,10 +169,66 @@ fn remote(at: &str, r: &policies::RemoteJwks) -> Result<JwtKeys, NotAccepted> {
         r.cache_duration.as_deref(),
     )?
     .unwrap_or(DEFAULT_CACHE);
+    let backend = match r.backend_refs.as_deref().unwrap_or_default() {
+        [] => None,
+        [b] => Some(backend(store, upstreams, policy, at, b, uri.scheme_str())?),
+        _ => {
+            return Err(NotAccepted::new(
+                "UnsupportedValue",
+                format!("{at}.remoteJWKS.backendRefs: Weir fetches a key set from one Service: more than one backendRef"),
+            ))
+        }
+    };
     Ok(JwtKeys::Remote {
         uri: r.uri.as_str().into(),
         cache_duration,
+        backend,
     })
+}
+
+/// The Service port of `remoteJWKS.backendRefs[0]`.
+fn backend(
+    store: &Store,
+    upstreams: &mut Upstreams,
+    policy: &ObjectKey,
+    at: &str,
+    b: &PolicyBackendRef,
+    scheme: Option<&str>,
+) -> Result<Arc<weir_snapshot::Upstream>, NotAccepted> {
+    let at = format!("{at}.remoteJWKS.backendRefs[0]");
+    let group = crate::refgrant::core_group(b.group.as_deref().unwrap_or(""));
+    let kind = b.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err(invalid(format!(
+            "{at}: {group}/{kind} {} is not a Service",
+            b.name
+        )));
+    }
+    let spec = BackendRefSpec {
+        group: b.group.as_deref(),
+        kind: b.kind.as_deref(),
+        name: &b.name,
+        namespace: b.namespace.as_deref(),
+        port: b.port,
+    };
+    let upstream = upstreams
+        .resolve_from(
+            store,
+            POLICY_GROUP,
+            "SecurityPolicy",
+            &policy.namespace,
+            &spec,
+        )
+        .map_err(|err| invalid(format!("{at}: {err}")))?;
+    if scheme == Some("https") && upstream.tls.is_none() {
+        return Err(invalid(format!(
+            "{at}: the uri is https:// but no BackendTLSPolicy targets Service {}: TLS \
+             through a backendRef is that policy's (its CA and hostname); add one, or use \
+             an http:// uri",
+            upstream.name
+        )));
+    }
+    Ok(upstream)
 }
 
 fn local(

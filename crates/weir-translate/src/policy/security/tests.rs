@@ -259,7 +259,19 @@ fn refused_policies_fail_closed() {
         ("  jwt: {providers: [{name: x, localJWKS: {inline: 'not json'}}]}\n", "Invalid", "not a JSON Web Key Set"),
         ("  jwt: {providers: [{name: x, localJWKS: {type: ValueRef, valueRef: {kind: ConfigMap, name: nope}}}]}\n", "Invalid", "ConfigMap ns/nope does not exist"),
         ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'ftp://idp.example/jwks'}}]}\n", "Invalid", "not an http:// or https:// URL"),
-        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}, operation: {methods: [GET], paths: [/a]}}]}\n", "UnsupportedValue", "Operation has only `methods`; match paths with the route's rules"),
+        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}, operation: {paths: [{type: RegularExpression, value: '/a/(unclosed'}]}}]}\n", "Invalid", "spec.authorization.rules[0].operation.paths[0].value"),
+        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}, operation: {paths: [{value: /b}, {type: Exact, value: a}]}}]}\n", "Invalid", "paths[1].value \"a\" must start with '/'"),
+        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}, operation: {paths: [{type: Glob, value: /a}]}}]}\n", "Invalid", "paths[0].type \"Glob\""),
+        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}, operation: {paths: [{value: '/a%2Fb'}]}}]}\n", "Invalid", "encoded slash"),
+        ("  authorization: {rules: [{action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}, operation: {paths: [{value: /a, ignoreCase: true}]}}]}\n", "UnsupportedValue", "spec.authorization.rules[0].operation.paths[0].ignoreCase"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', backendRefs: [{name: nope, port: 80}]}}]}\n", "Invalid", "spec.jwt.providers[0].remoteJWKS.backendRefs[0]: Service ns/nope"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', backendRefs: [{name: svc, port: 81}]}}]}\n", "Invalid", "81"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', backendRefs: [{name: svc, port: 80, namespace: far}]}}]}\n", "Invalid", "ReferenceGrant"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'https://idp/jwks', backendRefs: [{name: svc, port: 80}]}}]}\n", "Invalid", "no BackendTLSPolicy targets Service ns/svc:80"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', backendRefs: [{name: svc, port: 80}, {name: svc, port: 80}]}}]}\n", "UnsupportedValue", "more than one backendRef"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', backendRef: {name: svc, port: 80}}}]}\n", "UnsupportedValue", "spec.jwt.providers[0].remoteJWKS.backendRef"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', backendRefs: [{name: svc, port: 80}], backendSettings: {retry: {}}}}]}\n", "UnsupportedValue", "spec.jwt.providers[0].remoteJWKS.backendSettings"),
+        ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', backendRefs: [{name: svc, port: 80, kind: Backend, group: gateway.envoyproxy.io}]}}]}\n", "Invalid", "is not a Service"),
         ("  jwt: {providers: [{name: x, remoteJWKS: {uri: 'http://idp/jwks', cacheDuration: soon}}]}\n", "Invalid", "cacheDuration"),
         ("  authorization: {defaultAction: Maybe}\n", "Invalid", "defaultAction"),
         ("  authorization: {rules: [{action: Allow, principal: {jwt: {provider: nobody, scopes: [a]}}}]}\n", "Invalid", "not a provider"),
@@ -514,4 +526,56 @@ spec:
     assert_eq!(name("/f"), "ns/filter-auth:70");
     assert_eq!(name("/o"), "ns/svc:80");
     assert!(security(&out, "/f").is_some_and(|s| s.cors.is_some()));
+}
+
+#[test]
+fn authorization_paths_compile_as_route_path_matches() {
+    let spec = "  authorization:
+    rules:
+    - action: Deny
+      principal: {clientCIDRs: [0.0.0.0/0]}
+      operation:
+        methods: [POST]
+        paths:
+        - {type: Exact, value: /a/./admin}
+        - {value: /a/docs/}
+        - {type: RegularExpression, value: '/a/v[0-9]+/.*'}
+";
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", ROUTE, spec)]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let a = security(&out, "/a")
+        .unwrap()
+        .authorization
+        .as_ref()
+        .unwrap();
+    let paths = &a.rules[0].paths;
+    assert_eq!(paths.len(), 3);
+    // Normalised as route values are; PathPrefix by path elements, the default type.
+    assert!(paths[0].matches("/a/admin") && !paths[0].matches("/a/admin/x"));
+    assert!(paths[1].matches("/a/docs") && paths[1].matches("/a/docs/x"));
+    assert!(!paths[1].matches("/a/docsx"));
+    // Anchored at both ends.
+    assert!(paths[2].matches("/a/v2/x") && !paths[2].matches("/b/a/v2/x"));
+    assert_eq!(a.rules[0].methods, [Method::POST]);
+}
+
+#[test]
+fn a_remote_key_set_through_a_backend_ref_resolves_to_the_service() {
+    let spec = "  jwt:
+    providers:
+    - name: idp
+      remoteJWKS:
+        uri: http://idp.example/.well-known/jwks.json
+        backendRefs: [{name: svc, port: 80}]
+";
+    let out = translate(&[policy("p", "2024-01-01T00:00:00Z", ROUTE, spec)]);
+    assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
+    let s = security(&out, "/a").unwrap();
+    match &s.jwt.as_ref().unwrap().providers[0].keys {
+        JwtKeys::Remote { uri, backend, .. } => {
+            assert_eq!(&**uri, "http://idp.example/.well-known/jwks.json");
+            assert_eq!(&*backend.as_ref().expect("the Service").name, "ns/svc:80");
+        }
+        other => panic!("{other:?}"),
+    }
 }
