@@ -430,3 +430,161 @@ impl StreamState {
         }
     }
 }
+
+/// Round-trip times of [`probe`]'s exchanges, in milliseconds.
+#[derive(Debug, Default)]
+pub struct ProbeTimes {
+    /// The whole exchange (both steps), one per request.
+    pub whole: Vec<f64>,
+    /// Opening the stream with the request headers until the headers response.
+    pub request: Vec<f64>,
+    /// The response headers until the picker's answer to them.
+    pub response: Vec<f64>,
+}
+
+fn pct(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+impl ProbeTimes {
+    pub fn whole_pct(&self, q: f64) -> f64 {
+        pct(&self.whole, q)
+    }
+    pub fn request_pct(&self, q: f64) -> f64 {
+        pct(&self.request, q)
+    }
+    pub fn response_pct(&self, q: f64) -> f64 {
+        pct(&self.response, q)
+    }
+}
+
+struct ProbeOutbox(mpsc::Receiver<ProcessingRequest>);
+
+impl tonic::codegen::tokio_stream::Stream for ProbeOutbox {
+    type Item = ProcessingRequest;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// The picker round trip as Weir makes it for one GET through a pool, `n` times one after
+/// another over one gRPC channel (TCP_NODELAY, as Weir's): open the stream with the request
+/// headers (`end_of_stream`), wait for the headers response; send the response headers with
+/// the served endpoint in `envoy.lb` metadata, wait for the answer; close the stream. The
+/// first 10% are a warm-up and not counted.
+pub async fn probe(
+    addr: SocketAddr,
+    n: usize,
+    timeout: std::time::Duration,
+) -> Result<ProbeTimes, String> {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, Metadata};
+    use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
+    use envoy_types::pb::envoy::service::ext_proc::v3::HttpHeaders;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let header = |k: &str, v: &str| HeaderValue {
+        key: k.to_owned(),
+        value: String::new(),
+        raw_value: v.as_bytes().to_vec(),
+    };
+    let mut out = ProbeTimes::default();
+    let warm = n / 10;
+    for i in 0..n + warm {
+        let mut client = ExternalProcessorClient::new(channel.clone());
+        let started = std::time::Instant::now();
+        let (tx, rx) = mpsc::channel(4);
+        let first = ProcessingRequest {
+            request: Some(processing_request::Request::RequestHeaders(
+                envoy_types::pb::envoy::service::ext_proc::v3::HttpHeaders {
+                    headers: Some(HeaderMap {
+                        headers: vec![
+                            header(":method", "GET"),
+                            header(":path", "/svc-9/x"),
+                            header(":authority", "app-9.bench.test"),
+                            header(":scheme", "http"),
+                        ],
+                    }),
+                    attributes: HashMap::new(),
+                    end_of_stream: true,
+                },
+            )),
+            ..Default::default()
+        };
+        tx.try_send(first).map_err(|e| e.to_string())?;
+        let opened = tokio::time::timeout(timeout, client.process(ProbeOutbox(rx)))
+            .await
+            .map_err(|_| "no stream".to_string())?
+            .map_err(|s| s.to_string())?;
+        let mut inbound = opened.into_inner();
+        let first_answer = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .map_err(|_| "no headers response".to_string())?
+            .map_err(|s| s.to_string())?
+            .ok_or("stream closed")?;
+        let chosen = match first_answer.response {
+            Some(processing_response::Response::RequestHeaders(_)) => first_answer
+                .dynamic_metadata
+                .as_ref()
+                .and_then(|m| m.fields.get("envoy.lb"))
+                .and_then(|v| match v.kind.as_ref()? {
+                    value::Kind::StructValue(s) => s.fields.get(DESTINATION).cloned(),
+                    _ => None,
+                })
+                .and_then(|v| match v.kind? {
+                    value::Kind::StringValue(s) => Some(s),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            other => return Err(format!("unexpected first answer {other:?}")),
+        };
+        let requested = started.elapsed();
+        let mut lb = Struct::default();
+        lb.fields.insert(SERVED.to_owned(), string(&chosen));
+        let mut metadata = Metadata::default();
+        metadata.filter_metadata.insert("envoy.lb".to_owned(), lb);
+        let second_started = std::time::Instant::now();
+        tx.try_send(ProcessingRequest {
+            request: Some(processing_request::Request::ResponseHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![header(":status", "200"), header("content-length", "3")],
+                }),
+                attributes: HashMap::new(),
+                end_of_stream: false,
+            })),
+            metadata_context: Some(metadata),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let second = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .map_err(|_| "no response headers answer".to_string())?
+            .map_err(|s| s.to_string())?
+            .ok_or("stream closed")?;
+        if !matches!(
+            second.response,
+            Some(processing_response::Response::ResponseHeaders(_))
+        ) {
+            return Err("unexpected second answer".into());
+        }
+        let responded = second_started.elapsed();
+        let whole = started.elapsed();
+        drop(tx);
+        drop(inbound);
+        if i >= warm {
+            out.whole.push(whole.as_secs_f64() * 1000.0);
+            out.request.push(requested.as_secs_f64() * 1000.0);
+            out.response.push(responded.as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(out)
+}
