@@ -423,9 +423,13 @@ fn handle_action<'s>(
             scheme,
             port,
         };
+        let ext_proc = ex.kept.as_mut().and_then(|k| k.ext_proc.take());
         match onward(onward_state, ex, &base, parts, body)? {
             Forward::Answer(answer) => Ok(answer),
-            Forward::Upstream(fut) => fut.await,
+            Forward::Upstream(fut) => {
+                let x = action.ext_proc.as_deref();
+                crate::ext_proc::response(&conn.shared, x, ext_proc, fut.await?).await
+            }
         }
     });
     Ok(Forward::Upstream(crate::stage::Either::Right { fut }))
@@ -736,7 +740,7 @@ mod phase2;
 mod phase3;
 use exchange::{local, local_response, Exchange, Kept};
 use phase1::{ensure_host_header, normalize_target, route};
-use phase3::RequestBody;
+pub(crate) use phase3::RequestBody;
 
 /// How long one attempt may wait for the backend's response head: the route's
 /// `timeouts.backendRequest`; with no timeout on the route at all, `--upstream-timeout`
