@@ -81,6 +81,8 @@ struct State {
     fault: Mutex<Option<String>>,
     seen: Mutex<Vec<Arc<Mutex<Seen>>>>,
     streams: AtomicUsize,
+    /// A generic ext_proc processor ([`TestPicker::start_processor`]) instead of a picker.
+    processor: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,11 +112,38 @@ impl TestPicker {
         .await
     }
 
+    /// Start on `127.0.0.1:0` as a generic external processor (ExtensionPolicy `extProc`)
+    /// rather than a picker: it answers every message in turn; request headers get
+    /// `x-ext-proc-request: added` set and `x-ext-proc-remove` removed; a request with
+    /// `x-ext-proc-deny` gets an ImmediateResponse 403 (body `denied by processor`, header
+    /// `x-ext-proc: immediate`); a request body is replaced with `processed:` + the body;
+    /// response headers get `x-ext-proc-response: added` (and `x-ext-proc-status` = the
+    /// `:status` it saw). The fault modes (`hang`, `error`) work as for the picker.
+    pub async fn start_processor() -> std::io::Result<Self> {
+        Self::start_with(
+            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            Vec::new(),
+            true,
+        )
+        .await
+    }
+
     /// Start on `bind` picking among `endpoints`.
     pub async fn start_on(bind: SocketAddr, endpoints: Vec<SocketAddr>) -> std::io::Result<Self> {
+        Self::start_with(bind, endpoints, false).await
+    }
+
+    async fn start_with(
+        bind: SocketAddr,
+        endpoints: Vec<SocketAddr>,
+        processor: bool,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            processor,
+            ..State::default()
+        });
         *lock(&state.endpoints) = endpoints;
         let service = ExternalProcessorServer::new(Service(state.clone()));
         // TCP_NODELAY, as a real picker's gRPC server sets it: the stream's answers are small
@@ -246,6 +275,9 @@ fn string(s: &str) -> Value {
 
 impl StreamState {
     fn handle(&mut self, state: &State, seen: &Mutex<Seen>, message: ProcessingRequest) -> Action {
+        if state.processor {
+            return self.process(state, seen, message);
+        }
         match message.request {
             Some(processing_request::Request::RequestHeaders(h)) => {
                 lock(seen).messages.push("request_headers");
@@ -357,6 +389,117 @@ impl StreamState {
                     })),
                     ..Default::default()
                 }])
+            }
+            _ => Action::Send(Vec::new()),
+        }
+    }
+
+    /// A generic processor's answer (see [`TestPicker::start_processor`]).
+    fn process(&mut self, state: &State, seen: &Mutex<Seen>, message: ProcessingRequest) -> Action {
+        let headers_response = |set_headers, remove_headers| HeadersResponse {
+            response: Some(CommonResponse {
+                header_mutation: Some(HeaderMutation {
+                    set_headers,
+                    remove_headers,
+                }),
+                ..Default::default()
+            }),
+        };
+        let answer = |r| {
+            Action::Send(vec![ProcessingResponse {
+                response: Some(r),
+                ..Default::default()
+            }])
+        };
+        match message.request {
+            Some(processing_request::Request::RequestHeaders(h)) => {
+                lock(seen).messages.push("request_headers");
+                for header in h.headers.iter().flat_map(|m| m.headers.iter()) {
+                    let v = value_of(header);
+                    lock(seen)
+                        .headers
+                        .push((header.key.to_ascii_lowercase(), v.clone()));
+                    self.headers.insert(header.key.to_ascii_lowercase(), v);
+                }
+                let fault = self
+                    .headers
+                    .get(FAULT_HEADER)
+                    .cloned()
+                    .or_else(|| lock(&state.fault).clone());
+                match fault.as_deref() {
+                    Some("hang") => return Action::Hang,
+                    Some("error") => return Action::Fail(Status::internal("test processor error")),
+                    _ => {}
+                }
+                if self.headers.contains_key("x-ext-proc-deny") {
+                    return answer(processing_response::Response::ImmediateResponse(
+                        ImmediateResponse {
+                            status: Some(HttpStatus { code: 403 }),
+                            headers: Some(HeaderMutation {
+                                set_headers: vec![set("x-ext-proc", "immediate")],
+                                remove_headers: Vec::new(),
+                            }),
+                            body: b"denied by processor".to_vec(),
+                            ..Default::default()
+                        },
+                    ));
+                }
+                answer(processing_response::Response::RequestHeaders(
+                    headers_response(
+                        vec![set("x-ext-proc-request", "added")],
+                        vec!["x-ext-proc-remove".to_owned()],
+                    ),
+                ))
+            }
+            Some(processing_request::Request::RequestBody(b)) => {
+                lock(seen).messages.push("request_body");
+                lock(seen).body.extend_from_slice(&b.body);
+                let mut replaced = b"processed:".to_vec();
+                replaced.extend_from_slice(&b.body);
+                answer(processing_response::Response::RequestBody(BodyResponse {
+                    response: Some(CommonResponse {
+                        body_mutation: Some(
+                            envoy_types::pb::envoy::service::ext_proc::v3::BodyMutation {
+                                mutation: Some(
+                                    envoy_types::pb::envoy::service::ext_proc::v3::body_mutation::Mutation::Body(
+                                        replaced,
+                                    ),
+                                ),
+                            },
+                        ),
+                        ..Default::default()
+                    }),
+                }))
+            }
+            Some(processing_request::Request::ResponseHeaders(h)) => {
+                lock(seen).messages.push("response_headers");
+                // A stream that starts here (no request mode) still gets the fault.
+                let fault = self
+                    .headers
+                    .get(FAULT_HEADER)
+                    .cloned()
+                    .or_else(|| lock(&state.fault).clone());
+                match fault.as_deref() {
+                    Some("hang") => return Action::Hang,
+                    Some("error") => return Action::Fail(Status::internal("test processor error")),
+                    _ => {}
+                }
+                let status = h
+                    .headers
+                    .iter()
+                    .flat_map(|m| m.headers.iter())
+                    .find(|x| x.key == ":status")
+                    .map(value_of)
+                    .unwrap_or_default();
+                answer(processing_response::Response::ResponseHeaders(
+                    headers_response(
+                        vec![
+                            set("x-ext-proc-response", "added"),
+                            set("x-ext-proc-status", &status),
+                        ],
+                        Vec::new(),
+                    ),
+                ))
             }
             _ => Action::Send(Vec::new()),
         }
