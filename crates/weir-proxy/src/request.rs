@@ -20,7 +20,9 @@
 //!    backend chosen for it;
 //! 3. **request, asynchronous** ([`phase3`], `request/phase3.rs`): only for routes whose
 //!    compiled action says so ([`RouteAction::needs_async`]), inside one boxed future;
-//!    other routes skip it and pay nothing. In order: external auth, global rate limit
+//!    other routes skip it and pay nothing. In order: external auth, an ExtensionPolicy's
+//!    external processors (`crate::ext_proc`; their response side runs on the upstream's
+//!    response at the end of the boxed future), global rate limit
 //!    (`rate_limit/global.rs`, one Redis round trip), fault delay, cache lookup, (the
 //!    endpoint picker of an InferencePool runs at the start of phase 5 instead,
 //!    `crate::inference`: one boxed future, only for pool backends). A step may read the
