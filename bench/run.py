@@ -1474,6 +1474,27 @@ def redis_rtt(port, n=2000):
     return out
 
 
+def picker_rtt(port, n=2000):
+    """The test picker's own round trip, measured in the same run: `weir-test-epp --probe`
+    makes N exchanges one at a time over one gRPC connection, as Weir makes them for one
+    request through the pool (request headers -> headers response; response headers ->
+    answer), pinned as wrk is. {p50, p99, request_p50, response_p50} in ms."""
+    r = subprocess.run(["taskset", "-c", LOAD_CPU, testkit_bin("weir-test-epp"), "--probe",
+                        f"127.0.0.1:{port}", "--requests", str(n)],
+                       capture_output=True, text=True, timeout=300)
+    words = r.stdout.split()
+    out = {}
+    for key, name in (("p50", "p50_ms"), ("p99", "p99_ms"),
+                      ("request_p50", "request_step_p50_ms"),
+                      ("response_p50", "response_step_p50_ms")):
+        if name in words:
+            try:
+                out[key] = float(words[words.index(name) + 1])
+            except (IndexError, ValueError):
+                pass
+    return out
+
+
 def wrk_case(port, hostname, path, conns, duration, headers):
     return wrk(port, hostname, path, conns, duration, headers=headers)
 
@@ -1484,7 +1505,7 @@ def section_policy_rows(report, only=None):
     HTTP/1.1 16 connections (throughput, p50/p99 under load) then 1 connection (the latency
     one request adds, without queueing)."""
     cases = [c for c in POLICY_CASES if not only or c.name in only]
-    rows, skipped, redis = [], [], {}
+    rows, skipped, redis, picker = [], [], {}, {}
     lat_duration = max(2, DURATION // 2)
     for case in cases:
         procs = []
@@ -1504,6 +1525,8 @@ def section_policy_rows(report, only=None):
             print(f"  {case.name}: {', '.join(conds) or 'no status object'}; applied", flush=True)
             if case.name == "ratelimit-global":
                 redis = redis_rtt(PORTS["redis"])
+            if case.name == "inference":
+                picker = picker_rtt(PORTS["epp"])
             runs = {}
             for _ in range(ROUNDS):
                 for side, i in (("twin", TWIN_ROUTE), ("policy", POLICY_ROUTE)):
@@ -1575,6 +1598,18 @@ def section_policy_rows(report, only=None):
             lines.append(f"Global limit: the 1-conn p50 grows by {added * 1000:+.0f} µs; "
                          f"target (less than one Redis round trip) against "
                          f"{'; against '.join(verdicts)}.")
+    inf = results.get("inference")
+    if picker and inf:
+        added = (inf["policy_p50_1"] - inf["twin_p50_1"]) * 1000
+        lines += ["", f"Picker round trip (`weir-test-epp --probe`, one gRPC connection, the "
+                      f"two exchanges Weir makes per request, same run): p50 "
+                      f"{picker.get('p50', float('nan')) * 1000:.0f} µs (request step "
+                      f"{picker.get('request_p50', float('nan')) * 1000:.0f} µs, response step "
+                      f"{picker.get('response_p50', float('nan')) * 1000:.0f} µs), p99 "
+                      f"{picker.get('p99', float('nan')) * 1000:.0f} µs. Pool minus plain "
+                      f"Service, 1-conn p50: {added:+.0f} µs; minus the picker round trip: "
+                      f"{added - picker.get('p50', float('nan')) * 1000:+.0f} µs (what Weir "
+                      f"adds beyond the picker)."]
     lines += ["", "Targets: `ratelimit-local` < 5 % per request; `cache-hit` faster than "
               "the backend (× > 1); `ratelimit-global` adds less than one Redis round trip "
               "at p50; `jwt-*` < 20 % per request. The per-request cost is the "

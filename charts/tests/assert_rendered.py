@@ -500,7 +500,7 @@ def check_pod(c: Checker, exp: dict, workload: dict, sa_name: str, service: dict
 
 
 POLICY_CRD_DIR = CHART / "files" / "crds" / "weir"
-POLICY_KINDS = {"ClientTrafficPolicy", "BackendTrafficPolicy", "SecurityPolicy"}
+POLICY_KINDS = {"ClientTrafficPolicy", "BackendTrafficPolicy", "SecurityPolicy", "ExtensionPolicy"}
 
 
 def check_policy_crds(c: Checker, docs: list[dict], want: bool) -> None:

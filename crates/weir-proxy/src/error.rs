@@ -86,6 +86,11 @@ pub enum ProxyError {
     /// (`status_on_error`).
     #[error("the external authorization service failed: {0}")]
     ExtAuthFailed(Arc<str>),
+    /// An ExtensionPolicy's external processor failed (unreachable, unresolved, timed out,
+    /// malformed answer) with `failOpen: false`, or the policy could not be applied: 500,
+    /// as Envoy's ext_proc filter answers.
+    #[error("external processor: {0}")]
+    ExtProcFailed(Arc<str>),
     /// The route's SecurityPolicy could not be applied: it fails closed (500).
     #[error("{0}: refusing the request (fail closed)")]
     SecurityPolicyInvalid(Arc<str>),
@@ -332,6 +337,12 @@ impl ProxyError {
                 "ext_auth_invalid",
                 "invalid external authorization\n",
                 Internal,
+            ),
+            ProxyError::ExtProcFailed(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ext_proc_error",
+                "external processing failed\n",
+                Upstream,
             ),
             ProxyError::ExtAuthFailed(_) => (
                 StatusCode::FORBIDDEN,

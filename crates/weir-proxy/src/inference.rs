@@ -110,11 +110,58 @@ impl tonic::codegen::tokio_stream::Stream for Outbox {
     }
 }
 
-/// An open picker stream, after the picker chose.
-struct Stream {
+/// An open ext_proc stream: the one client for endpoint pickers and ExtensionPolicy
+/// processors (`crate::ext_proc`). Every answer waits at most `timeout`.
+pub(crate) struct Stream {
     tx: mpsc::Sender<ProcessingRequest>,
     rx: tonic::codec::Streaming<ProcessingResponse>,
     timeout: Duration,
+}
+
+impl Stream {
+    /// Opens a stream to the ext_proc server at `addr` (its channel shared by every request)
+    /// and sends `first` (at most 4 messages) on it.
+    pub(crate) async fn open(
+        shared: &Shared,
+        addr: SocketAddr,
+        first: impl IntoIterator<Item = ProcessingRequest>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let channel = shared
+            .pickers
+            .channel(addr)
+            .map_err(|e| format!("channel: {e}"))?;
+        let mut client = ExternalProcessorClient::new(channel);
+        let (tx, rx) = mpsc::channel(4);
+        // The channel holds 4: these sends never wait.
+        for m in first {
+            tx.try_send(m).map_err(|e| format!("send: {e}"))?;
+        }
+        let opened = tokio::time::timeout(timeout, client.process(Outbox(rx)))
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+            .map_err(|s| format!("stream: {s}"))?;
+        Ok(Self {
+            tx,
+            rx: opened.into_inner(),
+            timeout,
+        })
+    }
+
+    /// Sends one more message (never waits: at most 4 are in flight).
+    pub(crate) fn send(&self, m: ProcessingRequest) -> Result<(), String> {
+        self.tx.try_send(m).map_err(|e| format!("send: {e}"))
+    }
+
+    /// The next answer; a closed stream is an error.
+    pub(crate) async fn next(&mut self) -> Result<ProcessingResponse, String> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.rx.message())
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+            .map_err(|s| format!("stream: {s}"))?
+            .ok_or_else(|| "the server closed the stream".to_owned())
+    }
 }
 
 /// What the picker decided for a request.
@@ -334,7 +381,7 @@ async fn read_body(
     }
 }
 
-fn header_map(headers: &http::HeaderMap, extra: &[(&str, &str)]) -> PbHeaderMap {
+pub(crate) fn header_map(headers: &http::HeaderMap, extra: &[(&str, &str)]) -> PbHeaderMap {
     let mut out: Vec<HeaderValue> = extra
         .iter()
         .map(|(k, v)| HeaderValue {
@@ -351,22 +398,12 @@ fn header_map(headers: &http::HeaderMap, extra: &[(&str, &str)]) -> PbHeaderMap 
     PbHeaderMap { headers: out }
 }
 
-/// Steps 1 and 2: open the stream, send the request, read the decision.
-async fn ask(
-    shared: &Shared,
-    picker: &Picker,
-    upstream: &Upstream,
+/// The request's headers message (pseudo-headers first) and, with a body, the body in one
+/// message with `end_of_stream`.
+pub(crate) fn request_messages(
     parts: &http::request::Parts,
     body: Option<&Bytes>,
-) -> Result<Decision, ProxyError> {
-    let pool = &*upstream.name;
-    let fail = |detail: String| picker_error(pool, detail);
-    // One picker address per request, round robin over the picker Service's endpoints.
-    let addr = pick_address(picker)
-        .ok_or_else(|| fail("the picker Service has no ready endpoints".into()))?;
-    let channel = shared.pickers.channel(addr)?;
-    let mut client = ExternalProcessorClient::new(channel);
-    let (tx, rx) = mpsc::channel(4);
+) -> Vec<ProcessingRequest> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let authority = parts
         .uri
@@ -389,44 +426,50 @@ async fn ask(
             (":scheme", "http"),
         ],
     );
-    let first = ProcessingRequest {
+    let mut out = vec![ProcessingRequest {
         request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
             headers: Some(headers),
             attributes: HashMap::new(),
             end_of_stream: body.is_none(),
         })),
         ..Default::default()
-    };
-    // The channel holds 4: these sends never wait.
-    tx.try_send(first)
-        .map_err(|e| fail(format!("request headers: {e}")))?;
+    }];
     if let Some(body) = body {
-        tx.try_send(ProcessingRequest {
+        out.push(ProcessingRequest {
             request: Some(processing_request::Request::RequestBody(HttpBody {
                 body: body.to_vec(),
                 end_of_stream: true,
                 ..Default::default()
             })),
             ..Default::default()
-        })
-        .map_err(|e| fail(format!("request body: {e}")))?;
+        });
     }
-    let timeout = picker.timeout;
-    let opened = tokio::time::timeout(timeout, client.process(Outbox(rx)))
+    out
+}
+
+/// Steps 1 and 2: open the stream, send the request, read the decision.
+async fn ask(
+    shared: &Shared,
+    picker: &Picker,
+    upstream: &Upstream,
+    parts: &http::request::Parts,
+    body: Option<&Bytes>,
+) -> Result<Decision, ProxyError> {
+    let pool = &*upstream.name;
+    let fail = |detail: String| picker_error(pool, detail);
+    // One picker address per request, round robin over the picker Service's endpoints.
+    let addr = pick_address(picker)
+        .ok_or_else(|| fail("the picker Service has no ready endpoints".into()))?;
+    let first = request_messages(parts, body);
+    let mut stream = Stream::open(shared, addr, first, picker.timeout)
         .await
-        .map_err(|_| fail(format!("no answer within {timeout:?}")))?
-        .map_err(|s| fail(format!("stream: {s}")))?;
-    let mut rx = opened.into_inner();
+        .map_err(fail)?;
     let mut headers_response = None;
     let mut body_done = body.is_none();
     let mut new_body = None;
     let mut metadata_endpoints = None;
     while headers_response.is_none() || !body_done {
-        let message = tokio::time::timeout(timeout, rx.message())
-            .await
-            .map_err(|_| fail(format!("no answer within {timeout:?}")))?
-            .map_err(|s| fail(format!("stream: {s}")))?
-            .ok_or_else(|| fail("the picker closed the stream before choosing".into()))?;
+        let message = stream.next().await.map_err(fail)?;
         if metadata_endpoints.is_none() {
             metadata_endpoints = message
                 .dynamic_metadata
@@ -479,7 +522,7 @@ async fn ask(
         order,
         mutation,
         body: new_body,
-        stream: Box::new(Stream { tx, rx, timeout }),
+        stream: Box::new(stream),
     })
 }
 
@@ -557,7 +600,7 @@ fn pool_endpoints(upstream: &Upstream, listed: &str) -> Result<Vec<usize>, Proxy
 /// A picker's header mutation applied to a header map: removals, then sets (replacing,
 /// or appended when `append` is true). Pseudo-headers and invalid names or values are
 /// skipped.
-fn apply_mutation(headers: &mut http::HeaderMap, m: &HeaderMutation) {
+pub(crate) fn apply_mutation(headers: &mut http::HeaderMap, m: &HeaderMutation) {
     for name in &m.remove_headers {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
             headers.remove(name);
@@ -587,7 +630,7 @@ fn apply_mutation(headers: &mut http::HeaderMap, m: &HeaderMutation) {
 }
 
 /// An `ImmediateResponse` as the client's answer.
-fn immediate(answer: ImmediateResponse) -> Response<ProxyBody> {
+pub(crate) fn immediate(answer: ImmediateResponse) -> Response<ProxyBody> {
     let status = answer
         .status
         .and_then(|s| u16::try_from(s.code).ok())
@@ -627,17 +670,9 @@ async fn report(
         metadata_context: Some(metadata),
         ..Default::default()
     };
-    stream
-        .tx
-        .try_send(message)
-        .map_err(|e| format!("response headers: {e}"))?;
-    let timeout = stream.timeout;
+    stream.send(message)?;
     loop {
-        let message = tokio::time::timeout(timeout, stream.rx.message())
-            .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|s| format!("stream: {s}"))?
-            .ok_or("the picker closed the stream")?;
+        let message = stream.next().await?;
         if let Some(processing_response::Response::ResponseHeaders(h)) = message.response {
             if let Some(m) = h.response.and_then(|r| r.header_mutation) {
                 // The picker may echo the response's own headers back: hop-by-hop and

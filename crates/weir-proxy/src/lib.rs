@@ -21,6 +21,7 @@ mod conn;
 mod conn_guard;
 mod error;
 mod ext_auth;
+mod ext_proc;
 mod fault;
 mod filter;
 mod inference;
@@ -316,6 +317,10 @@ impl Proxy {
                     }
                     if let Some(a) = &entry.action.ext_auth {
                         live_auth.insert(a.id);
+                    }
+                    // ExtensionPolicy processors share the pickers' channels.
+                    if let Some(x) = &entry.action.ext_proc {
+                        pickers.extend(ext_proc::addresses(x));
                     }
                     for b in entry.action.backends.iter() {
                         if let weir_snapshot::BackendTarget::Upstream(u) = &b.target {

@@ -20,7 +20,9 @@
 //!    backend chosen for it;
 //! 3. **request, asynchronous** ([`phase3`], `request/phase3.rs`): only for routes whose
 //!    compiled action says so ([`RouteAction::needs_async`]), inside one boxed future;
-//!    other routes skip it and pay nothing. In order: external auth, global rate limit
+//!    other routes skip it and pay nothing. In order: external auth, an ExtensionPolicy's
+//!    external processors (`crate::ext_proc`; their response side runs on the upstream's
+//!    response at the end of the boxed future), global rate limit
 //!    (`rate_limit/global.rs`, one Redis round trip), fault delay, cache lookup, (the
 //!    endpoint picker of an InferencePool runs at the start of phase 5 instead,
 //!    `crate::inference`: one boxed future, only for pool backends). A step may read the
@@ -423,9 +425,13 @@ fn handle_action<'s>(
             scheme,
             port,
         };
+        let ext_proc = ex.kept.as_mut().and_then(|k| k.ext_proc.take());
         match onward(onward_state, ex, &base, parts, body)? {
             Forward::Answer(answer) => Ok(answer),
-            Forward::Upstream(fut) => fut.await,
+            Forward::Upstream(fut) => {
+                let x = action.ext_proc.as_deref();
+                crate::ext_proc::response(&conn.shared, x, ext_proc, fut.await?).await
+            }
         }
     });
     Ok(Forward::Upstream(crate::stage::Either::Right { fut }))
@@ -736,7 +742,7 @@ mod phase2;
 mod phase3;
 use exchange::{local, local_response, Exchange, Kept};
 use phase1::{ensure_host_header, normalize_target, route};
-use phase3::RequestBody;
+pub(crate) use phase3::RequestBody;
 
 /// How long one attempt may wait for the backend's response head: the route's
 /// `timeouts.backendRequest`; with no timeout on the route at all, `--upstream-timeout`

@@ -15,6 +15,7 @@ pub mod client_auth;
 pub mod client_policy;
 pub mod compression;
 pub mod ext_auth;
+pub mod ext_proc;
 pub mod filter;
 pub mod health;
 pub mod host_index;
@@ -44,6 +45,7 @@ pub use client_policy::{
 };
 pub use compression::{Coding, Compression, Compressor};
 pub use ext_auth::{ExtAuth, ExtAuthProtocol};
+pub use ext_proc::{BodyMode, ExtProc, ExtProcessor};
 pub use filter::{
     Cors, CorsList, Filter, HeaderModifier, Mirror, MirrorSample, OriginPattern, PathModifier,
     Redirect, RedirectScheme, UrlRewrite,

@@ -58,6 +58,9 @@ pub struct RouteAction {
     /// The SecurityPolicy in effect (most specific of rule, route, Gateway); `None`: the
     /// request pays nothing for authentication.
     pub security: Option<Arc<crate::Security>>,
+    /// The ExtensionPolicy's external processors (`extProc`), phase 3 and the response;
+    /// `None`: the request pays nothing for them.
+    pub ext_proc: Option<Arc<crate::ExtProc>>,
 }
 
 impl RouteAction {
@@ -66,6 +69,7 @@ impl RouteAction {
     /// without one skip the phase and pay nothing for it.
     pub fn needs_async(&self) -> bool {
         self.ext_auth.is_some()
+            || self.ext_proc.is_some()
             || self.policy.as_deref().is_some_and(|p| {
                 p.fault.is_some_and(|f| f.delay.is_some())
                     || p.response_cache.is_some()

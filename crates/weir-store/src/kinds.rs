@@ -18,7 +18,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::policies::{BackendTrafficPolicy, ClientTrafficPolicy, SecurityPolicy, POLICY_GROUP};
+use crate::policies::{
+    BackendTrafficPolicy, ClientTrafficPolicy, ExtensionPolicy, SecurityPolicy, POLICY_GROUP,
+};
 use crate::{
     BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass, GrpcRoute, HttpRoute,
     InferencePool, ListenerSet, Location, Namespace, ObjectKey, ObjectMeta, Pod, ReferenceGrant,
@@ -503,6 +505,19 @@ kinds! {
         api_version: "gateway.weir.dev/v1alpha1",
         plural: "securitypolicies",
         field: security_policies,
+        cluster_scoped: false,
+        optional: true,
+        status: Ancestors,
+        manifest_status: false,
+        field_selector: None,
+    },
+    ExtensionPolicy(ExtensionPolicy) {
+        kind: "ExtensionPolicy",
+        group: POLICY_GROUP,
+        versions: ["v1alpha1"],
+        api_version: "gateway.weir.dev/v1alpha1",
+        plural: "extensionpolicies",
+        field: extension_policies,
         cluster_scoped: false,
         optional: true,
         status: Ancestors,

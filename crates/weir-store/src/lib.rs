@@ -33,7 +33,8 @@ pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service}
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 pub use policies::{
-    BackendTrafficPolicy, ClientTrafficPolicy, PolicyStatus, SecurityPolicy, POLICY_GROUP,
+    BackendTrafficPolicy, ClientTrafficPolicy, ExtensionPolicy, PolicyStatus, SecurityPolicy,
+    POLICY_GROUP,
 };
 pub use tcproute::{TcpRoute, TcpRouteStatus};
 pub use udproute::{UdpRoute, UdpRouteStatus};

@@ -1435,3 +1435,76 @@ mod tests {
         assert!(e.unsupported.contains_key("recomputeRoute"));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// ExtensionPolicy
+
+/// External processing of a Gateway's or route's requests and responses (Envoy Gateway's
+/// EnvoyExtensionPolicy, its `extProc` list): each processor is an Envoy ext_proc gRPC
+/// service. Typed: `extProc[].backendRef(s)`, `processingMode`, `messageTimeout`,
+/// `failOpen`; everything else (`wasm`, `lua`, `extProc[].metadata`, ...) is kept in
+/// `unsupported` and refused.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.weir.dev",
+    version = "v1alpha1",
+    kind = "ExtensionPolicy",
+    plural = "extensionpolicies",
+    namespaced,
+    status = "PolicyStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionPolicySpec {
+    #[serde(flatten)]
+    pub targets: PolicyTargets,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_proc: Option<Vec<ExtProc>>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// One `extProc` processor.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtProc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_ref: Option<PolicyBackendRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_refs: Option<Vec<PolicyBackendRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_mode: Option<ExtProcProcessingMode>,
+    /// A Gateway API duration (`200ms`, `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `processingMode`: a present `request` / `response` sends that side's headers, and its
+/// body as `body` says.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtProcProcessingMode {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<ExtProcModeOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ExtProcModeOptions>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// `processingMode.request` / `.response`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtProcModeOptions {
+    /// `Streamed`, `Buffered`, `BufferedPartial`, `FullDuplexStreamed`; unset: no body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}

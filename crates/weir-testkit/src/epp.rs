@@ -81,6 +81,8 @@ struct State {
     fault: Mutex<Option<String>>,
     seen: Mutex<Vec<Arc<Mutex<Seen>>>>,
     streams: AtomicUsize,
+    /// A generic ext_proc processor ([`TestPicker::start_processor`]) instead of a picker.
+    processor: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,11 +112,38 @@ impl TestPicker {
         .await
     }
 
+    /// Start on `127.0.0.1:0` as a generic external processor (ExtensionPolicy `extProc`)
+    /// rather than a picker: it answers every message in turn; request headers get
+    /// `x-ext-proc-request: added` set and `x-ext-proc-remove` removed; a request with
+    /// `x-ext-proc-deny` gets an ImmediateResponse 403 (body `denied by processor`, header
+    /// `x-ext-proc: immediate`); a request body is replaced with `processed:` + the body;
+    /// response headers get `x-ext-proc-response: added` (and `x-ext-proc-status` = the
+    /// `:status` it saw). The fault modes (`hang`, `error`) work as for the picker.
+    pub async fn start_processor() -> std::io::Result<Self> {
+        Self::start_with(
+            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            Vec::new(),
+            true,
+        )
+        .await
+    }
+
     /// Start on `bind` picking among `endpoints`.
     pub async fn start_on(bind: SocketAddr, endpoints: Vec<SocketAddr>) -> std::io::Result<Self> {
+        Self::start_with(bind, endpoints, false).await
+    }
+
+    async fn start_with(
+        bind: SocketAddr,
+        endpoints: Vec<SocketAddr>,
+        processor: bool,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            processor,
+            ..State::default()
+        });
         *lock(&state.endpoints) = endpoints;
         let service = ExternalProcessorServer::new(Service(state.clone()));
         // TCP_NODELAY, as a real picker's gRPC server sets it: the stream's answers are small
@@ -246,6 +275,9 @@ fn string(s: &str) -> Value {
 
 impl StreamState {
     fn handle(&mut self, state: &State, seen: &Mutex<Seen>, message: ProcessingRequest) -> Action {
+        if state.processor {
+            return self.process(state, seen, message);
+        }
         match message.request {
             Some(processing_request::Request::RequestHeaders(h)) => {
                 lock(seen).messages.push("request_headers");
@@ -362,6 +394,117 @@ impl StreamState {
         }
     }
 
+    /// A generic processor's answer (see [`TestPicker::start_processor`]).
+    fn process(&mut self, state: &State, seen: &Mutex<Seen>, message: ProcessingRequest) -> Action {
+        let headers_response = |set_headers, remove_headers| HeadersResponse {
+            response: Some(CommonResponse {
+                header_mutation: Some(HeaderMutation {
+                    set_headers,
+                    remove_headers,
+                }),
+                ..Default::default()
+            }),
+        };
+        let answer = |r| {
+            Action::Send(vec![ProcessingResponse {
+                response: Some(r),
+                ..Default::default()
+            }])
+        };
+        match message.request {
+            Some(processing_request::Request::RequestHeaders(h)) => {
+                lock(seen).messages.push("request_headers");
+                for header in h.headers.iter().flat_map(|m| m.headers.iter()) {
+                    let v = value_of(header);
+                    lock(seen)
+                        .headers
+                        .push((header.key.to_ascii_lowercase(), v.clone()));
+                    self.headers.insert(header.key.to_ascii_lowercase(), v);
+                }
+                let fault = self
+                    .headers
+                    .get(FAULT_HEADER)
+                    .cloned()
+                    .or_else(|| lock(&state.fault).clone());
+                match fault.as_deref() {
+                    Some("hang") => return Action::Hang,
+                    Some("error") => return Action::Fail(Status::internal("test processor error")),
+                    _ => {}
+                }
+                if self.headers.contains_key("x-ext-proc-deny") {
+                    return answer(processing_response::Response::ImmediateResponse(
+                        ImmediateResponse {
+                            status: Some(HttpStatus { code: 403 }),
+                            headers: Some(HeaderMutation {
+                                set_headers: vec![set("x-ext-proc", "immediate")],
+                                remove_headers: Vec::new(),
+                            }),
+                            body: b"denied by processor".to_vec(),
+                            ..Default::default()
+                        },
+                    ));
+                }
+                answer(processing_response::Response::RequestHeaders(
+                    headers_response(
+                        vec![set("x-ext-proc-request", "added")],
+                        vec!["x-ext-proc-remove".to_owned()],
+                    ),
+                ))
+            }
+            Some(processing_request::Request::RequestBody(b)) => {
+                lock(seen).messages.push("request_body");
+                lock(seen).body.extend_from_slice(&b.body);
+                let mut replaced = b"processed:".to_vec();
+                replaced.extend_from_slice(&b.body);
+                answer(processing_response::Response::RequestBody(BodyResponse {
+                    response: Some(CommonResponse {
+                        body_mutation: Some(
+                            envoy_types::pb::envoy::service::ext_proc::v3::BodyMutation {
+                                mutation: Some(
+                                    envoy_types::pb::envoy::service::ext_proc::v3::body_mutation::Mutation::Body(
+                                        replaced,
+                                    ),
+                                ),
+                            },
+                        ),
+                        ..Default::default()
+                    }),
+                }))
+            }
+            Some(processing_request::Request::ResponseHeaders(h)) => {
+                lock(seen).messages.push("response_headers");
+                // A stream that starts here (no request mode) still gets the fault.
+                let fault = self
+                    .headers
+                    .get(FAULT_HEADER)
+                    .cloned()
+                    .or_else(|| lock(&state.fault).clone());
+                match fault.as_deref() {
+                    Some("hang") => return Action::Hang,
+                    Some("error") => return Action::Fail(Status::internal("test processor error")),
+                    _ => {}
+                }
+                let status = h
+                    .headers
+                    .iter()
+                    .flat_map(|m| m.headers.iter())
+                    .find(|x| x.key == ":status")
+                    .map(value_of)
+                    .unwrap_or_default();
+                answer(processing_response::Response::ResponseHeaders(
+                    headers_response(
+                        vec![
+                            set("x-ext-proc-response", "added"),
+                            set("x-ext-proc-status", &status),
+                        ],
+                        Vec::new(),
+                    ),
+                ))
+            }
+            _ => Action::Send(Vec::new()),
+        }
+    }
+
     /// The headers response naming the chosen endpoint.
     fn pick(&self, state: &State, seen: &Mutex<Seen>) -> ProcessingResponse {
         let chosen = match self.headers.get(DESTINATION_OVERRIDE) {
@@ -429,4 +572,162 @@ impl StreamState {
             ..Default::default()
         }
     }
+}
+
+/// Round-trip times of [`probe`]'s exchanges, in milliseconds.
+#[derive(Debug, Default)]
+pub struct ProbeTimes {
+    /// The whole exchange (both steps), one per request.
+    pub whole: Vec<f64>,
+    /// Opening the stream with the request headers until the headers response.
+    pub request: Vec<f64>,
+    /// The response headers until the picker's answer to them.
+    pub response: Vec<f64>,
+}
+
+fn pct(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+impl ProbeTimes {
+    pub fn whole_pct(&self, q: f64) -> f64 {
+        pct(&self.whole, q)
+    }
+    pub fn request_pct(&self, q: f64) -> f64 {
+        pct(&self.request, q)
+    }
+    pub fn response_pct(&self, q: f64) -> f64 {
+        pct(&self.response, q)
+    }
+}
+
+struct ProbeOutbox(mpsc::Receiver<ProcessingRequest>);
+
+impl tonic::codegen::tokio_stream::Stream for ProbeOutbox {
+    type Item = ProcessingRequest;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// The picker round trip as Weir makes it for one GET through a pool, `n` times one after
+/// another over one gRPC channel (TCP_NODELAY, as Weir's): open the stream with the request
+/// headers (`end_of_stream`), wait for the headers response; send the response headers with
+/// the served endpoint in `envoy.lb` metadata, wait for the answer; close the stream. The
+/// first 10% are a warm-up and not counted.
+pub async fn probe(
+    addr: SocketAddr,
+    n: usize,
+    timeout: std::time::Duration,
+) -> Result<ProbeTimes, String> {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, Metadata};
+    use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
+    use envoy_types::pb::envoy::service::ext_proc::v3::HttpHeaders;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let header = |k: &str, v: &str| HeaderValue {
+        key: k.to_owned(),
+        value: String::new(),
+        raw_value: v.as_bytes().to_vec(),
+    };
+    let mut out = ProbeTimes::default();
+    let warm = n / 10;
+    for i in 0..n + warm {
+        let mut client = ExternalProcessorClient::new(channel.clone());
+        let started = std::time::Instant::now();
+        let (tx, rx) = mpsc::channel(4);
+        let first = ProcessingRequest {
+            request: Some(processing_request::Request::RequestHeaders(
+                envoy_types::pb::envoy::service::ext_proc::v3::HttpHeaders {
+                    headers: Some(HeaderMap {
+                        headers: vec![
+                            header(":method", "GET"),
+                            header(":path", "/svc-9/x"),
+                            header(":authority", "app-9.bench.test"),
+                            header(":scheme", "http"),
+                        ],
+                    }),
+                    attributes: HashMap::new(),
+                    end_of_stream: true,
+                },
+            )),
+            ..Default::default()
+        };
+        tx.try_send(first).map_err(|e| e.to_string())?;
+        let opened = tokio::time::timeout(timeout, client.process(ProbeOutbox(rx)))
+            .await
+            .map_err(|_| "no stream".to_string())?
+            .map_err(|s| s.to_string())?;
+        let mut inbound = opened.into_inner();
+        let first_answer = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .map_err(|_| "no headers response".to_string())?
+            .map_err(|s| s.to_string())?
+            .ok_or("stream closed")?;
+        let chosen = match first_answer.response {
+            Some(processing_response::Response::RequestHeaders(_)) => first_answer
+                .dynamic_metadata
+                .as_ref()
+                .and_then(|m| m.fields.get("envoy.lb"))
+                .and_then(|v| match v.kind.as_ref()? {
+                    value::Kind::StructValue(s) => s.fields.get(DESTINATION).cloned(),
+                    _ => None,
+                })
+                .and_then(|v| match v.kind? {
+                    value::Kind::StringValue(s) => Some(s),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            other => return Err(format!("unexpected first answer {other:?}")),
+        };
+        let requested = started.elapsed();
+        let mut lb = Struct::default();
+        lb.fields.insert(SERVED.to_owned(), string(&chosen));
+        let mut metadata = Metadata::default();
+        metadata.filter_metadata.insert("envoy.lb".to_owned(), lb);
+        let second_started = std::time::Instant::now();
+        tx.try_send(ProcessingRequest {
+            request: Some(processing_request::Request::ResponseHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![header(":status", "200"), header("content-length", "3")],
+                }),
+                attributes: HashMap::new(),
+                end_of_stream: false,
+            })),
+            metadata_context: Some(metadata),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let second = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .map_err(|_| "no response headers answer".to_string())?
+            .map_err(|s| s.to_string())?
+            .ok_or("stream closed")?;
+        if !matches!(
+            second.response,
+            Some(processing_response::Response::ResponseHeaders(_))
+        ) {
+            return Err("unexpected second answer".into());
+        }
+        let responded = second_started.elapsed();
+        let whole = started.elapsed();
+        drop(tx);
+        drop(inbound);
+        if i >= warm {
+            out.whole.push(whole.as_secs_f64() * 1000.0);
+            out.request.push(requested.as_secs_f64() * 1000.0);
+            out.response.push(responded.as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(out)
 }

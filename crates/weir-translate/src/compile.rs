@@ -216,6 +216,7 @@ fn compile_rule(
                     policy,
                     ext_auth,
                     security: None,
+                    ext_proc: None,
                 }
             }
             Err(e @ TranslateError::UnsupportedFilter { .. }) => {
@@ -229,6 +230,7 @@ fn compile_rule(
                     policy: None,
                     ext_auth: None,
                     security: None,
+                    ext_proc: None,
                 }
             }
             Err(e) => return Err(e),

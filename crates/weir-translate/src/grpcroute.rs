@@ -178,6 +178,7 @@ fn compile_rule(
             policy,
             ext_auth: None,
             security: None,
+            ext_proc: None,
         },
         Err(e @ TranslateError::UnsupportedFilter { .. }) => {
             out.invalid_rules.push(e);
@@ -190,6 +191,7 @@ fn compile_rule(
                 policy: None,
                 ext_auth: None,
                 security: None,
+                ext_proc: None,
             }
         }
         Err(e) => return Err(e),

@@ -490,6 +490,9 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     // SecurityPolicies are evaluated before the upstream table goes to the memo: their
     // `extAuth` Services resolve into it like the routes' backendRefs.
     let security_policies = policy::security::SecurityPolicies::build(store, &ours, &mut upstreams);
+    // ExtensionPolicies too: their processor Services.
+    let extension_policies =
+        policy::extension::ExtensionPolicies::build(store, &ours, &mut upstreams);
     let memo = routes.finish(world, upstreams.into_table(), &gateways);
     let mut client_policies = policy::client::ClientPolicies::build(store, &ours);
     // BackendTrafficPolicy onto the route entries (after the memo recorded them: a replayed
@@ -507,6 +510,9 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     // targets with a deny-all: fail closed).
     security_policies.place(&mut gateways);
     statuses.extend(security_policies.statuses(input.controller_name, &input.now));
+    // ExtensionPolicy onto the route entries (one that cannot be applied answers 500).
+    extension_policies.place(&mut gateways);
+    statuses.extend(extension_policies.statuses(input.controller_name, &input.now));
     let mut snapshot = sockets::build(&mut gateways);
     client_policies.place(&mut snapshot);
     statuses.extend(client_policies.statuses(input.controller_name, &input.now));

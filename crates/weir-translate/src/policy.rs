@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod backend;
 pub mod client;
+pub mod extension;
 pub mod pending;
 pub mod security;
 pub mod xbackend;

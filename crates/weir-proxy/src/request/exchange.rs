@@ -45,6 +45,8 @@ pub(super) struct Kept<'s> {
     /// What a rate limit decided (phase 2 local, phase 3 global): its `x-ratelimit-*`
     /// headers go on the response.
     pub(super) rate_limit: Option<crate::rate_limit::Decision>,
+    /// An ExtensionPolicy's processor streams awaiting the response headers (phase 3).
+    pub(super) ext_proc: Option<Box<crate::ext_proc::Pending>>,
 }
 
 impl Exchange<'_> {

@@ -1,5 +1,5 @@
 //! Phase 3, request (asynchronous): the steps that wait before the request goes on —
-//! external auth, a global rate limit, a fault delay, a cache lookup, the endpoint picker —
+//! external auth, external processors (ExtensionPolicy), a global rate limit, a fault delay, a cache lookup, the endpoint picker —
 //! in this order, each only where the route's compiled action has it.
 //!
 //! Only a route whose action says it has one ([`weir_snapshot::RouteAction::needs_async`])
@@ -37,6 +37,17 @@ pub(super) async fn run(
             Ok(Flow::Continue) => {}
             // A failed check on a route with CORS: answered here so it gets the CORS headers.
             Err(err) => return crate::security::refusal(conn, origin, "", err).map(Flow::Answer),
+        }
+    }
+    // An ExtensionPolicy's external processors, request side (`crate::ext_proc`): their
+    // streams wait in `kept` for the response headers.
+    if let Some(x) = action.ext_proc.as_deref() {
+        match crate::ext_proc::request(&conn.shared, x, parts, body).await? {
+            crate::ext_proc::Step::Answer(a) => return Ok(Flow::Answer(a)),
+            crate::ext_proc::Step::Continue(None) => {}
+            crate::ext_proc::Step::Continue(pending) => {
+                ex.kept.get_or_insert_with(Default::default).ext_proc = pending;
+            }
         }
     }
     // A BackendTrafficPolicy's global rate limit (`crate::rate_limit::global`): one Redis

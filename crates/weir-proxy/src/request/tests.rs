@@ -114,6 +114,7 @@ fn action(backends: Vec<Backend>) -> RouteAction {
         policy: None,
         ext_auth: None,
         security: None,
+        ext_proc: None,
     }
 }
 

@@ -125,6 +125,7 @@ async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestProxy, SocketA
         policy: Some(Arc::new(policy)),
         ext_auth: None,
         security: None,
+        ext_proc: None,
     });
     let snap = snapshot(
         1,

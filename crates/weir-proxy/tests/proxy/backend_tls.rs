@@ -467,6 +467,7 @@ async fn active_health_probes_go_over_tls() {
             })),
             ext_auth: None,
             security: None,
+            ext_proc: None,
         })
     };
     let port = free_port();

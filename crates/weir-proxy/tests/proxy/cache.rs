@@ -400,6 +400,7 @@ fn snap(
         policy: Some(Arc::new(p)),
         ext_auth: None,
         security: None,
+        ext_proc: None,
     });
     snapshot(
         2,

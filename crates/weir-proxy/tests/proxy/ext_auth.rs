@@ -87,6 +87,7 @@ async fn start(up: &Arc<Upstream>, auth: Arc<ExtAuth>) -> (TestProxy, SocketAddr
         policy: None,
         ext_auth: Some(auth),
         security: None,
+        ext_proc: None,
     });
     let snap = snapshot(
         1,

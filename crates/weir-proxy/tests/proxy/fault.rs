@@ -41,6 +41,7 @@ pub(crate) async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestPro
         policy: Some(Arc::new(policy)),
         ext_auth: None,
         security: None,
+        ext_proc: None,
     });
     let snap = snapshot(
         1,

@@ -201,6 +201,7 @@ fn with_policy(route: &str, up: &Arc<Upstream>, policy: BackendPolicy) -> Arc<Ro
         policy: Some(Arc::new(policy)),
         ext_auth: None,
         security: None,
+        ext_proc: None,
     })
 }
 

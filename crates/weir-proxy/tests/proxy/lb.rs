@@ -122,6 +122,7 @@ fn snap(
         policy: Some(Arc::new(policy.clone())),
         ext_auth: None,
         security: None,
+        ext_proc: None,
     });
     snapshot(
         generation,

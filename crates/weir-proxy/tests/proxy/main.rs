@@ -13,6 +13,7 @@ mod client_policy;
 mod compression;
 mod errors;
 mod ext_auth;
+mod ext_proc;
 mod extended;
 mod fault;
 mod health;

@@ -50,6 +50,7 @@ pub(crate) fn secured(up: &Arc<Upstream>, security: Security) -> Arc<RouteAction
         timeouts: a.timeouts,
         policy: None,
         security: Some(Arc::new(security)),
+        ext_proc: None,
         ext_auth: None,
     })
 }
@@ -1028,6 +1029,7 @@ async fn a_rate_limited_answer_carries_cors_headers() {
             ..BackendPolicy::default()
         })),
         security: a.security.clone(),
+        ext_proc: a.ext_proc.clone(),
         ext_auth: None,
     });
     let port = free_port();

@@ -109,6 +109,7 @@ pub fn action(
         policy: None,
         ext_auth: None,
         security: None,
+        ext_proc: None,
     })
 }
 

@@ -54,6 +54,7 @@ pub(super) fn apply(kind: Kind, object: &mut Map<String, Value>) {
         | Kind::BackendTrafficPolicy
         | Kind::XBackendTrafficPolicy
         | Kind::SecurityPolicy
+        | Kind::ExtensionPolicy
         | Kind::ConfigMap
         | Kind::Namespace
         | Kind::InferencePool

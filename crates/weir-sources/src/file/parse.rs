@@ -321,6 +321,7 @@ fn generation_basis(object: &Object) -> Option<u64> {
         Object::BackendTrafficPolicy(o) => serde_json::to_vec(&o.spec),
         Object::XBackendTrafficPolicy(o) => serde_json::to_vec(&o.spec),
         Object::SecurityPolicy(o) => serde_json::to_vec(&o.spec),
+        Object::ExtensionPolicy(o) => serde_json::to_vec(&o.spec),
         Object::InferencePool(o) => serde_json::to_vec(&o.spec),
         Object::EndpointSlice(o) => serde_json::to_vec(&(&o.address_type, &o.endpoints, &o.ports)),
         // A Pod's generation tracks its spec; Weir reads only labels and status.

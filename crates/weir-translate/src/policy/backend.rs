@@ -123,6 +123,7 @@ impl BackendPolicies {
                                 total_weight: old.total_weight,
                                 timeouts,
                                 security: old.security.clone(),
+                                ext_proc: old.ext_proc.clone(),
                                 // The rule's own `retry` (Gateway API) beats the policy's.
                                 policy: Some(scoped(
                                     match &old.policy {

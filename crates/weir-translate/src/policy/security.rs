@@ -132,6 +132,7 @@ impl SecurityPolicies {
                                 timeouts: old.timeouts,
                                 policy: old.policy.clone(),
                                 security: Some(compiled.clone()),
+                                ext_proc: old.ext_proc.clone(),
                                 // The rule's own ExternalAuth filter wins over the policy's.
                                 ext_auth: old.ext_auth.clone().or_else(|| model.ext_auth.clone()),
                             })

@@ -221,6 +221,7 @@ impl XBackendPolicies {
             policy: Some(Arc::new(policy)),
             ext_auth: old.ext_auth.clone(),
             security: old.security.clone(),
+            ext_proc: old.ext_proc.clone(),
         }))
     }
 
