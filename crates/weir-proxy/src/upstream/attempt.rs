@@ -123,10 +123,6 @@ impl Clients {
     ///
     /// Backends with TLS (`upstream.tls`) are reached over TLS, presenting `client_cert`
     /// (the Gateway's backend client certificate) when they ask for one.
-    ///
-    /// Always inlined: its future is built in place in the caller's (the exchange of a
-    /// route without a policy), not built here and moved there.
-    #[inline(always)]
     pub(crate) fn send<'a>(
         &'a self,
         metrics: &'a Metrics,
