@@ -413,3 +413,22 @@ fn an_address_keyed_rule_keys_each_ipv4_address_apart_and_maps_v4_in_v6_to_it() 
     c.address = "10.0.0.2".parse().unwrap();
     assert!(limits.check_at(&rl, &c, SEC).unwrap().allowed);
 }
+
+#[test]
+fn the_previous_window_weighs_the_same_in_64_and_128_bits() {
+    let exact = |c: u32, l: u64, u: u64| (u128::from(c) * u128::from(l) / u128::from(u)) as u64;
+    for (count, left, unit) in [
+        (0, SEC, SEC),
+        (3, SEC / 3, SEC),
+        (u32::MAX, SEC, SEC),
+        (1_000_000_000, 999_999_999, SEC),
+        (u32::MAX, 365 * 86_400 * SEC, 365 * 86_400 * SEC),
+        (7, 86_400 * SEC - 1, 86_400 * SEC),
+    ] {
+        assert_eq!(
+            weigh(count, left, unit),
+            exact(count, left, unit),
+            "{count} {left}"
+        );
+    }
+}
