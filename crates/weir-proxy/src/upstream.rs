@@ -26,6 +26,7 @@ mod body;
 mod budget;
 pub(crate) mod health;
 mod pool;
+mod replay;
 mod request_buffer;
 pub(crate) use request_buffer::read_whole;
 mod retry;
