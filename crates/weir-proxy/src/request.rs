@@ -505,60 +505,68 @@ fn onward<'s>(
     }
     let timeout = attempt_timeout(&action.timeouts, &conn.shared.config);
     let policy = action.policy.as_deref().map(|p| (p, &*action.route.route));
+    // An InferencePool: the endpoint picker chooses the endpoint first (one boxed future,
+    // only for pools; `crate::inference`), with phases 6 and 7 in the box too, so routes to
+    // Services keep the plain chain below without a wrapper around it (each wrapper was
+    // one more copy of the ~1 KB exchange per request).
+    if let Some(pool) = upstream.inference.as_deref() {
+        let exchange = crate::inference::exchange(crate::inference::Exchange {
+            shared: &conn.shared,
+            upstream,
+            pool,
+            parts,
+            body,
+            upgrade,
+            client_ip: &conn.client_ip,
+            tls: conn.tls,
+            attempt_timeout: timeout,
+            policy,
+        });
+        return Ok(Forward::Upstream(crate::stage::Either::Right {
+            fut: Box::pin(AndThen::new(exchange, respond(ex))),
+        }));
+    }
     // Phases 6 and 7 on the upstream's response. (One expression: the exchange is built
     // where it stays, not in a local moved into the wrapper and the wrapper into the
     // future, a copy of about a kilobyte each.)
     Ok(Forward::Upstream(crate::stage::Either::Left {
         fut: AndThen::new(
-            match upstream.inference.as_deref() {
-                None => crate::stage::Either::Left {
-                    fut: upstream::forward_body(
-                        &conn.shared,
-                        upstream,
-                        parts,
-                        body,
-                        upgrade,
-                        &downstream,
-                        timeout,
-                        policy,
-                        sticky,
-                    ),
-                },
-                // An InferencePool: the endpoint picker chooses the endpoint first (one boxed
-                // future, only for pools; `crate::inference`).
-                Some(pool) => crate::stage::Either::Right {
-                    fut: crate::inference::exchange(crate::inference::Exchange {
-                        shared: &conn.shared,
-                        upstream,
-                        pool,
-                        parts,
-                        body,
-                        upgrade,
-                        client_ip: &conn.client_ip,
-                        tls: conn.tls,
-                        attempt_timeout: timeout,
-                        policy,
-                    }),
-                },
-            },
-            move |response: Response<ProxyBody>| {
-                let mut ex = ex;
-                // The cache fill on the upstream's response as it came (before any filter: an
-                // entry serves every client), then phase 6, then phase 7 (compression).
-                let mut response = match ex.kept.as_mut().and_then(|k| k.cache.take()) {
-                    Some(pending) => crate::cache::fill(pending, response),
-                    None => response,
-                };
-                ex.response_headers(response.headers_mut(), false);
-                if let Some(flag) = ex.kept.as_ref().and_then(|k| k.flag) {
-                    response
-                        .extensions_mut()
-                        .insert(crate::fault::FaultFlag(flag));
-                }
-                Ok(ex.response_body(response))
-            },
+            upstream::forward_body(
+                &conn.shared,
+                upstream,
+                parts,
+                body,
+                upgrade,
+                &downstream,
+                timeout,
+                policy,
+                sticky,
+            ),
+            respond(ex),
         ),
     }))
+}
+
+/// Phases 6 and 7 on an upstream response: the cache fill on the response as it came
+/// (before any filter: an entry serves every client), then the response headers, then the
+/// body (compression).
+#[inline(always)]
+fn respond(
+    mut ex: Exchange<'_>,
+) -> impl FnOnce(Response<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> + Send + '_ {
+    move |response: Response<ProxyBody>| {
+        let mut response = match ex.kept.as_mut().and_then(|k| k.cache.take()) {
+            Some(pending) => crate::cache::fill(pending, response),
+            None => response,
+        };
+        ex.response_headers(response.headers_mut(), false);
+        if let Some(flag) = ex.kept.as_ref().and_then(|k| k.flag) {
+            response
+                .extensions_mut()
+                .insert(crate::fault::FaultFlag(flag));
+        }
+        Ok(ex.response_body(response))
+    }
 }
 
 /// Phase 4: weighted random choice of a backend; `roll` is a uniform random number.

@@ -70,6 +70,9 @@ pin_project! {
 }
 
 impl<F, E> Bounded<F, E> {
+    /// Always inlined: called out of line it takes `fut` (the request's whole exchange) by
+    /// value and copies it once more.
+    #[inline(always)]
     pub(crate) fn new(fut: F, limit: Option<Duration>, elapsed: E) -> Self {
         Self {
             fut,

@@ -26,6 +26,7 @@ mod body;
 mod budget;
 pub(crate) mod health;
 mod pool;
+mod replay;
 mod request_buffer;
 pub(crate) use request_buffer::read_whole;
 mod retry;
@@ -163,9 +164,11 @@ pub(crate) struct Downstream<'a> {
 /// `upgrade` is the client's WebSocket upgrade ([`strip_hop_by_hop`]): tunnelled to HTTP/1.1
 /// backends (plain or `kubernetes.io/ws`), dropped for h2c ones.
 ///
-/// Always inlined: the exchange is built in place in the caller's future.
+/// Not forced inline: as its own function it builds the exchange straight into the
+/// caller's slot; inlined into `request::onward` (20d4a38) the exchange was built in a
+/// temporary and copied into place (+136 Ir of `memcpy` per request, and `Bounded::new`
+/// stopped being inlined: another copy).
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
 pub(crate) fn forward_body<'a>(
     shared: &'a Shared,
     upstream: &'a Upstream,
@@ -185,7 +188,10 @@ pub(crate) fn forward_body<'a>(
     prepare_headers(&mut parts.headers, upgrade.as_ref().map(|u| &u.protocol));
     forwarded_headers(&mut parts.headers, downstream.client_ip, downstream.tls);
     let req = Request::from_parts(parts, body);
-    if let Some((policy, route)) = policy {
+    // Only a policy with a block of the exchange (retries, breaker, health, balancer,
+    // connect timeout, connection settings, request buffer, session) takes it; one with only
+    // a rate limit, compression, a cache or a fault keeps the plain send below.
+    if let Some((policy, route)) = policy.filter(|(p, _)| p.needs_exchange()) {
         return Either::Right {
             fut: with_policy(
                 shared,
@@ -214,7 +220,8 @@ pub(crate) fn forward_body<'a>(
     }
 }
 
-/// The exchange of a route with a BackendTrafficPolicy (`retry`): breaker admission, then
+/// The exchange of a route with a BackendTrafficPolicy that sets one of its blocks
+/// ([`BackendPolicy::needs_exchange`]): breaker admission, then
 /// [`Clients::send_with_policy`]; one boxed future, only for such routes.
 #[allow(clippy::too_many_arguments)]
 fn with_policy<'a>(
@@ -228,6 +235,8 @@ fn with_policy<'a>(
     route: &'a str,
     sticky: Option<crate::session::Sticky>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
+    #[cfg(test)]
+    EXCHANGES.with(|n| n.set(n.get() + 1));
     // Before the future: the certificate is borrowed only for now.
     let tls = shared.clients.tls_for(upstream, downstream.client_cert);
     // ConsistentHash by SourceIP: the client's address, while `downstream` is at hand.
@@ -281,6 +290,12 @@ fn with_policy<'a>(
         client,
         sticky,
     )
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Requests this thread sent through [`with_policy`] (tests: which routes take it).
+    static EXCHANGES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// [`with_policy`] after any fault delay: breaker admission, then the exchange.

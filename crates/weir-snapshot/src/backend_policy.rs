@@ -41,6 +41,52 @@ pub struct BackendPolicy {
     pub response_cache: Option<crate::ResponseCache>,
     /// `rateLimit` (see [`crate::rate_limit`]); its scope names the route rule it applies to.
     pub rate_limit: Option<crate::RateLimit>,
+    /// Whether the policy sets a block of the proxy's policy exchange
+    /// ([`BackendPolicy::needs_exchange`]): worked out once by [`BackendPolicy::compiled`],
+    /// never set by hand.
+    pub exchange: bool,
+}
+
+impl BackendPolicy {
+    /// The policy with [`BackendPolicy::exchange`] worked out: every place that builds or
+    /// changes a policy ends with this (a policy built without it is caught by the debug
+    /// check in [`BackendPolicy::needs_exchange`]).
+    #[must_use]
+    pub fn compiled(mut self) -> Self {
+        self.exchange = self.exchange_blocks();
+        self
+    }
+
+    /// Whether a request under this policy goes through the proxy's policy exchange (one
+    /// boxed future around the attempt loop: weir-proxy's `upstream/retry.rs`) rather than
+    /// the plain send of a route without a policy. Only the blocks that exchange applies
+    /// count: retries, the circuit breaker, passive health (`healthCheck`), `loadBalancer`,
+    /// the connect timeout, the connection settings, `requestBuffer` and session
+    /// persistence. A policy with only a rate limit, compression, a response cache or a
+    /// fault (phases 2, 3 and 7) keeps the plain send. One read per request: the answer
+    /// was worked out when the policy was compiled.
+    pub fn needs_exchange(&self) -> bool {
+        debug_assert_eq!(
+            self.exchange,
+            self.exchange_blocks(),
+            "BackendPolicy {} built without BackendPolicy::compiled",
+            self.name
+        );
+        self.exchange
+    }
+
+    /// [`BackendPolicy::needs_exchange`], worked out from the fields. (`retry_budget` acts
+    /// only with `retry`.)
+    fn exchange_blocks(&self) -> bool {
+        self.retry.is_some()
+            || self.circuit_breaker.is_some()
+            || self.health_check.is_some()
+            || self.load_balancer.is_some()
+            || self.connect_timeout.is_some()
+            || self.connection.is_some()
+            || self.request_buffer.is_some()
+            || self.session.is_some()
+    }
 }
 
 /// Which failures a request is retried on (`retry.retryOn.triggers`), as bits.

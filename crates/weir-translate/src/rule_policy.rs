@@ -64,13 +64,16 @@ pub fn rule_policy(
         (Some(_), None) => "retry",
         _ => "sessionPersistence",
     };
-    Some(Arc::new(BackendPolicy {
-        name: format!("{label} rule {rule_index} {what}").into(),
-        id: h.finish(),
-        retry,
-        session: session.map(Arc::new),
-        ..BackendPolicy::default()
-    }))
+    Some(Arc::new(
+        BackendPolicy {
+            name: format!("{label} rule {rule_index} {what}").into(),
+            id: h.finish(),
+            retry,
+            session: session.map(Arc::new),
+            ..BackendPolicy::default()
+        }
+        .compiled(),
+    ))
 }
 
 /// The retry policy of rule `rule_index`, or `None` without `retry`.
@@ -136,13 +139,16 @@ pub fn merge(route: &BackendPolicy, attached: &Arc<BackendPolicy>) -> Arc<Backen
     }
     let mut h = DefaultHasher::new();
     (route.id, attached.id).hash(&mut h);
-    Arc::new(BackendPolicy {
-        name: format!("{} with {}", attached.name, route.name).into(),
-        id: h.finish(),
-        retry: route.retry.clone().or_else(|| attached.retry.clone()),
-        session: route.session.clone(),
-        ..(**attached).clone()
-    })
+    Arc::new(
+        BackendPolicy {
+            name: format!("{} with {}", attached.name, route.name).into(),
+            id: h.finish(),
+            retry: route.retry.clone().or_else(|| attached.retry.clone()),
+            session: route.session.clone(),
+            ..(**attached).clone()
+        }
+        .compiled(),
+    )
 }
 
 #[cfg(test)]
@@ -213,12 +219,15 @@ mod tests {
     fn a_route_retry_overrides_an_attached_policy_retry_only() {
         let r = super::retry(0, Some(&retry(Some(4), &[502], None))).unwrap();
         let route = rule_policy("ns/r", 0, r, None).unwrap();
-        let attached = Arc::new(BackendPolicy {
-            name: "ns/btp".into(),
-            id: 7,
-            connect_timeout: Some(Duration::from_secs(1)),
-            ..BackendPolicy::default()
-        });
+        let attached = Arc::new(
+            BackendPolicy {
+                name: "ns/btp".into(),
+                id: 7,
+                connect_timeout: Some(Duration::from_secs(1)),
+                ..BackendPolicy::default()
+            }
+            .compiled(),
+        );
         let merged = merge(&route, &attached);
         assert_eq!(merged.retry.as_ref().unwrap().num_retries, 4);
         assert_eq!(merged.connect_timeout, Some(Duration::from_secs(1)));

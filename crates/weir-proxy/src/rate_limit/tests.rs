@@ -366,3 +366,69 @@ fn a_rule_whose_selectors_do_not_hold_reads_no_clock_and_keeps_no_state() {
     assert_eq!(limits.check_with(&rl, &client(&h), clock), None);
     assert_eq!(limits.rules(), 0);
 }
+
+#[test]
+fn an_address_keyed_rule_keys_each_ipv4_address_apart_and_maps_v4_in_v6_to_it() {
+    let limits = LocalLimits::default();
+    let source = |distinct| ClientSelector {
+        source: Some(SourceSelector {
+            cidr: Cidr::parse("0.0.0.0/0").unwrap(),
+            distinct,
+        }),
+        ..ClientSelector::default()
+    };
+    assert!(by_address_only(&rule(1, 1, vec![source(true)], 1)));
+    assert!(!by_address_only(&rule(1, 1, vec![source(false)], 1)));
+    let mut both = by_header();
+    both.push(source(true));
+    assert!(!by_address_only(&rule(1, 1, both, 1)));
+    // Neighbouring addresses: all keys differ, and spread over the shards.
+    let mut keys = std::collections::HashSet::new();
+    let mut shards = std::collections::HashSet::new();
+    for i in 0..4096u32 {
+        let key = limits.address_key(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        assert!(keys.insert(key), "address {i} shares a key");
+        shards.insert(key >> 60);
+    }
+    assert_eq!(shards.len(), SHARDS);
+    let v4: IpAddr = "10.1.2.3".parse().unwrap();
+    let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+    assert_eq!(limits.address_key(v4), limits.address_key(mapped));
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_ne!(
+        limits.address_key(v6),
+        limits.address_key("2001:db8::2".parse().unwrap())
+    );
+    // Through the engine: one address is refused at its limit, the next is not.
+    let rl = limit(3, vec![rule(1, 60, vec![source(true)], 1)]);
+    let h = HeaderMap::new();
+    let mut c = client(&h);
+    assert!(limits.check_at(&rl, &c, SEC).unwrap().allowed);
+    assert!(!limits.check_at(&rl, &c, SEC).unwrap().allowed);
+    c.address = "::ffff:10.0.0.1".parse().unwrap();
+    assert!(
+        !limits.check_at(&rl, &c, SEC).unwrap().allowed,
+        "the same client"
+    );
+    c.address = "10.0.0.2".parse().unwrap();
+    assert!(limits.check_at(&rl, &c, SEC).unwrap().allowed);
+}
+
+#[test]
+fn the_previous_window_weighs_the_same_in_64_and_128_bits() {
+    let exact = |c: u32, l: u64, u: u64| (u128::from(c) * u128::from(l) / u128::from(u)) as u64;
+    for (count, left, unit) in [
+        (0, SEC, SEC),
+        (3, SEC / 3, SEC),
+        (u32::MAX, SEC, SEC),
+        (1_000_000_000, 999_999_999, SEC),
+        (u32::MAX, 365 * 86_400 * SEC, 365 * 86_400 * SEC),
+        (7, 86_400 * SEC - 1, 86_400 * SEC),
+    ] {
+        assert_eq!(
+            weigh(count, left, unit),
+            exact(count, left, unit),
+            "{count} {left}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ use weir_snapshot::{AppProtocol, ClientCert, Upstream};
 use super::body::{self, ClientBodyError, PooledBody, UpstreamBody};
 use super::health::Outcome;
 use super::pool::{self, Admission, PolicyConnections, PoolKey};
+use super::replay::Replay;
 use super::{Clients, UpstreamTlsConnect};
 use crate::error::{ConnectError, ProxyError};
 use crate::log_limit::LogLimit;
@@ -123,10 +124,6 @@ impl Clients {
     ///
     /// Backends with TLS (`upstream.tls`) are reached over TLS, presenting `client_cert`
     /// (the Gateway's backend client certificate) when they ask for one.
-    ///
-    /// Always inlined: its future is built in place in the caller's (the exchange of a
-    /// route without a policy), not built here and moved there.
-    #[inline(always)]
     pub(crate) fn send<'a>(
         &'a self,
         metrics: &'a Metrics,
@@ -222,7 +219,7 @@ impl Clients {
                         continue;
                     }
                     // Boxed: rarely made, and the future would otherwise carry its space.
-                    let copy = (reused.stale && safe_to_repeat).then(|| Box::new(head_copy(&req)));
+                    let copy = (reused.stale && safe_to_repeat).then(|| Box::new(Replay::of(&req)));
                     match tx.try_send_request(req).await {
                         Ok(response) => {
                             gate.outcome(i, Outcome::Status(response.status().as_u16()));
@@ -233,7 +230,7 @@ impl Clients {
                             (Some(unsent), _) => req = unsent,
                             (None, Some(copy)) => {
                                 tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
-                                req = *copy;
+                                req = copy.request();
                             }
                             (None, None) => {
                                 return Err(sent_failed(upstream, err.into_error(), gate, i))
@@ -471,14 +468,4 @@ pub(super) fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// The request without its (empty) body, to repeat it.
-pub(super) fn head_copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
-    let mut copy = Request::new(UpstreamBody::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }

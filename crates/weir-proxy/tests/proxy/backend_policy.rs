@@ -109,6 +109,7 @@ fn policy(retry: Option<RetryPolicy>, breaker: Option<CircuitBreaker>) -> Backen
         circuit_breaker: breaker,
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 /// `/p` goes to `up` under `policy`; `/` goes to `up` without one.
@@ -410,8 +411,11 @@ async fn the_policy_connect_timeout_bounds_each_connect() {
         }
     }
     let up = upstream("svc", &[addr_stuck]);
-    let mut p = policy(None, None);
-    p.connect_timeout = Some(Duration::from_millis(300));
+    let p = BackendPolicy {
+        connect_timeout: Some(Duration::from_millis(300)),
+        ..policy(None, None)
+    }
+    .compiled();
     let (proxy, addr) = start(&up, p).await;
     let started = Instant::now();
     let resp = get(addr, "a.example", "/p").await.unwrap();

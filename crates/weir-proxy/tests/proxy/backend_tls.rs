@@ -459,12 +459,15 @@ async fn active_health_probes_go_over_tls() {
             backends: a.backends.clone(),
             total_weight: a.total_weight,
             timeouts: a.timeouts,
-            policy: Some(Arc::new(weir_snapshot::BackendPolicy {
-                name: "ns/health".into(),
-                id: 1,
-                health_check: Some(check.clone()),
-                ..Default::default()
-            })),
+            policy: Some(Arc::new(
+                weir_snapshot::BackendPolicy {
+                    name: "ns/health".into(),
+                    id: 1,
+                    health_check: Some(check.clone()),
+                    ..Default::default()
+                }
+                .compiled(),
+            )),
             ext_auth: None,
             security: None,
             ext_proc: None,

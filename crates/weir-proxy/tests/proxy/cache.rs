@@ -34,6 +34,7 @@ fn policy(c: ResponseCache) -> BackendPolicy {
         response_cache: Some(c),
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 fn reply(headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<TestBody> {
@@ -368,7 +369,8 @@ async fn a_cached_response_is_compressed_for_each_client() {
     let p = BackendPolicy {
         compression: Some(Arc::new(compression(&[Coding::Brotli, Coding::Gzip], 30))),
         ..policy(cache(1 << 20, 1 << 16))
-    };
+    }
+    .compiled();
     let (o, _proxy, addr) = start(p).await;
     let gz = fetch(addr, "GET", "/p/text", &[("accept-encoding", "gzip")]).await;
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
@@ -435,7 +437,8 @@ async fn entries_survive_a_swap_that_keeps_the_policy_and_go_with_it() {
     let changed = BackendPolicy {
         id: 32,
         ..policy(cache(2 << 20, 1 << 16))
-    };
+    }
+    .compiled();
     proxy.swap(snap(addr.port(), &up, changed));
     proxy.proxy.sync_listeners().await;
     assert_eq!(proxy.metric("weir_cache_bytes", &[]), 0.0);

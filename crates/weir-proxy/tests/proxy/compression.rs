@@ -40,6 +40,7 @@ fn policy(c: Compression) -> BackendPolicy {
         compression: Some(Arc::new(c)),
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 /// Text that compresses well, `n` bytes.

@@ -25,6 +25,7 @@ fn with_fault(abort: Option<FaultAbort>, delay: Option<FaultDelay>) -> BackendPo
         fault: Some(FaultInjection { delay, abort }),
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 /// `/p` goes to `up` under `policy`; `/` goes to `up` without one.
@@ -210,6 +211,7 @@ fn with_buffer(limit: u64, retry: Option<weir_snapshot::RetryPolicy>) -> Backend
         retry,
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 #[tokio::test]
@@ -372,6 +374,7 @@ fn with_connection(idle: Option<Duration>, max_requests: Option<u32>) -> Backend
         }),
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 #[tokio::test]
@@ -504,7 +507,8 @@ async fn max_parallel_retries_caps_the_retries_in_flight() {
             ..weir_snapshot::CircuitBreaker::default()
         }),
         ..BackendPolicy::default()
-    };
+    }
+    .compiled();
     let (proxy, addr) = start(&up, pol).await;
     let statuses = storm(addr, 10).await;
     assert!(statuses
@@ -534,7 +538,8 @@ async fn the_retry_budget_stops_a_retry_storm() {
             min_interval: Duration::from_secs(1),
         }),
         ..BackendPolicy::default()
-    };
+    }
+    .compiled();
     let (proxy, addr) = start(&up, pol).await;
     let n = 50;
     let statuses = storm(addr, n).await;

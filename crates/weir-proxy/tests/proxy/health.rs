@@ -188,6 +188,7 @@ fn policy(id: u64, check: HealthCheck) -> BackendPolicy {
         health_check: Some(Arc::new(check)),
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 fn with_policy(route: &str, up: &Arc<Upstream>, policy: BackendPolicy) -> Arc<RouteAction> {
@@ -659,7 +660,8 @@ async fn an_attempt_past_its_per_try_timeout_counts_against_its_endpoint() {
                 ..HealthCheck::default()
             },
         )
-    };
+    }
+    .compiled();
     let (proxy, addr, _) = start(&up, p).await;
     for _ in 0..8 {
         let resp = get(addr, "a.example", "/p").await.unwrap();

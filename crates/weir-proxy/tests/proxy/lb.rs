@@ -90,6 +90,7 @@ fn policy(kind: LbKind, slow_start: Option<Duration>) -> BackendPolicy {
         }),
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 /// `addrs` with their zones.

@@ -37,6 +37,7 @@ fn with_limit(rules: Vec<RateLimitRule>) -> BackendPolicy {
         }),
         ..BackendPolicy::default()
     }
+    .compiled()
 }
 
 const MINUTE: Duration = Duration::from_secs(60);

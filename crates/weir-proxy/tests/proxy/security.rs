@@ -1009,25 +1009,28 @@ async fn a_rate_limited_answer_carries_cors_headers() {
         backends: a.backends.clone(),
         total_weight: a.total_weight,
         timeouts: a.timeouts,
-        policy: Some(Arc::new(BackendPolicy {
-            name: "ns/p".into(),
-            id: 13,
-            rate_limit: Some(RateLimit {
-                scope: 98,
-                local: vec![RateLimitRule {
-                    selectors: Vec::new(),
-                    limit: Limit {
-                        requests: 1,
-                        unit: Duration::from_secs(60),
-                    },
-                    shared: false,
-                    id: 1,
-                }]
-                .into(),
-                global: Arc::from(Vec::new()),
-            }),
-            ..BackendPolicy::default()
-        })),
+        policy: Some(Arc::new(
+            BackendPolicy {
+                name: "ns/p".into(),
+                id: 13,
+                rate_limit: Some(RateLimit {
+                    scope: 98,
+                    local: vec![RateLimitRule {
+                        selectors: Vec::new(),
+                        limit: Limit {
+                            requests: 1,
+                            unit: Duration::from_secs(60),
+                        },
+                        shared: false,
+                        id: 1,
+                    }]
+                    .into(),
+                    global: Arc::from(Vec::new()),
+                }),
+                ..BackendPolicy::default()
+            }
+            .compiled(),
+        )),
         security: a.security.clone(),
         ext_proc: a.ext_proc.clone(),
         ext_auth: None,

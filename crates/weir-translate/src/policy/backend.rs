@@ -183,10 +183,13 @@ impl BackendPolicies {
 fn scoped(policy: Arc<BackendPolicy>, route: &weir_snapshot::RouteRef) -> Arc<BackendPolicy> {
     match &policy.rate_limit {
         None => policy,
-        Some(rl) => Arc::new(BackendPolicy {
-            rate_limit: Some(rate_limit::scoped(rl, route)),
-            ..(*policy).clone()
-        }),
+        Some(rl) => Arc::new(
+            BackendPolicy {
+                rate_limit: Some(rate_limit::scoped(rl, route)),
+                ..(*policy).clone()
+            }
+            .compiled(),
+        ),
     }
 }
 
@@ -381,7 +384,7 @@ fn compile(
     if let Some(rl) = &spec.rate_limit {
         out.rate_limit = Some(rate_limit::compile(rl, out.id, redis)?);
     }
-    Ok((out, request_timeout))
+    Ok((out.compiled(), request_timeout))
 }
 
 /// At most this many retries (Envoy Gateway has no maximum; a retry storm needs none).

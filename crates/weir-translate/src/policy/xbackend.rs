@@ -218,7 +218,7 @@ impl XBackendPolicies {
             backends: old.backends.clone(),
             total_weight: old.total_weight,
             timeouts: old.timeouts,
-            policy: Some(Arc::new(policy)),
+            policy: Some(Arc::new(policy.compiled())),
             ext_auth: old.ext_auth.clone(),
             security: old.security.clone(),
             ext_proc: old.ext_proc.clone(),
