@@ -59,9 +59,12 @@ impl<T> Deref for PerWorker<T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        // `each` is never empty (`new` makes at least one).
-        let i = current().min(self.each.len() - 1);
-        &self.each[i]
+        // `each` is never empty (`new` makes at least one); an index past the end (a thread
+        // marked for more workers than this value has) gets worker 0's, as documented.
+        match self.each.get(current()) {
+            Some(mine) => mine,
+            None => &self.each[0],
+        }
     }
 }
 
