@@ -31,7 +31,9 @@ use weir_snapshot::{BackendTarget, BodyMode, ExtProc, ExtProcessor};
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::inference::{apply_mutation, header_map, immediate, request_messages, Stream};
+use crate::inference::{
+    apply_mutation, apply_response_mutation, header_map, immediate, request_messages, Stream,
+};
 use crate::request::RequestBody;
 use crate::Shared;
 
@@ -235,25 +237,7 @@ async fn exchange_response(
         }
         Some(processing_response::Response::ResponseHeaders(h)) => {
             if let Some(m) = h.response.and_then(|r| r.header_mutation) {
-                let framing = [
-                    http::header::CONTENT_LENGTH,
-                    http::header::TRANSFER_ENCODING,
-                ];
-                let kept: Vec<_> = framing
-                    .iter()
-                    .map(|n| (n.clone(), response.headers().get(n).cloned()))
-                    .collect();
-                apply_mutation(response.headers_mut(), &m);
-                for (name, value) in kept {
-                    match value {
-                        Some(v) => {
-                            response.headers_mut().insert(name, v);
-                        }
-                        None => {
-                            response.headers_mut().remove(name);
-                        }
-                    }
-                }
+                apply_response_mutation(response.headers_mut(), &m);
             }
             Ok(None)
         }

@@ -600,6 +600,30 @@ fn pool_endpoints(upstream: &Upstream, listed: &str) -> Result<Vec<usize>, Proxy
 /// A picker's header mutation applied to a header map: removals, then sets (replacing,
 /// or appended when `append` is true). Pseudo-headers and invalid names or values are
 /// skipped.
+/// A processor's (or the picker's) mutation of response headers. A processor may echo the
+/// response's own headers back: the framing headers stay as the proxy set them.
+pub(crate) fn apply_response_mutation(headers: &mut http::HeaderMap, m: &HeaderMutation) {
+    let framing = [
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+    ];
+    let kept = framing.map(|n| {
+        let value = headers.get(&n).cloned();
+        (n, value)
+    });
+    apply_mutation(headers, m);
+    for (name, value) in kept {
+        match value {
+            Some(v) => {
+                headers.insert(name, v);
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
 pub(crate) fn apply_mutation(headers: &mut http::HeaderMap, m: &HeaderMutation) {
     for name in &m.remove_headers {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
@@ -675,27 +699,7 @@ async fn report(
         let message = stream.next().await?;
         if let Some(processing_response::Response::ResponseHeaders(h)) = message.response {
             if let Some(m) = h.response.and_then(|r| r.header_mutation) {
-                // The picker may echo the response's own headers back: hop-by-hop and
-                // framing headers stay as the proxy set them.
-                let framing = [
-                    http::header::CONTENT_LENGTH,
-                    http::header::TRANSFER_ENCODING,
-                ];
-                let kept: Vec<_> = framing
-                    .iter()
-                    .map(|n| (n.clone(), response.headers().get(n).cloned()))
-                    .collect();
-                apply_mutation(response.headers_mut(), &m);
-                for (name, value) in kept {
-                    match value {
-                        Some(v) => {
-                            response.headers_mut().insert(name, v);
-                        }
-                        None => {
-                            response.headers_mut().remove(name);
-                        }
-                    }
-                }
+                apply_response_mutation(response.headers_mut(), &m);
             }
             return Ok(());
         }
