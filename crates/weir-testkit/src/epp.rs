@@ -274,20 +274,30 @@ fn string(s: &str) -> Value {
 }
 
 impl StreamState {
+    /// Records the request headers (in `seen`, for the tests, and for this stream's own
+    /// decisions), as both the picker and the processor mode do first.
+    fn note_request_headers(
+        &mut self,
+        seen: &Mutex<Seen>,
+        h: &envoy_types::pb::envoy::service::ext_proc::v3::HttpHeaders,
+    ) {
+        lock(seen).messages.push("request_headers");
+        for header in h.headers.iter().flat_map(|m| m.headers.iter()) {
+            let v = value_of(header);
+            lock(seen)
+                .headers
+                .push((header.key.to_ascii_lowercase(), v.clone()));
+            self.headers.insert(header.key.to_ascii_lowercase(), v);
+        }
+    }
+
     fn handle(&mut self, state: &State, seen: &Mutex<Seen>, message: ProcessingRequest) -> Action {
         if state.processor {
             return self.process(state, seen, message);
         }
         match message.request {
             Some(processing_request::Request::RequestHeaders(h)) => {
-                lock(seen).messages.push("request_headers");
-                for header in h.headers.iter().flat_map(|m| m.headers.iter()) {
-                    let v = value_of(header);
-                    lock(seen)
-                        .headers
-                        .push((header.key.to_ascii_lowercase(), v.clone()));
-                    self.headers.insert(header.key.to_ascii_lowercase(), v);
-                }
+                self.note_request_headers(seen, &h);
                 self.fault = self
                     .headers
                     .get(FAULT_HEADER)
@@ -413,14 +423,7 @@ impl StreamState {
         };
         match message.request {
             Some(processing_request::Request::RequestHeaders(h)) => {
-                lock(seen).messages.push("request_headers");
-                for header in h.headers.iter().flat_map(|m| m.headers.iter()) {
-                    let v = value_of(header);
-                    lock(seen)
-                        .headers
-                        .push((header.key.to_ascii_lowercase(), v.clone()));
-                    self.headers.insert(header.key.to_ascii_lowercase(), v);
-                }
+                self.note_request_headers(seen, &h);
                 let fault = self
                     .headers
                     .get(FAULT_HEADER)
