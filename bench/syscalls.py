@@ -115,7 +115,7 @@ def read_perf(path):
     return counts
 
 
-def epoll_events(pids, seconds, conns):
+def epoll_events(pids, port, seconds, conns):
     """Waits and the events they returned, from a `perf record` of epoll_wait's exits."""
     data = tempfile.NamedTemporaryFile(suffix=".data", delete=False)
     data.close()
@@ -124,7 +124,7 @@ def epoll_events(pids, seconds, conns):
          "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.2)
-    res = run.wrk(CURRENT_PORT, HOST, PATH, conns, seconds)
+    run.wrk(port, HOST, PATH, conns, seconds)
     rec.wait(seconds + 30)
     script = subprocess.run(["perf", "script", "-i", data.name, "-F", "trace"],
                             capture_output=True, text=True, timeout=120)
@@ -140,32 +140,29 @@ def epoll_events(pids, seconds, conns):
         waits += 1
         events += n
         zero += n == 0
-    return waits, events, zero, res
+    return waits, events, zero
 
-
-CURRENT_PORT = None
 
 
 def measure(proxy, conns, seconds, extra):
-    global CURRENT_PORT
     backend = run.start_backend()
     try:
         if proxy == "weir":
             cfg = run.weir_config(10)
             p = run.start_weir_args(cfg, extra)
-            CURRENT_PORT = run.WEIR_HTTP
+            port = run.WEIR_HTTP
         else:
             p = run.start_nginx(10)
-            CURRENT_PORT = run.PORTS["nginx_http"]
+            port = run.PORTS["nginx_http"]
         try:
             pids = worker_pids(p, proxy)
-            run.wrk(CURRENT_PORT, HOST, PATH, conns, 2)  # warm: connections, pools, caches
+            run.wrk(port, HOST, PATH, conns, 2)  # warm: connections, pools, caches
             kinds = tracepoints()
             v0, i0 = ctxt(pids)
             u0, s0 = cpu_ticks(pids)
             stat, path = perf_stat(pids, kinds, seconds)
             time.sleep(0.2)
-            res = run.wrk(CURRENT_PORT, HOST, PATH, conns, seconds)
+            res = run.wrk(port, HOST, PATH, conns, seconds)
             stat.wait(seconds + 30)
             v1, i1 = ctxt(pids)
             u1, s1 = cpu_ticks(pids)
@@ -185,7 +182,7 @@ def measure(proxy, conns, seconds, extra):
             row["user_us"] = (u1 - u0) * tick_us / reqs
             row["sys_us"] = (s1 - s0) * tick_us / reqs
             row["cpu_us"] = counts.get("task-clock", 0) * 1000 / reqs  # msec → µs
-            waits, events, zero, _ = epoll_events(pids, min(seconds, 5), conns)
+            waits, events, zero = epoll_events(pids, port, min(seconds, 5), conns)
             row["waits"] = waits
             row["events_per_wait"] = events / waits if waits else 0
             row["empty_waits"] = zero / waits if waits else 0
