@@ -209,20 +209,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
 
-    /// Async worker threads serving connections and the control loop. Default: one per CPU
-    /// core the process may run on. `1` runs everything on one thread (a current-thread
-    /// runtime: no work stealing, no cross-thread wake-ups), the cheapest per request when
-    /// the process is pinned to one core.
+    /// Worker threads serving connections. Default: one per CPU core the process may run on
+    /// (its cgroup CPU quota included). With `--runtime per-core` (the default) each is a
+    /// single-threaded runtime and the control plane has a thread of its own; with
+    /// `--runtime work-stealing`, `1` runs everything, control loop included, on one thread
+    /// (a current-thread runtime).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 
-    /// How the --worker-threads serve connections. `work-stealing`: one tokio runtime whose
-    /// threads share every socket and steal each other's tasks (one thread: a
-    /// current-thread runtime). `per-core`: one single-threaded runtime per worker, each
-    /// accepting on its own SO_REUSEPORT socket of every listener port (the kernel spreads
-    /// connections) with upstream connection pools of its own, so a request never changes
-    /// thread; the control plane and the admin server run on a thread of their own.
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = RuntimeMode::WorkStealing, env = "WEIR_RUNTIME")]
+    /// How the --worker-threads serve connections. `per-core` (the default): one
+    /// single-threaded runtime per worker, each accepting on its own SO_REUSEPORT socket of
+    /// every listener port (the kernel spreads connections) with upstream connection pools of
+    /// its own, so a request never changes thread; the control plane and the admin server run
+    /// on a thread of their own. `work-stealing`: one tokio runtime whose threads share every
+    /// socket and steal each other's tasks (one thread: a current-thread runtime). Per-core
+    /// serves 1.2-1.4x the requests per second of work-stealing at 16-512 connections on 2
+    /// cores (bench/results/2026-12-07-per-core.md).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = RuntimeMode::PerCore, env = "WEIR_RUNTIME")]
     pub runtime: RuntimeMode,
 
     /// Per-core mode: pin worker runtime i to the i-th CPU the process may run on (Linux
