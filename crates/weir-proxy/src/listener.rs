@@ -23,7 +23,7 @@ use weir_snapshot::{ClientPolicy, Snapshot};
 
 use crate::client_policy::SocketPolicy;
 use crate::conn::{client_ip_value, ConnCtx, SocketKey};
-use crate::conn_guard::{Activity, Counted};
+use crate::conn_guard::{Activity, Counted, Serving};
 use crate::error::BindError;
 use crate::log_limit::LogLimit;
 use crate::metrics::{ConnProtocol, MetricsCache};
@@ -591,12 +591,7 @@ where
     let requests = activity.clone();
     let service = service_fn(move |req| {
         let busy = requests.request();
-        let served = request::serve(conn.clone(), req);
-        async move {
-            let response = served.await;
-            drop(busy);
-            response
-        }
+        Serving::new(request::serve(conn.clone(), req), busy)
     });
     // A socket with a ClientTrafficPolicy has a server of its own (built once per policy).
     let server = match &policy {

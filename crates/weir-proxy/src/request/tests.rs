@@ -166,4 +166,17 @@ fn the_request_future_stays_small() {
     // CORS origin moved into the exchange's boxed policy state (routes without a CORS filter
     // or a policy phase carry one pointer for it).
     assert!(size <= 1752, "the request future is {size} bytes");
+    // What hyper holds per request: the future with the connection's in-flight mark, one
+    // pointer more (an `async move` block around it was twice the size).
+    fn served_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(Arc<ConnCtx>, Request<Incoming>) -> Fut,
+    {
+        std::mem::size_of::<crate::conn_guard::Serving<Fut>>()
+    }
+    let served = served_size(serve);
+    assert!(
+        served <= size + 16,
+        "the served future is {served} bytes ({size} + guard)"
+    );
 }
