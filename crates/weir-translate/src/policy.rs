@@ -3,6 +3,7 @@
 //! type and uses `attach` for the rest (today: BackendTLSPolicy, `crate::backendtls`).
 
 pub mod attach;
+pub mod attached;
 pub mod backend;
 pub mod client;
 pub mod extension;
