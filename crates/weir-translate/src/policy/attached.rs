@@ -140,6 +140,20 @@ impl<P: Policy, C> Attached<P, C> {
         }
     }
 
+    /// Target → index of the policy that holds it.
+    pub fn index(&self) -> &BTreeMap<Target, usize> {
+        &self.index
+    }
+
+    pub fn model(&self, i: usize) -> &Model<P, C> {
+        &self.models[i]
+    }
+
+    /// Whether policy `i` does not apply to a target it names.
+    pub fn is_conflicted(&self, i: usize) -> bool {
+        self.conflicted[i].is_some()
+    }
+
     /// Put the policy in effect (the rule's, the route's, then the Gateway's) on every route
     /// entry of our Gateways: `apply` makes the entry's action from its old one and the
     /// policy's compiled value. Entries that share an action and get the same policy keep
