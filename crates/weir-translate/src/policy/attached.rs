@@ -154,6 +154,11 @@ impl<P: Policy, C> Attached<P, C> {
         self.conflicted[i].is_some()
     }
 
+    /// Policy `i` does not apply to a target it names, for `why`.
+    pub fn set_conflicted(&mut self, i: usize, why: String) {
+        self.conflicted[i] = Some(why);
+    }
+
     /// Put the policy in effect (the rule's, the route's, then the Gateway's) on every route
     /// entry of our Gateways: `apply` makes the entry's action from its old one and the
     /// policy's compiled value. Entries that share an action and get the same policy keep
