@@ -7,6 +7,8 @@ pub mod attached;
 pub mod backend;
 pub mod client;
 pub mod extension;
+#[cfg(test)]
+pub mod fixture;
 pub mod pending;
 pub mod security;
 pub mod xbackend;
