@@ -16,11 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use weir_snapshot::{RouteAction, RouteEntry};
+use weir_store::policies::PolicyTargetRef;
 use weir_store::{KindType, ObjectKey, ObjectMeta, Store};
 
 use crate::conditions::Conditions;
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Candidate, NotAccepted, Target};
+use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target};
 use crate::ObjectStatus;
 
 /// A policy kind's stored object (the kinds' Rust types are generated: this names their
@@ -213,6 +214,52 @@ impl<P: Policy, C> Attached<P, C> {
                 )
             })
             .collect()
+    }
+}
+
+/// One policy of a kind that attaches to Gateways and routes (its targets:
+/// [`attach::gather`]), compiled by `compile` unless it names a target Weir does not
+/// implement. A policy that cannot be applied holds its targets with what `deny` makes of
+/// why (a kind that fails closed) or, without `deny`, nothing; one whose targets all do
+/// not exist holds nothing.
+pub fn evaluate<'r, P, C>(
+    store: &Store,
+    ours: &BTreeSet<ObjectKey>,
+    (key, policy): (&ObjectKey, &Arc<P>),
+    refs: impl Iterator<Item = &'r PolicyTargetRef>,
+    allowed: Allowed,
+    compile: impl FnOnce() -> Result<C, NotAccepted>,
+    deny: Option<&dyn Fn(&NotAccepted) -> C>,
+) -> Model<P, C> {
+    let attach::Gathered {
+        targets,
+        ancestors,
+        not_found,
+        unsupported_target,
+    } = attach::gather(store, &key.namespace, ours, refs, allowed);
+    let compiled = match unsupported_target {
+        Some(what) => Err(NotAccepted::new(
+            "UnsupportedValue",
+            format!("Weir does not implement {what} (yet)"),
+        )),
+        None => compile(),
+    };
+    let (not_accepted, compiled) = match compiled {
+        Ok(_) if targets.is_empty() && not_found.is_some() => (not_found, None),
+        Ok(c) => (None, Some(c)),
+        Err(n) => {
+            let held = deny.filter(|_| !targets.is_empty()).map(|deny| deny(&n));
+            (Some(n), held)
+        }
+    };
+    Model {
+        key: key.clone(),
+        policy: policy.clone(),
+        targets,
+        ancestors,
+        not_accepted,
+        also: Vec::new(),
+        compiled,
     }
 }
 

@@ -25,7 +25,7 @@ use weir_store::policies::{BackendTrafficPolicySpec, Unsupported};
 use weir_store::{BackendTrafficPolicy, ObjectKey, Store};
 
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, NotAccepted};
+use crate::policy::attach::{Allowed, NotAccepted};
 use crate::policy::attached::{self, Attached};
 use crate::ObjectStatus;
 
@@ -111,40 +111,15 @@ fn evaluate(
     p: &Arc<BackendTrafficPolicy>,
     redis: bool,
 ) -> Model {
-    let attach::Gathered {
-        targets,
-        ancestors,
-        not_found,
-        unsupported_target,
-    } = attach::gather(store, &key.namespace, ours, p.spec.targets.all(), TARGETS);
-    let compiled = match unsupported_target {
-        Some(what) => Err(NotAccepted::new(
-            "UnsupportedValue",
-            format!("Weir does not implement {what} (yet)"),
-        )),
-        None => compile(key, &p.spec, redis),
-    };
-    let not_accepted = match (&compiled, not_found) {
-        (Err(n), _) => Some(n.clone()),
-        (Ok(_), Some(n)) if targets.is_empty() => Some(n),
-        _ => None,
-    };
-    let compiled = match compiled {
-        Ok((policy, request_timeout)) if not_accepted.is_none() => Some(Compiled {
+    let compile = || {
+        let (policy, request_timeout) = compile(key, &p.spec, redis)?;
+        Ok(Compiled {
             policy: Arc::new(policy),
             request_timeout,
-        }),
-        _ => None,
+        })
     };
-    Model {
-        key: key.clone(),
-        policy: p.clone(),
-        targets,
-        ancestors,
-        not_accepted,
-        also: Vec::new(),
-        compiled,
-    }
+    let refs = p.spec.targets.all();
+    attached::evaluate(store, ours, (key, p), refs, TARGETS, compile, None)
 }
 
 /// The paths of the fields Weir does not implement.

@@ -29,7 +29,7 @@ use weir_store::{ExtensionPolicy, ObjectKey, Store, POLICY_GROUP};
 
 use crate::backend::{BackendRefSpec, Upstreams};
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, NotAccepted};
+use crate::policy::attach::{Allowed, NotAccepted};
 use crate::policy::attached::{self, Also, Attached};
 use crate::ObjectStatus;
 
@@ -80,48 +80,29 @@ fn evaluate(
     key: &ObjectKey,
     p: &Arc<ExtensionPolicy>,
 ) -> Model {
-    let attach::Gathered {
-        targets,
-        ancestors,
-        not_found,
-        unsupported_target,
-    } = attach::gather(store, &key.namespace, ours, p.spec.targets.all(), TARGETS);
     let name: Arc<str> = key.to_string().into();
     let mut unresolved = None;
-    let compiled = match unsupported_target {
-        Some(what) => Err(NotAccepted::new(
-            "UnsupportedValue",
-            format!("Weir does not implement {what} (yet)"),
-        )),
-        None => compile(store, upstreams, key, &p.spec, &mut unresolved),
+    let compile = || {
+        let processors = compile(store, upstreams, key, &p.spec, &mut unresolved)?;
+        Ok(Arc::new(ExtProc {
+            name: name.clone(),
+            deny: None,
+            processors,
+        }))
     };
-    let (not_accepted, compiled) = match compiled {
-        Ok(_) if targets.is_empty() && not_found.is_some() => (not_found, None),
-        Ok(processors) => (
-            None,
-            Some(Arc::new(ExtProc {
-                name,
-                deny: None,
-                processors,
-            })),
-        ),
-        // Fail closed: the targets are held and answer 500.
-        Err(n) => {
-            let why: Arc<str> =
-                format!("ExtensionPolicy {key} is not accepted ({})", n.reason).into();
-            let deny = (!targets.is_empty()).then(|| {
-                Arc::new(ExtProc {
-                    name,
-                    deny: Some(why),
-                    processors: Vec::new(),
-                })
-            });
-            (Some(n), deny)
-        }
+    // Fail closed: the targets are held and answer 500.
+    let deny = |n: &NotAccepted| {
+        Arc::new(ExtProc {
+            name: name.clone(),
+            deny: Some(format!("ExtensionPolicy {key} is not accepted ({})", n.reason).into()),
+            processors: Vec::new(),
+        })
     };
-    let also = match unresolved {
+    let refs = p.spec.targets.all();
+    let mut model = attached::evaluate(store, ours, (key, p), refs, TARGETS, compile, Some(&deny));
+    model.also = match unresolved {
         Some((reason, message)) => vec![Also::new("ResolvedRefs", false, reason, message)],
-        None if not_accepted.is_none() => vec![Also::new(
+        None if model.not_accepted.is_none() => vec![Also::new(
             "ResolvedRefs",
             true,
             "ResolvedRefs",
@@ -129,15 +110,7 @@ fn evaluate(
         )],
         None => Vec::new(),
     };
-    Model {
-        key: key.clone(),
-        policy: p.clone(),
-        targets,
-        ancestors,
-        not_accepted,
-        also,
-        compiled,
-    }
+    model
 }
 
 /// The paths of the fields Weir does not implement.

@@ -31,7 +31,7 @@ use weir_store::{ObjectKey, SecurityPolicy, Store};
 
 use crate::backend::Upstreams;
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, NotAccepted};
+use crate::policy::attach::{Allowed, NotAccepted};
 use crate::policy::attached::{self, Attached};
 use crate::refgrant;
 use crate::ObjectStatus;
@@ -96,49 +96,26 @@ fn evaluate(
     key: &ObjectKey,
     p: &Arc<SecurityPolicy>,
 ) -> Model {
-    let attach::Gathered {
-        targets,
-        ancestors,
-        not_found,
-        unsupported_target,
-    } = attach::gather(store, &key.namespace, ours, p.spec.targets.all(), TARGETS);
     let name: Arc<str> = key.to_string().into();
     let id = identity(key, &p.spec);
-    let compiled = match unsupported_target {
-        Some(what) => Err(NotAccepted::new(
-            "UnsupportedValue",
-            format!("Weir does not implement {what} (yet)"),
+    let compile = || {
+        let (security, ext_auth) = compile(store, upstreams, key, name.clone(), id, &p.spec)?;
+        Ok(Compiled {
+            security: Arc::new(security),
+            ext_auth: ext_auth.map(Arc::new),
+        })
+    };
+    // Fail closed: the targets are held with a deny-all.
+    let deny = |n: &NotAccepted| Compiled {
+        security: Arc::new(Security::deny(
+            name.clone(),
+            id,
+            format!("SecurityPolicy {key} is not accepted ({})", n.reason),
         )),
-        None => compile(store, upstreams, key, name.clone(), id, &p.spec),
+        ext_auth: None,
     };
-    let (not_accepted, compiled) = match compiled {
-        Ok(_) if targets.is_empty() && not_found.is_some() => (not_found, None),
-        Ok((s, e)) => (
-            None,
-            Some(Compiled {
-                security: Arc::new(s),
-                ext_auth: e.map(Arc::new),
-            }),
-        ),
-        // Fail closed: the targets are held with a deny-all.
-        Err(n) => {
-            let why = format!("SecurityPolicy {key} is not accepted ({})", n.reason);
-            let deny = (!targets.is_empty()).then(|| Compiled {
-                security: Arc::new(Security::deny(name, id, why)),
-                ext_auth: None,
-            });
-            (Some(n), deny)
-        }
-    };
-    Model {
-        key: key.clone(),
-        policy: p.clone(),
-        targets,
-        ancestors,
-        not_accepted,
-        also: Vec::new(),
-        compiled,
-    }
+    let refs = p.spec.targets.all();
+    attached::evaluate(store, ours, (key, p), refs, TARGETS, compile, Some(&deny))
 }
 
 /// The paths of the fields Weir does not implement.
