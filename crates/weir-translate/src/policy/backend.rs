@@ -15,20 +15,18 @@
 //!   nothing.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_snapshot::{
-    BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers, RouteAction, RouteEntry,
-};
+use weir_snapshot::{BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers, RouteAction};
 use weir_store::policies::{BackendTrafficPolicySpec, Unsupported};
-use weir_store::{BackendTrafficPolicy, Kind, ObjectKey, Store};
+use weir_store::{BackendTrafficPolicy, ObjectKey, Store};
 
-use crate::conditions::Conditions;
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target};
+use crate::policy::attach::{Allowed, NotAccepted};
+use crate::policy::attached::{self, Attached};
 use crate::ObjectStatus;
 
 /// What a BackendTrafficPolicy may name (Services are resolved, then refused).
@@ -39,142 +37,55 @@ const TARGETS: Allowed = Allowed {
     service: true,
 };
 
-struct Model {
-    key: ObjectKey,
-    policy: Arc<BackendTrafficPolicy>,
-    targets: Vec<Target>,
-    not_accepted: Option<NotAccepted>,
-    compiled: Option<Arc<BackendPolicy>>,
+/// What a BackendTrafficPolicy's targets get.
+struct Compiled {
+    policy: Arc<BackendPolicy>,
     /// The effective `timeout.http.requestTimeout`.
     request_timeout: Option<Duration>,
-    conflicted: bool,
-    ancestors: BTreeSet<ObjectKey>,
 }
 
+type Model = attached::Model<BackendTrafficPolicy, Compiled>;
+
 /// Every BackendTrafficPolicy, and which one holds each target.
-pub struct BackendPolicies {
-    models: Vec<Model>,
-    index: BTreeMap<Target, usize>,
-}
+pub struct BackendPolicies(Attached<BackendTrafficPolicy, Compiled>);
 
 impl BackendPolicies {
     /// Evaluate every policy; `ours`: the Gateways of our classes.
     /// `redis`: whether global rate limits have a Redis (`--rate-limit-redis`).
     pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>, redis: bool) -> Self {
-        let mut models: Vec<Model> = store
-            .backend_traffic_policies
-            .iter()
-            .map(|(key, p)| evaluate(store, ours, key, p, redis))
-            .collect();
-        models.sort_by(|a, b| {
-            (crate::meta::created(&a.policy.metadata), &a.key)
-                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
-        });
-        let settled = attach::settle_where(&models, |m| {
-            m.compiled.is_some().then(|| Candidate {
-                meta: &m.policy.metadata,
-                key: &m.key,
-                targets: &m.targets,
-            })
-        });
-        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
-            m.conflicted = conflicted;
-        }
-        let index = settled.winners;
-        Self { models, index }
+        Self(Attached::build(
+            store,
+            "Gateway, route or rule",
+            |key, p| evaluate(store, ours, key, p, redis),
+        ))
     }
 
-    /// The policy (index) in effect for a route entry of `gateway`: its rule's, its route's,
-    /// then the Gateway's.
-    fn effective(&self, gateway: &ObjectKey, action: &RouteAction) -> Option<usize> {
-        attach::effective(&self.index, gateway, action)
-    }
-
-    /// Put the effective policy on every route entry of our Gateways. Entries that share an
-    /// action and get the same policy keep sharing one.
+    /// Put the effective policy (its rule's, its route's, then the Gateway's) on every
+    /// route entry of our Gateways.
     pub fn place(&self, gateways: &mut [GatewayModel]) {
-        if self.index.is_empty() {
-            return;
-        }
-        let mut made: HashMap<(*const RouteAction, usize), Arc<RouteAction>> = HashMap::new();
-        for g in gateways.iter_mut() {
-            let gateway = g.key.clone();
-            for l in g.listeners.iter_mut() {
-                for (_, entry) in l.entries.iter_mut() {
-                    let Some(i) = self.effective(&gateway, &entry.action) else {
-                        continue;
-                    };
-                    let m = &self.models[i];
-                    let Some(compiled) = &m.compiled else {
-                        continue;
-                    };
-                    let old = &entry.action;
-                    let action = made
-                        .entry((Arc::as_ptr(old), i))
-                        .or_insert_with(|| {
-                            let mut timeouts = old.timeouts;
-                            if timeouts.request.is_none() {
-                                timeouts.request = m.request_timeout;
-                            }
-                            Arc::new(RouteAction {
-                                route: old.route.clone(),
-                                filters: old.filters.clone(),
-                                backends: old.backends.clone(),
-                                total_weight: old.total_weight,
-                                timeouts,
-                                security: old.security.clone(),
-                                ext_proc: old.ext_proc.clone(),
-                                // The rule's own `retry` (Gateway API) beats the policy's.
-                                policy: Some(scoped(
-                                    match &old.policy {
-                                        Some(route) => crate::rule_policy::merge(route, compiled),
-                                        None => compiled.clone(),
-                                    },
-                                    &old.route,
-                                )),
-                                ext_auth: old.ext_auth.clone(),
-                            })
-                        })
-                        .clone();
-                    *entry = Arc::new(RouteEntry {
-                        rank: entry.rank.clone(),
-                        matcher: entry.matcher.clone(),
-                        action,
-                    });
-                }
+        self.0.place(gateways, |old, compiled| {
+            let mut timeouts = old.timeouts;
+            if timeouts.request.is_none() {
+                timeouts.request = compiled.request_timeout;
             }
-        }
+            RouteAction {
+                timeouts,
+                // The rule's own `retry` (Gateway API) beats the policy's.
+                policy: Some(scoped(
+                    match &old.policy {
+                        Some(route) => crate::rule_policy::merge(route, &compiled.policy),
+                        None => compiled.policy.clone(),
+                    },
+                    &old.route,
+                )),
+                ..attached::copy(old)
+            }
+        });
     }
 
     /// One status per policy: an ancestor entry per Gateway it affects.
     pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
-        self.models
-            .iter()
-            .map(|m| {
-                let c = Conditions {
-                    generation: m.policy.metadata.generation,
-                    now,
-                };
-                let accepted = if let Some(n) = &m.not_accepted {
-                    c.make("Accepted", false, n.reason, n.message.clone())
-                } else if m.conflicted {
-                    c.make(
-                        "Accepted",
-                        false,
-                        "Conflicted",
-                        "an older BackendTrafficPolicy (or one first by namespace/name) targets \
-                         the same Gateway, route or rule",
-                    )
-                } else {
-                    c.make("Accepted", true, "Accepted", "Policy has been accepted")
-                };
-                ObjectStatus::new(
-                    Kind::BackendTrafficPolicy,
-                    &m.policy.metadata,
-                    attach::ancestor_status(&m.ancestors, controller, &[accepted]),
-                )
-            })
-            .collect()
+        self.0.statuses(controller, now)
     }
 }
 
@@ -200,38 +111,15 @@ fn evaluate(
     p: &Arc<BackendTrafficPolicy>,
     redis: bool,
 ) -> Model {
-    let attach::Gathered {
-        targets,
-        ancestors,
-        not_found,
-        unsupported_target,
-    } = attach::gather(store, &key.namespace, ours, p.spec.targets.all(), TARGETS);
-    let compiled = match unsupported_target {
-        Some(what) => Err(NotAccepted::new(
-            "UnsupportedValue",
-            format!("Weir does not implement {what} (yet)"),
-        )),
-        None => compile(key, &p.spec, redis),
+    let compile = || {
+        let (policy, request_timeout) = compile(key, &p.spec, redis)?;
+        Ok(Compiled {
+            policy: Arc::new(policy),
+            request_timeout,
+        })
     };
-    let not_accepted = match (&compiled, not_found) {
-        (Err(n), _) => Some(n.clone()),
-        (Ok(_), Some(n)) if targets.is_empty() => Some(n),
-        _ => None,
-    };
-    let (compiled, request_timeout) = match compiled {
-        Ok((c, t)) if not_accepted.is_none() => (Some(Arc::new(c)), t),
-        _ => (None, None),
-    };
-    Model {
-        key: key.clone(),
-        policy: p.clone(),
-        targets,
-        not_accepted,
-        compiled,
-        request_timeout,
-        conflicted: false,
-        ancestors,
-    }
+    let refs = p.spec.targets.all();
+    attached::evaluate(store, ours, (key, p), refs, TARGETS, compile, None)
 }
 
 /// The paths of the fields Weir does not implement.

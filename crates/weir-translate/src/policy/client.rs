@@ -15,7 +15,7 @@
 //!   nothing (its targets keep Weir's defaults, or a Gateway-wide policy).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +27,8 @@ use weir_snapshot::{
 use weir_store::policies::{IntOrString, Unsupported};
 use weir_store::{ClientTrafficPolicy, Kind, ObjectKey, Store};
 
-use crate::conditions::Conditions;
-use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target, TargetRef};
+use crate::policy::attach::{self, Allowed, NotAccepted, Target, TargetRef};
+use crate::policy::attached::{self, Attached};
 use crate::ObjectStatus;
 
 /// What a ClientTrafficPolicy may target.
@@ -39,59 +39,17 @@ const TARGETS: Allowed = Allowed {
     service: false,
 };
 
-struct Model {
-    key: ObjectKey,
-    policy: Arc<ClientTrafficPolicy>,
-    targets: Vec<Target>,
-    /// Why it is not accepted (other than a conflict).
-    not_accepted: Option<NotAccepted>,
-    compiled: Option<Arc<ClientPolicy>>,
-    /// Why it does not apply to a target it names (an older policy holds it, or its
-    /// listener shares a port with listeners that get another policy).
-    conflicted: Option<String>,
-    /// The Gateways it names (ours, or ones that do not exist).
-    ancestors: BTreeSet<ObjectKey>,
-}
+type Model = attached::Model<ClientTrafficPolicy, Arc<ClientPolicy>>;
 
 /// Every ClientTrafficPolicy, and which one holds each target.
-pub struct ClientPolicies {
-    models: Vec<Model>,
-    /// Target → index into `models` of the policy that holds it (accepted ones only).
-    index: BTreeMap<Target, usize>,
-}
+pub struct ClientPolicies(Attached<ClientTrafficPolicy, Arc<ClientPolicy>>);
 
 impl ClientPolicies {
     /// Evaluate every policy; `ours`: the Gateways of our classes.
     pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>) -> Self {
-        let mut models: Vec<Model> = store
-            .client_traffic_policies
-            .iter()
-            .map(|(key, p)| evaluate(store, ours, key, p))
-            .collect();
-        // Status in precedence order: oldest first, then namespace/name.
-        models.sort_by(|a, b| {
-            (crate::meta::created(&a.policy.metadata), &a.key)
-                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
-        });
-        // Only accepted policies compete for targets: a refused one holds nothing.
-        let settled = attach::settle_where(&models, |m| {
-            m.compiled.is_some().then(|| Candidate {
-                meta: &m.policy.metadata,
-                key: &m.key,
-                targets: &m.targets,
-            })
-        });
-        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
-            if conflicted {
-                m.conflicted = Some(
-                    "an older ClientTrafficPolicy (or one first by namespace/name) targets the \
-                     same Gateway or listener"
-                        .into(),
-                );
-            }
-        }
-        let index = settled.winners;
-        Self { models, index }
+        Self(Attached::build(store, "Gateway or listener", |key, p| {
+            evaluate(store, ours, key, p)
+        }))
     }
 
     /// Put each socket's effective policy on it, and mark listener-level policies that
@@ -110,8 +68,9 @@ impl ClientPolicies {
                     continue;
                 };
                 let target = Target::new(Kind::Gateway, gateway, Some(&l.name));
-                specific.insert(attach::most_specific(&self.index, &target).copied());
-                whole.insert(self.index.get(&target.whole()).copied());
+                let index = self.0.index();
+                specific.insert(attach::most_specific(index, &target).copied());
+                whole.insert(index.get(&target.whole()).copied());
             }
             let chosen = if specific.len() <= 1 {
                 specific.into_iter().next().flatten()
@@ -119,12 +78,15 @@ impl ClientPolicies {
                 // Listener-level policies on a shared port: none of them applies.
                 for i in specific.iter().flatten() {
                     if !whole.contains(&Some(*i)) {
-                        self.models[*i].conflicted = Some(format!(
-                            "its listener shares port {} with listeners that get another \
+                        self.0.set_conflicted(
+                            *i,
+                            format!(
+                                "its listener shares port {} with listeners that get another \
                              policy, and connection settings are per port: target the \
                              Gateway, or every listener on the port",
-                            socket.port
-                        ));
+                                socket.port
+                            ),
+                        );
                     }
                 }
                 if whole.len() == 1 {
@@ -134,35 +96,17 @@ impl ClientPolicies {
                 }
             };
             socket.client_policy = chosen.and_then(|i| {
-                let m = &self.models[i];
-                m.conflicted.is_none().then(|| m.compiled.clone()).flatten()
+                let conflicted = self.0.is_conflicted(i);
+                (!conflicted)
+                    .then(|| self.0.model(i).compiled.clone())
+                    .flatten()
             });
         }
     }
 
     /// One status per policy: an ancestor entry per Gateway it names.
     pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
-        self.models
-            .iter()
-            .map(|m| {
-                let c = Conditions {
-                    generation: m.policy.metadata.generation,
-                    now,
-                };
-                let accepted = if let Some(n) = &m.not_accepted {
-                    c.make("Accepted", false, n.reason, n.message.clone())
-                } else if let Some(message) = &m.conflicted {
-                    c.make("Accepted", false, "Conflicted", message.clone())
-                } else {
-                    c.make("Accepted", true, "Accepted", "Policy has been accepted")
-                };
-                ObjectStatus::new(
-                    Kind::ClientTrafficPolicy,
-                    &m.policy.metadata,
-                    attach::ancestor_status(&m.ancestors, controller, &[accepted]),
-                )
-            })
-            .collect()
+        self.0.statuses(controller, now)
     }
 }
 
@@ -213,14 +157,14 @@ fn evaluate(
         key: key.clone(),
         policy: p.clone(),
         targets,
+        ancestors,
         compiled: if not_accepted.is_none() {
             compiled.ok().map(Arc::new)
         } else {
             None
         },
         not_accepted,
-        conflicted: None,
-        ancestors,
+        also: Vec::new(),
     }
 }
 

@@ -19,18 +19,18 @@
 //!   InvalidKind); its requests fail as the processor failing would (500, or on without it
 //!   under `failOpen`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_snapshot::{BackendTarget, BodyMode, ExtProc, ExtProcessor, RouteAction, RouteEntry};
+use weir_snapshot::{BackendTarget, BodyMode, ExtProc, ExtProcessor, RouteAction};
 use weir_store::policies::{self, ExtensionPolicySpec, Unsupported};
-use weir_store::{ExtensionPolicy, Kind, ObjectKey, Store, POLICY_GROUP};
+use weir_store::{ExtensionPolicy, ObjectKey, Store, POLICY_GROUP};
 
 use crate::backend::{BackendRefSpec, Upstreams};
-use crate::conditions::Conditions;
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target};
+use crate::policy::attach::{Allowed, NotAccepted};
+use crate::policy::attached::{self, Also, Attached};
 use crate::ObjectStatus;
 
 /// What an ExtensionPolicy may name.
@@ -44,136 +44,32 @@ const TARGETS: Allowed = Allowed {
 /// The most request body bytes a `Buffered` processor gets (413 above).
 pub const BODY_MAX: u64 = 1 << 20;
 
-struct Model {
-    key: ObjectKey,
-    policy: Arc<ExtensionPolicy>,
-    targets: Vec<Target>,
-    not_accepted: Option<NotAccepted>,
-    /// Why a processor Service does not resolve (`ResolvedRefs=False`).
-    unresolved: Option<(&'static str, String)>,
-    compiled: Option<Arc<ExtProc>>,
-    conflicted: bool,
-    ancestors: BTreeSet<ObjectKey>,
-}
+type Model = attached::Model<ExtensionPolicy, Arc<ExtProc>>;
 
 /// Every ExtensionPolicy, and which one holds each target.
-pub struct ExtensionPolicies {
-    models: Vec<Model>,
-    index: BTreeMap<Target, usize>,
-}
+pub struct ExtensionPolicies(Attached<ExtensionPolicy, Arc<ExtProc>>);
 
 impl ExtensionPolicies {
     /// Evaluate every policy; processor Services resolve into `upstreams` like backendRefs.
     pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>, upstreams: &mut Upstreams) -> Self {
-        let mut models: Vec<Model> = store
-            .extension_policies
-            .iter()
-            .map(|(key, p)| evaluate(store, upstreams, ours, key, p))
-            .collect();
-        models.sort_by(|a, b| {
-            (crate::meta::created(&a.policy.metadata), &a.key)
-                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
-        });
-        let settled = attach::settle_where(&models, |m| {
-            m.compiled.is_some().then(|| Candidate {
-                meta: &m.policy.metadata,
-                key: &m.key,
-                targets: &m.targets,
-            })
-        });
-        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
-            m.conflicted = conflicted;
-        }
-        Self {
-            models,
-            index: settled.winners,
-        }
+        Self(Attached::build(
+            store,
+            "Gateway, route or rule",
+            |key, p| evaluate(store, upstreams, ours, key, p),
+        ))
     }
 
-    /// Put the effective policy on every route entry of our Gateways; entries that share an
-    /// action and get the same policy keep sharing one.
+    /// Put the effective policy on every route entry of our Gateways.
     pub fn place(&self, gateways: &mut [GatewayModel]) {
-        if self.index.is_empty() {
-            return;
-        }
-        let mut made: HashMap<(*const RouteAction, usize), Arc<RouteAction>> = HashMap::new();
-        for g in gateways.iter_mut() {
-            let gateway = g.key.clone();
-            for l in g.listeners.iter_mut() {
-                for (_, entry) in l.entries.iter_mut() {
-                    let Some(i) = attach::effective(&self.index, &gateway, &entry.action) else {
-                        continue;
-                    };
-                    let Some(compiled) = &self.models[i].compiled else {
-                        continue;
-                    };
-                    let old = &entry.action;
-                    let action = made
-                        .entry((Arc::as_ptr(old), i))
-                        .or_insert_with(|| {
-                            Arc::new(RouteAction {
-                                route: old.route.clone(),
-                                filters: old.filters.clone(),
-                                backends: old.backends.clone(),
-                                total_weight: old.total_weight,
-                                timeouts: old.timeouts,
-                                policy: old.policy.clone(),
-                                security: old.security.clone(),
-                                ext_auth: old.ext_auth.clone(),
-                                ext_proc: Some(compiled.clone()),
-                            })
-                        })
-                        .clone();
-                    *entry = Arc::new(RouteEntry {
-                        rank: entry.rank.clone(),
-                        matcher: entry.matcher.clone(),
-                        action,
-                    });
-                }
-            }
-        }
+        self.0.place(gateways, |old, compiled| RouteAction {
+            ext_proc: Some(compiled.clone()),
+            ..attached::copy(old)
+        });
     }
 
     /// One status per policy: an ancestor entry per Gateway it affects.
     pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
-        self.models
-            .iter()
-            .map(|m| {
-                let c = Conditions {
-                    generation: m.policy.metadata.generation,
-                    now,
-                };
-                let accepted = if let Some(n) = &m.not_accepted {
-                    c.make("Accepted", false, n.reason, n.message.clone())
-                } else if m.conflicted {
-                    c.make(
-                        "Accepted",
-                        false,
-                        "Conflicted",
-                        "an older ExtensionPolicy (or one first by namespace/name) targets the \
-                         same Gateway, route or rule",
-                    )
-                } else {
-                    c.make("Accepted", true, "Accepted", "Policy has been accepted")
-                };
-                let mut conditions = vec![accepted];
-                if let Some((reason, message)) = &m.unresolved {
-                    conditions.push(c.make("ResolvedRefs", false, reason, message.clone()));
-                } else if m.not_accepted.is_none() {
-                    conditions.push(c.make(
-                        "ResolvedRefs",
-                        true,
-                        "ResolvedRefs",
-                        "every processor Service resolves",
-                    ));
-                }
-                ObjectStatus::new(
-                    Kind::ExtensionPolicy,
-                    &m.policy.metadata,
-                    attach::ancestor_status(&m.ancestors, controller, &conditions),
-                )
-            })
-            .collect()
+        self.0.statuses(controller, now)
     }
 }
 
@@ -184,55 +80,37 @@ fn evaluate(
     key: &ObjectKey,
     p: &Arc<ExtensionPolicy>,
 ) -> Model {
-    let attach::Gathered {
-        targets,
-        ancestors,
-        not_found,
-        unsupported_target,
-    } = attach::gather(store, &key.namespace, ours, p.spec.targets.all(), TARGETS);
     let name: Arc<str> = key.to_string().into();
     let mut unresolved = None;
-    let compiled = match unsupported_target {
-        Some(what) => Err(NotAccepted::new(
-            "UnsupportedValue",
-            format!("Weir does not implement {what} (yet)"),
-        )),
-        None => compile(store, upstreams, key, &p.spec, &mut unresolved),
+    let compile = || {
+        let processors = compile(store, upstreams, key, &p.spec, &mut unresolved)?;
+        Ok(Arc::new(ExtProc {
+            name: name.clone(),
+            deny: None,
+            processors,
+        }))
     };
-    let (not_accepted, compiled) = match compiled {
-        Ok(_) if targets.is_empty() && not_found.is_some() => (not_found, None),
-        Ok(processors) => (
-            None,
-            Some(Arc::new(ExtProc {
-                name,
-                deny: None,
-                processors,
-            })),
-        ),
-        // Fail closed: the targets are held and answer 500.
-        Err(n) => {
-            let why: Arc<str> =
-                format!("ExtensionPolicy {key} is not accepted ({})", n.reason).into();
-            let deny = (!targets.is_empty()).then(|| {
-                Arc::new(ExtProc {
-                    name,
-                    deny: Some(why),
-                    processors: Vec::new(),
-                })
-            });
-            (Some(n), deny)
-        }
+    // Fail closed: the targets are held and answer 500.
+    let deny = |n: &NotAccepted| {
+        Arc::new(ExtProc {
+            name: name.clone(),
+            deny: Some(format!("ExtensionPolicy {key} is not accepted ({})", n.reason).into()),
+            processors: Vec::new(),
+        })
     };
-    Model {
-        key: key.clone(),
-        policy: p.clone(),
-        targets,
-        not_accepted,
-        unresolved,
-        compiled,
-        conflicted: false,
-        ancestors,
-    }
+    let refs = p.spec.targets.all();
+    let mut model = attached::evaluate(store, ours, (key, p), refs, TARGETS, compile, Some(&deny));
+    model.also = match unresolved {
+        Some((reason, message)) => vec![Also::new("ResolvedRefs", false, reason, message)],
+        None if model.not_accepted.is_none() => vec![Also::new(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "every processor Service resolves",
+        )],
+        None => Vec::new(),
+    };
+    model
 }
 
 /// The paths of the fields Weir does not implement.

@@ -21,18 +21,18 @@
 //!   nothing.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use weir_snapshot::{ExtAuth, RouteAction, RouteEntry, Security};
+use weir_snapshot::{ExtAuth, RouteAction, Security};
 use weir_store::policies::{SecretObjectRef, SecurityPolicySpec, Unsupported};
-use weir_store::{Kind, ObjectKey, SecurityPolicy, Store};
+use weir_store::{ObjectKey, SecurityPolicy, Store};
 
 use crate::backend::Upstreams;
-use crate::conditions::Conditions;
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target};
+use crate::policy::attach::{Allowed, NotAccepted};
+use crate::policy::attached::{self, Attached};
 use crate::refgrant;
 use crate::ObjectStatus;
 
@@ -49,134 +49,43 @@ const TARGETS: Allowed = Allowed {
     service: false,
 };
 
-struct Model {
-    key: ObjectKey,
-    policy: Arc<SecurityPolicy>,
-    targets: Vec<Target>,
-    not_accepted: Option<NotAccepted>,
-    /// What its targets get: the policy, or a deny-all when it cannot be applied.
-    compiled: Option<Arc<Security>>,
+/// What a SecurityPolicy's targets get.
+struct Compiled {
+    /// The policy, or a deny-all when it cannot be applied.
+    security: Arc<Security>,
     /// Its `extAuth`, when it has one and is applied.
     ext_auth: Option<Arc<ExtAuth>>,
-    conflicted: bool,
-    ancestors: BTreeSet<ObjectKey>,
 }
 
+type Model = attached::Model<SecurityPolicy, Compiled>;
+
 /// Every SecurityPolicy, and which one holds each target.
-pub struct SecurityPolicies {
-    models: Vec<Model>,
-    index: BTreeMap<Target, usize>,
-}
+pub struct SecurityPolicies(Attached<SecurityPolicy, Compiled>);
 
 impl SecurityPolicies {
     /// Evaluate every policy; `ours`: the Gateways of our classes; `upstreams`: where the
     /// `extAuth` auth Services resolve (shared with the routes').
     pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>, upstreams: &mut Upstreams) -> Self {
-        let mut models: Vec<Model> = store
-            .security_policies
-            .iter()
-            .map(|(key, p)| evaluate(store, upstreams, ours, key, p))
-            .collect();
-        models.sort_by(|a, b| {
-            (crate::meta::created(&a.policy.metadata), &a.key)
-                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
-        });
-        let settled = attach::settle_where(&models, |m| {
-            m.compiled.is_some().then(|| Candidate {
-                meta: &m.policy.metadata,
-                key: &m.key,
-                targets: &m.targets,
-            })
-        });
-        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
-            m.conflicted = conflicted;
-        }
-        Self {
-            models,
-            index: settled.winners,
-        }
+        Self(Attached::build(
+            store,
+            "Gateway, route or rule",
+            |key, p| evaluate(store, upstreams, ours, key, p),
+        ))
     }
 
-    /// The policy (index) in effect for a route entry of `gateway`.
-    fn effective(&self, gateway: &ObjectKey, action: &RouteAction) -> Option<usize> {
-        attach::effective(&self.index, gateway, action)
-    }
-
-    /// Put the effective policy on every route entry of our Gateways; entries that share an
-    /// action and get the same policy keep sharing one.
+    /// Put the effective policy on every route entry of our Gateways.
     pub fn place(&self, gateways: &mut [GatewayModel]) {
-        if self.index.is_empty() {
-            return;
-        }
-        let mut made: HashMap<(*const RouteAction, usize), Arc<RouteAction>> = HashMap::new();
-        for g in gateways.iter_mut() {
-            let gateway = g.key.clone();
-            for l in g.listeners.iter_mut() {
-                for (_, entry) in l.entries.iter_mut() {
-                    let Some(i) = self.effective(&gateway, &entry.action) else {
-                        continue;
-                    };
-                    let model = &self.models[i];
-                    let Some(compiled) = &model.compiled else {
-                        continue;
-                    };
-                    let old = &entry.action;
-                    let action = made
-                        .entry((Arc::as_ptr(old), i))
-                        .or_insert_with(|| {
-                            Arc::new(RouteAction {
-                                route: old.route.clone(),
-                                filters: old.filters.clone(),
-                                backends: old.backends.clone(),
-                                total_weight: old.total_weight,
-                                timeouts: old.timeouts,
-                                policy: old.policy.clone(),
-                                security: Some(compiled.clone()),
-                                ext_proc: old.ext_proc.clone(),
-                                // The rule's own ExternalAuth filter wins over the policy's.
-                                ext_auth: old.ext_auth.clone().or_else(|| model.ext_auth.clone()),
-                            })
-                        })
-                        .clone();
-                    *entry = Arc::new(RouteEntry {
-                        rank: entry.rank.clone(),
-                        matcher: entry.matcher.clone(),
-                        action,
-                    });
-                }
-            }
-        }
+        self.0.place(gateways, |old, compiled| RouteAction {
+            security: Some(compiled.security.clone()),
+            // The rule's own ExternalAuth filter wins over the policy's.
+            ext_auth: old.ext_auth.clone().or_else(|| compiled.ext_auth.clone()),
+            ..attached::copy(old)
+        });
     }
 
     /// One status per policy: an ancestor entry per Gateway it affects.
     pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
-        self.models
-            .iter()
-            .map(|m| {
-                let c = Conditions {
-                    generation: m.policy.metadata.generation,
-                    now,
-                };
-                let accepted = if let Some(n) = &m.not_accepted {
-                    c.make("Accepted", false, n.reason, n.message.clone())
-                } else if m.conflicted {
-                    c.make(
-                        "Accepted",
-                        false,
-                        "Conflicted",
-                        "an older SecurityPolicy (or one first by namespace/name) targets the \
-                         same Gateway, route or rule",
-                    )
-                } else {
-                    c.make("Accepted", true, "Accepted", "Policy has been accepted")
-                };
-                ObjectStatus::new(
-                    Kind::SecurityPolicy,
-                    &m.policy.metadata,
-                    attach::ancestor_status(&m.ancestors, controller, &[accepted]),
-                )
-            })
-            .collect()
+        self.0.statuses(controller, now)
     }
 }
 
@@ -187,45 +96,26 @@ fn evaluate(
     key: &ObjectKey,
     p: &Arc<SecurityPolicy>,
 ) -> Model {
-    let attach::Gathered {
-        targets,
-        ancestors,
-        not_found,
-        unsupported_target,
-    } = attach::gather(store, &key.namespace, ours, p.spec.targets.all(), TARGETS);
     let name: Arc<str> = key.to_string().into();
     let id = identity(key, &p.spec);
-    let compiled = match unsupported_target {
-        Some(what) => Err(NotAccepted::new(
-            "UnsupportedValue",
-            format!("Weir does not implement {what} (yet)"),
+    let compile = || {
+        let (security, ext_auth) = compile(store, upstreams, key, name.clone(), id, &p.spec)?;
+        Ok(Compiled {
+            security: Arc::new(security),
+            ext_auth: ext_auth.map(Arc::new),
+        })
+    };
+    // Fail closed: the targets are held with a deny-all.
+    let deny = |n: &NotAccepted| Compiled {
+        security: Arc::new(Security::deny(
+            name.clone(),
+            id,
+            format!("SecurityPolicy {key} is not accepted ({})", n.reason),
         )),
-        None => compile(store, upstreams, key, name.clone(), id, &p.spec),
+        ext_auth: None,
     };
-    let mut ext_auth = None;
-    let (not_accepted, compiled) = match compiled {
-        Ok(_) if targets.is_empty() && not_found.is_some() => (not_found, None),
-        Ok((s, e)) => {
-            ext_auth = e.map(Arc::new);
-            (None, Some(Arc::new(s)))
-        }
-        // Fail closed: the targets are held with a deny-all.
-        Err(n) => {
-            let why = format!("SecurityPolicy {key} is not accepted ({})", n.reason);
-            let deny = (!targets.is_empty()).then(|| Arc::new(Security::deny(name, id, why)));
-            (Some(n), deny)
-        }
-    };
-    Model {
-        key: key.clone(),
-        policy: p.clone(),
-        targets,
-        not_accepted,
-        compiled,
-        ext_auth,
-        conflicted: false,
-        ancestors,
-    }
+    let refs = p.spec.targets.all();
+    attached::evaluate(store, ours, (key, p), refs, TARGETS, compile, Some(&deny))
 }
 
 /// The paths of the fields Weir does not implement.

@@ -36,12 +36,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use weir_snapshot::{BackendTarget, RetryBudget, RouteAction, RouteEntry, SessionPersistence};
+use weir_snapshot::{BackendTarget, RetryBudget, RouteAction, SessionPersistence};
+use weir_store::gw::xbackendtrafficpolicies::XBackendTrafficPolicyTargetRefs;
 use weir_store::{Kind, ObjectKey, Store, XBackendTrafficPolicy};
 
-use crate::conditions::Conditions;
 use crate::model::GatewayModel;
-use crate::policy::attach::{self, Allowed, Candidate, NotAccepted, Target, TargetRef};
+use crate::policy::attach::{self, Allowed, NotAccepted, Target, TargetRef};
+use crate::policy::attached::{self, Attached};
 use crate::policy::backend::traffic::{budget, BudgetFields};
 use crate::refgrant::core_group;
 use crate::session::Spec;
@@ -54,115 +55,63 @@ const TARGETS: Allowed = Allowed {
     service: true,
 };
 
-struct Model {
-    key: ObjectKey,
-    policy: Arc<XBackendTrafficPolicy>,
-    /// Every Service it names (existing or not): its ancestors are the Gateways using them.
-    named: Vec<ObjectKey>,
-    /// The Services it holds when accepted.
-    targets: Vec<Target>,
-    not_accepted: Option<NotAccepted>,
-    conflicted: bool,
+/// What an XBackendTrafficPolicy's Services get.
+struct Compiled {
     budget: Option<RetryBudget>,
     /// The session settings (scope and, without `sessionName`, name set per entry), and
     /// whether `sessionName` was given.
     session: Option<(SessionPersistence, bool)>,
     /// A hash of the policy's name and spec.
     id: u64,
-    ancestors: BTreeSet<ObjectKey>,
 }
 
-impl Model {
-    fn applies(&self) -> bool {
-        self.not_accepted.is_none() && !self.conflicted
-    }
-}
+type Model = attached::Model<XBackendTrafficPolicy, Compiled>;
 
 /// Every XBackendTrafficPolicy, and which one holds each Service.
-pub struct XBackendPolicies {
-    models: Vec<Model>,
-    /// Service → the policy (index into `models`) that holds it.
-    index: BTreeMap<ObjectKey, usize>,
-}
+pub struct XBackendPolicies(Attached<XBackendTrafficPolicy, Compiled>);
 
 impl XBackendPolicies {
     /// Evaluate every policy; `ours`: the Gateways of our classes.
     pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>) -> Self {
-        let mut models: Vec<Model> = store
+        // The Gateways using each Service a policy names: its ancestors.
+        let named: BTreeSet<ObjectKey> = store
             .x_backend_traffic_policies
             .iter()
-            .map(|(key, p)| evaluate(store, key, p))
+            .flat_map(|(key, p)| p.spec.target_refs.iter().filter_map(|t| service(key, t)))
             .collect();
-        // Status in precedence order: oldest first, then namespace/name.
-        models.sort_by(|a, b| {
-            (crate::meta::created(&a.policy.metadata), &a.key)
-                .cmp(&(crate::meta::created(&b.policy.metadata), &b.key))
-        });
-        let settled = attach::settle_where(&models, |m| {
-            m.not_accepted.is_none().then(|| Candidate {
-                meta: &m.policy.metadata,
-                key: &m.key,
-                targets: &m.targets,
-            })
-        });
-        for (m, conflicted) in models.iter_mut().zip(settled.conflicted) {
-            m.conflicted = conflicted;
-        }
-        let index = settled
-            .winners
-            .into_iter()
-            .map(|(t, i)| (t.key, i))
-            .collect();
-        let mut named: BTreeMap<ObjectKey, Vec<usize>> = BTreeMap::new();
-        for (i, m) in models.iter().enumerate() {
-            for s in &m.named {
-                named.entry(s.clone()).or_default().push(i);
-            }
-        }
-        if !named.is_empty() {
-            for (service, gateways) in users(store, ours, &named) {
-                for &i in named.get(&service).into_iter().flatten() {
-                    models[i].ancestors.extend(gateways.iter().cloned());
-                }
-            }
-        }
-        Self { models, index }
+        let users = if named.is_empty() {
+            BTreeMap::new()
+        } else {
+            users(store, ours, &named)
+        };
+        Self(Attached::build(store, "Service", |key, p| {
+            evaluate(store, &users, key, p)
+        }))
     }
 
     /// Put each Service's policy on the route entries of our Gateways that use it. Entries
     /// without any policy keep their action as is.
     pub fn place(&self, gateways: &mut [GatewayModel]) {
-        if self.index.is_empty() {
+        if self.0.index().is_empty() {
             return;
         }
         let mut made: HashMap<*const RouteAction, Option<Arc<RouteAction>>> = HashMap::new();
-        for g in gateways.iter_mut() {
-            for l in g.listeners.iter_mut() {
-                for (_, entry) in l.entries.iter_mut() {
-                    let old = &entry.action;
-                    let action = made
-                        .entry(Arc::as_ptr(old))
-                        .or_insert_with(|| self.apply(old, &services(old)))
-                        .clone();
-                    if let Some(action) = action {
-                        *entry = Arc::new(RouteEntry {
-                            rank: entry.rank.clone(),
-                            matcher: entry.matcher.clone(),
-                            action,
-                        });
-                    }
-                }
-            }
-        }
+        attached::each_action(gateways, |_, old| {
+            made.entry(Arc::as_ptr(old))
+                .or_insert_with(|| self.apply(old, &services(old)))
+                .clone()
+        });
     }
 
     /// The action with the Services' policies, `None` when they change nothing.
     fn apply(&self, old: &RouteAction, services: &[ObjectKey]) -> Option<Arc<RouteAction>> {
-        let held = |want: fn(&Model) -> bool| {
+        let held = |want: fn(&Compiled) -> bool| {
             services.iter().find_map(|s| {
-                let i = *self.index.get(s)?;
-                let m = &self.models[i];
-                (m.applies() && want(m)).then_some((s, m))
+                let target = Target::new(Kind::Service, s.clone(), None);
+                let i = *self.0.index().get(&target)?;
+                let m = self.0.model(i);
+                let compiled = m.compiled.as_ref()?;
+                (!self.0.is_conflicted(i) && want(compiled)).then_some((s, m, compiled))
             })
         };
         let current = old.policy.as_deref();
@@ -182,13 +131,13 @@ impl XBackendPolicies {
         let mut h = DefaultHasher::new();
         ("xbackend", policy.id).hash(&mut h);
         let mut names = vec![policy.name.to_string()];
-        if let Some((_, m)) = budget_from {
-            policy.retry_budget = m.budget;
-            m.id.hash(&mut h);
+        if let Some((_, m, c)) = budget_from {
+            policy.retry_budget = c.budget;
+            c.id.hash(&mut h);
             names.push(m.key.to_string());
         }
-        if let Some((service, m)) = session_from {
-            if let Some((base, named)) = &m.session {
+        if let Some((service, m, c)) = session_from {
+            if let Some((base, named)) = &c.session {
                 let mut s = DefaultHasher::new();
                 ("xbackend-session", &m.key).hash(&mut s);
                 for b in old.backends.iter() {
@@ -203,7 +152,7 @@ impl XBackendPolicies {
                     session.name = default_name(service).into();
                 }
                 policy.session = Some(Arc::new(session));
-                m.id.hash(&mut h);
+                c.id.hash(&mut h);
                 if !names.contains(&m.key.to_string()) {
                     names.push(m.key.to_string());
                 }
@@ -213,47 +162,14 @@ impl XBackendPolicies {
         policy.name = names.join(" with ").into();
         policy.id = h.finish();
         Some(Arc::new(RouteAction {
-            route: old.route.clone(),
-            filters: old.filters.clone(),
-            backends: old.backends.clone(),
-            total_weight: old.total_weight,
-            timeouts: old.timeouts,
             policy: Some(Arc::new(policy.compiled())),
-            ext_auth: old.ext_auth.clone(),
-            security: old.security.clone(),
-            ext_proc: old.ext_proc.clone(),
+            ..attached::copy(old)
         }))
     }
 
     /// One status per policy: an ancestor entry per Gateway of ours using its Services.
     pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
-        self.models
-            .iter()
-            .map(|m| {
-                let c = Conditions {
-                    generation: m.policy.metadata.generation,
-                    now,
-                };
-                let accepted = if let Some(n) = &m.not_accepted {
-                    c.make("Accepted", false, n.reason, n.message.clone())
-                } else if m.conflicted {
-                    c.make(
-                        "Accepted",
-                        false,
-                        "Conflicted",
-                        "an older XBackendTrafficPolicy (or one first by namespace/name) \
-                         targets the same Service",
-                    )
-                } else {
-                    c.make("Accepted", true, "Accepted", "Policy has been accepted")
-                };
-                ObjectStatus::new(
-                    Kind::XBackendTrafficPolicy,
-                    &m.policy.metadata,
-                    attach::ancestor_status(&m.ancestors, controller, &[accepted]),
-                )
-            })
-            .collect()
+        self.0.statuses(controller, now)
     }
 }
 
@@ -266,7 +182,7 @@ type BackendRefFields<'a> = (Option<&'a str>, Option<&'a str>, &'a str, Option<&
 fn users(
     store: &Store,
     ours: &BTreeSet<ObjectKey>,
-    wanted: &BTreeMap<ObjectKey, Vec<usize>>,
+    wanted: &BTreeSet<ObjectKey>,
 ) -> BTreeMap<ObjectKey, BTreeSet<ObjectKey>> {
     let mut out: BTreeMap<ObjectKey, BTreeSet<ObjectKey>> = BTreeMap::new();
     let mut add = |kind: Kind, route: &ObjectKey, refs: Vec<BackendRefFields<'_>>| {
@@ -275,7 +191,7 @@ fn users(
             let service = core_group(group.unwrap_or_default()).is_empty()
                 && k.unwrap_or("Service") == "Service";
             let key = ObjectKey::new(ns.unwrap_or(&route.namespace), name);
-            if !service || !wanted.contains_key(&key) {
+            if !service || !wanted.contains(&key) {
                 continue;
             }
             let gateways = gateways.get_or_insert_with(|| {
@@ -344,8 +260,20 @@ fn invalid(message: impl Into<String>) -> NotAccepted {
     NotAccepted::new("Invalid", message)
 }
 
-fn evaluate(store: &Store, key: &ObjectKey, p: &Arc<XBackendTrafficPolicy>) -> Model {
-    let mut named = Vec::new();
+/// The Service a policy's `targetRef` names, when it names a core Service.
+fn service(policy: &ObjectKey, t: &XBackendTrafficPolicyTargetRefs) -> Option<ObjectKey> {
+    (core_group(&t.group).is_empty() && t.kind == "Service")
+        .then(|| ObjectKey::new(policy.namespace.clone(), t.name.as_str()))
+}
+
+/// Evaluate one policy; `users`: the Gateways of ours using each Service policies name.
+fn evaluate(
+    store: &Store,
+    users: &BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    key: &ObjectKey,
+    p: &Arc<XBackendTrafficPolicy>,
+) -> Model {
+    let mut ancestors = BTreeSet::new();
     let mut targets = Vec::new();
     let mut not_found = None;
     let mut bad_target = None;
@@ -356,9 +284,8 @@ fn evaluate(store: &Store, key: &ObjectKey, p: &Arc<XBackendTrafficPolicy>) -> M
             name: &t.name,
             section_name: None,
         };
-        let resolved = (core_group(&t.group).is_empty() && t.kind == "Service")
-            .then(|| attach::resolve(store, &key.namespace, r, TARGETS))
-            .flatten();
+        let resolved =
+            service(key, t).and_then(|_| attach::resolve(store, &key.namespace, r, TARGETS));
         let Some(resolved) = resolved else {
             bad_target = bad_target.or(Some(invalid(format!(
                 "spec.targetRefs[{i}]: {} {:?} {}: an XBackendTrafficPolicy can only target a \
@@ -369,7 +296,9 @@ fn evaluate(store: &Store, key: &ObjectKey, p: &Arc<XBackendTrafficPolicy>) -> M
             ))));
             continue;
         };
-        named.push(resolved.target.key.clone());
+        if let Some(gateways) = users.get(&resolved.target.key) {
+            ancestors.extend(gateways.iter().cloned());
+        }
         match resolved.not_found {
             Some(n) => not_found = not_found.or(Some(n)),
             None => targets.push(resolved.target),
@@ -377,44 +306,34 @@ fn evaluate(store: &Store, key: &ObjectKey, p: &Arc<XBackendTrafficPolicy>) -> M
     }
     let compiled = match bad_target {
         Some(n) => Err(n),
-        None => compile(&p.spec),
+        None => compile(key, &p.spec),
     };
-    let (budget, session, not_accepted) = match compiled {
-        Err(n) => (None, None, Some(n)),
+    let (compiled, not_accepted) = match compiled {
+        Err(n) => (None, Some(n)),
         Ok(_) if targets.is_empty() => (
-            None,
             None,
             Some(not_found.unwrap_or_else(|| {
                 NotAccepted::new("TargetNotFound", "spec.targetRefs names no Service")
             })),
         ),
-        Ok((budget, session)) => (budget, session, None),
+        Ok(compiled) => (Some(compiled), None),
     };
     if not_accepted.is_some() {
         targets.clear();
     }
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    serde_json::to_string(&p.spec)
-        .unwrap_or_default()
-        .hash(&mut h);
     Model {
         key: key.clone(),
         policy: p.clone(),
-        named,
         targets,
+        ancestors,
         not_accepted,
-        conflicted: false,
-        budget,
-        session,
-        id: h.finish(),
-        ancestors: BTreeSet::new(),
+        also: Vec::new(),
+        compiled,
     }
 }
 
-type Compiled = (Option<RetryBudget>, Option<(SessionPersistence, bool)>);
-
 fn compile(
+    key: &ObjectKey,
     spec: &weir_store::gw::xbackendtrafficpolicies::XBackendTrafficPolicySpec,
 ) -> Result<Compiled, NotAccepted> {
     let budget = match &spec.retry_constraint {
@@ -450,7 +369,14 @@ fn compile(
             Some((settings, s.session_name.is_some()))
         }
     };
-    Ok((budget, session))
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+    Ok(Compiled {
+        budget,
+        session,
+        id: h.finish(),
+    })
 }
 
 #[cfg(test)]

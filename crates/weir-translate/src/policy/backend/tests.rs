@@ -3,92 +3,40 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
 use weir_snapshot::{
-    AbortStatus, BackendPolicy, RequestView, RetryBudget, RetryTriggers, RouteAction, Share,
-    UpstreamConnection,
+    AbortStatus, BackendPolicy, RetryBudget, RetryTriggers, Share, UpstreamConnection,
 };
 use weir_store::Kind;
 
-use crate::tests::{cond, is, run, status, store_with_class};
+use crate::policy::fixture::{self, action, gateway, routes, GW, ROUTE, RULE_A};
+use crate::tests::{is, run, status, store_with_class};
 use crate::Output;
 
 /// Gateway `gw` (port 80); HTTPRoute `r` with rules `a` (/a) and `b` (/b) and a rule without
 /// a name (/c); HTTPRoute `other` (/o).
-const WORLD: &str = "
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns, generation: 1}
-spec:
-  gatewayClassName: weir
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc, namespace: ns}
-spec: {ports: [{port: 80}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: ns}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - name: a
-    matches: [{path: {type: PathPrefix, value: /a}}]
+const WORLD: &str = concat!(
+    gateway!(),
+    routes!(
+        "    timeouts: {request: 7s}
+",
+        "  - matches: [{path: {type: PathPrefix, value: /c}}]
     backendRefs: [{name: svc, port: 80}]
-  - name: b
-    matches: [{path: {type: PathPrefix, value: /b}}]
-    backendRefs: [{name: svc, port: 80}]
-    timeouts: {request: 7s}
-  - matches: [{path: {type: PathPrefix, value: /c}}]
-    backendRefs: [{name: svc, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: other, namespace: ns}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /o}}]
-    backendRefs: [{name: svc, port: 80}]
-";
-
-const GW: &str = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}";
-const ROUTE: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}";
-const RULE_A: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: a}";
+"
+    )
+);
 
 fn policy(name: &str, created: &str, target: &str, spec: &str) -> String {
-    format!(
-        "
----
-apiVersion: gateway.weir.dev/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {{name: {name}, namespace: ns, generation: 2, creationTimestamp: '{created}'}}
-spec:
-  targetRefs: [{target}]
-{spec}"
+    fixture::policy(
+        Kind::BackendTrafficPolicy,
+        name,
+        created,
+        &format!("[{target}]"),
+        spec,
     )
 }
 
 fn translate(policies: &[String]) -> Output {
-    run(&store_with_class(&format!("{WORLD}{}", policies.concat())))
-}
-
-fn action<'a>(out: &'a Output, path: &str) -> &'a RouteAction {
-    let socket = out.snapshot.socket(None, 80).expect("socket");
-    let headers = HeaderMap::new();
-    let view = RequestView {
-        method: &Method::GET,
-        path,
-        query: None,
-        headers: &headers,
-    };
-    &socket.listeners[0]
-        .find_route("x.example", &view)
-        .expect("a route")
-        .action
+    fixture::translate(WORLD, policies)
 }
 
 fn policy_of<'a>(out: &'a Output, path: &str) -> Option<&'a BackendPolicy> {
@@ -96,17 +44,11 @@ fn policy_of<'a>(out: &'a Output, path: &str) -> Option<&'a BackendPolicy> {
 }
 
 fn accepted(out: &Output, name: &str) -> (String, String) {
-    cond(
-        status(out, Kind::BackendTrafficPolicy, "ns", name),
-        "parent ns/gw",
-        "Accepted",
-    )
+    fixture::condition(out, Kind::BackendTrafficPolicy, name, "Accepted")
 }
 
 fn message(out: &Output, name: &str) -> String {
-    status(out, Kind::BackendTrafficPolicy, "ns", name).condition_lines()[0]
-        .4
-        .clone()
+    fixture::message(out, Kind::BackendTrafficPolicy, name)
 }
 
 #[test]

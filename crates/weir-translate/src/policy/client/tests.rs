@@ -7,6 +7,7 @@ use std::time::Duration;
 use weir_snapshot::{ClientIpDetection, ClientPolicy, RequestIdMode, TlsVersion};
 use weir_store::Kind;
 
+use crate::policy::fixture::{self, GW};
 use crate::tests::{cond, has_status, is, run, status, store_with_class};
 use crate::Output;
 
@@ -33,25 +34,17 @@ spec:
 ";
 
 fn policy(name: &str, created: &str, target: &str, spec: &str) -> String {
-    format!(
-        "
----
-apiVersion: gateway.weir.dev/v1alpha1
-kind: ClientTrafficPolicy
-metadata: {{name: {name}, namespace: ns, generation: 3, creationTimestamp: '{created}'}}
-spec:
-  targetRefs: [{target}]
-{spec}"
+    fixture::policy(
+        Kind::ClientTrafficPolicy,
+        name,
+        created,
+        &format!("[{target}]"),
+        spec,
     )
 }
 
-const GW: &str = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}";
-
 fn translate(policies: &[String]) -> Output {
-    run(&store_with_class(&format!(
-        "{GATEWAYS}{}",
-        policies.concat()
-    )))
+    fixture::translate(GATEWAYS, policies)
 }
 
 fn socket_policy(out: &Output, port: u16) -> Option<&ClientPolicy> {
@@ -63,11 +56,7 @@ fn socket_policy(out: &Output, port: u16) -> Option<&ClientPolicy> {
 }
 
 fn accepted(out: &Output, name: &str) -> (String, String) {
-    cond(
-        status(out, Kind::ClientTrafficPolicy, "ns", name),
-        "parent ns/gw",
-        "Accepted",
-    )
+    fixture::condition(out, Kind::ClientTrafficPolicy, name, "Accepted")
 }
 
 #[test]
@@ -114,7 +103,7 @@ fn a_gateway_policy_compiles_onto_every_socket_of_the_gateway() {
     let s = status(&out, Kind::ClientTrafficPolicy, "ns", "p");
     let ancestor = &s.status["ancestors"][0];
     assert_eq!(ancestor["ancestorRef"]["name"], "gw");
-    assert_eq!(ancestor["conditions"][0]["observedGeneration"], 3);
+    assert_eq!(ancestor["conditions"][0]["observedGeneration"], 2);
     assert_eq!(s.status["ancestors"].as_array().unwrap().len(), 1);
 }
 

@@ -3,88 +3,36 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
-use weir_snapshot::{BackendTarget, BodyMode, ExtProc, RequestView, RouteAction};
+use weir_snapshot::{BackendTarget, BodyMode, ExtProc};
 use weir_store::Kind;
 
-use crate::tests::{cond, is, run, status, store_with_class};
+use crate::policy::fixture::{self, action, gateway, routes, ROUTE, RULE_A};
+use crate::tests::is;
 use crate::Output;
 
-const WORLD: &str = "
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns, generation: 1}
-spec:
-  gatewayClassName: weir
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc, namespace: ns}
-spec: {ports: [{port: 80}]}
----
+const WORLD: &str = concat!(
+    gateway!(),
+    "---
 apiVersion: v1
 kind: Service
 metadata: {name: proc, namespace: ns}
 spec: {ports: [{port: 9002, appProtocol: kubernetes.io/h2c}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: ns}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - name: a
-    matches: [{path: {type: PathPrefix, value: /a}}]
-    backendRefs: [{name: svc, port: 80}]
-  - name: b
-    matches: [{path: {type: PathPrefix, value: /b}}]
-    backendRefs: [{name: svc, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: other, namespace: ns}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /o}}]
-    backendRefs: [{name: svc, port: 80}]
-";
-
-const ROUTE: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}";
-const RULE_A: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: a}";
+",
+    routes!("", "")
+);
 
 fn policy(name: &str, created: &str, target: &str, spec: &str) -> String {
-    format!(
-        "
----
-apiVersion: gateway.weir.dev/v1alpha1
-kind: ExtensionPolicy
-metadata: {{name: {name}, namespace: ns, generation: 2, creationTimestamp: '{created}'}}
-spec:
-  targetRefs: [{target}]
-{spec}"
+    fixture::policy(
+        Kind::ExtensionPolicy,
+        name,
+        created,
+        &format!("[{target}]"),
+        spec,
     )
 }
 
 fn translate(policies: &[String]) -> Output {
-    run(&store_with_class(&format!("{WORLD}{}", policies.concat())))
-}
-
-fn action<'a>(out: &'a Output, path: &str) -> &'a RouteAction {
-    let socket = out.snapshot.socket(None, 80).expect("socket");
-    let headers = HeaderMap::new();
-    let view = RequestView {
-        method: &Method::GET,
-        path,
-        query: None,
-        headers: &headers,
-    };
-    &socket.listeners[0]
-        .find_route("x.example", &view)
-        .expect("a route")
-        .action
+    fixture::translate(WORLD, policies)
 }
 
 fn ext_proc<'a>(out: &'a Output, path: &str) -> Option<&'a ExtProc> {
@@ -92,11 +40,7 @@ fn ext_proc<'a>(out: &'a Output, path: &str) -> Option<&'a ExtProc> {
 }
 
 fn condition(out: &Output, name: &str, type_: &str) -> (String, String) {
-    cond(
-        status(out, Kind::ExtensionPolicy, "ns", name),
-        "parent ns/gw",
-        type_,
-    )
+    fixture::condition(out, Kind::ExtensionPolicy, name, type_)
 }
 
 const FULL: &str = "  extProc:
@@ -175,9 +119,7 @@ fn unsupported_fields_and_values_are_refused_by_name_and_fail_closed() {
             is("False", "UnsupportedValue"),
             "{field}"
         );
-        let message = status(&out, Kind::ExtensionPolicy, "ns", "xp").condition_lines()[0]
-            .4
-            .clone();
+        let message = fixture::message(&out, Kind::ExtensionPolicy, "xp");
         assert!(message.contains(field), "{field}: {message}");
         let x = ext_proc(&out, "/a").expect("its targets are held");
         assert!(x.deny.is_some(), "{field}: fail closed");

@@ -1,51 +1,20 @@
 //! SecurityPolicy translation: what reaches each route entry, precedence, every refusal and
 //! Invalid reason, fail closed, and the status ancestors.
 
-use http::{HeaderMap, Method};
-use weir_snapshot::{JwtKeys, KeySource, RequestView, RouteAction, Security};
+use http::Method;
+use weir_snapshot::{JwtKeys, KeySource, Security};
 use weir_store::Kind;
 
-use crate::tests::{cond, is, run, status, store_with_class};
+use crate::policy::fixture::{self, action, gateway, routes, GW, ROUTE, RULE_A};
+use crate::tests::{is, run, status, store_with_class};
 use crate::Output;
 
 /// Gateway `gw`; HTTPRoute `r` with rules `a` (/a) and `b` (/b); HTTPRoute `other` (/o);
 /// Secrets `users` (.htpasswd) and `keys` (client → key) in `ns`, `far-users` in `far`.
-const WORLD: &str = "
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns, generation: 1}
-spec:
-  gatewayClassName: weir
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc, namespace: ns}
-spec: {ports: [{port: 80}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: ns}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - name: a
-    matches: [{path: {type: PathPrefix, value: /a}}]
-    backendRefs: [{name: svc, port: 80}]
-  - name: b
-    matches: [{path: {type: PathPrefix, value: /b}}]
-    backendRefs: [{name: svc, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: other, namespace: ns}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /o}}]
-    backendRefs: [{name: svc, port: 80}]
----
+const WORLD: &str = concat!(
+    gateway!(),
+    routes!("", ""),
+    "---
 apiVersion: v1
 kind: Secret
 metadata: {name: users, namespace: ns}
@@ -65,44 +34,23 @@ kind: Secret
 metadata: {name: far-users, namespace: far}
 stringData:
   .htpasswd: 'carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g='
-";
-
-const GW: &str = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}";
-const ROUTE: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}";
-const RULE_A: &str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: a}";
+"
+);
 
 const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"}]}"#;
 
 fn policy(name: &str, created: &str, target: &str, spec: &str) -> String {
-    format!(
-        "
----
-apiVersion: gateway.weir.dev/v1alpha1
-kind: SecurityPolicy
-metadata: {{name: {name}, namespace: ns, generation: 2, creationTimestamp: '{created}'}}
-spec:
-  targetRefs: [{target}]
-{spec}"
+    fixture::policy(
+        Kind::SecurityPolicy,
+        name,
+        created,
+        &format!("[{target}]"),
+        spec,
     )
 }
 
 fn translate(policies: &[String]) -> Output {
-    run(&store_with_class(&format!("{WORLD}{}", policies.concat())))
-}
-
-fn action<'a>(out: &'a Output, path: &str) -> &'a RouteAction {
-    let socket = out.snapshot.socket(None, 80).expect("socket");
-    let headers = HeaderMap::new();
-    let view = RequestView {
-        method: &Method::GET,
-        path,
-        query: None,
-        headers: &headers,
-    };
-    &socket.listeners[0]
-        .find_route("x.example", &view)
-        .expect("a route")
-        .action
+    fixture::translate(WORLD, policies)
 }
 
 fn security<'a>(out: &'a Output, path: &str) -> Option<&'a Security> {
@@ -110,17 +58,11 @@ fn security<'a>(out: &'a Output, path: &str) -> Option<&'a Security> {
 }
 
 fn accepted(out: &Output, name: &str) -> (String, String) {
-    cond(
-        status(out, Kind::SecurityPolicy, "ns", name),
-        "parent ns/gw",
-        "Accepted",
-    )
+    fixture::condition(out, Kind::SecurityPolicy, name, "Accepted")
 }
 
 fn message(out: &Output, name: &str) -> String {
-    status(out, Kind::SecurityPolicy, "ns", name).condition_lines()[0]
-        .4
-        .clone()
+    fixture::message(out, Kind::SecurityPolicy, name)
 }
 
 #[test]

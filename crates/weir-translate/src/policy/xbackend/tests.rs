@@ -4,29 +4,18 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
-use weir_snapshot::{BackendPolicy, RequestView, RetryBudget, RouteAction, SessionCarrier};
+use weir_snapshot::{BackendPolicy, RetryBudget, SessionCarrier};
 use weir_store::Kind;
 
-use crate::tests::{cond, is, run, status, store_with_class};
+use crate::policy::fixture::{self, action, gateway};
+use crate::tests::{is, status};
 use crate::Output;
 
 /// Gateway `gw` (port 80); Services `svc`, `plain` and `ghost-user` (the last has no
 /// policy); HTTPRoute `r`, one rule per case.
-const WORLD: &str = "
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns, generation: 1}
-spec:
-  gatewayClassName: weir
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc, namespace: ns}
-spec: {ports: [{port: 80}]}
----
+const WORLD: &str = concat!(
+    gateway!(),
+    "---
 apiVersion: v1
 kind: Service
 metadata: {name: plain, namespace: ns}
@@ -60,21 +49,13 @@ spec:
   - name: btp
     matches: [{path: {type: PathPrefix, value: /btp}}]
     backendRefs: [{name: svc, port: 80}]
-";
+"
+);
 
 const SVC: &str = "{group: '', kind: Service, name: svc}";
 
 fn policy(name: &str, created: &str, targets: &str, spec: &str) -> String {
-    format!(
-        "
----
-apiVersion: gateway.networking.x-k8s.io/v1alpha1
-kind: XBackendTrafficPolicy
-metadata: {{name: {name}, namespace: ns, generation: 2, creationTimestamp: '{created}'}}
-spec:
-  targetRefs: {targets}
-{spec}"
-    )
+    fixture::policy(Kind::XBackendTrafficPolicy, name, created, targets, spec)
 }
 
 const FULL: &str = "
@@ -97,22 +78,7 @@ spec:
 ";
 
 fn translate(extra: &[String]) -> Output {
-    run(&store_with_class(&format!("{WORLD}{}", extra.concat())))
-}
-
-fn action<'a>(out: &'a Output, path: &str) -> &'a RouteAction {
-    let socket = out.snapshot.socket(None, 80).expect("socket");
-    let headers = HeaderMap::new();
-    let view = RequestView {
-        method: &Method::GET,
-        path,
-        query: None,
-        headers: &headers,
-    };
-    &socket.listeners[0]
-        .find_route("x.example", &view)
-        .expect("a route")
-        .action
+    fixture::translate(WORLD, extra)
 }
 
 fn policy_of<'a>(out: &'a Output, path: &str) -> Option<&'a BackendPolicy> {
@@ -120,17 +86,11 @@ fn policy_of<'a>(out: &'a Output, path: &str) -> Option<&'a BackendPolicy> {
 }
 
 fn accepted(out: &Output, name: &str) -> (String, String) {
-    cond(
-        status(out, Kind::XBackendTrafficPolicy, "ns", name),
-        "parent ns/gw",
-        "Accepted",
-    )
+    fixture::condition(out, Kind::XBackendTrafficPolicy, name, "Accepted")
 }
 
 fn message(out: &Output, name: &str) -> String {
-    status(out, Kind::XBackendTrafficPolicy, "ns", name).condition_lines()[0]
-        .4
-        .clone()
+    fixture::message(out, Kind::XBackendTrafficPolicy, name)
 }
 
 #[test]
