@@ -432,22 +432,11 @@ pub(crate) fn server_builder(
     let header_timeout = policy
         .and_then(|p| p.request_received_timeout)
         .unwrap_or_else(|| idle_timeout.max(Duration::from_secs(30)));
-    {
-        let mut h1 = builder.http1();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_buf_size(read_buffer);
-        // EXPERIMENT (h1buf, not for merge): hyper tunables from the environment.
-        if let Some(v) = exp_env("WEIR_EXP_SRV_WRITEV") {
-            h1.writev(v != 0);
-        }
-        if let Some(v) = exp_env("WEIR_EXP_SRV_HALF_CLOSE") {
-            h1.half_close(v != 0);
-        }
-        if let Some(v) = exp_env("WEIR_EXP_SRV_MAX_BUF") {
-            h1.max_buf_size(v.max(8192));
-        }
-    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(read_buffer);
     let mut h2 = builder.http2();
     h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
@@ -470,11 +459,6 @@ pub(crate) fn server_builder(
         h2.initial_connection_window_size(window);
     }
     builder
-}
-
-/// EXPERIMENT (h1buf): a numeric knob from the environment.
-pub(crate) fn exp_env(name: &str) -> Option<usize> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// Where hyper's HTTP/2 server runs each stream: a task of its own, with the stream's future

@@ -53,19 +53,6 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Resolution of idle times.
 const TICK: Duration = Duration::from_secs(1);
 
-/// EXPERIMENT (h1buf): client writev, read_buf_exact_size, max_buf_size from the environment.
-fn exp_client_knobs() -> (Option<usize>, Option<usize>, Option<usize>) {
-    static K: std::sync::OnceLock<(Option<usize>, Option<usize>, Option<usize>)> =
-        std::sync::OnceLock::new();
-    *K.get_or_init(|| {
-        (
-            crate::exp_env("WEIR_EXP_CLI_WRITEV"),
-            crate::exp_env("WEIR_EXP_CLI_READ_EXACT"),
-            crate::exp_env("WEIR_EXP_CLI_MAX_BUF"),
-        )
-    })
-}
-
 pub(crate) type Http1Sender = http1::SendRequest<UpstreamBody>;
 pub(crate) type Http2Sender = http2::SendRequest<UpstreamBody>;
 
@@ -478,18 +465,7 @@ impl Pools {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let knobs = exp_client_knobs();
-        let mut b = http1::Builder::new();
-        if let Some(v) = knobs.0 {
-            b.writev(v != 0);
-        }
-        if let Some(v) = knobs.1 {
-            b.read_buf_exact_size(Some(v));
-        }
-        if let Some(v) = knobs.2 {
-            b.max_buf_size(v.max(8192));
-        }
-        let (tx, conn) = b
+        let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;
