@@ -46,6 +46,15 @@ impl ConnCtx {
         }
     }
 
+    /// Whether rate-limited routes answer with `x-ratelimit-*` headers: yes, unless the
+    /// socket's ClientTrafficPolicy sets `headers.disableRateLimitHeaders`.
+    pub(crate) fn rate_limit_headers(&self) -> bool {
+        !self
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.policy.disable_rate_limit_headers)
+    }
+
     pub(crate) fn scheme(&self) -> RedirectScheme {
         if self.tls {
             RedirectScheme::Https

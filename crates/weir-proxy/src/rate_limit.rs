@@ -194,6 +194,18 @@ static X_RATELIMIT_REMAINING: http::HeaderName =
     http::HeaderName::from_static("x-ratelimit-remaining");
 static X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
 
+/// Remove the `x-ratelimit-*` headers (`headers.disableRateLimitHeaders` of a
+/// ClientTrafficPolicy); `retry-after` stays.
+pub(crate) fn strip_headers(headers: &mut HeaderMap) {
+    for name in [
+        &X_RATELIMIT_LIMIT,
+        &X_RATELIMIT_REMAINING,
+        &X_RATELIMIT_RESET,
+    ] {
+        headers.remove(name);
+    }
+}
+
 /// The 429 (or, from [`global`], a fail-closed 500) for a refused request: status and body
 /// from the one error table, the decision's headers, and the access-log flag.
 pub(crate) fn refusal(err: &ProxyError, decision: Option<&Decision>) -> Response<ProxyBody> {

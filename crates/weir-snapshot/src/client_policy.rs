@@ -54,6 +54,9 @@ pub struct ClientPolicy {
     /// request body (`Content-Type: application/json`, at most this many bytes, else 413)
     /// is copied into `X-Gateway-Model-Name`; the body is forwarded unchanged.
     pub body_based_routing: Option<u64>,
+    /// `headers.disableRateLimitHeaders`: responses on this socket carry no
+    /// `x-ratelimit-limit`, `-remaining` or `-reset` (a 429 keeps `retry-after`).
+    pub disable_rate_limit_headers: bool,
 }
 
 /// `clientIPDetection.xForwardedFor`: the client address is taken from X-Forwarded-For when

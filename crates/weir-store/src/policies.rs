@@ -160,6 +160,9 @@ pub struct HeaderSettings {
     /// `PreserveOrGenerate`, `Preserve`, `Generate` or `Disable`.
     #[serde(default, rename = "requestID", skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Leave out the `x-ratelimit-*` headers a BackendTrafficPolicy rate limit adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_rate_limit_headers: Option<bool>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

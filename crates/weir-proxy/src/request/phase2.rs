@@ -57,17 +57,22 @@ pub(super) fn local_rate_limit(
         address: crate::rate_limit::client_address(&parts.extensions, conn.peer.ip()),
     };
     let decision = conn.shared.local_limits.check(rl, &client)?;
+    let headers = conn.rate_limit_headers();
     if decision.allowed {
-        ex.kept.get_or_insert_with(Default::default).rate_limit = Some(decision);
+        // Without the headers an admitted request keeps nothing for the response side.
+        if headers {
+            ex.kept.get_or_insert_with(Default::default).rate_limit = Some(decision);
+        }
         return None;
     }
     let metrics = &conn.shared.metrics;
     metrics.record_rate_limited(&ex.action.route.route, "local");
     metrics.record_error(ProxyError::RateLimited.classify().label);
-    Some(crate::rate_limit::refusal(
-        &ProxyError::RateLimited,
-        Some(&decision),
-    ))
+    let mut answer = crate::rate_limit::refusal(&ProxyError::RateLimited, Some(&decision));
+    if !headers {
+        crate::rate_limit::strip_headers(answer.headers_mut());
+    }
+    Some(answer)
 }
 
 /// Phase 2 under a BackendTrafficPolicy with `compression`: the coding the client takes, kept

@@ -64,11 +64,19 @@ pub(super) async fn run(
             )
             .await;
             let kept = ex.kept.get_or_insert_with(Default::default);
+            let headers = conn.rate_limit_headers();
             match step {
-                crate::rate_limit::global::Step::Answer(answer, decision) => {
-                    kept.rate_limit = decision;
+                crate::rate_limit::global::Step::Answer(mut answer, decision) => {
+                    if headers {
+                        kept.rate_limit = decision;
+                    } else {
+                        // And none from the local decision the answer's phase 6 would add.
+                        kept.rate_limit = None;
+                        crate::rate_limit::strip_headers(answer.headers_mut());
+                    }
                     return Ok(Flow::Answer(answer));
                 }
+                crate::rate_limit::global::Step::Pass(Some(_)) if !headers => {}
                 crate::rate_limit::global::Step::Pass(Some(d)) => {
                     kept.rate_limit = Some(match kept.rate_limit.take() {
                         None => d,

@@ -30,6 +30,15 @@ fn with_fault(abort: Option<FaultAbort>, delay: Option<FaultDelay>) -> BackendPo
 
 /// `/p` goes to `up` under `policy`; `/` goes to `up` without one.
 pub(crate) async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestProxy, SocketAddr) {
+    start_with_client(up, policy, None).await
+}
+
+/// [`start`], with a ClientTrafficPolicy on the socket.
+pub(crate) async fn start_with_client(
+    up: &Arc<Upstream>,
+    policy: BackendPolicy,
+    client: Option<weir_snapshot::ClientPolicy>,
+) -> (TestProxy, SocketAddr) {
     let port = free_port();
     let plain = forward_to("ns/plain", up);
     let a = forward_to("ns/r", up);
@@ -44,20 +53,19 @@ pub(crate) async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestPro
         security: None,
         ext_proc: None,
     });
-    let snap = snapshot(
-        1,
-        vec![socket(
-            port,
-            vec![listener(
-                "ns/gw",
-                None,
-                vec![
-                    (None, prefix("/p", with_policy)),
-                    (None, prefix("/", plain)),
-                ],
-            )],
+    let mut sock = socket(
+        port,
+        vec![listener(
+            "ns/gw",
+            None,
+            vec![
+                (None, prefix("/p", with_policy)),
+                (None, prefix("/", plain)),
+            ],
         )],
     );
+    sock.client_policy = client.map(Arc::new);
+    let snap = snapshot(1, vec![sock]);
     let proxy = TestProxy::start(config(), snap).await;
     let addr = proxy.addr(port);
     (proxy, addr)

@@ -112,6 +112,43 @@ async fn over_the_limit_is_429_with_headers_and_never_reaches_the_backend() {
     }
 }
 
+/// ClientTrafficPolicy `headers.disableRateLimitHeaders` (Envoy Gateway's field): the limit
+/// still holds, but no response carries `x-ratelimit-*`; a 429 keeps `retry-after`.
+#[tokio::test]
+async fn a_client_policy_turns_the_headers_off_but_not_the_limit() {
+    let echo = Echo::start("e").await;
+    let up = upstream("svc", &[echo.addr]);
+    let quiet = weir_snapshot::ClientPolicy {
+        name: "ns/ctp".into(),
+        id: 7,
+        disable_rate_limit_headers: true,
+        ..weir_snapshot::ClientPolicy::default()
+    };
+    let limit = with_limit(vec![rule(2, MINUTE, Vec::new(), 1)]);
+    let (_proxy, addr) = crate::fault::start_with_client(&up, limit, Some(quiet)).await;
+    let mut client = H1::connect(addr).await.unwrap();
+    let none = |r: &Resp| {
+        for name in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ] {
+            assert!(header(r, name).is_none(), "{name}: {:?}", header(r, name));
+        }
+    };
+    for _ in 0..2 {
+        let r = get(&mut client, "/p", None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        none(&r);
+    }
+    let r = get(&mut client, "/p", None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    none(&r);
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(echo.received.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn each_distinct_header_value_has_its_own_bucket() {
     let echo = Echo::start("e").await;

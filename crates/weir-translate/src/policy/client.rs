@@ -288,6 +288,7 @@ fn compile(
                 1024 * 1024,
             )? as usize);
         }
+        out.disable_rate_limit_headers = h.disable_rate_limit_headers.unwrap_or(false);
         out.request_id = match h.request_id.as_deref() {
             None => None,
             Some("PreserveOrGenerate") => Some(RequestIdMode::PreserveOrGenerate),

@@ -68,7 +68,7 @@ fn a_gateway_policy_compiles_onto_every_socket_of_the_gateway() {
         "
   clientIPDetection: {xForwardedFor: {trustedCIDRs: [10.0.0.0/8, 192.0.2.1]}}
   proxyProtocol: {optional: true}
-  headers: {maxRequestHeaderLimit: 16Ki, requestID: Generate}
+  headers: {maxRequestHeaderLimit: 16Ki, requestID: Generate, disableRateLimitHeaders: true}
   timeout: {http: {requestReceivedTimeout: 5s, idleTimeout: 1m}, tcp: {idleTimeout: 30s}}
   connection: {connectionLimit: {value: 100}, bufferLimit: 32768}
   tls: {minVersion: '1.3', alpnProtocols: [http/1.1]}
@@ -87,6 +87,7 @@ fn a_gateway_policy_compiles_onto_every_socket_of_the_gateway() {
         assert!(p.proxy_protocol.unwrap().optional);
         assert_eq!(p.max_request_header_bytes, Some(16 * 1024));
         assert_eq!(p.request_id, Some(RequestIdMode::Generate));
+        assert!(p.disable_rate_limit_headers);
         assert_eq!(p.request_received_timeout, Some(Duration::from_secs(5)));
         assert_eq!(p.http_idle_timeout, Some(Duration::from_secs(60)));
         assert_eq!(p.tcp_idle_timeout, Some(Duration::from_secs(30)));
