@@ -1,7 +1,7 @@
 //! ExtensionPolicy `extProc`: external processors (Envoy ext_proc gRPC services) on a
 //! route's requests and responses, over the endpoint picker's client
-//! ([`crate::inference::Stream`]: one stream per request and processor, one channel per
-//! processor address shared by every request, kept across snapshot swaps).
+//! ([`crate::inference::Stream`]: one stream per request and processor, one HTTP/2
+//! connection per processor address shared by every request, kept across snapshot swaps).
 //!
 //! Request side (phase 3, after ext auth), each processor in order, when its
 //! `processingMode.request` is set: the request headers, and with `body: Buffered` the body
@@ -225,7 +225,7 @@ async fn exchange_response(
         ..Default::default()
     };
     let mut stream = match stream {
-        Some(s) => {
+        Some(mut s) => {
             s.send(message)?;
             s
         }
