@@ -1,7 +1,7 @@
 //! ExtensionPolicy `extProc`: external processors (Envoy ext_proc gRPC services) on a
 //! route's requests and responses, over the endpoint picker's client
-//! ([`crate::inference::Stream`]: one stream per request and processor, one channel per
-//! processor address shared by every request, kept across snapshot swaps).
+//! ([`crate::inference::Stream`]: one stream per request and processor, one HTTP/2
+//! connection per processor address shared by every request, kept across snapshot swaps).
 //!
 //! Request side (phase 3, after ext auth), each processor in order, when its
 //! `processingMode.request` is set: the request headers, and with `body: Buffered` the body
@@ -17,9 +17,13 @@
 //! times out or answers out of turn: with `failOpen` the request goes on without it; without,
 //! the client gets 500 ([`ProxyError::ExtProcFailed`]), as from Envoy's ext_proc filter.
 //! Routes without an ExtensionPolicy never come here.
+//!
+//! Metrics: `weir_ext_proc_seconds{phase,result}` times every exchange (`ok`, `immediate`,
+//! `error`), `weir_ext_proc_fail_open_total{phase}` counts failures passed over.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -36,6 +40,10 @@ use crate::inference::{
 };
 use crate::request::RequestBody;
 use crate::Shared;
+
+/// The `phase` label of the ext_proc metrics.
+const REQUEST: &str = "request";
+const RESPONSE: &str = "response";
 
 /// The processor addresses a policy may open streams to (kept open across swaps).
 pub(crate) fn addresses(x: &ExtProc) -> impl Iterator<Item = SocketAddr> + '_ {
@@ -75,8 +83,15 @@ fn address(p: &ExtProcessor) -> Result<SocketAddr, String> {
 }
 
 /// A processor's failure: on without it (`failOpen`), or the 500.
-fn failed(x: &ExtProc, p: &ExtProcessor, detail: String) -> Result<(), ProxyError> {
+fn failed(
+    shared: &Shared,
+    phase: &str,
+    x: &ExtProc,
+    p: &ExtProcessor,
+    detail: String,
+) -> Result<(), ProxyError> {
     if p.fail_open {
+        shared.metrics.ext_proc_fail_open(phase);
         tracing::debug!(policy = %x.name, error = %detail, "external processor failed; failing open");
         Ok(())
     } else {
@@ -107,7 +122,17 @@ pub(crate) async fn request(
             }
             _ => None,
         };
-        match exchange_request(shared, p, parts, sent.as_ref()).await {
+        let started = Instant::now();
+        let outcome = exchange_request(shared, p, parts, sent.as_ref()).await;
+        let result = match &outcome {
+            Ok(Outcome::Immediate(_)) => "immediate",
+            Ok(Outcome::Go { .. }) => "ok",
+            Err(_) => "error",
+        };
+        shared
+            .metrics
+            .ext_proc_observe(REQUEST, started.elapsed(), result);
+        match outcome {
             Ok(Outcome::Immediate(answer)) => return Ok(Step::Answer(answer)),
             Ok(Outcome::Go { stream, new_body }) => {
                 if let Some(b) = new_body {
@@ -121,7 +146,7 @@ pub(crate) async fn request(
                     pending.streams.push((i, stream));
                 }
             }
-            Err(detail) => failed(x, p, detail)?,
+            Err(detail) => failed(shared, REQUEST, x, p, detail)?,
         }
     }
     Ok(Step::Continue(
@@ -200,10 +225,20 @@ pub(crate) async fn response(
         if stream.is_none() && p.request.is_some() {
             continue;
         }
-        match exchange_response(shared, p, stream, &mut response).await {
+        let started = Instant::now();
+        let outcome = exchange_response(shared, p, stream, &mut response).await;
+        let result = match &outcome {
+            Ok(Some(_)) => "immediate",
+            Ok(None) => "ok",
+            Err(_) => "error",
+        };
+        shared
+            .metrics
+            .ext_proc_observe(RESPONSE, started.elapsed(), result);
+        match outcome {
             Ok(Some(answer)) => return Ok(answer),
             Ok(None) => {}
-            Err(detail) => failed(x, p, detail)?,
+            Err(detail) => failed(shared, RESPONSE, x, p, detail)?,
         }
     }
     Ok(response)
@@ -225,7 +260,7 @@ async fn exchange_response(
         ..Default::default()
     };
     let mut stream = match stream {
-        Some(s) => {
+        Some(mut s) => {
             s.send(message)?;
             s
         }

@@ -3,7 +3,7 @@
 //! gRPC service (`envoy.service.ext_proc.v3.ExternalProcessor/Process`), which pool
 //! endpoint serves it, and goes to exactly that endpoint.
 //!
-//! One bidirectional stream per request, on one gRPC channel per picker address (kept in
+//! One bidirectional stream per request, on one HTTP/2 connection per picker address (kept in
 //! [`Pickers`] beside the snapshot, reused by every request):
 //! 1. the request headers, then (when there is one) the body, read whole up to the pool's
 //!    limit (the model name is in the JSON body; 413 above it), in one message with
@@ -32,12 +32,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap as PbHeaderMap, HeaderValue, Metadata};
-use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     body_mutation, processing_request, processing_response, HeaderMutation, HttpBody, HttpHeaders,
     ImmediateResponse, ProcessingRequest, ProcessingResponse,
@@ -47,12 +46,11 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderName, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
-use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use weir_snapshot::{BackendPolicy, Endpoint, InferencePool, Picker, PickerState, Upstream};
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
+use crate::grpc_stream::{self, GrpcConn};
 use crate::state::StateRegistry;
 use crate::upstream::{self, PendingUpgrade, UpstreamBody};
 use crate::Shared;
@@ -64,32 +62,27 @@ pub(crate) const DESTINATION_SERVED: &str = "x-gateway-destination-endpoint-serv
 /// The dynamic metadata namespace of both.
 pub(crate) const LB_NAMESPACE: &str = "envoy.lb";
 
-/// One gRPC channel per endpoint picker address, shared by all requests and kept across
-/// snapshot swaps (a channel reconnects by itself; [`Pickers::retain`] drops those of
-/// pickers no snapshot names any more).
+/// One HTTP/2 connection per endpoint picker (or ext_proc processor) address, shared by
+/// all requests and kept across snapshot swaps (it reconnects by itself;
+/// [`Pickers::retain`] drops those of addresses no snapshot names any more).
 #[derive(Default)]
 pub(crate) struct Pickers {
-    channels: StateRegistry<SocketAddr, Channel>,
+    conns: StateRegistry<SocketAddr, GrpcConn>,
 }
 
+/// The ext_proc method every stream calls.
+const PROCESS: &str = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
+
 impl Pickers {
-    fn channel(&self, addr: SocketAddr) -> Result<Channel, ProxyError> {
-        self.channels
-            .get_or_try_insert(&addr, || {
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .map(|e| {
-                        e.connect_timeout(Duration::from_secs(2))
-                            .tcp_nodelay(true)
-                            .connect_lazy()
-                    })
-                    .map_err(|e| picker_error("", format!("picker address {addr}: {e}")))
-            })
-            .map(|c| (*c).clone())
+    fn conn(&self, addr: SocketAddr) -> Result<Arc<GrpcConn>, String> {
+        self.conns.get_or_try_insert(&addr, || {
+            GrpcConn::new(addr, PROCESS, Duration::from_secs(2))
+        })
     }
 
-    /// Keep the channels of the addresses `live` accepts.
+    /// Keep the connections of the addresses `live` accepts.
     pub(crate) fn retain(&self, live: impl FnMut(&SocketAddr) -> bool) {
-        self.channels.retain(live);
+        self.conns.retain(live);
     }
 }
 
@@ -100,67 +93,44 @@ fn picker_error(pool: &str, detail: String) -> ProxyError {
     }
 }
 
-/// The request stream's sending side, as a `Stream` tonic can send from.
-struct Outbox(mpsc::Receiver<ProcessingRequest>);
-
-impl tonic::codegen::tokio_stream::Stream for Outbox {
-    type Item = ProcessingRequest;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
-
 /// An open ext_proc stream: the one client for endpoint pickers and ExtensionPolicy
 /// processors (`crate::ext_proc`). Every answer waits at most `timeout`.
 pub(crate) struct Stream {
-    tx: mpsc::Sender<ProcessingRequest>,
-    rx: tonic::codec::Streaming<ProcessingResponse>,
-    timeout: Duration,
+    inner: grpc_stream::Stream,
 }
 
 impl Stream {
-    /// Opens a stream to the ext_proc server at `addr` (its channel shared by every request)
-    /// and sends `first` (at most 4 messages) on it.
+    /// Opens a stream to the ext_proc server at `addr` (its connection shared by every
+    /// request) and sends `first` on it, in one DATA frame with the stream's HEADERS.
     pub(crate) async fn open(
         shared: &Shared,
         addr: SocketAddr,
         first: impl IntoIterator<Item = ProcessingRequest>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let channel = shared
+        let conn = shared
             .pickers
-            .channel(addr)
+            .conn(addr)
             .map_err(|e| format!("channel: {e}"))?;
-        let mut client = ExternalProcessorClient::new(channel);
-        let (tx, rx) = mpsc::channel(4);
-        // The channel holds 4: these sends never wait.
+        let mut framed = BytesMut::new();
         for m in first {
-            tx.try_send(m).map_err(|e| format!("send: {e}"))?;
+            grpc_stream::frame(&m, &mut framed);
         }
-        let opened = tokio::time::timeout(timeout, client.process(Outbox(rx)))
+        let mut inner = tokio::time::timeout(timeout, conn.open(timeout))
             .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|s| format!("stream: {s}"))?;
-        Ok(Self {
-            tx,
-            rx: opened.into_inner(),
-            timeout,
-        })
+            .map_err(|_| format!("no answer within {timeout:?}"))??;
+        inner.send_framed(framed.freeze())?;
+        Ok(Self { inner })
     }
 
-    /// Sends one more message (never waits: at most 4 are in flight).
-    pub(crate) fn send(&self, m: ProcessingRequest) -> Result<(), String> {
-        self.tx.try_send(m).map_err(|e| format!("send: {e}"))
+    /// Sends one more message (never waits).
+    pub(crate) fn send(&mut self, m: ProcessingRequest) -> Result<(), String> {
+        self.inner.send(&m)
     }
 
     /// The next answer; a closed stream is an error.
     pub(crate) async fn next(&mut self) -> Result<ProcessingResponse, String> {
-        let timeout = self.timeout;
-        tokio::time::timeout(timeout, self.rx.message())
-            .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|s| format!("stream: {s}"))?
-            .ok_or_else(|| "the server closed the stream".to_owned())
+        self.inner.next().await
     }
 }
 

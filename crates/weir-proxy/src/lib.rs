@@ -24,6 +24,7 @@ mod ext_auth;
 mod ext_proc;
 mod fault;
 mod filter;
+mod grpc_stream;
 mod inference;
 mod listener;
 mod log_limit;
@@ -185,7 +186,7 @@ pub(crate) struct Shared {
     pub(crate) local_limits: rate_limit::LocalLimits,
     /// Global rate limits' Redis (`rate_limit/global.rs`), with `--rate-limit-redis`.
     pub(crate) global_limits: Option<rate_limit::global::GlobalLimits>,
-    /// InferencePool endpoint pickers' gRPC channels, by address (`inference.rs`).
+    /// InferencePool endpoint pickers' (and ext_proc processors') gRPC connections, by address (`inference.rs`).
     pub(crate) pickers: inference::Pickers,
 }
 

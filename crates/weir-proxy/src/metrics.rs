@@ -72,6 +72,14 @@ pub(crate) struct Metrics {
     /// `weir_endpoint_picker_fail_open_total`: requests sent to a pool endpoint of Weir's
     /// choosing because the picker failed (`failureMode: FailOpen`).
     pub(crate) picker_fail_open: IntCounter,
+    /// `weir_ext_proc_seconds{phase,result}`: ExtensionPolicy processor exchanges (one
+    /// processor's answer to the request headers and body, or to the response headers), by
+    /// `phase` (`request`, `response`) and `result`: `ok`, `immediate` (an
+    /// ImmediateResponse), `error` (unreachable, failed, timed out, out of turn).
+    ext_proc: HistogramVec,
+    /// `weir_ext_proc_fail_open_total{phase}`: processor failures passed over because the
+    /// processor is `failOpen` (the others are `weir_request_errors_total{reason="ext_proc_error"}`).
+    ext_proc_fail_open: IntCounterVec,
     /// `weir_upstream_retries_skipped_total{route,reason}`: retries a BackendTrafficPolicy
     /// would have made but did not: `budget` (its retry budget was spent) or
     /// `max_parallel_retries` (its breaker's retry cap).
@@ -276,6 +284,23 @@ impl Metrics {
         ))?;
         registry.register(Box::new(picker.clone()))?;
         registry.register(Box::new(picker_fail_open.clone()))?;
+        let ext_proc = HistogramVec::new(
+            histogram_opts!(
+                "weir_ext_proc_seconds",
+                "ExtensionPolicy external processor exchanges (a message to its answer), by phase (request, response) and result (ok, immediate, error).",
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]
+            ),
+            &["phase", "result"],
+        )?;
+        let ext_proc_fail_open = IntCounterVec::new(
+            opts!(
+                "weir_ext_proc_fail_open_total",
+                "ExtensionPolicy external processor failures passed over because the processor is failOpen, by phase."
+            ),
+            &["phase"],
+        )?;
+        registry.register(Box::new(ext_proc.clone()))?;
+        registry.register(Box::new(ext_proc_fail_open.clone()))?;
         registry.register(Box::new(retries_skipped.clone()))?;
         let trace_spans_dropped = IntCounter::with_opts(opts!(
             "weir_trace_spans_dropped_total",
@@ -325,6 +350,8 @@ impl Metrics {
             rate_limit_redis_errors,
             picker,
             picker_fail_open,
+            ext_proc,
+            ext_proc_fail_open,
             retries_skipped,
             udp_flows,
             udp_flows_rejected,
@@ -412,6 +439,17 @@ impl Metrics {
         self.picker
             .with_label_values(&[result])
             .observe(took.as_secs_f64());
+    }
+
+    /// One ExtensionPolicy processor exchange (`phase`: `request` or `response`).
+    pub(crate) fn ext_proc_observe(&self, phase: &str, took: std::time::Duration, result: &str) {
+        self.ext_proc
+            .with_label_values(&[phase, result])
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn ext_proc_fail_open(&self, phase: &str) {
+        self.ext_proc_fail_open.with_label_values(&[phase]).inc();
     }
 
     pub(crate) fn record_fault(&self, route: &str, kind: &str) {

@@ -119,6 +119,16 @@ async fn the_processor_changes_request_and_response_headers_and_can_answer_itsel
     assert_eq!(resp.body, "denied by processor");
     assert_eq!(resp.headers["x-ext-proc"], "immediate");
     assert_eq!(s.echo.received.load(Ordering::SeqCst), before);
+    // Each exchange is timed, by phase and result.
+    let count = |phase: &str, result: &str| {
+        s.proxy.exposed(&format!(
+            "weir_ext_proc_seconds_count{{phase=\"{phase}\",result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!(count("request", "ok"), Some(1.0));
+    assert_eq!(count("request", "immediate"), Some(1.0));
+    assert_eq!(count("response", "ok"), Some(1.0));
+    assert_eq!(count("request", "error"), None);
 }
 
 #[tokio::test]
@@ -178,6 +188,17 @@ async fn a_hanging_processor_times_out_to_500_or_is_skipped_under_fail_open() {
             assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
             assert_eq!(s.echo.received.load(Ordering::SeqCst), 0);
         }
+        // The timed-out exchange, and (only) under failOpen the pass-over.
+        assert_eq!(
+            s.proxy
+                .exposed("weir_ext_proc_seconds_count{phase=\"request\",result=\"error\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            s.proxy
+                .exposed("weir_ext_proc_fail_open_total{phase=\"request\"}"),
+            fail_open.then_some(1.0)
+        );
     }
     // Response side only: the stream opens with the response headers, and hangs there.
     for fail_open in [false, true] {
@@ -193,6 +214,11 @@ async fn a_hanging_processor_times_out_to_500_or_is_skipped_under_fail_open() {
             assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
         }
         assert_eq!(p.seen()[0].messages, ["response_headers"]);
+        assert_eq!(
+            s.proxy
+                .exposed("weir_ext_proc_fail_open_total{phase=\"response\"}"),
+            fail_open.then_some(1.0)
+        );
     }
 }
 

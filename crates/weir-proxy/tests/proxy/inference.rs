@@ -312,3 +312,84 @@ async fn an_unresolved_picker_answers_500_and_a_body_over_the_limit_413() {
     assert_eq!(model.received.load(Ordering::SeqCst), 0);
     assert_eq!(picker.streams(), 0);
 }
+
+/// A TCP relay to `to` whose connections can be cut, as a picker restart or a network
+/// fault would.
+struct Relay {
+    addr: SocketAddr,
+    conns: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, a) = (conns.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                c.lock().unwrap().spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            conns,
+            accepted,
+            task,
+        }
+    }
+
+    /// Closes every relayed connection (both sides see EOF / reset).
+    fn cut(&self) {
+        self.conns.lock().unwrap().abort_all();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_cut_picker_connection_is_made_again() {
+    let s = setup(false).await;
+    let relay = Relay::start(s.picker.addr).await;
+    let port = free_port();
+    let addrs: Vec<SocketAddr> = s.models.iter().map(|m| m.addr).collect();
+    let up = pool(&addrs, picker_at(relay.addr, false));
+    s.proxy.swap(snapshot(2, vec![routed(port, &up)]));
+    s.proxy.proxy.sync_listeners().await;
+    let addr = s.proxy.addr(port);
+    // Every request on one connection to the picker.
+    for _ in 0..3 {
+        assert_eq!(get_with(addr, &[]).await.status, StatusCode::OK);
+    }
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 1);
+    relay.cut();
+    // The connection is gone: the next requests connect again (a request racing the
+    // close may fail, as FailClose says; never more than that one).
+    let mut failed = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = get_with(addr, &[]).await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        failed += 1;
+        assert!(failed <= 1 && std::time::Instant::now() < deadline);
+    }
+    for _ in 0..3 {
+        assert_eq!(get_with(addr, &[]).await.status, StatusCode::OK);
+    }
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2);
+}

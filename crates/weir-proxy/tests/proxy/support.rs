@@ -283,6 +283,19 @@ impl TestProxy {
         self.handle.store(snapshot);
     }
 
+    /// The value on the line of `series` (a name with its labels, as the text exposition
+    /// writes them: `name{a="1",b="2"}`) in the text `/metrics` serves.
+    pub fn exposed(&self, series: &str) -> Option<f64> {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
     /// The value of a metric sample whose labels include all of `labels`.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let mut total = 0.0;
