@@ -186,3 +186,81 @@ async fn rediss_counts_over_tls_verified_with_the_given_ca() {
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The key of one rule for these parts, as `check` builds it.
+fn key_of(parts: &[&[u8]]) -> String {
+    let mut key = Vec::new();
+    let mut k = KeyBuilder::new(&mut key, 0xab, 7);
+    for p in parts {
+        k.part(p);
+    }
+    k.finish();
+    String::from_utf8(key).unwrap()
+}
+
+#[test]
+fn short_safe_values_and_addresses_are_in_the_key_as_is() {
+    assert_eq!(key_of(&[]), "weir:rl:{00000000000000ab:0000000000000007}:");
+    assert_eq!(
+        key_of(&[b"alice", b"\0", &[10, 0, 0, 1]]),
+        "weir:rl:{00000000000000ab:0000000000000007}:alice,/%0a000001,"
+    );
+    // An empty value, and a value of 64 safe bytes, are written as is.
+    let long_safe = "a".repeat(64);
+    assert_eq!(
+        key_of(&[b"", long_safe.as_bytes(), b"\0"]),
+        format!("weir:rl:{{00000000000000ab:0000000000000007}}:,{long_safe},/")
+    );
+}
+
+#[test]
+fn long_or_odd_values_are_hashed_with_a_fixed_hash() {
+    let long = "a".repeat(65);
+    let k = key_of(&[long.as_bytes(), b"\0"]);
+    // XXH3-128 is a specified function: the same key in every process and version.
+    assert_eq!(
+        k,
+        format!(
+            "weir:rl:{{00000000000000ab:0000000000000007}}:#{:032x},/",
+            xxhash_rust::xxh3::xxh3_128(long.as_bytes())
+        )
+    );
+    assert_eq!(k, key_of(&[long.as_bytes(), b"\0"]));
+    // A published test vector of XXH3-128 (empty input, seed 0): the key does not change
+    // with the crate's version.
+    assert_eq!(
+        xxhash_rust::xxh3::xxh3_128(b""),
+        0x99aa06d3014798d86001c324468d497f
+    );
+    // Odd bytes up to 16 are hex; past that, hashed.
+    assert!(key_of(&[b"a b"]).ends_with(":%612062,"));
+    assert!(key_of(&[b"with space and more!"]).contains(":#"));
+}
+
+#[test]
+fn different_parts_never_share_a_key_and_the_key_is_bounded() {
+    let cases: &[&[&[u8]]] = &[
+        &[b"a,b"],
+        &[b"a", b"b"],
+        &[b"ab"],
+        &[b"a", b"\0", b"b"],
+        &[b"a/"],
+        &[b"%61"],
+        &[b"a"],
+        &[b"a", b"\0"],
+        &[b"\0", b"a"],
+        &[&[97, 98, 99, 100]],
+        &[&[10, 0, 0, 1]],
+        &[&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 0, 0, 1]],
+    ];
+    let keys: std::collections::HashSet<String> = cases.iter().map(|c| key_of(c)).collect();
+    assert_eq!(keys.len(), cases.len());
+    // A client sending 100 values of a Distinct header: the key stays short.
+    let many: Vec<&[u8]> = std::iter::repeat_n(&b"value"[..], 100).collect();
+    let k = key_of(&many);
+    assert!(k.len() <= 44 + 33, "{k}");
+    assert!(k.contains(":!"), "{k}");
+    // 101 values: another key.
+    let more: Vec<&[u8]> = std::iter::repeat_n(&b"value"[..], 101).collect();
+    assert_ne!(k, key_of(&more));
+}
