@@ -1,8 +1,9 @@
 //! Global rate limits: counted in Redis straight from Weir (no separate rate-limit
 //! service), one round trip per request: one server-side Lua script (`EVALSHA`) checks and
-//! counts every global rule the request meets, atomically, on one multiplexed connection
-//! (the `redis` crate's connection manager, which pipelines concurrent requests on it and
-//! reconnects in the background).
+//! counts every global rule the request meets, atomically, on a connection the request
+//! takes from a small pool and writes and reads in its own task ([`pool`]: why not the
+//! redis crate's multiplexed connection, how many connections, reconnecting); the reply is
+//! read by [`reply`].
 //!
 //! **Algorithm: sliding window counter.** Each rule and client key has a counter per fixed
 //! window of `unit` (keys `…:<window number>`, expiring after two windows); a request is
@@ -23,9 +24,10 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use std::sync::Arc;
+
 use weir_snapshot::rate_limit::Client;
-use weir_snapshot::RateLimit;
+use weir_snapshot::{RateLimit, RateLimitRule};
 
 use super::Decision;
 use crate::log_limit::LogLimit;
@@ -93,7 +95,7 @@ end
 return out
 ";
 
-/// Room for a key without reallocation: the prefix (`weir:rl:{` 16 hex `:` 16 hex `}:`, 44
+/// Room for one key (the usual: one rule) without reallocation: the prefix (`weir:rl:{` 16 hex `:` 16 hex `}:`, 44
 /// bytes) and a suffix up to [`MAX_SUFFIX`] plus one hashed part.
 const KEY_CAPACITY: usize = 44 + MAX_SUFFIX + 40;
 /// A `Distinct` value written as is up to this many bytes of [`SAFE`] characters (a user id,
@@ -143,20 +145,28 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// does not have. (SHA-256, as before, cost ~2,300 instructions per request for this.)
 struct KeyBuilder<'a> {
     key: &'a mut Vec<u8>,
+    /// Where this key begins (keys of several rules follow each other in one buffer).
+    begin: usize,
     /// Where the suffix (the parts) begins.
     start: usize,
 }
 
 impl<'a> KeyBuilder<'a> {
+    /// Start a key at the end of `key`.
     fn new(key: &'a mut Vec<u8>, scope: u64, rule: u64) -> KeyBuilder<'a> {
-        key.clear();
+        let begin = key.len();
         key.extend_from_slice(b"weir:rl:{");
         push_hex_u64(key, scope);
         key.push(b':');
         push_hex_u64(key, rule);
         key.extend_from_slice(b"}:");
         let start = key.len();
-        KeyBuilder { key, start }
+        KeyBuilder { key, begin, start }
+    }
+
+    /// The rule does not select the request: take the key back out.
+    fn abandon(self) {
+        self.key.truncate(self.begin);
     }
 
     fn part(&mut self, part: &[u8]) {
@@ -198,10 +208,11 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// The global engine: one connection manager, the script, the failure policy.
+/// The global engine: the connection pool, the script's hash, the failure policy.
 pub(crate) struct GlobalLimits {
-    conn: ConnectionManager,
-    script: redis::Script,
+    pool: Arc<pool::Pool>,
+    /// The script's SHA-1 (`EVALSHA`; `EVAL` with the text once Redis does not have it).
+    sha: String,
     timeout: Duration,
     pub(crate) fail_closed: bool,
 }
@@ -211,39 +222,24 @@ pub(crate) struct GlobalLimits {
 pub(crate) enum RedisFailure {
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error("redis unreachable: {0}")]
+    Unreachable(Arc<str>),
+    #[error("redis connection lost: {0}")]
+    Broken(String),
+    #[error("redis refused the script: {0}")]
+    Server(String),
     #[error("redis answered {0} values for {1} rules")]
     Shape(usize, usize),
 }
 
 impl GlobalLimits {
-    /// Set up the connection (lazily: Redis need not be up yet; the first request connects,
-    /// and a lost connection is re-made in the background).
+    /// Set up the pool (lazily: Redis need not be up yet; the first request connects).
     pub(crate) fn new(config: &GlobalConfig) -> Result<GlobalLimits, String> {
-        let client = match &config.ca_pem {
-            Some(ca) => redis::Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            ),
-            None => redis::Client::open(config.url.as_str()),
-        }
-        .map_err(|e| format!("--rate-limit-redis: {e}"))?;
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
-            .set_response_timeout(None)
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_lazy(manager)
+        let pool = pool::Pool::new(&config.url, config.ca_pem.as_deref(), config.timeout)
             .map_err(|e| format!("--rate-limit-redis: {e}"))?;
         Ok(GlobalLimits {
-            conn,
-            script: redis::Script::new(SCRIPT),
+            pool: Arc::new(pool),
+            sha: redis::Script::new(SCRIPT).get_hash().to_string(),
             timeout: config.timeout,
             fail_closed: config.fail_closed,
         })
@@ -256,36 +252,33 @@ impl GlobalLimits {
         rl: &RateLimit,
         client: &Client<'_>,
     ) -> Result<Option<Decision>, RedisFailure> {
-        let mut invocation = self.script.prepare_invoke();
-        let mut selected = Vec::new();
-        let mut key = Vec::with_capacity(KEY_CAPACITY);
+        // The selected rules and where each one's key ends in `keys`.
+        let mut selected: Vec<(&RateLimitRule, usize)> = Vec::new();
+        let mut keys = Vec::with_capacity(KEY_CAPACITY);
         for rule in rl.global.iter() {
             let scope = if rule.shared { 0 } else { rl.scope };
-            let mut k = KeyBuilder::new(&mut key, scope, rule.id);
+            let mut k = KeyBuilder::new(&mut keys, scope, rule.id);
             if !rule.select(client, &mut |part| k.part(part)) {
+                k.abandon();
                 continue;
             }
             k.finish();
-            let unit_ms = u64::try_from(rule.limit.unit.as_millis()).unwrap_or(u64::MAX);
-            invocation
-                .key(&key[..])
-                .arg(rule.limit.requests)
-                .arg(unit_ms);
-            selected.push(rule);
+            selected.push((rule, keys.len()));
         }
         if selected.is_empty() {
             return Ok(None);
         }
-        let mut conn = self.conn.clone();
-        let answer: Vec<i64> =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
-                .await
-                .map_err(|_| RedisFailure::Timeout(self.timeout))??;
-        if answer.len() != selected.len() * 4 {
-            return Err(RedisFailure::Shape(answer.len(), selected.len()));
+        let mut lease = tokio::time::timeout(self.timeout, self.eval(&selected, &keys))
+            .await
+            .map_err(|_| RedisFailure::Timeout(self.timeout))??;
+        let Some(conn) = lease.conn() else {
+            return Err(RedisFailure::Broken("no connection".into()));
+        };
+        if conn.ints.len() != selected.len() * 4 {
+            return Err(RedisFailure::Shape(conn.ints.len(), selected.len()));
         }
         let mut shown: Option<Decision> = None;
-        for (rule, r) in selected.iter().zip(answer.chunks_exact(4)) {
+        for ((rule, _), r) in selected.iter().zip(conn.ints.chunks_exact(4)) {
             let ms = |v: i64| u64::try_from(v.max(0)).unwrap_or(0).div_ceil(1000);
             let d = Decision {
                 allowed: r[0] == 1,
@@ -302,7 +295,49 @@ impl GlobalLimits {
                 Some(s) => s.tighter(d),
             });
         }
+        lease.give_back();
         Ok(shown)
+    }
+
+    /// One script call on a pooled connection: the lease comes back holding the reply's
+    /// integers. A reused connection found dead (Redis restarted) is retried once on a new
+    /// one; a script Redis does not have (a new Redis) is sent whole (`EVAL`) once.
+    async fn eval(
+        &self,
+        selected: &[(&RateLimitRule, usize)],
+        keys: &[u8],
+    ) -> Result<pool::Lease, RedisFailure> {
+        let mut retried = false;
+        loop {
+            let mut lease = self.pool.take().await?;
+            let Some(conn) = lease.conn() else {
+                return Err(RedisFailure::Broken("no connection".into()));
+            };
+            let mut whole = false;
+            let broken = loop {
+                let (verb, script) = if whole {
+                    ("EVAL", SCRIPT)
+                } else {
+                    ("EVALSHA", self.sha.as_str())
+                };
+                pack(&mut conn.cmd, verb, script, selected, keys);
+                match conn.exchange().await {
+                    Ok(pool::Answer::Ints) => return Ok(lease),
+                    Ok(pool::Answer::Error(e)) if !whole && e.starts_with("NOSCRIPT") => {
+                        whole = true;
+                    }
+                    Ok(pool::Answer::Error(e)) => {
+                        lease.give_back();
+                        return Err(RedisFailure::Server(e));
+                    }
+                    Err(broken) => break broken,
+                }
+            };
+            if retried || !lease.retry_after(&broken) {
+                return Err(RedisFailure::Broken(broken.to_string()));
+            }
+            retried = true;
+        }
     }
 
     /// Log a failure (a few a minute) before the caller fails open or closed.
@@ -317,6 +352,28 @@ impl GlobalLimits {
                 if self.fail_closed { "are refused (500)" } else { "pass uncounted" }
             );
         }
+    }
+}
+
+/// `EVALSHA sha N key… (requests unit_ms)…` (or `EVAL script …`) into `cmd`, reusing its
+/// buffers.
+fn pack(
+    cmd: &mut redis::Cmd,
+    verb: &str,
+    script: &str,
+    selected: &[(&RateLimitRule, usize)],
+    keys: &[u8],
+) {
+    cmd.clear();
+    cmd.arg(verb).arg(script).arg(selected.len());
+    let mut from = 0;
+    for (_, end) in selected {
+        cmd.arg(keys.get(from..*end).unwrap_or_default());
+        from = *end;
+    }
+    for (rule, _) in selected {
+        let unit_ms = u64::try_from(rule.limit.unit.as_millis()).unwrap_or(u64::MAX);
+        cmd.arg(rule.limit.requests).arg(unit_ms);
     }
 }
 
@@ -373,6 +430,9 @@ pub(crate) async fn step(
         }
     }
 }
+
+mod pool;
+mod reply;
 
 #[cfg(test)]
 mod tests;
