@@ -186,3 +186,179 @@ async fn rediss_counts_over_tls_verified_with_the_given_ca() {
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The key of one rule for these parts, as `check` builds it.
+fn key_of(parts: &[&[u8]]) -> String {
+    let mut key = Vec::new();
+    let mut k = KeyBuilder::new(&mut key, 0xab, 7);
+    for p in parts {
+        k.part(p);
+    }
+    k.finish();
+    String::from_utf8(key).unwrap()
+}
+
+#[test]
+fn short_safe_values_and_addresses_are_in_the_key_as_is() {
+    assert_eq!(key_of(&[]), "weir:rl:{00000000000000ab:0000000000000007}:");
+    assert_eq!(
+        key_of(&[b"alice", b"\0", &[10, 0, 0, 1]]),
+        "weir:rl:{00000000000000ab:0000000000000007}:alice,/%0a000001,"
+    );
+    // An empty value, and a value of 64 safe bytes, are written as is.
+    let long_safe = "a".repeat(64);
+    assert_eq!(
+        key_of(&[b"", long_safe.as_bytes(), b"\0"]),
+        format!("weir:rl:{{00000000000000ab:0000000000000007}}:,{long_safe},/")
+    );
+}
+
+#[test]
+fn long_or_odd_values_are_hashed_with_a_fixed_hash() {
+    let long = "a".repeat(65);
+    let k = key_of(&[long.as_bytes(), b"\0"]);
+    // XXH3-128 is a specified function: the same key in every process and version.
+    assert_eq!(
+        k,
+        format!(
+            "weir:rl:{{00000000000000ab:0000000000000007}}:#{:032x},/",
+            xxhash_rust::xxh3::xxh3_128(long.as_bytes())
+        )
+    );
+    assert_eq!(k, key_of(&[long.as_bytes(), b"\0"]));
+    // A published test vector of XXH3-128 (empty input, seed 0): the key does not change
+    // with the crate's version.
+    assert_eq!(
+        xxhash_rust::xxh3::xxh3_128(b""),
+        0x99aa06d3014798d86001c324468d497f
+    );
+    // Odd bytes up to 16 are hex; past that, hashed.
+    assert!(key_of(&[b"a b"]).ends_with(":%612062,"));
+    assert!(key_of(&[b"with space and more!"]).contains(":#"));
+}
+
+#[test]
+fn different_parts_never_share_a_key_and_the_key_is_bounded() {
+    let cases: &[&[&[u8]]] = &[
+        &[b"a,b"],
+        &[b"a", b"b"],
+        &[b"ab"],
+        &[b"a", b"\0", b"b"],
+        &[b"a/"],
+        &[b"%61"],
+        &[b"a"],
+        &[b"a", b"\0"],
+        &[b"\0", b"a"],
+        &[&[97, 98, 99, 100]],
+        &[&[10, 0, 0, 1]],
+        &[&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 0, 0, 1]],
+    ];
+    let keys: std::collections::HashSet<String> = cases.iter().map(|c| key_of(c)).collect();
+    assert_eq!(keys.len(), cases.len());
+    // A client sending 100 values of a Distinct header: the key stays short.
+    let many: Vec<&[u8]> = std::iter::repeat_n(&b"value"[..], 100).collect();
+    let k = key_of(&many);
+    assert!(k.len() <= 44 + 33, "{k}");
+    assert!(k.contains(":!"), "{k}");
+    // 101 values: another key.
+    let more: Vec<&[u8]> = std::iter::repeat_n(&b"value"[..], 101).collect();
+    assert_ne!(k, key_of(&more));
+}
+
+/// `connected_clients` of `INFO clients` (the probe's own connection included).
+fn connected_clients(redis: &Redis) -> usize {
+    let info = redis.command("INFO clients");
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connected_clients in {info:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_a_connection_counted_once_within_the_pool_bound() {
+    let redis = Redis::start();
+    let e = Arc::new(engine(&redis.url(), 5000));
+    let rl = Arc::new(limit(300, 3600, false));
+    // 400 checks at once: they share at most POOL_SIZE connections, wait for one when all
+    // are busy (none fails), and Redis counts exactly the limit.
+    let tasks: Vec<_> = (0..400)
+        .map(|_| {
+            let (e, rl) = (e.clone(), rl.clone());
+            tokio::spawn(async move {
+                let h = HeaderMap::new();
+                e.check(&rl, &client(&h)).await.map(|d| d.unwrap().allowed)
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        if t.await.unwrap().expect("every check answered") {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 300);
+    let open = connected_clients(&redis) - 1;
+    assert!((1..=pool::POOL_SIZE).contains(&open), "{open} connections");
+    // Idle again, one request at a time reuses a connection: no new one is made.
+    let h = HeaderMap::new();
+    for _ in 0..20 {
+        e.check(&rl, &client(&h)).await.unwrap();
+    }
+    assert_eq!(connected_clients(&redis) - 1, open);
+}
+
+#[tokio::test]
+async fn the_db_in_the_url_is_selected_and_a_flushed_script_is_sent_again() {
+    let redis = Redis::start();
+    let e = engine(&format!("{}/3", redis.url()), 2000);
+    let rl = limit(5, 60, false);
+    let h = HeaderMap::new();
+    assert!(admitted(&e, &rl, &h).await);
+    assert_eq!(redis.command("DBSIZE"), ":0\r\n", "nothing in db 0");
+    assert_eq!(
+        redis.command("INFO keyspace").matches("db3:keys=1").count(),
+        1
+    );
+    // Redis forgets the script (as a restarted one has not got it): EVALSHA gets NOSCRIPT,
+    // the engine sends the script whole, on the same connection, and goes on counting.
+    assert_eq!(redis.command("SCRIPT FLUSH"), "+OK\r\n");
+    let d = e.check(&rl, &client(&h)).await.unwrap().unwrap();
+    assert!(d.allowed && d.remaining == 3, "{d:?}");
+    let d = e.check(&rl, &client(&h)).await.unwrap().unwrap();
+    assert!(d.allowed && d.remaining == 2, "{d:?}");
+}
+
+#[tokio::test]
+async fn a_server_that_answers_garbage_is_an_error_not_a_hang() {
+    // A "Redis" that answers every command with a bulk string (not a shape the script
+    // returns): an error within the timeout, and the connection is dropped.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(b"$3\r\nabc\r\n").await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let e = engine(&format!("redis://127.0.0.1:{port}"), 500);
+    let rl = limit(5, 60, false);
+    let h = HeaderMap::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = e.check(&rl, &client(&h)).await.unwrap_err();
+        assert!(matches!(err, RedisFailure::Broken(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_millis(400));
+    }
+    // Each broken connection was dropped, not reused: one new connection per check.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
