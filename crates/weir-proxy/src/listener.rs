@@ -591,7 +591,7 @@ where
     let requests = activity.clone();
     let service = service_fn(move |req| {
         let busy = requests.request();
-        Serving::new(request::serve(conn.clone(), req), busy)
+        Box::pin(Serving::new(request::serve(conn.clone(), req), busy))
     });
     // A socket with a ClientTrafficPolicy has a server of its own (built once per policy).
     let server = match &policy {
