@@ -21,7 +21,7 @@ its ratio to the first. `--policy-blocks retry,health,breaker,leastrequest` keep
 of the policy's blocks, to see what each costs.
 
 `--case NAME` measures section 7's policy rows (`run.POLICY_CASES`: ratelimit-local,
-ratelimit-global, gzip, cache-hit, jwt-rs256, jwt-es256, jwt-eddsa, basic-sha, basic-bcrypt,
+ratelimit-local-noheaders, ratelimit-global, gzip, cache-hit, jwt-rs256, jwt-es256, jwt-eddsa, basic-sha, basic-bcrypt,
 extauth-http, extauth-grpc, inference; `--case all` for every one): per case one weir process
 with the same config `make bench` writes (`run.policy_case_config`) and the same helpers
 (redis-server, weir-test-auth, weir-test-epp), checked Accepted and applied on route 9
