@@ -15,10 +15,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use weir_snapshot::{
-    BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers, RouteAction, Upstream,
-};
+use weir_snapshot::{BackendPolicy, CircuitBreaker, RetryPolicy, RetryTriggers};
 
+use crate::fault::start;
 use crate::support::*;
 
 /// A backend whose n-th request (from 0) gets `plan(n)`: a status and a delay. Answers
@@ -110,41 +109,6 @@ fn policy(retry: Option<RetryPolicy>, breaker: Option<CircuitBreaker>) -> Backen
         ..BackendPolicy::default()
     }
     .compiled()
-}
-
-/// `/p` goes to `up` under `policy`; `/` goes to `up` without one.
-async fn start(up: &Arc<Upstream>, policy: BackendPolicy) -> (TestProxy, SocketAddr) {
-    let port = free_port();
-    let plain = forward_to("ns/plain", up);
-    let a = forward_to("ns/r", up);
-    let with_policy = Arc::new(RouteAction {
-        route: a.route.clone(),
-        filters: a.filters.clone(),
-        backends: a.backends.clone(),
-        total_weight: a.total_weight,
-        timeouts: a.timeouts,
-        policy: Some(Arc::new(policy)),
-        ext_auth: None,
-        security: None,
-        ext_proc: None,
-    });
-    let snap = snapshot(
-        1,
-        vec![socket(
-            port,
-            vec![listener(
-                "ns/gw",
-                None,
-                vec![
-                    (None, prefix("/p", with_policy)),
-                    (None, prefix("/", plain)),
-                ],
-            )],
-        )],
-    );
-    let proxy = TestProxy::start(config(), snap).await;
-    let addr = proxy.addr(port);
-    (proxy, addr)
 }
 
 fn retries(proxy: &TestProxy, reason: &str) -> f64 {

@@ -392,32 +392,7 @@ fn snap(
     up: &Arc<weir_snapshot::Upstream>,
     p: BackendPolicy,
 ) -> Arc<weir_snapshot::Snapshot> {
-    let a = forward_to("ns/r", up);
-    let with_policy = Arc::new(weir_snapshot::RouteAction {
-        route: a.route.clone(),
-        filters: a.filters.clone(),
-        backends: a.backends.clone(),
-        total_weight: a.total_weight,
-        timeouts: a.timeouts,
-        policy: Some(Arc::new(p)),
-        ext_auth: None,
-        security: None,
-        ext_proc: None,
-    });
-    snapshot(
-        2,
-        vec![socket(
-            port,
-            vec![listener(
-                "ns/gw",
-                None,
-                vec![
-                    (None, prefix("/p", with_policy)),
-                    (None, prefix("/", forward_to("ns/plain", up))),
-                ],
-            )],
-        )],
-    )
+    crate::fault::policy_snapshot(2, port, up, p, None)
 }
 
 #[tokio::test]

@@ -40,6 +40,20 @@ pub(crate) async fn start_with_client(
     client: Option<weir_snapshot::ClientPolicy>,
 ) -> (TestProxy, SocketAddr) {
     let port = free_port();
+    let proxy = TestProxy::start(config(), policy_snapshot(1, port, up, policy, client)).await;
+    let addr = proxy.addr(port);
+    (proxy, addr)
+}
+
+/// The snapshot [`start`] serves (as generation `generation`, on `port`): `/p` to `up`
+/// under `policy`, `/` to `up` without one, `client` on the socket.
+pub(crate) fn policy_snapshot(
+    generation: u64,
+    port: u16,
+    up: &Arc<Upstream>,
+    policy: BackendPolicy,
+    client: Option<weir_snapshot::ClientPolicy>,
+) -> Arc<weir_snapshot::Snapshot> {
     let plain = forward_to("ns/plain", up);
     let a = forward_to("ns/r", up);
     let with_policy = Arc::new(RouteAction {
@@ -65,10 +79,7 @@ pub(crate) async fn start_with_client(
         )],
     );
     sock.client_policy = client.map(Arc::new);
-    let snap = snapshot(1, vec![sock]);
-    let proxy = TestProxy::start(config(), snap).await;
-    let addr = proxy.addr(port);
-    (proxy, addr)
+    snapshot(generation, vec![sock])
 }
 
 fn faults(proxy: &TestProxy, kind: &str) -> f64 {
