@@ -532,7 +532,7 @@ fn metadata_destination(metadata: &Struct) -> Option<String> {
     }
 }
 
-/// The bytes [`header_value`] makes its value of, without copying them.
+/// A header's value as sent: `raw_value`, or `value` when that is empty.
 fn value_bytes(h: &HeaderValue) -> &[u8] {
     if h.raw_value.is_empty() {
         h.value.as_bytes()
@@ -549,11 +549,7 @@ fn unchanged(headers: &http::HeaderMap, key: &str, value: &[u8]) -> bool {
 }
 
 fn header_value(h: &HeaderValue) -> String {
-    if h.raw_value.is_empty() {
-        h.value.clone()
-    } else {
-        String::from_utf8_lossy(&h.raw_value).into_owned()
-    }
+    String::from_utf8_lossy(value_bytes(h)).into_owned()
 }
 
 /// The listed `ip:port`s as indexes of pool endpoints, in order, duplicates dropped. Any
@@ -611,7 +607,8 @@ pub(crate) fn apply_response_mutation(headers: &mut http::HeaderMap, m: &HeaderM
 /// or appended when `append` is true). Pseudo-headers and invalid names or values are
 /// skipped, and so is a replacing set of the value the header already has alone: pickers
 /// echo the request's headers back (the suite's does), and building each name and value
-/// again to replace it with itself was ~18k instructions per request.
+/// again only to replace it with itself is skipped (−2k instructions per pooled request,
+/// `callgrind.py --case inference`).
 pub(crate) fn apply_mutation(headers: &mut http::HeaderMap, m: &HeaderMutation) {
     for name in &m.remove_headers {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
