@@ -20,19 +20,6 @@ use weir_testkit::process::{bin, echo, Proc};
 const GW: &str = "gateway.networking.k8s.io";
 const WEIR: &str = "gateway.weir.dev";
 
-fn kubeconfig(dir: &Path, api: &TestApiServer) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\nusers:\n- name: test\n  user: {{}}\n",
-            api.url()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// One weir replica (shared mode, so every Gateway is on 127.0.0.1 + the offset).
 fn weir(kubeconfig: &Path, offset: u16, admin: SocketAddr) -> Proc {
     let mut cmd = Command::new(bin("weir"));
@@ -163,7 +150,7 @@ async fn an_extension_policy_is_applied_its_status_written_and_a_refused_one_sta
     ));
 
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let offset = weir_testkit::free_offset(&[80]);
     let listener = SocketAddr::from(([127, 0, 0, 1], 80 + offset));
     let admin = SocketAddr::from(([127, 0, 0, 1], weir_testkit::free_port()));

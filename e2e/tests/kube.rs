@@ -18,19 +18,6 @@ use weir_testkit::process::{bin, echo, Proc};
 
 const GW: &str = "gateway.networking.k8s.io";
 
-fn kubeconfig(dir: &Path, api: &TestApiServer) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\nusers:\n- name: test\n  user: {{}}\n",
-            api.url()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 struct Replica {
     proc: Proc,
     admin: SocketAddr,
@@ -112,7 +99,7 @@ async fn kube_mode_serves_writes_status_and_hands_over_leadership() {
     let backend = echo("echo-7c9d8-abcde", "default");
     fixtures(&api, backend.addr.port());
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let offset = weir_testkit::free_offset(&[80]);
     let listener = SocketAddr::from(([127, 0, 0, 1], 80 + offset));
 
@@ -347,7 +334,7 @@ async fn gateway_addresses_follow_the_gateway_service() {
             {"addresses": ["192.0.2.10"], "conditions": {"ready": true}},
             {"addresses": ["192.0.2.12"], "conditions": {"ready": false}}]}));
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let offset = weir_testkit::free_offset(&[80]);
     let admin = SocketAddr::from(([127, 0, 0, 1], weir_testkit::free_port()));
     let mut cmd = Command::new(bin("weir"));
@@ -539,7 +526,7 @@ async fn each_gateway_gets_its_own_service_and_pod_ports() {
     let low = weir_testkit::free_offset(&[0, 1, 2, 3]);
     let range = format!("{low}-{}", low + 3);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let mut a = services_replica(&kubeconfig, "weir-a", "127.0.0.1", &range);
 
     // The leader writes one Service per Gateway.
@@ -735,7 +722,7 @@ async fn only_referenced_secrets_are_read_and_they_follow_changes() {
         "metadata": {"name": "big", "namespace": "default"},
         "data": {"blob": "x".repeat(2 << 20)}}));
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let offset = weir_testkit::free_offset(&[80, 443, 444]);
     let https1 = SocketAddr::from(([127, 0, 0, 1], 443 + offset));
     let https2 = SocketAddr::from(([127, 0, 0, 1], 444 + offset));
@@ -842,7 +829,7 @@ async fn policies_are_read_and_their_status_written() {
         "controllerName": "example.com/other", "conditions": []}]});
     api.apply(security);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let offset = weir_testkit::free_offset(&[80]);
     let weir = replica(&kubeconfig, "weir-a", offset);
     let stderr = weir.proc.stderr.clone();
@@ -913,7 +900,7 @@ async fn a_cluster_without_the_policy_crds_is_served() {
     let backend = echo("echo-7c9d8-abcde", "default");
     fixtures(&api, backend.addr.port());
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let offset = weir_testkit::free_offset(&[80]);
     let listener = SocketAddr::from(([127, 0, 0, 1], 80 + offset));
     let _weir = replica(&kubeconfig, "weir-a", offset);
@@ -955,7 +942,7 @@ async fn a_local_limit_is_split_across_the_ready_pods_behind_the_gateway_service
                 "limit": {"requests": 12, "unit": "Hour"}}]}}}}),
     );
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(dir.path(), &api);
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let offset = weir_testkit::free_offset(&[80]);
     let weir = replica(&kubeconfig, "weir-a", offset);
     let http = SocketAddr::from(([127, 0, 0, 1], 80 + offset));

@@ -202,6 +202,21 @@ impl TestApiServer {
         format!("http://{}", self.addr)
     }
 
+    /// A kubeconfig file in `dir` pointing at this server (no auth), for `weir run
+    /// --kubeconfig`.
+    pub fn write_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\nusers:\n- name: test\n  user: {{}}\n",
+                self.url()
+            ),
+        )
+        .expect("writing the kubeconfig");
+        path
+    }
+
     /// A real kube-rs client talking to this server (no auth, namespace `default`).
     pub fn client(&self) -> kube::Client {
         let uri: http::Uri = self.url().parse().expect("test API server url");
