@@ -63,27 +63,26 @@ pub(super) async fn run(
                 address,
             )
             .await;
-            let kept = ex.kept.get_or_insert_with(Default::default);
+            // Without the headers (`headers.disableRateLimitHeaders`) nothing is kept: phase 2
+            // kept no local decision either.
             let headers = conn.rate_limit_headers();
             match step {
                 crate::rate_limit::global::Step::Answer(mut answer, decision) => {
                     if headers {
-                        kept.rate_limit = decision;
+                        ex.kept.get_or_insert_with(Default::default).rate_limit = decision;
                     } else {
-                        // And none from the local decision the answer's phase 6 would add.
-                        kept.rate_limit = None;
                         crate::rate_limit::strip_headers(answer.headers_mut());
                     }
                     return Ok(Flow::Answer(answer));
                 }
-                crate::rate_limit::global::Step::Pass(Some(_)) if !headers => {}
-                crate::rate_limit::global::Step::Pass(Some(d)) => {
+                crate::rate_limit::global::Step::Pass(Some(d)) if headers => {
+                    let kept = ex.kept.get_or_insert_with(Default::default);
                     kept.rate_limit = Some(match kept.rate_limit.take() {
                         None => d,
                         Some(l) => l.tighter(d),
                     });
                 }
-                crate::rate_limit::global::Step::Pass(None) => {}
+                crate::rate_limit::global::Step::Pass(_) => {}
             }
         }
     }
