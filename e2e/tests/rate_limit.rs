@@ -445,3 +445,77 @@ async fn statuses(addr: SocketAddr, xff: &str) -> Vec<u16> {
     }
     got
 }
+
+/// A ClientTrafficPolicy with `headers.disableRateLimitHeaders` on the Gateway: the global
+/// limit still holds, and neither admitted responses nor the 429 carry `x-ratelimit-*`
+/// (the 429 keeps `retry-after`).
+#[tokio::test]
+async fn a_client_policy_turns_the_global_limit_headers_off() {
+    let redis = Redis::start();
+    let backend = echo("go-httpbin-1", "default");
+    let dir = weir_e2e::http_quickstart_dir(backend.addr.port());
+    write_policy(dir.path(), &per_user("global", 2, "Hour"));
+    std::fs::write(
+        dir.path().join("client-policy.yaml"),
+        "apiVersion: gateway.weir.dev/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: quiet, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: weir}]
+  headers: {disableRateLimitHeaders: true}
+",
+    )
+    .unwrap();
+    let w = start(dir.path(), &redis_args(&redis));
+    wait_ready(&w).await;
+    accepted(&w).await;
+    assert_eventually("the client policy accepted", WAIT, || async {
+        let status = status_of(&w, "ClientTrafficPolicy", "quiet")
+            .await
+            .ok_or("no status")?;
+        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
+            .cloned()
+            .unwrap_or_default();
+        (c["status"] == "True")
+            .then_some(())
+            .ok_or_else(|| format!("{status}"))
+    })
+    .await;
+    let quiet = |r: &Reply| {
+        for name in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ] {
+            assert!(r.header(name).is_none(), "{name}: {:?}", r.header(name));
+        }
+    };
+    // Each probe is a user of its own: two admitted, the third refused once the limit holds.
+    let mut n = 0u32;
+    assert_eventually("the limit applied", WAIT, || {
+        n += 1;
+        let user = format!("probe-{n}");
+        let addr = w.listener(80);
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..3 {
+                let r = get(addr, &user).await;
+                quiet(&r);
+                if r.status == 429 {
+                    let retry: u64 = r
+                        .header("retry-after")
+                        .ok_or("no retry-after")?
+                        .parse()
+                        .map_err(|e| format!("retry-after: {e}"))?;
+                    assert!((1..=3600).contains(&retry), "{retry}");
+                }
+                statuses.push(r.status.as_u16());
+            }
+            (statuses == [200, 200, 429])
+                .then_some(())
+                .ok_or_else(|| format!("{statuses:?}"))
+        }
+    })
+    .await;
+    assert!(metric(&w, "weir_rate_limited_total", "kind=\"global\"").await >= 1.0);
+}
