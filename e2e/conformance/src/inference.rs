@@ -819,12 +819,15 @@ async fn run_test(cl: &Cluster, name: &str) -> Result<(), String> {
                     return Err(format!("status {} from {pod:?}", a.status));
                 }
             }
-            // 70/30: the suite allows max(0.10, 4.5 sigma) = 0.146 at 200 requests; this
-            // checks the stricter 0.10.
+            // 70/30 with the suite's own bound: max(0.10, 4.5 sigma) = 0.146 at 200 requests.
+            // The choice is a weighted random draw, so a stricter 0.10 (3.1 sigma) failed
+            // about one run in 500 with nothing wrong (share 0.81 once); 0.146 fails one in
+            // 100,000, and still fails a gateway that ignores the weights (0.5) or one pool.
             let share = f64::from(prim) / 200.0;
-            if (share - 0.7).abs() > 0.1 {
+            let tolerance = (4.5 * (0.7f64 * 0.3 / 200.0).sqrt()).max(0.10);
+            if (share - 0.7).abs() > tolerance {
                 return Err(format!(
-                    "primary share {share} (primary {prim}, secondary {sec})"
+                    "primary share {share} (primary {prim}, secondary {sec}), allowed 0.7 ± {tolerance:.3}"
                 ));
             }
             Ok(())
