@@ -31,6 +31,7 @@ mod log_limit;
 mod metrics;
 mod mirror;
 mod model_name;
+mod outbound;
 mod passthrough;
 pub mod proxy_protocol;
 mod rate_limit;

@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 
 use super::reply::{self, Reply};
 use super::RedisFailure;
+use crate::outbound::connect_tcp;
 
 /// The most connections one Weir process keeps to Redis (see the module's notes).
 pub(super) const POOL_SIZE: usize = 64;
@@ -394,10 +395,10 @@ impl Pool {
     async fn connect(&self) -> Result<Conn, String> {
         let io: Box<dyn Io> = match &self.addr {
             Addr::Tcp { host, port, tls } => {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                // The limit `connect_one` also puts on the whole connect (TLS, AUTH/SELECT).
+                let tcp = connect_tcp((host.as_str(), *port), self.connect_timeout)
                     .await
                     .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
-                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
                 match tls {
                     Some((connector, name)) => Box::new(
                         connector
