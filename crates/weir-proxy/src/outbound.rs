@@ -1,9 +1,13 @@
 //! What Weir's own outbound connections share: the upstream pool, the gRPC clients
 //! (ext_proc streams, ext_authz) and the Redis pool of the global rate limit all open TCP
-//! connections the same way. Each caller turns the error into its own.
+//! connections the same way; the Redis pool and the JWKS fetches verify their servers with
+//! the same kind of TLS client. Each caller turns the error into its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 /// Why [`connect_tcp`] got no connection (its text says what happened, not to what: the
@@ -33,6 +37,31 @@ pub(crate) async fn connect_tcp(
     Ok(tcp)
 }
 
+/// The TLS client of Weir's own connections (Redis, JWKS fetches): servers verified against
+/// the public roots (Mozilla's, built in) when `public_roots`, and against the certificates
+/// `ca`; no client certificate; no ALPN (HTTP/1.1, RESP).
+pub(crate) fn client_tls(
+    provider: Arc<CryptoProvider>,
+    public_roots: bool,
+    ca: &[CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if public_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for cert in ca {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +87,14 @@ mod tests {
             }
             other => panic!("expected a refused connect, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_ca_that_is_no_certificate_is_refused() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        assert!(client_tls(provider.clone(), true, &[]).is_ok());
+        let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        let err = client_tls(provider, false, &[junk]).unwrap_err();
+        assert!(err.starts_with("a CA certificate is not usable"), "{err}");
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 
 use super::reply::{self, Reply};
 use super::RedisFailure;
-use crate::outbound::connect_tcp;
+use crate::outbound::{client_tls, connect_tcp};
 
 /// The most connections one Weir process keeps to Redis (see the module's notes).
 pub(super) const POOL_SIZE: usize = 64;
@@ -474,24 +474,11 @@ impl Drop for Lease {
 /// rustls for `rediss://`: the given CA certificates instead of the public roots, else the
 /// public roots (Mozilla's, built in).
 fn tls_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in crate::security::parse_pem_certs(pem)
-                .map_err(|e| format!("--rate-limit-redis-ca: {e}"))?
-            {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("--rate-limit-redis-ca: {e}"))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    match ca_pem {
+        None => client_tls(provider, true, &[]),
+        Some(pem) => crate::security::parse_pem_certs(pem)
+            .and_then(|ca| client_tls(provider, false, &ca))
+            .map_err(|e| format!("--rate-limit-redis-ca: {e}")),
+    }
 }
