@@ -94,28 +94,73 @@ impl Conn {
 
     async fn read_reply(&mut self) -> Result<Answer, Broken> {
         self.rbuf.clear();
+        let (got, used) = self.read_one(MAX_REPLY).await?;
+        if used != self.rbuf.len() {
+            return Err(Broken::Protocol("more bytes than one reply".into()));
+        }
+        match got {
+            Got::Ints => Ok(Answer::Ints),
+            Got::Error(text) => Ok(Answer::Error(text)),
+            Got::Status => Err(Broken::Protocol("a status instead of an array".into())),
+        }
+    }
+
+    /// Send the connection's greeting (`AUTH`, `SELECT`) and check each answer is a status.
+    async fn greet(&mut self, hello: &[u8], replies: usize) -> Result<(), String> {
+        if replies == 0 {
+            return Ok(());
+        }
+        self.io
+            .write_all(hello)
+            .await
+            .map_err(|e| format!("sending AUTH/SELECT: {e}"))?;
+        self.rbuf.clear();
+        for _ in 0..replies {
+            let (got, used) = self
+                .read_one(reply::MAX_LINE + 2)
+                .await
+                .map_err(|e| match e {
+                    Broken::Io { error, .. } => format!("reading AUTH/SELECT's answer: {error}"),
+                    Broken::Closed { .. } => {
+                        "redis closed the connection during AUTH/SELECT".into()
+                    }
+                    Broken::Protocol(p) => p,
+                })?;
+            match got {
+                Got::Status => {
+                    self.rbuf.drain(..used);
+                }
+                Got::Error(text) => return Err(format!("redis refused: {text}")),
+                Got::Ints => return Err("unexpected reply to AUTH/SELECT".into()),
+            }
+        }
+        if !self.rbuf.is_empty() {
+            return Err("more bytes than the AUTH/SELECT answers".into());
+        }
+        Ok(())
+    }
+
+    /// Read until `rbuf` starts with a whole reply (`rbuf` holding at most `max` bytes
+    /// before it does): the reply and how many bytes it took.
+    async fn read_one(&mut self, max: usize) -> Result<(Got, usize), Broken> {
         loop {
             if !self.rbuf.is_empty() {
                 match reply::parse(&self.rbuf, &mut self.ints) {
                     Ok(None) => {}
                     Ok(Some((r, used))) => {
-                        if used != self.rbuf.len() {
-                            return Err(Broken::Protocol("more bytes than one reply".into()));
-                        }
-                        return Ok(match r {
-                            Reply::Ints => Answer::Ints,
+                        let got = match r {
+                            Reply::Ints => Got::Ints,
+                            Reply::Status(_) => Got::Status,
                             Reply::Error(text) => {
-                                Answer::Error(String::from_utf8_lossy(text).into_owned())
+                                Got::Error(String::from_utf8_lossy(text).into_owned())
                             }
-                            Reply::Status(_) => {
-                                return Err(Broken::Protocol("a status instead of an array".into()))
-                            }
-                        });
+                        };
+                        return Ok((got, used));
                     }
                     Err(e) => return Err(Broken::Protocol(e.to_string())),
                 }
             }
-            if self.rbuf.len() > MAX_REPLY {
+            if self.rbuf.len() > max {
                 return Err(Broken::Protocol("a reply too long".into()));
             }
             let before = self.rbuf.is_empty();
@@ -131,49 +176,13 @@ impl Conn {
             }
         }
     }
+}
 
-    /// Send the connection's greeting (`AUTH`, `SELECT`) and check each answer is a status.
-    async fn greet(&mut self, hello: &[u8], replies: usize) -> Result<(), String> {
-        if replies == 0 {
-            return Ok(());
-        }
-        self.io
-            .write_all(hello)
-            .await
-            .map_err(|e| format!("sending AUTH/SELECT: {e}"))?;
-        self.rbuf.clear();
-        let mut seen = 0;
-        while seen < replies {
-            match reply::parse(&self.rbuf, &mut self.ints) {
-                Ok(Some((Reply::Status(_), used))) => {
-                    self.rbuf.drain(..used);
-                    seen += 1;
-                    continue;
-                }
-                Ok(Some((Reply::Error(text), _))) => {
-                    return Err(format!("redis refused: {}", String::from_utf8_lossy(text)))
-                }
-                Ok(Some((Reply::Ints, _))) => return Err("unexpected reply to AUTH/SELECT".into()),
-                Err(e) => return Err(e.to_string()),
-                Ok(None) => {}
-            }
-            if self.rbuf.len() > reply::MAX_LINE + 2 {
-                return Err("a reply too long".into());
-            }
-            let n = self
-                .io
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(|e| format!("reading AUTH/SELECT's answer: {e}"))?;
-            if n == 0 {
-                return Err("redis closed the connection during AUTH/SELECT".into());
-            }
-        }
-        if !self.rbuf.is_empty() {
-            return Err("more bytes than the AUTH/SELECT answers".into());
-        }
-        Ok(())
-    }
+/// A whole reply, out of the read buffer (the integers of `Ints` are in `Conn::ints`).
+enum Got {
+    Ints,
+    Status,
+    Error(String),
 }
 
 /// Why a connection is dropped.
