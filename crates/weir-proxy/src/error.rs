@@ -163,6 +163,15 @@ pub enum ConnectError {
     Tls(#[source] std::io::Error),
 }
 
+impl From<crate::outbound::TcpConnectError> for ConnectError {
+    fn from(err: crate::outbound::TcpConnectError) -> Self {
+        match err {
+            crate::outbound::TcpConnectError::Timeout(limit) => ConnectError::Timeout(limit),
+            crate::outbound::TcpConnectError::Io(e) => ConnectError::Tcp(e),
+        }
+    }
+}
+
 /// Which authentication refused a request: the challenge its 401 carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthScheme {

@@ -25,6 +25,8 @@ use h2::client::{ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 
+use crate::outbound::connect_tcp;
+
 /// The largest message accepted from a server (tonic's default decoding limit).
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
@@ -84,17 +86,9 @@ impl GrpcConn {
             return Ok((g, s, true));
         }
         let addr = self.addr;
-        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+        let tcp = connect_tcp(addr, self.connect_timeout)
             .await
-            .map_err(|_| {
-                format!(
-                    "connect to {addr}: no connection within {:?}",
-                    self.connect_timeout
-                )
-            })?
             .map_err(|e| format!("connect to {addr}: {e}"))?;
-        // Each message is a small write that must not wait for an ACK.
-        let _ = tcp.set_nodelay(true);
         let (sender, connection) =
             tokio::time::timeout(self.connect_timeout, h2::client::handshake(tcp))
                 .await

@@ -31,6 +31,7 @@ mod log_limit;
 mod metrics;
 mod mirror;
 mod model_name;
+mod outbound;
 mod passthrough;
 pub mod proxy_protocol;
 mod rate_limit;
@@ -250,7 +251,8 @@ impl Proxy {
         };
         let tls_provider = Arc::new(rustls::crypto::ring::default_provider());
         let security = security::SecurityState::new(
-            security::jwks_client_tls(&tls_provider, &config.jwks_ca)
+            // https key set fetches: the public roots plus `--jwks-ca`.
+            outbound::client_tls(tls_provider.clone(), true, &config.jwks_ca)
                 .map_err(ProxyError::JwksCa)?,
         );
         let shared = Arc::new(Shared {

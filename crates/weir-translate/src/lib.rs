@@ -489,10 +489,9 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     let ours: BTreeSet<ObjectKey> = gateways.iter().map(|g| g.key.clone()).collect();
     // SecurityPolicies are evaluated before the upstream table goes to the memo: their
     // `extAuth` Services resolve into it like the routes' backendRefs.
-    let security_policies = policy::security::SecurityPolicies::build(store, &ours, &mut upstreams);
+    let security_policies = policy::security::build(store, &ours, &mut upstreams);
     // ExtensionPolicies too: their processor Services.
-    let extension_policies =
-        policy::extension::ExtensionPolicies::build(store, &ours, &mut upstreams);
+    let extension_policies = policy::extension::build(store, &ours, &mut upstreams);
     let memo = routes.finish(world, upstreams.into_table(), &gateways);
     let mut client_policies = policy::client::ClientPolicies::build(store, &ours);
     // BackendTrafficPolicy onto the route entries (after the memo recorded them: a replayed
@@ -508,10 +507,10 @@ pub fn translate_with(input: &Input<'_>, memo: Memo) -> Output {
     statuses.extend(x_backend_policies.statuses(input.controller_name, &input.now));
     // SecurityPolicy onto the route entries too (a policy that cannot be applied holds its
     // targets with a deny-all: fail closed).
-    security_policies.place(&mut gateways);
+    policy::security::place(&security_policies, &mut gateways);
     statuses.extend(security_policies.statuses(input.controller_name, &input.now));
     // ExtensionPolicy onto the route entries (one that cannot be applied answers 500).
-    extension_policies.place(&mut gateways);
+    policy::extension::place(&extension_policies, &mut gateways);
     statuses.extend(extension_policies.statuses(input.controller_name, &input.now));
     let mut snapshot = sockets::build(&mut gateways);
     client_policies.place(&mut snapshot);

@@ -26,13 +26,13 @@ use http::header::HOST;
 use http::{HeaderName, HeaderValue, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 use weir_snapshot::{ExtAuth, Upstream};
 
 use super::{denial, never_copied, selected_headers, Failure, Verdict};
 use crate::client_policy::ClientAddr;
 use crate::error::ProxyError;
+use crate::outbound::{connect_tcp, TcpConnectError};
 use crate::state::StateRegistry;
 use crate::Shared;
 
@@ -326,13 +326,13 @@ impl tower_service::Service<http::Uri> for Connector {
             let mut last = std::io::Error::other("the auth service has no endpoints");
             for k in 0..n {
                 let addr = this.endpoints[(start + k) % n];
-                let tcp = match tokio::time::timeout(this.timeout, TcpStream::connect(addr)).await {
-                    Ok(Ok(tcp)) => tcp,
-                    Ok(Err(e)) => {
+                let tcp = match connect_tcp(addr, this.timeout).await {
+                    Ok(tcp) => tcp,
+                    Err(TcpConnectError::Io(e)) => {
                         last = e;
                         continue;
                     }
-                    Err(_) => {
+                    Err(TcpConnectError::Timeout(_)) => {
                         last = std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             format!("connect to {addr} timed out"),
@@ -340,7 +340,6 @@ impl tower_service::Service<http::Uri> for Connector {
                         continue;
                     }
                 };
-                let _ = tcp.set_nodelay(true);
                 let io: Box<dyn Io> = match &this.tls {
                     None => Box::new(tcp),
                     Some(tls) => {

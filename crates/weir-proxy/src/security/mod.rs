@@ -29,7 +29,7 @@ pub(crate) mod jwt;
 pub(crate) mod remote;
 
 pub use remote::parse_pem_certs;
-pub(crate) use remote::{jwks_client_tls, SecurityState};
+pub(crate) use remote::SecurityState;
 
 /// What authentication established, for authorization.
 #[derive(Default)]

@@ -97,28 +97,6 @@ pub fn parse_pem_certs(
     Ok(certs)
 }
 
-/// The TLS client of https key set fetches: public roots plus `extra` CAs; no client
-/// certificate; ALPN none (HTTP/1.1).
-pub(crate) fn jwks_client_tls(
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-    extra: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for cert in extra {
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 impl SecurityState {
     pub(crate) fn new(tls: Arc<rustls::ClientConfig>) -> Self {
         SecurityState {

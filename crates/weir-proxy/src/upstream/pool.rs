@@ -45,6 +45,7 @@ use weir_snapshot::UpstreamConnection;
 
 use super::body::UpstreamBody;
 use crate::error::ConnectError;
+use crate::outbound::connect_tcp;
 
 /// How long a TCP connect to an endpoint may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -445,7 +446,7 @@ impl Pools {
         // 40% of the proxy's instructions before).
         let limit = connect_timeout.unwrap_or(self.inner.connect_timeout);
         Box::pin(async move {
-            let tcp = self.connect_tcp(key.addr, limit).await?;
+            let tcp = connect_tcp(key.addr, limit).await?;
             match tls {
                 None => self.handshake_http1(key.addr, tcp, permit).await,
                 Some(tls) => {
@@ -539,7 +540,7 @@ impl Pools {
         let limit = connect_timeout.unwrap_or(self.inner.connect_timeout);
         // Boxed for the reason given in `connect_http1`.
         Box::pin(async move {
-            let tcp = self.connect_tcp(key.addr, limit).await?;
+            let tcp = connect_tcp(key.addr, limit).await?;
             let tx = match tls {
                 None => handshake_http2(key.addr, tcp).await?,
                 Some(tls) => {
@@ -558,20 +559,6 @@ impl Pools {
         if map.get(&key).is_some_and(|tx| tx.is_closed()) {
             map.remove(&key);
         }
-    }
-
-    async fn connect_tcp(
-        &self,
-        addr: SocketAddr,
-        limit: Duration,
-    ) -> Result<TcpStream, ConnectError> {
-        let tcp = tokio::time::timeout(limit, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout(limit))?
-            .map_err(ConnectError::Tcp)?;
-        // Requests are small writes that must not wait for an ACK.
-        let _ = tcp.set_nodelay(true);
-        Ok(tcp)
     }
 
     /// Idle HTTP/1.1 connections for `key` (for tests and debugging).

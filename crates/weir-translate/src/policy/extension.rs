@@ -31,7 +31,6 @@ use crate::backend::{BackendRefSpec, Upstreams};
 use crate::model::GatewayModel;
 use crate::policy::attach::{Allowed, NotAccepted};
 use crate::policy::attached::{self, Also, Attached};
-use crate::ObjectStatus;
 
 /// What an ExtensionPolicy may name.
 const TARGETS: Allowed = Allowed {
@@ -46,31 +45,27 @@ pub const BODY_MAX: u64 = 1 << 20;
 
 type Model = attached::Model<ExtensionPolicy, Arc<ExtProc>>;
 
-/// Every ExtensionPolicy, and which one holds each target.
-pub struct ExtensionPolicies(Attached<ExtensionPolicy, Arc<ExtProc>>);
+/// Every ExtensionPolicy, and which one holds each target (statuses:
+/// [`Attached::statuses`]).
+pub type ExtensionPolicies = Attached<ExtensionPolicy, Arc<ExtProc>>;
 
-impl ExtensionPolicies {
-    /// Evaluate every policy; processor Services resolve into `upstreams` like backendRefs.
-    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>, upstreams: &mut Upstreams) -> Self {
-        Self(Attached::build(
-            store,
-            "Gateway, route or rule",
-            |key, p| evaluate(store, upstreams, ours, key, p),
-        ))
-    }
+/// Evaluate every policy; processor Services resolve into `upstreams` like backendRefs.
+pub fn build(
+    store: &Store,
+    ours: &BTreeSet<ObjectKey>,
+    upstreams: &mut Upstreams,
+) -> ExtensionPolicies {
+    Attached::build(store, "Gateway, route or rule", |key, p| {
+        evaluate(store, upstreams, ours, key, p)
+    })
+}
 
-    /// Put the effective policy on every route entry of our Gateways.
-    pub fn place(&self, gateways: &mut [GatewayModel]) {
-        self.0.place(gateways, |old, compiled| RouteAction {
-            ext_proc: Some(compiled.clone()),
-            ..attached::copy(old)
-        });
-    }
-
-    /// One status per policy: an ancestor entry per Gateway it affects.
-    pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
-        self.0.statuses(controller, now)
-    }
+/// Put the effective policy on every route entry of our Gateways.
+pub fn place(policies: &ExtensionPolicies, gateways: &mut [GatewayModel]) {
+    policies.place(gateways, |old, compiled| RouteAction {
+        ext_proc: Some(compiled.clone()),
+        ..attached::copy(old)
+    });
 }
 
 fn evaluate(

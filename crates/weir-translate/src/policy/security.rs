@@ -34,7 +34,6 @@ use crate::model::GatewayModel;
 use crate::policy::attach::{Allowed, NotAccepted};
 use crate::policy::attached::{self, Attached};
 use crate::refgrant;
-use crate::ObjectStatus;
 
 mod authz;
 mod credentials;
@@ -50,7 +49,7 @@ const TARGETS: Allowed = Allowed {
 };
 
 /// What a SecurityPolicy's targets get.
-struct Compiled {
+pub struct Compiled {
     /// The policy, or a deny-all when it cannot be applied.
     security: Arc<Security>,
     /// Its `extAuth`, when it has one and is applied.
@@ -59,34 +58,30 @@ struct Compiled {
 
 type Model = attached::Model<SecurityPolicy, Compiled>;
 
-/// Every SecurityPolicy, and which one holds each target.
-pub struct SecurityPolicies(Attached<SecurityPolicy, Compiled>);
+/// Every SecurityPolicy, and which one holds each target (statuses:
+/// [`Attached::statuses`]).
+pub type SecurityPolicies = Attached<SecurityPolicy, Compiled>;
 
-impl SecurityPolicies {
-    /// Evaluate every policy; `ours`: the Gateways of our classes; `upstreams`: where the
-    /// `extAuth` auth Services resolve (shared with the routes').
-    pub fn build(store: &Store, ours: &BTreeSet<ObjectKey>, upstreams: &mut Upstreams) -> Self {
-        Self(Attached::build(
-            store,
-            "Gateway, route or rule",
-            |key, p| evaluate(store, upstreams, ours, key, p),
-        ))
-    }
+/// Evaluate every policy; `ours`: the Gateways of our classes; `upstreams`: where the
+/// `extAuth` auth Services resolve (shared with the routes').
+pub fn build(
+    store: &Store,
+    ours: &BTreeSet<ObjectKey>,
+    upstreams: &mut Upstreams,
+) -> SecurityPolicies {
+    Attached::build(store, "Gateway, route or rule", |key, p| {
+        evaluate(store, upstreams, ours, key, p)
+    })
+}
 
-    /// Put the effective policy on every route entry of our Gateways.
-    pub fn place(&self, gateways: &mut [GatewayModel]) {
-        self.0.place(gateways, |old, compiled| RouteAction {
-            security: Some(compiled.security.clone()),
-            // The rule's own ExternalAuth filter wins over the policy's.
-            ext_auth: old.ext_auth.clone().or_else(|| compiled.ext_auth.clone()),
-            ..attached::copy(old)
-        });
-    }
-
-    /// One status per policy: an ancestor entry per Gateway it affects.
-    pub fn statuses(&self, controller: &str, now: &weir_store::Time) -> Vec<ObjectStatus> {
-        self.0.statuses(controller, now)
-    }
+/// Put the effective policy on every route entry of our Gateways.
+pub fn place(policies: &SecurityPolicies, gateways: &mut [GatewayModel]) {
+    policies.place(gateways, |old, compiled| RouteAction {
+        security: Some(compiled.security.clone()),
+        // The rule's own ExternalAuth filter wins over the policy's.
+        ext_auth: old.ext_auth.clone().or_else(|| compiled.ext_auth.clone()),
+        ..attached::copy(old)
+    });
 }
 
 fn evaluate(

@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 
 use super::reply::{self, Reply};
 use super::RedisFailure;
+use crate::outbound::{client_tls, connect_tcp};
 
 /// The most connections one Weir process keeps to Redis (see the module's notes).
 pub(super) const POOL_SIZE: usize = 64;
@@ -93,28 +94,73 @@ impl Conn {
 
     async fn read_reply(&mut self) -> Result<Answer, Broken> {
         self.rbuf.clear();
+        let (got, used) = self.read_one(MAX_REPLY).await?;
+        if used != self.rbuf.len() {
+            return Err(Broken::Protocol("more bytes than one reply".into()));
+        }
+        match got {
+            Got::Ints => Ok(Answer::Ints),
+            Got::Error(text) => Ok(Answer::Error(text)),
+            Got::Status => Err(Broken::Protocol("a status instead of an array".into())),
+        }
+    }
+
+    /// Send the connection's greeting (`AUTH`, `SELECT`) and check each answer is a status.
+    async fn greet(&mut self, hello: &[u8], replies: usize) -> Result<(), String> {
+        if replies == 0 {
+            return Ok(());
+        }
+        self.io
+            .write_all(hello)
+            .await
+            .map_err(|e| format!("sending AUTH/SELECT: {e}"))?;
+        self.rbuf.clear();
+        for _ in 0..replies {
+            let (got, used) = self
+                .read_one(reply::MAX_LINE + 2)
+                .await
+                .map_err(|e| match e {
+                    Broken::Io { error, .. } => format!("reading AUTH/SELECT's answer: {error}"),
+                    Broken::Closed { .. } => {
+                        "redis closed the connection during AUTH/SELECT".into()
+                    }
+                    Broken::Protocol(p) => p,
+                })?;
+            match got {
+                Got::Status => {
+                    self.rbuf.drain(..used);
+                }
+                Got::Error(text) => return Err(format!("redis refused: {text}")),
+                Got::Ints => return Err("unexpected reply to AUTH/SELECT".into()),
+            }
+        }
+        if !self.rbuf.is_empty() {
+            return Err("more bytes than the AUTH/SELECT answers".into());
+        }
+        Ok(())
+    }
+
+    /// Read until `rbuf` starts with a whole reply (`rbuf` holding at most `max` bytes
+    /// before it does): the reply and how many bytes it took.
+    async fn read_one(&mut self, max: usize) -> Result<(Got, usize), Broken> {
         loop {
             if !self.rbuf.is_empty() {
                 match reply::parse(&self.rbuf, &mut self.ints) {
                     Ok(None) => {}
                     Ok(Some((r, used))) => {
-                        if used != self.rbuf.len() {
-                            return Err(Broken::Protocol("more bytes than one reply".into()));
-                        }
-                        return Ok(match r {
-                            Reply::Ints => Answer::Ints,
+                        let got = match r {
+                            Reply::Ints => Got::Ints,
+                            Reply::Status(_) => Got::Status,
                             Reply::Error(text) => {
-                                Answer::Error(String::from_utf8_lossy(text).into_owned())
+                                Got::Error(String::from_utf8_lossy(text).into_owned())
                             }
-                            Reply::Status(_) => {
-                                return Err(Broken::Protocol("a status instead of an array".into()))
-                            }
-                        });
+                        };
+                        return Ok((got, used));
                     }
                     Err(e) => return Err(Broken::Protocol(e.to_string())),
                 }
             }
-            if self.rbuf.len() > MAX_REPLY {
+            if self.rbuf.len() > max {
                 return Err(Broken::Protocol("a reply too long".into()));
             }
             let before = self.rbuf.is_empty();
@@ -130,49 +176,13 @@ impl Conn {
             }
         }
     }
+}
 
-    /// Send the connection's greeting (`AUTH`, `SELECT`) and check each answer is a status.
-    async fn greet(&mut self, hello: &[u8], replies: usize) -> Result<(), String> {
-        if replies == 0 {
-            return Ok(());
-        }
-        self.io
-            .write_all(hello)
-            .await
-            .map_err(|e| format!("sending AUTH/SELECT: {e}"))?;
-        self.rbuf.clear();
-        let mut seen = 0;
-        while seen < replies {
-            match reply::parse(&self.rbuf, &mut self.ints) {
-                Ok(Some((Reply::Status(_), used))) => {
-                    self.rbuf.drain(..used);
-                    seen += 1;
-                    continue;
-                }
-                Ok(Some((Reply::Error(text), _))) => {
-                    return Err(format!("redis refused: {}", String::from_utf8_lossy(text)))
-                }
-                Ok(Some((Reply::Ints, _))) => return Err("unexpected reply to AUTH/SELECT".into()),
-                Err(e) => return Err(e.to_string()),
-                Ok(None) => {}
-            }
-            if self.rbuf.len() > reply::MAX_LINE + 2 {
-                return Err("a reply too long".into());
-            }
-            let n = self
-                .io
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(|e| format!("reading AUTH/SELECT's answer: {e}"))?;
-            if n == 0 {
-                return Err("redis closed the connection during AUTH/SELECT".into());
-            }
-        }
-        if !self.rbuf.is_empty() {
-            return Err("more bytes than the AUTH/SELECT answers".into());
-        }
-        Ok(())
-    }
+/// A whole reply, out of the read buffer (the integers of `Ints` are in `Conn::ints`).
+enum Got {
+    Ints,
+    Status,
+    Error(String),
 }
 
 /// Why a connection is dropped.
@@ -394,10 +404,10 @@ impl Pool {
     async fn connect(&self) -> Result<Conn, String> {
         let io: Box<dyn Io> = match &self.addr {
             Addr::Tcp { host, port, tls } => {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                // The limit `connect_one` also puts on the whole connect (TLS, AUTH/SELECT).
+                let tcp = connect_tcp((host.as_str(), *port), self.connect_timeout)
                     .await
                     .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
-                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
                 match tls {
                     Some((connector, name)) => Box::new(
                         connector
@@ -473,24 +483,11 @@ impl Drop for Lease {
 /// rustls for `rediss://`: the given CA certificates instead of the public roots, else the
 /// public roots (Mozilla's, built in).
 fn tls_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in crate::security::parse_pem_certs(pem)
-                .map_err(|e| format!("--rate-limit-redis-ca: {e}"))?
-            {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("--rate-limit-redis-ca: {e}"))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    match ca_pem {
+        None => client_tls(provider, true, &[]),
+        Some(pem) => crate::security::parse_pem_certs(pem)
+            .and_then(|ca| client_tls(provider, false, &ca))
+            .map_err(|e| format!("--rate-limit-redis-ca: {e}")),
+    }
 }

@@ -140,7 +140,12 @@ async fn a_password_in_the_url_is_used() {
     let rl = limit(1, 60, false);
     assert!(admitted(&e, &rl, &HeaderMap::new()).await);
     let wrong = engine(&format!("redis://:nope@127.0.0.1:{}", redis.port), 2000);
-    assert!(wrong.check(&rl, &client(&HeaderMap::new())).await.is_err());
+    // The greeting's refusal is what the request sees.
+    let err = wrong
+        .check(&rl, &client(&HeaderMap::new()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("redis refused: "), "{err}");
     assert!(GlobalLimits::new(&GlobalConfig {
         url: "http://127.0.0.1:1".into(),
         timeout: Duration::from_millis(10),

@@ -9,7 +9,7 @@ use weir_snapshot::{
 use weir_store::Kind;
 
 use crate::policy::fixture::{self, action, gateway, routes, GW, ROUTE, RULE_A};
-use crate::tests::{is, run, status, store_with_class};
+use crate::tests::{is, status};
 use crate::Output;
 
 /// Gateway `gw` (port 80); HTTPRoute `r` with rules `a` (/a) and `b` (/b) and a rule without
@@ -412,20 +412,9 @@ fn a_listener_or_service_target_is_not_implemented() {
 
 #[test]
 fn a_grpc_route_rule_gets_its_policy() {
-    let yaml = "
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns}
-spec:
-  gatewayClassName: weir
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc, namespace: ns}
-spec: {ports: [{port: 80}]}
----
+    let world = concat!(
+        gateway!(),
+        "---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: g, namespace: ns}
@@ -437,17 +426,18 @@ spec:
     backendRefs: [{name: svc, port: 80}]
   - matches: [{method: {service: pkg.Other}}]
     backendRefs: [{name: svc, port: 80}]
-";
+"
+    );
     let rule = "{group: gateway.networking.k8s.io, kind: GRPCRoute, name: g, sectionName: echo}";
-    let out = run(&store_with_class(&format!(
-        "{yaml}{}",
-        policy(
+    let out = fixture::translate(
+        world,
+        &[policy(
             "p",
             "2024-01-01T00:00:00Z",
             rule,
-            "  retry: {numRetries: 4}"
-        )
-    )));
+            "  retry: {numRetries: 4}",
+        )],
+    );
     assert_eq!(accepted(&out, "p"), is("True", "Accepted"));
     let n = |path| policy_of(&out, path).map(|p| p.retry.as_ref().unwrap().num_retries);
     assert_eq!(n("/pkg.Echo/Say"), Some(4));

@@ -65,17 +65,18 @@ const FULL: &str = "
   sessionPersistence: {}";
 
 /// A BackendTrafficPolicy on rule `btp` with its own retry and budget.
-const BTP: &str = "
----
-apiVersion: gateway.weir.dev/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {name: weir-btp, namespace: ns, generation: 1, creationTimestamp: '2024-01-01T00:00:00Z'}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: btp}]
+fn btp() -> String {
+    fixture::policy(
+        Kind::BackendTrafficPolicy,
+        "weir-btp",
+        "2024-01-01T00:00:00Z",
+        "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: btp}]",
+        "
   retry:
     numRetries: 2
-    budget: {percent: 50}
-";
+    budget: {percent: 50}",
+    )
+}
 
 fn translate(extra: &[String]) -> Output {
     fixture::translate(WORLD, extra)
@@ -159,7 +160,7 @@ fn routes_without_a_policy_pay_nothing() {
 fn the_rule_and_backend_traffic_policy_beat_the_service() {
     let out = translate(&[
         policy("p", "2024-01-01T00:00:00Z", &format!("[{SVC}]"), FULL),
-        BTP.to_string(),
+        btp(),
     ]);
     // The rule's own sessionPersistence wins; the Service's budget still applies.
     let p = policy_of(&out, "/own").expect("a policy");
