@@ -143,6 +143,38 @@ pub async fn status_of(weir: &Weir, kind: &str, name: &str) -> Option<serde_json
         .cloned()
 }
 
+/// Wait until the `Accepted` condition of policy `kind`/`name` under its first ancestor (on
+/// `/status`) is one `ok` takes (a missing condition is `Null`); that condition. `what`
+/// names the wait in the failure message.
+pub async fn policy_accepted_when(
+    weir: &Weir,
+    what: &str,
+    kind: &str,
+    name: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    weir_testkit::assert_eventually(what, WAIT, || async {
+        let status = status_of(weir, kind, name).await.ok_or("no status")?;
+        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
+            .cloned()
+            .unwrap_or_default();
+        if ok(&c) {
+            Ok(c)
+        } else {
+            Err(format!("{status}"))
+        }
+    })
+    .await
+}
+
+/// Wait until policy `kind`/`name` is `Accepted=True` under its first ancestor.
+pub async fn policy_accepted(weir: &Weir, kind: &str, name: &str) {
+    policy_accepted_when(weir, "the policy accepted", kind, name, |c| {
+        c["status"] == "True"
+    })
+    .await;
+}
+
 /// The `status` of condition `type` in a conditions array.
 pub fn condition<'a>(
     conditions: &'a serde_json::Value,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use weir_e2e::{condition, status_of, wait_ready, WAIT};
+use weir_e2e::{policy_accepted, policy_accepted_when, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Req};
 use weir_testkit::process::{echo, weir};
@@ -57,20 +57,7 @@ async fn a_retry_policy_applies_to_its_route_and_is_counted() {
         dir.path(),
         "  retry:\n    numRetries: 2\n    retryOn: {httpStatusCodes: [503]}\n    perRetry: {backOff: {baseInterval: 1ms}}\n",
     );
-    assert_eventually("the policy accepted", WAIT, || async {
-        let status = status_of(&weir, "BackendTrafficPolicy", "resilient")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        if c["status"] == "True" {
-            Ok(())
-        } else {
-            Err(format!("{status}"))
-        }
-    })
-    .await;
+    policy_accepted(&weir, "BackendTrafficPolicy", "resilient").await;
     // The backend answers 503 every time: two retries, then its last 503.
     assert_eventually("503s retried", WAIT, || async {
         let r = http1(http, &status_503).await?;
@@ -96,23 +83,19 @@ async fn a_retry_policy_applies_to_its_route_and_is_counted() {
         dir.path(),
         "  retry: {numRetries: 2}\n  loadBalancer: {type: Random, zoneAware: {weightedZones: []}}\n",
     );
-    assert_eventually("the refused policy reported", WAIT, || async {
-        let status = status_of(&weir, "BackendTrafficPolicy", "resilient")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        let named = c["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("spec.loadBalancer.zoneAware.weightedZones");
-        if c["reason"] == "UnsupportedValue" && named {
-            Ok(())
-        } else {
-            Err(format!("{c}"))
-        }
-    })
+    policy_accepted_when(
+        &weir,
+        "the refused policy reported",
+        "BackendTrafficPolicy",
+        "resilient",
+        |c| {
+            c["reason"] == "UnsupportedValue"
+                && c["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("spec.loadBalancer.zoneAware.weightedZones")
+        },
+    )
     .await;
     let before = retries(&weir, "retriable-status-codes").await;
     assert_eq!(http1(http, &status_503).await.unwrap().status, 503);

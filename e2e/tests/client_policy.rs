@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use weir_e2e::{condition, status_of, wait_ready, WAIT};
+use weir_e2e::{condition, policy_accepted_when, status_of, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Req};
 use weir_testkit::process::{echo, weir};
@@ -131,24 +131,19 @@ async fn a_policy_applies_changes_and_goes_away_without_a_restart() {
         dir.path(),
         "  connection: {connectionLimit: {value: 1}}\n  tcpKeepalive: {idleTime: 20m}\n",
     );
-    assert_eventually("the refused policy reported", WAIT, || async {
-        let status = status_of(&weir, "ClientTrafficPolicy", "edge")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        if c["reason"] == "UnsupportedValue"
-            && c["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("spec.tcpKeepalive")
-        {
-            Ok(())
-        } else {
-            Err(format!("{c}"))
-        }
-    })
+    policy_accepted_when(
+        &weir,
+        "the refused policy reported",
+        "ClientTrafficPolicy",
+        "edge",
+        |c| {
+            c["reason"] == "UnsupportedValue"
+                && c["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("spec.tcpKeepalive")
+        },
+    )
     .await;
     let held = TcpStream::connect(http).unwrap();
     held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use weir_e2e::{condition, status_of, wait_ready, WAIT};
+use weir_e2e::{policy_accepted, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Reply, Req};
 use weir_testkit::process::{echo, weir};
@@ -55,20 +55,7 @@ spec:
 ",
     )
     .unwrap();
-    assert_eventually("the policy accepted", WAIT, || async {
-        let status = status_of(&weir, "BackendTrafficPolicy", "fast")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        if c["status"] == "True" {
-            Ok(())
-        } else {
-            Err(format!("{status}"))
-        }
-    })
-    .await;
+    policy_accepted(&weir, "BackendTrafficPolicy", "fast").await;
     // The echo answers with the Cache-Control the request asks it to set.
     let first = assert_eventually("a stored, compressed answer", WAIT, || async {
         let r = http1(

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use weir_e2e::{condition, status_of, wait_ready, WAIT};
+use weir_e2e::{policy_accepted, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Req};
 use weir_testkit::process::{echo, weir, Weir};
@@ -27,20 +27,7 @@ spec:
 }
 
 async fn accepted(weir: &Weir) {
-    assert_eventually("the policy accepted", WAIT, || async {
-        let status = status_of(weir, "BackendTrafficPolicy", "chaos")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        if c["status"] == "True" {
-            Ok(())
-        } else {
-            Err(format!("{status}"))
-        }
-    })
-    .await;
+    policy_accepted(weir, "BackendTrafficPolicy", "chaos").await;
 }
 
 /// The access log lines on stdout so far.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use weir_e2e::{condition, status_of, wait_ready, WAIT};
+use weir_e2e::{policy_accepted, policy_accepted_when, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Req};
 use weir_testkit::process::{echo, weir};
@@ -53,20 +53,7 @@ async fn an_active_check_keeps_traffic_off_a_failing_backend_until_it_passes() {
         dir.path(),
         "  healthCheck:\n    panicThreshold: 0\n    active:\n      type: HTTP\n      interval: 100ms\n      unhealthyThreshold: 1\n      http: {path: /status/503}\n",
     );
-    assert_eventually("the policy accepted", WAIT, || async {
-        let status = status_of(&weir, "BackendTrafficPolicy", "healthy")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        if c["status"] == "True" {
-            Ok(())
-        } else {
-            Err(format!("{status}"))
-        }
-    })
-    .await;
+    policy_accepted(&weir, "BackendTrafficPolicy", "healthy").await;
     assert_eventually("no healthy endpoint: 503", WAIT, || async {
         let r = http1(http, &get).await?;
         if r.status != 503 {
@@ -103,23 +90,19 @@ async fn an_active_check_keeps_traffic_off_a_failing_backend_until_it_passes() {
         dir.path(),
         "  healthCheck:\n    passive: {maxEjectionPercent: 150}\n",
     );
-    assert_eventually("the invalid policy reported", WAIT, || async {
-        let status = status_of(&weir, "BackendTrafficPolicy", "healthy")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        let named = c["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("spec.healthCheck.passive.maxEjectionPercent");
-        if c["reason"] == "Invalid" && named {
-            Ok(())
-        } else {
-            Err(format!("{c}"))
-        }
-    })
+    policy_accepted_when(
+        &weir,
+        "the invalid policy reported",
+        "BackendTrafficPolicy",
+        "healthy",
+        |c| {
+            c["reason"] == "Invalid"
+                && c["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("spec.healthCheck.passive.maxEjectionPercent")
+        },
+    )
     .await;
     assert_eq!(http1(http, &get).await.unwrap().status, 200);
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use weir_e2e::{condition, status_of, wait_ready, WAIT};
+use weir_e2e::{policy_accepted, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Reply, Req};
 use weir_testkit::process::{bin, echo, weir, Weir};
@@ -47,20 +47,7 @@ fn per_user(kind: &str, requests: u32, unit: &str) -> String {
 }
 
 async fn accepted(weir: &Weir) {
-    assert_eventually("the policy accepted", WAIT, || async {
-        let status = status_of(weir, "BackendTrafficPolicy", "limits")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        if c["status"] == "True" {
-            Ok(())
-        } else {
-            Err(format!("{status}"))
-        }
-    })
-    .await;
+    policy_accepted(weir, "BackendTrafficPolicy", "limits").await;
 }
 
 async fn get(addr: SocketAddr, user: &str) -> Reply {
@@ -469,18 +456,7 @@ spec:
     let w = start(dir.path(), &redis_args(&redis));
     wait_ready(&w).await;
     accepted(&w).await;
-    assert_eventually("the client policy accepted", WAIT, || async {
-        let status = status_of(&w, "ClientTrafficPolicy", "quiet")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .unwrap_or_default();
-        (c["status"] == "True")
-            .then_some(())
-            .ok_or_else(|| format!("{status}"))
-    })
-    .await;
+    policy_accepted(&w, "ClientTrafficPolicy", "quiet").await;
     let quiet = |r: &Reply| {
         for name in [
             "x-ratelimit-limit",

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use weir_e2e::{condition, status_of, wait_ready, WAIT};
+use weir_e2e::{policy_accepted_when, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Req};
 use weir_testkit::process::{bin, echo, weir, Weir};
@@ -127,15 +127,10 @@ spec:
     .unwrap();
 }
 
-async fn accepted(weir: &Weir) -> serde_json::Value {
-    assert_eventually("the policy's status", WAIT, || async {
-        let status = status_of(weir, "SecurityPolicy", "auth")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .ok_or_else(|| format!("{status}"))?;
-        Ok::<_, String>(c)
+/// SecurityPolicy `name`'s `Accepted` condition, once it has one.
+async fn accepted(weir: &Weir, name: &str) -> serde_json::Value {
+    policy_accepted_when(weir, "the policy's status", "SecurityPolicy", name, |c| {
+        !c.is_null()
     })
     .await
 }
@@ -165,7 +160,7 @@ async fn a_security_policy_authenticates_fails_closed_and_never_shows_a_secret()
     write_policy(dir.path(), &c, "users");
     let weir = weir(dir.path(), &[80], &["--log-level", "debug"]);
     wait_ready(&weir).await;
-    let cond = accepted(&weir).await;
+    let cond = accepted(&weir, "auth").await;
     assert_eq!(cond["status"], "True", "{cond}");
 
     let (basic, token, key) = (c.basic(), c.token(300), c.api_key.clone());
@@ -223,7 +218,7 @@ async fn a_security_policy_authenticates_fails_closed_and_never_shows_a_secret()
     // even to a request with every credential.
     write_policy(dir.path(), &c, "no-such-secret");
     assert_eventually("Invalid status", WAIT, || async {
-        let cond = accepted(&weir).await;
+        let cond = accepted(&weir, "auth").await;
         (cond["status"] == "False" && cond["reason"] == "Invalid")
             .then_some(())
             .ok_or(format!("{cond}"))
@@ -312,18 +307,6 @@ spec:
     )
 }
 
-async fn policy_accepted(weir: &Weir, name: &str) -> serde_json::Value {
-    assert_eventually("the policy's status", WAIT, || async {
-        let status = status_of(weir, "SecurityPolicy", name)
-            .await
-            .ok_or("no status")?;
-        condition(&status["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .ok_or_else(|| format!("{status}"))
-    })
-    .await
-}
-
 async fn send(weir: &Weir, req: &Req<'_>) -> weir_testkit::client::Reply {
     http1(weir.listener(80), req).await.unwrap()
 }
@@ -379,7 +362,7 @@ async fn security_policy_http_ext_auth_allows_denies_injects_and_times_out() {
     let weir = weir(dir.path(), &[80], &[]);
     wait_ready(&weir).await;
     for name in ["xa-http", "xa-open", "xa-cors"] {
-        let cond = policy_accepted(&weir, name).await;
+        let cond = accepted(&weir, name).await;
         assert_eq!(cond["status"], "True", "{name}: {cond}");
     }
     serving(&weir, "xa-http.ingress.top").await;
@@ -563,7 +546,7 @@ async fn security_policy_grpc_ext_auth_allows_denies_and_fails_open_or_closed() 
     let weir = weir(dir.path(), &[80], &[]);
     wait_ready(&weir).await;
     for name in ["xa-grpc", "xa-dead", "xa-dead-open"] {
-        let cond = policy_accepted(&weir, name).await;
+        let cond = accepted(&weir, name).await;
         assert_eq!(cond["status"], "True", "{name}: {cond}");
     }
     serving(&weir, "xa-grpc.ingress.top").await;
@@ -638,7 +621,7 @@ async fn an_invalid_ext_auth_fails_closed() {
     std::fs::write(dir.path().join("auth.yaml"), &route).unwrap();
     let weir = weir(dir.path(), &[80], &[]);
     wait_ready(&weir).await;
-    let cond = policy_accepted(&weir, "xa-bad").await;
+    let cond = accepted(&weir, "xa-bad").await;
     assert_eq!(
         (cond["status"].as_str(), cond["reason"].as_str()),
         (Some("False"), Some("Invalid")),
@@ -670,5 +653,5 @@ async fn an_invalid_ext_auth_fails_closed() {
     )
     .unwrap();
     serving(&weir, "xa-bad.ingress.top").await;
-    assert_eq!(policy_accepted(&weir, "xa-bad").await["status"], "True");
+    assert_eq!(accepted(&weir, "xa-bad").await["status"], "True");
 }

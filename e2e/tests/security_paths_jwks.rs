@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
-use weir_e2e::{condition, service_yaml, status_of, wait_ready, WAIT};
+use weir_e2e::{policy_accepted_when, service_yaml, wait_ready, WAIT};
 use weir_testkit::assert_eventually;
 use weir_testkit::client::{http1, Req};
 use weir_testkit::process::{echo, weir, Weir};
@@ -46,18 +46,14 @@ fn write(dir: &Path, spec: &str, more: &str) {
 }
 
 async fn accepted_is(weir: &Weir, status: &str, needle: &str) {
-    assert_eventually("the policy's status", WAIT, || async {
-        let s = status_of(weir, "SecurityPolicy", "guard")
-            .await
-            .ok_or("no status")?;
-        let c = condition(&s["status"]["ancestors"][0]["conditions"], "Accepted")
-            .cloned()
-            .ok_or_else(|| format!("{s}"))?;
-        (c["status"] == status && c["message"].as_str().unwrap_or("").contains(needle))
-            .then_some(())
-            .ok_or(format!("{c}"))
-    })
-    .await
+    policy_accepted_when(
+        weir,
+        "the policy's status",
+        "SecurityPolicy",
+        "guard",
+        |c| c["status"] == status && c["message"].as_str().unwrap_or("").contains(needle),
+    )
+    .await;
 }
 
 async fn status_of_get(weir: &Weir, path: &str, token: Option<&str>) -> u16 {
