@@ -29,22 +29,22 @@ edges = collections.defaultdict(lambda: collections.defaultdict(lambda: [0, 0, 0
 events = None
 
 
-def name(s):
+def compressed(table, s):
+    """callgrind's name compression: `(id) text` defines id, a later `(id)` refers to it."""
     m = re.match(r'\((\d+)\)(?: (.*))?', s)
     if not m:
         return s
     if m.group(2):
-        names[m.group(1)] = m.group(2)
-    return names.get(m.group(1), s)
+        table[m.group(1)] = m.group(2)
+    return table.get(m.group(1), s)
+
+
+def name(s):
+    return compressed(names, s)
 
 
 def fname(s):
-    m = re.match(r'\((\d+)\)(?: (.*))?', s)
-    if not m:
-        return s
-    if m.group(2):
-        files[m.group(1)] = m.group(2)
-    return files.get(m.group(1), s)
+    return compressed(files, s)
 
 
 def cost(parts):
