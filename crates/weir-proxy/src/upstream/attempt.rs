@@ -197,36 +197,63 @@ impl Clients {
                     }
                 }
                 // Idle connections first, most recently used first; then, under the
-                // endpoint's cap, a new one (or, at the cap, one that comes back).
-                let permit = loop {
-                    let reused = match self.pools.checkout_http1(key) {
-                        Some(reused) => reused,
+                // endpoint's cap, a new one (or, at the cap, one that comes back). One
+                // `conn` for both, so the request's future holds one.
+                loop {
+                    // `stale`: `None` for a new connection.
+                    let (mut conn, uses, stale) = match self.pools.checkout_http1(key) {
+                        Some(reused) => reused.parts(),
                         None => match match gate.connections() {
                             None => self.pools.admit_http1(key).await,
                             // Boxed: routes without a breaker do not carry its space.
                             Some(c) => Box::pin(self.pools.admit_http1_capped(key, c)).await,
                         } {
-                            Ok(Admission::Idle(reused)) => reused,
-                            Ok(Admission::Open(permit)) => break permit,
+                            Ok(Admission::Idle(reused)) => reused.parts(),
+                            Ok(Admission::Open(permit)) => {
+                                let connect = self.pools.connect_http1(
+                                    key,
+                                    tls.map(|t| &t.connect),
+                                    permit,
+                                    gate.connect_timeout(),
+                                );
+                                match connect.await {
+                                    Ok(conn) => (conn, 1, None),
+                                    Err(err) => {
+                                        gate.outcome(i, Outcome::LocalFailure);
+                                        last_connect_error =
+                                            Some(connect_failed(metrics, upstream, addr, err));
+                                        break;
+                                    }
+                                }
+                            }
                             Err(pool::Overflow) => {
                                 return Err(ProxyError::UpstreamOverflow(upstream.name.clone()))
                             }
                         },
                     };
-                    let mut tx = reused.tx;
-                    let uses = reused.uses.saturating_add(1);
-                    if tx.ready().await.is_err() {
-                        continue;
-                    }
+                    // A pooled connection the peer has closed is found out by the send: hyper
+                    // reads the close before it writes and hands the request back unsent.
+                    let fresh = stale.is_none();
                     // Boxed: rarely made, and the future would otherwise carry its space.
-                    let copy = (reused.stale && safe_to_repeat).then(|| Box::new(Replay::of(&req)));
-                    match tx.try_send_request(req).await {
+                    let copy =
+                        (stale == Some(true) && safe_to_repeat).then(|| Box::new(Replay::of(&req)));
+                    match conn.send(req).await {
                         Ok(response) => {
                             gate.outcome(i, Outcome::Status(response.status().as_u16()));
-                            let response = self.pooled(response, key, tx, uses);
+                            let response = self.pooled(response, key, conn, uses);
                             return Ok((response, gate.finish(token)));
                         }
                         Err(mut err) => match (err.take_message(), copy) {
+                            // Closed before the request was written: a new connection is
+                            // like a failed connect; a pooled one is replaced.
+                            (Some(unsent), _) if fresh => {
+                                req = unsent;
+                                gate.outcome(i, Outcome::LocalFailure);
+                                let err = ConnectError::Handshake(err.into_error());
+                                last_connect_error =
+                                    Some(connect_failed(metrics, upstream, addr, err));
+                                break;
+                            }
                             (Some(unsent), _) => req = unsent,
                             (None, Some(copy)) => {
                                 tracing::debug!(%addr, error = %err.error(), "pooled connection failed; repeating the request");
@@ -237,37 +264,6 @@ impl Clients {
                             }
                         },
                     }
-                };
-                let connect = self.pools.connect_http1(
-                    key,
-                    tls.map(|t| &t.connect),
-                    permit,
-                    gate.connect_timeout(),
-                );
-                let mut tx = match connect.await {
-                    Ok(tx) => tx,
-                    Err(err) => {
-                        gate.outcome(i, Outcome::LocalFailure);
-                        last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
-                        continue;
-                    }
-                };
-                match tx.try_send_request(req).await {
-                    Ok(response) => {
-                        gate.outcome(i, Outcome::Status(response.status().as_u16()));
-                        let response = self.pooled(response, key, tx, 1);
-                        return Ok((response, gate.finish(token)));
-                    }
-                    Err(mut err) => match err.take_message() {
-                        // Closed before the request was written: like a failed connect.
-                        Some(unsent) => {
-                            req = unsent;
-                            gate.outcome(i, Outcome::LocalFailure);
-                            let err = ConnectError::Handshake(err.into_error());
-                            last_connect_error = Some(connect_failed(metrics, upstream, addr, err));
-                        }
-                        None => return Err(sent_failed(upstream, err.into_error(), gate, i)),
-                    },
                 }
             }
             Err(all_failed(upstream, last_connect_error))
@@ -278,15 +274,17 @@ impl Clients {
         &self,
         mut response: Response<Incoming>,
         key: PoolKey,
-        tx: pool::Http1Sender,
+        conn: pool::Http1Conn,
         uses: u32,
     ) -> Response<PooledBody> {
         self.record(&mut response, key.addr);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection now belongs to the tunnel.
+            // The connection now belongs to the tunnel: hyper hands its socket over from
+            // the connection future, which runs on its own until then.
+            conn.detach(None);
             return response.map(PooledBody::unpooled);
         }
-        response.map(|body| PooledBody::pooled(body, &self.pools, key, tx, uses))
+        response.map(|body| PooledBody::pooled(body, &self.pools, key, conn, uses))
     }
 
     /// Note the endpoint in the response, when the access log wants it.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
-use super::pool::{Http1Sender, Inner, PoolKey, Pools};
+use super::pool::{Http1Conn, Inner, PoolKey, Pools};
 use crate::body::BoxError;
 
 /// The body of a request sent upstream: the client's body streamed through, or bytes the
@@ -349,10 +349,11 @@ impl Body for UpstreamBody {
     }
 }
 
-/// An upstream response body. For HTTP/1.1 it holds the connection's sender and puts it back
-/// on the idle list as soon as the body has ended (or, if hyper never polls an empty body, when
-/// it is dropped at its end). A body dropped before its end takes the connection with it:
-/// the rest of that response is still on the wire.
+/// An upstream response body. For HTTP/1.1 it holds the connection, drives it while the body
+/// is read (see [`Http1Conn`]) and puts it back on the idle list as soon as the body has ended
+/// (or, if hyper never polls an empty body, when it is dropped at its end). A body dropped
+/// before its end takes the connection with it: the rest of that response is still on the
+/// wire.
 pub(crate) struct PooledBody {
     body: Incoming,
     checkin: Option<Checkin>,
@@ -361,7 +362,7 @@ pub(crate) struct PooledBody {
 struct Checkin {
     pool: Arc<Inner>,
     key: PoolKey,
-    tx: Http1Sender,
+    conn: Http1Conn,
     /// Requests the connection has served, this one included.
     uses: u32,
 }
@@ -379,7 +380,7 @@ impl PooledBody {
         body: Incoming,
         pools: &Pools,
         key: PoolKey,
-        tx: Http1Sender,
+        conn: Http1Conn,
         uses: u32,
     ) -> Self {
         Self {
@@ -387,21 +388,32 @@ impl PooledBody {
             checkin: Some(Checkin {
                 pool: pools.inner().clone(),
                 key,
-                tx,
+                conn,
                 uses,
             }),
         }
     }
 
+    /// The exchange is over: the connection goes back to the pool once hyper is ready for
+    /// the next request on it (at once, unless the request body is still being sent).
     fn release(&mut self) {
         if let Some(Checkin {
             pool,
             key,
-            tx,
+            mut conn,
             uses,
         }) = self.checkin.take()
         {
-            Pools::checkin_http1(&pool, key, tx, uses);
+            // Usually hyper asked for the next request in the poll that read the end of the
+            // body; else one more poll may get it there.
+            if !conn.is_idle() && !conn.drive_idle() {
+                return;
+            }
+            if conn.is_idle() {
+                Pools::checkin_http1(&pool, key, conn, uses);
+            } else {
+                conn.detach(Some((pool, key, uses)));
+            }
         }
     }
 }
@@ -415,7 +427,21 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let polled = match &mut this.checkin {
+            None => Pin::new(&mut this.body).poll_frame(cx),
+            Some(checkin) => {
+                // The body moves only when the connection runs (here, or while the response
+                // head was awaited, which usually read the body too): see `Http1Conn`.
+                let mut noop = Context::from_waker(std::task::Waker::noop());
+                match Pin::new(&mut this.body).poll_frame(&mut noop) {
+                    Poll::Pending => {
+                        checkin.conn.drive(cx);
+                        Pin::new(&mut this.body).poll_frame(&mut noop)
+                    }
+                    ready => ready,
+                }
+            }
+        };
         match &polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),

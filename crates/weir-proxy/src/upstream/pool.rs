@@ -9,7 +9,9 @@
 //! - HTTP/1.1: an idle list per key, most recently used first. A connection goes
 //!   back to the list when its response body has been read to the end
 //!   ([`super::body::PooledBody`]); a connection that closed while idle is dropped at
-//!   check-out; one idle longer than the idle timeout is dropped by the reaper.
+//!   check-out or by the reaper's next tick; one idle longer than the idle timeout is
+//!   dropped by the reaper. Each connection is driven by the request using it, not by a
+//!   task of its own ([`Http1Conn`]).
 //! - h2c: one HTTP/2 connection per endpoint, shared by every request (streams multiplex),
 //!   replaced when it closes.
 //!
@@ -53,6 +55,9 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Resolution of idle times.
 const TICK: Duration = Duration::from_secs(1);
+
+mod conn;
+pub(crate) use conn::Http1Conn;
 
 pub(crate) type Http1Sender = http1::SendRequest<UpstreamBody>;
 pub(crate) type Http2Sender = http2::SendRequest<UpstreamBody>;
@@ -210,7 +215,7 @@ impl Endpoint {
 
 /// The connection cap of one endpoint.
 struct Gate {
-    /// One permit per open connection, held by its connection task.
+    /// One permit per open connection, held by its [`Http1Conn`].
     open: Arc<Semaphore>,
     max: usize,
     /// Signalled when a connection is checked in while requests wait.
@@ -229,7 +234,7 @@ impl Drop for Waiting<'_> {
 }
 
 struct Idle {
-    tx: Http1Sender,
+    conn: Http1Conn,
     /// Clock tick of the check-in.
     since: u64,
     /// Requests the connection has served.
@@ -238,12 +243,20 @@ struct Idle {
 
 /// A connection taken from the idle list.
 pub(crate) struct Reused {
-    pub(crate) tx: Http1Sender,
+    pub(crate) conn: Http1Conn,
     /// It sat idle for at least a tick: the peer may be closing it right now (its own idle
     /// timeout), so a request that is safe to repeat should be kept for a retry.
     pub(crate) stale: bool,
     /// Requests it has served.
     pub(crate) uses: u32,
+}
+
+impl Reused {
+    /// The connection, the requests it will have served with the next one, and whether it
+    /// is stale.
+    pub(crate) fn parts(self) -> (Http1Conn, u32, Option<bool>) {
+        (self.conn, self.uses.saturating_add(1), Some(self.stale))
+    }
 }
 
 impl Pools {
@@ -309,7 +322,8 @@ impl Pools {
         tag
     }
 
-    /// The most recently used idle HTTP/1.1 connection for `key` that has not closed.
+    /// The most recently used idle HTTP/1.1 connection for `key` that has not expired.
+    /// Whether the peer closed it shows when it is made ready ([`Http1Conn::ready`]).
     pub(crate) fn checkout_http1(&self, key: PoolKey) -> Option<Reused> {
         let now = self.inner.clock.load(Ordering::Relaxed);
         let mut map = lock(&self.inner.http1);
@@ -317,11 +331,11 @@ impl Pools {
         let idle_ticks = endpoint.class.idle_ticks;
         while let Some(entry) = endpoint.idle.pop() {
             let age = now.saturating_sub(entry.since);
-            if entry.tx.is_closed() || age >= idle_ticks {
+            if age >= idle_ticks {
                 continue;
             }
             return Some(Reused {
-                tx: entry.tx,
+                conn: entry.conn,
                 stale: age >= 1,
                 uses: entry.uses,
             });
@@ -429,9 +443,8 @@ impl Pools {
         }
     }
 
-    /// A new HTTP/1.1 connection to `key.addr`, over TLS with `tls` (upgrades enabled); its
-    /// connection task runs until the connection closes or every sender is dropped, holding
-    /// `permit` (its place under the endpoint's cap) until then.
+    /// A new HTTP/1.1 connection to `key.addr`, over TLS with `tls` (upgrades enabled),
+    /// holding `permit` (its place under the endpoint's cap) until it is dropped.
     /// `connect_timeout`: the policy's (`timeout.tcp.connectTimeout`), else the pool's.
     pub(crate) fn connect_http1<'a>(
         &'a self,
@@ -439,7 +452,7 @@ impl Pools {
         tls: Option<&'a TlsConnect>,
         permit: ConnPermit,
         connect_timeout: Option<Duration>,
-    ) -> Pin<Box<dyn Future<Output = Result<Http1Sender, ConnectError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Http1Conn, ConnectError>> + Send + 'a>> {
         // Connecting (TCP, TLS and HTTP handshakes) has a large future and happens once per
         // connection: boxed, so that every request's future does not carry its space (and
         // move it, a memcpy of several KB per request and level, which callgrind showed as
@@ -462,7 +475,7 @@ impl Pools {
         addr: SocketAddr,
         io: S,
         permit: ConnPermit,
-    ) -> Result<Http1Sender, ConnectError>
+    ) -> Result<Http1Conn, ConnectError>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -470,13 +483,7 @@ impl Pools {
             .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
-            }
-            drop(permit);
-        });
-        Ok(tx)
+        Ok(Http1Conn::new(tx, conn.with_upgrades(), addr, permit))
     }
 
     /// The TLS handshake with a backend, bounded by the connect timeout.
@@ -495,8 +502,8 @@ impl Pools {
 
     /// Put a connection whose exchange finished back on `key`'s idle list (`uses`: the
     /// requests it has served; at its class's `max_uses` it is closed instead).
-    pub(crate) fn checkin_http1(inner: &Arc<Inner>, key: PoolKey, tx: Http1Sender, uses: u32) {
-        if tx.is_closed() {
+    pub(crate) fn checkin_http1(inner: &Arc<Inner>, key: PoolKey, conn: Http1Conn, uses: u32) {
+        if !conn.is_idle() {
             return;
         }
         let since = inner.clock.load(Ordering::Relaxed);
@@ -507,13 +514,13 @@ impl Pools {
                 .entry(key)
                 .or_insert_with(|| Endpoint::new(limits, inner.class(key.tls)));
             if uses >= endpoint.class.max_uses {
-                // Dropping the last sender ends the connection (its task gives back the
-                // permit, which wakes a waiter).
+                // Dropping it closes the connection and gives back its permit (which wakes a
+                // waiter).
                 drop(map);
-                drop(tx);
+                drop(conn);
                 return;
             }
-            endpoint.idle.push(Idle { tx, since, uses });
+            endpoint.idle.push(Idle { conn, since, uses });
             if endpoint.gate.waiting.load(Ordering::Relaxed) > 0 {
                 endpoint.gate.returned.notify_one();
             }
@@ -588,8 +595,10 @@ where
 }
 
 /// Once per pool: a task that advances the clock every tick and drops connections idle past
-/// the timeout (and endpoints with none left, so endpoints that left the snapshot do not
-/// linger). It ends when the pools are dropped.
+/// the timeout or closed by the peer (a poll of an idle connection reads its EOF; no
+/// connection is left in CLOSE_WAIT until a request trips over it), and endpoints with none
+/// left, so endpoints that left the snapshot do not linger. It ends when the pools are
+/// dropped.
 fn start_reaper(inner: &Arc<Inner>) {
     // A body dropped outside the runtime (at shutdown) must not panic in `spawn`.
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -612,14 +621,14 @@ fn start_reaper(inner: &Arc<Inner>) {
                 let mut map = lock(&inner.http1);
                 let mut expired = Vec::new();
                 map.retain(|_, endpoint| {
-                    let (keep, gone): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut endpoint.idle)
-                        .into_iter()
-                        .partition(|e| {
-                            !e.tx.is_closed()
-                                && now.saturating_sub(e.since) < endpoint.class.idle_ticks
-                        });
-                    endpoint.idle = keep;
-                    expired.extend(gone);
+                    let idle_ticks = endpoint.class.idle_ticks;
+                    for mut e in std::mem::take(&mut endpoint.idle) {
+                        if now.saturating_sub(e.since) < idle_ticks && e.conn.drive_idle() {
+                            endpoint.idle.push(e);
+                        } else {
+                            expired.push(e);
+                        }
+                    }
                     !endpoint.unused()
                 });
                 lock(&inner.http2).retain(|_, tx| !tx.is_closed());

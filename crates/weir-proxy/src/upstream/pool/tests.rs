@@ -28,6 +28,9 @@ enum Script {
     HangUpOnSecondRequest,
     /// Answer, then close the connection once it has been idle for a while.
     CloseWhenIdle,
+    /// Answer as soon as the request head is in, then read its body after a pause (as a
+    /// server that rejects an upload early does), and keep the connection open.
+    AnswerBeforeBody,
 }
 
 struct Backend {
@@ -72,6 +75,13 @@ async fn serve(
 ) {
     let mut buf = Vec::new();
     let mut on_conn = 0;
+    if script == Script::AnswerBeforeBody {
+        while answer_before_body(&mut tcp, &mut buf).await {
+            requests.fetch_add(1, Ordering::SeqCst);
+        }
+        closed.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
     while read_request(&mut tcp, &mut buf).await {
         requests.fetch_add(1, Ordering::SeqCst);
         on_conn += 1;
@@ -111,6 +121,39 @@ async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// [`Script::AnswerBeforeBody`] for one request; false at EOF.
+async fn answer_before_body(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let (end, length) = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            break (end, length);
+        }
+        let mut chunk = [0u8; 4096];
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    if tcp.write_all(answer).await.is_err() {
+        return false;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while buf.len() < end + 4 + length {
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..end + 4 + length);
+    true
 }
 
 fn upstream(protocol: AppProtocol, addrs: &[SocketAddr]) -> Upstream {
@@ -321,4 +364,81 @@ async fn h2c_requests_share_one_connection() {
         send(&clients, &up, get()).await.unwrap();
     }
     assert_eq!(accepted.load(Ordering::SeqCst), before);
+}
+
+#[test]
+fn upstream_connections_have_no_task_of_their_own() {
+    // The request that uses a connection drives it (`Http1Conn`): with four connections
+    // open and pooled, the client's runtime runs nothing but the pool's reaper. (The backend
+    // runs on a runtime of its own, so its tasks are not counted.)
+    let backend_runtime = tokio::runtime::Runtime::new().unwrap();
+    let backend = backend_runtime.block_on(Backend::start(Script::KeepAlive));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let pools = Pools::new(Default::default());
+        let clients = Clients::with_pools(pools.clone());
+        let up = upstream(AppProtocol::Http1, &[backend.addr]);
+        let (a, b, c, d) = tokio::join!(
+            send(&clients, &up, get()),
+            send(&clients, &up, get()),
+            send(&clients, &up, get()),
+            send(&clients, &up, get()),
+        );
+        for answer in [a, b, c, d] {
+            assert_eq!(answer.unwrap(), "ok");
+        }
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(pools.idle_http1(backend.addr), 4);
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        assert_eq!(tasks, 1, "the reaper and no task per connection");
+        // And the pooled connections still serve.
+        for _ in 0..4 {
+            assert_eq!(send(&clients, &up, get()).await.unwrap(), "ok");
+        }
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 4);
+    });
+}
+
+#[tokio::test]
+async fn a_response_that_ends_before_its_request_body_returns_the_connection_once_the_body_is_sent()
+{
+    // The backend answers as soon as it has the head of a large upload and reads the body
+    // later: the response is over while the request body is still being written. The
+    // connection goes back to the pool once the body is through, not before (the next
+    // request would wait behind it) and is not closed (it is still good).
+    let backend = Backend::start(Script::AnswerBeforeBody).await;
+    let pools = Pools::new(Default::default());
+    let clients = Clients::with_pools(pools.clone());
+    let up = upstream(AppProtocol::Http1, &[backend.addr]);
+    // Larger than what the loopback socket buffers take, so the write is still under way.
+    let upload = Bytes::from(vec![b'x'; 32 << 20]);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/upload")
+        .header("host", "app.test")
+        .header("content-length", upload.len().to_string())
+        .body(UpstreamBody::from(upload))
+        .unwrap();
+    assert_eq!(send(&clients, &up, req).await.unwrap(), "ok");
+    assert_eq!(
+        pools.idle_http1(backend.addr),
+        0,
+        "not idle while its request body is still being sent"
+    );
+    wait_for("the connection to come back once the body is sent", || {
+        pools.idle_http1(backend.addr) == 1
+    })
+    .await;
+    assert_eq!(send(&clients, &up, get()).await.unwrap(), "ok");
+    // (The backend counts a request once it has read its body, after its pause.)
+    wait_for("the backend to count both requests", || {
+        backend.requests.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
 }

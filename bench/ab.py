@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Two (or more) Weir builds beside nginx, pinned as section 1 is (one worker; proxy and
+backend on CPU 0, wrk on CPU 1), HTTP/1.1 keep-alive at 16, 128 and 512 connections,
+interleaved for BENCH_ROUNDS rounds (default 5) so that a drifting machine moves every
+build alike. For a change to the request path: build the base and the change, keep both
+binaries, and compare them in one run (section 1 compares only the current build with
+nginx, and its rounds on a shared VM spread more than most changes move).
+
+  python3 bench/ab.py base=/tmp/weir-base new=target/release/weir
+  BENCH_CONNS=512 BENCH_ROUNDS=7 BENCH_DURATION=5 python3 bench/ab.py a=PATH b=PATH
+
+Prints (and writes to BENCH_OUT, default bench/results/latest-ab.md) the median req/s and
+p99 per build, with the range in brackets, × nginx and × the first build, and the proxy's
+CPU time per request (user + system, all its threads): on a VM whose neighbours move req/s
+by half between rounds, CPU per request moves much less.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("BENCH_DURATION", "5")
+os.environ.setdefault("BENCH_ROUNDS", "5")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # noqa: E402
+from syscalls import cpu_ticks  # noqa: E402
+
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+CONNS = [int(c) for c in os.environ.get("BENCH_CONNS", "16,128,512").split(",") if c]
+
+
+def start_weir(binary):
+    bench.WEIR = Path(binary)
+    return bench.start_weir(bench.weir_config(10))
+
+
+def main():
+    builds = []
+    for arg in sys.argv[1:]:
+        name, sep, path = arg.partition("=")
+        if not sep or not Path(path).is_file():
+            sys.exit(f"usage: ab.py NAME=BINARY NAME=BINARY ... ({arg!r} is not one)")
+        builds.append((name, path))
+    if not builds:
+        sys.exit(__doc__)
+    systems = [("nginx", lambda: bench.start_nginx(10), bench.PORTS["nginx_http"])]
+    systems += [(name, lambda p=path: start_weir(p), bench.WEIR_HTTP) for name, path in builds]
+    bench.TMP.mkdir(parents=True, exist_ok=True)
+    bench.ensure_cert()
+    hostname, path = bench.host(9), f"{bench.prefix(9)}/x"
+    backend = bench.start_backend()
+    runs, notes = {}, []
+    try:
+        for round_no in range(bench.ROUNDS):
+            load = os.getloadavg()
+            notes.append(f"round {round_no + 1}: load average {load[0]:.2f} {load[1]:.2f} "
+                         f"{load[2]:.2f}")
+            print(notes[-1], flush=True)
+            # Alternate the order, so no build always runs first in a round.
+            order = systems if round_no % 2 == 0 else [systems[0]] + systems[:0:-1]
+            for name, start, port in order:
+                proc = start()
+                try:
+                    time.sleep(0.5)
+                    if bench.http_get(port, hostname, path) != 200:
+                        raise RuntimeError(f"{name}: routing check failed")
+                    for conns in CONNS:
+                        bench.wrk(port, hostname, path, conns, bench.WARMUP)
+                        pids = bench.tree_pids(bench.proxy_root(proc))
+                        before = sum(cpu_ticks(pids))
+                        r = bench.wrk(port, hostname, path, conns, bench.DURATION)
+                        used = sum(cpu_ticks(pids)) - before
+                        r["cpu_us"] = used * TICK_US / max(1, r["requests"])
+                        runs.setdefault((name, conns), []).append(r)
+                        print(f"  {name:10} {conns:4} {r['rps']:>9.0f} req/s  "
+                              f"p99 {r['p99']:.2f} ms  {r['cpu_us']:.1f} µs CPU/req", flush=True)
+                finally:
+                    proc.stop()
+    finally:
+        backend.stop()
+        bench.stop_all()
+
+    first = builds[0][0]
+    lines = [f"One worker pinned (section 1's layout), HTTP/1.1 keep-alive (wrk -t1), "
+             f"{bench.DURATION} s per case, median of {bench.ROUNDS} interleaved rounds, "
+             f"req/s range in brackets.", ""]
+    lines += [f"- {n}" for n in notes]
+    lines += [f"- {name}: `{path}`" for name, path in builds] + [""]
+    lines += [f"| conns | target | req/s | p99 ms | CPU µs/req | × nginx | × {first} | errors |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for conns in CONNS:
+        med = {}
+        for name, _, _ in systems:
+            rs = sorted(runs.get((name, conns), []), key=lambda r: r["rps"])
+            if rs:
+                med[name] = rs[len(rs) // 2]
+        for name, _, _ in systems:
+            rs = runs.get((name, conns))
+            if not rs:
+                continue
+            r = med[name]
+            lo, hi = min(x["rps"] for x in rs), max(x["rps"] for x in rs)
+            p99s = sorted(x["p99"] for x in rs)
+            cpus = sorted(x["cpu_us"] for x in rs)
+            err = sum(x["non2xx"] + x["socket_errors"] for x in rs)
+            ng, base = med["nginx"]["rps"], med[first]["rps"]
+            lines.append(f"| {conns} | {name} | {r['rps']:.0f} [{lo:.0f}–{hi:.0f}] | "
+                         f"{bench.fmt_ms(p99s[len(p99s) // 2])} | "
+                         f"{cpus[len(cpus) // 2]:.1f} [{cpus[0]:.1f}–{cpus[-1]:.1f}] | "
+                         f"{r['rps'] / ng:.2f} | "
+                         f"{r['rps'] / base:.2f} | {err} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(os.environ.get("BENCH_OUT", str(bench.HERE / "results" / "latest-ab.md")))
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
