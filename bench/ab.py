@@ -92,20 +92,12 @@ def main():
     lines += [f"| conns | target | req/s | p99 ms | CPU µs/req | × nginx | × {first} | errors |",
               "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for conns in CONNS:
-        med = {}
+        med = {name: bench.spread(runs[(name, conns)])[0] for name, _, _ in systems}
         for name, _, _ in systems:
-            rs = sorted(runs.get((name, conns), []), key=lambda r: r["rps"])
-            if rs:
-                med[name] = rs[len(rs) // 2]
-        for name, _, _ in systems:
-            rs = runs.get((name, conns))
-            if not rs:
-                continue
-            r = med[name]
-            lo, hi = min(x["rps"] for x in rs), max(x["rps"] for x in rs)
+            rs = runs[(name, conns)]
+            r, lo, hi, err = bench.spread(rs)
             p99s = sorted(x["p99"] for x in rs)
             cpus = sorted(x["cpu_us"] for x in rs)
-            err = sum(x["non2xx"] + x["socket_errors"] for x in rs)
             ng, base = med["nginx"]["rps"], med[first]["rps"]
             lines.append(f"| {conns} | {name} | {r['rps']:.0f} [{lo:.0f}–{hi:.0f}] | "
                          f"{bench.fmt_ms(p99s[len(p99s) // 2])} | "

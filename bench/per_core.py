@@ -139,10 +139,8 @@ def main():
             rs = runs.get((name, conns))
             if not rs:
                 continue
-            r = med[name]
+            r, lo, hi, err = bench.spread(rs)
             ng, ws = med.get("nginx", {}).get("rps"), med.get("weir-ws", {}).get("rps")
-            lo, hi = min(x["rps"] for x in rs), max(x["rps"] for x in rs)
-            err = sum(x["non2xx"] + x["socket_errors"] for x in rs)
             xn = f"{r['rps'] / ng:.2f}" if ng else "—"
             xw = f"{r['rps'] / ws:.2f}" if ws else "—"
             lines.append(f"| {conns} | {name} | {r['rps']:.0f} [{lo:.0f}–{hi:.0f}] | "

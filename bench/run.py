@@ -650,6 +650,14 @@ def warm(mode, ports, hostname, path):
 # sections
 
 
+def spread(rs):
+    """Rounds of one case (wrk results): the median by req/s, the req/s range, and the
+    errors of all rounds."""
+    rs = sorted(rs, key=lambda r: r["rps"])
+    errors = sum(r["non2xx"] + r["socket_errors"] for r in rs)
+    return rs[len(rs) // 2], rs[0]["rps"], rs[-1]["rps"], errors
+
+
 def fmt_ms(v):
     return f"{v:.2f}" if v < 10 else f"{v:.1f}"
 

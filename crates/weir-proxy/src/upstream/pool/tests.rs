@@ -101,15 +101,22 @@ async fn serve(
     closed.fetch_add(1, Ordering::SeqCst);
 }
 
+/// Where the request head in `buf` ends (before its blank line) and its Content-Length,
+/// once the whole head is in.
+fn request_head(buf: &[u8]) -> Option<(usize, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    Some((end, length))
+}
+
 /// Read one request (head and a Content-Length body) from `tcp`; false at EOF.
 async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
+        if let Some((end, length)) = request_head(buf) {
             if buf.len() >= end + 4 + length {
                 buf.drain(..end + 4 + length);
                 return true;
@@ -126,13 +133,8 @@ async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 /// [`Script::AnswerBeforeBody`] for one request; false at EOF.
 async fn answer_before_body(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let (end, length) = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            break (end, length);
+        if let Some(head) = request_head(buf) {
+            break head;
         }
         let mut chunk = [0u8; 4096];
         match tcp.read(&mut chunk).await {
