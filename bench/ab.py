@@ -11,7 +11,7 @@ nginx, and its rounds on a shared VM spread more than most changes move).
 
 Prints (and writes to BENCH_OUT, default bench/results/latest-ab.md) the median req/s and
 p99 per build, with the range in brackets, × nginx and × the first build, and the proxy's
-CPU time per request (user + system, all its threads): on a VM whose neighbours move req/s
+CPU time per request (user + system, all its threads; medians of each): on a VM whose neighbours move req/s
 by half between rounds, CPU per request moves much less.
 """
 
@@ -70,13 +70,17 @@ def main():
                     for conns in CONNS:
                         bench.wrk(port, hostname, path, conns, bench.WARMUP)
                         pids = bench.tree_pids(bench.proxy_root(proc))
-                        before = sum(cpu_ticks(pids))
+                        before = cpu_ticks(pids)
                         r = bench.wrk(port, hostname, path, conns, bench.DURATION)
-                        used = sum(cpu_ticks(pids)) - before
-                        r["cpu_us"] = used * TICK_US / max(1, r["requests"])
+                        after = cpu_ticks(pids)
+                        n = max(1, r["requests"])
+                        r["user_us"] = (after[0] - before[0]) * TICK_US / n
+                        r["sys_us"] = (after[1] - before[1]) * TICK_US / n
+                        r["cpu_us"] = r["user_us"] + r["sys_us"]
                         runs.setdefault((name, conns), []).append(r)
                         print(f"  {name:10} {conns:4} {r['rps']:>9.0f} req/s  "
-                              f"p99 {r['p99']:.2f} ms  {r['cpu_us']:.1f} µs CPU/req", flush=True)
+                              f"p99 {r['p99']:.2f} ms  CPU/req {r['user_us']:.1f} user "
+                              f"+ {r['sys_us']:.1f} sys µs", flush=True)
                 finally:
                     proc.stop()
     finally:
@@ -89,8 +93,9 @@ def main():
              f"req/s range in brackets.", ""]
     lines += [f"- {n}" for n in notes]
     lines += [f"- {name}: `{path}`" for name, path in builds] + [""]
-    lines += [f"| conns | target | req/s | p99 ms | CPU µs/req | × nginx | × {first} | errors |",
-              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| conns | target | req/s | p99 ms | CPU µs/req | user | sys | × nginx | × {first} "
+              "| errors |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for conns in CONNS:
         med = {name: bench.spread(runs[(name, conns)])[0] for name, _, _ in systems}
         for name, _, _ in systems:
@@ -98,10 +103,13 @@ def main():
             r, lo, hi, err = bench.spread(rs)
             p99s = sorted(x["p99"] for x in rs)
             cpus = sorted(x["cpu_us"] for x in rs)
+            user = sorted(x["user_us"] for x in rs)[len(rs) // 2]
+            system = sorted(x["sys_us"] for x in rs)[len(rs) // 2]
             ng, base = med["nginx"]["rps"], med[first]["rps"]
             lines.append(f"| {conns} | {name} | {r['rps']:.0f} [{lo:.0f}–{hi:.0f}] | "
                          f"{bench.fmt_ms(p99s[len(p99s) // 2])} | "
                          f"{cpus[len(cpus) // 2]:.1f} [{cpus[0]:.1f}–{cpus[-1]:.1f}] | "
+                         f"{user:.1f} | {system:.1f} | "
                          f"{r['rps'] / ng:.2f} | "
                          f"{r['rps'] / base:.2f} | {err} |")
     text = "\n".join(lines) + "\n"
