@@ -112,10 +112,7 @@ def main():
                          f"{user:.1f} | {system:.1f} | "
                          f"{r['rps'] / ng:.2f} | "
                          f"{r['rps'] / base:.2f} | {err} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(os.environ.get("BENCH_OUT", str(bench.HERE / "results" / "latest-ab.md")))
-    out.write_text(text)
+    bench.publish(lines, "latest-ab.md")
 
 
 if __name__ == "__main__":

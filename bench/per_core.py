@@ -146,10 +146,7 @@ def main():
             lines.append(f"| {conns} | {name} | {r['rps']:.0f} [{lo:.0f}–{hi:.0f}] | "
                          f"{bench.fmt_ms(r['p50'])} | {bench.fmt_ms(r['p99'])} | {xn} | {xw} | "
                          f"{err} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(os.environ.get("BENCH_OUT", str(bench.HERE / "results" / "latest-per-core.md")))
-    out.write_text(text)
+    bench.publish(lines, "latest-per-core.md")
 
 
 if __name__ == "__main__":

@@ -658,6 +658,15 @@ def spread(rs):
     return rs[len(rs) // 2], rs[0]["rps"], rs[-1]["rps"], errors
 
 
+def publish(lines, default_name):
+    """Print a table script's report and write it to BENCH_OUT, else
+    bench/results/DEFAULT_NAME."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(os.environ.get("BENCH_OUT", str(HERE / "results" / default_name)))
+    out.write_text(text)
+
+
 def fmt_ms(v):
     return f"{v:.2f}" if v < 10 else f"{v:.1f}"
 
