@@ -405,7 +405,13 @@ impl PooledBody {
         }) = self.checkin.take()
         {
             // Usually hyper asked for the next request in the poll that read the end of the
-            // body; else one more poll may get it there.
+            // body; else one more poll may get it there. (Not always that poll: hyper's
+            // request queue keeps this task's waker from the poll that asked, so the next
+            // request on the connection wakes this task once for nothing, unless the reaper
+            // polled the connection first. A poll here to clear it costs about 780
+            // instructions per request; callgrind measured it level with those wake-ups at
+            // 16 connections, where they happen 0.4 times per request, and 2 % worse at
+            // 128 and 512, where the task is mostly awake already.)
             if !conn.is_idle() && !conn.drive_idle() {
                 return;
             }
