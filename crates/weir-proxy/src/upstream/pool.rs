@@ -8,9 +8,10 @@
 //!
 //! - HTTP/1.1: an idle list per key, most recently used first. A connection goes
 //!   back to the list when its response body has been read to the end
-//!   ([`super::body::PooledBody`]); a connection that closed while idle is dropped at
-//!   check-out or by the reaper's next tick; one idle longer than the idle timeout is
-//!   dropped by the reaper. Each connection is driven by the request using it, not by a
+//!   ([`super::body::PooledBody`]); a connection that closed while idle is dropped by the
+//!   reaper's next tick, or found by the next request sent on it (hyper hands the request
+//!   back unsent and another connection is taken); one idle longer than the idle timeout
+//!   is dropped by the reaper. Each connection is driven by the request using it, not by a
 //!   task of its own ([`Http1Conn`]).
 //! - h2c: one HTTP/2 connection per endpoint, shared by every request (streams multiplex),
 //!   replaced when it closes.
@@ -243,12 +244,12 @@ struct Idle {
 
 /// A connection taken from the idle list.
 pub(crate) struct Reused {
-    pub(crate) conn: Http1Conn,
+    conn: Http1Conn,
     /// It sat idle for at least a tick: the peer may be closing it right now (its own idle
     /// timeout), so a request that is safe to repeat should be kept for a retry.
-    pub(crate) stale: bool,
+    stale: bool,
     /// Requests it has served.
-    pub(crate) uses: u32,
+    uses: u32,
 }
 
 impl Reused {
@@ -323,7 +324,7 @@ impl Pools {
     }
 
     /// The most recently used idle HTTP/1.1 connection for `key` that has not expired.
-    /// Whether the peer closed it shows when it is made ready ([`Http1Conn::ready`]).
+    /// Whether the peer closed it shows when a request is sent on it ([`Http1Conn::send`]).
     pub(crate) fn checkout_http1(&self, key: PoolKey) -> Option<Reused> {
         let now = self.inner.clock.load(Ordering::Relaxed);
         let mut map = lock(&self.inner.http1);

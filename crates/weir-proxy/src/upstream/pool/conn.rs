@@ -12,9 +12,10 @@
 //! first poll (hyper then hands the request back unsent) or by the reaper's.
 //!
 //! Only the connection future is polled with the caller's waker: it is what waits on the
-//! socket and the request body. The sender's readiness, the response head and the response
-//! body only move when the connection future runs, which happens in the same poll just
-//! before, so they are polled with a no-op waker and never wake the task for nothing.
+//! socket and the request body. The response head and the response body only move when the
+//! connection future runs, which happens in the same poll just before, so they are polled
+//! with a no-op waker and never wake the task for nothing. (Off the request path, `detach`
+//! also waits on the sender's readiness.)
 
 use std::future::Future;
 use std::net::SocketAddr;
