@@ -17,7 +17,6 @@ by half between rounds, CPU per request moves much less.
 
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("BENCH_DURATION", "5")
@@ -25,9 +24,6 @@ os.environ.setdefault("BENCH_ROUNDS", "5")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
-from syscalls import cpu_ticks  # noqa: E402
-
-TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 CONNS = [int(c) for c in os.environ.get("BENCH_CONNS", "16,128,512").split(",") if c]
 
@@ -48,44 +44,7 @@ def main():
         sys.exit(__doc__)
     systems = [("nginx", lambda: bench.start_nginx(10), bench.PORTS["nginx_http"])]
     systems += [(name, lambda p=path: start_weir(p), bench.WEIR_HTTP) for name, path in builds]
-    bench.TMP.mkdir(parents=True, exist_ok=True)
-    bench.ensure_cert()
-    hostname, path = bench.host(9), f"{bench.prefix(9)}/x"
-    backend = bench.start_backend()
-    runs, notes = {}, []
-    try:
-        for round_no in range(bench.ROUNDS):
-            load = os.getloadavg()
-            notes.append(f"round {round_no + 1}: load average {load[0]:.2f} {load[1]:.2f} "
-                         f"{load[2]:.2f}")
-            print(notes[-1], flush=True)
-            # Alternate the order, so no build always runs first in a round.
-            order = systems if round_no % 2 == 0 else [systems[0]] + systems[:0:-1]
-            for name, start, port in order:
-                proc = start()
-                try:
-                    time.sleep(0.5)
-                    if bench.http_get(port, hostname, path) != 200:
-                        raise RuntimeError(f"{name}: routing check failed")
-                    for conns in CONNS:
-                        bench.wrk(port, hostname, path, conns, bench.WARMUP)
-                        pids = bench.tree_pids(bench.proxy_root(proc))
-                        before = cpu_ticks(pids)
-                        r = bench.wrk(port, hostname, path, conns, bench.DURATION)
-                        after = cpu_ticks(pids)
-                        n = max(1, r["requests"])
-                        r["user_us"] = (after[0] - before[0]) * TICK_US / n
-                        r["sys_us"] = (after[1] - before[1]) * TICK_US / n
-                        r["cpu_us"] = r["user_us"] + r["sys_us"]
-                        runs.setdefault((name, conns), []).append(r)
-                        print(f"  {name:10} {conns:4} {r['rps']:>9.0f} req/s  "
-                              f"p99 {r['p99']:.2f} ms  CPU/req {r['user_us']:.1f} user "
-                              f"+ {r['sys_us']:.1f} sys µs", flush=True)
-                finally:
-                    proc.stop()
-    finally:
-        backend.stop()
-        bench.stop_all()
+    runs, notes = bench.rounds(systems, CONNS, alternate=True)
 
     first = builds[0][0]
     lines = [f"One worker pinned (section 1's layout), HTTP/1.1 keep-alive (wrk -t1), "

@@ -89,39 +89,7 @@ def compilers():
 def main():
     only = [s for s in os.environ.get("BENCH_SYSTEMS", "").split(",") if s]
     systems = [s for s in SYSTEMS if not only or s[0] in only or s[0] == "direct"]
-    bench.TMP.mkdir(parents=True, exist_ok=True)
-    bench.ensure_cert()
-    hostname, path = bench.host(9), f"{bench.prefix(9)}/x"
-    backend = bench.start_backend()
-    runs, machine = {}, []
-    try:
-        for round_no in range(bench.ROUNDS):
-            load = os.getloadavg()
-            note = (f"round {round_no + 1}: load average {load[0]:.2f} {load[1]:.2f} "
-                    f"{load[2]:.2f}, {compilers()} rustc running")
-            machine.append(note)
-            print(note, flush=True)
-            for name, start, port in systems:
-                proc = start() if start else None
-                try:
-                    if proc:
-                        time.sleep(0.5)
-                        ok = bench.http_get(port, hostname, path)
-                        miss = bench.http_get(port, hostname, "/nope")
-                        if ok != 200 or miss != 404:
-                            raise RuntimeError(f"{name}: routing check failed ({ok}, {miss})")
-                    for conns in CONNS:
-                        bench.wrk(port, hostname, path, conns, bench.WARMUP)
-                        r = bench.wrk(port, hostname, path, conns, bench.DURATION)
-                        runs.setdefault((name, conns), []).append(r)
-                        print(f"  {name:15} {conns:4} {r['rps']:>9.0f} req/s  "
-                              f"p99 {r['p99']:.2f} ms", flush=True)
-                finally:
-                    if proc:
-                        proc.stop()
-    finally:
-        backend.stop()
-        bench.stop_all()
+    runs, machine = bench.rounds(systems, CONNS, note=lambda: f", {compilers()} rustc running")
 
     lines = [f"Weir and nginx with {WORKERS} workers each, all processes on all CPUs, "
              f"HTTP/1.1 keep-alive (wrk -t1), {bench.DURATION} s per case, median of "

@@ -650,6 +650,84 @@ def warm(mode, ports, hostname, path):
 # sections
 
 
+def cpu_ticks(pids):
+    """User and system CPU time of all threads, in clock ticks (/proc/PID/task/*/stat)."""
+    user = system = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            user += int(fields[11])
+            system += int(fields[12])
+    return user, system
+
+
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def rounds(systems, conns_list, note=lambda: "", alternate=False):
+    """BENCH_ROUNDS interleaved rounds of section 1's HTTP/1.1 load (route 9 of 10, one
+    backend nginx) against each of `systems` ((name, start or None for the bare backend,
+    port)): start it, check that the route answers 200 and a miss 404, then at each
+    connection count warm up and measure with wrk, adding the proxy's user and system CPU
+    time per request (`user_us`, `sys_us`, `cpu_us`; None without a proxy). `note()` adds to each round's load-average line; `alternate`
+    reverses every other round's order after the first system, so no build always runs
+    first. Returns ({(name, conns): [result per round]}, [round notes])."""
+    TMP.mkdir(parents=True, exist_ok=True)
+    ensure_cert()
+    hostname, path = host(9), f"{prefix(9)}/x"
+    backend = start_backend()
+    try:
+        return _rounds(systems, conns_list, hostname, path, note, alternate)
+    finally:
+        backend.stop()
+        stop_all()
+
+
+def _rounds(systems, conns_list, hostname, path, note, alternate):
+    runs, notes = {}, []
+    for round_no in range(ROUNDS):
+        load = os.getloadavg()
+        notes.append(f"round {round_no + 1}: load average {load[0]:.2f} {load[1]:.2f} "
+                     f"{load[2]:.2f}{note()}")
+        print(notes[-1], flush=True)
+        order = systems
+        if alternate and round_no % 2 == 1:
+            order = [systems[0]] + systems[:0:-1]
+        for name, start, port in order:
+            proc = start() if start else None
+            try:
+                if proc:
+                    time.sleep(0.5)
+                    ok = http_get(port, hostname, path)
+                    miss = http_get(port, hostname, "/nope")
+                    if ok != 200 or miss != 404:
+                        raise RuntimeError(f"{name}: routing check failed ({ok}, {miss})")
+                for conns in conns_list:
+                    wrk(port, hostname, path, conns, WARMUP)
+                    pids = tree_pids(proxy_root(proc)) if proc else []
+                    before = cpu_ticks(pids)
+                    r = wrk(port, hostname, path, conns, DURATION)
+                    after = cpu_ticks(pids)
+                    r["user_us"] = r["sys_us"] = r["cpu_us"] = None
+                    if proc:
+                        n = max(1, r["requests"])
+                        r["user_us"] = (after[0] - before[0]) * TICK_US / n
+                        r["sys_us"] = (after[1] - before[1]) * TICK_US / n
+                        r["cpu_us"] = r["user_us"] + r["sys_us"]
+                    runs.setdefault((name, conns), []).append(r)
+                    cpu = (f"  CPU/req {r['user_us']:.1f} user + {r['sys_us']:.1f} sys µs"
+                           if proc else "")
+                    print(f"  {name:15} {conns:4} {r['rps']:>9.0f} req/s  "
+                          f"p99 {r['p99']:.2f} ms{cpu}", flush=True)
+            finally:
+                if proc:
+                    proc.stop()
+    return runs, notes
+
+
 def spread(rs):
     """Rounds of one case (wrk results): the median by req/s, the req/s range, and the
     errors of all rounds."""

@@ -74,20 +74,6 @@ def ctxt(pids):
     return vol, invol
 
 
-def cpu_ticks(pids):
-    """User and system CPU time of all threads, in clock ticks (/proc/PID/task/*/stat)."""
-    user = system = 0
-    for pid in pids:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            user += int(fields[11])
-            system += int(fields[12])
-    return user, system
-
-
 def perf_stat(pids, kinds, seconds):
     events = ["raw_syscalls:sys_enter", "context-switches", "cpu-migrations", "page-faults",
               "task-clock"] + [f"syscalls:sys_enter_{k}" for k in kinds]
@@ -159,13 +145,13 @@ def measure(proxy, conns, seconds, extra):
             run.wrk(port, HOST, PATH, conns, 2)  # warm: connections, pools, caches
             kinds = tracepoints()
             v0, i0 = ctxt(pids)
-            u0, s0 = cpu_ticks(pids)
+            u0, s0 = run.cpu_ticks(pids)
             stat, path = perf_stat(pids, kinds, seconds)
             time.sleep(0.2)
             res = run.wrk(port, HOST, PATH, conns, seconds)
             stat.wait(seconds + 30)
             v1, i1 = ctxt(pids)
-            u1, s1 = cpu_ticks(pids)
+            u1, s1 = run.cpu_ticks(pids)
             counts = read_perf(path)
             reqs = max(1, res["requests"])
             row = {"proxy": proxy, "conns": conns, "rps": res["rps"], "requests": reqs,
@@ -178,9 +164,8 @@ def measure(proxy, conns, seconds, extra):
             row["cs_invol"] = (i1 - i0) / reqs
             row["migrations"] = counts.get("cpu-migrations", 0) / reqs
             row["faults"] = counts.get("page-faults", 0) / reqs
-            tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-            row["user_us"] = (u1 - u0) * tick_us / reqs
-            row["sys_us"] = (s1 - s0) * tick_us / reqs
+            row["user_us"] = (u1 - u0) * run.TICK_US / reqs
+            row["sys_us"] = (s1 - s0) * run.TICK_US / reqs
             row["cpu_us"] = counts.get("task-clock", 0) * 1000 / reqs  # msec → µs
             waits, events, zero = epoll_events(pids, port, min(seconds, 5), conns)
             row["waits"] = waits
